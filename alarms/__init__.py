@@ -1,0 +1,1 @@
+"""Alarm lifecycle and policy, and the hazard-rectification tickets alarms open."""

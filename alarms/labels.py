@@ -1,0 +1,54 @@
+"""Chinese and English labels for the alarm and ticket vocabularies (console, tickets, exports)."""
+
+from __future__ import annotations
+
+from core.domain import AlarmCategory, AlarmState, TicketStatus
+
+CATEGORY_ZH: dict[AlarmCategory, str] = {
+    AlarmCategory.FIRE: "火警",
+    AlarmCategory.PRE_ALARM: "预警",
+    AlarmCategory.FAULT: "故障",
+    AlarmCategory.SUPERVISORY: "监管",
+    AlarmCategory.HAZARD: "隐患",
+}
+
+STATE_ZH: dict[AlarmState, str] = {
+    AlarmState.ACTIVE_UNACKNOWLEDGED: "报警中·未确认",
+    AlarmState.ACTIVE_ACKNOWLEDGED: "报警中·已确认",
+    AlarmState.CLEARED_UNACKNOWLEDGED: "已恢复·未确认",
+    AlarmState.CLOSED: "已关闭",
+}
+
+TICKET_STATUS_ZH: dict[TicketStatus, str] = {
+    TicketStatus.OPEN: "待派单",
+    TicketStatus.ASSIGNED: "已派单",
+    TicketStatus.RECTIFYING: "整改中",
+    TicketStatus.RECTIFIED: "已整改",
+    TicketStatus.VERIFIED: "已复检",
+    TicketStatus.CLOSED: "已闭环",
+}
+
+ALARM_TYPE_ZH: dict[str, str] = {
+    "device.offline": "设备离线",
+    "device.fault": "设备故障",
+    "device.tamper": "设备防拆",
+    "device.alarm": "设备报警",
+}
+
+# Suggested rectification measures (整改措施与意见) for automatically opened tickets.
+MEASURES_ZH: dict[str, str] = {
+    "device.offline": "现场检查设备供电与通信链路（网关、无线信号、电池），恢复设备在线并确认数据上报正常。",
+    "device.fault": "检查设备故障代码，清洁或更换探测部件，必要时更换设备，并完成功能测试。",
+    "device.tamper": "检查设备是否被拆卸或遮挡，恢复安装并完成功能测试。",
+}
+MEASURES_BY_CATEGORY_ZH: dict[AlarmCategory, str] = {
+    AlarmCategory.SUPERVISORY: "检查系统压力、阀门及水泵状态，恢复至正常监管状态并做好记录。",
+    AlarmCategory.FAULT: "检查设备及线路，排除故障并完成功能测试。",
+    AlarmCategory.HAZARD: "查明隐患原因，制定整改措施并限期整改。",
+    AlarmCategory.PRE_ALARM: "现场核查预警原因，排除隐患。",
+    AlarmCategory.FIRE: "现场核实火情并按应急预案处置。",
+}
+
+
+def alarm_type_zh(alarm_type: str) -> str:
+    return ALARM_TYPE_ZH.get(alarm_type, alarm_type)

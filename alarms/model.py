@@ -1,0 +1,64 @@
+"""The alarm as the outside world sees it, and the transition message every consumer reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.domain import AlarmAction
+from storage.models import AlarmRow
+
+SNAPSHOT_FIELDS = (
+    "id",
+    "device_id",
+    "alarm_type",
+    "category",
+    "severity",
+    "system",
+    "site",
+    "place",
+    "state",
+    "occurrences",
+    "first_ts",
+    "last_ts",
+    "cleared_ts",
+    "acked_ts",
+    "acked_by",
+    "ack_note",
+    "false_alarm",
+    "closed_ts",
+    "value",
+    "peak",
+    "channel",
+    "detail",
+    "basis",
+)
+
+
+def snapshot(row: AlarmRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in SNAPSHOT_FIELDS}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of one alarm. Stores, pushes, tickets and the console all consume this; none
+    re-derives alarm state (DESIGN §4)."""
+
+    alarm_id: int
+    action: AlarmAction
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+    actor: str
+    ts: float
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alarm_id": self.alarm_id,
+            "action": self.action.value,
+            "actor": self.actor,
+            "ts": self.ts,
+            "note": self.note,
+            "before": self.before,
+            "after": self.after,
+        }

@@ -1,0 +1,26 @@
+"""What the API needs from the running service, handed to the app factory (no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
+from alarms.model import Transition
+from alarms.service import AlarmService
+from storage.telemetry import TelemetryStore
+
+
+@dataclass
+class AppContext:
+    sessions: sessionmaker[Session]
+    alarms: AlarmService
+    telemetry: TelemetryStore
+    metrics: CollectorRegistry
+    readiness: Callable[[], dict[str, str]]  # component -> "ok" or what is wrong
+    on_human_transition: Callable[[Transition], None]
+    refresh_metrics: Callable[[], None]
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None

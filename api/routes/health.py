@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import Ctx
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", operation_id="healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", operation_id="readyz", responses={503: {"description": "a dependency is down"}})
+async def readyz(ctx: Ctx) -> JSONResponse:
+    """Ready only when the database answers a query and the broker connection is up."""
+    checks = await asyncio.to_thread(ctx.readiness)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.get("/metrics", operation_id="metrics", response_class=Response)
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus exposition: ingest rate, rejects by reason, queue drops, active alarms by category."""
+    await asyncio.to_thread(ctx.refresh_metrics)
+    return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""What every stage of firewatch shares: the domain vocabulary, settings, the place/device registry."""

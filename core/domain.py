@@ -1,0 +1,179 @@
+"""The closed vocabularies of firewatch and the small value types that cross stage boundaries.
+
+Categories follow the facility states of GB 26875 (火警 fire, 预警 pre-alarm, 故障 fault,
+监管 supervisory) plus the hazard (隐患) category of the rectification workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DeviceKind(StrEnum):
+    """What a sensor model measures; one profile belongs to exactly one kind."""
+
+    SMOKE = "smoke"
+    HEAT = "heat"
+    SMOKE_HEAT = "smoke_heat"
+    WATER_PRESSURE = "water_pressure"
+    WATER_LEVEL = "water_level"
+    ELECTRICAL_FIRE = "electrical_fire"
+    COMBUSTIBLE_GAS = "combustible_gas"
+    OXYGEN_PRESSURE = "oxygen_pressure"
+    FIRE_DOOR = "fire_door"
+    CHARGING_SOCKET = "charging_socket"
+
+
+class SystemType(StrEnum):
+    """The facility system a device belongs to (GB 26875.3 system types, abridged).
+
+    Gas alarms are displayed apart from fire alarms (GB 50116-2013 §8.1.4), so every alarm carries
+    its system and every listing can separate them.
+    """
+
+    FIRE_ALARM = "fire_alarm"
+    COMBUSTIBLE_GAS = "combustible_gas"
+    ELECTRICAL_FIRE = "electrical_fire"
+    WATER_SUPPLY = "water_supply"
+    MEDICAL_GAS = "medical_gas"
+    FIRE_DOOR = "fire_door"
+
+
+class AlarmCategory(StrEnum):
+    FIRE = "fire"  # 火警 (for the gas system: the alarm level of a gas detector)
+    PRE_ALARM = "pre_alarm"  # 预警
+    FAULT = "fault"  # 故障
+    SUPERVISORY = "supervisory"  # 监管
+    HAZARD = "hazard"  # 隐患
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+    WARNING = "warning"
+
+
+# Severity follows from the category: a fire is always critical; a supervisory signal (valve closed,
+# pressure low) disables protection, so it ranks with a pre-alarm above a plain device fault.
+SEVERITY_OF: dict[AlarmCategory, Severity] = {
+    AlarmCategory.FIRE: Severity.CRITICAL,
+    AlarmCategory.PRE_ALARM: Severity.MAJOR,
+    AlarmCategory.SUPERVISORY: Severity.MAJOR,
+    AlarmCategory.FAULT: Severity.MINOR,
+    AlarmCategory.HAZARD: Severity.WARNING,
+}
+
+# Order for "worst first" listings and propagation: lower is worse.
+CATEGORY_RANK: dict[AlarmCategory, int] = {
+    AlarmCategory.FIRE: 0,
+    AlarmCategory.PRE_ALARM: 1,
+    AlarmCategory.SUPERVISORY: 2,
+    AlarmCategory.FAULT: 3,
+    AlarmCategory.HAZARD: 4,
+}
+
+# Categories whose alarms open a hazard-rectification ticket automatically (DESIGN §5).
+TICKETED_CATEGORIES: frozenset[AlarmCategory] = frozenset(
+    {AlarmCategory.FAULT, AlarmCategory.SUPERVISORY, AlarmCategory.HAZARD}
+)
+
+
+class AlarmState(StrEnum):
+    """Alarm lifecycle. An alarm that is both cleared and acknowledged is closed: its key is free
+    again and the next occurrence opens a new alarm."""
+
+    ACTIVE_UNACKNOWLEDGED = "active_unacknowledged"
+    ACTIVE_ACKNOWLEDGED = "active_acknowledged"
+    CLEARED_UNACKNOWLEDGED = "cleared_unacknowledged"
+    CLOSED = "closed"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED)
+
+    @property
+    def is_open(self) -> bool:
+        return self is not AlarmState.CLOSED
+
+
+class AlarmAction(StrEnum):
+    """What happened to an alarm in one transition (the alarm event log's vocabulary)."""
+
+    RAISED = "raised"
+    REPEATED = "repeated"  # another occurrence while still open
+    CLEARED = "cleared"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+class DetectorEventKind(StrEnum):
+    RAISE = "raise"
+    CLEAR = "clear"
+
+
+class DeviceEventKind(StrEnum):
+    """Device-side state changes published on `.../event` (DESIGN §2)."""
+
+    ALARM = "alarm"
+    ALARM_CLEAR = "alarm_clear"
+    FAULT = "fault"
+    FAULT_CLEAR = "fault_clear"
+    TAMPER = "tamper"
+    TAMPER_CLEAR = "tamper_clear"
+    TEST = "test"
+    RESET = "reset"
+
+
+class RejectReason(StrEnum):
+    """Why an inbound message was not accepted. Each is counted and the raw bytes are kept."""
+
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    SITE_MISMATCH = "site_mismatch"
+    TOO_LARGE = "too_large"
+    BAD_JSON = "bad_json"
+    BAD_PAYLOAD = "bad_payload"  # valid JSON of the wrong shape or types
+    UNKNOWN_CHANNEL = "unknown_channel"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    UNKNOWN_EVENT = "unknown_event"
+
+
+class TicketStatus(StrEnum):
+    """The rectification loop 发现 -> 报告 -> 记录 -> 整改 -> 复检 (DESIGN §5)."""
+
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    RECTIFYING = "rectifying"
+    RECTIFIED = "rectified"
+    VERIFIED = "verified"
+    CLOSED = "closed"
+
+
+class TicketSource(StrEnum):
+    ALARM = "alarm"
+    PATROL = "patrol"
+    INSPECTION = "inspection"
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorEvent:
+    """A detector's decision about one (device, alarm type): raise or clear, with the evidence.
+
+    Detectors emit these; the alarm service turns them into alarm transitions.
+    """
+
+    device_id: str
+    alarm_type: str
+    kind: DetectorEventKind
+    category: AlarmCategory
+    ts: float
+    value: float | None = None
+    channel: str | None = None
+    detail: str = ""
+    basis: str = ""
+    extra: dict[str, float | str] = field(default_factory=dict)

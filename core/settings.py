@@ -1,0 +1,145 @@
+"""Settings: environment variables (prefix ``FIREWATCH_``, nested with ``__``) over a TOML config
+file over defaults. Validated once at start; a bad value stops start-up with a message naming it.
+
+    FIREWATCH_MQTT__URL=mqtt://127.0.0.1:1883 firewatch serve
+    firewatch serve --config firewatch.toml        # or FIREWATCH_CONFIG=firewatch.toml
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "FIREWATCH_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="mqtt://[user:password@]host:port of the broker; unset = embedded broker (demo only)",
+    )
+    client_id: str = "firewatch-ingest"
+    topic_prefix: str = "fw/v1"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in flight
+    # to us. Acks wait for the batch commit, so this is also the most that can be redelivered.
+    receive_maximum: int = Field(default=20_000, ge=10, le=65_535)
+    protocol: int = Field(default=5, description="MQTT protocol: 5, or 4 for 3.1.1 brokers")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_mqtt(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError(f"expected mqtt://host:port, got {value!r}")
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: int) -> int:
+        if value not in (4, 5):
+            raise ValueError("protocol must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+        return value
+
+
+class IngestSettings(_Section):
+    batch_max: int = Field(default=5_000, ge=1, description="most messages decoded as one batch")
+    batch_wait_ms: float = Field(default=10.0, ge=0, description="longest a message waits for its batch")
+    queue_max: int = Field(default=50_000, ge=100, description="bounded receive queue; overflow is counted")
+    max_payload_bytes: int = Field(default=16_384, ge=256)
+    max_future_s: float = Field(default=300.0, ge=0, description="timestamps further ahead are rejected")
+    reject_store_max: int = Field(default=10_000, ge=10, description="raw rejected messages kept")
+    liveness_check_s: float = Field(default=1.0, gt=0)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+
+
+class TicketPolicy(_Section):
+    """Rectification deadlines per alarm category, in hours: site policy (STANDARDS.md: no national
+    fault-repair deadline was found, so these are labelled site policy, not a standard)."""
+
+    deadline_hours: dict[str, float] = Field(
+        default_factory=lambda: {"fault": 72.0, "supervisory": 24.0, "hazard": 168.0, "pre_alarm": 72.0}
+    )
+    default_deadline_hours: float = 72.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FIREWATCH_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    telemetry_path: Path | None = Field(default=None, description="local telemetry SQLite file")
+    registry: Path | None = Field(default=None, description="registry YAML; default the demo hospital")
+    profiles_dir: Path | None = Field(default=None, description="device profiles; default the shipped ones")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    tickets: TicketPolicy = Field(default_factory=TicketPolicy)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(CONFIG_ENV)
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'firewatch.sqlite'}"
+
+    @property
+    def resolved_telemetry_path(self) -> Path:
+        return self.telemetry_path or self.data_dir / "telemetry.sqlite"
+
+
+class SettingsError(ValueError):
+    """Settings failed validation; the message lists each bad setting and how to set it."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings. A config file given here wins over FIREWATCH_CONFIG."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"config file {config_file} does not exist")
+        os.environ[CONFIG_ENV] = str(config_file)
+    elif (env_file := os.environ.get(CONFIG_ENV)) and not Path(env_file).is_file():
+        raise SettingsError(f"{CONFIG_ENV}={env_file}: no such file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = ".".join(str(p) for p in error["loc"])
+            env = "FIREWATCH_" + "__".join(str(p).upper() for p in error["loc"])
+            lines.append(f"  {loc}: {error['msg']} (set it in the config file or as {env})")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

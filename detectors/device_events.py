@@ -1,0 +1,60 @@
+"""A device's own alarm, fault and tamper bits map straight to alarms, undelayed.
+
+STANDARDS.md (design rule): a detector's own "fire" bit is an event, not an analog value; no
+duration filter, smoothing or fusion may stand between it and the alarm.
+"""
+
+from __future__ import annotations
+
+from core.domain import DetectorEvent, DetectorEventKind, DeviceEventKind
+from device_profiles.schema import event_alarm_type
+from ingest.decode import DeviceEventMsg
+from ingest.index import DeviceIndex
+
+_RAISES = {DeviceEventKind.ALARM, DeviceEventKind.FAULT, DeviceEventKind.TAMPER}
+_CLEARS = {
+    DeviceEventKind.ALARM_CLEAR: DeviceEventKind.ALARM,
+    DeviceEventKind.FAULT_CLEAR: DeviceEventKind.FAULT,
+    DeviceEventKind.TAMPER_CLEAR: DeviceEventKind.TAMPER,
+}
+
+
+class DeviceEventMapper:
+    def __init__(self, index: DeviceIndex) -> None:
+        self.index = index
+
+    def map(self, events: list[DeviceEventMsg]) -> list[DetectorEvent]:
+        out: list[DetectorEvent] = []
+        for e in events:
+            profile = self.index.profiles[e.dev]
+            detail = " ".join(
+                part
+                for part in (f"channel {e.channel}" if e.channel else "", f"code {e.code}" if e.code else "")
+                if part
+            )
+            if e.event in _RAISES:
+                targets = [(e.event, DetectorEventKind.RAISE)]
+            elif e.event in _CLEARS:
+                targets = [(_CLEARS[e.event], DetectorEventKind.CLEAR)]
+            elif e.event is DeviceEventKind.RESET:  # a latched device was reset: all its own alarms end
+                targets = [(k, DetectorEventKind.CLEAR) for k in _RAISES if k in profile.events]
+            else:  # TEST: the device's test button; logged by ingest, raises nothing
+                continue
+            for source, kind in targets:
+                mapping = profile.events.get(source)
+                if mapping is None:
+                    continue
+                out.append(
+                    DetectorEvent(
+                        device_id=e.device_id,
+                        alarm_type=event_alarm_type(source),
+                        kind=kind,
+                        category=mapping.category,
+                        ts=e.ts,
+                        value=float(e.code) if e.code is not None else None,
+                        channel=e.channel,
+                        detail=f"device reported {e.event.value}" + (f" ({detail})" if detail else ""),
+                        basis=mapping.basis or "the device's own signal, passed through undelayed",
+                    )
+                )
+        return out

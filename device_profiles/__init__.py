@@ -1,0 +1,1 @@
+"""Device profiles: one YAML file per sensor model, validated by a strict schema."""

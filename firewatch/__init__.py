@@ -1,0 +1,1 @@
+"""The firewatch application: service wiring, the embedded broker, the demo and the CLI."""

@@ -1,0 +1,185 @@
+"""An MQTT broker of firewatch's own: a private mosquitto on a free loopback port, or, where
+mosquitto is not installed, an in-process amqtt broker.
+
+Used by `firewatch demo` when no broker is configured, by the test fixtures and by the benchmarks,
+so none of them touches a broker somebody else started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started; the message says why and what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise BrokerError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+@dataclass
+class Mosquitto:
+    """A private mosquitto process. Use as a context manager, or call start()/stop().
+
+    Persistence is on, so a restart of the *service* keeps its queued QoS 1 messages, and
+    `restart()` of the broker keeps them too (mosquitto writes its database on shutdown).
+    """
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    data_dir: Path | None = None
+    max_queued_messages: int = 1_000_000
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _write_config(self) -> Path:
+        assert self.data_dir is not None
+        conf = self.data_dir / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} {self.host}",
+                    "allow_anonymous true",
+                    "persistence true",
+                    f"persistence_location {self.data_dir}/",
+                    # A persistent session must hold everything published while the service is down.
+                    f"max_queued_messages {self.max_queued_messages}",
+                    "max_queued_bytes 0",
+                    # v3 clients: no cap on unacknowledged QoS 1 in flight towards a subscriber;
+                    # MQTT 5 clients set their own cap with Receive Maximum.
+                    "max_inflight_messages 0",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    "",
+                ]
+            ),
+            encoding="utf-8",
+        )
+        return conf
+
+    def start(self) -> Mosquitto:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed: install it (apt-get install -y mosquitto)")
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fw-mosquitto-")
+            self.data_dir = Path(self._tmp.name)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        conf = self._write_config()
+        log = (self.data_dir / "mosquitto.log").open("ab")
+        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        try:
+            wait_for_port(self.host, self.port)
+        except BrokerError:
+            self.stop()
+            raise BrokerError(
+                f"mosquitto did not start on {self.host}:{self.port}; see {self.data_dir}/mosquitto.log"
+            ) from None
+        logger.info("mosquitto listening on %s:%d", self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL): what a crash looks like to clients."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class InProcessBroker:
+    """amqtt running inside this process's event loop: the demo's fallback when mosquitto is absent.
+
+    It speaks MQTT 3.1.1 only, so clients must connect with protocol 4. Not for production.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._broker: object | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> InProcessBroker:
+        from amqtt.broker import Broker  # imported here: only the fallback path needs it
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        broker = Broker(config)
+        await broker.start()
+        self._broker = broker
+        logger.info("in-process amqtt broker listening on %s:%d", self.host, self.port)
+        return self
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()  # type: ignore[attr-defined]
+            self._broker = None

@@ -1,0 +1,180 @@
+"""The `firewatch` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from core.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="firewatch — smart fire-safety monitoring (智慧消防): MQTT telemetry, detection, alarms, tickets.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+profiles_app = typer.Typer(help="Device profiles: one YAML file per sensor model.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (also FIREWATCH_CONFIG)", exists=False)
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG
+        if verbose
+        else logging.INFO
+        if os.environ.get("FIREWATCH_LOG")
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: until Ctrl-C)")
+    ] = None,
+    incident_at: Annotated[
+        float, typer.Option(help="seconds until the fire and device failures are staged")
+    ] = 30.0,
+    port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8080,
+    data_dir: Annotated[Path, typer.Option(help="where the demo keeps its SQLite files")] = Path("data/demo"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run everything on this machine: embedded broker, SQLite, a simulated hospital, the API.
+
+    After --incident-at seconds a fire breaks out in one zone, a pressure sensor goes silent and a
+    gas detector reports a fault; watch the alarms and tickets appear at /api/v1/alarms and
+    /api/v1/tickets. Ctrl-C stops cleanly.
+    """
+    _logging(verbose)
+    from firewatch.demo import run_demo
+
+    settings = _settings(None, data_dir=data_dir)
+    settings.api.port = port
+    try:
+        summary = asyncio.run(run_demo(settings, duration=duration, incident_at=incident_at, console=console))
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return
+    except OSError as exc:
+        err.print(f"[red]cannot start the demo: {exc}[/] (is port {port} in use? try --port)")
+        raise typer.Exit(1) from None
+    console.print("demo finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the service against a configured broker (FIREWATCH_MQTT__URL) with the API."""
+    _logging(verbose)
+    import uvicorn
+
+    from api.app import create_app
+    from firewatch.service import Service
+
+    settings = _settings(config)
+    if settings.mqtt.url is None:
+        err.print(
+            "[red]no broker configured[/]: set FIREWATCH_MQTT__URL=mqtt://host:1883 or mqtt.url in the "
+            "config file (or run `firewatch demo`, which starts one)"
+        )
+        raise typer.Exit(2)
+    service = Service(settings)
+    uvicorn.run(
+        create_app(service.app_context()), host=settings.api.host, port=settings.api.port, log_level="info"
+    )
+
+
+@profiles_app.command("validate")
+def profiles_validate(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="profile files or folders (default: the shipped ones)")
+    ] = None,
+) -> None:
+    """Check profiles against the strict schema; every problem is printed as file:line:col."""
+    from device_profiles.loader import shipped_profiles_dir, validate_profiles
+
+    targets = paths or [shipped_profiles_dir()]
+    issues = validate_profiles(targets)
+    for issue in issues:
+        err.print(f"[red]{issue}[/]")
+    if issues:
+        err.print(f"{len(issues)} problem(s)")
+        raise typer.Exit(1)
+    files = [p for t in targets for p in ([t] if t.is_file() else sorted(t.glob("*.yaml")))]
+    console.print(f"[green]{len(files)} profile file(s) valid[/]")
+
+
+@app.command()
+def simulate(
+    broker: Annotated[str, typer.Option(help="broker URL, mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    registry: Annotated[Path | None, typer.Option(help="registry YAML (default: the demo hospital)")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds to run (default: until Ctrl-C)")] = None,
+    speed: Annotated[float, typer.Option(help="time compression: 10 = ten times the profile rates")] = 1.0,
+    fire_zone: Annotated[
+        str | None, typer.Option(help="zone path to set on fire, e.g. sxzyy/b2/f3/z1")
+    ] = None,
+    fire_at: Annotated[float, typer.Option(help="seconds after start to inject the fire")] = 30.0,
+    pressure_drop: Annotated[
+        str | None, typer.Option(help="device id whose water pressure collapses")
+    ] = None,
+    gas_leak: Annotated[str | None, typer.Option(help="place path where gas leaks")] = None,
+    silent_device: Annotated[str | None, typer.Option(help="device id that stops publishing")] = None,
+    incident_at: Annotated[float, typer.Option(help="seconds after start for the other incidents")] = 30.0,
+) -> None:
+    """Publish the registry's devices at their profile rates, with noise, and inject incidents."""
+    from urllib.parse import urlsplit
+
+    from firewatch.service import DEMO_REGISTRY
+    from simulators.publisher import simulate_main
+
+    parts = urlsplit(broker)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        err.print(f"[red]--broker must look like mqtt://host:port, got {broker!r}[/]")
+        raise typer.Exit(2)
+    simulate_main(
+        registry or DEMO_REGISTRY,
+        host=parts.hostname,
+        port=parts.port or 1883,
+        duration=duration,
+        speed=speed,
+        fire_zone=fire_zone,
+        fire_at=fire_at,
+        pressure_drop=pressure_drop,
+        gas_leak=gas_leak,
+        silent_device=silent_device,
+        incident_at=incident_at,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""`firewatch demo`: the whole system on one machine with no set-up.
+
+An embedded broker (a private mosquitto if installed, else in-process amqtt), SQLite in a data
+folder, the demo hospital simulated, the API on http://127.0.0.1:8080. After `incident_at` seconds
+it stages a fire in one zone, a device going silent and a device fault elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import func, select
+
+from api.app import create_app
+from core.domain import AlarmState
+from core.settings import Settings
+from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
+from firewatch.service import Service
+from simulators.publisher import Simulation
+from storage.models import AlarmRow, TicketRow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What the demo stages, and where: a ward zone catches fire; a pump-room sensor goes silent;
+    a kitchen gas detector reports a fault."""
+
+    fire_zone: str
+    silent_device: str
+    faulty_device: str
+
+
+def plan_for(service: Service) -> DemoPlan:
+    reg = service.registry
+    by_profile: dict[str, list[str]] = {}
+    for device in reg.devices.values():
+        by_profile.setdefault(device.profile, []).append(device.id)
+    smoke = sorted(by_profile.get("smoke-photoelectric", []))
+    if not smoke:
+        raise ValueError("the registry has no smoke detectors to stage a fire with")
+    fire_zone = reg.locations[smoke[len(smoke) // 2]].zone_path
+    in_fire_zone = {d for d, loc in reg.locations.items() if loc.zone_path == fire_zone}
+    others = [d for d in sorted(reg.devices) if d not in in_fire_zone]
+    pressure = [d for d in sorted(by_profile.get("water-pressure", [])) if d not in in_fire_zone]
+    gas = [d for d in sorted(by_profile.get("combustible-gas", [])) if d not in in_fire_zone]
+    silent = pressure[0] if pressure else others[0]
+    faulty = gas[0] if gas else others[-1]
+    return DemoPlan(fire_zone, silent, faulty)
+
+
+async def run_demo(
+    settings: Settings,
+    *,
+    duration: float | None,
+    incident_at: float = 30.0,
+    console: Console | None = None,
+) -> dict[str, int]:
+    console = console or Console()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mosquitto: Mosquitto | None = None
+    inproc: InProcessBroker | None = None
+    if settings.mqtt.url is None:
+        if mosquitto_binary():
+            mosquitto = Mosquitto(data_dir=settings.data_dir / "mosquitto").start()
+            settings.mqtt.url = mosquitto.url
+            console.print(f"[green]embedded broker[/]: mosquitto on {mosquitto.url}")
+        else:
+            inproc = await InProcessBroker().start()
+            settings.mqtt.url = inproc.url
+            settings.mqtt.protocol = 4  # amqtt speaks MQTT 3.1.1
+            console.print(
+                f"[yellow]embedded broker[/]: in-process amqtt on {inproc.url} (mosquitto not installed)"
+            )
+    service = Service(settings)
+    plan = plan_for(service)
+    app = create_app(service.app_context())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.api.host, port=settings.api.port, log_level="warning", lifespan="on"
+        )
+    )
+    assert service.settings.mqtt.url is not None
+    broker_url = service.settings.mqtt.url.removeprefix("mqtt://")
+    host, port = broker_url.rsplit(":", 1)
+    sim = Simulation(service.registry, service.profiles, host=host, port=int(port), quiet=True)
+    api_url = f"http://{settings.api.host}:{settings.api.port}"
+    console.print(
+        f"[bold]firewatch demo[/]: {service.index.n_devices} devices; API on [link]{api_url}[/] "
+        f"(try {api_url}/api/v1/alarms); data in {settings.data_dir}"
+    )
+    console.print(
+        f"in {incident_at:.0f} s: fire in [red]{plan.fire_zone}[/], "
+        f"[yellow]{plan.silent_device}[/] goes silent, [yellow]{plan.faulty_device}[/] reports a fault"
+    )
+    started = time.monotonic()
+    server_task = asyncio.create_task(server.serve(), name="api")
+    while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.05)
+    if server_task.done():
+        await server_task  # surfaces the bind error, e.g. port already in use
+    sim_task = asyncio.create_task(sim.run(), name="simulation")
+    staged = False
+    summary: dict[str, int] = {}
+    try:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while not server_task.done():
+                elapsed = time.monotonic() - started
+                if not staged and elapsed >= incident_at:
+                    sim.inject_fire(plan.fire_zone)
+                    sim.silence(plan.silent_device)
+                    sim.fault(plan.faulty_device, code=3)
+                    staged = True
+                summary = await asyncio.to_thread(_summary, service, sim.published)
+                live.update(_table(summary, elapsed, staged))
+                if duration is not None and elapsed >= duration:
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        sim.stop()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(sim_task, 5)
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+        if mosquitto is not None:
+            mosquitto.stop()
+        if inproc is not None:
+            await inproc.stop()
+    return summary
+
+
+def _summary(service: Service, published: int) -> dict[str, int]:
+    with service.sessions() as s:
+        active = (
+            s.scalar(
+                select(func.count())
+                .select_from(AlarmRow)
+                .where(AlarmRow.state.in_([AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED]))
+            )
+            or 0
+        )
+        fire = (
+            s.scalar(
+                select(func.count())
+                .select_from(AlarmRow)
+                .where(AlarmRow.category == "fire", AlarmRow.state != AlarmState.CLOSED.value)
+            )
+            or 0
+        )
+        tickets = s.scalar(select(func.count()).select_from(TicketRow)) or 0
+    return {
+        "published": published,
+        "ingested": service.pipeline.accepted,
+        "rejected": service.pipeline.rejected,
+        "active alarms": active,
+        "open fire alarms": fire,
+        "tickets": tickets,
+    }
+
+
+def _table(summary: dict[str, int], elapsed: float, staged: bool) -> Table:
+    table = Table(title=f"firewatch demo — {elapsed:5.0f} s" + ("  (incidents staged)" if staged else ""))
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in summary.items():
+        style = "bold red" if key == "open fire alarms" and value else ""
+        table.add_row(key, f"[{style}]{value}[/]" if style else str(value))
+    return table
+
+
+def demo_settings(data_dir: Path, port: int) -> Settings:
+    from core.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    settings.api.port = port
+    return settings

@@ -1,0 +1,185 @@
+"""The data path of DESIGN §2 in one process: queue -> decode -> detect -> alarms -> telemetry -> ack.
+
+Alarms are decided and persisted before the batch's telemetry is written, so storage never sits on
+the alarm path; the broker's acknowledgement waits for both (a crash before it means redelivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alarms.model import Transition
+from alarms.service import AlarmService
+from alarms.tickets import TicketChange
+from core.domain import DetectorEvent
+from detectors.engine import Engine
+from firewatch.metrics import Metrics
+from ingest.decode import DecodedBatch, Decoder
+from ingest.envelope import Message
+from ingest.queue import BoundedQueue
+from storage.rejects import RejectRecord, RejectStore
+from storage.telemetry import TelemetryStore
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[list[Transition], list[TicketChange]], None]
+
+
+@dataclass
+class PipelineConfig:
+    batch_max: int = 5_000
+    batch_wait_s: float = 0.005
+    liveness_check_s: float = 1.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        decoder: Decoder,
+        engine: Engine,
+        alarms: AlarmService,
+        telemetry: TelemetryStore,
+        rejects: RejectStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.decoder = decoder
+        self.engine = engine
+        self.alarms = alarms
+        self.telemetry = telemetry
+        self.rejects = rejects
+        self.metrics = metrics
+        self.clock = clock
+        self.config = config or PipelineConfig()
+        self.listeners: list[Listener] = []
+        self.batches = 0
+        self.accepted = 0  # telemetry messages accepted
+        self.rejected = 0
+        self.stored_samples = 0
+        # Detector state is touched by the batch thread and the liveness timer: one at a time.
+        self._lock = threading.Lock()
+        restored = telemetry.seq_state()
+        dev_of = decoder.index.dev_of
+        decoder.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in restored if d in dev_of])
+
+    # --- the synchronous core, also driven directly by tests and benchmarks ------------------------
+    def detect(self, messages: list[Message]) -> DecodedBatch:
+        """Decode, detect and raise alarms for one batch; returns the batch for storage."""
+        started = time.perf_counter()
+        with self._lock:
+            now = self.clock()
+            batch = self.decoder.decode(messages, now)
+            events = self.engine.process(batch)
+        m = self.metrics
+        m.messages.inc(len(messages))
+        m.readings.inc(int(batch.reading_dev.size))
+        self.accepted += int(batch.reading_dev.size)
+        self.rejected += len(batch.rejects)
+        m.samples.inc(batch.n_samples)
+        m.duplicates.inc(batch.duplicates)
+        for r in batch.rejects:
+            m.rejects.labels(r.reason.value).inc()
+        if events:
+            self.raise_alarms(events, first_received=min(msg.received for msg in messages))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        self.batches += 1
+        return batch
+
+    def raise_alarms(self, events: list[DetectorEvent], first_received: float | None = None) -> None:
+        transitions, tickets = self.alarms.apply(events)
+        if first_received is not None and transitions:
+            self.metrics.alarm_latency.observe(max(0.0, self.clock() - first_received))
+        self.publish(transitions, tickets)
+
+    def publish(self, transitions: list[Transition], tickets: list[TicketChange]) -> None:
+        for t in transitions:
+            self.metrics.transitions.labels(t.action.value, str(t.after["category"])).inc()
+        self.metrics.tickets_opened.inc(sum(1 for t in tickets if t.action == "opened"))
+        for listener in self.listeners:
+            try:
+                listener(transitions, tickets)
+            except Exception:  # a broken consumer must not stop the alarm path
+                logger.exception("alarm listener %r failed", listener)
+
+    def store(self, batch: DecodedBatch) -> None:
+        """Persist one batch (blocking): telemetry with its seq state, then rejects."""
+        self.telemetry.write(batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state)
+        self.stored_samples += batch.n_samples
+        if batch.rejects or batch.unknown_devices:
+            now = self.clock()
+            self.rejects.add(
+                [
+                    RejectRecord(r.received, r.topic, r.payload, r.reason.value, r.detail, r.device_id)
+                    for r in batch.rejects
+                ],
+                [(site, dev, now) for site, dev in batch.unknown_devices],
+            )
+
+    def check_liveness(self) -> None:
+        with self._lock:
+            events = self.engine.check(self.clock())
+        if events:
+            self.raise_alarms(events)
+
+    # --- the asynchronous loop -----------------------------------------------------------------
+    async def run(
+        self, queue: BoundedQueue, ack: Callable[[list[Message]], int], stop: asyncio.Event
+    ) -> None:
+        """Drain the queue until `stop`; every message is acknowledged only after its batch is stored."""
+        pending: asyncio.Queue[tuple[DecodedBatch, list[Message]] | None] = asyncio.Queue(maxsize=4)
+        writer = asyncio.create_task(self._writer(pending, ack), name="telemetry-writer")
+        ticker = asyncio.create_task(self._liveness(stop), name="liveness")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                getter = asyncio.ensure_future(
+                    queue.get_batch(self.config.batch_max, self.config.batch_wait_s)
+                )
+                done, _ = await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                messages = getter.result()
+                self.metrics.queue_depth.set(len(queue))
+                self.metrics.queue_dropped.set(queue.dropped)
+                try:
+                    batch = await asyncio.to_thread(self.detect, messages)
+                except Exception:  # never expected; keep the pipeline alive, leave messages unacked
+                    logger.exception("batch of %d messages failed; they will be redelivered", len(messages))
+                    continue
+                self.metrics.telemetry_lag.set(pending.qsize())
+                await pending.put((batch, messages))
+        finally:
+            await pending.put(None)
+            await writer
+            ticker.cancel()
+            stopping.cancel()
+
+    async def _writer(
+        self,
+        pending: asyncio.Queue[tuple[DecodedBatch, list[Message]] | None],
+        ack: Callable[[list[Message]], int],
+    ) -> None:
+        while (item := await pending.get()) is not None:
+            batch, messages = item
+            try:
+                await asyncio.to_thread(self.store, batch)
+            except Exception:
+                logger.exception("storing a batch failed; its %d messages stay unacknowledged", len(messages))
+                continue
+            ack(messages)
+
+    async def _liveness(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.config.liveness_check_s)
+            try:
+                await asyncio.to_thread(self.check_liveness)
+            except Exception:
+                logger.exception("liveness check failed")

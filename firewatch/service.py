@@ -1,0 +1,178 @@
+"""Assemble the running service from settings: stores, registry, pipeline, MQTT source, API context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+
+from alarms.model import Transition
+from alarms.service import AlarmService
+from alarms.tickets import TicketOpener
+from api.context import AppContext
+from core.domain import AlarmAction, AlarmState
+from core.registry import Registry, load_registry
+from core.settings import Settings
+from detectors.engine import Engine
+from device_profiles.loader import load_profiles
+from device_profiles.schema import Profile
+from firewatch.metrics import Metrics
+from firewatch.pipeline import Pipeline, PipelineConfig
+from ingest.decode import Decoder
+from ingest.index import DeviceIndex
+from ingest.mqtt import BrokerAddress, MqttSource
+from ingest.queue import BoundedQueue
+from ingest.topics import subscriptions
+from storage.db import check, open_store
+from storage.models import AlarmRow
+from storage.registry_sync import sync_registry
+from storage.rejects import RejectStore
+from storage.telemetry import TelemetryStore
+
+logger = logging.getLogger(__name__)
+
+DEMO_REGISTRY = Path(__file__).resolve().parent.parent / "simulators" / "data" / "demo_hospital.yaml"
+
+
+def broker_address(url: str) -> BrokerAddress:
+    parts = urlsplit(url)
+    return BrokerAddress(parts.hostname or "127.0.0.1", parts.port or 1883, parts.username, parts.password)
+
+
+class Service:
+    """One firewatch process: everything DESIGN §2 draws, wired together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry | None = None,
+        profiles: dict[str, Profile] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if settings.mqtt.url is None:
+            raise ValueError("no broker configured: set FIREWATCH_MQTT__URL (or use `firewatch demo`)")
+        self.settings = settings
+        self.clock = clock
+        self.profiles = profiles if profiles is not None else load_profiles(settings.profiles_dir)
+        self.registry = (
+            registry if registry is not None else load_registry(settings.registry or DEMO_REGISTRY)
+        )
+        self.index = DeviceIndex.build(self.registry, self.profiles)
+        self.db, self.sessions = open_store(settings.resolved_database_url)
+        sync_registry(self.sessions, self.registry, self.profiles)
+        self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
+        self.telemetry.bind(
+            (self.index.device_ids[int(d)], c)
+            for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
+        )
+        self.metrics = Metrics()
+        self.alarms = AlarmService(
+            self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock
+        )
+        self.engine = Engine(self.index, start=clock())
+        self.engine.resume(self.alarms.active_keys())
+        ing = settings.ingest
+        self.decoder = Decoder(
+            self.index,
+            prefix=settings.mqtt.topic_prefix,
+            max_payload=ing.max_payload_bytes,
+            max_future_s=ing.max_future_s,
+        )
+        self.pipeline = Pipeline(
+            decoder=self.decoder,
+            engine=self.engine,
+            alarms=self.alarms,
+            telemetry=self.telemetry,
+            rejects=RejectStore(self.sessions, ing.reject_store_max),
+            metrics=self.metrics,
+            clock=clock,
+            config=PipelineConfig(ing.batch_max, ing.batch_wait_ms / 1000.0, ing.liveness_check_s),
+        )
+        self.queue = BoundedQueue(ing.queue_max)
+        self.source = MqttSource(
+            broker_address(settings.mqtt.url),
+            client_id=settings.mqtt.client_id,
+            topics=subscriptions(settings.mqtt.topic_prefix),
+            queue=self.queue,
+            clock=clock,
+            protocol=settings.mqtt.protocol,
+            receive_maximum=min(settings.mqtt.receive_maximum, ing.queue_max),
+            keepalive=settings.mqtt.keepalive_s,
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
+            asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
+        ]
+        logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+        self._tasks = []
+        self.telemetry.close()
+        self.db.dispose()
+
+    # --- what the API needs ----------------------------------------------------------------------
+    def readiness(self) -> dict[str, str]:
+        checks = {}
+        try:
+            check(self.db)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["broker"] = "ok" if self.source.connected.is_set() else "not connected"
+        checks["pipeline"] = "ok" if self._tasks and not any(t.done() for t in self._tasks) else "not running"
+        return checks
+
+    def on_human_transition(self, t: Transition) -> None:
+        if (
+            t.action in (AlarmAction.CLEARED, AlarmAction.CLOSED)
+            and t.before
+            and AlarmState(t.before["state"]).is_active
+        ):
+            # A person cleared an alarm whose condition may persist: let the detector raise it
+            # afresh on the next reading rather than stay silent (when in doubt, alarm).
+            self.engine.forget(str(t.after["device_id"]), str(t.after["alarm_type"]))
+        self.pipeline.publish([t], [])
+
+    def refresh_metrics(self) -> None:
+        self.metrics.active_alarms.clear()
+        with self.sessions() as s:
+            rows = s.execute(
+                select(AlarmRow.category, AlarmRow.system, func.count())
+                .where(AlarmRow.state.in_([AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED]))
+                .group_by(AlarmRow.category, AlarmRow.system)
+            )
+            for category, system, n in rows:
+                self.metrics.active_alarms.labels(category, system).set(n)
+        self.metrics.mqtt_connected.set(1 if self.source.connected.is_set() else 0)
+        self.metrics.queue_depth.set(len(self.queue))
+        self.metrics.queue_dropped.set(self.queue.dropped)
+
+    def app_context(self) -> AppContext:
+        return AppContext(
+            sessions=self.sessions,
+            alarms=self.alarms,
+            telemetry=self.telemetry,
+            metrics=self.metrics.registry,
+            readiness=self.readiness,
+            on_human_transition=self.on_human_transition,
+            refresh_metrics=self.refresh_metrics,
+            start=self.start,
+            stop=self.stop,
+        )

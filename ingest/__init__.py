@@ -1,0 +1,1 @@
+"""MQTT -> readings: topic scheme, payload decoding, validation, de-duplication and rejects."""

@@ -1,0 +1,345 @@
+"""Decode a batch of MQTT messages into columns, rejecting what cannot be accepted.
+
+The per-message loop does only what must be done per message (split the topic, parse JSON, look
+names up); range and finiteness checks run vectorised over the whole batch afterwards. A message is
+accepted whole or rejected whole, with its raw bytes and a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from core.domain import DeviceEventKind, RejectReason
+from ingest.dedupe import SeqTracker
+from ingest.envelope import Message
+from ingest.index import DeviceIndex
+from ingest.rejects import Reject
+from ingest.topics import MessageKind
+
+_NUM = (int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEventMsg:
+    dev: int
+    device_id: str
+    ts: float
+    event: DeviceEventKind
+    channel: str | None
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMsg:
+    dev: int
+    device_id: str
+    online: bool
+    ts: float
+
+
+@dataclass
+class DecodedBatch:
+    """One batch, columnar. Samples are (device, channel) values; readings are whole messages."""
+
+    sample_slot: npt.NDArray[np.int32]
+    sample_ts: npt.NDArray[np.float64]
+    sample_value: npt.NDArray[np.float64]
+    reading_dev: npt.NDArray[np.int32]  # accepted telemetry messages
+    reading_seq: npt.NDArray[np.int64]
+    reading_ts: npt.NDArray[np.float64]
+    reading_batt: npt.NDArray[np.float64]  # NaN where absent
+    reading_rssi: npt.NDArray[np.float64]
+    seen_dev: npt.NDArray[np.int32]  # every device that sent an accepted message, with receipt time
+    seen_at: npt.NDArray[np.float64]
+    events: list[DeviceEventMsg] = field(default_factory=list)
+    statuses: list[StatusMsg] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    unknown_devices: list[tuple[str, str]] = field(default_factory=list)  # (site, device_id)
+    duplicates: int = 0
+    # (device_id, max_seq, bits, last_ts) of the devices this batch touched: stored with the batch so
+    # redeliveries after a crash are recognised.
+    seq_state: list[tuple[str, int, int, float]] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.sample_slot.size)
+
+
+class _Rejected(Exception):  # noqa: N818 - control flow inside the decoder, never escapes it
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def _timestamp(raw: object, received: float) -> float:
+    if raw is None:
+        return received  # devices without a clock: the receipt time stands in
+    if type(raw) in _NUM:
+        return float(raw)  # type: ignore[arg-type]
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw).timestamp()
+        except ValueError:
+            raise _Rejected(
+                RejectReason.BAD_PAYLOAD, f"ts {raw!r} is neither epoch seconds nor RFC 3339"
+            ) from None
+    raise _Rejected(
+        RejectReason.BAD_PAYLOAD, f"ts must be a number or RFC 3339 string, got {type(raw).__name__}"
+    )
+
+
+def _seq(raw: object) -> int:
+    if raw is None:
+        return -1
+    if type(raw) is not int or raw < 0:
+        raise _Rejected(RejectReason.BAD_PAYLOAD, f"seq must be a non-negative integer, got {raw!r}")
+    return raw
+
+
+def _optional_number(obj: dict[str, object], key: str) -> float:
+    raw = obj.get(key)
+    if raw is None:
+        return math.nan
+    if type(raw) not in _NUM:
+        raise _Rejected(RejectReason.BAD_PAYLOAD, f"{key} must be a number, got {raw!r}")
+    return float(raw)  # type: ignore[arg-type]
+
+
+class Decoder:
+    def __init__(
+        self,
+        index: DeviceIndex,
+        *,
+        prefix: str = "fw/v1",
+        max_payload: int = 16_384,
+        max_future_s: float = 300.0,
+    ) -> None:
+        self.index = index
+        self.prefix = prefix.split("/")
+        self.max_payload = max_payload
+        self.max_future_s = max_future_s
+        self.seq = SeqTracker(index.n_devices)
+
+    def decode(self, messages: list[Message], now: float) -> DecodedBatch:
+        idx = self.index
+        dev_of, sites, offsets, bases = idx.dev_of, idx.sites, idx.channel_offsets, idx.slot_base
+        p0, p1 = self.prefix[0], self.prefix[1] if len(self.prefix) > 1 else ""
+        rejects: list[Reject] = []
+        unknown: list[tuple[str, str]] = []
+        events: list[DeviceEventMsg] = []
+        statuses: list[StatusMsg] = []
+        s_slot: list[int] = []
+        s_val: list[float] = []
+        s_msg: list[int] = []  # reading index of each sample
+        r_dev: list[int] = []
+        r_seq: list[int] = []
+        r_ts: list[float] = []
+        r_batt: list[float] = []
+        r_rssi: list[float] = []
+        r_msg: list[Message] = []
+        seen_dev: list[int] = []
+        seen_at: list[float] = []
+        event_duplicates = 0
+
+        for m in messages:
+            parts = m.topic.split("/")
+            device_id: str | None = None
+            try:
+                if len(parts) != 5 or parts[0] != p0 or parts[1] != p1:
+                    raise _Rejected(RejectReason.BAD_TOPIC, f"expected {p0}/{p1}/<site>/<device>/<kind>")
+                site, device_id, kind = parts[2], parts[3], parts[4]
+                dev = dev_of.get(device_id)
+                if dev is None:
+                    unknown.append((site, device_id))
+                    raise _Rejected(RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered")
+                if site != sites[dev]:
+                    raise _Rejected(
+                        RejectReason.SITE_MISMATCH, f"device {device_id!r} belongs to site {sites[dev]!r}"
+                    )
+                if len(m.payload) > self.max_payload:
+                    raise _Rejected(RejectReason.TOO_LARGE, f"{len(m.payload)} bytes > {self.max_payload}")
+                if kind == MessageKind.TELEMETRY:
+                    obj = self._json_object(m.payload)
+                    v = obj.get("v")
+                    if type(v) is not dict or not v:
+                        raise _Rejected(
+                            RejectReason.BAD_PAYLOAD, "'v' must be a non-empty object of channel -> number"
+                        )
+                    ts = _timestamp(obj.get("ts"), m.received)
+                    seq = _seq(obj.get("seq"))
+                    batt = _optional_number(obj, "batt")
+                    rssi = _optional_number(obj, "rssi")
+                    chans = offsets[dev]
+                    base = int(bases[dev])
+                    slots = []
+                    vals = []
+                    for name, value in v.items():
+                        off = chans.get(name)
+                        if off is None:
+                            raise _Rejected(
+                                RejectReason.UNKNOWN_CHANNEL,
+                                f"channel {name!r} is not one of {sorted(chans)}",
+                            )
+                        if type(value) not in _NUM:
+                            raise _Rejected(
+                                RejectReason.BAD_PAYLOAD, f"channel {name!r}: {value!r} is not a number"
+                            )
+                        slots.append(base + off)
+                        vals.append(value)
+                    n = len(r_dev)
+                    s_slot.extend(slots)
+                    s_val.extend(vals)
+                    s_msg.extend([n] * len(slots))
+                    r_dev.append(dev)
+                    r_seq.append(seq)
+                    r_ts.append(ts)
+                    r_batt.append(batt)
+                    r_rssi.append(rssi)
+                    r_msg.append(m)
+                elif kind == MessageKind.EVENT:
+                    obj = self._json_object(m.payload)
+                    event = self._event(dev, device_id, obj, m, now)
+                    seen_dev.append(dev)
+                    seen_at.append(m.received)
+                    if event is None:
+                        event_duplicates += 1
+                    else:
+                        events.append(event)
+                elif kind == MessageKind.STATUS:
+                    text = m.payload.strip().lower()
+                    if text not in (b"online", b"offline"):
+                        raise _Rejected(RejectReason.BAD_PAYLOAD, "status must be 'online' or 'offline'")
+                    statuses.append(StatusMsg(dev, device_id, text == b"online", m.received))
+                else:
+                    raise _Rejected(RejectReason.BAD_TOPIC, f"unknown message kind {kind!r}")
+            except _Rejected as bad:
+                rejects.append(Reject(m.received, m.topic, m.payload, bad.reason, bad.detail, device_id))
+
+        slot = np.array(s_slot, dtype=np.int32)
+        value = np.array(s_val, dtype=np.float64)
+        sample_msg = np.array(s_msg, dtype=np.int32)
+        reading_ts = np.array(r_ts, dtype=np.float64)
+        ok = np.ones(len(r_dev), dtype=bool)
+
+        # Vectorised checks over all samples of the batch.
+        finite = np.isfinite(value)
+        in_range = (value >= idx.slot_lo[slot]) & (value <= idx.slot_hi[slot])
+        bad_sample = ~(finite & in_range)
+        future = reading_ts > now + self.max_future_s
+        if bad_sample.any() or future.any():
+            for i in np.unique(sample_msg[bad_sample]).tolist():
+                ok[i] = False
+                j = int(np.flatnonzero((sample_msg == i) & bad_sample)[0])
+                name = idx.slot_channel[slot[j]]
+                m = r_msg[i]
+                if not finite[j]:
+                    reason, detail = RejectReason.NON_FINITE, f"channel {name!r} is {value[j]}"
+                else:
+                    unit = idx.profiles[r_dev[i]].channels[name].unit
+                    reason = RejectReason.OUT_OF_RANGE
+                    detail = (
+                        f"channel {name!r} = {value[j]:g} outside "
+                        f"[{idx.slot_lo[slot[j]]:g}, {idx.slot_hi[slot[j]]:g}] {unit}"
+                    )
+                rejects.append(
+                    Reject(m.received, m.topic, m.payload, reason, detail, idx.device_ids[r_dev[i]])
+                )
+            for i in np.flatnonzero(future & ok).tolist():
+                ok[i] = False
+                m = r_msg[i]
+                rejects.append(
+                    Reject(
+                        m.received,
+                        m.topic,
+                        m.payload,
+                        RejectReason.FUTURE_TIMESTAMP,
+                        f"ts {r_ts[i]:.3f} is {r_ts[i] - now:.0f} s ahead of the service clock",
+                        idx.device_ids[r_dev[i]],
+                    )
+                )
+
+        duplicates = event_duplicates
+        accept = self.seq.accept
+        for i in range(len(r_dev)):
+            if ok[i] and r_seq[i] >= 0 and not accept(r_dev[i], r_seq[i], r_ts[i]):
+                ok[i] = False
+                duplicates += 1
+
+        keep = ok[sample_msg] if sample_msg.size else np.zeros(0, dtype=bool)
+        rdev = np.array(r_dev, dtype=np.int32)[ok]
+        r_received = np.array([m.received for m in r_msg], dtype=np.float64)[ok]
+        return DecodedBatch(
+            sample_slot=slot[keep],
+            sample_ts=reading_ts[sample_msg[keep]],
+            sample_value=value[keep],
+            reading_dev=rdev,
+            reading_seq=np.array(r_seq, dtype=np.int64)[ok],
+            reading_ts=reading_ts[ok],
+            reading_batt=np.array(r_batt, dtype=np.float64)[ok],
+            reading_rssi=np.array(r_rssi, dtype=np.float64)[ok],
+            seen_dev=np.concatenate([rdev, np.array(seen_dev, dtype=np.int32)]),
+            seen_at=np.concatenate([r_received, np.array(seen_at, dtype=np.float64)]),
+            events=events,
+            statuses=statuses,
+            rejects=rejects,
+            unknown_devices=unknown,
+            duplicates=duplicates,
+            seq_state=self._take_seq_state(),
+        )
+
+    def _take_seq_state(self) -> list[tuple[str, int, int, float]]:
+        ids = self.index.device_ids
+        state = [(ids[d], mx, bits, ts) for d, mx, bits, ts in self.seq.snapshot()]
+        self.seq.dirty.clear()
+        return state
+
+    @staticmethod
+    def _json_object(payload: bytes) -> dict[str, object]:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise _Rejected(RejectReason.BAD_JSON, f"not JSON: {exc}") from None
+        if type(obj) is not dict:
+            raise _Rejected(RejectReason.BAD_PAYLOAD, f"expected a JSON object, got {type(obj).__name__}")
+        return obj
+
+    def _event(
+        self, dev: int, device_id: str, obj: dict[str, object], m: Message, now: float
+    ) -> DeviceEventMsg | None:
+        """The validated device event, or None if it is a redelivered duplicate."""
+        raw = obj.get("event")
+        try:
+            event = DeviceEventKind(str(raw)) if isinstance(raw, str) else DeviceEventKind("?")
+        except ValueError:
+            raise _Rejected(
+                RejectReason.UNKNOWN_EVENT,
+                f"event {raw!r} is not one of {[e.value for e in DeviceEventKind]}",
+            ) from None
+        profile = self.index.profiles[dev]
+        mapped = {e.value.removesuffix("_clear") for e in profile.events}
+        if (
+            event not in (DeviceEventKind.TEST, DeviceEventKind.RESET)
+            and event.removesuffix("_clear") not in mapped
+        ):
+            raise _Rejected(
+                RejectReason.UNKNOWN_EVENT, f"profile {profile.id!r} defines no {event.value!r} event"
+            )
+        ts = _timestamp(obj.get("ts"), m.received)
+        if not math.isfinite(ts) or ts > now + self.max_future_s:
+            raise _Rejected(RejectReason.FUTURE_TIMESTAMP, f"ts {ts} is ahead of the service clock")
+        seq = _seq(obj.get("seq"))
+        if seq >= 0 and not self.seq.accept(dev, seq, ts):
+            return None
+        channel = obj.get("channel")
+        code = obj.get("code")
+        if channel is not None and not isinstance(channel, str):
+            raise _Rejected(RejectReason.BAD_PAYLOAD, f"channel must be a string, got {channel!r}")
+        if code is not None and type(code) is not int:
+            raise _Rejected(RejectReason.BAD_PAYLOAD, f"code must be an integer, got {code!r}")
+        return DeviceEventMsg(dev, device_id, ts, event, channel, code)

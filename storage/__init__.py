@@ -1,0 +1,1 @@
+"""Persistence: the SQL state store (SQLAlchemy + Alembic) and the local telemetry store."""

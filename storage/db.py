@@ -1,0 +1,72 @@
+"""The state store's engine, migrations and session factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseError(RuntimeError):
+    """The state store cannot be opened or migrated; the message says what to check."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block the writer (the pipeline)
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; safe against app crashes
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection_engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except Exception as exc:
+        raise DatabaseError(
+            f"cannot migrate the state store at {engine.url.render_as_string(hide_password=True)}: {exc}"
+        ) from exc
+
+
+def check(engine: Engine) -> None:
+    """Raise if the database does not answer a query (used by readiness)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def open_store(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    engine = make_engine(url)
+    migrate(engine)
+    return engine, sessionmaker(engine, expire_on_commit=False)

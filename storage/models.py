@@ -1,0 +1,186 @@
+"""Tables of the state store. Times are epoch seconds (float) throughout: one clock, no time zones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PlaceRow(Base):
+    __tablename__ = "places"
+    path: Mapped[str] = mapped_column(String(400), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent: Mapped[str | None] = mapped_column(String(400))
+    department: Mapped[str] = mapped_column(String(100), default="")
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    system: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    building: Mapped[str] = mapped_column(String(64))
+    floor: Mapped[str] = mapped_column(String(64))
+    zone: Mapped[str] = mapped_column(String(64))
+    room: Mapped[str] = mapped_column(String(64))
+    place: Mapped[str] = mapped_column(String(400))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    department: Mapped[str] = mapped_column(String(100), default="")
+    responsible: Mapped[str] = mapped_column(String(100), default="")
+    installed: Mapped[str | None] = mapped_column(String(10))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class AlarmRow(Base):
+    __tablename__ = "alarms"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    alarm_type: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    system: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    place: Mapped[str] = mapped_column(String(400))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    first_ts: Mapped[float] = mapped_column(Float)
+    last_ts: Mapped[float] = mapped_column(Float)
+    cleared_ts: Mapped[float | None] = mapped_column(Float)
+    acked_ts: Mapped[float | None] = mapped_column(Float)
+    acked_by: Mapped[str | None] = mapped_column(String(100))
+    ack_note: Mapped[str | None] = mapped_column(Text)
+    false_alarm: Mapped[bool] = mapped_column(Boolean, default=False)
+    closed_ts: Mapped[float | None] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)
+    peak: Mapped[float | None] = mapped_column(Float)
+    channel: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    basis: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        # One open alarm per (device, alarm type): the database refuses a second one even if two
+        # writers race (SQLite and PostgreSQL both support partial unique indexes).
+        Index(
+            "uq_alarms_open_key",
+            "device_id",
+            "alarm_type",
+            unique=True,
+            sqlite_where=text("state != 'closed'"),
+            postgresql_where=text("state != 'closed'"),
+        ),
+    )
+
+
+class AlarmEventRow(Base):
+    __tablename__ = "alarm_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class TicketRow(Base):
+    """A hazard-rectification ticket: the fields of the seed hospital's 隐患自查(督查)整改表."""
+
+    __tablename__ = "tickets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    category: Mapped[str] = mapped_column(String(16))
+    hazard_type: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    place: Mapped[str] = mapped_column(String(400))
+    department: Mapped[str] = mapped_column(String(100), default="")  # 科室
+    responsible: Mapped[str] = mapped_column(String(100), default="")  # 责任人
+    inspection_time: Mapped[float] = mapped_column(Float)  # 检查时间
+    inspectors: Mapped[str] = mapped_column(String(200), default="")  # 检查人员
+    problem: Mapped[str] = mapped_column(Text)  # 检查发现问题
+    measures: Mapped[str] = mapped_column(Text, default="")  # 整改措施与意见
+    deadline: Mapped[float] = mapped_column(Float)  # 整改时限
+    feedback: Mapped[str] = mapped_column(Text, default="")  # 整改落实情况反馈
+    feedback_signed_by: Mapped[str | None] = mapped_column(String(100))  # 负责人签字
+    feedback_signed_at: Mapped[float | None] = mapped_column(Float)
+    confirmed_by: Mapped[str | None] = mapped_column(String(100))  # 整改确认签字
+    confirmed_at: Mapped[float | None] = mapped_column(Float)
+    leader_signed_by: Mapped[str | None] = mapped_column(String(100))  # 分管领导签字
+    leader_signed_at: Mapped[float | None] = mapped_column(Float)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        # One open ticket per (device, hazard type); recurrences are appended to it.
+        Index(
+            "uq_tickets_open_key",
+            "device_id",
+            "hazard_type",
+            unique=True,
+            sqlite_where=text("status != 'closed' AND device_id IS NOT NULL"),
+            postgresql_where=text("status != 'closed' AND device_id IS NOT NULL"),
+        ),
+    )
+
+
+class TicketAlarmRow(Base):
+    __tablename__ = "ticket_alarms"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), primary_key=True)
+
+
+class TicketEventRow(Base):
+    __tablename__ = "ticket_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    status_before: Mapped[str | None] = mapped_column(String(16))
+    status_after: Mapped[str] = mapped_column(String(16))
+
+
+class RejectRow(Base):
+    __tablename__ = "rejects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received: Mapped[float] = mapped_column(Float, index=True)
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(Text)
+    device_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class RejectTotalRow(Base):
+    """Rejects counted by reason since the store was created (the raw store itself is bounded)."""
+
+    __tablename__ = "reject_totals"
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DiscoveredDeviceRow(Base):
+    """Devices that published but are not registered: listed for registration."""
+
+    __tablename__ = "discovered_devices"
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    site: Mapped[str] = mapped_column(String(200))
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    messages: Mapped[int] = mapped_column(Integer, default=0)

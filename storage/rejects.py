@@ -1,0 +1,71 @@
+"""The bounded store of rejected messages, their totals by reason, and unregistered devices seen."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.models import DiscoveredDeviceRow, RejectRow, RejectTotalRow
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRecord:
+    received: float
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    device_id: str | None
+
+
+class RejectStore:
+    def __init__(self, sessions: sessionmaker[Session], capacity: int) -> None:
+        self.sessions = sessions
+        self.capacity = capacity
+
+    def add(self, rejects: Sequence[RejectRecord], unknown: Sequence[tuple[str, str, float]]) -> None:
+        """Keep the raw rejects (oldest beyond capacity dropped), count them, list unknown devices."""
+        if not rejects and not unknown:
+            return
+        with self.sessions.begin() as s:
+            s.add_all(
+                RejectRow(
+                    received=r.received,
+                    topic=r.topic,
+                    payload=r.payload,
+                    reason=r.reason,
+                    detail=r.detail,
+                    device_id=r.device_id,
+                )
+                for r in rejects
+            )
+            for reason, n in Counter(r.reason for r in rejects).items():
+                row = s.get(RejectTotalRow, reason, with_for_update=True)
+                if row is None:
+                    s.add(RejectTotalRow(reason=reason, count=n))
+                else:
+                    row.count += n
+            s.flush()
+            newest = s.scalar(select(func.max(RejectRow.id)))
+            if newest is not None and newest > self.capacity:
+                s.execute(delete(RejectRow).where(RejectRow.id <= newest - self.capacity))
+            for site, device_id, seen in unknown:
+                key = device_id[:200]
+                d = s.get(DiscoveredDeviceRow, key)
+                if d is None:
+                    s.add(
+                        DiscoveredDeviceRow(
+                            device_id=key, site=site[:200], first_seen=seen, last_seen=seen, messages=1
+                        )
+                    )
+                else:
+                    d.last_seen = max(d.last_seen, seen)
+                    d.messages += 1
+
+    def totals(self) -> dict[str, int]:
+        with self.sessions() as s:
+            return {r.reason: r.count for r in s.scalars(select(RejectTotalRow))}

@@ -1,0 +1,101 @@
+"""Shared fixtures: a private mosquitto per test session, small registries and profiles built in code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.registry import Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec, BuildingSpec
+from device_profiles.schema import Profile
+from firewatch.broker import Mosquitto
+
+SMOKE = Profile.model_validate(
+    {
+        "id": "t-smoke",
+        "name": "test smoke detector",
+        "name_zh": "测试感烟探测器",
+        "kind": "smoke",
+        "system": "fire_alarm",
+        "report_interval_s": 10,
+        "liveness": {"heartbeat_s": 10, "offline_after": 3},
+        "battery": {"low_percent": 20},
+        "channels": {
+            "smoke": {"unit": "dB/m", "range": [0, 2], "resolution": 0.001},
+            "temp": {"unit": "°C", "range": [-20, 120], "resolution": 0.1},
+        },
+        "detectors": [
+            {
+                "type": "threshold",
+                "channel": "smoke",
+                "levels": [
+                    {"name": "pre_alarm", "category": "pre_alarm", "on": 0.10, "clear": 0.07, "basis": "test"},
+                    {"name": "alarm", "category": "fire", "on": 0.15, "clear": 0.10, "basis": "GB 4715-2024 §5.7"},
+                ],
+            }
+        ],
+        "events": {"alarm": {"category": "fire"}, "fault": {"category": "fault"}},
+    }
+)
+
+PRESSURE = Profile.model_validate(
+    {
+        "id": "t-pressure",
+        "name": "test pressure sensor",
+        "name_zh": "测试压力传感器",
+        "kind": "water_pressure",
+        "system": "water_supply",
+        "report_interval_s": 10,
+        "liveness": {"heartbeat_s": 10, "offline_after": 3},
+        "channels": {"pressure": {"unit": "MPa", "range": [0, 2.5], "resolution": 0.001}},
+        "detectors": [
+            {
+                "type": "threshold",
+                "channel": "pressure",
+                "direction": "below",
+                "levels": [
+                    {"name": "low", "category": "supervisory", "on": 0.10, "clear": 0.12, "basis": "GB 50974"},
+                ],
+            }
+        ],
+        "events": {"fault": {"category": "fault"}},
+    }
+)
+
+PROFILES = {p.id: p for p in (SMOKE, PRESSURE)}
+
+
+def small_registry(zones: int = 2, smoke_per_zone: int = 3) -> Registry:
+    """site s1 > building b1 > floor f1 > zones z1.. ; smoke detectors per zone, one pressure sensor."""
+    zone_specs = [
+        ZoneSpec(id=f"z{z}", name=f"{z}区", department="心内科", rooms=[RoomSpec(id=f"r{z}01", name=f"{z}01病房")])
+        for z in range(1, zones + 1)
+    ]
+    site = SiteSpec(
+        id="s1",
+        name="测试医院",
+        buildings=[BuildingSpec(id="b1", name="住院楼", floors=[FloorSpec(id="f1", name="1F", zones=zone_specs)])],
+    )
+    devices = [
+        Device(id=f"smk-{z}-{i}", profile="t-smoke", place=f"s1/b1/f1/z{z}/r{z}01", responsible="张三")
+        for z in range(1, zones + 1)
+        for i in range(1, smoke_per_zone + 1)
+    ]
+    devices.append(Device(id="prs-1", profile="t-pressure", place="s1/b1/f1/z1", responsible="李四"))
+    return Registry([site], devices)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A private mosquitto on a free port for the whole test session (never the system broker)."""
+    broker = Mosquitto(data_dir=tmp_path_factory.mktemp("mosquitto")).start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"

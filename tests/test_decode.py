@@ -1,0 +1,155 @@
+"""Ingest decoding: what is accepted, what is rejected and why, and what is dropped as a duplicate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.domain import DeviceEventKind, RejectReason
+from ingest.decode import Decoder
+from ingest.envelope import Message
+from ingest.index import DeviceIndex
+from tests.conftest import PROFILES, small_registry
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def decoder() -> Decoder:
+    return Decoder(DeviceIndex.build(small_registry(), PROFILES))
+
+
+def msg(device: str, payload: object, kind: str = "telemetry", site: str = "s1") -> Message:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return Message(f"fw/v1/{site}/{device}/{kind}", raw, NOW, 1, 1)
+
+
+def telemetry(seq: int, smoke: float = 0.02, ts: float = NOW, **extra: object) -> dict[str, object]:
+    return {"ts": ts, "seq": seq, "v": {"smoke": smoke, "temp": 24.5}, "batt": 90, "rssi": -70, **extra}
+
+
+def test_a_valid_reading_becomes_one_sample_per_channel(decoder: Decoder) -> None:
+    batch = decoder.decode([msg("smk-1-1", telemetry(1, smoke=0.031))], NOW)
+    assert batch.rejects == []
+    assert batch.n_samples == 2
+    smoke_slot = decoder.index.slot("smk-1-1", "smoke")
+    assert batch.sample_value[batch.sample_slot == smoke_slot].tolist() == [0.031]
+    assert batch.reading_batt.tolist() == [90.0]
+
+
+def test_rfc3339_timestamps_are_accepted(decoder: Decoder) -> None:
+    reading = telemetry(1, ts=0) | {"ts": "2027-01-15T08:00:00+08:00"}
+    batch = decoder.decode([msg("smk-1-1", reading)], NOW)
+    assert batch.rejects == []
+    assert batch.reading_ts.tolist() == [1_799_971_200.0]  # 2027-01-15 00:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (Message("fw/v1/s1/smk-1-1", b"{}", NOW), RejectReason.BAD_TOPIC),
+        (Message("other/v1/s1/smk-1-1/telemetry", b"{}", NOW), RejectReason.BAD_TOPIC),
+        (Message("fw/v1/s1/smk-1-1/bogus", b"{}", NOW), RejectReason.BAD_TOPIC),
+        (msg("nobody", telemetry(1)), RejectReason.UNKNOWN_DEVICE),
+        (msg("smk-1-1", telemetry(1), site="elsewhere"), RejectReason.SITE_MISMATCH),
+        (msg("smk-1-1", b'{"ts": 1, "seq": 1, "v": {"smoke": 0.0'), RejectReason.BAD_JSON),
+        (msg("smk-1-1", b"\xff\xfe\x00garbage"), RejectReason.BAD_JSON),
+        (msg("smk-1-1", [1, 2, 3]), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1}), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": "high"}}), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": True}}), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": NOW, "seq": -4, "v": {"smoke": 0.1}}), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": "yesterday", "seq": 1, "v": {"smoke": 0.1}}), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"co2": 400}}), RejectReason.UNKNOWN_CHANNEL),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": 5.0}}), RejectReason.OUT_OF_RANGE),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": -0.5}}), RejectReason.OUT_OF_RANGE),
+        # orjson refuses numbers that overflow a double, so infinity never gets past JSON parsing
+        (msg("smk-1-1", b'{"ts": 1, "seq": 1, "v": {"smoke": 1e999}}'), RejectReason.BAD_JSON),
+        (msg("smk-1-1", b'{"ts": 1, "seq": 1, "v": {"smoke": NaN}}'), RejectReason.BAD_JSON),
+        (msg("smk-1-1", telemetry(1, ts=NOW + 3600)), RejectReason.FUTURE_TIMESTAMP),
+        (msg("smk-1-1", b"x" * 20_000), RejectReason.TOO_LARGE),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "event": "explode"}, kind="event"), RejectReason.UNKNOWN_EVENT),
+        (msg("smk-1-1", {"ts": NOW, "seq": 1, "event": ["alarm"]}, kind="event"), RejectReason.UNKNOWN_EVENT),
+        (msg("prs-1", {"ts": NOW, "seq": 1, "event": "alarm"}, kind="event"), RejectReason.UNKNOWN_EVENT),
+        (msg("smk-1-1", b"maybe", kind="status"), RejectReason.BAD_PAYLOAD),
+    ],
+)
+def test_bad_messages_are_rejected_with_their_reason_and_raw_bytes(
+    decoder: Decoder, message: Message, reason: RejectReason
+) -> None:
+    batch = decoder.decode([message, msg("smk-2-1", telemetry(1))], NOW)
+    assert [r.reason for r in batch.rejects] == [reason]
+    assert batch.rejects[0].payload == message.payload
+    assert batch.rejects[0].detail
+    # the good message in the same batch is untouched
+    assert batch.reading_dev.tolist() == [decoder.index.dev_of["smk-2-1"]]
+
+
+def test_one_bad_channel_rejects_the_whole_message(decoder: Decoder) -> None:
+    batch = decoder.decode([msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": 0.02, "temp": 900}})], NOW)
+    assert batch.n_samples == 0
+    assert batch.rejects[0].reason is RejectReason.OUT_OF_RANGE
+    assert "temp" in batch.rejects[0].detail
+
+
+def test_unknown_devices_are_listed_for_registration(decoder: Decoder) -> None:
+    batch = decoder.decode([msg("new-dev-7", telemetry(1))], NOW)
+    assert batch.unknown_devices == [("s1", "new-dev-7")]
+
+
+def test_a_redelivered_seq_is_dropped_as_a_duplicate(decoder: Decoder) -> None:
+    first = decoder.decode([msg("smk-1-1", telemetry(1)), msg("smk-1-1", telemetry(2))], NOW)
+    again = decoder.decode([msg("smk-1-1", telemetry(2)), msg("smk-1-1", telemetry(3))], NOW)
+    assert first.reading_seq.tolist() == [1, 2]
+    assert again.reading_seq.tolist() == [3]
+    assert again.duplicates == 1
+
+
+def test_duplicates_within_one_batch_are_dropped(decoder: Decoder) -> None:
+    batch = decoder.decode([msg("smk-1-1", telemetry(5)), msg("smk-1-1", telemetry(5))], NOW)
+    assert batch.reading_seq.tolist() == [5]
+    assert batch.duplicates == 1
+
+
+def test_late_out_of_order_readings_are_accepted_once(decoder: Decoder) -> None:
+    decoder.decode([msg("smk-1-1", telemetry(10)), msg("smk-1-1", telemetry(12))], NOW)
+    late = decoder.decode([msg("smk-1-1", telemetry(11)), msg("smk-1-1", telemetry(11))], NOW)
+    assert late.reading_seq.tolist() == [11]
+
+
+def test_a_device_restart_resets_its_counter(decoder: Decoder) -> None:
+    decoder.decode([msg("smk-1-1", telemetry(5000, ts=NOW - 100))], NOW)
+    restarted = decoder.decode([msg("smk-1-1", telemetry(1, ts=NOW))], NOW)
+    stale = decoder.decode([msg("smk-1-1", telemetry(4000, ts=NOW - 200))], NOW)
+    assert restarted.reading_seq.tolist() == [1]
+    assert stale.reading_seq.tolist() == []
+
+
+def test_dedupe_state_survives_a_restart_through_the_batch_seq_state(decoder: Decoder) -> None:
+    batch = decoder.decode([msg("smk-1-1", telemetry(7))], NOW)
+    fresh = Decoder(decoder.index)
+    dev_of = decoder.index.dev_of
+    fresh.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in batch.seq_state])
+    assert fresh.decode([msg("smk-1-1", telemetry(7))], NOW).duplicates == 1
+
+
+def test_device_events_and_status_are_decoded(decoder: Decoder) -> None:
+    batch = decoder.decode(
+        [
+            msg("smk-1-1", {"ts": NOW, "seq": 3, "event": "alarm", "channel": "smoke", "code": 0}, kind="event"),
+            msg("smk-1-2", b"offline", kind="status"),
+        ],
+        NOW,
+    )
+    assert [e.event for e in batch.events] == [DeviceEventKind.ALARM]
+    assert batch.statuses[0].online is False
+    assert batch.rejects == []
+
+
+def test_a_large_batch_keeps_sample_order_per_device(decoder: Decoder) -> None:
+    msgs = [msg("smk-1-1", telemetry(i, smoke=i / 1000)) for i in range(1, 501)]
+    batch = decoder.decode(msgs, NOW)
+    slot = decoder.index.slot("smk-1-1", "smoke")
+    assert np.array_equal(batch.sample_value[batch.sample_slot == slot], np.arange(1, 501) / 1000)
