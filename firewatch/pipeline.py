@@ -7,6 +7,7 @@ the alarm path; the broker's acknowledgement waits for both (a crash before it m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -62,6 +63,7 @@ class Pipeline:
         self.batches = 0
         self.accepted = 0  # telemetry messages accepted
         self.rejected = 0
+        self.store_failures = 0
         self.stored_samples = 0
         # Detector state is touched by the batch thread and the liveness timer: one at a time.
         self._lock = threading.Lock()
@@ -108,10 +110,8 @@ class Pipeline:
             except Exception:  # a broken consumer must not stop the alarm path
                 logger.exception("alarm listener %r failed", listener)
 
-    def store(self, batch: DecodedBatch) -> None:
-        """Persist one batch (blocking): telemetry with its seq state, then rejects."""
-        self.telemetry.write(batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state)
-        self.stored_samples += batch.n_samples
+    def store_rejects(self, batch: DecodedBatch) -> None:
+        """Keep the batch's rejected messages and unknown devices (blocking)."""
         if batch.rejects or batch.unknown_devices:
             now = self.clock()
             self.rejects.add(
@@ -121,6 +121,15 @@ class Pipeline:
                 ],
                 [(site, dev, now) for site, dev in batch.unknown_devices],
             )
+
+    def store_telemetry(self, batch: DecodedBatch) -> None:
+        """Persist the batch's samples with its seq state, in one transaction (blocking)."""
+        self.telemetry.write(batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state)
+        self.stored_samples += batch.n_samples
+
+    def store(self, batch: DecodedBatch) -> None:
+        self.store_rejects(batch)
+        self.store_telemetry(batch)
 
     def check_liveness(self) -> None:
         with self._lock:
@@ -134,7 +143,7 @@ class Pipeline:
     ) -> None:
         """Drain the queue until `stop`; every message is acknowledged only after its batch is stored."""
         pending: asyncio.Queue[tuple[DecodedBatch, list[Message]] | None] = asyncio.Queue(maxsize=4)
-        writer = asyncio.create_task(self._writer(pending, ack), name="telemetry-writer")
+        writer = asyncio.create_task(self._writer(pending, ack, stop), name="telemetry-writer")
         ticker = asyncio.create_task(self._liveness(stop), name="liveness")
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -155,10 +164,18 @@ class Pipeline:
                     logger.exception("batch of %d messages failed; they will be redelivered", len(messages))
                     continue
                 self.metrics.telemetry_lag.set(pending.qsize())
-                await pending.put((batch, messages))
+                putter = asyncio.ensure_future(pending.put((batch, messages)))
+                done, _ = await asyncio.wait({putter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if putter not in done:  # stopping while storage is stuck: leave it unacknowledged
+                    putter.cancel()
+                    break
         finally:
-            await pending.put(None)
-            await writer
+            # A healthy writer drains what is queued and then sees None; a writer stuck retrying
+            # sees `stop` and returns, leaving its batches unacknowledged (the broker redelivers).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending.put(None), 5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer, 15)
             ticker.cancel()
             stopping.cancel()
 
@@ -166,14 +183,29 @@ class Pipeline:
         self,
         pending: asyncio.Queue[tuple[DecodedBatch, list[Message]] | None],
         ack: Callable[[list[Message]], int],
+        stop: asyncio.Event,
     ) -> None:
+        """Store batches in order and acknowledge each once stored. A failing store is retried with
+        backoff, never skipped: acknowledgements stay in order and nothing unstored is acknowledged.
+        On stop, what is not stored stays unacknowledged and the broker redelivers it."""
         while (item := await pending.get()) is not None:
             batch, messages = item
-            try:
-                await asyncio.to_thread(self.store, batch)
-            except Exception:
-                logger.exception("storing a batch failed; its %d messages stay unacknowledged", len(messages))
-                continue
+            steps: list[Callable[[DecodedBatch], None]] = [self.store_rejects, self.store_telemetry]
+            delay = 0.1
+            while steps:
+                try:
+                    await asyncio.to_thread(steps[0], batch)
+                    steps.pop(0)
+                except Exception:
+                    logger.exception(
+                        "storing a batch of %d messages failed; retrying in %.1f s", len(messages), delay
+                    )
+                    self.store_failures += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set():
+                        return
+                    delay = min(delay * 2, 10.0)
             ack(messages)
 
     async def _liveness(self, stop: asyncio.Event) -> None:

@@ -20,7 +20,6 @@ from core.domain import AlarmAction, AlarmState
 from core.registry import Registry, load_registry
 from core.settings import Settings
 from detectors.engine import Engine
-from device_profiles.loader import load_profiles
 from device_profiles.schema import Profile
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
@@ -60,7 +59,11 @@ class Service:
             raise ValueError("no broker configured: set FIREWATCH_MQTT__URL (or use `firewatch demo`)")
         self.settings = settings
         self.clock = clock
-        self.profiles = profiles if profiles is not None else load_profiles(settings.profiles_dir)
+        if profiles is None:
+            from device_profiles.loader import load_profiles
+
+            profiles = load_profiles(settings.profiles_dir)
+        self.profiles = profiles
         self.registry = (
             registry if registry is not None else load_registry(settings.registry or DEMO_REGISTRY)
         )

@@ -20,7 +20,7 @@ from ingest.dedupe import SeqTracker
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from ingest.rejects import Reject
-from ingest.topics import MessageKind
+from ingest.topics import OUTPUTS, MessageKind
 
 _NUM = (int, float)
 
@@ -150,6 +150,8 @@ class Decoder:
         for m in messages:
             parts = m.topic.split("/")
             device_id: str | None = None
+            if len(parts) == 4 and parts[3] in OUTPUTS:
+                continue  # our own alarm/ticket publications, not device input
             try:
                 if len(parts) != 5 or parts[0] != p0 or parts[1] != p1:
                     raise _Rejected(RejectReason.BAD_TOPIC, f"expected {p0}/{p1}/<site>/<device>/<kind>")

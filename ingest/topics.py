@@ -14,9 +14,13 @@ class MessageKind(StrEnum):
 KINDS: dict[str, MessageKind] = {k.value: k for k in MessageKind}
 
 
+OUTPUTS = frozenset({"alarms", "tickets"})  # fw/v1/{site}/alarms|tickets: what firewatch itself publishes
+
+
 def subscriptions(prefix: str = "fw/v1") -> list[str]:
-    """Topic filters the ingest subscribes to: device messages only, not our own alarm output."""
-    return [f"{prefix}/+/+/{kind}" for kind in MessageKind]
+    """Everything under the scheme's prefix, so a device publishing to a malformed topic is rejected
+    visibly (bad_topic) instead of vanishing; the decoder skips firewatch's own output topics."""
+    return [f"{prefix}/#"]
 
 
 def device_topic(site: str, device_id: str, kind: MessageKind, prefix: str = "fw/v1") -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec, BuildingSpec
+from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 
@@ -30,8 +30,20 @@ SMOKE = Profile.model_validate(
                 "type": "threshold",
                 "channel": "smoke",
                 "levels": [
-                    {"name": "pre_alarm", "category": "pre_alarm", "on": 0.10, "clear": 0.07, "basis": "test"},
-                    {"name": "alarm", "category": "fire", "on": 0.15, "clear": 0.10, "basis": "GB 4715-2024 §5.7"},
+                    {
+                        "name": "pre_alarm",
+                        "category": "pre_alarm",
+                        "on": 0.10,
+                        "clear": 0.07,
+                        "basis": "test",
+                    },
+                    {
+                        "name": "alarm",
+                        "category": "fire",
+                        "on": 0.15,
+                        "clear": 0.10,
+                        "basis": "GB 4715-2024 §5.7",
+                    },
                 ],
             }
         ],
@@ -55,7 +67,13 @@ PRESSURE = Profile.model_validate(
                 "channel": "pressure",
                 "direction": "below",
                 "levels": [
-                    {"name": "low", "category": "supervisory", "on": 0.10, "clear": 0.12, "basis": "GB 50974"},
+                    {
+                        "name": "low",
+                        "category": "supervisory",
+                        "on": 0.10,
+                        "clear": 0.12,
+                        "basis": "GB 50974",
+                    },
                 ],
             }
         ],
@@ -69,13 +87,17 @@ PROFILES = {p.id: p for p in (SMOKE, PRESSURE)}
 def small_registry(zones: int = 2, smoke_per_zone: int = 3) -> Registry:
     """site s1 > building b1 > floor f1 > zones z1.. ; smoke detectors per zone, one pressure sensor."""
     zone_specs = [
-        ZoneSpec(id=f"z{z}", name=f"{z}区", department="心内科", rooms=[RoomSpec(id=f"r{z}01", name=f"{z}01病房")])
+        ZoneSpec(
+            id=f"z{z}", name=f"{z}区", department="心内科", rooms=[RoomSpec(id=f"r{z}01", name=f"{z}01病房")]
+        )
         for z in range(1, zones + 1)
     ]
     site = SiteSpec(
         id="s1",
         name="测试医院",
-        buildings=[BuildingSpec(id="b1", name="住院楼", floors=[FloorSpec(id="f1", name="1F", zones=zone_specs)])],
+        buildings=[
+            BuildingSpec(id="b1", name="住院楼", floors=[FloorSpec(id="f1", name="1F", zones=zone_specs)])
+        ],
     )
     devices = [
         Device(id=f"smk-{z}-{i}", profile="t-smoke", place=f"s1/b1/f1/z{z}/r{z}01", responsible="张三")

@@ -39,9 +39,17 @@ def service(tmp_path: Path, clock: Clock) -> AlarmService:
     return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock)
 
 
-def ev(kind: DetectorEventKind, alarm_type: str = "smoke.alarm", device: str = "smk-1-1",
-       category: AlarmCategory = AlarmCategory.FIRE, value: float = 0.3, ts: float = T0) -> DetectorEvent:
-    return DetectorEvent(device, alarm_type, kind, category, ts, value, "smoke", "smoke >= 0.15 dB/m", "GB 4715")
+def ev(
+    kind: DetectorEventKind,
+    alarm_type: str = "smoke.alarm",
+    device: str = "smk-1-1",
+    category: AlarmCategory = AlarmCategory.FIRE,
+    value: float = 0.3,
+    ts: float = T0,
+) -> DetectorEvent:
+    return DetectorEvent(
+        device, alarm_type, kind, category, ts, value, "smoke", "smoke >= 0.15 dB/m", "GB 4715"
+    )
 
 
 RAISE, CLEAR = DetectorEventKind.RAISE, DetectorEventKind.CLEAR
@@ -119,7 +127,11 @@ def test_every_transition_is_logged_with_before_and_after(service: AlarmService)
     service.clear(raised.alarm_id, actor="op", note="reset on site")
     with service.sessions() as s:
         log = s.scalars(select(AlarmEventRow).order_by(AlarmEventRow.id)).all()
-    assert [(e.action, e.actor) for e in log] == [("raised", "firewatch"), ("acknowledged", "op"), ("closed", "op")]
+    assert [(e.action, e.actor) for e in log] == [
+        ("raised", "firewatch"),
+        ("acknowledged", "op"),
+        ("closed", "op"),
+    ]
     assert log[0].before is None
     assert log[1].before is not None and log[1].before["state"] == "active_unacknowledged"
     assert log[2].after["state"] == "closed"
@@ -152,7 +164,9 @@ def test_a_fire_alarm_opens_no_ticket_but_a_fault_does_with_the_form_fields(serv
 
 def test_offline_and_supervisory_alarms_open_tickets(service: AlarmService) -> None:
     _, t1 = service.apply([ev(RAISE, "device.offline", category=AlarmCategory.FAULT)])
-    _, t2 = service.apply([ev(RAISE, "pressure.low", device="prs-1", category=AlarmCategory.SUPERVISORY, value=0.05)])
+    _, t2 = service.apply(
+        [ev(RAISE, "pressure.low", device="prs-1", category=AlarmCategory.SUPERVISORY, value=0.05)]
+    )
     assert [c.action for c in t1 + t2] == ["opened", "opened"]
     with service.sessions() as s:
         supervisory = s.get(TicketRow, t2[0].ticket_id)

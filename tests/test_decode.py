@@ -138,7 +138,11 @@ def test_dedupe_state_survives_a_restart_through_the_batch_seq_state(decoder: De
 def test_device_events_and_status_are_decoded(decoder: Decoder) -> None:
     batch = decoder.decode(
         [
-            msg("smk-1-1", {"ts": NOW, "seq": 3, "event": "alarm", "channel": "smoke", "code": 0}, kind="event"),
+            msg(
+                "smk-1-1",
+                {"ts": NOW, "seq": 3, "event": "alarm", "channel": "smoke", "code": 0},
+                kind="event",
+            ),
             msg("smk-1-2", b"offline", kind="status"),
         ],
         NOW,
@@ -153,3 +157,8 @@ def test_a_large_batch_keeps_sample_order_per_device(decoder: Decoder) -> None:
     batch = decoder.decode(msgs, NOW)
     slot = decoder.index.slot("smk-1-1", "smoke")
     assert np.array_equal(batch.sample_value[batch.sample_slot == slot], np.arange(1, 501) / 1000)
+
+
+def test_firewatch_own_output_topics_are_skipped_not_rejected(decoder: Decoder) -> None:
+    batch = decoder.decode([Message("fw/v1/s1/alarms", b'{"before": null}', NOW)], NOW)
+    assert batch.rejects == [] and batch.n_samples == 0

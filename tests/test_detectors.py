@@ -36,7 +36,10 @@ def kinds(events: list[DetectorEvent]) -> list[tuple[str, str, str]]:
 def test_smoke_crossing_both_levels_raises_pre_alarm_and_fire(index: DeviceIndex) -> None:
     bank = ThresholdBank(index)
     events = bank.update(samples(index, [("smk-1-1", "smoke", 0.02), ("smk-1-1", "smoke", 0.2)]))
-    assert sorted(kinds(events)) == [("smk-1-1", "smoke.alarm", "raise"), ("smk-1-1", "smoke.pre_alarm", "raise")]
+    assert sorted(kinds(events)) == [
+        ("smk-1-1", "smoke.alarm", "raise"),
+        ("smk-1-1", "smoke.pre_alarm", "raise"),
+    ]
     fire = next(e for e in events if e.alarm_type == "smoke.alarm")
     assert fire.category is AlarmCategory.FIRE
     assert fire.value == 0.2
@@ -46,15 +49,22 @@ def test_smoke_crossing_both_levels_raises_pre_alarm_and_fire(index: DeviceIndex
 def test_hysteresis_holds_the_alarm_inside_the_clear_band(index: DeviceIndex) -> None:
     bank = ThresholdBank(index)
     bank.update(samples(index, [("smk-1-1", "smoke", 0.2)]))
-    held = bank.update(samples(index, [("smk-1-1", "smoke", 0.12), ("smk-1-1", "smoke", 0.16), ("smk-1-1", "smoke", 0.11)]))
+    held = bank.update(
+        samples(index, [("smk-1-1", "smoke", 0.12), ("smk-1-1", "smoke", 0.16), ("smk-1-1", "smoke", 0.11)])
+    )
     assert held == []  # 0.11..0.16 never drops below the fire level's clear value 0.10
     cleared = bank.update(samples(index, [("smk-1-1", "smoke", 0.05)]))
-    assert sorted(kinds(cleared)) == [("smk-1-1", "smoke.alarm", "clear"), ("smk-1-1", "smoke.pre_alarm", "clear")]
+    assert sorted(kinds(cleared)) == [
+        ("smk-1-1", "smoke.alarm", "clear"),
+        ("smk-1-1", "smoke.pre_alarm", "clear"),
+    ]
 
 
 def test_raise_and_clear_in_one_batch_both_reported_in_order(index: DeviceIndex) -> None:
     bank = ThresholdBank(index)
-    events = bank.update(samples(index, [("smk-1-1", "smoke", 0.3), ("smk-1-1", "smoke", 0.01), ("smk-1-1", "smoke", 0.3)]))
+    events = bank.update(
+        samples(index, [("smk-1-1", "smoke", 0.3), ("smk-1-1", "smoke", 0.01), ("smk-1-1", "smoke", 0.3)])
+    )
     fire = [e.kind for e in events if e.alarm_type == "smoke.alarm"]
     assert fire == [DetectorEventKind.RAISE, DetectorEventKind.CLEAR, DetectorEventKind.RAISE]
     assert bank.active[bank._key[("smk-1-1", "smoke.alarm")]]
@@ -66,19 +76,25 @@ def test_below_direction_thresholds_catch_low_pressure(index: DeviceIndex) -> No
     assert kinds(events) == [("prs-1", "pressure.low", "raise")]
     assert events[0].category is AlarmCategory.SUPERVISORY
     assert bank.update(samples(index, [("prs-1", "pressure", 0.11)])) == []  # inside the clear band
-    assert kinds(bank.update(samples(index, [("prs-1", "pressure", 0.3)]))) == [("prs-1", "pressure.low", "clear")]
+    assert kinds(bank.update(samples(index, [("prs-1", "pressure", 0.3)]))) == [
+        ("prs-1", "pressure.low", "clear")
+    ]
 
 
 def test_a_batch_gives_the_same_events_as_one_reading_at_a_time(index: DeviceIndex) -> None:
     rng = np.random.default_rng(7)
     devices = [d for d in index.device_ids if d.startswith("smk")]
-    values = [(str(rng.choice(devices)), "smoke", float(rng.choice([0.01, 0.08, 0.12, 0.2]))) for _ in range(400)]
+    values = [
+        (str(rng.choice(devices)), "smoke", float(rng.choice([0.01, 0.08, 0.12, 0.2]))) for _ in range(400)
+    ]
     batched = ThresholdBank(index).update(samples(index, values))
     single_bank = ThresholdBank(index)
     one_by_one: list[DetectorEvent] = []
     whole = samples(index, values)
     for i in range(len(values)):
-        one_by_one += single_bank.update(Samples(whole.slot[i : i + 1], whole.ts[i : i + 1], whole.value[i : i + 1]))
+        one_by_one += single_bank.update(
+            Samples(whole.slot[i : i + 1], whole.ts[i : i + 1], whole.value[i : i + 1])
+        )
     key = lambda e: (e.ts, e.device_id, e.alarm_type, e.kind)  # noqa: E731
     assert sorted(batched, key=key) == sorted(one_by_one, key=key)
     assert len(batched) > 10
@@ -112,7 +128,10 @@ def test_device_alarm_bits_pass_straight_through(index: DeviceIndex) -> None:
         ("device.alarm", "raise", "fire"),
         ("device.fault", "raise", "fault"),
     ]
-    assert {(e.alarm_type, e.kind.value) for e in events[2:]} == {("device.alarm", "clear"), ("device.fault", "clear")}
+    assert {(e.alarm_type, e.kind.value) for e in events[2:]} == {
+        ("device.alarm", "clear"),
+        ("device.fault", "clear"),
+    }
 
 
 def test_a_device_silent_for_k_heartbeats_goes_offline_and_comes_back(index: DeviceIndex) -> None:

@@ -1,0 +1,295 @@
+"""The whole path against a real mosquitto: MQTT in, alarms and tickets out through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from api.app import create_app
+from core.settings import IngestSettings, MqttSettings, Settings
+from device_profiles.schema import Profile
+from firewatch.broker import Mosquitto
+from firewatch.service import Service
+from storage.models import RejectRow
+from tests.conftest import PROFILES, small_registry
+from tests.mqtt_helpers import Publisher, reading
+
+pytestmark = pytest.mark.integration
+
+# A smoke detector with a half-second heartbeat, so "silent device" tests take seconds, not minutes.
+FAST_PROFILES: dict[str, Profile] = {
+    pid: p.model_copy(
+        update={"liveness": p.liveness.model_copy(update={"heartbeat_s": 0.5, "offline_after": 3})}
+    )
+    for pid, p in PROFILES.items()
+}
+
+
+def make_service(
+    broker: Mosquitto, data: Path, client_id: str, profiles: dict[str, Profile] = PROFILES
+) -> Service:
+    settings = Settings(
+        data_dir=data,
+        mqtt=MqttSettings(url=broker.url, client_id=client_id),
+        ingest=IngestSettings(liveness_check_s=0.1, batch_wait_ms=2),
+    )
+    return Service(settings, registry=small_registry(), profiles=profiles)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check() if asyncio.iscoroutinefunction(check) else check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def service(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Service]:
+    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
+    await svc.start()
+    await asyncio.wait_for(svc.source.connected.wait(), 10)
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def api(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    ctx = service.app_context()
+    ctx.start = ctx.stop = None  # the fixture owns the service's lifecycle
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+        yield client
+
+
+@pytest.fixture
+def publisher(mosquitto: Mosquitto) -> Any:
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    yield pub
+    pub.close()
+
+
+async def test_a_smoke_reading_over_mqtt_raises_a_fire_alarm_visible_in_the_api(
+    service: Service, api: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    publisher.send("fw/v1/s1/smk-1-1/telemetry", reading(1, 0.02))
+    publisher.send("fw/v1/s1/smk-1-1/telemetry", reading(2, 0.31))
+
+    async def fire() -> list[dict[str, Any]]:
+        page = (await api.get("/api/v1/alarms", params={"category": "fire"})).json()
+        return [a for a in page["items"] if a["device_id"] == "smk-1-1"]
+
+    (alarm,) = await eventually(fire)
+    assert alarm["alarm_type"] == "smoke.alarm"
+    assert alarm["state"] == "active_unacknowledged"
+    assert alarm["value"] == 0.31
+
+    ack = await api.post(
+        f"/api/v1/alarms/{alarm['id']}/acknowledge", json={"actor": "值班员", "note": "现场确认"}
+    )
+    assert ack.status_code == 200
+    assert ack.json()["after"]["state"] == "active_acknowledged"
+
+    history = (await api.get("/api/v1/devices/smk-1-1/history", params={"channel": "smoke"})).json()
+    assert history["value"] == [0.02, 0.31]
+
+
+async def test_garbage_is_rejected_with_reasons_and_a_fire_after_it_still_alarms(
+    service: Service, api: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    garbage: list[tuple[str, bytes]] = [
+        ("fw/v1/s1/smk-2-1/telemetry", bytes(range(256))),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": 1, "v": {"smo'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": "one", "v": {"smoke": 0.1}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": 1, "v": {"smoke": "0.1"}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": 1, "v": {"smoke": NaN}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": 1, "v": {"smoke": Infinity}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": 1, "v": {"smoke": 1e400}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 1, "seq": 1, "v": {"smoke": 99}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b"{" + b'"x": 1,' * 100_000 + b'"y": 2}'),
+        ("fw/v1/s1/ghost-9/telemetry", b'{"ts": 1, "seq": 1, "v": {"smoke": 0.1}}'),
+        ("fw/v1/s1/smk-2-1/telemetry", b'{"ts": 99999999999, "seq": 1, "v": {"smoke": 0.1}}'),
+        ("fw/v1/s1/smk-2-1/event", b'{"event": "self_destruct"}'),
+        ("fw/v1/s1/smk-2-1", b"{}"),
+    ]
+    publisher.send_many(garbage)
+    publisher.send("fw/v1/s1/smk-2-1/telemetry", reading(10, 0.4))
+
+    async def fire() -> bool:
+        page = (await api.get("/api/v1/alarms", params={"device_id": "smk-2-1", "category": "fire"})).json()
+        return page["total"] == 1
+
+    await eventually(fire)
+
+    def all_rejects_stored() -> bool:
+        with service.sessions() as s:
+            return (s.scalar(select(func.count()).select_from(RejectRow)) or 0) >= len(garbage)
+
+    await eventually(all_rejects_stored)
+    rejects = (await api.get("/api/v1/rejects", params={"limit": 100})).json()["items"]
+    by_payload = {r["payload_base64"]: r["reason"] for r in rejects}
+    import base64
+
+    reasons = [by_payload[base64.b64encode(p).decode()] for _, p in garbage]
+    assert reasons == [
+        "bad_json",
+        "bad_json",
+        "bad_payload",
+        "bad_payload",
+        "bad_json",
+        "bad_json",
+        "bad_json",
+        "out_of_range",
+        "too_large",
+        "unknown_device",
+        "future_timestamp",
+        "unknown_event",
+        "bad_topic",
+    ]
+    totals = (await api.get("/api/v1/rejects/totals")).json()["totals"]
+    assert sum(totals.values()) == len(garbage)
+    discovered = (await api.get("/api/v1/devices/discovered")).json()["items"]
+    assert [d["device_id"] for d in discovered] == ["ghost-9"]
+    metrics = (await api.get("/metrics")).text
+    assert 'fw_ingest_rejects_total{reason="bad_json"} 5.0' in metrics
+    assert 'fw_alarms_active{category="fire",system="fire_alarm"} 1.0' in metrics
+
+
+async def test_a_silent_device_goes_offline_and_opens_a_ticket(
+    service: Service, api: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    # Everyone but smk-1-3 keeps reporting; smk-1-3 said one thing and went silent.
+    publisher.send("fw/v1/s1/smk-1-3/telemetry", reading(1, 0.02))
+    others = [d for d in service.index.device_ids if d not in ("smk-1-3", "prs-1")]
+    seq = 1
+    deadline = time.monotonic() + 10
+
+    async def offline_ticket() -> list[dict[str, Any]]:
+        page = (await api.get("/api/v1/tickets", params={"device_id": "smk-1-3"})).json()
+        return page["items"]
+
+    tickets: list[dict[str, Any]] = []
+    while not tickets and time.monotonic() < deadline:
+        seq += 1
+        publisher.send_many(
+            [
+                (f"fw/v1/s1/{d}/telemetry", f'{{"seq": {seq}, "v": {{"smoke": 0.02}}}}'.encode())
+                for d in others
+            ]
+        )
+        await asyncio.sleep(0.2)
+        tickets = await offline_ticket()
+    (ticket,) = tickets
+    assert ticket["hazard_type"] == "device.offline"
+    assert ticket["status"] == "open"
+    assert ticket["department"] == "心内科" and ticket["responsible"] == "张三"
+    assert "离线" in ticket["problem"]
+    alarms = (await api.get("/api/v1/alarms", params={"device_id": "smk-1-3", "open": True})).json()["items"]
+    assert [a["alarm_type"] for a in alarms] == ["device.offline"]
+    others_offline = (await api.get("/api/v1/alarms", params={"device_id": "smk-1-1"})).json()["total"]
+    assert others_offline == 0
+
+
+async def test_readiness_checks_the_broker_and_database_for_real(
+    service: Service, api: httpx.AsyncClient
+) -> None:
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "pipeline": "ok"}
+
+
+async def test_bad_api_input_gets_a_4xx_problem_not_a_500(api: httpx.AsyncClient) -> None:
+    for method, url, body in [
+        ("GET", "/api/v1/alarms?category=volcano", None),
+        ("GET", "/api/v1/alarms?limit=0", None),
+        ("GET", "/api/v1/alarms/abc", None),
+        ("GET", "/api/v1/alarms/999999", None),
+        ("POST", "/api/v1/alarms/1/acknowledge", {"note": "no actor"}),
+        ("POST", "/api/v1/alarms/999999/clear", {"actor": "op"}),
+        ("GET", "/api/v1/devices/smk-1-1/history", None),
+        ("GET", "/api/v1/devices/smk-1-1/history?channel=smoke&start=10&end=5", None),
+        ("GET", "/api/v1/devices/nobody/history?channel=smoke", None),
+        ("GET", "/api/v1/tickets/0", None),
+        ("GET", "/api/v1/rejects?reason=whatever", None),
+    ]:
+        response = await api.request(method, url, json=body)
+        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"]
+
+
+async def test_messages_published_while_the_service_is_down_arrive_after_restart(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher
+) -> None:
+    client_id = f"fw-restart-{uuid.uuid4().hex[:8]}"
+    first = make_service(mosquitto, tmp_path, client_id)
+    await first.start()
+    await asyncio.wait_for(first.source.connected.wait(), 10)
+    await first.stop()  # the broker keeps our persistent session and queues for it
+
+    n = 300
+    base = time.time()
+    publisher.send_many(
+        (
+            "fw/v1/s1/smk-1-1/telemetry",
+            f'{{"ts": {base + i}, "seq": {i + 1}, "v": {{"smoke": 0.01}}}}'.encode(),
+        )
+        for i in range(n)
+    )
+    publisher.send_many([("fw/v1/s1/smk-1-2/telemetry", b'{"seq": 1, "v": {"smoke": 0.5}}')])
+
+    second = make_service(mosquitto, tmp_path, client_id)
+    await second.start()
+    try:
+        await eventually(lambda: second.telemetry.count() >= n + 1)
+        await asyncio.sleep(0.3)
+        history = second.telemetry.history("smk-1-1", "smoke", base - 1, base + n + 1)
+        assert history.ts.size == n  # none lost, none duplicated
+        assert second.alarms.active_keys() >= {("smk-1-2", "smoke.alarm")}
+    finally:
+        await second.stop()
+
+
+async def test_a_batch_that_cannot_be_stored_is_not_acknowledged_and_comes_back(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client_id = f"fw-crash-{uuid.uuid4().hex[:8]}"
+    first = make_service(mosquitto, tmp_path, client_id)
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(first.telemetry, "write", disk_full)
+    await first.start()
+    await asyncio.wait_for(first.source.connected.wait(), 10)
+    base = time.time()
+    publisher.send_many(
+        (
+            "fw/v1/s1/smk-1-1/telemetry",
+            f'{{"ts": {base + i}, "seq": {i + 1}, "v": {{"smoke": 0.01}}}}'.encode(),
+        )
+        for i in range(50)
+    )
+    await eventually(lambda: first.pipeline.batches > 0 and len(first.queue) == 0)
+    await asyncio.sleep(0.3)
+    await first.stop()  # "crash": nothing was stored, so nothing was acknowledged
+
+    second = make_service(mosquitto, tmp_path, client_id)
+    await second.start()
+    try:
+        await eventually(lambda: second.telemetry.count() >= 50)
+        await asyncio.sleep(0.3)
+        assert second.telemetry.count() == 50
+    finally:
+        await second.stop()
