@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -50,7 +51,7 @@ def registry(devices: int) -> Registry:
 
 
 def publish_backlog(broker: Mosquitto, devices: int, messages: int, progress: Progress) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     client.max_inflight_messages_set(2000)  # bounded: paho stalls near 65,535 in flight
     client.max_queued_messages_set(0)
     client.connect(broker.host, broker.port)

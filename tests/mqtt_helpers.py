@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 class Publisher:
     def __init__(self, host: str, port: int) -> None:
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
+            CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
         )
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, port)

@@ -91,7 +91,8 @@ def test_acknowledge_records_who_when_and_the_note(service: AlarmService, clock:
     clock.now = T0 + 42
     t = service.acknowledge(raised.alarm_id, actor="值班员王五", note="误报：厨房蒸汽", false_alarm=True)
     assert t.action is AlarmAction.ACKNOWLEDGED
-    assert t.before is not None and t.before["state"] == AlarmState.ACTIVE_UNACKNOWLEDGED
+    assert t.before is not None
+    assert t.before["state"] == AlarmState.ACTIVE_UNACKNOWLEDGED
     assert t.after["state"] == AlarmState.ACTIVE_ACKNOWLEDGED
     assert (t.after["acked_by"], t.after["acked_ts"], t.after["false_alarm"]) == ("值班员王五", T0 + 42, True)
 
@@ -133,7 +134,8 @@ def test_every_transition_is_logged_with_before_and_after(service: AlarmService)
         ("closed", "op"),
     ]
     assert log[0].before is None
-    assert log[1].before is not None and log[1].before["state"] == "active_unacknowledged"
+    assert log[1].before is not None
+    assert log[1].before["state"] == "active_unacknowledged"
     assert log[2].after["state"] == "closed"
 
 
@@ -155,7 +157,8 @@ def test_a_fire_alarm_opens_no_ticket_but_a_fault_does_with_the_form_fields(serv
         assert ticket.responsible == "张三"
         assert ticket.inspectors == "firewatch 自动监测"
         assert ticket.inspection_time == T0
-        assert "故障" in ticket.problem and "住院楼" in ticket.problem
+        assert "故障" in ticket.problem
+        assert "住院楼" in ticket.problem
         assert ticket.measures
         assert ticket.deadline == pytest.approx(T0 + 72 * 3600)
         assert ticket.number.startswith("YH-")

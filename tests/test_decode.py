@@ -161,4 +161,5 @@ def test_a_large_batch_keeps_sample_order_per_device(decoder: Decoder) -> None:
 
 def test_firewatch_own_output_topics_are_skipped_not_rejected(decoder: Decoder) -> None:
     batch = decoder.decode([Message("fw/v1/s1/alarms", b'{"before": null}', NOW)], NOW)
-    assert batch.rejects == [] and batch.n_samples == 0
+    assert batch.rejects == []
+    assert batch.n_samples == 0

@@ -102,9 +102,11 @@ def test_a_batch_gives_the_same_events_as_one_reading_at_a_time(index: DeviceInd
 
 def test_the_bank_does_not_modify_its_input(index: DeviceIndex) -> None:
     s = samples(index, [("smk-1-1", "smoke", 0.3), ("prs-1", "pressure", 0.01)])
-    before = (s.slot.copy(), s.ts.copy(), s.value.copy())
+    slot, ts, value = s.slot.copy(), s.ts.copy(), s.value.copy()
     ThresholdBank(index).update(s)
-    assert all(np.array_equal(a, b) for a, b in zip(before, (s.slot, s.ts, s.value), strict=True))
+    assert np.array_equal(slot, s.slot)
+    assert np.array_equal(ts, s.ts)
+    assert np.array_equal(value, s.value)
 
 
 def test_resume_restores_active_rules_so_a_restart_does_not_raise_again(index: DeviceIndex) -> None:

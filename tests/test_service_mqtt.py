@@ -44,7 +44,7 @@ def make_service(
     return Service(settings, registry=small_registry(), profiles=profiles)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109 - polls a sync condition
     deadline = time.monotonic() + timeout
     while True:
         result = await check() if asyncio.iscoroutinefunction(check) else check()
@@ -128,7 +128,7 @@ async def test_garbage_is_rejected_with_reasons_and_a_fire_after_it_still_alarms
 
     async def fire() -> bool:
         page = (await api.get("/api/v1/alarms", params={"device_id": "smk-2-1", "category": "fire"})).json()
-        return page["total"] == 1
+        return bool(page["total"] == 1)
 
     await eventually(fire)
 
@@ -177,7 +177,8 @@ async def test_a_silent_device_goes_offline_and_opens_a_ticket(
 
     async def offline_ticket() -> list[dict[str, Any]]:
         page = (await api.get("/api/v1/tickets", params={"device_id": "smk-1-3"})).json()
-        return page["items"]
+        items: list[dict[str, Any]] = page["items"]
+        return items
 
     tickets: list[dict[str, Any]] = []
     while not tickets and time.monotonic() < deadline:
@@ -193,7 +194,8 @@ async def test_a_silent_device_goes_offline_and_opens_a_ticket(
     (ticket,) = tickets
     assert ticket["hazard_type"] == "device.offline"
     assert ticket["status"] == "open"
-    assert ticket["department"] == "心内科" and ticket["responsible"] == "张三"
+    assert ticket["department"] == "心内科"
+    assert ticket["responsible"] == "张三"
     assert "离线" in ticket["problem"]
     alarms = (await api.get("/api/v1/alarms", params={"device_id": "smk-1-3", "open": True})).json()["items"]
     assert [a["alarm_type"] for a in alarms] == ["device.offline"]
