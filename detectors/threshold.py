@@ -47,7 +47,7 @@ class ThresholdBank:
                 for level in det.levels:
                     dev_rule_slot.append(slot)
                     sign.append(s)
-                    on.append(level.on * s)
+                    on.append(level.at * s)
                     clear.append(level.clear * s)
                     cmp = ">=" if s > 0 else "<="
                     self.info.append(
@@ -57,7 +57,7 @@ class ThresholdBank:
                             category=level.category,
                             channel=det.channel,
                             basis=level.basis,
-                            detail=f"{det.channel} {cmp} {level.on:g} {unit} (clears past {level.clear:g})",
+                            detail=f"{det.channel} {cmp} {level.at:g} {unit} (clears past {level.clear:g})",
                         )
                     )
         rule_slot = np.array(dev_rule_slot, dtype=np.int32)

@@ -27,8 +27,8 @@ class Codec(StrEnum):
 
 
 class Direction(StrEnum):
-    ABOVE = "above"  # alarm when value >= on
-    BELOW = "below"  # alarm when value <= on
+    ABOVE = "above"  # alarm when value >= at
+    BELOW = "below"  # alarm when value <= at
 
 
 class Channel(Strict):
@@ -48,11 +48,13 @@ class Channel(Strict):
 
 
 class ThresholdLevel(Strict):
-    """One level of a threshold detector: raise at `on`, clear once back past `clear` (hysteresis)."""
+    """One level of a threshold detector: raise at `at`, clear once back past `clear` (hysteresis).
+
+    (Not `on`: YAML 1.1 reads the key `on` as the boolean true.)"""
 
     name: Annotated[str, Field(pattern=NAME_RE)]
     category: AlarmCategory
-    on: float
+    at: float
     clear: float
     basis: Annotated[str, Field(min_length=3)]
 
@@ -66,10 +68,10 @@ class ThresholdDetector(Strict):
     @model_validator(mode="after")
     def _hysteresis_points_back(self) -> ThresholdDetector:
         for level in self.levels:
-            if self.direction is Direction.ABOVE and not level.clear <= level.on:
-                raise ValueError(f"level {level.name!r}: clear ({level.clear}) must be <= on ({level.on})")
-            if self.direction is Direction.BELOW and not level.clear >= level.on:
-                raise ValueError(f"level {level.name!r}: clear ({level.clear}) must be >= on ({level.on})")
+            if self.direction is Direction.ABOVE and not level.clear <= level.at:
+                raise ValueError(f"level {level.name!r}: clear ({level.clear}) must be <= at ({level.at})")
+            if self.direction is Direction.BELOW and not level.clear >= level.at:
+                raise ValueError(f"level {level.name!r}: clear ({level.clear}) must be >= at ({level.at})")
         names = [level.name for level in self.levels]
         if len(set(names)) != len(names):
             raise ValueError(f"level names must be unique, got {names}")

@@ -33,14 +33,14 @@ SMOKE = Profile.model_validate(
                     {
                         "name": "pre_alarm",
                         "category": "pre_alarm",
-                        "on": 0.10,
+                        "at": 0.10,
                         "clear": 0.07,
                         "basis": "test",
                     },
                     {
                         "name": "alarm",
                         "category": "fire",
-                        "on": 0.15,
+                        "at": 0.15,
                         "clear": 0.10,
                         "basis": "GB 4715-2024 §5.7",
                     },
@@ -70,7 +70,7 @@ PRESSURE = Profile.model_validate(
                     {
                         "name": "low",
                         "category": "supervisory",
-                        "on": 0.10,
+                        "at": 0.10,
                         "clear": 0.12,
                         "basis": "GB 50974",
                     },
