@@ -62,9 +62,10 @@ def demo(
 ) -> None:
     """Run everything on this machine: embedded broker, SQLite, a simulated hospital, the API.
 
-    After --incident-at seconds a fire breaks out in one zone, a pressure sensor goes silent and a
-    gas detector reports a fault; watch the alarms and tickets appear at /api/v1/alarms and
-    /api/v1/tickets. Ctrl-C stops cleanly.
+    After --incident-at seconds a fire breaks out in one ward zone, a smoke detector in the other
+    building goes silent (reported offline after 3 missed heartbeats, 90 s) and a gas detector
+    reports a fault; watch the alarms and tickets appear at /api/v1/alarms and /api/v1/tickets.
+    Ctrl-C stops cleanly.
     """
     _logging(verbose)
     from firewatch.demo import run_demo

@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """What the demo stages, and where: a ward zone catches fire; a pump-room sensor goes silent;
-    a kitchen gas detector reports a fault."""
+    """What the demo stages, and where: a ward zone catches fire; a smoke detector in another
+    building goes silent (offline after 3 missed 30 s heartbeats); a gas detector reports a fault."""
 
     fire_zone: str
     silent_device: str
@@ -52,9 +52,10 @@ def plan_for(service: Service) -> DemoPlan:
     fire_zone = reg.locations[smoke[len(smoke) // 2]].zone_path
     in_fire_zone = {d for d, loc in reg.locations.items() if loc.zone_path == fire_zone}
     others = [d for d in sorted(reg.devices) if d not in in_fire_zone]
-    pressure = [d for d in sorted(by_profile.get("water-pressure", [])) if d not in in_fire_zone]
+    fire_building = reg.locations[smoke[len(smoke) // 2]].building
+    elsewhere = [d for d in smoke if reg.locations[d].building != fire_building] or others
     gas = [d for d in sorted(by_profile.get("combustible-gas", [])) if d not in in_fire_zone]
-    silent = pressure[0] if pressure else others[0]
+    silent = elsewhere[0]
     faulty = gas[0] if gas else others[-1]
     return DemoPlan(fire_zone, silent, faulty)
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -28,6 +27,7 @@ from ingest.index import DeviceIndex
 from ingest.mqtt import BrokerAddress, MqttSource
 from ingest.queue import BoundedQueue
 from ingest.topics import subscriptions
+from simulators.hospital import DEMO_HOSPITAL
 from storage.db import check, open_store
 from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
@@ -36,7 +36,7 @@ from storage.telemetry import TelemetryStore
 
 logger = logging.getLogger(__name__)
 
-DEMO_REGISTRY = Path(__file__).resolve().parent.parent / "simulators" / "data" / "demo_hospital.yaml"
+DEMO_REGISTRY = DEMO_HOSPITAL
 
 
 def broker_address(url: str) -> BrokerAddress:

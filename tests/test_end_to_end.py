@@ -1,0 +1,108 @@
+"""End to end: the simulated hospital publishes over a real mosquitto into the real service; a staged
+fire and a silent device must come out of the API as a fire alarm and an offline ticket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from core.registry import load_registry
+from core.settings import IngestSettings, MqttSettings, Settings
+from device_profiles.loader import load_profiles
+from device_profiles.schema import Profile
+from firewatch.broker import Mosquitto
+from firewatch.demo import plan_for
+from firewatch.service import DEMO_REGISTRY, Service
+from simulators.publisher import Simulation
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT_S = 1.0  # compressed time: devices report every 0.5 s, offline after 3 s of silence
+
+
+def fast(profiles: dict[str, Profile]) -> dict[str, Profile]:
+    return {
+        pid: p.model_copy(
+            update={
+                "report_interval_s": HEARTBEAT_S / 2,
+                "liveness": p.liveness.model_copy(update={"heartbeat_s": HEARTBEAT_S, "offline_after": 3}),
+            }
+        )
+        for pid, p in profiles.items()
+    }
+
+
+@pytest.fixture
+async def hospital(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> AsyncIterator[tuple[Service, Simulation, httpx.AsyncClient]]:
+    profiles = fast(load_profiles())
+    registry = load_registry(DEMO_REGISTRY)
+    settings = Settings(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-e2e-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.2),
+    )
+    service = Service(settings, registry=registry, profiles=profiles)
+    await service.start()
+    await asyncio.wait_for(service.source.connected.wait(), 10)
+    sim = Simulation(registry, profiles, host=mosquitto.host, port=mosquitto.port, quiet=True)
+    sim_task = asyncio.create_task(sim.run())
+    ctx = service.app_context()
+    ctx.start = ctx.stop = None
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://fw"
+    ) as api:
+        yield service, sim, api
+    sim.stop()
+    await asyncio.wait_for(sim_task, 10)
+    await service.stop()
+
+
+async def poll(
+    api: httpx.AsyncClient, url: str, params: dict[str, Any], timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items: list[dict[str, Any]] = (await api.get(url, params=params)).json()["items"]
+        if items:
+            return items
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"nothing at {url} {params} within {timeout} s")
+
+
+async def test_a_staged_fire_and_a_silent_device_become_an_alarm_and_a_ticket(
+    hospital: tuple[Service, Simulation, httpx.AsyncClient],
+) -> None:
+    service, sim, api = hospital
+    plan = plan_for(service)
+    # The hospital reports normally first: nothing is on fire.
+    await asyncio.sleep(3 * HEARTBEAT_S)
+    assert (await api.get("/api/v1/alarms", params={"category": "fire"})).json()["total"] == 0
+    assert service.pipeline.accepted > service.index.n_devices
+
+    sim.inject_fire(plan.fire_zone)
+    sim.silence(plan.silent_device)
+    fire = await poll(api, "/api/v1/alarms", {"category": "fire"})
+    zone_devices = {d for d, loc in service.registry.locations.items() if loc.zone_path == plan.fire_zone}
+    assert {a["device_id"] for a in fire} <= zone_devices
+    assert all(a["state"] == "active_unacknowledged" for a in fire)
+
+    tickets = await poll(api, "/api/v1/tickets", {"device_id": plan.silent_device})
+    assert tickets[0]["hazard_type"] == "device.offline"
+    assert tickets[0]["problem"]
+    offline = (await api.get("/api/v1/alarms", params={"device_id": plan.silent_device, "open": True})).json()
+    assert [a["alarm_type"] for a in offline["items"]] == ["device.offline"]
+    # Nobody else went offline while everything else kept reporting.
+    all_offline = (await api.get("/api/v1/alarms", params={"limit": 1000, "open": True})).json()["items"]
+    assert {a["device_id"] for a in all_offline if a["alarm_type"] == "device.offline"} == {
+        plan.silent_device
+    }
