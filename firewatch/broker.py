@@ -59,12 +59,21 @@ class Mosquitto:
     host: str = "127.0.0.1"
     data_dir: Path | None = None
     max_queued_messages: int = 1_000_000
+    queue_qos0: bool = False  # benchmarks: let offline sessions queue QoS 0 too
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    @staticmethod
+    def version() -> str:
+        binary = mosquitto_binary()
+        if binary is None:
+            return "not installed"
+        out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False).stdout
+        return out.splitlines()[0].removeprefix("mosquitto version ").strip() if out else "unknown"
 
     def _write_config(self) -> Path:
         assert self.data_dir is not None
@@ -82,6 +91,7 @@ class Mosquitto:
                     # v3 clients: no cap on unacknowledged QoS 1 in flight towards a subscriber;
                     # MQTT 5 clients set their own cap with Receive Maximum.
                     "max_inflight_messages 0",
+                    f"queue_qos0_messages {'true' if self.queue_qos0 else 'false'}",
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",

@@ -1,0 +1,258 @@
+"""Which MQTT client drains a queued backlog fastest? paho-mqtt, aiomqtt and gmqtt, QoS 0 and 1.
+
+    python3 -m bench.mqtt_clients --messages 100000 --repeat 3
+
+Each variant gets a fresh persistent session on a private mosquitto: subscribe, disconnect, have a
+backlog of N ~110-byte JSON readings queued by `mosquitto_pub -l` (a C publisher, so publishing is
+not what is measured), reconnect and time the drain from first to last message. Variants:
+- auto: the client acknowledges QoS 1 itself on receipt (what a plain subscriber does);
+- deferred: acknowledgements held back and sent in batches after a (here empty) commit, which is
+  what firewatch needs (paho `manual_ack`; gmqtt through firewatch's own `ingest.mqtt.MqttSource`);
+- per-task: gmqtt's supported way to delay the ack: an async callback per message.
+aiomqtt 2.x has no manual acknowledgement, so it appears with auto acks only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiomqtt
+import gmqtt
+import paho.mqtt.client as mqtt
+from gmqtt.mqtt.constants import MQTTv50
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from firewatch.broker import Mosquitto
+from ingest.mqtt import BrokerAddress, MqttSource
+from ingest.queue import BoundedQueue
+
+TOPIC = "fw/v1/bench/d000123/telemetry"
+PAYLOAD = '{"ts":1732340000.25,"seq":812,"v":{"smoke":0.031,"temp":24.6},"batt":87,"rssi":-71}'
+ACK_BATCH = 1000
+TIMEOUT_S = 120.0
+console = Console()
+
+Drain = Callable[[Mosquitto, str, int, int, Callable[[], None]], Awaitable[float]]
+
+
+def fill_backlog(broker: Mosquitto, n: int, qos: int) -> None:
+    """Queue n messages for every disconnected persistent session, using the C client."""
+    lines = (PAYLOAD + "\n") * n
+    subprocess.run(
+        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", TOPIC, "-q", str(qos), "-l"],
+        input=lines.encode(),
+        check=True,
+        timeout=TIMEOUT_S,
+    )
+
+
+def _paho(client_id: str, clean: bool) -> mqtt.Client:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 65_535
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client._bench_props = props  # type: ignore[attr-defined]
+    return client
+
+
+async def drain_paho(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> float:
+    client_id = f"paho-{uuid.uuid4().hex[:6]}"
+    done = threading.Event()
+    times: list[float] = []
+    count = 0
+    client = _paho(client_id, False)
+    client.connect(broker.host, broker.port, clean_start=False, properties=client._bench_props)  # type: ignore[attr-defined]
+    client.subscribe(TOPIC, qos=qos)
+    client.loop(1.0)
+    client.disconnect()
+    fill()
+    client = _paho(client_id, False)
+    manual = variant == "deferred"
+    client.manual_ack_set(manual)
+    pending: list[int] = []
+
+    def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        nonlocal count
+        if not times:
+            times.append(time.perf_counter())
+        count += 1
+        if manual:
+            pending.append(msg.mid)
+            if len(pending) >= ACK_BATCH or count >= n:
+                for mid in pending:
+                    c.ack(mid, msg.qos)
+                pending.clear()
+        if count >= n:
+            times.append(time.perf_counter())
+            done.set()
+
+    client.on_message = on_message
+    client.connect(broker.host, broker.port, clean_start=False, properties=client._bench_props)  # type: ignore[attr-defined]
+    client.loop_start()
+    ok = await asyncio.to_thread(done.wait, TIMEOUT_S)
+    client.loop_stop()
+    client.disconnect()
+    if not ok:
+        raise TimeoutError(f"paho {variant} received {count}/{n}")
+    return n / (times[1] - times[0])
+
+
+async def drain_aiomqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> float:
+    client_id = f"aio-{uuid.uuid4().hex[:6]}"
+    async with aiomqtt.Client(broker.host, broker.port, identifier=client_id, clean_session=False) as c:
+        await c.subscribe(TOPIC, qos=qos)
+    await asyncio.to_thread(fill)
+    count = 0
+    first = 0.0
+    async with aiomqtt.Client(broker.host, broker.port, identifier=client_id, clean_session=False) as c:
+        async with asyncio.timeout(TIMEOUT_S):
+            async for _message in c.messages:
+                if not count:
+                    first = time.perf_counter()
+                count += 1
+                if count >= n:
+                    break
+    return n / (time.perf_counter() - first)
+
+
+async def drain_gmqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> float:
+    client_id = f"gm-{uuid.uuid4().hex[:6]}"
+    if variant == "deferred":  # firewatch's own source: hooked QoS 1 handler, batched PUBACKs
+        queue = BoundedQueue(10 * n)
+        source = MqttSource(
+            BrokerAddress(broker.host, broker.port),
+            client_id=client_id,
+            topics=[TOPIC],
+            queue=queue,
+            clock=time.time,
+            receive_maximum=65_535,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(source.run(stop))
+        await asyncio.wait_for(source.connected.wait(), 10)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        await asyncio.to_thread(fill)
+        stop = asyncio.Event()
+        source.connected.clear()
+        task = asyncio.create_task(source.run(stop))
+        got, first = 0, 0.0
+        async with asyncio.timeout(TIMEOUT_S):
+            while got < n:
+                batch = await queue.get_batch(ACK_BATCH, 0)
+                if not got:
+                    first = time.perf_counter()
+                got += len(batch)
+                source.ack(batch)
+        rate = n / (time.perf_counter() - first)
+        stop.set()
+        await task
+        return rate
+
+    done = asyncio.Event()
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def count() -> None:
+        if not state["count"]:
+            state["first"] = time.perf_counter()
+        state["count"] += 1
+        if state["count"] >= n:
+            state["last"] = time.perf_counter()
+            done.set()
+
+    def on_sync(*_args: object) -> int:
+        count()
+        return 0
+
+    async def on_async(*_args: object) -> int:
+        count()
+        return 0
+
+    per_task = variant == "per-task"
+    props = {"receive_maximum": 65_535, "session_expiry_interval": 3600}
+    c = gmqtt.Client(client_id, clean_session=False, **props)
+    await c.connect(broker.host, broker.port, version=MQTTv50)
+    c.subscribe(TOPIC, qos=qos)
+    await asyncio.sleep(0.3)
+    await c.disconnect()
+    await asyncio.to_thread(fill)
+    c = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=not per_task, **props)
+    c.on_message = on_async if per_task else on_sync
+    await c.connect(broker.host, broker.port, version=MQTTv50)
+    await asyncio.wait_for(done.wait(), TIMEOUT_S)
+    await c.disconnect()
+    return n / (state["last"] - state["first"])
+
+
+VARIANTS: list[tuple[str, str, int, Drain]] = [
+    ("paho-mqtt", "auto", 0, drain_paho),
+    ("paho-mqtt", "auto", 1, drain_paho),
+    ("paho-mqtt", "deferred", 1, drain_paho),
+    ("aiomqtt", "auto", 0, drain_aiomqtt),
+    ("aiomqtt", "auto", 1, drain_aiomqtt),
+    ("gmqtt", "auto", 0, drain_gmqtt),
+    ("gmqtt", "auto", 1, drain_gmqtt),
+    ("gmqtt", "per-task", 1, drain_gmqtt),
+    ("gmqtt", "deferred", 1, drain_gmqtt),
+]
+
+
+async def run(n: int, repeat: int) -> dict[tuple[str, str, int], list[float]]:
+    results: dict[tuple[str, str, int], list[float]] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Mosquitto(data_dir=Path(tmp), queue_qos0=True) as broker,
+        Progress(console=console, transient=True) as progress,
+    ):
+        bar = progress.add_task("draining", total=len(VARIANTS) * repeat)
+        for r in range(repeat):  # interleave rounds so machine noise spreads over all variants
+            for client, variant, qos, drain in VARIANTS:
+                progress.update(bar, description=f"round {r + 1}: {client} {variant} QoS {qos}")
+                rate = await drain(broker, variant, qos, n, functools.partial(fill_backlog, broker, n, qos))
+                results.setdefault((client, variant, qos), []).append(rate)
+                progress.advance(bar)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=100_000, help="backlog per drain (default 100000)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported (default 3)")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.messages, args.repeat))
+    best = max(statistics.median(v) for v in results.values())
+    table = Table(title=f"draining a backlog of {args.messages:,} messages (median of {args.repeat})")
+    for col in ("client", "acknowledgement", "QoS", "msgs/s", "vs best"):
+        table.add_column(col, justify="right" if col in ("QoS", "msgs/s", "vs best") else "left")
+    for (client, variant, qos), rates in results.items():
+        med = statistics.median(rates)
+        table.add_row(client, variant, str(qos), f"{med:,.0f}", f"{med / best:.2f}")
+    console.print(table)
+    console.print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, mosquitto {Mosquitto.version()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
