@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -82,6 +83,10 @@ class Mosquitto:
             "\n".join(
                 [
                     f"listener {self.port} {self.host}",
+                    # Started as root, mosquitto would drop to the `mosquitto` user, which cannot write
+                    # its persistence file under our (often 0700) data dir: sessions would silently not
+                    # survive a broker restart. This private loopback broker keeps the invoking user.
+                    *(["user root"] if os.geteuid() == 0 else []),
                     "allow_anonymous true",
                     "persistence true",
                     f"persistence_location {self.data_dir}/",

@@ -44,7 +44,7 @@ def make_service(
     return Service(settings, registry=small_registry(), profiles=profiles)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109 - polls a sync condition
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = await check() if asyncio.iscoroutinefunction(check) else check()
@@ -295,3 +295,31 @@ async def test_a_batch_that_cannot_be_stored_is_not_acknowledged_and_comes_back(
         assert second.telemetry.count() == 50
     finally:
         await second.stop()
+
+
+async def test_the_service_reconnects_after_a_broker_restart_and_loses_nothing(tmp_path: Path) -> None:
+    with Mosquitto(data_dir=tmp_path / "broker") as broker:
+        service = make_service(broker, tmp_path / "fw", f"fw-reconnect-{uuid.uuid4().hex[:8]}")
+        await service.start()
+        try:
+            await asyncio.wait_for(service.source.connected.wait(), 10)
+            first_connects = service.source.connects
+            broker.restart()  # clean shutdown: mosquitto saves our session and subscriptions
+            pub = Publisher(broker.host, broker.port)
+            try:
+                base = time.time()
+                pub.send_many(
+                    (
+                        "fw/v1/s1/smk-2-2/telemetry",
+                        f'{{"ts": {base + i}, "seq": {i + 1}, "v": {{"smoke": 0.01}}}}'.encode(),
+                    )
+                    for i in range(100)
+                )
+            finally:
+                pub.close()
+            await eventually(lambda: service.source.connects > first_connects, timeout=30)
+            await eventually(
+                lambda: len(service.telemetry.history("smk-2-2", "smoke", base - 1, base + 101).ts) == 100
+            )
+        finally:
+            await service.stop()
