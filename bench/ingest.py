@@ -35,6 +35,7 @@ from ingest.queue import BoundedQueue
 from ingest.topics import subscriptions
 
 console = Console()
+STALL_S = 20.0
 
 
 def registry(devices: int) -> Registry:
@@ -131,10 +132,21 @@ async def full_path(broker: Mosquitto, devices: int, messages: int, data: Path, 
     bar = progress.add_task("full path (decode, detect, store, ack)", total=messages)
     await service.start()
     started = None
-    while service.pipeline.accepted < messages or service.pipeline.stored_samples < 2 * messages:
-        if started is None and service.pipeline.batches:
+    last_progress, last_seen = time.monotonic(), -1
+    p = service.pipeline
+    while p.accepted < messages or p.stored_samples < 2 * messages:
+        if started is None and p.batches:
             started = time.perf_counter()
-        progress.update(bar, completed=service.pipeline.accepted)
+        progress.update(bar, completed=p.accepted)
+        if p.accepted + p.stored_samples != last_seen:
+            last_progress, last_seen = time.monotonic(), p.accepted + p.stored_samples
+        elif time.monotonic() - last_progress > STALL_S:
+            await service.stop()
+            raise RuntimeError(
+                f"no progress for {STALL_S:.0f} s: accepted {p.accepted}, rejected {p.rejected}, "
+                f"stored samples {p.stored_samples}, received {service.queue.received}, "
+                f"dropped {service.queue.dropped}, store failures {p.store_failures}"
+            )
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - (started or time.perf_counter())
     progress.update(bar, completed=messages)

@@ -52,11 +52,13 @@ console = Console()
 Drain = Callable[[Mosquitto, str, int, int, Callable[[], None]], Awaitable[float]]
 
 
-def fill_backlog(broker: Mosquitto, n: int, qos: int) -> None:
-    """Queue n messages for every disconnected persistent session, using the C client."""
+def fill_backlog(broker: Mosquitto, n: int) -> None:
+    """Queue n messages for every disconnected persistent session, using the C client. Always QoS 1
+    on the publishing side (at QoS 0 `mosquitto_pub -l` may exit before flushing); the subscription's
+    QoS decides the delivery QoS."""
     lines = (PAYLOAD + "\n") * n
     subprocess.run(
-        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", TOPIC, "-q", str(qos), "-l"],
+        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", TOPIC, "-q", "1", "-l"],
         input=lines.encode(),
         check=True,
         timeout=TIMEOUT_S,
@@ -226,7 +228,7 @@ async def run(n: int, repeat: int) -> dict[tuple[str, str, int], list[float]]:
         for r in range(repeat):  # interleave rounds so machine noise spreads over all variants
             for client, variant, qos, drain in VARIANTS:
                 progress.update(bar, description=f"round {r + 1}: {client} {variant} QoS {qos}")
-                rate = await drain(broker, variant, qos, n, functools.partial(fill_backlog, broker, n, qos))
+                rate = await drain(broker, variant, qos, n, functools.partial(fill_backlog, broker, n))
                 results.setdefault((client, variant, qos), []).append(rate)
                 progress.advance(bar)
     return results

@@ -17,7 +17,12 @@ class Metrics:
             "fw_ingest_duplicates", "redelivered messages dropped by (device, seq)", registry=r
         )
         self.queue_dropped = Gauge(
-            "fw_ingest_queue_dropped", "messages dropped by the full receive queue", registry=r
+            "fw_ingest_queue_dropped", "QoS 0 messages dropped by the full receive queue", registry=r
+        )
+        self.queue_overflow = Gauge(
+            "fw_ingest_queue_overflow",
+            "QoS 1 messages kept beyond the queue bound (a broker not honouring Receive Maximum)",
+            registry=r,
         )
         self.queue_depth = Gauge("fw_ingest_queue_depth", "messages waiting in the receive queue", registry=r)
         self.batch_seconds = Histogram(

@@ -158,6 +158,7 @@ class Pipeline:
                 messages = getter.result()
                 self.metrics.queue_depth.set(len(queue))
                 self.metrics.queue_dropped.set(queue.dropped)
+                self.metrics.queue_overflow.set(queue.overflow)
                 try:
                     batch = await asyncio.to_thread(self.detect, messages)
                 except Exception:  # never expected; keep the pipeline alive, leave messages unacked

@@ -166,6 +166,7 @@ class Service:
         self.metrics.mqtt_connected.set(1 if self.source.connected.is_set() else 0)
         self.metrics.queue_depth.set(len(self.queue))
         self.metrics.queue_dropped.set(self.queue.dropped)
+        self.metrics.queue_overflow.set(self.queue.overflow)
 
     def app_context(self) -> AppContext:
         return AppContext(

@@ -1,8 +1,10 @@
 """The bounded queue between the network and the pipeline.
 
-Overflow is dropped *and counted* (aiomqtt's own queue drops silently when bounded). A dropped QoS 1
-message is never acknowledged, so the broker redelivers it on the next session; with the broker's
-in-flight window (MQTT 5 Receive Maximum) set below the queue size, QoS 1 traffic cannot overflow.
+QoS 0 overflow is dropped *and counted* (aiomqtt's own queue drops silently when bounded). QoS 1 is
+never dropped: a dropped QoS 1 message would stay unacknowledged, stranded in the broker's in-flight
+window until the next reconnection, and enough of them stall the session. QoS 1 is bounded instead
+by that window (MQTT 5 Receive Maximum); whatever still exceeds `maxsize` is kept and counted as
+`overflow` so a broker that does not honour the window is visible in the metrics.
 """
 
 from __future__ import annotations
@@ -18,18 +20,21 @@ class BoundedQueue:
         self.maxsize = maxsize
         self._items: deque[Message] = deque()
         self._ready = asyncio.Event()
-        self.dropped = 0
+        self.dropped = 0  # QoS 0 messages dropped because the queue was full
+        self.overflow = 0  # QoS 1 messages kept beyond maxsize
         self.received = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, message: Message) -> bool:
-        """Enqueue without waiting; False (and counted) when full. Called from the network callback."""
+        """Enqueue without waiting; False (and counted) if a full queue drops it (QoS 0 only)."""
         self.received += 1
         if len(self._items) >= self.maxsize:
-            self.dropped += 1
-            return False
+            if message.qos == 0:
+                self.dropped += 1
+                return False
+            self.overflow += 1
         self._items.append(message)
         if not self._ready.is_set():
             self._ready.set()
