@@ -108,9 +108,10 @@ def small_registry(zones: int = 2, smoke_per_zone: int = 3) -> Registry:
     return Registry([site], devices)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A private mosquitto on a free port for the whole test session (never the system broker)."""
+    """A private mosquitto on a free port for each test (never the system broker): it starts in
+    milliseconds, and no retained message or queued session leaks from one test into another."""
     broker = Mosquitto(data_dir=tmp_path_factory.mktemp("mosquitto")).start()
     try:
         yield broker
