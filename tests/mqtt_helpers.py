@@ -13,9 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 class Publisher:
     def __init__(self, host: str, port: int) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
-        )
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, port)
         self.client.loop_start()
