@@ -148,26 +148,35 @@ def simulate(
     """Publish the registry's devices at their profile rates, with noise, and inject incidents."""
     from urllib.parse import urlsplit
 
+    from core.registry import RegistryError
+    from device_profiles.loader import ProfileError
     from firewatch.service import DEMO_REGISTRY
-    from simulators.publisher import simulate_main
+    from simulators.publisher import SimulationError, simulate_main
 
     parts = urlsplit(broker)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
         err.print(f"[red]--broker must look like mqtt://host:port, got {broker!r}[/]")
         raise typer.Exit(2)
-    simulate_main(
-        registry or DEMO_REGISTRY,
-        host=parts.hostname,
-        port=parts.port or 1883,
-        duration=duration,
-        speed=speed,
-        fire_zone=fire_zone,
-        fire_at=fire_at,
-        pressure_drop=pressure_drop,
-        gas_leak=gas_leak,
-        silent_device=silent_device,
-        incident_at=incident_at,
-    )
+    try:
+        simulate_main(
+            registry or DEMO_REGISTRY,
+            host=parts.hostname,
+            port=parts.port or 1883,
+            duration=duration,
+            speed=speed,
+            fire_zone=fire_zone,
+            fire_at=fire_at,
+            pressure_drop=pressure_drop,
+            gas_leak=gas_leak,
+            silent_device=silent_device,
+            incident_at=incident_at,
+        )
+    except (SimulationError, RegistryError, ProfileError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"[red]cannot reach the broker at {broker}: {exc}[/] (is it running? check --broker)")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

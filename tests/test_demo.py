@@ -1,0 +1,73 @@
+"""`firewatch demo` and `firewatch simulate` as a user runs them (time-compressed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.settings import Settings
+from firewatch import demo as demo_module
+from firewatch.broker import Mosquitto, free_port
+from firewatch.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "in-process"])
+async def test_the_demo_stages_a_fire_and_a_fault_that_become_alarms_and_a_ticket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: str
+) -> None:
+    if broker == "in-process":  # what a machine without mosquitto gets
+        monkeypatch.setattr(demo_module, "mosquitto_binary", lambda: None)
+    settings = Settings(data_dir=tmp_path / "demo")
+    settings.api.port = free_port()
+    summary = await demo_module.run_demo(settings, duration=20.0, incident_at=3.0)
+    assert summary["published"] > 215
+    assert summary["ingested"] >= 200
+    assert summary["rejected"] == 0
+    assert summary["open fire alarms"] >= 1
+    assert summary["tickets"] >= 1  # the gas detector's fault
+
+
+def test_simulate_publishes_the_demo_hospital_and_injects_a_fire(mosquitto: Mosquitto) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--broker",
+            mosquitto.url,
+            "--duration",
+            "2",
+            "--speed",
+            "20",
+            "--fire-zone",
+            "sxzyy/b2/f4/z2",
+            "--fire-at",
+            "0.5",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "published" in result.output
+    assert "fire in sxzyy/b2/f4/z2" in result.output
+
+
+def test_simulate_refuses_a_zone_that_does_not_exist(mosquitto: Mosquitto) -> None:
+    result = CliRunner().invoke(app, ["simulate", "--broker", mosquitto.url, "--fire-zone", "nowhere"])
+    assert result.exit_code == 2
+    assert "no devices in zone 'nowhere'" in result.output
+
+
+def test_simulate_says_when_the_broker_is_unreachable() -> None:
+    result = CliRunner().invoke(
+        app, ["simulate", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "1"]
+    )
+    assert result.exit_code == 1
+    assert "cannot reach the broker" in result.output
+
+
+def test_simulate_refuses_a_broker_url_that_is_not_mqtt() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--broker", "http://x"])
+    assert result.exit_code == 2
+    assert "mqtt://host:port" in result.output
