@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
+from api.schemas import Page
+
+OutT = TypeVar("OutT", bound=BaseModel)
 
 
 def get_context(request: Request) -> AppContext:
@@ -29,6 +34,15 @@ class Paging:
     ) -> None:
         self.limit = limit
         self.offset = offset
+
+
+def page_of(db: Session, query: Select[Any], page: Paging, out: type[OutT]) -> Page[OutT]:
+    """One page of an ordered query, with the total the unpaged query would return."""
+    total = db.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    rows = db.scalars(query.limit(page.limit).offset(page.offset)).all()
+    return Page(
+        items=[out.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
+    )
 
 
 Ctx = Annotated[AppContext, Depends(get_context)]

@@ -4,11 +4,11 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import case, func, select
+from sqlalchemy import case, select
 
 from alarms.model import Transition
 from alarms.service import AlarmNotFoundError, InvalidTransitionError
-from api.deps import Ctx, DbSession, PageParams
+from api.deps import Ctx, DbSession, PageParams, page_of
 from api.schemas import AcknowledgeIn, AlarmDetailOut, AlarmEventOut, AlarmOut, ClearIn, Page, TransitionOut
 from core.domain import CATEGORY_RANK, AlarmCategory, AlarmState, SystemType
 from storage.models import AlarmEventRow, AlarmRow
@@ -50,11 +50,7 @@ def list_alarms(
         q = q.where(AlarmRow.last_ts >= since)
     if until is not None:
         q = q.where(AlarmRow.first_ts < until)
-    total = db.scalar(select(func.count()).select_from(q.subquery())) or 0
-    rows = db.scalars(q.order_by(_rank, AlarmRow.last_ts.desc()).limit(page.limit).offset(page.offset)).all()
-    return Page(
-        items=[AlarmOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
-    )
+    return page_of(db, q.order_by(_rank, AlarmRow.last_ts.desc()), page, AlarmOut)
 
 
 @router.get("/{alarm_id}", operation_id="get_alarm")

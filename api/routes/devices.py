@@ -4,9 +4,9 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from api.deps import Ctx, DbSession, PageParams
+from api.deps import Ctx, DbSession, PageParams, page_of
 from api.schemas import DeviceOut, DiscoveredDeviceOut, HistoryOut, Page
 from storage.models import DeviceRow, DiscoveredDeviceRow
 
@@ -33,28 +33,13 @@ def list_devices(
     ):
         if value is not None:
             q = q.where(column == value)
-    total = db.scalar(select(func.count()).select_from(q.subquery())) or 0
-    rows = db.scalars(q.order_by(DeviceRow.id).limit(page.limit).offset(page.offset)).all()
-    return Page(
-        items=[DeviceOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
-    )
+    return page_of(db, q.order_by(DeviceRow.id), page, DeviceOut)
 
 
 @router.get("/discovered", operation_id="list_discovered_devices")
 def list_discovered(db: DbSession, page: PageParams) -> Page[DiscoveredDeviceOut]:
-    total = db.scalar(select(func.count()).select_from(DiscoveredDeviceRow)) or 0
-    rows = db.scalars(
-        select(DiscoveredDeviceRow)
-        .order_by(DiscoveredDeviceRow.last_seen.desc())
-        .limit(page.limit)
-        .offset(page.offset)
-    ).all()
-    return Page(
-        items=[DiscoveredDeviceOut.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = select(DiscoveredDeviceRow).order_by(DiscoveredDeviceRow.last_seen.desc())
+    return page_of(db, query, page, DiscoveredDeviceOut)
 
 
 @router.get("/{device_id}", operation_id="get_device")

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from api.deps import DbSession, PageParams
+from api.deps import DbSession, PageParams, page_of
 from api.schemas import Page, TicketDetailOut, TicketEventOut, TicketOut
 from core.domain import TicketStatus
 from storage.models import TicketAlarmRow, TicketEventRow, TicketRow
@@ -29,11 +29,7 @@ def list_tickets(
         q = q.where(TicketRow.department == department)
     if device_id is not None:
         q = q.where(TicketRow.device_id == device_id)
-    total = db.scalar(select(func.count()).select_from(q.subquery())) or 0
-    rows = db.scalars(q.order_by(TicketRow.id.desc()).limit(page.limit).offset(page.offset)).all()
-    return Page(
-        items=[TicketOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
-    )
+    return page_of(db, q.order_by(TicketRow.id.desc()), page, TicketOut)
 
 
 @router.get("/{ticket_id}", operation_id="get_ticket")
