@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.domain import AlarmCategory, AlarmState, TicketStatus
+from core.domain import AlarmCategory
 
 CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.FIRE: "火警",
@@ -10,22 +10,6 @@ CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.FAULT: "故障",
     AlarmCategory.SUPERVISORY: "监管",
     AlarmCategory.HAZARD: "隐患",
-}
-
-STATE_ZH: dict[AlarmState, str] = {
-    AlarmState.ACTIVE_UNACKNOWLEDGED: "报警中·未确认",
-    AlarmState.ACTIVE_ACKNOWLEDGED: "报警中·已确认",
-    AlarmState.CLEARED_UNACKNOWLEDGED: "已恢复·未确认",
-    AlarmState.CLOSED: "已关闭",
-}
-
-TICKET_STATUS_ZH: dict[TicketStatus, str] = {
-    TicketStatus.OPEN: "待派单",
-    TicketStatus.ASSIGNED: "已派单",
-    TicketStatus.RECTIFYING: "整改中",
-    TicketStatus.RECTIFIED: "已整改",
-    TicketStatus.VERIFIED: "已复检",
-    TicketStatus.CLOSED: "已闭环",
 }
 
 ALARM_TYPE_ZH: dict[str, str] = {

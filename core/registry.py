@@ -189,13 +189,6 @@ class Registry:
             yield place
             place = self.places.get(place.parent) if place.parent else None
 
-    @property
-    def sites(self) -> list[str]:
-        return [p.path for p in self.places.values() if p.kind is PlaceKind.SITE]
-
-    def site_of(self, device_id: str) -> str:
-        return self.locations[device_id].site
-
 
 def load_registry(path: Path) -> Registry:
     """Read a registry YAML file; every problem is reported with the file name."""

@@ -19,10 +19,6 @@ class Samples:
     def __len__(self) -> int:
         return int(self.slot.size)
 
-    @classmethod
-    def empty(cls) -> Samples:
-        return cls(np.zeros(0, np.int32), np.zeros(0, np.float64), np.zeros(0, np.float64))
-
 
 def group_starts(
     keys: npt.NDArray[np.int64] | npt.NDArray[np.int32],

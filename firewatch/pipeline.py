@@ -127,10 +127,6 @@ class Pipeline:
         self.telemetry.write(batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state)
         self.stored_samples += batch.n_samples
 
-    def store(self, batch: DecodedBatch) -> None:
-        self.store_rejects(batch)
-        self.store_telemetry(batch)
-
     def check_liveness(self) -> None:
         with self._lock:
             events = self.engine.check(self.clock())

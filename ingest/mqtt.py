@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +160,3 @@ class MqttSource:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._client.disconnect(), 5)
         self.connected.clear()
-
-
-def unique_client_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"

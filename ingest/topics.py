@@ -25,11 +25,3 @@ def subscriptions(prefix: str = "fw/v1") -> list[str]:
 
 def device_topic(site: str, device_id: str, kind: MessageKind, prefix: str = "fw/v1") -> str:
     return f"{prefix}/{site}/{device_id}/{kind}"
-
-
-def alarms_topic(site: str, prefix: str = "fw/v1") -> str:
-    return f"{prefix}/{site}/alarms"
-
-
-def tickets_topic(site: str, prefix: str = "fw/v1") -> str:
-    return f"{prefix}/{site}/tickets"

@@ -20,6 +20,7 @@ from rich.live import Live
 from core.registry import Registry, load_registry
 from device_profiles.loader import load_profiles
 from device_profiles.schema import Profile
+from ingest.topics import MessageKind, device_topic
 from simulators.models import DeviceModel, Fire, GasLeak, PressureDrop
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,8 @@ class Simulation:
         return model
 
     # --- publishing ----------------------------------------------------------------------------
-    def _topic(self, model: DeviceModel, kind: str) -> str:
-        return f"{self.prefix}/{model.site}/{model.device_id}/{kind}"
+    def _topic(self, model: DeviceModel, kind: MessageKind) -> str:
+        return device_topic(model.site, model.device_id, kind, self.prefix)
 
     def _publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         assert self._client is not None
@@ -151,7 +152,7 @@ class Simulation:
         t = self.now()
         sent = 0
         for device_id, payload in self._events:
-            self._publish(self._topic(self.models[device_id], "event"), json.dumps(payload))
+            self._publish(self._topic(self.models[device_id], MessageKind.EVENT), json.dumps(payload))
             sent += 1
         self._events.clear()
         for device_id, due in self._due.items():
@@ -170,7 +171,7 @@ class Simulation:
                 model.drain_battery()
                 body["batt"] = round(model.battery)
             body["rssi"] = round(model.rssi + model.rng.gauss(0, 2))
-            self._publish(self._topic(model, "telemetry"), json.dumps(body, separators=(",", ":")))
+            self._publish(self._topic(model, MessageKind.TELEMETRY), json.dumps(body, separators=(",", ":")))
             sent += 1
         return sent
 
@@ -181,7 +182,7 @@ class Simulation:
         self._client = await asyncio.to_thread(self._connect)
         try:
             for model in self.models.values():
-                self._publish(self._topic(model, "status"), "online", retain=True)
+                self._publish(self._topic(model, MessageKind.STATUS), "online", retain=True)
             self._started = time.monotonic()
             while not self._stop.is_set():
                 self.step()

@@ -65,7 +65,3 @@ class RejectStore:
                 else:
                     d.last_seen = max(d.last_seen, seen)
                     d.messages += 1
-
-    def totals(self) -> dict[str, int]:
-        with self.sessions() as s:
-            return {r.reason: r.count for r in s.scalars(select(RejectTotalRow))}
