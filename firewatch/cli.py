@@ -58,6 +58,9 @@ def demo(
     ] = 30.0,
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8080,
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its SQLite files")] = Path("data/demo"),
+    speed: Annotated[
+        float, typer.Option(help="time compression of the simulated devices (reports, fire growth)")
+    ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run everything on this machine: embedded broker, SQLite, a simulated hospital, the API.
@@ -73,7 +76,9 @@ def demo(
     settings = _settings(None, data_dir=data_dir)
     settings.api.port = port
     try:
-        summary = asyncio.run(run_demo(settings, duration=duration, incident_at=incident_at, console=console))
+        summary = asyncio.run(
+            run_demo(settings, duration=duration, incident_at=incident_at, speed=speed, console=console)
+        )
     except KeyboardInterrupt:
         console.print("stopped")
         return

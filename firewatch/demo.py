@@ -65,8 +65,10 @@ async def run_demo(
     *,
     duration: float | None,
     incident_at: float = 30.0,
+    speed: float = 1.0,
     console: Console | None = None,
 ) -> dict[str, int]:
+    """Run the demo; `speed` compresses the simulated devices' time (reports and fire growth)."""
     console = console or Console()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     mosquitto: Mosquitto | None = None
@@ -94,7 +96,7 @@ async def run_demo(
     assert service.settings.mqtt.url is not None
     broker_url = service.settings.mqtt.url.removeprefix("mqtt://")
     host, port = broker_url.rsplit(":", 1)
-    sim = Simulation(service.registry, service.profiles, host=host, port=int(port), quiet=True)
+    sim = Simulation(service.registry, service.profiles, host=host, port=int(port), speed=speed, quiet=True)
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     console.print(
         f"[bold]firewatch demo[/]: {service.index.n_devices} devices; API on [link]{api_url}[/] "
