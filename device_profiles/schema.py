@@ -22,6 +22,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LocatedValueError(ValueError):
+    """A cross-field check's failure that knows which field it is about.
+
+    A model validator's error is reported by pydantic at the model itself; `loc` (relative to that
+    model, pydantic's convention, `"[key]"` naming a mapping's key rather than its value) lets the
+    loader point at the offending line instead of at the top of the mapping.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class Codec(StrEnum):
     JSON = "json"
 
@@ -43,7 +56,9 @@ class Channel(Strict):
     @model_validator(mode="after")
     def _range_ordered(self) -> Channel:
         if not self.range[0] < self.range[1]:
-            raise ValueError(f"range must be [min, max] with min < max, got {list(self.range)}")
+            raise LocatedValueError(
+                f"range must be [min, max] with min < max, got {list(self.range)}", ("range",)
+            )
         return self
 
 
@@ -67,14 +82,20 @@ class ThresholdDetector(Strict):
 
     @model_validator(mode="after")
     def _hysteresis_points_back(self) -> ThresholdDetector:
-        for level in self.levels:
+        for index, level in enumerate(self.levels):
+            where = ("levels", index, "clear")
             if self.direction is Direction.ABOVE and not level.clear <= level.at:
-                raise ValueError(f"level {level.name!r}: clear ({level.clear}) must be <= at ({level.at})")
+                raise LocatedValueError(
+                    f"level {level.name!r}: clear ({level.clear}) must be <= at ({level.at})", where
+                )
             if self.direction is Direction.BELOW and not level.clear >= level.at:
-                raise ValueError(f"level {level.name!r}: clear ({level.clear}) must be >= at ({level.at})")
+                raise LocatedValueError(
+                    f"level {level.name!r}: clear ({level.clear}) must be >= at ({level.at})", where
+                )
         names = [level.name for level in self.levels]
-        if len(set(names)) != len(names):
-            raise ValueError(f"level names must be unique, got {names}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise LocatedValueError(f"level names must be unique, got {names}", ("levels", index, "name"))
         return self
 
 
@@ -120,12 +141,15 @@ class Profile(Strict):
     def _references_resolve(self) -> Profile:
         for name in self.channels:
             if not re.match(NAME_RE, name):
-                raise ValueError(f"channel name {name!r} must match {NAME_RE}")
+                raise LocatedValueError(
+                    f"channel name {name!r} must match {NAME_RE}", ("channels", name, "[key]")
+                )
         for index, detector in enumerate(self.detectors):
             if detector.channel not in self.channels:
-                raise ValueError(
+                raise LocatedValueError(
                     f"detectors[{index}] names channel {detector.channel!r}, "
-                    f"which is not one of {sorted(self.channels)}"
+                    f"which is not one of {sorted(self.channels)}",
+                    ("detectors", index, "channel"),
                 )
         return self
 
