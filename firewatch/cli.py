@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from core.settings import Settings, SettingsError, load_settings
 
@@ -33,7 +34,7 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
     try:
         return load_settings(config, **overrides)
     except SettingsError as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None
 
 
@@ -83,7 +84,7 @@ def demo(
         console.print("stopped")
         return
     except OSError as exc:
-        err.print(f"[red]cannot start the demo: {exc}[/] (is port {port} in use? try --port)")
+        err.print(f"[red]cannot start the demo: {escape(str(exc))}[/] (is port {port} in use? try --port)")
         raise typer.Exit(1) from None
     console.print("demo finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
@@ -125,7 +126,7 @@ def profiles_validate(
     targets = paths or [shipped_profiles_dir()]
     issues = validate_profiles(targets)
     for issue in issues:
-        err.print(f"[red]{issue}[/]")
+        err.print(f"[red]{escape(str(issue))}[/]")
     if issues:
         err.print(f"{len(issues)} problem(s)")
         raise typer.Exit(1)
@@ -160,7 +161,7 @@ def simulate(
 
     parts = urlsplit(broker)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        err.print(f"[red]--broker must look like mqtt://host:port, got {broker!r}[/]")
+        err.print(f"[red]--broker must look like mqtt://host:port, got {escape(repr(broker))}[/]")
         raise typer.Exit(2)
     try:
         simulate_main(
@@ -177,10 +178,13 @@ def simulate(
             incident_at=incident_at,
         )
     except (SimulationError, RegistryError, ProfileError) as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None
     except OSError as exc:
-        err.print(f"[red]cannot reach the broker at {broker}: {exc}[/] (is it running? check --broker)")
+        err.print(
+            f"[red]cannot reach the broker at {escape(broker)}: {escape(str(exc))}[/] "
+            "(is it running? check --broker)"
+        )
         raise typer.Exit(1) from None
 
 
