@@ -1,45 +1,277 @@
-"""The detection engine: every detector bank over the whole registry, one batch at a time."""
+"""The detection engine: every detector bank over the whole registry, one batch at a time.
+
+Order within a batch: the devices' own event bits first (never delayed), then every bank, then
+liveness, then zone fusion over what the others decided. The result is sorted fire first, stably,
+so nothing queues ahead of a fire alarm and each alarm's own transitions keep their order.
+
+State: `snapshot()` returns every bank's arrays keyed by (device, alarm type), so `restore()` works
+on a changed registry too (devices added, removed or moved to another partition resume warm where
+they match, cold where they do not). `save()`/`load()` keep it in an `.npz` file without pickle.
+"""
 
 from __future__ import annotations
 
-from core.domain import AlarmCategory, DetectorEvent
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
+from detectors.base import Hits
+from detectors.catalog import Bank, Stream, compile_banks
 from detectors.device_events import DeviceEventMapper
-from detectors.liveness import OFFLINE, LivenessWatch
+from detectors.fusion import CONFIRMED, ZoneFusion
+from detectors.liveness import OFFLINE, ChannelWatch, LivenessWatch
 from detectors.samples import Samples
-from detectors.threshold import ThresholdBank
 from ingest.decode import DecodedBatch
 from ingest.index import DeviceIndex
 
+_SEP = "\x1f"  # joins device id and alarm type in snapshot keys; neither may contain it
+SNAPSHOT_VERSION = 1
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that cannot be used; the engine then starts from the alarm store instead."""
+
 
 class Engine:
-    def __init__(self, index: DeviceIndex, *, start: float) -> None:
+    def __init__(self, index: DeviceIndex, *, start: float, fusion_window_s: float = 120.0) -> None:
         self.index = index
-        self.threshold = ThresholdBank(index)
+        self.banks: list[Bank] = compile_banks(index)
         self.liveness = LivenessWatch(index, start)
+        self.channels = ChannelWatch(index, start)
         self.device_events = DeviceEventMapper(index)
+        self.fusion = ZoneFusion(index, fusion_window_s)
+        self._key: dict[tuple[str, str], tuple[Bank, int]] = {
+            (info.device_id, info.alarm_type): (bank, unit)
+            for bank in self.banks
+            for unit, info in enumerate(bank.info)
+        }
+
+    @property
+    def n_units(self) -> int:
+        return sum(b.detector.n_units for b in self.banks)
+
+    def state_bytes(self) -> int:
+        arrays = self.liveness.last_seen.nbytes + self.liveness.offline.nbytes
+        arrays += self.channels.last.nbytes + self.channels.stale.nbytes + self.channels.limit.nbytes
+        return arrays + sum(b.detector.state_bytes() for b in self.banks)
 
     def process(self, batch: DecodedBatch) -> list[DetectorEvent]:
-        """Events for one decoded batch, fire-category events first so nothing queues ahead of them."""
+        """Events for one decoded batch, fire-category events first."""
         events = self.device_events.map(batch.events)
-        events += self.threshold.update(Samples(batch.sample_slot, batch.sample_ts, batch.sample_value))
+        streams = self._streams(batch)
+        for bank in self.banks:
+            hits = bank.detector.update(streams[bank.stream])
+            if len(hits):
+                events += self._events(bank, hits)
         events += self.liveness.seen(batch.seen_dev, batch.seen_at)
+        if batch.seen_at.size:
+            events += self.channels.seen(batch.sample_slot, batch.sample_ts, float(batch.seen_at.max()))
+        events += self.fusion.update(events)
         events.sort(key=lambda e: e.category is not AlarmCategory.FIRE)
         return events
 
+    def process_samples(self, samples: Samples) -> list[DetectorEvent]:
+        """Channel readings only (replay, tests): every slot bank and fusion, fire first."""
+        events: list[DetectorEvent] = []
+        for bank in self.banks:
+            if bank.stream in (Stream.SAMPLES, Stream.CHECKED):
+                hits = bank.detector.update(samples)
+                if len(hits):
+                    events += self._events(bank, hits)
+        events += self.fusion.update(events)
+        events.sort(key=lambda e: e.category is not AlarmCategory.FIRE)
+        return events
+
+    def is_active(self, device_id: str, alarm_type: str) -> bool:
+        hit = self._key.get((device_id, alarm_type))
+        return hit is not None and bool(hit[0].detector.state["active"][hit[1]])
+
     def check(self, now: float) -> list[DetectorEvent]:
         """Time-driven checks (liveness), run on a timer independent of traffic."""
-        return self.liveness.check(now)
+        events = self.liveness.check(now) + self.channels.check(now)
+        return events + self.fusion.update(events)
+
+    @staticmethod
+    def _streams(batch: DecodedBatch) -> dict[Stream, Samples]:
+        samples = Samples(batch.sample_slot, batch.sample_ts, batch.sample_value)
+        checked = samples
+        if batch.range_slot.size:
+            checked = Samples(
+                np.concatenate([batch.sample_slot, batch.range_slot]),
+                np.concatenate([batch.sample_ts, batch.range_ts]),
+                np.concatenate([batch.sample_value, batch.range_value]),
+            )
+        has_batt = np.isfinite(batch.reading_batt)
+        has_rssi = np.isfinite(batch.reading_rssi)
+        return {
+            Stream.SAMPLES: samples,
+            Stream.CHECKED: checked,
+            Stream.BATTERY: Samples(
+                batch.reading_dev[has_batt], batch.reading_ts[has_batt], batch.reading_batt[has_batt]
+            ),
+            Stream.RSSI: Samples(
+                batch.reading_dev[has_rssi], batch.reading_ts[has_rssi], batch.reading_rssi[has_rssi]
+            ),
+        }
+
+    @staticmethod
+    def _events(bank: Bank, hits: Hits) -> list[DetectorEvent]:
+        out = []
+        for unit, ts, value, raised in zip(
+            hits.unit.tolist(), hits.ts.tolist(), hits.value.tolist(), hits.raised.tolist(), strict=True
+        ):
+            info = bank.info[unit]
+            out.append(
+                DetectorEvent(
+                    device_id=info.device_id,
+                    alarm_type=info.alarm_type,
+                    kind=DetectorEventKind.RAISE if raised else DetectorEventKind.CLEAR,
+                    category=info.category,
+                    ts=ts,
+                    value=round(value, 4),
+                    channel=info.channel,
+                    detail=f"{info.detail}; {round(value, 3):g} {info.evidence}",
+                    basis=info.basis,
+                    extra={"detector": bank.name},
+                )
+            )
+        return out
+
+    # --- warm starts -------------------------------------------------------------------------
 
     def resume(self, active: set[tuple[str, str]]) -> None:
-        """Warm start from the alarms that are still active in the state store."""
-        self.threshold.restore_active(active)
+        """Warm start from the alarms that are still active in the state store (no snapshot)."""
+        for key in active:
+            hit = self._key.get(key)
+            if hit is not None:
+                hit[0].detector.set_active([hit[1]])
         self.liveness.restore_offline({device for device, alarm_type in active if alarm_type == OFFLINE})
+        self.channels.restore_stale(active)
+        self.fusion.restore_confirmed(active)
 
     def forget(self, device_id: str, alarm_type: str) -> None:
-        """Drop the active state behind an alarm a person cleared, so a persisting condition re-raises."""
+        """Reset the state behind an alarm a person cleared, so a persisting condition re-raises."""
         if alarm_type == OFFLINE:
             dev = self.index.dev_of.get(device_id)
             if dev is not None:
                 self.liveness.offline[dev] = False
             return
-        self.threshold.forget(device_id, alarm_type)
+        if alarm_type == CONFIRMED:
+            for zone in self.fusion.zones.values():
+                if zone.confirmed_on == device_id:
+                    zone.confirmed_on = None
+            return
+        if alarm_type.endswith(".stale"):
+            dev = self.index.dev_of.get(device_id)
+            channel = alarm_type.removesuffix(".stale")
+            if dev is not None and channel in self.index.channel_offsets[dev]:
+                self.channels.stale[
+                    int(self.index.slot_base[dev]) + self.index.channel_offsets[dev][channel]
+                ] = False
+            return
+        hit = self._key.get((device_id, alarm_type))
+        if hit is not None:
+            hit[0].detector.reset([hit[1]])
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """All state as flat named arrays, each bank's rows keyed by (device, alarm type)."""
+        out: dict[str, npt.NDArray[Any]] = {"version": np.array(SNAPSHOT_VERSION)}
+        for bank in self.banks:
+            out[f"{bank.name}/keys"] = np.array([f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info])
+            for name, array in bank.detector.snapshot().items():
+                out[f"{bank.name}/{name}"] = array
+        out["liveness/devices"] = np.array(self.index.device_ids)
+        out["liveness/last_seen"] = self.liveness.last_seen.copy()
+        out["liveness/offline"] = self.liveness.offline.copy()
+        out["channels/keys"] = np.array(
+            [
+                f"{self.index.device_ids[d]}{_SEP}{c}"
+                for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
+            ]
+        )
+        out["channels/last"] = self.channels.last.copy()
+        out["channels/stale"] = self.channels.stale.copy()
+        out["fusion"] = np.array(json.dumps(self.fusion.snapshot()))
+        return out
+
+    def restore(self, state: dict[str, npt.NDArray[Any]]) -> int:
+        """Restore what matches this registry; returns how many units resumed warm."""
+        if int(state.get("version", np.array(-1))) != SNAPSHOT_VERSION:
+            raise SnapshotError("snapshot version does not match this firewatch")
+        warm = 0
+        for bank in self.banks:
+            keys = state.get(f"{bank.name}/keys")
+            if keys is None:
+                continue
+            row_of = {str(k): i for i, k in enumerate(keys.tolist())}
+            mine = [f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info]
+            pairs = [(u, row_of[k]) for u, k in enumerate(mine) if k in row_of]
+            if not pairs:
+                continue
+            dst = np.array([p[0] for p in pairs])
+            src = np.array([p[1] for p in pairs])
+            saved = {name: state.get(f"{bank.name}/{name}") for name in bank.detector.state}
+            if any(v is None or v.shape[1:] != bank.detector.state[k].shape[1:] for k, v in saved.items()):
+                continue  # parameters changed shape (e.g. a longer window): this bank starts cold
+            for name, array in bank.detector.state.items():
+                array[dst] = saved[name][src]  # type: ignore[index]
+            warm += len(pairs)
+        self._restore_rows(
+            "liveness/devices",
+            state,
+            self.index.device_ids,
+            [("liveness/last_seen", self.liveness.last_seen), ("liveness/offline", self.liveness.offline)],
+        )
+        channel_keys = [
+            f"{self.index.device_ids[d]}{_SEP}{c}"
+            for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
+        ]
+        self._restore_rows(
+            "channels/keys",
+            state,
+            channel_keys,
+            [("channels/last", self.channels.last), ("channels/stale", self.channels.stale)],
+        )
+        if "fusion" in state:
+            self.fusion.restore(json.loads(str(state["fusion"])))
+        return warm
+
+    @staticmethod
+    def _restore_rows(
+        key_name: str,
+        state: dict[str, npt.NDArray[Any]],
+        mine: list[str],
+        arrays: list[tuple[str, npt.NDArray[Any]]],
+    ) -> None:
+        keys = state.get(key_name)
+        if keys is None:
+            return
+        row_of = {str(k): i for i, k in enumerate(keys.tolist())}
+        pairs = [(u, row_of[k]) for u, k in enumerate(mine) if k in row_of]
+        if not pairs:
+            return
+        dst = np.array([p[0] for p in pairs])
+        src = np.array([p[1] for p in pairs])
+        for name, array in arrays:
+            if name in state:
+                array[dst] = state[name][src]
+
+    def save(self, path: Path) -> None:
+        """Write the snapshot atomically (write, then rename), so a crash never leaves half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, **self.snapshot())  # type: ignore[arg-type]  # numpy's stub types kwds as bool
+        tmp.replace(path)
+
+    def load(self, path: Path) -> int:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as exc:
+            raise SnapshotError(f"cannot read the detector snapshot {path}: {exc}") from exc
+        return self.restore(state)

@@ -1,102 +1,70 @@
-"""Multi-level thresholds with a clear band (hysteresis), vectorised over every slot of the registry.
+"""Multi-level thresholds with a clear band (hysteresis), minimum duration and repeat count.
 
-Each level of each threshold detector of each device is a *rule* with its own on/clear values and
-state. A batch is expanded to (rule, sample) pairs, ordered by rule then arrival, and each rule's
-state sequence is resolved at once: a sample at or past `on` sets the rule, one back past `clear`
-resets it, anything between holds the previous state (a forward fill). Only the rare transitions
-reach Python, as DetectorEvents.
+Each level of each threshold detector of each device is one unit. A batch is resolved in closed
+form, without rounds: the (unit, sample) pairs are ordered by unit then arrival, each reading is
+coded "qualifies" (at or past `at` for `repeat` readings and `for_s` seconds in a row), "clears"
+(back past `clear`) or "holds", and the state sequence is a forward fill of the codes. Only the rare
+transitions reach Python. Defaults (`for_s=0`, `repeat=1`) make a level raise on the first reading
+at or past it; the schema refuses a filter on a fire level (STANDARDS.md design rule).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import numpy.typing as npt
 
-from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
+from detectors.base import F64, Detector, Example, Hits, State
 from detectors.samples import Samples, group_starts
-from device_profiles.schema import Direction, ThresholdDetector
-from ingest.index import DeviceIndex
 
 
-@dataclass(frozen=True)
-class RuleInfo:
-    device_id: str
-    alarm_type: str
-    category: AlarmCategory
-    channel: str
-    basis: str
-    detail: str
+class Threshold(Detector):
+    """Parameters per unit: `sign` (+1 above, -1 below), `at`, `clear`, `for_s`, `repeat`.
 
+    >>> import numpy as np
+    >>> from detectors.samples import Samples
+    >>> bank = Threshold([0], sign=1.0, at=57.0, clear=50.0, for_s=0.0, repeat=1)
+    >>> s = Samples(np.array([0, 0, 0], np.int32), np.array([1.0, 2, 3]), np.array([40.0, 58, 55]))
+    >>> hits = bank.update(s)
+    >>> hits.raised.tolist(), hits.ts.tolist()
+    ([True], [2.0])
+    """
 
-class ThresholdBank:
-    def __init__(self, index: DeviceIndex) -> None:
-        dev_rule_slot: list[int] = []
-        sign: list[float] = []
-        on: list[float] = []
-        clear: list[float] = []
-        self.info: list[RuleInfo] = []
-        for dev, profile in enumerate(index.profiles):
-            for det in profile.detectors:
-                if not isinstance(det, ThresholdDetector):
-                    continue  # type: ignore[unreachable]  # the union grows with the detector set
-                slot = int(index.slot_base[dev]) + index.channel_offsets[dev][det.channel]
-                unit = profile.channels[det.channel].unit
-                s = 1.0 if det.direction is Direction.ABOVE else -1.0
-                for level in det.levels:
-                    dev_rule_slot.append(slot)
-                    sign.append(s)
-                    on.append(level.at * s)
-                    clear.append(level.clear * s)
-                    cmp = ">=" if s > 0 else "<="
-                    self.info.append(
-                        RuleInfo(
-                            device_id=index.device_ids[dev],
-                            alarm_type=f"{det.channel}.{level.name}",
-                            category=level.category,
-                            channel=det.channel,
-                            basis=level.basis,
-                            detail=f"{det.channel} {cmp} {level.at:g} {unit} (clears past {level.clear:g})",
-                        )
-                    )
-        rule_slot = np.array(dev_rule_slot, dtype=np.int32)
-        # Rules are created slot by slot, so each slot's rules are contiguous: a CSR layout.
-        order = np.argsort(rule_slot, kind="stable")
-        self.rule_slot = rule_slot[order]
-        self.sign = np.array(sign, dtype=np.float64)[order]
-        self.on = np.array(on, dtype=np.float64)[order]
-        self.clear = np.array(clear, dtype=np.float64)[order]
-        self.info = [self.info[i] for i in order.tolist()]
-        self.slot_count = np.bincount(self.rule_slot, minlength=index.n_slots).astype(np.int32)
-        self.slot_start = (np.cumsum(self.slot_count) - self.slot_count).astype(np.int32)
-        self.active = np.zeros(self.rule_slot.size, dtype=bool)
-        self._key = {(r.device_id, r.alarm_type): i for i, r in enumerate(self.info)}
+    type_name = "threshold"
 
-    @property
-    def n_rules(self) -> int:
-        return int(self.rule_slot.size)
+    def initial_state(self, n: int) -> State:
+        return {
+            "active": np.zeros(n, dtype=bool),
+            "run_n": np.zeros(n, dtype=np.int64),  # consecutive readings at or past `at` so far
+            "run_t0": np.zeros(n, dtype=np.float64),  # when that run began
+        }
 
-    def update(self, s: Samples) -> list[DetectorEvent]:
-        if not len(s) or not self.n_rules:
-            return []
-        count = self.slot_count[s.slot]
-        total = int(count.sum())
-        if not total:
-            return []
-        rep = np.repeat(np.arange(len(s)), count)
-        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        rule = self.slot_start[s.slot[rep]] + within
-        order = np.argsort(rule, kind="stable")  # by rule, arrival order kept within a rule
-        rule = rule[order]
-        rep = rep[order]
-        x = s.value[rep] * self.sign[rule]
-        code = np.where(x >= self.on[rule], 1, np.where(x < self.clear[rule], 0, -1)).astype(np.int8)
+    def update(self, samples: Samples) -> Hits:
+        unit, j = self.route(samples)
+        if not unit.size:
+            return Hits.empty()
+        order = np.argsort(unit, kind="stable")  # by unit, arrival order kept within a unit
+        unit, j = unit[order], j[order]
+        p, st = self.params, self.state
+        ts = samples.ts[j]
+        x = samples.value[j] * p["sign"][unit]
+        over = x >= p["at"][unit] * p["sign"][unit]
+        below_clear = x < p["clear"][unit] * p["sign"][unit]
 
-        new, start = group_starts(rule)
-        n = rule.size
-        last = np.maximum.accumulate(np.where(code >= 0, np.arange(n), -1))
-        init = self.active[rule]
+        new, start = group_starts(unit)
+        n = unit.size
+        idx = np.arange(n)
+        # The current run of readings at or past `at`: its length and start time, carried over
+        # from the previous batch when the run began there.
+        last_break = np.maximum.accumulate(np.where(~over, idx, -1))
+        carried = last_break < start
+        run_start = np.where(carried, start, last_break + 1)
+        carry_n = np.where(carried, st["run_n"][unit], 0)
+        run_n = np.where(over, idx - run_start + 1 + carry_n, 0)
+        t0 = np.where(carried & (carry_n > 0), st["run_t0"][unit], ts[np.minimum(run_start, n - 1)])
+        qualifies = over & (run_n >= p["repeat"][unit]) & (ts - t0 >= p["for_s"][unit])
+
+        code = np.where(qualifies, 1, np.where(below_clear, 0, -1)).astype(np.int8)
+        last = np.maximum.accumulate(np.where(code >= 0, idx, -1))
+        init = st["active"][unit]
         after = np.where(last >= start, code[np.maximum(last, 0)] == 1, init)
         before = np.empty(n, dtype=bool)
         before[0] = init[0]
@@ -104,45 +72,34 @@ class ThresholdBank:
         before[new] = init[new]
 
         ends = np.flatnonzero(np.append(new[1:], True))
-        self.active[rule[ends]] = after[ends]
+        end_unit = unit[ends]
+        st["active"][end_unit] = after[ends]
+        st["run_n"][end_unit] = run_n[ends]
+        st["run_t0"][end_unit] = t0[ends]
 
-        events: list[DetectorEvent] = []
-        for i in np.flatnonzero(after != before).tolist():
-            r = int(rule[i])
-            info = self.info[r]
-            j = int(rep[i])
-            events.append(
-                DetectorEvent(
-                    device_id=info.device_id,
-                    alarm_type=info.alarm_type,
-                    kind=DetectorEventKind.RAISE if after[i] else DetectorEventKind.CLEAR,
-                    category=info.category,
-                    ts=float(s.ts[j]),
-                    value=float(s.value[j]),
-                    channel=info.channel,
-                    detail=info.detail,
-                    basis=info.basis,
-                )
-            )
-        return events
+        changed = np.flatnonzero(after != before)
+        return Hits(unit[changed], ts[changed], samples.value[j[changed]], after[changed])
 
-    def restore_active(self, keys: set[tuple[str, str]]) -> None:
-        """Resume from the state store: the rules whose alarms are active start active."""
-        self.active[:] = False
-        for key in keys:
-            rule = self._key.get(key)
-            if rule is not None:
-                self.active[rule] = True
+    @classmethod
+    def example(cls) -> Example:
+        n = 6
+        bank = cls(
+            np.arange(n),
+            sign=np.where(np.arange(n) % 2 == 0, 1.0, -1.0),
+            at=np.where(np.arange(n) % 2 == 0, 57.0, 0.2),
+            clear=np.where(np.arange(n) % 2 == 0, 50.0, 0.25),
+            for_s=np.array([0.0, 0.0, 0.0, 0.0, 30.0, 30.0]),
+            repeat=np.array([1, 1, 3, 3, 1, 1]),
+        )
 
-    def forget(self, device_id: str, alarm_type: str) -> None:
-        rule = self._key.get((device_id, alarm_type))
-        if rule is not None:
-            self.active[rule] = False
+        def normal(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
+            t = np.arange(rounds, dtype=np.float64)[:, None] * 10.0 + np.zeros(n)
+            base = np.where(np.arange(n) % 2 == 0, 22.0, 0.35)
+            return t, base + rng.normal(0, 0.01, (rounds, n))
 
-    def snapshot(self) -> dict[str, npt.NDArray[np.bool_]]:
-        return {"active": self.active.copy()}
+        def incident(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
+            t, x = normal(rounds, rng)
+            hot = np.arange(rounds)[:, None] >= rounds // 3
+            return t, np.where(hot, np.where(np.arange(n) % 2 == 0, 70.0, 0.1), x)
 
-    def restore(self, state: dict[str, npt.NDArray[np.bool_]]) -> None:
-        if state["active"].shape != self.active.shape:
-            raise ValueError("threshold snapshot does not match this registry")
-        self.active[:] = state["active"]
+        return Example(bank, normal, incident)

@@ -57,6 +57,11 @@ class DecodedBatch:
     reading_rssi: npt.NDArray[np.float64]
     seen_dev: npt.NDArray[np.int32]  # every device that sent an accepted message, with receipt time
     seen_at: npt.NDArray[np.float64]
+    # Finite samples outside the channel's physical range: their message is rejected, but sensor
+    # health counts them (a sensor reporting the impossible is faulty).
+    range_slot: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    range_ts: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    range_value: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     events: list[DeviceEventMsg] = field(default_factory=list)
     statuses: list[StatusMsg] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -287,6 +292,9 @@ class Decoder:
             reading_rssi=np.array(r_rssi, dtype=np.float64)[ok],
             seen_dev=np.concatenate([rdev, np.array(seen_dev, dtype=np.int32)]),
             seen_at=np.concatenate([r_received, np.array(seen_at, dtype=np.float64)]),
+            range_slot=slot[finite & ~in_range],
+            range_ts=reading_ts[sample_msg[finite & ~in_range]],
+            range_value=value[finite & ~in_range],
             events=events,
             statuses=statuses,
             rejects=rejects,

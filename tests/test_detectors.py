@@ -10,7 +10,6 @@ from detectors.device_events import DeviceEventMapper
 from detectors.engine import Engine
 from detectors.liveness import LivenessWatch
 from detectors.samples import Samples
-from detectors.threshold import ThresholdBank
 from ingest.decode import DeviceEventMsg
 from ingest.index import DeviceIndex
 from tests.conftest import PROFILES, small_registry
@@ -27,6 +26,17 @@ def samples(index: DeviceIndex, values: list[tuple[str, str, float]]) -> Samples
     slot = np.array([index.slot(d, c) for d, c, _ in values], dtype=np.int32)
     value = np.array([v for _, _, v in values], dtype=np.float64)
     return Samples(slot, T0 + np.arange(len(values), dtype=np.float64), value)
+
+
+class ThresholdBank:
+    """The engine's threshold bank alone, speaking DetectorEvents."""
+
+    def __init__(self, index: DeviceIndex) -> None:
+        self.engine = Engine(index, start=T0)
+        self.bank = next(b for b in self.engine.banks if b.name == "threshold")
+
+    def update(self, s: Samples) -> list[DetectorEvent]:
+        return self.engine._events(self.bank, self.bank.detector.update(s))
 
 
 def kinds(events: list[DetectorEvent]) -> list[tuple[str, str, str]]:
@@ -67,7 +77,7 @@ def test_raise_and_clear_in_one_batch_both_reported_in_order(index: DeviceIndex)
     )
     fire = [e.kind for e in events if e.alarm_type == "smoke.alarm"]
     assert fire == [DetectorEventKind.RAISE, DetectorEventKind.CLEAR, DetectorEventKind.RAISE]
-    assert bank.active[bank._key[("smk-1-1", "smoke.alarm")]]
+    assert bank.engine.is_active("smk-1-1", "smoke.alarm")
 
 
 def test_below_direction_thresholds_catch_low_pressure(index: DeviceIndex) -> None:
@@ -111,7 +121,7 @@ def test_the_bank_does_not_modify_its_input(index: DeviceIndex) -> None:
 
 def test_resume_restores_active_rules_so_a_restart_does_not_raise_again(index: DeviceIndex) -> None:
     bank = ThresholdBank(index)
-    bank.restore_active({("smk-1-1", "smoke.alarm"), ("smk-1-1", "smoke.pre_alarm")})
+    bank.engine.resume({("smk-1-1", "smoke.alarm"), ("smk-1-1", "smoke.pre_alarm")})
     assert bank.update(samples(index, [("smk-1-1", "smoke", 0.3)])) == []
 
 

@@ -86,7 +86,7 @@ def test_each_shipped_file_loads_on_its_own_and_is_named_after_its_id(path: Path
 
 def test_every_shipped_threshold_cites_a_clause_and_a_tag_and_unverified_ones_say_so() -> None:
     for profile in load_profiles().values():
-        for detector in profile.detectors:
+        for detector in profile.thresholds():
             for level in detector.levels:
                 where = (profile.id, detector.channel, level.name)
                 assert re.search(r"\bGB|EN 54", level.basis), where
@@ -118,14 +118,14 @@ def test_the_shipped_defaults_are_the_specified_ones(
     profile_id: str, channel: str, direction: str, name: str, category: str, at: float
 ) -> None:
     profile = load_profiles()[profile_id]
-    levels = {(d.channel, d.direction, level.name): level for d in profile.detectors for level in d.levels}
+    levels = {(d.channel, d.direction, level.name): level for d in profile.thresholds() for level in d.levels}
     level = levels[(channel, Direction(direction), name)]
     assert (level.category, level.at) == (AlarmCategory(category), at)
 
 
 def test_every_conductor_of_the_electrical_fire_detector_is_watched_alike() -> None:
     profile = load_profiles()["electrical-fire"]
-    cable = {d.channel: [(lv.name, lv.at, lv.clear) for lv in d.levels] for d in profile.detectors}
+    cable = {d.channel: [(lv.name, lv.at, lv.clear) for lv in d.levels] for d in profile.thresholds()}
     assert cable["temp_l1"] == cable["temp_l2"] == cable["temp_l3"] == cable["temp_n"]
 
 

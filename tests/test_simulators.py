@@ -57,7 +57,7 @@ def test_quiet_values_stay_in_range_quantised_and_below_every_alarm_level(profil
             assert lo <= value <= hi
             steps = value / profile.channels[name].resolution
             assert abs(steps - round(steps)) < 1e-6
-    for detector in profile.detectors:
+    for detector in profile.thresholds():
         for level in detector.levels:
             v = model.values(3600.0)[detector.channel]
             assert (v < level.at) if detector.direction.value == "above" else (v > level.at), (

@@ -1,0 +1,68 @@
+"""Adaptive anomaly for channels without fixed limits: EWMA mean and variance, a z-score.
+
+Scoring and deciding are separate, and the baseline learns only from readings that are normal and
+arrive while no anomaly is active (river's protected anomaly filter): a fire, a leak or a failing pump
+never becomes the new normal. `min_std` floors the spread, so a quantised, flat signal does not
+turn one step of resolution into a huge z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import F64, I64, Bool, Example, SequentialDetector, State
+
+
+class Anomaly(SequentialDetector):
+    """Parameters per unit: `alpha` (EWMA weight), `z_on`, `z_off`, `warmup`, `min_std`.
+
+    >>> import numpy as np
+    >>> from detectors.samples import Samples
+    >>> bank = Anomaly([0], alpha=0.05, z_on=6.0, z_off=3.0, warmup=30, min_std=0.05)
+    >>> rng = np.random.default_rng(1)
+    >>> x = np.r_[4.0 + rng.normal(0, 0.1, 100), 6.0, 6.0, 4.0]
+    >>> hits = bank.update(Samples(np.zeros(x.size, np.int32), np.arange(float(x.size)), x))
+    >>> hits.raised.tolist(), hits.ts.tolist()
+    ([True, False], [100.0, 102.0])
+    """
+
+    type_name = "anomaly"
+
+    def initial_state(self, n: int) -> State:
+        return {
+            "active": np.zeros(n, dtype=bool),
+            "n": np.zeros(n, dtype=np.int64),
+            "mean": np.zeros(n),
+            "var": np.zeros(n),
+        }
+
+    def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
+        st, p = self.state, self.params
+        mean, var, count = st["mean"][u], st["var"][u], st["n"][u]
+        std = np.maximum(np.sqrt(var), p["min_std"][u])
+        z = np.where(count > 0, (x - mean) / std, 0.0)
+        warm = count >= p["warmup"][u]
+        anomalous = warm & (np.abs(z) >= p["z_on"][u])
+        learn = ~anomalous & ~st["active"][u]
+        # While warming up the weight is 1/n (a plain mean), so the first readings are not overweighted.
+        a = np.where(warm, p["alpha"][u], 1.0 / (count + 1))
+        d = x - mean
+        st["mean"][u] = np.where(learn, mean + a * d, mean)
+        st["var"][u] = np.where(learn, (1 - a) * (var + a * d * d), var)
+        st["n"][u] = count + learn
+        return anomalous, warm & (np.abs(z) < p["z_off"][u]), z
+
+    @classmethod
+    def example(cls) -> Example:
+        n = 3
+        bank = cls(np.arange(n), alpha=0.05, z_on=6.0, z_off=3.0, warmup=20, min_std=0.05)
+
+        def normal(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
+            t = np.arange(rounds, dtype=np.float64)[:, None] * 60.0 + np.zeros(n)
+            return t, 4.0 + rng.normal(0, 0.1, (rounds, n))
+
+        def incident(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
+            t, x = normal(rounds, rng)
+            return t, x + (np.arange(rounds)[:, None] >= max(rounds // 2, 25)) * 3.0
+
+        return Example(bank, normal, incident)

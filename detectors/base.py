@@ -1,0 +1,198 @@
+"""The detector protocol: a bank of *units*, one per configured (device, channel) detector.
+
+A unit is what river calls an estimator instance; a bank holds many of them at once, their
+parameters and state in numpy arrays whose first axis is the unit, so one batch updates every
+device together. The protocol is narrow (STYLE.md, river):
+
+- `update(samples) -> Hits`: the raise/clear transitions this batch caused, nothing else;
+- `snapshot()` / `restore(state)`: every state array, copied, first axis the unit;
+- `clone()`: a fresh bank with the same parameters (constructor arguments are kept verbatim);
+- `reset(units)`: back to the initial state (a person cleared the alarm: re-learn, re-raise);
+- `set_active(units)`: warm start from the alarms still open in the store.
+
+Every unit has a boolean `active` state; a transition is a change of it. Detectors whose state is
+inherently sequential subclass `SequentialDetector`, which feeds at most one reading per unit per
+*round*, vectorised across units: a batch is as many rounds as the most samples any one unit has in
+it (one, in live traffic), so the batch path equals the one-reading-at-a-time path by construction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.samples import Samples
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
+State = dict[str, npt.NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Transitions of one batch: unit, time and value (the evidence) of each, raise or clear."""
+
+    unit: I64
+    ts: F64
+    value: F64
+    raised: Bool
+
+    def __len__(self) -> int:
+        return int(self.unit.size)
+
+    @staticmethod
+    def empty() -> Hits:
+        return Hits(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+
+    @staticmethod
+    def concat(parts: list[Hits]) -> Hits:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Hits.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return Hits(
+            np.concatenate([p.unit for p in parts]),
+            np.concatenate([p.ts for p in parts]),
+            np.concatenate([p.value for p in parts]),
+            np.concatenate([p.raised for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class Example:
+    """What the conformance suite needs to exercise a detector type: a small bank and its inputs.
+
+    `normal(n_units, n_rounds, rng)` gives benign readings (t, x) of shape (n_rounds, n_units);
+    `incident(...)` readings of the same shape that make every unit raise at least once.
+    """
+
+    detector: Detector
+    normal: Callable[[int, np.random.Generator], tuple[F64, F64]]
+    incident: Callable[[int, np.random.Generator], tuple[F64, F64]]
+
+
+class Detector(ABC):
+    """A bank of units of one detector type; see the module docstring for the protocol."""
+
+    type_name: ClassVar[str]
+
+    def __init__(self, unit_slot: npt.ArrayLike, **params: npt.ArrayLike) -> None:
+        slot = np.asarray(unit_slot, dtype=np.int64)
+        self.params: dict[str, npt.NDArray[Any]] = {
+            k: np.broadcast_to(np.asarray(v), slot.shape).copy() for k, v in params.items()
+        }
+        self.unit_slot = slot.copy()
+        # Units sorted by slot, so a sample finds its units with a binary search (a CSR layout).
+        self._order = np.argsort(self.unit_slot, kind="stable")
+        self._sorted_slot = self.unit_slot[self._order]
+        self.state: State = self.initial_state(self.n_units)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_slot.size)
+
+    @abstractmethod
+    def initial_state(self, n: int) -> State:
+        """Fresh state for `n` units; must contain a boolean `active`."""
+
+    @abstractmethod
+    def update(self, samples: Samples) -> Hits: ...
+
+    @classmethod
+    @abstractmethod
+    def example(cls) -> Example:
+        """A small bank with representative parameters, for the conformance suite and the docs."""
+
+    def clone(self) -> Self:
+        return type(self)(self.unit_slot, **self.params)
+
+    def snapshot(self) -> State:
+        return {name: array.copy() for name, array in self.state.items()}
+
+    def restore(self, state: State) -> None:
+        for name, array in self.state.items():
+            if name not in state or state[name].shape != array.shape or state[name].dtype != array.dtype:
+                raise ValueError(f"{self.type_name} snapshot does not match this bank (state {name!r})")
+        for name, array in self.state.items():
+            array[...] = state[name]
+
+    def reset(self, units: npt.ArrayLike) -> None:
+        idx = np.asarray(units, dtype=np.int64)
+        fresh = self.initial_state(idx.size)
+        for name, array in self.state.items():
+            array[idx] = fresh[name]
+
+    def set_active(self, units: npt.ArrayLike) -> None:
+        self.state["active"][np.asarray(units, dtype=np.int64)] = True
+
+    def state_bytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.state.values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={v[0]!r}" if v.size and (v == v[0]).all() else f"{k}=[...]" for k, v in self.params.items()
+        )
+        return f"{type(self).__name__}({self.n_units} units, {shown})"
+
+    def route(self, samples: Samples) -> tuple[I64, I64]:
+        """(unit, sample index) pairs of the batch, in arrival order within each unit."""
+        lo = np.searchsorted(self._sorted_slot, samples.slot, side="left")
+        hi = np.searchsorted(self._sorted_slot, samples.slot, side="right")
+        count = hi - lo
+        if not count.size or count.max(initial=0) <= 1:  # the usual case: one unit per slot
+            j = np.flatnonzero(count)
+            return self._order[lo[j]], j.astype(np.int64)
+        total = int(count.sum())
+        j = np.repeat(np.arange(samples.slot.size, dtype=np.int64), count)
+        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        return self._order[lo[j] + within], j
+
+
+class SequentialDetector(Detector):
+    """A detector defined by a per-reading step, run in rounds of at most one reading per unit."""
+
+    @abstractmethod
+    def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
+        """Advance units `u` (distinct) by one reading each; return (raise, clear, evidence).
+
+        `raise` may be true for an already active unit and `clear` for an inactive one: the base class
+        keeps only real transitions. It sets `active` after the step, so `step` sees the old value.
+        """
+
+    def update(self, samples: Samples) -> Hits:
+        unit, j = self.route(samples)
+        if not unit.size:
+            return Hits.empty()
+        per_unit = np.bincount(unit, minlength=self.n_units)
+        if per_unit.max() <= 1:
+            rounds = [(unit, j)]
+        else:
+            order = np.argsort(unit, kind="stable")
+            su = unit[order]
+            first = np.searchsorted(su, su, side="left")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(su.size) - first
+            by_rank = np.argsort(rank, kind="stable")
+            bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
+            rounds = [(unit[by_rank[a:b]], j[by_rank[a:b]]) for a, b in itertools.pairwise(bounds)]
+        hits = []
+        active = self.state["active"]
+        for u, jj in rounds:
+            t = samples.ts[jj]
+            x = samples.value[jj]
+            up, down, evidence = self.step(u, t, x)
+            was = active[u]
+            now = np.where(up, True, np.where(down, False, was))
+            active[u] = now
+            changed = np.flatnonzero(now != was)
+            if changed.size:
+                hits.append(Hits(u[changed], t[changed], evidence[changed], now[changed]))
+        return Hits.concat(hits)

@@ -1,0 +1,81 @@
+"""Slow drift from a reference by a one-sided CUSUM (E. S. Page, Continuous inspection schemes, 1954).
+
+S = max(0, S + sign*(x - reference) - slack): each reading adds how far it lies beyond the
+reference, less the slack that normal variation explains. S grows only under a sustained shift and
+raises at `limit`; it clears once S is back to 0. The reference is the profile's value or, when
+absent, the mean of the first `warmup` readings (nothing is scored before that). Readings past
+`ignore_beyond` (an alarm level: a fire, not drift) neither count nor teach.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import F64, I64, Bool, Example, SequentialDetector, State
+
+
+class Drift(SequentialDetector):
+    """Parameters per unit: `sign`, `reference` (NaN = learn), `warmup`, `slack`, `limit`, `ignore_beyond`.
+
+    >>> import numpy as np
+    >>> from detectors.samples import Samples
+    >>> bank = Drift([0], sign=1.0, reference=0.02, warmup=1, slack=0.01, limit=0.5,
+    ...              ignore_beyond=np.inf)
+    >>> x = 0.02 + np.arange(100) * 0.001          # a chamber creeping up by 0.001 dB/m per reading
+    >>> hits = bank.update(Samples(np.zeros(100, np.int32), np.arange(100.0), x))
+    >>> hits.raised.tolist(), hits.ts.tolist()
+    ([True], [42.0])
+    """
+
+    type_name = "drift"
+
+    def initial_state(self, n: int) -> State:
+        return {
+            "active": np.zeros(n, dtype=bool),
+            "s": np.zeros(n),
+            "n": np.zeros(n, dtype=np.int64),  # readings learned from, while warming up
+            "mean": np.zeros(n),  # running mean of those readings
+        }
+
+    def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
+        st, p = self.state, self.params
+        sign = p["sign"][u]
+        usable = x * sign < p["ignore_beyond"][u] * sign
+        fixed = np.isfinite(p["reference"][u])
+        learning = usable & ~fixed & (st["n"][u] < p["warmup"][u])
+        n_new = st["n"][u] + learning
+        st["mean"][u] = np.where(
+            learning, st["mean"][u] + (x - st["mean"][u]) / np.maximum(n_new, 1), st["mean"][u]
+        )
+        st["n"][u] = n_new
+        ready = fixed | (n_new >= p["warmup"][u])
+        scored = usable & ready & ~learning
+        ref = np.where(fixed, p["reference"][u], st["mean"][u])
+        s = np.where(scored, np.maximum(0.0, st["s"][u] + sign * (x - ref) - p["slack"][u]), st["s"][u])
+        st["s"][u] = s
+        return scored & (s >= p["limit"][u]), scored & (s <= 0.0), s
+
+    @classmethod
+    def example(cls) -> Example:
+        n = 4
+        bank = cls(
+            np.arange(n),
+            sign=np.array([1.0, 1.0, -1.0, -1.0]),
+            reference=np.array([np.nan, 0.02, np.nan, 0.6]),
+            warmup=10,
+            slack=0.01,
+            limit=0.5,
+            ignore_beyond=np.array([0.5, np.inf, -np.inf, -np.inf]),
+        )
+
+        def normal(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
+            t = np.arange(rounds, dtype=np.float64)[:, None] * 60.0 + np.zeros(n)
+            base = np.array([0.02, 0.02, 0.6, 0.6])
+            return t, base + rng.normal(0, 0.003, (rounds, n))
+
+        def incident(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
+            t, x = normal(rounds, rng)
+            ramp = np.maximum(np.arange(rounds) - rounds // 4, 0)[:, None] * 0.004
+            return t, x + ramp * bank.params["sign"]
+
+        return Example(bank, normal, incident)
