@@ -68,6 +68,15 @@ class IngestSettings(_Section):
     liveness_check_s: float = Field(default=1.0, gt=0)
 
 
+class DetectionSettings(_Section):
+    fusion_window_s: float = Field(
+        default=120.0, gt=0, description="two signals of one zone this close in time confirm a fire"
+    )
+    snapshot_every_s: float = Field(
+        default=60.0, ge=0, description="save detector state this often (0: only at a clean stop)"
+    )
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65_535)
@@ -95,6 +104,7 @@ class Settings(BaseSettings):
     profiles_dir: Path | None = Field(default=None, description="device profiles; default the shipped ones")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
 
@@ -116,6 +126,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'firewatch.sqlite'}"
+
+    @property
+    def detector_snapshot_path(self) -> Path:
+        return self.data_dir / "detectors.npz"
 
     @property
     def resolved_telemetry_path(self) -> Path:

@@ -70,7 +70,7 @@ class Engine:
         events += self.liveness.seen(batch.seen_dev, batch.seen_at)
         if batch.seen_at.size:
             events += self.channels.seen(batch.sample_slot, batch.sample_ts, float(batch.seen_at.max()))
-        events += self.fusion.update(events)
+        events += self._fuse(events)
         events.sort(key=lambda e: e.category is not AlarmCategory.FIRE)
         return events
 
@@ -82,7 +82,7 @@ class Engine:
                 hits = bank.detector.update(samples)
                 if len(hits):
                     events += self._events(bank, hits)
-        events += self.fusion.update(events)
+        events += self._fuse(events)
         events.sort(key=lambda e: e.category is not AlarmCategory.FIRE)
         return events
 
@@ -93,7 +93,11 @@ class Engine:
     def check(self, now: float) -> list[DetectorEvent]:
         """Time-driven checks (liveness), run on a timer independent of traffic."""
         events = self.liveness.check(now) + self.channels.check(now)
-        return events + self.fusion.update(events)
+        return events + self._fuse(events)
+
+    def _fuse(self, events: list[DetectorEvent]) -> list[DetectorEvent]:
+        # In time order, whichever bank decided first: the window is about when things happened.
+        return self.fusion.update(sorted(events, key=lambda e: e.ts)) if events else []
 
     @staticmethod
     def _streams(batch: DecodedBatch) -> dict[Stream, Samples]:
@@ -144,7 +148,16 @@ class Engine:
     # --- warm starts -------------------------------------------------------------------------
 
     def resume(self, active: set[tuple[str, str]]) -> None:
-        """Warm start from the alarms that are still active in the state store (no snapshot)."""
+        """Align every unit's active flag with the alarms active in the state store.
+
+        The store is the truth about alarms: after a snapshot is restored, an alarm a person cleared
+        meanwhile is inactive again (so a persisting condition re-raises), one raised after the
+        snapshot is active (so it is not raised twice). Without a snapshot this is the warm start.
+        """
+        for bank in self.banks:
+            bank.detector.state["active"][:] = False
+        self.liveness.offline[:] = False
+        self.channels.stale[:] = False
         for key in active:
             hit = self._key.get(key)
             if hit is not None:
@@ -184,17 +197,8 @@ class Engine:
             out[f"{bank.name}/keys"] = np.array([f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info])
             for name, array in bank.detector.snapshot().items():
                 out[f"{bank.name}/{name}"] = array
-        out["liveness/devices"] = np.array(self.index.device_ids)
-        out["liveness/last_seen"] = self.liveness.last_seen.copy()
-        out["liveness/offline"] = self.liveness.offline.copy()
-        out["channels/keys"] = np.array(
-            [
-                f"{self.index.device_ids[d]}{_SEP}{c}"
-                for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
-            ]
-        )
-        out["channels/last"] = self.channels.last.copy()
-        out["channels/stale"] = self.channels.stale.copy()
+        # Liveness times are not kept: after a restart every device gets a fresh grace period, else a
+        # long downtime would raise every device offline at once. Offline alarms come from the store.
         out["fusion"] = np.array(json.dumps(self.fusion.snapshot()))
         return out
 
@@ -220,45 +224,9 @@ class Engine:
             for name, array in bank.detector.state.items():
                 array[dst] = saved[name][src]  # type: ignore[index]
             warm += len(pairs)
-        self._restore_rows(
-            "liveness/devices",
-            state,
-            self.index.device_ids,
-            [("liveness/last_seen", self.liveness.last_seen), ("liveness/offline", self.liveness.offline)],
-        )
-        channel_keys = [
-            f"{self.index.device_ids[d]}{_SEP}{c}"
-            for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
-        ]
-        self._restore_rows(
-            "channels/keys",
-            state,
-            channel_keys,
-            [("channels/last", self.channels.last), ("channels/stale", self.channels.stale)],
-        )
         if "fusion" in state:
             self.fusion.restore(json.loads(str(state["fusion"])))
         return warm
-
-    @staticmethod
-    def _restore_rows(
-        key_name: str,
-        state: dict[str, npt.NDArray[Any]],
-        mine: list[str],
-        arrays: list[tuple[str, npt.NDArray[Any]]],
-    ) -> None:
-        keys = state.get(key_name)
-        if keys is None:
-            return
-        row_of = {str(k): i for i, k in enumerate(keys.tolist())}
-        pairs = [(u, row_of[k]) for u, k in enumerate(mine) if k in row_of]
-        if not pairs:
-            return
-        dst = np.array([p[0] for p in pairs])
-        src = np.array([p[1] for p in pairs])
-        for name, array in arrays:
-            if name in state:
-                array[dst] = state[name][src]
 
     def save(self, path: Path) -> None:
         """Write the snapshot atomically (write, then rename), so a crash never leaves half a file."""

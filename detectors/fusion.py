@@ -153,7 +153,9 @@ class ZoneFusion:
         }
 
     def restore_confirmed(self, keys: set[tuple[str, str]]) -> None:
-        """Warm start without a snapshot: zones whose confirmation is still open stay confirmed."""
+        """Align with the store: zones whose confirmation is open there stay confirmed, no others."""
+        for zone in self.zones.values():
+            zone.confirmed_on = None
         for device_id, alarm_type in keys:
             dev = self.index.dev_of.get(device_id)
             if alarm_type == CONFIRMED and dev is not None:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from alarms.model import Transition
 from alarms.service import AlarmService
@@ -36,6 +37,8 @@ class PipelineConfig:
     batch_max: int = 5_000
     batch_wait_s: float = 0.005
     liveness_check_s: float = 1.0
+    snapshot_path: Path | None = None  # detector state, saved between batches
+    snapshot_every_s: float = 60.0
 
 
 class Pipeline:
@@ -67,6 +70,7 @@ class Pipeline:
         self.stored_samples = 0
         # Detector state is touched by the batch thread and the liveness timer: one at a time.
         self._lock = threading.Lock()
+        self._snapshot_at = clock()
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
         decoder.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in restored if d in dev_of])
@@ -79,6 +83,7 @@ class Pipeline:
             now = self.clock()
             batch = self.decoder.decode(messages, now)
             events = self.engine.process(batch)
+            self._maybe_snapshot(now)
         m = self.metrics
         m.messages.inc(len(messages))
         m.readings.inc(int(batch.reading_dev.size))
@@ -93,6 +98,30 @@ class Pipeline:
         m.batch_seconds.observe(time.perf_counter() - started)
         self.batches += 1
         return batch
+
+    def _maybe_snapshot(self, now: float) -> None:
+        """Save detector state every `snapshot_every_s` (under the lock, between batches).
+
+        The alarms of every batch detected so far are committed by now, so the snapshot never runs
+        ahead of the alarm store; the store is aligned again on start (Engine.resume).
+        """
+        cfg = self.config
+        if (
+            cfg.snapshot_path is None
+            or cfg.snapshot_every_s <= 0
+            or now - self._snapshot_at < cfg.snapshot_every_s
+        ):
+            return
+        self._snapshot_at = now
+        try:
+            self.engine.save(cfg.snapshot_path)
+        except OSError:
+            logger.exception("cannot save the detector snapshot to %s; detection goes on", cfg.snapshot_path)
+
+    def save_snapshot(self) -> None:
+        if self.config.snapshot_path is not None:
+            with self._lock:
+                self.engine.save(self.config.snapshot_path)
 
     def raise_alarms(self, events: list[DetectorEvent], first_received: float | None = None) -> None:
         transitions, tickets = self.alarms.apply(events)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -18,7 +19,7 @@ from api.context import AppContext
 from core.domain import AlarmAction, AlarmState
 from core.registry import Registry, load_registry
 from core.settings import Settings
-from detectors.engine import Engine
+from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
@@ -79,7 +80,8 @@ class Service:
         self.alarms = AlarmService(
             self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock
         )
-        self.engine = Engine(self.index, start=clock())
+        self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
+        self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
         self.engine.resume(self.alarms.active_keys())
         ing = settings.ingest
         self.decoder = Decoder(
@@ -96,7 +98,13 @@ class Service:
             rejects=RejectStore(self.sessions, ing.reject_store_max),
             metrics=self.metrics,
             clock=clock,
-            config=PipelineConfig(ing.batch_max, ing.batch_wait_ms / 1000.0, ing.liveness_check_s),
+            config=PipelineConfig(
+                ing.batch_max,
+                ing.batch_wait_ms / 1000.0,
+                ing.liveness_check_s,
+                snapshot_path=settings.detector_snapshot_path,
+                snapshot_every_s=settings.detection.snapshot_every_s,
+            ),
         )
         self.queue = BoundedQueue(ing.queue_max)
         self.source = MqttSource(
@@ -111,6 +119,18 @@ class Service:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _load_snapshot(self, path: Path) -> int:
+        """Resume detector state (baselines, windows, runs) from the last snapshot, if usable."""
+        if not path.exists():
+            return 0
+        try:
+            warm = self.engine.load(path)
+        except SnapshotError as exc:
+            logger.warning("%s; starting detectors cold (alarms still resume from the store)", exc)
+            return 0
+        logger.info("detector state resumed for %d units from %s", warm, path)
+        return warm
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -127,6 +147,12 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
         self._tasks = []
+        try:
+            self.pipeline.save_snapshot()
+        except OSError:
+            logger.exception(
+                "cannot save the detector snapshot; the next start is warm from the alarm store only"
+            )
         self.telemetry.close()
         self.db.dispose()
 

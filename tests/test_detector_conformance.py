@@ -8,6 +8,8 @@ raises nothing, the incident raises every unit.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -84,7 +86,7 @@ def test_uneven_batches_give_the_same_result_as_one_batch(ex: Example) -> None:
     got = Hits.concat(
         [
             pieces.update(Samples(whole.slot[a:b], whole.ts[a:b], whole.value[a:b]))
-            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+            for a, b in itertools.pairwise(cuts)
         ]
     )
     assert rows(got) == expected
@@ -128,11 +130,9 @@ def test_inputs_are_neither_modified_nor_kept(ex: Example) -> None:
     slot, ts, value = whole.slot.copy(), whole.ts.copy(), whole.value.copy()
     det = ex.detector.clone()
     det.update(whole)
-    assert (
-        np.array_equal(slot, whole.slot)
-        and np.array_equal(ts, whole.ts)
-        and np.array_equal(value, whole.value)
-    )
+    assert np.array_equal(slot, whole.slot)
+    assert np.array_equal(ts, whole.ts)
+    assert np.array_equal(value, whole.value)
     after = det.snapshot()
     whole.value[:] = 1e6
     whole.ts[:] = -1.0
