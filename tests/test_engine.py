@@ -3,6 +3,7 @@ battery/signal/channel liveness and sensor health fed by ingest's out-of-range r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def index() -> DeviceIndex:
     return DeviceIndex.build(registry(), PROFILES)
 
 
-def feed(engine: Engine, rows: list[tuple[float, str, str, float]]) -> list[DetectorEvent]:
+def feed(engine: Engine, rows: Sequence[tuple[float, str, str, float]]) -> list[DetectorEvent]:
     idx = engine.index
     slot = np.array([idx.slot(d, c) for _, d, c, _ in rows], dtype=np.int32)
     ts = np.array([T0 + t for t, *_ in rows])
