@@ -191,8 +191,22 @@ def replay(
     chunk_rows: int = 2_000,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """Run the recording through the detectors and the alarm service; transitions in time order."""
-    profiles = _profiles(spec)
+    """Run the CSV through the detectors and the alarm service; transitions in time order."""
+    columns = sorted({d.source(ch).column for d in spec.devices for ch in d.channels})
+    rec = read_csv(csv_path, spec.time_column, columns, spec.time_format)
+    return run(rec, spec, chunk_rows=chunk_rows, progress=progress)
+
+
+def run(
+    rec: Recording,
+    spec: ReplaySpec,
+    *,
+    chunk_rows: int = 2_000,
+    progress: Callable[[int, int], None] | None = None,
+    profiles: dict[str, Profile] | None = None,
+) -> ReplayResult:
+    """Run a recording already in memory (the scoring harness uses this directly)."""
+    profiles = profiles if profiles is not None else _profiles(spec)
     unknown = sorted({d.profile for d in spec.devices} - profiles.keys())
     if unknown:
         raise ReplayError(
@@ -211,12 +225,14 @@ def replay(
     registry = build_registry(spec)
     index = DeviceIndex.build(registry, profiles)
     feeds = [(index.slot(d.id, ch), d.source(ch)) for d in spec.devices for ch in d.channels]
-    rec = read_csv(csv_path, spec.time_column, sorted({s.column for _, s in feeds}), spec.time_format)
+    missing = sorted({s.column for _, s in feeds} - rec.columns.keys())
+    if missing:
+        raise ReplayError(f"the recording has no column(s) {missing}")
 
     started = time.perf_counter()
     engine = Engine(index, start=float(rec.time[0]), fusion_window_s=spec.fusion_window_s)
     result = ReplayResult(rows=int(rec.time.size))
-    raw_of = {float(t): raw for t, raw in zip(rec.time.tolist(), rec.raw_time, strict=True)}
+    raw_of = {float(t): raw for t, raw in zip(rec.time.tolist(), rec.raw_time, strict=False)}  # ISO only
     with tempfile.TemporaryDirectory(prefix="firewatch-replay-") as tmp:
         db, sessions = open_store(f"sqlite:///{Path(tmp) / 'alarms.sqlite'}")
         try:
