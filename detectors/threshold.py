@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import F64, Detector, Example, Hits, State
+from detectors.base import F64, I64, Detector, Example, Hits, State
 from detectors.samples import Samples, group_starts
 
 
@@ -41,6 +41,8 @@ class Threshold(Detector):
         unit, j = self.route(samples)
         if not unit.size:
             return Hits.empty()
+        if np.bincount(unit, minlength=self.n_units).max() <= 1:
+            return self._one_each(unit, j, samples)
         order = np.argsort(unit, kind="stable")  # by unit, arrival order kept within a unit
         unit, j = unit[order], j[order]
         p, st = self.params, self.state
@@ -77,6 +79,25 @@ class Threshold(Detector):
         st["run_n"][end_unit] = run_n[ends]
         st["run_t0"][end_unit] = t0[ends]
 
+        changed = np.flatnonzero(after != before)
+        return Hits(unit[changed], ts[changed], samples.value[j[changed]], after[changed])
+
+    def _one_each(self, unit: I64, j: I64, samples: Samples) -> Hits:
+        """The live case, at most one reading per unit in the batch: no ordering, no forward fill."""
+        p, st = self.params, self.state
+        ts = samples.ts[j]
+        sign = p["sign"][unit]
+        x = samples.value[j] * sign
+        over = x >= p["at"][unit] * sign
+        carry = st["run_n"][unit]
+        run_n = np.where(over, carry + 1, 0)
+        t0 = np.where(carry > 0, st["run_t0"][unit], ts)
+        qualifies = over & (run_n >= p["repeat"][unit]) & (ts - t0 >= p["for_s"][unit])
+        before = st["active"][unit]
+        after = np.where(qualifies, True, np.where(x < p["clear"][unit] * sign, False, before))
+        st["active"][unit] = after
+        st["run_n"][unit] = run_n
+        st["run_t0"][unit] = t0
         changed = np.flatnonzero(after != before)
         return Hits(unit[changed], ts[changed], samples.value[j[changed]], after[changed])
 
