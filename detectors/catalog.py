@@ -15,6 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from core.domain import AlarmCategory
+from detectors.ambient import AmbientRise
 from detectors.anomaly import Anomaly
 from detectors.base import Detector
 from detectors.drift import Drift
@@ -23,6 +24,7 @@ from detectors.rate import LEAST_SQUARES, TWO_POINT, RateOfRise
 from detectors.step import Step
 from detectors.threshold import Threshold
 from device_profiles.schema import (
+    AmbientRiseDetector,
     AnomalyDetector,
     Direction,
     DriftDetector,
@@ -39,6 +41,7 @@ from ingest.index import DeviceIndex
 DETECTOR_TYPES: tuple[type[Detector], ...] = (
     Threshold,
     RateOfRise,
+    AmbientRise,
     Step,
     Drift,
     Anomaly,
@@ -98,10 +101,17 @@ class _Builder:
         return Bank(name, self.stream, self.cls(np.array(self.slots, dtype=np.int64), **params), self.info)
 
 
+def _ring(window_s: float, report_interval_s: float, at_least: int) -> int:
+    """Readings to keep for a window: room for a device reporting twice as fast as its profile says
+    (a window that does not fit would make the estimate silently span less), bounded memory."""
+    return int(min(512, max(at_least, np.ceil(2 * window_s / report_interval_s)) + 2))
+
+
 def compile_banks(index: DeviceIndex) -> list[Bank]:
     builders = {
         "threshold": _Builder(Stream.SAMPLES, Threshold),
         "rate_of_rise": _Builder(Stream.SAMPLES, RateOfRise),
+        "ambient_rise": _Builder(Stream.SAMPLES, AmbientRise),
         "step": _Builder(Stream.SAMPLES, Step),
         "drift": _Builder(Stream.SAMPLES, Drift),
         "anomaly": _Builder(Stream.SAMPLES, Anomaly),
@@ -141,8 +151,29 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                         for_s=level.for_s,
                         repeat=level.repeat,
                     )
+            elif isinstance(det, AmbientRiseDetector):
+                builders["ambient_rise"].add(
+                    slot,
+                    info(
+                        f"{det.channel}.{det.name}",
+                        det.category,
+                        det.basis,
+                        f"{det.channel} held >= max({det.floor:g} {unit}, {det.k:g} sigma) above its ambient "
+                        f"for {det.hold_s:g} s",
+                        f"{unit} above ambient",
+                    ),
+                    tau_s=det.tau_s,
+                    k=det.k,
+                    floor=det.floor,
+                    clip=det.clip,
+                    warmup_s=det.warmup_s,
+                    hold_s=det.hold_s,
+                    min_readings=det.min_readings,
+                    sigma0=det.sigma0,
+                    capacity=_ring(det.hold_s, profile.report_interval_s, det.min_readings),
+                )
             elif isinstance(det, RateOfRiseDetector):
-                capacity = int(np.ceil(det.window_s / profile.report_interval_s)) + 2
+                capacity = _ring(det.window_s, profile.report_interval_s, 2)
                 builders["rate_of_rise"].add(
                     slot,
                     info(
@@ -157,7 +188,7 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                     window_s=det.window_s,
                     min_span=det.min_span,
                     estimator=LEAST_SQUARES if det.estimator is Estimator.LEAST_SQUARES else TWO_POINT,
-                    capacity=min(capacity, 512),
+                    capacity=capacity,
                 )
             elif isinstance(det, StepDetector):
                 word = "drop" if det.direction is StepDirection.DROP else "jump"

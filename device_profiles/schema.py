@@ -157,6 +157,28 @@ class RateOfRiseDetector(_SingleAlarm):
         return self
 
 
+class AmbientRiseDetector(_SingleAlarm):
+    """A sustained rise above the learned ambient, the threshold scaled to the sensor's own noise.
+
+    A differential heat element with a constant-false-alarm-rate threshold (detectors/ambient.py):
+    raises when every reading of the last `hold_s` is at least max(`floor`, `k` x spread) above the
+    ambient baseline learned with time constant `tau_s`.
+    """
+
+    type: Literal["ambient_rise"]
+    name: Annotated[str, Field(pattern=NAME_RE)] = "rise"
+    tau_s: float = Field(default=300.0, gt=0, description="time constant of the ambient baseline")
+    k: float = Field(default=5.0, gt=0, description="threshold in multiples of the sensor's own spread")
+    floor: float = Field(gt=0, description="the threshold is never below this rise (units)")
+    clip: float = Field(
+        default=4.0, gt=0, description="deviations are clipped at this many spreads before learning"
+    )
+    warmup_s: float = Field(default=60.0, ge=0)
+    hold_s: float = Field(default=5.0, ge=0, description="every reading of this long must be above")
+    min_readings: int = Field(default=2, ge=1, le=64)
+    sigma0: float = Field(default=0.5, gt=0, description="the spread assumed before any reading")
+
+
 class StepDirection(StrEnum):
     DROP = "drop"
     JUMP = "jump"
@@ -263,7 +285,13 @@ class HealthDetector(Strict):
 
 # The union grows a member per detector type; `type` is the discriminator.
 DetectorConfig = Annotated[
-    ThresholdDetector | RateOfRiseDetector | StepDetector | DriftDetector | AnomalyDetector | HealthDetector,
+    ThresholdDetector
+    | RateOfRiseDetector
+    | AmbientRiseDetector
+    | StepDetector
+    | DriftDetector
+    | AnomalyDetector
+    | HealthDetector,
     Field(discriminator="type"),
 ]
 

@@ -222,6 +222,7 @@ def run(
     ids = [d.id for d in spec.devices]
     if len(set(ids)) != len(ids):
         raise ReplayError(f"device ids must be unique, got {ids}")
+    profiles = _at_recorded_rate(profiles, {d.profile for d in spec.devices}, rec.time)
     registry = build_registry(spec)
     index = DeviceIndex.build(registry, profiles)
     feeds = [(index.slot(d.id, ch), d.source(ch)) for d in spec.devices for ch in d.channels]
@@ -254,6 +255,26 @@ def run(
     result.seconds = time.perf_counter() - started
     result.transitions.sort(key=lambda r: r["_ts"])
     return result
+
+
+def _at_recorded_rate(
+    profiles: dict[str, Profile], used: set[str], t: npt.NDArray[np.float64]
+) -> dict[str, Profile]:
+    """Profiles whose report interval is longer than the recording's step, shortened to it.
+
+    Windowed detectors size their bounded history by the report interval; a log sampled faster
+    than the device reports live (1 Hz lab data for a 10 s detector) must not overflow it.
+    """
+    steps = np.diff(t)
+    steps = steps[steps > 0]
+    if not steps.size:
+        return profiles
+    step = float(np.median(steps))
+    out = dict(profiles)
+    for pid in used:
+        if step < profiles[pid].report_interval_s:
+            out[pid] = profiles[pid].model_copy(update={"report_interval_s": step})
+    return out
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:

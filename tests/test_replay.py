@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -130,3 +131,15 @@ def test_a_real_chair_fire_raises_a_fire_alarm_after_ignition_and_none_before(tm
     fires = [t for t in result.transitions if t["category"] == "fire" and t["action"] == "raised"]
     assert fires
     assert min(t["time"] for t in fires) >= 0
+
+
+def test_a_log_sampled_faster_than_the_device_reports_keeps_whole_windows() -> None:
+    from device_profiles.loader import load_profiles
+    from firewatch.replay import _at_recorded_rate
+
+    profiles = load_profiles()
+    faster = _at_recorded_rate(profiles, {"heat-a1r"}, np.arange(0.0, 100.0))  # 1 Hz log, 10 s device
+    assert faster["heat-a1r"].report_interval_s == 1.0
+    assert faster["smoke-photoelectric"] is profiles["smoke-photoelectric"]
+    slower = _at_recorded_rate(profiles, {"heat-a1r"}, np.arange(0.0, 1000.0, 60.0))
+    assert slower["heat-a1r"] is profiles["heat-a1r"]
