@@ -16,13 +16,28 @@ from pathlib import Path
 
 from core.registry import BuildingSpec, Device, FloorSpec, RoomSpec, SiteSpec, ZoneSpec, dump_registry
 
-SMOKE, HEAT, PRESSURE, ELECTRICAL, GAS = (
+SMOKE, HEAT, PRESSURE, ELECTRICAL, GAS, OXYGEN, DOOR, SOCKET, TANK = (
     "smoke-photoelectric",
     "heat-a1r",
     "water-pressure",
     "electrical-fire",
     "combustible-gas",
+    "oxygen-pressure",
+    "fire-door",
+    "charging-socket",
+    "water-tank",
 )
+TAGS = {
+    SMOKE: "smk",
+    HEAT: "heat",
+    PRESSURE: "prs",
+    ELECTRICAL: "elec",
+    GAS: "gas",
+    OXYGEN: "o2",
+    DOOR: "door",
+    SOCKET: "sock",
+    TANK: "tank",
+}
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚"
 WARD_DEPARTMENTS = ("心内科", "呼吸内科", "骨科", "普外科", "神经内科", "儿科", "妇产科", "肿瘤科")
@@ -40,7 +55,7 @@ class _Builder:
         )
 
     def add(self, profile: str, place: str, suffix: str, name: str, responsible: str) -> None:
-        tag = {SMOKE: "smk", HEAT: "heat", PRESSURE: "prs", ELECTRICAL: "elec", GAS: "gas"}[profile]
+        tag = TAGS[profile]
         device_id = place.split("/", 1)[1].replace("/", "-") + f"-{tag}{suffix}"
         installed = date(2022, 1, 1) + timedelta(days=self.rng.randrange(0, 1000))
         self.devices.append(
@@ -73,6 +88,9 @@ def _ward_floor(b: _Builder, bp: str, floor: int, rooms_per_zone: int) -> FloorS
         b.add(SMOKE, zp, "-c", f"{floor}F {side}走廊感烟", head)
         zones.append(zone)
     b.add(ELECTRICAL, f"{bp}/{fid}/z1", "", f"{floor}F 配电箱电气火灾监控", b.person())
+    b.add(OXYGEN, f"{bp}/{fid}/z1", "", f"{floor}F 病区氧气管道压力", b.person())
+    for zi, side in enumerate(("东", "西"), start=1):
+        b.add(DOOR, f"{bp}/{fid}/z{zi}", "", f"{floor}F {side}侧楼梯间防火门", b.person())
     return FloorSpec(id=fid, name=f"{floor}F", zones=zones)
 
 
@@ -140,6 +158,7 @@ def build_hospital(
     b.add(ELECTRICAL, f"{pz}/switch", "-1", "低压总进线电气火灾监控", plant_head)
     b.add(ELECTRICAL, f"{pz}/switch", "-2", "消防泵配电回路电气火灾监控", plant_head)
     b.add(GAS, f"{pz}/boiler", "", "锅炉房可燃气体", plant_head)
+    b.add(TANK, f"{pz}/pump", "", "消防水池液位", plant_head)
     for fid, fname, zname, dept, specials in tech:
         head = b.person()
         zone_rooms = [RoomSpec(id=rid, name=rname, department=rdept) for rid, rname, rdept in specials]
@@ -187,6 +206,9 @@ def build_hospital(
     b.add(HEAT, f"{gp}/z2/ebike", "", "充电棚感温", b.person())
     b.add(SMOKE, f"{gp}/z2/ebike", "", "充电棚感烟", b.person())
     b.add(ELECTRICAL, f"{gp}/z2/ebike", "", "充电棚配电电气火灾监控", b.person())
+    socket_head = b.person()
+    for i in range(1, 5):
+        b.add(SOCKET, f"{gp}/z2/ebike", f"-{i}", f"充电棚插座{i}", socket_head)
     b2_floors = [ground] + [_ward_floor(b, b2, f, rooms) for f in range(2, ward_floors + 2)]
     b.add(PRESSURE, f"{b2}/f{ward_floors + 1}/z1", "", "屋顶最不利点压力", b.person())
 

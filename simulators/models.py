@@ -11,6 +11,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from core.domain import DeviceKind
 from device_profiles.schema import Profile
 
 DAY = 86_400.0
@@ -78,8 +79,16 @@ class DeviceModel:
         for name in self.profile.channels:
             if name == "smoke":
                 self.baseline[name] = r.uniform(0.005, 0.03)
+            elif name == "pressure" and self.profile.kind is DeviceKind.OXYGEN_PRESSURE:
+                self.baseline[name] = r.uniform(0.39, 0.41)  # regulated around 0.4 MPa
             elif name == "pressure":
                 self.baseline[name] = r.uniform(0.30, 0.45)
+            elif name == "open":
+                self.baseline[name] = 0.0  # fire doors are kept closed
+            elif name == "level":
+                self.baseline[name] = r.uniform(3.0, 4.0)
+            elif name == "current":
+                self.baseline[name] = r.uniform(0.5, 3.0)  # chargers of one to a few e-bikes
             elif name == "residual_current":
                 self.baseline[name] = r.uniform(50.0, 150.0)
             elif name.startswith("temp_"):
@@ -103,6 +112,10 @@ class DeviceModel:
             base = self.baseline[name]
             if name == "smoke":
                 v = base + r.gauss(0, 0.002) + sum(f.smoke(self.device_id, t) for f in self.fires)
+            elif name == "pressure" and self.profile.kind is DeviceKind.OXYGEN_PRESSURE:
+                v = base + r.gauss(0, 0.002)  # a regulated supply: no pump cycle
+                for drop in self.drops:
+                    v *= drop.factor(t)
             elif name == "pressure":
                 # jockey-pump cycle: a slow saw-tooth ripple of a few hundredths of an MPa
                 v = base + 0.02 * math.sin(2 * math.pi * t / 600) + r.gauss(0, 0.002)
@@ -111,6 +124,18 @@ class DeviceModel:
             elif name == "residual_current":
                 load = 1.0 + 0.3 * math.sin(2 * math.pi * t / DAY)  # leakage follows the daily load
                 v = base * load + r.gauss(0, 3.0)
+            elif name == "open":
+                v = base
+            elif name == "level":
+                v = base + r.gauss(0, 0.003)
+            elif name == "current":
+                v = max(0.0, base + r.gauss(0, 0.05))
+            elif name == "open":
+                v = base
+            elif name == "level":
+                v = base + r.gauss(0, 0.003)
+            elif name == "current":
+                v = max(0.0, base + r.gauss(0, 0.05))
             elif name == "lel":
                 v = max(0.0, base + r.gauss(0, 0.2)) + sum(leak.lel(t) for leak in self.leaks)
             else:  # temperatures: diurnal swing plus any fire's heat

@@ -84,12 +84,17 @@ def test_each_shipped_file_loads_on_its_own_and_is_named_after_its_id(path: Path
     assert all(channel.label_zh for channel in profile.channels.values())
 
 
-def test_every_shipped_threshold_cites_a_clause_and_a_tag_and_unverified_ones_say_so() -> None:
+HONEST_WITHOUT_A_CLAUSE = ("site policy", "site design", "unverified; site-tunable default")
+
+
+def test_every_shipped_threshold_cites_a_clause_and_a_tag_or_says_it_is_site_policy() -> None:
     for profile in load_profiles().values():
         for detector in profile.thresholds():
             for level in detector.levels:
                 where = (profile.id, detector.channel, level.name)
-                assert re.search(r"\bGB|EN 54", level.basis), where
+                if not re.search(r"\bGB|EN 54", level.basis):
+                    assert any(word in level.basis for word in HONEST_WITHOUT_A_CLAUSE), where
+                    continue
                 tags = set(re.findall(r"\b([VSU])\)", level.basis))
                 assert tags, f"{where}: basis names no V/S/U tag"
                 if "U" in tags:
@@ -300,4 +305,4 @@ def test_the_cli_prints_file_line_and_fails(tmp_path: Path) -> None:
     assert f"{path}:{line_of(text, 'heartbeet')}:3" in result.output.replace("\n", "")
     ok = CliRunner().invoke(app, ["profiles", "validate"])
     assert ok.exit_code == 0
-    assert "5 profile file(s) valid" in ok.output
+    assert f"{len(list(shipped_profiles_dir().glob('*.yaml')))} profile file(s) valid" in ok.output
