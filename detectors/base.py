@@ -90,9 +90,13 @@ class Detector(ABC):
             k: np.broadcast_to(np.asarray(v), slot.shape).copy() for k, v in params.items()
         }
         self.unit_slot = slot.copy()
-        # Units sorted by slot, so a sample finds its units with a binary search (a CSR layout).
+        # Units sorted by slot, and per slot where its units start and how many there are (a CSR
+        # layout indexed by slot): a sample finds its units with two gathers, no search.
         self._order = np.argsort(self.unit_slot, kind="stable")
-        self._sorted_slot = self.unit_slot[self._order]
+        n_slots = int(slot.max(initial=-1)) + 1
+        count = np.bincount(slot, minlength=n_slots).astype(np.int32) if slot.size else np.zeros(0, np.int32)
+        self._slot_count = count
+        self._slot_start = (np.cumsum(count, dtype=np.int64) - count).astype(np.int32)
         self.state: State = self.initial_state(self.n_units)
 
     @property
@@ -144,9 +148,13 @@ class Detector(ABC):
 
     def route(self, samples: Samples) -> tuple[I64, I64]:
         """(unit, sample index) pairs of the batch, in arrival order within each unit."""
-        lo = np.searchsorted(self._sorted_slot, samples.slot, side="left")
-        hi = np.searchsorted(self._sorted_slot, samples.slot, side="right")
-        count = hi - lo
+        n_slots = self._slot_count.size
+        if not n_slots:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        inside = (samples.slot >= 0) & (samples.slot < n_slots)
+        s = np.where(inside, samples.slot, 0)
+        count = np.where(inside, self._slot_count[s], 0)
+        lo = self._slot_start[s]
         if not count.size or count.max(initial=0) <= 1:  # the usual case: one unit per slot
             j = np.flatnonzero(count)
             return self._order[lo[j]], j.astype(np.int64)
@@ -171,8 +179,7 @@ class SequentialDetector(Detector):
         unit, j = self.route(samples)
         if not unit.size:
             return Hits.empty()
-        per_unit = np.bincount(unit, minlength=self.n_units)
-        if per_unit.max() <= 1:
+        if samples.unique or np.bincount(unit, minlength=self.n_units).max() <= 1:
             rounds = [(unit, j)]
         else:
             order = np.argsort(unit, kind="stable")

@@ -99,9 +99,9 @@ class Engine:
         # In time order, whichever bank decided first: the window is about when things happened.
         return self.fusion.update(sorted(events, key=lambda e: e.ts)) if events else []
 
-    @staticmethod
-    def _streams(batch: DecodedBatch) -> dict[Stream, Samples]:
-        samples = Samples(batch.sample_slot, batch.sample_ts, batch.sample_value)
+    def _streams(self, batch: DecodedBatch) -> dict[Stream, Samples]:
+        n_slots, n_dev = self.index.n_slots, self.index.n_devices
+        samples = Samples.of(batch.sample_slot, batch.sample_ts, batch.sample_value, n_slots)
         checked = samples
         if batch.range_slot.size:
             checked = Samples(
@@ -114,11 +114,11 @@ class Engine:
         return {
             Stream.SAMPLES: samples,
             Stream.CHECKED: checked,
-            Stream.BATTERY: Samples(
-                batch.reading_dev[has_batt], batch.reading_ts[has_batt], batch.reading_batt[has_batt]
+            Stream.BATTERY: Samples.of(
+                batch.reading_dev[has_batt], batch.reading_ts[has_batt], batch.reading_batt[has_batt], n_dev
             ),
-            Stream.RSSI: Samples(
-                batch.reading_dev[has_rssi], batch.reading_ts[has_rssi], batch.reading_rssi[has_rssi]
+            Stream.RSSI: Samples.of(
+                batch.reading_dev[has_rssi], batch.reading_ts[has_rssi], batch.reading_rssi[has_rssi], n_dev
             ),
         }
 

@@ -15,6 +15,15 @@ class Samples:
     slot: npt.NDArray[np.int32]
     ts: npt.NDArray[np.float64]
     value: npt.NDArray[np.float64]
+    # True when no slot occurs twice (the live case): detectors then skip their per-unit count.
+    unique: bool = False
+
+    @staticmethod
+    def of(
+        slot: npt.NDArray[np.int32], ts: npt.NDArray[np.float64], value: npt.NDArray[np.float64], n_slots: int
+    ) -> Samples:
+        unique = not slot.size or int(np.bincount(slot, minlength=n_slots).max()) <= 1
+        return Samples(slot, ts, value, unique)
 
     def __len__(self) -> int:
         return int(self.slot.size)

@@ -41,7 +41,7 @@ class Threshold(Detector):
         unit, j = self.route(samples)
         if not unit.size:
             return Hits.empty()
-        if np.bincount(unit, minlength=self.n_units).max() <= 1:
+        if samples.unique or np.bincount(unit, minlength=self.n_units).max() <= 1:
             return self._one_each(unit, j, samples)
         order = np.argsort(unit, kind="stable")  # by unit, arrival order kept within a unit
         unit, j = unit[order], j[order]

@@ -130,12 +130,6 @@ class DeviceModel:
                 v = base + r.gauss(0, 0.003)
             elif name == "current":
                 v = max(0.0, base + r.gauss(0, 0.05))
-            elif name == "open":
-                v = base
-            elif name == "level":
-                v = base + r.gauss(0, 0.003)
-            elif name == "current":
-                v = max(0.0, base + r.gauss(0, 0.05))
             elif name == "lel":
                 v = max(0.0, base + r.gauss(0, 0.2)) + sum(leak.lel(t) for leak in self.leaks)
             else:  # temperatures: diurnal swing plus any fire's heat

@@ -18,7 +18,7 @@ from device_profiles.loader import (
     shipped_profiles_dir,
     validate_profiles,
 )
-from device_profiles.schema import Direction
+from device_profiles.schema import Direction, ThresholdDetector
 from firewatch.cli import app
 
 GOOD = """\
@@ -306,3 +306,16 @@ def test_the_cli_prints_file_line_and_fails(tmp_path: Path) -> None:
     ok = CliRunner().invoke(app, ["profiles", "validate"])
     assert ok.exit_code == 0
     assert f"{len(list(shipped_profiles_dir().glob('*.yaml')))} profile file(s) valid" in ok.output
+
+
+def test_every_shipped_detector_basis_is_honest_about_where_its_numbers_come_from() -> None:
+    for profile in load_profiles().values():
+        for detector in profile.detectors:
+            basis = (
+                " ".join(level.basis for level in detector.levels)
+                if isinstance(detector, ThresholdDetector)
+                else detector.basis
+            )
+            where = (profile.id, detector.type, detector.channel)
+            cites = re.search(r"\bGB|EN 54|STANDARDS\.md", basis) and re.search(r"\b[VSU]\)", basis)
+            assert cites or any(word in basis for word in HONEST_WITHOUT_A_CLAUSE), where
