@@ -49,3 +49,16 @@ def test_a_real_chair_fire_loads_with_its_ceiling_thermocouples_and_ignition_at_
     assert exp.fuel == "RedAccent"
     assert exp.ceiling.shape[1] == 4
     assert exp.time.min() < 0 < exp.time.max()
+
+
+def test_firewatch_is_scored_through_the_live_engine_on_the_same_channels() -> None:
+    from bench.detection_eval import firewatch
+
+    quiet = [21.0 + 0.05 * (i % 3) for i in range(120)]
+    rising = [21.0 + max(0, i - 120) * 0.1 for i in range(120, 300)]  # 6 °C/min from ignition
+    s = score(synthetic(quiet + rising, start=-120.0), firewatch())
+    assert not s.false_alarm
+    assert s.delay is not None
+    assert s.delay <= 60.0
+    # The classic 8.3 °C/min element never sees a 6 °C/min fire at all.
+    assert score(synthetic(quiet + rising, start=-120.0), rate_of_rise()).delay is None
