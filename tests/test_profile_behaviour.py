@@ -165,3 +165,11 @@ def test_insulation_ageing_is_a_hazard_before_the_residual_current_reaches_its_p
     rising = next(e for e in events if e.alarm_type == "residual_current.rising")
     assert rising.category is AlarmCategory.HAZARD
     assert residual[int((rising.ts - T0) // 10), 0] < 300.0  # before the pre-alarm level
+
+
+def test_a_room_far_from_its_own_normal_temperature_is_supervisory_not_fire() -> None:
+    index = one_zone("smoke-photoelectric", 1)
+    t = np.arange(0.0, 4 * 3600.0, 10.0)
+    temp = np.where(t < 3 * 3600, 22.0, 30.0)[:, None]  # the air conditioning of a pharmacy failed
+    got = raised(run(index, {"smoke": np.full_like(temp, 0.02), "temp": temp}, t, chunk=2000))
+    assert got == {"temp.unusual": AlarmCategory.SUPERVISORY}

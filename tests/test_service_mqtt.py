@@ -323,3 +323,24 @@ async def test_the_service_reconnects_after_a_broker_restart_and_loses_nothing(t
             )
         finally:
             await service.stop()
+
+
+async def test_detector_state_survives_a_restart_through_the_snapshot_file(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from ingest.envelope import Message
+
+    client_id = f"fw-snap-{uuid.uuid4().hex[:8]}"
+    first = make_service(mosquitto, tmp_path, client_id)
+    assert first.warm_units == 0  # nothing saved yet: a cold start
+    body = f'{{"ts": {time.time()}, "seq": 1, "v": {{"smoke": 0.5}}}}'.encode()
+    first.pipeline.detect([Message("fw/v1/s1/smk-1-1/telemetry", body, time.time())])
+    await first.stop()  # a clean stop saves the detector state
+    assert first.settings.detector_snapshot_path.exists()
+
+    second = make_service(mosquitto, tmp_path, client_id)
+    try:
+        assert second.warm_units == second.engine.n_units
+        assert second.engine.is_active("smk-1-1", "smoke.alarm")  # aligned with the open alarm
+    finally:
+        await second.stop()
