@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition, snapshot
+from alarms.outbox import enqueue
 from alarms.tickets import TicketChange, TicketOpener, needs_ticket
 from core.domain import (
     SEVERITY_OF,
@@ -24,6 +25,7 @@ from core.domain import (
     DetectorEvent,
     DetectorEventKind,
 )
+from core.settings import PushRoute
 from ingest.index import DeviceIndex
 from storage.models import AlarmEventRow, AlarmRow
 
@@ -47,11 +49,13 @@ class AlarmService:
         index: DeviceIndex,
         tickets: TicketOpener,
         clock: Callable[[], float],
+        routes: list[PushRoute] | None = None,
     ) -> None:
         self.sessions = sessions
         self.index = index
         self.tickets = tickets
         self.clock = clock
+        self.routes = list(routes or [])
         # One writer at a time: the pipeline thread and API requests both mutate alarms.
         self._lock = threading.Lock()
 
@@ -172,7 +176,17 @@ class AlarmService:
                 after=after,
             )
         )
-        return Transition(row.id, action, before, after, actor, now, note)
+        t = Transition(row.id, action, before, after, actor, now, note)
+        if self.routes:
+            # Same session, same transaction: the transition and the pushes it owes commit together.
+            enqueue(s, self.routes, t, self._place_name(row.place), now)
+        return t
+
+    def _place_name(self, place: str) -> str:
+        names = self.index.place_names
+        parts = place.split("/")
+        shown = [names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
+        return " ".join(shown) or place
 
     def acknowledge(
         self, alarm_id: int, *, actor: str, note: str = "", false_alarm: bool = False

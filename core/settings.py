@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core.domain import AlarmAction, AlarmCategory
+
 CONFIG_ENV = "FIREWATCH_CONFIG"
 
 
@@ -68,6 +70,20 @@ class IngestSettings(_Section):
     liveness_check_s: float = Field(default=1.0, gt=0)
 
 
+class PushRoute(_Section):
+    """Where transitions are pushed: one notification URL and which alarms go there.
+
+    `url` is an Apprise URL (json://, mailto://, dingtalk://, wecombot://, ...) and a secret: it is
+    never logged or shown. Empty filters match everything.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    url: str = Field(min_length=3, repr=False)
+    categories: list[AlarmCategory] = Field(default_factory=list)
+    sites: list[str] = Field(default_factory=list)
+    actions: list[AlarmAction] = Field(default_factory=lambda: [AlarmAction.RAISED])
+
+
 class DetectionSettings(_Section):
     fusion_window_s: float = Field(
         default=120.0, gt=0, description="two signals of one zone this close in time confirm a fire"
@@ -105,6 +121,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    pushes: list[PushRoute] = Field(default_factory=list, description="notification routes (Apprise URLs)")
     api: ApiSettings = Field(default_factory=ApiSettings)
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
 

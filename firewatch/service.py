@@ -21,6 +21,7 @@ from core.registry import Registry, load_registry
 from core.settings import Settings
 from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
+from firewatch.dispatch import AppriseChannel, Dispatcher
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
 from ingest.decode import Decoder
@@ -78,7 +79,11 @@ class Service:
         )
         self.metrics = Metrics()
         self.alarms = AlarmService(
-            self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock
+            self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock, settings.pushes
+        )
+        # Push routes are checked at start: a URL Apprise cannot use stops start-up with its name.
+        self.dispatcher = Dispatcher(
+            self.sessions, {r.name: AppriseChannel(r) for r in settings.pushes}, clock=clock
         )
         self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
         self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
@@ -105,6 +110,11 @@ class Service:
                 snapshot_path=settings.detector_snapshot_path,
                 snapshot_every_s=settings.detection.snapshot_every_s,
             ),
+        )
+        # Every published batch of transitions wakes the dispatcher: pushes leave at once, not at
+        # the next poll.
+        self.pipeline.listeners.append(
+            lambda transitions, tickets: self.dispatcher.wake() if transitions else None
         )
         self.queue = BoundedQueue(ing.queue_max)
         self.source = MqttSource(
@@ -138,6 +148,7 @@ class Service:
         self._tasks = [
             asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
             asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
+            asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
         ]
         logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
 

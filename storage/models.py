@@ -93,6 +93,39 @@ class AlarmEventRow(Base):
     after: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class OutboxRow(Base):
+    """A push owed to one route for one alarm transition, written in the transition's transaction.
+
+    The dispatcher delivers it at least once: it is retried with backoff until delivered, never
+    dropped, and survives restarts because it is a row, not a queue in memory.
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    route: Mapped[str] = mapped_column(String(64))
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    created_ts: Mapped[float] = mapped_column(Float)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_ts: Mapped[float] = mapped_column(Float)
+    delivered_ts: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_outbox_due", "delivered_ts", "next_ts"),)
+
+
+class DeliveryRow(Base):
+    """Every delivery attempt, successful or not: the audit of who was told what, when."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    seconds: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 class TicketRow(Base):
     """A hazard-rectification ticket: the fields of the seed hospital's 隐患自查(督查)整改表."""
 

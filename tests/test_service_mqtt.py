@@ -344,3 +344,31 @@ async def test_detector_state_survives_a_restart_through_the_snapshot_file(
         assert second.engine.is_active("smk-1-1", "smoke.alarm")  # aligned with the open alarm
     finally:
         await second.stop()
+
+
+async def test_a_fire_over_mqtt_is_pushed_to_the_duty_webhook(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher
+) -> None:
+    from core.settings import PushRoute
+    from tests.test_pushes import Receiver, free_port
+
+    receiver = Receiver(free_port())
+    receiver.start()
+    settings = Settings(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-push-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.1, batch_wait_ms=2),
+        pushes=[PushRoute(name="duty", url=f"json://127.0.0.1:{receiver.port}/hook")],
+    )
+    svc = Service(settings, registry=small_registry(), profiles=PROFILES)
+    await svc.start()
+    try:
+        await asyncio.wait_for(svc.source.connected.wait(), 10)
+        publisher.send("fw/v1/s1/smk-2-1/telemetry", reading(1, 0.4))
+        fires = await eventually(lambda: [b for b in receiver.bodies if b["title"].startswith("【火警】")])
+        (body,) = fires
+        assert "smk-2-1" in body["message"]
+        assert svc.dispatcher.pending() == 0 or await eventually(lambda: svc.dispatcher.pending() == 0)
+    finally:
+        await svc.stop()
+        receiver.stop()
