@@ -319,7 +319,8 @@ async def test_the_service_reconnects_after_a_broker_restart_and_loses_nothing(t
                 pub.close()
             await eventually(lambda: service.source.connects > first_connects, timeout=30)
             await eventually(
-                lambda: len(service.telemetry.history("smk-2-2", "smoke", base - 1, base + 101).ts) == 100
+                lambda: len(service.telemetry.history("smk-2-2", "smoke", base - 1, base + 101).ts) == 100,
+                timeout=30,  # reconnect backoff plus a loaded 2-core CI machine
             )
         finally:
             await service.stop()
