@@ -108,7 +108,11 @@ def serve(
             "config file (or run `firewatch demo`, which starts one)"
         )
         raise typer.Exit(2)
-    service = Service(settings)
+    try:
+        service = Service(settings)
+    except ValueError as exc:  # a push route URL Apprise cannot use, an unknown profile, ...
+        err.print(f"[red]cannot start: {escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
     uvicorn.run(
         create_app(service.app_context()), host=settings.api.host, port=settings.api.port, log_level="info"
     )
