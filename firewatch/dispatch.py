@@ -54,6 +54,64 @@ class AppriseChannel:
             raise DeliveryError(f"route {self.name!r}: the notification service did not accept the push")
 
 
+class MqttAlarmChannel:
+    """The alarm topic `{prefix}/{site}/alarms`: each transition as JSON, QoS 1, for integrations.
+
+    A paho client of its own (the ingest connection only subscribes), connected on first use and
+    reconnected after a failure; a publish counts as delivered once the broker acknowledged it.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        prefix: str,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.prefix, self.timeout_s = host, port, prefix, timeout_s
+        self.client_id, self.username, self.password = client_id, username, password
+        self._client: Any = None
+
+    def _connect(self) -> Any:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        client.connect(self.host, self.port, keepalive=30)
+        client.loop_start()
+        return client
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        import orjson
+
+        transition = payload["transition"]
+        topic = f"{self.prefix}/{transition['after']['site']}/alarms"
+        try:
+            if self._client is None:
+                self._client = self._connect()
+            info = self._client.publish(topic, orjson.dumps(transition), qos=1)
+            info.wait_for_publish(timeout=self.timeout_s)
+            if not info.is_published():
+                raise DeliveryError(
+                    f"the broker did not acknowledge the alarm on {topic} in {self.timeout_s:g} s"
+                )
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.close()
+            raise DeliveryError(f"alarm topic {topic}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+            self._client = None
+
+
 def backoff(attempts: int, base_s: float, cap_s: float) -> float:
     return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
 
@@ -165,6 +223,12 @@ class Dispatcher:
             row.delivered_ts = now
             self.delivered += 1
             return True
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
 
     def pending(self) -> int:
         with self.sessions() as s:

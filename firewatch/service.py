@@ -18,10 +18,10 @@ from alarms.tickets import TicketOpener
 from api.context import AppContext
 from core.domain import AlarmAction, AlarmState
 from core.registry import Registry, load_registry
-from core.settings import Settings
+from core.settings import PushRoute, Settings
 from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
-from firewatch.dispatch import AppriseChannel, Dispatcher
+from firewatch.dispatch import AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
 from ingest.decode import Decoder
@@ -39,6 +39,9 @@ from storage.telemetry import TelemetryStore
 logger = logging.getLogger(__name__)
 
 DEMO_REGISTRY = DEMO_HOSPITAL
+
+
+ALARM_TOPIC_ROUTE = PushRoute(name="mqtt-alarm-topic", url="mqtt://alarm-topic", actions=list(AlarmAction))
 
 
 def broker_address(url: str) -> BrokerAddress:
@@ -78,13 +81,25 @@ class Service:
             for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
         )
         self.metrics = Metrics()
-        self.alarms = AlarmService(
-            self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock, settings.pushes
-        )
         # Push routes are checked at start: a URL Apprise cannot use stops start-up with its name.
-        self.dispatcher = Dispatcher(
-            self.sessions, {r.name: AppriseChannel(r) for r in settings.pushes}, clock=clock
+        channels: dict[str, Channel] = {r.name: AppriseChannel(r) for r in settings.pushes}
+        routes = list(settings.pushes)
+        if settings.mqtt.url is not None:
+            # Every transition also goes to the alarm topic, through the same outbox.
+            broker = broker_address(settings.mqtt.url)
+            routes.append(ALARM_TOPIC_ROUTE)
+            channels[ALARM_TOPIC_ROUTE.name] = MqttAlarmChannel(
+                broker.host,
+                broker.port,
+                prefix=settings.mqtt.topic_prefix,
+                client_id=f"{settings.mqtt.client_id}-alarms",
+                username=broker.username,
+                password=broker.password,
+            )
+        self.alarms = AlarmService(
+            self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock, routes
         )
+        self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
         self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
         self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
         self.engine.resume(self.alarms.active_keys())
@@ -158,6 +173,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
         self._tasks = []
+        self.dispatcher.close()
         try:
             self.pipeline.save_snapshot()
         except OSError:

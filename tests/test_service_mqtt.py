@@ -373,3 +373,29 @@ async def test_a_fire_over_mqtt_is_pushed_to_the_duty_webhook(
     finally:
         await svc.stop()
         receiver.stop()
+
+
+async def test_every_transition_is_published_on_the_site_alarm_topic(
+    service: Service, publisher: Publisher, mosquitto: Mosquitto
+) -> None:
+    import orjson
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list[dict[str, Any]] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fw-alarm-sub-{uuid.uuid4().hex[:8]}")
+    sub.on_message = lambda _c, _u, msg: got.append({"topic": msg.topic, **orjson.loads(msg.payload)})
+    sub.connect(mosquitto.host, mosquitto.port)
+    sub.subscribe("fw/v1/+/alarms", qos=1)
+    sub.loop_start()
+    try:
+        await asyncio.sleep(0.3)
+        publisher.send("fw/v1/s1/smk-1-3/telemetry", reading(1, 0.4))
+        fire = await eventually(lambda: [m for m in got if m["after"]["alarm_type"] == "smoke.alarm"])
+        assert fire[0]["topic"] == "fw/v1/s1/alarms"
+        assert fire[0]["action"] == "raised"
+        assert fire[0]["before"] is None
+        assert service.pipeline.rejected == 0  # firewatch does not reject its own alarm topic
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
