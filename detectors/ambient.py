@@ -44,8 +44,9 @@ class AmbientRise(SequentialDetector):
     type_name = "ambient_rise"
 
     def initial_state(self, n: int) -> State:
-        k = int(self.params["capacity"].max(initial=1)) if hasattr(self, "params") else 1
-        sigma0 = self.params["sigma0"][:n] if hasattr(self, "params") and n == self.n_units else 0.5
+        # Parameters are set before the first call (Detector.__init__); `reset` fixes `var` per unit.
+        k = int(self.params["capacity"].max(initial=1))
+        sigma0 = self.params["sigma0"] if n == self.n_units else self.params["sigma0"][:1]
         return {
             "active": np.zeros(n, dtype=bool),
             "n": np.zeros(n, dtype=np.int64),

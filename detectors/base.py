@@ -70,7 +70,7 @@ class Hits:
 class Example:
     """What the conformance suite needs to exercise a detector type: a small bank and its inputs.
 
-    `normal(n_units, n_rounds, rng)` gives benign readings (t, x) of shape (n_rounds, n_units);
+    `normal(n_rounds, rng)` gives benign readings (t, x) of shape (n_rounds, n_units);
     `incident(...)` readings of the same shape that make every unit raise at least once.
     """
 

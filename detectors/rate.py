@@ -35,7 +35,7 @@ class RateOfRise(SequentialDetector):
     type_name = "rate_of_rise"
 
     def initial_state(self, n: int) -> State:
-        k = int(self.params["capacity"].max(initial=1)) if hasattr(self, "params") else 1
+        k = int(self.params["capacity"].max(initial=1))  # parameters are set before the first call
         return {
             "active": np.zeros(n, dtype=bool),
             "ring_t": np.full((n, k), -np.inf),

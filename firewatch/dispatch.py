@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import PushRoute
@@ -232,4 +232,7 @@ class Dispatcher:
 
     def pending(self) -> int:
         with self.sessions() as s:
-            return len(s.execute(select(OutboxRow.id).where(OutboxRow.delivered_ts.is_(None))).all())
+            owed = s.scalar(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.delivered_ts.is_(None))
+            )
+            return int(owed or 0)
