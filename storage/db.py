@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,13 +21,28 @@ class DatabaseError(RuntimeError):
     """The state store cannot be opened or migrated; the message says what to check."""
 
 
+# Execution options for a write transaction that reads before it writes (read-modify-write). On
+# SQLite it takes the write lock at BEGIN, so no other writer can commit between its read and its
+# write; other writers wait (busy_timeout). PostgreSQL ignores it (row locks do that job there).
+IMMEDIATE: dict[str, Any] = {"sqlite_begin": "IMMEDIATE"}
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling issues BEGIN only before the first write, so a transaction's
+    # reads would run outside it and a concurrent writer's commit could be silently overwritten.
+    # SQLAlchemy issues BEGIN itself instead (_sqlite_begin), before the first statement.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block the writer (the pipeline)
     cur.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; safe against app crashes
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_engine(url: str) -> Engine:
@@ -37,6 +52,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)

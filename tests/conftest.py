@@ -10,6 +10,7 @@ import pytest
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
+from tests.postgres import PrivatePostgres
 
 SMOKE = Profile.model_validate(
     {
@@ -122,3 +123,23 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PrivatePostgres]:
+    """One private PostgreSQL cluster per test session (never the machine's own server)."""
+    cluster = PrivatePostgres().start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def postgres_url(postgres: PrivatePostgres) -> Iterator[str]:
+    """A fresh database in the private cluster for one test, dropped afterwards."""
+    name = postgres.create_database()
+    try:
+        yield postgres.url(name)
+    finally:
+        postgres.drop_database(name)
