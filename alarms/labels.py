@@ -17,6 +17,7 @@ ALARM_TYPE_ZH: dict[str, str] = {
     "device.fault": "设备故障",
     "device.tamper": "设备防拆",
     "device.alarm": "设备报警",
+    "sensor.flapping": "传感器频繁报警（不稳定）",
 }
 
 # Suggested rectification measures (整改措施与意见) for automatically opened tickets.
@@ -24,6 +25,10 @@ MEASURES_ZH: dict[str, str] = {
     "device.offline": "现场检查设备供电与通信链路（网关、无线信号、电池），恢复设备在线并确认数据上报正常。",
     "device.fault": "检查设备故障代码，清洁或更换探测部件，必要时更换设备，并完成功能测试。",
     "device.tamper": "检查设备是否被拆卸或遮挡，恢复安装并完成功能测试。",
+    "sensor.flapping": (
+        "检查探测器安装位置、污染和接线，排除反复报警/恢复的原因（如蒸汽、气流、接触不良），"
+        "必要时清洗或更换。"
+    ),
 }
 MEASURES_BY_CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.SUPERVISORY: "检查系统压力、阀门及水泵状态，恢复至正常监管状态并做好记录。",

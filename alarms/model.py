@@ -32,6 +32,16 @@ SNAPSHOT_FIELDS = (
     "channel",
     "detail",
     "basis",
+    "department",
+    "false_alarms",
+    "raised_ts",
+    "escalation",
+    "escalation_step",
+    "flapping",
+    "maintenance_id",
+    "shelved_until",
+    "shelved_by",
+    "shelve_note",
 )
 
 
@@ -44,6 +54,7 @@ class Transition:
     """One change of one alarm. Stores, pushes, tickets and the console all consume this; none
     re-derives alarm state (DESIGN §4)."""
 
+    event_id: int  # the alarm event log row: a stream consumer resumes after the last id it saw
     alarm_id: int
     action: AlarmAction
     before: dict[str, Any] | None
@@ -51,14 +62,19 @@ class Transition:
     actor: str
     ts: float
     note: str = ""
+    targets: tuple[str, ...] = ()  # duty roles this transition is addressed to (escalation policy)
+    held: str = ""  # why its notifications are held ("shelved", "flapping", "maintenance"), if they are
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "event_id": self.event_id,
             "alarm_id": self.alarm_id,
             "action": self.action.value,
             "actor": self.actor,
             "ts": self.ts,
             "note": self.note,
+            "targets": list(self.targets),
+            "held": self.held,
             "before": self.before,
             "after": self.after,
         }

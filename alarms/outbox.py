@@ -24,15 +24,26 @@ ACTION_ZH = {
     "cleared": "已恢复",
     "acknowledged": "已确认",
     "closed": "已关闭",
+    "shelved": "已搁置",
+    "unshelved": "取消搁置",
+    "escalated": "未确认，已升级",
+    "reminded": "未确认，再次提醒",
+    "flapping": "频繁报警，暂停推送",
+    "steady": "恢复稳定",
+    "released": "维护结束，恢复推送",
 }
 
 
 def matches(route: PushRoute, t: Transition) -> bool:
+    """A route with roles gets what the escalation policy addresses to its roles; a route without
+    roles gets the actions it subscribes to. Both honour their category, site and department filters."""
     after = t.after
+    wanted = any(r in t.targets for r in route.roles) if route.roles else t.action in route.actions
     return (
-        t.action in route.actions
+        wanted
         and (not route.categories or AlarmCategory(after["category"]) in route.categories)
         and (not route.sites or after["site"] in route.sites)
+        and (not route.departments or after.get("department", "") in route.departments)
     )
 
 
@@ -43,6 +54,9 @@ def render(t: Transition, place_name: str) -> dict[str, Any]:
     when = datetime.fromtimestamp(a["last_ts"]).strftime("%Y-%m-%d %H:%M:%S")
     action = ACTION_ZH.get(t.action.value, t.action.value)
     title = f"【{CATEGORY_ZH[category]}】{place_name} {alarm_type_zh(a['alarm_type'])} {action}"
+    if a.get("maintenance_id") is not None:
+        # Only a fire alarm is pushed during maintenance (DESIGN §4): say so, it is still a fire.
+        title = f"【维护期间】{title}"
     lines = [
         f"位置: {place_name}",
         f"设备: {a['device_id']}",
@@ -54,6 +68,12 @@ def render(t: Transition, place_name: str) -> dict[str, Any]:
         lines.append(f"读数: {a['value']}")
     if a.get("detail"):
         lines.append(f"说明: {a['detail']}")
+    if a.get("maintenance_id") is not None:
+        lines.append(f"维护: 设备处于维护窗口 #{a['maintenance_id']}，火警仍按规定推送，请现场核实")
+    if a.get("flapping"):
+        lines.append("注意: 该探测器频繁报警/恢复，已生成隐患整改单")
+    if t.targets:
+        lines.append(f"通知: {', '.join(t.targets)}")
     if t.note:
         lines.append(f"备注: {t.note} ({t.actor})")
     return {"title": title, "body": "\n".join(lines), "transition": t.to_json()}

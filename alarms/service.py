@@ -1,37 +1,59 @@
-"""The alarm service: detector events and human actions in, alarm transitions out.
+"""The alarm service: detector events, human actions and the policy clock in, alarm transitions out.
 
 Key = (device, alarm type): at most one open alarm per key (the database enforces it with a partial
 unique index); a repeat increments `occurrences`. Every change is persisted with an event log entry
-holding `before` and `after`, in the same transaction as any ticket it opens, and returned as a
-Transition for the live consumers.
+holding `before` and `after`, in the same transaction as any ticket it opens and any push it owes
+(the outbox), and returned as a Transition for the live consumers.
+
+Upserts are race-free across processes: two writers that both find no open alarm and both insert
+collide on the unique index; the loser's whole transaction is retried and then finds the winner's
+alarm and counts an occurrence. A busy SQLite database is retried the same way.
+
+What the policy decides (alarms/policy.py) is applied here: escalation steps and reminders, holding
+notifications while shelved, flapping or under maintenance (never for a fire alarm), closing after
+a quiet period.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition, snapshot
 from alarms.outbox import enqueue
+from alarms.policy import Escalation, Hold, MaintenanceScope, Policy, PolicyError, covers
 from alarms.tickets import TicketChange, TicketOpener, needs_ticket
 from core.domain import (
+    ACTIVE_STATES,
     SEVERITY_OF,
+    UNACKNOWLEDGED_STATES,
     AlarmAction,
+    AlarmCategory,
     AlarmState,
     DetectorEvent,
     DetectorEventKind,
+    TicketStatus,
 )
-from core.settings import PushRoute
+from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
-from storage.models import AlarmEventRow, AlarmRow
+from storage.db import IMMEDIATE
+from storage.models import AlarmEventRow, AlarmRow, AuditRow, MaintenanceRow, TicketRow
 
 logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "firewatch"
+ATTEMPTS = 8  # a transaction that lost a race is retried this often before the error is raised
+
+R = TypeVar("R")
 
 
 class AlarmNotFoundError(LookupError):
@@ -42,6 +64,27 @@ class InvalidTransitionError(ValueError):
     """The requested action does not apply to the alarm's current state."""
 
 
+class MaintenanceNotFoundError(LookupError):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What one write produced: transitions in commit order and the tickets they opened."""
+
+    transitions: list[Transition]
+    tickets: list[TicketChange]
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, IntegrityError):
+        return "uq_alarms_open_key" in str(exc) or "alarms.device_id, alarms.alarm_type" in str(exc)
+    if isinstance(exc, OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
+    return False
+
+
 class AlarmService:
     def __init__(
         self,
@@ -50,21 +93,39 @@ class AlarmService:
         tickets: TicketOpener,
         clock: Callable[[], float],
         routes: list[PushRoute] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.sessions = sessions
         self.index = index
         self.tickets = tickets
         self.clock = clock
         self.routes = list(routes or [])
-        # One writer at a time: the pipeline thread and API requests both mutate alarms.
+        self.policy = policy or Policy(AlarmPolicySettings())
+        # One writer at a time within the process: the pipeline thread, the policy clock and API
+        # requests all mutate alarms. Other processes are handled by the retry in _write.
         self._lock = threading.Lock()
+        self.retries = 0  # transactions retried after a lost race (exposed for tests and metrics)
+
+    # --- the write path --------------------------------------------------------------------------
+    def _write(self, work: Callable[[Session, Outcome], R]) -> tuple[R, Outcome]:
+        for attempt in range(ATTEMPTS):
+            outcome = Outcome([], [])
+            try:
+                with self._lock, self.sessions.begin() as s:
+                    s.connection(execution_options=IMMEDIATE)
+                    result = work(s, outcome)
+                return result, outcome
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == ATTEMPTS - 1 or not _retryable(exc):
+                    raise
+                self.retries += 1
+                time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def active_keys(self) -> set[tuple[str, str]]:
         with self.sessions() as s:
             rows = s.execute(
-                select(AlarmRow.device_id, AlarmRow.alarm_type).where(
-                    AlarmRow.state.in_([AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED])
-                )
+                select(AlarmRow.device_id, AlarmRow.alarm_type).where(AlarmRow.state.in_(ACTIVE_STATES))
             )
             return {(d, t) for d, t in rows}
 
@@ -72,20 +133,14 @@ class AlarmService:
         """Turn detector events into alarm transitions, persisted in one transaction."""
         if not events:
             return [], []
-        transitions: list[Transition] = []
-        tickets: list[TicketChange] = []
         now = self.clock()
-        with self._lock, self.sessions.begin() as s:
+
+        def work(s: Session, out: Outcome) -> None:
             for event in events:
-                t = self._apply_one(s, event, now)
-                if t is None:
-                    continue
-                transitions.append(t)
-                if t.action is AlarmAction.RAISED:
-                    row = s.get(AlarmRow, t.alarm_id)
-                    if row is not None and needs_ticket(row):
-                        tickets.append(self.tickets.on_raised(s, row, now))
-        return transitions, tickets
+                self._apply_one(s, out, event, now)
+
+        _, out = self._write(work)
+        return out.transitions, out.tickets
 
     def _open(self, s: Session, device_id: str, alarm_type: str) -> AlarmRow | None:
         return s.scalars(
@@ -95,91 +150,201 @@ class AlarmService:
             .with_for_update()
         ).first()
 
-    def _apply_one(self, s: Session, e: DetectorEvent, now: float) -> Transition | None:
+    def _apply_one(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
         row = self._open(s, e.device_id, e.alarm_type)
         if e.kind is DetectorEventKind.RAISE:
             if row is None:
-                dev = self.index.dev_of.get(e.device_id)
-                loc_place = self.index.devices[dev].place if dev is not None else ""
-                row = AlarmRow(
-                    device_id=e.device_id,
-                    alarm_type=e.alarm_type,
-                    category=e.category.value,
-                    severity=SEVERITY_OF[e.category].value,
-                    system=self.index.profiles[dev].system.value if dev is not None else "",
-                    site=self.index.sites[dev] if dev is not None else "",
-                    place=loc_place,
-                    state=AlarmState.ACTIVE_UNACKNOWLEDGED.value,
-                    occurrences=1,
-                    first_ts=e.ts,
-                    last_ts=e.ts,
-                    value=e.value,
-                    peak=e.value,
-                    channel=e.channel,
-                    detail=e.detail,
-                    basis=e.basis,
-                    false_alarm=False,
-                )
+                row = self._new_row(e, now)
                 s.add(row)
-                s.flush()
-                return self._log(s, row, None, AlarmAction.RAISED, SYSTEM_ACTOR, now)
+                s.flush()  # a racing writer's open alarm makes this fail; _write retries
+                self._raised(s, out, row, None, now)
+                return
             before = snapshot(row)
             row.occurrences += 1
-            row.last_ts = e.ts
+            row.last_ts = max(row.last_ts, e.ts)
             row.value = e.value
             if e.value is not None:
                 row.peak = e.value if row.peak is None else max(row.peak, e.value)
             row.detail = e.detail
-            if AlarmState(row.state) is AlarmState.CLEARED_UNACKNOWLEDGED:
-                row.state = AlarmState.ACTIVE_UNACKNOWLEDGED.value
-                row.cleared_ts = None
-                return self._log(s, row, before, AlarmAction.RAISED, SYSTEM_ACTOR, now)
-            return self._log(s, row, before, AlarmAction.REPEATED, SYSTEM_ACTOR, now)
+            if AlarmState(row.state).is_active:
+                self._log(s, out, row, before, AlarmAction.REPEATED, SYSTEM_ACTOR, now)
+                return
+            # Cleared but not yet closed: the same alarm is active again and needs attention anew.
+            row.state = AlarmState.ACTIVE_UNACKNOWLEDGED.value
+            row.cleared_ts = None
+            row.acked_ts = row.acked_by = row.ack_note = None
+            self._raised(s, out, row, before, now)
+            return
 
         # CLEAR: only an active alarm can clear; a clear with nothing open is a no-op.
         if row is None or not AlarmState(row.state).is_active:
-            return None
+            return
         before = snapshot(row)
         row.cleared_ts = e.ts
         row.last_ts = max(row.last_ts, e.ts)
-        return self._clear(s, row, before, SYSTEM_ACTOR, "", now)
+        self._clear(s, out, row, before, SYSTEM_ACTOR, "", now)
+
+    def _new_row(self, e: DetectorEvent, now: float) -> AlarmRow:
+        dev = self.index.dev_of.get(e.device_id)
+        device = self.index.devices[dev] if dev is not None else None
+        return AlarmRow(
+            device_id=e.device_id,
+            alarm_type=e.alarm_type,
+            category=e.category.value,
+            severity=SEVERITY_OF[e.category].value,
+            system=self.index.profiles[dev].system.value if dev is not None else "",
+            site=self.index.sites[dev] if dev is not None else "",
+            place=device.place if device is not None else "",
+            department=device.department if device is not None else "",
+            state=AlarmState.ACTIVE_UNACKNOWLEDGED.value,
+            occurrences=1,
+            first_ts=e.ts,
+            last_ts=e.ts,
+            raised_ts=now,
+            value=e.value,
+            peak=e.value,
+            channel=e.channel,
+            detail=e.detail,
+            basis=e.basis,
+            false_alarm=False,
+            false_alarms=0,
+            escalation_step=0,
+            flapping=False,
+        )
+
+    def _raised(
+        self, s: Session, out: Outcome, row: AlarmRow, before: dict[str, object] | None, now: float
+    ) -> None:
+        """The alarm became active (new, or again after clearing): apply maintenance, flapping and
+        escalation, then log RAISED (and FLAPPING when this raise makes the sensor unstable)."""
+        row.raised_ts = now
+        category = AlarmCategory(row.category)
+        row.maintenance_id = self._maintenance_for(s, row, now)
+        raises = 1 + self._raises_since(s, row, self.policy.flap_since(now))
+        starts_flapping = not row.flapping and self.policy.is_flapping(raises)
+        row.flapping = row.flapping or starts_flapping
+        targets: tuple[str, ...] = ()
+        if self._hold(row, now) is None:
+            if row.escalate_at is None and row.remind_at is None:
+                targets = self._start_escalation(row, now)
+            else:  # still unacknowledged from before the clear: the chain goes on where it was
+                chain = self.policy.chain(row.escalation)
+                targets = self.policy.reached(chain, row.escalation_step) if chain else ()
+        else:
+            self._pause_escalation(row)
+        self._log(s, out, row, before, AlarmAction.RAISED, SYSTEM_ACTOR, now, targets=targets)
+        if needs_ticket(row):
+            out.tickets.append(self.tickets.on_raised(s, row, now))
+        if starts_flapping:
+            held = category is not AlarmCategory.FIRE
+            chain = self.policy.chain_for(category, row.site)
+            flap_targets = self.policy.reached(chain, 0) if chain is not None else ()
+            cycles, window = self.policy.settings.flap_cycles, self.policy.settings.flap_window_s
+            self._log(
+                s,
+                out,
+                row,
+                snapshot(row),
+                AlarmAction.FLAPPING,
+                SYSTEM_ACTOR,
+                now,
+                f"{raises} raises in {window:g} s (limit {cycles}): "
+                + ("notifications held" if held else "a fire alarm keeps notifying"),
+                targets=flap_targets,
+            )
+            out.tickets.append(self.tickets.on_flapping(s, row, raises, window, held, now))
+
+    def _raises_since(self, s: Session, row: AlarmRow, since: float) -> int:
+        """RAISED transitions of this key since `since`, across its alarms (closed ones included)."""
+        n = s.scalar(
+            select(func.count())
+            .select_from(AlarmEventRow)
+            .join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
+            .where(AlarmRow.device_id == row.device_id, AlarmRow.alarm_type == row.alarm_type)
+            .where(AlarmEventRow.action == AlarmAction.RAISED.value, AlarmEventRow.ts >= since)
+        )
+        return int(n or 0)
 
     def _clear(
-        self, s: Session, row: AlarmRow, before: dict[str, object], actor: str, note: str, now: float
+        self,
+        s: Session,
+        out: Outcome,
+        row: AlarmRow,
+        before: dict[str, object],
+        actor: str,
+        note: str,
+        now: float,
     ) -> Transition:
-        if AlarmState(row.state) is AlarmState.ACTIVE_ACKNOWLEDGED:
-            row.state = AlarmState.CLOSED.value  # cleared and acknowledged: done
-            row.closed_ts = now
-            return self._log(s, row, before, AlarmAction.CLOSED, actor, now, note)
-        row.state = AlarmState.CLEARED_UNACKNOWLEDGED.value
-        return self._log(s, row, before, AlarmAction.CLEARED, actor, now, note)
+        acked = AlarmState(row.state).is_acknowledged
+        row.state = (AlarmState.CLEARED_ACKNOWLEDGED if acked else AlarmState.CLEARED_UNACKNOWLEDGED).value
+        # An unacknowledged alarm keeps escalating after it clears: someone must still look at it.
+        return self._log(s, out, row, before, AlarmAction.CLEARED, actor, now, note)
+
+    # --- escalation state on the row -------------------------------------------------------------
+    def _start_escalation(self, row: AlarmRow, now: float) -> tuple[str, ...]:
+        chain = self.policy.chain_for(AlarmCategory(row.category), row.site)
+        if chain is None:
+            self._pause_escalation(row)
+            return ()
+        self._set_escalation(row, self.policy.start(chain, now))
+        return self.policy.reached(chain, 0)
+
+    def _set_escalation(self, row: AlarmRow, e: Escalation) -> None:
+        row.escalation, row.escalation_step = e.chain, e.step
+        row.escalate_at, row.remind_at = e.escalate_at, e.remind_at
+
+    @staticmethod
+    def _pause_escalation(row: AlarmRow) -> None:
+        row.escalate_at = row.remind_at = None
+
+    def _hold(self, row: AlarmRow, now: float, *, flapping: bool | None = None) -> Hold | None:
+        return self.policy.hold(
+            AlarmCategory(row.category),
+            shelved_until=row.shelved_until,
+            flapping=row.flapping if flapping is None else flapping,
+            maintenance=row.maintenance_id is not None,
+            now=now,
+        )
 
     def _log(
         self,
         s: Session,
+        out: Outcome,
         row: AlarmRow,
         before: dict[str, object] | None,
         action: AlarmAction,
         actor: str,
         now: float,
         note: str = "",
+        *,
+        targets: tuple[str, ...] = (),
+        push: bool = True,
     ) -> Transition:
         after = snapshot(row)
-        s.add(
-            AlarmEventRow(
-                alarm_id=row.id,
-                ts=now,
-                action=action.value,
-                actor=actor,
-                note=note,
-                before=before,
-                after=after,
-            )
+        # The FLAPPING notice itself goes out: it is how people learn notifications are now held.
+        hold = self._hold(row, now, flapping=False if action is AlarmAction.FLAPPING else None)
+        if hold is not None:
+            targets = ()
+        event = AlarmEventRow(
+            alarm_id=row.id,
+            ts=now,
+            action=action.value,
+            actor=actor,
+            note=note,
+            before=before,
+            after=after,
+            targets=list(targets),
+            held=hold.value if hold else "",
         )
-        t = Transition(row.id, action, before, after, actor, now, note)
-        if self.routes:
+        s.add(event)
+        s.flush()  # assigns the event id the live streams resume from
+        t = Transition(
+            event.id, row.id, action, before, after, actor, now, note, targets, hold.value if hold else ""
+        )
+        if self.routes and push and hold is None:
             # Same session, same transaction: the transition and the pushes it owes commit together.
             enqueue(s, self.routes, t, self._place_name(row.place), now)
+        out.transitions.append(t)
         return t
 
     def _place_name(self, place: str) -> str:
@@ -188,40 +353,354 @@ class AlarmService:
         shown = [names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
         return " ".join(shown) or place
 
+    # --- human actions ---------------------------------------------------------------------------
+    def _locked(self, s: Session, alarm_id: int) -> AlarmRow:
+        row = s.get(AlarmRow, alarm_id, with_for_update=True)
+        if row is None:
+            raise AlarmNotFoundError(f"alarm {alarm_id} does not exist")
+        return row
+
     def acknowledge(
         self, alarm_id: int, *, actor: str, note: str = "", false_alarm: bool = False
     ) -> Transition:
+        """A person has seen the alarm: escalation stops, and everyone told so far hears so."""
         now = self.clock()
-        with self._lock, self.sessions.begin() as s:
-            row = s.get(AlarmRow, alarm_id, with_for_update=True)
-            if row is None:
-                raise AlarmNotFoundError(f"alarm {alarm_id} does not exist")
+
+        def work(s: Session, out: Outcome) -> Transition:
+            row = self._locked(s, alarm_id)
             state = AlarmState(row.state)
-            if state not in (AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.CLEARED_UNACKNOWLEDGED):
+            if state.value not in UNACKNOWLEDGED_STATES:
                 raise InvalidTransitionError(f"alarm {alarm_id} is {state.value}: nothing to acknowledge")
             before = snapshot(row)
             row.acked_ts = now
             row.acked_by = actor
             row.ack_note = note
             row.false_alarm = false_alarm
-            if state is AlarmState.CLEARED_UNACKNOWLEDGED:
-                row.state = AlarmState.CLOSED.value
-                row.closed_ts = now
-                return self._log(s, row, before, AlarmAction.CLOSED, actor, now, note)
-            row.state = AlarmState.ACTIVE_ACKNOWLEDGED.value
-            return self._log(s, row, before, AlarmAction.ACKNOWLEDGED, actor, now, note)
+            row.false_alarms += 1 if false_alarm else 0
+            row.state = (
+                AlarmState.ACTIVE_ACKNOWLEDGED if state.is_active else AlarmState.CLEARED_ACKNOWLEDGED
+            ).value
+            chain = self.policy.chain(row.escalation)
+            told = row.remind_at is not None and chain is not None
+            targets = self.policy.reached(chain, row.escalation_step) if told and chain else ()
+            self._pause_escalation(row)
+            return self._log(s, out, row, before, AlarmAction.ACKNOWLEDGED, actor, now, note, targets=targets)
+
+        return self._write(work)[0]
 
     def clear(self, alarm_id: int, *, actor: str, note: str = "") -> Transition:
         """A person clears an active alarm (e.g. after a device was reset on site)."""
         now = self.clock()
-        with self._lock, self.sessions.begin() as s:
-            row = s.get(AlarmRow, alarm_id, with_for_update=True)
-            if row is None:
-                raise AlarmNotFoundError(f"alarm {alarm_id} does not exist")
+
+        def work(s: Session, out: Outcome) -> Transition:
+            row = self._locked(s, alarm_id)
             if not AlarmState(row.state).is_active:
                 raise InvalidTransitionError(
                     f"alarm {alarm_id} is {row.state}: only an active alarm can be cleared"
                 )
             before = snapshot(row)
             row.cleared_ts = now
-            return self._clear(s, row, before, actor, note, now)
+            return self._clear(s, out, row, before, actor, note, now)
+
+        return self._write(work)[0]
+
+    def close(self, alarm_id: int, *, actor: str, note: str = "") -> Transition:
+        """A person closes a cleared and acknowledged alarm now, freeing its key."""
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> Transition:
+            row = self._locked(s, alarm_id)
+            state = AlarmState(row.state)
+            if state is not AlarmState.CLEARED_ACKNOWLEDGED:
+                hint = {
+                    AlarmState.CLOSED: "it is already closed",
+                    AlarmState.CLEARED_UNACKNOWLEDGED: "acknowledge it first",
+                }.get(state, "it is still active: clear it first")
+                raise InvalidTransitionError(f"alarm {alarm_id} is {state.value}: {hint}")
+            return self._close(s, out, row, actor, note, now)
+
+        return self._write(work)[0]
+
+    def _close(
+        self, s: Session, out: Outcome, row: AlarmRow, actor: str, note: str, now: float
+    ) -> Transition:
+        before = snapshot(row)
+        row.state = AlarmState.CLOSED.value
+        row.closed_ts = now
+        row.shelved_until = None
+        self._pause_escalation(row)
+        return self._log(s, out, row, before, AlarmAction.CLOSED, actor, now, note)
+
+    def shelve(self, alarm_id: int, *, actor: str, until: float, note: str) -> Transition:
+        """Hold an alarm's notifications until `until` (never a fire alarm; at most shelve_max_s)."""
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> Transition:
+            row = self._locked(s, alarm_id)
+            if not AlarmState(row.state).is_open:
+                raise InvalidTransitionError(f"alarm {alarm_id} is closed: nothing to shelve")
+            try:
+                expires = self.policy.shelve_until(AlarmCategory(row.category), until, now)
+            except PolicyError as exc:
+                raise InvalidTransitionError(f"alarm {alarm_id}: {exc}") from None
+            before = snapshot(row)
+            row.shelved_until, row.shelved_by, row.shelve_note = expires, actor, note
+            self._pause_escalation(row)
+            return self._log(s, out, row, before, AlarmAction.SHELVED, actor, now, note)
+
+        return self._write(work)[0]
+
+    def unshelve(self, alarm_id: int, *, actor: str, note: str = "") -> Transition:
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> Transition:
+            row = self._locked(s, alarm_id)
+            if row.shelved_until is None:
+                raise InvalidTransitionError(f"alarm {alarm_id} is not shelved")
+            return self._unshelve(s, out, row, actor, note, now)
+
+        return self._write(work)[0]
+
+    def _unshelve(
+        self, s: Session, out: Outcome, row: AlarmRow, actor: str, note: str, now: float
+    ) -> Transition:
+        before = snapshot(row)
+        row.shelved_until = row.shelved_by = row.shelve_note = None
+        targets = self._resume_escalation(row, now)
+        return self._log(s, out, row, before, AlarmAction.UNSHELVED, actor, now, note, targets=targets)
+
+    def _resume_escalation(self, row: AlarmRow, now: float) -> tuple[str, ...]:
+        """After a hold ends: an alarm nobody acknowledged starts its chain afresh."""
+        if row.state not in UNACKNOWLEDGED_STATES or self._hold(row, now) is not None:
+            return ()
+        return self._start_escalation(row, now)
+
+    # --- maintenance -----------------------------------------------------------------------------
+    def begin_maintenance(
+        self,
+        *,
+        site: str,
+        place: str | None,
+        device_ids: Sequence[str],
+        start: float | None,
+        end: float,
+        ticket_id: int | None,
+        reason: str,
+        actor: str,
+    ) -> MaintenanceRow:
+        """Declare a maintenance window: alarms raised on the devices it covers are recorded, not
+        pushed; fire alarms are pushed anyway, marked "during maintenance"."""
+        now = self.clock()
+        begin = now if start is None else start
+        try:
+            begin, end = self.policy.maintenance_window(begin, end, now)
+        except PolicyError as exc:
+            raise InvalidTransitionError(str(exc)) from None
+        if place is None and not device_ids:
+            raise InvalidTransitionError("a maintenance window needs a place or device ids")
+        if place is not None and place.split("/")[0] != site:
+            raise InvalidTransitionError(f"place {place!r} is not in site {site!r}")
+        unknown = [d for d in device_ids if d not in self.index.dev_of]
+        if unknown:
+            raise InvalidTransitionError(f"unknown devices: {', '.join(unknown[:10])}")
+
+        def work(s: Session, out: Outcome) -> MaintenanceRow:
+            if ticket_id is not None:
+                ticket = s.get(TicketRow, ticket_id)
+                if ticket is None:
+                    raise InvalidTransitionError(f"ticket {ticket_id} does not exist")
+                if ticket.status == TicketStatus.CLOSED.value:
+                    raise InvalidTransitionError(f"ticket {ticket_id} is closed")
+            row = MaintenanceRow(
+                site=site,
+                place=place,
+                device_ids=list(device_ids),
+                ticket_id=ticket_id,
+                reason=reason,
+                start_ts=begin,
+                end_ts=end,
+                created_by=actor,
+                created_ts=now,
+                end_note="",
+            )
+            s.add(row)
+            s.flush()
+            self._audit(s, actor, "maintenance.begin", row, now)
+            return row
+
+        return self._write(work)[0]
+
+    def end_maintenance(self, maintenance_id: int, *, actor: str, note: str = "") -> list[Transition]:
+        """End a window early; alarms it held that nobody acknowledged are notified now."""
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> None:
+            row = s.get(MaintenanceRow, maintenance_id, with_for_update=True)
+            if row is None:
+                raise MaintenanceNotFoundError(f"maintenance window {maintenance_id} does not exist")
+            if row.ended_ts is not None:
+                raise InvalidTransitionError(f"maintenance window {maintenance_id} has already ended")
+            self._end_window(s, out, row, actor, note, now)
+
+        return self._write(work)[1].transitions
+
+    def _end_window(
+        self, s: Session, out: Outcome, w: MaintenanceRow, actor: str, note: str, now: float
+    ) -> None:
+        w.ended_ts, w.ended_by, w.end_note = now, actor, note
+        self._audit(s, actor, "maintenance.end", w, now)
+        held = s.scalars(
+            select(AlarmRow)
+            .where(AlarmRow.maintenance_id == w.id, AlarmRow.state != AlarmState.CLOSED.value)
+            .with_for_update()
+        ).all()
+        for alarm in held:
+            before = snapshot(alarm)
+            alarm.maintenance_id = None
+            unacked = alarm.state in UNACKNOWLEDGED_STATES
+            targets = self._resume_escalation(alarm, now) if unacked else ()
+            self._log(
+                s,
+                out,
+                alarm,
+                before,
+                AlarmAction.RELEASED,
+                actor,
+                now,
+                f"maintenance #{w.id} ended",
+                targets=targets,
+                push=unacked,
+            )
+
+    def _maintenance_for(self, s: Session, row: AlarmRow, now: float) -> int | None:
+        windows = s.scalars(
+            select(MaintenanceRow).where(
+                MaintenanceRow.site == row.site,
+                MaintenanceRow.ended_ts.is_(None),
+                MaintenanceRow.start_ts <= now,
+                MaintenanceRow.end_ts > now,
+            )
+        ).all()
+        for w in windows:
+            ticket_closed = False
+            if w.ticket_id is not None:
+                status = s.scalar(select(TicketRow.status).where(TicketRow.id == w.ticket_id))
+                ticket_closed = status == TicketStatus.CLOSED.value
+            scope = MaintenanceScope(
+                w.id, w.site, w.place, tuple(w.device_ids), w.start_ts, w.end_ts, False, ticket_closed
+            )
+            if covers(scope, row.device_id, row.site, row.place, now):
+                return w.id
+        return None
+
+    @staticmethod
+    def _audit(s: Session, actor: str, action: str, w: MaintenanceRow, now: float) -> None:
+        s.add(
+            AuditRow(
+                ts=now,
+                actor=actor,
+                action=action,
+                subject=f"maintenance:{w.id}",
+                detail={
+                    "site": w.site,
+                    "place": w.place,
+                    "device_ids": list(w.device_ids),
+                    "ticket_id": w.ticket_id,
+                    "reason": w.reason,
+                    "start_ts": w.start_ts,
+                    "end_ts": w.end_ts,
+                    "note": w.end_note,
+                },
+            )
+        )
+
+    # --- the policy clock ------------------------------------------------------------------------
+    def tick(self) -> list[Transition]:
+        """Apply everything that falls due by now: expired shelving and maintenance, flapping
+        sensors gone steady, escalation steps and reminders, quiet cleared alarms closing."""
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> None:
+            for row in s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.shelved_until <= now, AlarmRow.state != AlarmState.CLOSED.value)
+                .with_for_update()
+            ).all():
+                self._unshelve(s, out, row, SYSTEM_ACTOR, "shelving expired", now)
+            self._expire_maintenance(s, out, now)
+            for row in s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.flapping.is_(True), AlarmRow.state != AlarmState.CLOSED.value)
+                .with_for_update()
+            ).all():
+                if self.policy.is_steady(row.raised_ts, now):
+                    before = snapshot(row)
+                    row.flapping = False
+                    targets = self._resume_escalation(row, now)
+                    self._log(s, out, row, before, AlarmAction.STEADY, SYSTEM_ACTOR, now, targets=targets)
+            for row in s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.state.in_(UNACKNOWLEDGED_STATES))
+                .where(or_(AlarmRow.escalate_at <= now, AlarmRow.remind_at <= now))
+                .with_for_update()
+            ).all():
+                self._escalate(s, out, row, now)
+            for row in s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.state == AlarmState.CLEARED_ACKNOWLEDGED.value)
+                .with_for_update()
+            ).all():
+                if self.policy.closes(row.cleared_ts, row.acked_ts, now):
+                    self._close(s, out, row, SYSTEM_ACTOR, "closed after a quiet period", now)
+
+        return self._write(work)[1].transitions
+
+    def _escalate(self, s: Session, out: Outcome, row: AlarmRow, now: float) -> None:
+        chain = self.policy.chain(row.escalation)
+        if chain is None or row.remind_at is None:  # its chain was removed from the settings
+            self._pause_escalation(row)
+            return
+        due = self.policy.due(
+            chain, Escalation(chain.name, row.escalation_step, row.escalate_at, row.remind_at), now
+        )
+        if due is None:
+            return
+        before = snapshot(row)
+        self._set_escalation(row, due.state)
+        action = AlarmAction.ESCALATED if due.escalated else AlarmAction.REMINDED
+        waited = now - row.raised_ts
+        note = f"unacknowledged for {waited:.0f} s"
+        self._log(s, out, row, before, action, SYSTEM_ACTOR, now, note, targets=due.targets)
+
+    def _expire_maintenance(self, s: Session, out: Outcome, now: float) -> None:
+        closed_ticket = (
+            select(TicketRow.id)
+            .where(TicketRow.id == MaintenanceRow.ticket_id, TicketRow.status == TicketStatus.CLOSED.value)
+            .exists()
+        )
+        for w in s.scalars(
+            select(MaintenanceRow)
+            .where(MaintenanceRow.ended_ts.is_(None))
+            .where(or_(MaintenanceRow.end_ts <= now, closed_ticket))
+            .with_for_update()
+        ).all():
+            self._end_window(s, out, w, SYSTEM_ACTOR, "expired", now)
+
+    # --- statistics ------------------------------------------------------------------------------
+    def false_alarm_counts(
+        self, *, site: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[tuple[str, int, int]]:
+        """(device, false-alarm acknowledgements, alarms) per device, most false alarms first, over
+        alarms first raised in [since, until)."""
+        q = select(AlarmRow.device_id, func.sum(AlarmRow.false_alarms), func.count()).group_by(
+            AlarmRow.device_id
+        )
+        if site is not None:
+            q = q.where(AlarmRow.site == site)
+        if since is not None:
+            q = q.where(AlarmRow.first_ts >= since)
+        if until is not None:
+            q = q.where(AlarmRow.first_ts < until)
+        with self.sessions() as s:
+            rows = [(d, int(f or 0), int(n)) for d, f, n in s.execute(q)]
+        return sorted(rows, key=lambda r: (-r[1], -r[2], r[0]))

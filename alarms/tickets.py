@@ -17,6 +17,7 @@ from ingest.index import DeviceIndex
 from storage.models import AlarmRow, TicketAlarmRow, TicketEventRow, TicketRow
 
 AUTO_INSPECTOR = "firewatch 自动监测"
+FLAPPING = "sensor.flapping"  # the hazard type of an unstable sensor's ticket
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,30 @@ class TicketOpener:
 
     def on_raised(self, session: Session, alarm: AlarmRow, now: float) -> TicketChange:
         """Open a ticket for this alarm, or append it to the device's open ticket of the same type."""
+        return self._open(session, alarm, alarm.alarm_type, AlarmCategory(alarm.category), alarm.detail, now)
+
+    def on_flapping(
+        self, session: Session, alarm: AlarmRow, cycles: int, window_s: float, held: bool, now: float
+    ) -> TicketChange:
+        """A hazard ticket for an unstable sensor (DESIGN §5: flapping sensors are a ticket source)."""
+        detail = (
+            f"{alarm_type_zh(alarm.alarm_type)}（{alarm.alarm_type}）在 {window_s / 60:g} 分钟内"
+            f"报警/恢复 {cycles} 次，" + ("已暂停推送。" if held else "火警推送不暂停。")
+        )
+        return self._open(session, alarm, FLAPPING, AlarmCategory.HAZARD, detail, now)
+
+    def _open(
+        self,
+        session: Session,
+        alarm: AlarmRow,
+        hazard_type: str,
+        category: AlarmCategory,
+        detail: str,
+        now: float,
+    ) -> TicketChange:
         existing = session.scalars(
             select(TicketRow)
-            .where(TicketRow.device_id == alarm.device_id, TicketRow.hazard_type == alarm.alarm_type)
+            .where(TicketRow.device_id == alarm.device_id, TicketRow.hazard_type == hazard_type)
             .where(TicketRow.status != TicketStatus.CLOSED.value)
             .with_for_update()
         ).first()
@@ -54,7 +76,7 @@ class TicketOpener:
                     ts=now,
                     action="recurred",
                     actor=AUTO_INSPECTOR,
-                    note=f"告警 #{alarm.id} 再次发生：{alarm.detail}",
+                    note=f"告警 #{alarm.id} 再次发生：{detail}",
                     status_before=existing.status,
                     status_after=existing.status,
                 )
@@ -65,16 +87,15 @@ class TicketOpener:
         device = self.index.devices[dev] if dev is not None else None
         profile = self.index.profiles[dev] if dev is not None else None
         place_name = self._place_name(alarm.place)
-        category = AlarmCategory(alarm.category)
         hours = self.policy.deadline_hours.get(category.value, self.policy.default_deadline_hours)
-        label = alarm_type_zh(alarm.alarm_type)
+        label = alarm_type_zh(hazard_type)
         what = f"{device.name or device.id}（{profile.name_zh}）" if device and profile else alarm.device_id
         ticket = TicketRow(
             number="",
             source=TicketSource.ALARM.value,
             status=TicketStatus.OPEN.value,
             category=category.value,
-            hazard_type=alarm.alarm_type,
+            hazard_type=hazard_type,
             device_id=alarm.device_id,
             site=alarm.site,
             place=alarm.place,
@@ -82,8 +103,8 @@ class TicketOpener:
             responsible=device.responsible if device else "",
             inspection_time=alarm.first_ts,
             inspectors=AUTO_INSPECTOR,
-            problem=f"{place_name} {what} {CATEGORY_ZH[category]}：{label}。{alarm.detail}",
-            measures=MEASURES_ZH.get(alarm.alarm_type, MEASURES_BY_CATEGORY_ZH[category]),
+            problem=f"{place_name} {what} {CATEGORY_ZH[category]}：{label}。{detail}",
+            measures=MEASURES_ZH.get(hazard_type, MEASURES_BY_CATEGORY_ZH[category]),
             deadline=now + hours * 3600.0,
             created_at=now,
             updated_at=now,

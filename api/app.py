@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.context import AppContext
-from api.routes import alarms, devices, health, rejects, tickets
+from api.routes import alarms, devices, health, maintenance, rejects, tickets
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -31,7 +31,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     problems.install(app)
-    for module in (devices, alarms, tickets, rejects):
+    for module in (devices, alarms, maintenance, tickets, rejects):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     return app

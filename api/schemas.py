@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.domain import AlarmCategory, AlarmState, Severity, SystemType, TicketStatus
+from core.domain import AlarmAction, AlarmCategory, AlarmState, Severity, SystemType, TicketStatus
 
 T = TypeVar("T")
 
@@ -84,15 +84,27 @@ class AlarmOut(BaseModel):
     channel: str | None
     detail: str
     basis: str
+    department: str = ""
+    false_alarms: int = 0
+    raised_ts: float | None = None
+    escalation: str | None = None
+    escalation_step: int = 0
+    flapping: bool = False
+    maintenance_id: int | None = Field(default=None, description="raised during this maintenance window")
+    shelved_until: float | None = None
+    shelved_by: str | None = None
+    shelve_note: str | None = None
 
 
 class AlarmEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
     ts: float
-    action: str
+    action: AlarmAction
     actor: str
     note: str
+    targets: list[str] = Field(default_factory=list, description="duty roles it was addressed to")
+    held: str = Field(default="", description="why its notifications were held, if they were")
 
 
 class AlarmDetailOut(AlarmOut):
@@ -112,13 +124,79 @@ class ClearIn(BaseModel):
     note: str = Field(default="", max_length=2000)
 
 
+class CloseIn(ClearIn):
+    pass
+
+
+class ShelveIn(BaseModel):
+    """Hold an alarm's notifications for a while (ISA-18.2 shelving). Never a fire alarm."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(min_length=1, max_length=100)
+    note: str = Field(
+        min_length=1, max_length=2000, description="why (recorded): e.g. 'sensor being replaced'"
+    )
+    until: float | None = Field(default=None, ge=0, le=1e11, description="epoch seconds; or give duration_s")
+    duration_s: float | None = Field(default=None, gt=0, le=1e7)
+
+    @model_validator(mode="after")
+    def _one_end(self) -> ShelveIn:
+        if (self.until is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of `until` and `duration_s`")
+        return self
+
+
 class TransitionOut(BaseModel):
+    event_id: int
     alarm_id: int
-    action: str
+    action: AlarmAction
     actor: str
     ts: float
     note: str
+    targets: list[str]
+    held: str
     after: AlarmOut
+
+
+class FalseAlarmsOut(BaseModel):
+    device_id: str
+    false_alarms: int = Field(description="acknowledgements recorded as false alarms")
+    alarms: int = Field(description="alarms raised in the period")
+
+
+class MaintenanceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site: str = Field(min_length=1, max_length=64)
+    place: str | None = Field(default=None, max_length=400, description="every device at or under it")
+    device_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    start: float | None = Field(default=None, ge=0, le=1e11, description="epoch seconds; default now")
+    end: float = Field(ge=0, le=1e11, description="epoch seconds: the window expires then")
+    ticket_id: int | None = Field(default=None, ge=1, description="the window also ends when it closes")
+    reason: str = Field(min_length=1, max_length=2000)
+    actor: str = Field(min_length=1, max_length=100)
+
+
+class MaintenanceEndIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(min_length=1, max_length=100)
+    note: str = Field(default="", max_length=2000)
+
+
+class MaintenanceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    site: str
+    place: str | None
+    device_ids: list[str]
+    ticket_id: int | None
+    reason: str
+    start_ts: float
+    end_ts: float
+    created_by: str
+    created_ts: float
+    ended_ts: float | None
+    ended_by: str | None
+    end_note: str
 
 
 class TicketOut(BaseModel):

@@ -81,12 +81,14 @@ TICKETED_CATEGORIES: frozenset[AlarmCategory] = frozenset(
 
 
 class AlarmState(StrEnum):
-    """Alarm lifecycle. An alarm that is both cleared and acknowledged is closed: its key is free
-    again and the next occurrence opens a new alarm."""
+    """Alarm lifecycle (DESIGN §4). Active and cleared each come acknowledged or not; a cleared and
+    acknowledged alarm is closed by a person or by policy after a quiet period, and only then is
+    its key free for a new alarm. Until it is closed, a recurrence re-opens the same alarm."""
 
     ACTIVE_UNACKNOWLEDGED = "active_unacknowledged"
     ACTIVE_ACKNOWLEDGED = "active_acknowledged"
     CLEARED_UNACKNOWLEDGED = "cleared_unacknowledged"
+    CLEARED_ACKNOWLEDGED = "cleared_acknowledged"
     CLOSED = "closed"
 
     @property
@@ -94,18 +96,33 @@ class AlarmState(StrEnum):
         return self in (AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED)
 
     @property
+    def is_acknowledged(self) -> bool:
+        return self in (AlarmState.ACTIVE_ACKNOWLEDGED, AlarmState.CLEARED_ACKNOWLEDGED)
+
+    @property
     def is_open(self) -> bool:
         return self is not AlarmState.CLOSED
+
+
+ACTIVE_STATES = (AlarmState.ACTIVE_UNACKNOWLEDGED.value, AlarmState.ACTIVE_ACKNOWLEDGED.value)
+UNACKNOWLEDGED_STATES = (AlarmState.ACTIVE_UNACKNOWLEDGED.value, AlarmState.CLEARED_UNACKNOWLEDGED.value)
 
 
 class AlarmAction(StrEnum):
     """What happened to an alarm in one transition (the alarm event log's vocabulary)."""
 
-    RAISED = "raised"
-    REPEATED = "repeated"  # another occurrence while still open
+    RAISED = "raised"  # new, or active again after clearing
+    REPEATED = "repeated"  # another occurrence while still active
     CLEARED = "cleared"
     ACKNOWLEDGED = "acknowledged"
     CLOSED = "closed"
+    SHELVED = "shelved"  # a person silenced its notifications until a time (never a fire alarm)
+    UNSHELVED = "unshelved"  # by a person, or because the shelving expired
+    ESCALATED = "escalated"  # nobody acknowledged in time: the next duty role is told
+    REMINDED = "reminded"  # still unacknowledged: the roles told so far are told again
+    FLAPPING = "flapping"  # too many raise/clear cycles: notifications held, a hazard ticket opened
+    STEADY = "steady"  # quiet again after flapping: notifications resume
+    RELEASED = "released"  # maintenance ended while the alarm was still unacknowledged: now notified
 
 
 class DetectorEventKind(StrEnum):

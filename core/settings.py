@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,13 +75,63 @@ class PushRoute(_Section):
 
     `url` is an Apprise URL (json://, mailto://, dingtalk://, wecombot://, ...) and a secret: it is
     never logged or shown. Empty filters match everything.
+
+    A route without `roles` is a subscription: it receives the `actions` it lists. A route with
+    `roles` reaches people on duty: it receives what the escalation policy addresses to one of its
+    roles (the first notice, escalations, reminders, the stand-down on acknowledgement).
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
     url: str = Field(min_length=3, repr=False)
     categories: list[AlarmCategory] = Field(default_factory=list)
     sites: list[str] = Field(default_factory=list)
-    actions: list[AlarmAction] = Field(default_factory=lambda: [AlarmAction.RAISED])
+    departments: list[str] = Field(default_factory=list, description="科室 of the alarm's device")
+    roles: list[str] = Field(default_factory=list, description="duty roles this route reaches")
+    actions: list[AlarmAction] = Field(
+        default_factory=lambda: [
+            AlarmAction.RAISED,
+            AlarmAction.UNSHELVED,
+            AlarmAction.RELEASED,
+            AlarmAction.FLAPPING,
+        ]
+    )
+
+
+class EscalationStep(_Section):
+    role: str = Field(min_length=1, max_length=64, description="duty role told at this step")
+    wait_s: float = Field(default=60.0, gt=0, description="wait this long for an acknowledgement")
+
+
+class EscalationChain(_Section):
+    """Who is told, in which order, while an alarm stays unacknowledged (DESIGN §4): e.g. control
+    room -> micro fire station / safety manager -> department head. The first chain whose filters
+    match an alarm applies; empty filters match everything."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    categories: list[AlarmCategory] = Field(default_factory=list)
+    sites: list[str] = Field(default_factory=list)
+    steps: list[EscalationStep] = Field(min_length=1)
+    remind_every_s: float = Field(
+        default=60.0, gt=0, description="remind every role told so far this often until acknowledged"
+    )
+
+
+class AlarmPolicySettings(_Section):
+    """The knobs of alarms/policy.py. Defaults are site policy, not a standard (STANDARDS.md)."""
+
+    escalation: list[EscalationChain] = Field(default_factory=list)
+    flap_cycles: int = Field(
+        default=5, ge=2, description="raise/clear cycles within flap_window_s that make a sensor flapping"
+    )
+    flap_window_s: float = Field(default=600.0, gt=0)
+    close_after_s: float = Field(
+        default=300.0, ge=0, description="a cleared and acknowledged alarm closes after this quiet time"
+    )
+    shelve_max_s: float = Field(default=24 * 3600.0, gt=0, description="longest an alarm may be shelved")
+    maintenance_max_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="longest maintenance window that may be declared"
+    )
+    tick_s: float = Field(default=1.0, gt=0, description="how often escalations and expiries are checked")
 
 
 class DetectionSettings(_Section):
@@ -124,6 +174,7 @@ class Settings(BaseSettings):
     pushes: list[PushRoute] = Field(default_factory=list, description="notification routes (Apprise URLs)")
     api: ApiSettings = Field(default_factory=ApiSettings)
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
+    alarms: AlarmPolicySettings = Field(default_factory=AlarmPolicySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -139,6 +190,22 @@ class Settings(BaseSettings):
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _escalation_reaches_someone(self) -> Settings:
+        """An escalation step whose role no push route reaches would escalate into silence."""
+        reached = {role for route in self.pushes for role in route.roles}
+        for chain in self.alarms.escalation:
+            for step in chain.steps:
+                if step.role not in reached:
+                    raise ValueError(
+                        f"escalation chain {chain.name!r}: no push route has role {step.role!r}; "
+                        f"add it to a route's `roles` (pushes[].roles)"
+                    )
+        names = [route.name for route in self.pushes]
+        if len(names) != len(set(names)):
+            raise ValueError("push route names must be unique")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

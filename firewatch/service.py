@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 
 from alarms.model import Transition
+from alarms.policy import Policy
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from api.context import AppContext
@@ -97,7 +98,12 @@ class Service:
                 password=broker.password,
             )
         self.alarms = AlarmService(
-            self.sessions, self.index, TicketOpener(self.index, settings.tickets), clock, routes
+            self.sessions,
+            self.index,
+            TicketOpener(self.index, settings.tickets),
+            clock,
+            routes,
+            Policy(settings.alarms),
         )
         self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
         self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
@@ -164,8 +170,26 @@ class Service:
             asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
             asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
             asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
+            asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
         ]
         logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
+
+    async def _policy_clock(self, stop: asyncio.Event) -> None:
+        """Escalations, reminders and expiries fall due with time, not with messages: check them
+        every `alarms.tick_s` and publish what changed like any other transition."""
+        every = self.settings.alarms.tick_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set():
+                return
+            try:
+                transitions = await asyncio.to_thread(self.alarms.tick)
+            except Exception:  # a database hiccup must not end the policy clock
+                logger.exception("alarm policy tick failed; retrying in %.1f s", every)
+                continue
+            if transitions:
+                self.pipeline.publish(transitions, [])
 
     async def stop(self) -> None:
         self._stop.set()

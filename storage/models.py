@@ -66,6 +66,19 @@ class AlarmRow(Base):
     channel: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
     basis: Mapped[str] = mapped_column(Text, default="")
+    department: Mapped[str] = mapped_column(String(100), default="")
+    false_alarms: Mapped[int] = mapped_column(Integer, default=0)  # false-alarm acknowledgements
+    raised_ts: Mapped[float] = mapped_column(Float)  # the last time it became active
+    # Policy state (alarms/policy.py): who has been told, when the next step or reminder is due.
+    escalation: Mapped[str | None] = mapped_column(String(64))
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0)
+    escalate_at: Mapped[float | None] = mapped_column(Float, index=True)
+    remind_at: Mapped[float | None] = mapped_column(Float, index=True)
+    flapping: Mapped[bool] = mapped_column(Boolean, default=False)
+    maintenance_id: Mapped[int | None] = mapped_column(Integer)
+    shelved_until: Mapped[float | None] = mapped_column(Float)
+    shelved_by: Mapped[str | None] = mapped_column(String(100))
+    shelve_note: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # One open alarm per (device, alarm type): the database refuses a second one even if two
@@ -91,6 +104,41 @@ class AlarmEventRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any]] = mapped_column(JSON)
+    targets: Mapped[list[str]] = mapped_column(JSON, default=list)  # duty roles addressed
+    held: Mapped[str] = mapped_column(String(16), default="")  # why notifications were held
+
+
+class MaintenanceRow(Base):
+    """A declared maintenance window: alarms of the devices it covers are recorded but not pushed
+    (fire alarms excepted: they are pushed, marked "during maintenance"). It ends at `end_ts`, when
+    a person ends it, or when its ticket closes, whichever comes first."""
+
+    __tablename__ = "maintenance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    place: Mapped[str | None] = mapped_column(String(400))  # every device at or under this place
+    device_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # and/or these devices
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    start_ts: Mapped[float] = mapped_column(Float)
+    end_ts: Mapped[float] = mapped_column(Float, index=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_ts: Mapped[float] = mapped_column(Float)
+    ended_ts: Mapped[float | None] = mapped_column(Float, index=True)
+    ended_by: Mapped[str | None] = mapped_column(String(100))
+    end_note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRow(Base):
+    """Every human or policy action outside an alarm's own event log: who, when, what, on what."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(100), index=True)  # e.g. "maintenance:3"
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class OutboxRow(Base):

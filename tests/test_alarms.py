@@ -97,20 +97,66 @@ def test_acknowledge_records_who_when_and_the_note(service: AlarmService, clock:
     assert (t.after["acked_by"], t.after["acked_ts"], t.after["false_alarm"]) == ("值班员王五", T0 + 42, True)
 
 
-def test_cleared_and_acknowledged_is_closed_and_frees_the_key(service: AlarmService) -> None:
+def test_an_acknowledged_alarm_that_clears_is_cleared_acknowledged_until_closed(
+    service: AlarmService, clock: Clock
+) -> None:
     (raised,), _ = service.apply([ev(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op")
-    (closed,), _ = service.apply([ev(CLEAR, ts=T0 + 5)])
-    assert closed.action is AlarmAction.CLOSED
-    (fresh,), _ = service.apply([ev(RAISE, ts=T0 + 9)])
+    (cleared,), _ = service.apply([ev(CLEAR, ts=T0 + 5)])
+    assert cleared.action is AlarmAction.CLEARED
+    assert cleared.after["state"] == AlarmState.CLEARED_ACKNOWLEDGED
+    # Until it is closed, a recurrence re-opens the same alarm and needs a new acknowledgement.
+    (again,), _ = service.apply([ev(RAISE, ts=T0 + 9)])
+    assert (again.action, again.after["id"]) == (AlarmAction.RAISED, raised.alarm_id)
+    assert again.after["state"] == AlarmState.ACTIVE_UNACKNOWLEDGED
+    assert again.after["acked_by"] is None
+
+
+def test_a_cleared_acknowledged_alarm_closes_after_the_quiet_period_and_frees_the_key(
+    service: AlarmService, clock: Clock
+) -> None:
+    (raised,), _ = service.apply([ev(RAISE)])
+    service.acknowledge(raised.alarm_id, actor="op")
+    service.apply([ev(CLEAR, ts=T0 + 5)])
+    clock.now = T0 + 304  # close_after_s defaults to 300 s of quiet after the clear
+    assert service.tick() == []
+    clock.now = T0 + 305
+    (closed,) = service.tick()
+    assert (closed.action, closed.actor) == (AlarmAction.CLOSED, "firewatch")
+    (fresh,), _ = service.apply([ev(RAISE, ts=T0 + 306)])
     assert fresh.after["id"] != raised.alarm_id
 
 
-def test_acknowledging_a_cleared_alarm_closes_it(service: AlarmService) -> None:
+def test_acknowledging_a_cleared_alarm_makes_it_cleared_acknowledged_and_a_person_may_close_it(
+    service: AlarmService,
+) -> None:
     (raised,), _ = service.apply([ev(RAISE)])
     service.apply([ev(CLEAR, ts=T0 + 5)])
     t = service.acknowledge(raised.alarm_id, actor="op")
-    assert t.after["state"] == AlarmState.CLOSED
+    assert t.after["state"] == AlarmState.CLEARED_ACKNOWLEDGED
+    closed = service.close(raised.alarm_id, actor="op", note="现场复位")
+    assert closed.after["state"] == AlarmState.CLOSED
+    assert closed.after["closed_ts"] == T0
+
+
+def test_only_a_cleared_and_acknowledged_alarm_can_be_closed(service: AlarmService) -> None:
+    (raised,), _ = service.apply([ev(RAISE)])
+    with pytest.raises(InvalidTransitionError, match="still active"):
+        service.close(raised.alarm_id, actor="op")
+    service.apply([ev(CLEAR, ts=T0 + 5)])
+    with pytest.raises(InvalidTransitionError, match="acknowledge it first"):
+        service.close(raised.alarm_id, actor="op")
+
+
+def test_false_alarm_acknowledgements_are_counted_per_device(service: AlarmService, clock: Clock) -> None:
+    for n in range(3):
+        (raised,), _ = service.apply([ev(RAISE, ts=T0 + n)])
+        service.acknowledge(raised.alarm_id, actor="op", note="误报：蒸汽", false_alarm=n < 2)
+        service.apply([ev(CLEAR, ts=T0 + n + 0.5)])
+        service.close(raised.alarm_id, actor="op")
+    service.apply([ev(RAISE, device="smk-1-2", ts=T0 + 5)])
+    assert service.false_alarm_counts() == [("smk-1-1", 2, 3), ("smk-1-2", 0, 1)]
+    assert service.false_alarm_counts(since=T0 + 1) == [("smk-1-1", 1, 2), ("smk-1-2", 0, 1)]
 
 
 def test_human_actions_on_the_wrong_state_are_refused(service: AlarmService) -> None:
@@ -126,17 +172,20 @@ def test_every_transition_is_logged_with_before_and_after(service: AlarmService)
     (raised,), _ = service.apply([ev(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op", note="checked")
     service.clear(raised.alarm_id, actor="op", note="reset on site")
+    service.close(raised.alarm_id, actor="op", note="done")
     with service.sessions() as s:
         log = s.scalars(select(AlarmEventRow).order_by(AlarmEventRow.id)).all()
     assert [(e.action, e.actor) for e in log] == [
         ("raised", "firewatch"),
         ("acknowledged", "op"),
+        ("cleared", "op"),
         ("closed", "op"),
     ]
     assert log[0].before is None
     assert log[1].before is not None
     assert log[1].before["state"] == "active_unacknowledged"
-    assert log[2].after["state"] == "closed"
+    assert log[2].after["state"] == "cleared_acknowledged"
+    assert log[3].after["state"] == "closed"
 
 
 def test_a_clear_without_an_open_alarm_changes_nothing(service: AlarmService) -> None:
@@ -181,7 +230,8 @@ def test_one_open_ticket_per_device_and_hazard_type(service: AlarmService) -> No
     fault = ev(RAISE, "device.fault", category=AlarmCategory.FAULT)
     service.apply([fault])
     service.apply([ev(CLEAR, "device.fault", category=AlarmCategory.FAULT)])
-    service.acknowledge(1, actor="op")  # closes alarm 1; the ticket stays open until rectified
+    service.acknowledge(1, actor="op")
+    service.close(1, actor="op")  # the alarm is done; its ticket stays open until rectified
     _, again = service.apply([fault])
     assert [c.action for c in again] == ["recurred"]
     with service.sessions() as s:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -8,8 +9,20 @@ from sqlalchemy import case, select
 
 from alarms.model import Transition
 from alarms.service import AlarmNotFoundError, InvalidTransitionError
+from api.context import AppContext
 from api.deps import Ctx, DbSession, PageParams, page_of
-from api.schemas import AcknowledgeIn, AlarmDetailOut, AlarmEventOut, AlarmOut, ClearIn, Page, TransitionOut
+from api.schemas import (
+    AcknowledgeIn,
+    AlarmDetailOut,
+    AlarmEventOut,
+    AlarmOut,
+    ClearIn,
+    CloseIn,
+    FalseAlarmsOut,
+    Page,
+    ShelveIn,
+    TransitionOut,
+)
 from core.domain import CATEGORY_RANK, AlarmCategory, AlarmState, SystemType
 from storage.models import AlarmEventRow, AlarmRow
 
@@ -53,6 +66,20 @@ def list_alarms(
     return page_of(db, q.order_by(_rank, AlarmRow.last_ts.desc()), page, AlarmOut)
 
 
+@router.get("/false-alarms", operation_id="false_alarm_counts")
+async def false_alarms(
+    ctx: Ctx,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[FalseAlarmsOut]:
+    """Per device, how many acknowledgements recorded a false alarm, over alarms first raised in
+    [since, until): the devices to clean, move or replace first."""
+    rows = await asyncio.to_thread(ctx.alarms.false_alarm_counts, site=site, since=since, until=until)
+    return [FalseAlarmsOut(device_id=d, false_alarms=f, alarms=n) for d, f, n in rows[:limit]]
+
+
 @router.get("/{alarm_id}", operation_id="get_alarm")
 def get_alarm(alarm_id: int, db: DbSession) -> AlarmDetailOut:
     row = db.get(AlarmRow, alarm_id)
@@ -66,38 +93,64 @@ def get_alarm(alarm_id: int, db: DbSession) -> AlarmDetailOut:
     )
 
 
-def _out(t: Transition) -> TransitionOut:
+def transition_out(t: Transition) -> TransitionOut:
     return TransitionOut(
+        event_id=t.event_id,
         alarm_id=t.alarm_id,
-        action=t.action.value,
+        action=t.action,
         actor=t.actor,
         ts=t.ts,
         note=t.note,
+        targets=list(t.targets),
+        held=t.held,
         after=AlarmOut.model_validate(t.after),
     )
 
 
-@router.post("/{alarm_id}/acknowledge", operation_id="acknowledge_alarm")
-async def acknowledge(alarm_id: int, body: AcknowledgeIn, ctx: Ctx) -> TransitionOut:
+async def _act(ctx: AppContext, action: Callable[[], Transition]) -> TransitionOut:
+    """Run a human action off the event loop; a missing alarm is 404, a wrong state 409."""
     try:
-        t = await asyncio.to_thread(
-            ctx.alarms.acknowledge, alarm_id, actor=body.actor, note=body.note, false_alarm=body.false_alarm
-        )
+        t = await asyncio.to_thread(action)
     except AlarmNotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
     except InvalidTransitionError as exc:
         raise HTTPException(409, str(exc)) from None
     ctx.on_human_transition(t)
-    return _out(t)
+    return transition_out(t)
+
+
+@router.post("/{alarm_id}/acknowledge", operation_id="acknowledge_alarm")
+async def acknowledge(alarm_id: int, body: AcknowledgeIn, ctx: Ctx) -> TransitionOut:
+    """Record who saw it, when, and a note; `false_alarm` counts against the device. Stops escalation."""
+    return await _act(
+        ctx,
+        lambda: ctx.alarms.acknowledge(
+            alarm_id, actor=body.actor, note=body.note, false_alarm=body.false_alarm
+        ),
+    )
 
 
 @router.post("/{alarm_id}/clear", operation_id="clear_alarm")
 async def clear(alarm_id: int, body: ClearIn, ctx: Ctx) -> TransitionOut:
-    try:
-        t = await asyncio.to_thread(ctx.alarms.clear, alarm_id, actor=body.actor, note=body.note)
-    except AlarmNotFoundError as exc:
-        raise HTTPException(404, str(exc)) from None
-    except InvalidTransitionError as exc:
-        raise HTTPException(409, str(exc)) from None
-    ctx.on_human_transition(t)
-    return _out(t)
+    """Clear an active alarm by hand (e.g. after a reset on site); the detector re-raises it if the
+    condition persists."""
+    return await _act(ctx, lambda: ctx.alarms.clear(alarm_id, actor=body.actor, note=body.note))
+
+
+@router.post("/{alarm_id}/close", operation_id="close_alarm")
+async def close(alarm_id: int, body: CloseIn, ctx: Ctx) -> TransitionOut:
+    """Close a cleared and acknowledged alarm now rather than after the quiet period."""
+    return await _act(ctx, lambda: ctx.alarms.close(alarm_id, actor=body.actor, note=body.note))
+
+
+@router.post("/{alarm_id}/shelve", operation_id="shelve_alarm")
+async def shelve(alarm_id: int, body: ShelveIn, ctx: Ctx) -> TransitionOut:
+    """Hold the alarm's notifications until a time (at most the policy's limit). A fire alarm cannot
+    be shelved (409)."""
+    until = body.until if body.until is not None else ctx.alarms.clock() + (body.duration_s or 0.0)
+    return await _act(ctx, lambda: ctx.alarms.shelve(alarm_id, actor=body.actor, until=until, note=body.note))
+
+
+@router.post("/{alarm_id}/unshelve", operation_id="unshelve_alarm")
+async def unshelve(alarm_id: int, body: ClearIn, ctx: Ctx) -> TransitionOut:
+    return await _act(ctx, lambda: ctx.alarms.unshelve(alarm_id, actor=body.actor, note=body.note))

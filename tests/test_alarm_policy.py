@@ -1,0 +1,300 @@
+"""The alarm policy, on a real SQLite store with an injected clock (no test sleeps): escalation and
+reminders, flapping, maintenance suppression, shelving. What is owed to whom is read from the
+outbox, the same rows the dispatcher delivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from alarms.policy import Policy
+from alarms.service import AlarmService, InvalidTransitionError
+from alarms.tickets import FLAPPING, TicketOpener
+from core.domain import AlarmAction, AlarmCategory, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
+from core.settings import (
+    AlarmPolicySettings,
+    EscalationChain,
+    EscalationStep,
+    PushRoute,
+    Settings,
+    TicketPolicy,
+)
+from ingest.index import DeviceIndex
+from storage.db import open_store
+from storage.models import AuditRow, MaintenanceRow, OutboxRow, TicketRow
+from tests.conftest import PROFILES, small_registry
+
+T0 = 1_800_000_000.0
+RAISE, CLEAR = DetectorEventKind.RAISE, DetectorEventKind.CLEAR
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CHAIN = EscalationChain(
+    name="fire-chain",
+    categories=[AlarmCategory.FIRE, AlarmCategory.FAULT],
+    steps=[
+        EscalationStep(role="control_room", wait_s=60),
+        EscalationStep(role="fire_station", wait_s=120),
+        EscalationStep(role="department_head", wait_s=300),
+    ],
+    remind_every_s=30,
+)
+ROUTES = [
+    PushRoute(name="cr", url="json://127.0.0.1:9/cr", roles=["control_room"]),
+    PushRoute(name="fs", url="json://127.0.0.1:9/fs", roles=["fire_station"]),
+    PushRoute(name="dh", url="json://127.0.0.1:9/dh", roles=["department_head"]),
+    PushRoute(name="feed", url="json://127.0.0.1:9/feed"),  # a plain subscription (default actions)
+]
+
+
+def make(tmp_path: Path, clock: Clock, **policy: Any) -> AlarmService:
+    _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    index = DeviceIndex.build(small_registry(), PROFILES)
+    settings = AlarmPolicySettings(escalation=[CHAIN], **policy)
+    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock, ROUTES, Policy(settings))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def alarms(tmp_path: Path, clock: Clock) -> AlarmService:
+    return make(tmp_path, clock)
+
+
+def ev(
+    kind: DetectorEventKind,
+    category: AlarmCategory = AlarmCategory.FIRE,
+    device: str = "smk-1-1",
+    alarm_type: str | None = None,
+    ts: float = T0,
+) -> DetectorEvent:
+    kind_type = alarm_type or ("smoke.alarm" if category is AlarmCategory.FIRE else "device.fault")
+    return DetectorEvent(device, kind_type, kind, category, ts, 0.3, "smoke", "detail", "basis")
+
+
+def owed(alarms: AlarmService, since_id: int = 0) -> list[tuple[str, str]]:
+    """(route, action) of every push owed, in the order they were written."""
+    with alarms.sessions() as s:
+        rows = s.scalars(select(OutboxRow).where(OutboxRow.id > since_id).order_by(OutboxRow.id)).all()
+    return [(r.route, r.payload["transition"]["action"]) for r in rows]
+
+
+def at(clock: Clock, alarms: AlarmService, seconds: float) -> list[tuple[str, tuple[str, ...]]]:
+    clock.now = T0 + seconds
+    return [(t.action.value, t.targets) for t in alarms.tick()]
+
+
+# --- escalation ----------------------------------------------------------------------------------
+
+
+def test_an_unacknowledged_fire_escalates_step_by_step_with_reminders(
+    alarms: AlarmService, clock: Clock
+) -> None:
+    alarms.apply([ev(RAISE)])
+    assert owed(alarms) == [("cr", "raised"), ("feed", "raised")]
+    assert at(clock, alarms, 29) == []
+    assert at(clock, alarms, 30) == [("reminded", ("control_room",))]
+    assert at(clock, alarms, 60) == [("escalated", ("fire_station",))]
+    assert at(clock, alarms, 90) == [("reminded", ("control_room", "fire_station"))]
+    assert at(clock, alarms, 120) == [("reminded", ("control_room", "fire_station"))]
+    assert at(clock, alarms, 180) == [("escalated", ("department_head",))]
+    # The last step keeps reminding everyone told, until someone acknowledges.
+    assert at(clock, alarms, 210) == [("reminded", ("control_room", "fire_station", "department_head"))]
+    routes = [r for r, _ in owed(alarms)]
+    assert routes.count("dh") == 2
+    assert routes.count("fs") == 4
+    assert "feed" in routes
+
+
+def test_acknowledging_stops_escalation_and_tells_everyone_told_so_far(
+    alarms: AlarmService, clock: Clock
+) -> None:
+    (raised,), _ = alarms.apply([ev(RAISE)])
+    at(clock, alarms, 60)  # escalated to the fire station
+    with alarms.sessions() as s:
+        last = max(r.id for r in s.scalars(select(OutboxRow)))
+    clock.now = T0 + 75
+    t = alarms.acknowledge(raised.alarm_id, actor="控制室值班员", note="已派人核查")
+    assert t.targets == ("control_room", "fire_station")
+    assert owed(alarms, last) == [("cr", "acknowledged"), ("fs", "acknowledged")]
+    assert at(clock, alarms, 10_000) == []
+
+
+def test_a_cleared_but_unacknowledged_alarm_keeps_reminding(alarms: AlarmService, clock: Clock) -> None:
+    alarms.apply([ev(RAISE)])
+    clock.now = T0 + 10
+    alarms.apply([ev(CLEAR, ts=T0 + 10)])
+    assert at(clock, alarms, 30) == [("reminded", ("control_room",))]
+
+
+def test_an_alarm_no_chain_covers_only_reaches_subscriptions(alarms: AlarmService) -> None:
+    alarms.apply([ev(RAISE, AlarmCategory.SUPERVISORY, device="prs-1", alarm_type="pressure.low")])
+    assert owed(alarms) == [("feed", "raised")]
+
+
+def test_an_escalation_role_that_no_route_reaches_is_refused_in_the_settings() -> None:
+    with pytest.raises(ValueError, match="no push route has role 'fire_station'"):
+        Settings(alarms=AlarmPolicySettings(escalation=[CHAIN]), pushes=[ROUTES[0]])
+
+
+# --- flapping ------------------------------------------------------------------------------------
+
+
+def cycle(alarms: AlarmService, clock: Clock, n: int, category: AlarmCategory, start: float = 0) -> None:
+    for i in range(n):
+        clock.now = T0 + start + i * 20
+        alarms.apply([ev(RAISE, category, ts=clock.now)])
+        clock.now += 10
+        alarms.apply([ev(CLEAR, category, ts=clock.now)])
+
+
+def test_a_flapping_sensor_has_its_notifications_held_and_gets_a_hazard_ticket(
+    tmp_path: Path, clock: Clock
+) -> None:
+    alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
+    cycle(alarms, clock, 2, AlarmCategory.FAULT)
+    before = len(owed(alarms))
+    clock.now = T0 + 40
+    transitions, tickets = alarms.apply([ev(RAISE, AlarmCategory.FAULT, ts=clock.now)])
+    assert [(t.action.value, t.held) for t in transitions] == [("raised", "flapping"), ("flapping", "")]
+    assert owed(alarms)[before:] == [("cr", "flapping"), ("feed", "flapping")]
+    assert [c.action for c in tickets] == ["recurred", "opened"]  # the fault's ticket, then the new one
+    with alarms.sessions() as s:
+        ticket = s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).one()
+        assert ticket.category == AlarmCategory.HAZARD
+        assert "已暂停推送" in ticket.problem
+    # While flapping: clears and raises are logged and streamed, not pushed; nobody is reminded.
+    n = len(owed(alarms))
+    cycle(alarms, clock, 3, AlarmCategory.FAULT, start=60)
+    assert len(owed(alarms)) == n
+    assert at(clock, alarms, 200) == []
+    # A whole quiet window later it is steady again; still unacknowledged, so the chain starts afresh.
+    assert at(clock, alarms, 100 + 600) == [("steady", ("control_room",))]
+
+
+def test_a_flapping_fire_detector_keeps_notifying(tmp_path: Path, clock: Clock) -> None:
+    alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
+    cycle(alarms, clock, 5, AlarmCategory.FIRE)
+    raised = [a for r, a in owed(alarms) if r == "cr" and a == "raised"]
+    assert len(raised) == 5  # every raise pushed, flapping or not
+    with alarms.sessions() as s:
+        ticket = s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).one()
+        assert "火警推送不暂停" in ticket.problem
+
+
+# --- maintenance ---------------------------------------------------------------------------------
+
+
+def test_maintenance_holds_faults_but_a_fire_is_pushed_marked_during_maintenance(
+    alarms: AlarmService, clock: Clock
+) -> None:
+    window = alarms.begin_maintenance(
+        site="s1", place="s1/b1/f1/z1", device_ids=[], start=None, end=T0 + 3600, ticket_id=None,
+        reason="更换1区探测器", actor="维保张工",
+    )  # fmt: skip
+    (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT, device="smk-1-1")])
+    assert (fault.held, fault.after["maintenance_id"]) == ("maintenance", window.id)
+    assert owed(alarms) == []
+    (fire,), _ = alarms.apply([ev(RAISE, device="smk-1-2")])
+    assert fire.held == ""
+    assert fire.after["maintenance_id"] == window.id
+    with alarms.sessions() as s:
+        titles = [r.payload["title"] for r in s.scalars(select(OutboxRow))]
+    assert titles
+    assert all(t.startswith("【维护期间】【火警】") for t in titles)
+    alarms.apply([ev(RAISE, AlarmCategory.FAULT, device="smk-2-1")])  # zone 2: not covered
+    assert ("feed", "raised") in owed(alarms)[len(titles) :]
+
+
+def test_maintenance_expires_and_releases_what_it_held_with_an_audit_trail(
+    alarms: AlarmService, clock: Clock
+) -> None:
+    window = alarms.begin_maintenance(
+        site="s1", place=None, device_ids=["smk-1-1"], start=None, end=T0 + 600, ticket_id=None,
+        reason="detector cleaning", actor="tech",
+    )  # fmt: skip
+    alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
+    assert at(clock, alarms, 599) == []
+    assert at(clock, alarms, 600) == [("released", ("control_room",))]
+    assert owed(alarms) == [("cr", "released"), ("feed", "released")]
+    with alarms.sessions() as s:
+        audit = [(a.action, a.actor) for a in s.scalars(select(AuditRow).order_by(AuditRow.id))]
+        ended = s.get(MaintenanceRow, window.id)
+        assert ended is not None
+        assert ended.ended_ts == T0 + 600
+    assert audit == [("maintenance.begin", "tech"), ("maintenance.end", "firewatch")]
+
+
+def test_maintenance_tied_to_a_ticket_ends_when_the_ticket_closes(alarms: AlarmService, clock: Clock) -> None:
+    _, (ticket,) = alarms.apply([ev(RAISE, AlarmCategory.FAULT, device="smk-2-1")])
+    window = alarms.begin_maintenance(
+        site="s1", place=None, device_ids=["smk-1-1"], start=None, end=T0 + 86_400,
+        ticket_id=ticket.ticket_id, reason="rectify", actor="tech",
+    )  # fmt: skip
+    assert at(clock, alarms, 60) == [("escalated", ("fire_station",))]  # smk-2-1's fault goes on
+    with alarms.sessions.begin() as s:
+        s.execute(update(TicketRow).values(status=TicketStatus.CLOSED.value))
+    at(clock, alarms, 61)
+    with alarms.sessions() as s:
+        row = s.get(MaintenanceRow, window.id)
+        assert row is not None
+        assert row.ended_ts == T0 + 61
+
+
+def test_maintenance_windows_are_validated(alarms: AlarmService) -> None:
+    common: dict[str, Any] = {"site": "s1", "start": None, "ticket_id": None, "reason": "x", "actor": "a"}
+    with pytest.raises(InvalidTransitionError, match="end after it starts"):
+        alarms.begin_maintenance(place="s1/b1", device_ids=[], end=T0 - 1, **common)
+    with pytest.raises(InvalidTransitionError, match="at most 7 days"):
+        alarms.begin_maintenance(place="s1/b1", device_ids=[], end=T0 + 8 * 86_400, **common)
+    with pytest.raises(InvalidTransitionError, match="unknown devices: nope"):
+        alarms.begin_maintenance(place=None, device_ids=["nope"], end=T0 + 60, **common)
+    with pytest.raises(InvalidTransitionError, match="a place or device ids"):
+        alarms.begin_maintenance(place=None, device_ids=[], end=T0 + 60, **common)
+
+
+# --- shelving ------------------------------------------------------------------------------------
+
+
+def test_a_fire_alarm_cannot_be_shelved(alarms: AlarmService) -> None:
+    (fire,), _ = alarms.apply([ev(RAISE)])
+    with pytest.raises(InvalidTransitionError, match="fire alarm cannot be shelved"):
+        alarms.shelve(fire.alarm_id, actor="op", until=T0 + 60, note="noisy")
+
+
+def test_a_shelved_alarm_is_silent_until_its_shelving_expires(alarms: AlarmService, clock: Clock) -> None:
+    (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
+    n = len(owed(alarms))
+    shelved = alarms.shelve(fault.alarm_id, actor="op", until=T0 + 3600, note="换电池中")
+    assert shelved.after["shelved_until"] == T0 + 3600
+    assert shelved.held == "shelved"
+    alarms.apply([ev(CLEAR, AlarmCategory.FAULT), ev(RAISE, AlarmCategory.FAULT)])
+    assert at(clock, alarms, 1800) == []  # no reminders while shelved
+    assert len(owed(alarms)) == n
+    assert at(clock, alarms, 3600) == [("unshelved", ("control_room",))]
+    assert owed(alarms)[n:] == [("cr", "unshelved"), ("feed", "unshelved")]
+
+
+def test_shelving_is_bounded_and_only_for_open_alarms(alarms: AlarmService, clock: Clock) -> None:
+    (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
+    with pytest.raises(InvalidTransitionError, match="at most 24 h"):
+        alarms.shelve(fault.alarm_id, actor="op", until=T0 + 25 * 3600, note="x")
+    with pytest.raises(InvalidTransitionError, match="not shelved"):
+        alarms.unshelve(fault.alarm_id, actor="op")
+    alarms.shelve(fault.alarm_id, actor="op", until=T0 + 60, note="x")
+    t = alarms.unshelve(fault.alarm_id, actor="op", note="done early")
+    assert t.action is AlarmAction.UNSHELVED
+    assert t.after["state"] == AlarmState.ACTIVE_UNACKNOWLEDGED
