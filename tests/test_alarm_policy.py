@@ -22,10 +22,12 @@ from core.settings import (
     Settings,
     TicketPolicy,
 )
+from firewatch.dispatch import AppriseChannel, Channel, Dispatcher
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.models import AuditRow, MaintenanceRow, OutboxRow, TicketRow
 from tests.conftest import PROFILES, small_registry
+from tests.test_pushes import Receiver, free_port
 
 T0 = 1_800_000_000.0
 RAISE, CLEAR = DetectorEventKind.RAISE, DetectorEventKind.CLEAR
@@ -298,3 +300,53 @@ def test_shelving_is_bounded_and_only_for_open_alarms(alarms: AlarmService, cloc
     t = alarms.unshelve(fault.alarm_id, actor="op", note="done early")
     assert t.action is AlarmAction.UNSHELVED
     assert t.after["state"] == AlarmState.ACTIVE_UNACKNOWLEDGED
+
+
+# --- escalation delivered to real receivers ------------------------------------------------------
+
+
+async def test_escalation_reaches_real_receivers_until_someone_acknowledges(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Three duty roles, three webhook receivers on loopback. Nobody acknowledges: the control room
+    is told, reminded, then the fire station; once acknowledged, both hear so and nothing follows."""
+    receivers = {role: Receiver(free_port()) for role in ("control_room", "fire_station", "department_head")}
+    for r in receivers.values():
+        r.start()
+    routes = [
+        PushRoute(name=role.replace("_", "-"), url=f"json://127.0.0.1:{r.port}/hook", roles=[role])
+        for role, r in receivers.items()
+    ]
+    _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    index = DeviceIndex.build(small_registry(), PROFILES)
+    policy = Policy(AlarmPolicySettings(escalation=[CHAIN]))
+    alarms = AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock, routes, policy)
+    channels: dict[str, Channel] = {r.name: AppriseChannel(r, timeout_s=2.0) for r in routes}
+    dispatcher = Dispatcher(sessions, channels, clock=clock, poll_s=0.05)
+
+    def titles(role: str) -> list[str]:
+        return [str(b["title"]) for b in receivers[role].bodies]
+
+    try:
+        (fire,), _ = alarms.apply([ev(RAISE)])
+        await dispatcher.deliver_due()
+        at(clock, alarms, 30)
+        await dispatcher.deliver_due()
+        at(clock, alarms, 60)
+        await dispatcher.deliver_due()
+        assert [t.split(" ")[-1] for t in titles("control_room")] == ["报警", "未确认，再次提醒"]
+        assert titles("fire_station") == [titles("control_room")[0].replace("报警", "未确认，已升级")]
+        clock.now = T0 + 70
+        alarms.acknowledge(fire.alarm_id, actor="微型消防站 李四", note="到场确认")
+        await dispatcher.deliver_due()
+        at(clock, alarms, 3600)  # nothing more falls due after the acknowledgement
+        await dispatcher.deliver_due()
+        assert titles("control_room")[-1].endswith("已确认")
+        assert titles("fire_station")[-1].endswith("已确认")
+        assert len(titles("control_room")) == 3
+        assert len(titles("fire_station")) == 2
+        assert titles("department_head") == []
+        assert dispatcher.pending() == 0
+    finally:
+        for r in receivers.values():
+            r.stop()
