@@ -1,0 +1,146 @@
+"""The alarm and maintenance endpoints over a real SQLite store: every human action answers with the
+transition, wrong states are 409, bad input is a 4xx problem, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alarms.model import Transition
+from alarms.service import AlarmService
+from alarms.tickets import TicketOpener
+from api.app import create_app
+from api.context import AppContext
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
+from core.settings import TicketPolicy
+from firewatch.metrics import Metrics
+from ingest.index import DeviceIndex
+from storage.db import open_store
+from storage.registry_sync import sync_registry
+from storage.telemetry import TelemetryStore
+from tests.conftest import PROFILES, small_registry
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def alarms(tmp_path: Path) -> AlarmService:
+    _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    registry = small_registry()
+    sync_registry(sessions, registry, PROFILES)
+    index = DeviceIndex.build(registry, PROFILES)
+    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), Clock())
+
+
+@pytest.fixture
+async def api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    published: list[Transition] = []
+    ctx = AppContext(
+        sessions=alarms.sessions,
+        alarms=alarms,
+        telemetry=TelemetryStore(tmp_path / "telemetry.sqlite"),
+        metrics=Metrics().registry,
+        readiness=lambda: {"database": "ok"},
+        on_human_transition=published.append,
+        refresh_metrics=lambda: None,
+    )
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+        yield client
+
+
+def raise_(alarms: AlarmService, category: AlarmCategory, device: str = "smk-1-1") -> int:
+    alarm_type = "smoke.alarm" if category is AlarmCategory.FIRE else "device.fault"
+    (t,), _ = alarms.apply([DetectorEvent(device, alarm_type, DetectorEventKind.RAISE, category, T0, 0.3)])
+    return t.alarm_id
+
+
+async def test_shelving_a_fault_answers_with_the_transition_and_a_fire_is_refused(
+    api: httpx.AsyncClient, alarms: AlarmService
+) -> None:
+    fault = raise_(alarms, AlarmCategory.FAULT)
+    r = await api.post(
+        f"/api/v1/alarms/{fault}/shelve", json={"actor": "op", "note": "换电池", "duration_s": 600}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["action"] == "shelved"
+    assert r.json()["after"]["shelved_until"] == T0 + 600
+    fire = raise_(alarms, AlarmCategory.FIRE, "smk-1-2")
+    r = await api.post(f"/api/v1/alarms/{fire}/shelve", json={"actor": "op", "note": "x", "duration_s": 60})
+    assert r.status_code == 409
+    assert "fire alarm cannot be shelved" in r.json()["detail"]
+
+
+async def test_acknowledge_close_and_the_false_alarm_league(
+    api: httpx.AsyncClient, alarms: AlarmService
+) -> None:
+    fire = raise_(alarms, AlarmCategory.FIRE)
+    ack = {"actor": "值班员", "note": "误报：水蒸气", "false_alarm": True}
+    assert (await api.post(f"/api/v1/alarms/{fire}/acknowledge", json=ack)).status_code == 200
+    r = await api.post(f"/api/v1/alarms/{fire}/close", json={"actor": "值班员"})
+    assert r.status_code == 409
+    assert "clear it first" in r.json()["detail"]
+    assert (await api.post(f"/api/v1/alarms/{fire}/clear", json={"actor": "值班员"})).status_code == 200
+    r = await api.post(f"/api/v1/alarms/{fire}/close", json={"actor": "值班员", "note": "复位"})
+    assert r.json()["after"]["state"] == "closed"
+    league = (await api.get("/api/v1/alarms/false-alarms")).json()
+    assert league == [{"device_id": "smk-1-1", "false_alarms": 1, "alarms": 1}]
+    events = (await api.get(f"/api/v1/alarms/{fire}")).json()["events"]
+    assert [e["action"] for e in events] == ["raised", "acknowledged", "cleared", "closed"]
+
+
+async def test_a_maintenance_window_is_declared_listed_and_ended(api: httpx.AsyncClient) -> None:
+    body = {
+        "site": "s1",
+        "place": "s1/b1/f1/z1",
+        "end": T0 + 3600,
+        "reason": "季度检测",
+        "actor": "维保公司",
+    }
+    r = await api.post("/api/v1/maintenance", json=body)
+    assert r.status_code == 201, r.text
+    window = r.json()
+    assert (window["start_ts"], window["created_by"]) == (T0, "维保公司")
+    active = (await api.get("/api/v1/maintenance", params={"active": True})).json()
+    assert [w["id"] for w in active["items"]] == [window["id"]]
+    r = await api.post(f"/api/v1/maintenance/{window['id']}/end", json={"actor": "维保公司"})
+    assert r.status_code == 200
+    assert (await api.get("/api/v1/maintenance", params={"active": True})).json()["items"] == []
+    r = await api.post(f"/api/v1/maintenance/{window['id']}/end", json={"actor": "维保公司"})
+    assert r.status_code == 409
+
+
+WINDOW = {"site": "s1", "end": T0 + 9, "reason": "x", "actor": "a"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/v1/alarms/1/shelve", {"actor": "op", "note": "x"}),  # neither until nor duration
+        ("post", "/api/v1/alarms/1/shelve", {"actor": "op", "note": "x", "until": 1, "duration_s": 1}),
+        ("post", "/api/v1/alarms/abc/close", {"actor": "op"}),
+        ("post", "/api/v1/alarms/1/close", {"actor": ""}),
+        ("post", "/api/v1/maintenance", {"site": "s1", "end": T0 - 10, "reason": "x", "actor": "a"}),
+        ("post", "/api/v1/maintenance", {**WINDOW, "place": "s2/b1"}),  # another site's place
+        ("post", "/api/v1/maintenance", {**WINDOW, "device_ids": ["?"]}),  # an unknown device
+        ("post", "/api/v1/maintenance/99/end", {"actor": "a"}),
+        ("get", "/api/v1/maintenance/xyz", None),
+        ("get", "/api/v1/alarms/false-alarms?since=-1", None),
+    ],
+)  # fmt: skip
+async def test_bad_input_is_a_4xx_problem_not_a_500(
+    api: httpx.AsyncClient, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    r = await api.request(method.upper(), path, json=body)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
