@@ -74,9 +74,9 @@ class AlarmRow(Base):
     escalation_step: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[float | None] = mapped_column(Float, index=True)
     remind_at: Mapped[float | None] = mapped_column(Float, index=True)
-    flapping: Mapped[bool] = mapped_column(Boolean, default=False)
-    maintenance_id: Mapped[int | None] = mapped_column(Integer)
-    shelved_until: Mapped[float | None] = mapped_column(Float)
+    flapping: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    maintenance_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    shelved_until: Mapped[float | None] = mapped_column(Float, index=True)
     shelved_by: Mapped[str | None] = mapped_column(String(100))
     shelve_note: Mapped[str | None] = mapped_column(Text)
 

@@ -8,17 +8,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from api.app import create_app
 from api.context import AppContext
-from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, SystemType
 from core.settings import TicketPolicy
 from firewatch.metrics import Metrics
 from ingest.index import DeviceIndex
 from storage.db import open_store
+from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
 from storage.telemetry import TelemetryStore
 from tests.conftest import PROFILES, small_registry
@@ -144,3 +146,16 @@ async def test_bad_input_is_a_4xx_problem_not_a_500(
     r = await api.request(method.upper(), path, json=body)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_gas_alarms_are_listed_apart_from_fire_alarms(
+    api: httpx.AsyncClient, alarms: AlarmService
+) -> None:
+    raise_(alarms, AlarmCategory.FIRE)
+    with alarms.sessions.begin() as s:  # the small registry has no gas detector: make this alarm one
+        s.execute(update(AlarmRow).values(system=SystemType.COMBUSTIBLE_GAS.value))
+    raise_(alarms, AlarmCategory.FIRE, "smk-1-2")
+    fire_board = (await api.get("/api/v1/alarms", params={"gas": False})).json()["items"]
+    gas_board = (await api.get("/api/v1/alarms", params={"gas": True})).json()["items"]
+    assert [a["device_id"] for a in fire_board] == ["smk-1-2"]
+    assert [a["device_id"] for a in gas_board] == ["smk-1-1"]

@@ -40,12 +40,16 @@ def list_alarms(
     state: AlarmState | None = None,
     system: SystemType | None = None,
     device_id: str | None = None,
+    gas: Annotated[
+        bool | None, Query(description="true: only combustible-gas alarms; false: everything but gas")
+    ] = None,
     open: Annotated[bool | None, Query(description="only alarms not yet closed")] = None,
     since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
 ) -> Page[AlarmOut]:
     """Worst first: fire before pre-alarm, supervisory, fault and hazard, newest first within each.
-    Gas alarms carry `system=combustible_gas`: filter on it to show them apart."""
+    Gas alarms are shown apart (GB 50116-2013 §8.1.4): `gas=false` for the fire board, `gas=true`
+    for the gas board."""
     q = select(AlarmRow)
     if site is not None:
         q = q.where(AlarmRow.site == site)
@@ -57,6 +61,9 @@ def list_alarms(
         q = q.where(AlarmRow.system == system.value)
     if device_id is not None:
         q = q.where(AlarmRow.device_id == device_id)
+    if gas is not None:
+        is_gas = AlarmRow.system == SystemType.COMBUSTIBLE_GAS.value
+        q = q.where(is_gas if gas else ~is_gas)
     if open is not None:
         q = q.where((AlarmRow.state != AlarmState.CLOSED.value) if open else (AlarmRow.state == "closed"))
     if since is not None:

@@ -41,6 +41,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("held", sa.String(length=16), nullable=False, server_default=""))
     op.create_index("ix_alarms_escalate_at", "alarms", ["escalate_at"], unique=False)
     op.create_index("ix_alarms_remind_at", "alarms", ["remind_at"], unique=False)
+    op.create_index("ix_alarms_flapping", "alarms", ["flapping"], unique=False)
+    op.create_index("ix_alarms_maintenance_id", "alarms", ["maintenance_id"], unique=False)
+    op.create_index("ix_alarms_shelved_until", "alarms", ["shelved_until"], unique=False)
     op.create_table(
         "maintenance",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -84,6 +87,9 @@ def downgrade() -> None:
     op.drop_index("ix_maintenance_end_ts", table_name="maintenance")
     op.drop_index("ix_maintenance_site", table_name="maintenance")
     op.drop_table("maintenance")
+    op.drop_index("ix_alarms_shelved_until", table_name="alarms")
+    op.drop_index("ix_alarms_maintenance_id", table_name="alarms")
+    op.drop_index("ix_alarms_flapping", table_name="alarms")
     op.drop_index("ix_alarms_remind_at", table_name="alarms")
     op.drop_index("ix_alarms_escalate_at", table_name="alarms")
     with op.batch_alter_table("alarm_events") as batch:
