@@ -87,6 +87,12 @@ class PushRoute(_Section):
     sites: list[str] = Field(default_factory=list)
     departments: list[str] = Field(default_factory=list, description="科室 of the alarm's device")
     roles: list[str] = Field(default_factory=list, description="duty roles this route reaches")
+    # Apprise spaces consecutive sends of one service 5.5 s apart by default (email, DingTalk, WeCom),
+    # which would make the sixth alarm of a burst reach an inbox ~27 s late. Safety first: no
+    # spacing unless asked; a service that rejects a burst is retried with backoff like any failure.
+    min_interval_s: float | None = Field(
+        default=0.0, ge=0, le=60, description="seconds between sends on this route; null = Apprise's default"
+    )
     actions: list[AlarmAction] = Field(
         default_factory=lambda: [
             AlarmAction.RAISED,

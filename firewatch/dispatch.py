@@ -34,22 +34,37 @@ class Channel(Protocol):
 
 
 class AppriseChannel:
-    """Any Apprise URL: json:// webhooks, mailto:// email, dingtalk://, wecombot:// and many more."""
+    """Any Apprise URL: json:// webhooks, mailto:// email, dingtalk://, wecombot:// and many more.
 
-    def __init__(self, route: PushRoute, timeout_s: float = 10.0) -> None:
+    Apprise spaces consecutive sends of one service apart by that service's own interval (5.5 s for
+    email, DingTalk, WeCom and most others; none for json://, form://, xml://). The route's
+    `min_interval_s` (default 0) or the `min_interval_s` argument overrides it; None keeps Apprise's.
+    """
+
+    def __init__(
+        self, route: PushRoute, timeout_s: float = 10.0, min_interval_s: float | None = None
+    ) -> None:
         import apprise
 
         self.name = route.name
+        # The rendered message is plain text: say so, or Apprise hands it as HTML to services that
+        # prefer HTML (email), where its line breaks collapse and a "<" in a detail reads as markup.
+        self._text = apprise.NotifyFormat.TEXT
         self._apprise = apprise.Apprise()
         asset_ok = self._apprise.add(route.url)
         if not asset_ok:
             raise ValueError(f"push route {route.name!r}: its url is not a URL Apprise understands")
+        interval = min_interval_s if min_interval_s is not None else route.min_interval_s
         for server in self._apprise:
             server.socket_connect_timeout = timeout_s
             server.socket_read_timeout = timeout_s
+            if interval is not None:
+                server.request_rate_per_sec = interval  # Apprise's name; it is seconds per send
 
     def deliver(self, payload: dict[str, Any]) -> None:
-        ok = self._apprise.notify(title=str(payload["title"]), body=str(payload["body"]))
+        ok = self._apprise.notify(
+            title=str(payload["title"]), body=str(payload["body"]), body_format=self._text
+        )
         if not ok:
             raise DeliveryError(f"route {self.name!r}: the notification service did not accept the push")
 
