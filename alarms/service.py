@@ -105,15 +105,31 @@ class AlarmService:
         # requests all mutate alarms. Other processes are handled by the retry in _write.
         self._lock = threading.Lock()
         self.retries = 0  # transactions retried after a lost race (exposed for tests and metrics)
+        # Called with each write's transitions right after its commit, in commit order; they must
+        # return at once (hand off to a loop or queue), as the write lock is still held.
+        self.on_commit: list[Callable[[list[Transition]], None]] = []
+
+    def _notify(self, transitions: list[Transition]) -> None:
+        if not transitions:
+            return
+        for consumer in self.on_commit:
+            try:
+                consumer(transitions)
+            except Exception:  # a broken consumer must not fail a committed write
+                logger.exception("alarm commit consumer %r failed", consumer)
 
     # --- the write path --------------------------------------------------------------------------
     def _write(self, work: Callable[[Session, Outcome], R]) -> tuple[R, Outcome]:
         for attempt in range(ATTEMPTS):
             outcome = Outcome([], [])
             try:
-                with self._lock, self.sessions.begin() as s:
-                    s.connection(execution_options=IMMEDIATE)
-                    result = work(s, outcome)
+                with self._lock:
+                    with self.sessions.begin() as s:
+                        s.connection(execution_options=IMMEDIATE)
+                        result = work(s, outcome)
+                    # Still under the lock: committed transitions reach the ordered consumers in
+                    # commit (= event id) order, whichever thread wrote them.
+                    self._notify(outcome.transitions)
                 return result, outcome
             except (IntegrityError, OperationalError) as exc:
                 if attempt == ATTEMPTS - 1 or not _retryable(exc):

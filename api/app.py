@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.context import AppContext
-from api.routes import alarms, devices, health, maintenance, rejects, tickets
+from api.routes import alarms, devices, health, maintenance, places, rejects, stream, tickets
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -20,6 +20,8 @@ def create_app(ctx: AppContext) -> FastAPI:
         try:
             yield
         finally:
+            if ctx.live is not None:
+                ctx.live.close()  # end the open streams: their clients reconnect and resume
             if ctx.stop is not None:
                 await ctx.stop()
 
@@ -31,7 +33,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     problems.install(app)
-    for module in (devices, alarms, maintenance, tickets, rejects):
+    for module in (places, devices, alarms, stream, maintenance, tickets, rejects):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     return app

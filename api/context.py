@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition
 from alarms.service import AlarmService
+from api.live import LiveHub
 from storage.telemetry import TelemetryStore
 
 
@@ -24,3 +25,4 @@ class AppContext:
     refresh_metrics: Callable[[], None]
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
+    live: LiveHub | None = None  # the WebSocket and SSE alarm streams (api/routes/stream.py)

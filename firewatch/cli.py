@@ -114,7 +114,13 @@ def serve(
         err.print(f"[red]cannot start: {escape(str(exc))}[/]")
         raise typer.Exit(2) from None
     uvicorn.run(
-        create_app(service.app_context()), host=settings.api.host, port=settings.api.port, log_level="info"
+        create_app(service.app_context()),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="info",
+        # Open alarm streams (SSE) never finish by themselves: end them after 5 s on shutdown; their
+        # clients reconnect and resume from the event log.
+        timeout_graceful_shutdown=5,
     )
 
 

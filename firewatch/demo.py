@@ -90,7 +90,12 @@ async def run_demo(
     app = create_app(service.app_context())
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=settings.api.host, port=settings.api.port, log_level="warning", lifespan="on"
+            app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,  # open alarm streams never finish by themselves
         )
     )
     assert service.settings.mqtt.url is not None
@@ -133,6 +138,7 @@ async def run_demo(
         sim.stop()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(sim_task, 5)
+        service.live.close()  # end the open alarm streams, so the server stops at once
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await server_task

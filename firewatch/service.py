@@ -17,6 +17,7 @@ from alarms.policy import Policy
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from api.context import AppContext
+from api.live import LiveHub
 from core.domain import AlarmAction, AlarmState
 from core.registry import Registry, load_registry
 from core.settings import PushRoute, Settings
@@ -137,6 +138,11 @@ class Service:
         self.pipeline.listeners.append(
             lambda transitions, tickets: self.dispatcher.wake() if transitions else None
         )
+        # The WebSocket and SSE alarm streams. Fed at commit, under the alarm write lock, so they see
+        # transitions in event-id order even when the pipeline, the policy clock and API requests
+        # write concurrently (a client resumes after the last id it saw: order matters).
+        self.live = LiveHub()
+        self.alarms.on_commit.append(self.live.publish)
         self.queue = BoundedQueue(ing.queue_max)
         self.source = MqttSource(
             broker_address(settings.mqtt.url),
@@ -256,4 +262,5 @@ class Service:
             refresh_metrics=self.refresh_metrics,
             start=self.start,
             stop=self.stop,
+            live=self.live,
         )

@@ -1,0 +1,260 @@
+"""Live alarm streams: fan-out of committed transitions to WebSocket and SSE subscribers (DESIGN §4).
+
+The alarm service hands over each write's transitions as it commits them, from whichever thread
+wrote them (firewatch/service.py wires `AlarmService.on_commit` to `LiveHub.publish`, called under
+its write lock, so in event id order); `publish` hands the batch to the event loop and returns at
+once, and the loop offers it to every subscriber.
+A subscriber owns a bounded queue: one that falls behind is disconnected with a reason instead of
+blocking the publisher or growing without bound. Nothing is lost by that: every transition is a row
+of the alarm event log, and a client resumes after the last event id it saw (`read_backlog`).
+
+Gapless resume: a stream subscribes first and reads the backlog second, so a transition committed
+in between is both in the backlog and in the queue; `Backlog.already_sent` drops the second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from alarms.model import Transition
+from core.domain import AlarmAction, AlarmCategory
+from storage.models import AlarmEventRow, AlarmRow
+
+logger = logging.getLogger(__name__)
+
+QUEUE_MAX = 1_000  # transitions a subscriber may have waiting before it is disconnected
+REPLAY_MAX = 5_000  # events one (re)connection replays from the event log; the rest on the next
+HEARTBEAT_S = 15.0  # idle streams send a keep-alive this often (proxies close silent connections)
+
+
+class CloseReason(StrEnum):
+    """Why the server ended a stream; each says how the client goes on."""
+
+    LAGGED = "lagged"  # the subscriber fell behind: reconnect and resume after the last event id
+    BACKLOG = "backlog"  # more events were missed than one replay holds: reconnect for the rest
+    STOPPING = "stopping"  # the service is stopping: reconnect when it is back
+
+
+class StreamClosedError(Exception):
+    def __init__(self, reason: CloseReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class StreamFilter:
+    """Which transitions a subscriber wants; an empty set means all."""
+
+    sites: frozenset[str] = frozenset()
+    categories: frozenset[AlarmCategory] = frozenset()
+
+    def wants(self, t: Transition) -> bool:
+        return (not self.sites or t.after.get("site") in self.sites) and (
+            not self.categories or t.after.get("category") in self.categories
+        )
+
+
+class Subscription:
+    """One stream's queue. Filled on the event loop by the hub, drained by the stream's task."""
+
+    def __init__(self, hub: LiveHub, flt: StreamFilter, maxsize: int) -> None:
+        self.filter = flt
+        self.maxsize = maxsize
+        self._hub = hub
+        self._items: deque[Transition] = deque()
+        self._ready = asyncio.Event()
+        self._closed: StreamClosedError | None = None
+
+    @property
+    def closed(self) -> StreamClosedError | None:
+        return self._closed
+
+    def offer(self, t: Transition) -> None:
+        """Queue `t` if wanted; a full queue disconnects the subscriber (loop thread only)."""
+        if self._closed is not None or not self.filter.wants(t):
+            return
+        if len(self._items) >= self.maxsize:
+            self.close(
+                CloseReason.LAGGED,
+                f"fell behind: {self.maxsize} transitions were waiting; reconnect with the last event id",
+            )
+            return
+        self._items.append(t)
+        self._ready.set()
+
+    async def get(self, idle_s: float) -> Transition | None:
+        """The next transition, or None if none came within `idle_s` (time for a keep-alive).
+
+        Raises StreamClosedError once the subscription is closed; what was queued is dropped then,
+        since the client resumes from the event log anyway.
+        """
+        if not self._items and self._closed is None:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), idle_s)
+            except TimeoutError:
+                return None
+        if self._closed is not None:
+            raise self._closed
+        return self._items.popleft()
+
+    def close(self, reason: CloseReason, detail: str) -> None:
+        """End the subscription (idempotent); a waiting `get` raises at once."""
+        if self._closed is None:
+            self._closed = StreamClosedError(reason, detail)
+            self._items.clear()
+            if reason is CloseReason.LAGGED:
+                self._hub.lagged += 1
+                logger.warning("live stream subscriber disconnected: %s", detail)
+        self._ready.set()
+        self._hub.discard(self)
+
+
+class LiveHub:
+    """Fan-out of committed transitions to the live streams of one event loop.
+
+    `publish` may be called from any thread; subscriptions are made and served on the loop that
+    made the first one (the API's loop).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_max: int = QUEUE_MAX,
+        replay_max: int = REPLAY_MAX,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.queue_max = queue_max
+        self.replay_max = replay_max
+        self.heartbeat_s = heartbeat_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subs: set[Subscription] = set()
+        self._stopping = False
+        self.delivered = 0  # transitions offered to the subscribers
+        self.lagged = 0  # subscribers disconnected for falling behind
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, flt: StreamFilter | None = None) -> Subscription:
+        """A new subscription on the running loop. Subscribe before reading a backlog."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._subs:
+                raise RuntimeError("this LiveHub serves another event loop")
+            self._loop = loop
+        sub = Subscription(self, flt or StreamFilter(), self.queue_max)
+        if self._stopping:
+            sub.close(CloseReason.STOPPING, "firewatch is stopping")
+        else:
+            self._subs.add(sub)
+        return sub
+
+    def discard(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def publish(self, transitions: Sequence[Transition]) -> None:
+        """Hand committed transitions to the subscribers; returns at once, from any thread."""
+        if not transitions or not self._subs:
+            # Nobody to tell. A stream subscribing now reads its backlog after this commit.
+            return
+        loop = self._loop  # set once on the loop thread before any subscriber exists
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: its streams went with it
+            loop.call_soon_threadsafe(self._deliver, tuple(transitions))
+
+    def _deliver(self, batch: tuple[Transition, ...]) -> None:
+        for sub in list(self._subs):
+            for t in batch:
+                sub.offer(t)
+        self.delivered += len(batch)
+
+    def close(self, detail: str = "firewatch is stopping") -> None:
+        """End every stream (on the loop thread); later subscriptions end at once."""
+        self._stopping = True
+        for sub in list(self._subs):
+            sub.close(CloseReason.STOPPING, detail)
+
+
+# --- resume from the alarm event log -----------------------------------------------------------
+
+
+def transition_from_row(row: AlarmEventRow) -> Transition:
+    """The transition an event-log row records: `.to_json()` has the live stream's shape exactly."""
+    return Transition(
+        event_id=row.id,
+        alarm_id=row.alarm_id,
+        action=AlarmAction(row.action),
+        before=row.before,
+        after=row.after,
+        actor=row.actor,
+        ts=row.ts,
+        note=row.note or "",
+        targets=tuple(row.targets or ()),
+        held=row.held or "",
+    )
+
+
+class Backlog:
+    """What a resuming client missed: events after `after`, oldest first, at most one replay's worth."""
+
+    def __init__(self, after: int | None, transitions: Iterable[Transition] = (), more: bool = False) -> None:
+        self.after = after
+        self.transitions = list(transitions)
+        self.more = more  # more events were missed than `transitions` holds
+        self._ids = frozenset(t.event_id for t in self.transitions)
+
+    def already_sent(self, event_id: int) -> bool:
+        """True for a queued transition the client has (it resumed after it) or was just replayed."""
+        return self.after is not None and (event_id <= self.after or event_id in self._ids)
+
+
+def read_backlog(
+    sessions: sessionmaker[Session], after: int | None, flt: StreamFilter, limit: int
+) -> Backlog:
+    """Events with id > `after` that the filter wants, oldest first, at most `limit` (blocking)."""
+    if after is None:
+        return Backlog(None)
+    q = select(AlarmEventRow).where(AlarmEventRow.id > after)
+    if flt.sites or flt.categories:
+        # An alarm's site and category never change, so the alarm row filters its events.
+        q = q.join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
+        if flt.sites:
+            q = q.where(AlarmRow.site.in_(sorted(flt.sites)))
+        if flt.categories:
+            q = q.where(AlarmRow.category.in_(sorted(c.value for c in flt.categories)))
+    with sessions() as s:
+        rows = s.scalars(q.order_by(AlarmEventRow.id).limit(limit + 1)).all()
+        transitions = [transition_from_row(r) for r in rows[:limit]]
+    return Backlog(after, transitions, more=len(rows) > limit)
+
+
+async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> AsyncIterator[Transition | None]:
+    """The backlog, then live transitions, without gaps or duplicates; None when a keep-alive is due.
+
+    Ends with StreamClosedError: when the subscription is closed, or after a full replay when more
+    events were missed than one replay holds (the client reconnects for the rest).
+    """
+    for t in backlog.transitions:
+        yield t
+    if backlog.more:
+        n = len(backlog.transitions)
+        raise StreamClosedError(
+            CloseReason.BACKLOG, f"more than {n} events were missed: reconnect for the rest"
+        )
+    while True:
+        live = await sub.get(heartbeat_s)
+        if live is None or not backlog.already_sent(live.event_id):
+            yield live

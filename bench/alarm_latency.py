@@ -1,0 +1,616 @@
+"""Alarm latency under load: a fire-level reading published over MQTT -> its alarm transition pushed
+out, on the WebSocket stream and on the MQTT alarm topic, while the service ingests background
+telemetry at half of its maximum ingest rate, measured in the same run.
+
+    python3 -m bench.alarm_latency --alarms 200
+
+1. The maximum: `bench.ingest`'s end-to-end drain of a queued backlog (receive, decode, detect,
+   persist, acknowledge) through a private mosquitto.
+2. The service alone in a process of its own (`firewatch.service.Service` with the API on uvicorn,
+   127.0.0.1, a free port), a fresh private-broker session, default settings; a registry of smoke
+   detectors, the shipped `smoke-photoelectric` profile, one alarm device per zone.
+3. A load process publishes normal readings (QoS 1) of the background devices at half the maximum;
+   after a warm-up, this process sets one distinct detector to a fire-level reading every
+   `--every` seconds (and back to clear half-way), taking `time.time()` just before each publish,
+   and takes `time.time()` when the `raised` fire transition of that detector arrives on a
+   WebSocket client of `/api/v1/stream/alarms/ws` and on a paho subscriber of `fw/v1/{site}/alarms`.
+   One host, one clock.
+
+Telemetry storage is off this path within a batch: the pipeline commits and publishes a batch's
+alarms before it stores the batch's samples (firewatch/pipeline.py), so the figures include
+decoding and detecting the batch a reading lands in, but not writing it. Over time it is not: the
+pipeline hands each batch to the telemetry writer (a queue of 4) before taking the next, so a load
+the writer cannot sustain holds detection back too; the run reports when that happened.
+Results and what they show: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from websockets.asyncio.client import connect
+
+from bench.ingest import full_path
+from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, ZoneSpec
+from firewatch.broker import Mosquitto
+
+console = Console()
+SITE = "bench"
+PROFILE = "smoke-photoelectric"
+FIRE, CLEAR = 0.30, 0.02  # dB/m: over the profile's fire level (0.15), and clean air
+ALARM_TYPE = "smoke.alarm"
+TARGET_P99_MS = 100.0
+KEEPALIVE_S = 20.0  # alarm devices report this often between flips: never reported offline (90 s)
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+def registry(devices: int, alarm_devices: int) -> Registry:
+    """Smoke detectors on one site, ten to a zone; the alarm devices one per zone (no zone fusion
+    between them), the others carry the background telemetry."""
+    zones = -(-devices // 10)
+    floors = [
+        FloorSpec(id=f"f{f}", name=f"{f}F", zones=[ZoneSpec(id=f"z{z}", name=f"{z}区") for z in range(50)])
+        for f in range(-(-zones // 50))
+    ]
+    site = SiteSpec(id=SITE, name=SITE, buildings=[BuildingSpec(id="b1", name="b1", floors=floors)])
+    devs = [
+        Device(id=device_id(i), profile=PROFILE, place=f"{SITE}/b1/f{(i // 10) // 50}/z{(i // 10) % 50}")
+        for i in range(devices)
+    ]
+    assert alarm_devices <= zones, "one alarm device per zone: use more devices or fewer alarms"
+    return Registry([site], devs)
+
+
+def device_id(i: int) -> str:
+    return f"d{i:06d}"
+
+
+def alarm_device_indexes(alarm_devices: int) -> list[int]:
+    return [10 * z for z in range(alarm_devices)]  # the first device of each zone
+
+
+# --- background load: a minimal MQTT 3.1.1 QoS 1 publisher ----------------------------------------
+# PUBLISH packets built with a few byte operations and written in bulk on a plain socket, so the
+# load process costs the machine far less than the service it loads (in a quick trial here, a paho
+# publishing loop fell short of 20,000 QoS 1 messages/s).
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _varint(len(body)) + body
+
+
+def _connect(host: str, port: int, client_id: str) -> socket.socket:
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cid = client_id.encode()
+    # protocol level 4 (3.1.1), clean session, keep-alive 0 (the broker never times us out)
+    sock.sendall(_packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x00" + len(cid).to_bytes(2, "big") + cid))
+    connack = sock.recv(4)
+    if len(connack) != 4 or connack[0] != 0x20 or connack[3] != 0:
+        raise RuntimeError(f"the broker refused the load publisher: {connack!r}")
+    return sock
+
+
+def load(
+    host: str, port: int, devices: list[int], rate: float, stop: MpEvent, started: MpEvent, out: Any
+) -> None:
+    """Publish normal readings of `devices` round-robin at `rate`/s, QoS 1, until `stop`."""
+    sock = _connect(host, port, f"bench-load-{uuid.uuid4().hex[:6]}")
+    acked = [0]
+
+    def count_acks() -> None:  # only PUBACKs (4 bytes each) come back on this connection
+        received = 0
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+            acked[0] = received // 4
+
+    reader = threading.Thread(target=count_acks, daemon=True)
+    reader.start()
+    topics = [f"fw/v1/{SITE}/{device_id(i)}/telemetry".encode() for i in devices]
+    headers = [len(t).to_bytes(2, "big") + t for t in topics]
+    n, sent, throttled = len(devices), 0, 0
+    started.set()
+    t0 = time.perf_counter()
+    while not stop.is_set():
+        due = int((time.perf_counter() - t0) * rate)
+        if sent - acked[0] > 20_000:  # bounded in flight (and packet ids never reused while in flight)
+            throttled += 1
+            time.sleep(0.002)
+            continue
+        now = time.time()
+        packets = []
+        for k in range(sent, due):
+            d = k % n
+            payload = b'{"ts":%.3f,"seq":%d,"v":{"smoke":0.02%d,"temp":24.%d}}' % (
+                now,
+                k // n + 1,
+                k % 5,
+                k % 4,
+            )
+            packets.append(_packet(0x32, headers[d] + (k % 65535 + 1).to_bytes(2, "big") + payload))
+        if packets:
+            sock.sendall(b"".join(packets))
+            sent = due
+        time.sleep(0.002)
+    seconds = time.perf_counter() - t0
+    deadline = time.monotonic() + 10
+    while acked[0] < sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sock.close()
+    out.put({"sent": sent, "acked": acked[0], "seconds": seconds, "throttled": throttled})
+
+
+# --- the service in a process of its own ------------------------------------------------------------
+
+
+def serve(
+    broker_url: str, data: str, devices: int, alarm_devices: int, http_port: int, stop: MpEvent, log: str
+) -> None:
+    logging.basicConfig(
+        filename=log, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_serve(broker_url, Path(data), devices, alarm_devices, http_port, stop))
+
+
+async def _serve(
+    broker_url: str, data: Path, devices: int, alarm_devices: int, http_port: int, stop: MpEvent
+) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from core.settings import MqttSettings, Settings
+    from device_profiles.loader import load_profiles
+    from firewatch.service import Service
+
+    settings = Settings(
+        data_dir=data, mqtt=MqttSettings(url=broker_url, client_id=f"bench-fw-{uuid.uuid4().hex[:6]}")
+    )
+    service = Service(settings, registry=registry(devices, alarm_devices), profiles=load_profiles())
+    config = uvicorn.Config(
+        create_app(service.app_context()),
+        host="127.0.0.1",
+        port=http_port,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    await asyncio.to_thread(stop.wait)
+    service.live.close()
+    server.should_exit = True
+    await serving
+
+
+# --- measuring ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PushPath:
+    """Receive times of one push path, by alarm device (filled from the receiving thread)."""
+
+    name: str
+    first: dict[str, float] = field(default_factory=dict)
+    duplicates: int = 0
+    others: int = 0  # transitions that were not a measured fire being raised
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def saw(self, message: dict[str, Any], at: float, sent: dict[str, float]) -> None:
+        after = message.get("after") or {}
+        device = str(after.get("device_id"))
+        with self.lock:
+            if (
+                message.get("action") != "raised"
+                or after.get("alarm_type") != ALARM_TYPE
+                or device not in sent
+            ):
+                self.others += 1
+            elif device in self.first:
+                self.duplicates += 1
+            else:
+                self.first[device] = at
+
+    def has(self, devices: list[str]) -> bool:
+        with self.lock:
+            return all(d in self.first for d in devices)
+
+    def latencies_ms(self, sent: dict[str, float]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        with self.lock:
+            return np.array([(self.first[d] - t) * 1000 for d, t in sent.items() if d in self.first])
+
+
+def stats(ms: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float]:
+    if ms.size == 0:
+        return {}
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(ms.max()),
+        "min": float(ms.min()),
+    }
+
+
+SAMPLED = (
+    "fw_ingest_readings_total",
+    "fw_ingest_queue_depth",
+    "fw_ingest_queue_overflow",
+    "fw_telemetry_pending_batches",
+    "fw_ingest_batch_seconds_sum",
+    "fw_ingest_batch_seconds_count",
+)
+
+
+def service_metrics(http: str) -> dict[str, float]:
+    """The unlabelled series of SAMPLED from the service's /metrics."""
+    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(r"^(fw_\w+) (\S+)$", text, re.MULTILINE)
+    return {name: float(value) for name, value in found if name in SAMPLED}
+
+
+async def sample(http: str, start: float, into: list[dict[str, float]]) -> None:
+    """The service's ingest counters and queues once a second, for the timeline."""
+    while True:
+        m = await asyncio.to_thread(service_metrics, http)
+        into.append({"t": time.monotonic() - start, **m})
+        await asyncio.sleep(1.0)
+
+
+def timeline(samples: list[dict[str, float]]) -> dict[str, Any]:
+    """Ingest rate, batch size and time, and queues, over the measuring window."""
+    first, last = samples[0], samples[-1]
+    seconds = last["t"] - first["t"]
+    batches = last["fw_ingest_batch_seconds_count"] - first["fw_ingest_batch_seconds_count"]
+    readings = last["fw_ingest_readings_total"] - first["fw_ingest_readings_total"]
+    behind = [s["t"] for s in samples if s["fw_ingest_queue_depth"] > 5_000]
+    return {
+        "ingested_per_s": readings / seconds if seconds else 0.0,
+        "batches_per_s": batches / seconds if seconds else 0.0,
+        "mean_batch_readings": readings / batches if batches else 0.0,
+        "mean_batch_ms": 1000
+        * (last["fw_ingest_batch_seconds_sum"] - first["fw_ingest_batch_seconds_sum"])
+        / max(batches, 1),
+        "max_queue_depth": max(s["fw_ingest_queue_depth"] for s in samples),
+        "queue_overflow": last.get("fw_ingest_queue_overflow", 0.0),  # kept beyond the queue's bound
+        "max_telemetry_pending": max(s["fw_telemetry_pending_batches"] for s in samples),
+        "queue_over_5000_from_s": behind[0] if behind else None,
+        "window_s": seconds,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+async def until(check: Callable[[], bool], limit_s: float, what: str) -> None:
+    """Poll `check` (a flag another process or thread sets) until true, at most `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {limit_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+def ready(http: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{http}/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def measure(
+    broker: Mosquitto, data: Path, args: argparse.Namespace, rate: float, progress: Progress
+) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    http_port = free_port()
+    http = f"http://127.0.0.1:{http_port}"
+    log = data / "service.log"
+    stop_service, stop_load, load_started = ctx.Event(), ctx.Event(), ctx.Event()
+    service = ctx.Process(
+        target=serve,
+        args=(broker.url, str(data / "fw"), args.devices, args.alarms, http_port, stop_service, str(log)),
+        name="firewatch",
+    )
+    service.start()
+    alarm_idx = alarm_device_indexes(args.alarms)
+    alarm_set = set(alarm_idx)
+    background = [i for i in range(args.devices) if i not in alarm_set]
+    load_out = ctx.Queue()
+    loader = ctx.Process(
+        target=load,
+        args=(broker.host, broker.port, background, rate, stop_load, load_started, load_out),
+        name="load",
+    )
+    ws_path, mqtt_path = PushPath("WebSocket"), PushPath("MQTT alarm topic")
+    sent: dict[str, float] = {}
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{uuid.uuid4().hex[:6]}")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-flip-{uuid.uuid4().hex[:6]}")
+    try:
+        await until(lambda: ready(http), 60, "the service did not become ready")
+        sub.on_message = lambda _c, _u, msg: mqtt_path.saw(orjson.loads(msg.payload), time.time(), sent)
+        subscribed = threading.Event()
+        sub.on_subscribe = lambda *_a: subscribed.set()
+        sub.connect(broker.host, broker.port)
+        sub.loop_start()
+        sub.subscribe(f"fw/v1/{SITE}/alarms", qos=1)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        await until(subscribed.is_set, 10, "the alarm topic subscription was not acknowledged")
+
+        seq: dict[int, int] = dict.fromkeys(alarm_idx, 0)
+
+        def send(i: int, smoke: float) -> None:
+            seq[i] += 1
+            body = {"ts": time.time(), "seq": seq[i], "v": {"smoke": smoke, "temp": 24.0}}
+            pub.publish(f"fw/v1/{SITE}/{device_id(i)}/telemetry", orjson.dumps(body), qos=1)
+
+        for i in alarm_idx:  # seen once before the load starts
+            send(i, CLEAR)
+
+        async with connect(
+            f"ws://127.0.0.1:{http_port}/api/v1/stream/alarms/ws?site={SITE}", max_queue=None
+        ) as ws:
+
+            async def receive() -> None:
+                async for raw in ws:
+                    ws_path.saw(orjson.loads(raw), time.time(), sent)
+
+            receiver = asyncio.create_task(receive())
+            loader.start()
+            await until(load_started.is_set, 30, "the load process did not start")
+            window_start = time.monotonic()
+            samples: list[dict[str, float]] = []
+            sampler = asyncio.create_task(sample(http, window_start, samples))
+            warm = progress.add_task(f"warm-up at {rate:,.0f} readings/s", total=args.warmup)
+            while (elapsed := time.monotonic() - window_start) < args.warmup:
+                progress.update(warm, completed=elapsed)
+                await asyncio.sleep(0.2)
+            progress.update(warm, completed=args.warmup)
+
+            bar = progress.add_task("fire alarms", total=args.alarms)
+            flips_start = time.monotonic()
+            last_keepalive = flips_start
+            for n, i in enumerate(alarm_idx):
+                tick = flips_start + n * args.every
+                await asyncio.sleep(max(0.0, tick - time.monotonic()))
+                if time.monotonic() - last_keepalive > KEEPALIVE_S:
+                    for j in alarm_idx:  # report, so none goes offline (none is on fire now)
+                        send(j, CLEAR)
+                    last_keepalive = time.monotonic()
+                sent[device_id(i)] = time.time()
+                send(i, FIRE)
+                await asyncio.sleep(max(0.0, tick + args.every / 2 - time.monotonic()))
+                send(i, CLEAR)
+                progress.update(bar, completed=n + 1)
+                if time.monotonic() - flips_start > args.max_seconds:
+                    console.print(f"[yellow]stopped after {n + 1} alarms: --max-seconds reached[/]")
+                    break
+            # The last ones get a bounded while to arrive; what has not arrived then is missed.
+            with contextlib.suppress(RuntimeError):
+                await until(lambda: ws_path.has(list(sent)) and mqtt_path.has(list(sent)), 10, "")
+            sampler.cancel()
+            stop_load.set()
+            load_stats = await asyncio.to_thread(load_out.get, True, 30)
+            for task in (receiver, sampler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        stop_load.set()
+        stop_service.set()
+        for client in (sub, pub):
+            client.loop_stop()
+            with contextlib.suppress(Exception):
+                client.disconnect()
+        for proc in (loader, service):
+            if proc.pid is not None:
+                proc.join(30)
+                if proc.is_alive():
+                    proc.terminate()
+    first_sent = min(sent.values())
+    lines = log.read_text().splitlines()
+    problems = [line for line in lines if " ERROR " in line or " WARNING " in line]
+    # what the tracebacks end in: the exception that was raised
+    causes = {line[:160] for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)}
+    return {
+        "alarms": len(sent),
+        "every_s": args.every,
+        "paths": {
+            p.name: {
+                **stats(p.latencies_ms(sent)),
+                "received": len(set(sent) & set(p.first)),
+                "missed": len(set(sent) - set(p.first)),
+                "duplicates": p.duplicates,
+                "other_transitions": p.others,
+            }
+            for p in (ws_path, mqtt_path)
+        },
+        "background": {
+            "target_per_s": rate,
+            "published_per_s": load_stats["sent"] / load_stats["seconds"],
+            "published": load_stats["sent"],
+            "acknowledged_by_broker": load_stats["acked"],
+        },
+        "service": timeline(samples),
+        "samples": samples,  # the service's counters once a second (seconds into the window)
+        "series": [  # per alarm: seconds since the first, then the latency of each path (ms)
+            [
+                round(t - first_sent, 3),
+                *(round((p.first[d] - t) * 1000, 2) if d in p.first else None for p in (ws_path, mqtt_path)),
+            ]
+            for d, t in sent.items()
+        ],
+        "service_log_warnings": len(problems),
+        "service_log_sample": sorted({re.sub(r"^\S+ \S+ ", "", p)[:160] for p in problems})[:5],
+        "service_log_exceptions": sorted(causes)[:5],
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    logging.basicConfig(level=logging.ERROR)  # the drain's reconnects are expected, not news
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Mosquitto(data_dir=Path(tmp) / "mq") as broker,
+        Progress(console=console, transient=True) as progress,
+    ):
+        if args.rate:
+            max_rate, rate = None, float(args.rate)
+        else:
+            max_rate = await full_path(broker, args.devices, args.max_messages, Path(tmp) / "max", progress)
+            rate = max_rate * args.load
+        result = await measure(broker, Path(tmp), args, rate, progress)
+    result["max_ingest_per_s"] = max_rate
+    result["load_fraction"] = args.load if max_rate else None
+    result["machine"] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "mosquitto": Mosquitto.version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    return result
+
+
+def report(r: dict[str, Any]) -> None:
+    bg, m = r["background"], r["machine"]
+    title = f"alarm latency, {r['alarms']} fire alarms, one every {r['every_s']:g} s"
+    table = Table(title=title)
+    for col in ("path", "p50 ms", "p95 ms", "p99 ms", "max ms", "received", "missed", "dupl."):
+        table.add_column(col, justify="left" if col == "path" else "right")
+    for name, p in r["paths"].items():
+        cells = [f"{p[k]:.1f}" if k in p else "-" for k in ("p50", "p95", "p99", "max")]
+        table.add_row(name, *cells, str(p["received"]), str(p["missed"]), str(p["duplicates"]))
+    console.print(table)
+    console.print("missed: not received within 10 s of the last alarm; dupl.: the same raise pushed twice")
+    if r["max_ingest_per_s"]:
+        console.print(
+            f"maximum ingest (backlog drain, this run): {r['max_ingest_per_s']:,.0f} readings/s; "
+            f"background target {r['load_fraction']:.0%} of it: {bg['target_per_s']:,.0f}/s"
+        )
+    sv = r["service"]
+    console.print(
+        f"background: published {bg['published_per_s']:,.0f} readings/s; the service ingested "
+        f"{sv['ingested_per_s']:,.0f}/s over the {sv['window_s']:.0f} s window in "
+        f"{sv['batches_per_s']:.0f} batches/s of {sv['mean_batch_readings']:,.0f} readings "
+        f"({sv['mean_batch_ms']:.1f} ms each); receive queue at most {sv['max_queue_depth']:,.0f} "
+        f"({sv['queue_overflow']:,.0f} kept beyond its bound), "
+        f"telemetry writer at most {sv['max_telemetry_pending']:.0f} batches behind"
+    )
+    if sv["queue_over_5000_from_s"] is not None:
+        console.print(
+            f"[yellow]the service fell behind the load from {sv['queue_over_5000_from_s']:.0f} s into the "
+            "window (receive queue over 5,000): latency then grows with the queue[/]"
+        )
+    for name, p in r["paths"].items():
+        if "p99" in p:
+            verdict = "[green]met[/]" if p["p99"] < TARGET_P99_MS else "[red]missed[/]"
+            console.print(f"{name}: p99 {p['p99']:.1f} ms, target < {TARGET_P99_MS:.0f} ms {verdict}")
+    console.print(
+        "telemetry storage is off this path within a batch: the pipeline publishes a batch's alarms "
+        "before it stores the batch's samples (firewatch/pipeline.py); but a telemetry writer that "
+        "stays behind (its hand-off queue full) holds the next batches, and so the alarms, back"
+    )
+    if r["service_log_warnings"]:
+        console.print(
+            f"service log: {r['service_log_warnings']} warnings/errors, e.g. {r['service_log_sample']}"
+            + (f"; exceptions: {r['service_log_exceptions']}" if r["service_log_exceptions"] else "")
+        )
+    console.print(
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, mosquitto {m['mosquitto']}; {m['date']}"
+    )
+    console.print("\nmarkdown:\n" + markdown(r), markup=False, highlight=False, soft_wrap=True)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    bg, sv = r["background"], r["service"]
+    load = f"{bg['published_per_s']:,.0f} published / {sv['ingested_per_s']:,.0f} ingested readings/s"
+    rows = [
+        "| path | background | p50 | p95 | p99 | max | received / missed / dupl. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, p in r["paths"].items():
+        cells = " | ".join(f"{p[k]:,.0f} ms" if k in p else "-" for k in ("p50", "p95", "p99", "max"))
+        rows.append(f"| {name} | {load} | {cells} | {p['received']} / {p['missed']} / {p['duplicates']} |")
+    return "\n".join(rows)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--alarms", type=int, default=200, help="fire alarms to time (default 200)")
+    parser.add_argument("--every", type=float, default=0.5, help="seconds between alarms (default 0.5)")
+    parser.add_argument("--devices", type=int, default=5000, help="registered detectors (default 5000)")
+    parser.add_argument(
+        "--max-messages",
+        type=int,
+        default=100_000,
+        help="backlog drained to measure the maximum (default 100000)",
+    )
+    parser.add_argument("--load", type=float, default=0.5, help="background load, fraction of the maximum")
+    parser.add_argument("--rate", type=float, default=None, help="background readings/s (skips the maximum)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the first alarm")
+    parser.add_argument("--max-seconds", type=float, default=150.0, help="stop flipping after this long")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    result = asyncio.run(main(args))
+    report(result)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        console.print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    cli()
