@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import PushRoute
+from storage.db import IMMEDIATE
 from storage.models import DeliveryRow, OutboxRow
 
 logger = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ class Dispatcher:
         seconds = time.perf_counter() - started
         now = self.clock()
         with self.sessions.begin() as s:
+            s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
             row = s.get(OutboxRow, row_id)
             assert row is not None
             row.attempts += 1

@@ -7,11 +7,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.registry import Registry
 from device_profiles.schema import Profile
+from storage.db import IMMEDIATE
 from storage.models import DeviceRow, PlaceRow
 
 
 def sync_registry(sessions: sessionmaker[Session], registry: Registry, profiles: dict[str, Profile]) -> None:
     with sessions.begin() as s:
+        s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
         s.execute(delete(PlaceRow))
         s.execute(delete(DeviceRow))
         s.add_all(

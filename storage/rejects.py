@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.db import IMMEDIATE
 from storage.models import DiscoveredDeviceRow, RejectRow, RejectTotalRow
 
 
@@ -32,6 +33,7 @@ class RejectStore:
         if not rejects and not unknown:
             return
         with self.sessions.begin() as s:
+            s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
             s.add_all(
                 RejectRow(
                     received=r.received,
