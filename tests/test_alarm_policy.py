@@ -321,7 +321,8 @@ async def test_escalation_reaches_real_receivers_until_someone_acknowledges(
     index = DeviceIndex.build(small_registry(), PROFILES)
     policy = Policy(AlarmPolicySettings(escalation=[CHAIN]))
     alarms = AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock, routes, policy)
-    channels: dict[str, Channel] = {r.name: AppriseChannel(r, timeout_s=2.0) for r in routes}
+    # A generous timeout: under a loaded CI machine a slow loopback answer must not count as a failed send.
+    channels: dict[str, Channel] = {r.name: AppriseChannel(r, timeout_s=15.0) for r in routes}
     dispatcher = Dispatcher(sessions, channels, clock=clock, poll_s=0.05)
 
     def titles(role: str) -> list[str]:
