@@ -359,15 +359,9 @@ class AlarmService:
         )
         if self.routes and push and hold is None:
             # Same session, same transaction: the transition and the pushes it owes commit together.
-            enqueue(s, self.routes, t, self._place_name(row.place), now)
+            enqueue(s, self.routes, t, self.index.place_label(row.place), now)
         out.transitions.append(t)
         return t
-
-    def _place_name(self, place: str) -> str:
-        names = self.index.place_names
-        parts = place.split("/")
-        shown = [names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
-        return " ".join(shown) or place
 
     # --- human actions ---------------------------------------------------------------------------
     def _locked(self, s: Session, alarm_id: int) -> AlarmRow:

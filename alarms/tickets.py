@@ -86,7 +86,7 @@ class TicketOpener:
         dev = self.index.dev_of.get(alarm.device_id)
         device = self.index.devices[dev] if dev is not None else None
         profile = self.index.profiles[dev] if dev is not None else None
-        place_name = self._place_name(alarm.place)
+        place_name = self.index.place_label(alarm.place)
         hours = self.policy.deadline_hours.get(category.value, self.policy.default_deadline_hours)
         label = alarm_type_zh(hazard_type)
         what = f"{device.name or device.id}（{profile.name_zh}）" if device and profile else alarm.device_id
@@ -125,9 +125,3 @@ class TicketOpener:
             )
         )
         return TicketChange(ticket.id, ticket.number, "opened", alarm.device_id)
-
-    def _place_name(self, path: str) -> str:
-        """'住院楼 3F 东区 305病房' from the registry's place names (site omitted)."""
-        places = self.index.place_names
-        parts = path.split("/")
-        return " ".join(places.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts)))

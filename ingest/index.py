@@ -37,6 +37,12 @@ class DeviceIndex:
     offline_after: npt.NDArray[np.float64]  # per device, multiples of heartbeat
     place_names: dict[str, str]  # place path -> display name
 
+    def place_label(self, path: str) -> str:
+        """'住院楼 3F 东区 305病房' for a place path, from the registry's names (site omitted)."""
+        parts = path.split("/")
+        shown = [self.place_names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
+        return " ".join(shown) or path
+
     @property
     def n_devices(self) -> int:
         return len(self.device_ids)
