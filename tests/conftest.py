@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from alarms.service import AlarmService
+from api.app import create_app
+from api.context import AppContext
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
+from firewatch.metrics import Metrics
+from storage.telemetry import TelemetryStore
 from tests.postgres import PrivatePostgres
 
 SMOKE = Profile.model_validate(
@@ -143,3 +150,30 @@ def postgres_url(postgres: PrivatePostgres) -> Iterator[str]:
         yield postgres.url(name)
     finally:
         postgres.drop_database(name)
+
+
+class FakeClock:
+    """An injected clock that only moves when a test moves it (no test sleeps)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def asgi_api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app over an alarm service and its store, called in process (no server)."""
+    ctx = AppContext(
+        sessions=alarms.sessions,
+        alarms=alarms,
+        telemetry=TelemetryStore(tmp_path / "telemetry.sqlite"),
+        metrics=Metrics().registry,
+        readiness=lambda: {"database": "ok"},
+        on_human_transition=lambda _t: None,
+        refresh_metrics=lambda: None,
+    )
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+        yield client

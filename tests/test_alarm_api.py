@@ -10,29 +10,17 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
-from api.app import create_app
-from api.context import AppContext
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, SystemType
 from core.settings import TicketPolicy
-from firewatch.metrics import Metrics
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
-from storage.telemetry import TelemetryStore
-from tests.conftest import PROFILES, small_registry
+from tests.conftest import PROFILES, FakeClock, asgi_api, small_registry
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -41,23 +29,12 @@ def alarms(tmp_path: Path) -> AlarmService:
     registry = small_registry()
     sync_registry(sessions, registry, PROFILES)
     index = DeviceIndex.build(registry, PROFILES)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), Clock())
+    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0))
 
 
 @pytest.fixture
 async def api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    published: list[Transition] = []
-    ctx = AppContext(
-        sessions=alarms.sessions,
-        alarms=alarms,
-        telemetry=TelemetryStore(tmp_path / "telemetry.sqlite"),
-        metrics=Metrics().registry,
-        readiness=lambda: {"database": "ok"},
-        on_human_transition=published.append,
-        refresh_metrics=lambda: None,
-    )
-    transport = httpx.ASGITransport(app=create_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+    async with asgi_api(alarms, tmp_path) as client:
         yield client
 
 

@@ -69,9 +69,7 @@ def test_concurrent_raises_of_one_key_make_one_alarm_counting_every_occurrence(s
     services = hammer(store_url, "smoke.alarm", AlarmCategory.FIRE)
     with services[0].sessions() as s:
         alarms = s.scalars(select(AlarmRow)).all()
-        actions = s.execute(
-            select(AlarmEventRow.action, func.count()).group_by(AlarmEventRow.action)
-        ).all()
+        actions = s.execute(select(AlarmEventRow.action, func.count()).group_by(AlarmEventRow.action)).all()
     assert len(alarms) == 1
     assert alarms[0].occurrences == WRITERS * RAISES_EACH
     assert dict(actions) == {"raised": 1, "repeated": WRITERS * RAISES_EACH - 1}

@@ -26,19 +26,11 @@ from firewatch.dispatch import AppriseChannel, Channel, Dispatcher
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.models import AuditRow, MaintenanceRow, OutboxRow, TicketRow
-from tests.conftest import PROFILES, small_registry
+from tests.conftest import PROFILES, FakeClock, small_registry
 from tests.test_pushes import Receiver, free_port
 
 T0 = 1_800_000_000.0
 RAISE, CLEAR = DetectorEventKind.RAISE, DetectorEventKind.CLEAR
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 CHAIN = EscalationChain(
@@ -59,7 +51,7 @@ ROUTES = [
 ]
 
 
-def make(tmp_path: Path, clock: Clock, **policy: Any) -> AlarmService:
+def make(tmp_path: Path, clock: FakeClock, **policy: Any) -> AlarmService:
     _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
     index = DeviceIndex.build(small_registry(), PROFILES)
     settings = AlarmPolicySettings(escalation=[CHAIN], **policy)
@@ -67,12 +59,12 @@ def make(tmp_path: Path, clock: Clock, **policy: Any) -> AlarmService:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def alarms(tmp_path: Path, clock: Clock) -> AlarmService:
+def alarms(tmp_path: Path, clock: FakeClock) -> AlarmService:
     return make(tmp_path, clock)
 
 
@@ -94,7 +86,7 @@ def owed(alarms: AlarmService, since_id: int = 0) -> list[tuple[str, str]]:
     return [(r.route, r.payload["transition"]["action"]) for r in rows]
 
 
-def at(clock: Clock, alarms: AlarmService, seconds: float) -> list[tuple[str, tuple[str, ...]]]:
+def at(clock: FakeClock, alarms: AlarmService, seconds: float) -> list[tuple[str, tuple[str, ...]]]:
     clock.now = T0 + seconds
     return [(t.action.value, t.targets) for t in alarms.tick()]
 
@@ -103,7 +95,7 @@ def at(clock: Clock, alarms: AlarmService, seconds: float) -> list[tuple[str, tu
 
 
 def test_an_unacknowledged_fire_escalates_step_by_step_with_reminders(
-    alarms: AlarmService, clock: Clock
+    alarms: AlarmService, clock: FakeClock
 ) -> None:
     alarms.apply([ev(RAISE)])
     assert owed(alarms) == [("cr", "raised"), ("feed", "raised")]
@@ -122,7 +114,7 @@ def test_an_unacknowledged_fire_escalates_step_by_step_with_reminders(
 
 
 def test_acknowledging_stops_escalation_and_tells_everyone_told_so_far(
-    alarms: AlarmService, clock: Clock
+    alarms: AlarmService, clock: FakeClock
 ) -> None:
     (raised,), _ = alarms.apply([ev(RAISE)])
     at(clock, alarms, 60)  # escalated to the fire station
@@ -135,7 +127,7 @@ def test_acknowledging_stops_escalation_and_tells_everyone_told_so_far(
     assert at(clock, alarms, 10_000) == []
 
 
-def test_a_cleared_but_unacknowledged_alarm_keeps_reminding(alarms: AlarmService, clock: Clock) -> None:
+def test_a_cleared_but_unacknowledged_alarm_keeps_reminding(alarms: AlarmService, clock: FakeClock) -> None:
     alarms.apply([ev(RAISE)])
     clock.now = T0 + 10
     alarms.apply([ev(CLEAR, ts=T0 + 10)])
@@ -155,7 +147,7 @@ def test_an_escalation_role_that_no_route_reaches_is_refused_in_the_settings() -
 # --- flapping ------------------------------------------------------------------------------------
 
 
-def cycle(alarms: AlarmService, clock: Clock, n: int, category: AlarmCategory, start: float = 0) -> None:
+def cycle(alarms: AlarmService, clock: FakeClock, n: int, category: AlarmCategory, start: float = 0) -> None:
     for i in range(n):
         clock.now = T0 + start + i * 20
         alarms.apply([ev(RAISE, category, ts=clock.now)])
@@ -164,7 +156,7 @@ def cycle(alarms: AlarmService, clock: Clock, n: int, category: AlarmCategory, s
 
 
 def test_a_flapping_sensor_has_its_notifications_held_and_gets_a_hazard_ticket(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
     cycle(alarms, clock, 2, AlarmCategory.FAULT)
@@ -187,7 +179,7 @@ def test_a_flapping_sensor_has_its_notifications_held_and_gets_a_hazard_ticket(
     assert at(clock, alarms, 100 + 600) == [("steady", ("control_room",))]
 
 
-def test_a_flapping_fire_detector_keeps_notifying(tmp_path: Path, clock: Clock) -> None:
+def test_a_flapping_fire_detector_keeps_notifying(tmp_path: Path, clock: FakeClock) -> None:
     alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
     cycle(alarms, clock, 5, AlarmCategory.FIRE)
     raised = [a for r, a in owed(alarms) if r == "cr" and a == "raised"]
@@ -201,7 +193,7 @@ def test_a_flapping_fire_detector_keeps_notifying(tmp_path: Path, clock: Clock) 
 
 
 def test_maintenance_holds_faults_but_a_fire_is_pushed_marked_during_maintenance(
-    alarms: AlarmService, clock: Clock
+    alarms: AlarmService, clock: FakeClock
 ) -> None:
     window = alarms.begin_maintenance(
         site="s1", place="s1/b1/f1/z1", device_ids=[], start=None, end=T0 + 3600, ticket_id=None,
@@ -222,7 +214,7 @@ def test_maintenance_holds_faults_but_a_fire_is_pushed_marked_during_maintenance
 
 
 def test_maintenance_expires_and_releases_what_it_held_with_an_audit_trail(
-    alarms: AlarmService, clock: Clock
+    alarms: AlarmService, clock: FakeClock
 ) -> None:
     window = alarms.begin_maintenance(
         site="s1", place=None, device_ids=["smk-1-1"], start=None, end=T0 + 600, ticket_id=None,
@@ -240,7 +232,9 @@ def test_maintenance_expires_and_releases_what_it_held_with_an_audit_trail(
     assert audit == [("maintenance.begin", "tech"), ("maintenance.end", "firewatch")]
 
 
-def test_maintenance_tied_to_a_ticket_ends_when_the_ticket_closes(alarms: AlarmService, clock: Clock) -> None:
+def test_maintenance_tied_to_a_ticket_ends_when_the_ticket_closes(
+    alarms: AlarmService, clock: FakeClock
+) -> None:
     _, (ticket,) = alarms.apply([ev(RAISE, AlarmCategory.FAULT, device="smk-2-1")])
     window = alarms.begin_maintenance(
         site="s1", place=None, device_ids=["smk-1-1"], start=None, end=T0 + 86_400,
@@ -277,7 +271,7 @@ def test_a_fire_alarm_cannot_be_shelved(alarms: AlarmService) -> None:
         alarms.shelve(fire.alarm_id, actor="op", until=T0 + 60, note="noisy")
 
 
-def test_a_shelved_alarm_is_silent_until_its_shelving_expires(alarms: AlarmService, clock: Clock) -> None:
+def test_a_shelved_alarm_is_silent_until_its_shelving_expires(alarms: AlarmService, clock: FakeClock) -> None:
     (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
     n = len(owed(alarms))
     shelved = alarms.shelve(fault.alarm_id, actor="op", until=T0 + 3600, note="换电池中")
@@ -290,7 +284,7 @@ def test_a_shelved_alarm_is_silent_until_its_shelving_expires(alarms: AlarmServi
     assert owed(alarms)[n:] == [("cr", "unshelved"), ("feed", "unshelved")]
 
 
-def test_shelving_is_bounded_and_only_for_open_alarms(alarms: AlarmService, clock: Clock) -> None:
+def test_shelving_is_bounded_and_only_for_open_alarms(alarms: AlarmService, clock: FakeClock) -> None:
     (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
     with pytest.raises(InvalidTransitionError, match="at most 24 h"):
         alarms.shelve(fault.alarm_id, actor="op", until=T0 + 25 * 3600, note="x")
@@ -306,7 +300,7 @@ def test_shelving_is_bounded_and_only_for_open_alarms(alarms: AlarmService, cloc
 
 
 async def test_escalation_reaches_real_receivers_until_someone_acknowledges(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     """Three duty roles, three webhook receivers on loopback. Nobody acknowledges: the control room
     is told, reminded, then the fire station; once acknowledged, both hear so and nothing follows."""

@@ -14,26 +14,18 @@ from core.settings import TicketPolicy
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.models import AlarmEventRow, AlarmRow, TicketEventRow, TicketRow
-from tests.conftest import PROFILES, small_registry
+from tests.conftest import PROFILES, FakeClock, small_registry
 
 T0 = 1_800_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def service(tmp_path: Path, clock: Clock) -> AlarmService:
+def service(tmp_path: Path, clock: FakeClock) -> AlarmService:
     _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
     index = DeviceIndex.build(small_registry(), PROFILES)
     return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock)
@@ -86,7 +78,7 @@ def test_clear_then_raise_again_reopens_the_same_alarm(service: AlarmService) ->
     assert again.after["occurrences"] == 2
 
 
-def test_acknowledge_records_who_when_and_the_note(service: AlarmService, clock: Clock) -> None:
+def test_acknowledge_records_who_when_and_the_note(service: AlarmService, clock: FakeClock) -> None:
     (raised,), _ = service.apply([ev(RAISE)])
     clock.now = T0 + 42
     t = service.acknowledge(raised.alarm_id, actor="值班员王五", note="误报：厨房蒸汽", false_alarm=True)
@@ -98,7 +90,7 @@ def test_acknowledge_records_who_when_and_the_note(service: AlarmService, clock:
 
 
 def test_an_acknowledged_alarm_that_clears_is_cleared_acknowledged_until_closed(
-    service: AlarmService, clock: Clock
+    service: AlarmService, clock: FakeClock
 ) -> None:
     (raised,), _ = service.apply([ev(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op")
@@ -113,7 +105,7 @@ def test_an_acknowledged_alarm_that_clears_is_cleared_acknowledged_until_closed(
 
 
 def test_a_cleared_acknowledged_alarm_closes_after_the_quiet_period_and_frees_the_key(
-    service: AlarmService, clock: Clock
+    service: AlarmService, clock: FakeClock
 ) -> None:
     (raised,), _ = service.apply([ev(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op")
@@ -148,7 +140,7 @@ def test_only_a_cleared_and_acknowledged_alarm_can_be_closed(service: AlarmServi
         service.close(raised.alarm_id, actor="op")
 
 
-def test_false_alarm_acknowledgements_are_counted_per_device(service: AlarmService, clock: Clock) -> None:
+def test_false_alarm_acknowledgements_are_counted_per_device(service: AlarmService, clock: FakeClock) -> None:
     for n in range(3):
         (raised,), _ = service.apply([ev(RAISE, ts=T0 + n)])
         service.acknowledge(raised.alarm_id, actor="op", note="误报：蒸汽", false_alarm=n < 2)

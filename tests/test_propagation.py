@@ -14,8 +14,6 @@ import alarms.propagation
 from alarms.propagation import AlarmRecord, PlaceStatus, ancestors, propagate
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
-from api.app import create_app
-from api.context import AppContext
 from core.domain import (
     SEVERITY_OF,
     AlarmCategory,
@@ -28,12 +26,10 @@ from core.domain import (
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import TicketPolicy
 from device_profiles.schema import Profile
-from firewatch.metrics import Metrics
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.registry_sync import sync_registry
-from storage.telemetry import TelemetryStore
-from tests.conftest import PROFILES, SMOKE
+from tests.conftest import PROFILES, SMOKE, FakeClock, asgi_api
 
 T0 = 1_800_000_000.0
 ROOM = "s/b1/f3/z1/r305"
@@ -248,35 +244,18 @@ def hospital() -> Registry:
     return Registry([s1, s2], devices)
 
 
-class Clock:
-    now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> AlarmService:
     _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
     registry = hospital()
     sync_registry(sessions, registry, API_PROFILES)
     index = DeviceIndex.build(registry, API_PROFILES)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), Clock())
+    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0))
 
 
 @pytest.fixture
 async def api(service: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    ctx = AppContext(
-        sessions=service.sessions,
-        alarms=service,
-        telemetry=TelemetryStore(tmp_path / "telemetry.sqlite"),
-        metrics=Metrics().registry,
-        readiness=lambda: {"database": "ok"},
-        on_human_transition=lambda _t: None,
-        refresh_metrics=lambda: None,
-    )
-    transport = httpx.ASGITransport(app=create_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+    async with asgi_api(service, tmp_path) as client:
         yield client
 
 
