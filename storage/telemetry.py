@@ -1,14 +1,27 @@
 """The local telemetry store: raw samples in a SQLite file of their own, off the alarm path.
 
-One row per (series, ts, value), a series being one (device, channel). Written in whole batches by
-one writer thread; each batch commits together with the de-duplication state of its devices, so a
-QoS 1 redelivery after a crash is recognised as already stored.
+A series is one (device, channel). Samples are kept columnar, as little-endian numpy blobs, in two
+tables (measured against one indexed row per sample in bench/telemetry_store.py; the reasons are in
+docs/decisions/0004-telemetry-chunks.md):
+
+- `staged`: one row per ingest batch, all series mixed, appended in the batch's transaction together
+  with the de-duplication state of its devices. One insert and no index work per batch, so the
+  writer's cost does not grow with the store, and a QoS 1 redelivery after a crash is recognised as
+  already stored.
+- `chunks`: one row per series and time span, written by `compact()` from the staged batches (sorted
+  per series) and merged with their siblings sixteen at a time as they accumulate, so a month of one
+  series is a few dozen rows. Indexed by (series, t1) for range reads.
+
+Readers see both tables in one read transaction, so a sample is visible from its batch's commit on,
+never twice and never missing while compaction moves it.
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +32,23 @@ import numpy.typing as npt
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series(
     id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, channel TEXT NOT NULL, UNIQUE(device_id, channel));
-CREATE TABLE IF NOT EXISTS samples(series INTEGER NOT NULL, ts REAL NOT NULL, value REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS samples_series_ts ON samples(series, ts);
+CREATE TABLE IF NOT EXISTS staged(
+    id INTEGER PRIMARY KEY, n INTEGER NOT NULL, series BLOB NOT NULL, ts BLOB NOT NULL, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(
+    series INTEGER NOT NULL, level INTEGER NOT NULL, t0 REAL NOT NULL, t1 REAL NOT NULL,
+    n INTEGER NOT NULL, ts BLOB NOT NULL, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_series_t1 ON chunks(series, t1);
+CREATE INDEX IF NOT EXISTS chunks_series_level ON chunks(series, level);
 CREATE TABLE IF NOT EXISTS device_seq(
     device_id TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, bits INTEGER NOT NULL, last_ts REAL NOT NULL);
 """
+
+_SERIES = np.dtype("<i4")
+_F64 = np.dtype("<f8")
+FANOUT = 16  # this many chunks of one series and level merge into one of the next level
+TOP_LEVEL = 4  # level-4 chunks (up to 16**3 compactions of one series) are not merged further
+COMPACT_BATCHES = 2_000  # staged batches moved per compaction transaction, at most
+MERGE_BUDGET = 500  # chunk merges per compaction, at most
 
 _I64 = 1 << 63
 
@@ -45,6 +70,42 @@ class History:
     count: npt.NDArray[np.int64] | None = None
 
 
+@dataclass(frozen=True)
+class CompactionResult:
+    samples: int  # moved from staged batches into chunks
+    chunks: int  # chunk rows written, merges included
+    merges: int
+
+
+def _floats(blobs: list[bytes]) -> npt.NDArray[np.float64]:
+    return np.frombuffer(b"".join(blobs), dtype=_F64).astype(np.float64, copy=False)
+
+
+def _series_ids(blobs: list[bytes]) -> npt.NDArray[np.int32]:
+    return np.frombuffer(b"".join(blobs), dtype=_SERIES).astype(np.int32, copy=False)
+
+
+def downsample(
+    ts: npt.NDArray[np.float64], value: npt.NDArray[np.float64], start: float, end: float, buckets: int
+) -> History:
+    """Min, max, mean and count per equal time bucket of [start, end), for the non-empty buckets;
+    `ts` ascending. Each bucket is stamped at its middle."""
+    width = (end - start) / buckets
+    b = np.minimum(((ts - start) / width).astype(np.int64), buckets - 1)
+    if b.size == 0:
+        empty = np.zeros(0)
+        return History(empty, empty, empty, empty, np.zeros(0, dtype=np.int64))
+    first = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    count = np.diff(np.r_[first, b.size])
+    return History(
+        ts=start + (b[first] + 0.5) * width,
+        value=np.add.reduceat(value, first) / count,
+        min=np.minimum.reduceat(value, first),
+        max=np.maximum.reduceat(value, first),
+        count=count.astype(np.int64),
+    )
+
+
 class TelemetryStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -56,6 +117,9 @@ class TelemetryStore:
             (d, c): i for i, d, c in self._db.execute("SELECT id, device_id, channel FROM series")
         }
         self.slot_series: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._levels: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self._count_levels()
+        self._adopt_row_table()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -63,6 +127,32 @@ class TelemetryStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         return db
+
+    def _count_levels(self) -> None:
+        self._levels.clear()
+        for series, level, n in self._db.execute(
+            "SELECT series, level, COUNT(*) FROM chunks GROUP BY series, level"
+        ):
+            self._levels[(series, level)] = n
+
+    def _adopt_row_table(self) -> None:
+        """Move samples of the earlier one-row-per-sample layout (`samples`) into chunks, once."""
+        db = self._db
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='samples'").fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute("SELECT series, ts, value FROM samples")
+            while rows := cur.fetchmany(500_000):
+                arr = np.array(rows, dtype=np.float64)
+                self._stage(arr[:, 0].astype(_SERIES), arr[:, 1], arr[:, 2])
+            db.execute("DROP TABLE samples")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        while self.compact().samples:
+            pass
 
     def bind(self, slots: Iterable[tuple[str, str]]) -> None:
         """Map the engine's slots, in order, to series ids (creating series as needed)."""
@@ -79,6 +169,20 @@ class TelemetryStore:
             self._db.execute("COMMIT")
         self.slot_series = np.array(ids, dtype=np.int64)
 
+    # --- writing -----------------------------------------------------------------------------------
+    def _stage(
+        self, series: npt.NDArray[np.generic], ts: npt.NDArray[np.float64], value: npt.NDArray[np.float64]
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO staged(n, series, ts, value) VALUES (?, ?, ?, ?)",
+            (
+                int(ts.size),
+                np.ascontiguousarray(series, dtype=_SERIES).tobytes(),
+                np.ascontiguousarray(ts, dtype=_F64).tobytes(),
+                np.ascontiguousarray(value, dtype=_F64).tobytes(),
+            ),
+        )
+
     def write(
         self,
         slot: npt.NDArray[np.int32],
@@ -87,12 +191,13 @@ class TelemetryStore:
         seq_state: list[tuple[str, int, int, float]],
     ) -> None:
         """Append one batch and its devices' seq state in one transaction (blocking: call in a thread)."""
-        rows = zip(self.slot_series[slot].tolist(), ts.tolist(), value.tolist(), strict=True)
+        series = self.slot_series[slot]
         seq_rows = [(d, m, _to_signed(b), t) for d, m, b, t in seq_state]
         with self._lock:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT INTO samples VALUES (?, ?, ?)", rows)
+                if ts.size:
+                    self._stage(series, ts, value)
                 if seq_rows:
                     self._db.executemany(
                         "INSERT INTO device_seq VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
@@ -104,6 +209,102 @@ class TelemetryStore:
                 raise
             self._db.execute("COMMIT")
 
+    def compact(self) -> CompactionResult:
+        """Move staged batches into per-series chunks and merge full levels, in one transaction.
+
+        Blocking (call in a thread); holds the writer lock for its duration, which is bounded by
+        COMPACT_BATCHES. Call until it returns zero samples to empty the staging table."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT id, series, ts, value FROM staged ORDER BY id LIMIT ?", (COMPACT_BATCHES,)
+                ).fetchall()
+                if not rows:
+                    db.execute("COMMIT")
+                    return CompactionResult(0, 0, 0)
+                series = _series_ids([r[1] for r in rows])
+                ts = _floats([r[2] for r in rows])
+                value = _floats([r[3] for r in rows])
+                order = np.lexsort((ts, series))  # by series, then time; stable for equal stamps
+                series, ts, value = series[order], ts[order], value[order]
+                starts = np.flatnonzero(np.r_[True, series[1:] != series[:-1]])
+                bounds: list[int] = np.r_[starts, series.size].tolist()
+                new = [
+                    (
+                        int(series[a]),
+                        1,
+                        float(ts[a]),
+                        float(ts[b - 1]),
+                        b - a,
+                        ts[a:b].tobytes(),
+                        value[a:b].tobytes(),
+                    )
+                    for a, b in itertools.pairwise(bounds)
+                ]
+                db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)", new)
+                levels = dict(self._levels)
+                for row in new:
+                    levels[(row[0], 1)] = levels.get((row[0], 1), 0) + 1
+                merges = self._merge_full(db, levels)
+                db.execute("DELETE FROM staged WHERE id <= ?", (rows[-1][0],))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            self._levels.clear()
+            self._levels.update(levels)
+            return CompactionResult(int(series.size), len(new) + merges, merges)
+
+    @staticmethod
+    def _merge_full(db: sqlite3.Connection, levels: dict[tuple[int, int], int]) -> int:
+        """Merge FANOUT chunks of one series and level into one of the next level, at most
+        MERGE_BUDGET merges per compaction: series written in step fill their levels in step, and
+        merging them all at once would hold the writer for one long transaction."""
+        due = [key for key, n in levels.items() if n >= FANOUT and key[1] < TOP_LEVEL]
+        due.sort(key=lambda key: key[1])  # lower levels first: a merge can fill the next level
+        merges = 0
+        while due and merges < MERGE_BUDGET:
+            sid, level = due.pop(0)
+            rows = db.execute(
+                "SELECT rowid, ts, value FROM chunks WHERE series=? AND level=?", (sid, level)
+            ).fetchall()
+            ts = _floats([r[1] for r in rows])
+            value = _floats([r[2] for r in rows])
+            order = np.argsort(ts, kind="stable")
+            ts, value = ts[order], value[order]
+            db.execute(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sid, level + 1, float(ts[0]), float(ts[-1]), int(ts.size), ts.tobytes(), value.tobytes()),
+            )
+            db.executemany("DELETE FROM chunks WHERE rowid=?", [(r[0],) for r in rows])
+            levels[(sid, level)] = 0
+            up = (sid, level + 1)
+            levels[up] = levels.get(up, 0) + 1
+            if levels[up] == FANOUT and level + 1 < TOP_LEVEL:
+                due.append(up)
+            merges += 1
+        return merges
+
+    def prune(self, before: float) -> int:
+        """Drop chunks whose samples are all older than `before` (retention); returns samples dropped.
+        Staged samples are kept until compacted, so retention can lag by one compaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (dropped,) = self._db.execute(
+                    "SELECT COALESCE(SUM(n), 0) FROM chunks WHERE t1 < ?", (before,)
+                ).fetchone()
+                self._db.execute("DELETE FROM chunks WHERE t1 < ?", (before,))
+                self._count_levels()
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return int(dropped)
+
+    # --- reading -----------------------------------------------------------------------------------
     def seq_state(self) -> list[tuple[str, int, int, float]]:
         with self._lock:
             rows = self._db.execute("SELECT device_id, max_seq, bits, last_ts FROM device_seq").fetchall()
@@ -112,41 +313,47 @@ class TelemetryStore:
     def history(
         self, device_id: str, channel: str, start: float, end: float, *, buckets: int | None = None
     ) -> History:
-        """Samples of one series in [start, end); with `buckets`, min/max/mean per equal time bucket."""
+        """Samples of one series in [start, end), by time; with `buckets`, min/max/mean per equal
+        time bucket (non-empty buckets only)."""
         sid = self._series.get((device_id, channel))
         if sid is None:
             return History(np.zeros(0), np.zeros(0))
-        db = sqlite3.connect(
-            self.path
-        )  # readers get their own connection: WAL lets them run beside the writer
+        # Readers get their own connection: WAL lets them run beside the writer. One read transaction
+        # over both tables, so a compaction committing in between cannot hide or double a sample.
+        db = sqlite3.connect(self.path, isolation_level=None)
         try:
-            if not buckets:
-                rows = db.execute(
-                    "SELECT ts, value FROM samples WHERE series=? AND ts>=? AND ts<? ORDER BY ts",
-                    (sid, start, end),
-                ).fetchall()
-                arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
-                return History(arr[:, 0], arr[:, 1])
-            width = (end - start) / buckets
-            rows = db.execute(
-                "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, MIN(value), MAX(value), AVG(value), COUNT(*) "
-                "FROM samples WHERE series=? AND ts>=? AND ts<? GROUP BY b ORDER BY b",
-                (start, width, sid, start, end),
+            db.execute("BEGIN")
+            chunks = db.execute(
+                "SELECT ts, value FROM chunks WHERE series=? AND t1>=? AND t0<?", (sid, start, end)
             ).fetchall()
+            staged = db.execute("SELECT series, ts, value FROM staged").fetchall()
+            db.execute("COMMIT")
         finally:
             db.close()
-        arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
-        return History(
-            ts=start + (arr[:, 0] + 0.5) * width,
-            value=arr[:, 3],
-            min=arr[:, 1],
-            max=arr[:, 2],
-            count=arr[:, 4].astype(np.int64),
-        )
+        ts = _floats([r[0] for r in chunks])
+        value = _floats([r[1] for r in chunks])
+        if staged:
+            mine = _series_ids([r[0] for r in staged]) == sid
+            ts = np.concatenate([ts, _floats([r[1] for r in staged])[mine]])
+            value = np.concatenate([value, _floats([r[2] for r in staged])[mine]])
+        keep = (ts >= start) & (ts < end)
+        ts, value = ts[keep], value[keep]
+        order = np.argsort(ts, kind="stable")
+        ts, value = ts[order].astype(np.float64), value[order].astype(np.float64)
+        if not buckets:
+            return History(ts, value)
+        return downsample(ts, value, start, end, buckets)
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+            row = self._db.execute(
+                "SELECT (SELECT COALESCE(SUM(n), 0) FROM chunks) + (SELECT COALESCE(SUM(n), 0) FROM staged)"
+            ).fetchone()
+        return int(row[0])
+
+    def staged_batches(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM staged").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
