@@ -67,6 +67,11 @@ class IngestSettings(_Section):
     max_payload_bytes: int = Field(default=16_384, ge=256)
     max_future_s: float = Field(default=300.0, ge=0, description="timestamps further ahead are rejected")
     reject_store_max: int = Field(default=10_000, ge=10, description="raw rejected messages kept")
+    handoff_max: int = Field(
+        default=50_000,
+        ge=100,
+        description="messages detected but not yet stored, at most; past it detection waits for storage",
+    )
     liveness_check_s: float = Field(default=1.0, gt=0)
 
 
@@ -149,6 +154,18 @@ class DetectionSettings(_Section):
     )
 
 
+class TelemetrySettings(_Section):
+    """The local telemetry store (storage/telemetry.py). Retention is site policy: no national
+    retention period for raw sensor readings was found (STANDARDS.md)."""
+
+    compact_every_s: float = Field(
+        default=2.0, gt=0, description="move staged batches into per-series chunks this often"
+    )
+    retention_days: float = Field(
+        default=400.0, ge=0, description="raw samples older than this are dropped (0: keep everything)"
+    )
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65_535)
@@ -172,6 +189,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     telemetry_path: Path | None = Field(default=None, description="local telemetry SQLite file")
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     registry: Path | None = Field(default=None, description="registry YAML; default the demo hospital")
     profiles_dir: Path | None = Field(default=None, description="device profiles; default the shipped ones")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -46,5 +46,12 @@ class Metrics:
         )
         self.mqtt_connected = Gauge("fw_mqtt_connected", "1 while connected to the broker", registry=r)
         self.telemetry_lag = Gauge(
-            "fw_telemetry_pending_batches", "batches waiting for the telemetry writer", registry=r
+            "fw_telemetry_pending_messages",
+            "messages detected and waiting for the telemetry writer",
+            registry=r,
+        )
+        self.handoff_waits = Counter(
+            "fw_telemetry_handoff_waits",
+            "times detection waited because too many messages were waiting for the telemetry writer",
+            registry=r,
         )

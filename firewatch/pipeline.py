@@ -1,7 +1,9 @@
 """The data path of DESIGN §2 in one process: queue -> decode -> detect -> alarms -> telemetry -> ack.
 
-Alarms are decided and persisted before the batch's telemetry is written, so storage never sits on
-the alarm path; the broker's acknowledgement waits for both (a crash before it means redelivery).
+Alarms are decided and persisted before the batch's telemetry is written, and the telemetry writer
+runs beside detection with a hand-off of its own (`PipelineConfig.handoff_max` messages), so storage
+never sits on the alarm path. The broker's acknowledgement waits for both (a crash before it means
+redelivery), so a writer that stays behind is finally bounded by the broker's in-flight window.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,9 @@ class PipelineConfig:
     liveness_check_s: float = 1.0
     snapshot_path: Path | None = None  # detector state, saved between batches
     snapshot_every_s: float = 60.0
+    # Messages detected but not yet stored, at most: past this, detection waits for storage. Only
+    # a storage stall reaches it (the writer sustains over a million samples/s, docs/benchmarks.md).
+    handoff_max: int = 50_000
 
 
 class Pipeline:
@@ -167,8 +173,8 @@ class Pipeline:
         self, queue: BoundedQueue, ack: Callable[[list[Message]], int], stop: asyncio.Event
     ) -> None:
         """Drain the queue until `stop`; every message is acknowledged only after its batch is stored."""
-        pending: asyncio.Queue[tuple[DecodedBatch, list[Message]] | None] = asyncio.Queue(maxsize=4)
-        writer = asyncio.create_task(self._writer(pending, ack, stop), name="telemetry-writer")
+        handoff = _Handoff(self.config.handoff_max)
+        writer = asyncio.create_task(self._writer(handoff, ack, stop), name="telemetry-writer")
         ticker = asyncio.create_task(self._liveness(stop), name="liveness")
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -189,32 +195,32 @@ class Pipeline:
                 except Exception:  # never expected; keep the pipeline alive, leave messages unacked
                     logger.exception("batch of %d messages failed; they will be redelivered", len(messages))
                     continue
-                self.metrics.telemetry_lag.set(pending.qsize())
-                putter = asyncio.ensure_future(pending.put((batch, messages)))
-                done, _ = await asyncio.wait({putter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if putter not in done:  # stopping while storage is stuck: leave it unacknowledged
-                    putter.cancel()
-                    break
+                handoff.put(batch, messages)
+                self.metrics.telemetry_lag.set(handoff.messages)
+                if handoff.full():  # storage stalled: wait for room (or stop) before detecting more
+                    self.metrics.handoff_waits.inc()
+                    room = asyncio.ensure_future(handoff.room())
+                    done, _ = await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if room not in done:
+                        room.cancel()
+                        break
         finally:
-            # A healthy writer drains what is queued and then sees None; a writer stuck retrying
-            # sees `stop` and returns, leaving its batches unacknowledged (the broker redelivers).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pending.put(None), 5)
+            # A healthy writer drains what is handed off and then sees the end; a writer stuck
+            # retrying sees `stop` and returns, leaving its batches unacknowledged (the broker
+            # redelivers them).
+            handoff.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(writer, 15)
             ticker.cancel()
             stopping.cancel()
 
     async def _writer(
-        self,
-        pending: asyncio.Queue[tuple[DecodedBatch, list[Message]] | None],
-        ack: Callable[[list[Message]], int],
-        stop: asyncio.Event,
+        self, handoff: _Handoff, ack: Callable[[list[Message]], int], stop: asyncio.Event
     ) -> None:
         """Store batches in order and acknowledge each once stored. A failing store is retried with
         backoff, never skipped: acknowledgements stay in order and nothing unstored is acknowledged.
         On stop, what is not stored stays unacknowledged and the broker redelivers it."""
-        while (item := await pending.get()) is not None:
+        while (item := await handoff.get()) is not None:
             batch, messages = item
             steps: list[Callable[[DecodedBatch], None]] = [self.store_rejects, self.store_telemetry]
             delay = 0.1
@@ -232,6 +238,8 @@ class Pipeline:
                     if stop.is_set():
                         return
                     delay = min(delay * 2, 10.0)
+            handoff.done(len(messages))
+            self.metrics.telemetry_lag.set(handoff.messages)
             ack(messages)
 
     async def _liveness(self, stop: asyncio.Event) -> None:
@@ -241,3 +249,44 @@ class Pipeline:
                 await asyncio.to_thread(self.check_liveness)
             except Exception:
                 logger.exception("liveness check failed")
+
+
+class _Handoff:
+    """Detected batches waiting for the telemetry writer, in order, bounded in messages."""
+
+    def __init__(self, max_messages: int) -> None:
+        self.max_messages = max_messages
+        self.messages = 0  # handed off and not yet stored
+        self._items: deque[tuple[DecodedBatch, list[Message]] | None] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def put(self, batch: DecodedBatch, messages: list[Message]) -> None:
+        self._items.append((batch, messages))
+        self.messages += len(messages)
+        if self.full():
+            self._room.clear()
+        self._ready.set()
+
+    def full(self) -> bool:
+        return self.messages >= self.max_messages
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    def close(self) -> None:
+        """No more batches: the writer ends after what is queued."""
+        self._items.append(None)
+        self._ready.set()
+
+    async def get(self) -> tuple[DecodedBatch, list[Message]] | None:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def done(self, n: int) -> None:
+        self.messages -= n
+        if not self.full():
+            self._room.set()

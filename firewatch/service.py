@@ -131,6 +131,7 @@ class Service:
                 ing.liveness_check_s,
                 snapshot_path=settings.detector_snapshot_path,
                 snapshot_every_s=settings.detection.snapshot_every_s,
+                handoff_max=ing.handoff_max,
             ),
         )
         # Every published batch of transitions wakes the dispatcher: pushes leave at once, not at
@@ -177,6 +178,7 @@ class Service:
             asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
             asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
+            asyncio.create_task(self._telemetry_upkeep(self._stop), name="telemetry-upkeep"),
         ]
         logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
 
@@ -196,6 +198,26 @@ class Service:
                 continue
             if transitions:
                 self.pipeline.publish(transitions, [])
+
+    async def _telemetry_upkeep(self, stop: asyncio.Event) -> None:
+        """Compact staged telemetry into per-series chunks every `telemetry.compact_every_s`, and
+        apply retention hourly. Off the ingest path: the writer only appends staged batches."""
+        cfg = self.settings.telemetry
+        pruned_at = 0.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), cfg.compact_every_s)
+            if stop.is_set():
+                return
+            try:
+                while (await asyncio.to_thread(self.telemetry.compact)).samples and not stop.is_set():
+                    pass
+                now = self.clock()
+                if cfg.retention_days > 0 and now - pruned_at >= 3600.0:
+                    pruned_at = now
+                    await asyncio.to_thread(self.telemetry.prune, now - cfg.retention_days * 86_400.0)
+            except Exception:  # a full disk or a locked file: staged batches wait for the next pass
+                logger.exception("telemetry compaction failed; retrying in %.1f s", cfg.compact_every_s)
 
     async def stop(self) -> None:
         self._stop.set()
