@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -627,43 +627,45 @@ class AlarmService:
     # --- the policy clock ------------------------------------------------------------------------
     def tick(self) -> list[Transition]:
         """Apply everything that falls due by now: expired shelving and maintenance, flapping
-        sensors gone steady, escalation steps and reminders, quiet cleared alarms closing."""
+        sensors gone steady, escalation steps and reminders, quiet cleared alarms closing.
+
+        A read-only look first: most ticks find nothing due and then take no write lock (on SQLite
+        the write lock is the whole database's, shared with ingest and the dispatcher)."""
         now = self.clock()
+        if not self._anything_due(now):
+            return []
 
         def work(s: Session, out: Outcome) -> None:
-            for row in s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.shelved_until <= now, AlarmRow.state != AlarmState.CLOSED.value)
-                .with_for_update()
-            ).all():
+            for row in s.scalars(_shelving_expired(now).with_for_update()).all():
                 self._unshelve(s, out, row, SYSTEM_ACTOR, "shelving expired", now)
-            self._expire_maintenance(s, out, now)
-            for row in s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.flapping.is_(True), AlarmRow.state != AlarmState.CLOSED.value)
-                .with_for_update()
-            ).all():
+            for w in s.scalars(_maintenance_expired(now).with_for_update()).all():
+                self._end_window(s, out, w, SYSTEM_ACTOR, "expired", now)
+            for row in s.scalars(_flapping().with_for_update()).all():
                 if self.policy.is_steady(row.raised_ts, now):
                     before = snapshot(row)
                     row.flapping = False
                     targets = self._resume_escalation(row, now)
                     self._log(s, out, row, before, AlarmAction.STEADY, SYSTEM_ACTOR, now, targets=targets)
-            for row in s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.state.in_(UNACKNOWLEDGED_STATES))
-                .where(or_(AlarmRow.escalate_at <= now, AlarmRow.remind_at <= now))
-                .with_for_update()
-            ).all():
+            for row in s.scalars(_escalation_due(now).with_for_update()).all():
                 self._escalate(s, out, row, now)
-            for row in s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.state == AlarmState.CLEARED_ACKNOWLEDGED.value)
-                .with_for_update()
-            ).all():
+            for row in s.scalars(_cleared_acknowledged().with_for_update()).all():
                 if self.policy.closes(row.cleared_ts, row.acked_ts, now):
                     self._close(s, out, row, SYSTEM_ACTOR, "closed after a quiet period", now)
 
         return self._write(work)[1].transitions
+
+    def _anything_due(self, now: float) -> bool:
+        """Whether `tick` would change anything now (the same selections, read-only)."""
+        with self.sessions() as s:
+            for q in (_shelving_expired(now), _maintenance_expired(now), _escalation_due(now)):
+                if s.execute(q.limit(1)).first() is not None:
+                    return True
+            if any(self.policy.is_steady(row.raised_ts, now) for row in s.scalars(_flapping())):
+                return True
+            return any(
+                self.policy.closes(row.cleared_ts, row.acked_ts, now)
+                for row in s.scalars(_cleared_acknowledged())
+            )
 
     def _escalate(self, s: Session, out: Outcome, row: AlarmRow, now: float) -> None:
         chain = self.policy.chain(row.escalation)
@@ -681,20 +683,6 @@ class AlarmService:
         waited = now - row.raised_ts
         note = f"unacknowledged for {waited:.0f} s"
         self._log(s, out, row, before, action, SYSTEM_ACTOR, now, note, targets=due.targets)
-
-    def _expire_maintenance(self, s: Session, out: Outcome, now: float) -> None:
-        closed_ticket = (
-            select(TicketRow.id)
-            .where(TicketRow.id == MaintenanceRow.ticket_id, TicketRow.status == TicketStatus.CLOSED.value)
-            .exists()
-        )
-        for w in s.scalars(
-            select(MaintenanceRow)
-            .where(MaintenanceRow.ended_ts.is_(None))
-            .where(or_(MaintenanceRow.end_ts <= now, closed_ticket))
-            .with_for_update()
-        ).all():
-            self._end_window(s, out, w, SYSTEM_ACTOR, "expired", now)
 
     # --- statistics ------------------------------------------------------------------------------
     def false_alarm_counts(
@@ -714,3 +702,38 @@ class AlarmService:
         with self.sessions() as s:
             rows = [(d, int(f or 0), int(n)) for d, f, n in s.execute(q)]
         return sorted(rows, key=lambda r: (-r[1], -r[2], r[0]))
+
+
+# --- what `tick` looks for -------------------------------------------------------------------------
+def _shelving_expired(now: float) -> Select[AlarmRow]:
+    return select(AlarmRow).where(AlarmRow.shelved_until <= now, AlarmRow.state != AlarmState.CLOSED.value)
+
+
+def _maintenance_expired(now: float) -> Select[MaintenanceRow]:
+    """Windows past their end, or tied to a ticket that has been closed."""
+    closed_ticket = (
+        select(TicketRow.id)
+        .where(TicketRow.id == MaintenanceRow.ticket_id, TicketRow.status == TicketStatus.CLOSED.value)
+        .exists()
+    )
+    return (
+        select(MaintenanceRow)
+        .where(MaintenanceRow.ended_ts.is_(None))
+        .where(or_(MaintenanceRow.end_ts <= now, closed_ticket))
+    )
+
+
+def _flapping() -> Select[AlarmRow]:
+    return select(AlarmRow).where(AlarmRow.flapping.is_(True), AlarmRow.state != AlarmState.CLOSED.value)
+
+
+def _escalation_due(now: float) -> Select[AlarmRow]:
+    return (
+        select(AlarmRow)
+        .where(AlarmRow.state.in_(UNACKNOWLEDGED_STATES))
+        .where(or_(AlarmRow.escalate_at <= now, AlarmRow.remind_at <= now))
+    )
+
+
+def _cleared_acknowledged() -> Select[AlarmRow]:
+    return select(AlarmRow).where(AlarmRow.state == AlarmState.CLEARED_ACKNOWLEDGED.value)

@@ -127,6 +127,25 @@ def test_acknowledging_stops_escalation_and_tells_everyone_told_so_far(
     assert at(clock, alarms, 10_000) == []
 
 
+def test_a_tick_with_nothing_due_takes_no_write_lock(
+    alarms: AlarmService, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[str] = []
+    write = alarms._write
+
+    def counted(work: Any) -> Any:
+        writes.append("write")
+        return write(work)
+
+    monkeypatch.setattr(alarms, "_write", counted)
+    alarms.apply([ev(RAISE)])
+    assert writes == ["write"]
+    assert at(clock, alarms, 29) == []  # the first reminder is due at 30 s
+    assert writes == ["write"]
+    assert at(clock, alarms, 30) == [("reminded", ("control_room",))]
+    assert writes == ["write", "write"]
+
+
 def test_a_cleared_but_unacknowledged_alarm_keeps_reminding(alarms: AlarmService, clock: FakeClock) -> None:
     alarms.apply([ev(RAISE)])
     clock.now = T0 + 10
