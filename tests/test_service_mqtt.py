@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -295,6 +297,81 @@ async def test_a_batch_that_cannot_be_stored_is_not_acknowledged_and_comes_back(
         assert second.telemetry.count() == 50
     finally:
         await second.stop()
+
+
+async def test_a_fire_is_alarmed_while_telemetry_storage_is_stalled_and_nothing_is_lost(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher
+) -> None:
+    svc = make_service(mosquitto, tmp_path, f"fw-stall-{uuid.uuid4().hex[:8]}")
+    stalled = threading.Event()
+    release = threading.Event()
+    write = svc.telemetry.write
+
+    def slow_disk(*args: Any, **kwargs: Any) -> None:
+        stalled.set()
+        release.wait(30)
+        write(*args, **kwargs)
+
+    svc.telemetry.write = slow_disk  # type: ignore[method-assign]
+    await svc.start()
+    try:
+        await asyncio.wait_for(svc.source.connected.wait(), 10)
+        base = time.time()
+        # Twenty batches of normal readings first: far more than the writer can take while stalled.
+        for k in range(20):
+            publisher.send_many(
+                (f"fw/v1/s1/smk-2-{i}/telemetry", orjson.dumps(reading(k + 1, 0.02, base + k)))
+                for i in range(1, 4)
+            )
+            await asyncio.sleep(0.02)
+        await eventually(stalled.is_set)
+        publisher.send("fw/v1/s1/smk-1-1/telemetry", reading(1, 0.31, base + 21))
+        await eventually(lambda: "smoke.alarm" in {k[1] for k in svc.alarms.active_keys()})
+        assert svc.telemetry.count() == 0  # raised with nothing stored yet
+    finally:
+        release.set()
+    try:
+        await eventually(lambda: svc.telemetry.count() == 61 * 2)  # smoke and temp per reading
+    finally:
+        await svc.stop()
+
+
+async def test_detection_waits_for_storage_only_past_the_hand_off_bound(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-bound-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(batch_wait_ms=2, batch_max=50, handoff_max=100),
+    )
+    svc = Service(settings, registry=small_registry(), profiles=PROFILES)
+    release = threading.Event()
+    write = svc.telemetry.write
+
+    def stuck(*args: Any, **kwargs: Any) -> None:
+        release.wait(30)
+        write(*args, **kwargs)
+
+    svc.telemetry.write = stuck  # type: ignore[method-assign]
+    await svc.start()
+    try:
+        await asyncio.wait_for(svc.source.connected.wait(), 10)
+        base = time.time()
+        publisher.send_many(
+            ("fw/v1/s1/smk-2-1/telemetry", orjson.dumps(reading(i + 1, 0.02, base + i / 10)))
+            for i in range(400)
+        )
+        await eventually(lambda: svc.metrics.handoff_waits._value.get() >= 1)
+        await asyncio.sleep(0.3)
+        # At most the bound plus the batch that crossed it, and the next batch once the writer
+        # freed room for one: detected, waiting to be stored.
+        assert 100 <= svc.pipeline.accepted <= 100 + 2 * 50
+    finally:
+        release.set()
+    try:
+        await eventually(lambda: svc.telemetry.count() == 400 * 2)
+    finally:
+        await svc.stop()
 
 
 async def test_the_service_reconnects_after_a_broker_restart_and_loses_nothing(tmp_path: Path) -> None:
