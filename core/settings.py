@@ -159,7 +159,7 @@ class TelemetrySettings(_Section):
     retention period for raw sensor readings was found (STANDARDS.md)."""
 
     compact_every_s: float = Field(
-        default=2.0, gt=0, description="move staged batches into per-series chunks this often"
+        default=5.0, gt=0, description="move staged batches into per-series chunks this often"
     )
     retention_days: float = Field(
         default=400.0, ge=0, description="raw samples older than this are dropped (0: keep everything)"

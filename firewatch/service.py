@@ -32,6 +32,7 @@ from ingest.mqtt import BrokerAddress, MqttSource
 from ingest.queue import BoundedQueue
 from ingest.topics import subscriptions
 from simulators.hospital import DEMO_HOSPITAL
+from storage.compactor import Compactor
 from storage.db import check, open_store
 from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
@@ -81,6 +82,12 @@ class Service:
         self.telemetry.bind(
             (self.index.device_ids[int(d)], c)
             for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
+        )
+        # Staged telemetry batches become per-series chunks in a process of its own (off the GIL).
+        self.compactor = Compactor(
+            settings.resolved_telemetry_path,
+            every_s=settings.telemetry.compact_every_s,
+            retention_s=settings.telemetry.retention_days * 86_400.0,
         )
         self.metrics = Metrics()
         # Push routes are checked at start: a URL Apprise cannot use stops start-up with its name.
@@ -173,12 +180,12 @@ class Service:
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._stop = asyncio.Event()
+        self.compactor.start()
         self._tasks = [
             asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
             asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
             asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
-            asyncio.create_task(self._telemetry_upkeep(self._stop), name="telemetry-upkeep"),
         ]
         logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
 
@@ -199,32 +206,13 @@ class Service:
             if transitions:
                 self.pipeline.publish(transitions, [])
 
-    async def _telemetry_upkeep(self, stop: asyncio.Event) -> None:
-        """Compact staged telemetry into per-series chunks every `telemetry.compact_every_s`, and
-        apply retention hourly. Off the ingest path: the writer only appends staged batches."""
-        cfg = self.settings.telemetry
-        pruned_at = 0.0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), cfg.compact_every_s)
-            if stop.is_set():
-                return
-            try:
-                while (await asyncio.to_thread(self.telemetry.compact)).samples and not stop.is_set():
-                    pass
-                now = self.clock()
-                if cfg.retention_days > 0 and now - pruned_at >= 3600.0:
-                    pruned_at = now
-                    await asyncio.to_thread(self.telemetry.prune, now - cfg.retention_days * 86_400.0)
-            except Exception:  # a full disk or a locked file: staged batches wait for the next pass
-                logger.exception("telemetry compaction failed; retrying in %.1f s", cfg.compact_every_s)
-
     async def stop(self) -> None:
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
         self._tasks = []
+        self.compactor.stop()
         self.dispatcher.close()
         try:
             self.pipeline.save_snapshot()
@@ -245,6 +233,7 @@ class Service:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["broker"] = "ok" if self.source.connected.is_set() else "not connected"
         checks["pipeline"] = "ok" if self._tasks and not any(t.done() for t in self._tasks) else "not running"
+        checks["telemetry_compactor"] = "ok" if self.compactor.alive() else "not running"
         return checks
 
     def on_human_transition(self, t: Transition) -> None:

@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS chunks(
     series INTEGER NOT NULL, level INTEGER NOT NULL, t0 REAL NOT NULL, t1 REAL NOT NULL,
     n INTEGER NOT NULL, ts BLOB NOT NULL, value BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_series_t1 ON chunks(series, t1);
-CREATE INDEX IF NOT EXISTS chunks_series_level ON chunks(series, level);
 CREATE TABLE IF NOT EXISTS device_seq(
     device_id TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, bits INTEGER NOT NULL, last_ts REAL NOT NULL);
 """
@@ -46,9 +45,14 @@ CREATE TABLE IF NOT EXISTS device_seq(
 _SERIES = np.dtype("<i4")
 _F64 = np.dtype("<f8")
 FANOUT = 16  # this many chunks of one series and level merge into one of the next level
-TOP_LEVEL = 4  # level-4 chunks (up to 16**3 compactions of one series) are not merged further
-COMPACT_BATCHES = 2_000  # staged batches moved per compaction transaction, at most
-MERGE_BUDGET = 500  # chunk merges per compaction, at most
+TOP_LEVEL = 5  # level-5 chunks (16**4 compactions of one series, ~3.8 days at 5 s) stay as they are
+COMPACT_SAMPLES = 1_000_000  # staged samples moved per compaction transaction, about, at most
+# Samples merged per compaction, at least this and at most MERGE_FACTOR x the samples it moved: a
+# sample is merged up to TOP_LEVEL - 1 times, so merging keeps up with the input on average, and
+# series filling their levels in step (all at once) do not hold the writer for one long transaction.
+MERGE_MIN_SAMPLES = 100_000
+MERGE_FACTOR = 6
+MERGE_OVERHEAD = 1_000  # a merge's fixed cost (three statements), counted as this many samples
 
 _I64 = 1 << 63
 
@@ -125,7 +129,9 @@ class TelemetryStore:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        # The compactor process holds the write lock while a compaction commits (under a second
+        # at the benchmark's load); wait for it rather than fail the batch.
+        db.execute("PRAGMA busy_timeout=30000")
         return db
 
     def _count_levels(self) -> None:
@@ -213,13 +219,19 @@ class TelemetryStore:
         """Move staged batches into per-series chunks and merge full levels, in one transaction.
 
         Blocking (call in a thread); holds the writer lock for its duration, which is bounded by
-        COMPACT_BATCHES. Call until it returns zero samples to empty the staging table."""
+        COMPACT_SAMPLES and the merge budget. Call until it returns zero samples to empty the
+        staging table."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
+                last = db.execute(  # the staged batches that make up about COMPACT_SAMPLES
+                    "SELECT COALESCE(MIN(id), (SELECT MAX(id) FROM staged)) FROM "
+                    "(SELECT id, SUM(n) OVER (ORDER BY id) AS upto FROM staged) WHERE upto >= ?",
+                    (COMPACT_SAMPLES,),
+                ).fetchone()[0]
                 rows = db.execute(
-                    "SELECT id, series, ts, value FROM staged ORDER BY id LIMIT ?", (COMPACT_BATCHES,)
+                    "SELECT id, series, ts, value FROM staged WHERE id <= ? ORDER BY id", (last,)
                 ).fetchall()
                 if not rows:
                     db.execute("COMMIT")
@@ -247,7 +259,7 @@ class TelemetryStore:
                 levels = dict(self._levels)
                 for row in new:
                     levels[(row[0], 1)] = levels.get((row[0], 1), 0) + 1
-                merges = self._merge_full(db, levels)
+                merges = self._merge_full(db, levels, max(MERGE_MIN_SAMPLES, MERGE_FACTOR * int(series.size)))
                 db.execute("DELETE FROM staged WHERE id <= ?", (rows[-1][0],))
             except BaseException:
                 db.execute("ROLLBACK")
@@ -258,14 +270,13 @@ class TelemetryStore:
             return CompactionResult(int(series.size), len(new) + merges, merges)
 
     @staticmethod
-    def _merge_full(db: sqlite3.Connection, levels: dict[tuple[int, int], int]) -> int:
-        """Merge FANOUT chunks of one series and level into one of the next level, at most
-        MERGE_BUDGET merges per compaction: series written in step fill their levels in step, and
-        merging them all at once would hold the writer for one long transaction."""
+    def _merge_full(db: sqlite3.Connection, levels: dict[tuple[int, int], int], budget: int) -> int:
+        """Merge FANOUT chunks of one series and level into one of the next level, lowest levels
+        first, until about `budget` samples were merged (the rest wait for the next compaction)."""
         due = [key for key, n in levels.items() if n >= FANOUT and key[1] < TOP_LEVEL]
         due.sort(key=lambda key: key[1])  # lower levels first: a merge can fill the next level
         merges = 0
-        while due and merges < MERGE_BUDGET:
+        while due and budget > 0:
             sid, level = due.pop(0)
             rows = db.execute(
                 "SELECT rowid, ts, value FROM chunks WHERE series=? AND level=?", (sid, level)
@@ -278,6 +289,7 @@ class TelemetryStore:
                 "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (sid, level + 1, float(ts[0]), float(ts[-1]), int(ts.size), ts.tobytes(), value.tobytes()),
             )
+            budget -= int(ts.size) + MERGE_OVERHEAD
             db.executemany("DELETE FROM chunks WHERE rowid=?", [(r[0],) for r in rows])
             levels[(sid, level)] = 0
             up = (sid, level + 1)

@@ -210,7 +210,12 @@ async def test_readiness_checks_the_broker_and_database_for_real(
 ) -> None:
     ready = await api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "pipeline": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+        "pipeline": "ok",
+        "telemetry_compactor": "ok",
+    }
 
 
 async def test_bad_api_input_gets_a_4xx_problem_not_a_500(api: httpx.AsyncClient) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from storage.compactor import Compactor
 from storage.telemetry import FANOUT, TelemetryStore, downsample
 
 DEVICES = [f"smk-{i}" for i in range(20)]
@@ -184,3 +186,24 @@ def test_a_store_in_the_earlier_row_per_sample_layout_is_adopted(tmp_path: Path)
     assert store.count() == 3
     with sqlite3.connect(path) as db:
         assert not db.execute("SELECT 1 FROM sqlite_master WHERE name='samples'").fetchone()
+
+
+def test_the_compactor_process_moves_staged_batches_into_chunks_beside_the_writer(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "t.sqlite")
+    compactor = Compactor(tmp_path / "t.sqlite", every_s=0.05, retention_s=0)
+    compactor.start()
+    try:
+        for k in range(20):  # the writer keeps writing while the other process compacts
+            write_batches(store, 1, t0=1e9 + k * 10)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while store.staged_batches() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert compactor.alive()
+    finally:
+        compactor.stop()
+    assert store.staged_batches() == 0
+    assert levels(tmp_path / "t.sqlite")
+    assert store.count() == 2_000
+    want = np.sort(np.concatenate([expected_ts(4, 1, t0=1e9 + k * 10) for k in range(20)]))
+    np.testing.assert_array_equal(store.history("smk-4", "smoke", 0, 2e9).ts, want)
