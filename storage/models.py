@@ -205,6 +205,19 @@ class TicketRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
+    # What a ticket without a device is about, for its one-open-ticket key: a maintenance plan
+    # ("plan:monthly-detector-test:s1") or a patrol route ("patrol:night-round").
+    subject: Mapped[str | None] = mapped_column(String(200))
+    assignee: Mapped[str | None] = mapped_column(String(100))  # who rectifies (整改人)
+    assigned_at: Mapped[float | None] = mapped_column(Float)
+    rectified_at: Mapped[float | None] = mapped_column(Float)  # first feedback: the loop's 整改 step
+    verified_at: Mapped[float | None] = mapped_column(Float)
+    overdue: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    overdue_at: Mapped[float | None] = mapped_column(Float)
+    # Telemetry-backed re-inspection: the condition has stayed normal long enough (evidence attached).
+    ready_at: Mapped[float | None] = mapped_column(Float)
+    plan: Mapped[str | None] = mapped_column(String(64))  # the maintenance plan that opened it
+    patrol_round_id: Mapped[int | None] = mapped_column(ForeignKey("patrol_rounds.id"))
 
     __table_args__ = (
         # One open ticket per (device, hazard type); recurrences are appended to it.
@@ -215,6 +228,15 @@ class TicketRow(Base):
             unique=True,
             sqlite_where=text("status != 'closed' AND device_id IS NOT NULL"),
             postgresql_where=text("status != 'closed' AND device_id IS NOT NULL"),
+        ),
+        # And one per (subject, hazard type) for tickets about a plan or a patrol route.
+        Index(
+            "uq_tickets_open_subject",
+            "subject",
+            "hazard_type",
+            unique=True,
+            sqlite_where=text("status != 'closed' AND subject IS NOT NULL"),
+            postgresql_where=text("status != 'closed' AND subject IS NOT NULL"),
         ),
     )
 
@@ -235,6 +257,61 @@ class TicketEventRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     status_before: Mapped[str | None] = mapped_column(String(16))
     status_after: Mapped[str] = mapped_column(String(16))
+
+
+class TicketCommentRow(Base):
+    __tablename__ = "ticket_comments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    author: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class TicketEvidenceRow(Base):
+    """A photo or file attached to a ticket (size-limited by site policy), kept in the state store
+    so it is backed up and transactional with the ticket."""
+
+    __tablename__ = "ticket_evidence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    uploaded_by: Mapped[str] = mapped_column(String(100))
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PatrolRoundRow(Base):
+    """One patrol round (巡查) walked by people: the checkpoints visited, each with its result."""
+
+    __tablename__ = "patrol_rounds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    route: Mapped[str] = mapped_column(String(64), index=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    inspectors: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float] = mapped_column(Float, index=True)
+    visits: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    missed: Mapped[list[str]] = mapped_column(JSON, default=list)  # checkpoints of the route not visited
+    problems: Mapped[int] = mapped_column(Integer, default=0)
+    recorded_by: Mapped[str] = mapped_column(String(100))
+
+
+class PlanRunRow(Base):
+    """The schedule state of one maintenance plan ("plan:<name>") or patrol route ("patrol:<name>")
+    at one site: when it was last done and when it is next due. The plans and routes themselves are
+    site policy, in the settings."""
+
+    __tablename__ = "plan_runs"
+    plan: Mapped[str] = mapped_column(String(80), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_done: Mapped[float | None] = mapped_column(Float)
+    next_due: Mapped[float] = mapped_column(Float)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 
 
 class RejectRow(Base):
