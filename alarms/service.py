@@ -203,15 +203,17 @@ class AlarmService:
     def _new_row(self, e: DetectorEvent, now: float) -> AlarmRow:
         dev = self.index.dev_of.get(e.device_id)
         device = self.index.devices[dev] if dev is not None else None
+        # An alarm whose key is not a device (e.g. an overdue ticket, "ticket:YH-...") says where it
+        # belongs in its extras, so escalation by site and propagation up the place tree still work.
         return AlarmRow(
             device_id=e.device_id,
             alarm_type=e.alarm_type,
             category=e.category.value,
             severity=SEVERITY_OF[e.category].value,
             system=self.index.profiles[dev].system.value if dev is not None else "",
-            site=self.index.sites[dev] if dev is not None else "",
-            place=device.place if device is not None else "",
-            department=device.department if device is not None else "",
+            site=self.index.sites[dev] if dev is not None else str(e.extra.get("site", "")),
+            place=device.place if device is not None else str(e.extra.get("place", "")),
+            department=device.department if device is not None else str(e.extra.get("department", "")),
             state=AlarmState.ACTIVE_UNACKNOWLEDGED.value,
             occurrences=1,
             first_ts=e.ts,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alarms.labels import CATEGORY_ZH, MEASURES_BY_CATEGORY_ZH, MEASURES_ZH, alarm_type_zh
-from core.domain import TICKETED_CATEGORIES, AlarmCategory, TicketSource, TicketStatus
+from core.domain import TICKETED_CATEGORIES, AlarmCategory, TicketAction, TicketSource, TicketStatus
 from core.settings import TicketPolicy
 from detectors.liveness import OFFLINE
 from ingest.index import DeviceIndex
@@ -28,7 +28,12 @@ class TicketChange:
     device_id: str | None
 
 
+TICKET_ALARM_PREFIX = "ticket."  # alarms about a ticket itself (e.g. "ticket.overdue")
+
+
 def needs_ticket(alarm: AlarmRow) -> bool:
+    if alarm.alarm_type.startswith(TICKET_ALARM_PREFIX):
+        return False  # the ticket already exists: a ticket about it would only be noise
     return AlarmCategory(alarm.category) in TICKETED_CATEGORIES or alarm.alarm_type == OFFLINE
 
 
@@ -60,40 +65,20 @@ class TicketOpener:
         detail: str,
         now: float,
     ) -> TicketChange:
-        existing = session.scalars(
-            select(TicketRow)
-            .where(TicketRow.device_id == alarm.device_id, TicketRow.hazard_type == hazard_type)
-            .where(TicketRow.status != TicketStatus.CLOSED.value)
-            .with_for_update()
-        ).first()
+        existing = find_open(session, hazard_type, device_id=alarm.device_id)
         if existing is not None:
-            existing.occurrences += 1
-            existing.updated_at = now
+            change = recur(session, existing, f"告警 #{alarm.id} 再次发生：{detail}", now)
             session.merge(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
-            session.add(
-                TicketEventRow(
-                    ticket_id=existing.id,
-                    ts=now,
-                    action="recurred",
-                    actor=AUTO_INSPECTOR,
-                    note=f"告警 #{alarm.id} 再次发生：{detail}",
-                    status_before=existing.status,
-                    status_after=existing.status,
-                )
-            )
-            return TicketChange(existing.id, existing.number, "recurred", alarm.device_id)
+            return change
 
         dev = self.index.dev_of.get(alarm.device_id)
         device = self.index.devices[dev] if dev is not None else None
         profile = self.index.profiles[dev] if dev is not None else None
         place_name = self.index.place_label(alarm.place)
-        hours = self.policy.deadline_hours.get(category.value, self.policy.default_deadline_hours)
         label = alarm_type_zh(hazard_type)
         what = f"{device.name or device.id}（{profile.name_zh}）" if device and profile else alarm.device_id
         ticket = TicketRow(
-            number="",
             source=TicketSource.ALARM.value,
-            status=TicketStatus.OPEN.value,
             category=category.value,
             hazard_type=hazard_type,
             device_id=alarm.device_id,
@@ -105,23 +90,82 @@ class TicketOpener:
             inspectors=AUTO_INSPECTOR,
             problem=f"{place_name} {what} {CATEGORY_ZH[category]}：{label}。{detail}",
             measures=MEASURES_ZH.get(hazard_type, MEASURES_BY_CATEGORY_ZH[category]),
-            deadline=now + hours * 3600.0,
-            created_at=now,
-            updated_at=now,
+            deadline=now + self.policy.deadline_s(category),
         )
-        session.add(ticket)
-        session.flush()
-        ticket.number = f"YH-{time.strftime('%Y%m%d', time.localtime(now))}-{ticket.id:05d}"
+        change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", f"由告警 #{alarm.id} 自动生成")
         session.add(TicketAlarmRow(ticket_id=ticket.id, alarm_id=alarm.id))
+        return change
+
+
+def find_open(
+    session: Session, hazard_type: str, *, device_id: str | None = None, subject: str | None = None
+) -> TicketRow | None:
+    """The open ticket of a (device or subject, hazard type) key, locked for update."""
+    q = select(TicketRow).where(TicketRow.hazard_type == hazard_type)
+    q = q.where(TicketRow.device_id == device_id) if device_id is not None else q
+    q = q.where(TicketRow.subject == subject) if subject is not None else q
+    q = q.where(TicketRow.status != TicketStatus.CLOSED.value)
+    return session.scalars(q.with_for_update()).first()
+
+
+def add_ticket(
+    session: Session, ticket: TicketRow, now: float, actor: str, role: str, note: str
+) -> TicketChange:
+    """Insert a new open ticket, give it its number and log OPENED, in the caller's transaction.
+    A racing writer's open ticket of the same key makes the flush fail (the unique index): the
+    caller retries its transaction and then finds that ticket instead."""
+    ticket.number = ""
+    ticket.status = TicketStatus.OPEN.value
+    ticket.occurrences = 1
+    ticket.created_at = ticket.updated_at = now
+    ticket.overdue = False
+    session.add(ticket)
+    session.flush()
+    ticket.number = f"YH-{time.strftime('%Y%m%d', time.localtime(now))}-{ticket.id:05d}"
+    session.add(
+        TicketEventRow(
+            ticket_id=ticket.id,
+            ts=now,
+            action=TicketAction.OPENED.value,
+            actor=actor,
+            role=role,
+            note=note,
+            status_before=None,
+            status_after=ticket.status,
+        )
+    )
+    return TicketChange(ticket.id, ticket.number, "opened", ticket.device_id)
+
+
+def recur(session: Session, ticket: TicketRow, note: str, now: float) -> TicketChange:
+    """The same hazard again: counted on the open ticket. If telemetry had marked it ready for
+    re-inspection, it no longer is."""
+    ticket.occurrences += 1
+    ticket.updated_at = now
+    session.add(
+        TicketEventRow(
+            ticket_id=ticket.id,
+            ts=now,
+            action=TicketAction.RECURRED.value,
+            actor=AUTO_INSPECTOR,
+            role="",
+            note=note,
+            status_before=ticket.status,
+            status_after=ticket.status,
+        )
+    )
+    if ticket.ready_at is not None:
+        ticket.ready_at = None
         session.add(
             TicketEventRow(
                 ticket_id=ticket.id,
                 ts=now,
-                action="opened",
+                action=TicketAction.NOT_READY.value,
                 actor=AUTO_INSPECTOR,
-                note=f"由告警 #{alarm.id} 自动生成",
-                status_before=None,
+                role="",
+                note="隐患再次发生，不再满足自动复检条件",
+                status_before=ticket.status,
                 status_after=ticket.status,
             )
         )
-        return TicketChange(ticket.id, ticket.number, "opened", alarm.device_id)
+    return TicketChange(ticket.id, ticket.number, "recurred", ticket.device_id)

@@ -9,7 +9,19 @@ from fastapi import FastAPI
 
 from api import problems
 from api.context import AppContext
-from api.routes import alarms, devices, health, maintenance, places, rejects, stream, tickets
+from api.routes import (
+    alarms,
+    devices,
+    health,
+    kpis,
+    maintenance,
+    patrols,
+    places,
+    rejects,
+    stream,
+    ticket_exports,
+    tickets,
+)
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -33,7 +45,19 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     problems.install(app)
-    for module in (places, devices, alarms, stream, maintenance, tickets, rejects):
+    # ticket_exports before tickets: /tickets/ledger.xlsx must not be taken for /tickets/{ticket_id}.
+    for module in (
+        places,
+        devices,
+        alarms,
+        stream,
+        maintenance,
+        ticket_exports,
+        tickets,
+        patrols,
+        kpis,
+        rejects,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +13,7 @@ from alarms.model import Transition
 from alarms.service import AlarmService
 from api.live import LiveHub
 from storage.telemetry import TelemetryStore
+from tickets.service import TicketService
 
 
 @dataclass
@@ -26,3 +28,5 @@ class AppContext:
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
     live: LiveHub | None = None  # the WebSocket and SSE alarm streams (api/routes/stream.py)
+    tickets: TicketService | None = None  # the ticket loop (tickets/service.py)
+    export_font: Path | None = None  # settings.exports.font_path; None = a known system CJK font

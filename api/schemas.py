@@ -6,7 +6,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.domain import AlarmAction, AlarmCategory, AlarmState, Severity, SystemType, TicketStatus
+from core.domain import AlarmAction, AlarmCategory, AlarmState, Severity, SystemType
 
 T = TypeVar("T")
 
@@ -197,52 +197,6 @@ class MaintenanceOut(BaseModel):
     ended_ts: float | None
     ended_by: str | None
     end_note: str
-
-
-class TicketOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    id: int
-    number: str
-    source: str
-    status: TicketStatus
-    category: AlarmCategory
-    hazard_type: str
-    device_id: str | None
-    site: str
-    place: str
-    department: str
-    responsible: str
-    inspection_time: float
-    inspectors: str
-    problem: str
-    measures: str
-    deadline: float
-    feedback: str
-    feedback_signed_by: str | None
-    feedback_signed_at: float | None
-    confirmed_by: str | None
-    confirmed_at: float | None
-    leader_signed_by: str | None
-    leader_signed_at: float | None
-    occurrences: int
-    created_at: float
-    updated_at: float
-    closed_at: float | None
-
-
-class TicketEventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    ts: float
-    action: str
-    actor: str
-    note: str
-    status_before: str | None
-    status_after: str
-
-
-class TicketDetailOut(TicketOut):
-    events: list[TicketEventOut]
-    alarm_ids: list[int]
 
 
 class RejectOut(BaseModel):

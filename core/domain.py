@@ -170,6 +170,39 @@ class TicketStatus(StrEnum):
     CLOSED = "closed"
 
 
+class TicketAction(StrEnum):
+    """What happened to a ticket (the ticket event log's vocabulary). People act through the
+    workflow (tickets/workflow.py); the rest is firewatch's own doing."""
+
+    OPENED = "opened"
+    RECURRED = "recurred"  # the same hazard again on the open ticket
+    ASSIGN = "assign"  # open/assigned -> assigned: who rectifies, by when
+    START = "start"  # assigned -> rectifying
+    RECTIFY = "rectify"  # rectifying -> rectified: feedback, the responsible person's sign-off
+    VERIFY = "verify"  # rectified -> verified: re-inspection passed, confirmation sign-off
+    REJECT = "reject"  # rectified -> rectifying: re-inspection failed
+    CLOSE = "close"  # verified -> closed: the supervising leader's sign-off
+    EXTEND = "extend"  # a new deadline, with the reason
+    COMMENT = "comment"
+    ATTACH = "attach"  # evidence (a photo or file)
+    OVERDUE = "overdue"  # past its deadline unrectified: flagged and escalated
+    READY = "ready"  # telemetry shows the condition normal long enough: ready for re-inspection
+    NOT_READY = "not_ready"  # the condition came back
+
+
+class Role(StrEnum):
+    """Who may do what (DESIGN §7). The three sign-offs of the seed form belong to different
+    people: the responsible person's feedback (maintenance), the confirmation after re-inspection
+    (the safety office, 保卫科) and the supervising leader's (分管领导). An admin may do all."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"  # control room: acknowledges alarms
+    MAINTENANCE = "maintenance"  # works tickets
+    SAFETY = "safety"  # safety office: assigns, verifies, extends
+    LEADER = "leader"  # supervising leader: closes
+    ADMIN = "admin"
+
+
 class TicketSource(StrEnum):
     ALARM = "alarm"
     PATROL = "patrol"

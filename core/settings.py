@@ -171,6 +171,58 @@ class ApiSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65_535)
 
 
+class MaintenancePlan(_Section):
+    """A recurring maintenance task or test (e.g. the monthly detector test) that opens a ticket at
+    each site when it falls due. Frequencies are site policy: GB 25201-2010 requires periodic
+    testing, but its intervals were not verified (STANDARDS.md), so none is claimed here."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    title_zh: str = Field(min_length=1, max_length=200)
+    title_en: str = Field(default="", max_length=200)
+    every_days: float = Field(gt=0, le=3660, description="how often it is due")
+    deadline_hours: float = Field(default=72.0, gt=0, description="time allowed once due")
+    kinds: list[str] = Field(default_factory=list, description="device kinds it covers (for the ticket text)")
+    sites: list[str] = Field(default_factory=list, description="sites it applies to; empty = every site")
+    department: str = Field(default="", max_length=100, description="科室 that carries it out")
+    responsible: str = Field(default="", max_length=100, description="责任人")
+
+
+class PatrolRoute(_Section):
+    """A patrol round people walk on a schedule (hospitals: strengthened night patrols, Ministry of
+    Public Security Order 61 Art. 25/26, tag S in STANDARDS.md). A round not recorded within
+    `every_hours + grace_hours` of the last one is a missed patrol: itself a hazard ticket."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    site: str = Field(min_length=1, max_length=64)
+    title_zh: str = Field(min_length=1, max_length=200)
+    checkpoints: list[str] = Field(min_length=1, description="checkpoint ids (usually place paths)")
+    every_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    grace_hours: float = Field(default=1.0, ge=0, le=24 * 7)
+    department: str = Field(default="", max_length=100)
+    responsible: str = Field(default="", max_length=100)
+
+
+def _default_plans() -> list[MaintenancePlan]:
+    return [
+        MaintenancePlan(
+            name="detector-test",
+            title_zh="火灾探测器功能测试",
+            title_en="fire detector function test",
+            every_days=30,
+            kinds=["smoke", "heat", "smoke_heat"],
+            department="保卫科",
+        ),
+        MaintenancePlan(
+            name="pump-test",
+            title_zh="消防水泵启泵测试",
+            title_en="fire pump start test",
+            every_days=91,
+            kinds=["water_pressure"],
+            department="总务科",
+        ),
+    ]
+
+
 class TicketPolicy(_Section):
     """Rectification deadlines per alarm category, in hours: site policy (STANDARDS.md: no national
     fault-repair deadline was found, so these are labelled site policy, not a standard)."""
@@ -179,6 +231,39 @@ class TicketPolicy(_Section):
         default_factory=lambda: {"fault": 72.0, "supervisory": 24.0, "hazard": 168.0, "pre_alarm": 72.0}
     )
     default_deadline_hours: float = 72.0
+
+    normal_for_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="a device condition normal this long marks its ticket ready for re-inspection",
+    )
+    evidence_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    tick_s: float = Field(default=30.0, gt=0, description="how often deadlines and schedules are checked")
+    plans: list[MaintenancePlan] = Field(default_factory=_default_plans)
+    patrols: list[PatrolRoute] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TicketPolicy:
+        for what, names in (
+            ("plans", [p.name for p in self.plans]),
+            ("patrols", [r.name for r in self.patrols]),
+        ):
+            if len(names) != len(set(names)):
+                raise ValueError(f"tickets.{what}: names must be unique")
+        return self
+
+    def deadline_s(self, category: AlarmCategory) -> float:
+        return self.deadline_hours.get(category.value, self.default_deadline_hours) * 3600.0
+
+
+class ExportSettings(_Section):
+    """Printable exports of tickets (tickets/export.py)."""
+
+    font_path: Path | None = Field(
+        default=None,
+        description="a TrueType CJK font (.ttf/.ttc) for the PDF forms; default: the first known "
+        "Debian CJK font found (fonts-wqy-microhei, fonts-wqy-zenhei, fonts-arphic-uming)",
+    )
 
 
 class Settings(BaseSettings):
@@ -198,6 +283,7 @@ class Settings(BaseSettings):
     pushes: list[PushRoute] = Field(default_factory=list, description="notification routes (Apprise URLs)")
     api: ApiSettings = Field(default_factory=ApiSettings)
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
+    exports: ExportSettings = Field(default_factory=ExportSettings)
     alarms: AlarmPolicySettings = Field(default_factory=AlarmPolicySettings)
 
     @classmethod

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from core.settings import Settings, SettingsError, load_settings
+from firewatch.report import ReportFormat, ReportLang, kpi_csv, print_kpi_tables, when
+
+if TYPE_CHECKING:
+    from tickets.kpi import KpiReport
 
 app = typer.Typer(
     help="firewatch — smart fire-safety monitoring (智慧消防): MQTT telemetry, detection, alarms, tickets.",
@@ -265,6 +272,142 @@ def replay(
         table.add_row(device, alarm_type, category, str(first), str(n_raised), str(n_cleared))
     console.print(table)
     console.print(f"{result.samples_per_s:,.0f} readings/s; transitions written to {out}")
+
+
+def _local_time(option: str, value: str) -> float:
+    """An ISO date or date-time; without a UTC offset it is local time (what a person types)."""
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        err.print(
+            f"[red]{option} {escape(repr(value))} is not a date[/]: use YYYY-MM-DD or YYYY-MM-DDTHH:MM "
+            "(local time), e.g. 2026-11-01 or 2026-11-01T08:00"
+        )
+        raise typer.Exit(2) from None
+
+
+def _load_kpis(
+    url: str, since: float, until: float | None, site: str | None, department: str | None, now: float
+) -> KpiReport:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from storage.db import DatabaseError, open_store
+    from tickets.kpi import compute_kpis
+
+    fix = "check database_url in the config file (--config) or FIREWATCH_DATABASE_URL"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        err.print(f"[red]database_url {escape(repr(url))} is not a database URL[/]: {fix}")
+        raise typer.Exit(2) from None
+    shown = parsed.render_as_string(hide_password=True)
+    path = parsed.database
+    # Opening a missing SQLite file would create an empty store and report zeros: say so instead.
+    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).is_file():
+        err.print(
+            f"[red]no state store at {escape(path)}[/]: point the report at the service's database "
+            f"({fix}, or data_dir)"
+        )
+        raise typer.Exit(2)
+    try:
+        engine, sessions = open_store(url)
+    except (DatabaseError, SQLAlchemyError, ImportError) as exc:
+        err.print(f"[red]cannot open the state store at {escape(shown)}[/]: {escape(str(exc))}")
+        err.print(f"Is the database running and reachable? Otherwise {fix}.")
+        raise typer.Exit(2) from None
+    try:
+        with sessions() as session:
+            return compute_kpis(session, since, until, site, department, now)
+    except SQLAlchemyError as exc:
+        err.print(f"[red]cannot read the state store at {escape(shown)}[/]: {escape(str(exc))}")
+        err.print(f"Is the database running and reachable? Otherwise {fix}.")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def report(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="start of the period, local time: 2026-11-01 or 2026-11-01T08:00 "
+            "(default: 30 days before --until)"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="end of the period, excluded, local time: --until 2026-12-01 ends on 30 November "
+            "(default: now); the report shows the state as of then"
+        ),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="only this site (default: all sites)")] = None,
+    department: Annotated[
+        str | None, typer.Option(help="only this department (科室), e.g. 心内科 (default: all)")
+    ] = None,
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table: for reading; csv: one row per department and a total, for Excel; "
+            "json: every figure, for other programs",
+        ),
+    ] = ReportFormat.TABLE,
+    lang: Annotated[
+        ReportLang, typer.Option(help="language of the headers and labels (table and csv)")
+    ] = ReportLang.ZH,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the report to this file (default: stdout)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Hazard-rectification KPIs (隐患整改): 整改率, on time, overdue, mean times, false alarms.
+
+    Counts the tickets created in the period (found), how many were rectified (整改率 =
+    rectified / found), rectified by their deadline (按时整改率) or still open past it (逾期), the
+    mean times to assign and to rectify, per department; and for the alarms first raised in the
+    period, the mean time to acknowledge and the false alarms per device. Figures are as of the end
+    of the period (or now). Definitions: docs/tickets.md. Reads the state store of the configured
+    service (database_url, or the SQLite file in data_dir).
+    """
+    now = time.time()
+    end = _local_time("--until", until) if until is not None else None
+    start = _local_time("--since", since) if since is not None else (end or now) - 30 * 86400.0
+    if end is not None and start >= end:
+        err.print(f"[red]--since must be before --until[/] (got {when(start)} and {when(end)})")
+        raise typer.Exit(2)
+    settings = _settings(config)
+    kpis = _load_kpis(settings.resolved_database_url, start, end, site, department, now)
+
+    if fmt is ReportFormat.TABLE:
+        if output is None:
+            # Piped or captured output has no terminal width: give the wide Chinese headers room.
+            print_kpi_tables(Console(width=None if sys.stdout.isatty() else 120), kpis, lang)
+            return
+        text = io.StringIO()
+        print_kpi_tables(Console(file=text, width=120), kpis, lang)
+        data = text.getvalue().encode("utf-8")
+    elif fmt is ReportFormat.CSV:
+        # UTF-8 with a byte-order mark: Excel on Chinese Windows otherwise reads the file as GBK and
+        # garbles the Chinese headers and department names.
+        data = kpi_csv(kpis, lang).encode("utf-8-sig")
+    else:
+        data = (kpis.model_dump_json(indent=2) + "\n").encode("utf-8")
+    try:
+        if output is None:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)  # bytes as they are: no console code page in between
+            sys.stdout.buffer.flush()
+        else:
+            output.write_bytes(data)
+    except OSError as exc:
+        err.print(f"[red]cannot write {escape(str(output or 'stdout'))}: {escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
+    if output is not None:
+        err.print(f"report written to {escape(str(output))}")
 
 
 def main() -> None:

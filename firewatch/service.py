@@ -38,6 +38,7 @@ from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
 from storage.rejects import RejectStore
 from storage.telemetry import TelemetryStore
+from tickets.service import TicketService
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,14 @@ class Service:
             routes,
             Policy(settings.alarms),
         )
+        self.tickets = TicketService(
+            self.sessions,
+            self.index,
+            settings.tickets,
+            alarms=self.alarms,
+            telemetry=self.telemetry,
+            clock=clock,
+        )
         self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
         self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
         self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
@@ -186,6 +195,7 @@ class Service:
             asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
             asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
+            asyncio.create_task(self._ticket_clock(self._stop), name="ticket-clock"),
         ]
         logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
 
@@ -205,6 +215,22 @@ class Service:
                 continue
             if transitions:
                 self.pipeline.publish(transitions, [])
+
+    async def _ticket_clock(self, stop: asyncio.Event) -> None:
+        """Ticket deadlines, maintenance plans, patrols and re-inspection: every `tickets.tick_s`,
+        and once at start so a plan due while the service was down opens its ticket at once.
+        Overdue tickets come back as alarm transitions, published like any other."""
+        every = self.settings.tickets.tick_s
+        while not stop.is_set():
+            try:
+                transitions = await asyncio.to_thread(self.tickets.tick)
+            except Exception:  # a database hiccup must not end the ticket clock
+                logger.exception("ticket tick failed; retrying in %.1f s", every)
+            else:
+                if transitions:
+                    self.pipeline.publish(transitions, [])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -274,4 +300,6 @@ class Service:
             start=self.start,
             stop=self.stop,
             live=self.live,
+            tickets=self.tickets,
+            export_font=self.settings.exports.font_path,
         )

@@ -53,7 +53,7 @@ class AlarmRow(Base):
     place: Mapped[str] = mapped_column(String(400))
     state: Mapped[str] = mapped_column(String(32), index=True)
     occurrences: Mapped[int] = mapped_column(Integer, default=1)
-    first_ts: Mapped[float] = mapped_column(Float)
+    first_ts: Mapped[float] = mapped_column(Float, index=True)  # KPI periods select on it
     last_ts: Mapped[float] = mapped_column(Float)
     cleared_ts: Mapped[float | None] = mapped_column(Float)
     acked_ts: Mapped[float | None] = mapped_column(Float)
@@ -202,7 +202,7 @@ class TicketRow(Base):
     leader_signed_by: Mapped[str | None] = mapped_column(String(100))  # 分管领导签字
     leader_signed_at: Mapped[float | None] = mapped_column(Float)
     occurrences: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float, index=True)  # KPI periods select on it
     updated_at: Mapped[float] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     # What a ticket without a device is about, for its one-open-ticket key: a maintenance plan
@@ -254,6 +254,7 @@ class TicketEventRow(Base):
     ts: Mapped[float] = mapped_column(Float)
     action: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16), default="")  # the actor's role ("" for firewatch)
     note: Mapped[str] = mapped_column(Text, default="")
     status_before: Mapped[str | None] = mapped_column(String(16))
     status_after: Mapped[str] = mapped_column(String(16))

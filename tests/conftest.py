@@ -18,6 +18,7 @@ from firewatch.broker import Mosquitto
 from firewatch.metrics import Metrics
 from storage.telemetry import TelemetryStore
 from tests.postgres import PrivatePostgres
+from tickets.service import TicketService
 
 SMOKE = Profile.model_validate(
     {
@@ -152,6 +153,15 @@ def postgres_url(postgres: PrivatePostgres) -> Iterator[str]:
         postgres.drop_database(name)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state store's URL: each test using it runs on SQLite and on a private PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 class FakeClock:
     """An injected clock that only moves when a test moves it (no test sleeps)."""
 
@@ -163,9 +173,12 @@ class FakeClock:
 
 
 @contextlib.asynccontextmanager
-async def asgi_api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def asgi_api(
+    alarms: AlarmService, tmp_path: Path, tickets: TicketService | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """The real FastAPI app over an alarm service and its store, called in process (no server)."""
     ctx = AppContext(
+        tickets=tickets,
         sessions=alarms.sessions,
         alarms=alarms,
         telemetry=TelemetryStore(tmp_path / "telemetry.sqlite"),

@@ -1,14 +1,59 @@
+"""Hazard-rectification tickets: the ledger, the loop's transitions, comments and evidence."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+from urllib.parse import quote
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import Response
 from sqlalchemy import select
 
-from api.deps import DbSession, PageParams, page_of
-from api.schemas import Page, TicketDetailOut, TicketEventOut, TicketOut
-from core.domain import TicketStatus
-from storage.models import TicketAlarmRow, TicketEventRow, TicketRow
+from api.context import AppContext
+from api.deps import Ctx, DbSession, PageParams, page_of
+from api.schemas import Page
+from api.ticket_schemas import (
+    CommentIn,
+    CommentOut,
+    EvidenceOut,
+    HazardIn,
+    TicketChangeOut,
+    TicketDetailOut,
+    TicketEventOut,
+    TicketOut,
+    TransitionIn,
+)
+from core.domain import AlarmCategory, Role, TicketAction, TicketSource, TicketStatus
+from storage.models import TicketAlarmRow, TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
+from tickets.service import ActionFields, HazardReport, TicketInputError, TicketNotFoundError, TicketService
+from tickets.workflow import RoleNotPermittedError, WrongStatusError
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
+R = TypeVar("R")
+Time = Annotated[float | None, Query(ge=0, le=1e11)]
+
+
+def ticket_service(ctx: AppContext) -> TicketService:
+    if ctx.tickets is None:
+        raise HTTPException(503, "the ticket service is not running")
+    return ctx.tickets
+
+
+async def run_ticket_work(ctx: AppContext, work: Callable[[TicketService], R]) -> R:
+    """Run a write off the event loop; map the workflow's refusals to 403/404/409/422."""
+    service = ticket_service(ctx)
+    try:
+        return await asyncio.to_thread(work, service)
+    except TicketNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RoleNotPermittedError as exc:
+        raise HTTPException(403, str(exc)) from None
+    except WrongStatusError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except TicketInputError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("", operation_id="list_tickets")
@@ -16,20 +61,74 @@ def list_tickets(
     db: DbSession,
     page: PageParams,
     status: TicketStatus | None = None,
-    site: str | None = None,
-    department: str | None = None,
-    device_id: str | None = None,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    department: Annotated[str | None, Query(max_length=100)] = None,
+    device_id: Annotated[str | None, Query(max_length=64)] = None,
+    source: TicketSource | None = None,
+    category: AlarmCategory | None = None,
+    open: Annotated[bool | None, Query(description="true: not closed; false: closed")] = None,
+    overdue: Annotated[bool | None, Query(description="past the deadline and not yet rectified")] = None,
+    ready: Annotated[bool | None, Query(description="marked ready for re-inspection by telemetry")] = None,
+    since: Annotated[Time, Query(description="created at or after")] = None,
+    until: Annotated[Time, Query(description="created before")] = None,
 ) -> Page[TicketOut]:
+    """The ledger (台账), newest first."""
     q = select(TicketRow)
-    if status is not None:
-        q = q.where(TicketRow.status == status.value)
-    if site is not None:
-        q = q.where(TicketRow.site == site)
-    if department is not None:
-        q = q.where(TicketRow.department == department)
-    if device_id is not None:
-        q = q.where(TicketRow.device_id == device_id)
+    for column, value in (
+        (TicketRow.status, status),
+        (TicketRow.site, site),
+        (TicketRow.department, department),
+        (TicketRow.device_id, device_id),
+        (TicketRow.source, source),
+        (TicketRow.category, category),
+    ):
+        if value is not None:
+            q = q.where(column == str(value))
+    if open is not None:
+        closed = TicketRow.status == TicketStatus.CLOSED.value
+        q = q.where(~closed if open else closed)
+    if overdue is not None:
+        q = q.where(TicketRow.overdue.is_(overdue))
+    if ready is not None:
+        q = q.where(TicketRow.ready_at.is_not(None) if ready else TicketRow.ready_at.is_(None))
+    if since is not None:
+        q = q.where(TicketRow.created_at >= since)
+    if until is not None:
+        q = q.where(TicketRow.created_at < until)
     return page_of(db, q.order_by(TicketRow.id.desc()), page, TicketOut)
+
+
+@router.post("", operation_id="report_hazard", status_code=201)
+async def report_hazard(body: HazardIn, ctx: Ctx) -> TicketChangeOut:
+    """Open a ticket for a hazard found by an inspection. If the device already has an open ticket
+    of this hazard type, the finding is added to it (`action: recurred`) instead."""
+    if not body.site and body.device_id is None:
+        raise HTTPException(422, "give the site, or the device the hazard is on")
+    clock = ticket_service(ctx).clock
+    report = HazardReport(
+        site=body.site,
+        problem=body.problem,
+        inspectors=body.inspectors,
+        inspection_time=body.inspection_time if body.inspection_time is not None else clock(),
+        category=body.category,
+        hazard_type=body.hazard_type,
+        department=body.department,
+        responsible=body.responsible,
+        measures=body.measures,
+        place=body.place,
+        device_id=body.device_id,
+        deadline=body.deadline,
+    )
+    change = await run_ticket_work(ctx, lambda s: s.report(report, body.actor, body.role))
+    return TicketChangeOut(ticket=_ticket(ctx, change.ticket_id), action=change.action)
+
+
+def _ticket(ctx: AppContext, ticket_id: int) -> TicketOut:
+    with ctx.sessions() as s:
+        row = s.get(TicketRow, ticket_id)
+        if row is None:
+            raise HTTPException(404, f"ticket {ticket_id} does not exist")
+        return TicketOut.model_validate(row)
 
 
 @router.get("/{ticket_id}", operation_id="get_ticket")
@@ -37,12 +136,80 @@ def get_ticket(ticket_id: int, db: DbSession) -> TicketDetailOut:
     row = db.get(TicketRow, ticket_id)
     if row is None:
         raise HTTPException(404, f"ticket {ticket_id} does not exist")
-    events = db.scalars(
-        select(TicketEventRow).where(TicketEventRow.ticket_id == ticket_id).order_by(TicketEventRow.id)
-    )
+
+    def of(model: type[TicketEventRow] | type[TicketCommentRow] | type[TicketEvidenceRow]) -> list[object]:
+        return list(db.scalars(select(model).where(model.ticket_id == ticket_id).order_by(model.id)))
+
     alarm_ids = db.scalars(select(TicketAlarmRow.alarm_id).where(TicketAlarmRow.ticket_id == ticket_id)).all()
     return TicketDetailOut(
         **TicketOut.model_validate(row).model_dump(),
-        events=[TicketEventOut.model_validate(e) for e in events],
+        events=[TicketEventOut.model_validate(e) for e in of(TicketEventRow)],
+        comments=[CommentOut.model_validate(c) for c in of(TicketCommentRow)],
+        evidence=[EvidenceOut.model_validate(e) for e in of(TicketEvidenceRow)],
         alarm_ids=sorted(alarm_ids),
+    )
+
+
+@router.post("/{ticket_id}/transitions", operation_id="transition_ticket")
+async def transition(ticket_id: int, body: TransitionIn, ctx: Ctx) -> TicketOut:
+    """One step of the loop: open → assigned → rectifying → rectified → verified → closed; a
+    failed re-inspection (`reject`) goes back to rectifying; `extend` moves the deadline. 403 when
+    the role may not take the step, 409 when the ticket's status does not allow it."""
+    fields = ActionFields(
+        assignee=body.assignee,
+        responsible=body.responsible,
+        deadline=body.deadline,
+        feedback=body.feedback,
+        signed_by=body.signed_by,
+    )
+    action = TicketAction(body.action)
+    row = await run_ticket_work(
+        ctx, lambda s: s.act(ticket_id, action, body.actor, body.role, body.note, fields)
+    )
+    return TicketOut.model_validate(row)
+
+
+@router.post("/{ticket_id}/comments", operation_id="comment_ticket", status_code=201)
+async def comment(ticket_id: int, body: CommentIn, ctx: Ctx) -> CommentOut:
+    row = await run_ticket_work(ctx, lambda s: s.comment(ticket_id, body.actor, body.role, body.text))
+    return CommentOut.model_validate(row)
+
+
+@router.post("/{ticket_id}/evidence", operation_id="attach_evidence", status_code=201)
+async def attach(
+    ticket_id: int,
+    ctx: Ctx,
+    file: Annotated[UploadFile, File(description="a photo or document (size-limited by site policy)")],
+    actor: Annotated[str, Form(min_length=1, max_length=100)],
+    role: Annotated[Role, Form()],
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> EvidenceOut:
+    """Attach evidence (a photo of the rectified hazard, a test report). Larger than
+    `tickets.evidence_max_bytes` is refused with 413 before it is stored."""
+    limit = ticket_service(ctx).policy.evidence_max_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"the file is larger than {limit} bytes (tickets.evidence_max_bytes)")
+    filename = (file.filename or "evidence")[-200:]
+    content_type = (file.content_type or "application/octet-stream")[:100]
+    row = await run_ticket_work(
+        ctx, lambda s: s.attach(ticket_id, actor, role, filename, content_type, data, note)
+    )
+    return EvidenceOut.model_validate(row)
+
+
+@router.get(
+    "/{ticket_id}/evidence/{evidence_id}",
+    operation_id="get_evidence",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file as uploaded"}},
+)
+def get_evidence(ticket_id: int, evidence_id: int, db: DbSession) -> Response:
+    row = db.get(TicketEvidenceRow, evidence_id)
+    if row is None or row.ticket_id != ticket_id:
+        raise HTTPException(404, f"ticket {ticket_id} has no evidence {evidence_id}")
+    return Response(
+        row.data,
+        media_type=row.content_type,
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(row.filename)}"},
     )

@@ -50,7 +50,12 @@ def upgrade() -> None:
         for column in TICKET_COLUMNS:
             batch.add_column(column)
         batch.create_foreign_key("fk_tickets_patrol_round", "patrol_rounds", ["patrol_round_id"], ["id"])
+    with op.batch_alter_table("ticket_events") as batch:
+        batch.add_column(sa.Column("role", sa.String(length=16), nullable=False, server_default=""))
     op.create_index("ix_tickets_overdue", "tickets", ["overdue"], unique=False)
+    # KPI reports select a period of tickets and alarms by when they were found / first raised.
+    op.create_index("ix_tickets_created_at", "tickets", ["created_at"], unique=False)
+    op.create_index("ix_alarms_first_ts", "alarms", ["first_ts"], unique=False)
     op.create_index(
         "uq_tickets_open_subject",
         "tickets",
@@ -111,7 +116,11 @@ def downgrade() -> None:
     op.drop_index("ix_ticket_comments_ticket_id", table_name="ticket_comments")
     op.drop_table("ticket_comments")
     op.drop_index("uq_tickets_open_subject", table_name="tickets")
+    op.drop_index("ix_alarms_first_ts", table_name="alarms")
+    op.drop_index("ix_tickets_created_at", table_name="tickets")
     op.drop_index("ix_tickets_overdue", table_name="tickets")
+    with op.batch_alter_table("ticket_events") as batch:
+        batch.drop_column("role")
     with op.batch_alter_table("tickets") as batch:
         batch.drop_constraint("fk_tickets_patrol_round", type_="foreignkey")
         for column in reversed(TICKET_COLUMNS):
