@@ -20,7 +20,7 @@ from core.settings import IngestSettings, MqttSettings, Settings
 from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
-from storage.models import RejectRow
+from storage.models import RejectRow, TicketRow
 from tests.conftest import PROFILES, small_registry
 from tests.mqtt_helpers import Publisher, reading
 
@@ -481,3 +481,18 @@ async def test_every_transition_is_published_on_the_site_alarm_topic(
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+async def test_the_running_service_opens_due_maintenance_tickets_from_its_ticket_clock(
+    service: Service,
+) -> None:
+    """The default plans have no history, so they are due at start: the ticket clock's first tick
+    opens one ticket per plan and site, and a second tick opens no more."""
+
+    def maintenance() -> list[str]:
+        with service.sessions() as s:
+            return sorted(s.scalars(select(TicketRow.hazard_type).where(TicketRow.source == "maintenance")))
+
+    assert await eventually(lambda: len(maintenance()) == 2)
+    await asyncio.to_thread(service.tickets.tick)
+    assert maintenance() == ["maintenance.detector-test", "maintenance.pump-test"]
