@@ -45,7 +45,7 @@ from core.domain import (
 )
 from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
-from storage.db import IMMEDIATE
+from storage.db import IMMEDIATE, retryable
 from storage.models import AlarmEventRow, AlarmRow, AuditRow, MaintenanceRow, TicketRow
 
 logger = logging.getLogger(__name__)
@@ -74,15 +74,6 @@ class Outcome:
 
     transitions: list[Transition]
     tickets: list[TicketChange]
-
-
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, IntegrityError):
-        return "uq_alarms_open_key" in str(exc) or "alarms.device_id, alarms.alarm_type" in str(exc)
-    if isinstance(exc, OperationalError):
-        text = str(exc).lower()
-        return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
-    return False
 
 
 class AlarmService:
@@ -132,7 +123,7 @@ class AlarmService:
                     self._notify(outcome.transitions)
                 return result, outcome
             except (IntegrityError, OperationalError) as exc:
-                if attempt == ATTEMPTS - 1 or not _retryable(exc):
+                if attempt == ATTEMPTS - 1 or not retryable(exc):
                     raise
                 self.retries += 1
                 time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))

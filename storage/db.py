@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,31 @@ class DatabaseError(RuntimeError):
 # SQLite it takes the write lock at BEGIN, so no other writer can commit between its read and its
 # write; other writers wait (busy_timeout). PostgreSQL ignores it (row locks do that job there).
 IMMEDIATE: dict[str, Any] = {"sqlite_begin": "IMMEDIATE"}
+
+
+# How each database names a violation of a one-open-per-key index (models.py): PostgreSQL names the
+# index, SQLite the columns.
+_OPEN_KEY_VIOLATIONS = (
+    "uq_alarms_open_key",
+    "alarms.device_id, alarms.alarm_type",
+    "uq_tickets_open_key",
+    "tickets.device_id, tickets.hazard_type",
+    "uq_tickets_open_subject",
+    "tickets.subject, tickets.hazard_type",
+)
+
+
+def retryable(exc: Exception) -> bool:
+    """Whether a failed write transaction should be run again from the start: it lost the race to
+    open an alarm or ticket (a retry finds the winner's row and appends to it), or the database was
+    busy, deadlocked or could not serialise it. Any writer may touch both alarms and tickets (an
+    alarm opens a ticket in its own transaction), so every writer retries on every key."""
+    if isinstance(exc, IntegrityError):
+        return any(name in str(exc) for name in _OPEN_KEY_VIOLATIONS)
+    if isinstance(exc, OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
+    return False
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

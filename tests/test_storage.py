@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import uuid
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
-from storage.db import migrate, open_store
-from storage.models import Base
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.sqlite'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+from storage.db import migrate, open_store, retryable
+from storage.models import Base, TicketRow
 
 
 def test_migrations_create_exactly_the_models_schema(store_url: str) -> None:
@@ -36,4 +29,39 @@ def test_migrating_twice_is_harmless_and_keeps_the_partial_unique_indexes(store_
     assert indexes["uq_alarms_open_key"]["unique"]
     tickets = {ix["name"]: ix for ix in inspect(engine).get_indexes("tickets")}
     assert tickets["uq_tickets_open_key"]["unique"]
+    engine.dispose()
+
+
+def _open_ticket(device_id: str | None, subject: str | None) -> TicketRow:
+    return TicketRow(
+        number=f"YH-{uuid.uuid4().hex[:8]}",
+        source="alarm",
+        status="open",
+        category="fault",
+        hazard_type="device.fault",
+        device_id=device_id,
+        subject=subject,
+        site="s1",
+        place="s1",
+        inspection_time=0.0,
+        problem="x",
+        deadline=1.0,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+@pytest.mark.parametrize(("device_id", "subject"), [("smk-1", None), (None, "plan:pump-test:s1")])
+def test_a_second_open_ticket_of_one_key_is_refused_and_recognised_as_a_lost_race(
+    store_url: str, device_id: str | None, subject: str | None
+) -> None:
+    """Any writer (the alarm path opening a ticket, a person reporting one) that loses the race on a
+    key retries its whole transaction: the database's refusal must be recognised as such, whatever
+    words the database uses for it."""
+    engine, sessions = open_store(store_url)
+    with sessions.begin() as s:
+        s.add(_open_ticket(device_id, subject))
+    with pytest.raises(IntegrityError) as refused, sessions.begin() as s:
+        s.add(_open_ticket(device_id, subject))
+    assert retryable(refused.value)
     engine.dispose()

@@ -42,7 +42,7 @@ from core.domain import (
 )
 from core.settings import MaintenancePlan, PatrolRoute, TicketPolicy
 from ingest.index import DeviceIndex
-from storage.db import IMMEDIATE
+from storage.db import IMMEDIATE, retryable
 from storage.models import (
     AlarmRow,
     PatrolRoundRow,
@@ -124,19 +124,6 @@ class ActionFields:
     signed_by: str | None = None  # the name signed, when a person signs for someone else's record
 
 
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, IntegrityError):
-        return (
-            "uq_tickets_open" in str(exc)
-            or "tickets.device_id, tickets.hazard_type" in str(exc)
-            or ("tickets.subject, tickets.hazard_type" in str(exc))
-        )
-    if isinstance(exc, OperationalError):
-        text = str(exc).lower()
-        return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
-    return False
-
-
 class TicketService:
     def __init__(
         self,
@@ -167,7 +154,7 @@ class TicketService:
                     s.connection(execution_options=IMMEDIATE)
                     return work(s)
             except (IntegrityError, OperationalError) as exc:
-                if attempt == ATTEMPTS - 1 or not _retryable(exc):
+                if attempt == ATTEMPTS - 1 or not retryable(exc):
                     raise
                 self.retries += 1
                 time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))
