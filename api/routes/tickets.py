@@ -120,7 +120,8 @@ async def report_hazard(body: HazardIn, ctx: Ctx) -> TicketChangeOut:
         deadline=body.deadline,
     )
     change = await run_ticket_work(ctx, lambda s: s.report(report, body.actor, body.role))
-    return TicketChangeOut(ticket=_ticket(ctx, change.ticket_id), action=change.action)
+    ticket = await asyncio.to_thread(_ticket, ctx, change.ticket_id)
+    return TicketChangeOut(ticket=ticket, action=change.action)
 
 
 def _ticket(ctx: AppContext, ticket_id: int) -> TicketOut:
