@@ -97,6 +97,34 @@ class TicketOpener:
         return change
 
 
+def log_event(
+    session: Session,
+    ticket: TicketRow,
+    action: TicketAction,
+    now: float,
+    note: str = "",
+    *,
+    actor: str = AUTO_INSPECTOR,
+    role: str = "",
+    before: str | None = None,
+) -> None:
+    """Append one entry to the ticket's history; `before` defaults to its current status (an event
+    that changes nothing but the record)."""
+    ticket.updated_at = now
+    session.add(
+        TicketEventRow(
+            ticket_id=ticket.id,
+            ts=now,
+            action=action.value,
+            actor=actor,
+            role=role,
+            note=note,
+            status_before=ticket.status if before is None and action is not TicketAction.OPENED else before,
+            status_after=ticket.status,
+        )
+    )
+
+
 def find_open(
     session: Session, hazard_type: str, *, device_id: str | None = None, subject: str | None = None
 ) -> TicketRow | None:
@@ -122,18 +150,7 @@ def add_ticket(
     session.add(ticket)
     session.flush()
     ticket.number = f"YH-{time.strftime('%Y%m%d', time.localtime(now))}-{ticket.id:05d}"
-    session.add(
-        TicketEventRow(
-            ticket_id=ticket.id,
-            ts=now,
-            action=TicketAction.OPENED.value,
-            actor=actor,
-            role=role,
-            note=note,
-            status_before=None,
-            status_after=ticket.status,
-        )
-    )
+    log_event(session, ticket, TicketAction.OPENED, now, note, actor=actor, role=role)
     return TicketChange(ticket.id, ticket.number, "opened", ticket.device_id)
 
 
@@ -141,31 +158,8 @@ def recur(session: Session, ticket: TicketRow, note: str, now: float) -> TicketC
     """The same hazard again: counted on the open ticket. If telemetry had marked it ready for
     re-inspection, it no longer is."""
     ticket.occurrences += 1
-    ticket.updated_at = now
-    session.add(
-        TicketEventRow(
-            ticket_id=ticket.id,
-            ts=now,
-            action=TicketAction.RECURRED.value,
-            actor=AUTO_INSPECTOR,
-            role="",
-            note=note,
-            status_before=ticket.status,
-            status_after=ticket.status,
-        )
-    )
+    log_event(session, ticket, TicketAction.RECURRED, now, note)
     if ticket.ready_at is not None:
         ticket.ready_at = None
-        session.add(
-            TicketEventRow(
-                ticket_id=ticket.id,
-                ts=now,
-                action=TicketAction.NOT_READY.value,
-                actor=AUTO_INSPECTOR,
-                role="",
-                note="隐患再次发生，不再满足自动复检条件",
-                status_before=ticket.status,
-                status_after=ticket.status,
-            )
-        )
+        log_event(session, ticket, TicketAction.NOT_READY, now, "隐患再次发生，不再满足自动复检条件")
     return TicketChange(ticket.id, ticket.number, "recurred", ticket.device_id)

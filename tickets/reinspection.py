@@ -21,9 +21,9 @@ import numpy as np
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from alarms.tickets import AUTO_INSPECTOR
+from alarms.tickets import AUTO_INSPECTOR, log_event
 from core.domain import ACTIVE_STATES, TicketAction, TicketSource, TicketStatus
-from storage.models import AlarmRow, TicketAlarmRow, TicketEventRow, TicketEvidenceRow, TicketRow
+from storage.models import AlarmRow, TicketAlarmRow, TicketEvidenceRow, TicketRow
 from storage.telemetry import TelemetryStore
 
 if TYPE_CHECKING:
@@ -139,17 +139,5 @@ def _mark(s: Session, c: Candidate, data: bytes, summary: list[str], start: floa
         )
     )
     t.ready_at = now
-    t.updated_at = now
-    s.add(
-        TicketEventRow(
-            ticket_id=t.id,
-            ts=now,
-            action=TicketAction.READY.value,
-            actor=AUTO_INSPECTOR,
-            role="",
-            note=note,
-            status_before=t.status,
-            status_after=t.status,
-        )
-    )
+    log_event(s, t, TicketAction.READY, now, note)
     return 1

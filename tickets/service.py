@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition
 from alarms.service import AlarmService
-from alarms.tickets import AUTO_INSPECTOR, TicketChange, add_ticket, find_open, recur
+from alarms.tickets import AUTO_INSPECTOR, TicketChange, add_ticket, find_open, log_event, recur
 from core.domain import (
     AlarmCategory,
     DetectorEvent,
@@ -48,7 +48,6 @@ from storage.models import (
     PatrolRoundRow,
     PlanRunRow,
     TicketCommentRow,
-    TicketEventRow,
     TicketEvidenceRow,
     TicketRow,
 )
@@ -178,19 +177,7 @@ class TicketService:
         before: str | None,
         now: float,
     ) -> None:
-        t.updated_at = now
-        s.add(
-            TicketEventRow(
-                ticket_id=t.id,
-                ts=now,
-                action=action.value,
-                actor=actor,
-                role=role,
-                note=note,
-                status_before=before,
-                status_after=t.status,
-            )
-        )
+        log_event(s, t, action, now, note, actor=actor, role=role, before=before)
 
     # --- people ----------------------------------------------------------------------------------
     def report(self, report: HazardReport, actor: str, role: Role) -> TicketChange:
