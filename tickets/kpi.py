@@ -57,7 +57,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import ColumnElement, RowMapping, and_, case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storage.models import AlarmRow, TicketRow
 
@@ -134,7 +134,9 @@ def compute_kpis(
         raise ValueError(f"top must be at least 1, got {top}")
     as_of = now if until is None else min(until, now)
 
-    tickets = _ticket_scope(since, until, site, department)
+    tickets = _scope(
+        TicketRow.created_at, TicketRow.site, TicketRow.department, since, until, site, department
+    )
     columns = _ticket_columns(as_of)
     totals = session.execute(select(*columns).where(*tickets)).one()
     by_department = [
@@ -150,7 +152,7 @@ def compute_kpis(
         )
     ]
 
-    alarms = _alarm_scope(since, until, site, department)
+    alarms = _scope(AlarmRow.first_ts, AlarmRow.site, AlarmRow.department, since, until, site, department)
     acknowledged = and_(AlarmRow.acked_ts.is_not(None), AlarmRow.acked_ts <= as_of)
     alarm_row = session.execute(
         select(
@@ -206,33 +208,25 @@ def compute_kpis(
     )
 
 
-def _ticket_scope(
-    since: float | None, until: float | None, site: str | None, department: str | None
+def _scope(
+    found: InstrumentedAttribute[float],
+    site_col: InstrumentedAttribute[str],
+    department_col: InstrumentedAttribute[str],
+    since: float | None,
+    until: float | None,
+    site: str | None,
+    department: str | None,
 ) -> list[ColumnElement[bool]]:
+    """The period [since, until) on when a row was found, and the site and department filters."""
     where: list[ColumnElement[bool]] = []
     if since is not None:
-        where.append(TicketRow.created_at >= since)
+        where.append(found >= since)
     if until is not None:
-        where.append(TicketRow.created_at < until)
+        where.append(found < until)
     if site is not None:
-        where.append(TicketRow.site == site)
+        where.append(site_col == site)
     if department is not None:
-        where.append(TicketRow.department == department)
-    return where
-
-
-def _alarm_scope(
-    since: float | None, until: float | None, site: str | None, department: str | None
-) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = []
-    if since is not None:
-        where.append(AlarmRow.first_ts >= since)
-    if until is not None:
-        where.append(AlarmRow.first_ts < until)
-    if site is not None:
-        where.append(AlarmRow.site == site)
-    if department is not None:
-        where.append(AlarmRow.department == department)
+        where.append(department_col == department)
     return where
 
 
