@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,3 +31,5 @@ class AppContext:
     live: LiveHub | None = None  # the WebSocket and SSE alarm streams (api/routes/stream.py)
     tickets: TicketService | None = None  # the ticket loop (tickets/service.py)
     export_font: Path | None = None  # settings.exports.font_path; None = a known system CJK font
+    clock: Callable[[], float] = time.time  # the service's clock (scaled in simulations)
+    time_scale: float = 1.0  # settings.time_scale: how much faster than real time the clock runs

@@ -285,6 +285,13 @@ class Settings(BaseSettings):
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
     exports: ExportSettings = Field(default_factory=ExportSettings)
     alarms: AlarmPolicySettings = Field(default_factory=AlarmPolicySettings)
+    time_scale: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=1000.0,
+        description="simulation only: the service's clock runs this many times faster than real time, "
+        "so scenarios with simulated devices play out in seconds (docs/simulators.md); 1 in production",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -90,6 +90,11 @@ class Engine:
         hit = self._key.get((device_id, alarm_type))
         return hit is not None and bool(hit[0].detector.state["active"][hit[1]])
 
+    def grace(self, now: float) -> None:
+        """Count silence afresh from `now`, when the service starts listening."""
+        self.liveness.grace(now)
+        self.channels.grace(now)
+
     def check(self, now: float) -> list[DetectorEvent]:
         """Time-driven checks (liveness), run on a timer independent of traffic."""
         events = self.liveness.check(now) + self.channels.check(now)

@@ -33,6 +33,11 @@ class LivenessWatch:
         self.offline[back] = False
         return [self._event(int(d), DetectorEventKind.CLEAR, float(self.last_seen[d])) for d in back.tolist()]
 
+    def grace(self, now: float) -> None:
+        """Start every device's silence count afresh at `now` (the service starting): while the
+        service was not listening, nobody knows whether a device was quiet."""
+        np.maximum(self.last_seen, now, out=self.last_seen)
+
     def check(self, now: float) -> list[DetectorEvent]:
         silent = np.flatnonzero(~self.offline & (now - self.last_seen > self.limit))
         self.offline[silent] = True
@@ -94,6 +99,10 @@ class ChannelWatch:
         back = np.unique(slot[self.stale[slot]])
         self.stale[back] = False
         return [self._event(int(s), DetectorEventKind.CLEAR, now) for s in back.tolist()]
+
+    def grace(self, now: float) -> None:
+        """As LivenessWatch.grace: the service starting knows nothing of the time it was down."""
+        np.maximum(self.last, now, out=self.last)
 
     def check(self, now: float) -> list[DetectorEvent]:
         silent = np.flatnonzero(self.watched & ~self.stale & (now - self.last > self.limit))

@@ -32,6 +32,8 @@ from storage.telemetry import TelemetryStore
 
 logger = logging.getLogger(__name__)
 
+LIVENESS_CHUNK = 25  # offline alarms per transaction
+
 Listener = Callable[[list[Transition], list[TicketChange]], None]
 
 
@@ -77,6 +79,8 @@ class Pipeline:
         # Detector state is touched by the batch thread and the liveness timer: one at a time.
         self._lock = threading.Lock()
         self._snapshot_at = clock()
+        self._queue: BoundedQueue | None = None  # set by run(): its oldest message bounds the watermark
+        self._detecting_since: float | None = None  # arrival of the oldest message in detection
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
         decoder.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in restored if d in dev_of])
@@ -162,17 +166,33 @@ class Pipeline:
         self.telemetry.write(batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state)
         self.stored_samples += batch.n_samples
 
+    def watermark(self) -> float:
+        """The time up to which every received message has been through detection: now, or the
+        arrival of the oldest message still waiting. Silence is judged against it, so a backlog in
+        the pipeline (a burst, a slow disk, a redelivered session) never reads as devices gone
+        quiet; their messages are there, only not yet counted."""
+        now = self.clock()
+        waiting = [t for t in (self._detecting_since, self._queue_oldest()) if t is not None]
+        return min([now, *waiting])
+
+    def _queue_oldest(self) -> float | None:
+        return self._queue.oldest_received() if self._queue is not None else None
+
     def check_liveness(self) -> None:
         with self._lock:
-            events = self.engine.check(self.clock())
-        if events:
-            self.raise_alarms(events)
+            events = self.engine.check(self.watermark())
+        # A power cut silences a floor at once: hundreds of offline alarms, each opening a ticket.
+        # Written in small transactions, so a fire alarm from the next batch waits for one chunk
+        # at most, not for all of them (a fire alarm is never delayed behind maintenance work).
+        for i in range(0, len(events), LIVENESS_CHUNK):
+            self.raise_alarms(events[i : i + LIVENESS_CHUNK])
 
     # --- the asynchronous loop -----------------------------------------------------------------
     async def run(
         self, queue: BoundedQueue, ack: Callable[[list[Message]], int], stop: asyncio.Event
     ) -> None:
         """Drain the queue until `stop`; every message is acknowledged only after its batch is stored."""
+        self._queue = queue
         handoff = _Handoff(self.config.handoff_max)
         writer = asyncio.create_task(self._writer(handoff, ack, stop), name="telemetry-writer")
         ticker = asyncio.create_task(self._liveness(stop), name="liveness")
@@ -190,11 +210,14 @@ class Pipeline:
                 self.metrics.queue_depth.set(len(queue))
                 self.metrics.queue_dropped.set(queue.dropped)
                 self.metrics.queue_overflow.set(queue.overflow)
+                self._detecting_since = min(m.received for m in messages)
                 try:
                     batch = await asyncio.to_thread(self.detect, messages)
                 except Exception:  # never expected; keep the pipeline alive, leave messages unacked
                     logger.exception("batch of %d messages failed; they will be redelivered", len(messages))
                     continue
+                finally:
+                    self._detecting_since = None
                 handoff.put(batch, messages)
                 self.metrics.telemetry_lag.set(handoff.messages)
                 if handoff.full():  # storage stalled: wait for room (or stop) before detecting more

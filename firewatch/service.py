@@ -18,6 +18,7 @@ from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from api.context import AppContext
 from api.live import LiveHub
+from core.clock import ScaledClock
 from core.domain import AlarmAction, AlarmState
 from core.registry import Registry, load_registry
 from core.settings import PushRoute, Settings
@@ -62,11 +63,18 @@ class Service:
         *,
         registry: Registry | None = None,
         profiles: dict[str, Profile] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if settings.mqtt.url is None:
             raise ValueError("no broker configured: set FIREWATCH_MQTT__URL (or use `firewatch demo`)")
         self.settings = settings
+        if clock is None:
+            clock = time.time if settings.time_scale == 1.0 else ScaledClock(settings.time_scale)
+            if settings.time_scale != 1.0:
+                logger.warning(
+                    "time runs %g times faster than real time (time_scale): for simulations only",
+                    settings.time_scale,
+                )
         self.clock = clock
         if profiles is None:
             from device_profiles.loader import load_profiles
@@ -189,6 +197,7 @@ class Service:
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._stop = asyncio.Event()
+        self.engine.grace(self.clock())
         self.compactor.start()
         self._tasks = [
             asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
@@ -302,4 +311,6 @@ class Service:
             live=self.live,
             tickets=self.tickets,
             export_font=self.settings.exports.font_path,
+            clock=self.clock,
+            time_scale=self.settings.time_scale,
         )

@@ -27,6 +27,14 @@ class BoundedQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def oldest_received(self) -> float | None:
+        """When the longest-waiting message arrived (None when empty): the ingest watermark."""
+        items = self._items
+        try:
+            return items[0].received
+        except IndexError:
+            return None
+
     def put(self, message: Message) -> bool:
         """Enqueue without waiting; False (and counted) if a full queue drops it (QoS 0 only)."""
         self.received += 1

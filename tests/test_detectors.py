@@ -175,3 +175,10 @@ def test_engine_puts_fire_events_first(index: DeviceIndex) -> None:
     events = engine.process(batch)
     assert events[0].category is AlarmCategory.FIRE
     assert {e.alarm_type for e in events} == {"pressure.low", "smoke.alarm", "smoke.pre_alarm"}
+
+
+def test_a_service_starting_gives_every_device_a_fresh_grace_period(index: DeviceIndex) -> None:
+    watch = LivenessWatch(index, start=T0)
+    watch.grace(T0 + 1000)  # down for 1000 s: nobody knows whether the devices were quiet meanwhile
+    assert watch.check(T0 + 1029) == []
+    assert len(watch.check(T0 + 1031)) == index.n_devices

@@ -496,3 +496,49 @@ async def test_the_running_service_opens_due_maintenance_tickets_from_its_ticket
     assert await eventually(lambda: len(maintenance()) == 2)
     await asyncio.to_thread(service.tickets.tick)
     assert maintenance() == ["maintenance.detector-test", "maintenance.pump-test"]
+
+
+async def test_a_backlog_waiting_in_the_pipeline_is_not_mistaken_for_silence(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from core.clock import ScaledClock
+    from ingest.envelope import Message
+
+    clock = ScaledClock(1.0)
+    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
+    svc.pipeline.clock = clock
+    svc.pipeline._queue = svc.queue
+    # A reading of every device arrived 0.2 s ago and still waits in the queue; the heartbeat
+    # limit (3 x 0.5 s) passes while it waits. Judged against the wall clock, every device would
+    # be offline; judged against the watermark, nobody is.
+    arrived = clock()
+    for device_id in svc.registry.devices:
+        svc.queue.put(Message(f"fw/v1/s1/{device_id}/telemetry", b'{"v": {"smoke": 0.01}}', arrived))
+    svc.engine.grace(arrived - 1.0)
+    await asyncio.sleep(1.0)
+    assert svc.pipeline.watermark() == arrived
+    svc.pipeline.check_liveness()
+    assert svc.alarms.active_keys() == set()
+    # Drained and quiet afterwards: now the silence is real.
+    svc.pipeline.detect(await svc.queue.get_batch(1000, 0))
+    await asyncio.sleep(1.6)
+    svc.pipeline.check_liveness()
+    assert {k for k in svc.alarms.active_keys() if k[1] == "device.offline"} == {
+        (d, "device.offline") for d in svc.registry.devices
+    }
+
+
+async def test_a_time_scaled_service_runs_its_clock_faster_and_says_so(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, mqtt=MqttSettings(url=mosquitto.url), time_scale=50.0)
+    svc = Service(settings, registry=small_registry(), profiles=PROFILES)
+    ctx = svc.app_context()
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+        first = (await client.get("/healthz")).json()
+        await asyncio.sleep(0.2)
+        second = (await client.get("/healthz")).json()
+    assert first["status"] == "ok"
+    assert first["time_scale"] == 50.0
+    assert 5.0 < second["time"] - first["time"] < 30.0  # 0.2 s of wall time is about 10 s

@@ -5,16 +5,25 @@ import asyncio
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from api.deps import Ctx
 
 router = APIRouter(tags=["health"])
 
 
+class Health(BaseModel):
+    status: str = "ok"
+    time: float = Field(description="the service's clock, epoch seconds")
+    time_scale: float = Field(
+        description="how many times faster than real time that clock runs (1 except in simulations)"
+    )
+
+
 @router.get("/healthz", operation_id="healthz")
-def healthz() -> dict[str, str]:
-    """The process is alive and serving."""
-    return {"status": "ok"}
+def healthz(ctx: Ctx) -> Health:
+    """The process is alive and serving; with its clock, which simulators follow (docs/simulators.md)."""
+    return Health(time=ctx.clock(), time_scale=ctx.time_scale)
 
 
 @router.get("/readyz", operation_id="readyz", responses={503: {"description": "a dependency is down"}})
