@@ -31,7 +31,7 @@ from detectors.samples import Samples
 from device_profiles.loader import load_profiles
 from ingest.decode import DecodedBatch
 from ingest.index import DeviceIndex
-from simulators.models import DeviceModel
+from simulators.devices import SimDevice
 
 # Share of devices per profile in a hospital: smoke detectors dominate (DESIGN §2).
 MIX = {
@@ -76,7 +76,7 @@ def baselines(index: DeviceIndex, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     base = np.zeros(index.n_slots)
     noise = np.zeros(index.n_slots)
     for dev, profile in enumerate(index.profiles):
-        model = DeviceModel(index.device_ids[dev], index.sites[dev], profile, rng)
+        model = SimDevice(index.device_ids[dev], index.sites[dev], profile, rng)
         for name, offset in index.channel_offsets[dev].items():
             slot = int(index.slot_base[dev]) + offset
             base[slot] = model.baseline[name]

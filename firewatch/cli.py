@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from core.settings import Settings, SettingsError, load_settings
+from firewatch.cli_simulate import simulate_app
 from firewatch.report import ReportFormat, ReportLang, kpi_csv, print_kpi_tables, when
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 profiles_app = typer.Typer(help="Device profiles: one YAML file per sensor model.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(simulate_app, name="simulate")
 console = Console()
 err = Console(stderr=True)
 
@@ -149,60 +151,6 @@ def profiles_validate(
         raise typer.Exit(1)
     files = [p for t in targets for p in ([t] if t.is_file() else sorted(t.glob("*.yaml")))]
     console.print(f"[green]{len(files)} profile file(s) valid[/]")
-
-
-@app.command()
-def simulate(
-    broker: Annotated[str, typer.Option(help="broker URL, mqtt://host:port")] = "mqtt://127.0.0.1:1883",
-    registry: Annotated[Path | None, typer.Option(help="registry YAML (default: the demo hospital)")] = None,
-    duration: Annotated[float | None, typer.Option(help="seconds to run (default: until Ctrl-C)")] = None,
-    speed: Annotated[float, typer.Option(help="time compression: 10 = ten times the profile rates")] = 1.0,
-    fire_zone: Annotated[
-        str | None, typer.Option(help="zone path to set on fire, e.g. sxzyy/b2/f3/z1")
-    ] = None,
-    fire_at: Annotated[float, typer.Option(help="seconds after start to inject the fire")] = 30.0,
-    pressure_drop: Annotated[
-        str | None, typer.Option(help="device id whose water pressure collapses")
-    ] = None,
-    gas_leak: Annotated[str | None, typer.Option(help="place path where gas leaks")] = None,
-    silent_device: Annotated[str | None, typer.Option(help="device id that stops publishing")] = None,
-    incident_at: Annotated[float, typer.Option(help="seconds after start for the other incidents")] = 30.0,
-) -> None:
-    """Publish the registry's devices at their profile rates, with noise, and inject incidents."""
-    from urllib.parse import urlsplit
-
-    from core.registry import RegistryError
-    from device_profiles.loader import ProfileError
-    from firewatch.service import DEMO_REGISTRY
-    from simulators.publisher import SimulationError, simulate_main
-
-    parts = urlsplit(broker)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        err.print(f"[red]--broker must look like mqtt://host:port, got {escape(repr(broker))}[/]")
-        raise typer.Exit(2)
-    try:
-        simulate_main(
-            registry or DEMO_REGISTRY,
-            host=parts.hostname,
-            port=parts.port or 1883,
-            duration=duration,
-            speed=speed,
-            fire_zone=fire_zone,
-            fire_at=fire_at,
-            pressure_drop=pressure_drop,
-            gas_leak=gas_leak,
-            silent_device=silent_device,
-            incident_at=incident_at,
-        )
-    except (SimulationError, RegistryError, ProfileError) as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from None
-    except OSError as exc:
-        err.print(
-            f"[red]cannot reach the broker at {escape(broker)}: {escape(str(exc))}[/] "
-            "(is it running? check --broker)"
-        )
-        raise typer.Exit(1) from None
 
 
 @app.command()

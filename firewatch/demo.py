@@ -21,11 +21,12 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from api.app import create_app
-from core.domain import AlarmState
+from core.domain import AlarmState, DeviceEventKind
 from core.settings import Settings
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
 from firewatch.service import Service
-from simulators.publisher import Simulation
+from simulators.fleet import Fleet
+from simulators.live import LiveFleet
 from storage.models import AlarmRow, TicketRow
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,10 @@ async def run_demo(
     speed: float = 1.0,
     console: Console | None = None,
 ) -> dict[str, int]:
-    """Run the demo; `speed` compresses the simulated devices' time (reports and fire growth)."""
+    """Run the demo; `speed` compresses time for the service and its simulated devices alike."""
     console = console or Console()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.time_scale = speed
     mosquitto: Mosquitto | None = None
     inproc: InProcessBroker | None = None
     if settings.mqtt.url is None:
@@ -101,7 +103,8 @@ async def run_demo(
     assert service.settings.mqtt.url is not None
     broker_url = service.settings.mqtt.url.removeprefix("mqtt://")
     host, port = broker_url.rsplit(":", 1)
-    sim = Simulation(service.registry, service.profiles, host=host, port=int(port), speed=speed, quiet=True)
+    fleet = Fleet(service.registry, service.profiles, prefix=settings.mqtt.topic_prefix)
+    sim = LiveFleet(fleet, service.clock)
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     console.print(
         f"[bold]firewatch demo[/]: {service.index.n_devices} devices; API on [link]{api_url}[/] "
@@ -117,7 +120,7 @@ async def run_demo(
         await asyncio.sleep(0.05)
     if server_task.done():
         await server_task  # surfaces the bind error, e.g. port already in use
-    sim_task = asyncio.create_task(sim.run(), name="simulation")
+    sim_task = asyncio.create_task(sim.run(host, int(port)), name="simulation")
     staged = False
     summary: dict[str, int] = {}
     try:
@@ -125,9 +128,9 @@ async def run_demo(
             while not server_task.done():
                 elapsed = time.monotonic() - started
                 if not staged and elapsed >= incident_at:
-                    sim.inject_fire(plan.fire_zone)
-                    sim.silence(plan.silent_device)
-                    sim.fault(plan.faulty_device, code=3)
+                    sim.fleet.flaming_fire(plan.fire_zone, sim.t)
+                    sim.fleet.silence(plan.silent_device)
+                    sim.fleet.device_event(plan.faulty_device, DeviceEventKind.FAULT, service.clock(), code=3)
                     staged = True
                 summary = await asyncio.to_thread(_summary, service, sim.published)
                 live.update(_table(summary, elapsed, staged))

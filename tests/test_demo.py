@@ -23,7 +23,7 @@ async def test_the_demo_stages_a_fire_and_a_fault_that_become_alarms_and_a_ticke
         monkeypatch.setattr(demo_module, "mosquitto_binary", lambda: None)
     settings = Settings(data_dir=tmp_path / "demo")
     settings.api.port = free_port()
-    # speed 5: devices report every 2 s and the fire grows five times faster, so the window is ample
+    # speed 5: the service's clock and its devices run five times faster (a 75 s demo)
     summary = await demo_module.run_demo(settings, duration=15.0, incident_at=2.0, speed=5.0)
     assert summary["published"] > 215
     assert summary["ingested"] >= 1000
@@ -37,38 +37,37 @@ def test_simulate_publishes_the_demo_hospital_and_injects_a_fire(mosquitto: Mosq
         app,
         [
             "simulate",
+            "devices",
             "--broker",
             mosquitto.url,
             "--duration",
             "2",
-            "--speed",
-            "20",
-            "--fire-zone",
+            "--fire",
             "sxzyy/b2/f4/z2",
-            "--fire-at",
+            "--incident-at",
             "0.5",
         ],
     )
     assert result.exit_code == 0, result.output
     assert "published" in result.output
-    assert "fire in sxzyy/b2/f4/z2" in result.output
+    assert "flaming fire at sxzyy/b2/f4/z2" in result.output
 
 
 def test_simulate_refuses_a_zone_that_does_not_exist(mosquitto: Mosquitto) -> None:
-    result = CliRunner().invoke(app, ["simulate", "--broker", mosquitto.url, "--fire-zone", "nowhere"])
+    result = CliRunner().invoke(app, ["simulate", "devices", "--broker", mosquitto.url, "--fire", "nowhere"])
     assert result.exit_code == 2
-    assert "no devices in zone 'nowhere'" in result.output
+    assert "no place 'nowhere'" in result.output
 
 
 def test_simulate_says_when_the_broker_is_unreachable() -> None:
     result = CliRunner().invoke(
-        app, ["simulate", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "1"]
+        app, ["simulate", "devices", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "1"]
     )
     assert result.exit_code == 1
     assert "cannot reach the broker" in result.output
 
 
 def test_simulate_refuses_a_broker_url_that_is_not_mqtt() -> None:
-    result = CliRunner().invoke(app, ["simulate", "--broker", "http://x"])
+    result = CliRunner().invoke(app, ["simulate", "devices", "--broker", "http://x"])
     assert result.exit_code == 2
     assert "mqtt://host:port" in result.output

@@ -1,5 +1,6 @@
 """End to end: the simulated hospital publishes over a real mosquitto into the real service; a staged
-fire and a silent device must come out of the API as a fire alarm and an offline ticket."""
+fire and a silent device must come out of the API as a fire alarm and an offline ticket. The service
+and its devices share a clock running 30 times faster than real time."""
 
 from __future__ import annotations
 
@@ -16,46 +17,33 @@ import pytest
 from api.app import create_app
 from core.registry import load_registry
 from core.settings import IngestSettings, MqttSettings, Settings
-from device_profiles.loader import load_profiles
-from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.demo import plan_for
 from firewatch.service import DEMO_REGISTRY, Service
-from simulators.publisher import Simulation
+from simulators.fleet import Fleet
+from simulators.live import LiveFleet
 
 pytestmark = pytest.mark.integration
 
-HEARTBEAT_S = 1.0  # compressed time: devices report every 0.5 s, offline after 3 s of silence
-
-
-def fast(profiles: dict[str, Profile]) -> dict[str, Profile]:
-    return {
-        pid: p.model_copy(
-            update={
-                "report_interval_s": HEARTBEAT_S / 2,
-                "liveness": p.liveness.model_copy(update={"heartbeat_s": HEARTBEAT_S, "offline_after": 3}),
-            }
-        )
-        for pid, p in profiles.items()
-    }
+TIME_SCALE = 30.0  # a smoke detector's 90 s offline limit is 3 s of wall time
 
 
 @pytest.fixture
 async def hospital(
     mosquitto: Mosquitto, tmp_path: Path
-) -> AsyncIterator[tuple[Service, Simulation, httpx.AsyncClient]]:
-    profiles = fast(load_profiles())
+) -> AsyncIterator[tuple[Service, LiveFleet, httpx.AsyncClient]]:
     registry = load_registry(DEMO_REGISTRY)
     settings = Settings(
         data_dir=tmp_path,
         mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-e2e-{uuid.uuid4().hex[:8]}"),
         ingest=IngestSettings(liveness_check_s=0.2),
+        time_scale=TIME_SCALE,
     )
-    service = Service(settings, registry=registry, profiles=profiles)
+    service = Service(settings, registry=registry)
     await service.start()
     await asyncio.wait_for(service.source.connected.wait(), 10)
-    sim = Simulation(registry, profiles, host=mosquitto.host, port=mosquitto.port, quiet=True)
-    sim_task = asyncio.create_task(sim.run())
+    sim = LiveFleet(Fleet(registry, service.profiles, impairments=False), service.clock)
+    sim_task = asyncio.create_task(sim.run(mosquitto.host, mosquitto.port))
     ctx = service.app_context()
     ctx.start = ctx.stop = None
     async with httpx.AsyncClient(
@@ -80,17 +68,17 @@ async def poll(
 
 
 async def test_a_staged_fire_and_a_silent_device_become_an_alarm_and_a_ticket(
-    hospital: tuple[Service, Simulation, httpx.AsyncClient],
+    hospital: tuple[Service, LiveFleet, httpx.AsyncClient],
 ) -> None:
     service, sim, api = hospital
     plan = plan_for(service)
     # The hospital reports normally first: nothing is on fire.
-    await asyncio.sleep(3 * HEARTBEAT_S)
+    await asyncio.sleep(2.0)  # a minute of simulated time
     assert (await api.get("/api/v1/alarms", params={"category": "fire"})).json()["total"] == 0
     assert service.pipeline.accepted > service.index.n_devices
 
-    sim.inject_fire(plan.fire_zone)
-    sim.silence(plan.silent_device)
+    sim.fleet.flaming_fire(plan.fire_zone, sim.t)
+    sim.fleet.silence(plan.silent_device)
     fire = await poll(api, "/api/v1/alarms", {"category": "fire"})
     zone_devices = {d for d, loc in service.registry.locations.items() if loc.zone_path == plan.fire_zone}
     assert {a["device_id"] for a in fire} <= zone_devices

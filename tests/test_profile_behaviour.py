@@ -14,7 +14,7 @@ from detectors.engine import Engine
 from detectors.samples import Samples
 from device_profiles.loader import load_profiles
 from ingest.index import DeviceIndex
-from simulators.models import DeviceModel
+from simulators.devices import SimDevice
 
 PROFILES = load_profiles()
 T0 = 1_800_000_000.0
@@ -64,9 +64,9 @@ def simulated_day(profile_id: str, n: int = 4) -> tuple[DeviceIndex, dict[str, n
     profile = PROFILES[profile_id]
     index = one_zone(profile_id, n)
     rng = random.Random(7)
-    models = [DeviceModel(f"d{i}", "s", profile, rng) for i in range(n)]
+    models = [SimDevice(f"d{i}", "s", profile, rng) for i in range(n)]
     t = np.arange(0.0, DAY, profile.report_interval_s)
-    per = [[m.values(float(x)) for x in t] for m in models]
+    per = [[m.values(float(x), T0 + float(x)) for x in t] for m in models]
     values = {
         ch: np.array([[per[d][k][ch] for d in range(n)] for k in range(t.size)]) for ch in profile.channels
     }
@@ -139,7 +139,7 @@ def test_each_kind_raises_its_alarm_on_its_incident(
     profile = PROFILES[profile_id]
     index = one_zone(profile_id, 1)
     t = np.arange(0.0, 6 * 3600.0, every)
-    model = DeviceModel("d0", "s", profile, random.Random(1))
+    model = SimDevice("d0", "s", profile, random.Random(1))
     normal = {ch: np.full((t.size, 1), model.baseline[ch]) + 0.0 for ch in profile.channels}
     assert callable(values)
     normal[channel] = np.asarray(values(t), dtype=float)[:, None]
