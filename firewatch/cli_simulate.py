@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from firewatch.cli_building import building
+from firewatch.cli_load import load
 
 if TYPE_CHECKING:
     from simulators.outcomes import Outcome
@@ -32,6 +33,7 @@ console = Console()
 err = Console(stderr=True)
 
 simulate_app.command("building")(building)
+simulate_app.command("load")(load)
 
 BrokerOpt = Annotated[str, typer.Option(help="broker URL, mqtt://host:port")]
 RegistryOpt = Annotated[Path | None, typer.Option(help="registry YAML (default: the demo hospital)")]
