@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,17 +26,19 @@ from api.routes import (
 )
 
 
-def create_app(ctx: AppContext) -> FastAPI:
+def create_app(ctx: AppContext | None) -> FastAPI:
+    """The API over a running service's context (None: routes only, for the OpenAPI document)."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if ctx.start is not None:
+        if ctx is not None and ctx.start is not None:
             await ctx.start()
         try:
             yield
         finally:
-            if ctx.live is not None:
+            if ctx is not None and ctx.live is not None:
                 ctx.live.close()  # end the open streams: their clients reconnect and resume
-            if ctx.stop is not None:
+            if ctx is not None and ctx.stop is not None:
                 await ctx.stop()
 
     app = FastAPI(
@@ -61,3 +65,14 @@ def create_app(ctx: AppContext) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, as committed in docs/openapi.json (no service needed)."""
+    document: dict[str, Any] = create_app(None).openapi()
+    return document
+
+
+def openapi_text() -> str:
+    """The committed form: stable key order as FastAPI emits it, two-space indent, UTF-8."""
+    return json.dumps(openapi_document(), ensure_ascii=False, indent=2) + "\n"

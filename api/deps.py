@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -48,3 +48,8 @@ def page_of(db: Session, query: Select[Any], page: Paging, out: type[OutT]) -> P
 Ctx = Annotated[AppContext, Depends(get_context)]
 DbSession = Annotated[Session, Depends(get_session)]
 PageParams = Annotated[Paging, Depends()]
+
+# Row ids are 64-bit integers in both databases: a larger id in a path cannot exist, so it is
+# refused as invalid (422) instead of overflowing the driver (500).
+ROW_ID_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="row id")]

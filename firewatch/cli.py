@@ -133,6 +133,25 @@ def serve(
     )
 
 
+@app.command()
+def openapi(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Print the API's OpenAPI document (committed as docs/openapi.json; CI checks it is current)."""
+    from api.app import openapi_text
+
+    text = openapi_text()
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]cannot write {escape(str(out))}: {escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
+    err.print(f"OpenAPI document written to {escape(str(out))}")
+
+
 @profiles_app.command("validate")
 def profiles_validate(
     paths: Annotated[

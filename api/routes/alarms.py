@@ -10,7 +10,7 @@ from sqlalchemy import case, select
 from alarms.model import Transition
 from alarms.service import AlarmNotFoundError, InvalidTransitionError
 from api.context import AppContext
-from api.deps import Ctx, DbSession, PageParams, page_of
+from api.deps import Ctx, DbSession, PageParams, RowId, page_of
 from api.schemas import (
     AcknowledgeIn,
     AlarmDetailOut,
@@ -88,7 +88,7 @@ async def false_alarms(
 
 
 @router.get("/{alarm_id}", operation_id="get_alarm")
-def get_alarm(alarm_id: int, db: DbSession) -> AlarmDetailOut:
+def get_alarm(alarm_id: RowId, db: DbSession) -> AlarmDetailOut:
     row = db.get(AlarmRow, alarm_id)
     if row is None:
         raise HTTPException(404, f"alarm {alarm_id} does not exist")
@@ -127,7 +127,7 @@ async def _act(ctx: AppContext, action: Callable[[], Transition]) -> TransitionO
 
 
 @router.post("/{alarm_id}/acknowledge", operation_id="acknowledge_alarm")
-async def acknowledge(alarm_id: int, body: AcknowledgeIn, ctx: Ctx) -> TransitionOut:
+async def acknowledge(alarm_id: RowId, body: AcknowledgeIn, ctx: Ctx) -> TransitionOut:
     """Record who saw it, when, and a note; `false_alarm` counts against the device. Stops escalation."""
     return await _act(
         ctx,
@@ -138,20 +138,20 @@ async def acknowledge(alarm_id: int, body: AcknowledgeIn, ctx: Ctx) -> Transitio
 
 
 @router.post("/{alarm_id}/clear", operation_id="clear_alarm")
-async def clear(alarm_id: int, body: ClearIn, ctx: Ctx) -> TransitionOut:
+async def clear(alarm_id: RowId, body: ClearIn, ctx: Ctx) -> TransitionOut:
     """Clear an active alarm by hand (e.g. after a reset on site); the detector re-raises it if the
     condition persists."""
     return await _act(ctx, lambda: ctx.alarms.clear(alarm_id, actor=body.actor, note=body.note))
 
 
 @router.post("/{alarm_id}/close", operation_id="close_alarm")
-async def close(alarm_id: int, body: CloseIn, ctx: Ctx) -> TransitionOut:
+async def close(alarm_id: RowId, body: CloseIn, ctx: Ctx) -> TransitionOut:
     """Close a cleared and acknowledged alarm now rather than after the quiet period."""
     return await _act(ctx, lambda: ctx.alarms.close(alarm_id, actor=body.actor, note=body.note))
 
 
 @router.post("/{alarm_id}/shelve", operation_id="shelve_alarm")
-async def shelve(alarm_id: int, body: ShelveIn, ctx: Ctx) -> TransitionOut:
+async def shelve(alarm_id: RowId, body: ShelveIn, ctx: Ctx) -> TransitionOut:
     """Hold the alarm's notifications until a time (at most the policy's limit). A fire alarm cannot
     be shelved (409)."""
     until = body.until if body.until is not None else ctx.alarms.clock() + (body.duration_s or 0.0)
@@ -159,5 +159,5 @@ async def shelve(alarm_id: int, body: ShelveIn, ctx: Ctx) -> TransitionOut:
 
 
 @router.post("/{alarm_id}/unshelve", operation_id="unshelve_alarm")
-async def unshelve(alarm_id: int, body: ClearIn, ctx: Ctx) -> TransitionOut:
+async def unshelve(alarm_id: RowId, body: ClearIn, ctx: Ctx) -> TransitionOut:
     return await _act(ctx, lambda: ctx.alarms.unshelve(alarm_id, actor=body.actor, note=body.note))

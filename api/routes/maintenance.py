@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import or_, select
 
 from alarms.service import InvalidTransitionError, MaintenanceNotFoundError
-from api.deps import Ctx, DbSession, PageParams, page_of
+from api.deps import Ctx, DbSession, PageParams, RowId, page_of
 from api.routes.alarms import transition_out
 from api.schemas import MaintenanceEndIn, MaintenanceIn, MaintenanceOut, Page, TransitionOut
 from storage.models import MaintenanceRow
@@ -62,7 +62,7 @@ def list_maintenance(
 
 
 @router.get("/{maintenance_id}", operation_id="get_maintenance")
-def get_maintenance(maintenance_id: int, db: DbSession) -> MaintenanceOut:
+def get_maintenance(maintenance_id: RowId, db: DbSession) -> MaintenanceOut:
     row = db.get(MaintenanceRow, maintenance_id)
     if row is None:
         raise HTTPException(404, f"maintenance window {maintenance_id} does not exist")
@@ -70,7 +70,7 @@ def get_maintenance(maintenance_id: int, db: DbSession) -> MaintenanceOut:
 
 
 @router.post("/{maintenance_id}/end", operation_id="end_maintenance")
-async def end(maintenance_id: int, body: MaintenanceEndIn, ctx: Ctx) -> list[TransitionOut]:
+async def end(maintenance_id: RowId, body: MaintenanceEndIn, ctx: Ctx) -> list[TransitionOut]:
     """End a window now. Alarms it held that nobody acknowledged are notified (`released`)."""
     try:
         transitions = await asyncio.to_thread(

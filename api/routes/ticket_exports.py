@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import func, select
 
-from api.deps import Ctx, DbSession
+from api.deps import Ctx, DbSession, RowId
 from core.domain import TicketStatus
 from storage.models import TicketAlarmRow, TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
 from tickets.export import EvidenceMeta, FontUnavailableError, Lang, render_ledger_xlsx, render_ticket_pdf
@@ -82,7 +82,7 @@ def ticket_ledger_xlsx(
         503: {"description": "no CJK font to print the form with"},
     },
 )
-def ticket_form_pdf(ticket_id: int, db: DbSession, ctx: Ctx, lang: Lang = "zh") -> Response:
+def ticket_form_pdf(ticket_id: RowId, db: DbSession, ctx: Ctx, lang: Lang = "zh") -> Response:
     ticket = db.get(TicketRow, ticket_id)
     if ticket is None:
         raise HTTPException(404, f"ticket {ticket_id} does not exist")

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from api.context import AppContext
-from api.deps import Ctx, DbSession, PageParams, page_of
+from api.deps import Ctx, DbSession, PageParams, RowId, page_of
 from api.schemas import Page
 from api.ticket_schemas import (
     CommentIn,
@@ -133,7 +133,7 @@ def _ticket(ctx: AppContext, ticket_id: int) -> TicketOut:
 
 
 @router.get("/{ticket_id}", operation_id="get_ticket")
-def get_ticket(ticket_id: int, db: DbSession) -> TicketDetailOut:
+def get_ticket(ticket_id: RowId, db: DbSession) -> TicketDetailOut:
     row = db.get(TicketRow, ticket_id)
     if row is None:
         raise HTTPException(404, f"ticket {ticket_id} does not exist")
@@ -152,7 +152,7 @@ def get_ticket(ticket_id: int, db: DbSession) -> TicketDetailOut:
 
 
 @router.post("/{ticket_id}/transitions", operation_id="transition_ticket")
-async def transition(ticket_id: int, body: TransitionIn, ctx: Ctx) -> TicketOut:
+async def transition(ticket_id: RowId, body: TransitionIn, ctx: Ctx) -> TicketOut:
     """One step of the loop: open → assigned → rectifying → rectified → verified → closed; a
     failed re-inspection (`reject`) goes back to rectifying; `extend` moves the deadline. 403 when
     the role may not take the step, 409 when the ticket's status does not allow it."""
@@ -171,14 +171,14 @@ async def transition(ticket_id: int, body: TransitionIn, ctx: Ctx) -> TicketOut:
 
 
 @router.post("/{ticket_id}/comments", operation_id="comment_ticket", status_code=201)
-async def comment(ticket_id: int, body: CommentIn, ctx: Ctx) -> CommentOut:
+async def comment(ticket_id: RowId, body: CommentIn, ctx: Ctx) -> CommentOut:
     row = await run_ticket_work(ctx, lambda s: s.comment(ticket_id, body.actor, body.role, body.text))
     return CommentOut.model_validate(row)
 
 
 @router.post("/{ticket_id}/evidence", operation_id="attach_evidence", status_code=201)
 async def attach(
-    ticket_id: int,
+    ticket_id: RowId,
     ctx: Ctx,
     file: Annotated[UploadFile, File(description="a photo or document (size-limited by site policy)")],
     actor: Annotated[str, Form(min_length=1, max_length=100)],
@@ -205,7 +205,7 @@ async def attach(
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the file as uploaded"}},
 )
-def get_evidence(ticket_id: int, evidence_id: int, db: DbSession) -> Response:
+def get_evidence(ticket_id: RowId, evidence_id: RowId, db: DbSession) -> Response:
     row = db.get(TicketEvidenceRow, evidence_id)
     if row is None or row.ticket_id != ticket_id:
         raise HTTPException(404, f"ticket {ticket_id} has no evidence {evidence_id}")
