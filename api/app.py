@@ -13,6 +13,7 @@ from api import problems
 from api.context import AppContext
 from api.routes import (
     alarms,
+    console,
     devices,
     health,
     kpis,
@@ -64,6 +65,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
+    console.mount(app)  # the operator console at / (out of the OpenAPI document)
     return app
 
 

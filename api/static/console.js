@@ -1,0 +1,916 @@
+/* firewatch operator console (docs/console.md). Plain JavaScript, no build step, no third-party code.
+ *
+ * Rules kept throughout:
+ *  - every string shown comes from I18N below (Chinese by default, English from the toggle);
+ *  - data from the API is only ever put into the page as text (textContent, attributes), never as
+ *    markup, so a device name or a note cannot inject anything;
+ *  - a failed or malformed response shows a readable message and leaves the rest of the page working.
+ */
+"use strict";
+
+// --- strings ---------------------------------------------------------------------------------------
+
+const I18N = {
+  zh: {
+    "app.title": "消防控制室", "nav.board": "报警", "nav.places": "位置", "nav.tickets": "整改单",
+    operator: "值班员", wall: "大屏", dismiss: "关闭", back: "返回", cancel: "取消", submit: "提交",
+    "lang.other": "English", "sound.on": "声音：开", "sound.off": "声音：关",
+    "conn.open": "实时", "conn.connecting": "连接中…", "conn.closed": "已断开，重连中…",
+    "board.title": "火灾报警", "board.empty": "系统正常，无报警", "board.fire_strip": "火警",
+    "gas.title": "可燃气体报警", "gas.empty": "可燃气体正常",
+    "cat.fire": "火警", "cat.pre_alarm": "预警", "cat.supervisory": "监管", "cat.fault": "故障",
+    "cat.hazard": "隐患", "cat.normal": "正常",
+    "state.active_unacknowledged": "未确认", "state.active_acknowledged": "已确认",
+    "state.cleared_unacknowledged": "已恢复·未确认", "state.cleared_acknowledged": "已恢复·已确认",
+    "state.closed": "已关闭",
+    "alarm.time": "时间", "alarm.category": "类别", "alarm.type": "报警类型", "alarm.value": "数值",
+    "alarm.state": "状态", "alarm.acked": "确认", "alarm.device": "设备", "alarm.first": "首次",
+    "alarm.times": "次", "alarm.dept": "科室",
+    "ack.button": "确认", "ack.title": "确认报警", "ack.note": "备注", "ack.false_alarm": "误报",
+    "ack.submit": "确认", "ack.by": "{who} 于 {when} 确认", "ack.need_actor": "请填写值班员姓名",
+    "device.button": "设备", "device.id": "设备编号", "device.name": "名称", "device.kind": "类型",
+    "device.place": "位置", "device.state": "状态", "device.profile": "型号", "device.system": "系统",
+    "device.department": "科室", "device.responsible": "责任人", "device.installed": "安装日期",
+    "device.tags": "标签",
+    "history.title": "历史曲线", "history.channel": "通道", "history.window": "近1小时（每桶最小/平均/最大）",
+    "history.none": "该时段没有数据", "history.points": "{n} 个数据点",
+    "log.title": "报警记录", "log.empty": "无报警记录",
+    "places.title": "位置", "places.hint": "选择一个防火分区查看设备", "places.devices": "{n} 台设备",
+    "kind.site": "院区", "kind.building": "楼栋", "kind.floor": "楼层", "kind.zone": "防火分区", "kind.room": "房间",
+    "tickets.title": "隐患整改单", "tickets.open_only": "仅未关闭", "tickets.empty": "没有整改单",
+    "ticket.number": "编号", "ticket.status": "状态", "ticket.category": "类别", "ticket.place": "位置",
+    "ticket.problem": "检查发现问题", "ticket.deadline": "整改时限", "ticket.overdue": "超期",
+    "ticket.assignee": "整改人", "ticket.feedback": "整改落实情况反馈", "ticket.history": "处理记录",
+    "ticket.department": "科室", "ticket.responsible": "责任人", "ticket.measures": "整改措施与意见",
+    "ticket.inspectors": "检查人员", "ticket.inspection_time": "检查时间", "ticket.device": "设备",
+    "ticket.source": "来源", "ticket.hazard_type": "隐患类型", "ticket.occurrences": "发生次数",
+    "ticket.feedback_signed_by": "负责人签字", "ticket.confirmed_by": "整改确认签字",
+    "ticket.leader_signed_by": "分管领导签字", "ticket.ready": "遥测已恢复正常，可复检",
+    "ticket.yes": "是", "ticket.no_actions": "当前角色在此状态下无可用操作",
+    "ticket.need": "请填写：{what}",
+    "status.open": "待派单", "status.assigned": "已派单", "status.rectifying": "整改中",
+    "status.rectified": "已整改", "status.verified": "已复检", "status.closed": "已关闭",
+    "action.assign": "派单", "action.start": "开始整改", "action.rectify": "整改完成",
+    "action.verify": "复检通过", "action.reject": "复检不通过", "action.close": "关闭整改单",
+    "action.extend": "延期", "action.opened": "创建", "action.recurred": "再次发生",
+    "action.comment": "备注", "action.attach": "附件", "action.overdue": "超期", "action.ready": "可复检",
+    role: "角色", "role.viewer": "查看", "role.operator": "值班员", "role.maintenance": "维保人员",
+    "role.safety": "保卫科", "role.leader": "分管领导", "role.admin": "管理员",
+    "source.alarm": "报警", "source.patrol": "巡查", "source.inspection": "检查",
+    "error.http": "请求失败（{status}）：{detail}", "error.network": "无法连接服务：{detail}",
+    "error.format": "服务返回的数据格式不正确：{detail}",
+  },
+  en: {
+    "app.title": "Fire control room", "nav.board": "Alarms", "nav.places": "Places", "nav.tickets": "Tickets",
+    operator: "Operator", wall: "Wall", dismiss: "Dismiss", back: "Back", cancel: "Cancel", submit: "Submit",
+    "lang.other": "中文", "sound.on": "Sound: on", "sound.off": "Sound: off",
+    "conn.open": "Live", "conn.connecting": "Connecting…", "conn.closed": "Disconnected, reconnecting…",
+    "board.title": "Fire alarms", "board.empty": "All normal: no alarms", "board.fire_strip": "FIRE",
+    "gas.title": "Combustible gas alarms", "gas.empty": "Gas: all normal",
+    "cat.fire": "Fire", "cat.pre_alarm": "Pre-alarm", "cat.supervisory": "Supervisory", "cat.fault": "Fault",
+    "cat.hazard": "Hazard", "cat.normal": "Normal",
+    "state.active_unacknowledged": "Unacknowledged", "state.active_acknowledged": "Acknowledged",
+    "state.cleared_unacknowledged": "Cleared, unacknowledged", "state.cleared_acknowledged": "Cleared, acknowledged",
+    "state.closed": "Closed",
+    "alarm.time": "Time", "alarm.category": "Category", "alarm.type": "Alarm type", "alarm.value": "Value",
+    "alarm.state": "State", "alarm.acked": "Acknowledged", "alarm.device": "Device", "alarm.first": "First",
+    "alarm.times": "times", "alarm.dept": "Department",
+    "ack.button": "Acknowledge", "ack.title": "Acknowledge alarm", "ack.note": "Note",
+    "ack.false_alarm": "False alarm", "ack.submit": "Acknowledge", "ack.by": "Acknowledged by {who} at {when}",
+    "ack.need_actor": "Enter the operator's name",
+    "device.button": "Device", "device.id": "Device", "device.name": "Name", "device.kind": "Kind",
+    "device.place": "Place", "device.state": "State", "device.profile": "Profile", "device.system": "System",
+    "device.department": "Department", "device.responsible": "Responsible", "device.installed": "Installed",
+    "device.tags": "Tags",
+    "history.title": "History", "history.channel": "Channel", "history.window": "last hour (min/mean/max per bucket)",
+    "history.none": "No data in this period", "history.points": "{n} points",
+    "log.title": "Alarm log", "log.empty": "No alarms",
+    "places.title": "Places", "places.hint": "Choose a zone to see its devices", "places.devices": "{n} devices",
+    "kind.site": "Site", "kind.building": "Building", "kind.floor": "Floor", "kind.zone": "Zone", "kind.room": "Room",
+    "tickets.title": "Hazard tickets", "tickets.open_only": "Open only", "tickets.empty": "No tickets",
+    "ticket.number": "Number", "ticket.status": "Status", "ticket.category": "Category", "ticket.place": "Place",
+    "ticket.problem": "Problem found", "ticket.deadline": "Deadline", "ticket.overdue": "Overdue",
+    "ticket.assignee": "Assignee", "ticket.feedback": "Rectification feedback", "ticket.history": "History",
+    "ticket.department": "Department", "ticket.responsible": "Responsible", "ticket.measures": "Measures",
+    "ticket.inspectors": "Inspectors", "ticket.inspection_time": "Inspected", "ticket.device": "Device",
+    "ticket.source": "Source", "ticket.hazard_type": "Hazard type", "ticket.occurrences": "Occurrences",
+    "ticket.feedback_signed_by": "Feedback signed by", "ticket.confirmed_by": "Confirmed by",
+    "ticket.leader_signed_by": "Leader signed", "ticket.ready": "Telemetry normal again: ready for re-inspection",
+    "ticket.yes": "yes", "ticket.no_actions": "Nothing this role can do in this status",
+    "ticket.need": "Required: {what}",
+    "status.open": "Open", "status.assigned": "Assigned", "status.rectifying": "Rectifying",
+    "status.rectified": "Rectified", "status.verified": "Verified", "status.closed": "Closed",
+    "action.assign": "Assign", "action.start": "Start work", "action.rectify": "Rectified",
+    "action.verify": "Verify", "action.reject": "Reject", "action.close": "Close ticket",
+    "action.extend": "Extend", "action.opened": "Opened", "action.recurred": "Recurred",
+    "action.comment": "Comment", "action.attach": "Evidence", "action.overdue": "Overdue", "action.ready": "Ready",
+    role: "Role", "role.viewer": "Viewer", "role.operator": "Operator", "role.maintenance": "Maintenance",
+    "role.safety": "Safety office", "role.leader": "Leader", "role.admin": "Admin",
+    "source.alarm": "Alarm", "source.patrol": "Patrol", "source.inspection": "Inspection",
+    "error.http": "Request failed ({status}): {detail}", "error.network": "Cannot reach the service: {detail}",
+    "error.format": "The service sent data in an unexpected form: {detail}",
+  },
+};
+
+const CATEGORIES = ["fire", "pre_alarm", "supervisory", "fault", "hazard"];
+const ACTIVE = new Set(["active_unacknowledged", "active_acknowledged"]);
+const ROLES = ["viewer", "operator", "maintenance", "safety", "leader", "admin"];
+const TREE_KINDS = new Set(["site", "building", "floor", "zone"]); // rooms show in the zone's device list
+const FALLBACK_POLL_MS = 60000; // the WebSocket drives the board; this only heals a silent gap
+const store = {
+  get(key, fallback) { try { return localStorage.getItem(key) ?? fallback; } catch { return fallback; } },
+  set(key, value) { try { localStorage.setItem(key, value); } catch { /* private mode: not kept */ } },
+};
+
+let lang = store.get("fw.lang", "zh") === "en" ? "en" : "zh";
+
+function t(key, vars) {
+  let s = I18N[lang][key] ?? I18N.zh[key] ?? key;
+  if (vars) for (const [k, v] of Object.entries(vars)) s = s.replaceAll(`{${k}}`, String(v));
+  return s;
+}
+const catLabel = (c) => (CATEGORIES.includes(c) || c === "normal" ? t(`cat.${c}`) : String(c));
+const label = (prefix, v) => (I18N.zh[`${prefix}.${v}`] ? t(`${prefix}.${v}`) : String(v ?? ""));
+
+// --- DOM helpers: text only -----------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+/** Build an element: props are class, text, title, dataset, attrs, on; children are nodes or text. */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  if (props.class) node.className = props.class;
+  if (props.text !== undefined && props.text !== null) node.textContent = String(props.text);
+  if (props.title) node.title = String(props.title);
+  for (const [k, v] of Object.entries(props.dataset || {})) node.dataset[k] = String(v);
+  for (const [k, v] of Object.entries(props.attrs || {})) node.setAttribute(k, String(v));
+  for (const [k, v] of Object.entries(props.on || {})) node.addEventListener(k, v);
+  for (const c of children) if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+const clear = (node) => { node.replaceChildren(); return node; };
+
+// --- API access -----------------------------------------------------------------------------------
+
+class ApiError extends Error {}
+
+function authHeaders() {
+  const token = store.get("fw.token", "");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function problemText(body, fallback) {
+  if (body && typeof body === "object") {
+    const d = body.detail;
+    if (typeof d === "string") return d;
+    if (Array.isArray(d)) {
+      return d.map((e) => `${Array.isArray(e.loc) ? e.loc.join(".") : ""}: ${e.msg ?? ""}`).join("; ");
+    }
+    if (typeof body.title === "string") return body.title;
+  }
+  return fallback;
+}
+
+/** JSON from the service, or an ApiError with a message a person can read. */
+async function api(path, { method = "GET", body, params } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  const headers = { Accept: "application/json", ...authHeaders() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    throw new ApiError(t("error.network", { detail: err.message || err }));
+  }
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!resp.ok) {
+    throw new ApiError(t("error.http", { status: resp.status, detail: problemText(data, text.slice(0, 200) || resp.statusText) }));
+  }
+  if (data === null && text) throw new ApiError(t("error.format", { detail: `${path}: not JSON` }));
+  return data;
+}
+
+/** `items` of a page, checked: a malformed page is an error, not a crash further down. */
+function itemsOf(page, what) {
+  if (!page || !Array.isArray(page.items)) throw new ApiError(t("error.format", { detail: what }));
+  return page.items;
+}
+
+async function allPages(path, params) {
+  const out = [];
+  for (let offset = 0; offset < 100000; offset += 1000) {
+    const page = await api(path, { params: { ...params, limit: 1000, offset } });
+    const items = itemsOf(page, path);
+    out.push(...items);
+    if (items.length < 1000 || out.length >= page.total) break;
+  }
+  return out;
+}
+
+function showError(err) {
+  console.error(err);
+  $("error-text").textContent = err instanceof ApiError ? err.message : `${err && err.message ? err.message : err}`;
+  $("error").hidden = false;
+}
+const hideError = () => { $("error").hidden = true; };
+
+/** Run an async render step; whatever fails is reported, the page goes on. */
+async function guarded(fn) {
+  try { await fn(); } catch (err) { showError(err); }
+}
+
+// --- the service's clock --------------------------------------------------------------------------
+// Simulations run the service's clock faster than real time; times and windows follow its clock.
+
+const clock = { t0: Date.now() / 1000, w0: Date.now() / 1000, scale: 1 };
+const serverNow = () => clock.t0 + (Date.now() / 1000 - clock.w0) * clock.scale;
+
+async function syncClock() {
+  try {
+    const h = await api("/healthz");
+    if (h && typeof h.time === "number") {
+      clock.t0 = h.time; clock.w0 = Date.now() / 1000;
+      clock.scale = typeof h.time_scale === "number" && h.time_scale > 0 ? h.time_scale : 1;
+    }
+  } catch { /* keep the local clock: the header shows the connection state anyway */ }
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+function fmtTime(ts, withDate = true) {
+  if (typeof ts !== "number" || !isFinite(ts)) return "—";
+  const d = new Date(ts * 1000);
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return withDate ? `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}` : time;
+}
+function fmtValue(v) {
+  if (typeof v !== "number" || !isFinite(v)) return "—";
+  return Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString();
+}
+
+// --- places (names for paths) ---------------------------------------------------------------------
+
+const places = { list: [], byPath: new Map(), loaded: false };
+
+async function loadPlaces() {
+  const list = await allPages("/api/v1/places");
+  places.list = list;
+  places.byPath = new Map(list.map((p) => [p.path, p]));
+  places.loaded = true;
+}
+
+/** "1号楼 / 3F / 2区 / 301病房" for a path, falling back to the path's ids. */
+function placeName(path) {
+  if (typeof path !== "string" || !path) return "—";
+  const parts = path.split("/");
+  const names = [];
+  for (let i = 2; i <= parts.length; i++) {
+    const p = places.byPath.get(parts.slice(0, i).join("/"));
+    names.push(p && p.name ? p.name : parts[i - 1]);
+  }
+  return names.join(" / ") || path;
+}
+
+// --- the alarm board ------------------------------------------------------------------------------
+
+const board = { fire: [], gas: [], byId: new Map() };
+
+function countChips(node, alarms) {
+  clear(node);
+  const active = alarms.filter((a) => ACTIVE.has(a.state));
+  for (const c of CATEGORIES) {
+    const n = active.filter((a) => a.category === c).length;
+    node.append(el("span", { class: `count cat-${c}${n ? "" : " zero"}`, dataset: { category: c, n } },
+      el("span", { class: "dot" }), ` ${catLabel(c)}`, el("b", { text: n })));
+  }
+}
+
+function alarmCard(a) {
+  const unacked = a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
+  const cls = `card cat-${CATEGORIES.includes(a.category) ? a.category : "hazard"}${unacked ? " unacked" : ""}${ACTIVE.has(a.state) ? "" : " cleared"}`;
+  const side = el("div", { class: "side" },
+    el("span", { class: "state", text: label("state", a.state), dataset: { role: "state" } }));
+  if (unacked) {
+    side.append(el("button", { class: "primary", text: t("ack.button"), dataset: { role: "ack" }, on: { click: () => openAck(a) } }));
+  }
+  side.append(el("a", { class: "link", text: t("device.button"), attrs: { href: `#/device/${encodeURIComponent(a.device_id)}` }, dataset: { role: "device" } }));
+  const meta = [
+    `${t("alarm.device")} ${a.device_id}`,
+    a.department ? `${t("alarm.dept")} ${a.department}` : null,
+    `${t("alarm.first")} ${fmtTime(a.first_ts)}`,
+    a.occurrences > 1 ? `×${a.occurrences} ${t("alarm.times")}` : null,
+    a.value !== null && a.value !== undefined ? `${t("alarm.value")} ${fmtValue(a.value)}` : null,
+  ].filter(Boolean).join(" · ");
+  const main = el("div", { class: "main" },
+    el("div", { class: "where", text: placeName(a.place) }),
+    el("div", { class: "what", text: a.detail ? `${a.alarm_type} — ${a.detail}` : a.alarm_type }),
+    el("div", { class: "meta", text: meta }));
+  if (a.acked_by) {
+    main.append(el("div", { class: "ack", dataset: { role: "acked" },
+      text: t("ack.by", { who: a.acked_by, when: fmtTime(a.acked_ts) }) + (a.ack_note ? ` — ${a.ack_note}` : "") }));
+  }
+  return el("li", { class: cls, dataset: { alarmId: a.id, category: a.category, state: a.state, deviceId: a.device_id } },
+    el("span", { class: "badge", text: catLabel(a.category) }), main, side);
+}
+
+function renderList(listNode, emptyNode, alarms) {
+  clear(listNode);
+  for (const a of alarms) listNode.append(alarmCard(a));
+  emptyNode.hidden = alarms.length > 0;
+}
+
+async function refreshBoard() {
+  const [fire, gas] = await Promise.all([
+    api("/api/v1/alarms", { params: { open: true, gas: false, limit: 200 } }),
+    api("/api/v1/alarms", { params: { open: true, gas: true, limit: 100 } }),
+  ]);
+  board.fire = itemsOf(fire, "alarms");
+  board.gas = itemsOf(gas, "gas alarms");
+  board.byId = new Map([...board.fire, ...board.gas].map((a) => [a.id, a]));
+  if (!places.loaded) await guarded(loadPlaces);
+  renderBoard();
+}
+
+function renderBoard() {
+  renderList($("board-list"), $("board-empty"), board.fire);
+  renderList($("gas-list"), $("gas-empty"), board.gas);
+  countChips($("board-counts"), board.fire);
+  countChips($("gas-counts"), board.gas);
+  const fires = board.fire.filter((a) => a.category === "fire" && ACTIVE.has(a.state)).length;
+  $("board-fire").textContent = fires ? `${t("board.fire_strip")} ${fires}` : "";
+  sound.update(board.fire.some((a) => a.category === "fire" && a.state === "active_unacknowledged"));
+}
+
+// --- acknowledge ----------------------------------------------------------------------------------
+
+let ackAlarm = null;
+
+function openAck(a) {
+  ackAlarm = a;
+  $("ack-what").textContent = `${catLabel(a.category)} · ${placeName(a.place)} · ${a.device_id} · ${a.alarm_type}`;
+  $("ack-actor").value = $("operator").value;
+  $("ack-note").value = "";
+  $("ack-false").checked = false;
+  $("ack-error").textContent = "";
+  $("ack-dialog").showModal();
+  $("ack-note").focus();
+}
+
+async function submitAck(ev) {
+  ev.preventDefault();
+  const actor = $("ack-actor").value.trim();
+  if (!actor) { $("ack-error").textContent = t("ack.need_actor"); return; }
+  $("ack-submit").disabled = true;
+  try {
+    await api(`/api/v1/alarms/${encodeURIComponent(ackAlarm.id)}/acknowledge`, {
+      method: "POST", body: { actor, note: $("ack-note").value, false_alarm: $("ack-false").checked },
+    });
+    $("operator").value = actor;
+    store.set("fw.operator", actor);
+    $("ack-dialog").close();
+    await guarded(refreshCurrent);
+  } catch (err) {
+    $("ack-error").textContent = err.message || String(err);
+  } finally {
+    $("ack-submit").disabled = false;
+  }
+}
+
+// --- audible cue (muted by default) ---------------------------------------------------------------
+
+const sound = {
+  on: store.get("fw.sound", "off") === "on",
+  timer: null,
+  ctx: null,
+  beep() {
+    try {
+      this.ctx = this.ctx || new AudioContext();
+      const osc = this.ctx.createOscillator();
+      const gain = this.ctx.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.2;
+      osc.connect(gain).connect(this.ctx.destination);
+      osc.start(); osc.stop(this.ctx.currentTime + 0.35);
+    } catch { /* no audio device: the board still blinks */ }
+  },
+  update(unackedFire) {
+    const want = this.on && unackedFire;
+    if (want && !this.timer) { this.beep(); this.timer = setInterval(() => this.beep(), 1500); }
+    if (!want && this.timer) { clearInterval(this.timer); this.timer = null; }
+  },
+  label() {
+    $("sound").textContent = t(this.on ? "sound.on" : "sound.off");
+    $("sound").setAttribute("aria-pressed", String(this.on));
+  },
+};
+
+// --- live updates over the WebSocket --------------------------------------------------------------
+
+const live = { ws: null, after: null, events: 0, retryMs: 1000, timer: null, refreshTimer: null };
+
+function setConn(state) {
+  $("conn").dataset.state = state;
+  $("conn").dataset.events = String(live.events);
+  $("conn").textContent = t(`conn.${state}`);
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = new URL(`${proto}//${location.host}/api/v1/stream/alarms/ws`);
+  if (live.after !== null) url.searchParams.set("after", String(live.after));
+  setConn("connecting");
+  let ws;
+  try { ws = new WebSocket(url); } catch (err) { showError(err); scheduleReconnect(); return; }
+  live.ws = ws;
+  ws.onopen = () => {
+    live.retryMs = 1000;
+    setConn("open");
+    scheduleRefresh(); // anything between the last fetch and now
+  };
+  ws.onmessage = (msg) => {
+    let tr;
+    try { tr = JSON.parse(msg.data); } catch { return; }
+    if (tr && typeof tr.event_id === "number") live.after = Math.max(live.after ?? 0, tr.event_id);
+    live.events += 1;
+    $("conn").dataset.events = String(live.events);
+    scheduleRefresh();
+  };
+  ws.onclose = () => { if (live.ws === ws) { live.ws = null; setConn("closed"); scheduleReconnect(); } };
+  ws.onerror = () => { /* onclose follows */ };
+}
+
+function scheduleReconnect() {
+  clearTimeout(live.timer);
+  live.timer = setTimeout(connect, live.retryMs);
+  live.retryMs = Math.min(live.retryMs * 2, 15000);
+}
+
+/** Transitions come in bursts (a fire raises a dozen detectors): one re-fetch per burst. */
+function scheduleRefresh() {
+  clearTimeout(live.refreshTimer);
+  live.refreshTimer = setTimeout(() => guarded(refreshLive), 200);
+}
+
+async function refreshLive() {
+  await refreshBoard();
+  if (route.view === "places") await renderPlaces(false);
+  if (route.view === "device") {
+    await loadPlaces();
+    renderTree();
+    await refreshDeviceAlarms();
+  }
+}
+
+// --- place tree -----------------------------------------------------------------------------------
+
+const expanded = new Set(JSON.parse(store.get("fw.expanded", "[]") || "[]"));
+let openAlarms = [];
+
+function worstCategory(status) {
+  const w = status && status.worst;
+  return w && CATEGORIES.includes(w.category) ? w.category : "normal";
+}
+
+function treeNode(place, children) {
+  const cat = worstCategory(place.status);
+  const gas = place.status && place.status.worst_gas ? place.status.worst_gas.category : null;
+  const kids = children.get(place.path) || [];
+  const isOpen = expanded.has(place.path);
+  const selected = route.view === "places" && route.arg === place.path;
+  const row = el("div", { class: `node${selected ? " selected" : ""}`, dataset: { path: place.path, worst: cat } },
+    kids.length
+      ? el("button", { class: "toggle", text: isOpen ? "▾" : "▸", attrs: { "aria-label": "toggle", "aria-expanded": isOpen },
+        on: { click: () => { isOpen ? expanded.delete(place.path) : expanded.add(place.path); store.set("fw.expanded", JSON.stringify([...expanded])); renderTree(); } } })
+      : el("span", { class: "toggle" }),
+    el("span", { class: `dot cat-${cat}`, title: catLabel(cat) }),
+    gas ? el("span", { class: `dot gas cat-${gas}`, title: `${t("gas.title")}: ${catLabel(gas)}` }) : null,
+    el("button", { class: "name", text: place.name || place.path, on: { click: () => { location.hash = `#/places/${place.path}`; } } }),
+    el("span", { class: "kind", text: label("kind", place.kind) }),
+    place.status && place.status.active ? el("span", { class: "n", text: `(${place.status.active})` }) : null);
+  const li = el("li", { attrs: { role: "treeitem" } }, row);
+  if (kids.length && isOpen) li.append(el("ul", { attrs: { role: "group" } }, ...kids.map((k) => treeNode(k, children))));
+  return li;
+}
+
+function renderTree() {
+  const children = new Map();
+  const roots = [];
+  for (const p of places.list) {
+    if (!TREE_KINDS.has(p.kind)) continue;
+    if (p.parent && places.byPath.has(p.parent)) {
+      if (!children.has(p.parent)) children.set(p.parent, []);
+      children.get(p.parent).push(p);
+    } else roots.push(p);
+  }
+  for (const r of roots) if (!expanded.size) expanded.add(r.path);
+  clear($("tree")).append(...roots.map((r) => treeNode(r, children)));
+}
+
+const devices = { list: null };
+
+async function loadDevices() {
+  if (!devices.list) devices.list = await allPages("/api/v1/devices");
+  return devices.list;
+}
+
+function deviceStates() {
+  const worst = new Map();
+  const rank = (c) => CATEGORIES.indexOf(c);
+  for (const a of openAlarms) {
+    if (!ACTIVE.has(a.state)) continue;
+    const cur = worst.get(a.device_id);
+    if (cur === undefined || rank(a.category) < rank(cur)) worst.set(a.device_id, a.category);
+  }
+  return worst;
+}
+
+async function renderPlaces(full = true) {
+  await loadPlaces();
+  openAlarms = itemsOf(await api("/api/v1/alarms", { params: { open: true, limit: 1000 } }), "alarms");
+  const path = route.view === "places" ? route.arg : null;
+  if (path) for (let i = 1; i < path.split("/").length; i++) expanded.add(path.split("/").slice(0, i).join("/"));
+  renderTree();
+  if (route.view !== "places") return;
+  $("device").hidden = true;
+  $("zone").hidden = !path;
+  $("places-hint").hidden = Boolean(path);
+  if (!path) return;
+  const place = places.byPath.get(path);
+  $("zone-title").textContent = place ? `${placeName(path)}（${label("kind", place.kind)}）` : path;
+  if (place) countChips($("zone-counts"), openAlarms.filter((a) => a.place === path || a.place.startsWith(`${path}/`)));
+  if (full || !devices.list) await loadDevices();
+  const here = devices.list.filter((d) => d.place === path || d.place.startsWith(`${path}/`));
+  const states = deviceStates();
+  const body = clear($("zone-devices").tBodies[0]);
+  for (const d of here) {
+    const cat = states.get(d.id) || "normal";
+    body.append(el("tr", { dataset: { deviceId: d.id }, on: { click: () => { location.hash = `#/device/${encodeURIComponent(d.id)}`; } } },
+      el("td", {}, el("a", { text: d.id, attrs: { href: `#/device/${encodeURIComponent(d.id)}` } })),
+      el("td", { text: d.name }), el("td", { text: d.kind }),
+      el("td", { text: placeName(d.place) }),
+      el("td", {}, el("span", { class: `pill cat-${cat}`, text: catLabel(cat) }))));
+  }
+  $("zone-title").append(el("span", { class: "muted", text: `  ${t("places.devices", { n: here.length })}` }));
+}
+
+// --- device drill-down ----------------------------------------------------------------------------
+
+let profiles = null;
+const deviceView = { id: null, device: null };
+
+async function renderDevice(id) {
+  $("zone").hidden = true;
+  $("places-hint").hidden = true;
+  $("device").hidden = false;
+  await loadPlaces(); // fresh statuses for the tree beside the drill-down
+  const d = await api(`/api/v1/devices/${encodeURIComponent(id)}`);
+  if (!d || typeof d.id !== "string") throw new ApiError(t("error.format", { detail: "device" }));
+  deviceView.id = id; deviceView.device = d;
+  const parts = d.place.split("/");
+  for (let i = 1; i < Math.min(parts.length, 4); i++) expanded.add(parts.slice(0, i).join("/"));
+  renderTree();
+  $("device-title").textContent = `${d.name || d.id} · ${d.id}`;
+  const zone = d.place.split("/").slice(0, 4).join("/");
+  $("device-back").setAttribute("href", `#/places/${zone}`);
+  if (profiles === null) {
+    try { profiles = await api("/console/profiles.json"); } catch { profiles = {}; }
+  }
+  const prof = profiles[d.profile];
+  const info = clear($("device-info"));
+  const rows = [
+    ["device.profile", prof ? `${lang === "zh" ? prof.name_zh : prof.name} (${d.profile})` : d.profile],
+    ["device.kind", d.kind], ["device.system", d.system], ["device.place", `${placeName(d.place)} (${d.place})`],
+    ["device.department", d.department], ["device.responsible", d.responsible],
+    ["device.installed", d.installed || "—"], ["device.tags", (d.tags || []).join(", ") || "—"],
+  ];
+  for (const [k, v] of rows) info.append(el("dt", { text: t(k) }), el("dd", { text: v }));
+  const select = clear($("channel"));
+  const channels = prof ? Object.entries(prof.channels) : [];
+  for (const [name, c] of channels) {
+    const lbl = lang === "zh" ? c.label_zh || c.label : c.label || c.label_zh;
+    select.append(el("option", { text: `${lbl || name} (${c.unit})`, attrs: { value: name } }));
+  }
+  const log = await refreshDeviceAlarms();
+  const preferred = log.find((a) => a.channel && channels.some(([n]) => n === a.channel));
+  if (preferred) select.value = preferred.channel;
+  await drawHistory();
+}
+
+async function refreshDeviceAlarms() {
+  const id = deviceView.id;
+  const log = itemsOf(await api("/api/v1/alarms", { params: { device_id: id, limit: 50 } }), "alarm log");
+  if (deviceView.id !== id) return log;
+  const body = clear($("device-alarms").tBodies[0]);
+  for (const a of log) {
+    body.append(el("tr", { dataset: { alarmId: a.id, state: a.state } },
+      el("td", { text: fmtTime(a.first_ts) }),
+      el("td", {}, el("span", { class: `pill cat-${a.category}`, text: catLabel(a.category) })),
+      el("td", { text: a.alarm_type, title: a.detail }),
+      el("td", { text: a.peak !== null && a.peak !== undefined ? `${fmtValue(a.value)} (max ${fmtValue(a.peak)})` : fmtValue(a.value) }),
+      el("td", { text: label("state", a.state) }),
+      el("td", { text: a.acked_by ? `${a.acked_by} ${fmtTime(a.acked_ts)}${a.ack_note ? ` — ${a.ack_note}` : ""}` : "—" })));
+  }
+  $("device-alarms-empty").hidden = log.length > 0;
+  return log;
+}
+
+async function drawHistory() {
+  const id = deviceView.id;
+  const channel = $("channel").value;
+  const canvas = $("chart");
+  if (!channel) { drawChart(canvas, null, ""); return; }
+  await syncClock();
+  const end = serverNow();
+  const h = await api(`/api/v1/devices/${encodeURIComponent(id)}/history`, {
+    params: { channel, start: (end - 3600).toFixed(3), end: end.toFixed(3), buckets: 120 },
+  });
+  if (deviceView.id !== id) return;
+  if (!h || !Array.isArray(h.ts) || !Array.isArray(h.value)) throw new ApiError(t("error.format", { detail: "history" }));
+  const prof = profiles && profiles[deviceView.device.profile];
+  const unit = prof && prof.channels[channel] ? prof.channels[channel].unit : "";
+  drawChart(canvas, h, unit);
+}
+
+/** Min-max band and mean line per bucket, with time and value axes, on the canvas. */
+function drawChart(canvas, h, unit) {
+  const dpr = window.devicePixelRatio || 1;
+  const cssW = canvas.clientWidth || 900;
+  const cssH = Math.round(cssW * 0.3);
+  canvas.width = Math.round(cssW * dpr); canvas.height = Math.round(cssH * dpr);
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, cssW, cssH);
+  const styles = getComputedStyle(document.body);
+  const font = `${Math.max(11, Math.round(parseFloat(styles.fontSize) * 0.75))}px sans-serif`;
+  g.font = font;
+  const n = h ? Math.min(h.ts.length, h.value.length) : 0;
+  canvas.dataset.points = String(n);
+  $("chart-note").textContent = n ? t("history.points", { n }) : t("history.none");
+  const L = 56, R = 12, T = 12, B = 28;
+  const W = cssW - L - R, H = cssH - T - B;
+  g.strokeStyle = "#2d3643"; g.lineWidth = 1;
+  g.strokeRect(L, T, W, H);
+  if (!n) return;
+  const lo = h.min && h.min.length === n ? h.min : h.value;
+  const hi = h.max && h.max.length === n ? h.max : h.value;
+  let ymin = Math.min(...lo), ymax = Math.max(...hi);
+  if (!isFinite(ymin) || !isFinite(ymax)) return;
+  if (ymax - ymin < 1e-9) { ymin -= 1; ymax += 1; }
+  const padY = (ymax - ymin) * 0.08; ymin -= padY; ymax += padY;
+  const x0 = typeof h.start === "number" ? h.start : h.ts[0];
+  const x1 = typeof h.end === "number" ? h.end : h.ts[n - 1];
+  const X = (ts) => L + ((ts - x0) / (x1 - x0 || 1)) * W;
+  const Y = (v) => T + H - ((v - ymin) / (ymax - ymin)) * H;
+  // grid and labels
+  g.fillStyle = "#9aa6b5"; g.textBaseline = "middle"; g.textAlign = "right";
+  for (let i = 0; i <= 4; i++) {
+    const v = ymin + ((ymax - ymin) * i) / 4;
+    g.strokeStyle = "#1f2630"; g.beginPath(); g.moveTo(L, Y(v)); g.lineTo(L + W, Y(v)); g.stroke();
+    g.fillText(fmtValue(v), L - 6, Y(v));
+  }
+  g.textAlign = "center"; g.textBaseline = "top";
+  for (let i = 0; i <= 6; i++) {
+    const ts = x0 + ((x1 - x0) * i) / 6;
+    g.textAlign = i === 0 ? "left" : i === 6 ? "right" : "center";
+    g.fillText(fmtTime(ts, false).slice(0, 5), X(ts), T + H + 6);
+  }
+  if (unit) { g.textAlign = "left"; g.textBaseline = "top"; g.fillText(unit, L + 4, T + 2); }
+  // min-max band
+  g.fillStyle = "rgba(61, 139, 253, 0.25)";
+  g.beginPath();
+  for (let i = 0; i < n; i++) (i ? g.lineTo : g.moveTo).call(g, X(h.ts[i]), Y(hi[i]));
+  for (let i = n - 1; i >= 0; i--) g.lineTo(X(h.ts[i]), Y(lo[i]));
+  g.closePath(); g.fill();
+  // mean line
+  g.strokeStyle = "#79b8ff"; g.lineWidth = 2;
+  g.beginPath();
+  for (let i = 0; i < n; i++) (i ? g.lineTo : g.moveTo).call(g, X(h.ts[i]), Y(h.value[i]));
+  g.stroke();
+  if (n === 1) { g.fillStyle = "#79b8ff"; g.fillRect(X(h.ts[0]) - 2, Y(h.value[0]) - 2, 4, 4); }
+}
+
+// --- tickets --------------------------------------------------------------------------------------
+
+const tickets = { list: [], current: null };
+
+async function renderTickets() {
+  const open = $("tickets-open").checked;
+  const page = await api("/api/v1/tickets", { params: { open: open ? true : undefined, limit: 200 } });
+  tickets.list = itemsOf(page, "tickets");
+  if (!places.loaded) await guarded(loadPlaces);
+  const body = clear($("tickets").tBodies[0]);
+  for (const tk of tickets.list) {
+    const selected = route.view === "ticket" && String(tk.id) === route.arg;
+    body.append(el("tr", { class: selected ? "selected" : "", dataset: { ticketId: tk.id, status: tk.status },
+      on: { click: () => { location.hash = `#/tickets/${tk.id}`; } } },
+      el("td", {}, el("a", { text: tk.number, attrs: { href: `#/tickets/${tk.id}` } })),
+      el("td", { text: label("status", tk.status), dataset: { role: "status" } }),
+      el("td", {}, el("span", { class: `pill cat-${tk.category}`, text: catLabel(tk.category) })),
+      el("td", { text: placeName(tk.place) }),
+      el("td", { text: tk.problem && tk.problem.length > 60 ? `${tk.problem.slice(0, 60)}…` : tk.problem }),
+      el("td", { text: fmtTime(tk.deadline) }),
+      el("td", { class: tk.overdue ? "overdue" : "", text: tk.overdue ? t("ticket.overdue") : "" })));
+  }
+  $("tickets-empty").hidden = tickets.list.length > 0;
+}
+
+async function renderTicket(id) {
+  const tk = await api(`/api/v1/tickets/${encodeURIComponent(id)}`);
+  if (!tk || typeof tk.status !== "string") throw new ApiError(t("error.format", { detail: "ticket" }));
+  tickets.current = tk;
+  $("ticket").hidden = false;
+  $("ticket-title").textContent = `${t("tickets.title")} ${tk.number}`;
+  $("ticket-status").textContent = label("status", tk.status);
+  $("ticket-status").dataset.status = tk.status;
+  const info = clear($("ticket-info"));
+  const rows = [
+    ["ticket.status", label("status", tk.status)],
+    ["ticket.category", catLabel(tk.category)], ["ticket.source", label("source", tk.source)],
+    ["ticket.hazard_type", tk.hazard_type], ["ticket.place", placeName(tk.place)],
+    ["ticket.device", tk.device_id || "—"], ["ticket.department", tk.department || "—"],
+    ["ticket.responsible", tk.responsible || "—"], ["ticket.inspection_time", fmtTime(tk.inspection_time)],
+    ["ticket.inspectors", tk.inspectors], ["ticket.problem", tk.problem], ["ticket.measures", tk.measures || "—"],
+    ["ticket.deadline", fmtTime(tk.deadline) + (tk.overdue ? ` (${t("ticket.overdue")})` : "")],
+    ["ticket.assignee", tk.assignee || "—"], ["ticket.feedback", tk.feedback || "—"],
+    ["ticket.feedback_signed_by", tk.feedback_signed_by ? `${tk.feedback_signed_by} ${fmtTime(tk.feedback_signed_at)}` : "—"],
+    ["ticket.confirmed_by", tk.confirmed_by ? `${tk.confirmed_by} ${fmtTime(tk.confirmed_at)}` : "—"],
+    ["ticket.leader_signed_by", tk.leader_signed_by ? `${tk.leader_signed_by} ${fmtTime(tk.leader_signed_at)}` : "—"],
+    ["ticket.occurrences", tk.occurrences],
+  ];
+  if (tk.ready_at) rows.push(["ticket.ready", fmtTime(tk.ready_at)]);
+  for (const [k, v] of rows) info.append(el("dt", { text: t(k) }), el("dd", { text: v }));
+  const events = clear($("ticket-events"));
+  for (const e of tk.events || []) {
+    const who = e.actor ? ` · ${e.actor}${e.role ? ` (${label("role", e.role)})` : ""}` : "";
+    events.append(el("li", { dataset: { action: e.action } },
+      `${fmtTime(e.ts)} ${label("action", e.action)} → ${label("status", e.status_after)}${who}${e.note ? ` — ${e.note}` : ""}`));
+  }
+  await renderActions();
+}
+
+async function renderActions() {
+  const tk = tickets.current;
+  const role = $("role").value;
+  const box = clear($("ticket-actions"));
+  const actions = await api("/console/ticket-actions.json", { params: { status: tk.status, role } });
+  if (!Array.isArray(actions)) throw new ApiError(t("error.format", { detail: "ticket actions" }));
+  for (const a of actions) {
+    if (a === "comment" || a === "attach") continue; // not transitions
+    box.append(el("button", { class: "primary", text: label("action", a), dataset: { action: a }, on: { click: () => openTransition(a) } }));
+  }
+  if (!box.childElementCount) box.append(el("span", { class: "muted", text: t("ticket.no_actions") }));
+}
+
+let trAction = null;
+const TR_NEEDS = { assign: ["tr-assignee"], rectify: ["tr-feedback"], reject: ["tr-note"], extend: ["tr-deadline", "tr-note"] };
+
+function toLocalInput(ts) {
+  const d = new Date(ts * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+function openTransition(action) {
+  trAction = action;
+  const tk = tickets.current;
+  $("tr-title").textContent = `${label("action", action)} · ${tk.number}`;
+  for (const f of $("tr-form").querySelectorAll("[data-for]")) {
+    const fors = f.dataset.for.split(" ");
+    f.hidden = !(fors.includes("*") || fors.includes(action));
+  }
+  $("tr-assignee").value = tk.assignee || $("operator").value;
+  $("tr-feedback").value = "";
+  $("tr-note").value = "";
+  $("tr-deadline").value = action === "extend" ? toLocalInput((tk.deadline || serverNow()) + 7 * 86400) : "";
+  $("tr-error").textContent = "";
+  $("tr-dialog").showModal();
+}
+
+async function submitTransition(ev) {
+  ev.preventDefault();
+  const tk = tickets.current;
+  const actor = $("operator").value.trim();
+  const missing = [...(TR_NEEDS[trAction] || [])].filter((id) => !$(id).value.trim());
+  if (!actor) { $("tr-error").textContent = t("ack.need_actor"); return; }
+  if (missing.length) {
+    $("tr-error").textContent = t("ticket.need", { what: missing.map((id) => $(id).closest("label").querySelector("span").textContent).join("、") });
+    return;
+  }
+  const body = { action: trAction, role: $("role").value, actor, note: $("tr-note").value.trim() };
+  if (trAction === "assign") body.assignee = $("tr-assignee").value.trim();
+  if (trAction === "rectify") body.feedback = $("tr-feedback").value.trim();
+  if ((trAction === "assign" || trAction === "extend") && $("tr-deadline").value) {
+    body.deadline = new Date($("tr-deadline").value).getTime() / 1000;
+  }
+  $("tr-submit").disabled = true;
+  try {
+    await api(`/api/v1/tickets/${encodeURIComponent(tk.id)}/transitions`, { method: "POST", body });
+    $("tr-dialog").close();
+    await guarded(() => renderTicket(tk.id));
+    await guarded(renderTickets);
+  } catch (err) {
+    $("tr-error").textContent = err.message || String(err);
+  } finally {
+    $("tr-submit").disabled = false;
+  }
+}
+
+// --- routing and the static labels ----------------------------------------------------------------
+
+const route = { view: "board", arg: null };
+
+function parseRoute() {
+  const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+  const [head, ...rest] = h.split("/");
+  const arg = rest.join("/") || null;
+  if (head === "places") return { view: "places", arg };
+  if (head === "device" && arg) return { view: "device", arg };
+  if (head === "tickets") return arg ? { view: "ticket", arg } : { view: "tickets", arg: null };
+  return { view: "board", arg: null };
+}
+
+async function refreshCurrent() {
+  if (route.view === "board") await refreshBoard();
+  else if (route.view === "places") await renderPlaces();
+  else if (route.view === "device") await renderDevice(route.arg);
+  else {
+    await renderTickets();
+    if (route.view === "ticket") await renderTicket(route.arg);
+    else $("ticket").hidden = true;
+  }
+}
+
+async function onRoute() {
+  Object.assign(route, parseRoute());
+  const tab = route.view === "device" ? "places" : route.view === "ticket" ? "tickets" : route.view;
+  for (const v of ["board", "places", "tickets"]) {
+    $(`view-${v}`).hidden = v !== tab;
+    const link = $(`tab-${v}`);
+    if (v === tab) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
+  }
+  if (route.view !== "device") deviceView.id = null;
+  hideError();
+  await guarded(refreshCurrent);
+}
+
+function applyLanguage() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.title = `${t("app.title")} · firewatch`;
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  $("lang").textContent = t("lang.other");
+  $("lang").setAttribute("lang", lang === "zh" ? "en" : "zh-CN");
+  const role = $("role").value || store.get("fw.role", "maintenance");
+  clear($("role")).append(...ROLES.map((r) => el("option", { text: t(`role.${r}`), attrs: { value: r } })));
+  $("role").value = ROLES.includes(role) ? role : "maintenance";
+  sound.label();
+  setConn($("conn").dataset.state || "connecting");
+}
+
+function init() {
+  $("operator").value = store.get("fw.operator", "");
+  $("operator").addEventListener("change", () => store.set("fw.operator", $("operator").value.trim()));
+  $("lang").addEventListener("click", () => {
+    lang = lang === "zh" ? "en" : "zh";
+    store.set("fw.lang", lang);
+    applyLanguage();
+    guarded(refreshCurrent);
+  });
+  $("sound").addEventListener("click", () => {
+    sound.on = !sound.on;
+    store.set("fw.sound", sound.on ? "on" : "off");
+    sound.label();
+    renderBoard();
+  });
+  const setWall = (on) => {
+    document.body.classList.toggle("wall", on);
+    $("wall").setAttribute("aria-pressed", String(on));
+    store.set("fw.wall", on ? "on" : "off");
+  };
+  setWall(store.get("fw.wall", "off") === "on" || new URLSearchParams(location.search).has("wall"));
+  $("wall").addEventListener("click", () => { setWall(!document.body.classList.contains("wall")); if (route.view === "device") guarded(drawHistory); });
+  $("error-close").addEventListener("click", hideError);
+  $("ack-form").addEventListener("submit", submitAck);
+  $("ack-cancel").addEventListener("click", () => $("ack-dialog").close());
+  $("tr-form").addEventListener("submit", submitTransition);
+  $("tr-cancel").addEventListener("click", () => $("tr-dialog").close());
+  $("role").addEventListener("change", () => { store.set("fw.role", $("role").value); if (tickets.current) guarded(renderActions); });
+  $("channel").addEventListener("change", () => guarded(drawHistory));
+  $("tickets-open").addEventListener("change", () => guarded(renderTickets));
+  window.addEventListener("hashchange", onRoute);
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (route.view === "device") guarded(drawHistory); }, 300);
+  });
+  applyLanguage();
+  setInterval(() => { $("clock").textContent = fmtTime(serverNow()); }, 1000);
+  setInterval(syncClock, 30000);
+  setInterval(() => guarded(refreshBoard), FALLBACK_POLL_MS);
+  setInterval(() => { if (route.view === "tickets" || route.view === "ticket") guarded(renderTickets); }, 15000);
+  connect();
+  syncClock().then(() => { $("clock").textContent = fmtTime(serverNow()); });
+  if (!location.hash) location.replace("#/board");
+  onRoute();
+}
+
+document.addEventListener("DOMContentLoaded", init);
