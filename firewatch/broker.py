@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """(host, port) of `mqtt://host:port` (`tcp://` too; 1883 when the port is left out); a
+    ValueError that says what it should look like otherwise."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or port < 1:
+        raise ValueError(f"--broker must look like mqtt://host:port, got {url!r}")
+    return parts.hostname, port
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:

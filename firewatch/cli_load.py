@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -112,16 +111,12 @@ def load(
 
 
 def _broker(url: str, err: Console) -> tuple[str, int]:
-    """mqtt://host:port (tcp:// too), as `firewatch simulate` reads it; port 1883 when left out."""
-    parts = urlsplit(url)
+    from firewatch.broker import parse_broker_url
+
     try:
-        port = parts.port or 1883
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or port < 1:
-        _fail(err, f"--broker must look like mqtt://host:port, got {url!r}", 2)
-    assert parts.hostname is not None
-    return parts.hostname, port
+        return parse_broker_url(url)
+    except ValueError as exc:
+        _fail(err, str(exc), 2)
 
 
 def _write_registry(config: LoadConfig, path: Path, err: Console) -> None:

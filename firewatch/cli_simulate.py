@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console, Group
@@ -40,11 +39,13 @@ RegistryOpt = Annotated[Path | None, typer.Option(help="registry YAML (default: 
 
 
 def broker_of(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        err.print(f"[red]--broker must look like mqtt://host:port, got {escape(repr(url))}[/]")
-        raise typer.Exit(2)
-    return parts.hostname, parts.port or 1883
+    from firewatch.broker import parse_broker_url
+
+    try:
+        return parse_broker_url(url)
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
 
 
 @simulate_app.command("devices")

@@ -110,7 +110,6 @@ class FleetStats:
     duplicated: int = 0
     reordered: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
-    events: Counter[str] = field(default_factory=Counter)
 
 
 class Fleet:
@@ -544,7 +543,6 @@ class Fleet:
         ) not in {e.value for e in device.profile.events}:
             raise FleetError(f"profile {device.profile.id!r} has no {kind.value!r} event")
         self.send_now(device_id, device.event(kind, ts, code=code), impaired=False)
-        self.stats.events[kind.value] += 1
         return [device_id]
 
     def battery(self, device_id: str, percent: float) -> list[str]:

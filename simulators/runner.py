@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from core.clock import ScaledClock
 from core.domain import DeviceEventKind
 from core.registry import Registry, load_registry
 from device_profiles.schema import Profile
@@ -91,6 +92,7 @@ class RunReport:
     lost: int
     duplicated: int
     reordered: int
+    malformed: dict[str, int]  # broken frames sent on request, by kind
     steps: list[str]
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ class RunReport:
             "lost": self.lost,
             "duplicated": self.duplicated,
             "reordered": self.reordered,
+            "malformed_sent": self.malformed,
             "steps": self.steps,
             "outcomes": [
                 {
@@ -124,18 +127,6 @@ def scenario_registry(scenario: Scenario) -> Registry:
         return load_registry(DEMO_HOSPITAL)
     base = scenario.source.parent if scenario.source else Path.cwd()
     return load_registry(base / scenario.registry)
-
-
-class ServiceClock:
-    """The service's clock as seen from here: its reading at one moment, advanced at its scale."""
-
-    def __init__(self, now: float, scale: float) -> None:
-        self.scale = scale
-        self._service0 = now
-        self._wall0 = time.monotonic()
-
-    def __call__(self) -> float:
-        return self._service0 + (time.monotonic() - self._wall0) * self.scale
 
 
 class ScenarioRun:
@@ -254,7 +245,8 @@ class ScenarioRun:
         started = time.monotonic()
         await self._wait_ready()
         health = await self._get("/healthz")
-        clock = ServiceClock(float(health["time"]), float(health.get("time_scale", 1.0)))
+        # The service's clock as seen from here: its reading now, advancing at its scale.
+        clock = ScaledClock(float(health.get("time_scale", 1.0)), origin=float(health["time"]))
         if abs(clock.scale - self.scenario.time_scale) > 1e-9:
             logger.warning(
                 "the scenario is written for time scale %g, the service runs at %g",
@@ -290,6 +282,7 @@ class ScenarioRun:
             lost=s.lost,
             duplicated=s.duplicated,
             reordered=s.reordered,
+            malformed=dict(s.malformed),
             steps=list(self.progress.applied),
         )
 
@@ -298,9 +291,7 @@ class ScenarioRun:
             self._map_service.append(service_ts)
             self._map_sim.append(t)
 
-    async def _fast_forward(
-        self, clock: ServiceClock, on_progress: Callable[[Progress], None] | None
-    ) -> None:
+    async def _fast_forward(self, clock: ScaledClock, on_progress: Callable[[Progress], None] | None) -> None:
         """Play [0, fast_forward) as fast as the broker acknowledges, with a bounded backlog."""
         self.progress.phase = "fast-forward"
         t = 0.0
@@ -324,7 +315,7 @@ class ScenarioRun:
                 await asyncio.sleep(0)
 
     async def _real_time(
-        self, clock: ServiceClock, on_progress: Callable[[Progress], None] | None
+        self, clock: ScaledClock, on_progress: Callable[[Progress], None] | None
     ) -> list[Outcome]:
         self.progress.phase = "running"
         end = self.scenario.end
