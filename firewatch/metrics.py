@@ -45,6 +45,11 @@ class Metrics:
             "fw_alarms_active", "active alarms by category", ["category", "system"], registry=r
         )
         self.mqtt_connected = Gauge("fw_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.mqtt_rebuilds = Gauge(
+            "fw_mqtt_client_rebuilds",
+            "MQTT clients replaced because their reconnect loop stopped (ingest/mqtt.py watchdog)",
+            registry=r,
+        )
         self.telemetry_lag = Gauge(
             "fw_telemetry_pending_messages",
             "messages detected and waiting for the telemetry writer",

@@ -8,13 +8,24 @@ private to gmqtt, hence the pinned version; this module is the only place that k
 
 A crash between receipt and commit leaves the messages unacknowledged: the broker redelivers them
 to the persistent session, and ingest's (device, seq) de-duplication drops any already stored.
+
+gmqtt reconnects by itself, but some of its paths end that loop for good: a CONNACK refusal it
+deems permanent (`not authorised`, `bad user name or password`, ...) stops all reconnects, even
+after the broker is fixed (gmqtt/mqtt/handler.py:414-425 and 319-322), and a connection attempt
+has no timeout of its own. So a watchdog in `run()` replaces the gmqtt client when its reconnect
+loop has shown no sign of life for longer than its backoff allows: same client id, same
+subscriptions, clean start off, so the broker resumes the session and delivers what it queued. The
+third private hook, on `Client._create_connection`, is how the watchdog sees attempts and how a
+discarded client is kept from ever connecting again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +55,8 @@ class BrokerAddress:
 
 
 class MqttSource:
-    """Subscribe, feed the queue, acknowledge on request; reconnect with backoff on its own."""
+    """Subscribe, feed the queue, acknowledge on request; reconnect with backoff on its own, and
+    replace the gmqtt client if its reconnect loop stops (see the module doc)."""
 
     def __init__(
         self,
@@ -58,6 +70,8 @@ class MqttSource:
         receive_maximum: int = 20_000,
         keepalive: int = 30,
         max_backoff_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        watchdog_every_s: float = 1.0,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -68,36 +82,54 @@ class MqttSource:
         self.receive_maximum = receive_maximum
         self.keepalive = keepalive
         self.max_backoff_s = max_backoff_s
+        # How long one attempt (TCP connect to CONNACK) may take; gmqtt's own attempts have no limit.
+        self.connect_timeout_s = connect_timeout_s
+        self.watchdog_every_s = watchdog_every_s
         self.epoch = 0  # bumped on every (re)connection: acks never cross connections
         self.connected = asyncio.Event()
         self.connects = 0
+        self.rebuilds = 0  # gmqtt clients discarded because their reconnect loop had stopped
         self._client: Any = None
         self._handler: Any = None
+        self._alive_at = 0.0  # monotonic: the current client's last connect, disconnect or attempt
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # --- receive -------------------------------------------------------------------------------
-    def _on_qos1(self, mid: int, payload: bytes, topic: str, _properties: Any) -> None:
-        self.queue.put(Message(topic, payload, self.clock(), 1, mid, self.epoch))
+    # Every callback gets the gmqtt client it came from. A discarded client is never the current
+    # one: what it receives is dropped unacknowledged (the broker redelivers it to the session's
+    # next connection), so it can neither be acknowledged on the wrong connection nor processed twice.
+    def _on_qos1(self, client: Any, mid: int, payload: bytes, topic: str, _properties: Any) -> None:
+        if client is self._client:
+            self.queue.put(Message(topic, payload, self.clock(), 1, mid, self.epoch))
 
-    def _on_message(self, _client: Any, topic: str, payload: bytes, qos: int, _properties: Any) -> int:
-        self.queue.put(Message(topic, payload, self.clock(), qos, None, self.epoch))
+    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, _properties: Any) -> int:
+        if client is self._client:
+            self.queue.put(Message(topic, payload, self.clock(), qos, None, self.epoch))
         return 0
 
-    def _on_connect(self, _client: Any, _flags: int, _rc: int, _properties: Any) -> None:
+    def _on_connect(self, client: Any, _flags: int, _rc: int, _properties: Any) -> None:
+        if client is not self._client:  # an attempt of a discarded client got through: end it
+            self._retire(client)
+            return
         self.epoch += 1
         self.connects += 1
-        self._client.reconnect_delay = 1
+        self._alive_at = time.monotonic()
+        client.reconnect_delay = 1
         self.connected.set()
         for topic in self.topics:
-            self._client.subscribe(topic, qos=1)
+            client.subscribe(topic, qos=1)
         logger.info(
             "connected to mqtt://%s:%d (connection %d)", self.address.host, self.address.port, self.epoch
         )
 
-    def _on_disconnect(self, _client: Any, _packet: Any, _exc: BaseException | None = None) -> None:
+    def _on_disconnect(self, client: Any, _packet: Any, _exc: BaseException | None = None) -> None:
+        if client is not self._client:
+            return
         self.connected.clear()
         self.epoch += 1  # anything received before this can no longer be acknowledged
-        if self._client is not None:  # gmqtt reconnects by itself; we stretch its delay (backoff)
-            self._client.reconnect_delay = min(max(1, self._client.reconnect_delay) * 2, self.max_backoff_s)
+        self._alive_at = time.monotonic()
+        # gmqtt reconnects by itself; we stretch its delay (backoff)
+        client.reconnect_delay = min(max(1, client.reconnect_delay) * 2, self.max_backoff_s)
         logger.warning("disconnected from mqtt://%s:%d", self.address.host, self.address.port)
 
     # --- acknowledge ---------------------------------------------------------------------------
@@ -115,6 +147,26 @@ class MqttSource:
         return sent
 
     # --- lifecycle -----------------------------------------------------------------------------
+    def _watch_attempts(self, client: Any) -> None:
+        """Wrap the client's `_create_connection`, which both `connect()` and gmqtt's reconnect loop
+        call for every attempt: note each attempt of the current client, and refuse any of a
+        discarded one (gmqtt takes the OSError as a failed attempt, and `disconnect()` has already
+        told it not to try again)."""
+        create = client._create_connection
+
+        async def attempt(*args: Any, **kwargs: Any) -> Any:
+            if client is not self._client:
+                raise OSError("this gmqtt client was discarded by MqttSource")
+            self._alive_at = time.monotonic()
+            connection = await create(*args, **kwargs)
+            if client is not self._client:  # discarded while connecting: never send its CONNECT
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise OSError("this gmqtt client was discarded by MqttSource")
+            return connection
+
+        client._create_connection = attempt
+
     def _make_client(self) -> Any:
         props: dict[str, Any] = {}
         if self.protocol == 5:
@@ -126,37 +178,93 @@ class MqttSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         handler = client._package_handler
-        handler._handle_qos_1_publish_packet = self._on_qos1  # deferred PUBACK (see module doc)
+        # deferred PUBACK (see module doc)
+        handler._handle_qos_1_publish_packet = functools.partial(self._on_qos1, client)
+        self._watch_attempts(client)
         self._handler = handler
         return client
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Connect (retrying with backoff until the broker answers), then run until `stop` is set."""
+    def _retire(self, client: Any) -> None:
+        """Disconnect a client that is no longer current, in the background. `disconnect()` also
+        marks it inactive, which ends gmqtt's reconnect loop for it (gmqtt/client.py:401)."""
+        if client is self._client:
+            self._client = None
+        task = asyncio.ensure_future(self._disconnect(client))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _disconnect(client: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.disconnect(), 5)
+
+    async def _connect(self, stop: asyncio.Event) -> bool:
+        """Connect a fresh client, retrying with backoff until the broker accepts it; False if
+        `stop` was set first."""
         delay = 0.5
         version = MQTTv50 if self.protocol == 5 else MQTTv311
         while not stop.is_set():
-            self._client = self._make_client()
+            client = self._client = self._make_client()
             try:
-                await self._client.connect(
-                    self.address.host, self.address.port, keepalive=self.keepalive, version=version
+                await asyncio.wait_for(
+                    client.connect(
+                        self.address.host, self.address.port, keepalive=self.keepalive, version=version
+                    ),
+                    self.connect_timeout_s,
                 )
-                break
+                return True
             except (TimeoutError, OSError, MQTTConnectError) as exc:
                 logger.warning(
                     "cannot reach mqtt://%s:%d (%s); retrying in %.1f s",
                     self.address.host,
                     self.address.port,
-                    exc,
+                    exc or type(exc).__name__,
                     delay,
                 )
-                with contextlib.suppress(Exception):
-                    await self._client.disconnect()
-                self._client = None
-                with contextlib.suppress(asyncio.TimeoutError):
+                self._retire(client)
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, self.max_backoff_s)
-        await stop.wait()
+        return False
+
+    async def _reconnect_loop_stopped(self, stop: asyncio.Event) -> bool:
+        """Wait until `stop` is set (False) or the current client, disconnected, has shown no sign of
+        reconnecting for longer than its backoff delay plus one attempt (True)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.watchdog_every_s)
+            client = self._client
+            if stop.is_set() or client is None or self.connected.is_set():
+                continue
+            if time.monotonic() - self._alive_at > client.reconnect_delay + self.connect_timeout_s:
+                return True
+        return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect (retrying with backoff until the broker answers), then run until `stop` is set,
+        replacing the client whenever its own reconnect loop has stopped."""
+        while await self._connect(stop):
+            if not await self._reconnect_loop_stopped(stop):
+                break
+            self.rebuilds += 1
+            logger.warning(
+                "the MQTT client for mqtt://%s:%d stopped reconnecting (disconnected, no sign of a "
+                "reconnection attempt for %.0f s); replacing it with a fresh one, same client id %r "
+                "(rebuild %d). Check the broker's log for refused connections (credentials, ACL, "
+                "client id) and the gmqtt lines above; the broker keeps the session, so what it "
+                "queued meanwhile still arrives",
+                self.address.host,
+                self.address.port,
+                time.monotonic() - self._alive_at,
+                self.client_id,
+                self.rebuilds,
+            )
+            self.epoch += 1  # nothing the old client received may be acknowledged by the new one
+            if self._client is not None:
+                self._retire(self._client)
         if self._client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._client.disconnect(), 5)
+            await self._disconnect(self._client)
+            self._client = None
         self.connected.clear()
+        if self._retiring:
+            await asyncio.wait(self._retiring)
