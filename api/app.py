@@ -10,9 +10,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import problems
+from api.audit import AuditMiddleware
+from api.auth import redact_access_log
 from api.context import AppContext
 from api.routes import (
     alarms,
+    audit,
+    auth,
     console,
     devices,
     health,
@@ -24,6 +28,7 @@ from api.routes import (
     stream,
     ticket_exports,
     tickets,
+    users,
 )
 
 
@@ -49,9 +54,14 @@ def create_app(ctx: AppContext | None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    redact_access_log()
     problems.install(app)
+    app.add_middleware(AuditMiddleware)  # who did what, from where: every change by a signed-in caller
     # ticket_exports before tickets: /tickets/ledger.xlsx must not be taken for /tickets/{ticket_id}.
     for module in (
+        auth,
+        users,
+        audit,
         places,
         devices,
         alarms,
@@ -66,6 +76,12 @@ def create_app(ctx: AppContext | None) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     console.mount(app)  # the operator console at / (out of the OpenAPI document)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return problems.document_problems(generate())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -78,3 +94,14 @@ def openapi_document() -> dict[str, Any]:
 def openapi_text() -> str:
     """The committed form: stable key order as FastAPI emits it, two-space indent, UTF-8."""
     return json.dumps(openapi_document(), ensure_ascii=False, indent=2) + "\n"
+
+
+def roles_table() -> str:
+    """Who may call what, as the Markdown table in docs/api.md (from the document's security)."""
+    lines = ["| operation | method and path | roles |", "|---|---|---|"]
+    for path, operations in openapi_document()["paths"].items():
+        for method, op in operations.items():
+            roles = [r for requirement in op.get("security", []) for r in requirement.get("token", [])]
+            who = "anyone signed in" if roles == ["viewer"] else ", ".join(roles) or "open"
+            lines.append(f"| `{op['operationId']}` | {method.upper()} `{path}` | {who} |")
+    return "\n".join(lines) + "\n"

@@ -10,9 +10,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from accounts.service import AccountService
 from alarms.model import Transition
 from alarms.service import AlarmService
 from api.live import LiveHub
+from core.registry_io import RegistryControl
 from storage.telemetry import TelemetryStore
 from tickets.service import TicketService
 
@@ -33,3 +35,5 @@ class AppContext:
     export_font: Path | None = None  # settings.exports.font_path; None = a known system CJK font
     clock: Callable[[], float] = time.time  # the service's clock (scaled in simulations)
     time_scale: float = 1.0  # settings.time_scale: how much faster than real time the clock runs
+    accounts: AccountService | None = None  # users, sign-in and tokens (api/auth.py)
+    registry: RegistryControl | None = None  # read and change the registry (api/routes/devices.py)

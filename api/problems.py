@@ -9,11 +9,58 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An RFC 7807 problem: what went wrong (`title`) and what to do about it (`detail`)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    errors: list[dict[str, Any]] | None = Field(default=None, description="422: each invalid field")
+
+
+_MEANING = {
+    400: "the request cannot be served as asked",
+    401: "not signed in, or the token is unknown, expired or revoked",
+    403: "signed in, but the role may not do this",
+    404: "no such resource",
+    409: "the resource's state does not allow this now",
+    413: "the upload is too large",
+    415: "the body's content type is not one the operation takes",
+    422: "the request is invalid: `errors` lists each field",
+    429: "too many attempts: wait (Retry-After)",
+    503: "a component this needs is not running",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The problem responses an operation declares in the OpenAPI document."""
+    return {s: {"model": Problem, "description": _MEANING.get(s, "error")} for s in statuses}
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Error responses are served as application/problem+json: say so in the document (FastAPI
+    files every declared model under application/json), and describe FastAPI's own 422 as one."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                response["content"] = {PROBLEM: {"schema": ref}}
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Problem", Problem.model_json_schema())
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return openapi
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:
@@ -38,7 +85,9 @@ def invalid_request(raw: Sequence[Any]) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+        response = problem(exc.status_code, title_for(exc.status_code), str(exc.detail))
+        response.headers.update(exc.headers or {})  # WWW-Authenticate, Retry-After
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -50,7 +99,16 @@ def install(app: FastAPI) -> None:
         return problem(500, "Internal error", "the error was logged; please report it")
 
 
-def _title(status: int) -> str:
-    return {400: "Bad request", 404: "Not found", 409: "Conflict", 503: "Service unavailable"}.get(
-        status, "Error"
-    )
+def title_for(status: int) -> str:
+    return {
+        400: "Bad request",
+        401: "Not signed in",
+        403: "Forbidden",
+        404: "Not found",
+        409: "Conflict",
+        413: "Too large",
+        415: "Unsupported media type",
+        422: "Invalid request",
+        429: "Too many requests",
+        503: "Service unavailable",
+    }.get(status, "Error")

@@ -113,14 +113,14 @@ class AlarmDetailOut(AlarmOut):
 
 class AcknowledgeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    actor: str = Field(min_length=1, max_length=100, description="who acknowledges (recorded)")
     note: str = Field(default="", max_length=2000, description="e.g. 'false alarm: steam from kitchen'")
     false_alarm: bool = False
 
 
 class ClearIn(BaseModel):
+    """Who acts is the signed-in caller (recorded with the note)."""
+
     model_config = ConfigDict(extra="forbid")
-    actor: str = Field(min_length=1, max_length=100)
     note: str = Field(default="", max_length=2000)
 
 
@@ -132,7 +132,6 @@ class ShelveIn(BaseModel):
     """Hold an alarm's notifications for a while (ISA-18.2 shelving). Never a fire alarm."""
 
     model_config = ConfigDict(extra="forbid")
-    actor: str = Field(min_length=1, max_length=100)
     note: str = Field(
         min_length=1, max_length=2000, description="why (recorded): e.g. 'sensor being replaced'"
     )
@@ -173,12 +172,10 @@ class MaintenanceIn(BaseModel):
     end: float = Field(ge=0, le=1e11, description="epoch seconds: the window expires then")
     ticket_id: int | None = Field(default=None, ge=1, description="the window also ends when it closes")
     reason: str = Field(min_length=1, max_length=2000)
-    actor: str = Field(min_length=1, max_length=100)
 
 
 class MaintenanceEndIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    actor: str = Field(min_length=1, max_length=100)
     note: str = Field(default="", max_length=2000)
 
 

@@ -2,8 +2,8 @@
 patrol rounds. Inputs forbid unknown fields and bound every string, so bad input is a 422 with the
 field named, never a 500.
 
-Until token authentication lands (DESIGN §7), a request states who acts (`actor`) and in which
-role (`role`); the workflow enforces what that role may do and records both.
+Who acts is the signed-in caller (api/auth.py). A caller holding several roles may name the one it
+acts in (`role`); the workflow enforces what that role may do and records both.
 """
 
 from __future__ import annotations
@@ -98,8 +98,11 @@ class TicketDetailOut(TicketOut):
 
 class Actor(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    actor: str = Field(min_length=1, max_length=100, description="who acts (recorded, and signs)")
-    role: Role = Field(description="the actor's role; decides what they may do")
+    role: Role | None = Field(
+        default=None,
+        description="the role to act in, when you hold several; default: the first of yours the "
+        "action allows. It decides what you may do and is recorded",
+    )
 
 
 class HazardIn(Actor):
@@ -141,6 +144,18 @@ class TransitionIn(Actor):
     deadline: float | None = Field(default=None, ge=0, le=1e11)
     feedback: str | None = Field(default=None, min_length=1, max_length=4000)
     signed_by: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class TicketEditIn(Actor):
+    """Corrections to the form's description (the safety office or the leader, while not closed).
+    Every change is kept in the ticket's history with its old value."""
+
+    problem: str | None = Field(default=None, min_length=1, max_length=4000)
+    measures: str | None = Field(default=None, max_length=4000)
+    department: str | None = Field(default=None, max_length=100)
+    responsible: str | None = Field(default=None, max_length=100)
+    place: str | None = Field(default=None, max_length=400)
+    note: str = Field(default="", max_length=2000, description="why (recorded with the change)")
 
 
 class CommentIn(Actor):

@@ -16,6 +16,10 @@ telemetry at half of its maximum ingest rate, measured in the same run.
    WebSocket client of `/api/v1/stream/alarms/ws` and on a paho subscriber of `fw/v1/{site}/alarms`.
    One host, one clock.
 
+The API answers only signed-in callers: the service process mints a viewer's API key in its own
+throwaway store and hands it to this process, whose WebSocket client sends it as
+`Authorization: Bearer <key>` (checked once, when the stream opens). No token is needed to run it.
+
 Telemetry storage is off this path: the pipeline commits and publishes a batch's alarms before it
 hands the batch to the telemetry writer, which runs beside detection (firewatch/pipeline.py), so
 the figures include decoding and detecting the batch a reading lands in, but not writing it.
@@ -182,20 +186,34 @@ def load(
 
 
 def serve(
-    broker_url: str, data: str, devices: int, alarm_devices: int, http_port: int, stop: MpEvent, log: str
+    broker_url: str,
+    data: str,
+    devices: int,
+    alarm_devices: int,
+    http_port: int,
+    stop: MpEvent,
+    log: str,
+    token_out: Any,
 ) -> None:
     logging.basicConfig(
         filename=log, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_serve(broker_url, Path(data), devices, alarm_devices, http_port, stop))
+    asyncio.run(_serve(broker_url, Path(data), devices, alarm_devices, http_port, stop, token_out))
 
 
 async def _serve(
-    broker_url: str, data: Path, devices: int, alarm_devices: int, http_port: int, stop: MpEvent
+    broker_url: str,
+    data: Path,
+    devices: int,
+    alarm_devices: int,
+    http_port: int,
+    stop: MpEvent,
+    token_out: Any,
 ) -> None:
     import uvicorn
 
     from api.app import create_app
+    from core.domain import Role
     from core.settings import MqttSettings, Settings
     from device_profiles.loader import load_profiles
     from firewatch.service import Service
@@ -204,6 +222,8 @@ async def _serve(
         data_dir=data, mqtt=MqttSettings(url=broker_url, client_id=f"bench-fw-{uuid.uuid4().hex[:6]}")
     )
     service = Service(settings, registry=registry(devices, alarm_devices), profiles=load_profiles())
+    key, _ = service.accounts.create_api_key("bench-alarm-latency", [Role.VIEWER], by="bench")
+    token_out.put(key.token)  # for the measuring process's stream client
     config = uvicorn.Config(
         create_app(service.app_context()),
         host="127.0.0.1",
@@ -360,9 +380,19 @@ async def measure(
     http = f"http://127.0.0.1:{http_port}"
     log = data / "service.log"
     stop_service, stop_load, load_started = ctx.Event(), ctx.Event(), ctx.Event()
+    token_out = ctx.Queue()
     service = ctx.Process(
         target=serve,
-        args=(broker.url, str(data / "fw"), args.devices, args.alarms, http_port, stop_service, str(log)),
+        args=(
+            broker.url,
+            str(data / "fw"),
+            args.devices,
+            args.alarms,
+            http_port,
+            stop_service,
+            str(log),
+            token_out,
+        ),
         name="firewatch",
     )
     service.start()
@@ -381,6 +411,7 @@ async def measure(
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-flip-{uuid.uuid4().hex[:6]}")
     try:
         await until(lambda: ready(http), 60, "the service did not become ready")
+        token: str = await asyncio.to_thread(token_out.get, True, 30)  # minted before it served
         sub.on_message = lambda _c, _u, msg: mqtt_path.saw(orjson.loads(msg.payload), time.time(), sent)
         subscribed = threading.Event()
         sub.on_subscribe = lambda *_a: subscribed.set()
@@ -402,7 +433,9 @@ async def measure(
             send(i, CLEAR)
 
         async with connect(
-            f"ws://127.0.0.1:{http_port}/api/v1/stream/alarms/ws?site={SITE}", max_queue=None
+            f"ws://127.0.0.1:{http_port}/api/v1/stream/alarms/ws?site={SITE}",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            max_queue=None,
         ) as ws:
 
             async def receive() -> None:

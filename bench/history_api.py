@@ -7,7 +7,10 @@ The service's own telemetry store is filled as the pipeline fills it (a staged b
 readings, compacted as it goes), then `GET /api/v1/devices/{id}/history` is asked `--queries` times
 through uvicorn on a loopback port, and the store's `history()` the same number of times in the
 same run, so the API's share (routing, validation, JSON of 4 x 1,000 numbers, HTTP) shows as a
-difference. Results: docs/benchmarks.md.
+difference, sign-in included: the API answers only signed-in callers, so the bench mints a viewer's
+API key in its own throwaway store and sends it as `Authorization: Bearer <key>` on every query (a
+resolved token is cached, as in production). No token is needed to run it. Results:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from api.app import create_app
+from core.domain import Role
 from core.settings import MqttSettings, Settings
 from firewatch.broker import free_port, wait_for_port
 from firewatch.service import Service
@@ -88,7 +92,8 @@ def main() -> None:
         wait_for_port("127.0.0.1", port)
         url = f"http://127.0.0.1:{port}/api/v1/devices/{DEVICE}/history"
         params: dict[str, str | float] = {"channel": CHANNEL, "start": start, "end": end, "buckets": 1000}
-        with httpx.Client() as client:
+        key, _ = service.accounts.create_api_key("bench-history", [Role.VIEWER], by="bench")
+        with httpx.Client(headers={"Authorization": f"Bearer {key.token}"}) as client:
             body = client.get(url, params=params).json()
             assert len(body["ts"]) == 1000, len(body["ts"])
             assert sum(body["count"]) == int(args.days * 8640), sum(body["count"])

@@ -185,6 +185,7 @@ class TicketAction(StrEnum):
     EXTEND = "extend"  # a new deadline, with the reason
     COMMENT = "comment"
     ATTACH = "attach"  # evidence (a photo or file)
+    EDIT = "edit"  # the form's description corrected (problem, measures, department, ...)
     OVERDUE = "overdue"  # past its deadline unrectified: flagged and escalated
     READY = "ready"  # telemetry shows the condition normal long enough: ready for re-inspection
     NOT_READY = "not_ready"  # the condition came back

@@ -114,42 +114,101 @@ class Location:
         return "/".join(p for p in (self.site, self.building, self.floor, self.zone) if p)
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryIssue:
+    """One problem of a registry: what is wrong, and with which device (None: the place tree or the
+    document as a whole), so an importer can point at the line it came from."""
+
+    message: str
+    device_id: str | None = None
+
+
 class RegistryError(ValueError):
-    """The registry file is unreadable or inconsistent; the message says where and what."""
+    """The registry file is unreadable or inconsistent; the message says where and what.
+
+    `issues` lists every problem found (the message shows the first twenty).
+    """
+
+    def __init__(self, message: str, issues: list[RegistryIssue] | None = None) -> None:
+        super().__init__(message)
+        self.issues = issues if issues is not None else [RegistryIssue(message)]
+
+
+class DuplicateDeviceError(RegistryError):
+    """A device id that is registered already."""
+
+
+class UnknownDeviceError(RegistryError):
+    """A device id that is not registered."""
 
 
 class Registry:
-    """Places and devices, with the lookups the pipeline needs."""
+    """Places and devices, with the lookups the pipeline needs. Treated as immutable: a change is
+    a new Registry (`with_device`, `without_device`, ...), validated whole."""
 
     def __init__(self, sites: Iterable[SiteSpec], devices: Iterable[Device]) -> None:
+        # The specs as given, for export: `devices` below fills in inherited departments.
+        self.sites: list[SiteSpec] = list(sites)
+        self.specs: dict[str, Device] = {}
         self.places: dict[str, Place] = {}
-        for site in sites:
+        for site in self.sites:
             self._add_site(site)
         self.devices: dict[str, Device] = {}
         self.locations: dict[str, Location] = {}
-        errors: list[str] = []
+        issues: list[RegistryIssue] = []
         for device in devices:
             if device.id in self.devices:
-                errors.append(f"device {device.id!r} is listed twice")
+                issues.append(RegistryIssue(f"device {device.id!r} is listed twice", device.id))
                 continue
             place = self.places.get(device.place)
             if place is None:
-                errors.append(f"device {device.id!r}: place {device.place!r} is not in the place tree")
+                issues.append(
+                    RegistryIssue(
+                        f"device {device.id!r}: place {device.place!r} is not in the place tree", device.id
+                    )
+                )
                 continue
             if place.kind not in (PlaceKind.ZONE, PlaceKind.ROOM):
-                errors.append(
-                    f"device {device.id!r}: place {device.place!r} is a {place.kind}, not a zone or room"
+                issues.append(
+                    RegistryIssue(
+                        f"device {device.id!r}: place {device.place!r} is a {place.kind}, not a zone or room",
+                        device.id,
+                    )
                 )
                 continue
             parts = [*device.place.split("/"), ""]
             self.locations[device.id] = Location(*parts[:5])
+            self.specs[device.id] = device
             if not device.department:
                 device = device.model_copy(update={"department": self.department_of(device.place)})
             self.devices[device.id] = device
-        if errors:
-            raise RegistryError(
-                "; ".join(errors[:20]) + (f" (and {len(errors) - 20} more)" if len(errors) > 20 else "")
-            )
+        if issues:
+            raise RegistryError(_joined([i.message for i in issues]), issues)
+
+    def with_devices(self, devices: Iterable[Device]) -> Registry:
+        """The same place tree with another device list (validated like any registry)."""
+        return Registry(self.sites, devices)
+
+    def with_device(self, device: Device) -> Registry:
+        """This registry and one more device, listed last."""
+        if device.id in self.specs:
+            raise DuplicateDeviceError(f"device {device.id!r} is registered already")
+        return self.with_devices([*self.specs.values(), device])
+
+    def replacing_device(self, device: Device) -> Registry:
+        """This registry with the device of the same id specified anew, in its place in the list."""
+        if device.id not in self.specs:
+            raise UnknownDeviceError(f"device {device.id!r} is not registered")
+        return self.with_devices(device if d.id == device.id else d for d in self.specs.values())
+
+    def without_device(self, device_id: str) -> Registry:
+        if device_id not in self.specs:
+            raise UnknownDeviceError(f"device {device_id!r} is not registered")
+        return self.with_devices(d for d in self.specs.values() if d.id != device_id)
+
+    def to_yaml(self) -> str:
+        """This registry as `load_registry` reads it (devices as specified, in order)."""
+        return dump_registry(self.sites, list(self.specs.values()))
 
     def _add(
         self, path: str, kind: PlaceKind, spec_id: str, name: str, parent: str | None, dept: str = ""
@@ -192,14 +251,18 @@ class Registry:
 
 # libyaml's safe loader and dumper where PyYAML was built with it: the same documents, several
 # times faster, which a generated hospital of 100,000 devices needs (docs/simulators.md).
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _joined(errors: list[str]) -> str:
+    return "; ".join(errors[:20]) + (f" (and {len(errors) - 20} more)" if len(errors) > 20 else "")
 
 
 def load_registry(path: Path) -> Registry:
     """Read a registry YAML file; every problem is reported with the file name."""
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"{path}: cannot read registry: {exc}") from exc
     try:
@@ -209,10 +272,10 @@ def load_registry(path: Path) -> Registry:
     try:
         return Registry(spec.sites, spec.devices)
     except RegistryError as exc:
-        raise RegistryError(f"{path}: {exc}") from exc
+        raise RegistryError(f"{path}: {exc}", exc.issues) from exc
 
 
 def dump_registry(sites: list[SiteSpec], devices: list[Device]) -> str:
     """The YAML text of a registry, as `load_registry` reads it."""
     data = RegistryFile(sites=sites, devices=devices).model_dump(mode="json", exclude_defaults=True)
-    return yaml.dump(data, Dumper=_DUMPER, allow_unicode=True, sort_keys=False, width=120)
+    return yaml.dump(data, Dumper=YAML_DUMPER, allow_unicode=True, sort_keys=False, width=120)

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -171,6 +179,29 @@ class ApiSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65_535)
 
 
+class AuthSettings(_Section):
+    """Sign-in and tokens (docs/api.md). Nobody is let in by default: create the first admin with
+    `firewatch users add NAME --role admin`, or give `admin_password` for an empty store."""
+
+    session_ttl_s: float = Field(
+        default=12 * 3600.0, ge=60, le=30 * 86_400.0, description="a login lasts this long (a shift)"
+    )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="creates the user 'admin' with this password when the store has no users yet; "
+        "weak or default passwords stop start-up",
+    )
+    demo_accounts: bool = Field(
+        default=False,
+        description="`firewatch demo` only: one account per role with the published demo password. "
+        "Outside demo mode those accounts are refused",
+    )
+    max_failed_logins: int = Field(
+        default=5, ge=1, le=100, description="failed sign-ins in a row before a wait"
+    )
+    lockout_s: float = Field(default=60.0, ge=0, le=86_400.0, description="the wait after too many failures")
+
+
 class MaintenancePlan(_Section):
     """A recurring maintenance task or test (e.g. the monthly detector test) that opens a ticket at
     each site when it falls due. Frequencies are site policy: GB 25201-2010 requires periodic
@@ -282,6 +313,7 @@ class Settings(BaseSettings):
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     pushes: list[PushRoute] = Field(default_factory=list, description="notification routes (Apprise URLs)")
     api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
     exports: ExportSettings = Field(default_factory=ExportSettings)
     alarms: AlarmPolicySettings = Field(default_factory=AlarmPolicySettings)

@@ -7,11 +7,15 @@ so nothing queues ahead of a fire alarm and each alarm's own transitions keep th
 State: `snapshot()` returns every bank's arrays keyed by (device, alarm type), so `restore()` works
 on a changed registry too (devices added, removed or moved to another partition resume warm where
 they match, cold where they do not). `save()`/`load()` keep it in an `.npz` file without pickle.
+A registry changed while running moves state from the engine to its successor by the same keys
+(`carry_from`), in two steps so that the step inside the pipeline's batch lock is only array copies.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,38 @@ SNAPSHOT_VERSION = 1
 
 class SnapshotError(ValueError):
     """A snapshot file that cannot be used; the engine then starts from the alarm store instead."""
+
+
+@dataclass
+class StateCarry:
+    """Detector state to move from `old` to `new` (an engine over a changed registry): which rows go
+    where, worked out ahead; `apply()` copies them, between two batches, with a few numpy gathers."""
+
+    old: Engine
+    new: Engine
+    banks: list[tuple[Bank, Bank, npt.NDArray[np.int64], npt.NDArray[np.int64]]]  # new, old, dst, src
+    dev_dst: npt.NDArray[np.int64]
+    dev_src: npt.NDArray[np.int64]
+    slot_dst: npt.NDArray[np.int64]
+    slot_src: npt.NDArray[np.int64]
+
+    @property
+    def warm_units(self) -> int:
+        return sum(int(dst.size) for _, _, dst, _ in self.banks)
+
+    def apply(self) -> None:
+        """Copy the old engine's current state over (call with detection paused: under its lock)."""
+        for new_bank, old_bank, dst, src in self.banks:
+            for name, array in new_bank.detector.state.items():
+                array[dst] = old_bank.detector.state[name][src]
+        old, new = self.old, self.new
+        new.liveness.last_seen[self.dev_dst] = old.liveness.last_seen[self.dev_src]
+        new.liveness.offline[self.dev_dst] = old.liveness.offline[self.dev_src]
+        new.channels.last[self.slot_dst] = old.channels.last[self.slot_src]
+        new.channels.stale[self.slot_dst] = old.channels.stale[self.slot_src]
+        # Zone fusion is keyed by zone path and device id already: it moves as it is. Signals of a
+        # removed or moved device age out of their window like any other.
+        new.fusion.zones = old.fusion.zones
 
 
 class Engine:
@@ -170,6 +206,66 @@ class Engine:
         self.liveness.restore_offline({device for device, alarm_type in active if alarm_type == OFFLINE})
         self.channels.restore_stale(active)
         self.fusion.restore_confirmed(active)
+
+    def carry_from(self, old: Engine, *, warm: Collection[str], active: set[tuple[str, str]]) -> StateCarry:
+        """Plan moving `old`'s state into this (fresh, not yet used) engine.
+
+        Detector units of the devices in `warm` (those that stay with the same profile) carry by
+        (device, alarm type); liveness by device and channel staleness by (device, channel) for every
+        device in both. Every other unit starts cold, aligned with the alarms `active` in the store
+        (as on a warm start), so an open alarm is neither lost nor raised twice.
+        """
+        warm_set = set(warm)
+        carried: set[tuple[str, str]] = set()
+        banks = []
+        old_banks = {b.name: b for b in old.banks}
+        for bank in self.banks:
+            was = old_banks.get(bank.name)
+            if was is None or any(
+                was.detector.state[k].shape[1:] != a.shape[1:] or was.detector.state[k].dtype != a.dtype
+                for k, a in bank.detector.state.items()
+            ):
+                continue
+            row_of = {(i.device_id, i.alarm_type): u for u, i in enumerate(was.info)}
+            pairs = [
+                (u, row_of[key])
+                for u, i in enumerate(bank.info)
+                if i.device_id in warm_set and (key := (i.device_id, i.alarm_type)) in row_of
+            ]
+            if pairs:
+                dst, src = np.array(pairs, dtype=np.int64).T
+                banks.append((bank, was, dst, src))
+                carried.update((bank.info[u].device_id, bank.info[u].alarm_type) for u, _ in pairs)
+        for key in active - carried:
+            hit = self._key.get(key)
+            if hit is not None:
+                hit[0].detector.set_active([hit[1]])
+        idx, was_idx = self.index, old.index
+        devs = [(d, was_idx.dev_of[i]) for d, i in enumerate(idx.device_ids) if i in was_idx.dev_of]
+        new_devices = {i for i in idx.device_ids if i not in was_idx.dev_of}
+        self.liveness.restore_offline({d for d, t in active if t == OFFLINE and d in new_devices})
+        slots = []
+        for d, o in devs:
+            old_offsets = was_idx.channel_offsets[o]
+            base, old_base = int(idx.slot_base[d]), int(was_idx.slot_base[o])
+            slots += [
+                (base + k, old_base + old_offsets[ch])
+                for ch, k in idx.channel_offsets[d].items()
+                if ch in old_offsets
+            ]
+        carried_slots = {s for s, _ in slots}
+        cold_stale = {
+            (d, t)
+            for d, t in active
+            if t.endswith(".stale")
+            and d in idx.dev_of
+            and (ch := t.removesuffix(".stale")) in idx.channel_offsets[idx.dev_of[d]]
+            and idx.slot(d, ch) not in carried_slots
+        }
+        self.channels.restore_stale(cold_stale)
+        dev_pairs = np.array(devs, dtype=np.int64).reshape(-1, 2).T
+        slot_pairs = np.array(slots, dtype=np.int64).reshape(-1, 2).T
+        return StateCarry(old, self, banks, dev_pairs[0], dev_pairs[1], slot_pairs[0], slot_pairs[1])
 
     def forget(self, device_id: str, alarm_type: str) -> None:
         """Reset the state behind an alarm a person cleared, so a persisting condition re-raises."""

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from core.settings import Settings, SettingsError, load_settings
 from firewatch.cli_simulate import simulate_app
+from firewatch.cli_users import keys_app, users_app
 from firewatch.report import ReportFormat, ReportLang, kpi_csv, print_kpi_tables, when
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ app = typer.Typer(
 profiles_app = typer.Typer(help="Device profiles: one YAML file per sensor model.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="api-keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -136,11 +139,14 @@ def serve(
 @app.command()
 def openapi(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write here instead of stdout")] = None,
+    roles: Annotated[
+        bool, typer.Option("--roles", help="print who may call each operation, as docs/api.md's table")
+    ] = False,
 ) -> None:
     """Print the API's OpenAPI document (committed as docs/openapi.json; CI checks it is current)."""
-    from api.app import openapi_text
+    from api.app import openapi_text, roles_table
 
-    text = openapi_text()
+    text = roles_table() if roles else openapi_text()
     if out is None:
         sys.stdout.write(text)
         return

@@ -129,6 +129,17 @@ def devices(
 def run(
     scenario: Annotated[str, typer.Argument(help="scenario YAML file, or the name of a shipped scenario")],
     api: Annotated[str, typer.Option(help="the running service's API")] = "http://127.0.0.1:8080",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FIREWATCH_API_TOKEN",
+            show_default=False,
+            help="a token for the service's API, sent as `Authorization: Bearer <token>`: an API key "
+            "with the viewer role is enough (an admin creates one with `firewatch api-keys create "
+            "simulator --role viewer`). Prefer the environment variable: an option lands in the "
+            "shell history",
+        ),
+    ] = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="also write the report as JSON to this file")
@@ -141,7 +152,9 @@ def run(
     read from its API. Simulated time follows the service's clock: start the service with a time
     scale (FIREWATCH_TIME_SCALE=60 firewatch serve, or firewatch demo --speed 60) to play a
     twenty-minute fire in twenty seconds. Exit code 0 when every expectation passed, 1 when one
-    failed, 2 when the scenario cannot be used.
+    failed, 2 when the scenario cannot be used (or the API refuses the token).
+
+    The API answers only signed-in callers: give a token with --token or FIREWATCH_API_TOKEN.
     """
     import logging
 
@@ -149,7 +162,13 @@ def run(
 
     from core.registry import RegistryError
     from device_profiles.loader import ProfileError, load_profiles
-    from simulators.runner import RunnerError, ScenarioRun, check_scenario, scenario_registry
+    from simulators.runner import (
+        RunnerAuthError,
+        RunnerError,
+        ScenarioRun,
+        check_scenario,
+        scenario_registry,
+    )
     from simulators.scenario import ScenarioError, load_scenario, resolve_scenario
 
     if verbose:
@@ -165,7 +184,8 @@ def run(
         raise typer.Exit(2) from None
 
     async def main() -> RunReport:
-        async with httpx.AsyncClient(base_url=api, timeout=10.0) as client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=api, timeout=10.0, headers=headers) as client:
             runner = ScenarioRun(spec, registry, profiles, api=client, broker=(host, port))
             bar = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -185,6 +205,19 @@ def run(
 
     try:
         report = asyncio.run(main())
+    except RunnerAuthError as exc:
+        if exc.status == 401:
+            hint = (
+                "pass --token <key> (or set FIREWATCH_API_TOKEN)"
+                if not token
+                else "the token given is unknown, expired or revoked: pass another with --token (or "
+                "FIREWATCH_API_TOKEN)"
+            )
+            hint += "; an admin creates a key with `firewatch api-keys create simulator --role viewer`"
+        else:
+            hint = "use a token that may read the API (any role does, e.g. `--role viewer`)"
+        err.print(f"[red]{escape(str(exc))}[/]\n{escape(hint)}")
+        raise typer.Exit(2) from None
     except RunnerError as exc:
         err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None

@@ -20,6 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import func, select
 
+from accounts.passwords import DEMO_PASSWORD
+from accounts.service import DEMO_ACCOUNTS
 from api.app import create_app
 from core.domain import AlarmState, DeviceEventKind
 from core.settings import Settings
@@ -87,6 +89,7 @@ async def run_demo(
             console.print(
                 f"[yellow]embedded broker[/]: in-process amqtt on {inproc.url} (mosquitto not installed)"
             )
+    settings.auth.demo_accounts = True  # one account per role, with the published demo password
     service = Service(settings)
     plan = plan_for(service)
     app = create_app(service.app_context())
@@ -108,7 +111,12 @@ async def run_demo(
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     console.print(
         f"[bold]firewatch demo[/]: {service.index.n_devices} devices; API on [link]{api_url}[/] "
-        f"(try {api_url}/api/v1/alarms); data in {settings.data_dir}"
+        f"(the console: {api_url}/); data in {settings.data_dir}"
+    )
+    console.print(
+        "sign in as "
+        + ", ".join(f"[cyan]{name}[/]" for name in DEMO_ACCOUNTS)
+        + f" with the demo password [cyan]{DEMO_PASSWORD}[/] (demo only: refused by `firewatch serve`)"
     )
     console.print(
         f"in {incident_at:.0f} s: fire in [red]{plan.fire_zone}[/], "

@@ -4,6 +4,11 @@ Alarms are decided and persisted before the batch's telemetry is written, and th
 runs beside detection with a hand-off of its own (`PipelineConfig.handoff_max` messages), so storage
 never sits on the alarm path. The broker's acknowledgement waits for both (a crash before it means
 redelivery), so a writer that stays behind is finally bounded by the broker's in-flight window.
+
+A changed registry is swapped in between two batches (`prepare_rebind`, then `rebind`): everything
+costly is built beside the running pipeline, and the swap itself, under the batch lock, only copies
+detector state and exchanges references, so no batch sees half the old and half the new index and a
+fire alarm waits for no more than those copies.
 """
 
 from __future__ import annotations
@@ -15,17 +20,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketChange
 from core.domain import DetectorEvent
-from detectors.engine import Engine
+from detectors.engine import Engine, StateCarry
 from firewatch.metrics import Metrics
 from ingest.decode import DecodedBatch, Decoder
 from ingest.envelope import Message
+from ingest.index import DeviceIndex
 from ingest.queue import BoundedQueue
 from storage.rejects import RejectRecord, RejectStore
 from storage.telemetry import TelemetryStore
@@ -47,6 +56,19 @@ class PipelineConfig:
     # Messages detected but not yet stored, at most: past this, detection waits for storage. Only
     # a storage stall reaches it (the writer sustains over a million samples/s, docs/benchmarks.md).
     handoff_max: int = 50_000
+
+
+@dataclass
+class Rebind:
+    """What `rebind` swaps in, prepared beside the running pipeline (`prepare_rebind`)."""
+
+    index: DeviceIndex
+    decoder: Decoder
+    engine: Engine
+    carry: StateCarry
+    old_of_new: list[int]  # per new device, its index in the old one (-1: added)
+    seq_rows: list[tuple[int, int, int, float]]  # stored de-duplication state of added devices
+    series: npt.NDArray[np.int64] | None  # telemetry slot per index slot (None: the same)
 
 
 class Pipeline:
@@ -84,16 +106,27 @@ class Pipeline:
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
         decoder.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in restored if d in dev_of])
+        # The telemetry store's series, as bound by the service: the index's slots, in order. A
+        # registry change only appends to them, so batches detected before it and stored after it
+        # still name the right series (`_slot_series` maps the current index's slots onto them).
+        self._series_keys = decoder.index.series_keys()
+        self._series_pos = {k: i for i, k in enumerate(self._series_keys)}
+        self._slot_series: npt.NDArray[np.int64] | None = None
 
     # --- the synchronous core, also driven directly by tests and benchmarks ------------------------
     def detect(self, messages: list[Message]) -> DecodedBatch:
         """Decode, detect and raise alarms for one batch; returns the batch for storage."""
         started = time.perf_counter()
+        # The whole batch, its alarms included, under the lock: a registry swap happens between
+        # batches, so the alarms of a batch are recorded with the index it was decoded with.
         with self._lock:
             now = self.clock()
             batch = self.decoder.decode(messages, now)
             events = self.engine.process(batch)
             self._maybe_snapshot(now)
+            if events:
+                self.raise_alarms(events, first_received=min(msg.received for msg in messages))
+            series = self._slot_series
         m = self.metrics
         m.messages.inc(len(messages))
         m.readings.inc(int(batch.reading_dev.size))
@@ -103,10 +136,10 @@ class Pipeline:
         m.duplicates.inc(batch.duplicates)
         for r in batch.rejects:
             m.rejects.labels(r.reason.value).inc()
-        if events:
-            self.raise_alarms(events, first_received=min(msg.received for msg in messages))
         m.batch_seconds.observe(time.perf_counter() - started)
         self.batches += 1
+        if series is not None:  # the registry changed: store under the telemetry store's series slots
+            batch = replace(batch, sample_slot=series[batch.sample_slot].astype(np.int32))
         return batch
 
     def _maybe_snapshot(self, now: float) -> None:
@@ -127,6 +160,56 @@ class Pipeline:
             self.engine.save(cfg.snapshot_path)
         except OSError:
             logger.exception("cannot save the detector snapshot to %s; detection goes on", cfg.snapshot_path)
+
+    # --- a changed registry --------------------------------------------------------------------
+    def prepare_rebind(self, index: DeviceIndex, *, active: set[tuple[str, str]]) -> Rebind:
+        """Everything a swap to `index` needs, built while batches flow (blocking: call in a thread;
+        one rebind at a time). `active` are the alarms open in the store, for units starting cold."""
+        old_decoder, old_engine = self.decoder, self.engine
+        old = old_decoder.index
+        decoder = Decoder(
+            index,
+            prefix="/".join(old_decoder.prefix),
+            max_payload=old_decoder.max_payload,
+            max_future_s=old_decoder.max_future_s,
+        )
+        engine = Engine(index, start=self.clock(), fusion_window_s=old_engine.fusion.window_s)
+        old_of_new = [old.dev_of.get(d, -1) for d in index.device_ids]
+        # Detector units carry for devices that stay with the same profile (same units, same
+        # parameters); a device given another profile starts its detectors afresh.
+        warm = [
+            d
+            for i, d in enumerate(index.device_ids)
+            if old_of_new[i] >= 0 and old.devices[old_of_new[i]].profile == index.devices[i].profile
+        ]
+        carry = engine.carry_from(old_engine, warm=warm, active=active)
+        seq_rows: list[tuple[int, int, int, float]] = []
+        if any(o < 0 for o in old_of_new):  # a device registered again resumes its de-duplication
+            added = {d: i for i, d in enumerate(index.device_ids) if old_of_new[i] < 0}
+            seq_rows = [(added[d], m, b, t) for d, m, b, t in self.telemetry.seq_state() if d in added]
+        return Rebind(index, decoder, engine, carry, old_of_new, seq_rows, self._bind_series(index))
+
+    def _bind_series(self, index: DeviceIndex) -> npt.NDArray[np.int64] | None:
+        keys = index.series_keys()
+        new = [k for k in keys if k not in self._series_pos]
+        if new:
+            self._series_pos.update((k, len(self._series_keys) + i) for i, k in enumerate(new))
+            self._series_keys = [*self._series_keys, *new]
+            self.telemetry.bind(self._series_keys)  # appends: slots of stored-to-be batches stay valid
+        slots = np.array([self._series_pos[k] for k in keys], dtype=np.int64)
+        return None if np.array_equal(slots, np.arange(len(keys))) else slots
+
+    def rebind(self, r: Rebind, *, also: Callable[[], None] = lambda: None) -> None:
+        """Swap `r` in between two batches: detector state and de-duplication carried over by
+        device id, `also` run under the same lock (others holding the index swap theirs)."""
+        with self._lock:
+            r.carry.apply()
+            seq = self.decoder.seq.remapped(r.old_of_new)
+            seq.restore(r.seq_rows)
+            r.decoder.seq = seq
+            self.decoder, self.engine = r.decoder, r.engine
+            self._slot_series = r.series
+            also()
 
     def save_snapshot(self) -> None:
         if self.config.snapshot_path is not None:
@@ -158,7 +241,12 @@ class Pipeline:
                     RejectRecord(r.received, r.topic, r.payload, r.reason.value, r.detail, r.device_id)
                     for r in batch.rejects
                 ],
-                [(site, dev, now) for site, dev in batch.unknown_devices],
+                # A device registered since its batch was decoded is no longer one to discover.
+                [
+                    (site, dev, now)
+                    for site, dev in batch.unknown_devices
+                    if dev not in self.decoder.index.dev_of
+                ],
             )
 
     def store_telemetry(self, batch: DecodedBatch) -> None:

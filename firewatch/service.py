@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
+from accounts.model import AccountError
+from accounts.passwords import check_password
+from accounts.service import AccountService
 from alarms.model import Transition
 from alarms.policy import Policy
 from alarms.service import AlarmService
@@ -19,8 +25,9 @@ from alarms.tickets import TicketOpener
 from api.context import AppContext
 from api.live import LiveHub
 from core.clock import ScaledClock
-from core.domain import AlarmAction, AlarmState
+from core.domain import AlarmAction, AlarmState, Role
 from core.registry import Registry, load_registry
+from core.registry_io import RegistryChange, diff_registries
 from core.settings import PushRoute, Settings
 from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
@@ -87,6 +94,14 @@ class Service:
         self.index = DeviceIndex.build(self.registry, self.profiles)
         self.db, self.sessions = open_store(settings.resolved_database_url)
         sync_registry(self.sessions, self.registry, self.profiles)
+        self.accounts = AccountService(
+            self.sessions,
+            session_ttl_s=settings.auth.session_ttl_s,
+            demo_mode=settings.auth.demo_accounts,
+            max_failures=settings.auth.max_failed_logins,
+            lockout_s=settings.auth.lockout_s,
+        )
+        self._prepare_accounts()
         self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
         self.telemetry.bind(
             (self.index.device_ids[int(d)], c)
@@ -181,6 +196,37 @@ class Service:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._registry_lock = threading.Lock()  # registry changes: one at a time
+        self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
+
+    def _prepare_accounts(self) -> None:
+        """Demo accounts in demo mode; else the first admin from `auth.admin_password`, which must
+        not be weak or a default (AccountError stops start-up)."""
+        auth = self.settings.auth
+        if auth.demo_accounts:
+            self.accounts.ensure_demo_accounts()
+            return
+        if auth.admin_password is not None:
+            password = auth.admin_password.get_secret_value()
+            try:
+                check_password(password, "admin")
+            except AccountError as exc:
+                raise AccountError(f"auth.admin_password is refused: {exc}") from None
+            if not self.accounts.has_users():
+                self.accounts.create_user("admin", password, [Role.ADMIN], display_name="Administrator")
+                logger.warning("created the user 'admin' from auth.admin_password")
+        demo = self.accounts.demo_accounts()
+        if demo:
+            logger.warning(
+                "demo accounts %s are refused outside demo mode: give each a password with "
+                "`firewatch users passwd NAME`",
+                ", ".join(demo),
+            )
+        if not self.accounts.has_users():
+            logger.warning(
+                "no accounts yet, so nobody can sign in: create an admin with "
+                "`firewatch users add NAME --role admin` (or set FIREWATCH_AUTH__ADMIN_PASSWORD)"
+            )
 
     def _load_snapshot(self, path: Path) -> int:
         """Resume detector state (baselines, windows, runs) from the last snapshot, if usable."""
@@ -271,6 +317,65 @@ class Service:
         checks["telemetry_compactor"] = "ok" if self.compactor.alive() else "not running"
         return checks
 
+    # --- registry changes while running (issue 7) ------------------------------------------------
+    @property
+    def profile_ids(self) -> Collection[str]:
+        return self.profiles.keys()
+
+    def apply_registry(
+        self, new: Registry | Callable[[Registry], Registry], *, dry_run: bool = False
+    ) -> RegistryChange:
+        """Validate `new` and swap it in between two pipeline batches (blocking; call in a thread).
+        `new` may be a function of the current registry (a device added, ...): it is called under
+        the change lock, so two changes at once never lose one another.
+
+        Nothing is applied when it names an unknown profile (UnknownProfileError; places were
+        checked when `new` was built) or the registry file cannot be written (OSError). Devices that
+        stay keep their detector state, liveness and de-duplication; added devices are accepted from
+        the next batch on; a removed device's messages become rejects (unknown device) and its
+        alarms, tickets and history stay. The registry file, if there is one, is rewritten whole.
+        """
+        with self._registry_lock:
+            old = self.registry
+            registry = new(old) if callable(new) else new
+            index = DeviceIndex.build(registry, self.profiles)
+            diff = diff_registries(old, registry)
+            path = self.settings.registry
+            if dry_run:
+                return RegistryChange(diff, False, None, "dry run: nothing was applied")
+            rebind = self.pipeline.prepare_rebind(index, active=self.alarms.active_keys())
+            if path is not None:
+                _write_atomically(path, registry.to_yaml())
+
+            def swap() -> None:  # under the pipeline's batch lock, with the detector state moved
+                self.registry, self.index = registry, index
+                self.decoder, self.engine = rebind.decoder, rebind.engine
+                self.alarms.index = self.alarms.tickets.index = self.tickets.index = index
+
+            self.pipeline.rebind(rebind, also=swap)
+            try:
+                sync_registry(
+                    self.sessions, registry, self.profiles, previous=None if self._mirror_stale else old
+                )
+                self._mirror_stale = False
+            except Exception:
+                self._mirror_stale = True
+                raise
+            logger.info(
+                "registry changed: %d devices added, %d removed, %d changed; %d detector units warm",
+                len(diff.added),
+                len(diff.removed),
+                len(diff.changed),
+                rebind.carry.warm_units,
+            )
+            note = (
+                f"written to {path}"
+                if path is not None
+                else "kept in memory only: this service runs the built-in demo registry (no `registry` "
+                "file is configured), so a restart returns to it"
+            )
+            return RegistryChange(diff, True, path, note)
+
     def on_human_transition(self, t: Transition) -> None:
         if (
             t.action in (AlarmAction.CLEARED, AlarmAction.CLOSED)
@@ -293,6 +398,7 @@ class Service:
             for category, system, n in rows:
                 self.metrics.active_alarms.labels(category, system).set(n)
         self.metrics.mqtt_connected.set(1 if self.source.connected.is_set() else 0)
+        self.metrics.mqtt_rebuilds.set(self.source.rebuilds)
         self.metrics.queue_depth.set(len(self.queue))
         self.metrics.queue_dropped.set(self.queue.dropped)
         self.metrics.queue_overflow.set(self.queue.overflow)
@@ -313,4 +419,18 @@ class Service:
             export_font=self.settings.exports.font_path,
             clock=self.clock,
             time_scale=self.settings.time_scale,
+            accounts=self.accounts,
+            registry=self,
         )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write, flush to disk, then rename over: a crash leaves the old file or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        shutil.copymode(path, tmp)  # keep the file's permissions
+    os.replace(tmp, path)

@@ -65,6 +65,14 @@ class SeqTracker:
                 out.append((dev, st.max_seq, st.bits, st.last_ts))
         return out
 
+    def remapped(self, old_of_new: list[int]) -> SeqTracker:
+        """A tracker for a rebuilt device index: new device i takes old device `old_of_new[i]`'s
+        state (-1: none). The states move, not copy: this tracker is not to be used afterwards."""
+        out = SeqTracker(0)
+        state = self._state
+        out._state = [state[o] if o >= 0 else None for o in old_of_new]
+        return out
+
     def restore(self, rows: list[tuple[int, int, int, float]]) -> None:
         for dev, max_seq, bits, last_ts in rows:
             if 0 <= dev < len(self._state):

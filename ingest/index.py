@@ -51,6 +51,11 @@ class DeviceIndex:
     def n_slots(self) -> int:
         return len(self.slot_channel)
 
+    def series_keys(self) -> list[tuple[str, str]]:
+        """(device id, channel) of every slot, in slot order: the telemetry store's series."""
+        ids = self.device_ids
+        return [(ids[d], c) for d, c in zip(self.slot_device.tolist(), self.slot_channel, strict=True)]
+
     def slot(self, device_id: str, channel: str) -> int:
         dev = self.dev_of[device_id]
         return int(self.slot_base[dev]) + self.channel_offsets[dev][channel]

@@ -3,7 +3,9 @@
 The runner follows the service's clock (GET /healthz gives its time and time scale), so simulated
 time advances exactly as fast as the service's: a service started with `time_scale: 60` plays a
 twenty-minute smouldering fire in twenty seconds. Devices publish through the service's broker;
-outcomes are read back from the service's API (alarms, tickets, reject totals).
+outcomes are read back from the service's API (alarms, tickets, reject totals), so the API client
+must be signed in: an API key with the viewer role is enough (`firewatch api-keys create NAME --role
+viewer`), sent as `Authorization: Bearer <key>` by the client the caller passes in.
 """
 
 from __future__ import annotations
@@ -66,6 +68,15 @@ READY_TIMEOUT_S = 30.0
 
 class RunnerError(RuntimeError):
     """The scenario cannot be played against this service; the message says what to do."""
+
+
+class RunnerAuthError(RunnerError):
+    """The service's API refused the runner's token: none was given (401), it is unknown, expired
+    or revoked (401), or it may not read (403)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -161,9 +172,22 @@ class ScenarioRun:
             raise RunnerError(
                 f"cannot reach the firewatch API at {self.api.base_url}: {exc} (check --api)"
             ) from exc
+        self._check_access(path, response)
         if response.status_code >= 400:
             raise RunnerError(f"GET {path} answered {response.status_code}: {response.text[:300]}")
         return response.json()
+
+    def _check_access(self, path: str, response: httpx.Response) -> None:
+        if response.status_code in (401, 403):
+            try:
+                detail = str(response.json().get("detail", ""))
+            except ValueError:
+                detail = response.text[:300]
+            raise RunnerAuthError(
+                f"the firewatch API at {self.api.base_url} refused GET {path} "
+                f"({response.status_code}): {detail}",
+                response.status_code,
+            )
 
     async def _pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -183,7 +207,9 @@ class ScenarioRun:
                 raise RunnerError(
                     f"the scenario names device {device_id!r}, which its registry does not have"
                 )
-            response = await self.api.get(f"/api/v1/devices/{device_id}")
+            path = f"/api/v1/devices/{device_id}"
+            response = await self.api.get(path)
+            self._check_access(path, response)
             if response.status_code == 404:
                 raise RunnerError(
                     f"the service does not know device {device_id!r}: start it with the scenario's registry "

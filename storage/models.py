@@ -135,10 +135,46 @@ class AuditRow(Base):
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ts: Mapped[float] = mapped_column(Float, index=True)
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(32))
-    subject: Mapped[str] = mapped_column(String(100), index=True)  # e.g. "maintenance:3"
+    actor: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(64))  # an operation id, e.g. "acknowledge_alarm"
+    subject: Mapped[str] = mapped_column(String(400), index=True)  # e.g. "maintenance:3", a path
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    role: Mapped[str] = mapped_column(String(100), default="")  # the actor's roles, comma-joined
+    source: Mapped[str] = mapped_column(String(100), default="")  # where from: the client's address
+
+
+class UserRow(Base):
+    """A person who signs in. Passwords are kept only as Argon2 hashes (accounts/passwords.py)."""
+
+    __tablename__ = "users"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(100), default="")
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Created by `firewatch demo` with the published demo password: refused outside demo mode.
+    demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    password_changed_at: Mapped[float] = mapped_column(Float)
+
+
+class TokenRow(Base):
+    """A bearer token: a person's login session or an integration's API key. Only the SHA-256 of
+    the token is stored; the token itself is shown once, when issued."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # accounts.model.TokenKind
+    user: Mapped[str | None] = mapped_column(String(64), index=True)  # sessions: whose
+    name: Mapped[str] = mapped_column(String(100), default="")  # API keys: what integration
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)  # API keys: what it may do
+    hint: Mapped[str] = mapped_column(String(16), default="")  # the token's first characters
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
 
 
 class OutboxRow(Base):

@@ -5,13 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from accounts.model import AccountExistsError
+from accounts.passwords import Passwords
+from accounts.service import AccountService
 from alarms.service import AlarmService
 from api.app import create_app
 from api.context import AppContext
+from core.domain import Role
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
@@ -172,12 +178,42 @@ class FakeClock:
         return self.now
 
 
+# Real Argon2id with cheap parameters: tests sign people in often, and the production cost
+# (~0.1 s a hash) is a property of the library's defaults, not of the behaviour under test.
+TEST_PASSWORDS = Passwords(time_cost=1, memory_cost=1024)
+TEST_PASSWORD = "correct-horse-battery"
+
+
+def make_accounts(sessions: sessionmaker[Session], **options: Any) -> AccountService:
+    return AccountService(sessions, hasher=TEST_PASSWORDS, **options)
+
+
+def sign_in(accounts: AccountService, name: str, *roles: str, display_name: str = "") -> dict[str, str]:
+    """Headers that make a request come from `name` holding `roles` (the account is made on first
+    use, with the roles given then), signed in through the real login."""
+    with contextlib.suppress(AccountExistsError):
+        accounts.create_user(name, TEST_PASSWORD, [Role(r) for r in roles], display_name=display_name)
+    issued, _ = accounts.login(name, TEST_PASSWORD)
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+class ApiClient(httpx.AsyncClient):
+    """An API client signed in as `duty-admin` (an admin) unless a request's headers say otherwise."""
+
+    accounts: AccountService
+
+    def as_(self, name: str, *roles: str, display_name: str = "") -> dict[str, str]:
+        return sign_in(self.accounts, name, *roles, display_name=display_name)
+
+
 @contextlib.asynccontextmanager
 async def asgi_api(
     alarms: AlarmService, tmp_path: Path, tickets: TicketService | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[ApiClient]:
     """The real FastAPI app over an alarm service and its store, called in process (no server)."""
+    accounts = make_accounts(alarms.sessions)
     ctx = AppContext(
+        accounts=accounts,
         tickets=tickets,
         sessions=alarms.sessions,
         alarms=alarms,
@@ -186,7 +222,10 @@ async def asgi_api(
         readiness=lambda: {"database": "ok"},
         on_human_transition=lambda _t: None,
         refresh_metrics=lambda: None,
+        clock=alarms.clock,
     )
     transport = httpx.ASGITransport(app=create_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+    admin = sign_in(accounts, "duty-admin", "admin", display_name="值班管理员")
+    async with ApiClient(transport=transport, base_url="http://firewatch", headers=admin) as client:
+        client.accounts = accounts
         yield client

@@ -2,13 +2,16 @@
 however odd, makes the service answer 5xx or break its own documented response schema.
 
 The app is the real service's, over the demo hospital, with an alarm and a ticket in the store so
-that generated ids sometimes hit something. The live streams (SSE and WebSocket) never end by
+that generated ids sometimes hit something. Every call is an admin's, so the inputs reach the
+endpoints behind sign-in; each call gets a fresh key, because a generated call may revoke the key
+it was made with (logout, DELETE /api-keys/{id}). The live streams (SSE and WebSocket) never end by
 themselves and are left to their own tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from api.app import create_app
-from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, Role
 from core.settings import MqttSettings, Settings
 from firewatch.service import Service
 
@@ -67,6 +70,18 @@ def app(service: Service) -> FastAPI:
 
 
 @pytest.fixture(scope="module")
+def admin_headers(service: Service) -> Callable[[], dict[str, str]]:
+    """Headers with a new admin API key each time (minting one hashes no password: cheap)."""
+    serial = itertools.count(1)
+
+    def mint() -> dict[str, str]:
+        issued, _ = service.accounts.create_api_key(f"fuzz-{next(serial)}", [Role.ADMIN], by="test")
+        return {"Authorization": f"Bearer {issued.token}"}
+
+    return mint
+
+
+@pytest.fixture(scope="module")
 def api_schema(app: FastAPI) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -82,19 +97,32 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     derandomize=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a failure is reported as found, unshrunk
 )
-def test_no_input_makes_the_api_fail_or_answer_outside_its_schema(case: schemathesis.Case[Any]) -> None:
+def test_no_input_makes_the_api_fail_or_answer_outside_its_schema(
+    case: schemathesis.Case[Any], admin_headers: Callable[[], dict[str, str]]
+) -> None:
     if case.operation.path.startswith("/api/v1/stream/"):
         return  # an event stream never ends; tests/test_live_streams.py covers it
     if case.operation.path == "/readyz":
         return  # 503 is its documented answer while the broker is unreachable, as it is here
-    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
+    response = case.call_and_validate(
+        headers=admin_headers(), checks=[not_a_server_error, response_schema_conformance]
+    )
+    # Negative cases may leave the Authorization header out on purpose: 401 is then the answer.
+    # A request that carries the fresh admin key must get past sign-in (only a generated
+    # password at /auth/login is rightly refused).
+    if "Authorization" in response.request.headers and case.operation.path != "/api/v1/auth/login":
+        assert response.status_code != 401, response.text
 
 
-async def test_an_id_beyond_64_bits_is_refused_as_invalid_not_an_overflow(app: FastAPI) -> None:
+async def test_an_id_beyond_64_bits_is_refused_as_invalid_not_an_overflow(
+    app: FastAPI, admin_headers: Callable[[], dict[str, str]]
+) -> None:
     import httpx
 
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://firewatch", headers=admin_headers()
+    ) as client:
         for url in (
             "/api/v1/tickets/1/evidence/3829366246278832651763712",
             "/api/v1/alarms/9223372036854775808",

@@ -1,13 +1,17 @@
 """The operator console in a real browser: Debian's Chromium driven by Playwright, against the real
-service (mosquitto, ingest, detection, alarms, tickets) behind a real uvicorn, fed by the simulated
-hospital on a clock 30 times faster than real time.
+service (mosquitto, ingest, detection, alarms, tickets, accounts) behind a real uvicorn, fed by the
+simulated hospital on a clock 30 times faster than real time.
 
-A staged fire must reach the board by the WebSocket (the page's fallback poll is a minute, far
-longer than these tests wait), be acknowledged with a note through the dialog, show in its device's
-drill-down with a drawn history chart and its alarm log; a device fault's ticket must go round the
-loop by the page's buttons; and the page must switch to English, keep data as text and survive a
-broken response. Screenshots go to tests/artifacts/console/ (and to docs/images/ with
-FW_DOCS_SCREENSHOTS=1, to refresh docs/console.md).
+People sign in through the page's own sign-in screen (a wrong password is refused there). A staged
+fire must reach an operator's board by the WebSocket (the page's fallback poll is a minute, far
+longer than these tests wait), offer a viewer no buttons, be acknowledged with a note through the
+dialog, show in its device's drill-down with a drawn history chart and its alarm log, and be
+cleared; signing out must survive a reload. A device fault's ticket must go round the loop by the
+page's buttons, each step by a user holding the right role (one of them holding two, choosing the
+role), with a comment and a piece of evidence on the way; its gas alarm is acknowledged as a false
+alarm, shelved and unshelved. The page must switch to English, keep data as text, survive a broken
+response and return to its sign-in screen on a 401. Screenshots go to tests/artifacts/console/ (and
+to docs/images/ with FW_DOCS_SCREENSHOTS=1, to refresh docs/console.md).
 
 Never `playwright install`: the browser is /usr/bin/chromium (scripts/test installs it).
 """
@@ -28,11 +32,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from playwright.async_api import Page, Route, async_playwright, expect
+from playwright.async_api import Browser, FilePayload, Page, Route, async_playwright, expect
 
+from accounts.service import AccountService
 from api.app import create_app
 from api.routes import console
-from core.domain import DeviceEventKind
+from core.domain import DeviceEventKind, Role
 from core.registry import load_registry
 from core.settings import IngestSettings, MqttSettings, Settings
 from firewatch.broker import Mosquitto, free_port
@@ -41,6 +46,7 @@ from firewatch.service import Service
 from simulators.fleet import Fleet
 from simulators.hospital import DEMO_HOSPITAL
 from simulators.live import LiveFleet
+from tests.conftest import TEST_PASSWORD, make_accounts, sign_in
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
@@ -56,13 +62,30 @@ pytestmark = [
 ]
 
 
+@dataclass(frozen=True)
+class User:
+    name: str
+    display_name: str
+    roles: tuple[str, ...]
+
+
+# The people of these tests (cheap password hashing: tests/conftest.py make_accounts).
+OPERATOR = User("zhangsan", "值班员张三", ("operator",))
+VIEWER = User("wangwu", "值班查看王五", ("viewer",))
+MAINTENANCE = User("lisi", "维保李四", ("maintenance",))
+CHIEF = User("zhoujiu", "保卫科周九", ("safety", "leader"))  # one person, two roles: chooses
+USERS = (OPERATOR, VIEWER, MAINTENANCE, CHIEF)
+DEMO = User("operator", "演示", ("operator",))
+
+
 @dataclass
 class Stack:
     service: Service
     sim: LiveFleet
     plan: DemoPlan
     base_url: str
-    api: httpx.AsyncClient
+    api: httpx.AsyncClient  # signed in as an admin
+    accounts: AccountService
 
 
 @pytest.fixture
@@ -75,12 +98,22 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
         time_scale=TIME_SCALE,
     )
     service = Service(settings, registry=registry)
+    # The accounts before the service runs: SQLite writes from this loop would wait on its writers.
+    accounts = make_accounts(service.sessions)
+    for user in USERS:
+        accounts.create_user(
+            user.name, TEST_PASSWORD, [Role(r) for r in user.roles], display_name=user.display_name
+        )
+    # A demo account (the published password) outside demo mode: refused at sign-in (403).
+    accounts.create_user(DEMO.name, "firewatch-demo", [Role.OPERATOR], display_name="演示", demo=True)
+    admin = sign_in(accounts, "duty-admin", "admin", display_name="值班管理员")
     await service.start()
     await asyncio.wait_for(service.source.connected.wait(), 10)
     sim = LiveFleet(Fleet(registry, service.profiles, impairments=False), service.clock)
     sim_task = asyncio.create_task(sim.run(mosquitto.host, mosquitto.port))
     ctx = service.app_context()
     ctx.start = ctx.stop = None  # the test owns the service; the app's lifespan still ends the streams
+    ctx.accounts = accounts
     app = create_app(ctx)
     console.mount(app)  # a no-op once api/app.py mounts the console itself
     port = free_port()
@@ -96,8 +129,8 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
         await server_task
     base_url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-            yield Stack(service, sim, plan_for(service), base_url, client)
+        async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=admin) as client:
+            yield Stack(service, sim, plan_for(service), base_url, client, accounts)
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):
@@ -108,22 +141,35 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
-async def page(stack: Stack) -> AsyncIterator[Page]:
+async def browser(stack: Stack) -> AsyncIterator[Browser]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
-            context = await browser.new_context(viewport={"width": 1600, "height": 900}, locale="zh-CN")
-            p = await context.new_page()
-            errors: list[str] = []
-            p.on("pageerror", lambda exc: errors.append(str(exc)))
-            p.set_default_timeout(10_000)
-            yield p
-            assert not errors, f"uncaught errors in the page: {errors}"
+            yield b
         finally:
-            await browser.close()
+            await b.close()
+
+
+PAGE_ERRORS: dict[int, list[str]] = {}
+
+
+async def new_page(browser: Browser) -> Page:
+    """A page in a fresh context (its own localStorage: its own sign-in); uncaught errors recorded."""
+    context = await browser.new_context(viewport={"width": 1600, "height": 900}, locale="zh-CN")
+    p = await context.new_page()
+    errors = PAGE_ERRORS.setdefault(id(p), [])
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.set_default_timeout(10_000)
+    return p
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    p = await new_page(browser)
+    yield p
+    errors = PAGE_ERRORS.pop(id(p), [])
+    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 async def shot(page: Page, name: str, *, docs: str | None = None) -> None:
@@ -150,15 +196,50 @@ async def open_alarms(stack: Stack, **params: Any) -> list[dict[str, Any]]:
     return items
 
 
-async def open_console(page: Page, stack: Stack) -> None:
-    await page.goto(f"{stack.base_url}/console")
+async def sign_in_page(page: Page, user: User, password: str = TEST_PASSWORD) -> None:
+    """Through the page's own sign-in screen."""
+    await expect(page.locator("#login")).to_be_visible()
+    await page.fill("#login-user", user.name)
+    await page.fill("#login-password", password)
+    await page.click("#login-submit")
+    await expect(page.locator("#who")).to_contain_text(user.display_name)
+    await expect(page.locator("#login")).to_be_hidden()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+
+
+async def sign_out_page(page: Page) -> None:
+    await page.click("#signout")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
+    assert await page.evaluate("localStorage.getItem('fw.token')") is None
+
+
+async def open_console(page: Page, stack: Stack, user: User) -> None:
+    await page.goto(f"{stack.base_url}/console")
+    await sign_in_page(page, user)
     await expect(page.locator("#board-empty")).to_be_visible()  # nothing on fire yet
 
 
-async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(stack: Stack, page: Page) -> None:
-    await open_console(page, stack)
+async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(
+    stack: Stack, page: Page, browser: Browser
+) -> None:
+    # (0) Nobody signed in: the sign-in screen, in Chinese; a wrong password is refused there.
+    await page.goto(f"{stack.base_url}/console")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
     assert await page.locator("html").get_attribute("lang") == "zh-CN"
+    await expect(page.locator("#login h2")).to_have_text("登录")
+    await page.fill("#login-user", OPERATOR.name)
+    await shot(page, "00-sign-in", docs="sign-in")
+    await page.fill("#login-password", "not-the-password")
+    await page.click("#login-submit")
+    await expect(page.locator("#login-error")).to_contain_text("用户名或密码错误")
+    await expect(page.locator("#login-error")).to_contain_text("wrong user name or password")  # the detail
+    await expect(page.locator("#app")).to_be_hidden()
+    await shot(page, "00b-sign-in-refused")
+    await sign_in_page(page, OPERATOR)
+    await expect(page.locator("#who")).to_contain_text("值班员")  # the role
+    await expect(page.locator("#board-empty")).to_be_visible()  # nothing on fire yet
     await expect(page.locator("#tab-board")).to_have_text("报警")
     await expect(page.locator("#board-title")).to_have_text("火灾报警")
     await expect(page.locator("#gas-title")).to_have_text("可燃气体报警")
@@ -184,9 +265,25 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(stack: St
     badge_colour = await card.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor")
     assert badge_colour == "rgb(224, 22, 27)", badge_colour  # --fire
     assert await card.evaluate("e => getComputedStyle(e).animationName") == "pulse-fire"
+    # An operator may acknowledge and clear it; a fire alarm is never offered for shelving.
+    await expect(card.locator('[data-role="ack"]')).to_have_count(1)
+    await expect(card.locator('[data-role="clear"]')).to_have_count(1)
+    await expect(card.locator('[data-role="shelve"]')).to_have_count(0)
     # Fire is never on the gas board.
     assert await page.locator(f'#gas-list > li[data-alarm-id="{fire_id}"]').count() == 0
     await shot(page, "01-fire-on-board", docs="fire")
+
+    # A viewer, at another screen, sees the same fire and no buttons for it.
+    viewer = await new_page(browser)
+    await open_console_late(viewer, stack, VIEWER)
+    viewer_card = viewer.locator(f'#board-list > li[data-alarm-id="{fire_id}"]')
+    await expect(viewer_card).to_have_attribute("data-category", "fire")
+    await expect(viewer.locator("#who")).to_contain_text("查看")
+    await expect(viewer_card.locator("button")).to_have_count(0)
+    await shot(viewer, "01c-viewer")
+    await viewer.context.close()
+    assert not PAGE_ERRORS.pop(id(viewer), [])
+
     # The wall screen: larger type, the board filling the screen.
     desk_size = await page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
     await page.set_viewport_size({"width": 1920, "height": 1080})
@@ -197,26 +294,28 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(stack: St
     await page.click("#wall")
     await page.set_viewport_size({"width": 1600, "height": 900})
 
-    # (2) Acknowledge with a note through the dialog.
+    # (2) Acknowledge with a note through the dialog: who acknowledges is the signed-in user.
     await card.locator('[data-role="ack"]').click()
     dialog = page.locator("#ack-dialog")
     await expect(dialog).to_be_visible()
     await expect(dialog.locator("h2")).to_have_text("确认报警")
-    await page.fill("#ack-actor", "值班员张三")
+    await expect(page.locator("#ack-as")).to_contain_text(OPERATOR.display_name)
+    await expect(page.locator("#ack-false")).not_to_be_checked()
     await page.fill("#ack-note", "已派人到现场核实 <b>不是标签</b>")
     await shot(page, "02-acknowledge-dialog", docs="acknowledge")
     await page.click("#ack-submit")
     await expect(dialog).to_be_hidden()
     await expect(card).to_have_attribute("data-state", "active_acknowledged")
     await expect(card).not_to_have_class("card cat-fire unacked")
-    await expect(card.locator('[data-role="acked"]')).to_contain_text("值班员张三")
+    await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.name)
     await expect(card.locator('[data-role="acked"]')).to_contain_text("<b>不是标签</b>")  # text, not markup
     assert await card.locator('[data-role="acked"] b').count() == 0
     await expect(card.locator('[data-role="ack"]')).to_have_count(0)
     detail = (await stack.api.get(f"/api/v1/alarms/{fire_id}")).json()
     assert detail["state"] == "active_acknowledged"
-    assert detail["acked_by"] == "值班员张三"
+    assert detail["acked_by"] == OPERATOR.name
     assert detail["ack_note"] == "已派人到现场核实 <b>不是标签</b>"
+    assert detail["false_alarm"] is False
     await shot(page, "03-acknowledged")
 
     # (3) The device's drill-down: info, a drawn history chart, the alarm log with this alarm.
@@ -224,8 +323,9 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(stack: St
     await card.locator('[data-role="device"]').click()
     await expect(page).to_have_url(f"{stack.base_url}/console#/device/{device_id}")
     await expect(page.locator("#device-title")).to_contain_text(device_id)
-    await expect(page.locator(f'#device-alarms tr[data-alarm-id="{fire_id}"]')).to_have_count(1)
-    await expect(page.locator(f'#device-alarms tr[data-alarm-id="{fire_id}"]')).to_contain_text("火警")
+    log_row = page.locator(f'#device-alarms tr[data-alarm-id="{fire_id}"]')
+    await expect(log_row).to_have_count(1)
+    await expect(log_row).to_contain_text("火警")
     chart = page.locator("#chart")
     await expect(chart).not_to_have_attribute("data-points", "0")
     assert int(await chart.get_attribute("data-points") or 0) >= 5
@@ -242,15 +342,50 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(stack: St
     await expect(zone_node).to_have_attribute("data-worst", "fire")
     await shot(page, "04-device-drilldown", docs="device")
 
+    # (4) Cleared by hand from the alarm log (e.g. after a reset on site), with a note.
+    await log_row.locator('[data-role="clear"]').click()
+    await expect(page.locator("#alarm-dialog")).to_be_visible()
+    await expect(page.locator("#alarm-title")).to_have_text("清除报警")
+    await expect(page.locator("#alarm-duration-field")).to_be_hidden()
+    await page.fill("#alarm-note", "现场复位")
+    await page.click("#alarm-submit")
+    await expect(page.locator("#alarm-dialog")).to_be_hidden()
+    events = (await stack.api.get(f"/api/v1/alarms/{fire_id}")).json()["events"]
+    assert [(e["action"], e["actor"], e["note"]) for e in events if e["action"] == "cleared"] == [
+        ("cleared", OPERATOR.name, "现场复位")
+    ]
+
     # The zone itself: its devices, the burning ones marked.
     await zone_node.locator("button.name").click()
     await expect(page.locator("#zone")).to_be_visible()
     await expect(page.locator(f'#zone-devices tr[data-device-id="{device_id}"]')).to_contain_text("火警")
     await shot(page, "05-zone", docs="places")
 
+    # (5) Sign out: the token is ended at the service and forgotten by the page, across a reload.
+    token = await page.evaluate("localStorage.getItem('fw.token')")
+    await sign_out_page(page)
+    await expect(page.locator("#login-error")).to_have_text("已退出登录")
+    me = await stack.api.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 401
+    await page.reload()
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
+    await expect(page.locator("#tabs")).to_be_hidden()
+
+
+async def role_options(page: Page) -> list[str]:
+    values: list[str] = await page.locator("#role option").evaluate_all("os => os.map(o => o.value)")
+    return values
+
+
+async def open_console_late(page: Page, stack: Stack, user: User) -> None:
+    """Sign in on a console while alarms may already be up."""
+    await page.goto(f"{stack.base_url}/console")
+    await sign_in_page(page, user)
+
 
 async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, page: Page) -> None:
-    await open_console(page, stack)
+    await open_console(page, stack, MAINTENANCE)
     gas_device = stack.plan.faulty_device
     stack.sim.fleet.device_event(gas_device, DeviceEventKind.FAULT, stack.service.clock(), code=3)
 
@@ -266,16 +401,17 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
     assert await page.locator(f'#board-list > li[data-device-id="{gas_device}"]').count() == 0
     fault_colour = await gas_card.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor")
     assert fault_colour == "rgb(242, 198, 0)", fault_colour  # --fault yellow
-    await shot(page, "10-gas-fault", docs="gas")
+    # Maintenance does not handle alarms: no buttons for it.
+    await expect(gas_card.locator("button")).to_have_count(0)
 
-    await page.fill("#operator", "维保李四")
     await page.click("#tab-tickets")
     row = page.locator(f'#tickets tr[data-ticket-id="{tk["id"]}"]')
     await expect(row).to_contain_text(tk["number"])
     await expect(row.locator('[data-role="status"]')).to_have_text("待派单")
     await row.click()
     await expect(page.locator("#ticket-status")).to_have_attribute("data-status", "open")
-    assert await page.locator("#role").input_value() == "maintenance"  # the default for this view
+    # The role picker lists only the roles this user holds.
+    assert await role_options(page) == ["maintenance"]
     await shot(page, "11-ticket-open", docs="ticket")
 
     async def act(action: str, status: str, fill: dict[str, str] | None = None) -> None:
@@ -297,48 +433,128 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
     assert await page.locator('#ticket-actions button[data-action="verify"]').count() == 0
     # A required field left empty is caught in the dialog, and nothing is sent.
     await page.click('#ticket-actions button[data-action="assign"]')
+    await expect(page.locator("#tr-assignee")).to_have_value(MAINTENANCE.display_name)  # the signed-in user
     await page.fill("#tr-assignee", "")
     await page.click("#tr-submit")
     await expect(page.locator("#tr-error")).to_contain_text("整改人")
     await page.click("#tr-cancel")
     assert (await stack.api.get(f"/api/v1/tickets/{tk['id']}")).json()["status"] == "open"
 
-    await act("assign", "assigned", {"#tr-assignee": "维保李四"})
+    await act("assign", "assigned", {"#tr-assignee": MAINTENANCE.display_name})
     await act("start", "rectifying")
-    await shot(page, "12-ticket-rectifying")
+
+    # A comment and a photo of the work, by the same user; the evidence downloads as uploaded.
+    await page.fill("#comment-text", "已到现场，<i>传感器</i>损坏")
+    await page.click("#comment-submit")
+    comment = page.locator("#ticket-comments li").first
+    await expect(comment).to_contain_text("已到现场，<i>传感器</i>损坏")
+    await expect(comment).to_contain_text(MAINTENANCE.name)
+    assert await page.locator("#ticket-comments i").count() == 0
+    photo = b"\x89PNG\r\n\x1a\n not really a photo"
+    upload: FilePayload = {"name": "更换后.png", "mimeType": "image/png", "buffer": photo}
+    await page.set_input_files("#evidence-file", files=[upload])
+    await page.fill("#evidence-note", "更换后的传感器")
+    await page.click("#evidence-submit")
+    evidence = page.locator("#ticket-evidence tbody tr")
+    await expect(evidence).to_have_count(1)
+    await expect(evidence).to_contain_text("更换后的传感器")
+    async with page.expect_download() as download_info:
+        await evidence.locator('[data-role="download"]').click()
+    download = await download_info.value
+    assert download.suggested_filename == "更换后.png"
+    assert await asyncio.to_thread(Path(await download.path()).read_bytes) == photo
+    await shot(page, "12-ticket-rectifying", docs="ticket-work")
+    got = (await stack.api.get(f"/api/v1/tickets/{tk['id']}")).json()
+    assert [(c["author"], c["text"]) for c in got["comments"]] == [
+        (MAINTENANCE.name, "已到现场，<i>传感器</i>损坏")
+    ]
+    assert [(e["uploaded_by"], e["filename"]) for e in got["evidence"]] == [(MAINTENANCE.name, "更换后.png")]
+
     await act("rectify", "rectified", {"#tr-feedback": "更换传感器，现场测试正常"})
     assert await page.locator("#ticket-actions button").count() == 0  # nothing left for maintenance
+
+    # The safety office's chief, who is also the leader, signs in and chooses the role to act in.
+    await sign_out_page(page)
+    await sign_in_page(page, CHIEF)
+    await expect(page.locator("#ticket-status")).to_have_attribute("data-status", "rectified")  # same view
+    assert await role_options(page) == ["safety", "leader"]
     await page.select_option("#role", "safety")
     await act("verify", "verified")
     await page.select_option("#role", "leader")
     await act("close", "closed")
-    events = [e["action"] for e in (await stack.api.get(f"/api/v1/tickets/{tk['id']}")).json()["events"]]
-    assert events[-5:] == ["assign", "start", "rectify", "verify", "close"]
-    assert (await stack.api.get(f"/api/v1/tickets/{tk['id']}")).json()["feedback_signed_by"] == "维保李四"
-    await expect(page.locator("#ticket-events li")).to_have_count(len(events))
+    got = (await stack.api.get(f"/api/v1/tickets/{tk['id']}")).json()
+    steps = [
+        (e["action"], e["actor"], e["role"])
+        for e in got["events"]
+        if e["action"] not in ("comment", "attach")
+    ]
+    assert ("comment", MAINTENANCE.name, "maintenance") in [
+        (e["action"], e["actor"], e["role"]) for e in got["events"]
+    ]
+    assert steps[-5:] == [
+        ("assign", MAINTENANCE.name, "maintenance"),
+        ("start", MAINTENANCE.name, "maintenance"),
+        ("rectify", MAINTENANCE.name, "maintenance"),
+        ("verify", CHIEF.name, "safety"),
+        ("close", CHIEF.name, "leader"),
+    ]
+    assert got["feedback_signed_by"] == MAINTENANCE.display_name
+    assert got["confirmed_by"] == CHIEF.display_name
+    assert got["leader_signed_by"] == CHIEF.display_name
+    await expect(page.locator("#ticket-events li")).to_have_count(len(got["events"]))
     await shot(page, "13-ticket-closed", docs="ticket-closed")
+
+    # (4) The gas alarm, by the chief (safety handles alarms): a false alarm, shelved, unshelved.
+    await page.click("#tab-board")
+    alarm_id = await gas_card.get_attribute("data-alarm-id")
+    await gas_card.locator('[data-role="ack"]').click()
+    await page.check("#ack-false")
+    await page.fill("#ack-note", "维保测试误触发")
+    await page.click("#ack-submit")
+    await expect(gas_card.locator('[data-role="acked"]')).to_contain_text("误报")
+    assert (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()["false_alarm"] is True
+    await gas_card.locator('[data-role="shelve"]').click()
+    await expect(page.locator("#alarm-title")).to_have_text("搁置报警")
+    await page.select_option("#alarm-duration", "14400")
+    await page.click("#alarm-submit")
+    await expect(page.locator("#alarm-error")).to_have_text("请填写搁置原因")  # a note is required
+    await page.fill("#alarm-note", "传感器更换中")
+    await shot(page, "15-shelve-dialog", docs="shelve")
+    await page.click("#alarm-submit")
+    await expect(page.locator("#alarm-dialog")).to_be_hidden()
+    await expect(gas_card.locator('[data-role="shelved"]')).to_contain_text("传感器更换中")
+    shelved = (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()
+    assert shelved["shelved_by"] == CHIEF.name
+    assert shelved["shelved_until"] == pytest.approx(stack.service.clock() + 14400, abs=600)
+    await shot(page, "16-gas-shelved", docs="gas")
+    await gas_card.locator('[data-role="unshelve"]').click()
+    await page.click("#alarm-submit")
+    await expect(gas_card.locator('[data-role="shelved"]')).to_have_count(0)
+    await expect(gas_card.locator('[data-role="shelve"]')).to_have_count(1)
+    assert (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()["shelved_until"] is None
 
     # (5) English, kept across a reload; then Chinese again.
     await page.click("#lang")
     await expect(page.locator("#tab-tickets")).to_have_text("Tickets")
-    await expect(page.locator("#ticket-status")).to_have_text("Closed")
+    await expect(page.locator("#who")).to_contain_text("Safety office")
     assert await page.locator("html").get_attribute("lang") == "en"
     await page.reload()
     await expect(page.locator("#tab-board")).to_have_text("Alarms")
-    await page.click("#tab-board")
     await expect(page.locator("#gas-title")).to_have_text("Combustible gas alarms")
     await expect(gas_card.locator(".badge")).to_have_text("Fault")
     await shot(page, "14-english", docs="english")
+    await sign_out_page(page)
+    await expect(page.locator("#login h2")).to_have_text("Sign in")
     await page.click("#lang")
-    await expect(page.locator("#tab-board")).to_have_text("报警")
+    await expect(page.locator("#login h2")).to_have_text("登录")
 
 
 async def test_data_stays_text_and_a_broken_response_is_reported(stack: Stack, page: Page) -> None:
     hostile = '<img src=x onerror="window.pwned=1">火灾隐患'
     r = await stack.api.post(
         "/api/v1/tickets",
+        headers=await asyncio.to_thread(sign_in, stack.accounts, CHIEF.name, *CHIEF.roles),
         json={
-            "actor": "巡查员",
             "role": "safety",
             "site": stack.plan.fire_zone.split("/")[0],
             "problem": hostile,
@@ -346,7 +562,7 @@ async def test_data_stays_text_and_a_broken_response_is_reported(stack: Stack, p
         },
     )
     assert r.status_code == 201, r.text
-    await open_console(page, stack)
+    await open_console(page, stack, OPERATOR)
     await page.click("#tab-tickets")
     row = page.locator(f'#tickets tr[data-ticket-id="{r.json()["ticket"]["id"]}"]')
     await expect(row).to_contain_text(hostile)
@@ -367,3 +583,20 @@ async def test_data_stays_text_and_a_broken_response_is_reported(stack: Stack, p
     await page.click("#tab-board")
     await expect(page.locator("#board-empty")).to_be_visible()
     await expect(page.locator("#error")).to_be_hidden()
+
+    # The session ends elsewhere (signed out by another tab, expired): the next call's 401 brings
+    # back the sign-in screen, saying why; signing in again carries on.
+    token = await page.evaluate("localStorage.getItem('fw.token')")
+    r = await stack.api.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 204
+    await page.click("#tab-tickets")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#login-error")).to_contain_text("登录已失效")
+    await expect(page.locator("#error")).to_be_hidden()
+    await page.fill("#login-user", DEMO.name)
+    await page.fill("#login-password", "firewatch-demo")
+    await page.click("#login-submit")
+    await expect(page.locator("#login-error")).to_contain_text("此账号不允许登录")
+    await expect(page.locator("#login-error")).to_contain_text("demo account")  # the service's detail
+    await sign_in_page(page, OPERATOR)
+    await expect(row).to_contain_text(hostile)

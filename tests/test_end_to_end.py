@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from core.domain import Role
 from core.registry import load_registry
 from core.settings import IngestSettings, MqttSettings, Settings
 from firewatch.broker import Mosquitto
@@ -46,8 +47,12 @@ async def hospital(
     sim_task = asyncio.create_task(sim.run(mosquitto.host, mosquitto.port))
     ctx = service.app_context()
     ctx.start = ctx.stop = None
+    # The duty room's screen reads the API with a viewer's key.
+    key, _ = service.accounts.create_api_key("duty-screen", [Role.VIEWER], by="test")
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://fw"
+        transport=httpx.ASGITransport(app=create_app(ctx)),
+        base_url="http://fw",
+        headers={"Authorization": f"Bearer {key.token}"},
     ) as api:
         yield service, sim, api
     sim.stop()

@@ -2,7 +2,9 @@
 from the alarm event log.
 
 The hub is specified on its own first; then real clients (websockets, httpx) talk to a real uvicorn
-server on loopback, in front of the real service fed by a private mosquitto.
+server on loopback, in front of the real service fed by a private mosquitto. The clients are
+signed in like any other: the duty operator's token in the Authorization header, or in the query
+(`access_token`) as a browser's EventSource and WebSocket must send it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from accounts.service import AccountService
 from alarms.model import Transition
 from api.app import create_app
 from api.live import (
@@ -48,7 +51,7 @@ from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
 from storage.models import AlarmEventRow
-from tests.conftest import PROFILES
+from tests.conftest import PROFILES, make_accounts, sign_in
 from tests.mqtt_helpers import Publisher, reading
 
 WAIT_S = 20.0  # bound on every wait: generous for a loaded 2-core machine, never a timing assertion
@@ -207,13 +210,19 @@ def two_sites() -> Registry:
 class Stack:
     service: Service
     port: int
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # signed in as the duty operator
+    auth: dict[str, str]  # the duty operator's Authorization header
+    accounts: AccountService
     publisher: Publisher
     seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def ws_url(self, params: Sequence[tuple[str, str | int]] = ()) -> str:
         query = f"?{urlencode(params)}" if params else ""
         return f"ws://127.0.0.1:{self.port}/api/v1/stream/alarms/ws{query}"
+
+    def ws(self, params: Sequence[tuple[str, str | int]] = ()) -> ws_connect:
+        """The WebSocket stream, signed in as the duty operator."""
+        return connect(self.ws_url(params), self.auth)
 
     async def smoke(self, device: str, value: float) -> None:
         site = device.split("-")[1]
@@ -274,6 +283,8 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
     await asyncio.wait_for(service.source.connected.wait(), WAIT_S)
     ctx = service.app_context()
     ctx.start = ctx.stop = None  # the fixture owns the service's lifecycle
+    ctx.accounts = make_accounts(service.sessions)  # cheap password hashing for tests
+    duty = sign_in(ctx.accounts, "zhiban", "operator", display_name="消控室值班员")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(create_app(ctx), lifespan="off", log_level="warning", timeout_graceful_shutdown=5)
@@ -288,8 +299,10 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
     publisher = Publisher(mosquitto.host, mosquitto.port)
     port = sock.getsockname()[1]
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as http:
-            yield Stack(service, port, http, publisher)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S, headers=duty
+        ) as http:
+            yield Stack(service, port, http, duty, ctx.accounts, publisher)
     finally:
         service.live.close()  # open streams end, so the server stops at once
         server.should_exit = True
@@ -301,11 +314,11 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
 # --- clients ------------------------------------------------------------------------------------------
 
 
-def connect(url: str) -> ws_connect:
+def connect(url: str, headers: dict[str, str] | None = None) -> ws_connect:
     # A client that leaves with unread messages queued cannot finish the closing handshake while its
     # incoming queue is full (it stops reading), and waits out close_timeout (websockets #1555):
     # room for every message these tests may leave unread.
-    return ws_connect(url, max_queue=4096, open_timeout=WAIT_S)
+    return ws_connect(url, additional_headers=headers, max_queue=4096, open_timeout=WAIT_S)
 
 
 async def ws_next(
@@ -381,7 +394,7 @@ async def sse(
 async def test_a_smoke_reading_over_mqtt_arrives_as_a_raised_fire_on_both_streams_then_its_acknowledgement(
     stack: Stack,
 ) -> None:
-    async with connect(stack.ws_url()) as ws, sse(stack) as es:
+    async with stack.ws() as ws, sse(stack) as es:
         await stack.smoke("smk-s1-1", 0.02)
         await stack.smoke("smk-s1-1", 0.31)
 
@@ -394,9 +407,7 @@ async def test_a_smoke_reading_over_mqtt_arrives_as_a_raised_fire_on_both_stream
         assert fire["after"]["value"] == 0.31
         assert fire["actor"] == "firewatch"
 
-        r = await stack.http.post(
-            f"/api/v1/alarms/{fire['alarm_id']}/acknowledge", json={"actor": "值班员", "note": "现场确认"}
-        )
+        r = await stack.http.post(f"/api/v1/alarms/{fire['alarm_id']}/acknowledge", json={"note": "现场确认"})
         assert r.status_code == 200, r.text
 
         def ack(m: Json) -> bool:
@@ -406,7 +417,7 @@ async def test_a_smoke_reading_over_mqtt_arrives_as_a_raised_fire_on_both_stream
         sse_id, sse_ack, _ = await es.next(ack)
         assert sse_ack == ws_ack
         assert sse_id == ws_ack["event_id"] > fire["event_id"]
-        assert (ws_ack["actor"], ws_ack["note"]) == ("值班员", "现场确认")
+        assert (ws_ack["actor"], ws_ack["note"]) == ("zhiban", "现场确认")
         assert ws_ack["before"]["state"] == "active_unacknowledged"
         assert ws_ack["after"]["state"] == "active_acknowledged"
 
@@ -415,16 +426,16 @@ async def test_a_smoke_reading_over_mqtt_arrives_as_a_raised_fire_on_both_stream
 async def test_a_replayed_transition_has_exactly_the_shape_of_the_live_one(stack: Stack) -> None:
     live: list[Transition] = []
     stack.service.pipeline.listeners.append(lambda ts, _tickets: live.extend(ts))
-    async with connect(stack.ws_url()) as ws:
+    async with stack.ws() as ws:
         await stack.smoke("smk-s1-1", 0.31)
         fire, _ = await ws_next(ws, raised("smk-s1-1"))
-        r = await stack.http.post(f"/api/v1/alarms/{fire['alarm_id']}/acknowledge", json={"actor": "值班员"})
+        r = await stack.http.post(f"/api/v1/alarms/{fire['alarm_id']}/acknowledge", json={})
         assert r.status_code == 200, r.text
         await ws_next(ws, lambda m: m["action"] == "acknowledged")
 
     logged_events = await stack.events()
     assert [t.to_json() for t in logged_events] == [t.to_json() for t in live]  # in process
-    async with connect(stack.ws_url([("after", 0)])) as ws:
+    async with stack.ws([("after", 0)]) as ws:
         replayed = [orjson.loads(await ws.recv()) for _ in live]
     assert replayed == [orjson.loads(orjson.dumps(t.to_json())) for t in live]  # over the wire
 
@@ -433,21 +444,21 @@ async def test_a_replayed_transition_has_exactly_the_shape_of_the_live_one(stack
 async def test_reconnecting_after_the_last_event_id_replays_exactly_what_was_missed_then_goes_live(
     stack: Stack,
 ) -> None:
-    async with connect(stack.ws_url()) as ws:
+    async with stack.ws() as ws:
         await stack.smoke("smk-s1-1", 0.31)
         fire, _ = await ws_next(ws, raised("smk-s1-1"))
     last_seen = fire["event_id"]
 
     # While nobody listens: another fire, and the first one acknowledged.
     await stack.smoke("smk-s2-1", 0.31)
-    r = await stack.http.post(f"/api/v1/alarms/{fire['alarm_id']}/acknowledge", json={"actor": "值班员"})
+    r = await stack.http.post(f"/api/v1/alarms/{fire['alarm_id']}/acknowledge", json={})
     assert r.status_code == 200, r.text
     missed = await stack.committed(logged(raised("smk-s2-1")), after=last_seen)
     assert any(t.action is AlarmAction.ACKNOWLEDGED for t in missed)
     missed_json = [orjson.loads(orjson.dumps(t.to_json())) for t in missed]
 
     async with (
-        connect(stack.ws_url([("after", last_seen)])) as ws,
+        stack.ws([("after", last_seen)]) as ws,
         sse(stack, [("after", 0)], {"Last-Event-ID": str(last_seen)}) as by_header,  # the header wins
         sse(stack, [("after", last_seen)]) as by_param,
     ):
@@ -494,7 +505,7 @@ async def test_a_backlog_larger_than_one_replay_comes_in_pieces_each_connection_
     assert got == [t.event_id for t in log]
     assert live["after"]["device_id"] == "smk-s1-4"
 
-    async with connect(stack.ws_url([("after", 0)])) as ws:
+    async with stack.ws([("after", 0)]) as ws:
         assert [orjson.loads(await ws.recv())["event_id"] for _ in range(4)] == got[:4]
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
@@ -522,7 +533,7 @@ async def test_a_client_reconnecting_again_and_again_during_a_burst_gets_every_t
     deadline = time.monotonic() + 3 * WAIT_S
     for visit in itertools.count():
         assert time.monotonic() < deadline, f"gave up after {len(received)} transitions"
-        async with connect(stack.ws_url([("after", after)])) as ws:
+        async with stack.ws([("after", after)]) as ws:
             # Leave after a few messages, or when nothing comes for a while.
             for _ in range(1 + visit % 5):
                 try:
@@ -561,7 +572,7 @@ async def test_site_and_category_filters_pass_only_what_was_asked_for_live_and_o
         "s1 fire": lambda t: t.after["site"] == "s1" and t.after["category"] in ("fire", "pre_alarm"),
     }
     async with (
-        connect(stack.ws_url(filters["s2"])) as s2_only,
+        stack.ws(filters["s2"]) as s2_only,
         sse(stack, filters["supervisory"]) as supervisory,
         sse(stack, filters["s1 fire"]) as s1_fire,
     ):
@@ -578,9 +589,7 @@ async def test_site_and_category_filters_pass_only_what_was_asked_for_live_and_o
             await asyncio.sleep(0.02)
         alarm_of = {(t.after["device_id"], t.after["category"]): t.alarm_id for t in log}
         for device, category in (("prs-s2", "supervisory"), ("smk-s1-1", "fire")):  # the later ones
-            r = await stack.http.post(
-                f"/api/v1/alarms/{alarm_of[device, category]}/acknowledge", json={"actor": "值班员"}
-            )
+            r = await stack.http.post(f"/api/v1/alarms/{alarm_of[device, category]}/acknowledge", json={})
             assert r.status_code == 200, r.text
 
         def acked(device: str) -> Callable[[Json], bool]:
@@ -602,7 +611,7 @@ async def test_site_and_category_filters_pass_only_what_was_asked_for_live_and_o
         if wants["s2"](t) and wants["supervisory"](t)
     ]
     assert [m["action"] for m in wanted] == ["raised", "acknowledged"]
-    async with connect(stack.ws_url([("after", 0), *s2_supervisory])) as ws:
+    async with stack.ws([("after", 0), *s2_supervisory]) as ws:
         assert [orjson.loads(await ws.recv()) for _ in wanted] == wanted
         await stack.smoke("smk-s2-3", 0.31)  # unwanted, and sent first: it must not show up
         await stack.pressure("prs-s2", 0.5)  # wanted: back to normal, the alarm clears
@@ -634,17 +643,49 @@ async def test_a_bad_filter_or_resume_id_is_a_422_problem_on_both_streams(stack:
             assert body["detail"], body
         if not headers:
             with pytest.raises(InvalidStatus) as refused:
-                async with connect(stack.ws_url(params)):
+                async with stack.ws(params):
                     pass
             assert refused.value.response.status_code == 422, params
             assert orjson.loads(refused.value.response.body)["title"] == "Invalid request"
 
 
 @pytest.mark.integration
+async def test_a_stream_without_a_valid_token_is_refused_401_and_one_in_the_query_is_accepted(
+    stack: Stack,
+) -> None:
+    anonymous = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=WAIT_S)
+    async with anonymous:
+        for params in ([], [("access_token", "fw_not-a-token")]):
+            async with anonymous.stream("GET", "/api/v1/stream/alarms", params=tuple(params)) as r:
+                body = orjson.loads(await r.aread())
+                assert r.status_code == 401, (params, body)
+                assert r.headers["content-type"] == "application/problem+json"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(stack.ws_url(params)):
+                    pass
+            assert refused.value.response.status_code == 401, params
+
+        # A browser's EventSource and WebSocket cannot set headers: the token goes in the query.
+        # Any signed-in role may watch, a wall display's viewer account too.
+        viewer = sign_in(stack.accounts, "wall-display", "viewer", display_name="监控大屏")
+        token = viewer["Authorization"].removeprefix("Bearer ")
+        query = [("access_token", token)]
+        async with (
+            anonymous.stream("GET", "/api/v1/stream/alarms", params=tuple(query)) as r,
+            connect(stack.ws_url(query)) as ws,
+        ):
+            assert r.status_code == 200, (await r.aread()).decode()
+            await stack.smoke("smk-s1-1", 0.31)
+            fire, _ = await ws_next(ws, raised("smk-s1-1"))
+            _, sse_fire, _ = await Sse(r).next(raised("smk-s1-1"))
+            assert sse_fire == fire
+
+
+@pytest.mark.integration
 async def test_a_stream_that_falls_behind_is_told_why_and_resumes_where_it_stopped(stack: Stack) -> None:
     hub = stack.service.live
     hub.queue_max = 3  # for the subscriptions made from now on
-    async with connect(stack.ws_url()) as ws, sse(stack) as es:
+    async with stack.ws() as ws, sse(stack) as es:
         await stack.smoke("smk-s1-1", 0.31)
         fire, _ = await ws_next(ws, raised("smk-s1-1"))
         await es.next(raised("smk-s1-1"))
@@ -674,7 +715,7 @@ async def test_a_stream_that_falls_behind_is_told_why_and_resumes_where_it_stopp
             await es.block()
 
     hub.queue_max = 1000
-    async with connect(stack.ws_url([("after", last_seen)])) as ws:
+    async with stack.ws([("after", last_seen)]) as ws:
         await stack.smoke("smk-s1-2", 0.31)
         first, _ = await ws_next(ws)
         assert first["event_id"] > last_seen
@@ -691,7 +732,7 @@ async def test_an_idle_sse_stream_sends_keep_alive_comments(stack: Stack) -> Non
 
 @pytest.mark.integration
 async def test_when_the_service_stops_every_stream_is_ended_with_the_reason(stack: Stack) -> None:
-    async with connect(stack.ws_url()) as ws, sse(stack) as es:
+    async with stack.ws() as ws, sse(stack) as es:
         assert stack.service.live.subscribers == 2
         stack.service.live.close()
 

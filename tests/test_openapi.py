@@ -21,3 +21,13 @@ def test_every_operation_has_a_stable_unique_operation_id() -> None:
     ids = [op["operationId"] for path in openapi_document()["paths"].values() for op in path.values()]
     assert len(ids) == len(set(ids))
     assert all(not i.endswith(("_get", "_post")) for i in ids)  # named, not FastAPI's generated ids
+
+
+def test_the_roles_table_in_the_api_guide_is_current() -> None:
+    """docs/api.md lists who may call each operation; it must say what the API enforces."""
+    from api.app import roles_table
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    assert roles_table() in guide, (
+        "the roles table in docs/api.md is stale: replace it with the output of `firewatch openapi --roles`"
+    )

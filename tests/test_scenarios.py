@@ -16,12 +16,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 
 from api.app import create_app
+from core.domain import Role
 from core.registry import load_registry
 from core.settings import IngestSettings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
@@ -203,13 +204,16 @@ async def play(spec: Scenario, broker: Mosquitto, data: Path) -> RunReport:
         time_scale=spec.time_scale,
     )
     service = Service(settings, registry=registry)
+    # The runner reads the API as an integration does: with a viewer's API key.
+    key, _ = service.accounts.create_api_key("scenario-runner", [Role.VIEWER], by="test")
     await service.start()
     try:
         await asyncio.wait_for(service.source.connected.wait(), 10)
         ctx = service.app_context()
         ctx.start = ctx.stop = None
         transport = httpx.ASGITransport(app=create_app(ctx))
-        async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as api:
+        auth = {"Authorization": f"Bearer {key.token}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://firewatch", headers=auth) as api:
             run = ScenarioRun(spec, registry, service.profiles, api=api, broker=(broker.host, broker.port))
             return await run.run()
     finally:
@@ -258,27 +262,34 @@ def firewatch(
     )
 
 
+class Served(NamedTuple):
+    url: str
+    token: str  # an API key with the viewer role, made with `firewatch api-keys create`
+
+
 @pytest.fixture
 def served(mosquitto: Mosquitto, tmp_path: Path) -> Any:
-    """`firewatch serve` as an operator starts it, on a free port, its clock 30 times real time."""
+    """`firewatch serve` as an operator starts it, on a free port, its clock 30 times real time,
+    and a viewer's API key for the simulator made as an admin makes one."""
     port = free_port()
     env = {
-        **os.environ,
         "FIREWATCH_MQTT__URL": mosquitto.url,
         "FIREWATCH_DATA_DIR": str(tmp_path / "served"),
         "FIREWATCH_API__PORT": str(port),
         "FIREWATCH_TIME_SCALE": "30",
     }
+    key = firewatch("api-keys", "create", "simulator", "--role", "viewer", env=env)
+    assert key.returncode == 0, key.stderr
     proc = subprocess.Popen(
         [sys.executable, "-m", "firewatch.cli", "serve"],
-        env=env,
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", key.stdout.strip())
     finally:
         proc.terminate()
         try:
@@ -289,12 +300,21 @@ def served(mosquitto: Mosquitto, tmp_path: Path) -> Any:
 
 @pytest.mark.integration
 def test_simulate_run_plays_a_scenario_against_a_running_service_and_reports(
-    served: str, mosquitto: Mosquitto, tmp_path: Path
+    served: Served, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     out = tmp_path / "report.json"
     started = time.monotonic()
     result = firewatch(
-        "simulate", "run", "sprinkler-opening", "--api", served, "--broker", mosquitto.url, "--json", str(out)
+        "simulate",
+        "run",
+        "sprinkler-opening",
+        "--api",
+        served.url,
+        "--broker",
+        mosquitto.url,
+        "--json",
+        str(out),
+        env={"FIREWATCH_API_TOKEN": served.token},  # as a script holds the key: not on the command line
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED sprinkler-opening" in result.stdout
@@ -308,16 +328,21 @@ def test_simulate_run_plays_a_scenario_against_a_running_service_and_reports(
 
 @pytest.mark.integration
 def test_simulate_run_exits_1_when_an_outcome_fails_and_2_when_it_cannot_start(
-    served: str, mosquitto: Mosquitto, tmp_path: Path
+    served: Served, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     failing = tmp_path / "quiet.yaml"
     failing.write_text(
         "name: quiet\ntime_scale: 30\nduration: 1m\nexpect:\n  - alarm: {category: fire}\n", encoding="utf-8"
     )
-    result = firewatch("simulate", "run", str(failing), "--api", served, "--broker", mosquitto.url)
+    token = ("--token", served.token)
+    result = firewatch(
+        "simulate", "run", str(failing), "--api", served.url, *token, "--broker", mosquitto.url
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED quiet" in result.stdout
-    bad = firewatch("simulate", "run", "no-such-scenario", "--api", served, "--broker", mosquitto.url)
+    bad = firewatch(
+        "simulate", "run", "no-such-scenario", "--api", served.url, *token, "--broker", mosquitto.url
+    )
     assert bad.returncode == 2
     assert "no shipped scenario" in bad.stderr
     unreachable = firewatch(
@@ -326,11 +351,28 @@ def test_simulate_run_exits_1_when_an_outcome_fails_and_2_when_it_cannot_start(
         "sprinkler-opening",
         "--api",
         f"http://127.0.0.1:{free_port()}",
+        *token,
         "--broker",
         mosquitto.url,
     )
     assert unreachable.returncode == 2
     assert "cannot reach the firewatch API" in unreachable.stderr
+
+
+@pytest.mark.integration
+def test_simulate_run_without_a_valid_token_exits_2_saying_how_to_get_one(
+    served: Served, mosquitto: Mosquitto
+) -> None:
+    run = ("simulate", "run", "sprinkler-opening", "--api", served.url, "--broker", mosquitto.url)
+    anonymous = firewatch(*run, env={"FIREWATCH_API_TOKEN": ""})
+    assert anonymous.returncode == 2, anonymous.stdout + anonymous.stderr
+    said = " ".join(anonymous.stderr.split())  # as printed, wrapped to the terminal
+    assert "(401)" in said
+    assert "pass --token" in said
+    assert "firewatch api-keys create simulator --role viewer" in said
+    unknown = firewatch(*run, "--token", "fw_no-such-key")
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "unknown, expired or revoked" in " ".join(unknown.stderr.split())
 
 
 def test_simulate_list_and_check_show_the_shipped_scenarios() -> None:

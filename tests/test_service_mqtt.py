@@ -21,7 +21,7 @@ from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
 from storage.models import RejectRow, TicketRow
-from tests.conftest import PROFILES, small_registry
+from tests.conftest import PROFILES, make_accounts, sign_in, small_registry
 from tests.mqtt_helpers import Publisher, reading
 
 pytestmark = pytest.mark.integration
@@ -70,8 +70,10 @@ async def service(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Service
 async def api(service: Service) -> AsyncIterator[httpx.AsyncClient]:
     ctx = service.app_context()
     ctx.start = ctx.stop = None  # the fixture owns the service's lifecycle
+    ctx.accounts = make_accounts(service.sessions)
+    admin = sign_in(ctx.accounts, "duty-admin", "admin")
     transport = httpx.ASGITransport(app=create_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://firewatch", headers=admin) as client:
         yield client
 
 
@@ -97,9 +99,7 @@ async def test_a_smoke_reading_over_mqtt_raises_a_fire_alarm_visible_in_the_api(
     assert alarm["state"] == "active_unacknowledged"
     assert alarm["value"] == 0.31
 
-    ack = await api.post(
-        f"/api/v1/alarms/{alarm['id']}/acknowledge", json={"actor": "值班员", "note": "现场确认"}
-    )
+    ack = await api.post(f"/api/v1/alarms/{alarm['id']}/acknowledge", json={"note": "现场确认"})
     assert ack.status_code == 200
     assert ack.json()["after"]["state"] == "active_acknowledged"
 
@@ -224,8 +224,8 @@ async def test_bad_api_input_gets_a_4xx_problem_not_a_500(api: httpx.AsyncClient
         ("GET", "/api/v1/alarms?limit=0", None),
         ("GET", "/api/v1/alarms/abc", None),
         ("GET", "/api/v1/alarms/999999", None),
-        ("POST", "/api/v1/alarms/1/acknowledge", {"note": "no actor"}),
-        ("POST", "/api/v1/alarms/999999/clear", {"actor": "op"}),
+        ("POST", "/api/v1/alarms/1/acknowledge", {"note": "who acts comes from the token", "actor": "x"}),
+        ("POST", "/api/v1/alarms/999999/clear", {}),
         ("GET", "/api/v1/devices/smk-1-1/history", None),
         ("GET", "/api/v1/devices/smk-1-1/history?channel=smoke&start=10&end=5", None),
         ("GET", "/api/v1/devices/nobody/history?channel=smoke", None),

@@ -123,6 +123,21 @@ class ActionFields:
     signed_by: str | None = None  # the name signed, when a person signs for someone else's record
 
 
+@dataclass(frozen=True)
+class TicketEdit:
+    """Corrections to a ticket's description; None leaves a field as it is. The hazard type is not
+    among them: with the device it keys the one open ticket per hazard (uq_tickets_open_key)."""
+
+    problem: str | None = None
+    measures: str | None = None
+    department: str | None = None
+    responsible: str | None = None
+    place: str | None = None
+
+    def changes(self) -> dict[str, str]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
 class TicketService:
     def __init__(
         self,
@@ -303,6 +318,31 @@ class TicketService:
             raise TicketInputError(f"the deadline {_fmt(deadline)} is not in the future")
         t.deadline = deadline
         t.overdue = False  # the overdue alarm clears on the next tick
+
+    def edit(self, ticket_id: int, actor: str, role: Role, edit: TicketEdit, note: str = "") -> TicketRow:
+        """Correct the description of a ticket that is not closed. The event records each field's
+        old and new value, so the ledger shows what the form said before."""
+        changes = edit.changes()
+        if not changes:
+            raise TicketInputError("nothing to change: give at least one field")
+        now = self.clock()
+
+        def work(s: Session) -> TicketRow:
+            t = self._locked(s, ticket_id)
+            permitted(TicketAction.EDIT, TicketStatus(t.status), role)
+            diffs = []
+            for name, value in changes.items():
+                old = getattr(t, name)
+                if old != value:
+                    diffs.append(f"{name}: {old or '—'} → {value}")
+                    setattr(t, name, value)
+            if not diffs:
+                raise TicketInputError("the ticket already says that: nothing changed")
+            text = "; ".join(diffs) + (f"（{note}）" if note else "")
+            self._log(s, t, TicketAction.EDIT, actor, role.value, text[:4000], t.status, now)
+            return t
+
+        return self.write(work)
 
     def comment(self, ticket_id: int, actor: str, role: Role, text: str) -> TicketCommentRow:
         now = self.clock()

@@ -52,6 +52,10 @@ RULES: dict[TicketAction, Rule] = {
     TicketAction.ATTACH: Rule(
         NOT_CLOSED, None, _roles(Role.OPERATOR, Role.MAINTENANCE, Role.SAFETY, Role.LEADER)
     ),
+    # Correcting what the form says (a wrong department, a clearer description) is the safety
+    # office's or the leader's call; the loop's own fields (assignee, deadline, sign-offs) change
+    # only through their steps.
+    TicketAction.EDIT: Rule(NOT_CLOSED, None, _roles(Role.SAFETY, Role.LEADER)),
 }
 
 # Roles that may open a ticket by hand (an inspection) or record a patrol round.

@@ -9,8 +9,10 @@ from sqlalchemy import case, select
 
 from alarms.model import Transition
 from alarms.service import AlarmNotFoundError, InvalidTransitionError
+from api.auth import READING, AlarmHandler
 from api.context import AppContext
 from api.deps import Ctx, DbSession, PageParams, RowId, page_of
+from api.problems import responses
 from api.schemas import (
     AcknowledgeIn,
     AlarmDetailOut,
@@ -28,10 +30,12 @@ from storage.models import AlarmEventRow, AlarmRow
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
+_ACTION_PROBLEMS = responses(401, 403, 404, 409)  # 409: the alarm's state does not allow it
+
 _rank = case({c.value: r for c, r in CATEGORY_RANK.items()}, value=AlarmRow.category, else_=9)
 
 
-@router.get("", operation_id="list_alarms")
+@router.get("", operation_id="list_alarms", dependencies=[READING], responses=responses(401, 403))
 def list_alarms(
     db: DbSession,
     page: PageParams,
@@ -40,6 +44,14 @@ def list_alarms(
     state: AlarmState | None = None,
     system: SystemType | None = None,
     device_id: str | None = None,
+    place: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=400,
+            description="a place path (site/building/floor/zone[/room]): alarms at it or under it",
+        ),
+    ] = None,
     gas: Annotated[
         bool | None, Query(description="true: only combustible-gas alarms; false: everything but gas")
     ] = None,
@@ -61,6 +73,9 @@ def list_alarms(
         q = q.where(AlarmRow.system == system.value)
     if device_id is not None:
         q = q.where(AlarmRow.device_id == device_id)
+    if place is not None:
+        path = place.strip("/")
+        q = q.where((AlarmRow.place == path) | AlarmRow.place.startswith(path + "/", autoescape=True))
     if gas is not None:
         is_gas = AlarmRow.system == SystemType.COMBUSTIBLE_GAS.value
         q = q.where(is_gas if gas else ~is_gas)
@@ -73,7 +88,9 @@ def list_alarms(
     return page_of(db, q.order_by(_rank, AlarmRow.last_ts.desc()), page, AlarmOut)
 
 
-@router.get("/false-alarms", operation_id="false_alarm_counts")
+@router.get(
+    "/false-alarms", operation_id="false_alarm_counts", dependencies=[READING], responses=responses(401, 403)
+)
 async def false_alarms(
     ctx: Ctx,
     site: Annotated[str | None, Query(max_length=64)] = None,
@@ -87,7 +104,9 @@ async def false_alarms(
     return [FalseAlarmsOut(device_id=d, false_alarms=f, alarms=n) for d, f, n in rows[:limit]]
 
 
-@router.get("/{alarm_id}", operation_id="get_alarm")
+@router.get(
+    "/{alarm_id}", operation_id="get_alarm", dependencies=[READING], responses=responses(401, 403, 404)
+)
 def get_alarm(alarm_id: RowId, db: DbSession) -> AlarmDetailOut:
     row = db.get(AlarmRow, alarm_id)
     if row is None:
@@ -126,38 +145,38 @@ async def _act(ctx: AppContext, action: Callable[[], Transition]) -> TransitionO
     return transition_out(t)
 
 
-@router.post("/{alarm_id}/acknowledge", operation_id="acknowledge_alarm")
-async def acknowledge(alarm_id: RowId, body: AcknowledgeIn, ctx: Ctx) -> TransitionOut:
+@router.post("/{alarm_id}/acknowledge", operation_id="acknowledge_alarm", responses=_ACTION_PROBLEMS)
+async def acknowledge(alarm_id: RowId, body: AcknowledgeIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
     """Record who saw it, when, and a note; `false_alarm` counts against the device. Stops escalation."""
     return await _act(
         ctx,
         lambda: ctx.alarms.acknowledge(
-            alarm_id, actor=body.actor, note=body.note, false_alarm=body.false_alarm
+            alarm_id, actor=who.name, note=body.note, false_alarm=body.false_alarm
         ),
     )
 
 
-@router.post("/{alarm_id}/clear", operation_id="clear_alarm")
-async def clear(alarm_id: RowId, body: ClearIn, ctx: Ctx) -> TransitionOut:
+@router.post("/{alarm_id}/clear", operation_id="clear_alarm", responses=_ACTION_PROBLEMS)
+async def clear(alarm_id: RowId, body: ClearIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
     """Clear an active alarm by hand (e.g. after a reset on site); the detector re-raises it if the
     condition persists."""
-    return await _act(ctx, lambda: ctx.alarms.clear(alarm_id, actor=body.actor, note=body.note))
+    return await _act(ctx, lambda: ctx.alarms.clear(alarm_id, actor=who.name, note=body.note))
 
 
-@router.post("/{alarm_id}/close", operation_id="close_alarm")
-async def close(alarm_id: RowId, body: CloseIn, ctx: Ctx) -> TransitionOut:
+@router.post("/{alarm_id}/close", operation_id="close_alarm", responses=_ACTION_PROBLEMS)
+async def close(alarm_id: RowId, body: CloseIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
     """Close a cleared and acknowledged alarm now rather than after the quiet period."""
-    return await _act(ctx, lambda: ctx.alarms.close(alarm_id, actor=body.actor, note=body.note))
+    return await _act(ctx, lambda: ctx.alarms.close(alarm_id, actor=who.name, note=body.note))
 
 
-@router.post("/{alarm_id}/shelve", operation_id="shelve_alarm")
-async def shelve(alarm_id: RowId, body: ShelveIn, ctx: Ctx) -> TransitionOut:
+@router.post("/{alarm_id}/shelve", operation_id="shelve_alarm", responses=_ACTION_PROBLEMS)
+async def shelve(alarm_id: RowId, body: ShelveIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
     """Hold the alarm's notifications until a time (at most the policy's limit). A fire alarm cannot
     be shelved (409)."""
     until = body.until if body.until is not None else ctx.alarms.clock() + (body.duration_s or 0.0)
-    return await _act(ctx, lambda: ctx.alarms.shelve(alarm_id, actor=body.actor, until=until, note=body.note))
+    return await _act(ctx, lambda: ctx.alarms.shelve(alarm_id, actor=who.name, until=until, note=body.note))
 
 
-@router.post("/{alarm_id}/unshelve", operation_id="unshelve_alarm")
-async def unshelve(alarm_id: RowId, body: ClearIn, ctx: Ctx) -> TransitionOut:
-    return await _act(ctx, lambda: ctx.alarms.unshelve(alarm_id, actor=body.actor, note=body.note))
+@router.post("/{alarm_id}/unshelve", operation_id="unshelve_alarm", responses=_ACTION_PROBLEMS)
+async def unshelve(alarm_id: RowId, body: ClearIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
+    return await _act(ctx, lambda: ctx.alarms.unshelve(alarm_id, actor=who.name, note=body.note))

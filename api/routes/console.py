@@ -1,10 +1,12 @@
 """The operator console for the fire control room: one page served by the API (docs/console.md).
 
 Plain HTML, CSS and JavaScript from `api/static/`, no build step and nothing loaded from another
-origin. The page talks to the public `/api/v1` resources, plus two small lookups here:
-`/console/profiles.json` (each device profile's channels, for the history chart's channel selector)
-and `/console/ticket-actions.json` (which buttons a role gets on a ticket). None of these routes are
-part of the API: they stay out of the OpenAPI schema.
+origin. The page talks to the public `/api/v1` resources (signed in: api/auth.py), plus three small
+lookups here: `/console/profiles.json` (each device profile's channels, for the history chart's
+channel selector), `/console/ticket-actions.json` (which buttons a role gets on a ticket) and
+`/console/roles.json` (which roles may handle alarms, so the board offers its buttons only to them).
+None of these routes are part of the API: they stay out of the OpenAPI schema, and they say nothing
+that needs a sign-in (the API still checks every call).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import ALARM_HANDLING, TICKET_WORK
 from core.domain import Role, TicketStatus
 from device_profiles.loader import load_profiles
 from tickets.workflow import allowed_actions
@@ -73,6 +76,21 @@ def ticket_actions(status: TicketStatus, role: Role) -> JSONResponse:
     """The people's actions this role may take on a ticket in this status now, from the workflow
     table itself (tickets/workflow.py): the ticket view's buttons, never a copy of the rules."""
     return JSONResponse([a.value for a in allowed_actions(status, role)], headers=_NO_CACHE)
+
+
+@router.get("/console/roles.json")
+def role_sets() -> JSONResponse:
+    """The role sets the API's alarm and ticket endpoints declare (api/auth.py): the board shows
+    acknowledge, clear and shelve only to a user holding one of `alarm_handling` (an admin holds
+    them all). The order of `roles` is the order the page lists a user's roles in."""
+    return JSONResponse(
+        {
+            "roles": [r.value for r in Role],
+            "alarm_handling": [r.value for r in ALARM_HANDLING],
+            "ticket_work": [r.value for r in TICKET_WORK],
+        },
+        headers=_NO_CACHE,
+    )
 
 
 def mount(app: FastAPI) -> None:

@@ -6,10 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
+from api.auth import READING
 from api.deps import Ctx, DbSession
+from api.problems import responses
 from tickets.kpi import DEFAULT_TOP, KpiReport, compute_kpis
 
-router = APIRouter(prefix="/kpis", tags=["kpis"])
+router = APIRouter(prefix="/kpis", tags=["kpis"], dependencies=[READING], responses=responses(401, 403))
 
 
 @router.get("", operation_id="ticket_kpis")

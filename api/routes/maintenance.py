@@ -9,7 +9,9 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import or_, select
 
 from alarms.service import InvalidTransitionError, MaintenanceNotFoundError
+from api.auth import READING, MaintenanceDeclarer
 from api.deps import Ctx, DbSession, PageParams, RowId, page_of
+from api.problems import responses
 from api.routes.alarms import transition_out
 from api.schemas import MaintenanceEndIn, MaintenanceIn, MaintenanceOut, Page, TransitionOut
 from storage.models import MaintenanceRow
@@ -17,8 +19,8 @@ from storage.models import MaintenanceRow
 router = APIRouter(prefix="/maintenance", tags=["maintenance"])
 
 
-@router.post("", operation_id="begin_maintenance", status_code=201)
-async def begin(body: MaintenanceIn, ctx: Ctx) -> MaintenanceOut:
+@router.post("", operation_id="begin_maintenance", status_code=201, responses=responses(401, 403, 422))
+async def begin(body: MaintenanceIn, who: MaintenanceDeclarer, ctx: Ctx) -> MaintenanceOut:
     """Alarms raised on covered devices during the window are recorded but not pushed. A fire alarm
     is never suppressed: it is pushed, marked 【维护期间】."""
     try:
@@ -31,7 +33,7 @@ async def begin(body: MaintenanceIn, ctx: Ctx) -> MaintenanceOut:
                 end=body.end,
                 ticket_id=body.ticket_id,
                 reason=body.reason,
-                actor=body.actor,
+                actor=who.name,
             )
         )
     except InvalidTransitionError as exc:
@@ -39,7 +41,7 @@ async def begin(body: MaintenanceIn, ctx: Ctx) -> MaintenanceOut:
     return MaintenanceOut.model_validate(row)
 
 
-@router.get("", operation_id="list_maintenance")
+@router.get("", operation_id="list_maintenance", dependencies=[READING], responses=responses(401, 403))
 def list_maintenance(
     db: DbSession,
     ctx: Ctx,
@@ -61,7 +63,12 @@ def list_maintenance(
     return page_of(db, q.order_by(MaintenanceRow.id.desc()), page, MaintenanceOut)
 
 
-@router.get("/{maintenance_id}", operation_id="get_maintenance")
+@router.get(
+    "/{maintenance_id}",
+    operation_id="get_maintenance",
+    dependencies=[READING],
+    responses=responses(401, 403, 404),
+)
 def get_maintenance(maintenance_id: RowId, db: DbSession) -> MaintenanceOut:
     row = db.get(MaintenanceRow, maintenance_id)
     if row is None:
@@ -69,12 +76,14 @@ def get_maintenance(maintenance_id: RowId, db: DbSession) -> MaintenanceOut:
     return MaintenanceOut.model_validate(row)
 
 
-@router.post("/{maintenance_id}/end", operation_id="end_maintenance")
-async def end(maintenance_id: RowId, body: MaintenanceEndIn, ctx: Ctx) -> list[TransitionOut]:
+@router.post("/{maintenance_id}/end", operation_id="end_maintenance", responses=responses(401, 403, 404, 409))
+async def end(
+    maintenance_id: RowId, body: MaintenanceEndIn, who: MaintenanceDeclarer, ctx: Ctx
+) -> list[TransitionOut]:
     """End a window now. Alarms it held that nobody acknowledged are notified (`released`)."""
     try:
         transitions = await asyncio.to_thread(
-            ctx.alarms.end_maintenance, maintenance_id, actor=body.actor, note=body.note
+            ctx.alarms.end_maintenance, maintenance_id, actor=who.name, note=body.note
         )
     except MaintenanceNotFoundError as exc:
         raise HTTPException(404, str(exc)) from None

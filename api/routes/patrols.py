@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from api.auth import READING, TicketWorker
 from api.deps import Ctx, DbSession, PageParams, page_of
-from api.routes.tickets import run_ticket_work, ticket_service
+from api.problems import responses
+from api.routes.tickets import acting_role, run_ticket_work, ticket_service
 from api.schemas import Page
 from api.ticket_schemas import (
     PatrolResultOut,
@@ -22,11 +24,17 @@ from api.ticket_schemas import (
 )
 from storage.models import PatrolRoundRow, PlanRunRow, TicketRow
 from tickets.service import HazardReport, PatrolVisit
+from tickets.workflow import REPORTERS
 
 router = APIRouter(tags=["patrols"])
 
 
-@router.get("/patrols/routes", operation_id="list_patrol_routes")
+@router.get(
+    "/patrols/routes",
+    operation_id="list_patrol_routes",
+    dependencies=[READING],
+    responses=responses(401, 403, 503),
+)
 def list_routes(ctx: Ctx, db: DbSession) -> list[PatrolRouteOut]:
     """The configured routes (tickets.patrols) with when each was last walked and is next due."""
     runs = {r.plan: r for r in db.scalars(select(PlanRunRow).where(PlanRunRow.plan.like("patrol:%")))}
@@ -48,8 +56,13 @@ def list_routes(ctx: Ctx, db: DbSession) -> list[PatrolRouteOut]:
     return out
 
 
-@router.post("/patrols/rounds", operation_id="record_patrol_round", status_code=201)
-async def record_round(body: PatrolRoundIn, ctx: Ctx) -> PatrolResultOut:
+@router.post(
+    "/patrols/rounds",
+    operation_id="record_patrol_round",
+    status_code=201,
+    responses=responses(401, 403, 404, 422, 503),
+)
+async def record_round(body: PatrolRoundIn, who: TicketWorker, ctx: Ctx) -> PatrolResultOut:
     """Record a round: checkpoints visited (with the time of each), and the problems found, each of
     which opens a ticket. Checkpoints of the route not visited open one `patrol.incomplete` ticket."""
     visits = [
@@ -77,10 +90,11 @@ async def record_round(body: PatrolRoundIn, ctx: Ctx) -> PatrolResultOut:
         )
         for v in body.visits
     ]
+    role = acting_role(who, body.role, REPORTERS)
     result = await run_ticket_work(
         ctx,
         lambda s: s.record_patrol(
-            body.route, body.inspectors, body.started_at, body.finished_at, visits, body.actor, body.role
+            body.route, body.inspectors, body.started_at, body.finished_at, visits, who.name, role
         ),
     )
 
@@ -99,7 +113,12 @@ async def record_round(body: PatrolRoundIn, ctx: Ctx) -> PatrolResultOut:
     return await asyncio.to_thread(load)
 
 
-@router.get("/patrols/rounds", operation_id="list_patrol_rounds")
+@router.get(
+    "/patrols/rounds",
+    operation_id="list_patrol_rounds",
+    dependencies=[READING],
+    responses=responses(401, 403),
+)
 def list_rounds(
     db: DbSession,
     page: PageParams,
@@ -117,7 +136,12 @@ def list_rounds(
     return page_of(db, q.order_by(PatrolRoundRow.finished_at.desc()), page, PatrolRoundOut)
 
 
-@router.get("/plans", operation_id="list_maintenance_plans")
+@router.get(
+    "/plans",
+    operation_id="list_maintenance_plans",
+    dependencies=[READING],
+    responses=responses(401, 403, 503),
+)
 def list_plans(ctx: Ctx, db: DbSession) -> list[PlanRunOut]:
     """Scheduled maintenance and tests (tickets.plans) per site: last done, next due, and the open
     ticket while one is due."""

@@ -5,12 +5,14 @@ import base64
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
+from api.auth import READING
 from api.deps import DbSession, PageParams
+from api.problems import responses
 from api.schemas import Page, RejectOut, RejectTotalsOut
 from core.domain import RejectReason
 from storage.models import RejectRow, RejectTotalRow
 
-router = APIRouter(prefix="/rejects", tags=["rejects"])
+router = APIRouter(prefix="/rejects", tags=["rejects"], dependencies=[READING], responses=responses(401, 403))
 
 
 @router.get("", operation_id="list_rejects")

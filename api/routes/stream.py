@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from alarms.model import Transition
+from api.auth import READ, StreamReader, authenticate_websocket
 from api.context import AppContext
 from api.deps import Ctx
 from api.live import (
@@ -32,7 +33,7 @@ from api.live import (
     follow,
     read_backlog,
 )
-from api.problems import invalid_request, problem
+from api.problems import invalid_request, problem, responses, title_for
 from core.domain import AlarmCategory
 from core.registry import ID_RE
 
@@ -60,6 +61,12 @@ class StreamQuery(BaseModel):
     )
     site: list[SiteId] = Field(default_factory=list, max_length=100, description="only these sites")
     category: list[AlarmCategory] = Field(default_factory=list, description="only these categories")
+    access_token: str | None = Field(
+        None,
+        max_length=200,
+        description="the bearer token, for clients that cannot set the Authorization header (a "
+        "browser's EventSource and WebSocket); redacted from the access log",
+    )
 
     def filter(self) -> StreamFilter:
         return StreamFilter(frozenset(self.site), frozenset(self.category))
@@ -145,12 +152,12 @@ async def _sse(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> Async
             "with the reason when the server ends the stream",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        422: {"description": "a bad filter or resume id"},
-        503: {"description": "live streams are not enabled"},
+        **responses(401, 403, 422, 503),
     },
 )
 async def stream_alarms_sse(
     ctx: Ctx,
+    _who: StreamReader,
     query: Annotated[StreamQuery, Query()],
     last_event_id: Annotated[
         int | None,
@@ -209,6 +216,13 @@ async def stream_alarms_ws(websocket: WebSocket) -> None:
     except ValidationError as exc:
         errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]
         await _deny(websocket, invalid_request(errors), "invalid query")
+        return
+    try:
+        authenticate_websocket(websocket, [r.value for r in READ])
+    except HTTPException as exc:
+        await _deny(
+            websocket, problem(exc.status_code, title_for(exc.status_code), str(exc.detail)), str(exc.detail)
+        )
         return
     if ctx.live is None:
         disabled = problem(503, "Service unavailable", "live streams are not enabled in this process")

@@ -10,12 +10,14 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import func, select
 
+from api.auth import READING
 from api.deps import Ctx, DbSession, RowId
+from api.problems import responses
 from core.domain import TicketStatus
 from storage.models import TicketAlarmRow, TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
 from tickets.export import EvidenceMeta, FontUnavailableError, Lang, render_ledger_xlsx, render_ticket_pdf
 
-router = APIRouter(prefix="/tickets", tags=["tickets"])
+router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[READING], responses=responses(401, 403))
 
 # One spreadsheet holds this many tickets at most; a wider export is refused with how to narrow it,
 # rather than cut short without anyone noticing missing rows in a ledger.

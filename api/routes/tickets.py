@@ -11,8 +11,11 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from accounts.model import Principal
+from api.auth import READING, TicketWorker
 from api.context import AppContext
 from api.deps import Ctx, DbSession, PageParams, RowId, page_of
+from api.problems import responses
 from api.schemas import Page
 from api.ticket_schemas import (
     CommentIn,
@@ -21,24 +24,45 @@ from api.ticket_schemas import (
     HazardIn,
     TicketChangeOut,
     TicketDetailOut,
+    TicketEditIn,
     TicketEventOut,
     TicketOut,
     TransitionIn,
 )
 from core.domain import AlarmCategory, Role, TicketAction, TicketSource, TicketStatus
 from storage.models import TicketAlarmRow, TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
-from tickets.service import ActionFields, HazardReport, TicketInputError, TicketNotFoundError, TicketService
-from tickets.workflow import RoleNotPermittedError, WrongStatusError
+from tickets.service import (
+    ActionFields,
+    HazardReport,
+    TicketEdit,
+    TicketInputError,
+    TicketNotFoundError,
+    TicketService,
+)
+from tickets.workflow import REPORTERS, RULES, RoleNotPermittedError, WrongStatusError
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 R = TypeVar("R")
 Time = Annotated[float | None, Query(ge=0, le=1e11)]
+_WORK_PROBLEMS = responses(401, 403, 404, 409, 422, 503)  # 403: the role may not; 409: not in this status
 
 
 def ticket_service(ctx: AppContext) -> TicketService:
     if ctx.tickets is None:
         raise HTTPException(503, "the ticket service is not running")
     return ctx.tickets
+
+
+def acting_role(who: Principal, asked: Role | None, allowed: frozenset[Role]) -> Role:
+    """The role a caller acts in: the one asked for, if held (an admin holds every role), else the
+    first of theirs the action allows; failing both, their first role (the workflow then says why
+    it may not)."""
+    if asked is not None:
+        if asked not in who.roles and Role.ADMIN not in who.roles:
+            raise HTTPException(403, f"{who.name} does not hold the role {asked.value!r}")
+        return asked
+    held = sorted(who.roles, key=list(Role).index)
+    return next((r for r in held if r in allowed), held[0])
 
 
 async def run_ticket_work(ctx: AppContext, work: Callable[[TicketService], R]) -> R:
@@ -56,7 +80,7 @@ async def run_ticket_work(ctx: AppContext, work: Callable[[TicketService], R]) -
         raise HTTPException(422, str(exc)) from None
 
 
-@router.get("", operation_id="list_tickets")
+@router.get("", operation_id="list_tickets", dependencies=[READING], responses=responses(401, 403))
 def list_tickets(
     db: DbSession,
     page: PageParams,
@@ -98,8 +122,8 @@ def list_tickets(
     return page_of(db, q.order_by(TicketRow.id.desc()), page, TicketOut)
 
 
-@router.post("", operation_id="report_hazard", status_code=201)
-async def report_hazard(body: HazardIn, ctx: Ctx) -> TicketChangeOut:
+@router.post("", operation_id="report_hazard", status_code=201, responses=responses(401, 403, 404, 422, 503))
+async def report_hazard(body: HazardIn, who: TicketWorker, ctx: Ctx) -> TicketChangeOut:
     """Open a ticket for a hazard found by an inspection. If the device already has an open ticket
     of this hazard type, the finding is added to it (`action: recurred`) instead."""
     if not body.site and body.device_id is None:
@@ -119,7 +143,8 @@ async def report_hazard(body: HazardIn, ctx: Ctx) -> TicketChangeOut:
         device_id=body.device_id,
         deadline=body.deadline,
     )
-    change = await run_ticket_work(ctx, lambda s: s.report(report, body.actor, body.role))
+    role = acting_role(who, body.role, REPORTERS)
+    change = await run_ticket_work(ctx, lambda s: s.report(report, who.name, role))
     ticket = await asyncio.to_thread(_ticket, ctx, change.ticket_id)
     return TicketChangeOut(ticket=ticket, action=change.action)
 
@@ -132,7 +157,9 @@ def _ticket(ctx: AppContext, ticket_id: int) -> TicketOut:
         return TicketOut.model_validate(row)
 
 
-@router.get("/{ticket_id}", operation_id="get_ticket")
+@router.get(
+    "/{ticket_id}", operation_id="get_ticket", dependencies=[READING], responses=responses(401, 403, 404)
+)
 def get_ticket(ticket_id: RowId, db: DbSession) -> TicketDetailOut:
     row = db.get(TicketRow, ticket_id)
     if row is None:
@@ -151,8 +178,8 @@ def get_ticket(ticket_id: RowId, db: DbSession) -> TicketDetailOut:
     )
 
 
-@router.post("/{ticket_id}/transitions", operation_id="transition_ticket")
-async def transition(ticket_id: RowId, body: TransitionIn, ctx: Ctx) -> TicketOut:
+@router.post("/{ticket_id}/transitions", operation_id="transition_ticket", responses=_WORK_PROBLEMS)
+async def transition(ticket_id: RowId, body: TransitionIn, who: TicketWorker, ctx: Ctx) -> TicketOut:
     """One step of the loop: open → assigned → rectifying → rectified → verified → closed; a
     failed re-inspection (`reject`) goes back to rectifying; `extend` moves the deadline. 403 when
     the role may not take the step, 409 when the ticket's status does not allow it."""
@@ -161,32 +188,57 @@ async def transition(ticket_id: RowId, body: TransitionIn, ctx: Ctx) -> TicketOu
         responsible=body.responsible,
         deadline=body.deadline,
         feedback=body.feedback,
-        signed_by=body.signed_by,
+        signed_by=body.signed_by or who.signature,
     )
     action = TicketAction(body.action)
-    row = await run_ticket_work(
-        ctx, lambda s: s.act(ticket_id, action, body.actor, body.role, body.note, fields)
-    )
+    role = acting_role(who, body.role, RULES[action].roles)
+    row = await run_ticket_work(ctx, lambda s: s.act(ticket_id, action, who.name, role, body.note, fields))
     return TicketOut.model_validate(row)
 
 
-@router.post("/{ticket_id}/comments", operation_id="comment_ticket", status_code=201)
-async def comment(ticket_id: RowId, body: CommentIn, ctx: Ctx) -> CommentOut:
-    row = await run_ticket_work(ctx, lambda s: s.comment(ticket_id, body.actor, body.role, body.text))
+@router.patch("/{ticket_id}", operation_id="update_ticket", responses=_WORK_PROBLEMS)
+async def update_ticket(ticket_id: RowId, body: TicketEditIn, who: TicketWorker, ctx: Ctx) -> TicketOut:
+    """Correct the form's description: problem, measures, department, responsible person, place.
+    The loop's own fields change only through its steps, and a ticket is never deleted: it is a
+    record (台账). 403 for roles other than safety and leader, 409 once closed."""
+    edit = TicketEdit(
+        problem=body.problem,
+        measures=body.measures,
+        department=body.department,
+        responsible=body.responsible,
+        place=body.place,
+    )
+    role = acting_role(who, body.role, RULES[TicketAction.EDIT].roles)
+    row = await run_ticket_work(ctx, lambda s: s.edit(ticket_id, who.name, role, edit, body.note))
+    return TicketOut.model_validate(row)
+
+
+@router.post(
+    "/{ticket_id}/comments", operation_id="comment_ticket", status_code=201, responses=_WORK_PROBLEMS
+)
+async def comment(ticket_id: RowId, body: CommentIn, who: TicketWorker, ctx: Ctx) -> CommentOut:
+    role = acting_role(who, body.role, RULES[TicketAction.COMMENT].roles)
+    row = await run_ticket_work(ctx, lambda s: s.comment(ticket_id, who.name, role, body.text))
     return CommentOut.model_validate(row)
 
 
-@router.post("/{ticket_id}/evidence", operation_id="attach_evidence", status_code=201)
+@router.post(
+    "/{ticket_id}/evidence",
+    operation_id="attach_evidence",
+    status_code=201,
+    responses=responses(401, 403, 404, 409, 413, 422, 503),
+)
 async def attach(
     ticket_id: RowId,
     ctx: Ctx,
+    who: TicketWorker,
     file: Annotated[UploadFile, File(description="a photo or document (size-limited by site policy)")],
-    actor: Annotated[str, Form(min_length=1, max_length=100)],
-    role: Annotated[Role, Form()],
+    role: Annotated[Role | None, Form(description="the role to act in, when you hold several")] = None,
     note: Annotated[str, Form(max_length=2000)] = "",
 ) -> EvidenceOut:
     """Attach evidence (a photo of the rectified hazard, a test report). Larger than
     `tickets.evidence_max_bytes` is refused with 413 before it is stored."""
+    acting = acting_role(who, role, RULES[TicketAction.ATTACH].roles)
     limit = ticket_service(ctx).policy.evidence_max_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
@@ -194,7 +246,7 @@ async def attach(
     filename = (file.filename or "evidence")[-200:]
     content_type = (file.content_type or "application/octet-stream")[:100]
     row = await run_ticket_work(
-        ctx, lambda s: s.attach(ticket_id, actor, role, filename, content_type, data, note)
+        ctx, lambda s: s.attach(ticket_id, who.name, acting, filename, content_type, data, note)
     )
     return EvidenceOut.model_validate(row)
 
@@ -203,7 +255,11 @@ async def attach(
     "/{ticket_id}/evidence/{evidence_id}",
     operation_id="get_evidence",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file as uploaded"}},
+    dependencies=[READING],
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the file as uploaded"},
+        **responses(401, 403, 404),
+    },
 )
 def get_evidence(ticket_id: RowId, evidence_id: RowId, db: DbSession) -> Response:
     row = db.get(TicketEvidenceRow, evidence_id)

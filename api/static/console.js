@@ -13,7 +13,11 @@
 const I18N = {
   zh: {
     "app.title": "消防控制室", "nav.board": "报警", "nav.places": "位置", "nav.tickets": "整改单",
-    operator: "值班员", wall: "大屏", dismiss: "关闭", back: "返回", cancel: "取消", submit: "提交",
+    wall: "大屏", dismiss: "关闭", back: "返回", cancel: "取消", submit: "提交", signout: "退出登录",
+    "login.title": "登录", "login.hint": "请使用您的账号登录消防控制室", "login.username": "用户名",
+    "login.password": "密码", "login.submit": "登录", "login.need": "请填写用户名和密码",
+    "login.e401": "用户名或密码错误", "login.e403": "此账号不允许登录", "login.e429": "登录失败次数过多，请稍后再试",
+    "login.expired": "登录已失效，请重新登录", "login.signed_out": "已退出登录",
     "lang.other": "English", "sound.on": "声音：开", "sound.off": "声音：关",
     "conn.open": "实时", "conn.connecting": "连接中…", "conn.closed": "已断开，重连中…",
     "board.title": "火灾报警", "board.empty": "系统正常，无报警", "board.fire_strip": "火警",
@@ -25,9 +29,14 @@ const I18N = {
     "state.closed": "已关闭",
     "alarm.time": "时间", "alarm.category": "类别", "alarm.type": "报警类型", "alarm.value": "数值",
     "alarm.state": "状态", "alarm.acked": "确认", "alarm.device": "设备", "alarm.first": "首次",
-    "alarm.times": "次", "alarm.dept": "科室",
+    "alarm.times": "次", "alarm.dept": "科室", "alarm.actions": "操作",
     "ack.button": "确认", "ack.title": "确认报警", "ack.note": "备注", "ack.false_alarm": "误报",
-    "ack.submit": "确认", "ack.by": "{who} 于 {when} 确认", "ack.need_actor": "请填写值班员姓名",
+    "ack.submit": "确认", "ack.by": "{who} 于 {when} 确认", "ack.as": "确认人：{who}",
+    "ack.false_marked": "（误报）",
+    "clear.button": "清除", "clear.title": "清除报警", "unshelve.button": "取消搁置", "unshelve.title": "取消搁置",
+    "shelve.button": "搁置", "shelve.title": "搁置报警", "shelve.duration": "搁置时长", "shelve.reason": "搁置原因（必填）",
+    "shelve.15m": "15 分钟", "shelve.1h": "1 小时", "shelve.4h": "4 小时", "shelve.8h": "8 小时", "shelve.24h": "24 小时",
+    "shelve.need_note": "请填写搁置原因", "shelve.until": "已搁置至 {when}（{who}：{note}）",
     "device.button": "设备", "device.id": "设备编号", "device.name": "名称", "device.kind": "类型",
     "device.place": "位置", "device.state": "状态", "device.profile": "型号", "device.system": "系统",
     "device.department": "科室", "device.responsible": "责任人", "device.installed": "安装日期",
@@ -48,12 +57,16 @@ const I18N = {
     "ticket.leader_signed_by": "分管领导签字", "ticket.ready": "遥测已恢复正常，可复检",
     "ticket.yes": "是", "ticket.no_actions": "当前角色在此状态下无可用操作",
     "ticket.need": "请填写：{what}",
+    "comments.title": "备注", "comments.empty": "暂无备注", "comments.add": "添加备注", "comments.submit": "发表备注",
+    "comments.need": "请填写备注内容",
+    "evidence.title": "附件（整改证据）", "evidence.file": "文件", "evidence.size": "大小", "evidence.by": "上传人",
+    "evidence.empty": "暂无附件", "evidence.choose": "选择文件", "evidence.upload": "上传附件", "evidence.need": "请选择文件",
     "status.open": "待派单", "status.assigned": "已派单", "status.rectifying": "整改中",
     "status.rectified": "已整改", "status.verified": "已复检", "status.closed": "已关闭",
     "action.assign": "派单", "action.start": "开始整改", "action.rectify": "整改完成",
     "action.verify": "复检通过", "action.reject": "复检不通过", "action.close": "关闭整改单",
     "action.extend": "延期", "action.opened": "创建", "action.recurred": "再次发生",
-    "action.comment": "备注", "action.attach": "附件", "action.overdue": "超期", "action.ready": "可复检",
+    "action.comment": "备注", "action.attach": "附件", "action.edit": "修改", "action.overdue": "超期", "action.ready": "可复检",
     role: "角色", "role.viewer": "查看", "role.operator": "值班员", "role.maintenance": "维保人员",
     "role.safety": "保卫科", "role.leader": "分管领导", "role.admin": "管理员",
     "source.alarm": "报警", "source.patrol": "巡查", "source.inspection": "检查",
@@ -62,7 +75,12 @@ const I18N = {
   },
   en: {
     "app.title": "Fire control room", "nav.board": "Alarms", "nav.places": "Places", "nav.tickets": "Tickets",
-    operator: "Operator", wall: "Wall", dismiss: "Dismiss", back: "Back", cancel: "Cancel", submit: "Submit",
+    wall: "Wall", dismiss: "Dismiss", back: "Back", cancel: "Cancel", submit: "Submit", signout: "Sign out",
+    "login.title": "Sign in", "login.hint": "Sign in to the fire control room with your account", "login.username": "User name",
+    "login.password": "Password", "login.submit": "Sign in", "login.need": "Enter your user name and password",
+    "login.e401": "Wrong user name or password", "login.e403": "This account may not sign in",
+    "login.e429": "Too many failed sign-ins: wait, then try again",
+    "login.expired": "Your session has ended: sign in again", "login.signed_out": "Signed out",
     "lang.other": "中文", "sound.on": "Sound: on", "sound.off": "Sound: off",
     "conn.open": "Live", "conn.connecting": "Connecting…", "conn.closed": "Disconnected, reconnecting…",
     "board.title": "Fire alarms", "board.empty": "All normal: no alarms", "board.fire_strip": "FIRE",
@@ -74,10 +92,14 @@ const I18N = {
     "state.closed": "Closed",
     "alarm.time": "Time", "alarm.category": "Category", "alarm.type": "Alarm type", "alarm.value": "Value",
     "alarm.state": "State", "alarm.acked": "Acknowledged", "alarm.device": "Device", "alarm.first": "First",
-    "alarm.times": "times", "alarm.dept": "Department",
+    "alarm.times": "times", "alarm.dept": "Department", "alarm.actions": "Actions",
     "ack.button": "Acknowledge", "ack.title": "Acknowledge alarm", "ack.note": "Note",
     "ack.false_alarm": "False alarm", "ack.submit": "Acknowledge", "ack.by": "Acknowledged by {who} at {when}",
-    "ack.need_actor": "Enter the operator's name",
+    "ack.as": "Acknowledging as {who}", "ack.false_marked": " (false alarm)",
+    "clear.button": "Clear", "clear.title": "Clear alarm", "unshelve.button": "Unshelve", "unshelve.title": "Unshelve alarm",
+    "shelve.button": "Shelve", "shelve.title": "Shelve alarm", "shelve.duration": "Shelve for", "shelve.reason": "Reason (required)",
+    "shelve.15m": "15 minutes", "shelve.1h": "1 hour", "shelve.4h": "4 hours", "shelve.8h": "8 hours", "shelve.24h": "24 hours",
+    "shelve.need_note": "Give the reason for shelving", "shelve.until": "Shelved until {when} ({who}: {note})",
     "device.button": "Device", "device.id": "Device", "device.name": "Name", "device.kind": "Kind",
     "device.place": "Place", "device.state": "State", "device.profile": "Profile", "device.system": "System",
     "device.department": "Department", "device.responsible": "Responsible", "device.installed": "Installed",
@@ -98,12 +120,16 @@ const I18N = {
     "ticket.leader_signed_by": "Leader signed", "ticket.ready": "Telemetry normal again: ready for re-inspection",
     "ticket.yes": "yes", "ticket.no_actions": "Nothing this role can do in this status",
     "ticket.need": "Required: {what}",
+    "comments.title": "Comments", "comments.empty": "No comments", "comments.add": "Add a comment", "comments.submit": "Post comment",
+    "comments.need": "Write the comment first",
+    "evidence.title": "Evidence", "evidence.file": "File", "evidence.size": "Size", "evidence.by": "Uploaded by",
+    "evidence.empty": "No evidence", "evidence.choose": "Choose a file", "evidence.upload": "Upload", "evidence.need": "Choose a file first",
     "status.open": "Open", "status.assigned": "Assigned", "status.rectifying": "Rectifying",
     "status.rectified": "Rectified", "status.verified": "Verified", "status.closed": "Closed",
     "action.assign": "Assign", "action.start": "Start work", "action.rectify": "Rectified",
     "action.verify": "Verify", "action.reject": "Reject", "action.close": "Close ticket",
     "action.extend": "Extend", "action.opened": "Opened", "action.recurred": "Recurred",
-    "action.comment": "Comment", "action.attach": "Evidence", "action.overdue": "Overdue", "action.ready": "Ready",
+    "action.comment": "Comment", "action.attach": "Evidence", "action.edit": "Edited", "action.overdue": "Overdue", "action.ready": "Ready",
     role: "Role", "role.viewer": "Viewer", "role.operator": "Operator", "role.maintenance": "Maintenance",
     "role.safety": "Safety office", "role.leader": "Leader", "role.admin": "Admin",
     "source.alarm": "Alarm", "source.patrol": "Patrol", "source.inspection": "Inspection",
@@ -120,6 +146,7 @@ const FALLBACK_POLL_MS = 60000; // the WebSocket drives the board; this only hea
 const store = {
   get(key, fallback) { try { return localStorage.getItem(key) ?? fallback; } catch { return fallback; } },
   set(key, value) { try { localStorage.setItem(key, value); } catch { /* private mode: not kept */ } },
+  remove(key) { try { localStorage.removeItem(key); } catch { /* nothing kept */ } },
 };
 
 let lang = store.get("fw.lang", "zh") === "en" ? "en" : "zh";
@@ -152,7 +179,11 @@ const clear = (node) => { node.replaceChildren(); return node; };
 
 // --- API access -----------------------------------------------------------------------------------
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status = 0, detail = "") { super(message); this.status = status; this.detail = detail; }
+}
+/** The session ended (401): the sign-in screen is already showing, nothing more to report. */
+class SignedOut extends ApiError {}
 
 function authHeaders() {
   const token = store.get("fw.token", "");
@@ -171,24 +202,44 @@ function problemText(body, fallback) {
   return fallback;
 }
 
-/** JSON from the service, or an ApiError with a message a person can read. */
-async function api(path, { method = "GET", body, params } = {}) {
-  const url = new URL(path, location.origin);
-  for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
-  const headers = { Accept: "application/json", ...authHeaders() };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  let resp;
-  try {
-    resp = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  } catch (err) {
-    throw new ApiError(t("error.network", { detail: err.message || err }));
-  }
+/** A response that is not ok as an ApiError; a 401 also ends the session (the sign-in screen). */
+async function failure(resp, path, { signIn = false, token = "" } = {}) {
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-  if (!resp.ok) {
-    throw new ApiError(t("error.http", { status: resp.status, detail: problemText(data, text.slice(0, 200) || resp.statusText) }));
+  const detail = problemText(data, text.slice(0, 200) || resp.statusText);
+  if (resp.status === 401 && !signIn) {
+    if (token === store.get("fw.token", "")) sessionEnded(detail);
+    return new SignedOut(t("login.expired"), 401, detail);
   }
+  return new ApiError(t("error.http", { status: resp.status, detail }), resp.status, detail);
+}
+
+/** The raw response of a signed-in request (a Bearer header when there is a token). */
+async function request(path, { method = "GET", body, params, signIn = false, accept = "application/json" } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  const token = store.get("fw.token", "");
+  const headers = { Accept: accept, ...(signIn ? {} : authHeaders()) };
+  let payload;
+  if (body instanceof FormData) payload = body; // the browser sets the multipart boundary
+  else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
+  let resp;
+  try {
+    resp = await fetch(url, { method, headers, body: payload });
+  } catch (err) {
+    throw new ApiError(t("error.network", { detail: err.message || err }));
+  }
+  if (!resp.ok) throw await failure(resp, path, { signIn, token });
+  return resp;
+}
+
+/** JSON from the service, or an ApiError with a message a person can read. */
+async function api(path, options = {}) {
+  const resp = await request(path, options);
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (data === null && text) throw new ApiError(t("error.format", { detail: `${path}: not JSON` }));
   return data;
 }
@@ -211,6 +262,7 @@ async function allPages(path, params) {
 }
 
 function showError(err) {
+  if (err instanceof SignedOut) return; // the sign-in screen says it
   console.error(err);
   $("error-text").textContent = err instanceof ApiError ? err.message : `${err && err.message ? err.message : err}`;
   $("error").hidden = false;
@@ -220,6 +272,116 @@ const hideError = () => { $("error").hidden = true; };
 /** Run an async render step; whatever fails is reported, the page goes on. */
 async function guarded(fn) {
   try { await fn(); } catch (err) { showError(err); }
+}
+
+// --- signing in -----------------------------------------------------------------------------------
+// The token lives in localStorage (fw.token) and goes out as `Authorization: Bearer`; the WebSocket,
+// which cannot carry headers, sends it as `access_token`. Any 401 ends the session here: the page
+// goes back to its sign-in screen. What the user may do follows their roles (GET /api/v1/auth/me)
+// and the role sets the API declares (/console/roles.json); the API checks every call anyway.
+
+const session = { me: null, started: false, roleSets: null };
+
+const whoName = () => (session.me ? session.me.display_name || session.me.name : "");
+const heldRoles = () => ROLES.filter((r) => session.me && Array.isArray(session.me.roles) && session.me.roles.includes(r));
+
+function mayHandleAlarms() {
+  const allowed = session.roleSets ? session.roleSets.alarm_handling : ["operator", "safety", "admin"];
+  return heldRoles().some((r) => r === "admin" || allowed.includes(r));
+}
+
+async function loadRoleSets() {
+  if (session.roleSets) return;
+  try {
+    const sets = await api("/console/roles.json");
+    if (sets && Array.isArray(sets.alarm_handling) && Array.isArray(sets.ticket_work)) session.roleSets = sets;
+  } catch (err) { if (err instanceof SignedOut) throw err; /* the built-in defaults above */ }
+}
+
+function setSignedIn(on) {
+  document.body.classList.toggle("signed-out", !on);
+  $("login").hidden = on;
+  for (const id of ["app", "tabs", "session", "conn"]) $(id).hidden = !on;
+}
+
+/** Back to the sign-in screen, with a reason. */
+function showSignIn(message = "") {
+  session.me = null;
+  setSignedIn(false);
+  hideError();
+  for (const d of document.querySelectorAll("dialog[open]")) d.close();
+  stopLive();
+  sound.update(false);
+  $("login-error").textContent = message;
+  $("login-password").value = "";
+  $("login-user").focus();
+}
+
+/** A 401: the token is unknown, expired or revoked. */
+function sessionEnded(detail) {
+  store.remove("fw.token");
+  if (!session.me && !$("login").hidden) return; // already there: keep what the user typed
+  showSignIn(detail ? `${t("login.expired")} (${detail})` : t("login.expired"));
+}
+
+function renderWho() {
+  if (!session.me) return;
+  $("who").textContent = `${whoName()} · ${heldRoles().map((r) => t(`role.${r}`)).join(lang === "zh" ? "、" : ", ")}`;
+  $("who").title = session.me.name;
+  $("who").dataset.user = session.me.name;
+}
+
+async function enterApp(me) {
+  if (!me || typeof me.name !== "string" || !Array.isArray(me.roles)) throw new ApiError(t("error.format", { detail: "auth/me" }));
+  session.me = me;
+  clear($("role"));
+  setSignedIn(true);
+  renderWho();
+  await loadRoleSets();
+  fillRoles();
+  if (!session.started) { session.started = true; startTimers(); }
+  startLive();
+  if (!location.hash) location.replace("#/board");
+  await onRoute();
+}
+
+async function submitLogin(ev) {
+  ev.preventDefault();
+  const username = $("login-user").value.trim();
+  const password = $("login-password").value;
+  if (!username || !password) { $("login-error").textContent = t("login.need"); return; }
+  $("login-submit").disabled = true;
+  $("login-error").textContent = "";
+  try {
+    const out = await api("/api/v1/auth/login", { method: "POST", body: { username, password }, signIn: true });
+    if (!out || typeof out.token !== "string" || !out.user) throw new ApiError(t("error.format", { detail: "login" }));
+    store.set("fw.token", out.token);
+    $("login-password").value = "";
+    await enterApp(out.user);
+  } catch (err) {
+    const key = { 401: "login.e401", 403: "login.e403", 429: "login.e429" }[err.status];
+    $("login-error").textContent = key ? `${t(key)} (${err.detail})` : err.message || String(err);
+  } finally {
+    $("login-submit").disabled = false;
+  }
+}
+
+async function signOut() {
+  try {
+    await request("/api/v1/auth/logout", { method: "POST" });
+  } catch { /* ended anyway: the token is forgotten here */ }
+  store.remove("fw.token");
+  showSignIn(t("login.signed_out"));
+}
+
+/** On load: the stored token's user, or the sign-in screen. */
+async function boot() {
+  if (!store.get("fw.token", "")) { showSignIn(); return; }
+  try {
+    await enterApp(await api("/api/v1/auth/me"));
+  } catch (err) {
+    if (!(err instanceof SignedOut)) showSignIn(err.message || String(err));
+  }
 }
 
 // --- the service's clock --------------------------------------------------------------------------
@@ -287,14 +449,28 @@ function countChips(node, alarms) {
   }
 }
 
+const isUnacked = (a) => a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
+
+/** The buttons a signed-in user may use on an alarm: none for a role that may not handle alarms.
+ * Shelving is never offered for a fire alarm (the API refuses it, 409, anyway). */
+function alarmButtons(a) {
+  if (!mayHandleAlarms() || a.state === "closed") return [];
+  const out = [];
+  const button = (role, text, onClick, cls = "minor") => el("button", { class: cls, text, dataset: { role }, on: { click: onClick } });
+  if (isUnacked(a)) out.push(button("ack", t("ack.button"), () => openAck(a), "primary"));
+  if (ACTIVE.has(a.state)) out.push(button("clear", t("clear.button"), () => openAlarmAction("clear", a)));
+  if (a.shelved_until) out.push(button("unshelve", t("unshelve.button"), () => openAlarmAction("unshelve", a)));
+  else if (a.category !== "fire") out.push(button("shelve", t("shelve.button"), () => openAlarmAction("shelve", a)));
+  return out;
+}
+
 function alarmCard(a) {
-  const unacked = a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
-  const cls = `card cat-${CATEGORIES.includes(a.category) ? a.category : "hazard"}${unacked ? " unacked" : ""}${ACTIVE.has(a.state) ? "" : " cleared"}`;
+  const unacked = isUnacked(a);
+  const cls = `card cat-${CATEGORIES.includes(a.category) ? a.category : "hazard"}${unacked ? " unacked" : ""}${ACTIVE.has(a.state) ? "" : " cleared"}${a.shelved_until ? " shelved" : ""}`;
   const side = el("div", { class: "side" },
     el("span", { class: "state", text: label("state", a.state), dataset: { role: "state" } }));
-  if (unacked) {
-    side.append(el("button", { class: "primary", text: t("ack.button"), dataset: { role: "ack" }, on: { click: () => openAck(a) } }));
-  }
+  const buttons = alarmButtons(a);
+  if (buttons.length) side.append(el("div", { class: "btns" }, ...buttons));
   side.append(el("a", { class: "link", text: t("device.button"), attrs: { href: `#/device/${encodeURIComponent(a.device_id)}` }, dataset: { role: "device" } }));
   const meta = [
     `${t("alarm.device")} ${a.device_id}`,
@@ -309,7 +485,12 @@ function alarmCard(a) {
     el("div", { class: "meta", text: meta }));
   if (a.acked_by) {
     main.append(el("div", { class: "ack", dataset: { role: "acked" },
-      text: t("ack.by", { who: a.acked_by, when: fmtTime(a.acked_ts) }) + (a.ack_note ? ` — ${a.ack_note}` : "") }));
+      text: t("ack.by", { who: a.acked_by, when: fmtTime(a.acked_ts) }) + (a.false_alarm ? t("ack.false_marked") : "")
+        + (a.ack_note ? ` — ${a.ack_note}` : "") }));
+  }
+  if (a.shelved_until) {
+    main.append(el("div", { class: "shelf", dataset: { role: "shelved" },
+      text: t("shelve.until", { when: fmtTime(a.shelved_until), who: a.shelved_by || "—", note: a.shelve_note || "" }) }));
   }
   return el("li", { class: cls, dataset: { alarmId: a.id, category: a.category, state: a.state, deviceId: a.device_id } },
     el("span", { class: "badge", text: catLabel(a.category) }), main, side);
@@ -347,10 +528,12 @@ function renderBoard() {
 
 let ackAlarm = null;
 
+const alarmWhat = (a) => `${catLabel(a.category)} · ${placeName(a.place)} · ${a.device_id} · ${a.alarm_type}`;
+
 function openAck(a) {
   ackAlarm = a;
-  $("ack-what").textContent = `${catLabel(a.category)} · ${placeName(a.place)} · ${a.device_id} · ${a.alarm_type}`;
-  $("ack-actor").value = $("operator").value;
+  $("ack-what").textContent = alarmWhat(a);
+  $("ack-as").textContent = t("ack.as", { who: whoName() });
   $("ack-note").value = "";
   $("ack-false").checked = false;
   $("ack-error").textContent = "";
@@ -360,21 +543,57 @@ function openAck(a) {
 
 async function submitAck(ev) {
   ev.preventDefault();
-  const actor = $("ack-actor").value.trim();
-  if (!actor) { $("ack-error").textContent = t("ack.need_actor"); return; }
   $("ack-submit").disabled = true;
   try {
     await api(`/api/v1/alarms/${encodeURIComponent(ackAlarm.id)}/acknowledge`, {
-      method: "POST", body: { actor, note: $("ack-note").value, false_alarm: $("ack-false").checked },
+      method: "POST", body: { note: $("ack-note").value, false_alarm: $("ack-false").checked },
     });
-    $("operator").value = actor;
-    store.set("fw.operator", actor);
     $("ack-dialog").close();
     await guarded(refreshCurrent);
   } catch (err) {
     $("ack-error").textContent = err.message || String(err);
   } finally {
     $("ack-submit").disabled = false;
+  }
+}
+
+// --- clear, shelve, unshelve ------------------------------------------------------------------------
+
+let alarmAction = null;
+
+function openAlarmAction(action, a) {
+  alarmAction = { action, alarm: a };
+  $("alarm-title").textContent = t(`${action}.title`);
+  $("alarm-what").textContent = alarmWhat(a);
+  $("alarm-duration-field").hidden = action !== "shelve";
+  $("alarm-note-label").textContent = action === "shelve" ? t("shelve.reason") : t("ack.note");
+  $("alarm-note").value = "";
+  $("alarm-note").setAttribute("aria-required", String(action === "shelve")); // checked on submit, with our message
+  $("alarm-error").textContent = "";
+  $("alarm-submit").textContent = t(`${action}.button`);
+  $("alarm-submit").dataset.action = action;
+  $("alarm-dialog").showModal();
+  $("alarm-note").focus();
+}
+
+async function submitAlarmAction(ev) {
+  ev.preventDefault();
+  const { action, alarm } = alarmAction;
+  const body = { note: $("alarm-note").value.trim() };
+  if (action === "shelve") {
+    if (!body.note) { $("alarm-error").textContent = t("shelve.need_note"); return; }
+    // The service's clock: at a simulation's time scale an hour of shelving passes sooner.
+    body.duration_s = Number($("alarm-duration").value);
+  }
+  $("alarm-submit").disabled = true;
+  try {
+    await api(`/api/v1/alarms/${encodeURIComponent(alarm.id)}/${action}`, { method: "POST", body });
+    $("alarm-dialog").close();
+    await guarded(refreshCurrent);
+  } catch (err) {
+    $("alarm-error").textContent = err.message || String(err);
+  } finally {
+    $("alarm-submit").disabled = false;
   }
 }
 
@@ -407,7 +626,7 @@ const sound = {
 
 // --- live updates over the WebSocket --------------------------------------------------------------
 
-const live = { ws: null, after: null, events: 0, retryMs: 1000, timer: null, refreshTimer: null };
+const live = { ws: null, after: null, events: 0, retryMs: 1000, timer: null, refreshTimer: null, stopped: true };
 
 function setConn(state) {
   $("conn").dataset.state = state;
@@ -415,15 +634,38 @@ function setConn(state) {
   $("conn").textContent = t(`conn.${state}`);
 }
 
+function startLive() {
+  live.stopped = false;
+  live.retryMs = 1000;
+  clearTimeout(live.timer);
+  if (!live.ws) connect();
+}
+
+function stopLive() {
+  live.stopped = true;
+  clearTimeout(live.timer);
+  clearTimeout(live.refreshTimer);
+  const ws = live.ws;
+  live.ws = null;
+  if (ws) ws.close();
+  setConn("closed");
+}
+
 function connect() {
+  if (live.stopped) return;
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const url = new URL(`${proto}//${location.host}/api/v1/stream/alarms/ws`);
   if (live.after !== null) url.searchParams.set("after", String(live.after));
+  // A browser's WebSocket cannot send an Authorization header: the token goes in the query (the
+  // service redacts it from its access log).
+  url.searchParams.set("access_token", store.get("fw.token", ""));
   setConn("connecting");
   let ws;
   try { ws = new WebSocket(url); } catch (err) { showError(err); scheduleReconnect(); return; }
   live.ws = ws;
+  let opened = false;
   ws.onopen = () => {
+    opened = true;
     live.retryMs = 1000;
     setConn("open");
     scheduleRefresh(); // anything between the last fetch and now
@@ -436,12 +678,21 @@ function connect() {
     $("conn").dataset.events = String(live.events);
     scheduleRefresh();
   };
-  ws.onclose = () => { if (live.ws === ws) { live.ws = null; setConn("closed"); scheduleReconnect(); } };
+  ws.onclose = () => {
+    if (live.ws !== ws) return; // replaced or stopped on purpose
+    live.ws = null;
+    setConn("closed");
+    // A refused handshake looks like any failed connection to the page: ask whether the session
+    // still holds (a 401 there returns to the sign-in screen and stops reconnecting).
+    if (!opened) guarded(() => api("/api/v1/auth/me"));
+    scheduleReconnect();
+  };
   ws.onerror = () => { /* onclose follows */ };
 }
 
 function scheduleReconnect() {
   clearTimeout(live.timer);
+  if (live.stopped) return;
   live.timer = setTimeout(connect, live.retryMs);
   live.retryMs = Math.min(live.retryMs * 2, 15000);
 }
@@ -453,6 +704,7 @@ function scheduleRefresh() {
 }
 
 async function refreshLive() {
+  if (!session.me) return;
   await refreshBoard();
   if (route.view === "places") await renderPlaces(false);
   if (route.view === "device") {
@@ -609,7 +861,8 @@ async function refreshDeviceAlarms() {
       el("td", { text: a.alarm_type, title: a.detail }),
       el("td", { text: a.peak !== null && a.peak !== undefined ? `${fmtValue(a.value)} (max ${fmtValue(a.peak)})` : fmtValue(a.value) }),
       el("td", { text: label("state", a.state) }),
-      el("td", { text: a.acked_by ? `${a.acked_by} ${fmtTime(a.acked_ts)}${a.ack_note ? ` — ${a.ack_note}` : ""}` : "—" })));
+      el("td", { text: a.acked_by ? `${a.acked_by} ${fmtTime(a.acked_ts)}${a.false_alarm ? t("ack.false_marked") : ""}${a.ack_note ? ` — ${a.ack_note}` : ""}` : "—" }),
+      el("td", {}, el("div", { class: "btns" }, ...alarmButtons(a)))));
   }
   $("device-alarms-empty").hidden = log.length > 0;
   return log;
@@ -746,7 +999,79 @@ async function renderTicket(id) {
     events.append(el("li", { dataset: { action: e.action } },
       `${fmtTime(e.ts)} ${label("action", e.action)} → ${label("status", e.status_after)}${who}${e.note ? ` — ${e.note}` : ""}`));
   }
+  const comments = clear($("ticket-comments"));
+  for (const c of tk.comments || []) {
+    comments.append(el("li", { dataset: { commentId: c.id } }, `${fmtTime(c.ts)} · ${c.author} — `, el("span", { class: "text", text: c.text })));
+  }
+  $("ticket-comments-empty").hidden = comments.childElementCount > 0;
+  const evidence = clear($("ticket-evidence").tBodies[0]);
+  for (const e of tk.evidence || []) {
+    evidence.append(el("tr", { dataset: { evidenceId: e.id } },
+      el("td", {}, el("button", { class: "link", text: e.filename, title: e.content_type, dataset: { role: "download" },
+        on: { click: () => guarded(() => downloadEvidence(tk.id, e)) } })),
+      el("td", { text: fmtSize(e.size) }), el("td", { text: e.uploaded_by }),
+      el("td", { text: fmtTime(e.ts) }), el("td", { text: e.note || "—" })));
+  }
+  $("ticket-evidence-empty").hidden = evidence.childElementCount > 0;
   await renderActions();
+}
+
+function fmtSize(n) {
+  if (typeof n !== "number" || !isFinite(n)) return "—";
+  if (n < 1024) return `${n} B`;
+  return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** The file needs the Bearer header, so a plain link cannot fetch it: fetch, then save the blob. */
+async function downloadEvidence(ticketId, e) {
+  const resp = await request(`/api/v1/tickets/${encodeURIComponent(ticketId)}/evidence/${encodeURIComponent(e.id)}`, { accept: "*/*" });
+  const url = URL.createObjectURL(await resp.blob());
+  const a = el("a", { attrs: { href: url, download: e.filename || "evidence" } });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+async function submitComment(ev) {
+  ev.preventDefault();
+  const tk = tickets.current;
+  const text = $("comment-text").value.trim();
+  if (!text) { $("comment-error").textContent = t("comments.need"); return; }
+  $("comment-submit").disabled = true;
+  $("comment-error").textContent = "";
+  try {
+    await api(`/api/v1/tickets/${encodeURIComponent(tk.id)}/comments`, { method: "POST", body: { text, role: $("role").value } });
+    $("comment-text").value = "";
+    await guarded(() => renderTicket(tk.id));
+  } catch (err) {
+    $("comment-error").textContent = err.message || String(err);
+  } finally {
+    $("comment-submit").disabled = false;
+  }
+}
+
+async function submitEvidence(ev) {
+  ev.preventDefault();
+  const tk = tickets.current;
+  const file = $("evidence-file").files[0];
+  if (!file) { $("evidence-error").textContent = t("evidence.need"); return; }
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("role", $("role").value);
+  form.append("note", $("evidence-note").value.trim());
+  $("evidence-submit").disabled = true;
+  $("evidence-error").textContent = "";
+  try {
+    await api(`/api/v1/tickets/${encodeURIComponent(tk.id)}/evidence`, { method: "POST", body: form });
+    $("evidence-file").value = "";
+    $("evidence-note").value = "";
+    await guarded(() => renderTicket(tk.id));
+  } catch (err) {
+    $("evidence-error").textContent = err.message || String(err);
+  } finally {
+    $("evidence-submit").disabled = false;
+  }
 }
 
 async function renderActions() {
@@ -756,10 +1081,12 @@ async function renderActions() {
   const actions = await api("/console/ticket-actions.json", { params: { status: tk.status, role } });
   if (!Array.isArray(actions)) throw new ApiError(t("error.format", { detail: "ticket actions" }));
   for (const a of actions) {
-    if (a === "comment" || a === "attach") continue; // not transitions
+    if (a === "comment" || a === "attach" || a === "edit") continue; // not transitions (edit: API only)
     box.append(el("button", { class: "primary", text: label("action", a), dataset: { action: a }, on: { click: () => openTransition(a) } }));
   }
   if (!box.childElementCount) box.append(el("span", { class: "muted", text: t("ticket.no_actions") }));
+  $("comment-form").hidden = !actions.includes("comment");
+  $("evidence-form").hidden = !actions.includes("attach");
 }
 
 let trAction = null;
@@ -778,7 +1105,7 @@ function openTransition(action) {
     const fors = f.dataset.for.split(" ");
     f.hidden = !(fors.includes("*") || fors.includes(action));
   }
-  $("tr-assignee").value = tk.assignee || $("operator").value;
+  $("tr-assignee").value = tk.assignee || whoName();
   $("tr-feedback").value = "";
   $("tr-note").value = "";
   $("tr-deadline").value = action === "extend" ? toLocalInput((tk.deadline || serverNow()) + 7 * 86400) : "";
@@ -789,14 +1116,13 @@ function openTransition(action) {
 async function submitTransition(ev) {
   ev.preventDefault();
   const tk = tickets.current;
-  const actor = $("operator").value.trim();
   const missing = [...(TR_NEEDS[trAction] || [])].filter((id) => !$(id).value.trim());
-  if (!actor) { $("tr-error").textContent = t("ack.need_actor"); return; }
   if (missing.length) {
     $("tr-error").textContent = t("ticket.need", { what: missing.map((id) => $(id).closest("label").querySelector("span").textContent).join("、") });
     return;
   }
-  const body = { action: trAction, role: $("role").value, actor, note: $("tr-note").value.trim() };
+  // Who acts is the signed-in user (their token); the role is the one chosen among theirs.
+  const body = { action: trAction, role: $("role").value, note: $("tr-note").value.trim() };
   if (trAction === "assign") body.assignee = $("tr-assignee").value.trim();
   if (trAction === "rectify") body.feedback = $("tr-feedback").value.trim();
   if ((trAction === "assign" || trAction === "extend") && $("tr-deadline").value) {
@@ -841,6 +1167,7 @@ async function refreshCurrent() {
 }
 
 async function onRoute() {
+  if (!session.me) return; // the sign-in screen is showing; enterApp routes afterwards
   Object.assign(route, parseRoute());
   const tab = route.view === "device" ? "places" : route.view === "ticket" ? "tickets" : route.view;
   for (const v of ["board", "places", "tickets"]) {
@@ -859,27 +1186,43 @@ function applyLanguage() {
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   $("lang").textContent = t("lang.other");
   $("lang").setAttribute("lang", lang === "zh" ? "en" : "zh-CN");
-  const role = $("role").value || store.get("fw.role", "maintenance");
-  clear($("role")).append(...ROLES.map((r) => el("option", { text: t(`role.${r}`), attrs: { value: r } })));
-  $("role").value = ROLES.includes(role) ? role : "maintenance";
+  if (session.me) { fillRoles(); renderWho(); }
   sound.label();
   setConn($("conn").dataset.state || "connecting");
 }
 
+/** The ticket view's role picker: only the roles the user holds. The choice is kept (fw.role) and
+ * sent as the ticket requests' `role`; the buttons are those the workflow gives that role. */
+function fillRoles() {
+  const held = heldRoles();
+  const options = held.length ? held : ["viewer"];
+  const work = session.roleSets ? session.roleSets.ticket_work : ROLES.filter((r) => r !== "viewer");
+  const current = $("role").value || store.get("fw.role", "");
+  clear($("role")).append(...options.map((r) => el("option", { text: t(`role.${r}`), attrs: { value: r } })));
+  $("role").value = options.includes(current) ? current : options.find((r) => work.includes(r)) || options[0];
+  $("role").disabled = options.length < 2;
+}
+
+function startTimers() {
+  setInterval(() => { if (session.me) guarded(syncClock); }, 30000);
+  setInterval(() => { if (session.me) guarded(refreshBoard); }, FALLBACK_POLL_MS);
+  setInterval(() => { if (session.me && (route.view === "tickets" || route.view === "ticket")) guarded(renderTickets); }, 15000);
+}
+
 function init() {
-  $("operator").value = store.get("fw.operator", "");
-  $("operator").addEventListener("change", () => store.set("fw.operator", $("operator").value.trim()));
   $("lang").addEventListener("click", () => {
     lang = lang === "zh" ? "en" : "zh";
     store.set("fw.lang", lang);
     applyLanguage();
-    guarded(refreshCurrent);
+    if (session.me) guarded(refreshCurrent);
   });
+  $("login-form").addEventListener("submit", submitLogin);
+  $("signout").addEventListener("click", signOut);
   $("sound").addEventListener("click", () => {
     sound.on = !sound.on;
     store.set("fw.sound", sound.on ? "on" : "off");
     sound.label();
-    renderBoard();
+    if (session.me) renderBoard();
   });
   const setWall = (on) => {
     document.body.classList.toggle("wall", on);
@@ -893,6 +1236,11 @@ function init() {
   $("ack-cancel").addEventListener("click", () => $("ack-dialog").close());
   $("tr-form").addEventListener("submit", submitTransition);
   $("tr-cancel").addEventListener("click", () => $("tr-dialog").close());
+  $("alarm-form").addEventListener("submit", submitAlarmAction);
+  $("alarm-cancel").addEventListener("click", () => $("alarm-dialog").close());
+  $("alarm-note").addEventListener("input", () => { $("alarm-error").textContent = ""; });
+  $("comment-form").addEventListener("submit", submitComment);
+  $("evidence-form").addEventListener("submit", submitEvidence);
   $("role").addEventListener("change", () => { store.set("fw.role", $("role").value); if (tickets.current) guarded(renderActions); });
   $("channel").addEventListener("change", () => guarded(drawHistory));
   $("tickets-open").addEventListener("change", () => guarded(renderTickets));
@@ -904,13 +1252,8 @@ function init() {
   });
   applyLanguage();
   setInterval(() => { $("clock").textContent = fmtTime(serverNow()); }, 1000);
-  setInterval(syncClock, 30000);
-  setInterval(() => guarded(refreshBoard), FALLBACK_POLL_MS);
-  setInterval(() => { if (route.view === "tickets" || route.view === "ticket") guarded(renderTickets); }, 15000);
-  connect();
   syncClock().then(() => { $("clock").textContent = fmtTime(serverNow()); });
-  if (!location.hash) location.replace("#/board");
-  onRoute();
+  boot();
 }
 
 document.addEventListener("DOMContentLoaded", init);

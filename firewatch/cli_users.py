@@ -1,0 +1,211 @@
+"""`firewatch users` and `firewatch api-keys`: accounts, straight in the state store.
+
+These work without a running service (the first admin has to come from somewhere), on the database
+the settings name. Passwords are read from a hidden prompt, or from stdin with --password-stdin
+for scripts; they are never taken as an argument (it would land in the shell history).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from accounts.model import AccountError, AccountNotFoundError
+from accounts.service import AccountService
+from core.domain import Role
+from core.settings import SettingsError, load_settings
+
+users_app = typer.Typer(
+    help="People who sign in to the API and console: add, list, set passwords, roles, disable.",
+    no_args_is_help=True,
+)
+keys_app = typer.Typer(
+    help="API keys for integrations (a BMS gateway, a reporting job): create, list, revoke.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (also FIREWATCH_CONFIG)")
+]
+RolesOpt = Annotated[
+    list[Role],
+    typer.Option(
+        "--role",
+        "-r",
+        help="a role (repeat for several): viewer, operator, maintenance, safety, leader, admin",
+    ),
+]
+StdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin (scripts)")]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]{escape(message)}[/]")
+    raise typer.Exit(code)
+
+
+def _accounts(config: Path | None) -> AccountService:
+    from storage.db import DatabaseError, open_store
+
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        _fail(str(exc))
+    try:
+        _engine, sessions = open_store(settings.resolved_database_url)
+    except DatabaseError as exc:
+        _fail(f"{exc} (check database_url / FIREWATCH_DATABASE_URL)")
+    return AccountService(sessions)
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        _fail("no password given")
+    return password
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+@users_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="the sign-in name, e.g. zhangwei")],
+    role: RolesOpt,
+    display_name: Annotated[str, typer.Option(help="shown in the console, e.g. 张伟 (消控室)")] = "",
+    password_stdin: StdinOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a person. The password needs 10+ characters and must not be a default or common one."""
+    accounts = _accounts(config)
+    try:
+        accounts.create_user(name, _password(password_stdin), role, display_name=display_name)
+    except AccountError as exc:
+        _fail(str(exc))
+    console.print(f"added [cyan]{escape(name)}[/] ({', '.join(r.value for r in role)})")
+
+
+@users_app.command("passwd")
+def passwd(
+    name: Annotated[str, typer.Argument(help="whose password")],
+    password_stdin: StdinOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a new password; the user's sessions end. A demo account becomes a normal one."""
+    accounts = _accounts(config)
+    try:
+        accounts.set_password(name, _password(password_stdin))
+    except AccountNotFoundError as exc:
+        _fail(str(exc), 1)
+    except AccountError as exc:
+        _fail(str(exc))
+    console.print(f"password of [cyan]{escape(name)}[/] set; their sessions ended")
+
+
+@users_app.command("roles")
+def roles(name: Annotated[str, typer.Argument()], role: RolesOpt, config: ConfigOpt = None) -> None:
+    """Replace a user's roles."""
+    try:
+        info = _accounts(config).update_user(name, roles=role)
+    except AccountNotFoundError as exc:
+        _fail(str(exc), 1)
+    console.print(f"[cyan]{escape(name)}[/]: {', '.join(r.value for r in info.roles)}")
+
+
+@users_app.command("disable")
+def disable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Disable a user: sign-in refused, sessions ended at once."""
+    try:
+        _accounts(config).update_user(name, disabled=True)
+    except AccountNotFoundError as exc:
+        _fail(str(exc), 1)
+    console.print(f"[cyan]{escape(name)}[/] disabled")
+
+
+@users_app.command("enable")
+def enable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Enable a disabled user again."""
+    try:
+        _accounts(config).update_user(name, disabled=False)
+    except AccountNotFoundError as exc:
+        _fail(str(exc), 1)
+    console.print(f"[cyan]{escape(name)}[/] enabled")
+
+
+@users_app.command("list")
+def list_users(config: ConfigOpt = None) -> None:
+    """Every user, with roles and state."""
+    table = Table("name", "display name", "roles", "state", "password set")
+    for u in _accounts(config).list_users():
+        state = "disabled" if u.disabled else "demo (refused outside demo)" if u.demo else "active"
+        table.add_row(
+            u.name, u.display_name, ", ".join(r.value for r in u.roles), state, _when(u.password_changed_at)
+        )
+    console.print(table)
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Argument(help="what integration holds it, e.g. bms-gateway")],
+    role: RolesOpt,
+    expires_days: Annotated[
+        float | None, typer.Option(help="expire after this many days (default never)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Issue a key and print it once: it is stored only as a digest."""
+    expires = None if expires_days is None else time.time() + expires_days * 86_400.0
+    try:
+        issued, info = _accounts(config).create_api_key(name, role, by="cli", expires_at=expires)
+    except AccountError as exc:
+        _fail(str(exc))
+    err.print(
+        f"API key {info.id} [cyan]{escape(name)}[/] ({', '.join(r.value for r in info.roles)}); "
+        "shown only now, send it as `Authorization: Bearer <key>`:"
+    )
+    print(issued.token)  # alone on stdout, for `KEY=$(firewatch api-keys create ...)`
+
+
+@keys_app.command("list")
+def list_keys(
+    revoked: Annotated[bool, typer.Option(help="include revoked keys")] = False, config: ConfigOpt = None
+) -> None:
+    """Every key: name, roles, its first characters, when last used."""
+    table = Table("id", "name", "roles", "key", "created", "last used", "expires", "revoked")
+    for k in _accounts(config).list_api_keys(include_revoked=revoked):
+        table.add_row(
+            str(k.id),
+            k.name,
+            ", ".join(r.value for r in k.roles),
+            k.hint + "…",
+            _when(k.created_at),
+            _when(k.last_used_at),
+            _when(k.expires_at),
+            _when(k.revoked_at),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[int, typer.Argument(help="the key's id (see list)")], config: ConfigOpt = None
+) -> None:
+    """Revoke a key: it stops working within seconds."""
+    try:
+        info = _accounts(config).revoke_api_key(key_id)
+    except AccountNotFoundError as exc:
+        _fail(str(exc), 1)
+    console.print(f"API key {key_id} [cyan]{escape(info.name)}[/] revoked")
