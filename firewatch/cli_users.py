@@ -11,14 +11,14 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from accounts.model import AccountError, AccountNotFoundError
+from accounts.model import AccountError, AccountNotFoundError, UserInfo
 from accounts.service import AccountService
 from core.domain import Role
 from core.settings import SettingsError, load_settings
@@ -115,33 +115,33 @@ def passwd(
     console.print(f"password of [cyan]{escape(name)}[/] set; their sessions ended")
 
 
+def _update(config: Path | None, name: str, **changes: Any) -> UserInfo:
+    try:
+        return _accounts(config).update_user(name, **changes)
+    except AccountNotFoundError as exc:
+        _fail(str(exc), 1)
+    except AccountError as exc:
+        _fail(str(exc))
+
+
 @users_app.command("roles")
 def roles(name: Annotated[str, typer.Argument()], role: RolesOpt, config: ConfigOpt = None) -> None:
     """Replace a user's roles."""
-    try:
-        info = _accounts(config).update_user(name, roles=role)
-    except AccountNotFoundError as exc:
-        _fail(str(exc), 1)
+    info = _update(config, name, roles=role)
     console.print(f"[cyan]{escape(name)}[/]: {', '.join(r.value for r in info.roles)}")
 
 
 @users_app.command("disable")
 def disable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
     """Disable a user: sign-in refused, sessions ended at once."""
-    try:
-        _accounts(config).update_user(name, disabled=True)
-    except AccountNotFoundError as exc:
-        _fail(str(exc), 1)
+    _update(config, name, disabled=True)
     console.print(f"[cyan]{escape(name)}[/] disabled")
 
 
 @users_app.command("enable")
 def enable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
     """Enable a disabled user again."""
-    try:
-        _accounts(config).update_user(name, disabled=False)
-    except AccountNotFoundError as exc:
-        _fail(str(exc), 1)
+    _update(config, name, disabled=False)
     console.print(f"[cyan]{escape(name)}[/] enabled")
 
 
