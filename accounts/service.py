@@ -7,6 +7,7 @@ request (within `CACHE_S`). Token expiry uses the wall clock, never the simulati
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 import time
@@ -70,9 +71,6 @@ class AccountService:
     ) -> None:
         self.sessions = sessions
         self.passwords = hasher or passwords.Passwords()
-        # Verifying against a real hash when the user does not exist keeps both answers equally
-        # slow, so response time does not tell which user names exist.
-        self._dummy_hash = self.passwords.hash("no-such-user-placeholder-password")
         self.session_ttl_s = session_ttl_s
         self.demo_mode = demo_mode
         self.max_failures = max_failures
@@ -335,6 +333,13 @@ class AccountService:
             return _key_info(row)
 
     # -- internals -------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _dummy_hash(self) -> str:
+        """Verifying against a real hash when the user does not exist keeps both answers equally
+        slow, so response time does not tell which user names exist. Made at the first sign-in,
+        not at start-up (a hash costs about 0.1 s)."""
+        return self.passwords.hash("no-such-user-placeholder-password")
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Session]:
