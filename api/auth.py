@@ -75,15 +75,18 @@ def authorize(principal: Principal, needed: list[str]) -> Principal:
     return principal
 
 
+def _admit(request: Request, token: str | None, needed: list[str]) -> Principal:
+    principal = identify(request.app.state.ctx, token)
+    request.state.principal = principal  # for the audit (api/audit.py), refusals included
+    return authorize(principal, needed)
+
+
 def authenticate(
     request: Request,
     scopes: SecurityScopes,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Principal:
-    ctx: AppContext = request.app.state.ctx
-    principal = identify(ctx, credentials.credentials if credentials else None)
-    request.state.principal = principal  # for the audit (api/audit.py), refusals included
-    return authorize(principal, scopes.scopes)
+    return _admit(request, credentials.credentials if credentials else None, scopes.scopes)
 
 
 def authenticate_stream(
@@ -92,11 +95,8 @@ def authenticate_stream(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Principal:
     """Like `authenticate`, and also takes `access_token` from the query (EventSource)."""
-    ctx: AppContext = request.app.state.ctx
     token = credentials.credentials if credentials else request.query_params.get("access_token")
-    principal = identify(ctx, token)
-    request.state.principal = principal
-    return authorize(principal, scopes.scopes)
+    return _admit(request, token, scopes.scopes)
 
 
 def authenticate_websocket(websocket: WebSocket, needed: list[str]) -> Principal:
