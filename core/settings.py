@@ -174,6 +174,48 @@ class TelemetrySettings(_Section):
     )
 
 
+class InfluxSettings(_Section):
+    """The InfluxDB sink (storage/influx.py, docs/influx.md): readings, alarm transitions and the
+    pipeline's own health, written off the alarm path for Grafana and long-term storage. Off until
+    `url` is set. The local telemetry store keeps every reading either way."""
+
+    url: str | None = Field(
+        default=None, description="http(s)://host:port of InfluxDB 2 (or any /api/v2/write server)"
+    )
+    org: str = Field(default="firewatch", min_length=1, max_length=200)
+    bucket: str = Field(default="firewatch", min_length=1, max_length=200)
+    token: SecretStr | None = Field(
+        default=None, description="an InfluxDB API token allowed to write the bucket"
+    )
+    batch_points: int = Field(default=5_000, ge=1, le=100_000, description="most points per write request")
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60, description="longest a point waits to be sent")
+    buffer_points: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description="points held while InfluxDB is slow or down; past this the oldest are dropped (counted)",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="one write request, at most")
+    retry_max_s: float = Field(default=30.0, gt=0, le=600, description="longest wait between retries")
+    alarm_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="writes failing for this long raise a fault alarm (cleared when writes succeed again)",
+    )
+    stats_every_s: float = Field(
+        default=10.0, gt=0, le=3600, description="the pipeline's own health is written this often"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected http(s)://host:port, got {value!r}")
+        return value.rstrip("/")
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65_535)
@@ -306,6 +348,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     telemetry_path: Path | None = Field(default=None, description="local telemetry SQLite file")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
     registry: Path | None = Field(default=None, description="registry YAML; default the demo hospital")
     profiles_dir: Path | None = Field(default=None, description="device profiles; default the shipped ones")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
