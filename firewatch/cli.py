@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from core.settings import Settings, SettingsError, load_settings
+from firewatch.cli_broker import broker_app
+from firewatch.cli_grafana import grafana_app
 from firewatch.cli_simulate import simulate_app
 from firewatch.cli_users import keys_app, users_app
 from firewatch.report import ReportFormat, ReportLang, kpi_csv, print_kpi_tables, when
@@ -34,6 +36,8 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
+app.add_typer(grafana_app, name="grafana")
+app.add_typer(broker_app, name="broker")
 console = Console()
 err = Console(stderr=True)
 
