@@ -18,6 +18,7 @@ ALARM_TYPE_ZH: dict[str, str] = {
     "device.tamper": "设备防拆",
     "device.alarm": "设备报警",
     "sensor.flapping": "传感器频繁报警（不稳定）",
+    "influx.write_failing": "InfluxDB 写入失败",
 }
 
 # Suggested rectification measures (整改措施与意见) for automatically opened tickets.

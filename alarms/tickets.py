@@ -29,11 +29,14 @@ class TicketChange:
 
 
 TICKET_ALARM_PREFIX = "ticket."  # alarms about a ticket itself (e.g. "ticket.overdue")
+SERVICE_KEY_PREFIX = "service:"  # alarms about firewatch itself (e.g. "service:influx")
 
 
 def needs_ticket(alarm: AlarmRow) -> bool:
     if alarm.alarm_type.startswith(TICKET_ALARM_PREFIX):
         return False  # the ticket already exists: a ticket about it would only be noise
+    if alarm.device_id.startswith(SERVICE_KEY_PREFIX):
+        return False  # not a fire-safety hazard at a place: no 隐患整改单, no rectification KPI
     return AlarmCategory(alarm.category) in TICKETED_CATEGORIES or alarm.alarm_type == OFFLINE
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from storage.influx import SinkStatus
 
 
 class Metrics:
@@ -60,3 +65,42 @@ class Metrics:
             "times detection waited because too many messages were waiting for the telemetry writer",
             registry=r,
         )
+        # The InfluxDB sink (storage/influx.py): copies of the worker's cumulative counters, set
+        # when scraped (and every second by the sink's clock), so they are gauges like queue_dropped.
+        self.influx_offered = Gauge(
+            "fw_influx_points_offered", "points handed to the InfluxDB sink", registry=r
+        )
+        self.influx_written = Gauge("fw_influx_points_written", "points InfluxDB accepted", registry=r)
+        self.influx_dropped = Gauge(
+            "fw_influx_points_dropped",
+            "points the InfluxDB sink gave up on, by reason (handoff: the hand-off was full; buffer: "
+            "the oldest beyond influx.buffer_points; rejected: refused as malformed; invalid: could "
+            "not be encoded; stopped: still buffered at stop; worker_exit: lost with a dead worker)",
+            ["reason"],
+            registry=r,
+        )
+        self.influx_buffered = Gauge(
+            "fw_influx_points_buffered", "points waiting to be written to InfluxDB", registry=r
+        )
+        self.influx_failures = Gauge(
+            "fw_influx_write_failures", "write requests to InfluxDB that failed", registry=r
+        )
+        self.influx_failing = Gauge(
+            "fw_influx_failing_seconds",
+            "how long writes to InfluxDB have been failing (0 while they succeed)",
+            registry=r,
+        )
+        self.influx_restarts = Gauge(
+            "fw_influx_worker_restarts", "times the InfluxDB sink's worker process was restarted", registry=r
+        )
+
+    def observe_influx(self, status: SinkStatus, now: float) -> None:
+        self.influx_offered.set(status.offered)
+        self.influx_written.set(status.written)
+        for reason, n in status.dropped.items():
+            self.influx_dropped.labels(reason).set(n)
+        self.influx_buffered.set(status.buffered)
+        self.influx_failures.set(status.failures)
+        since = status.failing_since
+        self.influx_failing.set(0.0 if since is None else max(0.0, now - since))
+        self.influx_restarts.set(status.restarts)

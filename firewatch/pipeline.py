@@ -36,6 +36,7 @@ from ingest.decode import DecodedBatch, Decoder
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from ingest.queue import BoundedQueue
+from storage.influx import InfluxSink, Tables
 from storage.rejects import RejectRecord, RejectStore
 from storage.telemetry import TelemetryStore
 
@@ -69,6 +70,7 @@ class Rebind:
     old_of_new: list[int]  # per new device, its index in the old one (-1: added)
     seq_rows: list[tuple[int, int, int, float]]  # stored de-duplication state of added devices
     series: npt.NDArray[np.int64] | None  # telemetry slot per index slot (None: the same)
+    sink_tables: Tables | None = None  # what the InfluxDB sink's tables gain (None: no sink)
 
 
 class Pipeline:
@@ -83,6 +85,7 @@ class Pipeline:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         config: PipelineConfig | None = None,
+        sink: InfluxSink | None = None,
     ) -> None:
         self.decoder = decoder
         self.engine = engine
@@ -93,11 +96,20 @@ class Pipeline:
         self.clock = clock
         self.config = config or PipelineConfig()
         self.listeners: list[Listener] = []
+        # The InfluxDB sink (storage/influx.py), or None: then it costs one test per batch.
+        self.sink = sink
         self.batches = 0
+        self.messages = 0
         self.accepted = 0  # telemetry messages accepted
+        self.samples = 0
         self.rejected = 0
+        self.duplicates = 0
+        self.transitions = 0  # alarm transitions published
+        self.telemetry_pending = 0  # messages detected and not yet stored
         self.store_failures = 0
         self.stored_samples = 0
+        self._stats_lock = threading.Lock()  # `transitions` and `_latency_max` change in several threads
+        self._latency_max = 0.0  # the longest receipt-to-alarm time since `take_alarm_latency_max`
         # Detector state is touched by the batch thread and the liveness timer: one at a time.
         self._lock = threading.Lock()
         self._snapshot_at = clock()
@@ -127,10 +139,20 @@ class Pipeline:
             if events:
                 self.raise_alarms(events, first_received=min(msg.received for msg in messages))
             series = self._slot_series
+            if self.sink is not None and batch.n_samples:
+                # After the alarms, and under the lock: a registry swap's table change reaches the
+                # sink in order with the batches, so each is tagged with the tables it was made with.
+                slots = batch.sample_slot if series is None else series[batch.sample_slot]
+                self.sink.put_readings(
+                    slots, batch.sample_ts, batch.sample_value, int(batch.reading_dev.size)
+                )
         m = self.metrics
         m.messages.inc(len(messages))
         m.readings.inc(int(batch.reading_dev.size))
+        self.messages += len(messages)
         self.accepted += int(batch.reading_dev.size)
+        self.samples += batch.n_samples
+        self.duplicates += batch.duplicates
         self.rejected += len(batch.rejects)
         m.samples.inc(batch.n_samples)
         m.duplicates.inc(batch.duplicates)
@@ -187,7 +209,14 @@ class Pipeline:
         if any(o < 0 for o in old_of_new):  # a device registered again resumes its de-duplication
             added = {d: i for i, d in enumerate(index.device_ids) if old_of_new[i] < 0}
             seq_rows = [(added[d], m, b, t) for d, m, b, t in self.telemetry.seq_state() if d in added]
-        return Rebind(index, decoder, engine, carry, old_of_new, seq_rows, self._bind_series(index))
+        series = self._bind_series(index)
+        sink_tables = self.sink.tables_for(index, self._series_keys) if self.sink is not None else None
+        return Rebind(index, decoder, engine, carry, old_of_new, seq_rows, series, sink_tables)
+
+    @property
+    def series_keys(self) -> list[tuple[str, str]]:
+        """(device, channel) per series slot: what the slots of stored (and sunk) batches name."""
+        return self._series_keys
 
     def _bind_series(self, index: DeviceIndex) -> npt.NDArray[np.int64] | None:
         keys = index.series_keys()
@@ -209,6 +238,8 @@ class Pipeline:
             r.decoder.seq = seq
             self.decoder, self.engine = r.decoder, r.engine
             self._slot_series = r.series
+            if r.sink_tables is not None and self.sink is not None:
+                self.sink.send_tables(r.sink_tables)  # an enqueue: the worker rebuilds its tables
             also()
 
     def save_snapshot(self) -> None:
@@ -219,10 +250,21 @@ class Pipeline:
     def raise_alarms(self, events: list[DetectorEvent], first_received: float | None = None) -> None:
         transitions, tickets = self.alarms.apply(events)
         if first_received is not None and transitions:
-            self.metrics.alarm_latency.observe(max(0.0, self.clock() - first_received))
+            latency = max(0.0, self.clock() - first_received)
+            self.metrics.alarm_latency.observe(latency)
+            with self._stats_lock:
+                self._latency_max = max(self._latency_max, latency)
         self.publish(transitions, tickets)
 
+    def take_alarm_latency_max(self) -> float:
+        """The longest receipt-to-alarm time since the last call (0 when no alarm was raised)."""
+        with self._stats_lock:
+            latency, self._latency_max = self._latency_max, 0.0
+        return latency
+
     def publish(self, transitions: list[Transition], tickets: list[TicketChange]) -> None:
+        with self._stats_lock:
+            self.transitions += len(transitions)
         for t in transitions:
             self.metrics.transitions.labels(t.action.value, str(t.after["category"])).inc()
         self.metrics.tickets_opened.inc(sum(1 for t in tickets if t.action == "opened"))
@@ -307,6 +349,7 @@ class Pipeline:
                 finally:
                     self._detecting_since = None
                 handoff.put(batch, messages)
+                self.telemetry_pending = handoff.messages
                 self.metrics.telemetry_lag.set(handoff.messages)
                 if handoff.full():  # storage stalled: wait for room (or stop) before detecting more
                     self.metrics.handoff_waits.inc()
@@ -350,6 +393,7 @@ class Pipeline:
                         return
                     delay = min(delay * 2, 10.0)
             handoff.done(len(messages))
+            self.telemetry_pending = handoff.messages
             self.metrics.telemetry_lag.set(handoff.messages)
             ack(messages)
 

@@ -42,6 +42,15 @@ from ingest.topics import subscriptions
 from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
 from storage.db import check, open_store
+from storage.influx import (
+    ALARM_KEY,
+    ALARM_TYPE,
+    InfluxSink,
+    SinkAlarm,
+    SinkStatus,
+    clear_event,
+    registry_site,
+)
 from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
 from storage.rejects import RejectStore
@@ -148,7 +157,15 @@ class Service:
         self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
         self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
         self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
-        self.engine.resume(self.alarms.active_keys())
+        active = self.alarms.active_keys()
+        self.engine.resume(active)
+        self._sink_alarm_active = (ALARM_KEY, ALARM_TYPE) in active  # left by an earlier run?
+        # The InfluxDB sink, only when configured (`influx.url`): otherwise nothing of it runs.
+        self.sink = (
+            InfluxSink(settings.influx, instance=settings.mqtt.client_id)
+            if settings.influx.url is not None
+            else None
+        )
         ing = settings.ingest
         self.decoder = Decoder(
             self.index,
@@ -172,7 +189,11 @@ class Service:
                 snapshot_every_s=settings.detection.snapshot_every_s,
                 handoff_max=ing.handoff_max,
             ),
+            sink=self.sink,
         )
+        if self.sink is not None:
+            # Transitions as `alarm_event` points: the listener only enqueues (the alarm path).
+            self.pipeline.listeners.append(self.sink.on_transitions)
         # Every published batch of transitions wakes the dispatcher: pushes leave at once, not at
         # the next poll.
         self.pipeline.listeners.append(
@@ -196,6 +217,7 @@ class Service:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._sink_tasks: list[asyncio.Task[None]] = []
         self._registry_lock = threading.Lock()  # registry changes: one at a time
         self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
 
@@ -252,6 +274,14 @@ class Service:
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
             asyncio.create_task(self._ticket_clock(self._stop), name="ticket-clock"),
         ]
+        # The sink's tasks stay out of `_tasks`: readiness never depends on them.
+        if self.sink is not None:
+            self.sink.start(self.sink.tables_for(self.index, self.pipeline.series_keys))
+            self._sink_tasks = [
+                asyncio.create_task(self._influx_clock(self.sink, self._stop), name="influx-sink")
+            ]
+        elif self._sink_alarm_active:  # the sink was switched off: its fault alarm no longer applies
+            self._sink_tasks = [asyncio.create_task(self._clear_sink_alarm(), name="influx-alarm-clear")]
         logger.info("firewatch started: %d devices, %d slots", self.index.n_devices, self.index.n_slots)
 
     async def _policy_clock(self, stop: asyncio.Event) -> None:
@@ -287,12 +317,76 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
+    async def _influx_clock(self, sink: InfluxSink, stop: asyncio.Event) -> None:
+        """Watch the InfluxDB sink every second: restart a dead worker, refresh its metrics, write
+        the `pipeline` point every `influx.stats_every_s`, and raise the fault alarm while writes
+        have failed for `influx.alarm_after_s` (cleared once they succeed). Durations are wall time."""
+        cfg = self.settings.influx
+        site, place = registry_site(self.index.sites)
+        alarm = SinkAlarm(
+            after_s=cfg.alarm_after_s,
+            url=sink.config.url,
+            site=site,
+            place=place,
+            active=self._sink_alarm_active,
+        )
+        tick = max(0.05, min(1.0, cfg.stats_every_s, cfg.alarm_after_s / 2))
+        stats_due = time.monotonic()
+        while not stop.is_set():
+            try:
+                now = time.time()
+                status = sink.supervise(now)
+                self.metrics.observe_influx(status, now)
+                if time.monotonic() >= stats_due:
+                    stats_due = time.monotonic() + cfg.stats_every_s
+                    sink.put_stats(self.clock(), self._pipeline_fields(status))
+                event = alarm.decide(status, now, self.clock())
+                if event is not None:
+                    await asyncio.to_thread(self.pipeline.raise_alarms, [event])
+                    alarm.applied(event)
+                    self._sink_alarm_active = alarm.active
+            except Exception:  # a database hiccup: decided again at the next tick
+                logger.exception("InfluxDB sink supervision failed; retrying in %.1f s", tick)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+
+    async def _clear_sink_alarm(self) -> None:
+        try:
+            await asyncio.to_thread(self.pipeline.raise_alarms, [clear_event(self.clock())])
+            self._sink_alarm_active = False
+        except Exception:
+            logger.exception("cannot clear the InfluxDB sink's fault alarm left by an earlier run")
+
+    def _pipeline_fields(self, status: SinkStatus) -> dict[str, float | int | str]:
+        """The `pipeline` point (docs/influx.md): cumulative counters, gauges, the interval's
+        longest alarm latency."""
+        p = self.pipeline
+        return {
+            "messages": p.messages,
+            "readings": p.accepted,
+            "samples": p.samples,
+            "rejects": p.rejected,
+            "duplicates": p.duplicates,
+            "queue_dropped": self.queue.dropped,
+            "sink_written": status.written,
+            "sink_dropped": status.dropped_total,
+            "alarm_transitions": p.transitions,
+            "queue_depth": len(self.queue),
+            "telemetry_pending": p.telemetry_pending,
+            "sink_buffered": status.buffered,
+            "mqtt_connected": 1 if self.source.connected.is_set() else 0,
+            "alarm_latency_max_s": p.take_alarm_latency_max(),
+        }
+
     async def stop(self) -> None:
         self._stop.set()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._sink_tasks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
-        self._tasks = []
+        self._tasks, self._sink_tasks = [], []
+        if self.sink is not None:  # the pipeline has stopped: a last `pipeline` point, then drain
+            self.sink.put_stats(self.clock(), self._pipeline_fields(self.sink.status()))
+            await asyncio.to_thread(self.sink.stop)
         self.compactor.stop()
         self.dispatcher.close()
         try:
@@ -315,6 +409,10 @@ class Service:
         checks["broker"] = "ok" if self.source.connected.is_set() else "not connected"
         checks["pipeline"] = "ok" if self._tasks and not any(t.done() for t in self._tasks) else "not running"
         checks["telemetry_compactor"] = "ok" if self.compactor.alive() else "not running"
+        # Reported when configured, and never a reason to be unready (api/routes/health.py): the
+        # alarm path does not need InfluxDB. Off, it is left out (nothing of it runs).
+        if self.sink is not None:
+            checks["influx"] = self.sink.readiness()
         return checks
 
     # --- registry changes while running (issue 7) ------------------------------------------------
@@ -402,6 +500,8 @@ class Service:
         self.metrics.queue_depth.set(len(self.queue))
         self.metrics.queue_dropped.set(self.queue.dropped)
         self.metrics.queue_overflow.set(self.queue.overflow)
+        if self.sink is not None:
+            self.metrics.observe_influx(self.sink.status(), time.time())
 
     def app_context(self) -> AppContext:
         return AppContext(
