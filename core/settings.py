@@ -8,6 +8,7 @@ file over defaults. Validated once at start; a bad value stops start-up with a m
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,8 @@ from pydantic_settings import (
 from core.domain import AlarmAction, AlarmCategory
 
 CONFIG_ENV = "FIREWATCH_CONFIG"
+# The config file `load_settings` was given, while it builds the settings (it wins over CONFIG_ENV).
+_config_file: ContextVar[str | None] = ContextVar("firewatch_config_file", default=None)
 
 
 class _Section(BaseModel):
@@ -378,7 +381,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get(CONFIG_ENV)
+        config = _config_file.get() or os.environ.get(CONFIG_ENV)
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
@@ -421,9 +424,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None:
         if not config_file.is_file():
             raise SettingsError(f"config file {config_file} does not exist")
-        os.environ[CONFIG_ENV] = str(config_file)
     elif (env_file := os.environ.get(CONFIG_ENV)) and not Path(env_file).is_file():
         raise SettingsError(f"{CONFIG_ENV}={env_file}: no such file")
+    # The file goes to the settings sources through a context variable, not os.environ: setting
+    # FIREWATCH_CONFIG here would outlive this call and change what the next load reads.
+    token = _config_file.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -433,3 +438,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             env = "FIREWATCH_" + "__".join(str(p).upper() for p in error["loc"])
             lines.append(f"  {loc}: {error['msg']} (set it in the config file or as {env})")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+    finally:
+        _config_file.reset(token)

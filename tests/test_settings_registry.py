@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,15 @@ def test_a_config_file_is_read_and_the_environment_wins_over_it(
     assert s.mqtt.url == "mqtt://broker:1883"
     assert s.data_dir == Path("/srv/fw")
     assert s.ingest.queue_max == 2000
+
+
+def test_a_config_file_given_once_is_not_read_by_the_next_load(tmp_path: Path) -> None:
+    config = tmp_path / "fw.toml"
+    config.write_text('data_dir = "/srv/fw"\n')
+    assert load_settings(config).data_dir == Path("/srv/fw")
+    assert "FIREWATCH_CONFIG" not in os.environ
+    config.unlink()  # a later load (another command, another test) must not look for it
+    assert load_settings().data_dir == Path("data")
 
 
 def test_a_bad_value_names_the_setting_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
