@@ -42,15 +42,8 @@ from ingest.topics import subscriptions
 from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
 from storage.db import check, open_store
-from storage.influx import (
-    ALARM_KEY,
-    ALARM_TYPE,
-    InfluxSink,
-    SinkAlarm,
-    SinkStatus,
-    clear_event,
-    registry_site,
-)
+from storage.influx import InfluxSink, SinkStatus
+from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
 from storage.rejects import RejectStore

@@ -28,7 +28,7 @@ import numpy.typing as npt
 FieldValue = float | int | str
 DeviceTags = dict[str, str]  # site, building, floor, zone, kind
 # An alarm transition as handed to the sink: (ts, action, alarm_id, device_id, alarm_type, category,
-# severity, state, site, place, value, detail); see storage/influx.py `_alarm_row`.
+# severity, state, site, place, value, detail); see storage/influx.py `alarm_row`.
 AlarmRow = tuple[Any, ...]
 TEXT_MAX = 300  # characters of an alarm_event's `text`
 

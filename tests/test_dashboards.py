@@ -67,7 +67,7 @@ from ingest.index import DeviceIndex
 from simulators.devices import SimDevice
 from simulators.hospital import DEMO_HOSPITAL
 from storage.db import open_store
-from storage.influx import _alarm_row, device_tags
+from storage.influx import alarm_row, device_tags
 from storage.line_protocol import ReadingEncoder, alarm_line, line
 from storage.models import AlarmRow, TicketRow
 from storage.registry_sync import sync_registry
@@ -672,7 +672,7 @@ def influx_lines(day: Day) -> list[str]:
     for slot, ts, value in day.samples:
         lines += encoder.encode(slot, ts, value).data.decode().splitlines()
     for t in day.transitions:
-        alarm = alarm_line(_alarm_row(t), tags)
+        alarm = alarm_line(alarm_row(t), tags)
         assert alarm is not None
         lines.append(alarm)
     for instance, rate in INSTANCES.items():

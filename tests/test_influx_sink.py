@@ -32,18 +32,11 @@ from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, S
 from core.settings import InfluxSettings, IngestSettings, MqttSettings, Settings
 from firewatch.broker import Mosquitto, free_port
 from firewatch.service import Service
-from storage import influx
-from storage.influx import (
-    ALARM_KEY,
-    ALARM_TYPE,
-    InfluxSink,
-    PointBuffer,
-    SinkAlarm,
-    SinkStatus,
-    Tables,
-    outcome_of,
-)
-from storage.influx import _Config as SinkConfig
+from storage import influx_worker
+from storage.influx import InfluxSink, SinkStatus, Tables
+from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm
+from storage.influx_worker import PointBuffer, outcome_of
+from storage.influx_worker import WorkerConfig as SinkConfig
 from storage.line_protocol import (
     ReadingEncoder,
     alarm_line,
@@ -171,16 +164,16 @@ def test_a_failed_batch_is_retried_first_and_past_the_bound_dropped_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker's sending loop with a scripted server: down once, then up."""
-    monkeypatch.setattr(influx, "RETRY_FIRST_S", 60.0)  # the pause after the failure lasts until stop
+    monkeypatch.setattr(influx_worker, "RETRY_FIRST_S", 60.0)  # the pause after the failure lasts until stop
     sent: list[list[int]] = []
 
-    def server(body: bytes, points: int, timeout_s: float) -> influx.Outcome:
+    def server(body: bytes, points: int, timeout_s: float) -> influx_worker.Outcome:
         sent.append([int(x.rsplit(b" ", 1)[1]) for x in gzip.decompress(body).splitlines()])
-        return influx.Outcome("retry", "down") if len(sent) == 1 else influx.Outcome("ok")
+        return influx_worker.Outcome("retry", "down") if len(sent) == 1 else influx_worker.Outcome("ok")
 
-    shared = [0.0] * len(influx._Stat)
+    shared = [0.0] * len(influx_worker.Stat)
     error: SynchronizedString = multiprocessing.get_context("spawn").Array("c", 64)  # type: ignore[assignment]
-    worker = influx._Worker(_config(buffer_points=1000, batch_points=100), shared, error, server)
+    worker = influx_worker._Worker(_config(buffer_points=1000, batch_points=100), shared, error, server)
     worker.take(("tables", 0, SERIES, TAGS))
 
     def readings(first: int) -> tuple[Any, ...]:  # 100 readings of d1's smoke, stamped first.. ms
@@ -191,13 +184,13 @@ def test_a_failed_batch_is_retried_first_and_past_the_bound_dropped_first(
         worker.take(readings(first))
     sender = threading.Thread(target=worker.send)
     sender.start()
-    wait_until(lambda: shared[influx._Stat.FAILURES] == 1, what="the first write failed")
-    assert shared[influx._Stat.BUFFERED] == 1000  # the failed batch is back in the buffer
+    wait_until(lambda: shared[influx_worker.Stat.FAILURES] == 1, what="the first write failed")
+    assert shared[influx_worker.Stat.BUFFERED] == 1000  # the failed batch is back in the buffer
     worker.take(readings(1000))  # one batch too many: the oldest batch goes, the one that failed
     worker._begin_stop(time.time() + 10)
     sender.join(10)
     assert [batch[0] for batch in sent] == [0, *range(100, 1100, 100)]
-    assert (shared[influx._Stat.WRITTEN], shared[influx._Stat.DROPPED_BUFFER]) == (1000, 100)
+    assert (shared[influx_worker.Stat.WRITTEN], shared[influx_worker.Stat.DROPPED_BUFFER]) == (1000, 100)
     assert error.value.decode() == "down"
 
 
