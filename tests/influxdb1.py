@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from firewatch.broker import free_port
+from firewatch.broker import free_port, stop_process
 
 INFLUXD = Path("/usr/bin/influxd")
 
@@ -135,11 +135,6 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         return series
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        if self._proc is not None:
+            stop_process(self._proc)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from firewatch.broker import free_port
+from firewatch.broker import free_port, stop_process
 
 BINARY = Path("/usr/bin/victoria-metrics")
 
@@ -78,12 +78,7 @@ class VictoriaMetrics:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+            stop_process(self._process, timeout=15)
             self._process = None
 
     def close(self) -> None:
