@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-# grafana-client (and niquests under it) is imported where it is used: `firewatch --help` and the
+# grafana-client (and requests under it) is imported where it is used: `firewatch --help` and the
 # other commands should not pay for it.
 if TYPE_CHECKING:
     from grafana_client.api import GrafanaApi
@@ -478,14 +478,14 @@ class _Grafana:
         self.url = api.client.url.removesuffix("/api")
 
     def call(self, fn: Callable[[], Any]) -> Any:
-        from grafana_client.client import GrafanaException, GrafanaTimeoutError, GrafanaUnauthorizedError
-        from niquests.exceptions import RequestException
+        from grafana_client.client import GrafanaException, GrafanaUnauthorizedError
+        from requests.exceptions import RequestException  # grafana-client 3 talks through requests
 
         try:
             return fn()
         except GrafanaUnauthorizedError:
             raise AuthError(f"Grafana at {self.url} refused the credentials (401 Unauthorized)") from None
-        except (RequestException, GrafanaTimeoutError) as exc:
+        except RequestException as exc:  # refused, unresolvable, timed out
             raise UnreachableError(f"cannot reach Grafana at {self.url}: {exc}") from None
         except GrafanaException as exc:
             if exc.status_code == 0:  # grafana-client's wrapping of transport errors

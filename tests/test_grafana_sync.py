@@ -937,3 +937,14 @@ def test_the_shipped_grafana_tree_syncs_and_then_reports_unchanged(grafana: Stan
     assert {d["folderUid"] for d in grafana.dashboards.values()} == {"firewatch"}
     again = plan(api, bundle)
     assert {(s.uid, s.action) for s in again} == {(s.uid, Action.UNCHANGED) for s in again}
+
+
+def test_the_grafana_client_leaves_the_installed_urllib3_alone() -> None:
+    """grafana-client 4+ brings urllib3-future, which overwrites the `urllib3` package at interpreter
+    start and broke requests-based libraries here (docs/decisions/0008-grafana-client-3.md)."""
+    import importlib.metadata
+
+    import urllib3
+
+    assert importlib.metadata.version("grafana-client").startswith("3.")
+    assert int(urllib3.__version__.split(".")[-1]) < 900, f"urllib3 {urllib3.__version__} is urllib3-future"
