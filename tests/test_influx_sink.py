@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from multiprocessing.sharedctypes import SynchronizedString
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from storage.models import AlarmRow, TicketRow
 from tests.conftest import PROFILES, make_accounts, sign_in
 from tests.mqtt_helpers import Publisher
 from tests.victoria import VictoriaMetrics
+from tests.waiting import eventually, wait_until
 
 # --- the encoder (pure) -------------------------------------------------------------------------------
 
@@ -256,26 +257,6 @@ def victoria() -> Iterator[VictoriaMetrics]:
     """One private VictoriaMetrics for the module; each test writes under a site of its own."""
     with VictoriaMetrics() as vm:
         yield vm
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check() if asyncio.iscoroutinefunction(check) else check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        await asyncio.sleep(0.05)
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
-    return result
 
 
 def hospital(site: str) -> Registry:

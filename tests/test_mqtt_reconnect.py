@@ -20,7 +20,8 @@ from firewatch.service import Service
 from ingest.mqtt import BrokerAddress, MqttSource
 from ingest.queue import BoundedQueue
 from tests.mqtt_helpers import Publisher
-from tests.test_service_mqtt import eventually, make_service
+from tests.test_service_mqtt import make_service
+from tests.waiting import eventually
 
 
 @dataclass

@@ -7,7 +7,6 @@ left alone while messages flow); the same service, not started, where only the A
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from firewatch.service import Service
 from ingest.envelope import Message
 from tests.conftest import PRESSURE, SMOKE, small_registry
 from tests.mqtt_helpers import Publisher, reading
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -102,17 +102,6 @@ def publisher(mosquitto: Mosquitto) -> Iterator[Publisher]:
     pub = Publisher(mosquitto.host, mosquitto.port)
     yield pub
     pub.close()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def alarms_of(api: httpx.AsyncClient, device_id: str, category: str) -> Callable[[], Any]:

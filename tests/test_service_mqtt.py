@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from firewatch.service import Service
 from storage.models import RejectRow, TicketRow
 from tests.conftest import PROFILES, make_accounts, sign_in, small_registry
 from tests.mqtt_helpers import Publisher, reading
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +45,6 @@ def make_service(
         ingest=IngestSettings(liveness_check_s=0.1, batch_wait_ms=2),
     )
     return Service(settings, registry=small_registry(), profiles=profiles)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check() if asyncio.iscoroutinefunction(check) else check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
