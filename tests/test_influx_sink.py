@@ -35,7 +35,7 @@ from firewatch.service import Service
 from storage import influx_worker
 from storage.influx import InfluxSink, SinkStatus, Tables
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm
-from storage.influx_worker import PointBuffer, outcome_of
+from storage.influx_worker import WORKER_NICENESS, PointBuffer, outcome_of
 from storage.influx_worker import WorkerConfig as SinkConfig
 from storage.line_protocol import (
     ReadingEncoder,
@@ -537,6 +537,25 @@ def test_past_buffer_points_the_oldest_points_are_dropped_and_counted(tmp_path: 
     finally:
         sink.stop()
         vm.close()
+
+
+@pytest.mark.integration
+def test_the_worker_runs_at_a_lower_cpu_priority_than_the_service(
+    victoria: VictoriaMetrics, site: str
+) -> None:
+    sink = standalone_sink(victoria.url)
+    sink.start(Tables(0, SOLO_SERIES, solo_tags(site)))
+    try:
+        assert sink._process is not None
+        pid = sink._process.pid
+        assert pid is not None
+        # The worker lowers its own priority as it starts: wait for the first point to be written.
+        sink.put_readings(*reading_batch(0, 1, 1_700_000_000.0), points=1)
+        wait_until(lambda: sink.status().written == 1, what="a point written")
+        service = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(service + WORKER_NICENESS, 19)
+    finally:
+        sink.stop()
 
 
 @pytest.mark.integration
