@@ -15,13 +15,18 @@ from accounts.model import AccountExistsError
 from accounts.passwords import Passwords
 from accounts.service import AccountService
 from alarms.service import AlarmService
+from alarms.tickets import TicketOpener
 from api.app import create_app
 from api.context import AppContext
 from core.domain import Role
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
+from core.settings import TicketPolicy
 from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.metrics import Metrics
+from ingest.index import DeviceIndex
+from storage.db import open_store
+from storage.registry_sync import sync_registry
 from storage.telemetry import TelemetryStore
 from tests.postgres import PrivatePostgres
 from tickets.service import TicketService
@@ -182,6 +187,22 @@ class FakeClock:
 # (~0.1 s a hash) is a property of the library's defaults, not of the behaviour under test.
 TEST_PASSWORDS = Passwords(time_cost=1, memory_cost=1024)
 TEST_PASSWORD = "correct-horse-battery"
+
+
+def alarm_service(
+    db: Path,
+    start: float,
+    registry: Registry | None = None,
+    profiles: dict[str, Profile] | None = None,
+) -> AlarmService:
+    """An alarm service on a fresh SQLite store at `db`, its registry mirrored, its clock a FakeClock
+    at `start` (the small test registry and profiles unless others are given)."""
+    registry = registry if registry is not None else small_registry()
+    profiles = profiles if profiles is not None else PROFILES
+    _, sessions = open_store(f"sqlite:///{db}")
+    sync_registry(sessions, registry, profiles)
+    index = DeviceIndex.build(registry, profiles)
+    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(start))
 
 
 def make_accounts(sessions: sessionmaker[Session], **options: Any) -> AccountService:

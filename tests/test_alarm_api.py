@@ -10,25 +10,16 @@ import pytest
 from sqlalchemy import update
 
 from alarms.service import AlarmService
-from alarms.tickets import TicketOpener
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, SystemType
-from core.settings import TicketPolicy
-from ingest.index import DeviceIndex
-from storage.db import open_store
 from storage.models import AlarmRow
-from storage.registry_sync import sync_registry
-from tests.conftest import PROFILES, ApiClient, FakeClock, asgi_api, small_registry
+from tests.conftest import ApiClient, alarm_service, asgi_api
 
 T0 = 1_800_000_000.0
 
 
 @pytest.fixture
 def alarms(tmp_path: Path) -> AlarmService:
-    _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    registry = small_registry()
-    sync_registry(sessions, registry, PROFILES)
-    index = DeviceIndex.build(registry, PROFILES)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0))
+    return alarm_service(tmp_path / "state.sqlite", T0)
 
 
 @pytest.fixture

@@ -21,24 +21,19 @@ from accounts.model import AccountError, AuthError, DemoAccountRefusedError, Too
 from accounts.passwords import DEMO_PASSWORD, check_password
 from accounts.service import DEMO_ACCOUNTS
 from alarms.service import AlarmService
-from alarms.tickets import TicketOpener
 from api.app import openapi_document
 from api.auth import RedactTokens
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, Role
 from core.settings import AuthSettings, MqttSettings, Settings, TicketPolicy
 from firewatch.service import Service
-from ingest.index import DeviceIndex
-from storage.db import open_store
 from storage.models import TokenRow, UserRow
-from storage.registry_sync import sync_registry
 from tests.conftest import (
-    PROFILES,
     TEST_PASSWORD,
     ApiClient,
     FakeClock,
+    alarm_service,
     asgi_api,
     make_accounts,
-    small_registry,
 )
 from tickets.service import TicketService
 
@@ -49,11 +44,7 @@ OPEN = {"/healthz", "/readyz", "/metrics", "/api/v1/auth/login"}
 
 @pytest.fixture
 def alarms(tmp_path: Path) -> AlarmService:
-    _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    registry = small_registry()
-    sync_registry(sessions, registry, PROFILES)
-    index = DeviceIndex.build(registry, PROFILES)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0))
+    return alarm_service(tmp_path / "state.sqlite", T0)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 import alarms.propagation
 from alarms.propagation import AlarmRecord, PlaceStatus, ancestors, propagate
 from alarms.service import AlarmService
-from alarms.tickets import TicketOpener
 from core.domain import (
     SEVERITY_OF,
     AlarmCategory,
@@ -24,12 +23,8 @@ from core.domain import (
     SystemType,
 )
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
-from core.settings import TicketPolicy
 from device_profiles.schema import Profile
-from ingest.index import DeviceIndex
-from storage.db import open_store
-from storage.registry_sync import sync_registry
-from tests.conftest import PROFILES, SMOKE, FakeClock, asgi_api
+from tests.conftest import PROFILES, SMOKE, alarm_service, asgi_api
 
 T0 = 1_800_000_000.0
 ROOM = "s/b1/f3/z1/r305"
@@ -246,11 +241,7 @@ def hospital() -> Registry:
 
 @pytest.fixture
 def service(tmp_path: Path) -> AlarmService:
-    _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    registry = hospital()
-    sync_registry(sessions, registry, API_PROFILES)
-    index = DeviceIndex.build(registry, API_PROFILES)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0))
+    return alarm_service(tmp_path / "state.sqlite", T0, hospital(), API_PROFILES)
 
 
 @pytest.fixture

@@ -25,15 +25,10 @@ from openpyxl import load_workbook
 from sqlalchemy import select, update
 
 from alarms.service import AlarmService
-from alarms.tickets import TicketOpener
 from api.routes import ticket_exports
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
-from core.settings import TicketPolicy
-from ingest.index import DeviceIndex
-from storage.db import open_store
 from storage.models import TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
-from storage.registry_sync import sync_registry
-from tests.conftest import PROFILES, FakeClock, asgi_api, small_registry
+from tests.conftest import alarm_service, asgi_api
 from tickets import export
 from tickets.export import EvidenceMeta, FontUnavailableError, render_ledger_xlsx, render_ticket_pdf
 
@@ -504,11 +499,7 @@ T0 = at("2026-11-23 09:40")
 
 @pytest.fixture
 def alarms(tmp_path: Path) -> AlarmService:
-    _, sessions = open_store(f"sqlite:///{tmp_path}/s.sqlite")
-    registry = small_registry()
-    sync_registry(sessions, registry, PROFILES)
-    index = DeviceIndex.build(registry, PROFILES)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0))
+    return alarm_service(tmp_path / "state.sqlite", T0)
 
 
 @pytest.fixture
