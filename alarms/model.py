@@ -64,6 +64,10 @@ class Transition:
     note: str = ""
     targets: tuple[str, ...] = ()  # duty roles this transition is addressed to (escalation policy)
     held: str = ""  # why its notifications are held ("shelved", "flapping", "maintenance"), if they are
+    # False: detected while the state store could not record it (alarms/unrecorded.py). Shown and
+    # published at once with no event or alarm id (both 0); recorded, and published again as a
+    # normal transition, when the store is back.
+    recorded: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class Transition:
             "note": self.note,
             "targets": list(self.targets),
             "held": self.held,
+            "recorded": self.recorded,
             "before": self.before,
             "after": self.after,
         }

@@ -46,6 +46,7 @@ from core.domain import (
 from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
 from storage.db import IMMEDIATE, retryable
+from storage.marks import Mark
 from storage.models import AlarmEventRow, AlarmRow, AuditRow, MaintenanceRow, TicketRow
 
 logger = logging.getLogger(__name__)
@@ -136,15 +137,20 @@ class AlarmService:
             )
             return {(d, t) for d, t in rows}
 
-    def apply(self, events: list[DetectorEvent]) -> tuple[list[Transition], list[TicketChange]]:
-        """Turn detector events into alarm transitions, persisted in one transaction."""
-        if not events:
+    def apply(
+        self, events: list[DetectorEvent], *, mark: Mark | None = None
+    ) -> tuple[list[Transition], list[TicketChange]]:
+        """Turn detector events into alarm transitions, persisted in one transaction; with `mark`,
+        the journal entry they came from is marked recorded in the same transaction."""
+        if not events and mark is None:
             return [], []
         now = self.clock()
 
         def work(s: Session, out: Outcome) -> None:
             for event in events:
                 self._apply_one(s, out, event, now)
+            if mark is not None:
+                mark.write(s, now)
 
         _, out = self._write(work)
         return out.transitions, out.tickets

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api import problems
+from api import problems, unavailable
 from api.audit import AuditMiddleware
 from api.auth import redact_access_log
 from api.context import AppContext
@@ -28,6 +28,7 @@ from api.routes import (
     stream,
     ticket_exports,
     tickets,
+    unrecorded,
     users,
 )
 
@@ -56,6 +57,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
     app.state.ctx = ctx
     redact_access_log()
     problems.install(app)
+    unavailable.install(app)
     app.add_middleware(AuditMiddleware)  # who did what, from where: every change by a signed-in caller
     # ticket_exports before tickets: /tickets/ledger.xlsx must not be taken for /tickets/{ticket_id}.
     for module in (
@@ -64,6 +66,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
         audit,
         places,
         devices,
+        unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}
         alarms,
         stream,
         maintenance,

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,3 +38,5 @@ class AppContext:
     time_scale: float = 1.0  # settings.time_scale: how much faster than real time the clock runs
     accounts: AccountService | None = None  # users, sign-in and tokens (api/auth.py)
     registry: RegistryControl | None = None  # read and change the registry (api/routes/devices.py)
+    unrecorded: Callable[[], list[dict[str, Any]]] | None = None  # alarms/unrecorded.py
+    storage_failing: Callable[[], bool] | None = None

@@ -256,5 +256,6 @@ async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> Asy
         )
     while True:
         live = await sub.get(heartbeat_s)
-        if live is None or not backlog.already_sent(live.event_id):
+        # An unrecorded alarm has no event id and is in no backlog: it always goes out.
+        if live is None or not live.recorded or not backlog.already_sent(live.event_id):
             yield live

@@ -57,7 +57,11 @@ class RowStore:
         )
 
     def write(
-        self, series: np.ndarray, ts: np.ndarray, value: np.ndarray, seq: list[tuple[str, int, int, float]]
+        self,
+        series: np.ndarray,
+        ts: np.ndarray,
+        value: np.ndarray,
+        seq: list[tuple[str, int, int, float, bytes]],
     ) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany(
@@ -67,7 +71,7 @@ class RowStore:
         self.db.executemany(
             "INSERT INTO device_seq VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
             "max_seq=excluded.max_seq, bits=excluded.bits, last_ts=excluded.last_ts",
-            seq,
+            [row[:4] for row in seq],
         )
         self.db.execute("COMMIT")
 
@@ -81,8 +85,8 @@ class RowStore:
         return len(rows)
 
 
-def seq_rows(k: int) -> list[tuple[str, int, int, float]]:
-    return [(f"d{d:05d}", k, (1 << 62) - 1, T0 + k) for d in range(SEQ_DEVICES)]
+def seq_rows(k: int) -> list[tuple[str, int, int, float, bytes]]:
+    return [(f"d{d:05d}", k, (1 << 62) - 1, T0 + k, bytes(128)) for d in range(SEQ_DEVICES)]
 
 
 def bench_writes(directory: Path, samples: int, n_series: int, progress: Progress) -> dict[str, list[float]]:

@@ -156,7 +156,11 @@ class RejectReason(StrEnum):
     NON_FINITE = "non_finite"
     OUT_OF_RANGE = "out_of_range"
     FUTURE_TIMESTAMP = "future_timestamp"
+    BAD_TIMESTAMP = "bad_timestamp"  # not finite, before 2000, or older than ingest.max_past_s
     UNKNOWN_EVENT = "unknown_event"
+    # The message broke something the service did not foresee (a bug): kept with its bytes for a
+    # developer, and the rest of its batch goes on (poison isolation, docs/reliability.md).
+    UNPROCESSABLE = "unprocessable"
 
 
 class TicketStatus(StrEnum):

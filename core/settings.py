@@ -77,6 +77,11 @@ class IngestSettings(_Section):
     queue_max: int = Field(default=50_000, ge=100, description="bounded receive queue; overflow is counted")
     max_payload_bytes: int = Field(default=16_384, ge=256)
     max_future_s: float = Field(default=300.0, ge=0, description="timestamps further ahead are rejected")
+    max_past_s: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        description="timestamps further back are rejected (devices that buffer offline resend late)",
+    )
     reject_store_max: int = Field(default=10_000, ge=10, description="raw rejected messages kept")
     handoff_max: int = Field(
         default=50_000,
@@ -84,6 +89,24 @@ class IngestSettings(_Section):
         description="messages detected but not yet stored, at most; past it detection waits for storage",
     )
     liveness_check_s: float = Field(default=1.0, gt=0)
+    # Fault safety (docs/reliability.md).
+    alarm_write_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="longest a batch's alarms wait for the state store before they are shown as unrecorded",
+    )
+    unacked_max_age_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="unready, with a fault alarm, while a message waits longer for its ack",
+    )
+    stall_after_s: float = Field(
+        default=30.0, gt=0, description="unready, with a fault alarm, while messages wait and none is acked"
+    )
+    broker_down_after_s: float = Field(
+        default=30.0, gt=0, description="a fault alarm when the broker connection has been down this long"
+    )
 
 
 class PushRoute(_Section):

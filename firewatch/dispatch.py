@@ -10,7 +10,10 @@ Each route is worked in its own task, in order, so a hanging channel delays only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from alarms.model import Transition
 from core.settings import PushRoute
 from storage.db import IMMEDIATE
 from storage.models import DeliveryRow, OutboxRow
@@ -126,6 +130,51 @@ class MqttAlarmChannel:
             self._client.loop_stop()
             self._client.disconnect()
             self._client = None
+
+
+class AlarmTopicRelay:
+    """Unrecorded alarms (alarms/unrecorded.py) to the MQTT alarm topic, at once and without the
+    outbox: the outbox lives in the state store, which is what is failing. A thread of its own with
+    a bounded queue, so the pipeline never waits for the broker; one publish retried a few times,
+    and dropped (counted, logged) after that: the recorded transition follows through the outbox."""
+
+    QUEUE_MAX = 10_000
+    ATTEMPTS = 3
+
+    def __init__(self, channel: MqttAlarmChannel) -> None:
+        self.channel = channel
+        self.sent = 0
+        self.dropped = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(self.QUEUE_MAX)
+        self._thread = threading.Thread(target=self._run, name="alarm-topic-relay", daemon=True)
+        self._thread.start()
+
+    def offer(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            try:
+                self._queue.put_nowait({"transition": t.to_json()})
+            except queue.Full:
+                self.dropped += 1
+
+    def _run(self) -> None:
+        while (payload := self._queue.get()) is not None:
+            for attempt in range(1, self.ATTEMPTS + 1):
+                try:
+                    self.channel.deliver(payload)
+                    self.sent += 1
+                    break
+                except DeliveryError as exc:
+                    if attempt == self.ATTEMPTS:
+                        self.dropped += 1
+                        logger.warning("unrecorded alarm not published on the alarm topic: %s", exc)
+                    else:
+                        time.sleep(0.5 * attempt)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout_s)
+        self.channel.close()
 
 
 def backoff(attempts: int, base_s: float, cap_s: float) -> float:

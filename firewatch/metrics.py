@@ -60,6 +60,41 @@ class Metrics:
             "messages detected and waiting for the telemetry writer",
             registry=r,
         )
+        # Fault safety (docs/reliability.md).
+        self.storage_failing = Gauge(
+            "fw_state_store_failing",
+            "1 while the state store cannot record alarms (they are journaled)",
+            registry=r,
+        )
+        self.journal_pending = Gauge(
+            "fw_journal_pending",
+            "journal entries (alarm events, rejects) not yet in the state store",
+            registry=r,
+        )
+        self.unrecorded_alarms = Gauge(
+            "fw_unrecorded_alarms", "alarms shown live that the state store has not recorded yet", registry=r
+        )
+        self.isolated = Counter(
+            "fw_ingest_isolated",
+            "messages that failed their batch and were rejected on their own",
+            registry=r,
+        )
+        self.unacked_age = Gauge(
+            "fw_ingest_oldest_unacked_seconds",
+            "age of the oldest received message not yet acknowledged",
+            registry=r,
+        )
+        self.ingest_stalled = Gauge(
+            "fw_ingest_stalled",
+            "1 while messages wait but no batch has been acknowledged for a while",
+            registry=r,
+        )
+        self.fault_conditions = Gauge(
+            "fw_fault_condition",
+            "1 while a readiness condition holds (docs/reliability.md)",
+            ["condition"],
+            registry=r,
+        )
         self.handoff_waits = Counter(
             "fw_telemetry_handoff_waits",
             "times detection waited because too many messages were waiting for the telemetry writer",

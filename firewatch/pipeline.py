@@ -5,6 +5,21 @@ runs beside detection with a hand-off of its own (`PipelineConfig.handoff_max` m
 never sits on the alarm path. The broker's acknowledgement waits for both (a crash before it means
 redelivery), so a writer that stays behind is finally bounded by the broker's in-flight window.
 
+A batch's effects are all or nothing, and no fire alarm waits for the state store (issue 18,
+docs/reliability.md):
+- A batch whose decoding or detection fails leaves no de-duplication marks behind and is tried
+  again; failing twice, it is split in halves until the one message that fails it is found, which
+  becomes a reject (`unprocessable`) with its bytes, and the rest goes on.
+- When the state store cannot record a batch's alarm events (down, or slower than
+  `alarm_write_timeout_s`), they are shown at once as unrecorded alarms (alarms/unrecorded.py: live
+  streams, console, MQTT alarm topic) and kept in the local journal, in the same local transaction
+  as the batch's telemetry and de-duplication state; then the batch is acknowledged. The recorder
+  (firewatch/recorder.py) records the journal in order once the store answers; until it has caught
+  up, later batches join the journal too, so alarms are recorded in the order they happened.
+- Rejects go to the journal the same way when the state store refuses them.
+- A local store that fails is retried with backoff (ingest holds, bounded by the hand-off and the
+  broker's in-flight window); one whose failure follows a message is isolated like a poison.
+
 A changed registry is swapped in between two batches (`prepare_rebind`, then `rebind`): everything
 costly is built beside the running pipeline, and the swap itself, under the batch lock, only copies
 detector state and exchanges references, so no batch sees half the old and half the new index and a
@@ -14,13 +29,14 @@ fire alarm waits for no more than those copies.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +45,18 @@ import numpy.typing as npt
 from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketChange
-from core.domain import DetectorEvent
+from alarms.unrecorded import UnrecordedAlarms
+from core.domain import DetectorEvent, RejectReason
 from detectors.engine import Engine, StateCarry
+from firewatch.faults import is_unavailable
+from firewatch.journal import EntryKind, encode_events, encode_rejects
 from firewatch.metrics import Metrics
-from ingest.decode import DecodedBatch, Decoder
+from firewatch.recorder import Drained, Recorder
+from ingest.decode import DecodedBatch, Decoder, empty_batch
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from ingest.queue import BoundedQueue
+from ingest.rejects import Reject
 from storage.influx import InfluxSink, Tables
 from storage.rejects import RejectRecord, RejectStore
 from storage.telemetry import TelemetryStore
@@ -57,6 +78,21 @@ class PipelineConfig:
     # Messages detected but not yet stored, at most: past this, detection waits for storage. Only
     # a storage stall reaches it (the writer sustains over a million samples/s, docs/benchmarks.md).
     handoff_max: int = 50_000
+    # The longest a batch's alarms wait for the state store before they are shown as unrecorded
+    # and journaled: a store that hangs (not refuses) must not hold a fire alarm longer than this.
+    alarm_write_timeout_s: float = 2.0
+    store_retry_max_s: float = 5.0  # the longest wait between two tries of a failing store
+    journal_source: str = "local"  # this journal's name in the state store's marks
+
+
+@dataclass
+class _Stored:
+    """A detected batch on its way to storage: its messages and the alarm events to journal."""
+
+    batch: DecodedBatch
+    messages: list[Message]
+    deferred: list[DetectorEvent] = field(default_factory=list)
+    oldest: float | None = None  # when its longest-waiting message arrived
 
 
 @dataclass
@@ -68,7 +104,7 @@ class Rebind:
     engine: Engine
     carry: StateCarry
     old_of_new: list[int]  # per new device, its index in the old one (-1: added)
-    seq_rows: list[tuple[int, int, int, float]]  # stored de-duplication state of added devices
+    seq_rows: list[tuple[int, int, int, float, bytes | None]]  # stored de-duplication state of added devices
     series: npt.NDArray[np.int64] | None  # telemetry slot per index slot (None: the same)
     sink_tables: Tables | None = None  # what the InfluxDB sink's tables gain (None: no sink)
 
@@ -108,6 +144,35 @@ class Pipeline:
         self.telemetry_pending = 0  # messages detected and not yet stored
         self.store_failures = 0
         self.stored_samples = 0
+        self.isolated = 0  # messages that failed their batch and were rejected on their own
+        # Alarms the state store has not recorded yet, shown live meanwhile (alarms/unrecorded.py).
+        self.unrecorded = UnrecordedAlarms(lambda: self.decoder.index, clock)
+        self.recorder = Recorder(
+            telemetry,
+            alarms,
+            rejects,
+            self.unrecorded,
+            source=self.config.journal_source,
+            publish=self.publish,
+            clock=clock,
+        )
+        # Batches whose alarm events wait in (or on their way to) the journal; while any do, later
+        # batches join them, so alarms are recorded in detection order. Changed under `_lock`.
+        self._deferred = telemetry.journal_kinds().get(EntryKind.EVENTS, 0)
+        self.storage_failing_since: float | None = None  # the state store failed and has not recovered
+        self.storage_error = ""
+        self.local_failing_since: float | None = None  # the local store (telemetry, journal) fails
+        self.local_error = ""
+        self.progress_at = clock()  # the last acknowledgement (or start): ingest stall detection
+        # Alarm writes run here, so a store that hangs holds the write, not the batch thread.
+        self._alarm_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alarm-writer")
+        self._alarm_write: concurrent.futures.Future[tuple[list[Transition], list[TicketChange]]] | None = (
+            None
+        )
+        self._handoff: _Handoff | None = None
+        self._snapshot_safe = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._recorder_wake: asyncio.Event | None = None
         self._stats_lock = threading.Lock()  # `transitions` and `_latency_max` change in several threads
         self._latency_max = 0.0  # the longest receipt-to-alarm time since `take_alarm_latency_max`
         # Detector state is touched by the batch thread and the liveness timer: one at a time.
@@ -117,7 +182,7 @@ class Pipeline:
         self._detecting_since: float | None = None  # arrival of the oldest message in detection
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
-        decoder.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in restored if d in dev_of])
+        decoder.seq.restore([(dev_of[d], m, b, t, f) for d, m, b, t, f in restored if d in dev_of])
         # The telemetry store's series, as bound by the service: the index's slots, in order. A
         # registry change only appends to them, so batches detected before it and stored after it
         # still name the right series (`_slot_series` maps the current index's slots onto them).
@@ -127,17 +192,29 @@ class Pipeline:
 
     # --- the synchronous core, also driven directly by tests and benchmarks ------------------------
     def detect(self, messages: list[Message]) -> DecodedBatch:
-        """Decode, detect and raise alarms for one batch; returns the batch for storage."""
+        """Decode, detect and raise alarms for one batch; returns the batch for storage. Alarm
+        events the state store could not record are in `deferred_events` (see `_Stored`)."""
+        return self.detect_deferring(messages)[0]
+
+    def detect_deferring(self, messages: list[Message]) -> tuple[DecodedBatch, list[DetectorEvent]]:
+        """`detect`, with the alarm events left for the journal (empty when they were recorded)."""
         started = time.perf_counter()
         # The whole batch, its alarms included, under the lock: a registry swap happens between
         # batches, so the alarms of a batch are recorded with the index it was decoded with.
         with self._lock:
             now = self.clock()
-            batch = self.decoder.decode(messages, now)
-            events = self.engine.process(batch)
-            self._maybe_snapshot(now)
-            if events:
-                self.raise_alarms(events, first_received=min(msg.received for msg in messages))
+            seq = self.decoder.seq
+            seq.begin()
+            try:
+                batch = self.decoder.decode(messages, now)
+                events = self.engine.process(batch)
+            except BaseException:
+                seq.rollback()  # no marks of a failed batch: it is decoded again
+                raise
+            seq.commit()
+            if self._deferred == 0:  # a snapshot never runs ahead of the alarms recorded
+                self._maybe_snapshot(now)
+            deferred = self._record_or_defer(events, min(msg.received for msg in messages))
             series = self._slot_series
             if self.sink is not None and batch.n_samples:
                 # After the alarms, and under the lock: a registry swap's table change reaches the
@@ -162,7 +239,80 @@ class Pipeline:
         self.batches += 1
         if series is not None:  # the registry changed: store under the telemetry store's series slots
             batch = replace(batch, sample_slot=series[batch.sample_slot].astype(np.int32))
-        return batch
+        return batch, deferred
+
+    # --- recording alarms, or deferring them while the state store cannot -------------------------
+    def _record_or_defer(
+        self, events: list[DetectorEvent], first_received: float | None
+    ) -> list[DetectorEvent]:
+        """Record `events` in the state store now, or show them as unrecorded and return them for
+        the journal (under `_lock`). Never waits longer than `alarm_write_timeout_s`."""
+        if not events:
+            return []
+        if self._deferred == 0 and (self._alarm_write is None or self._alarm_write.done()):
+            write = self._alarm_writer.submit(self.alarms.apply, events)
+            try:
+                transitions, tickets = write.result(timeout=self.config.alarm_write_timeout_s)
+            except concurrent.futures.TimeoutError:
+                self._alarm_write = write  # still running: nothing goes to the store until it ends
+                self._storage_failed(TimeoutError(f"no answer in {self.config.alarm_write_timeout_s:g} s"))
+            except Exception as exc:
+                self._storage_failed(exc)
+            else:
+                self._storage_ok()
+                self._observe_latency(first_received)
+                self.publish(transitions, tickets)
+                return []
+        self._deferred += 1
+        self.unrecorded.add(events)
+        self._observe_latency(first_received)
+        return events
+
+    def _observe_latency(self, first_received: float | None) -> None:
+        if first_received is None:
+            return
+        latency = max(0.0, self.clock() - first_received)
+        self.metrics.alarm_latency.observe(latency)
+        with self._stats_lock:
+            self._latency_max = max(self._latency_max, latency)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        if self.storage_failing_since is None:
+            self.storage_failing_since = self.clock()
+            logger.error(
+                "the state store cannot record alarms (%s: %s): they are shown as unrecorded and kept "
+                "in the local journal until it can",
+                type(exc).__name__,
+                exc,
+            )
+        elif not is_unavailable(exc):
+            logger.error("the state store refused alarm events: %s: %s", type(exc).__name__, exc)
+        self.storage_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        self.metrics.storage_failing.set(1)
+
+    def _storage_ok(self) -> None:
+        if self.storage_failing_since is not None:
+            logger.warning(
+                "the state store records again (it failed for %.0f s)",
+                self.clock() - self.storage_failing_since,
+            )
+        self.storage_failing_since = None
+        self.storage_error = ""
+        self.metrics.storage_failing.set(0)
+
+    def submit_events(self, events: list[DetectorEvent]) -> list[DetectorEvent]:
+        """Record events that come from no batch (liveness, the service's own fault alarms): like a
+        batch's, they wait for no store (blocking: call in a thread). Returns those to journal;
+        `journal_events` (on the loop) takes them there."""
+        with self._lock:
+            return self._record_or_defer(events, None)
+
+    def journal_events(self, events: list[DetectorEvent]) -> None:
+        """Hand deferred events of no batch to the writer (on the event loop)."""
+        if events and self._handoff is not None:
+            self._handoff.put(_Stored(empty_batch(), [], events))
+        elif events:  # not running: nothing can journal them; keep them visible at least
+            logger.error("%d alarm events could not be recorded and the pipeline is not running", len(events))
 
     def _maybe_snapshot(self, now: float) -> None:
         """Save detector state every `snapshot_every_s` (under the lock, between batches).
@@ -194,6 +344,7 @@ class Pipeline:
             prefix="/".join(old_decoder.prefix),
             max_payload=old_decoder.max_payload,
             max_future_s=old_decoder.max_future_s,
+            max_past_s=old_decoder.max_past_s,
         )
         engine = Engine(index, start=self.clock(), fusion_window_s=old_engine.fusion.window_s)
         old_of_new = [old.dev_of.get(d, -1) for d in index.device_ids]
@@ -205,10 +356,10 @@ class Pipeline:
             if old_of_new[i] >= 0 and old.devices[old_of_new[i]].profile == index.devices[i].profile
         ]
         carry = engine.carry_from(old_engine, warm=warm, active=active)
-        seq_rows: list[tuple[int, int, int, float]] = []
+        seq_rows: list[tuple[int, int, int, float, bytes | None]] = []
         if any(o < 0 for o in old_of_new):  # a device registered again resumes its de-duplication
             added = {d: i for i, d in enumerate(index.device_ids) if old_of_new[i] < 0}
-            seq_rows = [(added[d], m, b, t) for d, m, b, t in self.telemetry.seq_state() if d in added]
+            seq_rows = [(added[d], m, b, t, f) for d, m, b, t, f in self.telemetry.seq_state() if d in added]
         series = self._bind_series(index)
         sink_tables = self.sink.tables_for(index, self._series_keys) if self.sink is not None else None
         return Rebind(index, decoder, engine, carry, old_of_new, seq_rows, series, sink_tables)
@@ -243,17 +394,21 @@ class Pipeline:
             also()
 
     def save_snapshot(self) -> None:
+        """Save detector state now (at stop), unless batches were left unstored: then the last
+        periodic snapshot stands, and their redelivery is detected again from it."""
+        if not self._snapshot_safe:
+            logger.warning("detector snapshot not saved at stop: batches were left unstored")
+            return
         if self.config.snapshot_path is not None:
             with self._lock:
                 self.engine.save(self.config.snapshot_path)
 
     def raise_alarms(self, events: list[DetectorEvent], first_received: float | None = None) -> None:
+        """Record events in the state store now (blocking; raises if it cannot): for callers that
+        retry on their own. The pipeline's own path is `_record_or_defer`."""
         transitions, tickets = self.alarms.apply(events)
-        if first_received is not None and transitions:
-            latency = max(0.0, self.clock() - first_received)
-            self.metrics.alarm_latency.observe(latency)
-            with self._stats_lock:
-                self._latency_max = max(self._latency_max, latency)
+        if transitions:
+            self._observe_latency(first_received)
         self.publish(transitions, tickets)
 
     def take_alarm_latency_max(self) -> float:
@@ -274,26 +429,30 @@ class Pipeline:
             except Exception:  # a broken consumer must not stop the alarm path
                 logger.exception("alarm listener %r failed", listener)
 
-    def store_rejects(self, batch: DecodedBatch) -> None:
-        """Keep the batch's rejected messages and unknown devices (blocking)."""
-        if batch.rejects or batch.unknown_devices:
-            now = self.clock()
-            self.rejects.add(
-                [
-                    RejectRecord(r.received, r.topic, r.payload, r.reason.value, r.detail, r.device_id)
-                    for r in batch.rejects
-                ],
-                # A device registered since its batch was decoded is no longer one to discover.
-                [
-                    (site, dev, now)
-                    for site, dev in batch.unknown_devices
-                    if dev not in self.decoder.index.dev_of
-                ],
-            )
+    def _reject_records(self, rejects: list[Reject]) -> list[RejectRecord]:
+        return [
+            RejectRecord(r.received, r.topic, r.payload, r.reason.value, r.detail, r.device_id)
+            for r in rejects
+        ]
 
-    def store_telemetry(self, batch: DecodedBatch) -> None:
-        """Persist the batch's samples with its seq state, in one transaction (blocking)."""
-        self.telemetry.write(batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state)
+    def _unknown(self, batch: DecodedBatch) -> list[tuple[str, str, float]]:
+        now = self.clock()
+        # A device registered since its batch was decoded is no longer one to discover.
+        return [
+            (site, dev, now) for site, dev in batch.unknown_devices if dev not in self.decoder.index.dev_of
+        ]
+
+    def store_rejects(self, batch: DecodedBatch) -> None:
+        """Keep the batch's rejected messages and unknown devices in the state store (blocking)."""
+        if batch.rejects or batch.unknown_devices:
+            self.rejects.add(self._reject_records(batch.rejects), self._unknown(batch))
+
+    def store_telemetry(self, batch: DecodedBatch, journal: list[tuple[str, bytes]] | None = None) -> None:
+        """Persist the batch's samples with its seq state and its journal entries, in one
+        transaction (blocking)."""
+        self.telemetry.write(
+            batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state, journal, self.clock()
+        )
         self.stored_samples += batch.n_samples
 
     def watermark(self) -> float:
@@ -308,14 +467,30 @@ class Pipeline:
     def _queue_oldest(self) -> float | None:
         return self._queue.oldest_received() if self._queue is not None else None
 
-    def check_liveness(self) -> None:
+    def check_liveness(self) -> list[DetectorEvent]:
+        """Offline alarms for devices gone quiet; returns those left for the journal."""
         with self._lock:
             events = self.engine.check(self.watermark())
         # A power cut silences a floor at once: hundreds of offline alarms, each opening a ticket.
         # Written in small transactions, so a fire alarm from the next batch waits for one chunk
         # at most, not for all of them (a fire alarm is never delayed behind maintenance work).
+        deferred: list[DetectorEvent] = []
         for i in range(0, len(events), LIVENESS_CHUNK):
-            self.raise_alarms(events[i : i + LIVENESS_CHUNK])
+            deferred += self.submit_events(events[i : i + LIVENESS_CHUNK])
+        return deferred
+
+    # --- health, for readiness and the service's fault alarms -------------------------------------
+    def oldest_unacknowledged(self) -> float | None:
+        """When the longest-waiting message not yet acknowledged arrived (None: none waits)."""
+        waiting = [t for t in (self._detecting_since, self._queue_oldest()) if t is not None]
+        if self._handoff is not None and (oldest := self._handoff.oldest()) is not None:
+            waiting.append(oldest)
+        return min(waiting) if waiting else None
+
+    def backlog(self) -> int:
+        """Messages received and not yet acknowledged, in the queue and in the hand-off."""
+        queued = len(self._queue) if self._queue is not None else 0
+        return queued + (self._handoff.messages if self._handoff is not None else 0)
 
     # --- the asynchronous loop -----------------------------------------------------------------
     async def run(
@@ -323,9 +498,12 @@ class Pipeline:
     ) -> None:
         """Drain the queue until `stop`; every message is acknowledged only after its batch is stored."""
         self._queue = queue
-        handoff = _Handoff(self.config.handoff_max)
+        self._loop = asyncio.get_running_loop()
+        handoff = self._handoff = _Handoff(self.config.handoff_max)
+        self._recorder_wake = asyncio.Event()
         writer = asyncio.create_task(self._writer(handoff, ack, stop), name="telemetry-writer")
         ticker = asyncio.create_task(self._liveness(stop), name="liveness")
+        recorder = asyncio.create_task(self._recording(stop), name="journal-recorder")
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -342,13 +520,13 @@ class Pipeline:
                 self.metrics.queue_overflow.set(queue.overflow)
                 self._detecting_since = min(m.received for m in messages)
                 try:
-                    batch = await asyncio.to_thread(self.detect, messages)
-                except Exception:  # never expected; keep the pipeline alive, leave messages unacked
-                    logger.exception("batch of %d messages failed; they will be redelivered", len(messages))
-                    continue
+                    parts = await self._detect_isolating(messages)
                 finally:
                     self._detecting_since = None
-                handoff.put(batch, messages)
+                for part in parts:
+                    handoff.put(part)
+                if any(p.deferred for p in parts):
+                    self._recorder_wake.set()
                 self.telemetry_pending = handoff.messages
                 self.metrics.telemetry_lag.set(handoff.messages)
                 if handoff.full():  # storage stalled: wait for room (or stop) before detecting more
@@ -365,45 +543,222 @@ class Pipeline:
             handoff.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(writer, 15)
-            ticker.cancel()
+            for task in (ticker, recorder):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             stopping.cancel()
+            # Whatever is still handed off was not stored (and is not acknowledged): a snapshot now
+            # would hold detector state whose alarms are neither recorded nor journaled.
+            self._snapshot_safe = handoff.empty()
+            self._handoff = None
+            self._alarm_writer.shutdown(wait=False, cancel_futures=True)
+
+    async def _detect_isolating(self, messages: list[Message]) -> list[_Stored]:
+        """Detect a batch; one that fails twice is split in halves until the message that fails
+        it is found, which becomes a reject with its bytes (poison isolation)."""
+        error: BaseException | None = None
+        for _ in range(2):
+            try:
+                batch, deferred = await asyncio.to_thread(self.detect_deferring, messages)
+            except Exception as exc:
+                error = exc
+                continue
+            return [_Stored(batch, messages, deferred, min(m.received for m in messages))]
+        assert error is not None
+        if len(messages) == 1:
+            self.isolated += 1
+            self.metrics.isolated.inc()
+            m = messages[0]
+            logger.error(
+                "message on %s failed its batch twice (%s: %s): rejected on its own",
+                m.topic[:200],
+                type(error).__name__,
+                error,
+            )
+            detail = f"processing failed: {type(error).__name__}: {str(error)[:200]}"
+            reject = Reject(m.received, m.topic, m.payload, RejectReason.UNPROCESSABLE, detail, None)
+            self.rejected += 1
+            self.metrics.rejects.labels(RejectReason.UNPROCESSABLE.value).inc()
+            return [_Stored(empty_batch(rejects=[reject]), messages, [], m.received)]
+        logger.warning(
+            "a batch of %d messages failed twice (%s: %s): splitting it to find the cause",
+            len(messages),
+            type(error).__name__,
+            error,
+        )
+        half = len(messages) // 2
+        return [
+            *await self._detect_isolating(messages[:half]),
+            *await self._detect_isolating(messages[half:]),
+        ]
 
     async def _writer(
         self, handoff: _Handoff, ack: Callable[[list[Message]], int], stop: asyncio.Event
     ) -> None:
-        """Store batches in order and acknowledge each once stored. A failing store is retried with
-        backoff, never skipped: acknowledgements stay in order and nothing unstored is acknowledged.
-        On stop, what is not stored stays unacknowledged and the broker redelivers it."""
+        """Store batches in order and acknowledge each once stored. Rejects the state store cannot
+        take join the batch's journal entries; the local store is retried with backoff, never
+        skipped: acknowledgements stay in order and nothing unstored is acknowledged. On stop,
+        what is not stored stays unacknowledged and the broker redelivers it."""
         while (item := await handoff.get()) is not None:
-            batch, messages = item
-            steps: list[Callable[[DecodedBatch], None]] = [self.store_rejects, self.store_telemetry]
-            delay = 0.1
-            while steps:
+            journal: list[tuple[str, bytes]] = []
+            if item.deferred:
+                journal.append((EntryKind.EVENTS.value, encode_events(item.deferred)))
+            batch = item.batch
+            if batch.rejects or batch.unknown_devices:
                 try:
-                    await asyncio.to_thread(steps[0], batch)
-                    steps.pop(0)
-                except Exception:
-                    logger.exception(
-                        "storing a batch of %d messages failed; retrying in %.1f s", len(messages), delay
+                    if self.storage_failing_since is not None:
+                        raise ConnectionError("the state store is failing")
+                    await asyncio.to_thread(self.store_rejects, batch)
+                except Exception as exc:
+                    if not isinstance(exc, ConnectionError):
+                        logger.warning("rejects go to the local journal: the state store failed (%s)", exc)
+                    journal.append(
+                        (
+                            EntryKind.REJECTS.value,
+                            encode_rejects(self._reject_records(batch.rejects), self._unknown(batch)),
+                        )
                     )
-                    self.store_failures += 1
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
-                    if stop.is_set():
-                        return
-                    delay = min(delay * 2, 10.0)
-            handoff.done(len(messages))
+            if not await self._store_local(batch, journal, stop):
+                return
+            if journal and self._recorder_wake is not None:
+                self._recorder_wake.set()
+            handoff.done(item)
             self.telemetry_pending = handoff.messages
             self.metrics.telemetry_lag.set(handoff.messages)
-            ack(messages)
+            if item.messages:
+                ack(item.messages)
+                self.progress_at = self.clock()
+
+    async def _store_local(
+        self, batch: DecodedBatch, journal: list[tuple[str, bytes]], stop: asyncio.Event
+    ) -> bool:
+        """Write to the local store until it succeeds (False: stopped first). A failure that is not
+        the store being unavailable, twice, stores the readings one by one and rejects those the
+        store refuses."""
+        delay = 0.1
+        failures = 0
+        while True:
+            try:
+                await asyncio.to_thread(self.store_telemetry, batch, journal)
+                if self.local_failing_since is not None:
+                    logger.warning("the local telemetry store writes again")
+                self.local_failing_since, self.local_error = None, ""
+                return True
+            except Exception as exc:
+                self.store_failures += 1
+                if self.local_failing_since is None:
+                    self.local_failing_since = self.clock()
+                self.local_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if not is_unavailable(exc):
+                    failures += 1
+                    if failures >= 2:
+                        logger.error(
+                            "storing a batch failed twice (%s): storing its readings one by one", exc
+                        )
+                        await asyncio.to_thread(self._store_one_by_one, batch, journal)
+                        self.local_failing_since, self.local_error = None, ""
+                        return True
+                logger.exception("storing a batch failed; retrying in %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return False
+            delay = min(delay * 2, self.config.store_retry_max_s)
+
+    def _store_one_by_one(self, batch: DecodedBatch, journal: list[tuple[str, bytes]]) -> None:
+        """Poison isolation for the local store: each reading in a transaction of its own; one it
+        refuses becomes a reject (`unprocessable`), kept through the journal with its bytes."""
+        refused: list[Reject] = []
+        for r, m in enumerate(batch.reading_msg):
+            mine = batch.sample_reading == r
+            try:
+                self.telemetry.write(
+                    batch.sample_slot[mine],
+                    batch.sample_ts[mine],
+                    batch.sample_value[mine],
+                    [],
+                    None,
+                    self.clock(),
+                )
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                self.isolated += 1
+                self.metrics.isolated.inc()
+                detail = f"storage refused it: {type(exc).__name__}: {str(exc)[:200]}"
+                refused.append(
+                    Reject(m.received, m.topic, m.payload, RejectReason.UNPROCESSABLE, detail, None)
+                )
+        rows: list[tuple[str, int, int, float, bytes]] = []
+        for row in batch.seq_state:
+            try:
+                self.telemetry.write(
+                    batch.sample_slot[:0], batch.sample_ts[:0], batch.sample_value[:0], [row]
+                )
+                rows.append(row)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                logger.error("de-duplication state of %s refused by the local store: %s", row[0], exc)
+        if refused:
+            journal = [*journal, (EntryKind.REJECTS.value, encode_rejects(self._reject_records(refused), []))]
+        empty = empty_batch()
+        self.telemetry.write(
+            empty.sample_slot, empty.sample_ts, empty.sample_value, [], journal, self.clock()
+        )
 
     async def _liveness(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.config.liveness_check_s)
             try:
-                await asyncio.to_thread(self.check_liveness)
+                deferred = await asyncio.to_thread(self.check_liveness)
             except Exception:
                 logger.exception("liveness check failed")
+                continue
+            self.journal_events(deferred)
+
+    async def _recording(self, stop: asyncio.Event) -> None:
+        """Record the journal in the state store whenever it holds entries; back off while the store
+        fails. When it has caught up, batches record their alarms directly again."""
+        wake = self._recorder_wake
+        assert wake is not None
+        delay = 0.2
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+            wake.clear()
+            if self.telemetry.journal_size()[0] == 0:
+                if self._deferred == 0 and self.storage_failing_since is not None:
+                    await self._probe_store()
+                delay = 1.0
+                continue
+            try:
+                drained = await asyncio.to_thread(self.recorder.drain, 200)
+            except Exception as exc:
+                partial: Drained = getattr(exc, "drained", Drained())
+                with self._lock:
+                    self._deferred -= partial.event_entries
+                    self._storage_failed(exc)
+                self.metrics.journal_pending.set(self.telemetry.journal_size()[0])
+                delay = min(max(delay * 2, 0.5), self.config.store_retry_max_s)
+                continue
+            with self._lock:
+                self._deferred -= drained.event_entries
+                if drained.entries:
+                    self._storage_ok()
+            self.metrics.journal_pending.set(self.telemetry.journal_size()[0])
+            self.metrics.unrecorded_alarms.set(len(self.unrecorded))
+            delay = 0.05 if drained.entries else 1.0
+
+    async def _probe_store(self) -> None:
+        """Nothing is journaled, yet the store was failing (a rejects-only hiccup): ask it."""
+        try:
+            await asyncio.to_thread(self.recorder.probe)
+        except Exception as exc:
+            self._storage_failed(exc)
+        else:
+            self._storage_ok()
 
 
 class _Handoff:
@@ -412,20 +767,31 @@ class _Handoff:
     def __init__(self, max_messages: int) -> None:
         self.max_messages = max_messages
         self.messages = 0  # handed off and not yet stored
-        self._items: deque[tuple[DecodedBatch, list[Message]] | None] = deque()
+        self._items: deque[_Stored | None] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
 
-    def put(self, batch: DecodedBatch, messages: list[Message]) -> None:
-        self._items.append((batch, messages))
-        self.messages += len(messages)
+    def put(self, item: _Stored) -> None:
+        self._items.append(item)
+        self.messages += len(item.messages)
         if self.full():
             self._room.clear()
         self._ready.set()
 
     def full(self) -> bool:
         return self.messages >= self.max_messages
+
+    def empty(self) -> bool:
+        """Nothing handed off is waiting to be stored."""
+        return all(item is None for item in self._items)
+
+    def oldest(self) -> float | None:
+        """When the longest-waiting message handed off arrived (None: none is waiting)."""
+        for item in self._items:
+            if item is not None and item.oldest is not None:
+                return item.oldest
+        return None
 
     async def room(self) -> None:
         await self._room.wait()
@@ -435,13 +801,19 @@ class _Handoff:
         self._items.append(None)
         self._ready.set()
 
-    async def get(self) -> tuple[DecodedBatch, list[Message]] | None:
+    async def get(self) -> _Stored | None:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
+        item = self._items[0]
+        if item is None:
+            self._items.popleft()
+        return item
 
-    def done(self, n: int) -> None:
-        self.messages -= n
+    def done(self, item: _Stored) -> None:
+        """`item` (the one `get` returned) is stored."""
+        if self._items and self._items[0] is item:
+            self._items.popleft()
+        self.messages -= len(item.messages)
         if not self.full():
             self._room.set()

@@ -22,6 +22,7 @@ from alarms.model import Transition
 from alarms.policy import Policy
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
+from alarms.unrecorded import UnrecordedAlarms
 from api.context import AppContext
 from api.live import LiveHub
 from core.clock import ScaledClock
@@ -31,9 +32,11 @@ from core.registry_io import RegistryChange, diff_registries
 from core.settings import PushRoute, Settings
 from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
-from firewatch.dispatch import AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
+from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
+from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
+from firewatch.recorder import Recorder
 from ingest.decode import Decoder
 from ingest.index import DeviceIndex
 from ingest.mqtt import BrokerAddress, MqttSource
@@ -116,6 +119,7 @@ class Service:
             retention_s=settings.telemetry.retention_days * 86_400.0,
         )
         self.metrics = Metrics()
+        ing = settings.ingest
         # Push routes are checked at start: a URL Apprise cannot use stops start-up with its name.
         channels: dict[str, Channel] = {r.name: AppriseChannel(r) for r in settings.pushes}
         routes = list(settings.pushes)
@@ -150,6 +154,10 @@ class Service:
         self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
         self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
         self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
+        self.rejects = RejectStore(self.sessions, ing.reject_store_max)
+        # Alarm events and rejects journaled while the state store was failing, before a stop or a
+        # crash: recorded before the engine aligns with the store's open alarms.
+        self._record_journal()
         active = self.alarms.active_keys()
         self.engine.resume(active)
         self._sink_alarm_active = (ALARM_KEY, ALARM_TYPE) in active  # left by an earlier run?
@@ -159,19 +167,19 @@ class Service:
             if settings.influx.url is not None
             else None
         )
-        ing = settings.ingest
         self.decoder = Decoder(
             self.index,
             prefix=settings.mqtt.topic_prefix,
             max_payload=ing.max_payload_bytes,
             max_future_s=ing.max_future_s,
+            max_past_s=ing.max_past_s,
         )
         self.pipeline = Pipeline(
             decoder=self.decoder,
             engine=self.engine,
             alarms=self.alarms,
             telemetry=self.telemetry,
-            rejects=RejectStore(self.sessions, ing.reject_store_max),
+            rejects=self.rejects,
             metrics=self.metrics,
             clock=clock,
             config=PipelineConfig(
@@ -181,6 +189,8 @@ class Service:
                 snapshot_path=settings.detector_snapshot_path,
                 snapshot_every_s=settings.detection.snapshot_every_s,
                 handoff_max=ing.handoff_max,
+                alarm_write_timeout_s=ing.alarm_write_timeout_s,
+                journal_source=self.telemetry.journal_id,
             ),
             sink=self.sink,
         )
@@ -197,6 +207,27 @@ class Service:
         # write concurrently (a client resumes after the last id it saw: order matters).
         self.live = LiveHub()
         self.alarms.on_commit.append(self.live.publish)
+        # Alarms the state store could not record yet reach the control room at once all the same:
+        # the live streams (and so the console) and the MQTT alarm topic (docs/reliability.md).
+        self.pipeline.unrecorded.consumers.append(self.live.publish)
+        self.alarm_relay: AlarmTopicRelay | None = None
+        if settings.mqtt.url is not None:
+            broker = broker_address(settings.mqtt.url)
+            self.alarm_relay = AlarmTopicRelay(
+                MqttAlarmChannel(
+                    broker.host,
+                    broker.port,
+                    prefix=settings.mqtt.topic_prefix,
+                    client_id=f"{settings.mqtt.client_id}-unrecorded",
+                    username=broker.username,
+                    password=broker.password,
+                )
+            )
+            self.pipeline.unrecorded.consumers.append(self.alarm_relay.offer)
+        site, place = registry_site(self.index.sites)
+        self.faults = FaultAlarms(site=site, place=place, active={t for d, t in active if d == SERVICE_KEY})
+        self._broker_down_since: float | None = None
+        self.findings: list[Finding] = []
         self.queue = BoundedQueue(ing.queue_max)
         self.source = MqttSource(
             broker_address(settings.mqtt.url),
@@ -209,6 +240,7 @@ class Service:
             keepalive=settings.mqtt.keepalive_s,
         )
         self._stop = asyncio.Event()
+        self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._registry_lock = threading.Lock()  # registry changes: one at a time
@@ -243,6 +275,114 @@ class Service:
                 "`firewatch users add NAME --role admin` (or set FIREWATCH_AUTH__ADMIN_PASSWORD)"
             )
 
+    def _record_journal(self) -> int:
+        """Record what an earlier run journaled while the state store was failing (blocking)."""
+        recorder = Recorder(
+            self.telemetry,
+            self.alarms,
+            self.rejects,
+            UnrecordedAlarms(lambda: self.index, self.clock),
+            source=self.telemetry.journal_id,
+            publish=lambda transitions, tickets: None,  # nobody is listening yet; pushes are in the outbox
+            clock=self.clock,
+        )
+        total = 0
+        while drained := recorder.drain(500).entries:
+            total += drained
+        if total:
+            logger.warning("recorded %d journal entries left by an earlier run", total)
+        return total
+
+    # --- fault safety: what makes the service unready, and its fault alarms ----------------------
+    def health_findings(self) -> list[Finding]:
+        """The conditions of docs/reliability.md that hold now."""
+        ing = self.settings.ingest
+        p = self.pipeline
+        now = self.clock()
+        out: list[Finding] = []
+        if p.storage_failing_since is not None:
+            pending, _ = self.telemetry.journal_size()
+            out.append(
+                Finding(
+                    Condition.STORAGE_FAILING,
+                    f"state store failing for {now - p.storage_failing_since:.0f} s ({p.storage_error}); "
+                    f"{len(p.unrecorded)} alarms shown unrecorded, {pending} journal entries waiting",
+                )
+            )
+        if p.local_failing_since is not None:
+            out.append(
+                Finding(
+                    Condition.STORAGE_FAILING,
+                    f"local telemetry store failing for {now - p.local_failing_since:.0f} s "
+                    f"({p.local_error}); ingest holds and retries",
+                )
+            )
+        oldest = p.oldest_unacknowledged()
+        if oldest is not None and now - oldest > ing.unacked_max_age_s:
+            out.append(
+                Finding(
+                    Condition.UNACKED_BACKLOG,
+                    f"the oldest unacknowledged message arrived {now - oldest:.0f} s ago "
+                    f"(limit {ing.unacked_max_age_s:g} s); {p.backlog()} waiting",
+                )
+            )
+        if p.backlog() and now - p.progress_at > ing.stall_after_s:
+            out.append(
+                Finding(
+                    Condition.STALLED,
+                    f"{p.backlog()} messages wait and none was acknowledged for {now - p.progress_at:.0f} s",
+                )
+            )
+        if self.source.connected.is_set():
+            self._broker_down_since = None
+        elif self._broker_down_since is None:
+            self._broker_down_since = now
+        if self._broker_down_since is not None and now - self._broker_down_since >= ing.broker_down_after_s:
+            out.append(
+                Finding(
+                    Condition.BROKER_DOWN,
+                    f"not connected to the broker for {now - self._broker_down_since:.0f} s",
+                )
+            )
+        return out
+
+    async def _health_clock(self, stop: asyncio.Event) -> None:
+        """Every second: find the readiness conditions, export them, raise or clear their fault
+        alarms. Raised like any alarm, through the pipeline, so one about the state store itself
+        reaches the control room unrecorded while the store is down."""
+        while not stop.is_set():
+            try:
+                findings = self.findings = self.health_findings()
+                self._export_health(findings)
+                events = self.faults.decide(self._merged(findings), self.clock())
+                if events:
+                    deferred = await asyncio.to_thread(self.pipeline.submit_events, events)
+                    self.pipeline.journal_events(deferred)
+                    self.faults.applied(events)
+            except Exception:
+                logger.exception("health check failed; retrying in 1 s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    @staticmethod
+    def _merged(findings: list[Finding]) -> list[Finding]:
+        """One finding per condition (both stores failing is one fault alarm)."""
+        merged: dict[Condition, Finding] = {}
+        for f in findings:
+            prev = merged.get(f.condition)
+            merged[f.condition] = f if prev is None else Finding(f.condition, f"{prev.why}; {f.why}")
+        return list(merged.values())
+
+    def _export_health(self, findings: list[Finding]) -> None:
+        m, p = self.metrics, self.pipeline
+        holding = {f.condition for f in findings}
+        for cond in Condition:
+            m.fault_conditions.labels(cond.value).set(1 if cond in holding else 0)
+        oldest = p.oldest_unacknowledged()
+        m.unacked_age.set(0.0 if oldest is None else max(0.0, self.clock() - oldest))
+        m.ingest_stalled.set(1 if Condition.STALLED in holding else 0)
+        m.unrecorded_alarms.set(len(p.unrecorded))
+
     def _load_snapshot(self, path: Path) -> int:
         """Resume detector state (baselines, windows, runs) from the last snapshot, if usable."""
         if not path.exists():
@@ -267,6 +407,8 @@ class Service:
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
             asyncio.create_task(self._ticket_clock(self._stop), name="ticket-clock"),
         ]
+        # Outside `_tasks`: it reports on them, readiness does not wait for it.
+        self._health_task = asyncio.create_task(self._health_clock(self._stop), name="health")
         # The sink's tasks stay out of `_tasks`: readiness never depends on them.
         if self.sink is not None:
             self.sink.start(self.sink.tables_for(self.index, self.pipeline.series_keys))
@@ -335,7 +477,8 @@ class Service:
                     sink.put_stats(self.clock(), self._pipeline_fields(status))
                 event = alarm.decide(status, now, self.clock())
                 if event is not None:
-                    await asyncio.to_thread(self.pipeline.raise_alarms, [event])
+                    deferred = await asyncio.to_thread(self.pipeline.submit_events, [event])
+                    self.pipeline.journal_events(deferred)
                     alarm.applied(event)
                     self._sink_alarm_active = alarm.active
             except Exception:  # a database hiccup: decided again at the next tick
@@ -373,10 +516,12 @@ class Service:
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in [*self._tasks, *self._sink_tasks]:
+        for task in [*self._tasks, *self._sink_tasks, *([self._health_task] if self._health_task else [])]:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
-        self._tasks, self._sink_tasks = [], []
+        self._tasks, self._sink_tasks, self._health_task = [], [], None
+        if self.alarm_relay is not None:
+            self.alarm_relay.close()
         if self.sink is not None:  # the pipeline has stopped: a last `pipeline` point, then drain
             self.sink.put_stats(self.clock(), self._pipeline_fields(self.sink.status()))
             await asyncio.to_thread(self.sink.stop)
@@ -401,6 +546,10 @@ class Service:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["broker"] = "ok" if self.source.connected.is_set() else "not connected"
         checks["pipeline"] = "ok" if self._tasks and not any(t.done() for t in self._tasks) else "not running"
+        # What the health clock found (docs/reliability.md), each with its reason; a database that
+        # answers SELECT 1 while alarm writes fail is still failing.
+        for f in self._merged(self.health_findings()):
+            checks[f.condition.value] = f.why
         checks["telemetry_compactor"] = "ok" if self.compactor.alive() else "not running"
         # Reported when configured, and never a reason to be unready (api/routes/health.py): the
         # alarm path does not need InfluxDB. Off, it is left out (nothing of it runs).
@@ -514,6 +663,8 @@ class Service:
             time_scale=self.settings.time_scale,
             accounts=self.accounts,
             registry=self,
+            unrecorded=self.pipeline.unrecorded.snapshot,
+            storage_failing=lambda: self.pipeline.storage_failing_since is not None,
         )
 
 

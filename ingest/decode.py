@@ -16,13 +16,21 @@ import numpy.typing as npt
 import orjson
 
 from core.domain import DeviceEventKind, RejectReason
-from ingest.dedupe import SeqTracker
+from ingest.dedupe import SeqTracker, fingerprint
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from ingest.rejects import Reject
 from ingest.topics import OUTPUTS, MessageKind
 
 _NUM = (int, float)
+
+# Bounds on every numeric field (issue 18: a seq of 2**63 overflowed int64 and stopped ingest; ts 0
+# and -1e300 were stored and could not be read back). Outside them a message is a counted reject.
+SEQ_MAX = 2**53 - 1  # exact in a double (JSON numbers), and in SQLite's signed 64-bit integers
+TS_MIN = 946_684_800.0  # 2000-01-01T00:00:00Z: nothing older comes from a working device clock
+BATT_RANGE = (0.0, 100.0)  # percent
+RSSI_RANGE = (-200.0, 100.0)  # dBm, or a modem's CSQ-style positive figure
+CODE_RANGE = (-(2**31), 2**31 - 1)  # a device's fault code: a 32-bit integer
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +75,35 @@ class DecodedBatch:
     rejects: list[Reject] = field(default_factory=list)
     unknown_devices: list[tuple[str, str]] = field(default_factory=list)  # (site, device_id)
     duplicates: int = 0
-    # (device_id, max_seq, bits, last_ts) of the devices this batch touched: stored with the batch so
-    # redeliveries after a crash are recognised.
-    seq_state: list[tuple[str, int, int, float]] = field(default_factory=list)
+    # (device_id, max_seq, bits, last_ts, fingerprints) of the devices this batch touched: stored with
+    # the batch so redeliveries after a crash are recognised.
+    seq_state: list[tuple[str, int, int, float, bytes]] = field(default_factory=list)
+    # The accepted telemetry messages, in reading order, and each sample's reading: what poison
+    # isolation needs to turn a sample that storage refuses back into its message.
+    reading_msg: list[Message] = field(default_factory=list)
+    sample_reading: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     @property
     def n_samples(self) -> int:
         return int(self.sample_slot.size)
+
+
+def empty_batch(rejects: list[Reject] | None = None) -> DecodedBatch:
+    """A batch with no readings: for rejects found outside decoding, or alarm events of no batch."""
+    i32, f64 = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
+    return DecodedBatch(
+        sample_slot=i32,
+        sample_ts=f64,
+        sample_value=f64,
+        reading_dev=i32,
+        reading_seq=np.zeros(0, dtype=np.int64),
+        reading_ts=f64,
+        reading_batt=f64,
+        reading_rssi=f64,
+        seen_dev=i32,
+        seen_at=f64,
+        rejects=list(rejects or []),
+    )
 
 
 class _Rejected(Exception):  # noqa: N818 - control flow inside the decoder, never escapes it
@@ -83,17 +113,18 @@ class _Rejected(Exception):  # noqa: N818 - control flow inside the decoder, nev
 
 
 def _timestamp(raw: object, received: float) -> float:
+    """Epoch seconds of `ts`, not yet range-checked (the caller does, against its clock)."""
     if raw is None:
         return received  # devices without a clock: the receipt time stands in
-    if type(raw) in _NUM:
-        return float(raw)  # type: ignore[arg-type]
-    if isinstance(raw, str):
-        try:
+    try:
+        if type(raw) in _NUM:
+            return float(raw)  # type: ignore[arg-type]
+        if isinstance(raw, str):
             return datetime.fromisoformat(raw).timestamp()
-        except ValueError:
-            raise _Rejected(
-                RejectReason.BAD_PAYLOAD, f"ts {raw!r} is neither epoch seconds nor RFC 3339"
-            ) from None
+    except (ValueError, OverflowError, OSError):
+        raise _Rejected(
+            RejectReason.BAD_TIMESTAMP, f"ts {str(raw)[:40]!r} is neither epoch seconds nor RFC 3339"
+        ) from None
     raise _Rejected(
         RejectReason.BAD_PAYLOAD, f"ts must be a number or RFC 3339 string, got {type(raw).__name__}"
     )
@@ -102,17 +133,22 @@ def _timestamp(raw: object, received: float) -> float:
 def _seq(raw: object) -> int:
     if raw is None:
         return -1
-    if type(raw) is not int or raw < 0:
-        raise _Rejected(RejectReason.BAD_PAYLOAD, f"seq must be a non-negative integer, got {raw!r}")
+    if type(raw) is not int or not 0 <= raw <= SEQ_MAX:
+        raise _Rejected(
+            RejectReason.BAD_PAYLOAD, f"seq must be an integer from 0 to 2^53-1, got {str(raw)[:40]}"
+        )
     return raw
 
 
-def _optional_number(obj: dict[str, object], key: str) -> float:
+def _optional_number(obj: dict[str, object], key: str, bounds: tuple[float, float]) -> float:
     raw = obj.get(key)
     if raw is None:
         return math.nan
-    if type(raw) not in _NUM:
-        raise _Rejected(RejectReason.BAD_PAYLOAD, f"{key} must be a number, got {raw!r}")
+    if type(raw) not in _NUM or not bounds[0] <= raw <= bounds[1]:  # type: ignore[operator]
+        raise _Rejected(
+            RejectReason.BAD_PAYLOAD,
+            f"{key} must be a number from {bounds[0]:g} to {bounds[1]:g}, got {str(raw)[:40]}",
+        )
     return float(raw)  # type: ignore[arg-type]
 
 
@@ -124,11 +160,13 @@ class Decoder:
         prefix: str = "fw/v1",
         max_payload: int = 16_384,
         max_future_s: float = 300.0,
+        max_past_s: float = 30 * 86_400.0,
     ) -> None:
         self.index = index
         self.prefix = prefix.split("/")
         self.max_payload = max_payload
         self.max_future_s = max_future_s
+        self.max_past_s = max_past_s
         self.seq = SeqTracker(index.n_devices)
 
     def decode(self, messages: list[Message], now: float) -> DecodedBatch:
@@ -148,6 +186,7 @@ class Decoder:
         r_batt: list[float] = []
         r_rssi: list[float] = []
         r_msg: list[Message] = []
+        r_fp: list[int] = []
         seen_dev: list[int] = []
         seen_at: list[float] = []
         event_duplicates = 0
@@ -180,8 +219,8 @@ class Decoder:
                         )
                     ts = _timestamp(obj.get("ts"), m.received)
                     seq = _seq(obj.get("seq"))
-                    batt = _optional_number(obj, "batt")
-                    rssi = _optional_number(obj, "rssi")
+                    batt = _optional_number(obj, "batt", BATT_RANGE)
+                    rssi = _optional_number(obj, "rssi", RSSI_RANGE)
                     chans = offsets[dev]
                     base = int(bases[dev])
                     slots = []
@@ -209,6 +248,7 @@ class Decoder:
                     r_batt.append(batt)
                     r_rssi.append(rssi)
                     r_msg.append(m)
+                    r_fp.append(fingerprint(m.payload))
                 elif kind == MessageKind.EVENT:
                     obj = self._json_object(m.payload)
                     event = self._event(dev, device_id, obj, m, now)
@@ -227,6 +267,17 @@ class Decoder:
                     raise _Rejected(RejectReason.BAD_TOPIC, f"unknown message kind {kind!r}")
             except _Rejected as bad:
                 rejects.append(Reject(m.received, m.topic, m.payload, bad.reason, bad.detail, device_id))
+            except Exception as exc:  # a case nobody foresaw: this message is rejected, the batch goes on
+                rejects.append(
+                    Reject(
+                        m.received,
+                        m.topic,
+                        m.payload,
+                        RejectReason.UNPROCESSABLE,
+                        f"decoding failed: {type(exc).__name__}: {str(exc)[:200]}",
+                        device_id,
+                    )
+                )
 
         slot = np.array(s_slot, dtype=np.int32)
         value = np.array(s_val, dtype=np.float64)
@@ -239,7 +290,8 @@ class Decoder:
         in_range = (value >= idx.slot_lo[slot]) & (value <= idx.slot_hi[slot])
         bad_sample = ~(finite & in_range)
         future = reading_ts > now + self.max_future_s
-        if bad_sample.any() or future.any():
+        past = ~(reading_ts >= max(TS_MIN, now - self.max_past_s))  # NaN is "past" too
+        if bad_sample.any() or future.any() or past.any():
             for i in np.unique(sample_msg[bad_sample]).tolist():
                 ok[i] = False
                 j = int(np.flatnonzero((sample_msg == i) & bad_sample)[0])
@@ -270,15 +322,32 @@ class Decoder:
                         idx.device_ids[r_dev[i]],
                     )
                 )
+            for i in np.flatnonzero(past & ok).tolist():
+                ok[i] = False
+                m = r_msg[i]
+                rejects.append(
+                    Reject(
+                        m.received,
+                        m.topic,
+                        m.payload,
+                        RejectReason.BAD_TIMESTAMP,
+                        self._past_detail(r_ts[i], now),
+                        idx.device_ids[r_dev[i]],
+                    )
+                )
 
         duplicates = event_duplicates
         accept = self.seq.accept
         for i in range(len(r_dev)):
-            if ok[i] and r_seq[i] >= 0 and not accept(r_dev[i], r_seq[i], r_ts[i]):
-                ok[i] = False
-                duplicates += 1
+            if ok[i] and r_seq[i] >= 0:
+                m = r_msg[i]
+                if not accept(r_dev[i], r_seq[i], r_ts[i], r_fp[i], received=m.received, redelivered=m.dup):
+                    ok[i] = False
+                    duplicates += 1
 
         keep = ok[sample_msg] if sample_msg.size else np.zeros(0, dtype=bool)
+        # Each kept sample's reading, renumbered over the kept readings.
+        renumber = np.cumsum(ok, dtype=np.int32) - 1
         rdev = np.array(r_dev, dtype=np.int32)[ok]
         r_received = np.array([m.received for m in r_msg], dtype=np.float64)[ok]
         return DecodedBatch(
@@ -301,11 +370,20 @@ class Decoder:
             unknown_devices=unknown,
             duplicates=duplicates,
             seq_state=self._take_seq_state(),
+            reading_msg=[m for m, good in zip(r_msg, ok.tolist(), strict=True) if good],
+            sample_reading=renumber[sample_msg[keep]].astype(np.int32),
         )
 
-    def _take_seq_state(self) -> list[tuple[str, int, int, float]]:
+    def _past_detail(self, ts: float, now: float) -> str:
+        if not math.isfinite(ts):
+            return f"ts {ts} is not a finite number"
+        if ts < TS_MIN:
+            return f"ts {ts:.6g} is before 2000-01-01"
+        return f"ts {ts:.3f} is {now - ts:.0f} s behind the service clock (limit {self.max_past_s:.0f} s)"
+
+    def _take_seq_state(self) -> list[tuple[str, int, int, float, bytes]]:
         ids = self.index.device_ids
-        state = [(ids[d], mx, bits, ts) for d, mx, bits, ts in self.seq.snapshot()]
+        state = [(ids[d], mx, bits, ts, fps) for d, mx, bits, ts, fps in self.seq.snapshot()]
         self.seq.dirty.clear()
         return state
 
@@ -341,15 +419,21 @@ class Decoder:
                 RejectReason.UNKNOWN_EVENT, f"profile {profile.id!r} defines no {event.value!r} event"
             )
         ts = _timestamp(obj.get("ts"), m.received)
-        if not math.isfinite(ts) or ts > now + self.max_future_s:
+        if ts > now + self.max_future_s:
             raise _Rejected(RejectReason.FUTURE_TIMESTAMP, f"ts {ts} is ahead of the service clock")
+        if not ts >= max(TS_MIN, now - self.max_past_s):
+            raise _Rejected(RejectReason.BAD_TIMESTAMP, self._past_detail(ts, now))
         seq = _seq(obj.get("seq"))
-        if seq >= 0 and not self.seq.accept(dev, seq, ts):
-            return None
         channel = obj.get("channel")
         code = obj.get("code")
-        if channel is not None and not isinstance(channel, str):
-            raise _Rejected(RejectReason.BAD_PAYLOAD, f"channel must be a string, got {channel!r}")
-        if code is not None and type(code) is not int:
-            raise _Rejected(RejectReason.BAD_PAYLOAD, f"code must be an integer, got {code!r}")
+        if channel is not None and (not isinstance(channel, str) or len(channel) > 64):
+            raise _Rejected(
+                RejectReason.BAD_PAYLOAD, f"channel must be a short string, got {str(channel)[:40]}"
+            )
+        if code is not None and (type(code) is not int or not CODE_RANGE[0] <= code <= CODE_RANGE[1]):
+            raise _Rejected(RejectReason.BAD_PAYLOAD, f"code must be a 32-bit integer, got {str(code)[:40]}")
+        # Checked last: a rejected event must not take its seq from a valid one sent again.
+        fp = fingerprint(m.payload)
+        if seq >= 0 and not self.seq.accept(dev, seq, ts, fp, received=m.received, redelivered=m.dup):
+            return None
         return DeviceEventMsg(dev, device_id, ts, event, channel, code)

@@ -1,68 +1,176 @@
-"""Drop QoS 1 redeliveries by (device, seq).
+"""Drop QoS 1 redeliveries by (device, seq), and never let one message make a device deaf.
 
-Each device keeps the highest seq seen and a 64-wide bitmap of the seqs just below it, so late
-(out-of-order) readings are accepted once and repeats are dropped. A seq far below the window with a
-timestamp newer than anything seen means the device restarted its counter: accepted, window reset;
-after such a restart, a far jump *forward* in seq with an older timestamp is a stale redelivery from
-before it, and dropped.
-The state is saved with each telemetry commit, so redeliveries after a service crash are dropped too.
+A duplicate is a message this service has already accepted, delivered again: by the broker (a QoS 1
+redelivery after a reconnect or a crash, flagged DUP, MQTT 3.1.1 §3.3.1.1 / 5.0 §3.3.1.1) or by
+the device itself (a publish retried before its PUBACK came back; the broker forwards that one
+with DUP clear, §3.3.1.1 "not propagated"). Either way the bytes are the same as the first time.
+
+So each device keeps the highest seq accepted, a 64-wide bitmap of the seqs just below it (late,
+out-of-order readings are accepted once), and a 16-bit fingerprint of each accepted payload in that
+window. A seq already in the window is a duplicate only if its payload matches: the same seq with
+other content is the device counting again from a reset (a reboot), accepted as a new run.
+
+What must not happen is a duplicate decision on the say-so of one odd message (issue 18: a reading
+stamped 290 s ahead with a jump in seq made every genuine reading after it a "duplicate"). Hence:
+- a seq far below the window is a counter reset, accepted, unless the broker flags it as a
+  redelivery *and* its timestamp is not newer than the device's last trusted one;
+- a device's "last timestamp" never runs ahead of the service's clock at receipt, so a clock jump
+  into the future cannot shadow the readings after it;
+- after a reset, the run before it is kept for exact matches, so a stale redelivery from before a
+  reboot is still recognised.
+When in doubt, accept: a stored duplicate is a nuisance, a dropped fire reading is not.
+
+The state is saved with each telemetry commit (fingerprints included), so redeliveries after a
+service crash are dropped too.
 """
 
 from __future__ import annotations
 
+import zlib
+from array import array
 from dataclasses import dataclass
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
+_EMPTY_FPS = bytes(2 * WINDOW)
+
+
+def fingerprint(payload: bytes) -> int:
+    """A 16-bit digest of a message's bytes, never 0 (0 marks "not known")."""
+    return (zlib.crc32(payload) & 0xFFFF) or 1
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run of a device's counter: from its first seq up to `max_seq`."""
+
+    max_seq: int
+    bits: int  # bit k set: max_seq - k was accepted
+    fps: array[int]  # fingerprint of seq s at fps[s % WINDOW] while s is in the window; 0: unknown
+
+    def seen(self, seq: int, fp: int) -> bool | None:
+        """Whether `seq` was accepted with this content: True (the same message, or a seq accepted
+        before fingerprints were kept), False (free, or taken by other content), None (outside
+        the window)."""
+        age = self.max_seq - seq
+        if age < 0 or age >= WINDOW:
+            return None
+        if not self.bits >> age & 1:
+            return False
+        known = self.fps[seq % WINDOW]
+        return known == 0 or known == fp
+
+    def matches(self, seq: int, fp: int) -> bool:
+        """`seq` is in the window and was accepted with exactly this (known) content."""
+        age = self.max_seq - seq
+        return 0 <= age < WINDOW and bool(self.bits >> age & 1) and self.fps[seq % WINDOW] == fp != 0
+
+    def taken(self, seq: int) -> bool:
+        """`seq` is in the window and was accepted (with whatever content)."""
+        age = self.max_seq - seq
+        return 0 <= age < WINDOW and bool(self.bits >> age & 1)
 
 
 @dataclass(slots=True)
 class SeqState:
-    max_seq: int
-    bits: int  # bit k set: max_seq - k was seen
-    last_ts: float
+    run: _Run
+    last_ts: float  # newest accepted timestamp, never ahead of its receipt time
+    before: _Run | None = None  # the run before the last counter reset, for exact matches only
+
+
+def _new_run(seq: int, fp: int) -> _Run:
+    fps = array("H", _EMPTY_FPS)
+    fps[seq % WINDOW] = fp
+    return _Run(seq, 1, fps)
 
 
 class SeqTracker:
     def __init__(self, n_devices: int) -> None:
         self._state: list[SeqState | None] = [None] * n_devices
         self.dirty: set[int] = set()
+        self._undo: dict[int, SeqState | None] | None = None  # states before `begin`, while one is open
 
-    def accept(self, dev: int, seq: int, ts: float) -> bool:
-        """True if this (device, seq) is new; records it."""
+    # --- all or nothing: a batch that fails leaves no marks (firewatch/pipeline.py) ----------------
+    def begin(self) -> None:
+        """Keep what `accept` changes from now on, so `rollback` can put it back."""
+        self._undo = {}
+
+    def commit(self) -> None:
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Forget every acceptance since `begin`: the batch will be decoded again."""
+        if self._undo is not None:
+            for dev, st in self._undo.items():
+                self._state[dev] = st
+            self._undo = None
+
+    def _keep(self, dev: int, st: SeqState | None) -> None:
+        undo = self._undo
+        if undo is not None and dev not in undo:
+            undo[dev] = (
+                None
+                if st is None
+                else SeqState(
+                    _Run(st.run.max_seq, st.run.bits, array("H", st.run.fps)), st.last_ts, st.before
+                )
+            )
+
+    def accept(
+        self,
+        dev: int,
+        seq: int,
+        ts: float,
+        fp: int = 0,
+        *,
+        received: float | None = None,
+        redelivered: bool = False,
+    ) -> bool:
+        """True if this (device, seq, payload) is new, and records it. `ts` is the message's own
+        timestamp, `received` the service's clock at receipt (default: `ts`), `redelivered` the
+        MQTT DUP flag."""
+        trusted = ts if received is None else min(ts, received)
         st = self._state[dev]
         self.dirty.add(dev)
+        if self._undo is not None:
+            self._keep(dev, st)
         if st is None:
-            self._state[dev] = SeqState(seq, 1, ts)
+            self._state[dev] = SeqState(_new_run(seq, fp), trusted)
             return True
-        if seq > st.max_seq:
-            shift = seq - st.max_seq
-            if shift >= WINDOW and ts < st.last_ts:
-                return False  # a far jump forward in seq but back in time: a stale pre-restart redelivery
-            st.bits = ((st.bits << shift) | 1) & _MASK if shift < WINDOW else 1
-            st.max_seq = seq
-            st.last_ts = max(st.last_ts, ts)
+        run = st.run
+        if st.before is not None and st.before.matches(seq, fp):
+            return False  # a stale redelivery from before the device's last reset
+        if seq > run.max_seq:
+            shift = seq - run.max_seq
+            if shift >= WINDOW and redelivered and ts < st.last_ts:
+                return False  # the broker redelivers a reading from before a reset: older, far ahead
+            run.bits = ((run.bits << shift) | 1) & _MASK if shift < WINDOW else 1
+            run.max_seq = seq
+            run.fps[seq % WINDOW] = fp
+            st.last_ts = max(st.last_ts, trusted)
             return True
-        age = st.max_seq - seq
-        if age < WINDOW:
-            bit = 1 << age
-            if st.bits & bit:
-                return False
-            st.bits |= bit
+        seen = run.seen(seq, fp)
+        if seen:
+            return False
+        if seen is False and not run.taken(seq):
+            run.bits |= 1 << (run.max_seq - seq)  # a late reading, first time
+            run.fps[seq % WINDOW] = fp
+            st.last_ts = max(st.last_ts, trusted)
             return True
-        if ts > st.last_ts:  # counter restarted (device reboot)
-            self._state[dev] = SeqState(seq, 1, ts)
-            return True
-        return False
+        if seen is None and redelivered and ts <= st.last_ts:
+            return False  # the broker redelivers an old reading, beyond the window
+        # The same seq with other content, or far below the window: the counter started again.
+        self._state[dev] = SeqState(_new_run(seq, fp), max(st.last_ts, trusted), before=run)
+        return True
 
-    def snapshot(self, devs: set[int] | None = None) -> list[tuple[int, int, int, float]]:
-        """(dev, max_seq, bits, last_ts) for the given (default: changed) devices."""
+    def snapshot(self, devs: set[int] | None = None) -> list[tuple[int, int, int, float, bytes]]:
+        """(dev, max_seq, bits, last_ts, fingerprints) for the given (default: changed) devices."""
         wanted = self.dirty if devs is None else devs
         out = []
         for dev in wanted:
             st = self._state[dev]
             if st is not None:
-                out.append((dev, st.max_seq, st.bits, st.last_ts))
+                out.append((dev, st.run.max_seq, st.run.bits, st.last_ts, st.run.fps.tobytes()))
         return out
 
     def remapped(self, old_of_new: list[int]) -> SeqTracker:
@@ -73,7 +181,10 @@ class SeqTracker:
         out._state = [state[o] if o >= 0 else None for o in old_of_new]
         return out
 
-    def restore(self, rows: list[tuple[int, int, int, float]]) -> None:
-        for dev, max_seq, bits, last_ts in rows:
+    def restore(self, rows: list[tuple[int, int, int, float, bytes | None]]) -> None:
+        """Rows of `snapshot()`; fingerprints may be None (stored before they were kept): then a
+        seq in the window counts as seen whatever its content, as it did then."""
+        for dev, max_seq, bits, last_ts, fps in rows:
             if 0 <= dev < len(self._state):
-                self._state[dev] = SeqState(max_seq, bits, last_ts)
+                prints = array("H", fps if fps is not None and len(fps) == len(_EMPTY_FPS) else _EMPTY_FPS)
+                self._state[dev] = SeqState(_Run(max_seq, bits & _MASK, prints), last_ts)

@@ -13,3 +13,4 @@ class Message:
     qos: int = 0
     mid: int | None = None  # packet id to acknowledge once the batch is durable (QoS 1)
     epoch: int = 0  # connection generation: an ack is only valid on the connection that received it
+    dup: bool = False  # the broker's DUP flag: a QoS 1 redelivery of a message it sent before

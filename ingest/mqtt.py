@@ -98,9 +98,10 @@ class MqttSource:
     # Every callback gets the gmqtt client it came from. A discarded client is never the current
     # one: what it receives is dropped unacknowledged (the broker redelivers it to the session's
     # next connection), so it can neither be acknowledged on the wrong connection nor processed twice.
-    def _on_qos1(self, client: Any, mid: int, payload: bytes, topic: str, _properties: Any) -> None:
+    def _on_qos1(self, client: Any, mid: int, payload: bytes, topic: str, properties: Any) -> None:
         if client is self._client:
-            self.queue.put(Message(topic, payload, self.clock(), 1, mid, self.epoch))
+            dup = bool(properties.get("dup")) if isinstance(properties, dict) else False
+            self.queue.put(Message(topic, payload, self.clock(), 1, mid, self.epoch, dup))
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, _properties: Any) -> int:
         if client is self._client:

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -379,3 +391,13 @@ class DiscoveredDeviceRow(Base):
     first_seen: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
     messages: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class JournalMarkRow(Base):
+    """The newest entry of a local journal (storage/telemetry.py) recorded here, written in the same
+    transaction as what the entry recorded: an entry is applied once, whatever crashes between."""
+
+    __tablename__ = "journal_marks"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    updated: Mapped[float] = mapped_column(Float)

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import IMMEDIATE
+from storage.marks import Mark
 from storage.models import DiscoveredDeviceRow, RejectRow, RejectTotalRow
 
 
@@ -28,20 +29,28 @@ class RejectStore:
         self.sessions = sessions
         self.capacity = capacity
 
-    def add(self, rejects: Sequence[RejectRecord], unknown: Sequence[tuple[str, str, float]]) -> None:
-        """Keep the raw rejects (oldest beyond capacity dropped), count them, list unknown devices."""
-        if not rejects and not unknown:
+    def add(
+        self,
+        rejects: Sequence[RejectRecord],
+        unknown: Sequence[tuple[str, str, float]],
+        *,
+        mark: Mark | None = None,
+        now: float = 0.0,
+    ) -> None:
+        """Keep the raw rejects (oldest beyond capacity dropped), count them, list unknown devices;
+        with `mark`, the journal entry they came from is marked recorded in the same transaction."""
+        if not rejects and not unknown and mark is None:
             return
         with self.sessions.begin() as s:
             s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
             s.add_all(
                 RejectRow(
                     received=r.received,
-                    topic=r.topic,
+                    topic=_text(r.topic, 1024),
                     payload=r.payload,
                     reason=r.reason,
-                    detail=r.detail,
-                    device_id=r.device_id,
+                    detail=_text(r.detail, 1024),
+                    device_id=_text(r.device_id, 64) if r.device_id is not None else None,
                 )
                 for r in rejects
             )
@@ -56,14 +65,22 @@ class RejectStore:
             if newest is not None and newest > self.capacity:
                 s.execute(delete(RejectRow).where(RejectRow.id <= newest - self.capacity))
             for site, device_id, seen in unknown:
-                key = device_id[:200]
+                key = _text(device_id, 200)
                 d = s.get(DiscoveredDeviceRow, key)
                 if d is None:
                     s.add(
                         DiscoveredDeviceRow(
-                            device_id=key, site=site[:200], first_seen=seen, last_seen=seen, messages=1
+                            device_id=key, site=_text(site, 200), first_seen=seen, last_seen=seen, messages=1
                         )
                     )
                 else:
                     d.last_seen = max(d.last_seen, seen)
                     d.messages += 1
+            if mark is not None:
+                mark.write(s, now)
+
+
+def _text(value: str, limit: int) -> str:
+    """What a column of the state store can hold: PostgreSQL refuses NUL in text and a string over
+    its column's length, and a reject must never fail its batch (the raw bytes keep the original)."""
+    return value.replace("\x00", "\ufffd")[:limit]

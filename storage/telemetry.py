@@ -18,9 +18,11 @@ never twice and never missing while compaction moves it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,8 +41,26 @@ CREATE TABLE IF NOT EXISTS chunks(
     n INTEGER NOT NULL, ts BLOB NOT NULL, value BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_series_t1 ON chunks(series, t1);
 CREATE TABLE IF NOT EXISTS device_seq(
-    device_id TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, bits INTEGER NOT NULL, last_ts REAL NOT NULL);
+    device_id TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, bits INTEGER NOT NULL, last_ts REAL NOT NULL,
+    fps BLOB);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal(
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL);
 """
+
+SeqRow = tuple[str, int, int, float, bytes | None]  # device, max seq, window bits, last ts, fingerprints
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """Work the state store could not take when its batch was stored (alarm events, rejects),
+    kept here in the batch's own transaction until it is recorded there (firewatch/recorder.py)."""
+
+    id: int
+    kind: str
+    body: bytes
+    created: float
+
 
 _SERIES = np.dtype("<i4")
 _F64 = np.dtype("<f8")
@@ -116,7 +136,14 @@ class TelemetryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._connect()
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(device_seq)")}
+        if "fps" not in columns:  # a store from before fingerprints were kept (ingest/dedupe.py)
+            with contextlib.suppress(sqlite3.OperationalError):  # the compactor may have added it
+                self._db.execute("ALTER TABLE device_seq ADD COLUMN fps BLOB")
         self._lock = threading.Lock()
+        # This store's name in the state store's journal marks (storage/marks.py): made once.
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
+        self.journal_id: str = self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()[0]
         self._series: dict[tuple[str, str], int] = {
             (d, c): i for i, d, c in self._db.execute("SELECT id, device_id, channel FROM series")
         }
@@ -194,11 +221,14 @@ class TelemetryStore:
         slot: npt.NDArray[np.int32],
         ts: npt.NDArray[np.float64],
         value: npt.NDArray[np.float64],
-        seq_state: list[tuple[str, int, int, float]],
+        seq_state: list[tuple[str, int, int, float, bytes]],
+        journal: list[tuple[str, bytes]] | None = None,
+        now: float = 0.0,
     ) -> None:
-        """Append one batch and its devices' seq state in one transaction (blocking: call in a thread)."""
+        """Append one batch, its devices' seq state and what it leaves for the state store to take
+        later (`journal`: (kind, body) entries), in one transaction (blocking: call in a thread)."""
         series = self.slot_series[slot]
-        seq_rows = [(d, m, _to_signed(b), t) for d, m, b, t in seq_state]
+        seq_rows = [(d, m, _to_signed(b), t, f) for d, m, b, t, f in seq_state]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -206,9 +236,16 @@ class TelemetryStore:
                     self._stage(series, ts, value)
                 if seq_rows:
                     self._db.executemany(
-                        "INSERT INTO device_seq VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
-                        "max_seq=excluded.max_seq, bits=excluded.bits, last_ts=excluded.last_ts",
+                        "INSERT INTO device_seq(device_id, max_seq, bits, last_ts, fps) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
+                        "max_seq=excluded.max_seq, bits=excluded.bits, last_ts=excluded.last_ts, "
+                        "fps=excluded.fps",
                         seq_rows,
+                    )
+                if journal:
+                    self._db.executemany(
+                        "INSERT INTO journal(kind, body, created) VALUES (?, ?, ?)",
+                        [(kind, body, now) for kind, body in journal],
                     )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -317,10 +354,45 @@ class TelemetryStore:
         return int(dropped)
 
     # --- reading -----------------------------------------------------------------------------------
-    def seq_state(self) -> list[tuple[str, int, int, float]]:
+    def seq_state(self) -> list[SeqRow]:
         with self._lock:
-            rows = self._db.execute("SELECT device_id, max_seq, bits, last_ts FROM device_seq").fetchall()
-        return [(d, m, _to_unsigned(b), t) for d, m, b, t in rows]
+            rows = self._db.execute(
+                "SELECT device_id, max_seq, bits, last_ts, fps FROM device_seq"
+            ).fetchall()
+        return [(d, m, _to_unsigned(b), t, f) for d, m, b, t, f in rows]
+
+    # --- the journal: what the state store is still to record --------------------------------------
+    def journal(self, limit: int = 100) -> list[JournalEntry]:
+        """The oldest entries not yet recorded in the state store, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, body, created FROM journal ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [JournalEntry(i, k, bytes(b), c) for i, k, b, c in rows]
+
+    def journal_done(self, ids: list[int]) -> None:
+        """Forget entries the state store has recorded."""
+        if not ids:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM journal WHERE id=?", [(i,) for i in ids])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def journal_kinds(self) -> dict[str, int]:
+        """Entries waiting, by kind."""
+        with self._lock:
+            return dict(self._db.execute("SELECT kind, COUNT(*) FROM journal GROUP BY kind").fetchall())
+
+    def journal_size(self) -> tuple[int, float | None]:
+        """(entries waiting, creation time of the oldest)."""
+        with self._lock:
+            n, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM journal").fetchone()
+        return int(n), oldest
 
     def history(
         self, device_id: str, channel: str, start: float, end: float, *, buckets: int | None = None

@@ -26,6 +26,10 @@ def msg(device: str, payload: object, kind: str = "telemetry", site: str = "s1")
     return Message(f"fw/v1/{site}/{device}/{kind}", raw, NOW, 1, 1)
 
 
+def redelivered(m: Message) -> Message:
+    return Message(m.topic, m.payload, m.received, m.qos, m.mid, m.epoch, dup=True)
+
+
 def telemetry(seq: int, smoke: float = 0.02, ts: float = NOW, **extra: object) -> dict[str, object]:
     return {"ts": ts, "seq": seq, "v": {"smoke": smoke, "temp": 24.5}, "batt": 90, "rssi": -70, **extra}
 
@@ -61,7 +65,21 @@ def test_rfc3339_timestamps_are_accepted(decoder: Decoder) -> None:
         (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": "high"}}), RejectReason.BAD_PAYLOAD),
         (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": True}}), RejectReason.BAD_PAYLOAD),
         (msg("smk-1-1", {"ts": NOW, "seq": -4, "v": {"smoke": 0.1}}), RejectReason.BAD_PAYLOAD),
-        (msg("smk-1-1", {"ts": "yesterday", "seq": 1, "v": {"smoke": 0.1}}), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": "yesterday", "seq": 1, "v": {"smoke": 0.1}}), RejectReason.BAD_TIMESTAMP),
+        # Every numeric field has bounds (issue 18): outside them, a counted reject, never a crash.
+        (msg("smk-1-1", telemetry(2**63)), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", telemetry(2**53)), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", telemetry(1, ts=0)), RejectReason.BAD_TIMESTAMP),
+        (msg("smk-1-1", telemetry(1, ts=-1e300)), RejectReason.BAD_TIMESTAMP),
+        (msg("smk-1-1", telemetry(1, ts=NOW - 40 * 86_400)), RejectReason.BAD_TIMESTAMP),
+        (msg("smk-1-1", telemetry(1) | {"ts": "0001-01-01T00:00:00+00:00"}), RejectReason.BAD_TIMESTAMP),
+        (msg("smk-1-1", telemetry(1, batt=250)), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", telemetry(1, rssi=-1e9)), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", {"ts": 0, "seq": 1, "event": "fault"}, kind="event"), RejectReason.BAD_TIMESTAMP),
+        (
+            msg("smk-1-1", {"ts": NOW, "seq": 1, "event": "fault", "code": 2**40}, kind="event"),
+            RejectReason.BAD_PAYLOAD,
+        ),
         (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"co2": 400}}), RejectReason.UNKNOWN_CHANNEL),
         (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": 5.0}}), RejectReason.OUT_OF_RANGE),
         (msg("smk-1-1", {"ts": NOW, "seq": 1, "v": {"smoke": -0.5}}), RejectReason.OUT_OF_RANGE),
@@ -122,7 +140,8 @@ def test_late_out_of_order_readings_are_accepted_once(decoder: Decoder) -> None:
 def test_a_device_restart_resets_its_counter(decoder: Decoder) -> None:
     decoder.decode([msg("smk-1-1", telemetry(5000, ts=NOW - 100))], NOW)
     restarted = decoder.decode([msg("smk-1-1", telemetry(1, ts=NOW))], NOW)
-    stale = decoder.decode([msg("smk-1-1", telemetry(4000, ts=NOW - 200))], NOW)
+    # The broker redelivers (DUP) a reading from before the restart: far ahead in seq, older in time.
+    stale = decoder.decode([redelivered(msg("smk-1-1", telemetry(4000, ts=NOW - 200)))], NOW)
     assert restarted.reading_seq.tolist() == [1]
     assert stale.reading_seq.tolist() == []
 
@@ -131,7 +150,7 @@ def test_dedupe_state_survives_a_restart_through_the_batch_seq_state(decoder: De
     batch = decoder.decode([msg("smk-1-1", telemetry(7))], NOW)
     fresh = Decoder(decoder.index)
     dev_of = decoder.index.dev_of
-    fresh.seq.restore([(dev_of[d], m, b, t) for d, m, b, t in batch.seq_state])
+    fresh.seq.restore([(dev_of[d], m, b, t, f) for d, m, b, t, f in batch.seq_state])
     assert fresh.decode([msg("smk-1-1", telemetry(7))], NOW).duplicates == 1
 
 

@@ -122,9 +122,10 @@ def test_staged_batches_survive_a_restart(tmp_path: Path) -> None:
 def test_seq_state_is_committed_with_the_batch_and_keeps_all_64_bits(tmp_path: Path) -> None:
     store = open_store(tmp_path / "t.sqlite")
     bits = (1 << 64) - 1
-    store.write(np.zeros(1, np.int32), np.array([1.0]), np.array([2.0]), [("smk-0", 812, bits, 1.0)])
+    fps = bytes(range(128))
+    store.write(np.zeros(1, np.int32), np.array([1.0]), np.array([2.0]), [("smk-0", 812, bits, 1.0, fps)])
     store.close()
-    assert open_store(tmp_path / "t.sqlite").seq_state() == [("smk-0", 812, bits, 1.0)]
+    assert open_store(tmp_path / "t.sqlite").seq_state() == [("smk-0", 812, bits, 1.0, fps)]
 
 
 def test_downsampling_gives_min_max_mean_and_count_per_non_empty_bucket(tmp_path: Path) -> None:

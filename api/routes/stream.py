@@ -118,8 +118,15 @@ class _EventStream(StreamingResponse):
             self._hub.discard(self._sub)
 
 
-def sse_event(t: Transition, cursor: int) -> bytes:
-    return b"id: %d\nevent: transition\ndata: %s\n\n" % (cursor, orjson.dumps(t.to_json()))
+def sse_event(t: Transition, cursor: int | None) -> bytes:
+    if not t.recorded:
+        # Not in the event log yet: no `id`, so the client's resume cursor stays where it was, and
+        # an event type of its own (`unrecorded`); the recorded transition follows as usual.
+        return b"event: unrecorded\ndata: %s\n\n" % orjson.dumps(t.to_json())
+    return b"id: %d\nevent: transition\ndata: %s\n\n" % (
+        t.event_id if cursor is None else cursor,
+        orjson.dumps(t.to_json()),
+    )
 
 
 async def _sse(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> AsyncIterator[bytes]:
@@ -133,7 +140,8 @@ async def _sse(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> Async
             if t is None:
                 yield b": keep-alive\n\n"
                 continue
-            cursor = t.event_id if cursor is None else max(cursor, t.event_id)
+            if t.recorded:
+                cursor = t.event_id if cursor is None else max(cursor, t.event_id)
             yield sse_event(t, cursor)
     except StreamClosedError as closed:
         body = {"reason": closed.reason.value, "detail": _resume_hint(closed, cursor), "after": cursor}
@@ -260,7 +268,8 @@ async def _pump(
         async for t in follow(sub, backlog, heartbeat_s):
             if t is None:
                 continue  # the server's WebSocket pings keep the connection alive
-            cursor = t.event_id if cursor is None else max(cursor, t.event_id)
+            if t.recorded:  # an unrecorded alarm (`recorded` false) is not in the log to resume from
+                cursor = t.event_id if cursor is None else max(cursor, t.event_id)
             await websocket.send_text(orjson.dumps(t.to_json()).decode())
     except StreamClosedError as closed:
         return StreamClosedError(closed.reason, _resume_hint(closed, cursor))
