@@ -609,10 +609,17 @@ class Pipeline:
                 try:
                     if self.storage_failing_since is not None:
                         raise ConnectionError("the state store is failing")
-                    await asyncio.to_thread(self.store_rejects, batch)
+                    # Bounded like an alarm write: a store that hangs must not hold the writer (and
+                    # through the hand-off, detection). A write that answers late may then keep
+                    # these rejects twice; none is lost.
+                    await asyncio.wait_for(
+                        asyncio.to_thread(self.store_rejects, batch), self.config.alarm_write_timeout_s
+                    )
                 except Exception as exc:
                     if not isinstance(exc, ConnectionError):
-                        logger.warning("rejects go to the local journal: the state store failed (%s)", exc)
+                        logger.warning("rejects go to the local journal: the state store failed (%r)", exc)
+                        with self._lock:
+                            self._storage_failed(exc)
                     journal.append(
                         (
                             EntryKind.REJECTS.value,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -244,6 +245,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._registry_lock = threading.Lock()  # registry changes: one at a time
+        self._probe = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-probe")
         self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
 
     def _prepare_accounts(self) -> None:
@@ -537,11 +539,18 @@ class Service:
         self.db.dispose()
 
     # --- what the API needs ----------------------------------------------------------------------
+    def _bounded(self, work: Callable[[], object], timeout_s: float = 2.0) -> None:
+        """Run a state-store query for readiness or metrics, giving up after `timeout_s`: a store that
+        hangs must not hang the endpoints that report it (TimeoutError then)."""
+        self._probe.submit(work).result(timeout=timeout_s)
+
     def readiness(self) -> dict[str, str]:
         checks = {}
         try:
-            check(self.db)
+            self._bounded(lambda: check(self.db))
             checks["database"] = "ok"
+        except TimeoutError:
+            checks["database"] = "no answer in 2 s"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["broker"] = "ok" if self.source.connected.is_set() else "not connected"
@@ -627,15 +636,25 @@ class Service:
             self.engine.forget(str(t.after["device_id"]), str(t.after["alarm_type"]))
         self.pipeline.publish([t], [])
 
-    def refresh_metrics(self) -> None:
-        self.metrics.active_alarms.clear()
+    def _count_active(self) -> list[tuple[str, str, int]]:
         with self.sessions() as s:
             rows = s.execute(
                 select(AlarmRow.category, AlarmRow.system, func.count())
                 .where(AlarmRow.state.in_([AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED]))
                 .group_by(AlarmRow.category, AlarmRow.system)
             )
-            for category, system, n in rows:
+            return [(c, sy, int(n)) for c, sy, n in rows]
+
+    def refresh_metrics(self) -> None:
+        # The pipeline's own figures first: they are what matters while the state store fails.
+        self._export_health(self.findings)
+        try:
+            active = self._probe.submit(self._count_active).result(timeout=2.0)
+        except Exception:  # the store is failing: the gauge keeps its last figures, readiness says why
+            logger.warning("active alarm counts not refreshed: the state store did not answer")
+        else:
+            self.metrics.active_alarms.clear()
+            for category, system, n in active:
                 self.metrics.active_alarms.labels(category, system).set(n)
         self.metrics.mqtt_connected.set(1 if self.source.connected.is_set() else 0)
         self.metrics.mqtt_rebuilds.set(self.source.rebuilds)

@@ -62,12 +62,21 @@ class PrivatePostgres:
     def start(self) -> PrivatePostgres:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--locale=C", "--no-sync")  # fmt: skip
+        return self.resume()
+
+    def resume(self) -> PrivatePostgres:
+        """Start the cluster's server (again, after `halt`), on the same port and data."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
         return self
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or an operator would (`-m immediate`): connections
+        drop, new ones are refused, until `resume`."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
