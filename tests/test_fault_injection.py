@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -30,10 +32,13 @@ from sqlalchemy import func, select
 from alarms.model import Transition
 from api.app import create_app
 from api.live import Subscription
+from core.registry import Device, Registry
 from core.settings import IngestSettings, MqttSettings, Settings
-from firewatch.broker import Mosquitto
+from firewatch.broker import Mosquitto, free_port
 from firewatch.service import Service
+from storage.db import open_store
 from storage.models import AlarmEventRow, AlarmRow, RejectRow
+from storage.telemetry import TelemetryStore
 from tests.conftest import PROFILES, make_accounts, sign_in, small_registry
 from tests.mqtt_helpers import Publisher, reading
 from tests.postgres import PrivatePostgres
@@ -376,3 +381,130 @@ async def test_a_message_that_breaks_detection_is_rejected_alone_and_the_fire_be
     finally:
         fleet.close()
         await svc.stop()
+
+
+def _hospital(devices: int) -> Registry:
+    """`devices` smoke detectors of the shipped photoelectric profile, ten to a zone."""
+    base = small_registry(zones=max(1, devices // 10), smoke_per_zone=10)
+    specs = [
+        Device(id=d.id, profile="smoke-photoelectric", place=d.place, responsible=d.responsible)
+        for d in base.specs.values()
+        if d.id.startswith("smk-")
+    ]
+    return Registry(base.sites, specs[:devices])
+
+
+class ServeProcess:
+    """`firewatch serve` as an operator runs it, in a process of its own that the test may kill."""
+
+    def __init__(self, broker: Mosquitto, data: Path, registry: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "FIREWATCH_MQTT__URL": broker.url,
+            "FIREWATCH_MQTT__CLIENT_ID": "fw-kill-test",
+            "FIREWATCH_DATA_DIR": str(data),
+            "FIREWATCH_REGISTRY": str(registry),
+            "FIREWATCH_API__PORT": str(self.port),
+        }
+        self.log = data / "serve.log"
+        data.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "firewatch.cli", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def ready(self) -> None:
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(up, timeout=60, what=f"firewatch serve ready (log: {self.log})")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no clean-up of any kind
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+async def test_the_service_killed_under_load_loses_no_reading_stores_none_twice_and_raises_each_fire_once(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    registry = _hospital(60)
+    path = tmp_path / "registry.yaml"
+    path.write_text(registry.to_yaml(), encoding="utf-8")
+    serve = ServeProcess(mosquitto, tmp_path / "data", path)
+    devices = list(registry.devices)
+    fleet = Fleet(mosquitto, devices)
+    rounds, kills = 90, {30, 60}
+    burning: set[str] = set()
+    serve.start()
+    try:
+        await serve.ready()
+        for rnd in range(rounds):
+            if rnd in kills:
+                serve.kill()  # mid-stream: batches in flight, unacknowledged messages at the broker
+                serve.start()
+            # One detector after another goes to fire, some before, some across each kill.
+            if rnd % 2 == 0 and rnd // 2 < len(devices):
+                burning.add(devices[rnd // 2])
+            await asyncio.to_thread(fleet.send, 0.02, [d for d in devices if d not in burning])
+            if burning:
+                await asyncio.to_thread(fleet.send, 0.31, sorted(burning))
+        await serve.ready()
+
+        telemetry_path = tmp_path / "data" / "telemetry.sqlite"
+
+        def stored() -> int:
+            store = TelemetryStore(telemetry_path)
+            try:
+                return store.count()
+            finally:
+                store.close()
+
+        await eventually(lambda: stored() >= 2 * fleet.sent, timeout=60, what="every reading stored")
+        await asyncio.sleep(1)  # anything stored twice would show up now
+        serve.stop()
+        store = TelemetryStore(telemetry_path)
+        try:
+            assert store.count() == 2 * fleet.sent  # none lost, none twice
+            for dev in devices[:5]:
+                ts = store.history(dev, "smoke", 0, 2e9).ts
+                assert len(ts) == fleet.seq[dev] == len(set(ts.tolist()))
+        finally:
+            store.close()
+        _, sessions = open_store(f"sqlite:///{tmp_path / 'data' / 'firewatch.sqlite'}")
+        with sessions() as s:
+            raised = Counter(
+                d
+                for (d,) in s.execute(
+                    select(AlarmRow.device_id)
+                    .join(AlarmEventRow, AlarmEventRow.alarm_id == AlarmRow.id)
+                    .where(AlarmRow.alarm_type == "smoke.alarm", AlarmEventRow.action == "raised")
+                )
+            )
+        assert raised == dict.fromkeys(sorted(burning), 1)
+        print(
+            f"killed twice under load: {fleet.sent} readings sent and stored once, {len(burning)} fires once"
+        )
+    finally:
+        serve.stop()
+        fleet.close()
