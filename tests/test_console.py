@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from playwright.async_api import Browser, FilePayload, Page, Route, async_playwright, expect
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from accounts.service import AccountService
 from api.app import create_app
+from api.deps import get_session
 from api.routes import console
 from core.domain import DeviceEventKind, Role
 from core.registry import load_registry
@@ -86,6 +90,7 @@ class Stack:
     base_url: str
     api: httpx.AsyncClient  # signed in as an admin
     accounts: AccountService
+    app: FastAPI
 
 
 @pytest.fixture
@@ -130,7 +135,7 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=admin) as client:
-            yield Stack(service, sim, plan_for(service), base_url, client, accounts)
+            yield Stack(service, sim, plan_for(service), base_url, client, accounts, app)
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):
@@ -600,3 +605,124 @@ async def test_data_stays_text_and_a_broken_response_is_reported(stack: Stack, p
     await expect(page.locator("#login-error")).to_contain_text("demo account")  # the service's detail
     await sign_in_page(page, OPERATOR)
     await expect(row).to_contain_text(hostile)
+
+
+async def place_names(stack: Stack) -> dict[str, str]:
+    r = await stack.api.get("/api/v1/places", params={"limit": 1000})
+    r.raise_for_status()
+    return {p["path"]: p["name"] for p in r.json()["items"]}
+
+
+def board_place(names: dict[str, str], path: str) -> str:
+    """A place as the board names it: building / floor / zone (/ room)."""
+    parts = path.split("/")
+    return " / ".join(names["/".join(parts[:i])] for i in range(2, len(parts) + 1))
+
+
+def database_locked() -> OperationalError:
+    return OperationalError("INSERT", {}, Exception("database is locked"))
+
+
+async def test_an_alarm_the_database_cannot_record_is_shown_at_once_and_recorded_later(
+    stack: Stack, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await open_console(page, stack, OPERATOR)
+    await page.set_viewport_size({"width": 1366, "height": 768})
+    names = await place_names(stack)
+
+    # The state store fails, in process: the pipeline's alarm writes raise, and the endpoints that
+    # read it answer 503 with Retry-After (api/unavailable.py). The live stream stays open. (A real
+    # database outage is tests/test_fault_injection.py's.)
+    def apply_fails(*args: Any, **kwargs: Any) -> Any:
+        raise database_locked()
+
+    def no_session() -> Iterator[Session]:
+        raise database_locked()
+
+    monkeypatch.setattr(stack.service.pipeline.alarms, "apply", apply_fails)
+    stack.app.dependency_overrides[get_session] = no_session
+    r = await stack.api.get("/api/v1/alarms", params={"open": True})
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "5"
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+    # (1) A fire: on the board at once as a fire card, marked unrecorded, with nothing to press.
+    stack.sim.fleet.flaming_fire(stack.plan.fire_zone, stack.sim.t)
+
+    async def unrecorded_fire() -> dict[str, Any] | None:
+        r = await stack.api.get("/api/v1/alarms/unrecorded")
+        r.raise_for_status()
+        body = r.json()
+        fires = [a for a in body["items"] if a["category"] == "fire"]
+        return {**fires[0], "storage_failing": body["storage_failing"]} if fires else None
+
+    fire = await until(unrecorded_fire, "an unrecorded fire alarm")
+    in_api = time.monotonic()
+    assert fire["storage_failing"] is True
+    assert fire["recorded"] is False
+    key = f'[data-device-id="{fire["device_id"]}"][data-alarm-type="{fire["alarm_type"]}"]'
+    card = page.locator(f"#board-list > li{key}")
+    await expect(card).to_have_attribute("data-unrecorded", "true", timeout=5_000)
+    assert time.monotonic() - in_api < 5.0, "the board lagged: the stream did not drive it"
+    await expect(card).to_have_attribute("data-category", "fire")
+    await expect(card).to_have_class("card cat-fire unacked unrecorded")
+    assert await card.get_attribute("data-alarm-id") is None
+    await expect(card.locator('[data-role="unrecorded"]')).to_have_text("未记录 · 数据库不可用")
+    await expect(card.locator(".badge")).to_have_text("火警")
+    assert await card.evaluate("e => getComputedStyle(e).animationName") == "pulse-fire"
+    await expect(card.locator("button")).to_have_count(0)  # no acknowledge, no clear: no id yet
+    await expect(card.locator('[data-role="ack-later"]')).to_have_text("记录后方可确认")
+    await expect(page.locator("#board-fire")).to_contain_text("火警")
+    await expect(page.locator("#outage")).to_be_visible()
+    await expect(page.locator("#outage")).to_have_text("数据库暂不可用：报警仍实时显示，恢复后自动记录")
+    await expect(page.locator("#error")).to_be_hidden()  # a 503 is the banner, not a raw error
+    # The service's own fault alarm says the same, unrecorded too; it is named, not keyed: no internal
+    # identifier on the board.
+    service_fault = page.locator('#board-list > li[data-device-id="service:ingest"]')
+    await expect(service_fault).to_have_attribute("data-unrecorded", "true")
+    await expect(service_fault).to_have_attribute("data-category", "fault")
+    await expect(service_fault.locator(".what")).to_have_text("数据库不可用")
+    board_text = await page.locator("#view-board").inner_text()
+    for internal in ("service:ingest", "ingest.storage_failing", "null", "undefined", "OperationalError"):
+        assert internal not in board_text, internal
+    await shot(page, "30-unrecorded", docs="unrecorded")
+
+    # A reload while the database is down: the board comes back from /alarms/unrecorded.
+    await page.reload()
+    await expect(card).to_have_attribute("data-unrecorded", "true")
+    await expect(card.locator(".where")).to_have_text(board_place(names, fire["place"]))
+    await expect(page.locator("#outage")).to_be_visible()
+    await expect(page.locator("#error")).to_be_hidden()
+    await page.click("#lang")
+    mark = card.locator('[data-role="unrecorded"]')
+    await expect(mark).to_have_text("Not yet recorded — database unavailable")
+    await expect(page.locator("#outage")).to_contain_text("Database unavailable")
+    await shot(page, "31-unrecorded-english")
+    await page.click("#lang")
+
+    # (2) The store is back: the journal is recorded, and the card becomes the recorded alarm, once.
+    monkeypatch.undo()
+    del stack.app.dependency_overrides[get_session]
+
+    async def recorded_fire() -> dict[str, Any] | None:
+        items = await open_alarms(stack, device_id=fire["device_id"])
+        return next((a for a in items if a["alarm_type"] == fire["alarm_type"]), None)
+
+    recorded = await until(recorded_fire, "the fire alarm recorded")
+    await expect(card).to_have_attribute("data-alarm-id", str(recorded["id"]), timeout=20_000)
+    await expect(card).to_have_count(1)
+    assert await card.get_attribute("data-unrecorded") is None
+    await expect(card.locator('[data-role="unrecorded"]')).to_have_count(0)
+    await expect(card.locator('[data-role="ack"]')).to_have_count(1)
+    await expect(page.locator("#outage")).to_be_hidden(timeout=20_000)
+    await expect(page.locator("#board-list > li[data-unrecorded]")).to_have_count(0, timeout=20_000)
+    await expect(page.locator("#error")).to_be_hidden()
+    body = (await stack.api.get("/api/v1/alarms/unrecorded")).json()
+    assert body["storage_failing"] is False
+    assert [a for a in body["items"] if a["category"] == "fire"] == []
+    await shot(page, "32-recorded")
+    await card.locator('[data-role="ack"]').click()
+    await page.fill("#ack-note", "数据库恢复后确认")
+    await page.click("#ack-submit")
+    await expect(card).to_have_attribute("data-state", "active_acknowledged")
+    assert (await stack.api.get(f"/api/v1/alarms/{recorded['id']}")).json()["acked_by"] == OPERATOR.name

@@ -72,6 +72,12 @@ const I18N = {
     "source.alarm": "报警", "source.patrol": "巡查", "source.inspection": "检查",
     "error.http": "请求失败（{status}）：{detail}", "error.network": "无法连接服务：{detail}",
     "error.format": "服务返回的数据格式不正确：{detail}",
+    "login.e503": "数据库暂不可用，正在重试…",
+    "outage.banner": "数据库暂不可用：报警仍实时显示，恢复后自动记录",
+    "unrec.mark": "未记录 · 数据库不可用", "unrec.ack_later": "记录后方可确认",
+    "service.device": "消防监控服务",
+    "svc.ingest.storage_failing": "数据库不可用", "svc.ingest.unacked_backlog": "消息确认积压",
+    "svc.ingest.stalled": "数据接入停滞", "svc.ingest.broker_down": "与消息服务器的连接中断",
   },
   en: {
     "app.title": "Fire control room", "nav.board": "Alarms", "nav.places": "Places", "nav.tickets": "Tickets",
@@ -135,6 +141,12 @@ const I18N = {
     "source.alarm": "Alarm", "source.patrol": "Patrol", "source.inspection": "Inspection",
     "error.http": "Request failed ({status}): {detail}", "error.network": "Cannot reach the service: {detail}",
     "error.format": "The service sent data in an unexpected form: {detail}",
+    "login.e503": "The database is unavailable: retrying…",
+    "outage.banner": "Database unavailable: alarms are still shown live and will be recorded once it is back",
+    "unrec.mark": "Not yet recorded — database unavailable", "unrec.ack_later": "Can be acknowledged once recorded",
+    "service.device": "Fire monitoring service",
+    "svc.ingest.storage_failing": "Database unavailable", "svc.ingest.unacked_backlog": "Received messages wait too long",
+    "svc.ingest.stalled": "Data intake has stalled", "svc.ingest.broker_down": "Connection to the message server lost",
   },
 };
 
@@ -180,7 +192,9 @@ const clear = (node) => { node.replaceChildren(); return node; };
 // --- API access -----------------------------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(message, status = 0, detail = "") { super(message); this.status = status; this.detail = detail; }
+  constructor(message, status = 0, detail = "", retryAfter = 0) {
+    super(message); this.status = status; this.detail = detail; this.retryAfter = retryAfter;
+  }
 }
 /** The session ended (401): the sign-in screen is already showing, nothing more to report. */
 class SignedOut extends ApiError {}
@@ -212,7 +226,8 @@ async function failure(resp, path, { signIn = false, token = "" } = {}) {
     if (token === store.get("fw.token", "")) sessionEnded(detail);
     return new SignedOut(t("login.expired"), 401, detail);
   }
-  return new ApiError(t("error.http", { status: resp.status, detail }), resp.status, detail);
+  const retryAfter = Number(resp.headers.get("Retry-After")) || 0;
+  return new ApiError(t("error.http", { status: resp.status, detail }), resp.status, detail, retryAfter);
 }
 
 /** The raw response of a signed-in request (a Bearer header when there is a token). */
@@ -269,9 +284,48 @@ function showError(err) {
 }
 const hideError = () => { $("error").hidden = true; };
 
-/** Run an async render step; whatever fails is reported, the page goes on. */
+/** The state store (database) is down: the service answers 503 with Retry-After (api/unavailable.py). */
+const isOutage = (err) => err instanceof ApiError && err.status === 503 && err.retryAfter > 0;
+
+/** Run an async render step; whatever fails is reported, the page goes on. A 503 of the state store
+ * is not an error to dismiss: the banner says it and the step is tried again after Retry-After. */
 async function guarded(fn) {
-  try { await fn(); } catch (err) { showError(err); }
+  try { await fn(); } catch (err) {
+    if (isOutage(err)) { outage.viewFailed = true; storageDown(err.retryAfter); } else showError(err);
+  }
+}
+
+// --- the state store down: a banner, and retries after Retry-After ---------------------------------
+// While the database fails, alarms still arrive live as unrecorded (`recorded: false`) transitions
+// and from /api/v1/alarms/unrecorded; the lists answer 503 with Retry-After. The board keeps working
+// from those; the banner shows until the lists answer again and the service says the store records.
+
+const outage = { failing: false, retryMs: 5000, timer: null, viewFailed: false };
+
+function renderOutage() {
+  $("outage").hidden = !(outage.failing && session.me);
+}
+
+function storageDown(retryAfterS = 0) {
+  outage.failing = true;
+  if (retryAfterS > 0) outage.retryMs = Math.min(Math.max(retryAfterS, 1), 60) * 1000;
+  renderOutage();
+  if (!outage.timer) outage.timer = setTimeout(outageRetry, outage.retryMs);
+}
+
+function storageUp() {
+  outage.failing = false;
+  clearTimeout(outage.timer);
+  outage.timer = null;
+  renderOutage();
+}
+
+async function outageRetry() {
+  outage.timer = null;
+  if (!session.me || !outage.failing) return;
+  await guarded(refreshBoard);
+  if (outage.viewFailed && route.view !== "board") { outage.viewFailed = false; await guarded(refreshCurrent); }
+  if (outage.failing && !outage.timer) outage.timer = setTimeout(outageRetry, outage.retryMs);
 }
 
 // --- signing in -----------------------------------------------------------------------------------
@@ -311,6 +365,7 @@ function showSignIn(message = "") {
   hideError();
   for (const d of document.querySelectorAll("dialog[open]")) d.close();
   stopLive();
+  storageUp();
   sound.update(false);
   $("login-error").textContent = message;
   $("login-password").value = "";
@@ -337,6 +392,7 @@ async function enterApp(me) {
   clear($("role"));
   setSignedIn(true);
   renderWho();
+  renderOutage();
   await loadRoleSets();
   fillRoles();
   if (!session.started) { session.started = true; startTimers(); }
@@ -360,7 +416,8 @@ async function submitLogin(ev) {
     await enterApp(out.user);
   } catch (err) {
     const key = { 401: "login.e401", 403: "login.e403", 429: "login.e429" }[err.status];
-    $("login-error").textContent = key ? `${t(key)} (${err.detail})` : err.message || String(err);
+    if (isOutage(err)) $("login-error").textContent = t("login.e503");
+    else $("login-error").textContent = key ? `${t(key)} (${err.detail})` : err.message || String(err);
   } finally {
     $("login-submit").disabled = false;
   }
@@ -380,7 +437,13 @@ async function boot() {
   try {
     await enterApp(await api("/api/v1/auth/me"));
   } catch (err) {
-    if (!(err instanceof SignedOut)) showSignIn(err.message || String(err));
+    if (err instanceof SignedOut) return;
+    if (isOutage(err)) { // the token cannot be checked while the database is down: try again
+      showSignIn(t("login.e503"));
+      setTimeout(() => { if (!session.me && store.get("fw.token", "")) boot(); }, err.retryAfter * 1000);
+      return;
+    }
+    showSignIn(err.message || String(err));
   }
 }
 
@@ -417,16 +480,33 @@ function fmtValue(v) {
 const places = { list: [], byPath: new Map(), loaded: false };
 
 async function loadPlaces() {
-  const list = await allPages("/api/v1/places");
+  let list;
+  try {
+    list = await allPages("/api/v1/places");
+  } catch (err) {
+    // The database down (503): name places from the names kept at the last load, so a reload
+    // during the outage still says where an alarm is, not its path's ids. Tried again next time.
+    if (isOutage(err) && !places.byPath.size) places.byPath = cachedPlaceNames();
+    throw err;
+  }
   places.list = list;
   places.byPath = new Map(list.map((p) => [p.path, p]));
   places.loaded = true;
+  store.set("fw.places", JSON.stringify(list.map((p) => [p.path, p.name || ""])));
+}
+
+function cachedPlaceNames() {
+  try {
+    const kept = JSON.parse(store.get("fw.places", "[]") || "[]");
+    return new Map(Array.isArray(kept) ? kept.filter(Array.isArray).map(([path, name]) => [path, { path, name }]) : []);
+  } catch { return new Map(); }
 }
 
 /** "1号楼 / 3F / 2区 / 301病房" for a path, falling back to the path's ids. */
 function placeName(path) {
   if (typeof path !== "string" || !path) return "—";
   const parts = path.split("/");
+  if (parts.length === 1) { const site = places.byPath.get(path); return site && site.name ? site.name : path; }
   const names = [];
   for (let i = 2; i <= parts.length; i++) {
     const p = places.byPath.get(parts.slice(0, i).join("/"));
@@ -437,7 +517,41 @@ function placeName(path) {
 
 // --- the alarm board ------------------------------------------------------------------------------
 
-const board = { fire: [], gas: [], byId: new Map() };
+// What is shown is the recorded open alarms (GET /api/v1/alarms) merged with the unrecorded ones
+// (the stream's `recorded: false` transitions and GET /api/v1/alarms/unrecorded), one card per
+// (device, alarm type): the recorded alarm wins, unless it is no longer active while the unrecorded
+// one is (raised again while the database was down: the newer news shows).
+const board = { fire: [], gas: [], byId: new Map(), recFire: [], recGas: [], unrecorded: new Map() };
+
+const alarmKey = (a) => `${a.device_id}\u0000${a.alarm_type}`;
+const isUnrecorded = (a) => a.recorded === false || a.id === null || a.id === undefined;
+const isServiceAlarm = (a) => typeof a.device_id === "string" && a.device_id.startsWith("service:");
+const catRank = (c) => (CATEGORIES.includes(c) ? CATEGORIES.indexOf(c) : CATEGORIES.length);
+
+function mergeBoard() {
+  const recorded = new Map();
+  for (const a of [...board.recFire, ...board.recGas]) if (a.state !== "closed") recorded.set(alarmKey(a), a);
+  const replaced = new Set();
+  const extra = { fire: [], gas: [] };
+  for (const [key, u] of board.unrecorded) {
+    const r = recorded.get(key);
+    if (r && (ACTIVE.has(r.state) || !ACTIVE.has(u.state))) continue; // the recorded alarm wins
+    if (r) replaced.add(r);
+    extra[u.system === "combustible_gas" ? "gas" : "fire"].push(u);
+  }
+  // Worst first, as the service orders its lists; within a category the unrecorded (newest) first.
+  const merge = (mine, rec) => [...mine.sort((a, b) => b.last_ts - a.last_ts), ...rec.filter((a) => !replaced.has(a))]
+    .sort((a, b) => catRank(a.category) - catRank(b.category));
+  board.fire = merge(extra.fire, board.recFire);
+  board.gas = merge(extra.gas, board.recGas);
+  board.byId = new Map([...board.fire, ...board.gas].filter((a) => !isUnrecorded(a)).map((a) => [a.id, a]));
+}
+
+/** An unrecorded alarm from the stream or /alarms/unrecorded, checked enough to draw a card. */
+function unrecordedAlarm(a) {
+  if (!a || typeof a !== "object" || typeof a.device_id !== "string" || typeof a.alarm_type !== "string") return null;
+  return { ...a, id: null, recorded: false };
+}
 
 function countChips(node, alarms) {
   clear(node);
@@ -451,10 +565,11 @@ function countChips(node, alarms) {
 
 const isUnacked = (a) => a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
 
-/** The buttons a signed-in user may use on an alarm: none for a role that may not handle alarms.
- * Shelving is never offered for a fire alarm (the API refuses it, 409, anyway). */
+/** The buttons a signed-in user may use on an alarm: none for a role that may not handle alarms,
+ * none for an unrecorded alarm (no id yet to act on). Shelving is never offered for a fire alarm
+ * (the API refuses it, 409, anyway). */
 function alarmButtons(a) {
-  if (!mayHandleAlarms() || a.state === "closed") return [];
+  if (!mayHandleAlarms() || a.state === "closed" || isUnrecorded(a)) return [];
   const out = [];
   const button = (role, text, onClick, cls = "minor") => el("button", { class: cls, text, dataset: { role }, on: { click: onClick } });
   if (isUnacked(a)) out.push(button("ack", t("ack.button"), () => openAck(a), "primary"));
@@ -464,24 +579,35 @@ function alarmButtons(a) {
   return out;
 }
 
+/** What an alarm is: its type and the detector's detail; the service's own fault alarms by name
+ * (their detail, the technical cause, on hover). */
+function alarmWhatText(a) {
+  if (isServiceAlarm(a) && I18N.zh[`svc.${a.alarm_type}`]) return t(`svc.${a.alarm_type}`);
+  return a.detail ? `${a.alarm_type} — ${a.detail}` : a.alarm_type;
+}
+
 function alarmCard(a) {
   const unacked = isUnacked(a);
-  const cls = `card cat-${CATEGORIES.includes(a.category) ? a.category : "hazard"}${unacked ? " unacked" : ""}${ACTIVE.has(a.state) ? "" : " cleared"}${a.shelved_until ? " shelved" : ""}`;
+  const unrecorded = isUnrecorded(a);
+  const service = isServiceAlarm(a);
+  const cls = `card cat-${CATEGORIES.includes(a.category) ? a.category : "hazard"}${unacked ? " unacked" : ""}${ACTIVE.has(a.state) ? "" : " cleared"}${a.shelved_until ? " shelved" : ""}${unrecorded ? " unrecorded" : ""}`;
   const side = el("div", { class: "side" },
     el("span", { class: "state", text: label("state", a.state), dataset: { role: "state" } }));
   const buttons = alarmButtons(a);
   if (buttons.length) side.append(el("div", { class: "btns" }, ...buttons));
-  side.append(el("a", { class: "link", text: t("device.button"), attrs: { href: `#/device/${encodeURIComponent(a.device_id)}` }, dataset: { role: "device" } }));
+  if (unrecorded && mayHandleAlarms()) side.append(el("span", { class: "later", text: t("unrec.ack_later"), dataset: { role: "ack-later" } }));
+  if (!service) side.append(el("a", { class: "link", text: t("device.button"), attrs: { href: `#/device/${encodeURIComponent(a.device_id)}` }, dataset: { role: "device" } }));
   const meta = [
-    `${t("alarm.device")} ${a.device_id}`,
+    service ? `${t("device.system")} ${t("service.device")}` : `${t("alarm.device")} ${a.device_id}`,
     a.department ? `${t("alarm.dept")} ${a.department}` : null,
     `${t("alarm.first")} ${fmtTime(a.first_ts)}`,
     a.occurrences > 1 ? `×${a.occurrences} ${t("alarm.times")}` : null,
     a.value !== null && a.value !== undefined ? `${t("alarm.value")} ${fmtValue(a.value)}` : null,
   ].filter(Boolean).join(" · ");
   const main = el("div", { class: "main" },
+    unrecorded ? el("div", { class: "unrec", text: t("unrec.mark"), dataset: { role: "unrecorded" } }) : null,
     el("div", { class: "where", text: placeName(a.place) }),
-    el("div", { class: "what", text: a.detail ? `${a.alarm_type} — ${a.detail}` : a.alarm_type }),
+    el("div", { class: "what", text: alarmWhatText(a), title: service ? a.detail : "" }),
     el("div", { class: "meta", text: meta }));
   if (a.acked_by) {
     main.append(el("div", { class: "ack", dataset: { role: "acked" },
@@ -492,7 +618,9 @@ function alarmCard(a) {
     main.append(el("div", { class: "shelf", dataset: { role: "shelved" },
       text: t("shelve.until", { when: fmtTime(a.shelved_until), who: a.shelved_by || "—", note: a.shelve_note || "" }) }));
   }
-  return el("li", { class: cls, dataset: { alarmId: a.id, category: a.category, state: a.state, deviceId: a.device_id } },
+  const data = { category: a.category, state: a.state, deviceId: a.device_id, alarmType: a.alarm_type };
+  if (unrecorded) data.unrecorded = "true"; else data.alarmId = a.id;
+  return el("li", { class: cls, dataset: data },
     el("span", { class: "badge", text: catLabel(a.category) }), main, side);
 }
 
@@ -502,16 +630,40 @@ function renderList(listNode, emptyNode, alarms) {
   emptyNode.hidden = alarms.length > 0;
 }
 
+/** The recorded open alarms and the unrecorded ones. While the database is down the lists answer
+ * 503: the board keeps the recorded alarms it had, shows the unrecorded ones, and tries again after
+ * Retry-After (the banner says why). */
 async function refreshBoard() {
-  const [fire, gas] = await Promise.all([
+  const [fire, gas, unrec] = await Promise.allSettled([
     api("/api/v1/alarms", { params: { open: true, gas: false, limit: 200 } }),
     api("/api/v1/alarms", { params: { open: true, gas: true, limit: 100 } }),
+    api("/api/v1/alarms/unrecorded"),
   ]);
-  board.fire = itemsOf(fire, "alarms");
-  board.gas = itemsOf(gas, "gas alarms");
-  board.byId = new Map([...board.fire, ...board.gas].map((a) => [a.id, a]));
+  const failed = [fire, gas, unrec].filter((r) => r.status === "rejected").map((r) => r.reason);
+  const signedOut = failed.find((e) => e instanceof SignedOut);
+  if (signedOut) throw signedOut;
+  let down = failed.find(isOutage) || null;
+  let failing = false;
+  if (unrec.status === "rejected" && !isOutage(unrec.reason) && !(unrec.reason instanceof SignedOut)) console.error(unrec.reason);
+  if (unrec.status === "fulfilled") {
+    const items = unrec.value && Array.isArray(unrec.value.items) ? unrec.value.items : [];
+    board.unrecorded = new Map(items.map(unrecordedAlarm).filter(Boolean).map((a) => [alarmKey(a), a]));
+    failing = unrec.value && unrec.value.storage_failing === true;
+  }
+  let other = null;
+  if (fire.status === "fulfilled" && gas.status === "fulfilled") {
+    board.recFire = itemsOf(fire.value, "alarms");
+    board.recGas = itemsOf(gas.value, "gas alarms");
+  } else {
+    other = [fire, gas].find((r) => r.status === "rejected" && !isOutage(r.reason));
+  }
   if (!places.loaded) await guarded(loadPlaces);
+  mergeBoard();
   renderBoard();
+  if (down) storageDown(down.retryAfter);
+  else if (failing) storageDown();
+  else if (!other) storageUp(); // the lists answer and the service says the store records
+  if (other) throw other.reason;
 }
 
 function renderBoard() {
@@ -673,7 +825,21 @@ function connect() {
   ws.onmessage = (msg) => {
     let tr;
     try { tr = JSON.parse(msg.data); } catch { return; }
-    if (tr && typeof tr.event_id === "number") live.after = Math.max(live.after ?? 0, tr.event_id);
+    if (tr && tr.recorded === false) {
+      // Detected while the database cannot record it: on the board at once, from the message
+      // itself (the lists may be answering 503). It has no event id: the resume cursor stays.
+      const a = unrecordedAlarm(tr.after);
+      if (a) {
+        board.unrecorded.set(alarmKey(a), a);
+        mergeBoard();
+        renderBoard();
+        storageDown();
+      }
+    } else if (tr && typeof tr.event_id === "number") {
+      live.after = Math.max(live.after ?? 0, tr.event_id);
+      // Recorded now: its unrecorded card gives way to the recorded alarm at the next fetch.
+      if (tr.after && typeof tr.after === "object") board.unrecorded.delete(alarmKey(tr.after));
+    }
     live.events += 1;
     $("conn").dataset.events = String(live.events);
     scheduleRefresh();
