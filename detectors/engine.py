@@ -29,11 +29,32 @@ from detectors.device_events import DeviceEventMapper
 from detectors.fusion import CONFIRMED, ZoneFusion
 from detectors.liveness import OFFLINE, ChannelWatch, LivenessWatch
 from detectors.samples import Samples
-from ingest.decode import DecodedBatch
+from ingest.decode import ClockChange, DecodedBatch
 from ingest.index import DeviceIndex
 
 _SEP = "\x1f"  # joins device id and alarm type in snapshot keys; neither may contain it
 SNAPSHOT_VERSION = 1
+
+
+CLOCK_ALARM = "device.clock_wrong"
+
+
+def clock_events(changes: list[ClockChange]) -> list[DetectorEvent]:
+    """A device whose clock is wrong is heard all the same (ingest stamps its messages with their
+    receipt time); the wrong clock itself is a fault to fix, raised until a plausible time returns."""
+    return [
+        DetectorEvent(
+            device_id=c.device_id,
+            alarm_type=CLOCK_ALARM,
+            kind=DetectorEventKind.RAISE if c.wrong else DetectorEventKind.CLEAR,
+            category=AlarmCategory.FAULT,
+            ts=c.ts,
+            detail=f"设备时钟异常 / the device's clock is wrong: {c.detail}; its readings are stamped with "
+            "their receipt time until it is set right",
+            basis="ingest.max_future_s / ingest.max_past_s",
+        )
+        for c in changes
+    ]
 
 
 class SnapshotError(ValueError):
@@ -98,6 +119,7 @@ class Engine:
     def process(self, batch: DecodedBatch) -> list[DetectorEvent]:
         """Events for one decoded batch, fire-category events first."""
         events = self.device_events.map(batch.events)
+        events += clock_events(batch.clock_changes)
         streams = self._streams(batch)
         for bank in self.banks:
             hits = bank.detector.update(streams[bank.stream])

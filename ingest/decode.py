@@ -51,6 +51,17 @@ class StatusMsg:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class ClockChange:
+    """A device's clock found wrong (its messages then take their receipt time), or right again."""
+
+    dev: int
+    device_id: str
+    wrong: bool
+    ts: float
+    detail: str
+
+
 @dataclass
 class DecodedBatch:
     """One batch, columnar. Samples are (device, channel) values; readings are whole messages."""
@@ -75,6 +86,7 @@ class DecodedBatch:
     rejects: list[Reject] = field(default_factory=list)
     unknown_devices: list[tuple[str, str]] = field(default_factory=list)  # (site, device_id)
     duplicates: int = 0
+    clock_changes: list[ClockChange] = field(default_factory=list)
     # (device_id, max_seq, bits, last_ts, fingerprints) of the devices this batch touched: stored with
     # the batch so redeliveries after a crash are recognised.
     seq_state: list[tuple[str, int, int, float, bytes]] = field(default_factory=list)
@@ -168,6 +180,10 @@ class Decoder:
         self.max_future_s = max_future_s
         self.max_past_s = max_past_s
         self.seq = SeqTracker(index.n_devices)
+        # Device -> its messages in a row with a timestamp outside the bounds; from 2 on, its clock
+        # is taken to be wrong (`_judge_clock`).
+        self._clock_strikes: dict[int, int] = {}
+        self._event_clock_changes: list[ClockChange] = []
 
     def decode(self, messages: list[Message], now: float) -> DecodedBatch:
         idx = self.index
@@ -190,6 +206,7 @@ class Decoder:
         seen_dev: list[int] = []
         seen_at: list[float] = []
         event_duplicates = 0
+        self._event_clock_changes = []
 
         for m in messages:
             parts = m.topic.split("/")
@@ -309,32 +326,19 @@ class Decoder:
                 rejects.append(
                     Reject(m.received, m.topic, m.payload, reason, detail, idx.device_ids[r_dev[i]])
                 )
-            for i in np.flatnonzero(future & ok).tolist():
-                ok[i] = False
+        clock_changes: list[ClockChange] = []
+        if self._clock_strikes or future.any() or past.any():
+            devs = np.array(r_dev, dtype=np.int64)
+            # Every reading of a device whose clock is in question, before this batch or within it.
+            judged = np.isin(devs, [*self._clock_strikes, *devs[future | past].tolist()])
+            for i in np.flatnonzero(judged & ok).tolist():
                 m = r_msg[i]
-                rejects.append(
-                    Reject(
-                        m.received,
-                        m.topic,
-                        m.payload,
-                        RejectReason.FUTURE_TIMESTAMP,
-                        f"ts {r_ts[i]:.3f} is {r_ts[i] - now:.0f} s ahead of the service clock",
-                        idx.device_ids[r_dev[i]],
-                    )
-                )
-            for i in np.flatnonzero(past & ok).tolist():
-                ok[i] = False
-                m = r_msg[i]
-                rejects.append(
-                    Reject(
-                        m.received,
-                        m.topic,
-                        m.payload,
-                        RejectReason.BAD_TIMESTAMP,
-                        self._past_detail(r_ts[i], now),
-                        idx.device_ids[r_dev[i]],
-                    )
-                )
+                reject = self._judge_clock(r_dev[i], r_ts[i], m, now, clock_changes)
+                if reject is None:
+                    r_ts[i] = reading_ts[i] = m.received if (future[i] or past[i]) else r_ts[i]
+                else:
+                    ok[i] = False
+                    rejects.append(reject)
 
         duplicates = event_duplicates
         accept = self.seq.accept
@@ -369,10 +373,44 @@ class Decoder:
             rejects=rejects,
             unknown_devices=unknown,
             duplicates=duplicates,
+            clock_changes=clock_changes + self._event_clock_changes,
             seq_state=self._take_seq_state(),
             reading_msg=[m for m, good in zip(r_msg, ok.tolist(), strict=True) if good],
             sample_reading=renumber[sample_msg[keep]].astype(np.int32),
         )
+
+    def _judge_clock(
+        self, dev: int, ts: float, m: Message, now: float, changes: list[ClockChange]
+    ) -> Reject | None:
+        """A timestamp outside the bounds is rejected once. When the device's next message is out
+        of bounds too, its clock is wrong, not the message: from then on its messages are stamped
+        with their receipt time (a wrong clock must never make a detector deaf) and the change is
+        reported, for a fault alarm; a plausible timestamp ends it. None: accept."""
+        plausible = max(TS_MIN, now - self.max_past_s) <= ts <= now + self.max_future_s
+        strikes = self._clock_strikes
+        device_id = self.index.device_ids[dev]
+        if plausible:
+            if strikes.pop(dev, 0) >= 2:
+                changes.append(ClockChange(dev, device_id, False, m.received, ""))
+            return None
+        n = strikes[dev] = strikes.get(dev, 0) + 1
+        off = (
+            f"ts {ts:.6g} is {ts - now:+.0f} s from the service clock"
+            if math.isfinite(ts)
+            else f"ts {ts} is not a finite number"
+        )
+        if n == 2:
+            changes.append(ClockChange(dev, device_id, True, m.received, off))
+        if n >= 2:
+            return None
+        future = ts > now + self.max_future_s
+        reason = RejectReason.FUTURE_TIMESTAMP if future else RejectReason.BAD_TIMESTAMP
+        detail = (
+            f"ts {ts:.3f} is {ts - now:.0f} s ahead of the service clock"
+            if future
+            else self._past_detail(ts, now)
+        )
+        return Reject(m.received, m.topic, m.payload, reason, detail, device_id)
 
     def _past_detail(self, ts: float, now: float) -> str:
         if not math.isfinite(ts):
@@ -419,10 +457,11 @@ class Decoder:
                 RejectReason.UNKNOWN_EVENT, f"profile {profile.id!r} defines no {event.value!r} event"
             )
         ts = _timestamp(obj.get("ts"), m.received)
-        if ts > now + self.max_future_s:
-            raise _Rejected(RejectReason.FUTURE_TIMESTAMP, f"ts {ts} is ahead of the service clock")
-        if not ts >= max(TS_MIN, now - self.max_past_s):
-            raise _Rejected(RejectReason.BAD_TIMESTAMP, self._past_detail(ts, now))
+        reject = self._judge_clock(dev, ts, m, now, self._event_clock_changes)
+        if reject is not None:
+            raise _Rejected(reject.reason, reject.detail)
+        if not max(TS_MIN, now - self.max_past_s) <= ts <= now + self.max_future_s:
+            ts = m.received
         seq = _seq(obj.get("seq"))
         channel = obj.get("channel")
         code = obj.get("code")

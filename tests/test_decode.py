@@ -182,3 +182,74 @@ def test_firewatch_own_output_topics_are_skipped_not_rejected(decoder: Decoder) 
     batch = decoder.decode([Message("fw/v1/s1/alarms", b'{"before": null}', NOW)], NOW)
     assert batch.rejects == []
     assert batch.n_samples == 0
+
+
+# --- no input can deafen a device (issue 18) ----------------------------------------------------
+
+
+def test_one_reading_stamped_ahead_with_a_jump_in_seq_does_not_shadow_the_readings_after_it(
+    decoder: Decoder,
+) -> None:
+    decoder.decode([msg("smk-1-1", telemetry(i, ts=NOW - 30 + i)) for i in (1, 2, 3)], NOW)
+    ahead = decoder.decode([msg("smk-1-1", telemetry(1003, ts=NOW + 290))], NOW)
+    genuine = decoder.decode([msg("smk-1-1", telemetry(i, smoke=0.3, ts=NOW + i)) for i in (4, 5, 6)], NOW)
+    assert ahead.reading_seq.tolist() == [1003]
+    assert genuine.reading_seq.tolist() == [4, 5, 6]
+    assert genuine.duplicates == 0
+
+
+def test_a_device_rebooted_with_its_clock_behind_is_heard_from_its_first_reading(decoder: Decoder) -> None:
+    decoder.decode([msg("smk-1-1", telemetry(i, ts=NOW - 100 + i)) for i in range(500, 520)], NOW)
+    rebooted = decoder.decode([msg("smk-1-1", telemetry(i, ts=NOW - 86_400 + i)) for i in (0, 1, 2)], NOW)
+    assert rebooted.reading_seq.tolist() == [0, 1, 2]
+
+
+def test_a_reboot_that_reuses_recent_seqs_with_new_readings_is_heard(decoder: Decoder) -> None:
+    decoder.decode([msg("smk-1-1", telemetry(i, smoke=0.02)) for i in range(1, 31)], NOW)
+    rebooted = decoder.decode([msg("smk-1-1", telemetry(i, smoke=0.3, ts=NOW + 1)) for i in (1, 2)], NOW)
+    assert rebooted.reading_seq.tolist() == [1, 2]
+    # ... while the very same message delivered again is still a duplicate.
+    assert decoder.decode([msg("smk-1-1", telemetry(2, smoke=0.3, ts=NOW + 1))], NOW).duplicates == 1
+
+
+def test_a_device_retry_of_the_same_bytes_is_a_duplicate_even_without_the_dup_flag(decoder: Decoder) -> None:
+    first = msg("smk-1-1", telemetry(7))
+    assert decoder.decode([first], NOW).reading_seq.tolist() == [7]
+    assert decoder.decode([first], NOW).duplicates == 1
+
+
+def test_a_failed_batch_leaves_no_duplicate_marks(decoder: Decoder) -> None:
+    decoder.seq.begin()
+    decoder.decode([msg("smk-1-1", telemetry(1)), msg("smk-1-2", telemetry(1))], NOW)
+    decoder.seq.rollback()  # detection failed: the batch will be decoded again
+    again = decoder.decode([msg("smk-1-1", telemetry(1)), msg("smk-1-2", telemetry(1))], NOW)
+    assert again.reading_seq.tolist() == [1, 1]
+    assert again.duplicates == 0
+
+
+def test_one_timestamp_out_of_bounds_is_a_reject_but_a_wrong_clock_never_deafens_its_device(
+    decoder: Decoder,
+) -> None:
+    one = decoder.decode([msg("smk-1-1", telemetry(1, ts=0))], NOW)
+    assert [r.reason for r in one.rejects] == [RejectReason.BAD_TIMESTAMP]
+    # Its next reading is out of bounds too: the clock is wrong, not the message. Heard, stamped
+    # with the time it was received, and the wrong clock reported (a fault alarm, detectors/engine.py).
+    wrong = decoder.decode([msg("smk-1-1", telemetry(2, smoke=0.3, ts=12.5))], NOW)
+    assert wrong.rejects == []
+    assert wrong.reading_ts.tolist() == [NOW]
+    assert [(c.device_id, c.wrong) for c in wrong.clock_changes] == [("smk-1-1", True)]
+    later = decoder.decode([msg("smk-1-1", telemetry(3, ts=NOW + 3600))], NOW)  # wrong the other way
+    assert later.reading_seq.tolist() == [3]
+    right = decoder.decode([msg("smk-1-1", telemetry(4, ts=NOW))], NOW)
+    assert [(c.device_id, c.wrong) for c in right.clock_changes] == [("smk-1-1", False)]
+    assert decoder.decode([msg("smk-1-1", telemetry(5, ts=0))], NOW).rejects != []  # strikes start over
+
+
+def test_a_plausible_reading_after_an_odd_one_in_the_same_batch_starts_the_count_again(
+    decoder: Decoder,
+) -> None:
+    for seq in range(1, 6):
+        batch = decoder.decode(
+            [msg("smk-1-1", telemetry(seq, ts=0) | {"seq": 1}), msg("smk-1-1", telemetry(seq + 100))], NOW
+        )
+        assert [r.reason for r in batch.rejects] == [RejectReason.BAD_TIMESTAMP]

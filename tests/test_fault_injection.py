@@ -323,7 +323,17 @@ async def test_poison_and_clock_jumps_mixed_into_load_lose_no_reading_and_deafen
         fleet.pub.send_many([("fw/v1/s1/smk-2-2/telemetry", orjson.dumps(r)) for r in rebooted])
         fleet.sent += 3
         fleet.seq["smk-2-2"] = 3
-        fleet.send(0.31)  # a fire everywhere, the two odd clocks included
+        # A power cut resets smk-3-1's clock to 1970: its first reading is rejected, then its clock is
+        # known to be wrong and it is heard, stamped with the receipt time.
+        reset = [reading(fleet.seq["smk-3-1"] + i, 0.02, 1.0 + i) for i in (1, 2, 3)]
+        fleet.pub.send_many([("fw/v1/s1/smk-3-1/telemetry", orjson.dumps(r)) for r in reset])
+        fleet.sent += 2
+        fleet.seq["smk-3-1"] += 3
+        fleet.send(0.31, [d for d in smoke if d != "smk-3-1"])  # a fire everywhere, odd clocks included
+        fleet.seq["smk-3-1"] += 1
+        burning = reading(fleet.seq["smk-3-1"], 0.31, 5.0)
+        fleet.pub.send_many([("fw/v1/s1/smk-3-1/telemetry", orjson.dumps(burning))])
+        fleet.sent += 1
 
         await eventually(lambda: set(fire_alarms(svc)) == set(smoke), timeout=30)
         assert fire_alarms(svc) == dict.fromkeys(smoke, 1)
@@ -333,13 +343,18 @@ async def test_poison_and_clock_jumps_mixed_into_load_lose_no_reading_and_deafen
             with svc.sessions() as s:
                 return Counter(r for (r,) in s.execute(select(RejectRow.reason)))
 
-        await eventually(lambda: sum(rejects().values()) == 5 * len(hostile), timeout=20)
+        await eventually(lambda: sum(rejects().values()) == 5 * len(hostile) + 1, timeout=20)
         assert rejects() == {
             "bad_payload": 5,
-            "bad_timestamp": 10,
+            "bad_timestamp": 11,
             "bad_json": 10,
             "unknown_device": 5,
         }
+        with svc.sessions() as s:
+            clock = s.scalars(
+                select(AlarmRow.device_id).where(AlarmRow.alarm_type == "device.clock_wrong")
+            ).all()
+        assert clock == ["smk-3-1"]
         ready = await asyncio.to_thread(svc.readiness)
         assert all(v == "ok" for k, v in ready.items()), ready
     finally:
