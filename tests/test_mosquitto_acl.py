@@ -1,11 +1,12 @@
-"""The production broker's access rules, against a real mosquitto, and the device credentials.
+"""The production broker against a real mosquitto: who may sign in where, the access rules, the
+queue across a broker crash, and the device credentials.
 
 The broker runs the repository's own deploy/mosquitto/mosquitto.conf and deploy/mosquitto/acl,
 changed only where a test must: the two listeners' ports (free loopback ports), the /mosquitto/
 paths (a temporary folder) and, when the tests run as root, `user root` (mosquitto would otherwise
-drop to its own user, which cannot read the temporary folder). The password file is the one
-`firewatch broker passwords` writes for deploy/firewatch/registry.yaml, put in place by the
-compose file's own mosquitto-init script, which adds the service's user with mosquitto_passwd.
+drop to its own user, which cannot read the temporary folder). The password files are the ones the
+compose file's own mosquitto-init script makes: the devices' from what `firewatch broker passwords`
+writes for deploy/firewatch/registry.yaml, the service's with mosquitto_passwd.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import csv
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -28,6 +30,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
@@ -92,13 +96,33 @@ class StackBroker:
         device_id = sorted(self.passwords)[index]
         return device_id, self.sites[device_id], self.passwords[device_id]
 
+    def start(self) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed: install it (apt-get install -y mosquitto)")
+        with (self.folder / "broker.log").open("ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(self.folder / "mosquitto.conf")], stdout=log, stderr=log
+            )
+        wait_for_port("127.0.0.1", self.device_port)
+        wait_for_port("127.0.0.1", self.service_port)
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackBroker]:
-    binary = mosquitto_binary()
-    if binary is None:
-        raise BrokerError("mosquitto is not installed: install it (apt-get install -y mosquitto)")
-    folder = tmp_path_factory.mktemp("stack-mosquitto")
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, so mosquitto cannot write its database on the way out."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def prepare_broker(folder: Path) -> StackBroker:
+    """The deploy config, ACL and password files in `folder`, on two free ports; not started."""
     deploy, auth = folder / "deploy", folder / "auth"
     for sub in (deploy, auth, folder / "data", folder / "log"):
         sub.mkdir()
@@ -131,23 +155,23 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackBroker]:
 
     with (folder / "devices.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    stack = StackBroker(
+    return StackBroker(
         device_port,
         service_port,
         {r["device_id"]: r["mqtt_password"] for r in rows},
         {r["device_id"]: r["site"] for r in rows},
         folder,
     )
-    log = (folder / "broker.log").open("ab")
-    stack.proc = subprocess.Popen([binary, "-c", str(folder / "mosquitto.conf")], stdout=log, stderr=log)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackBroker]:
+    stack = prepare_broker(tmp_path_factory.mktemp("stack-mosquitto"))
     try:
-        wait_for_port("127.0.0.1", device_port)
-        wait_for_port("127.0.0.1", service_port)
+        stack.start()
         yield stack
     finally:
-        stack.proc.terminate()
-        stack.proc.wait(timeout=10)
-        log.close()
+        stack.stop()
 
 
 # --- MQTT clients ----------------------------------------------------------------------------------
@@ -161,8 +185,13 @@ class Client:
     username: str | None
     password: str | None
     client_id: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:10]}")
+    # The service's way (ingest/mqtt.py): clean_start False with a session expiry keeps its session,
+    # and what is queued for it, while it is away.
+    clean_start: bool = True
+    session_expiry_s: int = 0
     received: list[tuple[str, bytes]] = field(default_factory=list)
     connack: ReasonCode | None = None
+    session_present: bool | None = None
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
@@ -180,9 +209,12 @@ class Client:
         c.on_message = self._on_message
         self.client = c
 
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
+    ) -> None:
         with self._cond:
             self.connack, self.connected = rc, not rc.is_failure
+            self.session_present = flags.session_present
             self._cond.notify_all()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
@@ -210,7 +242,11 @@ class Client:
             assert self._cond.wait_for(check, timeout), "no answer from the broker"
 
     def connect(self) -> ReasonCode:
-        self.client.connect("127.0.0.1", self.port, clean_start=True)
+        properties = None
+        if self.session_expiry_s:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.session_expiry_s
+        self.client.connect("127.0.0.1", self.port, clean_start=self.clean_start, properties=properties)
         self.client.loop_start()
         self._wait(lambda: self.connack is not None)
         assert self.connack is not None
@@ -230,6 +266,11 @@ class Client:
 
     def wait_for(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
         self._wait(lambda: (topic, payload) in self.received, timeout)
+
+    def wait_for_count(self, count: int, timeout: float) -> None:
+        """Until `count` messages have arrived, or `timeout` (then the caller counts what did)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.received) >= count, timeout)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -285,6 +326,31 @@ def test_a_wrong_password_is_refused(broker: StackBroker) -> None:
         c = Client(broker.device_port, user, password)
         try:
             assert c.connect().is_failure, f"{user} signed in with a wrong password"
+        finally:
+            c.close()
+
+
+def test_only_the_service_signs_in_on_the_services_listener(broker: StackBroker) -> None:
+    """A device password opens the devices' listener only, and the service's password the service's
+    listener only: each listener has a password file of its own (per_listener_settings)."""
+    device_id, _, password = broker.device(0)
+    for port, user, secret in (
+        (broker.service_port, device_id, password),
+        (broker.device_port, "firewatch", SERVICE_PASSWORD),
+    ):
+        c = Client(port, user, secret)
+        try:
+            assert c.connect().is_failure, f"{user} signed in on port {port}"
+            assert not c.connected
+        finally:
+            c.close()
+    for port, user, secret in (
+        (broker.service_port, "firewatch", SERVICE_PASSWORD),
+        (broker.device_port, device_id, password),
+    ):
+        c = Client(port, user, secret)
+        try:
+            assert not c.connect().is_failure, f"{user} could not sign in on port {port}"
         finally:
             c.close()
 
@@ -380,6 +446,53 @@ def test_no_device_can_push_the_service_or_another_device_off_the_broker(
     time.sleep(QUIET_S)
     assert fw.connected
     assert dev_a.connected
+
+
+SERVICE_CLIENT_ID = "firewatch-ingest"  # core/settings.py; the alarm publisher adds "-alarms"
+
+
+def away_service(broker: StackBroker, made: list[Client]) -> Client:
+    """The service's ingest session as ingest/mqtt.py holds it, subscribed, then gone (a restart):
+    the broker now queues for it."""
+    fw = Client(broker.service_port, "firewatch", SERVICE_PASSWORD, SERVICE_CLIENT_ID, False, 3600)
+    made.append(fw)
+    assert not fw.connect().is_failure
+    assert fw.subscribe("fw/v1/#") == [1]
+    fw.close()
+    return fw
+
+
+def back_service(broker: StackBroker, made: list[Client]) -> Client:
+    fw = Client(broker.service_port, "firewatch", SERVICE_PASSWORD, SERVICE_CLIENT_ID, False, 3600)
+    made.append(fw)
+    assert not fw.connect().is_failure
+    return fw
+
+
+@pytest.mark.parametrize("clean_start", [True, False])
+def test_no_device_can_take_the_services_client_id_and_its_queue_survives_the_attempt(
+    broker: StackBroker, clients: list[Client], clean_start: bool
+) -> None:
+    """On the service's listener a device password is refused; on the devices' listener the client
+    id becomes the device id. Either way the service's queued session is untouched: connecting
+    with its client id and a clean start would otherwise have wiped it."""
+    device_id, site, password = broker.device(0)
+    away_service(broker, clients)
+    dev = connected(clients, broker.device_port, device_id, password)
+    topic, queued = f"fw/v1/{site}/{device_id}/telemetry", marker()
+    assert dev.publish(topic, queued) == 0
+
+    on_service = Client(broker.service_port, device_id, password, SERVICE_CLIENT_ID, clean_start)
+    try:
+        assert on_service.connect().is_failure
+    finally:
+        on_service.close()
+    on_devices = connected(clients, broker.device_port, device_id, password, SERVICE_CLIENT_ID)
+    on_devices.close()
+
+    fw = back_service(broker, clients)
+    assert fw.session_present, "the service's session was wiped"
+    fw.wait_for(topic, queued)
 
 
 # --- what the service may do -------------------------------------------------------------------------
