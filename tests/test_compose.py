@@ -589,6 +589,19 @@ def test_the_broker_config_and_the_compose_file_agree() -> None:
     assert host_path(services["mosquitto"], "/mosquitto/config/mosquitto.conf").is_file()
 
 
+def test_the_broker_queues_an_hour_of_a_large_hospital_and_saves_after_every_change() -> None:
+    """deploy/mosquitto/mosquitto.conf's promises, as numbers: an hour of 5,000 devices reporting
+    every 20 s fits the service's queue (no byte cap), and the database is written after every
+    change (the crash itself is tested against a real mosquitto in tests/test_mosquitto_acl.py)."""
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
+    settings = dict(re.findall(r"^(\w+) (\S+)\s*$", conf, re.M))
+    assert int(settings["max_queued_messages"]) >= 5000 * 3600 // 20
+    assert settings["max_queued_bytes"] == "0"
+    assert settings["persistence"] == "true"
+    assert settings["autosave_on_changes"] == "true"
+    assert settings["autosave_interval"] == "1"
+
+
 # --- the image ----------------------------------------------------------------------------------------
 
 
