@@ -72,8 +72,9 @@ def passwords(
     New passwords (random, 32 letters and digits) are written in clear text once, to the --secrets
     CSV, readable by you only: hand them to whoever provisions the devices, then delete it. The
     password file holds only hashes (mosquitto 2's PBKDF2-SHA512 format, as mosquitto_passwd
-    writes them). The service's own user, 'firewatch', is added by the stack itself from
-    MQTT_FIREWATCH_PASSWORD in .env; no device may be called that.
+    writes them). This file is for the devices' listener only: the service's own user,
+    'firewatch', gets a password file of its own for the service's listener, made by the stack
+    from MQTT_FIREWATCH_PASSWORD in .env; no device may be called that.
 
     After a change, load it into the running broker:
     docker compose run --rm mosquitto-init && docker compose kill -s SIGHUP mosquitto

@@ -560,7 +560,19 @@ def test_the_broker_config_and_the_compose_file_agree() -> None:
     listeners = re.findall(r"^listener (\d+)\s*$", conf, re.M)
     assert listeners == ["1883", "1884"]
     assert re.search(r"^allow_anonymous false$", conf, re.M)
-    paths = dict(re.findall(r"^(password_file|acl_file|persistence_location) (\S+)$", conf, re.M))
+    # Sign-in rules per listener: each listener names its own password file and ACL.
+    assert re.search(r"^per_listener_settings true$", conf, re.M)
+    sections = re.split(r"^listener \d+\s*$", conf, flags=re.M)[1:]
+    assert len(sections) == 2
+    auth_files = []
+    for section in sections:
+        assert re.search(r"^allow_anonymous false$", section, re.M)
+        for key in ("password_file", "acl_file"):
+            found = re.findall(rf"^{key} (\S+)$", section, re.M)
+            assert len(found) == 1, f"each listener needs one {key}"
+            auth_files.append(found[0])
+    device_passwd, service_passwd = auth_files[0], auth_files[2]
+    assert device_passwd != service_passwd, "devices and the service need password files of their own"
     broker_mounts = {m.target: m for m in mounts(services["mosquitto"])}
     assert "/mosquitto/auth" in broker_mounts
     assert broker_mounts["/mosquitto/auth"].named_volume
@@ -568,11 +580,26 @@ def test_the_broker_config_and_the_compose_file_agree() -> None:
     init_auth = next(m for m in mounts(init) if m.target == "/mosquitto/auth")
     assert init_auth.source == broker_mounts["/mosquitto/auth"].source
     script = init["command"][0]
-    for key in ("password_file", "acl_file"):
-        assert paths[key].startswith("/mosquitto/auth/")
-        assert f"mv {paths[key]}.new {paths[key]}" in script
-    assert paths["persistence_location"].rstrip("/") in broker_mounts
+    for path in auth_files:
+        assert path.startswith("/mosquitto/auth/")
+        assert f"mv {path}.new {path}" in script
+    persistence = re.findall(r"^persistence_location (\S+)$", conf, re.M)
+    assert len(persistence) == 1
+    assert persistence[0].rstrip("/") in broker_mounts
     assert host_path(services["mosquitto"], "/mosquitto/config/mosquitto.conf").is_file()
+
+
+def test_the_broker_queues_an_hour_of_a_large_hospital_and_saves_after_every_change() -> None:
+    """deploy/mosquitto/mosquitto.conf's promises, as numbers: an hour of 5,000 devices reporting
+    every 20 s fits the service's queue (no byte cap), and the database is written after every
+    change (the crash itself is tested against a real mosquitto in tests/test_mosquitto_acl.py)."""
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
+    settings = dict(re.findall(r"^(\w+) (\S+)\s*$", conf, re.M))
+    assert int(settings["max_queued_messages"]) >= 5000 * 3600 // 20
+    assert settings["max_queued_bytes"] == "0"
+    assert settings["persistence"] == "true"
+    assert settings["autosave_on_changes"] == "true"
+    assert settings["autosave_interval"] == "1"
 
 
 # --- the image ----------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""The production broker's access rules, against a real mosquitto, and the device credentials.
+"""The production broker against a real mosquitto: who may sign in where, the access rules, the
+queue across a broker crash, and the device credentials.
 
 The broker runs the repository's own deploy/mosquitto/mosquitto.conf and deploy/mosquitto/acl,
 changed only where a test must: the two listeners' ports (free loopback ports), the /mosquitto/
 paths (a temporary folder) and, when the tests run as root, `user root` (mosquitto would otherwise
-drop to its own user, which cannot read the temporary folder). The password file is the one
-`firewatch broker passwords` writes for deploy/firewatch/registry.yaml, put in place by the
-compose file's own mosquitto-init script, which adds the service's user with mosquitto_passwd.
+drop to its own user, which cannot read the temporary folder). The password files are the ones the
+compose file's own mosquitto-init script makes: the devices' from what `firewatch broker passwords`
+writes for deploy/firewatch/registry.yaml, the service's with mosquitto_passwd.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import csv
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -28,6 +30,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
@@ -92,13 +96,33 @@ class StackBroker:
         device_id = sorted(self.passwords)[index]
         return device_id, self.sites[device_id], self.passwords[device_id]
 
+    def start(self) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed: install it (apt-get install -y mosquitto)")
+        with (self.folder / "broker.log").open("ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(self.folder / "mosquitto.conf")], stdout=log, stderr=log
+            )
+        wait_for_port("127.0.0.1", self.device_port)
+        wait_for_port("127.0.0.1", self.service_port)
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackBroker]:
-    binary = mosquitto_binary()
-    if binary is None:
-        raise BrokerError("mosquitto is not installed: install it (apt-get install -y mosquitto)")
-    folder = tmp_path_factory.mktemp("stack-mosquitto")
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, so mosquitto cannot write its database on the way out."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def prepare_broker(folder: Path) -> StackBroker:
+    """The deploy config, ACL and password files in `folder`, on two free ports; not started."""
     deploy, auth = folder / "deploy", folder / "auth"
     for sub in (deploy, auth, folder / "data", folder / "log"):
         sub.mkdir()
@@ -131,23 +155,23 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackBroker]:
 
     with (folder / "devices.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    stack = StackBroker(
+    return StackBroker(
         device_port,
         service_port,
         {r["device_id"]: r["mqtt_password"] for r in rows},
         {r["device_id"]: r["site"] for r in rows},
         folder,
     )
-    log = (folder / "broker.log").open("ab")
-    stack.proc = subprocess.Popen([binary, "-c", str(folder / "mosquitto.conf")], stdout=log, stderr=log)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackBroker]:
+    stack = prepare_broker(tmp_path_factory.mktemp("stack-mosquitto"))
     try:
-        wait_for_port("127.0.0.1", device_port)
-        wait_for_port("127.0.0.1", service_port)
+        stack.start()
         yield stack
     finally:
-        stack.proc.terminate()
-        stack.proc.wait(timeout=10)
-        log.close()
+        stack.stop()
 
 
 # --- MQTT clients ----------------------------------------------------------------------------------
@@ -161,8 +185,13 @@ class Client:
     username: str | None
     password: str | None
     client_id: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:10]}")
+    # The service's way (ingest/mqtt.py): clean_start False with a session expiry keeps its session,
+    # and what is queued for it, while it is away.
+    clean_start: bool = True
+    session_expiry_s: int = 0
     received: list[tuple[str, bytes]] = field(default_factory=list)
     connack: ReasonCode | None = None
+    session_present: bool | None = None
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
@@ -180,9 +209,12 @@ class Client:
         c.on_message = self._on_message
         self.client = c
 
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
+    ) -> None:
         with self._cond:
             self.connack, self.connected = rc, not rc.is_failure
+            self.session_present = flags.session_present
             self._cond.notify_all()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
@@ -210,7 +242,11 @@ class Client:
             assert self._cond.wait_for(check, timeout), "no answer from the broker"
 
     def connect(self) -> ReasonCode:
-        self.client.connect("127.0.0.1", self.port, clean_start=True)
+        properties = None
+        if self.session_expiry_s:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.session_expiry_s
+        self.client.connect("127.0.0.1", self.port, clean_start=self.clean_start, properties=properties)
         self.client.loop_start()
         self._wait(lambda: self.connack is not None)
         assert self.connack is not None
@@ -230,6 +266,17 @@ class Client:
 
     def wait_for(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
         self._wait(lambda: (topic, payload) in self.received, timeout)
+
+    def wait_for_count(self, count: int, timeout: float, quiet_s: float = 2.0) -> None:
+        """Until `count` messages have arrived, nothing more has come for `quiet_s`, or `timeout`
+        has passed; the caller then counts what did arrive."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.received) < count and time.monotonic() < deadline:
+                before = len(self.received)
+                self._cond.wait(min(quiet_s, max(0.0, deadline - time.monotonic())))
+                if len(self.received) == before:
+                    return
 
     def close(self) -> None:
         self.client.disconnect()
@@ -285,6 +332,31 @@ def test_a_wrong_password_is_refused(broker: StackBroker) -> None:
         c = Client(broker.device_port, user, password)
         try:
             assert c.connect().is_failure, f"{user} signed in with a wrong password"
+        finally:
+            c.close()
+
+
+def test_only_the_service_signs_in_on_the_services_listener(broker: StackBroker) -> None:
+    """A device password opens the devices' listener only, and the service's password the service's
+    listener only: each listener has a password file of its own (per_listener_settings)."""
+    device_id, _, password = broker.device(0)
+    for port, user, secret in (
+        (broker.service_port, device_id, password),
+        (broker.device_port, "firewatch", SERVICE_PASSWORD),
+    ):
+        c = Client(port, user, secret)
+        try:
+            assert c.connect().is_failure, f"{user} signed in on port {port}"
+            assert not c.connected
+        finally:
+            c.close()
+    for port, user, secret in (
+        (broker.service_port, "firewatch", SERVICE_PASSWORD),
+        (broker.device_port, device_id, password),
+    ):
+        c = Client(port, user, secret)
+        try:
+            assert not c.connect().is_failure, f"{user} could not sign in on port {port}"
         finally:
             c.close()
 
@@ -380,6 +452,53 @@ def test_no_device_can_push_the_service_or_another_device_off_the_broker(
     time.sleep(QUIET_S)
     assert fw.connected
     assert dev_a.connected
+
+
+SERVICE_CLIENT_ID = "firewatch-ingest"  # core/settings.py; the alarm publisher adds "-alarms"
+
+
+def away_service(broker: StackBroker, made: list[Client]) -> Client:
+    """The service's ingest session as ingest/mqtt.py holds it, subscribed, then gone (a restart):
+    the broker now queues for it."""
+    fw = Client(broker.service_port, "firewatch", SERVICE_PASSWORD, SERVICE_CLIENT_ID, False, 3600)
+    made.append(fw)
+    assert not fw.connect().is_failure
+    assert fw.subscribe("fw/v1/#") == [1]
+    fw.close()
+    return fw
+
+
+def back_service(broker: StackBroker, made: list[Client]) -> Client:
+    fw = Client(broker.service_port, "firewatch", SERVICE_PASSWORD, SERVICE_CLIENT_ID, False, 3600)
+    made.append(fw)
+    assert not fw.connect().is_failure
+    return fw
+
+
+@pytest.mark.parametrize("clean_start", [True, False])
+def test_no_device_can_take_the_services_client_id_and_its_queue_survives_the_attempt(
+    broker: StackBroker, clients: list[Client], clean_start: bool
+) -> None:
+    """On the service's listener a device password is refused; on the devices' listener the client
+    id becomes the device id. Either way the service's queued session is untouched: connecting
+    with its client id and a clean start would otherwise have wiped it."""
+    device_id, site, password = broker.device(0)
+    away_service(broker, clients)
+    dev = connected(clients, broker.device_port, device_id, password)
+    topic, queued = f"fw/v1/{site}/{device_id}/telemetry", marker()
+    assert dev.publish(topic, queued) == 0
+
+    on_service = Client(broker.service_port, device_id, password, SERVICE_CLIENT_ID, clean_start)
+    try:
+        assert on_service.connect().is_failure
+    finally:
+        on_service.close()
+    on_devices = connected(clients, broker.device_port, device_id, password, SERVICE_CLIENT_ID)
+    on_devices.close()
+
+    fw = back_service(broker, clients)
+    assert fw.session_present, "the service's session was wiped"
+    fw.wait_for(topic, queued)
 
 
 # --- what the service may do -------------------------------------------------------------------------
@@ -538,3 +657,107 @@ def test_the_command_refuses_an_unknown_device_to_rotate(tmp_path: Path) -> None
     assert "nope" in output
     assert not (tmp_path / "p").exists()
     assert not (tmp_path / "s.csv").exists()
+
+
+# --- a broker crash ------------------------------------------------------------------------------------
+
+CRASH_READINGS = 5000
+CRASH_PUBLISHERS = 10  # devices publishing at once, each over its own connection
+BURST_TIMEOUT_S = 120.0
+
+
+def publish_burst(broker: StackBroker, count: int, publishers: int, tag: str) -> set[bytes]:
+    """`count` QoS 1 readings from `publishers` registry devices at once, each connection keeping
+    up to 100 unacknowledged; the payloads the broker acknowledged (PUBACK with success)."""
+    cond = threading.Condition()
+    answers: dict[tuple[int, int], bool] = {}  # (publisher, mid) -> acknowledged with success
+    payloads: dict[tuple[int, int], bytes] = {}
+    made: list[mqtt.Client] = []
+
+    def on_publish(index: int) -> Callable[[mqtt.Client, object, int, ReasonCode, object], None]:
+        def handler(_c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
+            with cond:
+                answers[(index, mid)] = not rc.is_failure
+                cond.notify_all()
+
+        return handler
+
+    try:
+        for index in range(publishers):
+            device_id, _, password = broker.device(index)
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
+            c.username_pw_set(device_id, password)
+            c.max_inflight_messages_set(100)
+            c.max_queued_messages_set(0)  # paho holds the rest until a slot frees
+            c.on_publish = on_publish(index)
+            c.connect("127.0.0.1", broker.device_port, clean_start=True)
+            c.loop_start()
+            made.append(c)
+        for n in range(count):
+            index = n % publishers
+            device_id, site, _ = broker.device(index)
+            payload = f'{{"tag":"{tag}","device":"{device_id}","seq":{n},"value":{n % 97}}}'.encode()
+            # Not under `cond`: paho may hold its own lock while it calls on_publish.
+            mid = made[index].publish(f"fw/v1/{site}/{device_id}/telemetry", payload, qos=1).mid
+            payloads[(index, mid)] = payload  # fewer than 65,535 per connection: mids stay unique
+        with cond:
+            cond.wait_for(lambda: len(answers) >= count, BURST_TIMEOUT_S)
+            return {payloads[key] for key, ok in answers.items() if ok}
+    finally:
+        for c in made:
+            c.disconnect()
+            c.loop_stop()
+
+
+@pytest.mark.parametrize("kill_at", ["after_a_round_trip", "right_after_the_last_puback"])
+def test_a_broker_crash_keeps_the_services_queue(
+    tmp_path: Path, clients: list[Client], kill_at: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 of the broker while it holds a queue for the (stopped) service, then a restart on the
+    same data: the restored session gets every acknowledged reading, and what devices publish
+    before the service is back.
+
+    mosquitto acknowledges a message before it writes its database, which it does at the end of
+    each pass of its event loop (autosave_on_changes, autosave_interval 1). A crash after a later
+    pass (here: another client's connection is answered after the last PUBACK) loses nothing; a
+    crash right at the last PUBACK may lose what that pass acknowledged, at most one message per
+    publishing connection."""
+    stack = prepare_broker(tmp_path)
+    stack.start()
+    try:
+        away_service(stack, clients)
+        started = time.monotonic()
+        sent = publish_burst(stack, CRASH_READINGS, CRASH_PUBLISHERS, "before")
+        publish_s = time.monotonic() - started
+        assert len(sent) == CRASH_READINGS
+        if kill_at == "after_a_round_trip":
+            device_id, _, password = stack.device(CRASH_PUBLISHERS)
+            connected(clients, stack.device_port, device_id, password).close()
+        stack.kill()
+        stack.start()
+
+        # The service is still away: the restored session must go on queueing.
+        after = publish_burst(stack, 100, 1, "after")
+        assert len(after) == 100
+        fw = back_service(stack, clients)
+        fw.wait_for_count(len(sent) + len(after), timeout=60)
+        time.sleep(QUIET_S)  # anything beyond the expected count (a duplicate) has time to arrive
+        got = [payload for _, payload in fw.received]
+        lost = sent - set(got)
+        with capsys.disabled():
+            print(
+                f"\n[broker crash, kill {kill_at}] {len(sent)} readings acknowledged in {publish_s:.1f} s by "
+                f"{CRASH_PUBLISHERS} connections; after kill -9 and restart the service received "
+                f"{len(set(got) & sent)}, lost {len(lost)}, duplicates {len(got) - len(set(got))}; "
+                f"published after the restart: {len(after & set(got))} of {len(after)} received"
+            )
+        assert fw.session_present, "the service's session did not survive the crash"
+        assert len(got) == len(set(got)), "duplicates"
+        assert set(got) <= sent | after
+        assert after <= set(got)
+        if kill_at == "after_a_round_trip":
+            assert lost == set()
+        else:
+            assert len(lost) <= CRASH_PUBLISHERS
+    finally:
+        stack.stop()
