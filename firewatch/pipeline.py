@@ -171,6 +171,9 @@ class Pipeline:
         )
         self._handoff: _Handoff | None = None
         self._snapshot_safe = True
+        # Set when the service started without its state store: run (in a thread) before anything
+        # is recorded there; until it succeeds, every alarm is journaled.
+        self.pending_setup: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recorder_wake: asyncio.Event | None = None
         self._stats_lock = threading.Lock()  # `transitions` and `_latency_max` change in several threads
@@ -249,7 +252,11 @@ class Pipeline:
         the journal (under `_lock`). Never waits longer than `alarm_write_timeout_s`."""
         if not events:
             return []
-        if self._deferred == 0 and (self._alarm_write is None or self._alarm_write.done()):
+        if (
+            self._deferred == 0
+            and self.pending_setup is None
+            and (self._alarm_write is None or self._alarm_write.done())
+        ):
             write = self._alarm_writer.submit(self.alarms.apply, events)
             try:
                 transitions, tickets = write.result(timeout=self.config.alarm_write_timeout_s)
@@ -275,6 +282,11 @@ class Pipeline:
         self.metrics.alarm_latency.observe(latency)
         with self._stats_lock:
             self._latency_max = max(self._latency_max, latency)
+
+    def storage_unavailable(self, exc: BaseException) -> None:
+        """The state store is known to be failing (e.g. at start): report it like a failed write."""
+        with self._lock:
+            self._storage_failed(exc)
 
     def _storage_failed(self, exc: BaseException) -> None:
         if self.storage_failing_since is None:
@@ -735,6 +747,15 @@ class Pipeline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), delay)
             wake.clear()
+            if (setup := self.pending_setup) is not None:
+                try:
+                    await asyncio.to_thread(setup)
+                except Exception as exc:
+                    with self._lock:
+                        self._storage_failed(exc)
+                    delay = min(max(delay * 2, 0.5), self.config.store_retry_max_s)
+                    continue
+                self.pending_setup = None
             if self.telemetry.journal_size()[0] == 0:
                 if self._deferred == 0 and self.storage_failing_since is not None:
                     await self._probe_store()

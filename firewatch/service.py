@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
 
 from accounts.model import AccountError
 from accounts.passwords import check_password
@@ -34,7 +35,7 @@ from core.settings import PushRoute, Settings
 from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
 from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
-from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding
+from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding, is_unavailable
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
 from firewatch.recorder import Recorder
@@ -45,7 +46,7 @@ from ingest.queue import BoundedQueue
 from ingest.topics import subscriptions
 from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
-from storage.db import check, open_store
+from storage.db import DatabaseError, check, make_engine, migrate, open_store
 from storage.influx import InfluxSink, SinkStatus
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.models import AlarmRow
@@ -98,8 +99,25 @@ class Service:
             registry if registry is not None else load_registry(settings.registry or DEMO_REGISTRY)
         )
         self.index = DeviceIndex.build(self.registry, self.profiles)
-        self.db, self.sessions = open_store(settings.resolved_database_url)
-        sync_registry(self.sessions, self.registry, self.profiles)
+        # A state store that cannot be reached at start does not keep the service from detecting:
+        # it starts without it, journals alarms as during any outage, and sets the store up (schema,
+        # registry mirror, accounts) once it answers (`_bring_up_store`, docs/reliability.md).
+        self.store_error: BaseException | None = None
+        try:
+            self.db, self.sessions = open_store(settings.resolved_database_url)
+        except DatabaseError as exc:
+            if not is_unavailable(exc.__cause__ or exc):
+                raise
+            logger.error(
+                "the state store cannot be reached (%s): starting without it; alarms are shown unrecorded "
+                "and journaled until it answers",
+                exc.__cause__ or exc,
+            )
+            self.store_error = exc
+            self.db = make_engine(settings.resolved_database_url)
+            self.sessions = sessionmaker(self.db, expire_on_commit=False)
+        else:
+            sync_registry(self.sessions, self.registry, self.profiles)
         self.accounts = AccountService(
             self.sessions,
             session_ttl_s=settings.auth.session_ttl_s,
@@ -107,7 +125,8 @@ class Service:
             max_failures=settings.auth.max_failed_logins,
             lockout_s=settings.auth.lockout_s,
         )
-        self._prepare_accounts()
+        if self.store_error is None:
+            self._prepare_accounts()
         self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
         self.telemetry.bind(
             (self.index.device_ids[int(d)], c)
@@ -158,8 +177,10 @@ class Service:
         self.rejects = RejectStore(self.sessions, ing.reject_store_max)
         # Alarm events and rejects journaled while the state store was failing, before a stop or a
         # crash: recorded before the engine aligns with the store's open alarms.
-        self._record_journal()
-        active = self.alarms.active_keys()
+        active = set()
+        if self.store_error is None:
+            self._record_journal()
+            active = self.alarms.active_keys()
         self.engine.resume(active)
         self._sink_alarm_active = (ALARM_KEY, ALARM_TYPE) in active  # left by an earlier run?
         # The InfluxDB sink, only when configured (`influx.url`): otherwise nothing of it runs.
@@ -195,6 +216,9 @@ class Service:
             ),
             sink=self.sink,
         )
+        if self.store_error is not None:
+            self.pipeline.pending_setup = self._bring_up_store
+            self.pipeline.storage_unavailable(self.store_error)
         if self.sink is not None:
             # Transitions as `alarm_event` points: the listener only enqueues (the alarm path).
             self.pipeline.listeners.append(self.sink.on_transitions)
@@ -277,6 +301,15 @@ class Service:
                 "`firewatch users add NAME --role admin` (or set FIREWATCH_AUTH__ADMIN_PASSWORD)"
             )
 
+    def _bring_up_store(self) -> None:
+        """What start-up does with the state store, once it answers after starting without it
+        (blocking; raises while it still cannot be reached). The journal is recorded after it."""
+        migrate(self.db)
+        sync_registry(self.sessions, self.registry, self.profiles)
+        self._prepare_accounts()
+        self.store_error = None
+        logger.warning("the state store answers: schema, registry mirror and accounts are set up")
+
     def _record_journal(self) -> int:
         """Record what an earlier run journaled while the state store was failing (blocking)."""
         recorder = Recorder(
@@ -301,6 +334,8 @@ class Service:
         ing = self.settings.ingest
         p = self.pipeline
         now = self.clock()
+        # The bounds are real seconds; the service clock may run faster (time_scale, simulations).
+        scale = self.settings.time_scale
         out: list[Finding] = []
         if p.storage_failing_since is not None:
             pending, _ = self.telemetry.journal_size()
@@ -320,30 +355,34 @@ class Service:
                 )
             )
         oldest = p.oldest_unacknowledged()
-        if oldest is not None and now - oldest > ing.unacked_max_age_s:
+        if oldest is not None and (now - oldest) / scale > ing.unacked_max_age_s:
             out.append(
                 Finding(
                     Condition.UNACKED_BACKLOG,
-                    f"the oldest unacknowledged message arrived {now - oldest:.0f} s ago "
+                    f"the oldest unacknowledged message arrived {(now - oldest) / scale:.0f} s ago "
                     f"(limit {ing.unacked_max_age_s:g} s); {p.backlog()} waiting",
                 )
             )
-        if p.backlog() and now - p.progress_at > ing.stall_after_s:
+        if p.backlog() and (now - p.progress_at) / scale > ing.stall_after_s:
             out.append(
                 Finding(
                     Condition.STALLED,
-                    f"{p.backlog()} messages wait and none was acknowledged for {now - p.progress_at:.0f} s",
+                    f"{p.backlog()} messages wait and none was acknowledged for "
+                    f"{(now - p.progress_at) / scale:.0f} s",
                 )
             )
         if self.source.connected.is_set():
             self._broker_down_since = None
         elif self._broker_down_since is None:
             self._broker_down_since = now
-        if self._broker_down_since is not None and now - self._broker_down_since >= ing.broker_down_after_s:
+        if (
+            self._broker_down_since is not None
+            and (now - self._broker_down_since) / scale >= ing.broker_down_after_s
+        ):
             out.append(
                 Finding(
                     Condition.BROKER_DOWN,
-                    f"not connected to the broker for {now - self._broker_down_since:.0f} s",
+                    f"not connected to the broker for {(now - self._broker_down_since) / scale:.0f} s",
                 )
             )
         return out
@@ -381,7 +420,8 @@ class Service:
         for cond in Condition:
             m.fault_conditions.labels(cond.value).set(1 if cond in holding else 0)
         oldest = p.oldest_unacknowledged()
-        m.unacked_age.set(0.0 if oldest is None else max(0.0, self.clock() - oldest))
+        age = 0.0 if oldest is None else max(0.0, self.clock() - oldest) / self.settings.time_scale
+        m.unacked_age.set(age)
         m.ingest_stalled.set(1 if Condition.STALLED in holding else 0)
         m.unrecorded_alarms.set(len(p.unrecorded))
 

@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
+from sqlalchemy.exc import ProgrammingError
 
 from alarms.model import Transition
 from api.app import create_app
@@ -529,3 +530,47 @@ async def test_the_service_killed_under_load_loses_no_reading_stores_none_twice_
     finally:
         serve.stop()
         fleet.close()
+
+
+async def test_a_service_started_while_the_state_store_is_down_detects_at_once_and_records_later(
+    mosquitto: Mosquitto, own_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    url = own_postgres.url(own_postgres.create_database())
+    own_postgres.halt()  # the store is down before the service starts (a restart mid-outage)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=url,
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-cold-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
+    )
+    svc = Service(settings, registry=small_registry(ZONES, PER_ZONE), profiles=PROFILES)
+    await svc.start()
+    await asyncio.wait_for(svc.source.connected.wait(), 10)
+    smoke = [d for d in svc.registry.devices if d.startswith("smk-")]
+    live = Live(svc.live.subscribe())
+    fleet = Fleet(mosquitto, smoke)
+    try:
+        assert "ingest.storage_failing" in await asyncio.to_thread(svc.readiness)
+        fleet.send(0.02)
+        fleet.send(0.31)
+        await eventually(lambda: set(live.fires(recorded=False)) == set(smoke), timeout=20)
+        await eventually(lambda: samples_stored(svc) == 2 * fleet.sent, timeout=20)
+
+        own_postgres.resume()
+
+        def recorded() -> dict[str, int]:
+            try:
+                return fire_alarms(svc)
+            except ProgrammingError:  # the service has not made its schema yet
+                return {}
+
+        await eventually(lambda: recorded() == dict.fromkeys(smoke, 1), timeout=30)
+        await eventually(lambda: "ingest.storage_failing" not in svc.readiness(), timeout=20)
+        assert svc.telemetry.journal_size()[0] == 0
+        fleet.send(0.02)  # and from now on, straight to the store
+        await eventually(lambda: samples_stored(svc) == 2 * fleet.sent, timeout=20)
+        assert svc.pipeline.storage_failing_since is None
+    finally:
+        await live.close()
+        fleet.close()
+        await svc.stop()
