@@ -36,15 +36,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """Ask a child server to stop (SIGTERM), and kill it if it has not within `timeout`."""
+    """Ask a child server to stop (SIGTERM), and kill it if it has not within `timeout`. Always
+    reaps it (a child that died earlier is a zombie until waited for), and returns within about
+    `timeout` + 2 s: a child that survives SIGKILL (uninterruptible sleep) is logged and left."""
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
         proc.wait(timeout=timeout)
+        return
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        logger.warning("pid %d did not stop within %.1f s of SIGTERM; killing it", proc.pid, timeout)
+    proc.kill()
+    try:
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        logger.error("pid %d is still there 2 s after SIGKILL; leaving it", proc.pid)
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -146,7 +153,12 @@ class Mosquitto:
             self.port = free_port(self.host)
         conf = self._write_config()
         log = (self.data_dir / "mosquitto.log").open("ab")
-        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        # A session of its own: Ctrl-C in a terminal (SIGINT to the foreground process group) must
+        # not take the broker away before the service using it has stopped; its owner stops it.
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()  # the child has its own copy
         try:
             wait_for_port(self.host, self.port)
         except BrokerError:
@@ -157,16 +169,21 @@ class Mosquitto:
         logger.info("mosquitto listening on %s:%d", self.host, self.port)
         return self
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (mosquitto saves its persistence file and exits), SIGKILL after `timeout`."""
         if self._proc is not None:
-            stop_process(self._proc)
+            stop_process(self._proc, timeout)
         self._proc = None
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL): what a crash looks like to clients."""
         if self._proc is not None:
             self._proc.kill()
-            self._proc.wait()
+            self._proc.wait(timeout=5.0)
             self._proc = None
 
     def restart(self) -> None:
