@@ -1,0 +1,255 @@
+"""Stops are bounded (issue 18, item 11): `firewatch demo` and `firewatch serve` as real processes,
+stopped by real signals and by --duration, in the states that used to hang them: a child killed,
+a child stuck (SIGSTOP). Every child must be gone afterwards, none left running or unreaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from firewatch.broker import Mosquitto, free_port
+from storage.compactor import Compactor
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+# A graceful stop takes about 2 s here; a stuck compactor adds its grace, SIGTERM and SIGKILL (4 s).
+STOP_BOUND_S = 10.0
+
+
+@dataclass(frozen=True)
+class Child:
+    pid: int
+    start: bytes  # /proc/PID/stat's start time: tells the same process from a reused pid
+
+    def running(self) -> bool:
+        """Still there and not a zombie (a zombie is a child nobody reaped)."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[19] == self.start and stat[0] != b"Z"
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat's fields from the state on (field 3 of proc(5) is index 0)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return raw.rsplit(b")", 1)[-1].split()
+
+
+def children(pid: int) -> dict[str, Child]:
+    """The children of `pid` we care about, by role: the embedded mosquitto, the compactor."""
+    found: dict[str, Child] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (stat := _stat(int(entry))) is None or int(stat[1]) != pid:
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"mosquitto" in cmdline.split(b"\0")[0]:
+            found["mosquitto"] = Child(int(entry), stat[19])
+        elif b"spawn_main" in cmdline:  # a multiprocessing child: the demo's only one is the compactor
+            found["compactor"] = Child(int(entry), stat[19])
+    return found
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    port: int
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> float:
+        os.kill(self.proc.pid, sig)
+        return time.monotonic()
+
+    def wait_exit(self, since: float, bound: float = STOP_BOUND_S) -> int:
+        """The exit code; fails if it has not come `bound` seconds after `since`."""
+        try:
+            code = self.proc.wait(timeout=bound + since - time.monotonic())
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {bound:.0f} s after the stop began:\n{self.output()[-3000:]}")
+        print(f"exit {code} after {time.monotonic() - since:.2f} s")  # the stop time (pytest -s shows it)
+        return code
+
+
+def start(tmp_path: Path, command: list[str], env: dict[str, str] | None = None) -> Running:
+    port = free_port()
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "firewatch.cli",
+                *command,
+                *(["--port", str(port)] if command[0] == "demo" else []),
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "FIREWATCH_LOG": "1",
+                "COLUMNS": "120",
+                **(env or {}),
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our signals only, never the test runner's terminal's
+        )
+    return Running(proc, log, port)
+
+
+def demo(tmp_path: Path, *extra: str) -> Running:
+    # --speed 5: the service's clock and the simulated devices run five times faster.
+    return start(
+        tmp_path, ["demo", "--data-dir", str(tmp_path / "demo"), "--speed", "5", "--incident-at", "1", *extra]
+    )
+
+
+def wait_serving(run: Running, roles: tuple[str, ...] = ("mosquitto", "compactor")) -> dict[str, Child]:
+    """Until the API answers and the children are up; returns them."""
+
+    def up() -> dict[str, Child] | None:
+        assert run.proc.poll() is None, run.output()[-3000:]
+        kids = children(run.proc.pid)
+        if not all(r in kids for r in roles):
+            return None
+        try:
+            ok = httpx.get(f"http://127.0.0.1:{run.port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return None
+        return kids if ok else None
+
+    kids: dict[str, Child] = wait_until(up, timeout=30, what="the API and the child processes")
+    return kids
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Running]]:
+    """Whatever a failed test left running is killed, with its children."""
+    runs: list[Running] = []
+    yield runs
+    for run in runs:
+        if run.proc.poll() is None:
+            kids = children(run.proc.pid)
+            run.proc.kill()
+            run.proc.wait()
+            for child in kids.values():
+                if child.running():
+                    os.kill(child.pid, signal.SIGKILL)
+
+
+def assert_gone(kids: dict[str, Child]) -> None:
+    for role, child in kids.items():
+        assert not child.running(), f"the {role} (pid {child.pid}) outlived the stop"
+
+
+def test_duration_ends_the_demo_by_itself(tmp_path: Path, cleanup: list[Running]) -> None:
+    run = demo(tmp_path, "--duration", "4")
+    cleanup.append(run)
+    kids = wait_serving(run)
+    since = time.monotonic()  # the API is up: the 4 s have begun (a little earlier)
+    code = run.wait_exit(since, 4.0 + STOP_BOUND_S)
+    assert code == 0, run.output()[-3000:]
+    assert "demo finished" in run.output()
+    assert_gone(kids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_demo_and_its_children_within_seconds(
+    tmp_path: Path, cleanup: list[Running], sig: int
+) -> None:
+    run = demo(tmp_path)
+    cleanup.append(run)
+    kids = wait_serving(run)
+    code = run.wait_exit(run.signal(sig))
+    assert code == 0, run.output()[-3000:]
+    assert "stopped" in run.output()
+    assert_gone(kids)
+
+
+@pytest.mark.parametrize("fault", ["killed", "stuck"])
+def test_the_demo_stops_within_seconds_whatever_its_compactor_did(
+    tmp_path: Path, cleanup: list[Running], fault: str
+) -> None:
+    """The hang of issue 18: a compactor killed (or stuck) used to block the stop for good."""
+    run = demo(tmp_path)
+    cleanup.append(run)
+    kids = wait_serving(run)
+    compactor = kids["compactor"].pid
+    if fault == "killed":
+        os.kill(compactor, signal.SIGKILL)
+    else:
+        os.kill(compactor, signal.SIGSTOP)
+        wait_until(lambda: _stat(compactor) and _stat(compactor)[0] == b"T", what="the compactor stopped")  # type: ignore[index]
+    time.sleep(0.5)  # let the demo run on with it so for a moment
+    code = run.wait_exit(run.signal(signal.SIGTERM))
+    assert code == 0, run.output()[-3000:]
+    assert_gone(kids)
+
+
+def test_a_second_signal_exits_at_once_and_kills_the_children(tmp_path: Path, cleanup: list[Running]) -> None:
+    run = demo(tmp_path)
+    cleanup.append(run)
+    kids = wait_serving(run)
+    os.kill(kids["compactor"].pid, signal.SIGSTOP)  # the stop now takes seconds: time for a second signal
+    run.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    code = run.wait_exit(run.signal(signal.SIGINT), bound=3.0)
+    assert code == 128 + signal.SIGINT, run.output()[-3000:]
+    assert "SIGINT again while stopping" in run.output()
+    assert_gone(kids)
+
+
+def test_sigterm_stops_serve_within_seconds(
+    tmp_path: Path, cleanup: list[Running], mosquitto: Mosquitto
+) -> None:
+    port = free_port()
+    run = start(
+        tmp_path,
+        ["serve"],
+        env={
+            "FIREWATCH_MQTT__URL": mosquitto.url,
+            "FIREWATCH_DATA_DIR": str(tmp_path / "serve"),
+            "FIREWATCH_API__PORT": str(port),
+        },
+    )
+    run.port = port
+    cleanup.append(run)
+    kids = wait_serving(run, roles=("compactor",))
+    code = run.wait_exit(run.signal(signal.SIGTERM))
+    assert code == 0, run.output()[-3000:]
+    assert "firewatch stopped in" in run.output()
+    assert_gone(kids)
+
+
+@pytest.mark.parametrize("fault", ["killed", "stuck"])
+def test_a_compactor_stops_within_its_bound_whatever_its_child_did(tmp_path: Path, fault: str) -> None:
+    compactor = Compactor(tmp_path / "t.sqlite", every_s=0.05, retention_s=0)
+    compactor.start()
+    pid = compactor.pid
+    assert pid is not None
+    wait_until(lambda: Path(f"/proc/{pid}").exists())
+    time.sleep(0.5)  # in its loop, waiting for the stop signal: where an Event deadlocked
+    os.kill(pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+    since = time.monotonic()
+    compactor.stop(grace_s=0.5)
+    assert time.monotonic() - since < (0.2 if fault == "killed" else 0.5 + 2.2)
+    assert not compactor.alive()
+    stat = _stat(pid)
+    assert stat is None, f"pid {pid} left as {stat[0]!r}"
