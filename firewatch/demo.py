@@ -94,7 +94,7 @@ async def run_demo(
     try:
         if settings.mqtt.url is None:
             if mosquitto_binary():
-                mosquitto = Mosquitto(data_dir=settings.data_dir / "mosquitto").start()
+                mosquitto = Mosquitto(data_dir=settings.data_dir / "mosquitto", die_with_parent=True).start()
                 settings.mqtt.url = mosquitto.url
                 console.print(f"[green]embedded broker[/]: mosquitto on {mosquitto.url}")
             else:

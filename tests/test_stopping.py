@@ -4,20 +4,30 @@ a child stuck (SIGSTOP). Every child must be gone afterwards, none left running 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from core.settings import InfluxSettings, MqttSettings, Settings
 from firewatch.broker import Mosquitto, free_port
+from firewatch.service import STEP_FLOOR_S, Service
 from storage.compactor import Compactor
+from storage.influx import InfluxSink, Tables
+from tests.conftest import PROFILES, small_registry
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -69,6 +79,7 @@ class Running:
     proc: subprocess.Popen[bytes]
     log: Path
     port: int
+    kids: dict[str, Child] = field(default_factory=dict)  # as last seen, for the cleanup
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -135,8 +146,8 @@ def wait_serving(run: Running, roles: tuple[str, ...] = ("mosquitto", "compactor
             return None
         return kids if ok else None
 
-    kids: dict[str, Child] = wait_until(up, timeout=30, what="the API and the child processes")
-    return kids
+    run.kids = wait_until(up, timeout=30, what="the API and the child processes")
+    return run.kids
 
 
 @pytest.fixture
@@ -145,13 +156,12 @@ def cleanup() -> Iterator[list[Running]]:
     runs: list[Running] = []
     yield runs
     for run in runs:
-        if run.proc.poll() is None:
-            kids = children(run.proc.pid)
-            run.proc.kill()
-            run.proc.wait()
-            for child in kids.values():
-                if child.running():
-                    os.kill(child.pid, signal.SIGKILL)
+        kids = {**run.kids, **(children(run.proc.pid) if run.proc.poll() is None else {})}
+        run.proc.kill()
+        run.proc.wait()
+        for child in kids.values():
+            if child.running():
+                os.kill(child.pid, signal.SIGKILL)
 
 
 def assert_gone(kids: dict[str, Child]) -> None:
@@ -170,7 +180,7 @@ def test_duration_ends_the_demo_by_itself(tmp_path: Path, cleanup: list[Running]
     assert_gone(kids)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_demo_and_its_children_within_seconds(
     tmp_path: Path, cleanup: list[Running], sig: int
 ) -> None:
@@ -253,3 +263,80 @@ def test_a_compactor_stops_within_its_bound_whatever_its_child_did(tmp_path: Pat
     assert not compactor.alive()
     stat = _stat(pid)
     assert stat is None, f"pid {pid} left as {stat[0]!r}"
+
+
+def test_a_demo_killed_outright_leaves_no_child_running(tmp_path: Path, cleanup: list[Running]) -> None:
+    """SIGKILL cannot be handled: the children notice by themselves (the compactor: the end of its
+    stop pipe; mosquitto: the parent-death signal)."""
+    run = demo(tmp_path)
+    cleanup.append(run)
+    kids = wait_serving(run)
+    run.proc.kill()
+    run.proc.wait()
+    wait_until(lambda: not any(c.running() for c in kids.values()), timeout=5, what="the children gone")
+
+
+def _hold(lock: Any) -> None:
+    lock.acquire()
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("fault", ["killed", "stuck"])
+def test_the_influx_sink_stops_within_its_bound_whatever_its_worker_did(fault: str) -> None:
+    sink = InfluxSink(InfluxSettings(url=f"http://127.0.0.1:{free_port()}"), instance="test")
+    sink.start(Tables(0, [], {}))
+    process = sink._process
+    assert process is not None
+    assert process.pid is not None
+    time.sleep(0.5)  # in its receive loop
+    os.kill(process.pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+    since = time.monotonic()
+    sink.stop(drain_s=0.5)
+    took = time.monotonic() - since
+    # killed: the join returns at once; stuck: drain 0.5 + 2 s, SIGTERM (ignored while stopped), SIGKILL
+    assert took < (1.0 if fault == "killed" else 0.5 + 2.0 + 2.5), took
+    assert not process.is_alive()
+
+
+def test_the_sink_status_does_not_wait_on_an_error_lock_a_dead_process_holds() -> None:
+    sink = InfluxSink(InfluxSettings(url=f"http://127.0.0.1:{free_port()}"), instance="test")
+    holder = mp.get_context("spawn").Process(target=_hold, args=(sink._error.get_lock(),), daemon=True)
+    holder.start()
+    time.sleep(1.0)  # it has the lock
+    os.kill(holder.pid or 0, signal.SIGKILL)
+    holder.join()
+    since = time.monotonic()
+    assert sink.status().last_error == ""
+    assert time.monotonic() - since < 0.5
+    sink.start(Tables(0, [], {}))  # a (re)started worker gets an error text it can write
+    try:
+        assert sink._error_lock_free()
+    finally:
+        sink.stop(drain_s=0.1)
+
+
+async def test_a_stuck_stop_step_is_logged_and_skipped_within_the_budget(
+    mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-stop-{uuid.uuid4().hex[:8]}")
+    )
+    svc = Service(settings, registry=small_registry(), profiles=PROFILES)
+    await svc.start()
+    await asyncio.wait_for(svc.source.connected.wait(), 10)
+    stuck = threading.Event()
+    close = svc.dispatcher.close
+    svc.dispatcher.close = stuck.wait  # type: ignore[assignment,method-assign]
+    caplog.set_level(logging.INFO)
+    since = time.monotonic()
+    try:
+        await svc.stop(budget_s=2.0)
+    finally:
+        stuck.set()
+        close()
+    took = time.monotonic() - since
+    print(f"Service.stop with a stuck step: {took:.2f} s")
+    assert took < 2.0 + 3 * STEP_FLOOR_S + 0.5
+    assert "the push dispatcher did not finish" in caplog.text
+    assert "firewatch stopped in" in caplog.text  # the steps after it ran
+    assert not svc.compactor.alive()
