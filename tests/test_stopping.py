@@ -367,3 +367,41 @@ async def test_a_stuck_stop_step_is_logged_and_skipped_within_the_budget(
     assert "the push dispatcher did not finish" in caplog.text
     assert "firewatch stopped in" in caplog.text  # the steps after it ran
     assert not svc.compactor.alive()
+
+
+STUCK_PROGRAM = """
+import subprocess, sys, threading
+from firewatch.stopping import StopSignals
+
+with StopSignals(deadline_s=1.0):
+    child = subprocess.Popen(["sleep", "60"])
+    print(child.pid, flush=True)
+    threading.Event().wait()  # the main thread never gets anywhere again
+"""
+
+
+def test_a_stop_stuck_in_the_main_thread_ends_at_the_deadline_with_its_children_killed() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_PROGRAM],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        child = Child(pid, (_stat(pid) or [b""] * 20)[19])
+        since = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=5)
+        took = time.monotonic() - since
+        print(f"exit {code} after {took:.2f} s")
+        assert code == 1
+        assert 0.9 < took < 3.0
+        assert b"did not finish within 1 s" in (proc.stderr.read() if proc.stderr else b"")
+        wait_until(lambda: not child.running(), timeout=2, what="the child killed")
+    finally:
+        proc.kill()
+        proc.wait()
