@@ -410,7 +410,8 @@ class Service:
         if self.sink is not None:  # the pipeline has stopped: a last `pipeline` point, then drain
             sink = self.sink
             sink.put_stats(self.clock(), self._pipeline_fields(sink.status()))
-            drain_s = min(DRAIN_S, max(0.0, deadline - time.monotonic() - 3.0))  # 3 s: the kill path
+            # InfluxSink.stop takes up to drain_s + 4.5 s (hand-over, late write, SIGTERM, SIGKILL).
+            drain_s = min(DRAIN_S, max(0.0, deadline - time.monotonic() - 4.5))
             await stopping.bounded("the InfluxDB sink", lambda: sink.stop(drain_s), left())
         await compactor
         await stopping.bounded("the push dispatcher", self.dispatcher.close, left())
