@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import signal
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from storage.child_process import ignore_sigint, sigint_ignored_by_children
 from storage.telemetry import TelemetryStore
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def compact_until_empty(store: TelemetryStore, stop: Connection | None = None) -
 def _run(path: Path, every_s: float, retention_s: float, stop: Connection, parent: int) -> None:
     """The compactor process: compact every `every_s`, prune hourly, until `stop` is readable (the
     service closed its end, or died) or orphaned."""
-    # Ctrl-C in a terminal reaches the whole process group: the service decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # the service decides when we stop (storage/child_process.py)
     store = TelemetryStore(path)
     pruned_at = 0.0
     try:
@@ -79,7 +78,8 @@ class Compactor:
             name="firewatch-telemetry-compactor",
             daemon=True,
         )
-        self._process.start()
+        with sigint_ignored_by_children():
+            self._process.start()
         stop_r.close()  # the child has its own copy; ours would keep the pipe open after we close _stop_w
 
     @property

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from storage.child_process import sigint_ignored_by_children
 from storage.influx_worker import DRAIN_S, ERROR_BYTES, STOP_LATE_S, Stat, WorkerConfig, run_worker
 from storage.line_protocol import AlarmRow, DeviceTags, FieldValue
 
@@ -175,7 +176,8 @@ class InfluxSink:
             name="firewatch-influx-sink",
             daemon=True,
         )
-        process.start()
+        with sigint_ignored_by_children():
+            process.start()
         with self._lock:
             self._queue, self._process = q, process
             self._pending.clear()

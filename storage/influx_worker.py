@@ -15,7 +15,6 @@ import gzip
 import logging
 import os
 import queue as queue_mod
-import signal
 import threading
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from storage.child_process import ignore_sigint
 from storage.line_protocol import DeviceTags, ReadingEncoder, alarm_line, line
 
 if TYPE_CHECKING:
@@ -452,8 +452,7 @@ def run_worker(
     cfg: WorkerConfig, q: Any, stop: Any, shared: Any, error: SynchronizedString, parent: int
 ) -> None:
     """The worker process's entry point."""
-    # Ctrl-C in a terminal reaches the whole process group: the service decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # the service decides when we stop (storage/child_process.py)
     # A lower CPU priority than the service's: when the cores are busy, ingest and alarms go first
     # and the sink catches up from its buffer afterwards.
     os.nice(WORKER_NICENESS)
