@@ -8,13 +8,17 @@ so none of them touches a broker somebody else started.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class BrokerError(RuntimeError):
@@ -36,15 +42,38 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """Ask a child server to stop (SIGTERM), and kill it if it has not within `timeout`."""
+    """Ask a child server to stop (SIGTERM), and kill it if it has not within `timeout`. Always
+    reaps it (a child that died earlier is a zombie until waited for), and returns within about
+    `timeout` + 2 s: a child that survives SIGKILL (uninterruptible sleep) is logged and left."""
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
         proc.wait(timeout=timeout)
+        return
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        logger.warning("pid %d did not stop within %.1f s of SIGTERM; killing it", proc.pid, timeout)
+    proc.kill()
+    try:
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        logger.error("pid %d is still there 2 s after SIGKILL; leaving it", proc.pid)
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGTERM the child when its parent thread ends
+    (prctl PR_SET_PDEATHSIG); None elsewhere. What the child runs is resolved here, before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the request: nobody will stop us
+            os._exit(1)
+
+    return in_child
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -88,6 +117,9 @@ class Mosquitto:
     data_dir: Path | None = None
     max_queued_messages: int = 1_000_000
     queue_qos0: bool = False  # benchmarks: let offline sessions queue QoS 0 too
+    # Linux: SIGTERM the broker when the thread that started it ends, the process killed included
+    # (the demo: no broker left running after a kill -9). Start it from a thread that lives as long.
+    die_with_parent: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -146,7 +178,16 @@ class Mosquitto:
             self.port = free_port(self.host)
         conf = self._write_config()
         log = (self.data_dir / "mosquitto.log").open("ab")
-        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        # A session of its own: Ctrl-C in a terminal (SIGINT to the foreground process group) must
+        # not take the broker away before the service using it has stopped; its owner stops it.
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=_parent_death_signal() if self.die_with_parent else None,
+        )
+        log.close()  # the child has its own copy
         try:
             wait_for_port(self.host, self.port)
         except BrokerError:
@@ -157,16 +198,21 @@ class Mosquitto:
         logger.info("mosquitto listening on %s:%d", self.host, self.port)
         return self
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (mosquitto saves its persistence file and exits), SIGKILL after `timeout`."""
         if self._proc is not None:
-            stop_process(self._proc)
+            stop_process(self._proc, timeout)
         self._proc = None
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL): what a crash looks like to clients."""
         if self._proc is not None:
             self._proc.kill()
-            self._proc.wait()
+            self._proc.wait(timeout=5.0)
             self._proc = None
 
     def restart(self) -> None:

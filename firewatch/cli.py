@@ -85,23 +85,34 @@ def demo(
     After --incident-at seconds a fire breaks out in one ward zone, a smoke detector in the other
     building goes silent (reported offline after 3 missed heartbeats, 90 s) and a gas detector
     reports a fault; watch the alarms and tickets appear at /api/v1/alarms and /api/v1/tickets.
-    Ctrl-C stops cleanly.
+    Ctrl-C or SIGTERM stops it within seconds (docs/architecture.md, "Stopping"); a second one
+    stops it at once.
     """
     _logging(verbose)
     from firewatch.demo import run_demo
+    from firewatch.stopping import StopSignals
 
     settings = _settings(None, data_dir=data_dir)
     settings.api.port = port
-    try:
-        summary = asyncio.run(
-            run_demo(settings, duration=duration, incident_at=incident_at, speed=speed, console=console)
-        )
-    except KeyboardInterrupt:
+    with StopSignals() as signals:
+        try:
+            summary = asyncio.run(
+                run_demo(
+                    settings,
+                    duration=duration,
+                    incident_at=incident_at,
+                    speed=speed,
+                    console=console,
+                    signals=signals,
+                )
+            )
+        except OSError as exc:
+            err.print(
+                f"[red]cannot start the demo: {escape(str(exc))}[/] (is port {port} in use? try --port)"
+            )
+            raise typer.Exit(1) from None
+    if signals.requested.is_set():
         console.print("stopped")
-        return
-    except OSError as exc:
-        err.print(f"[red]cannot start the demo: {escape(str(exc))}[/] (is port {port} in use? try --port)")
-        raise typer.Exit(1) from None
     console.print("demo finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
 
@@ -110,12 +121,16 @@ def serve(
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the service against a configured broker (FIREWATCH_MQTT__URL) with the API."""
+    """Run the service against a configured broker (FIREWATCH_MQTT__URL) with the API.
+
+    SIGTERM or Ctrl-C stops it within seconds (docs/architecture.md, "Stopping"); a second one
+    stops it at once."""
     _logging(verbose)
     import uvicorn
 
     from api.app import create_app
     from firewatch.service import Service
+    from firewatch.stopping import ApiServer, StopSignals
 
     settings = _settings(config)
     if settings.mqtt.url is None:
@@ -129,15 +144,29 @@ def serve(
     except ValueError as exc:  # a push route URL Apprise cannot use, an unknown profile, ...
         err.print(f"[red]cannot start: {escape(str(exc))}[/]")
         raise typer.Exit(2) from None
-    uvicorn.run(
-        create_app(service.app_context()),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level="info",
-        # Open alarm streams (SSE) never finish by themselves: end them after 5 s on shutdown; their
-        # clients reconnect and resume from the event log.
-        timeout_graceful_shutdown=5,
+    server = ApiServer(
+        uvicorn.Config(
+            create_app(service.app_context()),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level="info",
+            # Requests still open at a stop get 3 s; then the lifespan stops the service.
+            timeout_graceful_shutdown=3,
+        )
     )
+
+    def begin_stop() -> None:
+        # Open alarm streams (WebSocket, SSE) never finish by themselves: end them first, so the
+        # server need not wait for them; their clients reconnect and resume from the event log.
+        service.live.close()
+        server.should_exit = True
+
+    async def run() -> None:
+        signals.attach(asyncio.get_running_loop(), begin_stop)
+        await server.serve()
+
+    with StopSignals() as signals:
+        asyncio.run(run())
 
 
 @app.command()

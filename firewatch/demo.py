@@ -25,13 +25,20 @@ from accounts.service import DEMO_ACCOUNTS
 from api.app import create_app
 from core.domain import AlarmState, DeviceEventKind
 from core.settings import Settings
+from firewatch import stopping
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
-from firewatch.service import Service
+from firewatch.service import STOP_BUDGET_S, Service
+from firewatch.stopping import ApiServer, StopSignals
 from simulators.fleet import Fleet
 from simulators.live import LiveFleet
 from storage.models import AlarmRow, TicketRow
 
 logger = logging.getLogger(__name__)
+
+BROKER_STOP_S = 3.0  # mosquitto saves its persistence file on SIGTERM; then SIGKILL
+SUMMARY_WAIT_S = 2.0
+# The server's graceful wait (3 s) and Service.stop (STOP_BUDGET_S, plus its per-step floors).
+SERVICE_STOP_S = 3.0 + STOP_BUDGET_S + 3.0
 
 
 @dataclass(frozen=True)
@@ -70,37 +77,62 @@ async def run_demo(
     incident_at: float = 30.0,
     speed: float = 1.0,
     console: Console | None = None,
+    signals: StopSignals | None = None,
 ) -> dict[str, int]:
-    """Run the demo; `speed` compresses time for the service and its simulated devices alike."""
+    """Run the demo; `speed` compresses time for the service and its simulated devices alike.
+
+    It ends after `duration` seconds, when the API server ends, or at a stop signal (`signals`, from
+    the command line): the simulation, then the API server and the service, then the broker."""
     console = console or Console()
+    stop = asyncio.Event()
+    if signals is not None:
+        signals.attach(asyncio.get_running_loop(), stop.set)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.time_scale = speed
     mosquitto: Mosquitto | None = None
     inproc: InProcessBroker | None = None
-    if settings.mqtt.url is None:
-        if mosquitto_binary():
-            mosquitto = Mosquitto(data_dir=settings.data_dir / "mosquitto").start()
-            settings.mqtt.url = mosquitto.url
-            console.print(f"[green]embedded broker[/]: mosquitto on {mosquitto.url}")
-        else:
-            inproc = await InProcessBroker().start()
-            settings.mqtt.url = inproc.url
-            settings.mqtt.protocol = 4  # amqtt speaks MQTT 3.1.1
-            console.print(
-                f"[yellow]embedded broker[/]: in-process amqtt on {inproc.url} (mosquitto not installed)"
-            )
+    try:
+        if settings.mqtt.url is None:
+            if mosquitto_binary():
+                mosquitto = Mosquitto(data_dir=settings.data_dir / "mosquitto", die_with_parent=True).start()
+                settings.mqtt.url = mosquitto.url
+                console.print(f"[green]embedded broker[/]: mosquitto on {mosquitto.url}")
+            else:
+                inproc = await InProcessBroker().start()
+                settings.mqtt.url = inproc.url
+                settings.mqtt.protocol = 4  # amqtt speaks MQTT 3.1.1
+                console.print(
+                    f"[yellow]embedded broker[/]: in-process amqtt on {inproc.url} (mosquitto not installed)"
+                )
+        return await _run_service(settings, duration, incident_at, console, stop, signals)
+    finally:
+        # Last, whatever happened before: the service has stopped using the broker.
+        if mosquitto is not None:
+            await stopping.bounded("the embedded mosquitto", lambda: mosquitto.stop(BROKER_STOP_S), 5.0)
+        if inproc is not None:
+            await stopping.wait_bounded("the in-process broker", inproc.stop(), BROKER_STOP_S)
+
+
+async def _run_service(
+    settings: Settings,
+    duration: float | None,
+    incident_at: float,
+    console: Console,
+    stop: asyncio.Event,
+    signals: StopSignals | None,
+) -> dict[str, int]:
     settings.auth.demo_accounts = True  # one account per role, with the published demo password
     service = Service(settings)
     plan = plan_for(service)
     app = create_app(service.app_context())
-    server = uvicorn.Server(
+    server = ApiServer(
         uvicorn.Config(
             app,
             host=settings.api.host,
             port=settings.api.port,
             log_level="warning",
             lifespan="on",
-            timeout_graceful_shutdown=5,  # open alarm streams never finish by themselves
+            timeout_graceful_shutdown=3,  # the alarm streams are closed first; other requests get 3 s
         )
     )
     assert service.settings.mqtt.url is not None
@@ -124,39 +156,46 @@ async def run_demo(
     )
     started = time.monotonic()
     server_task = asyncio.create_task(server.serve(), name="api")
-    while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+    while not server.started and not server_task.done() and not stop.is_set():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.05)
     if server_task.done():
         await server_task  # surfaces the bind error, e.g. port already in use
     sim_task = asyncio.create_task(sim.run(host, int(port)), name="simulation")
     staged = False
     summary: dict[str, int] = {}
+    reason = "the API server ended"
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while not server_task.done():
                 elapsed = time.monotonic() - started
+                if stop.is_set():
+                    reason = "a stop signal"
+                    break
+                if duration is not None and elapsed >= duration:
+                    reason = f"--duration {duration:g} s"
+                    break
                 if not staged and elapsed >= incident_at:
                     sim.fleet.flaming_fire(plan.fire_zone, sim.t)
                     sim.fleet.silence(plan.silent_device)
                     sim.fleet.device_event(plan.faulty_device, DeviceEventKind.FAULT, service.clock(), code=3)
                     staged = True
-                summary = await asyncio.to_thread(_summary, service, sim.published)
-                live.update(_table(summary, elapsed, staged))
-                if duration is not None and elapsed >= duration:
-                    break
-                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError):  # a busy database: show the last counts
+                    summary = await asyncio.wait_for(
+                        asyncio.to_thread(_summary, service, sim.published), SUMMARY_WAIT_S
+                    )
+                live.update(_table(summary, time.monotonic() - started, staged))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
     finally:
+        if signals is not None:
+            signals.begin(reason)  # from here on the stop is bounded (a forced exit at the deadline)
         sim.stop()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(sim_task, 5)
+        await stopping.wait_bounded("the simulation", sim_task, 2.0)
         service.live.close()  # end the open alarm streams, so the server stops at once
         server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await server_task
-        if mosquitto is not None:
-            mosquitto.stop()
-        if inproc is not None:
-            await inproc.stop()
+        # uvicorn: open requests get timeout_graceful_shutdown, then the lifespan runs Service.stop
+        # (bounded by its own budget).
+        await stopping.wait_bounded("the API server and the service", server_task, SERVICE_STOP_S)
     return summary
 
 

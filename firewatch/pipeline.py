@@ -52,6 +52,7 @@ from firewatch.faults import is_unavailable
 from firewatch.journal import EntryKind, encode_events, encode_rejects
 from firewatch.metrics import Metrics
 from firewatch.recorder import Drained, Recorder
+from firewatch.workers import DaemonWorker
 from ingest.decode import DecodedBatch, Decoder, empty_batch
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
@@ -165,7 +166,7 @@ class Pipeline:
         self.local_error = ""
         self.progress_at = clock()  # the last acknowledgement (or start): ingest stall detection
         # Alarm writes run here, so a store that hangs holds the write, not the batch thread.
-        self._alarm_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alarm-writer")
+        self._alarm_writer = DaemonWorker("alarm-writer")
         self._alarm_write: concurrent.futures.Future[tuple[list[Transition], list[TicketChange]]] | None = (
             None
         )
@@ -564,7 +565,7 @@ class Pipeline:
             # would hold detector state whose alarms are neither recorded nor journaled.
             self._snapshot_safe = handoff.empty()
             self._handoff = None
-            self._alarm_writer.shutdown(wait=False, cancel_futures=True)
+            self._alarm_writer.shutdown()
 
     async def _detect_isolating(self, messages: list[Message]) -> list[_Stored]:
         """Detect a batch; one that fails twice is split in halves until the message that fails

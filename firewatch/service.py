@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -34,11 +33,13 @@ from core.registry_io import RegistryChange, diff_registries
 from core.settings import PushRoute, Settings
 from detectors.engine import Engine, SnapshotError
 from device_profiles.schema import Profile
+from firewatch import stopping
 from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
 from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding, is_unavailable
 from firewatch.metrics import Metrics
 from firewatch.pipeline import Pipeline, PipelineConfig
 from firewatch.recorder import Recorder
+from firewatch.workers import DaemonWorker
 from ingest.decode import Decoder
 from ingest.index import DeviceIndex
 from ingest.mqtt import BrokerAddress, MqttSource
@@ -49,6 +50,7 @@ from storage.compactor import Compactor
 from storage.db import DatabaseError, check, make_engine, migrate, open_store
 from storage.influx import InfluxSink, SinkStatus
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
+from storage.influx_worker import DRAIN_S
 from storage.models import AlarmRow
 from storage.registry_sync import sync_registry
 from storage.rejects import RejectStore
@@ -59,6 +61,12 @@ logger = logging.getLogger(__name__)
 
 DEMO_REGISTRY = DEMO_HOSPITAL
 
+
+# Service.stop's budget: a stop takes this long at most (plus STEP_FLOOR_S for each step already
+# past it), whatever the state of tasks and child processes. TASKS_STOP_S: the asyncio tasks' share.
+STOP_BUDGET_S = 10.0
+TASKS_STOP_S = 4.0
+STEP_FLOOR_S = 0.5
 
 ALARM_TOPIC_ROUTE = PushRoute(name="mqtt-alarm-topic", url="mqtt://alarm-topic", actions=list(AlarmAction))
 
@@ -269,7 +277,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._registry_lock = threading.Lock()  # registry changes: one at a time
-        self._probe = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-probe")
+        self._probe = DaemonWorker("store-probe")
         self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
 
     def _prepare_accounts(self) -> None:
@@ -556,27 +564,57 @@ class Service:
             "alarm_latency_max_s": p.take_alarm_latency_max(),
         }
 
-    async def stop(self) -> None:
+    async def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop within about `budget_s` whatever state things are in (issue 18): each step gets
+        what is left of the budget (at least `STEP_FLOOR_S`); one that does not finish in time is
+        logged and skipped. The compactor is stopped beside the rest (it needs none of it)."""
+        deadline = time.monotonic() + budget_s
+
+        def left(cap: float = budget_s) -> float:
+            return max(STEP_FLOOR_S, min(cap, deadline - time.monotonic()))
+
         self._stop.set()
-        for task in [*self._tasks, *self._sink_tasks, *([self._health_task] if self._health_task else [])]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
+        compactor = asyncio.create_task(
+            stopping.bounded("the telemetry compactor", self.compactor.stop, left())
+        )
+        tasks = [*self._tasks, *self._sink_tasks, *([self._health_task] if self._health_task else [])]
         self._tasks, self._sink_tasks, self._health_task = [], [], None
-        if self.alarm_relay is not None:
-            self.alarm_relay.close()
+        if tasks:  # they end at their next check of `_stop`; a batch being written finishes first
+            wait_s = left(TASKS_STOP_S)
+            _, pending = await asyncio.wait(tasks, timeout=wait_s)
+            for task in pending:
+                logger.error(
+                    "stopping: task %s did not end within %.1f s; cancelling it", task.get_name(), wait_s
+                )
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=left(1.0))
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    logger.error("stopping: task %s had failed", task.get_name(), exc_info=task.exception())
         if self.sink is not None:  # the pipeline has stopped: a last `pipeline` point, then drain
-            self.sink.put_stats(self.clock(), self._pipeline_fields(self.sink.status()))
-            await asyncio.to_thread(self.sink.stop)
-        self.compactor.stop()
-        self.dispatcher.close()
+            sink = self.sink
+            sink.put_stats(self.clock(), self._pipeline_fields(sink.status()))
+            # InfluxSink.stop takes up to drain_s + 4.5 s (hand-over, late write, SIGTERM, SIGKILL).
+            drain_s = min(DRAIN_S, max(0.0, deadline - time.monotonic() - 4.5))
+            await stopping.bounded("the InfluxDB sink", lambda: sink.stop(drain_s), left())
+        await compactor
+        await stopping.bounded("the push dispatcher", self.dispatcher.close, left())
+        if self.alarm_relay is not None:
+            relay = self.alarm_relay
+            await stopping.bounded("the alarm topic relay", lambda: relay.close(1.0), left())
+        await stopping.bounded("the detector snapshot", self._save_snapshot, left())
+        await stopping.bounded("the telemetry store", self.telemetry.close, left())
+        await stopping.bounded("the state store", self.db.dispose, left())
+        logger.info("firewatch stopped in %.1f s", time.monotonic() - deadline + budget_s)
+
+    def _save_snapshot(self) -> None:
         try:
             self.pipeline.save_snapshot()
         except OSError:
             logger.exception(
                 "cannot save the detector snapshot; the next start is warm from the alarm store only"
             )
-        self.telemetry.close()
-        self.db.dispose()
 
     # --- what the API needs ----------------------------------------------------------------------
     def _bounded(self, work: Callable[[], object], timeout_s: float = 2.0) -> None:

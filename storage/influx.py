@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from storage.influx_worker import DRAIN_S, ERROR_BYTES, Stat, WorkerConfig, run_worker
+from storage.child_process import sigint_ignored_by_children
+from storage.influx_worker import DRAIN_S, ERROR_BYTES, STOP_LATE_S, Stat, WorkerConfig, run_worker
 from storage.line_protocol import AlarmRow, DeviceTags, FieldValue
 
 if TYPE_CHECKING:
@@ -118,7 +119,10 @@ class InfluxSink:
         # Plain shared doubles: one writer (the worker), aligned 8-byte reads cannot tear.
         self._shared = self._ctx.Array("d", len(Stat), lock=False)
         self._error: SynchronizedString = self._ctx.Array("c", ERROR_BYTES)  # type: ignore[assignment]
-        self._stop_event = self._ctx.Event()
+        self._last_error = ""
+        # The stop flag is a shared byte, not a multiprocessing.Event: setting an Event takes a lock
+        # the worker also takes, and a worker killed while holding it would hang the service's stop.
+        self._stop_flag: Any = self._ctx.RawValue("b", 0)
         self._lock = threading.Lock()  # puts come from the pipeline, the alarm path and the clock
         self._queue: Any = None  # the hand-off (multiprocessing.Queue)
         self._process: mp.process.BaseProcess | None = None
@@ -163,14 +167,17 @@ class InfluxSink:
 
     def _spawn(self) -> None:
         q = self._ctx.Queue(maxsize=self.handoff_items)
-        self._stop_event.clear()
+        self._stop_flag.value = 0
+        if not self._error_lock_free():  # the dead worker held it: the new one gets a fresh one
+            self._error = self._ctx.Array("c", ERROR_BYTES)  # type: ignore[assignment]
         process = self._ctx.Process(
             target=run_worker,
-            args=(self.config, q, self._stop_event, self._shared, self._error, os.getpid()),
+            args=(self.config, q, self._stop_flag, self._shared, self._error, os.getpid()),
             name="firewatch-influx-sink",
             daemon=True,
         )
-        process.start()
+        with sigint_ignored_by_children():
+            process.start()
         with self._lock:
             self._queue, self._process = q, process
             self._pending.clear()
@@ -184,7 +191,8 @@ class InfluxSink:
 
     def stop(self, drain_s: float = DRAIN_S) -> None:
         """Let the worker write what it holds for up to `drain_s` (one failure ends that), then
-        stop it; a worker that does not end in time is terminated."""
+        stop it: a worker not gone 2 s past that (stuck, stopped, dead) is terminated, then killed.
+        Returns within about drain_s + 4.5 s."""
         with self._lock:
             self._running = False
             process, q = self._process, self._queue
@@ -193,12 +201,16 @@ class InfluxSink:
         try:
             q.put(("stop", time.time() + drain_s), timeout=0.5)
         except (queue_mod.Full, ValueError):
-            self._stop_event.set()
-        process.join(drain_s + self.config.timeout_s + 1.0)
+            self._stop_flag.value = 1
+        process.join(drain_s + STOP_LATE_S + 1.0)
         if process.is_alive():
             logger.warning("the InfluxDB sink did not stop in time; terminating it")
             process.terminate()
-            process.join(5)
+            process.join(1.0)
+        if process.is_alive():
+            logger.warning("the InfluxDB sink's worker ignored SIGTERM; killing it")
+            process.kill()
+            process.join(1.0)
         q.cancel_join_thread()  # whatever is still in the pipe is not worth waiting for
         q.close()
         with self._lock:
@@ -260,8 +272,7 @@ class InfluxSink:
         alive = self.alive()
         if self._running and not alive:
             failing = min(failing or math.inf, self._dead_since or time.time())
-        with self._error.get_lock():
-            error = self._error.value.decode(errors="replace")
+        error = self._read_error()
         if self._running and not alive:
             before = f"; before: {error}" if error else ""
             error = f"the InfluxDB sink's worker process is not running{before}"
@@ -285,6 +296,25 @@ class InfluxSink:
             alive=alive,
             restarts=self.restarts,
         )
+
+    def _read_error(self) -> str:
+        """The worker's last error; the one read before if its lock is not free at once (a worker
+        killed while writing it holds it for good, and this runs on the event loop)."""
+        lock = self._error.get_lock()
+        if not lock.acquire(timeout=0.05):
+            return self._last_error
+        try:
+            self._last_error = self._error.value.decode(errors="replace")
+        finally:
+            lock.release()
+        return self._last_error
+
+    def _error_lock_free(self) -> bool:
+        lock = self._error.get_lock()
+        if not lock.acquire(timeout=0.05):
+            return False
+        lock.release()
+        return True
 
     def supervise(self, now: float | None = None) -> SinkStatus:
         """Restart a worker that died (at most once per `retry_max_s`) and log what changed: writes

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from multiprocessing.sharedctypes import SynchronizedString
-from multiprocessing.synchronize import Event as MpEvent
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from storage.child_process import ignore_sigint
 from storage.line_protocol import DeviceTags, ReadingEncoder, alarm_line, line
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 ERROR_BYTES = 1024  # the last error's text, as shared with the service
 DRAIN_S = 5.0  # on stop, the worker writes what it holds for this long at most
+STOP_LATE_S = 1.0  # past the drain deadline, a write still in flight gets this long, then we exit
 WORKER_NICENESS = 10  # added to the service's niceness (os.nice)
 RETRY_FIRST_S = 0.25  # the first retry's wait; it doubles up to influx.retry_max_s
 # Level 1: on the encoder's lines it compressed ~10x faster than level 9 (gzip's default) for a
@@ -293,12 +294,14 @@ class _Worker:
         self.encoder = ReadingEncoder([], {})
 
     # --- receiving -------------------------------------------------------------------------------
-    def receive(self, q: Any, stop: MpEvent, parent: int) -> None:
+    def receive(self, q: Any, stop: Any, parent: int) -> None:
+        """Take what the service hands over until a stop item, `stop.value` set (a shared byte,
+        lock-free) or the service gone."""
         while True:
             try:
                 item = q.get(timeout=0.25)
             except queue_mod.Empty:
-                if stop.is_set():
+                if stop.value:
                     return self._begin_stop(time.time() + DRAIN_S)
                 if os.getppid() != parent:  # the service is gone: nobody to write for
                     return self._begin_stop(time.time())
@@ -446,9 +449,10 @@ def _points_of(item: tuple[Any, ...]) -> int:
 
 
 def run_worker(
-    cfg: WorkerConfig, q: Any, stop: MpEvent, shared: Any, error: SynchronizedString, parent: int
+    cfg: WorkerConfig, q: Any, stop: Any, shared: Any, error: SynchronizedString, parent: int
 ) -> None:
     """The worker process's entry point."""
+    ignore_sigint()  # the service decides when we stop (storage/child_process.py)
     # A lower CPU priority than the service's: when the cores are busy, ingest and alarms go first
     # and the sink catches up from its buffer afterwards.
     os.nice(WORKER_NICENESS)
@@ -458,7 +462,9 @@ def run_worker(
     sender.start()
     try:
         worker.receive(q, stop, parent)
-        sender.join((worker.deadline or time.time()) - time.time() + cfg.timeout_s + 0.5)
+        # Bounded, so the service's stop (which terminates us 2 s past the deadline) finds us done.
+        left = max(0.0, (worker.deadline or time.time()) - time.time())
+        sender.join(left + min(cfg.timeout_s, STOP_LATE_S))
     finally:
         worker.finish()
         writer.close()
