@@ -196,9 +196,17 @@ class Pipeline:
 
     # --- the synchronous core, also driven directly by tests and benchmarks ------------------------
     def detect(self, messages: list[Message]) -> DecodedBatch:
-        """Decode, detect and raise alarms for one batch; returns the batch for storage. Alarm
-        events the state store could not record are in `deferred_events` (see `_Stored`)."""
-        return self.detect_deferring(messages)[0]
+        """Decode, detect and raise alarms for one batch, outside `run` (tests, tools); returns the
+        batch for storage. Alarm events the state store could not record are journaled at once (on
+        `run`'s path they go in with the batch's own telemetry instead)."""
+        batch, deferred = self.detect_deferring(messages)
+        if deferred:
+            empty = empty_batch()
+            journal = [(EntryKind.EVENTS.value, encode_events(deferred))]
+            self.telemetry.write(
+                empty.sample_slot, empty.sample_ts, empty.sample_value, [], journal, self.clock()
+            )
+        return batch
 
     def detect_deferring(self, messages: list[Message]) -> tuple[DecodedBatch, list[DetectorEvent]]:
         """`detect`, with the alarm events left for the journal (empty when they were recorded)."""

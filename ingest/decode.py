@@ -124,6 +124,15 @@ class _Rejected(Exception):  # noqa: N818 - control flow inside the decoder, nev
         self.detail = detail
 
 
+def _brief(value: object, limit: int = 40) -> str:
+    """A short rendering of a JSON value for a reject's detail, safe for any input: `repr` of an
+    array nested a thousand deep raises RecursionError, and a long string would fill the log."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _timestamp(raw: object, received: float) -> float:
     """Epoch seconds of `ts`, not yet range-checked (the caller does, against its clock)."""
     if raw is None:
@@ -135,7 +144,7 @@ def _timestamp(raw: object, received: float) -> float:
             return datetime.fromisoformat(raw).timestamp()
     except (ValueError, OverflowError, OSError):
         raise _Rejected(
-            RejectReason.BAD_TIMESTAMP, f"ts {str(raw)[:40]!r} is neither epoch seconds nor RFC 3339"
+            RejectReason.BAD_TIMESTAMP, f"ts {_brief(raw)} is neither epoch seconds nor RFC 3339"
         ) from None
     raise _Rejected(
         RejectReason.BAD_PAYLOAD, f"ts must be a number or RFC 3339 string, got {type(raw).__name__}"
@@ -147,7 +156,7 @@ def _seq(raw: object) -> int:
         return -1
     if type(raw) is not int or not 0 <= raw <= SEQ_MAX:
         raise _Rejected(
-            RejectReason.BAD_PAYLOAD, f"seq must be an integer from 0 to 2^53-1, got {str(raw)[:40]}"
+            RejectReason.BAD_PAYLOAD, f"seq must be an integer from 0 to 2^53-1, got {_brief(raw)}"
         )
     return raw
 
@@ -159,7 +168,7 @@ def _optional_number(obj: dict[str, object], key: str, bounds: tuple[float, floa
     if type(raw) not in _NUM or not bounds[0] <= raw <= bounds[1]:  # type: ignore[operator]
         raise _Rejected(
             RejectReason.BAD_PAYLOAD,
-            f"{key} must be a number from {bounds[0]:g} to {bounds[1]:g}, got {str(raw)[:40]}",
+            f"{key} must be a number from {bounds[0]:g} to {bounds[1]:g}, got {_brief(raw)}",
         )
     return float(raw)  # type: ignore[arg-type]
 
@@ -247,11 +256,12 @@ class Decoder:
                         if off is None:
                             raise _Rejected(
                                 RejectReason.UNKNOWN_CHANNEL,
-                                f"channel {name!r} is not one of {sorted(chans)}",
+                                f"channel {_brief(name)} is not one of {sorted(chans)}",
                             )
                         if type(value) not in _NUM:
                             raise _Rejected(
-                                RejectReason.BAD_PAYLOAD, f"channel {name!r}: {value!r} is not a number"
+                                RejectReason.BAD_PAYLOAD,
+                                f"channel {_brief(name)}: {_brief(value)} is not a number",
                             )
                         slots.append(base + off)
                         vals.append(value)
@@ -445,7 +455,7 @@ class Decoder:
         except ValueError:
             raise _Rejected(
                 RejectReason.UNKNOWN_EVENT,
-                f"event {raw!r} is not one of {[e.value for e in DeviceEventKind]}",
+                f"event {_brief(raw)} is not one of {[e.value for e in DeviceEventKind]}",
             ) from None
         profile = self.index.profiles[dev]
         mapped = {e.value.removesuffix("_clear") for e in profile.events}
@@ -467,10 +477,10 @@ class Decoder:
         code = obj.get("code")
         if channel is not None and (not isinstance(channel, str) or len(channel) > 64):
             raise _Rejected(
-                RejectReason.BAD_PAYLOAD, f"channel must be a short string, got {str(channel)[:40]}"
+                RejectReason.BAD_PAYLOAD, f"channel must be a short string, got {_brief(channel)}"
             )
         if code is not None and (type(code) is not int or not CODE_RANGE[0] <= code <= CODE_RANGE[1]):
-            raise _Rejected(RejectReason.BAD_PAYLOAD, f"code must be a 32-bit integer, got {str(code)[:40]}")
+            raise _Rejected(RejectReason.BAD_PAYLOAD, f"code must be a 32-bit integer, got {_brief(code)}")
         # Checked last: a rejected event must not take its seq from a valid one sent again.
         fp = fingerprint(m.payload)
         if seq >= 0 and not self.seq.accept(dev, seq, ts, fp, received=m.received, redelivered=m.dup):

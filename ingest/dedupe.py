@@ -26,6 +26,7 @@ service crash are dropped too.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ class SeqTracker:
         for dev in wanted:
             st = self._state[dev]
             if st is not None:
-                out.append((dev, st.run.max_seq, st.run.bits, st.last_ts, st.run.fps.tobytes()))
+                out.append((dev, st.run.max_seq, st.run.bits, st.last_ts, _pack(st)))
         return out
 
     def remapped(self, old_of_new: list[int]) -> SeqTracker:
@@ -184,7 +185,31 @@ class SeqTracker:
     def restore(self, rows: list[tuple[int, int, int, float, bytes | None]]) -> None:
         """Rows of `snapshot()`; fingerprints may be None (stored before they were kept): then a
         seq in the window counts as seen whatever its content, as it did then."""
-        for dev, max_seq, bits, last_ts, fps in rows:
+        for dev, max_seq, bits, last_ts, blob in rows:
             if 0 <= dev < len(self._state):
-                prints = array("H", fps if fps is not None and len(fps) == len(_EMPTY_FPS) else _EMPTY_FPS)
-                self._state[dev] = SeqState(_Run(max_seq, bits & _MASK, prints), last_ts)
+                prints, before = _unpack(blob)
+                self._state[dev] = SeqState(_Run(max_seq, bits & _MASK, prints), last_ts, before)
+
+
+# The stored fingerprints: the run's 64 fingerprints, then, after a reset, the run before it (its
+# max seq, its window bits and its fingerprints), so a stale redelivery from before a reboot is
+# still recognised after a service restart.
+_BEFORE = struct.Struct("<qQ")
+
+
+def _pack(st: SeqState) -> bytes:
+    blob = st.run.fps.tobytes()
+    if st.before is not None:
+        blob += _BEFORE.pack(st.before.max_seq, st.before.bits) + st.before.fps.tobytes()
+    return blob
+
+
+def _unpack(blob: bytes | None) -> tuple[array[int], _Run | None]:
+    n = len(_EMPTY_FPS)
+    if blob is None or len(blob) not in (n, n + _BEFORE.size + n):
+        return array("H", _EMPTY_FPS), None  # stored before fingerprints were kept
+    before = None
+    if len(blob) > n:
+        max_seq, bits = _BEFORE.unpack_from(blob, n)
+        before = _Run(max_seq, bits & _MASK, array("H", blob[n + _BEFORE.size :]))
+    return array("H", blob[:n]), before
