@@ -64,10 +64,12 @@ class RejectStore:
             newest = s.scalar(select(func.max(RejectRow.id)))
             if newest is not None and newest > self.capacity:
                 s.execute(delete(RejectRow).where(RejectRow.id <= newest - self.capacity))
+            added = False
             for site, device_id, seen in unknown:
                 key = _text(device_id, 200)
                 d = s.get(DiscoveredDeviceRow, key)
                 if d is None:
+                    added = True
                     s.add(
                         DiscoveredDeviceRow(
                             device_id=key, site=_text(site, 200), first_seen=seen, last_seen=seen, messages=1
@@ -76,6 +78,18 @@ class RejectStore:
                 else:
                     d.last_seen = max(d.last_seen, seen)
                     d.messages += 1
+            if added:  # bounded like the rejects: a flood of made-up device ids keeps the newest
+                s.flush()
+                excess = (
+                    s.scalar(select(func.count()).select_from(DiscoveredDeviceRow)) or 0
+                ) - self.capacity
+                if excess > 0:
+                    oldest = (
+                        select(DiscoveredDeviceRow.device_id)
+                        .order_by(DiscoveredDeviceRow.last_seen)
+                        .limit(excess)
+                    )
+                    s.execute(delete(DiscoveredDeviceRow).where(DiscoveredDeviceRow.device_id.in_(oldest)))
             if mark is not None:
                 mark.write(s, now)
 

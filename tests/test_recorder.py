@@ -19,7 +19,7 @@ from core.domain import AlarmAction, AlarmCategory, DetectorEvent, DetectorEvent
 from firewatch.journal import EntryKind, decode_events, encode_events, encode_rejects
 from firewatch.recorder import Recorder
 from storage.marks import Mark
-from storage.models import AlarmEventRow, AlarmRow, RejectRow
+from storage.models import AlarmEventRow, AlarmRow, DiscoveredDeviceRow, RejectRow
 from storage.rejects import RejectRecord, RejectStore
 from storage.telemetry import TelemetryStore
 from tests.conftest import alarm_service
@@ -208,3 +208,21 @@ def test_unrecorded_alarms_behave_like_alarms_until_recorded(setup: Setup) -> No
     assert alarm["place"] == "s1/b1/f1/z1/r101"  # where it is, from the registry, as a recorded alarm says
     setup.unrecorded.recorded([fire("smk-1-1")])
     assert setup.unrecorded.snapshot() == []
+
+
+def test_the_store_of_unregistered_devices_is_bounded_and_keeps_the_newest(setup: Setup) -> None:
+    store = RejectStore(setup.alarms.sessions, 10)
+    for n in range(25):  # a flood of made-up device ids
+        store.add([], [("s1", f"ghost-{n}", NOW + n)])
+    with setup.alarms.sessions() as s:
+        kept = sorted(s.scalars(select(DiscoveredDeviceRow.device_id)).all())
+    assert kept == sorted(f"ghost-{n}" for n in range(15, 25))
+
+
+def test_reject_fields_are_cut_to_fit_the_store_and_keep_the_raw_bytes(setup: Setup) -> None:
+    topic = "fw/v1/s1/" + "x" * 5000 + "\x00/telemetry"
+    setup.rejects.add([RejectRecord(NOW, topic, b"{}", "unknown_device", "d" * 5000, "x" * 5000)], [])
+    with setup.alarms.sessions() as s:
+        (row,) = s.scalars(select(RejectRow)).all()
+    assert (len(row.topic), len(row.detail), len(row.device_id or "")) == (1024, 1024, 64)
+    assert row.payload == b"{}"
