@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -573,4 +574,62 @@ async def test_a_service_started_while_the_state_store_is_down_detects_at_once_a
     finally:
         await live.close()
         fleet.close()
+        await svc.stop()
+
+
+async def test_a_failing_disk_a_stalled_ingest_and_a_lost_broker_make_the_service_unready_with_fault_alarms(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-ready-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(
+            liveness_check_s=0.2,
+            batch_wait_ms=2,
+            unacked_max_age_s=1.0,
+            stall_after_s=1.0,
+            broker_down_after_s=1.0,
+        ),
+    )
+    svc = Service(settings, registry=small_registry(ZONES, PER_ZONE), profiles=PROFILES)
+    await svc.start()
+    await asyncio.wait_for(svc.source.connected.wait(), 10)
+    smoke = [d for d in svc.registry.devices if d.startswith("smk-")]
+    fleet = Fleet(mosquitto, smoke)
+    app = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(svc.app_context())), base_url="http://fw"
+    )
+
+    def faults() -> dict[str, str]:
+        with svc.sessions() as s:
+            rows = s.scalars(select(AlarmRow).where(AlarmRow.device_id == "service:ingest")).all()
+            return {a.alarm_type: a.state for a in rows}
+
+    try:
+        write = svc.telemetry.write
+
+        def disk_error(*_args: object, **_kwargs: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(svc.telemetry, "write", disk_error)
+        fleet.send(0.02)
+        wanted = {"ingest.storage_failing", "ingest.stalled", "ingest.unacked_backlog"}
+        await eventually(lambda: wanted <= set(svc.readiness()), timeout=20)
+        ready = await app.get("/readyz")
+        assert ready.status_code == 503
+        assert "disk I/O error" in ready.json()["checks"]["ingest.storage_failing"]
+        await eventually(lambda: {t for t, st in faults().items() if st == "active_unacknowledged"} >= wanted)
+
+        monkeypatch.setattr(svc.telemetry, "write", write)  # the disk is back: everything is stored
+        await eventually(lambda: samples_stored(svc) == 2 * fleet.sent, timeout=20)
+        await eventually(lambda: all(v == "ok" for v in svc.readiness().values()))
+        await eventually(lambda: all(st == "cleared_unacknowledged" for st in faults().values()))
+
+        mosquitto.kill()  # the broker is gone
+        await eventually(lambda: "ingest.broker_down" in svc.readiness(), timeout=20)
+        await eventually(lambda: faults().get("ingest.broker_down") == "active_unacknowledged", timeout=10)
+        assert (await app.get("/readyz")).json()["checks"]["broker"] == "not connected"
+    finally:
+        fleet.close()
+        await app.aclose()
         await svc.stop()
