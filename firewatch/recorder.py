@@ -104,28 +104,27 @@ class Recorder:
         try:
             transitions, tickets = self.alarms.apply(events, mark=mark)
         except Exception as exc:
-            if is_unavailable(exc):
-                raise
-            n = self._failures[entry.id] = self._failures.get(entry.id, 0) + 1
-            if n < ATTEMPTS_BEFORE_SPLIT:
-                raise
-            logger.error(
-                "journal entry %d failed %d times (%s): recording its events one by one", entry.id, n, exc
-            )
+            self._fail(entry, exc)
+            logger.error("journal entry %d failed again (%s): recording its events one by one", entry.id, exc)
             transitions, tickets = self._one_by_one(events, mark)
         self.unrecorded.recorded(events)
         self.publish(transitions, tickets)
         return events
 
+    def _fail(self, entry: JournalEntry, exc: Exception) -> None:
+        """Re-raise `exc` unless it is the entry's second failure other than an unavailable store:
+        then it returns, and the caller takes the entry apart."""
+        if is_unavailable(exc):
+            raise exc
+        n = self._failures[entry.id] = self._failures.get(entry.id, 0) + 1
+        if n < ATTEMPTS_BEFORE_SPLIT:
+            raise exc
+
     def _attempt(self, entry: JournalEntry, work: Callable[[], None]) -> None:
         try:
             work()
         except Exception as exc:
-            if is_unavailable(exc):
-                raise
-            n = self._failures[entry.id] = self._failures.get(entry.id, 0) + 1
-            if n < ATTEMPTS_BEFORE_SPLIT:
-                raise
+            self._fail(entry, exc)
             # Rejects are a record of bad input, not an alarm: one the store refuses is logged whole.
             logger.error(
                 "journal entry %d (%s) refused by the state store, set aside: %s %r",

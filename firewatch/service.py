@@ -76,6 +76,20 @@ def broker_address(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname or "127.0.0.1", parts.port or 1883, parts.username, parts.password)
 
 
+def alarm_topic(settings: Settings, role: str) -> MqttAlarmChannel:
+    """A connection of its own to the alarm topic on the configured broker (client id suffixed)."""
+    assert settings.mqtt.url is not None
+    broker = broker_address(settings.mqtt.url)
+    return MqttAlarmChannel(
+        broker.host,
+        broker.port,
+        prefix=settings.mqtt.topic_prefix,
+        client_id=f"{settings.mqtt.client_id}-{role}",
+        username=broker.username,
+        password=broker.password,
+    )
+
+
 class Service:
     """One firewatch process: everything DESIGN §2 draws, wired together."""
 
@@ -153,16 +167,8 @@ class Service:
         routes = list(settings.pushes)
         if settings.mqtt.url is not None:
             # Every transition also goes to the alarm topic, through the same outbox.
-            broker = broker_address(settings.mqtt.url)
             routes.append(ALARM_TOPIC_ROUTE)
-            channels[ALARM_TOPIC_ROUTE.name] = MqttAlarmChannel(
-                broker.host,
-                broker.port,
-                prefix=settings.mqtt.topic_prefix,
-                client_id=f"{settings.mqtt.client_id}-alarms",
-                username=broker.username,
-                password=broker.password,
-            )
+            channels[ALARM_TOPIC_ROUTE.name] = alarm_topic(settings, "alarms")
         self.alarms = AlarmService(
             self.sessions,
             self.index,
@@ -245,17 +251,7 @@ class Service:
         self.pipeline.unrecorded.consumers.append(self.live.publish)
         self.alarm_relay: AlarmTopicRelay | None = None
         if settings.mqtt.url is not None:
-            broker = broker_address(settings.mqtt.url)
-            self.alarm_relay = AlarmTopicRelay(
-                MqttAlarmChannel(
-                    broker.host,
-                    broker.port,
-                    prefix=settings.mqtt.topic_prefix,
-                    client_id=f"{settings.mqtt.client_id}-unrecorded",
-                    username=broker.username,
-                    password=broker.password,
-                )
-            )
+            self.alarm_relay = AlarmTopicRelay(alarm_topic(settings, "unrecorded"))
             self.pipeline.unrecorded.consumers.append(self.alarm_relay.offer)
         site, place = registry_site(self.index.sites)
         self.faults = FaultAlarms(site=site, place=place, active={t for d, t in active if d == SERVICE_KEY})
