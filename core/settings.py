@@ -242,9 +242,29 @@ class AuthSettings(_Section):
         "Outside demo mode those accounts are refused",
     )
     max_failed_logins: int = Field(
-        default=5, ge=1, le=100, description="failed sign-ins in a row before a wait"
+        default=5,
+        ge=1,
+        le=100,
+        description="failed sign-ins for one account from one client address before that pair waits",
     )
-    lockout_s: float = Field(default=60.0, ge=0, le=86_400.0, description="the wait after too many failures")
+    max_failed_logins_per_address: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="failed sign-ins from one client address, all accounts together, before it waits",
+    )
+    lockout_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400.0,
+        description="the first wait after too many failures; it doubles with each further failure",
+    )
+    lockout_max_s: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400.0,
+        description="the longest wait; a pair or address quiet for twice this long starts afresh",
+    )
 
 
 class MaintenancePlan(_Section):

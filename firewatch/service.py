@@ -101,7 +101,9 @@ class Service:
             session_ttl_s=settings.auth.session_ttl_s,
             demo_mode=settings.auth.demo_accounts,
             max_failures=settings.auth.max_failed_logins,
+            max_failures_per_address=settings.auth.max_failed_logins_per_address,
             lockout_s=settings.auth.lockout_s,
+            lockout_max_s=settings.auth.lockout_max_s,
         )
         self._prepare_accounts()
         self.telemetry = TelemetryStore(settings.resolved_telemetry_path)

@@ -124,15 +124,6 @@ async def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(api: Api
     assert wrong.headers["content-type"] == "application/problem+json"
 
 
-async def test_repeated_failures_make_the_account_wait(api: ApiClient) -> None:
-    api.as_("zhangwei", "operator")
-    for _ in range(5):
-        assert (await login(api, "zhangwei", "guess-guess-guess")).status_code == 401
-    r = await login(api, "zhangwei")  # even the right password waits now
-    assert r.status_code == 429
-    assert int(r.headers["retry-after"]) > 0
-
-
 async def test_no_token_is_401_and_a_made_up_one_too(api: ApiClient) -> None:
     r = await api.get("/api/v1/alarms", headers={"Authorization": ""})
     assert r.status_code == 401
@@ -410,24 +401,3 @@ def test_tokens_in_stream_urls_are_redacted_from_the_access_log() -> None:
     RedactTokens().filter(record)
     assert "fws_secret" not in record.getMessage()
     assert "access_token=[redacted]" in record.getMessage()
-
-
-def test_parallel_guesses_cannot_slip_past_the_lockout(alarms: AlarmService) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    accounts = make_accounts(alarms.sessions, max_failures=5)
-    accounts.create_user("zhangwei", TEST_PASSWORD, [Role.OPERATOR])
-
-    def guess(i: int) -> str:
-        try:
-            accounts.login("zhangwei", f"guess-number-{i}")
-        except TooManyAttemptsError:
-            return "wait"
-        except AuthError:
-            return "wrong"
-        return "in"
-
-    with ThreadPoolExecutor(16) as pool:
-        outcomes = list(pool.map(guess, range(40)))
-    assert outcomes.count("wrong") == 5
-    assert outcomes.count("wait") == 35
