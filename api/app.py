@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api import problems
 from api.audit import AuditMiddleware
 from api.auth import redact_access_log
+from api.body_limit import BodyLimitMiddleware
 from api.context import AppContext
 from api.routes import (
     alarms,
@@ -57,6 +58,12 @@ def create_app(ctx: AppContext | None) -> FastAPI:
     redact_access_log()
     problems.install(app)
     app.add_middleware(AuditMiddleware)  # who did what, from where: every change by a signed-in caller
+    # Added last, so it runs first: an oversized body is refused before anything reads it.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=ctx.max_body_bytes if ctx is not None else AppContext.max_body_bytes,
+        max_upload_bytes=ctx.max_upload_bytes if ctx is not None else AppContext.max_upload_bytes,
+    )
     # ticket_exports before tickets: /tickets/ledger.xlsx must not be taken for /tickets/{ticket_id}.
     for module in (
         auth,

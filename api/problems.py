@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +62,12 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return openapi
+
+
+def problem_bytes(status: int, title: str, detail: str) -> bytes:
+    """A problem body for answers sent below FastAPI (ASGI middleware)."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:

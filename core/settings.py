@@ -222,6 +222,19 @@ class InfluxSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65_535)
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="the largest request body, checked before it is read and before sign-in; 413 above",
+    )
+    max_upload_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="the largest body of an upload (ticket evidence, registry import) from a caller "
+        "with a valid token; must exceed tickets.evidence_max_bytes",
+    )
 
 
 class AuthSettings(_Section):
@@ -420,6 +433,17 @@ class Settings(BaseSettings):
         names = [route.name for route in self.pushes]
         if len(names) != len(set(names)):
             raise ValueError("push route names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _evidence_fits_an_upload(self) -> Settings:
+        """The request-body limit is checked first: evidence within its own limit must pass it."""
+        if self.api.max_upload_bytes <= self.tickets.evidence_max_bytes:
+            raise ValueError(
+                f"api.max_upload_bytes ({self.api.max_upload_bytes}) must exceed "
+                f"tickets.evidence_max_bytes ({self.tickets.evidence_max_bytes}): the upload carries "
+                "the file and its form fields"
+            )
         return self
 
     @property

@@ -516,6 +516,8 @@ class Service:
             time_scale=self.settings.time_scale,
             accounts=self.accounts,
             registry=self,
+            max_body_bytes=self.settings.api.max_body_bytes,
+            max_upload_bytes=self.settings.api.max_upload_bytes,
         )
 
 
