@@ -7,7 +7,14 @@ import math
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from accounts.model import AccountError, AuthError, DemoAccountRefusedError, Principal, TooManyAttemptsError
+from accounts.model import (
+    AccountError,
+    AuthError,
+    DemoAccountRefusedError,
+    Principal,
+    TokenKind,
+    TooManyAttemptsError,
+)
 from api.account_schemas import LoginIn, LoginOut, MeOut, PasswordChangeIn
 from api.audit import LOGIN_ACTOR
 from api.auth import SignedIn, accounts_of
@@ -51,9 +58,16 @@ async def login(body: LoginIn, request: Request, ctx: Ctx) -> LoginOut:
     )
 
 
-@router.post("/logout", operation_id="logout", status_code=204, responses=responses(401, 403))
+@router.post("/logout", operation_id="logout", status_code=204, responses=responses(400, 401, 403))
 async def logout(who: SignedIn, ctx: Ctx) -> Response:
-    """End this session (or revoke the API key used to call it)."""
+    """End this session. An API key is not a session: signing out with one is 400 and the key
+    keeps working (an admin revokes keys: DELETE /api/v1/api-keys/{key_id})."""
+    if who.via is not TokenKind.SESSION:
+        raise HTTPException(
+            400,
+            "an API key is not a session and cannot sign out; it stays valid. An admin revokes it "
+            "with DELETE /api/v1/api-keys/{key_id} or `firewatch api-keys revoke KEY_ID`",
+        )
     await asyncio.to_thread(accounts_of(ctx).logout, who.token_id)
     return Response(status_code=204)
 
