@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
+from time import monotonic
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -103,7 +103,7 @@ class AuditMiddleware:
                 signed_in = entry is not None and "via" in entry["detail"]
                 if entry is not None and not signed_in and entry["detail"]["status"] >= 400:
                     # Refused to someone not signed in: bounded (RefusalBudget).
-                    admitted, summary = self.refusals.admit(entry["source"], time.monotonic())
+                    admitted, summary = self.refusals.admit(entry["source"], monotonic())
                     if summary is not None:
                         await _write(scope, summary_entry(summary))
                     if not admitted:

@@ -1,9 +1,10 @@
 """Request-body limits, enforced before anything reads the body (before sign-in too).
 
-Every request may carry at most `api.max_body_bytes` (64 KiB by default): JSON bodies and sign-in
-are far smaller. The upload operations (ticket evidence, registry import) may carry up to
-`api.max_upload_bytes`, but only for a caller whose bearer token is valid; anyone else gets the
-small limit there too, so an anonymous client cannot make the service hold a large body.
+A request without a valid bearer token may carry at most `api.max_body_bytes` (64 KiB by
+default): sign-in is far smaller, and an anonymous client cannot make the service hold more. A
+signed-in caller may send up to `api.max_signed_in_body_bytes` (4 MiB: a maintenance window may
+name 10,000 devices), and up to `api.max_upload_bytes` to the upload operations (ticket evidence,
+registry import). The token is looked up only for a body that could pass the small limit.
 
 A declared Content-Length over the limit is answered 413 at once, without reading a byte of the
 body and without calling the app. A body without Content-Length (chunked) is counted as it
@@ -31,35 +32,36 @@ UPLOADS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 class BodyTooLargeError(HTTPException):
-    def __init__(self, limit: int, signed_in: bool, upload: bool) -> None:
-        super().__init__(413, too_large_detail(limit, signed_in=signed_in, upload=upload))
-
-
-def too_large_detail(limit: int, *, signed_in: bool, upload: bool) -> str:
-    text = f"the request body is larger than {limit} bytes"
-    if upload and not signed_in:
-        return text + ": large uploads are taken only from a signed-in caller (a valid bearer token)"
-    if upload:
-        return text + " (api.max_upload_bytes)"
-    return text + " (api.max_body_bytes)"
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_signed_in_body_bytes: int, max_upload_bytes: int
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_signed_in_body_bytes = max_signed_in_body_bytes
         self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = any(scope["method"] == m and p.match(scope["path"]) for m, p in UPLOADS)
-        signed_in = upload and await _token_is_valid(scope)
-        limit = self.max_upload_bytes if signed_in else self.max_body_bytes
         declared = _content_length(scope)
+        chunked = declared is None and any(name == b"transfer-encoding" for name, _ in scope["headers"])
+        limit = self.max_body_bytes
+        detail = f"the request body is larger than {limit} bytes without sign-in (api.max_body_bytes)"
+        if (chunked or (declared is not None and declared > limit)) and await _token_is_valid(scope):
+            if any(scope["method"] == m and p.match(scope["path"]) for m, p in UPLOADS):
+                limit = self.max_upload_bytes
+                detail = f"the upload is larger than {limit} bytes (api.max_upload_bytes)"
+            else:
+                limit = self.max_signed_in_body_bytes
+                detail = f"the request body is larger than {limit} bytes (api.max_signed_in_body_bytes)"
         if declared is not None and declared > limit:
-            await _refuse(send, too_large_detail(limit, signed_in=signed_in, upload=upload))
+            await _refuse(send, detail)
             return
 
         received = 0
@@ -70,7 +72,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLargeError(limit, signed_in, upload)
+                    raise BodyTooLargeError(detail)
             return message
 
         started = False

@@ -37,5 +37,6 @@ class AppContext:
     time_scale: float = 1.0  # settings.time_scale: how much faster than real time the clock runs
     accounts: AccountService | None = None  # users, sign-in and tokens (api/auth.py)
     registry: RegistryControl | None = None  # read and change the registry (api/routes/devices.py)
-    max_body_bytes: int = 64 * 1024  # settings.api.max_body_bytes (api/body_limit.py)
+    max_body_bytes: int = 64 * 1024  # settings.api.max_body_bytes: without sign-in (api/body_limit.py)
+    max_signed_in_body_bytes: int = 4 * 1024 * 1024  # settings.api.max_signed_in_body_bytes
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in

@@ -226,7 +226,14 @@ class ApiSettings(_Section):
         default=64 * 1024,
         ge=1024,
         le=16 * 1024 * 1024,
-        description="the largest request body, checked before it is read and before sign-in; 413 above",
+        description="the largest request body without a valid token (sign-in included), checked "
+        "before the body is read; 413 above",
+    )
+    max_signed_in_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="the largest request body from a caller with a valid token (uploads aside)",
     )
     max_upload_bytes: int = Field(
         default=32 * 1024 * 1024,

@@ -517,6 +517,7 @@ class Service:
             accounts=self.accounts,
             registry=self,
             max_body_bytes=self.settings.api.max_body_bytes,
+            max_signed_in_body_bytes=self.settings.api.max_signed_in_body_bytes,
             max_upload_bytes=self.settings.api.max_upload_bytes,
         )
 

@@ -330,7 +330,7 @@ async def test_signing_out_with_an_api_key_is_refused_and_the_key_keeps_working(
     r = await api.post("/api/v1/api-keys", json={"name": "bms-gateway", "roles": ["viewer"]})
     headers = {"Authorization": f"Bearer {r.json()['token']}"}
     refused = await api.post("/api/v1/auth/logout", headers=headers)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     assert refused.headers["content-type"] == "application/problem+json"
     assert "firewatch api-keys revoke" in refused.json()["detail"]
     assert (await api.get("/api/v1/alarms", headers=headers)).status_code == 200
@@ -354,7 +354,7 @@ async def test_refusals_to_callers_not_signed_in_are_recorded_bounded_then_summa
     api: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(audit_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(audit_module, "monotonic", lambda: now[0])
     flooder = api.from_address("203.0.113.50")
     other = api.from_address("203.0.113.51")
     for _ in range(audit_module.PER_ADDRESS + 25):
@@ -362,7 +362,7 @@ async def test_refusals_to_callers_not_signed_in_are_recorded_bounded_then_summa
     assert (await other.post("/api/v1/alarms/1/acknowledge", json={})).status_code == 401
     now[0] += audit_module.WINDOW_S  # the next window: the first refusal in it writes the summary
     await other.post("/api/v1/alarms/1/acknowledge", json={})
-    query = {"actor": "(not signed in)", "limit": 1000}
+    query: dict[str, str | int] = {"actor": "(not signed in)", "limit": 1000}
     rows = (await api.get("/api/v1/audit", params=query)).json()["items"]
     sources = [e["source"] for e in rows if e["action"] == "acknowledge_alarm"]
     assert sources.count("203.0.113.50") == audit_module.PER_ADDRESS

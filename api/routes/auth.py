@@ -58,13 +58,13 @@ async def login(body: LoginIn, request: Request, ctx: Ctx) -> LoginOut:
     )
 
 
-@router.post("/logout", operation_id="logout", status_code=204, responses=responses(400, 401, 403))
+@router.post("/logout", operation_id="logout", status_code=204, responses=responses(401, 403, 409))
 async def logout(who: SignedIn, ctx: Ctx) -> Response:
-    """End this session. An API key is not a session: signing out with one is 400 and the key
+    """End this session. An API key is not a session: signing out with one is 409 and the key
     keeps working (an admin revokes keys: DELETE /api/v1/api-keys/{key_id})."""
     if who.via is not TokenKind.SESSION:
         raise HTTPException(
-            400,
+            409,
             "an API key is not a session and cannot sign out; it stays valid. An admin revokes it "
             "with DELETE /api/v1/api-keys/{key_id} or `firewatch api-keys revoke KEY_ID`",
         )
