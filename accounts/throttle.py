@@ -82,7 +82,8 @@ class Throttle:
         return record
 
     def _evict(self) -> None:
-        # Keep the keys that are waiting; drop the half that tried longest ago.
+        # Drop the half that tried longest ago. One address cannot use this to clear its own wait:
+        # its own address key stops it after `per_address` failures, long before MAX_KEYS.
         by_age = sorted(self._records.items(), key=lambda kv: kv[1].last)
         for key, _record in by_age[: len(by_age) // 2]:
             self._records.pop(key, None)
