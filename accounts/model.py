@@ -85,7 +85,7 @@ class DemoAccountRefusedError(AuthError):
 
 
 class TooManyAttemptsError(AuthError):
-    """Too many failed sign-ins for one account in a row: wait (429)."""
+    """Too many failed sign-ins from one address (for one account, or for all): wait (429)."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts import passwords, tokens
@@ -31,6 +32,7 @@ from accounts.model import (
     TooManyAttemptsError,
     UserInfo,
 )
+from accounts.throttle import SignInThrottle
 from core.domain import Role
 from storage.db import IMMEDIATE
 from storage.models import TokenRow, UserRow
@@ -65,7 +67,9 @@ class AccountService:
         session_ttl_s: float = 12 * 3600.0,
         demo_mode: bool = False,
         max_failures: int = 5,
+        max_failures_per_address: int = 50,
         lockout_s: float = 60.0,
+        lockout_max_s: float = 900.0,
         clock: Callable[[], float] = time.time,
         hasher: passwords.Passwords | None = None,
     ) -> None:
@@ -73,12 +77,14 @@ class AccountService:
         self.passwords = hasher or passwords.Passwords()
         self.session_ttl_s = session_ttl_s
         self.demo_mode = demo_mode
-        self.max_failures = max_failures
-        self.lockout_s = lockout_s
         self.clock = clock
+        self.throttle = SignInThrottle(
+            per_account=max_failures,
+            per_address=max_failures_per_address,
+            first_wait_s=lockout_s,
+            max_wait_s=lockout_max_s,
+        )
         self._cache: dict[str, _Cached] = {}
-        self._failures: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
 
     # -- users -----------------------------------------------------------------------------------
 
@@ -187,10 +193,14 @@ class AccountService:
 
     # -- sign-in and tokens ----------------------------------------------------------------------
 
-    def login(self, name: str, password: str) -> tuple[Issued, Principal]:
-        """A session token for a right password. The error never says whether the user exists."""
+    def login(self, name: str, password: str, address: str = "") -> tuple[Issued, Principal]:
+        """A session token for a right password. The error never says whether the user exists.
+        `address` is the client's: failures are throttled per (name, address) and per address
+        (accounts/throttle.py), so a guesser elsewhere cannot lock this person out."""
         now = self.clock()
-        self._begin_attempt(name, now)
+        refusal = self.throttle.begin(name, address, now)
+        if refusal is not None:
+            raise TooManyAttemptsError(refusal.reason, retry_after_s=refusal.retry_after_s)
         with self.sessions() as s:
             row = s.get(UserRow, name)
             stored = row.password_hash if row is not None else self._dummy_hash
@@ -204,8 +214,7 @@ class AccountService:
                 )
             roles = _roles(Role(r) for r in row.roles)
             display = row.display_name
-        with self._lock:
-            self._failures.pop(name, None)
+        self.throttle.succeeded(name, address)
         token = tokens.new_token(TokenKind.SESSION)
         expires = now + self.session_ttl_s
         with self._writing() as s:
@@ -239,6 +248,27 @@ class AccountService:
             if p.expires_at is not None and now >= p.expires_at:
                 raise AuthError("the token has expired: sign in again")
             return p
+        try:
+            principal, stale = self._look_up(key, now)
+        except (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError):
+            # The state store is down: a token this process has already seen keeps working (the
+            # control room must keep its board while the store is out, docs/reliability.md).
+            # Revocations made before the outage are known to it; none can be made during it.
+            if cached is not None and (
+                cached.principal.expires_at is None or now < cached.principal.expires_at
+            ):
+                return cached.principal
+            raise
+        if stale:
+            with self._writing() as s:
+                s.execute(update(TokenRow).where(TokenRow.id == principal.token_id).values(last_used_at=now))
+        if len(self._cache) >= CACHE_MAX:  # forget stale entries rather than grow without bound
+            self._cache = {k: c for k, c in self._cache.items() if now - c.checked < CACHE_S}
+        self._cache[key] = _Cached(principal, now)
+        return principal
+
+    def _look_up(self, key: str, now: float) -> tuple[Principal, bool]:
+        """The principal of a token digest from the store, and whether its last use is worth noting."""
         with self.sessions() as s:
             row = s.scalar(select(TokenRow).where(TokenRow.digest == key))
             if row is None:
@@ -270,13 +300,7 @@ class AccountService:
                     row.expires_at,
                 )
             stale = row.last_used_at is None or now - row.last_used_at >= TOUCH_S
-        if stale:
-            with self._writing() as s:
-                s.execute(update(TokenRow).where(TokenRow.id == principal.token_id).values(last_used_at=now))
-        if len(self._cache) >= CACHE_MAX:  # forget stale entries rather than grow without bound
-            self._cache = {k: c for k, c in self._cache.items() if now - c.checked < CACHE_S}
-        self._cache[key] = _Cached(principal, now)
-        return principal
+        return principal, stale
 
     def logout(self, token_id: int) -> None:
         self._revoke(token_id)
@@ -377,25 +401,6 @@ class AccountService:
             p = cached.principal
             if (user is not None and p.name == user and p.via is TokenKind.SESSION) or p.token_id == token_id:
                 self._cache.pop(key, None)
-
-    def _begin_attempt(self, name: str, now: float) -> None:
-        """Refuse a locked-out name; else count this attempt as a failure until it succeeds. The
-        check and the count are one step, so parallel guesses cannot slip past the limit while
-        their hashes are being verified."""
-        with self._lock:
-            count, last = self._failures.get(name, (0, 0.0))
-            wait = last + self.lockout_s - now
-            if count >= self.max_failures and wait > 0:
-                raise TooManyAttemptsError(
-                    f"{count} failed sign-ins for {name!r}: try again in {wait:.0f} s", retry_after_s=wait
-                )
-            if count >= self.max_failures:  # the wait is over: one more try, then wait again
-                count = self.max_failures - 1
-            self._failures[name] = (count + 1, now)
-            if len(self._failures) > 10_000:  # a spray of made-up names must not grow this forever
-                oldest = sorted(self._failures.items(), key=lambda kv: kv[1][1])[:5_000]
-                for key, _v in oldest:
-                    self._failures.pop(key, None)
 
 
 def _roles(roles: Iterable[Role]) -> frozenset[Role]:

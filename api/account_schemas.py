@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool
 
 from accounts.model import TokenKind
 from accounts.service import NAME_RE
@@ -50,7 +50,7 @@ class UserIn(_In):
 class UserPatch(_In):
     display_name: str | None = Field(default=None, max_length=100)
     roles: list[Role] | None = Field(default=None, min_length=1, max_length=len(Role))
-    disabled: bool | None = Field(default=None, description="true ends the user's sessions at once")
+    disabled: StrictBool | None = Field(default=None, description="true ends the user's sessions at once")
     password: SecretStr | None = Field(default=None, min_length=1, max_length=256)
 
 

@@ -9,10 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api import problems, unavailable
+from api import problems, route_table, unavailable
 from api.audit import AuditMiddleware
 from api.auth import redact_access_log
+from api.body_limit import BodyLimitMiddleware
 from api.context import AppContext
+from api.route_table import QueryCheckMiddleware
 from api.routes import (
     alarms,
     audit,
@@ -59,25 +61,40 @@ def create_app(ctx: AppContext | None) -> FastAPI:
     problems.install(app)
     unavailable.install(app)
     app.add_middleware(AuditMiddleware)  # who did what, from where: every change by a signed-in caller
+    app.add_middleware(QueryCheckMiddleware, fastapi_app=app)  # a typo in a filter is 422, not ignored
+    # Added last, so it runs first: an oversized body is refused before anything reads it.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=ctx.max_body_bytes if ctx is not None else AppContext.max_body_bytes,
+        max_signed_in_body_bytes=(
+            ctx.max_signed_in_body_bytes if ctx is not None else AppContext.max_signed_in_body_bytes
+        ),
+        max_upload_bytes=ctx.max_upload_bytes if ctx is not None else AppContext.max_upload_bytes,
+    )
     # ticket_exports before tickets: /tickets/ledger.xlsx must not be taken for /tickets/{ticket_id}.
-    for module in (
-        auth,
-        users,
-        audit,
-        places,
-        devices,
-        unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}
-        alarms,
-        stream,
-        maintenance,
-        ticket_exports,
-        tickets,
-        patrols,
-        kpis,
-        rejects,
-    ):
-        app.include_router(module.router, prefix="/api/v1")
-    app.include_router(health.router)
+    routers = [
+        ("/api/v1", module.router)
+        for module in (
+            auth,
+            users,
+            audit,
+            places,
+            devices,
+            unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}
+            alarms,
+            stream,
+            maintenance,
+            ticket_exports,
+            tickets,
+            patrols,
+            kpis,
+            rejects,
+        )
+    ]
+    routers.append(("", health.router))
+    for prefix, router in routers:
+        app.include_router(router, prefix=prefix)
+    app.state.route_table = route_table.build(routers)  # 405's Allow, the query check
     console.mount(app)  # the operator console at / (out of the OpenAPI document)
     generate = app.openapi
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -46,12 +47,27 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "description": _MEANING.get(s, "error")} for s in statuses}
 
 
+# What every operation that takes a body can answer, wherever it is declared: FastAPI answers 400
+# for a body it cannot parse (not UTF-8, broken multipart), and api/body_limit.py 413 for one too
+# large, both before the endpoint runs.
+BODY_PROBLEMS = {
+    "400": "the body cannot be parsed as the media type it claims",
+    "413": "the body is larger than the limit (api.max_body_bytes, or api.max_upload_bytes)",
+}
+
+
 def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
     """Error responses are served as application/problem+json: say so in the document (FastAPI
-    files every declared model under application/json), and describe FastAPI's own 422 as one."""
+    files every declared model under application/json), and describe FastAPI's own 422 as one.
+    Operations that take a body also declare BODY_PROBLEMS."""
     ref = {"$ref": "#/components/schemas/Problem"}
     for operations in openapi.get("paths", {}).values():
         for operation in operations.values():
+            answers = operation.setdefault("responses", {})
+            if "requestBody" in operation and any(s not in answers for s in BODY_PROBLEMS):
+                for status, description in BODY_PROBLEMS.items():
+                    answers.setdefault(status, {"description": description})
+                operation["responses"] = dict(sorted(answers.items(), key=lambda kv: kv[0]))
             for status, response in operation.get("responses", {}).items():
                 if not status.isdigit() or int(status) < 400:
                     continue
@@ -61,6 +77,12 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return openapi
+
+
+def problem_bytes(status: int, title: str, detail: str) -> bytes:
+    """A problem body for answers sent below FastAPI (ASGI middleware)."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:
@@ -83,10 +105,19 @@ def invalid_request(raw: Sequence[Any]) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    from api.route_table import allowed_methods  # here: route_table imports this module
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = problem(exc.status_code, title_for(exc.status_code), str(exc.detail))
-        response.headers.update(exc.headers or {})  # WWW-Authenticate, Retry-After
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})  # WWW-Authenticate, Retry-After
+        detail = str(exc.detail)
+        table = getattr(app.state, "route_table", None)
+        allowed = allowed_methods(table, request.url.path) if exc.status_code == 405 and table else []
+        if allowed:  # else a route outside the table (the console): Starlette's Allow stands
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on this path; it takes {', '.join(allowed)}"
+        response = problem(exc.status_code, title_for(exc.status_code), detail)
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -105,6 +136,7 @@ def title_for(status: int) -> str:
         401: "Not signed in",
         403: "Forbidden",
         404: "Not found",
+        405: "Method not allowed",
         409: "Conflict",
         413: "Too large",
         415: "Unsupported media type",

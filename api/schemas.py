@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from core.domain import AlarmAction, AlarmCategory, AlarmState, Severity, SystemType
 
@@ -114,7 +114,7 @@ class AlarmDetailOut(AlarmOut):
 class AcknowledgeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str = Field(default="", max_length=2000, description="e.g. 'false alarm: steam from kitchen'")
-    false_alarm: bool = False
+    false_alarm: StrictBool = False  # 0 or "yes" is refused, not taken for a boolean
 
 
 class ClearIn(BaseModel):

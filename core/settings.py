@@ -245,6 +245,26 @@ class InfluxSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65_535)
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="the largest request body without a valid token (sign-in included), checked "
+        "before the body is read; 413 above",
+    )
+    max_signed_in_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="the largest request body from a caller with a valid token (uploads aside)",
+    )
+    max_upload_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="the largest body of an upload (ticket evidence, registry import) from a caller "
+        "with a valid token; must exceed tickets.evidence_max_bytes",
+    )
 
 
 class AuthSettings(_Section):
@@ -265,9 +285,29 @@ class AuthSettings(_Section):
         "Outside demo mode those accounts are refused",
     )
     max_failed_logins: int = Field(
-        default=5, ge=1, le=100, description="failed sign-ins in a row before a wait"
+        default=5,
+        ge=1,
+        le=100,
+        description="failed sign-ins for one account from one client address before that pair waits",
     )
-    lockout_s: float = Field(default=60.0, ge=0, le=86_400.0, description="the wait after too many failures")
+    max_failed_logins_per_address: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="failed sign-ins from one client address, all accounts together, before it waits",
+    )
+    lockout_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400.0,
+        description="the first wait after too many failures; it doubles with each further failure",
+    )
+    lockout_max_s: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400.0,
+        description="the longest wait; a pair or address quiet for twice this long starts afresh",
+    )
 
 
 class MaintenancePlan(_Section):
@@ -423,6 +463,17 @@ class Settings(BaseSettings):
         names = [route.name for route in self.pushes]
         if len(names) != len(set(names)):
             raise ValueError("push route names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _evidence_fits_an_upload(self) -> Settings:
+        """The request-body limit is checked first: evidence within its own limit must pass it."""
+        if self.api.max_upload_bytes <= self.tickets.evidence_max_bytes:
+            raise ValueError(
+                f"api.max_upload_bytes ({self.api.max_upload_bytes}) must exceed "
+                f"tickets.evidence_max_bytes ({self.tickets.evidence_max_bytes}): the upload carries "
+                "the file and its form fields"
+            )
         return self
 
     @property

@@ -3,10 +3,16 @@
 These work without a running service (the first admin has to come from somewhere), on the database
 the settings name. Passwords are read from a hidden prompt, or from stdin with --password-stdin
 for scripts; they are never taken as an argument (it would land in the shell history).
+
+Every change, and every refused one, is written to the audit trail like the API's: the actor is
+`cli:<operating-system user>`, the action the API's operation id for the same change.
 """
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 import sys
 import time
 from datetime import datetime
@@ -22,6 +28,7 @@ from accounts.model import AccountError, AccountNotFoundError, UserInfo
 from accounts.service import AccountService
 from core.domain import Role
 from core.settings import SettingsError, load_settings
+from storage.models import AuditRow
 
 users_app = typer.Typer(
     help="People who sign in to the API and console: add, list, set passwords, roles, disable.",
@@ -67,6 +74,36 @@ def _accounts(config: Path | None) -> AccountService:
     return AccountService(sessions)
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return f"uid {os.getuid()}"
+
+
+def cli_actor() -> str:
+    """Who the audit trail names for a command-line change."""
+    return f"cli:{_os_user()}"[:100]
+
+
+def _audit(accounts: AccountService, action: str, subject: str, outcome: str, **detail: Any) -> None:
+    """One audit row for a change made here (the API's audit middleware never sees these)."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user:
+        detail["sudo_user"] = sudo_user[:100]
+    row = AuditRow(
+        ts=time.time(),
+        actor=cli_actor(),
+        role="command line",
+        action=action,
+        subject=subject[:400],
+        source=f"cli@{socket.gethostname()}"[:100],
+        detail={"outcome": outcome[:400], "via": "cli", **detail},
+    )
+    with accounts.sessions.begin() as s:
+        s.add(row)
+
+
 def _password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -91,10 +128,13 @@ def add(
 ) -> None:
     """Add a person. The password needs 10+ characters and must not be a default or common one."""
     accounts = _accounts(config)
+    roles = [r.value for r in role]
     try:
         accounts.create_user(name, _password(password_stdin), role, display_name=display_name)
     except AccountError as exc:
+        _audit(accounts, "create_user", f"user:{name}", f"refused: {exc}", roles=roles)
         _fail(str(exc))
+    _audit(accounts, "create_user", f"user:{name}", "done", roles=roles)
     console.print(f"added [cyan]{escape(name)}[/] ({', '.join(r.value for r in role)})")
 
 
@@ -108,20 +148,23 @@ def passwd(
     accounts = _accounts(config)
     try:
         accounts.set_password(name, _password(password_stdin))
-    except AccountNotFoundError as exc:
-        _fail(str(exc), 1)
-    except AccountError as exc:
-        _fail(str(exc))
+    except (AccountError, AccountNotFoundError) as exc:
+        _audit(accounts, "set_password", f"user:{name}", f"refused: {exc}")
+        _fail(str(exc), 1 if isinstance(exc, AccountNotFoundError) else 2)
+    _audit(accounts, "set_password", f"user:{name}", "done")
     console.print(f"password of [cyan]{escape(name)}[/] set; their sessions ended")
 
 
 def _update(config: Path | None, name: str, **changes: Any) -> UserInfo:
+    accounts = _accounts(config)
+    change = {k: [r.value for r in v] if k == "roles" else v for k, v in changes.items()}
     try:
-        return _accounts(config).update_user(name, **changes)
-    except AccountNotFoundError as exc:
-        _fail(str(exc), 1)
-    except AccountError as exc:
-        _fail(str(exc))
+        info = accounts.update_user(name, **changes)
+    except (AccountError, AccountNotFoundError) as exc:
+        _audit(accounts, "update_user", f"user:{name}", f"refused: {exc}", change=change)
+        _fail(str(exc), 1 if isinstance(exc, AccountNotFoundError) else 2)
+    _audit(accounts, "update_user", f"user:{name}", "done", change=change)
+    return info
 
 
 @users_app.command("roles")
@@ -168,10 +211,14 @@ def create_key(
 ) -> None:
     """Issue a key and print it once: it is stored only as a digest."""
     expires = None if expires_days is None else time.time() + expires_days * 86_400.0
+    accounts = _accounts(config)
+    roles = [r.value for r in role]
     try:
-        issued, info = _accounts(config).create_api_key(name, role, by="cli", expires_at=expires)
+        issued, info = accounts.create_api_key(name, role, by=cli_actor(), expires_at=expires)
     except AccountError as exc:
+        _audit(accounts, "create_api_key", f"api_key:{name}", f"refused: {exc}", roles=roles)
         _fail(str(exc))
+    _audit(accounts, "create_api_key", f"api_key:{info.id}", "done", name=name, roles=roles)
     err.print(
         f"API key {info.id} [cyan]{escape(name)}[/] ({', '.join(r.value for r in info.roles)}); "
         "shown only now, send it as `Authorization: Bearer <key>`:"
@@ -204,8 +251,11 @@ def revoke_key(
     key_id: Annotated[int, typer.Argument(help="the key's id (see list)")], config: ConfigOpt = None
 ) -> None:
     """Revoke a key: it stops working within seconds."""
+    accounts = _accounts(config)
     try:
-        info = _accounts(config).revoke_api_key(key_id)
+        info = accounts.revoke_api_key(key_id)
     except AccountNotFoundError as exc:
+        _audit(accounts, "revoke_api_key", f"api_key:{key_id}", f"refused: {exc}")
         _fail(str(exc), 1)
+    _audit(accounts, "revoke_api_key", f"api_key:{key_id}", "done", name=info.name)
     console.print(f"API key {key_id} [cyan]{escape(info.name)}[/] revoked")

@@ -145,7 +145,9 @@ class Service:
             session_ttl_s=settings.auth.session_ttl_s,
             demo_mode=settings.auth.demo_accounts,
             max_failures=settings.auth.max_failed_logins,
+            max_failures_per_address=settings.auth.max_failed_logins_per_address,
             lockout_s=settings.auth.lockout_s,
+            lockout_max_s=settings.auth.lockout_max_s,
         )
         if self.store_error is None:
             self._prepare_accounts()
@@ -758,6 +760,9 @@ class Service:
             registry=self,
             unrecorded=self.pipeline.unrecorded.snapshot,
             storage_failing=lambda: self.pipeline.storage_failing_since is not None,
+            max_body_bytes=self.settings.api.max_body_bytes,
+            max_signed_in_body_bytes=self.settings.api.max_signed_in_body_bytes,
+            max_upload_bytes=self.settings.api.max_upload_bytes,
         )
 
 

@@ -222,6 +222,16 @@ class ApiClient(httpx.AsyncClient):
     """An API client signed in as `duty-admin` (an admin) unless a request's headers say otherwise."""
 
     accounts: AccountService
+    app: Any  # the ASGI app behind the client
+
+    def from_address(self, host: str) -> ApiClient:
+        """Another client of the same app whose requests come from `host` (sign-in throttling is
+        per client address). Not signed in: give headers per request."""
+        transport = httpx.ASGITransport(app=self.app, client=(host, 50_000))
+        other = ApiClient(transport=transport, base_url="http://firewatch")
+        other.accounts = self.accounts
+        other.app = self.app
+        return other
 
     def as_(self, name: str, *roles: str, display_name: str = "") -> dict[str, str]:
         return sign_in(self.accounts, name, *roles, display_name=display_name)
@@ -245,8 +255,10 @@ async def asgi_api(
         refresh_metrics=lambda: None,
         clock=alarms.clock,
     )
-    transport = httpx.ASGITransport(app=create_app(ctx))
+    app = create_app(ctx)
+    transport = httpx.ASGITransport(app=app)
     admin = sign_in(accounts, "duty-admin", "admin", display_name="值班管理员")
     async with ApiClient(transport=transport, base_url="http://firewatch", headers=admin) as client:
         client.accounts = accounts
+        client.app = app
         yield client

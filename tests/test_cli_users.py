@@ -7,12 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import select
+
 from accounts.service import AccountService
 from storage.db import open_store
+from storage.models import AuditRow
 
 
-def firewatch(store: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FIREWATCH_DATABASE_URL": store, "COLUMNS": "200"}
+def firewatch(
+    store: str, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FIREWATCH_DATABASE_URL": store, "COLUMNS": "200", **(env or {})}
     env.pop("FIREWATCH_CONFIG", None)
     return subprocess.run(
         [sys.executable, "-m", "firewatch.cli", *args],
@@ -62,3 +67,62 @@ def test_changing_an_unknown_user_says_so(tmp_path: Path) -> None:
     result = firewatch(store, "users", "disable", "nobody")
     assert result.returncode == 1
     assert "does not exist" in result.stderr
+
+
+def audit_rows(store: str) -> list[AuditRow]:
+    _, sessions = open_store(store)
+    with sessions() as s:
+        return list(s.scalars(select(AuditRow).order_by(AuditRow.id)))
+
+
+def test_every_account_change_from_the_command_line_is_audited(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    env_user = {"USER": "wangfang", "LOGNAME": "wangfang"}
+    steps = [
+        (("users", "add", "ops", "--role", "admin", "--password-stdin"), "a-Long-secret-9\n"),
+        (("users", "roles", "ops", "--role", "safety"), ""),
+        (("users", "disable", "ops"), ""),
+        (("users", "enable", "ops"), ""),
+        (("users", "passwd", "ops", "--password-stdin"), "another-Long-secret-7\n"),
+        (("api-keys", "create", "bms-gateway", "--role", "viewer"), ""),
+        (("api-keys", "revoke", "1"), ""),
+    ]
+    for args, stdin in steps:
+        result = firewatch(store, *args, stdin=stdin, env=env_user)
+        assert result.returncode == 0, result.stderr
+    rows = audit_rows(store)
+    assert [(r.action, r.subject, r.detail["outcome"]) for r in rows] == [
+        ("create_user", "user:ops", "done"),
+        ("update_user", "user:ops", "done"),
+        ("update_user", "user:ops", "done"),
+        ("update_user", "user:ops", "done"),
+        ("set_password", "user:ops", "done"),
+        ("create_api_key", "api_key:1", "done"),
+        ("revoke_api_key", "api_key:1", "done"),
+    ]
+    assert {r.actor for r in rows} == {"cli:wangfang"}
+    assert rows[0].detail["roles"] == ["admin"]
+    assert rows[1].detail["change"] == {"roles": ["safety"]}
+    assert rows[2].detail["change"] == {"disabled": True}
+    assert all(r.source.startswith("cli@") for r in rows)
+    # Passwords and keys never reach the trail.
+    text = repr([(r.detail, r.subject) for r in rows])
+    assert "a-Long-secret-9" not in text
+    assert "another-Long-secret-7" not in text
+
+
+def test_a_refused_command_line_change_is_audited_too(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    weak = firewatch(
+        store, "users", "add", "ops", "--role", "admin", "--password-stdin", stdin="admin123456\n"
+    )
+    assert weak.returncode == 2
+    assert firewatch(store, "users", "disable", "nobody").returncode == 1
+    rows = audit_rows(store)
+    assert [(r.action, r.subject) for r in rows] == [
+        ("create_user", "user:ops"),
+        ("update_user", "user:nobody"),
+    ]
+    assert rows[0].detail["outcome"].startswith("refused: that password is a default")
+    assert "admin123456" not in repr(rows[0].detail)
+    assert rows[1].detail["outcome"] == "refused: user 'nobody' does not exist"

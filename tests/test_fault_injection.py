@@ -226,6 +226,7 @@ async def test_a_fire_while_the_state_store_is_down_reaches_the_control_room_at_
     try:
         fleet.send(0.02)  # all quiet, and stored
         await eventually(lambda: samples_stored(svc) == 2 * fleet.sent, timeout=20)
+        assert (await app.get("/api/v1/alarms/unrecorded")).json() == {"items": [], "storage_failing": False}
 
         if fault == "stopped":
             pg.halt()
@@ -244,6 +245,12 @@ async def test_a_fire_while_the_state_store_is_down_reaches_the_control_room_at_
             # The API says the store is unavailable; it never answers 500.
             answer = await app.get("/api/v1/alarms")
             assert answer.status_code == 503, answer.text
+            # ... while the operator already signed in still gets the board's unrecorded alarms.
+            unrecorded = (await app.get("/api/v1/alarms/unrecorded")).json()
+            assert unrecorded["storage_failing"] is True
+            assert {a["device_id"] for a in unrecorded["items"] if a["alarm_type"] == "smoke.alarm"} == set(
+                smoke
+            )
 
         # Ingest does not hold the broker's messages hostage: the batches are acknowledged, their
         # alarms journaled, while the store is still down.

@@ -43,6 +43,10 @@ from simulators.scenario import (
 PROFILES = load_profiles()
 SHIPPED = shipped_scenarios()
 
+# Scenarios run 30 times faster than real time: a few seconds' stall reads as minutes of device
+# silence. Under pytest-xdist (scripts/test) they share one worker, so two never compete.
+pytestmark = pytest.mark.xdist_group("accelerated-scenarios")
+
 
 def scenario(text: str, tmp_path: Path) -> Scenario:
     path = tmp_path / "s.yaml"

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from accounts.model import AccountError, AuthError, DemoAccountRefusedError, Principal, TooManyAttemptsError
+from accounts.model import (
+    AccountError,
+    AuthError,
+    DemoAccountRefusedError,
+    Principal,
+    TokenKind,
+    TooManyAttemptsError,
+)
 from api.account_schemas import LoginIn, LoginOut, MeOut, PasswordChangeIn
 from api.audit import LOGIN_ACTOR
 from api.auth import SignedIn, accounts_of
@@ -25,15 +33,19 @@ def me_out(p: Principal, display_name: str = "") -> MeOut:
 @router.post("/login", operation_id="login", responses=responses(401, 403, 429))
 async def login(body: LoginIn, request: Request, ctx: Ctx) -> LoginOut:
     """A session token for the console or a script, valid for `auth.session_ttl_s` (a shift by
-    default). Wrong name or password is 401 without saying which; repeated failures wait (429)."""
+    default). Wrong name or password is 401 without saying which. Repeated failures from one
+    client address wait (429 with Retry-After): per account, and for all accounts together."""
     setattr(request.state, LOGIN_ACTOR, body.username)
     accounts = accounts_of(ctx)
+    address = request.client.host if request.client else ""
     try:
         issued, principal = await asyncio.to_thread(
-            accounts.login, body.username, body.password.get_secret_value()
+            accounts.login, body.username, body.password.get_secret_value(), address
         )
     except TooManyAttemptsError as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"}) from None
+        # Whole seconds, rounded up: a client that waits exactly Retry-After is let through.
+        wait = max(1, math.ceil(exc.retry_after_s))
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(wait)}) from None
     except DemoAccountRefusedError as exc:
         raise HTTPException(403, str(exc)) from None
     except AuthError as exc:
@@ -46,9 +58,16 @@ async def login(body: LoginIn, request: Request, ctx: Ctx) -> LoginOut:
     )
 
 
-@router.post("/logout", operation_id="logout", status_code=204, responses=responses(401, 403))
+@router.post("/logout", operation_id="logout", status_code=204, responses=responses(401, 403, 409))
 async def logout(who: SignedIn, ctx: Ctx) -> Response:
-    """End this session (or revoke the API key used to call it)."""
+    """End this session. An API key is not a session: signing out with one is 409 and the key
+    keeps working (an admin revokes keys: DELETE /api/v1/api-keys/{key_id})."""
+    if who.via is not TokenKind.SESSION:
+        raise HTTPException(
+            409,
+            "an API key is not a session and cannot sign out; it stays valid. An admin revokes it "
+            "with DELETE /api/v1/api-keys/{key_id} or `firewatch api-keys revoke KEY_ID`",
+        )
     await asyncio.to_thread(accounts_of(ctx).logout, who.token_id)
     return Response(status_code=204)
 

@@ -129,7 +129,7 @@ def device_history(
     end = end if end is not None else time.time()
     start = start if start is not None else end - 3600.0
     if start >= end:
-        raise HTTPException(400, f"start ({start}) must be before end ({end})")
+        raise HTTPException(422, f"start ({start}) must be before end ({end})")
     h = ctx.telemetry.history(device_id, channel, start, end, buckets=buckets)
     if not registered and not h.ts.size:  # a removed device's history stays readable
         raise HTTPException(404, f"device {device_id!r} is not registered")

@@ -98,7 +98,7 @@ def list_places(
     )
 
 
-@router.get("/{path:path}", operation_id="get_place")
+@router.get("/{path:path}", operation_id="get_place", responses=responses(404))
 def get_place(
     db: DbSession,
     path: Annotated[

@@ -76,11 +76,12 @@ def ticket_ledger_xlsx(
 
 
 @router.get(
-    "/{ticket_id}/form.pdf",
+    "/{ticket_id:int}/form.pdf",
     operation_id="ticket_form_pdf",
     response_class=Response,
     responses={
         200: {"content": {"application/pdf": {}}, "description": "the seed form 隐患自查(督查)整改表"},
+        **responses(404),
         503: {"description": "no CJK font to print the form with"},
     },
 )

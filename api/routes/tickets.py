@@ -41,6 +41,9 @@ from tickets.service import (
 )
 from tickets.workflow import REPORTERS, RULES, RoleNotPermittedError, WrongStatusError
 
+# Ticket ids are routed as integers ({ticket_id:int}): /tickets/ledger.xlsx is then no ticket id,
+# so PATCH /tickets/ledger.xlsx is 405 (it takes GET) instead of a 422 for a bad id, and a path
+# segment that is not a number is 404, no such ticket.
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 R = TypeVar("R")
 Time = Annotated[float | None, Query(ge=0, le=1e11)]
@@ -158,7 +161,7 @@ def _ticket(ctx: AppContext, ticket_id: int) -> TicketOut:
 
 
 @router.get(
-    "/{ticket_id}", operation_id="get_ticket", dependencies=[READING], responses=responses(401, 403, 404)
+    "/{ticket_id:int}", operation_id="get_ticket", dependencies=[READING], responses=responses(401, 403, 404)
 )
 def get_ticket(ticket_id: RowId, db: DbSession) -> TicketDetailOut:
     row = db.get(TicketRow, ticket_id)
@@ -178,7 +181,7 @@ def get_ticket(ticket_id: RowId, db: DbSession) -> TicketDetailOut:
     )
 
 
-@router.post("/{ticket_id}/transitions", operation_id="transition_ticket", responses=_WORK_PROBLEMS)
+@router.post("/{ticket_id:int}/transitions", operation_id="transition_ticket", responses=_WORK_PROBLEMS)
 async def transition(ticket_id: RowId, body: TransitionIn, who: TicketWorker, ctx: Ctx) -> TicketOut:
     """One step of the loop: open → assigned → rectifying → rectified → verified → closed; a
     failed re-inspection (`reject`) goes back to rectifying; `extend` moves the deadline. 403 when
@@ -196,7 +199,7 @@ async def transition(ticket_id: RowId, body: TransitionIn, who: TicketWorker, ct
     return TicketOut.model_validate(row)
 
 
-@router.patch("/{ticket_id}", operation_id="update_ticket", responses=_WORK_PROBLEMS)
+@router.patch("/{ticket_id:int}", operation_id="update_ticket", responses=_WORK_PROBLEMS)
 async def update_ticket(ticket_id: RowId, body: TicketEditIn, who: TicketWorker, ctx: Ctx) -> TicketOut:
     """Correct the form's description: problem, measures, department, responsible person, place.
     The loop's own fields change only through its steps, and a ticket is never deleted: it is a
@@ -214,7 +217,7 @@ async def update_ticket(ticket_id: RowId, body: TicketEditIn, who: TicketWorker,
 
 
 @router.post(
-    "/{ticket_id}/comments", operation_id="comment_ticket", status_code=201, responses=_WORK_PROBLEMS
+    "/{ticket_id:int}/comments", operation_id="comment_ticket", status_code=201, responses=_WORK_PROBLEMS
 )
 async def comment(ticket_id: RowId, body: CommentIn, who: TicketWorker, ctx: Ctx) -> CommentOut:
     role = acting_role(who, body.role, RULES[TicketAction.COMMENT].roles)
@@ -223,7 +226,7 @@ async def comment(ticket_id: RowId, body: CommentIn, who: TicketWorker, ctx: Ctx
 
 
 @router.post(
-    "/{ticket_id}/evidence",
+    "/{ticket_id:int}/evidence",
     operation_id="attach_evidence",
     status_code=201,
     responses=responses(401, 403, 404, 409, 413, 422, 503),
@@ -252,7 +255,7 @@ async def attach(
 
 
 @router.get(
-    "/{ticket_id}/evidence/{evidence_id}",
+    "/{ticket_id:int}/evidence/{evidence_id}",
     operation_id="get_evidence",
     response_class=Response,
     dependencies=[READING],
