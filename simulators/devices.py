@@ -332,7 +332,7 @@ EXPECTED_REJECT: dict[Malformed, str] = {
     Malformed.NOT_A_NUMBER: "bad_payload",
     Malformed.OUT_OF_RANGE: "out_of_range",
     Malformed.FUTURE_TIMESTAMP: "future_timestamp",
-    Malformed.BAD_TIMESTAMP: "bad_payload",
+    Malformed.BAD_TIMESTAMP: "bad_timestamp",
     Malformed.TOO_LARGE: "too_large",
     Malformed.UNKNOWN_EVENT: "unknown_event",
     Malformed.BAD_TOPIC: "bad_topic",
