@@ -30,6 +30,7 @@ import struct
 import zlib
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
@@ -89,33 +90,34 @@ class SeqTracker:
     def __init__(self, n_devices: int) -> None:
         self._state: list[SeqState | None] = [None] * n_devices
         self.dirty: set[int] = set()
-        self._undo: dict[int, SeqState | None] | None = None  # states before `begin`, while one is open
+        # What `accept` changed since `begin`: per device touched, eight values in a row (the device,
+        # its state object or None, its run, and the values to put back), and the devices kept.
+        self._undo: list[Any] | None = None
+        self._undone: set[int] = set()
 
     # --- all or nothing: a batch that fails leaves no marks (firewatch/pipeline.py) ----------------
     def begin(self) -> None:
         """Keep what `accept` changes from now on, so `rollback` can put it back."""
-        self._undo = {}
+        self._undo = []
+        self._undone = set()
 
     def commit(self) -> None:
         self._undo = None
+        self._undone = set()
 
     def rollback(self) -> None:
         """Forget every acceptance since `begin`: the batch will be decoded again."""
-        if self._undo is not None:
-            for dev, st in self._undo.items():
-                self._state[dev] = st
-            self._undo = None
-
-    def _keep(self, dev: int, st: SeqState | None) -> None:
         undo = self._undo
-        if undo is not None and dev not in undo:
-            undo[dev] = (
-                None
-                if st is None
-                else SeqState(
-                    _Run(st.run.max_seq, st.run.bits, array("H", st.run.fps)), st.last_ts, st.before
-                )
-            )
+        if undo is not None:
+            for i in range(0, len(undo), 8):
+                dev, st, run, max_seq, bits, fps, last_ts, before = undo[i : i + 8]
+                if st is None:
+                    self._state[dev] = None
+                    continue
+                run.max_seq, run.bits, run.fps = max_seq, bits, array("H", fps)
+                st.run, st.last_ts, st.before = run, last_ts, before
+                self._state[dev] = st
+        self.commit()
 
     def accept(
         self,
@@ -133,8 +135,16 @@ class SeqTracker:
         trusted = ts if received is None else min(ts, received)
         st = self._state[dev]
         self.dirty.add(dev)
-        if self._undo is not None:
-            self._keep(dev, st)
+        undo = self._undo
+        if undo is not None and dev not in self._undone:  # inline: every device of every batch
+            self._undone.add(dev)
+            # Flat, into one list: a tuple per device would be kept alive and tracked by the garbage
+            # collector, whose passes over the tracker's own objects then cost more than the rest.
+            if st is None:
+                undo.extend((dev, None, None, 0, 0, b"", 0.0, None))
+            else:
+                run = st.run
+                undo.extend((dev, st, run, run.max_seq, run.bits, run.fps.tobytes(), st.last_ts, st.before))
         if st is None:
             self._state[dev] = SeqState(_new_run(seq, fp), trusted)
             return True

@@ -1,0 +1,95 @@
+"""Throughput of the decoder alone: parsing, validation and de-duplication, in one process.
+
+    python3 -m bench.decode [--devices 5000] [--batches 40] [--undo]
+
+Each batch holds one telemetry reading (smoke and temperature, ~70 bytes of JSON) from every one of
+`--devices` smoke-photoelectric devices, each device counting its seq up by one per batch; the
+messages are built beforehand and only `Decoder.decode` is timed. `--undo` opens and commits the
+de-duplication undo record around each batch, as the pipeline does (firewatch/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import UTC, datetime
+
+import orjson
+from rich.console import Console
+from rich.progress import Progress
+
+from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, ZoneSpec
+from device_profiles.loader import load_profiles
+from ingest.decode import Decoder
+from ingest.envelope import Message
+from ingest.index import DeviceIndex
+
+NOW = 1_800_000_000.0
+
+
+def registry(devices: int) -> Registry:
+    floors = [
+        FloorSpec(id=f"f{f}", name=f"{f}F", zones=[ZoneSpec(id=f"z{z}", name=f"{z}区") for z in range(10)])
+        for f in range(10)
+    ]
+    site = SiteSpec(id="bench", name="bench", buildings=[BuildingSpec(id="b1", name="b1", floors=floors)])
+    devs = [
+        Device(id=f"d{i:06d}", profile="smoke-photoelectric", place=f"bench/b1/f{i % 10}/z{(i // 10) % 10}")
+        for i in range(devices)
+    ]
+    return Registry([site], devs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=5_000)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--undo", action="store_true", help="wrap each batch in the undo record")
+    args = parser.parse_args()
+    console = Console()
+    index = DeviceIndex.build(registry(args.devices), load_profiles())
+    decoder = Decoder(index)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building messages", total=args.batches)
+        batches = []
+        for k in range(1, args.batches + 1):
+            body = {"ts": NOW + k, "seq": k, "v": {"smoke": 0.02, "temp": 24.0}}
+            batches.append(
+                [
+                    Message(f"fw/v1/bench/{d}/telemetry", orjson.dumps(body), NOW + k, 1, 1)
+                    for d in index.device_ids
+                ]
+            )
+            progress.advance(task)
+        task = progress.add_task("decoding", total=args.batches)
+        spent = 0.0
+        accepted = 0
+        for batch in batches:
+            started = time.perf_counter()
+            if args.undo:
+                decoder.seq.begin()
+            decoded = decoder.decode(batch, NOW + args.batches + 1)
+            if args.undo:
+                decoder.seq.commit()
+            spent += time.perf_counter() - started
+            accepted += int(decoded.reading_dev.size)
+            progress.advance(task)
+    messages = args.devices * args.batches
+    if accepted != messages:
+        console.print(f"[red]accepted {accepted:,} of {messages:,} readings[/]")
+        raise SystemExit(1)
+    console.print(
+        f"decoded {messages:,} readings in {spent:.2f} s: [bold]{messages / spent:,.0f} msgs/s[/] "
+        f"({'with' if args.undo else 'without'} the undo record)"
+    )
+    console.print(
+        f"machine: {platform.machine()}, CPython {platform.python_version()}; "
+        f"{datetime.now(UTC).date().isoformat()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
