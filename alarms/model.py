@@ -42,6 +42,7 @@ SNAPSHOT_FIELDS = (
     "shelved_until",
     "shelved_by",
     "shelve_note",
+    "normal_ts",
 )
 
 

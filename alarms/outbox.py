@@ -31,6 +31,9 @@ ACTION_ZH = {
     "flapping": "频繁报警，暂停推送",
     "steady": "恢复稳定",
     "released": "维护结束，恢复推送",
+    "normal": "读数恢复（火警保持，待复位）",
+    "reset": "已复位",
+    "superseded": "已升级为火警",
 }
 
 

@@ -42,6 +42,7 @@ from core.domain import (
     DetectorEvent,
     DetectorEventKind,
     TicketStatus,
+    latches,
 )
 from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
@@ -164,9 +165,16 @@ class AlarmService:
         ).first()
 
     def _apply_one(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
+        if e.kind is DetectorEventKind.RESET:
+            self._device_reset(s, out, e, now)
+            return
         row = self._open(s, e.device_id, e.alarm_type)
         if e.kind is DetectorEventKind.RAISE:
             if row is None:
+                if e.category is AlarmCategory.PRE_ALARM and self._latched_fire(s, e.device_id):
+                    # The device is already at fire: its pre-alarm would add a card and a push that
+                    # say less than the fire alarm the board already shows (superseded, see _supersede).
+                    return
                 row = self._new_row(e, now)
                 s.add(row)
                 s.flush()  # a racing writer's open alarm makes this fail; _write retries
@@ -180,6 +188,10 @@ class AlarmService:
                 row.peak = e.value if row.peak is None else max(row.peak, e.value)
             row.detail = e.detail
             if AlarmState(row.state).is_active:
+                # Another crossing (of a latched fire alarm too) is an occurrence of the same alarm:
+                # logged and streamed, addressed to no duty role and leaving escalation as it is, so
+                # it reaches only routes that subscribe to `repeated` (the MQTT alarm topic).
+                row.normal_ts = None
                 self._log(s, out, row, before, AlarmAction.REPEATED, SYSTEM_ACTOR, now)
                 return
             # Cleared but not yet closed: the same alarm is active again and needs attention anew.
@@ -192,10 +204,87 @@ class AlarmService:
         # CLEAR: only an active alarm can clear; a clear with nothing open is a no-op.
         if row is None or not AlarmState(row.state).is_active:
             return
+        if latches(AlarmCategory(row.category)):
+            # GB 4717: a fire alarm control panel keeps the fire alarm state until a manual reset; the
+            # reading falling back is recorded (once per crossing), the alarm stays.
+            if row.normal_ts is None:
+                before = snapshot(row)
+                row.normal_ts = e.ts
+                row.last_ts = max(row.last_ts, e.ts)
+                self._log(
+                    s,
+                    out,
+                    row,
+                    before,
+                    AlarmAction.NORMAL,
+                    SYSTEM_ACTOR,
+                    now,
+                    "读数恢复 / reading back to normal",
+                )
+            return
         before = snapshot(row)
         row.cleared_ts = e.ts
         row.last_ts = max(row.last_ts, e.ts)
         self._clear(s, out, row, before, SYSTEM_ACTOR, "", now)
+
+    def _latched_fire(self, s: Session, device_id: str) -> bool:
+        """Whether the device has a fire alarm latched (active, acknowledged or not)."""
+        return (
+            s.scalar(
+                select(AlarmRow.id)
+                .where(AlarmRow.device_id == device_id, AlarmRow.category == AlarmCategory.FIRE.value)
+                .where(AlarmRow.state.in_(ACTIVE_STATES))
+                .limit(1)
+            )
+            is not None
+        )
+
+    def _supersede(self, s: Session, out: Outcome, fire: AlarmRow, now: float) -> None:
+        """The device's fire alarm was raised: its open pre-alarms end, so the board shows the fire
+        alone. Closed at once (the fire alarm is what is acknowledged and reset); addressed to no duty
+        role, as the fire's own raise is."""
+        pre_alarms = s.scalars(
+            select(AlarmRow)
+            .where(AlarmRow.device_id == fire.device_id, AlarmRow.category == AlarmCategory.PRE_ALARM.value)
+            .where(AlarmRow.state != AlarmState.CLOSED.value)
+            .with_for_update()
+        ).all()
+        for row in pre_alarms:
+            before = snapshot(row)
+            if AlarmState(row.state).is_active:
+                row.cleared_ts = now
+            row.state = AlarmState.CLOSED.value
+            row.closed_ts = now
+            row.shelved_until = None
+            self._pause_escalation(row)
+            note = f"已升级为火警 / superseded by the fire alarm #{fire.id}"
+            self._log(s, out, row, before, AlarmAction.SUPERSEDED, SYSTEM_ACTOR, now, note)
+
+    def _device_reset(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
+        """The device was reset on site (its own RESET event): every latched fire alarm of it ends."""
+        rows = s.scalars(
+            select(AlarmRow)
+            .where(AlarmRow.device_id == e.device_id, AlarmRow.category == AlarmCategory.FIRE.value)
+            .where(AlarmRow.state.in_(ACTIVE_STATES))
+            .order_by(AlarmRow.id)
+            .with_for_update()
+        ).all()
+        for row in rows:
+            self._reset(s, out, row, SYSTEM_ACTOR, "设备现场复位 / the device was reset on site", now, e.ts)
+
+    def _reset(
+        self, s: Session, out: Outcome, row: AlarmRow, actor: str, note: str, now: float, ts: float
+    ) -> Transition:
+        """End a latched fire alarm: the state a clear gives (then the normal close rules), and a
+        stand-down to every duty role told about it."""
+        before = snapshot(row)
+        acked = AlarmState(row.state).is_acknowledged
+        row.state = (AlarmState.CLEARED_ACKNOWLEDGED if acked else AlarmState.CLEARED_UNACKNOWLEDGED).value
+        row.cleared_ts = ts
+        row.last_ts = max(row.last_ts, ts)
+        chain = self.policy.chain(row.escalation)
+        targets = self.policy.reached(chain, row.escalation_step) if chain is not None else ()
+        return self._log(s, out, row, before, AlarmAction.RESET, actor, now, note, targets=targets)
 
     def _new_row(self, e: DetectorEvent, now: float) -> AlarmRow:
         dev = self.index.dev_of.get(e.device_id)
@@ -247,7 +336,10 @@ class AlarmService:
                 targets = self.policy.reached(chain, row.escalation_step) if chain else ()
         else:
             self._pause_escalation(row)
+        row.normal_ts = None
         self._log(s, out, row, before, AlarmAction.RAISED, SYSTEM_ACTOR, now, targets=targets)
+        if category is AlarmCategory.FIRE:
+            self._supersede(s, out, row, now)
         if needs_ticket(row):
             out.tickets.append(self.tickets.on_raised(s, row, now))
         if starts_flapping:
@@ -407,9 +499,35 @@ class AlarmService:
                 raise InvalidTransitionError(
                     f"alarm {alarm_id} is {row.state}: only an active alarm can be cleared"
                 )
+            if latches(AlarmCategory(row.category)):
+                # One way to end a fire alarm, named as on the panel, so the log and the audit say
+                # "reset" every time (GB 4717 复位).
+                raise InvalidTransitionError(
+                    f"alarm {alarm_id} is a fire alarm: it latches until reset (复位), "
+                    f"POST /api/v1/alarms/{alarm_id}/reset"
+                )
             before = snapshot(row)
             row.cleared_ts = now
             return self._clear(s, out, row, before, actor, note, now)
+
+        return self._write(work)[0]
+
+    def reset(self, alarm_id: int, *, actor: str, note: str = "") -> Transition:
+        """A person resets (复位) a latched fire alarm: it ends as a clear does, those told stand down,
+        and a condition that persists raises it again (the caller makes the detector forget)."""
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> Transition:
+            row = self._locked(s, alarm_id)
+            if not latches(AlarmCategory(row.category)):
+                raise InvalidTransitionError(
+                    f"alarm {alarm_id} is a {row.category} alarm: only a fire alarm latches; clear it instead"
+                )
+            if not AlarmState(row.state).is_active:
+                raise InvalidTransitionError(
+                    f"alarm {alarm_id} is {row.state}: it is not latched, nothing to reset"
+                )
+            return self._reset(s, out, row, actor, note, now, now)
 
         return self._write(work)[0]
 
@@ -424,7 +542,12 @@ class AlarmService:
                 hint = {
                     AlarmState.CLOSED: "it is already closed",
                     AlarmState.CLEARED_UNACKNOWLEDGED: "acknowledge it first",
-                }.get(state, "it is still active: clear it first")
+                }.get(
+                    state,
+                    "it is latched: reset it first"
+                    if latches(AlarmCategory(row.category))
+                    else "it is still active: clear it first",
+                )
                 raise InvalidTransitionError(f"alarm {alarm_id} is {state.value}: {hint}")
             return self._close(s, out, row, actor, note, now)
 

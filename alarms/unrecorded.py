@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from alarms.model import Transition
-from core.domain import SEVERITY_OF, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind
+from core.domain import SEVERITY_OF, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, latches
 from ingest.index import DeviceIndex
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class UnrecordedAlarms:
                     action = (
                         AlarmAction.RAISED if before is None or not _active(before) else AlarmAction.REPEATED
                     )
+                elif e.kind is DetectorEventKind.RESET or latches(e.category):
+                    # A fire alarm latches here too (GB 4717): the reading falling back does not end
+                    # it, and a reset is applied to the recorded alarms once the store is back.
+                    continue
                 elif before is not None and _active(before):
                     after = {**before, "state": AlarmState.CLEARED_UNACKNOWLEDGED.value, "cleared_ts": e.ts}
                     action = AlarmAction.CLEARED

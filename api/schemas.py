@@ -94,6 +94,11 @@ class AlarmOut(BaseModel):
     shelved_until: float | None = None
     shelved_by: str | None = None
     shelve_note: str | None = None
+    normal_ts: float | None = Field(
+        default=None,
+        description="a latched fire alarm's reading fell back to normal at this time; it stays active "
+        "until reset (复位)",
+    )
 
 
 class AlarmEventOut(BaseModel):
@@ -126,6 +131,10 @@ class ClearIn(BaseModel):
 
 class CloseIn(ClearIn):
     pass
+
+
+class ResetIn(ClearIn):
+    """复位: e.g. "现场核实为烹饪油烟，已复位" (recorded with who and when)."""
 
 
 class ShelveIn(BaseModel):

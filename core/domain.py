@@ -104,6 +104,13 @@ class AlarmState(StrEnum):
         return self is not AlarmState.CLOSED
 
 
+def latches(category: AlarmCategory) -> bool:
+    """Whether an alarm of this category stays active until it is reset (复位), whatever the reading
+    does meanwhile: a fire alarm, as on a fire alarm control panel (GB 4717: the fire alarm state is
+    kept until a manual reset)."""
+    return category is AlarmCategory.FIRE
+
+
 ACTIVE_STATES = (AlarmState.ACTIVE_UNACKNOWLEDGED.value, AlarmState.ACTIVE_ACKNOWLEDGED.value)
 UNACKNOWLEDGED_STATES = (AlarmState.ACTIVE_UNACKNOWLEDGED.value, AlarmState.CLEARED_UNACKNOWLEDGED.value)
 
@@ -123,11 +130,16 @@ class AlarmAction(StrEnum):
     FLAPPING = "flapping"  # too many raise/clear cycles: notifications held, a hazard ticket opened
     STEADY = "steady"  # quiet again after flapping: notifications resume
     RELEASED = "released"  # maintenance ended while the alarm was still unacknowledged: now notified
+    # A latched fire alarm's reading fell back (读数恢复): recorded, the alarm stays (GB 4717 latching)
+    NORMAL = "normal"
+    RESET = "reset"  # 复位: a person, or the device itself, ended a latched fire alarm
+    SUPERSEDED = "superseded"  # 已升级为火警: a pre-alarm ended because its device's fire alarm was raised
 
 
 class DetectorEventKind(StrEnum):
     RAISE = "raise"
     CLEAR = "clear"
+    RESET = "reset"  # the device was reset on site: its latched fire alarms end (any alarm type)
 
 
 class DeviceEventKind(StrEnum):

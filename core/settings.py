@@ -138,6 +138,7 @@ class PushRoute(_Section):
             AlarmAction.UNSHELVED,
             AlarmAction.RELEASED,
             AlarmAction.FLAPPING,
+            AlarmAction.RESET,  # the stand-down of a fire alarm it heard raised
         ]
     )
 

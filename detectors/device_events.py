@@ -6,11 +6,12 @@ duration filter, smoothing or fusion may stand between it and the alarm.
 
 from __future__ import annotations
 
-from core.domain import DetectorEvent, DetectorEventKind, DeviceEventKind
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, DeviceEventKind, latches
 from device_profiles.schema import event_alarm_type
 from ingest.decode import DeviceEventMsg
 from ingest.index import DeviceIndex
 
+DEVICE_RESET = "device.reset"  # the alarm type a device's RESET event carries (it raises nothing)
 _RAISES = {DeviceEventKind.ALARM, DeviceEventKind.FAULT, DeviceEventKind.TAMPER}
 _CLEARS = {
     DeviceEventKind.ALARM_CLEAR: DeviceEventKind.ALARM,
@@ -36,8 +37,25 @@ class DeviceEventMapper:
                 targets = [(e.event, DetectorEventKind.RAISE)]
             elif e.event in _CLEARS:
                 targets = [(_CLEARS[e.event], DetectorEventKind.CLEAR)]
-            elif e.event is DeviceEventKind.RESET:  # a latched device was reset: all its own alarms end
-                targets = [(k, DetectorEventKind.CLEAR) for k in _RAISES if k in profile.events]
+            elif e.event is DeviceEventKind.RESET:
+                # The device was reset on site (复位): its own fault and tamper alarms clear, and every
+                # latched fire alarm of the device ends (one RESET for the device, whatever raised them).
+                targets = [
+                    (k, DetectorEventKind.CLEAR)
+                    for k in _RAISES
+                    if k in profile.events and not latches(profile.events[k].category)
+                ]
+                out.append(
+                    DetectorEvent(
+                        device_id=e.device_id,
+                        alarm_type=DEVICE_RESET,
+                        kind=DetectorEventKind.RESET,
+                        category=AlarmCategory.FIRE,  # sorted with the fire events, ahead of any re-raise
+                        ts=e.ts,
+                        detail="device reported reset",
+                        basis="the device's own signal, passed through undelayed",
+                    )
+                )
             else:  # TEST: the device's test button; logged by ingest, raises nothing
                 continue
             for source, kind in targets:

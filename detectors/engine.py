@@ -106,6 +106,12 @@ class Engine:
             for bank in self.banks
             for unit, info in enumerate(bank.info)
         }
+        # The fire and pre-alarm units of each device, for a reset (forget_device).
+        self._latching: dict[str, list[str]] = {}
+        for bank in self.banks:
+            for info in bank.info:
+                if info.category in (AlarmCategory.FIRE, AlarmCategory.PRE_ALARM):
+                    self._latching.setdefault(info.device_id, []).append(info.alarm_type)
 
     @property
     def n_units(self) -> int:
@@ -119,6 +125,9 @@ class Engine:
     def process(self, batch: DecodedBatch) -> list[DetectorEvent]:
         """Events for one decoded batch, fire-category events first."""
         events = self.device_events.map(batch.events)
+        for e in events:
+            if e.kind is DetectorEventKind.RESET:  # before the banks run: a persisting condition re-raises
+                self.forget_device(e.device_id)
         events += clock_events(batch.clock_changes)
         streams = self._streams(batch)
         for bank in self.banks:
@@ -312,6 +321,13 @@ class Engine:
         hit = self._key.get((device_id, alarm_type))
         if hit is not None:
             hit[0].detector.reset([hit[1]])
+
+    def forget_device(self, device_id: str) -> None:
+        """A latched fire alarm of this device was reset: forget the state behind its fire and
+        pre-alarm units, so a condition that persists raises them afresh (a pre-alarm absorbed while
+        the fire was latched included)."""
+        for alarm_type in self._latching.get(device_id, ()):
+            self.forget(device_id, alarm_type)
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """All state as flat named arrays, each bank's rows keyed by (device, alarm type)."""

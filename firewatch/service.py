@@ -702,7 +702,12 @@ class Service:
             return RegistryChange(diff, True, path, note)
 
     def on_human_transition(self, t: Transition) -> None:
-        if (
+        if t.action is AlarmAction.RESET:
+            # A person reset (复位) a latched fire alarm: its device's fire and pre-alarm units start
+            # afresh, so a condition that persists raises a new alarm (when in doubt, alarm).
+            self.engine.forget_device(str(t.after["device_id"]))
+            self.engine.forget(str(t.after["device_id"]), str(t.after["alarm_type"]))
+        elif (
             t.action in (AlarmAction.CLEARED, AlarmAction.CLOSED)
             and t.before
             and AlarmState(t.before["state"]).is_active

@@ -91,6 +91,10 @@ class AlarmRow(Base):
     shelved_until: Mapped[float | None] = mapped_column(Float, index=True)
     shelved_by: Mapped[str | None] = mapped_column(String(100))
     shelve_note: Mapped[str | None] = mapped_column(Text)
+    # A latched fire alarm whose reading fell back: when it did (None while the condition is present,
+    # and on every other alarm). The alarm stays active until reset (GB 4717); this tells whoever
+    # goes to reset it that the detector reads normal again.
+    normal_ts: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         # One open alarm per (device, alarm type): the database refuses a second one even if two

@@ -58,14 +58,18 @@ async def test_acknowledge_close_and_the_false_alarm_league(api: ApiClient, alar
     assert (await api.post(f"/api/v1/alarms/{fire}/acknowledge", json=ack, headers=duty)).status_code == 200
     r = await api.post(f"/api/v1/alarms/{fire}/close", json={}, headers=duty)
     assert r.status_code == 409
-    assert "clear it first" in r.json()["detail"]
-    assert (await api.post(f"/api/v1/alarms/{fire}/clear", json={}, headers=duty)).status_code == 200
+    assert "reset it first" in r.json()["detail"]
+    # A fire alarm latches (GB 4717): it is reset (复位), not cleared.
+    r = await api.post(f"/api/v1/alarms/{fire}/clear", json={}, headers=duty)
+    assert r.status_code == 409
+    assert "reset" in r.json()["detail"]
+    assert (await api.post(f"/api/v1/alarms/{fire}/reset", json={}, headers=duty)).status_code == 200
     r = await api.post(f"/api/v1/alarms/{fire}/close", json={"note": "复位"}, headers=duty)
     assert r.json()["after"]["state"] == "closed"
     league = (await api.get("/api/v1/alarms/false-alarms")).json()
     assert league == [{"device_id": "smk-1-1", "false_alarms": 1, "alarms": 1}]
     events = (await api.get(f"/api/v1/alarms/{fire}")).json()["events"]
-    assert [e["action"] for e in events] == ["raised", "acknowledged", "cleared", "closed"]
+    assert [e["action"] for e in events] == ["raised", "acknowledged", "reset", "closed"]
     # who acted is the signed-in person, recorded by user name
     assert {e["actor"] for e in events[1:]} == {"wangwu"}
 

@@ -198,11 +198,27 @@ def test_a_flapping_sensor_has_its_notifications_held_and_gets_a_hazard_ticket(
     assert at(clock, alarms, 100 + 600) == [("steady", ("control_room",))]
 
 
-def test_a_flapping_fire_detector_keeps_notifying(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_fire_detector_crossing_again_and_again_is_one_latched_alarm_never_flapping(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # A fire alarm latches (GB 4717): its re-crossings are occurrences, not raises, so they never
+    # count towards flapping (the fire-specific bar is in tests/test_fire_latching.py).
     alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
     cycle(alarms, clock, 5, AlarmCategory.FIRE)
-    raised = [a for r, a in owed(alarms) if r == "cr" and a == "raised"]
-    assert len(raised) == 5  # every raise pushed, flapping or not
+    assert [a for r, a in owed(alarms) if r == "cr"] == ["raised"]
+    with alarms.sessions() as s:
+        assert s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).all() == []
+
+
+def test_a_fire_detector_flapping_across_resets_keeps_notifying(tmp_path: Path, clock: FakeClock) -> None:
+    alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
+    for i in range(5):
+        clock.now = T0 + i * 20
+        (raised, *_), _ = alarms.apply([ev(RAISE, ts=clock.now)])
+        clock.now += 10
+        alarms.reset(raised.alarm_id, actor="op")
+    raised_pushes = [a for r, a in owed(alarms) if r == "cr" and a == "raised"]
+    assert len(raised_pushes) == 5  # every raise pushed, flapping or not
     with alarms.sessions() as s:
         ticket = s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).one()
         assert "火警推送不暂停" in ticket.problem

@@ -45,6 +45,12 @@ def ev(
 
 
 RAISE, CLEAR = DetectorEventKind.RAISE, DetectorEventKind.CLEAR
+# The alarm lifecycle below follows the reading (raise, clear, raise again): a pre-alarm does. A fire
+# alarm latches until reset instead (GB 4717; tests/test_fire_latching.py).
+
+
+def pre(kind: DetectorEventKind, ts: float = T0) -> DetectorEvent:
+    return ev(kind, "smoke.pre_alarm", category=AlarmCategory.PRE_ALARM, ts=ts)
 
 
 def test_a_raise_opens_one_active_unacknowledged_alarm(service: AlarmService) -> None:
@@ -69,10 +75,10 @@ def test_a_repeat_increments_occurrences_instead_of_opening_another(service: Ala
 
 
 def test_clear_then_raise_again_reopens_the_same_alarm(service: AlarmService) -> None:
-    service.apply([ev(RAISE)])
-    (cleared,), _ = service.apply([ev(CLEAR, ts=T0 + 10)])
+    service.apply([pre(RAISE)])
+    (cleared,), _ = service.apply([pre(CLEAR, ts=T0 + 10)])
     assert cleared.after["state"] == AlarmState.CLEARED_UNACKNOWLEDGED
-    (again,), _ = service.apply([ev(RAISE, ts=T0 + 20)])
+    (again,), _ = service.apply([pre(RAISE, ts=T0 + 20)])
     assert again.action is AlarmAction.RAISED
     assert again.after["id"] == cleared.after["id"]
     assert again.after["occurrences"] == 2
@@ -92,13 +98,13 @@ def test_acknowledge_records_who_when_and_the_note(service: AlarmService, clock:
 def test_an_acknowledged_alarm_that_clears_is_cleared_acknowledged_until_closed(
     service: AlarmService, clock: FakeClock
 ) -> None:
-    (raised,), _ = service.apply([ev(RAISE)])
+    (raised,), _ = service.apply([pre(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op")
-    (cleared,), _ = service.apply([ev(CLEAR, ts=T0 + 5)])
+    (cleared,), _ = service.apply([pre(CLEAR, ts=T0 + 5)])
     assert cleared.action is AlarmAction.CLEARED
     assert cleared.after["state"] == AlarmState.CLEARED_ACKNOWLEDGED
     # Until it is closed, a recurrence re-opens the same alarm and needs a new acknowledgement.
-    (again,), _ = service.apply([ev(RAISE, ts=T0 + 9)])
+    (again,), _ = service.apply([pre(RAISE, ts=T0 + 9)])
     assert (again.action, again.after["id"]) == (AlarmAction.RAISED, raised.alarm_id)
     assert again.after["state"] == AlarmState.ACTIVE_UNACKNOWLEDGED
     assert again.after["acked_by"] is None
@@ -107,23 +113,23 @@ def test_an_acknowledged_alarm_that_clears_is_cleared_acknowledged_until_closed(
 def test_a_cleared_acknowledged_alarm_closes_after_the_quiet_period_and_frees_the_key(
     service: AlarmService, clock: FakeClock
 ) -> None:
-    (raised,), _ = service.apply([ev(RAISE)])
+    (raised,), _ = service.apply([pre(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op")
-    service.apply([ev(CLEAR, ts=T0 + 5)])
+    service.apply([pre(CLEAR, ts=T0 + 5)])
     clock.now = T0 + 304  # close_after_s defaults to 300 s of quiet after the clear
     assert service.tick() == []
     clock.now = T0 + 305
     (closed,) = service.tick()
     assert (closed.action, closed.actor) == (AlarmAction.CLOSED, "firewatch")
-    (fresh,), _ = service.apply([ev(RAISE, ts=T0 + 306)])
+    (fresh,), _ = service.apply([pre(RAISE, ts=T0 + 306)])
     assert fresh.after["id"] != raised.alarm_id
 
 
 def test_acknowledging_a_cleared_alarm_makes_it_cleared_acknowledged_and_a_person_may_close_it(
     service: AlarmService,
 ) -> None:
-    (raised,), _ = service.apply([ev(RAISE)])
-    service.apply([ev(CLEAR, ts=T0 + 5)])
+    (raised,), _ = service.apply([pre(RAISE)])
+    service.apply([pre(CLEAR, ts=T0 + 5)])
     t = service.acknowledge(raised.alarm_id, actor="op")
     assert t.after["state"] == AlarmState.CLEARED_ACKNOWLEDGED
     closed = service.close(raised.alarm_id, actor="op", note="现场复位")
@@ -132,10 +138,10 @@ def test_acknowledging_a_cleared_alarm_makes_it_cleared_acknowledged_and_a_perso
 
 
 def test_only_a_cleared_and_acknowledged_alarm_can_be_closed(service: AlarmService) -> None:
-    (raised,), _ = service.apply([ev(RAISE)])
+    (raised,), _ = service.apply([pre(RAISE)])
     with pytest.raises(InvalidTransitionError, match="still active"):
         service.close(raised.alarm_id, actor="op")
-    service.apply([ev(CLEAR, ts=T0 + 5)])
+    service.apply([pre(CLEAR, ts=T0 + 5)])
     with pytest.raises(InvalidTransitionError, match="acknowledge it first"):
         service.close(raised.alarm_id, actor="op")
 
@@ -144,7 +150,7 @@ def test_false_alarm_acknowledgements_are_counted_per_device(service: AlarmServi
     for n in range(3):
         (raised,), _ = service.apply([ev(RAISE, ts=T0 + n)])
         service.acknowledge(raised.alarm_id, actor="op", note="误报：蒸汽", false_alarm=n < 2)
-        service.apply([ev(CLEAR, ts=T0 + n + 0.5)])
+        service.reset(raised.alarm_id, actor="op")  # a fire alarm latches: ended by a reset
         service.close(raised.alarm_id, actor="op")
     service.apply([ev(RAISE, device="smk-1-2", ts=T0 + 5)])
     assert service.false_alarm_counts() == [("smk-1-1", 2, 3), ("smk-1-2", 0, 1)]
@@ -163,14 +169,14 @@ def test_human_actions_on_the_wrong_state_are_refused(service: AlarmService) -> 
 def test_every_transition_is_logged_with_before_and_after(service: AlarmService) -> None:
     (raised,), _ = service.apply([ev(RAISE)])
     service.acknowledge(raised.alarm_id, actor="op", note="checked")
-    service.clear(raised.alarm_id, actor="op", note="reset on site")
+    service.reset(raised.alarm_id, actor="op", note="reset on site")
     service.close(raised.alarm_id, actor="op", note="done")
     with service.sessions() as s:
         log = s.scalars(select(AlarmEventRow).order_by(AlarmEventRow.id)).all()
     assert [(e.action, e.actor) for e in log] == [
         ("raised", "firewatch"),
         ("acknowledged", "op"),
-        ("cleared", "op"),
+        ("reset", "op"),
         ("closed", "op"),
     ]
     assert log[0].before is None

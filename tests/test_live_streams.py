@@ -484,8 +484,8 @@ async def test_reconnecting_after_the_last_event_id_replays_exactly_what_was_mis
 async def test_a_backlog_larger_than_one_replay_comes_in_pieces_each_connection_ending_where_to_go_on(
     stack: Stack,
 ) -> None:
-    for device in ("smk-s1-1", "smk-s1-2", "smk-s1-3"):
-        await stack.smoke(device, 0.31)  # a fire and a pre-alarm each
+    for device in ("smk-s1-1", "smk-s1-2", "smk-s1-3", "smk-s2-1", "smk-s2-2", "smk-s2-3"):
+        await stack.smoke(device, 0.31)  # a fire each (its pre-alarm, in the same reading, superseded)
     log = await stack.committed(lambda events: len(events) == 6)
     stack.service.live.replay_max = 4
 
@@ -552,7 +552,9 @@ async def test_a_client_reconnecting_again_and_again_during_a_burst_gets_every_t
 
     log = await stack.events()
     assert log[-1].event_id == last_id
-    assert len(log) > 3 * len(devices) * 2  # raised and cleared, fire and pre-alarm, each round
+    # Each round a fire raised (or repeated: it latches) and its reading back to normal; the
+    # pre-alarm crossed in the same reading is superseded by the fire.
+    assert len(log) >= 3 * len(devices) * 2
     assert len(received) == len(set(received)), "a transition was sent twice"
     assert sorted(received) == [t.event_id for t in log], "a transition was missed"
 
@@ -577,10 +579,10 @@ async def test_site_and_category_filters_pass_only_what_was_asked_for_live_and_o
         sse(stack, filters["s1 fire"]) as s1_fire,
     ):
         for device in ("smk-s1-1", "smk-s2-1", "smk-s1-2", "smk-s2-2"):
-            await stack.smoke(device, 0.31)  # a fire and a pre-alarm each
+            await stack.smoke(device, 0.31)  # a fire each (its pre-alarm in the same reading superseded)
         for device in ("prs-s1", "prs-s2"):
             await stack.pressure(device, 0.05)  # low pressure: supervisory
-        log = await stack.committed(lambda events: len(events) == 10)
+        log = await stack.committed(lambda events: len(events) == 6)
         # Every transition has been offered to every stream: what a stream reads before a later
         # transition it wants is all it was given.
         deadline = time.monotonic() + WAIT_S

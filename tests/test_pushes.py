@@ -120,14 +120,16 @@ def test_routes_filter_by_category_site_and_action(tmp_path: Path) -> None:
         PushRoute(name="fire-only", url="json://127.0.0.1:9/x", categories=[AlarmCategory.FIRE]),
         PushRoute(name="faults", url="json://127.0.0.1:9/x", categories=[AlarmCategory.FAULT]),
         PushRoute(name="other-site", url="json://127.0.0.1:9/x", sites=["elsewhere"]),
-        PushRoute(name="clears", url="json://127.0.0.1:9/x", actions=[AlarmAction.CLEARED]),
+        PushRoute(name="resets", url="json://127.0.0.1:9/x", actions=[AlarmAction.RESET]),
     ]
     alarms, _ = make(tmp_path / "s.sqlite", routes)
-    alarms.apply([fire()])
-    alarms.apply([fire(kind=DetectorEventKind.CLEAR)])
+    (raised,), _ = alarms.apply([fire()])
+    alarms.apply([fire(kind=DetectorEventKind.CLEAR)])  # a fire alarm latches: recorded, not pushed
+    alarms.reset(raised.alarm_id, actor="op")
     with alarms.sessions() as s:
         owed = sorted((r.route, r.payload["transition"]["action"]) for r in s.scalars(select(OutboxRow)))
-    assert owed == [("clears", "cleared"), ("fire-only", "raised")]
+    # By default a subscription hears a fire's raise and its reset (the stand-down).
+    assert owed == [("fire-only", "raised"), ("fire-only", "reset"), ("resets", "reset")]
 
 
 async def test_a_receiver_that_is_down_is_retried_until_it_is_up_and_nothing_is_lost(

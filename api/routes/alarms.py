@@ -22,6 +22,7 @@ from api.schemas import (
     CloseIn,
     FalseAlarmsOut,
     Page,
+    ResetIn,
     ShelveIn,
     TransitionOut,
 )
@@ -159,8 +160,16 @@ async def acknowledge(alarm_id: RowId, body: AcknowledgeIn, who: AlarmHandler, c
 @router.post("/{alarm_id}/clear", operation_id="clear_alarm", responses=_ACTION_PROBLEMS)
 async def clear(alarm_id: RowId, body: ClearIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
     """Clear an active alarm by hand (e.g. after a reset on site); the detector re-raises it if the
-    condition persists."""
+    condition persists. A fire alarm latches and is not cleared but reset (409 pointing to `reset`)."""
     return await _act(ctx, lambda: ctx.alarms.clear(alarm_id, actor=who.name, note=body.note))
+
+
+@router.post("/{alarm_id}/reset", operation_id="reset_alarm", responses=_ACTION_PROBLEMS)
+async def reset(alarm_id: RowId, body: ResetIn, who: AlarmHandler, ctx: Ctx) -> TransitionOut:
+    """Reset (复位) a latched fire alarm, as on a fire alarm control panel (GB 4717): it ends as a
+    clear does, everyone told stands down, and a condition that persists raises a new alarm. Only an
+    active fire alarm latches; anything else is 409."""
+    return await _act(ctx, lambda: ctx.alarms.reset(alarm_id, actor=who.name, note=body.note))
 
 
 @router.post("/{alarm_id}/close", operation_id="close_alarm", responses=_ACTION_PROBLEMS)

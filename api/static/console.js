@@ -33,6 +33,9 @@ const I18N = {
     "ack.button": "确认", "ack.title": "确认报警", "ack.note": "备注", "ack.false_alarm": "误报",
     "ack.submit": "确认", "ack.by": "{who} 于 {when} 确认", "ack.as": "确认人：{who}",
     "ack.false_marked": "（误报）",
+    "reset.button": "复位", "reset.title": "火警复位",
+    "reset.confirm": "火警保持至复位（GB 4717）。复位后若现场仍有火情，将重新报警。确认已到场核实并复位？",
+    "latch.mark": "火警保持，待复位", "latch.normal": "读数已于 {when} 恢复正常，仍需复位",
     "clear.button": "清除", "clear.title": "清除报警", "unshelve.button": "取消搁置", "unshelve.title": "取消搁置",
     "shelve.button": "搁置", "shelve.title": "搁置报警", "shelve.duration": "搁置时长", "shelve.reason": "搁置原因（必填）",
     "shelve.15m": "15 分钟", "shelve.1h": "1 小时", "shelve.4h": "4 小时", "shelve.8h": "8 小时", "shelve.24h": "24 小时",
@@ -102,6 +105,9 @@ const I18N = {
     "ack.button": "Acknowledge", "ack.title": "Acknowledge alarm", "ack.note": "Note",
     "ack.false_alarm": "False alarm", "ack.submit": "Acknowledge", "ack.by": "Acknowledged by {who} at {when}",
     "ack.as": "Acknowledging as {who}", "ack.false_marked": " (false alarm)",
+    "reset.button": "Reset", "reset.title": "Reset fire alarm",
+    "reset.confirm": "A fire alarm stays until it is reset (GB 4717). If the fire is still there it will alarm again. Checked on site and reset it?",
+    "latch.mark": "Latched until reset", "latch.normal": "Reading back to normal at {when}; still needs a reset",
     "clear.button": "Clear", "clear.title": "Clear alarm", "unshelve.button": "Unshelve", "unshelve.title": "Unshelve alarm",
     "shelve.button": "Shelve", "shelve.title": "Shelve alarm", "shelve.duration": "Shelve for", "shelve.reason": "Reason (required)",
     "shelve.15m": "15 minutes", "shelve.1h": "1 hour", "shelve.4h": "4 hours", "shelve.8h": "8 hours", "shelve.24h": "24 hours",
@@ -563,6 +569,7 @@ function countChips(node, alarms) {
   }
 }
 
+const isLatched = (a) => a.category === "fire" && ACTIVE.has(a.state);
 const isUnacked = (a) => a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
 
 /** The buttons a signed-in user may use on an alarm: none for a role that may not handle alarms,
@@ -573,7 +580,9 @@ function alarmButtons(a) {
   const out = [];
   const button = (role, text, onClick, cls = "minor") => el("button", { class: cls, text, dataset: { role }, on: { click: onClick } });
   if (isUnacked(a)) out.push(button("ack", t("ack.button"), () => openAck(a), "primary"));
-  if (ACTIVE.has(a.state)) out.push(button("clear", t("clear.button"), () => openAlarmAction("clear", a)));
+  // A fire alarm latches until reset (GB 4717): it offers 复位, never clear (the API refuses that).
+  if (isLatched(a)) out.push(button("reset", t("reset.button"), () => openAlarmAction("reset", a)));
+  else if (ACTIVE.has(a.state)) out.push(button("clear", t("clear.button"), () => openAlarmAction("clear", a)));
   if (a.shelved_until) out.push(button("unshelve", t("unshelve.button"), () => openAlarmAction("unshelve", a)));
   else if (a.category !== "fire") out.push(button("shelve", t("shelve.button"), () => openAlarmAction("shelve", a)));
   return out;
@@ -613,6 +622,10 @@ function alarmCard(a) {
     main.append(el("div", { class: "ack", dataset: { role: "acked" },
       text: t("ack.by", { who: a.acked_by, when: fmtTime(a.acked_ts) }) + (a.false_alarm ? t("ack.false_marked") : "")
         + (a.ack_note ? ` — ${a.ack_note}` : "") }));
+  }
+  if (isLatched(a) && !isUnrecorded(a)) {
+    main.append(el("div", { class: "latch", dataset: { role: "latched" },
+      text: a.normal_ts ? t("latch.normal", { when: fmtTime(a.normal_ts) }) : t("latch.mark") }));
   }
   if (a.shelved_until) {
     main.append(el("div", { class: "shelf", dataset: { role: "shelved" },
@@ -718,6 +731,8 @@ function openAlarmAction(action, a) {
   $("alarm-title").textContent = t(`${action}.title`);
   $("alarm-what").textContent = alarmWhat(a);
   $("alarm-duration-field").hidden = action !== "shelve";
+  $("alarm-confirm").hidden = action !== "reset";
+  $("alarm-confirm").textContent = action === "reset" ? t("reset.confirm") : "";
   $("alarm-note-label").textContent = action === "shelve" ? t("shelve.reason") : t("ack.note");
   $("alarm-note").value = "";
   $("alarm-note").setAttribute("aria-required", String(action === "shelve")); // checked on submit, with our message
