@@ -19,26 +19,13 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress
 
-from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, ZoneSpec
+from bench.ingest import registry
 from device_profiles.loader import load_profiles
 from ingest.decode import Decoder
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
 
 NOW = 1_800_000_000.0
-
-
-def registry(devices: int) -> Registry:
-    floors = [
-        FloorSpec(id=f"f{f}", name=f"{f}F", zones=[ZoneSpec(id=f"z{z}", name=f"{z}区") for z in range(10)])
-        for f in range(10)
-    ]
-    site = SiteSpec(id="bench", name="bench", buildings=[BuildingSpec(id="b1", name="b1", floors=floors)])
-    devs = [
-        Device(id=f"d{i:06d}", profile="smoke-photoelectric", place=f"bench/b1/f{i % 10}/z{(i // 10) % 10}")
-        for i in range(devices)
-    ]
-    return Registry([site], devs)
 
 
 def main() -> None:
