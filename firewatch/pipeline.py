@@ -183,6 +183,11 @@ class Pipeline:
         self._lock = threading.Lock()
         self._snapshot_at = clock()
         self._queue: BoundedQueue | None = None  # set by run(): its oldest message bounds the watermark
+        # The ingest connection (None: down; else its number, changing at each reconnection). While
+        # it is down nobody can be heard, so nobody is called offline; once it is back every device
+        # gets a fresh grace period. By default ingest is always up (tests, tools).
+        self.connection: Callable[[], int | None] = lambda: 0
+        self._connection: int | None = 0
         self._detecting_since: float | None = None  # arrival of the oldest message in detection
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
@@ -367,7 +372,12 @@ class Pipeline:
             max_future_s=old_decoder.max_future_s,
             max_past_s=old_decoder.max_past_s,
         )
-        engine = Engine(index, start=self.clock(), fusion_window_s=old_engine.fusion.window_s)
+        engine = Engine(
+            index,
+            start=self.clock(),
+            fusion_window_s=old_engine.fusion.window_s,
+            outage=old_engine.liveness.policy,
+        )
         old_of_new = [old.dev_of.get(d, -1) for d in index.device_ids]
         # Detector units carry for devices that stay with the same profile (same units, same
         # parameters); a device given another profile starts its detectors afresh.
@@ -491,10 +501,20 @@ class Pipeline:
     def check_liveness(self) -> list[DetectorEvent]:
         """Offline alarms for devices gone quiet; returns those left for the journal."""
         with self._lock:
-            events = self.engine.check(self.watermark())
-        # A power cut silences a floor at once: hundreds of offline alarms, each opening a ticket.
-        # Written in small transactions, so a fire alarm from the next batch waits for one chunk
-        # at most, not for all of them (a fire alarm is never delayed behind maintenance work).
+            now = self.watermark()
+            connection = self.connection()
+            if connection is None:  # not listening: silence says nothing now
+                self._connection = None
+                return []
+            if connection != self._connection:
+                if self._connection is None:  # ingest resumed: a fresh grace period for everyone
+                    self.engine.grace(now)
+                self._connection = connection
+            events = self.engine.check(now)
+        # Devices silent together are one outage alarm (detectors/liveness.py); offline alarms of
+        # devices silent alone can still come many at once (e.g. an outage ending with some still
+        # silent). Written in small transactions, so a fire alarm from the next batch waits for one
+        # chunk at most, not for all of them (a fire alarm is never delayed behind maintenance work).
         deferred: list[DetectorEvent] = []
         for i in range(0, len(events), LIVENESS_CHUNK):
             deferred += self.submit_events(events[i : i + LIVENESS_CHUNK])
