@@ -498,6 +498,7 @@ async def test_a_backlog_waiting_in_the_pipeline_is_not_mistaken_for_silence(
     svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
     svc.pipeline.clock = clock
     svc.pipeline._queue = svc.queue
+    svc.pipeline.connection = lambda: 1  # not started: as if connected (unconnected, nobody is judged)
     # A reading of every device arrived 0.2 s ago and still waits in the queue; the heartbeat
     # limit (3 x 0.5 s) passes while it waits. Judged against the wall clock, every device would
     # be offline; judged against the watermark, nobody is.
@@ -532,3 +533,24 @@ async def test_a_time_scaled_service_runs_its_clock_faster_and_says_so(
     assert first["status"] == "ok"
     assert first["time_scale"] == 50.0
     assert 5.0 < second["time"] - first["time"] < 30.0  # 0.2 s of wall time is about 10 s
+
+
+async def test_nobody_is_called_offline_while_ingest_is_disconnected_nor_right_after_it_reconnects(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from core.clock import ScaledClock
+
+    clock = ScaledClock(1.0)
+    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
+    svc.pipeline.clock = clock
+    connection: list[int | None] = [None]
+    svc.pipeline.connection = lambda: connection[0]
+    svc.engine.grace(clock() - 10.0)  # everyone silent for far longer than 3 x 0.5 s
+    svc.pipeline.check_liveness()
+    assert svc.alarms.active_keys() == set()  # not listening: silence says nothing
+    connection[0] = 2  # reconnected: every device gets its offline window afresh
+    svc.pipeline.check_liveness()
+    assert svc.alarms.active_keys() == set()
+    await asyncio.sleep(1.6)
+    svc.pipeline.check_liveness()
+    assert {t for _, t in svc.alarms.active_keys()} == {"device.offline"}
