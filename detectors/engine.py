@@ -161,6 +161,11 @@ class Engine:
         self.liveness.grace(now)
         self.channels.grace(now)
 
+    def pause(self, gap: float) -> None:
+        """Ingest did not listen for `gap` seconds: not counted as silence."""
+        self.liveness.pause(gap)
+        self.channels.pause(gap)
+
     def check(self, now: float) -> list[DetectorEvent]:
         """Time-driven checks (liveness), run on a timer independent of traffic."""
         events = self.liveness.check(now) + self.channels.check(now)

@@ -126,6 +126,12 @@ class LivenessWatch:
         for outage in self.outages.values():
             outage.keep_until = max(outage.keep_until, keep)
 
+    def pause(self, gap: float) -> None:
+        """Ingest was not listening for `gap` seconds (the MQTT connection was down): that time is
+        not counted as anyone's silence. A connection that keeps dropping therefore delays offline
+        alarms by the time it was down, not indefinitely, as a fresh grace period each time would."""
+        self.last_seen += gap
+
     def check(self, now: float) -> list[DetectorEvent]:
         if now < self.not_before:
             return []
@@ -361,6 +367,10 @@ class ChannelWatch:
     def grace(self, now: float) -> None:
         """As LivenessWatch.grace: the service starting knows nothing of the time it was down."""
         np.maximum(self.last, now, out=self.last)
+
+    def pause(self, gap: float) -> None:
+        """As LivenessWatch.pause: time not listening is no channel's silence."""
+        self.last += gap
 
     def check(self, now: float) -> list[DetectorEvent]:
         silent = np.flatnonzero(self.watched & ~self.stale & (now - self.last > self.limit))

@@ -183,11 +183,11 @@ class Pipeline:
         self._lock = threading.Lock()
         self._snapshot_at = clock()
         self._queue: BoundedQueue | None = None  # set by run(): its oldest message bounds the watermark
-        # The ingest connection (None: down; else its number, changing at each reconnection). While
-        # it is down nobody can be heard, so nobody is called offline; once it is back every device
-        # gets a fresh grace period. By default ingest is always up (tests, tools).
+        # The ingest connection (None: down; else its number). While it is down nobody can be
+        # heard, so nobody is called offline, and the time it was down is not counted as anyone's
+        # silence. By default ingest is always up (tests, tools).
         self.connection: Callable[[], int | None] = lambda: 0
-        self._connection: int | None = 0
+        self._down_since: float | None = None
         self._detecting_since: float | None = None  # arrival of the oldest message in detection
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
@@ -502,14 +502,13 @@ class Pipeline:
         """Offline alarms for devices gone quiet; returns those left for the journal."""
         with self._lock:
             now = self.watermark()
-            connection = self.connection()
-            if connection is None:  # not listening: silence says nothing now
-                self._connection = None
+            if self.connection() is None:  # not listening: silence says nothing now
+                if self._down_since is None:
+                    self._down_since = now
                 return []
-            if connection != self._connection:
-                if self._connection is None:  # ingest resumed: a fresh grace period for everyone
-                    self.engine.grace(now)
-                self._connection = connection
+            if self._down_since is not None:  # listening again: the time deaf is nobody's silence
+                self.engine.pause(max(0.0, now - self._down_since))
+                self._down_since = None
             events = self.engine.check(now)
         # Devices silent together are one outage alarm (detectors/liveness.py); offline alarms of
         # devices silent alone can still come many at once (e.g. an outage ending with some still
