@@ -14,6 +14,7 @@ CATEGORY_ZH: dict[AlarmCategory, str] = {
 
 ALARM_TYPE_ZH: dict[str, str] = {
     "device.offline": "设备离线",
+    "device.outage": "区域通信中断（多台设备同时离线）",
     "device.fault": "设备故障",
     "device.tamper": "设备防拆",
     "device.alarm": "设备报警",
@@ -24,6 +25,10 @@ ALARM_TYPE_ZH: dict[str, str] = {
 # Suggested rectification measures (整改措施与意见) for automatically opened tickets.
 MEASURES_ZH: dict[str, str] = {
     "device.offline": "现场检查设备供电与通信链路（网关、无线信号、电池），恢复设备在线并确认数据上报正常。",
+    "device.outage": (
+        "检查该区域的供电、网关与交换机等公共通信链路，恢复后确认全部设备重新上报；"
+        "中断期间安排人员对该区域加强巡查。"
+    ),
     "device.fault": "检查设备故障代码，清洁或更换探测部件，必要时更换设备，并完成功能测试。",
     "device.tamper": "检查设备是否被拆卸或遮挡，恢复安装并完成功能测试。",
     "sensor.flapping": (

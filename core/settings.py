@@ -187,6 +187,32 @@ class DetectionSettings(_Section):
     snapshot_every_s: float = Field(
         default=60.0, ge=0, description="save detector state this often (0: only at a clean stop)"
     )
+    # Outage grouping (detectors/liveness.py, docs/detection.md): many devices of one place silent
+    # together are one outage alarm and one ticket, not an offline alarm and a ticket each.
+    outage_min_devices: int = Field(
+        default=10, ge=2, description="a place is out when at least this many of its devices went quiet"
+    )
+    outage_min_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="... and at least this share of its registered devices is quiet"
+    )
+    outage_quiet_heartbeats: float = Field(
+        default=1.5, gt=0, description="a device is quiet after this many heartbeats without a message"
+    )
+    outage_hold_heartbeats: float = Field(
+        default=1.0,
+        ge=0,
+        description="where an outage may be forming, a device past its offline limit waits this many "
+        "heartbeats for it before raising its own offline alarm",
+    )
+    outage_update_s: float = Field(
+        default=30.0, gt=0, description="an open outage's count is updated this often"
+    )
+    offline_grace_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="after the service starts or ingest resumes, nobody is called offline for this long; "
+        "every device always gets at least its own offline window (heartbeat x offline_after)",
+    )
 
 
 class TelemetrySettings(_Section):

@@ -27,7 +27,7 @@ from detectors.base import Hits
 from detectors.catalog import Bank, Stream, compile_banks
 from detectors.device_events import DeviceEventMapper
 from detectors.fusion import CONFIRMED, ZoneFusion
-from detectors.liveness import OFFLINE, ChannelWatch, LivenessWatch
+from detectors.liveness import OFFLINE, OUTAGE, ChannelWatch, LivenessWatch, OutagePolicy
 from detectors.samples import Samples
 from ingest.decode import ClockChange, DecodedBatch
 from ingest.index import DeviceIndex
@@ -86,6 +86,7 @@ class StateCarry:
         old, new = self.old, self.new
         new.liveness.last_seen[self.dev_dst] = old.liveness.last_seen[self.dev_src]
         new.liveness.offline[self.dev_dst] = old.liveness.offline[self.dev_src]
+        new.liveness.carry_outages(old.liveness, self.dev_dst, self.dev_src)
         new.channels.last[self.slot_dst] = old.channels.last[self.slot_src]
         new.channels.stale[self.slot_dst] = old.channels.stale[self.slot_src]
         # Zone fusion is keyed by zone path and device id already: it moves as it is. Signals of a
@@ -94,10 +95,17 @@ class StateCarry:
 
 
 class Engine:
-    def __init__(self, index: DeviceIndex, *, start: float, fusion_window_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        index: DeviceIndex,
+        *,
+        start: float,
+        fusion_window_s: float = 120.0,
+        outage: OutagePolicy | None = None,
+    ) -> None:
         self.index = index
         self.banks: list[Bank] = compile_banks(index)
-        self.liveness = LivenessWatch(index, start)
+        self.liveness = LivenessWatch(index, start, outage)
         self.channels = ChannelWatch(index, start)
         self.device_events = DeviceEventMapper(index)
         self.fusion = ZoneFusion(index, fusion_window_s)
@@ -161,6 +169,11 @@ class Engine:
         """Count silence afresh from `now`, when the service starts listening."""
         self.liveness.grace(now)
         self.channels.grace(now)
+
+    def pause(self, gap: float) -> None:
+        """Ingest did not listen for `gap` seconds: not counted as silence."""
+        self.liveness.pause(gap)
+        self.channels.pause(gap)
 
     def check(self, now: float) -> list[DetectorEvent]:
         """Time-driven checks (liveness), run on a timer independent of traffic."""
@@ -235,6 +248,7 @@ class Engine:
             if hit is not None:
                 hit[0].detector.set_active([hit[1]])
         self.liveness.restore_offline({device for device, alarm_type in active if alarm_type == OFFLINE})
+        self.liveness.restore_outages({key for key, t in active if t == OUTAGE}, self.liveness.not_before)
         self.channels.restore_stale(active)
         self.fusion.restore_confirmed(active)
 
@@ -304,6 +318,9 @@ class Engine:
             dev = self.index.dev_of.get(device_id)
             if dev is not None:
                 self.liveness.offline[dev] = False
+            return
+        if alarm_type == OUTAGE:
+            self.liveness.forget_outage(device_id)
             return
         if alarm_type == CONFIRMED:
             for zone in self.fusion.zones.values():

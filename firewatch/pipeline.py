@@ -183,6 +183,11 @@ class Pipeline:
         self._lock = threading.Lock()
         self._snapshot_at = clock()
         self._queue: BoundedQueue | None = None  # set by run(): its oldest message bounds the watermark
+        # The ingest connection (None: down; else its number). While it is down nobody can be
+        # heard, so nobody is called offline, and the time it was down is not counted as anyone's
+        # silence. By default ingest is always up (tests, tools).
+        self.connection: Callable[[], int | None] = lambda: 0
+        self._down_since: float | None = None
         self._detecting_since: float | None = None  # arrival of the oldest message in detection
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
@@ -367,7 +372,12 @@ class Pipeline:
             max_future_s=old_decoder.max_future_s,
             max_past_s=old_decoder.max_past_s,
         )
-        engine = Engine(index, start=self.clock(), fusion_window_s=old_engine.fusion.window_s)
+        engine = Engine(
+            index,
+            start=self.clock(),
+            fusion_window_s=old_engine.fusion.window_s,
+            outage=old_engine.liveness.policy,
+        )
         old_of_new = [old.dev_of.get(d, -1) for d in index.device_ids]
         # Detector units carry for devices that stay with the same profile (same units, same
         # parameters); a device given another profile starts its detectors afresh.
@@ -491,10 +501,19 @@ class Pipeline:
     def check_liveness(self) -> list[DetectorEvent]:
         """Offline alarms for devices gone quiet; returns those left for the journal."""
         with self._lock:
-            events = self.engine.check(self.watermark())
-        # A power cut silences a floor at once: hundreds of offline alarms, each opening a ticket.
-        # Written in small transactions, so a fire alarm from the next batch waits for one chunk
-        # at most, not for all of them (a fire alarm is never delayed behind maintenance work).
+            now = self.watermark()
+            if self.connection() is None:  # not listening: silence says nothing now
+                if self._down_since is None:
+                    self._down_since = now
+                return []
+            if self._down_since is not None:  # listening again: the time deaf is nobody's silence
+                self.engine.pause(max(0.0, now - self._down_since))
+                self._down_since = None
+            events = self.engine.check(now)
+        # Devices silent together are one outage alarm (detectors/liveness.py); offline alarms of
+        # devices silent alone can still come many at once (e.g. an outage ending with some still
+        # silent). Written in small transactions, so a fire alarm from the next batch waits for one
+        # chunk at most, not for all of them (a fire alarm is never delayed behind maintenance work).
         deferred: list[DetectorEvent] = []
         for i in range(0, len(events), LIVENESS_CHUNK):
             deferred += self.submit_events(events[i : i + LIVENESS_CHUNK])

@@ -32,6 +32,7 @@ from core.registry import Registry, load_registry
 from core.registry_io import RegistryChange, diff_registries
 from core.settings import PushRoute, Settings
 from detectors.engine import Engine, SnapshotError
+from detectors.liveness import OutagePolicy
 from device_profiles.schema import Profile
 from firewatch import stopping
 from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
@@ -188,7 +189,20 @@ class Service:
             clock=clock,
         )
         self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
-        self.engine = Engine(self.index, start=clock(), fusion_window_s=settings.detection.fusion_window_s)
+        det = settings.detection
+        self.engine = Engine(
+            self.index,
+            start=clock(),
+            fusion_window_s=det.fusion_window_s,
+            outage=OutagePolicy(
+                min_devices=det.outage_min_devices,
+                min_fraction=det.outage_min_fraction,
+                quiet_heartbeats=det.outage_quiet_heartbeats,
+                hold_heartbeats=det.outage_hold_heartbeats,
+                update_s=det.outage_update_s,
+                grace_s=det.offline_grace_s,
+            ),
+        )
         self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
         self.rejects = RejectStore(self.sessions, ing.reject_store_max)
         # Alarm events and rejects journaled while the state store was failing, before a stop or a
@@ -270,6 +284,8 @@ class Service:
             receive_maximum=min(settings.mqtt.receive_maximum, ing.queue_max),
             keepalive=settings.mqtt.keepalive_s,
         )
+        source = self.source
+        self.pipeline.connection = lambda: source.epoch if source.connected.is_set() else None
         self._stop = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []

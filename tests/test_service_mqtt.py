@@ -498,6 +498,7 @@ async def test_a_backlog_waiting_in_the_pipeline_is_not_mistaken_for_silence(
     svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
     svc.pipeline.clock = clock
     svc.pipeline._queue = svc.queue
+    svc.pipeline.connection = lambda: 1  # not started: as if connected (unconnected, nobody is judged)
     # A reading of every device arrived 0.2 s ago and still waits in the queue; the heartbeat
     # limit (3 x 0.5 s) passes while it waits. Judged against the wall clock, every device would
     # be offline; judged against the watermark, nobody is.
@@ -532,3 +533,27 @@ async def test_a_time_scaled_service_runs_its_clock_faster_and_says_so(
     assert first["status"] == "ok"
     assert first["time_scale"] == 50.0
     assert 5.0 < second["time"] - first["time"] < 30.0  # 0.2 s of wall time is about 10 s
+
+
+async def test_time_with_ingest_disconnected_is_not_counted_as_any_devices_silence(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from tests.conftest import FakeClock
+
+    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
+    clock = FakeClock(svc.clock())
+    svc.pipeline.clock = clock
+    connection: list[int | None] = [1]
+    svc.pipeline.connection = lambda: connection[0]
+    svc.engine.liveness.last_seen[:] = clock.now - 1.0  # everyone silent for 1 s of their 1.5 s limit
+    connection[0] = None  # the connection drops for 10 s: nobody is judged meanwhile
+    svc.pipeline.check_liveness()
+    clock.now += 10.0
+    svc.pipeline.check_liveness()
+    assert svc.alarms.active_keys() == set()
+    connection[0] = 2  # back: the 10 s it was down do not count, so 1 s of silence each
+    svc.pipeline.check_liveness()
+    assert svc.alarms.active_keys() == set()
+    clock.now += 0.7  # 1.7 s of counted silence: past the limit
+    svc.pipeline.check_liveness()
+    assert {t for _, t in svc.alarms.active_keys()} == {"device.offline"}
