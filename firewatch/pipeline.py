@@ -276,6 +276,9 @@ class Pipeline:
                 transitions, tickets = write.result(timeout=self.config.alarm_write_timeout_s)
             except concurrent.futures.TimeoutError:
                 self._alarm_write = write  # still running: nothing goes to the store until it ends
+                # When it does commit, its pushes and listeners follow (the journal's copy of these
+                # events is then recorded as repeats).
+                write.add_done_callback(self._late_write)
                 self._storage_failed(TimeoutError(f"no answer in {self.config.alarm_write_timeout_s:g} s"))
             except Exception as exc:
                 self._storage_failed(exc)
@@ -288,6 +291,12 @@ class Pipeline:
         self.unrecorded.add(events)
         self._observe_latency(first_received)
         return events
+
+    def _late_write(
+        self, write: concurrent.futures.Future[tuple[list[Transition], list[TicketChange]]]
+    ) -> None:
+        if write.exception() is None:
+            self.publish(*write.result())
 
     def _observe_latency(self, first_received: float | None) -> None:
         if first_received is None:
