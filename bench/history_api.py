@@ -18,22 +18,19 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from api.app import create_app
+from bench.serving import serving
 from core.domain import Role
 from core.settings import MqttSettings, Settings
-from firewatch.broker import free_port, wait_for_port
 from firewatch.service import Service
 
 console = Console()
@@ -81,36 +78,26 @@ def main() -> None:
         # A broker URL that is never dialled: only the API and the stores are exercised.
         service = Service(Settings(data_dir=Path(tmp), mqtt=MqttSettings(url="mqtt://127.0.0.1:9")))
         start, end = fill(service, args.days, progress)
-        ctx = service.app_context()
-        ctx.start = ctx.stop = None
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for_port("127.0.0.1", port)
-        url = f"http://127.0.0.1:{port}/api/v1/devices/{DEVICE}/history"
-        params: dict[str, str | float] = {"channel": CHANNEL, "start": start, "end": end, "buckets": 1000}
-        key, _ = service.accounts.create_api_key("bench-history", [Role.VIEWER], by="bench")
-        with httpx.Client(headers={"Authorization": f"Bearer {key.token}"}) as client:
-            body = client.get(url, params=params).json()
-            assert len(body["ts"]) == 1000, len(body["ts"])
-            assert sum(body["count"]) == int(args.days * 8640), sum(body["count"])
+        with serving(service.app_context()) as base:
+            url = f"{base}/api/v1/devices/{DEVICE}/history"
+            params: dict[str, str | float] = {"channel": CHANNEL, "start": start, "end": end, "buckets": 1000}
+            key, _ = service.accounts.create_api_key("bench-history", [Role.VIEWER], by="bench")
+            with httpx.Client(headers={"Authorization": f"Bearer {key.token}"}) as client:
+                body = client.get(url, params=params).json()
+                assert len(body["ts"]) == 1000, len(body["ts"])
+                assert sum(body["count"]) == int(args.days * 8640), sum(body["count"])
 
-            def api() -> None:
-                client.get(url, params=params).raise_for_status()
+                def api() -> None:
+                    client.get(url, params=params).raise_for_status()
 
-            def store() -> None:
-                service.telemetry.history(DEVICE, CHANNEL, start, end, buckets=1000)
+                def store() -> None:
+                    service.telemetry.history(DEVICE, CHANNEL, start, end, buckets=1000)
 
-            timed(api, 20)  # warm-up
-            results = {
-                "API over HTTP": timed(api, args.queries),
-                "store.history()": timed(store, args.queries),
-            }
-        server.should_exit = True
-        thread.join(10)
+                timed(api, 20)  # warm-up
+                results = {
+                    "API over HTTP": timed(api, args.queries),
+                    "store.history()": timed(store, args.queries),
+                }
         service.telemetry.close()
     table = Table(
         title=f"history of one channel: {args.days:g} days at 1 reading / 10 s "

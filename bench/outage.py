@@ -27,17 +27,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from api.app import create_app
+from bench.serving import serving
 from core.domain import Role
 from core.registry import Registry
 from core.settings import MqttSettings, Settings
 from detectors.liveness import OFFLINE, OUTAGE
-from firewatch.broker import free_port, wait_for_port
 from firewatch.service import Service
 from simulators.hospital import build_hospital, hospital_for_devices
 from storage.models import AlarmRow, TicketRow
@@ -91,33 +89,23 @@ def main() -> None:
         console.print(f"{registry_size(service)} devices registered in {time.perf_counter() - began:.1f} s")
         service.pipeline.connection = lambda: 1  # as if listening: the silence is the devices'
         service.engine.grace(start)
-        ctx = service.app_context()
-        ctx.start = ctx.stop = None
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for_port("127.0.0.1", port)
-        key, _ = service.accounts.create_api_key("bench-outage", [Role.VIEWER], by="bench")
-        latencies: dict[str, list[float]] = {p: [] for p in PATHS}
-        stop = threading.Event()
-        asker = threading.Thread(target=ask, args=(f"http://127.0.0.1:{port}", key.token, stop, latencies))
-        asker.start()
-        check_ms = []
-        began = time.perf_counter()
-        for _ in range(args.seconds):
-            clock.now += 1.0
-            t = time.perf_counter()
-            service.pipeline.check_liveness()
-            check_ms.append((time.perf_counter() - t) * 1000)
-            time.sleep(max(0.0, args.pace - (time.perf_counter() - t)))
-        event_s = time.perf_counter() - began
-        stop.set()
-        asker.join(60)
-        server.should_exit = True
-        thread.join(10)
+        with serving(service.app_context()) as url:
+            key, _ = service.accounts.create_api_key("bench-outage", [Role.VIEWER], by="bench")
+            latencies: dict[str, list[float]] = {p: [] for p in PATHS}
+            stop = threading.Event()
+            asker = threading.Thread(target=ask, args=(url, key.token, stop, latencies))
+            asker.start()
+            check_ms = []
+            began = time.perf_counter()
+            for _ in range(args.seconds):
+                clock.now += 1.0
+                t = time.perf_counter()
+                service.pipeline.check_liveness()
+                check_ms.append((time.perf_counter() - t) * 1000)
+                time.sleep(max(0.0, args.pace - (time.perf_counter() - t)))
+            event_s = time.perf_counter() - began
+            stop.set()
+            asker.join(60)
         with service.sessions() as s:
             outages = s.scalar(
                 select(func.count()).select_from(AlarmRow).where(AlarmRow.alarm_type == OUTAGE)
