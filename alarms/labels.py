@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.domain import AlarmCategory
+from core.domain import AlarmCategory, FalseAlarmCause, IncidentAction, IncidentKind, Verification
 
 CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.FIRE: "火警",
@@ -47,3 +47,50 @@ MEASURES_BY_CATEGORY_ZH: dict[AlarmCategory, str] = {
 
 def alarm_type_zh(alarm_type: str) -> str:
     return ALARM_TYPE_ZH.get(alarm_type, alarm_type)
+
+
+INCIDENT_KIND_ZH: dict[IncidentKind, str] = {
+    IncidentKind.FIRE: "火情",
+    IncidentKind.GAS: "燃气泄漏",
+    IncidentKind.OUTAGE: "通信中断",
+    IncidentKind.SUPERVISORY: "监管异常",
+    IncidentKind.FAULT: "设备故障",
+    IncidentKind.HAZARD: "隐患",
+}
+
+INCIDENT_ACTION_ZH: dict[IncidentAction, str] = {
+    IncidentAction.OPENED: "报警",
+    IncidentAction.JOINED: "新增报警",
+    IncidentAction.UPGRADED: "升级为火警",
+    IncidentAction.SPREAD: "蔓延至新区域",
+    IncidentAction.ACKNOWLEDGED: "已受理",
+    IncidentAction.VERIFYING: "核实中",
+    IncidentAction.CONFIRMED: "确认为真实火警",
+    IncidentAction.FALSE_ALARM: "核实为误报",
+    IncidentAction.TEST: "核实为测试",
+    IncidentAction.CALLED_119: "已拨打119",
+    IncidentAction.ESCALATED: "未受理，已升级",
+    IncidentAction.REMINDED: "未受理，再次提醒",
+    IncidentAction.VERIFY_OVERDUE: "超时未核实，已上报值班领导",
+    IncidentAction.RESET: "已复位",
+    IncidentAction.ENDED: "报警已全部恢复",
+    IncidentAction.CLOSED: "已结束",
+}
+
+VERIFICATION_ZH: dict[Verification, str] = {
+    Verification.PENDING: "待核实",
+    Verification.VERIFYING: "核实中",
+    Verification.CONFIRMED: "真实火警",
+    Verification.FALSE_ALARM: "误报",
+    Verification.TEST: "测试",
+}
+
+CAUSE_ZH: dict[FalseAlarmCause, str] = {
+    FalseAlarmCause.DUST: "灰尘/污染",
+    FalseAlarmCause.STEAM: "水汽/蒸汽",
+    FalseAlarmCause.COOKING: "油烟",
+    FalseAlarmCause.WORKS: "施工/动火作业",
+    FalseAlarmCause.DEVICE: "设备故障",
+    FalseAlarmCause.HUMAN: "人为误触",
+    FalseAlarmCause.OTHER: "其他",
+}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.domain import AlarmAction
-from storage.models import AlarmRow
+from core.domain import AlarmAction, IncidentAction
+from storage.models import AlarmRow, IncidentRow
 
 SNAPSHOT_FIELDS = (
     "id",
@@ -83,4 +83,86 @@ class Transition:
             "recorded": self.recorded,
             "before": self.before,
             "after": self.after,
+        }
+
+
+INCIDENT_FIELDS = (
+    "id",
+    "kind",
+    "category",
+    "severity",
+    "site",
+    "place",
+    "places",
+    "zones",
+    "floors",
+    "state",
+    "first_alarm_id",
+    "alarm_count",
+    "device_count",
+    "active_count",
+    "zone_confirmed_ts",
+    "first_ts",
+    "last_ts",
+    "opened_ts",
+    "fire_ts",
+    "acked_ts",
+    "acked_by",
+    "ack_note",
+    "verification",
+    "verifier",
+    "verifying_ts",
+    "verdict_ts",
+    "verdict_by",
+    "cause",
+    "verdict_note",
+    "verify_due_ts",
+    "verify_overdue_ts",
+    "call_119_ts",
+    "call_119_by",
+    "call_119_note",
+    "reset_ts",
+    "reset_by",
+    "ended_ts",
+    "closed_ts",
+    "escalation",
+    "escalation_step",
+)
+
+
+def incident_snapshot(row: IncidentRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in INCIDENT_FIELDS}
+
+
+@dataclass(frozen=True)
+class IncidentUpdate:
+    """One step of one incident (a row of its timeline), for the streams, the MQTT topic and pushes.
+
+    Streams send it as `{"type": "incident", ...}` (SSE `event: incident`) next to the alarm
+    transitions; it carries the whole incident, so a client keeps the latest it saw per incident
+    and, after reconnecting, reads `GET /api/v1/incidents` for the current state."""
+
+    event_id: int  # the incident event log row
+    incident_id: int
+    action: IncidentAction
+    after: dict[str, Any]
+    actor: str
+    ts: float
+    note: str = ""
+    targets: tuple[str, ...] = ()
+    alarm_id: int | None = None  # the alarm that caused this step, if one did
+    recorded: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "incident",
+            "event_id": self.event_id,
+            "incident_id": self.incident_id,
+            "action": self.action.value,
+            "actor": self.actor,
+            "ts": self.ts,
+            "note": self.note,
+            "targets": list(self.targets),
+            "alarm_id": self.alarm_id,
+            "incident": self.after,
         }

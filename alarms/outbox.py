@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from alarms.labels import CATEGORY_ZH, alarm_type_zh
-from alarms.model import Transition
-from core.domain import AlarmCategory
+from alarms.incidents import SILENT, urgent
+from alarms.labels import CATEGORY_ZH, INCIDENT_ACTION_ZH, INCIDENT_KIND_ZH, VERIFICATION_ZH, alarm_type_zh
+from alarms.model import IncidentUpdate, Transition
+from core.domain import AlarmCategory, IncidentKind, Verification
 from core.settings import PushRoute
 from storage.models import OutboxRow
 
@@ -38,8 +40,12 @@ ACTION_ZH = {
 
 
 def matches(route: PushRoute, t: Transition) -> bool:
-    """A route with roles gets what the escalation policy addresses to its roles; a route without
-    roles gets the actions it subscribes to. Both honour their category, site and department filters."""
+    """Per-alarm pushes go only to routes that ask for them (`per_alarm`): the people on duty hear of
+    incidents (`incident_matches`). A route with roles gets what the escalation policy addresses to
+    its roles; a route without roles gets the actions it subscribes to. Both honour their category,
+    site and department filters."""
+    if not route.per_alarm:
+        return False
     after = t.after
     wanted = any(r in t.targets for r in route.roles) if route.roles else t.action in route.actions
     return (
@@ -102,3 +108,127 @@ def enqueue(s: Session, routes: list[PushRoute], t: Transition, place_name: str,
             )
         )
     return len(owed)
+
+
+# --- incident notices ------------------------------------------------------------------------------
+
+
+def incident_matches(route: PushRoute, u: IncidentUpdate) -> bool:
+    """A route with roles hears what the incident's escalation addresses to its roles (its first
+    notice, escalations, reminders, and every later step to the roles told so far); a route without
+    roles hears the incident actions it subscribes to. Category and site filters apply; a step that
+    is never pushed (another detector joined) goes nowhere."""
+    if u.action in SILENT:
+        return False
+    a = u.after
+    wanted = any(r in u.targets for r in route.roles) if route.roles else u.action in route.incident_actions
+    return (
+        wanted
+        and (not route.categories or AlarmCategory(a["category"]) in route.categories)
+        and (not route.sites or a["site"] in route.sites)
+    )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} 分钟" if seconds >= 90 else f"{seconds:.0f} 秒"
+
+
+def render_incident(u: IncidentUpdate, place_name: str, now: float) -> dict[str, Any]:
+    """The incident notice, in Chinese: what, where, how far it spread, where confirmation stands."""
+    a = u.after
+    kind = IncidentKind(a["kind"])
+    category = AlarmCategory(a["category"])
+    action = INCIDENT_ACTION_ZH[u.action]
+    title = f"【{CATEGORY_ZH[category]}】{place_name} {INCIDENT_KIND_ZH[kind]} {action}"
+    first = datetime.fromtimestamp(a["first_ts"]).strftime("%Y-%m-%d %H:%M:%S")
+    lines = [
+        f"位置: {place_name}",
+        f"首次报警: {first}（已持续 {_minutes(max(0.0, now - a['first_ts']))}）",
+        f"报警: {a['alarm_count']} 条，设备 {a['device_count']} 台，仍在报警 {a['active_count']} 条",
+    ]
+    if len(a["zones"]) > 1 or len(a["floors"]) > 1:
+        lines.append(f"范围: {len(a['floors'])} 个楼层、{len(a['zones'])} 个防火分区")
+    if a.get("zone_confirmed_ts") is not None:
+        lines.append("同一分区两只探测器报警：火警已由探测器互相印证")
+    if kind is IncidentKind.FIRE:
+        lines.append(f"核实: {VERIFICATION_ZH[Verification(a['verification'])]}")
+        if a.get("verifier"):
+            lines.append(f"核实人: {a['verifier']}")
+        if a["verification"] == Verification.CONFIRMED.value and a.get("call_119_ts") is None:
+            lines.append("请立即拨打 119，启动灭火和应急疏散预案，并报告消防安全责任人")
+        if a.get("call_119_ts") is not None:
+            called = datetime.fromtimestamp(a["call_119_ts"]).strftime("%H:%M:%S")
+            lines.append(f"119: 已于 {called} 报警（{a.get('call_119_by') or ''}）")
+    if a.get("acked_by"):
+        lines.append(f"已确认: {a['acked_by']}")
+    if u.targets:
+        lines.append(f"通知: {', '.join(u.targets)}")
+    if u.note:
+        lines.append(f"备注: {u.note}")
+    return {"title": title, "body": "\n".join(lines), "incident": u.to_json()}
+
+
+def enqueue_incident(
+    s: Session,
+    routes: list[PushRoute],
+    u: IncidentUpdate,
+    place_name: str,
+    now: float,
+    *,
+    interval_s: float,
+) -> int:
+    """Add the notice each route is owed for this incident step; returns how many rows were added.
+
+    Urgent steps (alarms/incidents.py URGENT) go at once and replace any update of the same incident
+    still waiting on the route (the new notice carries the whole incident). Other steps go at most
+    once per `interval_s` per route and incident: one that comes sooner waits, and a later one
+    replaces it while it waits, so a route hears the latest state, not every step."""
+    owed = [r for r in routes if incident_matches(r, u)]
+    if not owed:
+        return 0
+    message = render_incident(u, place_name, now)
+    added = 0
+    for route in owed:
+        waiting = select(OutboxRow).where(
+            OutboxRow.route == route.name,
+            OutboxRow.incident_id == u.incident_id,
+            OutboxRow.replaceable.is_(True),
+            OutboxRow.delivered_ts.is_(None),
+            OutboxRow.attempts == 0,
+        )
+        every = interval_s if route.update_interval_s is None else route.update_interval_s
+        if urgent(u.action) or every <= 0:
+            s.execute(
+                delete(OutboxRow).where(
+                    OutboxRow.id.in_(waiting.with_only_columns(OutboxRow.id).scalar_subquery())
+                )
+            )
+            next_ts = now
+        else:
+            pending = s.scalars(waiting.order_by(OutboxRow.id.desc()).limit(1)).first()
+            if pending is not None:
+                pending.payload = message
+                pending.alarm_id = u.alarm_id or pending.alarm_id
+                continue
+            last = s.scalar(
+                select(func.max(OutboxRow.next_ts)).where(
+                    OutboxRow.route == route.name, OutboxRow.incident_id == u.incident_id
+                )
+            )
+            next_ts = now if last is None else max(now, float(last) + every)
+        s.add(
+            OutboxRow(
+                route=route.name,
+                alarm_id=u.alarm_id if u.alarm_id is not None else u.after["first_alarm_id"],
+                incident_id=u.incident_id,
+                replaceable=next_ts > now,
+                created_ts=now,
+                payload=message,
+                attempts=0,
+                next_ts=next_ts,
+                delivered_ts=None,
+                last_error="",
+            )
+        )
+        added += 1
+    return added

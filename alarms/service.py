@@ -28,9 +28,10 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from alarms.model import Transition, snapshot
+from alarms.incident_service import IncidentBook, IncidentError, members
+from alarms.model import IncidentUpdate, Transition, snapshot
 from alarms.outbox import enqueue
-from alarms.policy import Escalation, Hold, MaintenanceScope, Policy, PolicyError, covers
+from alarms.policy import Hold, MaintenanceScope, Policy, PolicyError, covers
 from alarms.tickets import TicketChange, TicketOpener, needs_ticket
 from core.domain import (
     ACTIVE_STATES,
@@ -41,14 +42,17 @@ from core.domain import (
     AlarmState,
     DetectorEvent,
     DetectorEventKind,
+    FalseAlarmCause,
+    IncidentState,
     TicketStatus,
+    Verification,
     latches,
 )
 from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
 from storage.db import IMMEDIATE, retryable
 from storage.marks import Mark
-from storage.models import AlarmEventRow, AlarmRow, AuditRow, MaintenanceRow, TicketRow
+from storage.models import AlarmEventRow, AlarmRow, AuditRow, IncidentRow, MaintenanceRow, TicketRow
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +67,23 @@ class AlarmNotFoundError(LookupError):
 
 
 class InvalidTransitionError(ValueError):
-    """The requested action does not apply to the alarm's current state."""
+    """The requested action does not apply to the alarm's (or incident's) current state."""
+
+
+class IncidentNotFoundError(LookupError):
+    pass
 
 
 class MaintenanceNotFoundError(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class IncidentStep:
+    """A human step on an incident: the timeline entry, and the alarm transitions it made."""
+
+    update: IncidentUpdate
+    transitions: list[Transition]
 
 
 @dataclass
@@ -76,6 +92,7 @@ class Outcome:
 
     transitions: list[Transition]
     tickets: list[TicketChange]
+    incidents: list[IncidentUpdate]
 
 
 class AlarmService:
@@ -94,6 +111,7 @@ class AlarmService:
         self.clock = clock
         self.routes = list(routes or [])
         self.policy = policy or Policy(AlarmPolicySettings())
+        self.incidents = IncidentBook(self.policy, index, self.routes)
         # One writer at a time within the process: the pipeline thread, the policy clock and API
         # requests all mutate alarms. Other processes are handled by the retry in _write.
         self._lock = threading.Lock()
@@ -101,20 +119,27 @@ class AlarmService:
         # Called with each write's transitions right after its commit, in commit order; they must
         # return at once (hand off to a loop or queue), as the write lock is still held.
         self.on_commit: list[Callable[[list[Transition]], None]] = []
+        # Likewise for each write's incident steps (after its transitions).
+        self.on_incident: list[Callable[[list[IncidentUpdate]], None]] = []
 
-    def _notify(self, transitions: list[Transition]) -> None:
-        if not transitions:
-            return
-        for consumer in self.on_commit:
-            try:
-                consumer(transitions)
-            except Exception:  # a broken consumer must not fail a committed write
-                logger.exception("alarm commit consumer %r failed", consumer)
+    def _notify(self, out: Outcome) -> None:
+        if out.transitions:
+            for consumer in self.on_commit:
+                try:
+                    consumer(out.transitions)
+                except Exception:  # a broken consumer must not fail a committed write
+                    logger.exception("alarm commit consumer %r failed", consumer)
+        if out.incidents:
+            for incident_consumer in self.on_incident:
+                try:
+                    incident_consumer(out.incidents)
+                except Exception:
+                    logger.exception("incident commit consumer %r failed", incident_consumer)
 
     # --- the write path --------------------------------------------------------------------------
     def _write(self, work: Callable[[Session, Outcome], R]) -> tuple[R, Outcome]:
         for attempt in range(ATTEMPTS):
-            outcome = Outcome([], [])
+            outcome = Outcome([], [], [])
             try:
                 with self._lock:
                     with self.sessions.begin() as s:
@@ -122,7 +147,7 @@ class AlarmService:
                         result = work(s, outcome)
                     # Still under the lock: committed transitions reach the ordered consumers in
                     # commit (= event id) order, whichever thread wrote them.
-                    self._notify(outcome.transitions)
+                    self._notify(outcome)
                 return result, outcome
             except (IntegrityError, OperationalError) as exc:
                 if attempt == ATTEMPTS - 1 or not retryable(exc):
@@ -256,9 +281,9 @@ class AlarmService:
             row.state = AlarmState.CLOSED.value
             row.closed_ts = now
             row.shelved_until = None
-            self._pause_escalation(row)
             note = f"已升级为火警 / superseded by the fire alarm #{fire.id}"
             self._log(s, out, row, before, AlarmAction.SUPERSEDED, SYSTEM_ACTOR, now, note)
+            self.incidents.alarm_ended(s, out.incidents, row, now)
 
     def _device_reset(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
         """The device was reset on site (its own RESET event): every latched fire alarm of it ends."""
@@ -282,9 +307,9 @@ class AlarmService:
         row.state = (AlarmState.CLEARED_ACKNOWLEDGED if acked else AlarmState.CLEARED_UNACKNOWLEDGED).value
         row.cleared_ts = ts
         row.last_ts = max(row.last_ts, ts)
-        chain = self.policy.chain(row.escalation)
-        targets = self.policy.reached(chain, row.escalation_step) if chain is not None else ()
-        return self._log(s, out, row, before, AlarmAction.RESET, actor, now, note, targets=targets)
+        t = self._log(s, out, row, before, AlarmAction.RESET, actor, now, note)
+        self.incidents.alarm_ended(s, out.incidents, row, now)
+        return t
 
     def _new_row(self, e: DetectorEvent, now: float) -> AlarmRow:
         dev = self.index.dev_of.get(e.device_id)
@@ -327,17 +352,14 @@ class AlarmService:
         raises = 1 + self._raises_since(s, row, self.policy.flap_since(now))
         starts_flapping = not row.flapping and self.policy.is_flapping(raises)
         row.flapping = row.flapping or starts_flapping
-        targets: tuple[str, ...] = ()
-        if self._hold(row, now) is None:
-            if row.escalate_at is None and row.remind_at is None:
-                targets = self._start_escalation(row, now)
-            else:  # still unacknowledged from before the clear: the chain goes on where it was
-                chain = self.policy.chain(row.escalation)
-                targets = self.policy.reached(chain, row.escalation_step) if chain else ()
-        else:
-            self._pause_escalation(row)
         row.normal_ts = None
-        self._log(s, out, row, before, AlarmAction.RAISED, SYSTEM_ACTOR, now, targets=targets)
+        # Who is told, and when again, is the incident's business (escalation runs per incident):
+        # the alarm's own transitions reach only routes that ask for per-alarm pushes.
+        self._log(s, out, row, before, AlarmAction.RAISED, SYSTEM_ACTOR, now)
+        joined = self.incidents.attach(s, out.incidents, row, now, held=self._hold(row, now) is not None)
+        if joined.ack_with_incident and row.state in UNACKNOWLEDGED_STATES:
+            inc = joined.incident
+            self._ack(s, out, row, SYSTEM_ACTOR, f"随事件 #{inc.id} 受理（{inc.acked_by}）", now)
         if category is AlarmCategory.FIRE:
             self._supersede(s, out, row, now)
         if needs_ticket(row):
@@ -384,25 +406,9 @@ class AlarmService:
     ) -> Transition:
         acked = AlarmState(row.state).is_acknowledged
         row.state = (AlarmState.CLEARED_ACKNOWLEDGED if acked else AlarmState.CLEARED_UNACKNOWLEDGED).value
-        # An unacknowledged alarm keeps escalating after it clears: someone must still look at it.
-        return self._log(s, out, row, before, AlarmAction.CLEARED, actor, now, note)
-
-    # --- escalation state on the row -------------------------------------------------------------
-    def _start_escalation(self, row: AlarmRow, now: float) -> tuple[str, ...]:
-        chain = self.policy.chain_for(AlarmCategory(row.category), row.site)
-        if chain is None:
-            self._pause_escalation(row)
-            return ()
-        self._set_escalation(row, self.policy.start(chain, now))
-        return self.policy.reached(chain, 0)
-
-    def _set_escalation(self, row: AlarmRow, e: Escalation) -> None:
-        row.escalation, row.escalation_step = e.chain, e.step
-        row.escalate_at, row.remind_at = e.escalate_at, e.remind_at
-
-    @staticmethod
-    def _pause_escalation(row: AlarmRow) -> None:
-        row.escalate_at = row.remind_at = None
+        t = self._log(s, out, row, before, AlarmAction.CLEARED, actor, now, note)
+        self.incidents.alarm_ended(s, out.incidents, row, now)
+        return t
 
     def _hold(self, row: AlarmRow, now: float, *, flapping: bool | None = None) -> Hold | None:
         return self.policy.hold(
@@ -472,22 +478,30 @@ class AlarmService:
             state = AlarmState(row.state)
             if state.value not in UNACKNOWLEDGED_STATES:
                 raise InvalidTransitionError(f"alarm {alarm_id} is {state.value}: nothing to acknowledge")
-            before = snapshot(row)
-            row.acked_ts = now
-            row.acked_by = actor
-            row.ack_note = note
-            row.false_alarm = false_alarm
-            row.false_alarms += 1 if false_alarm else 0
-            row.state = (
-                AlarmState.ACTIVE_ACKNOWLEDGED if state.is_active else AlarmState.CLEARED_ACKNOWLEDGED
-            ).value
-            chain = self.policy.chain(row.escalation)
-            told = row.remind_at is not None and chain is not None
-            targets = self.policy.reached(chain, row.escalation_step) if told and chain else ()
-            self._pause_escalation(row)
-            return self._log(s, out, row, before, AlarmAction.ACKNOWLEDGED, actor, now, note, targets=targets)
+            return self._ack(s, out, row, actor, note, now, false_alarm=false_alarm)
 
         return self._write(work)[0]
+
+    def _ack(
+        self,
+        s: Session,
+        out: Outcome,
+        row: AlarmRow,
+        actor: str,
+        note: str,
+        now: float,
+        *,
+        false_alarm: bool = False,
+    ) -> Transition:
+        before = snapshot(row)
+        row.acked_ts = now
+        row.acked_by = actor
+        row.ack_note = note
+        row.false_alarm = false_alarm
+        row.false_alarms += 1 if false_alarm else 0
+        active = AlarmState(row.state).is_active
+        row.state = (AlarmState.ACTIVE_ACKNOWLEDGED if active else AlarmState.CLEARED_ACKNOWLEDGED).value
+        return self._log(s, out, row, before, AlarmAction.ACKNOWLEDGED, actor, now, note)
 
     def clear(self, alarm_id: int, *, actor: str, note: str = "") -> Transition:
         """A person clears an active alarm (e.g. after a device was reset on site)."""
@@ -560,7 +574,6 @@ class AlarmService:
         row.state = AlarmState.CLOSED.value
         row.closed_ts = now
         row.shelved_until = None
-        self._pause_escalation(row)
         return self._log(s, out, row, before, AlarmAction.CLOSED, actor, now, note)
 
     def shelve(self, alarm_id: int, *, actor: str, until: float, note: str) -> Transition:
@@ -577,7 +590,6 @@ class AlarmService:
                 raise InvalidTransitionError(f"alarm {alarm_id}: {exc}") from None
             before = snapshot(row)
             row.shelved_until, row.shelved_by, row.shelve_note = expires, actor, note
-            self._pause_escalation(row)
             return self._log(s, out, row, before, AlarmAction.SHELVED, actor, now, note)
 
         return self._write(work)[0]
@@ -598,14 +610,135 @@ class AlarmService:
     ) -> Transition:
         before = snapshot(row)
         row.shelved_until = row.shelved_by = row.shelve_note = None
-        targets = self._resume_escalation(row, now)
-        return self._log(s, out, row, before, AlarmAction.UNSHELVED, actor, now, note, targets=targets)
+        t = self._log(s, out, row, before, AlarmAction.UNSHELVED, actor, now, note)
+        self._resume_notices(s, out, row, now)
+        return t
 
-    def _resume_escalation(self, row: AlarmRow, now: float) -> tuple[str, ...]:
-        """After a hold ends: an alarm nobody acknowledged starts its chain afresh."""
-        if row.state not in UNACKNOWLEDGED_STATES or self._hold(row, now) is not None:
-            return ()
-        return self._start_escalation(row, now)
+    def _resume_notices(self, s: Session, out: Outcome, row: AlarmRow, now: float) -> None:
+        """After a hold ends: an alarm nobody acknowledged is told through its incident, if nobody
+        was told about that incident yet."""
+        if row.state in UNACKNOWLEDGED_STATES and self._hold(row, now) is None:
+            self.incidents.released(s, out.incidents, row, now)
+
+    # --- incidents: handled as one ------------------------------------------------------------------
+    def _incident_step(
+        self, incident_id: int, step: Callable[[Session, Outcome, IncidentRow, float], IncidentUpdate]
+    ) -> IncidentStep:
+        """Run one human step on an incident in one transaction; returns the step and the alarm
+        transitions it made (the caller hands those to the detectors, as for an alarm action)."""
+        now = self.clock()
+
+        def work(s: Session, out: Outcome) -> IncidentUpdate:
+            inc = s.get(IncidentRow, incident_id, with_for_update=True)
+            if inc is None:
+                raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+            try:
+                return step(s, out, inc, now)
+            except IncidentError as exc:
+                raise InvalidTransitionError(str(exc)) from None
+
+        update, out = self._write(work)
+        return IncidentStep(update, out.transitions)
+
+    def _ack_members(
+        self, s: Session, out: Outcome, inc: IncidentRow, actor: str, note: str, now: float
+    ) -> int:
+        rows = s.scalars(
+            members(inc.id).where(AlarmRow.state.in_(UNACKNOWLEDGED_STATES)).with_for_update()
+        ).all()
+        for row in rows:
+            self._ack(s, out, row, actor, note or f"随事件 #{inc.id} 受理", now)
+        return len(rows)
+
+    def acknowledge_incident(self, incident_id: int, *, actor: str, note: str = "") -> IncidentStep:
+        """A person took the incident: all its unacknowledged alarms are acknowledged with it, its
+        escalation stops, and everyone told so far hears who took it."""
+
+        def step(s: Session, out: Outcome, inc: IncidentRow, now: float) -> IncidentUpdate:
+            if inc.state == IncidentState.CLOSED.value:
+                raise IncidentError(f"incident {inc.id} is closed")
+            self._ack_members(s, out, inc, actor, note, now)
+            return self.incidents.acknowledged(s, out.incidents, inc, actor, note, now)
+
+        return self._incident_step(incident_id, step)
+
+    def verify_incident(
+        self, incident_id: int, *, actor: str, verifier: str = "", note: str = ""
+    ) -> IncidentStep:
+        """Someone went to check (核实中): who, and when."""
+
+        def step(s: Session, out: Outcome, inc: IncidentRow, now: float) -> IncidentUpdate:
+            if inc.state == IncidentState.CLOSED.value:
+                raise IncidentError(f"incident {inc.id} is closed")
+            return self.incidents.verifying(s, out.incidents, inc, actor, verifier, note, now)
+
+        return self._incident_step(incident_id, step)
+
+    def decide_incident(
+        self,
+        incident_id: int,
+        *,
+        actor: str,
+        verdict: Verification,
+        cause: FalseAlarmCause | None = None,
+        note: str = "",
+    ) -> IncidentStep:
+        """The verdict: a real fire (真实火警: the 119 call is prompted), a false alarm with its cause
+        (its fire-side alarms count against their devices) or a test. A person who decides has seen
+        it: the incident and its alarms are acknowledged too."""
+
+        def step(s: Session, out: Outcome, inc: IncidentRow, now: float) -> IncidentUpdate:
+            if inc.state == IncidentState.CLOSED.value:
+                raise IncidentError(f"incident {inc.id} is closed")
+            u = self.incidents.verdict(
+                s, out.incidents, inc, actor, verdict, cause.value if cause else None, note, now
+            )
+            if verdict is not Verification.CONFIRMED:
+                for row in s.scalars(members(inc.id).with_for_update()).all():
+                    if (
+                        AlarmCategory(row.category) in (AlarmCategory.FIRE, AlarmCategory.PRE_ALARM)
+                        and not row.false_alarm
+                    ):
+                        row.false_alarm = True
+                        row.false_alarms += 1
+            self._ack_members(s, out, inc, actor, note, now)
+            if inc.acked_ts is None:
+                self.incidents.acknowledged(s, out.incidents, inc, actor, note, now)
+            return u
+
+        return self._incident_step(incident_id, step)
+
+    def record_119_call(
+        self, incident_id: int, *, actor: str, at: float | None = None, note: str = ""
+    ) -> IncidentStep:
+        """When 119 was called for this incident (GB 25506-2010 §4.2.2), and by whom."""
+
+        def step(s: Session, out: Outcome, inc: IncidentRow, now: float) -> IncidentUpdate:
+            return self.incidents.called_119(
+                s, out.incidents, inc, actor, now if at is None else at, note, now
+            )
+
+        return self._incident_step(incident_id, step)
+
+    def reset_incident(self, incident_id: int, *, actor: str, note: str = "") -> IncidentStep:
+        """Reset (复位) every latched fire alarm of the incident, as one action at the panel."""
+
+        def step(s: Session, out: Outcome, inc: IncidentRow, now: float) -> IncidentUpdate:
+            latched = [
+                row
+                for row in s.scalars(
+                    members(inc.id).where(AlarmRow.state.in_(ACTIVE_STATES)).with_for_update()
+                ).all()
+                if latches(AlarmCategory(row.category))
+            ]
+            if not latched:
+                raise IncidentError(f"incident {inc.id} has no latched fire alarm: nothing to reset")
+            u = self.incidents.reset_logged(s, out.incidents, inc, actor, note, now)
+            for row in latched:
+                self._reset(s, out, row, actor, note or f"事件 #{inc.id} 复位", now, now)
+            return u
+
+        return self._incident_step(incident_id, step)
 
     # --- maintenance -----------------------------------------------------------------------------
     def begin_maintenance(
@@ -690,7 +823,6 @@ class AlarmService:
             before = snapshot(alarm)
             alarm.maintenance_id = None
             unacked = alarm.state in UNACKNOWLEDGED_STATES
-            targets = self._resume_escalation(alarm, now) if unacked else ()
             self._log(
                 s,
                 out,
@@ -700,9 +832,9 @@ class AlarmService:
                 actor,
                 now,
                 f"maintenance #{w.id} ended",
-                targets=targets,
                 push=unacked,
             )
+            self._resume_notices(s, out, alarm, now)
 
     def _maintenance_for(self, s: Session, row: AlarmRow, now: float) -> int | None:
         windows = s.scalars(
@@ -766,10 +898,9 @@ class AlarmService:
                 if self.policy.is_steady(row.raised_ts, now):
                     before = snapshot(row)
                     row.flapping = False
-                    targets = self._resume_escalation(row, now)
-                    self._log(s, out, row, before, AlarmAction.STEADY, SYSTEM_ACTOR, now, targets=targets)
-            for row in s.scalars(_escalation_due(now).with_for_update()).all():
-                self._escalate(s, out, row, now)
+                    self._log(s, out, row, before, AlarmAction.STEADY, SYSTEM_ACTOR, now)
+                    self._resume_notices(s, out, row, now)
+            self.incidents.tick(s, out.incidents, now)
             for row in s.scalars(_cleared_acknowledged().with_for_update()).all():
                 if self.policy.closes(row.cleared_ts, row.acked_ts, now):
                     self._close(s, out, row, SYSTEM_ACTOR, "closed after a quiet period", now)
@@ -779,32 +910,17 @@ class AlarmService:
     def _anything_due(self, now: float) -> bool:
         """Whether `tick` would change anything now (the same selections, read-only)."""
         with self.sessions() as s:
-            for q in (_shelving_expired(now), _maintenance_expired(now), _escalation_due(now)):
+            for q in (_shelving_expired(now), _maintenance_expired(now)):
                 if s.execute(q.limit(1)).first() is not None:
                     return True
+            if self.incidents.anything_due(s, now):
+                return True
             if any(self.policy.is_steady(row.raised_ts, now) for row in s.scalars(_flapping())):
                 return True
             return any(
                 self.policy.closes(row.cleared_ts, row.acked_ts, now)
                 for row in s.scalars(_cleared_acknowledged())
             )
-
-    def _escalate(self, s: Session, out: Outcome, row: AlarmRow, now: float) -> None:
-        chain = self.policy.chain(row.escalation)
-        if chain is None or row.remind_at is None:  # its chain was removed from the settings
-            self._pause_escalation(row)
-            return
-        due = self.policy.due(
-            chain, Escalation(chain.name, row.escalation_step, row.escalate_at, row.remind_at), now
-        )
-        if due is None:
-            return
-        before = snapshot(row)
-        self._set_escalation(row, due.state)
-        action = AlarmAction.ESCALATED if due.escalated else AlarmAction.REMINDED
-        waited = now - row.raised_ts
-        note = f"unacknowledged for {waited:.0f} s"
-        self._log(s, out, row, before, action, SYSTEM_ACTOR, now, note, targets=due.targets)
 
     # --- statistics ------------------------------------------------------------------------------
     def false_alarm_counts(
@@ -847,14 +963,6 @@ def _maintenance_expired(now: float) -> Select[MaintenanceRow]:
 
 def _flapping() -> Select[AlarmRow]:
     return select(AlarmRow).where(AlarmRow.flapping.is_(True), AlarmRow.state != AlarmState.CLOSED.value)
-
-
-def _escalation_due(now: float) -> Select[AlarmRow]:
-    return (
-        select(AlarmRow)
-        .where(AlarmRow.state.in_(UNACKNOWLEDGED_STATES))
-        .where(or_(AlarmRow.escalate_at <= now, AlarmRow.remind_at <= now))
-    )
 
 
 def _cleared_acknowledged() -> Select[AlarmRow]:

@@ -22,6 +22,7 @@ from api.routes import (
     console,
     devices,
     health,
+    incidents,
     kpis,
     maintenance,
     patrols,
@@ -82,6 +83,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             devices,
             unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}
             alarms,
+            incidents,
             stream,
             maintenance,
             ticket_exports,

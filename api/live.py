@@ -25,11 +25,15 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from alarms.model import Transition
+from alarms.model import IncidentUpdate, Transition
 from core.domain import AlarmAction, AlarmCategory
 from storage.models import AlarmEventRow, AlarmRow
 
 logger = logging.getLogger(__name__)
+
+# What a stream carries: alarm transitions (resumable by event id) and incident steps (each with the
+# whole incident; a reconnecting client reads GET /api/v1/incidents for the current state).
+Item = Transition | IncidentUpdate
 
 QUEUE_MAX = 1_000  # transitions a subscriber may have waiting before it is disconnected
 REPLAY_MAX = 5_000  # events one (re)connection replays from the event log; the rest on the next
@@ -58,7 +62,7 @@ class StreamFilter:
     sites: frozenset[str] = frozenset()
     categories: frozenset[AlarmCategory] = frozenset()
 
-    def wants(self, t: Transition) -> bool:
+    def wants(self, t: Item) -> bool:
         return (not self.sites or t.after.get("site") in self.sites) and (
             not self.categories or t.after.get("category") in self.categories
         )
@@ -71,7 +75,7 @@ class Subscription:
         self.filter = flt
         self.maxsize = maxsize
         self._hub = hub
-        self._items: deque[Transition] = deque()
+        self._items: deque[Item] = deque()
         self._ready = asyncio.Event()
         self._closed: StreamClosedError | None = None
 
@@ -79,7 +83,7 @@ class Subscription:
     def closed(self) -> StreamClosedError | None:
         return self._closed
 
-    def offer(self, t: Transition) -> None:
+    def offer(self, t: Item) -> None:
         """Queue `t` if wanted; a full queue disconnects the subscriber (loop thread only)."""
         if self._closed is not None or not self.filter.wants(t):
             return
@@ -92,7 +96,7 @@ class Subscription:
         self._items.append(t)
         self._ready.set()
 
-    async def get(self, idle_s: float) -> Transition | None:
+    async def get(self, idle_s: float) -> Item | None:
         """The next transition, or None if none came within `idle_s` (time for a keep-alive).
 
         Raises StreamClosedError once the subscription is closed; what was queued is dropped then,
@@ -164,7 +168,7 @@ class LiveHub:
     def discard(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    def publish(self, transitions: Sequence[Transition]) -> None:
+    def publish(self, transitions: Sequence[Item]) -> None:
         """Hand committed transitions to the subscribers; returns at once, from any thread."""
         if not transitions or not self._subs:
             # Nobody to tell. A stream subscribing now reads its backlog after this commit.
@@ -175,7 +179,7 @@ class LiveHub:
         with contextlib.suppress(RuntimeError):  # the loop closed in between: its streams went with it
             loop.call_soon_threadsafe(self._deliver, tuple(transitions))
 
-    def _deliver(self, batch: tuple[Transition, ...]) -> None:
+    def _deliver(self, batch: tuple[Item, ...]) -> None:
         for sub in list(self._subs):
             for t in batch:
                 sub.offer(t)
@@ -241,7 +245,7 @@ def read_backlog(
     return Backlog(after, transitions, more=len(rows) > limit)
 
 
-async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> AsyncIterator[Transition | None]:
+async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> AsyncIterator[Item | None]:
     """The backlog, then live transitions, without gaps or duplicates; None when a keep-alive is due.
 
     Ends with StreamClosedError: when the subscription is closed, or after a full replay when more
@@ -256,6 +260,12 @@ async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> Asy
         )
     while True:
         live = await sub.get(heartbeat_s)
-        # An unrecorded alarm has no event id and is in no backlog: it always goes out.
-        if live is None or not live.recorded or not backlog.already_sent(live.event_id):
+        # An unrecorded alarm has no event id and is in no backlog, and an incident step is
+        # numbered in its own log: both always go out.
+        if (
+            live is None
+            or isinstance(live, IncidentUpdate)
+            or not live.recorded
+            or not backlog.already_sent(live.event_id)
+        ):
             yield live

@@ -136,6 +136,90 @@ class AlarmAction(StrEnum):
     SUPERSEDED = "superseded"  # 已升级为火警: a pre-alarm ended because its device's fire alarm was raised
 
 
+class IncidentKind(StrEnum):
+    """What one incident (火情/事件) is about. Alarms are grouped by kind, place and time; a fire
+    incident holds the fire and pre-alarms of the fire alarm system, gas incidents are kept apart
+    (GB 50116-2013 §8.1.4), and devices lost together are one communication outage."""
+
+    FIRE = "fire"
+    GAS = "gas"
+    OUTAGE = "outage"
+    SUPERVISORY = "supervisory"
+    FAULT = "fault"
+    HAZARD = "hazard"
+
+
+class IncidentState(StrEnum):
+    """OPEN while any of its alarms is active or it is unacknowledged; ENDED once every alarm has
+    ended (reset or cleared) but nobody has acknowledged; CLOSED when ended and acknowledged."""
+
+    OPEN = "open"
+    ENDED = "ended"
+    CLOSED = "closed"
+
+
+class Verification(StrEnum):
+    """Confirmation on the duty clock (GB 25506-2010 §4.2.2: confirm an alarm at once by the
+    fastest means; a real fire: call 119, start the plan, report to the person in charge)."""
+
+    PENDING = "pending"  # 待核实
+    VERIFYING = "verifying"  # 核实中: someone went to check
+    CONFIRMED = "confirmed"  # 真实火警
+    FALSE_ALARM = "false_alarm"  # 误报 (with a cause)
+    TEST = "test"  # 测试
+
+    @property
+    def decided(self) -> bool:
+        return self in (Verification.CONFIRMED, Verification.FALSE_ALARM, Verification.TEST)
+
+
+class FalseAlarmCause(StrEnum):
+    """Why a false alarm happened: what the safety office counts and acts on (clean, move, replace)."""
+
+    DUST = "dust"  # 灰尘/污染
+    STEAM = "steam"  # 水汽/蒸汽
+    COOKING = "cooking"  # 油烟
+    WORKS = "works"  # 施工/动火作业
+    DEVICE = "device"  # 设备故障
+    HUMAN = "human"  # 人为误触
+    OTHER = "other"  # 其他（写明）
+
+
+class IncidentAction(StrEnum):
+    """What happened to an incident in one step of its timeline (the incident event log)."""
+
+    OPENED = "opened"  # its first alarm
+    JOINED = "joined"  # another alarm joined (no push: the board shows the count)
+    UPGRADED = "upgraded"  # it became worse (a pre-alarm incident became a fire)
+    SPREAD = "spread"  # a new zone or floor joined
+    ACKNOWLEDGED = "acknowledged"
+    VERIFYING = "verifying"  # someone went to check
+    CONFIRMED = "confirmed"  # a real fire
+    FALSE_ALARM = "false_alarm"
+    TEST = "test"
+    CALLED_119 = "called_119"
+    ESCALATED = "escalated"
+    REMINDED = "reminded"
+    VERIFY_OVERDUE = "verify_overdue"  # not confirmed within the verification limit
+    RESET = "reset"  # a person reset its fire alarms (复位)
+    ENDED = "ended"  # its last active alarm ended
+    CLOSED = "closed"
+
+
+# What a push route without duty roles hears of incidents by default: the first notice, a fire, a
+# spread, the verdict and the end (alarms/incidents.py says which of these are never delayed).
+SUBSCRIBED_INCIDENT_ACTIONS: tuple[IncidentAction, ...] = (
+    IncidentAction.OPENED,
+    IncidentAction.UPGRADED,
+    IncidentAction.SPREAD,
+    IncidentAction.CONFIRMED,
+    IncidentAction.FALSE_ALARM,
+    IncidentAction.TEST,
+    IncidentAction.RESET,
+    IncidentAction.ENDED,
+)
+
+
 class DetectorEventKind(StrEnum):
     RAISE = "raise"
     CLEAR = "clear"

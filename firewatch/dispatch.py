@@ -75,7 +75,8 @@ class AppriseChannel:
 
 
 class MqttAlarmChannel:
-    """The alarm topic `{prefix}/{site}/alarms`: each transition as JSON, QoS 1, for integrations.
+    """The alarm topic `{prefix}/{site}/alarms`: each transition as JSON, QoS 1, for integrations;
+    incident steps likewise on `{prefix}/{site}/incidents`.
 
     A paho client of its own (the ingest connection only subscribes), connected on first use and
     reconnected after a failure; a publish counts as delivered once the broker acknowledged it.
@@ -110,12 +111,16 @@ class MqttAlarmChannel:
     def deliver(self, payload: dict[str, Any]) -> None:
         import orjson
 
-        transition = payload["transition"]
-        topic = f"{self.prefix}/{transition['after']['site']}/alarms"
+        if "incident" in payload:  # an incident step (alarms/outbox.py enqueue_incident)
+            message = payload["incident"]
+            topic = f"{self.prefix}/{message['incident']['site']}/incidents"
+        else:
+            message = payload["transition"]
+            topic = f"{self.prefix}/{message['after']['site']}/alarms"
         try:
             if self._client is None:
                 self._client = self._connect()
-            info = self._client.publish(topic, orjson.dumps(transition), qos=1)
+            info = self._client.publish(topic, orjson.dumps(message), qos=1)
             info.wait_for_publish(timeout=self.timeout_s)
             if not info.is_published():
                 raise DeliveryError(

@@ -27,7 +27,7 @@ from alarms.unrecorded import UnrecordedAlarms
 from api.context import AppContext
 from api.live import LiveHub
 from core.clock import ScaledClock
-from core.domain import AlarmAction, AlarmState, Role
+from core.domain import AlarmAction, AlarmState, IncidentAction, Role
 from core.registry import Registry, load_registry
 from core.registry_io import RegistryChange, diff_registries
 from core.settings import PushRoute, Settings
@@ -69,7 +69,16 @@ STOP_BUDGET_S = 10.0
 TASKS_STOP_S = 4.0
 STEP_FLOOR_S = 0.5
 
-ALARM_TOPIC_ROUTE = PushRoute(name="mqtt-alarm-topic", url="mqtt://alarm-topic", actions=list(AlarmAction))
+# Integrations read every alarm transition on `{prefix}/{site}/alarms` and every incident step (but
+# one more detector joining) on `{prefix}/{site}/incidents`, none delayed.
+ALARM_TOPIC_ROUTE = PushRoute(
+    name="mqtt-alarm-topic",
+    url="mqtt://alarm-topic",
+    actions=list(AlarmAction),
+    per_alarm=True,
+    incident_actions=list(IncidentAction),
+    update_interval_s=0.0,
+)
 
 
 def broker_address(url: str) -> BrokerAddress:
@@ -262,6 +271,7 @@ class Service:
         # write concurrently (a client resumes after the last id it saw: order matters).
         self.live = LiveHub()
         self.alarms.on_commit.append(self.live.publish)
+        self.alarms.on_incident.append(self.live.publish)
         # Alarms the state store could not record yet reach the control room at once all the same:
         # the live streams (and so the console) and the MQTT alarm topic (docs/reliability.md).
         self.pipeline.unrecorded.consumers.append(self.live.publish)

@@ -95,6 +95,8 @@ class AlarmRow(Base):
     # and on every other alarm). The alarm stays active until reset (GB 4717); this tells whoever
     # goes to reset it that the detector reads normal again.
     normal_ts: Mapped[float | None] = mapped_column(Float)
+    # The incident (火情/事件) this alarm belongs to (alarms/incidents.py): set when it is raised.
+    incident_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
     __table_args__ = (
         # One open alarm per (device, alarm type): the database refuses a second one even if two
@@ -108,6 +110,72 @@ class AlarmRow(Base):
             postgresql_where=text("state != 'closed'"),
         ),
     )
+
+
+class IncidentRow(Base):
+    """One incident (火情/事件): the alarms of one fire, gas leak, outage or fault group, handled as
+    one (alarms/incidents.py decides the grouping, alarms/incident_service.py keeps this row)."""
+
+    __tablename__ = "incidents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # core.domain.IncidentKind
+    category: Mapped[str] = mapped_column(String(16))  # the worst category of its alarms
+    severity: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    group_key: Mapped[str] = mapped_column(String(400), index=True)  # what alarms of one incident share
+    place: Mapped[str] = mapped_column(String(400))  # the deepest place holding all its alarms
+    places: Mapped[list[str]] = mapped_column(JSON, default=list)  # its alarms' places, first first
+    zones: Mapped[list[str]] = mapped_column(JSON, default=list)  # zones it has reached, in order
+    floors: Mapped[list[str]] = mapped_column(JSON, default=list)  # floors it has reached, in order
+    state: Mapped[str] = mapped_column(String(16), index=True)  # core.domain.IncidentState
+    first_alarm_id: Mapped[int] = mapped_column(Integer)
+    alarm_count: Mapped[int] = mapped_column(Integer, default=1)
+    device_count: Mapped[int] = mapped_column(Integer, default=1)
+    active_count: Mapped[int] = mapped_column(Integer, default=1)
+    zone_confirmed_ts: Mapped[float | None] = mapped_column(Float)  # two detectors of a zone agreed
+    first_ts: Mapped[float] = mapped_column(Float, index=True)  # its first alarm's time
+    last_ts: Mapped[float] = mapped_column(Float)  # its latest alarm's time
+    opened_ts: Mapped[float] = mapped_column(Float)  # when firewatch opened it
+    fire_ts: Mapped[float | None] = mapped_column(Float)  # when it first held a fire alarm
+    acked_ts: Mapped[float | None] = mapped_column(Float)
+    acked_by: Mapped[str | None] = mapped_column(String(100))
+    ack_note: Mapped[str] = mapped_column(Text, default="")
+    verification: Mapped[str] = mapped_column(String(16))  # core.domain.Verification
+    verifier: Mapped[str | None] = mapped_column(String(100))  # who went to check
+    verifying_ts: Mapped[float | None] = mapped_column(Float)
+    verdict_ts: Mapped[float | None] = mapped_column(Float)
+    verdict_by: Mapped[str | None] = mapped_column(String(100))
+    cause: Mapped[str | None] = mapped_column(String(16))  # core.domain.FalseAlarmCause
+    verdict_note: Mapped[str] = mapped_column(Text, default="")
+    verify_due_ts: Mapped[float | None] = mapped_column(Float, index=True)
+    verify_overdue_ts: Mapped[float | None] = mapped_column(Float)
+    call_119_ts: Mapped[float | None] = mapped_column(Float)
+    call_119_by: Mapped[str | None] = mapped_column(String(100))
+    call_119_note: Mapped[str] = mapped_column(Text, default="")
+    reset_ts: Mapped[float | None] = mapped_column(Float)
+    reset_by: Mapped[str | None] = mapped_column(String(100))
+    ended_ts: Mapped[float | None] = mapped_column(Float)
+    closed_ts: Mapped[float | None] = mapped_column(Float)
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)  # its first notice went out
+    escalation: Mapped[str | None] = mapped_column(String(64))
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0)
+    escalate_at: Mapped[float | None] = mapped_column(Float, index=True)
+    remind_at: Mapped[float | None] = mapped_column(Float, index=True)
+
+
+class IncidentEventRow(Base):
+    """The incident's timeline: every step, who took it and when (the incident report reads it)."""
+
+    __tablename__ = "incident_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))  # core.domain.IncidentAction
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    alarm_id: Mapped[int | None] = mapped_column(Integer)  # the alarm that caused it, if one did
+    targets: Mapped[list[str]] = mapped_column(JSON, default=list)  # duty roles addressed
+    after: Mapped[dict[str, Any]] = mapped_column(JSON)  # the incident after this step
 
 
 class AlarmEventRow(Base):
@@ -204,6 +272,10 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     route: Mapped[str] = mapped_column(String(64))
     alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    # An incident notice (alarms/outbox.py): its incident, and whether a later update of the same
+    # incident on the same route may replace it while it waits (rate-limited updates).
+    incident_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    replaceable: Mapped[bool] = mapped_column(Boolean, default=False)
     created_ts: Mapped[float] = mapped_column(Float)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

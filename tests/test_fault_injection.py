@@ -133,7 +133,7 @@ class Live:
     async def _pump(self) -> None:
         while True:
             t = await self.sub.get(1.0)
-            if t is not None:
+            if isinstance(t, Transition):
                 self.seen.append(t)
 
     def fires(self, *, recorded: bool) -> dict[str, float]:

@@ -3,6 +3,10 @@
 Both streams send every committed transition as `Transition.to_json()`, oldest first. A client that
 reconnects with the last event id it saw (`Last-Event-ID` or `after=`) first gets exactly what it
 missed from the alarm event log, then the live transitions, with no gap and no duplicate.
+
+Incident steps (alarms/incident_service.py) go on the same streams as they happen: `event: incident`
+over SSE, `{"type": "incident", ...}` over WebSocket, each carrying the whole incident. They are not
+replayed on resume: a reconnecting client reads `GET /api/v1/incidents` for where incidents stand.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from alarms.model import Transition
+from alarms.model import IncidentUpdate, Transition
 from api.auth import READ, StreamReader, authenticate_websocket
 from api.context import AppContext
 from api.deps import Ctx
 from api.live import (
     Backlog,
     CloseReason,
+    Item,
     LiveHub,
     StreamClosedError,
     StreamFilter,
@@ -118,7 +123,10 @@ class _EventStream(StreamingResponse):
             self._hub.discard(self._sub)
 
 
-def sse_event(t: Transition, cursor: int | None) -> bytes:
+def sse_event(t: Item, cursor: int | None) -> bytes:
+    if isinstance(t, IncidentUpdate):
+        # An incident step (`event: incident`): no `id`, the resume cursor is the alarm event log's.
+        return b"event: incident\ndata: %s\n\n" % orjson.dumps(t.to_json())
     if not t.recorded:
         # Not in the event log yet: no `id`, so the client's resume cursor stays where it was, and
         # an event type of its own (`unrecorded`); the recorded transition follows as usual.
@@ -140,7 +148,7 @@ async def _sse(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> Async
             if t is None:
                 yield b": keep-alive\n\n"
                 continue
-            if t.recorded:
+            if isinstance(t, Transition) and t.recorded:
                 cursor = t.event_id if cursor is None else max(cursor, t.event_id)
             yield sse_event(t, cursor)
     except StreamClosedError as closed:
@@ -268,7 +276,9 @@ async def _pump(
         async for t in follow(sub, backlog, heartbeat_s):
             if t is None:
                 continue  # the server's WebSocket pings keep the connection alive
-            if t.recorded:  # an unrecorded alarm (`recorded` false) is not in the log to resume from
+            # An unrecorded alarm (`recorded` false) is not in the log to resume from; an incident
+            # step is numbered in the incident log.
+            if isinstance(t, Transition) and t.recorded:
                 cursor = t.event_id if cursor is None else max(cursor, t.event_id)
             await websocket.send_text(orjson.dumps(t.to_json()).decode())
     except StreamClosedError as closed:

@@ -1,0 +1,474 @@
+"""Incidents kept in the state store: alarms join them as they are raised, the incident's timeline
+records every step, and its escalation and verification clock run here.
+
+Everything runs inside the alarm service's transactions (alarms/service.py calls in with its
+session), so an alarm, its incident, the incident's timeline and the pushes they owe commit
+together or not at all. The grouping rules are alarms/incidents.py's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from alarms.incidents import group_key, grow, kind_of, latched_kind, worse
+from alarms.model import IncidentUpdate, incident_snapshot
+from alarms.outbox import enqueue_incident
+from alarms.policy import Escalation, Policy
+from core.domain import (
+    ACTIVE_STATES,
+    SEVERITY_OF,
+    AlarmCategory,
+    IncidentAction,
+    IncidentKind,
+    IncidentState,
+    Verification,
+)
+from core.settings import AlarmPolicySettings, PushRoute
+from detectors.fusion import CONFIRMED as ZONE_CONFIRMED
+from ingest.index import DeviceIndex
+from storage.models import AlarmRow, IncidentEventRow, IncidentRow
+
+SYSTEM_ACTOR = "firewatch"
+
+
+class IncidentError(ValueError):
+    """The requested step does not apply to the incident as it stands; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What attaching an alarm did."""
+
+    incident: IncidentRow
+    action: IncidentAction
+    # The incident was already acknowledged and this alarm adds nothing that needs a person again
+    # (same zone, no worse): the alarm is acknowledged with it, so nobody handles it twice.
+    ack_with_incident: bool
+
+
+class IncidentBook:
+    def __init__(self, policy: Policy, index: DeviceIndex, routes: list[PushRoute]) -> None:
+        self.policy = policy
+        self.index = index
+        self.routes = routes
+
+    @property
+    def settings(self) -> AlarmPolicySettings:
+        return self.policy.settings
+
+    # --- alarms joining ---------------------------------------------------------------------------
+    def attach(
+        self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float, *, held: bool
+    ) -> Joined:
+        """The alarm became active (new, or again): it joins its open incident or opens one.
+
+        `held`: the alarm's notifications are held (shelved, flapping, maintenance; never a fire),
+        so it does not start the incident's notices on its own."""
+        category = AlarmCategory(alarm.category)
+        kind = kind_of(category, alarm.system, alarm.alarm_type)
+        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True) if alarm.incident_id else None
+        if inc is not None and inc.state == IncidentState.CLOSED.value:
+            inc = None
+        rejoining = inc is not None
+        if inc is None:
+            inc = self._open_incident_for(s, kind, alarm, now)
+        if inc is None:
+            return Joined(
+                self._open(s, out, alarm, kind, category, now, held=held), IncidentAction.OPENED, False
+            )
+        alarm.incident_id = inc.id
+        s.flush()
+        was_acked = inc.acked_ts is not None
+        growth = grow(inc.places, inc.zones, inc.floors, alarm.place)
+        before_category = AlarmCategory(inc.category)
+        new_category = worse(before_category, category)
+        upgraded = new_category is not before_category
+        inc.category, inc.severity = new_category.value, SEVERITY_OF[new_category].value
+        inc.place = growth.place
+        if alarm.place and alarm.place not in inc.places:
+            inc.places = [*inc.places, alarm.place]
+        if growth.new_zone is not None:
+            inc.zones = [*inc.zones, growth.new_zone]
+        if growth.new_floor is not None:
+            inc.floors = [*inc.floors, growth.new_floor]
+        inc.last_ts = max(inc.last_ts, alarm.last_ts)
+        if alarm.alarm_type == ZONE_CONFIRMED and inc.zone_confirmed_ts is None:
+            inc.zone_confirmed_ts = now
+        self._count(s, inc)
+        if inc.state != IncidentState.OPEN.value:
+            inc.state, inc.ended_ts = IncidentState.OPEN.value, None
+        if category is AlarmCategory.FIRE and inc.fire_ts is None:
+            self._fire_started(inc, now)
+        if upgraded:
+            action = IncidentAction.UPGRADED
+        elif growth.spread and not rejoining:
+            action = IncidentAction.SPREAD
+        else:
+            action = IncidentAction.JOINED
+        targets: tuple[str, ...] = ()
+        if held and not inc.notified:
+            pass  # nothing to tell yet: a held alarm in an incident nobody was told about
+        elif upgraded or not inc.notified:
+            # Worse than what people were told (a pre-alarm became a fire), or the first alarm that
+            # may be told: a person must look again, and the chain for what it now is starts over.
+            inc.acked_ts, inc.acked_by, inc.ack_note = None, None, ""
+            targets = self._start_escalation(inc, now)
+            action = IncidentAction.OPENED if not inc.notified else action
+            inc.notified = True
+        elif action is IncidentAction.SPREAD:
+            targets = self._reached(inc)
+            if was_acked:
+                # Acknowledged for where it was; a fire now elsewhere needs acknowledging anew.
+                inc.acked_ts, inc.acked_by, inc.ack_note = None, None, ""
+                targets = self._start_escalation(inc, now)
+        self.log(s, out, inc, action, SYSTEM_ACTOR, now, self._alarm_note(alarm), targets, alarm.id)
+        ack_with = was_acked and inc.acked_ts is not None and not held
+        return Joined(inc, action, ack_with)
+
+    def _open_incident_for(
+        self, s: Session, kind: IncidentKind, alarm: AlarmRow, now: float
+    ) -> IncidentRow | None:
+        key = group_key(kind, alarm.place or alarm.device_id)
+        q = (
+            select(IncidentRow)
+            .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
+            .where(IncidentRow.state != IncidentState.CLOSED.value)
+        )
+        if not latched_kind(kind):
+            q = q.where(IncidentRow.last_ts >= now - self.settings.incident_gap_s)
+        return s.scalars(q.order_by(IncidentRow.id.desc()).limit(1).with_for_update()).first()
+
+    def _open(
+        self,
+        s: Session,
+        out: list[IncidentUpdate],
+        alarm: AlarmRow,
+        kind: IncidentKind,
+        category: AlarmCategory,
+        now: float,
+        *,
+        held: bool,
+    ) -> IncidentRow:
+        place = alarm.place or alarm.device_id
+        growth = grow([], [], [], place)
+        inc = IncidentRow(
+            kind=kind.value,
+            category=category.value,
+            severity=SEVERITY_OF[category].value,
+            site=alarm.site,
+            group_key=group_key(kind, place),
+            place=place,
+            places=[place],
+            zones=[growth.new_zone] if growth.new_zone else [],
+            floors=[growth.new_floor] if growth.new_floor else [],
+            state=IncidentState.OPEN.value,
+            first_alarm_id=alarm.id,
+            alarm_count=1,
+            device_count=1,
+            active_count=1,
+            zone_confirmed_ts=now if alarm.alarm_type == ZONE_CONFIRMED else None,
+            first_ts=alarm.first_ts,
+            last_ts=alarm.last_ts,
+            opened_ts=now,
+            ack_note="",
+            verification=Verification.PENDING.value,
+            verdict_note="",
+            call_119_note="",
+            notified=not held,
+            escalation_step=0,
+        )
+        if category is AlarmCategory.FIRE:
+            self._fire_started(inc, now)
+        s.add(inc)
+        s.flush()
+        alarm.incident_id = inc.id
+        targets = () if held else self._start_escalation(inc, now)
+        self.log(
+            s, out, inc, IncidentAction.OPENED, SYSTEM_ACTOR, now, self._alarm_note(alarm), targets, alarm.id
+        )
+        return inc
+
+    def _fire_started(self, inc: IncidentRow, now: float) -> None:
+        inc.fire_ts = now
+        if not Verification(inc.verification).decided:
+            inc.verify_due_ts = now + self.settings.verify_limit_s
+
+    @staticmethod
+    def _alarm_note(alarm: AlarmRow) -> str:
+        return f"{alarm.alarm_type} @ {alarm.place or alarm.device_id} ({alarm.device_id})"
+
+    @staticmethod
+    def _count(s: Session, inc: IncidentRow) -> None:
+        s.flush()
+        members = select(AlarmRow).where(AlarmRow.incident_id == inc.id).subquery()
+        total, devices, active = s.execute(
+            select(
+                func.count(),
+                func.count(func.distinct(members.c.device_id)),
+                func.count().filter(members.c.state.in_(ACTIVE_STATES)),
+            ).select_from(members)
+        ).one()
+        inc.alarm_count, inc.device_count, inc.active_count = int(total), int(devices), int(active)
+
+    def released(self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float) -> None:
+        """A held alarm's hold ended: if nobody was told about its incident yet, they are now."""
+        if alarm.incident_id is None:
+            return
+        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
+        if inc is None or inc.notified or inc.state == IncidentState.CLOSED.value:
+            return
+        inc.notified = True
+        targets = self._start_escalation(inc, now)
+        self.log(
+            s, out, inc, IncidentAction.OPENED, SYSTEM_ACTOR, now, self._alarm_note(alarm), targets, alarm.id
+        )
+
+    # --- alarms ending ----------------------------------------------------------------------------
+    def alarm_ended(self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float) -> None:
+        """One of its alarms stopped being active (cleared, reset, superseded): when it was the last,
+        the incident has ended; acknowledged as well, it is closed."""
+        if alarm.incident_id is None:
+            return
+        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
+        if inc is None or inc.state != IncidentState.OPEN.value:
+            return
+        self._count(s, inc)
+        if inc.active_count > 0:
+            return
+        inc.ended_ts = now
+        inc.state = IncidentState.ENDED.value
+        # An unacknowledged incident keeps escalating after it ends: someone must still look at it.
+        self.log(s, out, inc, IncidentAction.ENDED, SYSTEM_ACTOR, now, "", self._reached(inc), alarm.id)
+        self._close_if_done(s, out, inc, SYSTEM_ACTOR, now)
+
+    def _close_if_done(
+        self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, actor: str, now: float
+    ) -> None:
+        if inc.state == IncidentState.ENDED.value and inc.acked_ts is not None:
+            inc.state = IncidentState.CLOSED.value
+            inc.closed_ts = now
+            inc.verify_due_ts = None
+            self._pause(inc)
+            self.log(s, out, inc, IncidentAction.CLOSED, actor, now, "", ())
+
+    # --- human steps (the alarm service runs them in its write transaction) -----------------------
+    def locked(self, s: Session, incident_id: int) -> IncidentRow:
+        inc = s.get(IncidentRow, incident_id, with_for_update=True)
+        if inc is None:
+            raise LookupError(f"incident {incident_id} does not exist")
+        return inc
+
+    def acknowledged(
+        self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, actor: str, note: str, now: float
+    ) -> IncidentUpdate:
+        """Record the acknowledgement (the caller acknowledges its alarms): escalation stops and
+        everyone told so far hears who took it."""
+        if inc.acked_ts is not None:
+            raise IncidentError(f"incident {inc.id} is already acknowledged by {inc.acked_by}")
+        targets = self._reached(inc) if inc.remind_at is not None else ()
+        inc.acked_ts, inc.acked_by, inc.ack_note = now, actor, note
+        self._pause(inc)
+        u = self.log(s, out, inc, IncidentAction.ACKNOWLEDGED, actor, now, note, targets)
+        self._close_if_done(s, out, inc, actor, now)
+        return u
+
+    def verifying(
+        self,
+        s: Session,
+        out: list[IncidentUpdate],
+        inc: IncidentRow,
+        actor: str,
+        verifier: str,
+        note: str,
+        now: float,
+    ) -> IncidentUpdate:
+        state = Verification(inc.verification)
+        if state.decided:
+            raise IncidentError(f"incident {inc.id} is already verified ({state.value})")
+        inc.verification = Verification.VERIFYING.value
+        inc.verifier = verifier or actor
+        inc.verifying_ts = now
+        text = f"{inc.verifier} 前往现场核实" + (f"：{note}" if note else "")
+        return self.log(s, out, inc, IncidentAction.VERIFYING, actor, now, text, self._reached(inc))
+
+    def verdict(
+        self,
+        s: Session,
+        out: list[IncidentUpdate],
+        inc: IncidentRow,
+        actor: str,
+        verdict: Verification,
+        cause: str | None,
+        note: str,
+        now: float,
+    ) -> IncidentUpdate:
+        if not verdict.decided:
+            raise IncidentError("a verdict is confirmed, false_alarm or test")
+        state = Verification(inc.verification)
+        if state.decided:
+            raise IncidentError(f"incident {inc.id} is already verified ({state.value})")
+        if verdict is Verification.FALSE_ALARM and not cause:
+            raise IncidentError(
+                "a false alarm needs its cause (dust, steam, cooking, works, device, human, other)"
+            )
+        inc.verification = verdict.value
+        inc.verdict_ts, inc.verdict_by = now, actor
+        inc.cause = cause if verdict is Verification.FALSE_ALARM else None
+        inc.verdict_note = note
+        inc.verify_due_ts = None
+        action = {
+            Verification.CONFIRMED: IncidentAction.CONFIRMED,
+            Verification.FALSE_ALARM: IncidentAction.FALSE_ALARM,
+            Verification.TEST: IncidentAction.TEST,
+        }[verdict]
+        targets = self._reached(inc)
+        if verdict is Verification.CONFIRMED:
+            # GB 25506-2010 §4.2.2: a confirmed fire is reported to the person in charge at once.
+            role = self.settings.verify_escalate_role
+            targets = targets if role in targets else (*targets, role)
+        return self.log(s, out, inc, action, actor, now, note, targets)
+
+    def called_119(
+        self,
+        s: Session,
+        out: list[IncidentUpdate],
+        inc: IncidentRow,
+        actor: str,
+        at: float,
+        note: str,
+        now: float,
+    ) -> IncidentUpdate:
+        if inc.kind not in (IncidentKind.FIRE.value, IncidentKind.GAS.value):
+            raise IncidentError(
+                f"incident {inc.id} is a {inc.kind} incident: 119 is called for a fire or gas leak"
+            )
+        if inc.call_119_ts is not None:
+            raise IncidentError(f"the 119 call of incident {inc.id} is already recorded")
+        if at > now + 60 or at < inc.first_ts - 60:
+            raise IncidentError("the 119 call must be between the first alarm and now")
+        inc.call_119_ts, inc.call_119_by, inc.call_119_note = at, actor, note
+        return self.log(s, out, inc, IncidentAction.CALLED_119, actor, now, note, self._reached(inc))
+
+    def reset_logged(
+        self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, actor: str, note: str, now: float
+    ) -> IncidentUpdate:
+        inc.reset_ts, inc.reset_by = now, actor
+        return self.log(s, out, inc, IncidentAction.RESET, actor, now, note, self._reached(inc))
+
+    # --- the clock --------------------------------------------------------------------------------
+    def tick(self, s: Session, out: list[IncidentUpdate], now: float) -> None:
+        for inc in s.scalars(_escalation_due(now).with_for_update()).all():
+            self._escalate(s, out, inc, now)
+        for inc in s.scalars(_verify_overdue(now).with_for_update()).all():
+            inc.verify_overdue_ts = now
+            inc.verify_due_ts = None
+            role = self.settings.verify_escalate_role
+            reached = self._reached(inc)
+            targets = reached if role in reached else (*reached, role)
+            waited = now - (inc.fire_ts or inc.opened_ts)
+            note = f"火警 {waited / 60:.1f} 分钟未核实（时限 {self.settings.verify_limit_s / 60:g} 分钟）"
+            self.log(s, out, inc, IncidentAction.VERIFY_OVERDUE, SYSTEM_ACTOR, now, note, targets)
+
+    def anything_due(self, s: Session, now: float) -> bool:
+        return any(
+            s.execute(q.limit(1)).first() is not None for q in (_escalation_due(now), _verify_overdue(now))
+        )
+
+    def _escalate(self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, now: float) -> None:
+        chain = self.policy.chain(inc.escalation)
+        if chain is None or inc.remind_at is None:
+            self._pause(inc)
+            return
+        due = self.policy.due(
+            chain, Escalation(chain.name, inc.escalation_step, inc.escalate_at, inc.remind_at), now
+        )
+        if due is None:
+            return
+        self._set(inc, due.state)
+        action = IncidentAction.ESCALATED if due.escalated else IncidentAction.REMINDED
+        note = f"{(now - inc.opened_ts) / 60:.1f} 分钟无人受理"
+        self.log(s, out, inc, action, SYSTEM_ACTOR, now, note, due.targets)
+
+    # --- escalation state -------------------------------------------------------------------------
+    def _start_escalation(self, inc: IncidentRow, now: float) -> tuple[str, ...]:
+        chain = self.policy.chain_for(AlarmCategory(inc.category), inc.site)
+        if chain is None:
+            self._pause(inc)
+            return ()
+        self._set(inc, self.policy.start(chain, now))
+        return self.policy.reached(chain, 0)
+
+    def _reached(self, inc: IncidentRow) -> tuple[str, ...]:
+        chain = self.policy.chain(inc.escalation)
+        return self.policy.reached(chain, inc.escalation_step) if chain is not None and inc.notified else ()
+
+    @staticmethod
+    def _set(inc: IncidentRow, e: Escalation) -> None:
+        inc.escalation, inc.escalation_step = e.chain, e.step
+        inc.escalate_at, inc.remind_at = e.escalate_at, e.remind_at
+
+    @staticmethod
+    def _pause(inc: IncidentRow) -> None:
+        inc.escalate_at = inc.remind_at = None
+
+    # --- the timeline -----------------------------------------------------------------------------
+    def log(
+        self,
+        s: Session,
+        out: list[IncidentUpdate],
+        inc: IncidentRow,
+        action: IncidentAction,
+        actor: str,
+        now: float,
+        note: str,
+        targets: tuple[str, ...],
+        alarm_id: int | None = None,
+    ) -> IncidentUpdate:
+        after = incident_snapshot(inc)
+        row = IncidentEventRow(
+            incident_id=inc.id,
+            ts=now,
+            action=action.value,
+            actor=actor,
+            note=note,
+            alarm_id=alarm_id,
+            targets=list(targets),
+            after=after,
+        )
+        s.add(row)
+        s.flush()
+        u = IncidentUpdate(row.id, inc.id, action, after, actor, now, note, targets, alarm_id)
+        if self.routes and inc.notified:
+            enqueue_incident(
+                s,
+                self.routes,
+                u,
+                self.index.place_label(inc.place),
+                now,
+                interval_s=self.settings.incident_update_interval_s,
+            )
+        out.append(u)
+        return u
+
+
+def members(incident_id: int) -> Select[AlarmRow]:
+    return select(AlarmRow).where(AlarmRow.incident_id == incident_id).order_by(AlarmRow.id)
+
+
+def _escalation_due(now: float) -> Select[IncidentRow]:
+    return (
+        select(IncidentRow)
+        .where(IncidentRow.state != IncidentState.CLOSED.value, IncidentRow.acked_ts.is_(None))
+        .where(or_(IncidentRow.escalate_at <= now, IncidentRow.remind_at <= now))
+    )
+
+
+def _verify_overdue(now: float) -> Select[IncidentRow]:
+    return select(IncidentRow).where(
+        IncidentRow.kind == IncidentKind.FIRE.value,
+        IncidentRow.verify_due_ts <= now,
+        IncidentRow.verify_overdue_ts.is_(None),
+    )

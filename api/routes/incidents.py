@@ -1,0 +1,197 @@
+"""Incidents (火情/事件): one card per fire, gas leak, outage or fault group, handled as one.
+
+Reading lists incidents with their alarms, worst and most urgent first: unacknowledged before
+acknowledged, fire before the rest, oldest first (the fire that has waited longest). The steps
+(acknowledge, verify, the verdict, the 119 call, reset) each add a timestamped entry to the
+incident's timeline, audited with who took it and from where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import case, func, select
+
+from alarms.model import IncidentUpdate
+from alarms.service import IncidentNotFoundError, IncidentStep, InvalidTransitionError
+from api.auth import READING, AlarmHandler
+from api.context import AppContext
+from api.deps import Ctx, DbSession, PageParams, RowId
+from api.incident_schemas import (
+    Call119In,
+    IncidentDetailOut,
+    IncidentEventOut,
+    IncidentNoteIn,
+    IncidentOut,
+    IncidentStepOut,
+    IncidentWithAlarmsOut,
+    VerdictIn,
+    VerifyIn,
+)
+from api.problems import responses
+from api.schemas import AlarmOut, Page
+from core.domain import CATEGORY_RANK, IncidentKind, IncidentState, Verification
+from storage.models import AlarmRow, IncidentEventRow, IncidentRow
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+_ACTION_PROBLEMS = responses(401, 403, 404, 409)  # 409: the incident's state does not allow it
+
+_rank = case({c.value: r for c, r in CATEGORY_RANK.items()}, value=IncidentRow.category, else_=9)
+_closed = case((IncidentRow.state == IncidentState.CLOSED.value, 1), else_=0)
+_acked = case((IncidentRow.acked_ts.is_(None), 0), else_=1)
+
+
+def incident_out(ctx: AppContext, row: IncidentRow | dict[str, object]) -> IncidentOut:
+    out = IncidentOut.model_validate(row)
+    out.place_name = ctx.alarms.index.place_label(out.place)
+    out.call_119_due = out.verification is Verification.CONFIRMED and out.call_119_ts is None
+    return out
+
+
+@router.get("", operation_id="list_incidents", dependencies=[READING], responses=responses(401, 403))
+def list_incidents(
+    db: DbSession,
+    ctx: Ctx,
+    page: PageParams,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    kind: IncidentKind | None = None,
+    state: IncidentState | None = None,
+    open: Annotated[bool | None, Query(description="true: not closed; false: closed")] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11, description="last alarm at or after")] = None,
+    until: Annotated[float | None, Query(ge=0, le=1e11, description="first alarm before")] = None,
+) -> Page[IncidentWithAlarmsOut]:
+    """Incidents with their alarms: open before closed, unacknowledged first, then by category
+    (fire first) and age (oldest first); closed ones newest first."""
+    q = select(IncidentRow)
+    if site is not None:
+        q = q.where(IncidentRow.site == site)
+    if kind is not None:
+        q = q.where(IncidentRow.kind == kind.value)
+    if state is not None:
+        q = q.where(IncidentRow.state == state.value)
+    if open is not None:
+        closed = IncidentRow.state == IncidentState.CLOSED.value
+        q = q.where(~closed if open else closed)
+    if since is not None:
+        q = q.where(IncidentRow.last_ts >= since)
+    if until is not None:
+        q = q.where(IncidentRow.first_ts < until)
+    age = case(
+        (IncidentRow.state == IncidentState.CLOSED.value, -IncidentRow.first_ts), else_=IncidentRow.first_ts
+    )
+    q = q.order_by(_closed, _acked, _rank, age, IncidentRow.id)
+    total = db.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
+    rows = db.scalars(q.limit(page.limit).offset(page.offset)).all()
+    by_incident: dict[int, list[AlarmOut]] = {r.id: [] for r in rows}
+    if rows:
+        alarms = db.scalars(
+            select(AlarmRow).where(AlarmRow.incident_id.in_(list(by_incident))).order_by(AlarmRow.id)
+        )
+        for a in alarms:
+            assert a.incident_id is not None
+            by_incident[a.incident_id].append(AlarmOut.model_validate(a))
+    items = [
+        IncidentWithAlarmsOut(**incident_out(ctx, r).model_dump(), alarms=by_incident[r.id]) for r in rows
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get(
+    "/{incident_id}", operation_id="get_incident", dependencies=[READING], responses=responses(401, 403, 404)
+)
+def get_incident(incident_id: RowId, db: DbSession, ctx: Ctx) -> IncidentDetailOut:
+    """One incident with its alarms and its whole timeline, oldest step first."""
+    row = db.get(IncidentRow, incident_id)
+    if row is None:
+        raise HTTPException(404, f"incident {incident_id} does not exist")
+    alarms = db.scalars(select(AlarmRow).where(AlarmRow.incident_id == incident_id).order_by(AlarmRow.id))
+    events = db.scalars(
+        select(IncidentEventRow)
+        .where(IncidentEventRow.incident_id == incident_id)
+        .order_by(IncidentEventRow.id)
+    )
+    return IncidentDetailOut(
+        **incident_out(ctx, row).model_dump(),
+        alarms=[AlarmOut.model_validate(a) for a in alarms],
+        timeline=[IncidentEventOut.model_validate(e) for e in events],
+    )
+
+
+def step_out(ctx: AppContext, u: IncidentUpdate) -> IncidentStepOut:
+    return IncidentStepOut(
+        event_id=u.event_id,
+        action=u.action,
+        actor=u.actor,
+        ts=u.ts,
+        note=u.note,
+        targets=list(u.targets),
+        incident=incident_out(ctx, u.after),
+    )
+
+
+async def _act(ctx: AppContext, action: Callable[[], IncidentStep]) -> IncidentStepOut:
+    """Run a human step off the event loop; a missing incident is 404, a wrong state 409."""
+    try:
+        done = await asyncio.to_thread(action)
+    except IncidentNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except InvalidTransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    for t in done.transitions:
+        ctx.on_human_transition(t)
+    return step_out(ctx, done.update)
+
+
+@router.post("/{incident_id}/acknowledge", operation_id="acknowledge_incident", responses=_ACTION_PROBLEMS)
+async def acknowledge(
+    incident_id: RowId, body: IncidentNoteIn, who: AlarmHandler, ctx: Ctx
+) -> IncidentStepOut:
+    """受理: the caller takes the incident. Its unacknowledged alarms are acknowledged with it, its
+    escalation stops and everyone told so far hears who took it. Already acknowledged: 409."""
+    return await _act(
+        ctx, lambda: ctx.alarms.acknowledge_incident(incident_id, actor=who.name, note=body.note)
+    )
+
+
+@router.post("/{incident_id}/verify", operation_id="verify_incident", responses=_ACTION_PROBLEMS)
+async def verify(incident_id: RowId, body: VerifyIn, who: AlarmHandler, ctx: Ctx) -> IncidentStepOut:
+    """核实中: someone went to check (default: the caller). Already decided: 409."""
+    return await _act(
+        ctx,
+        lambda: ctx.alarms.verify_incident(
+            incident_id, actor=who.name, verifier=body.verifier, note=body.note
+        ),
+    )
+
+
+@router.post("/{incident_id}/verdict", operation_id="decide_incident", responses=_ACTION_PROBLEMS)
+async def verdict(incident_id: RowId, body: VerdictIn, who: AlarmHandler, ctx: Ctx) -> IncidentStepOut:
+    """The verdict (GB 25506-2010 §4.2.2): `confirmed` (真实火警: the answer asks for the 119 call,
+    `call_119_due`, and the leader on call is told), `false_alarm` with its `cause` (误报: its fire
+    and pre-alarms count against their devices) or `test` (测试). Acknowledges the incident too.
+    A verdict is final: a second one is 409, as is a false alarm without a cause."""
+    return await _act(
+        ctx,
+        lambda: ctx.alarms.decide_incident(
+            incident_id, actor=who.name, verdict=body.verdict, cause=body.cause, note=body.note
+        ),
+    )
+
+
+@router.post("/{incident_id}/call-119", operation_id="record_119_call", responses=_ACTION_PROBLEMS)
+async def call_119(incident_id: RowId, body: Call119In, who: AlarmHandler, ctx: Ctx) -> IncidentStepOut:
+    """Record that 119 was called (when: default now), for a fire or gas incident; once."""
+    return await _act(
+        ctx, lambda: ctx.alarms.record_119_call(incident_id, actor=who.name, at=body.at, note=body.note)
+    )
+
+
+@router.post("/{incident_id}/reset", operation_id="reset_incident", responses=_ACTION_PROBLEMS)
+async def reset(incident_id: RowId, body: IncidentNoteIn, who: AlarmHandler, ctx: Ctx) -> IncidentStepOut:
+    """复位 every latched fire alarm of the incident as one action; a condition that persists raises
+    again. Nothing latched: 409."""
+    return await _act(ctx, lambda: ctx.alarms.reset_incident(incident_id, actor=who.name, note=body.note))
