@@ -227,9 +227,18 @@ class IncidentBook:
         )
 
     # --- alarms ending ----------------------------------------------------------------------------
-    def alarm_ended(self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float) -> None:
+    def alarm_ended(
+        self,
+        s: Session,
+        out: list[IncidentUpdate],
+        alarm: AlarmRow,
+        now: float,
+        *,
+        reset_by: str | None = None,
+    ) -> None:
         """One of its alarms stopped being active (cleared, reset, superseded): when it was the last,
-        the incident has ended; acknowledged as well, it is closed."""
+        the incident has ended; acknowledged as well, it is closed. `reset_by`: a person reset that
+        last alarm (复位), which is the incident's reset too (the stand-down to everyone told)."""
         if alarm.incident_id is None:
             return
         inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
@@ -238,6 +247,8 @@ class IncidentBook:
         self._count(s, inc)
         if inc.active_count > 0:
             return
+        if reset_by is not None and reset_by != SYSTEM_ACTOR and inc.reset_ts is None:
+            self.reset_logged(s, out, inc, reset_by, "", now)
         inc.ended_ts = now
         inc.state = IncidentState.ENDED.value
         # An unacknowledged incident keeps escalating after it ends: someone must still look at it.

@@ -127,7 +127,8 @@ def grow(places: Sequence[str], zones: Sequence[str], floors: Sequence[str], new
 # --- notices ---------------------------------------------------------------------------------------
 
 # Pushed at once, never held or rate-limited: the first notice, a fire, a spread, a real fire, an
-# escalation, an overdue verification and the end of it. Everything else an incident does is an
+# escalation, an overdue verification and a person's reset (the stand-down). The alarms ending on
+# their own (ENDED) is an update: a flapping detector must not push every cycle. Everything else an incident does is an
 # update a route hears at most once per `incident_update_interval_s`, the latest replacing the one
 # waiting; JOINED (one more detector) is never pushed: the board shows the count.
 URGENT: frozenset[IncidentAction] = frozenset(
@@ -139,7 +140,6 @@ URGENT: frozenset[IncidentAction] = frozenset(
         IncidentAction.ESCALATED,
         IncidentAction.VERIFY_OVERDUE,
         IncidentAction.RESET,
-        IncidentAction.ENDED,
     }
 )
 SILENT: frozenset[IncidentAction] = frozenset({IncidentAction.JOINED})

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from alarms.incidents import SILENT, urgent
 from alarms.labels import CATEGORY_ZH, INCIDENT_ACTION_ZH, INCIDENT_KIND_ZH, VERIFICATION_ZH, alarm_type_zh
 from alarms.model import IncidentUpdate, Transition
-from core.domain import AlarmCategory, IncidentKind, Verification
+from core.domain import AlarmCategory, IncidentAction, IncidentKind, Verification
 from core.settings import PushRoute
 from storage.models import OutboxRow
 
@@ -133,12 +133,15 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} 分钟" if seconds >= 90 else f"{seconds:.0f} 秒"
 
 
-def render_incident(u: IncidentUpdate, place_name: str, now: float) -> dict[str, Any]:
-    """The incident notice, in Chinese: what, where, how far it spread, where confirmation stands."""
+def render_incident(
+    u: IncidentUpdate, place_name: str, now: float, steps: list[str] | None = None
+) -> dict[str, Any]:
+    """The incident notice, in Chinese: what, where, how far it spread, where confirmation stands.
+    `steps`: the incident actions this notice reports (several when one write took several)."""
     a = u.after
     kind = IncidentKind(a["kind"])
     category = AlarmCategory(a["category"])
-    action = INCIDENT_ACTION_ZH[u.action]
+    action = "，".join(INCIDENT_ACTION_ZH[IncidentAction(x)] for x in (steps or [u.action.value]))
     title = f"【{CATEGORY_ZH[category]}】{place_name} {INCIDENT_KIND_ZH[kind]} {action}"
     first = datetime.fromtimestamp(a["first_ts"]).strftime("%Y-%m-%d %H:%M:%S")
     lines = [
@@ -186,7 +189,9 @@ def enqueue_incident(
     owed = [r for r in routes if incident_matches(r, u)]
     if not owed:
         return 0
-    message = render_incident(u, place_name, now)
+    message = {**render_incident(u, place_name, now), "steps": [u.action.value]}
+    # The notices this transaction added, by (route, incident): the session lives for one write.
+    this_write: dict[tuple[str, int], OutboxRow] = s.info.setdefault("incident_notices", {})
     added = 0
     for route in owed:
         waiting = select(OutboxRow).where(
@@ -197,6 +202,15 @@ def enqueue_incident(
             OutboxRow.attempts == 0,
         )
         every = interval_s if route.update_interval_s is None else route.update_interval_s
+        same_write = this_write.get((route.name, u.incident_id))
+        if same_write is not None:
+            # One notice per route and incident per write (a reset and the end it causes): the
+            # later step's notice, which carries the whole incident, names both steps.
+            steps = [*same_write.payload.get("steps", []), u.action.value]
+            same_write.payload = {**render_incident(u, place_name, now, steps), "steps": steps}
+            if urgent(u.action):
+                same_write.next_ts, same_write.replaceable = now, False
+            continue
         if urgent(u.action) or every <= 0:
             s.execute(
                 delete(OutboxRow).where(
@@ -216,19 +230,19 @@ def enqueue_incident(
                 )
             )
             next_ts = now if last is None else max(now, float(last) + every)
-        s.add(
-            OutboxRow(
-                route=route.name,
-                alarm_id=u.alarm_id if u.alarm_id is not None else u.after["first_alarm_id"],
-                incident_id=u.incident_id,
-                replaceable=next_ts > now,
-                created_ts=now,
-                payload=message,
-                attempts=0,
-                next_ts=next_ts,
-                delivered_ts=None,
-                last_error="",
-            )
+        row = OutboxRow(
+            route=route.name,
+            alarm_id=u.alarm_id if u.alarm_id is not None else u.after["first_alarm_id"],
+            incident_id=u.incident_id,
+            replaceable=next_ts > now,
+            created_ts=now,
+            payload=message,
+            attempts=0,
+            next_ts=next_ts,
+            delivered_ts=None,
+            last_error="",
         )
+        s.add(row)
+        this_write[(route.name, u.incident_id)] = row
         added += 1
     return added

@@ -308,7 +308,7 @@ class AlarmService:
         row.cleared_ts = ts
         row.last_ts = max(row.last_ts, ts)
         t = self._log(s, out, row, before, AlarmAction.RESET, actor, now, note)
-        self.incidents.alarm_ended(s, out.incidents, row, now)
+        self.incidents.alarm_ended(s, out.incidents, row, now, reset_by=actor)
         return t
 
     def _new_row(self, e: DetectorEvent, now: float) -> AlarmRow:
@@ -478,9 +478,24 @@ class AlarmService:
             state = AlarmState(row.state)
             if state.value not in UNACKNOWLEDGED_STATES:
                 raise InvalidTransitionError(f"alarm {alarm_id} is {state.value}: nothing to acknowledge")
-            return self._ack(s, out, row, actor, note, now, false_alarm=false_alarm)
+            t = self._ack(s, out, row, actor, note, now, false_alarm=false_alarm)
+            self._ack_incident_if_done(s, out, row, actor, note, now)
+            return t
 
         return self._write(work)[0]
+
+    def _ack_incident_if_done(
+        self, s: Session, out: Outcome, row: AlarmRow, actor: str, note: str, now: float
+    ) -> None:
+        """Acknowledging the last unacknowledged alarm of an incident acknowledges the incident."""
+        if row.incident_id is None:
+            return
+        inc = s.get(IncidentRow, row.incident_id, with_for_update=True)
+        if inc is None or inc.acked_ts is not None or inc.state == IncidentState.CLOSED.value:
+            return
+        unacked = s.scalar(members(inc.id).where(AlarmRow.state.in_(UNACKNOWLEDGED_STATES)).limit(1))
+        if unacked is None:
+            self.incidents.acknowledged(s, out.incidents, inc, actor, note, now)
 
     def _ack(
         self,

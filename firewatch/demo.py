@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from accounts.passwords import DEMO_PASSWORD
 from accounts.service import DEMO_ACCOUNTS
 from api.app import create_app
-from core.domain import AlarmState, DeviceEventKind
+from core.domain import AlarmState, DeviceEventKind, IncidentKind, IncidentState
 from core.settings import Settings
 from firewatch import stopping
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
@@ -31,7 +31,7 @@ from firewatch.service import STOP_BUDGET_S, Service
 from firewatch.stopping import ApiServer, StopSignals
 from simulators.fleet import Fleet
 from simulators.live import LiveFleet
-from storage.models import AlarmRow, TicketRow
+from storage.models import AlarmRow, IncidentRow, TicketRow
 
 logger = logging.getLogger(__name__)
 
@@ -218,12 +218,24 @@ def _summary(service: Service, published: int) -> dict[str, int]:
             or 0
         )
         tickets = s.scalar(select(func.count()).select_from(TicketRow)) or 0
+        fire_incidents = (
+            s.scalar(
+                select(func.count())
+                .select_from(IncidentRow)
+                .where(
+                    IncidentRow.kind == IncidentKind.FIRE.value,
+                    IncidentRow.state != IncidentState.CLOSED.value,
+                )
+            )
+            or 0
+        )
     return {
         "published": published,
         "ingested": service.pipeline.accepted,
         "rejected": service.pipeline.rejected,
         "active alarms": active,
         "open fire alarms": fire,
+        "open fire incidents": fire_incidents,  # the zone fire is one incident, its alarms inside
         "tickets": tickets,
     }
 
@@ -233,7 +245,7 @@ def _table(summary: dict[str, int], elapsed: float, staged: bool) -> Table:
     table.add_column("what")
     table.add_column("count", justify="right")
     for key, value in summary.items():
-        style = "bold red" if key == "open fire alarms" and value else ""
+        style = "bold red" if key in ("open fire alarms", "open fire incidents") and value else ""
         table.add_row(key, f"[{style}]{value}[/]" if style else str(value))
     return table
 

@@ -14,7 +14,9 @@ class MessageKind(StrEnum):
 KINDS: dict[str, MessageKind] = {k.value: k for k in MessageKind}
 
 
-OUTPUTS = frozenset({"alarms", "tickets"})  # fw/v1/{site}/alarms|tickets: what firewatch itself publishes
+OUTPUTS = frozenset(
+    {"alarms", "incidents", "tickets"}
+)  # fw/v1/{site}/alarms|incidents|tickets: what firewatch itself publishes
 
 
 def subscriptions(prefix: str = "fw/v1") -> list[str]:

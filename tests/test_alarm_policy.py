@@ -1,6 +1,7 @@
 """The alarm policy, on a real SQLite store with an injected clock (no test sleeps): escalation and
-reminders, flapping, maintenance suppression, shelving. What is owed to whom is read from the
-outbox, the same rows the dispatcher delivers."""
+reminders (per incident), flapping, maintenance suppression, shelving. What is owed to whom is read
+from the outbox, the same rows the dispatcher delivers. Grouping and the incident's own steps are
+specified in tests/test_incidents.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from alarms.model import IncidentUpdate
 from alarms.policy import Policy
 from alarms.service import AlarmService, InvalidTransitionError
 from alarms.tickets import FLAPPING, TicketOpener
@@ -47,15 +49,25 @@ ROUTES = [
     PushRoute(name="cr", url="json://127.0.0.1:9/cr", roles=["control_room"]),
     PushRoute(name="fs", url="json://127.0.0.1:9/fs", roles=["fire_station"]),
     PushRoute(name="dh", url="json://127.0.0.1:9/dh", roles=["department_head"]),
-    PushRoute(name="feed", url="json://127.0.0.1:9/feed"),  # a plain subscription (default actions)
+    # A subscription that also takes per-alarm pushes (default actions): where holds show.
+    PushRoute(name="feed", url="json://127.0.0.1:9/feed", per_alarm=True),
 ]
+STEPS: dict[int, list[IncidentUpdate]] = {}
+NOTICES: dict[str, Any] = {"incident_update_interval_s": 0, "verify_limit_s": 10**7}
+ALARM_ACTIONS = {a.value for a in AlarmAction}
 
 
 def make(tmp_path: Path, clock: FakeClock, **policy: Any) -> AlarmService:
     _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
     index = DeviceIndex.build(small_registry(), PROFILES)
-    settings = AlarmPolicySettings(escalation=[CHAIN], **policy)
-    return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock, ROUTES, Policy(settings))
+    # Every incident update pushed at once here: rate limiting is tests/test_incidents.py's business.
+    # The verification clock is tests/test_incidents.py's too.
+    settings = AlarmPolicySettings(escalation=[CHAIN], **(NOTICES | policy))
+    alarms = AlarmService(
+        sessions, index, TicketOpener(index, TicketPolicy()), clock, ROUTES, Policy(settings)
+    )
+    alarms.on_incident.append(STEPS.setdefault(id(alarms), []).extend)
+    return alarms
 
 
 @pytest.fixture
@@ -80,15 +92,26 @@ def ev(
 
 
 def owed(alarms: AlarmService, since_id: int = 0) -> list[tuple[str, str]]:
-    """(route, action) of every push owed, in the order they were written."""
+    """(route, action) of every push owed, in the order they were written: an alarm transition's
+    action, or an incident notice's steps."""
     with alarms.sessions() as s:
         rows = s.scalars(select(OutboxRow).where(OutboxRow.id > since_id).order_by(OutboxRow.id)).all()
-    return [(r.route, r.payload["transition"]["action"]) for r in rows]
+    return [
+        (
+            r.route,
+            r.payload["transition"]["action"] if "transition" in r.payload else "+".join(r.payload["steps"]),
+        )
+        for r in rows
+    ]
 
 
 def at(clock: FakeClock, alarms: AlarmService, seconds: float) -> list[tuple[str, tuple[str, ...]]]:
+    """What the policy clock did at `seconds`: alarm transitions and incident steps."""
     clock.now = T0 + seconds
-    return [(t.action.value, t.targets) for t in alarms.tick()]
+    steps = STEPS[id(alarms)]
+    n = len(steps)
+    transitions = [(t.action.value, t.targets) for t in alarms.tick()]
+    return transitions + [(u.action.value, u.targets) for u in steps[n:]]
 
 
 # --- escalation ----------------------------------------------------------------------------------
@@ -98,7 +121,7 @@ def test_an_unacknowledged_fire_escalates_step_by_step_with_reminders(
     alarms: AlarmService, clock: FakeClock
 ) -> None:
     alarms.apply([ev(RAISE)])
-    assert owed(alarms) == [("cr", "raised"), ("feed", "raised")]
+    assert owed(alarms) == [("feed", "raised"), ("cr", "opened"), ("feed", "opened")]
     assert at(clock, alarms, 29) == []
     assert at(clock, alarms, 30) == [("reminded", ("control_room",))]
     assert at(clock, alarms, 60) == [("escalated", ("fire_station",))]
@@ -121,8 +144,9 @@ def test_acknowledging_stops_escalation_and_tells_everyone_told_so_far(
     with alarms.sessions() as s:
         last = max(r.id for r in s.scalars(select(OutboxRow)))
     clock.now = T0 + 75
-    t = alarms.acknowledge(raised.alarm_id, actor="控制室值班员", note="已派人核查")
-    assert t.targets == ("control_room", "fire_station")
+    # Acknowledging the incident's only alarm acknowledges the incident.
+    alarms.acknowledge(raised.alarm_id, actor="控制室值班员", note="已派人核查")
+    assert STEPS[id(alarms)][-1].targets == ("control_room", "fire_station")
     assert owed(alarms, last) == [("cr", "acknowledged"), ("fs", "acknowledged")]
     assert at(clock, alarms, 10_000) == []
 
@@ -147,15 +171,15 @@ def test_a_tick_with_nothing_due_takes_no_write_lock(
 
 
 def test_a_cleared_but_unacknowledged_alarm_keeps_reminding(alarms: AlarmService, clock: FakeClock) -> None:
-    alarms.apply([ev(RAISE)])
+    alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
     clock.now = T0 + 10
-    alarms.apply([ev(CLEAR, ts=T0 + 10)])
+    alarms.apply([ev(CLEAR, AlarmCategory.FAULT, ts=T0 + 10)])
     assert at(clock, alarms, 30) == [("reminded", ("control_room",))]
 
 
 def test_an_alarm_no_chain_covers_only_reaches_subscriptions(alarms: AlarmService) -> None:
     alarms.apply([ev(RAISE, AlarmCategory.SUPERVISORY, device="prs-1", alarm_type="pressure.low")])
-    assert owed(alarms) == [("feed", "raised")]
+    assert owed(alarms) == [("feed", "raised"), ("feed", "opened")]
 
 
 def test_an_escalation_role_that_no_route_reaches_is_refused_in_the_settings() -> None:
@@ -183,19 +207,18 @@ def test_a_flapping_sensor_has_its_notifications_held_and_gets_a_hazard_ticket(
     clock.now = T0 + 40
     transitions, tickets = alarms.apply([ev(RAISE, AlarmCategory.FAULT, ts=clock.now)])
     assert [(t.action.value, t.held) for t in transitions] == [("raised", "flapping"), ("flapping", "")]
-    assert owed(alarms)[before:] == [("cr", "flapping"), ("feed", "flapping")]
+    assert owed(alarms)[before:] == [("feed", "flapping")]
     assert [c.action for c in tickets] == ["recurred", "opened"]  # the fault's ticket, then the new one
     with alarms.sessions() as s:
         ticket = s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).one()
         assert ticket.category == AlarmCategory.HAZARD
         assert "已暂停推送" in ticket.problem
-    # While flapping: clears and raises are logged and streamed, not pushed; nobody is reminded.
-    n = len(owed(alarms))
+    # While flapping: clears and raises are logged and streamed, not pushed to the subscription.
+    n = len([a for r, a in owed(alarms) if r == "feed" and a in ALARM_ACTIONS])
     cycle(alarms, clock, 3, AlarmCategory.FAULT, start=60)
-    assert len(owed(alarms)) == n
-    assert at(clock, alarms, 200) == []
-    # A whole quiet window later it is steady again; still unacknowledged, so the chain starts afresh.
-    assert at(clock, alarms, 100 + 600) == [("steady", ("control_room",))]
+    assert [a for r, a in owed(alarms) if r == "feed" and a in ALARM_ACTIONS][n:] == []
+    # A whole quiet window later it is steady again.
+    assert ("steady", ()) in at(clock, alarms, 100 + 600)
 
 
 def test_a_fire_detector_crossing_again_and_again_is_one_latched_alarm_never_flapping(
@@ -205,7 +228,7 @@ def test_a_fire_detector_crossing_again_and_again_is_one_latched_alarm_never_fla
     # count towards flapping (the fire-specific bar is in tests/test_fire_latching.py).
     alarms = make(tmp_path, clock, flap_cycles=3, flap_window_s=600)
     cycle(alarms, clock, 5, AlarmCategory.FIRE)
-    assert [a for r, a in owed(alarms) if r == "cr"] == ["raised"]
+    assert [a for r, a in owed(alarms) if r == "cr"] == ["opened"]
     with alarms.sessions() as s:
         assert s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).all() == []
 
@@ -217,7 +240,7 @@ def test_a_fire_detector_flapping_across_resets_keeps_notifying(tmp_path: Path, 
         (raised, *_), _ = alarms.apply([ev(RAISE, ts=clock.now)])
         clock.now += 10
         alarms.reset(raised.alarm_id, actor="op")
-    raised_pushes = [a for r, a in owed(alarms) if r == "cr" and a == "raised"]
+    raised_pushes = [a for r, a in owed(alarms) if r == "feed" and a == "raised"]
     assert len(raised_pushes) == 5  # every raise pushed, flapping or not
     with alarms.sessions() as s:
         ticket = s.scalars(select(TicketRow).where(TicketRow.hazard_type == FLAPPING)).one()
@@ -236,16 +259,18 @@ def test_maintenance_holds_faults_but_a_fire_is_pushed_marked_during_maintenance
     )  # fmt: skip
     (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT, device="smk-1-1")])
     assert (fault.held, fault.after["maintenance_id"]) == ("maintenance", window.id)
-    assert owed(alarms) == []
+    assert owed(alarms) == []  # nor does its incident tell anyone
     (fire,), _ = alarms.apply([ev(RAISE, device="smk-1-2")])
     assert fire.held == ""
     assert fire.after["maintenance_id"] == window.id
     with alarms.sessions() as s:
-        titles = [r.payload["title"] for r in s.scalars(select(OutboxRow))]
+        titles = [r.payload["title"] for r in s.scalars(select(OutboxRow)) if "transition" in r.payload]
     assert titles
     assert all(t.startswith("【维护期间】【火警】") for t in titles)
+    assert ("cr", "opened") in owed(alarms)  # the fire's incident is told as any fire
+    n = len(owed(alarms))
     alarms.apply([ev(RAISE, AlarmCategory.FAULT, device="smk-2-1")])  # zone 2: not covered
-    assert ("feed", "raised") in owed(alarms)[len(titles) :]
+    assert ("feed", "raised") in owed(alarms)[n:]
 
 
 def test_maintenance_expires_and_releases_what_it_held_with_an_audit_trail(
@@ -257,8 +282,9 @@ def test_maintenance_expires_and_releases_what_it_held_with_an_audit_trail(
     )  # fmt: skip
     alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
     assert at(clock, alarms, 599) == []
-    assert at(clock, alarms, 600) == [("released", ("control_room",))]
-    assert owed(alarms) == [("cr", "released"), ("feed", "released")]
+    # Released: its incident, which nobody was told about, is told now.
+    assert at(clock, alarms, 600) == [("released", ()), ("opened", ("control_room",))]
+    assert owed(alarms) == [("feed", "released"), ("cr", "opened"), ("feed", "opened")]
     with alarms.sessions() as s:
         audit = [(a.action, a.actor) for a in s.scalars(select(AuditRow).order_by(AuditRow.id))]
         ended = s.get(MaintenanceRow, window.id)
@@ -275,7 +301,7 @@ def test_maintenance_tied_to_a_ticket_ends_when_the_ticket_closes(
         site="s1", place=None, device_ids=["smk-1-1"], start=None, end=T0 + 86_400,
         ticket_id=ticket.ticket_id, reason="rectify", actor="tech",
     )  # fmt: skip
-    assert at(clock, alarms, 60) == [("escalated", ("fire_station",))]  # smk-2-1's fault goes on
+    assert at(clock, alarms, 60) == [("escalated", ("fire_station",))]  # smk-2-1's fault's incident goes on
     with alarms.sessions.begin() as s:
         s.execute(update(TicketRow).values(status=TicketStatus.CLOSED.value))
     at(clock, alarms, 61)
@@ -308,15 +334,17 @@ def test_a_fire_alarm_cannot_be_shelved(alarms: AlarmService) -> None:
 
 def test_a_shelved_alarm_is_silent_until_its_shelving_expires(alarms: AlarmService, clock: FakeClock) -> None:
     (fault,), _ = alarms.apply([ev(RAISE, AlarmCategory.FAULT)])
+    alarms.acknowledge_incident(STEPS[id(alarms)][-1].incident_id, actor="op")  # the incident is handled
     n = len(owed(alarms))
     shelved = alarms.shelve(fault.alarm_id, actor="op", until=T0 + 3600, note="换电池中")
     assert shelved.after["shelved_until"] == T0 + 3600
     assert shelved.held == "shelved"
     alarms.apply([ev(CLEAR, AlarmCategory.FAULT), ev(RAISE, AlarmCategory.FAULT)])
-    assert at(clock, alarms, 1800) == []  # no reminders while shelved
-    assert len(owed(alarms)) == n
-    assert at(clock, alarms, 3600) == [("unshelved", ("control_room",))]
-    assert owed(alarms)[n:] == [("cr", "unshelved"), ("feed", "unshelved")]
+    assert [
+        a for r, a in owed(alarms)[n:] if r == "feed" and a in ALARM_ACTIONS
+    ] == []  # its own notices held
+    assert ("unshelved", ()) in at(clock, alarms, 3600)
+    assert ("feed", "unshelved") in owed(alarms)[n:]
 
 
 def test_shelving_is_bounded_and_only_for_open_alarms(alarms: AlarmService, clock: FakeClock) -> None:
@@ -348,8 +376,9 @@ async def test_escalation_reaches_real_receivers_until_someone_acknowledges(
     ]
     _, sessions = open_store(f"sqlite:///{tmp_path / 'state.sqlite'}")
     index = DeviceIndex.build(small_registry(), PROFILES)
-    policy = Policy(AlarmPolicySettings(escalation=[CHAIN]))
+    policy = Policy(AlarmPolicySettings(escalation=[CHAIN], **NOTICES))
     alarms = AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), clock, routes, policy)
+    alarms.on_incident.append(STEPS.setdefault(id(alarms), []).extend)
     # A generous timeout: under a loaded CI machine a slow loopback answer must not count as a failed send.
     channels: dict[str, Channel] = {r.name: AppriseChannel(r, timeout_s=15.0) for r in routes}
     dispatcher = Dispatcher(sessions, channels, clock=clock, poll_s=0.05)
@@ -364,15 +393,15 @@ async def test_escalation_reaches_real_receivers_until_someone_acknowledges(
         await dispatcher.deliver_due()
         at(clock, alarms, 60)
         await dispatcher.deliver_due()
-        assert [t.split(" ")[-1] for t in titles("control_room")] == ["报警", "未确认，再次提醒"]
-        assert titles("fire_station") == [titles("control_room")[0].replace("报警", "未确认，已升级")]
+        assert [t.split(" ")[-1] for t in titles("control_room")] == ["报警", "未受理，再次提醒"]
+        assert titles("fire_station") == [titles("control_room")[0].replace("报警", "未受理，已升级")]
         clock.now = T0 + 70
         alarms.acknowledge(fire.alarm_id, actor="微型消防站 李四", note="到场确认")
         await dispatcher.deliver_due()
         at(clock, alarms, 3600)  # nothing more falls due after the acknowledgement
         await dispatcher.deliver_due()
-        assert titles("control_room")[-1].endswith("已确认")
-        assert titles("fire_station")[-1].endswith("已确认")
+        assert titles("control_room")[-1].endswith("已受理")
+        assert titles("fire_station")[-1].endswith("已受理")
         assert len(titles("control_room")) == 3
         assert len(titles("fire_station")) == 2
         assert titles("department_head") == []

@@ -29,6 +29,8 @@ async def test_the_demo_stages_a_fire_and_a_fault_that_become_alarms_and_a_ticke
     assert summary["ingested"] >= 1000
     assert summary["rejected"] == 0
     assert summary["open fire alarms"] >= 1
+    # The zone fire is one incident holding its alarms, not a card per detector.
+    assert summary["open fire incidents"] == 1
     assert summary["tickets"] >= 1  # the gas detector's fault
 
 

@@ -109,8 +109,9 @@ def test_a_spiky_smoke_series_is_one_fire_alarm_with_its_occurrences_and_one_pus
     assert raised == 1
     assert (fire.flapping, flapping_tickets) == (False, [])
     assert pre_alarms == []
-    # One push per route that wants a fire's raise: the first duty role and the subscription.
-    assert owed(alarms) == [("cr", "raised"), ("feed", "raised")]
+    # One push per route: the incident's first notice to the first duty role and the
+    # subscription, and the fire's own raise to the subscription that takes per-alarm pushes.
+    assert owed(alarms) == [("feed", "raised"), ("cr", "opened"), ("feed", "opened")]
     # The repeats left the escalation clock where the raise set it.
     assert (fire.escalate_at, fire.remind_at) == escalation_after_raise
     log = actions(alarms, fire.id)
@@ -136,7 +137,7 @@ def test_the_reading_falling_back_is_recorded_and_the_fire_alarm_stays_active(
     assert again.after["state"] == AlarmState.ACTIVE_ACKNOWLEDGED  # still acknowledged: same alarm
     assert (again.after["occurrences"], again.after["peak"], again.after["normal_ts"]) == (2, 0.5, None)
     # Nothing but the raise and the acknowledgement's stand-down went to anyone.
-    assert owed(alarms) == [("cr", "raised"), ("feed", "raised"), ("cr", "acknowledged")]
+    assert owed(alarms) == [("feed", "raised"), ("cr", "opened"), ("feed", "opened"), ("cr", "acknowledged")]
     # It never closes by itself, however long it stays normal.
     alarms.apply([ev(CLEAR, ts=T0 + 50)])
     clock.now = T0 + 100_000
@@ -173,9 +174,15 @@ def test_a_reset_tells_everyone_told_so_far_to_stand_down(alarms: AlarmService, 
     with alarms.sessions() as s:
         last = max(r.id for r in s.scalars(select(OutboxRow)))
     clock.now = T0 + 70
-    t = alarms.reset(raised.alarm_id, actor="op")
-    assert t.targets == ("control_room", "fire_station")
-    assert owed(alarms, last) == [("cr", "reset"), ("fs", "reset"), ("feed", "reset")]
+    alarms.reset(raised.alarm_id, actor="op")
+    # The alarm's own reset to the per-alarm subscription; its incident's reset (and the end it
+    # makes) to everyone its escalation told, and to the subscription, in one notice each.
+    assert owed(alarms, last) == [
+        ("feed", "reset"),
+        ("cr", "reset+ended"),
+        ("fs", "reset+ended"),
+        ("feed", "reset+ended"),
+    ]
 
 
 def test_only_a_latched_fire_alarm_is_reset(alarms: AlarmService) -> None:

@@ -508,7 +508,7 @@ def test_the_service_publishes_alarms_and_tickets(broker: StackBroker, clients: 
     _, site, _ = broker.device(0)
     fw = service(broker, clients)
     follower = service(broker, clients)  # e.g. the service's other connection
-    for kind in ("alarms", "tickets"):
+    for kind in ("alarms", "incidents", "tickets"):
         payload = marker()
         assert fw.publish(f"fw/v1/{site}/{kind}", payload) == 0
         follower.wait_for(f"fw/v1/{site}/{kind}", payload)

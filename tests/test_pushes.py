@@ -76,7 +76,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 def route(port: int, **kw: Any) -> PushRoute:
-    return PushRoute(name="duty", url=f"json://127.0.0.1:{port}/hook", **kw)
+    """A route taking every alarm's own pushes, and no incident notices: these tests are about
+    delivery (incident notices are specified in tests/test_incidents.py)."""
+    return PushRoute(
+        name="duty", url=f"json://127.0.0.1:{port}/hook", per_alarm=True, incident_actions=[], **kw
+    )
 
 
 def fire(device: str = "smk-1-1", kind: DetectorEventKind = DetectorEventKind.RAISE) -> DetectorEvent:
@@ -116,11 +120,12 @@ def test_the_push_is_owed_in_the_same_transaction_as_the_transition(
 
 
 def test_routes_filter_by_category_site_and_action(tmp_path: Path) -> None:
+    per_alarm: dict[str, Any] = {"per_alarm": True, "incident_actions": []}
     routes = [
-        PushRoute(name="fire-only", url="json://127.0.0.1:9/x", categories=[AlarmCategory.FIRE]),
-        PushRoute(name="faults", url="json://127.0.0.1:9/x", categories=[AlarmCategory.FAULT]),
-        PushRoute(name="other-site", url="json://127.0.0.1:9/x", sites=["elsewhere"]),
-        PushRoute(name="resets", url="json://127.0.0.1:9/x", actions=[AlarmAction.RESET]),
+        PushRoute(name="fire-only", url="json://127.0.0.1:9/x", categories=[AlarmCategory.FIRE], **per_alarm),
+        PushRoute(name="faults", url="json://127.0.0.1:9/x", categories=[AlarmCategory.FAULT], **per_alarm),
+        PushRoute(name="other-site", url="json://127.0.0.1:9/x", sites=["elsewhere"], **per_alarm),
+        PushRoute(name="resets", url="json://127.0.0.1:9/x", actions=[AlarmAction.RESET], **per_alarm),
     ]
     alarms, _ = make(tmp_path / "s.sqlite", routes)
     (raised,), _ = alarms.apply([fire()])

@@ -458,13 +458,20 @@ async def test_every_transition_is_published_on_the_site_alarm_topic(
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fw-alarm-sub-{uuid.uuid4().hex[:8]}")
     sub.on_message = lambda _c, _u, msg: got.append({"topic": msg.topic, **orjson.loads(msg.payload)})
     sub.connect(mosquitto.host, mosquitto.port)
-    sub.subscribe("fw/v1/+/alarms", qos=1)
+    sub.subscribe([("fw/v1/+/alarms", 1), ("fw/v1/+/incidents", 1)])
     sub.loop_start()
     try:
         await asyncio.sleep(0.3)
         publisher.send("fw/v1/s1/smk-1-3/telemetry", reading(1, 0.4))
-        fire = await eventually(lambda: [m for m in got if m["after"]["alarm_type"] == "smoke.alarm"])
+        fire = await eventually(
+            lambda: [m for m in got if "after" in m and m["after"]["alarm_type"] == "smoke.alarm"]
+        )
         assert fire[0]["topic"] == "fw/v1/s1/alarms"
+        # Its incident, step by step, on the site's incident topic.
+        opened = await eventually(lambda: [m for m in got if m["topic"] == "fw/v1/s1/incidents"])
+        assert opened[0]["type"] == "incident"
+        assert opened[0]["action"] == "opened"
+        assert opened[0]["incident"]["kind"] == "fire"
         assert fire[0]["action"] == "raised"
         assert fire[0]["before"] is None
         assert service.pipeline.rejected == 0  # firewatch does not reject its own alarm topic
