@@ -265,7 +265,7 @@ def _durations(inc: IncidentRow, events: Sequence[IncidentEventRow]) -> tuple[Ke
 
 
 def _footnote(inc: IncidentRow) -> str:
-    text = f"注：用时自首次报警（firewatch 收到首个报警的时间 {local_time(inc.opened_ts)}）起算；"
+    text = f"注：用时自首次报警（系统收到首个报警的时间 {local_time(inc.opened_ts)}）起算；"
     if inc.fire_ts is not None:
         text += f"确认用时自首个火警报警（{local_time(inc.fire_ts)}）起算。"
     else:
