@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from core.domain import AlarmCategory, FalseAlarmCause, IncidentAction, IncidentKind, Verification
+from core.domain import (
+    AlarmCategory,
+    AlarmState,
+    FalseAlarmCause,
+    IncidentAction,
+    IncidentKind,
+    IncidentState,
+    Verification,
+)
 
 CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.FIRE: "火警",
@@ -20,6 +28,7 @@ ALARM_TYPE_ZH: dict[str, str] = {
     "device.alarm": "设备报警",
     "sensor.flapping": "传感器频繁报警（不稳定）",
     "influx.write_failing": "InfluxDB 写入失败",
+    "zone.fire_confirmed": "区域火警确认（同一防火分区多个探测器报警）",
 }
 
 # Suggested rectification measures (整改措施与意见) for automatically opened tickets.
@@ -94,3 +103,30 @@ CAUSE_ZH: dict[FalseAlarmCause, str] = {
     FalseAlarmCause.HUMAN: "人为误触",
     FalseAlarmCause.OTHER: "其他",
 }
+
+
+INCIDENT_STATE_ZH: dict[IncidentState, str] = {
+    IncidentState.OPEN: "处置中",
+    IncidentState.ENDED: "报警已恢复，待受理",
+    IncidentState.CLOSED: "已结束",
+}
+
+# As the console shows them (确认 = acknowledged, not the verdict of a fire).
+ALARM_STATE_ZH: dict[AlarmState, str] = {
+    AlarmState.ACTIVE_UNACKNOWLEDGED: "报警中·未确认",
+    AlarmState.ACTIVE_ACKNOWLEDGED: "报警中·已确认",
+    AlarmState.CLEARED_UNACKNOWLEDGED: "已恢复·未确认",
+    AlarmState.CLEARED_ACKNOWLEDGED: "已恢复·已确认",
+    AlarmState.CLOSED: "已关闭",
+}
+
+# The duty roles of the default escalation chain (core/settings.py); a site's own roles show as named.
+DUTY_ROLE_ZH: dict[str, str] = {
+    "control_room": "消防控制室",
+    "micro_fire_station": "微型消防站",
+    "leader_on_call": "值班领导",
+}
+
+
+def duty_role_zh(role: str) -> str:
+    return DUTY_ROLE_ZH.get(role, role)

@@ -22,6 +22,7 @@ from api.routes import (
     console,
     devices,
     health,
+    incident_exports,
     incidents,
     kpis,
     maintenance,
@@ -83,6 +84,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             devices,
             unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}
             alarms,
+            incident_exports,  # beside the incidents, as the ticket exports are
             incidents,
             stream,
             maintenance,

@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 
 from alarms.service import AlarmService
 from api.routes import ticket_exports
+from core import cjk_font
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from storage.models import TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
 from tests.conftest import alarm_service, asgi_api
@@ -338,7 +339,7 @@ def test_text_is_printed_as_written_never_read_as_markup() -> None:
 def test_without_a_cjk_font_rendering_fails_saying_how_to_install_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(export, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(cjk_font, "KNOWN_CJK_FONTS", ())
     with pytest.raises(FontUnavailableError) as raised:
         render_ticket_pdf(seed_ticket(), [], [], [], [])
     assert "apt-get install fonts-wqy-microhei" in str(raised.value)
@@ -643,7 +644,7 @@ async def test_without_a_font_the_form_endpoint_is_503_with_what_to_do(
     api: httpx.AsyncClient, alarms: AlarmService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ticket_id = stored_ticket(alarms)
-    monkeypatch.setattr(export, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(cjk_font, "KNOWN_CJK_FONTS", ())
     r = await api.get(f"/api/v1/tickets/{ticket_id}/form.pdf")
     assert r.status_code == 503
     assert "apt-get install fonts-wqy-microhei" in r.json()["detail"]

@@ -8,7 +8,6 @@ Times are epoch seconds and are shown in the server's local time, as `YYYY-MM-DD
 from __future__ import annotations
 
 import io
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,28 +26,16 @@ from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from alarms.labels import CATEGORY_ZH, alarm_type_zh
+from core.cjk_font import FontUnavailableError as FontUnavailableError  # re-exported
+from core.cjk_font import embedded_font
+from core.cjk_font import find_cjk_font as find_cjk_font  # re-exported
 from core.domain import AlarmCategory
 from storage.models import TicketCommentRow, TicketEventRow, TicketRow
 
 Lang = Literal["zh", "en"]
-
-# CJK TrueType fonts as Debian installs them, best first, with the face to use in a collection.
-KNOWN_CJK_FONTS: tuple[tuple[Path, int], ...] = (
-    (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"), 0),  # fonts-wqy-microhei
-    (Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"), 0),  # fonts-wqy-zenhei
-    (Path("/usr/share/fonts/truetype/arphic/uming.ttc"), 0),  # fonts-arphic-uming
-)
-FONT_HINT = "apt-get install fonts-wqy-microhei, or set exports.font_path / FIREWATCH_EXPORTS__FONT_PATH"
-
-
-class FontUnavailableError(RuntimeError):
-    """No CJK font to embed: without one the form's Chinese would print as empty boxes."""
-
 
 # --- labels ---------------------------------------------------------------------------------------
 
@@ -255,47 +242,6 @@ class EvidenceMeta:
     uploaded_by: str
     ts: float
     note: str = ""
-
-
-# --- the CJK font ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CjkFont:
-    path: Path
-    subfont: int = 0
-
-
-def find_cjk_font(override: Path | None = None) -> CjkFont:
-    """The font to embed: the configured one, else the first known Debian CJK font installed."""
-    if override is not None:
-        if not override.is_file():
-            raise FontUnavailableError(f"exports.font_path {override} is not a file: {FONT_HINT}")
-        return CjkFont(override)
-    for path, subfont in KNOWN_CJK_FONTS:
-        if path.is_file():
-            return CjkFont(path, subfont)
-    known = ", ".join(str(p) for p, _ in KNOWN_CJK_FONTS)
-    raise FontUnavailableError(f"no CJK font found (looked for {known}): {FONT_HINT}")
-
-
-# reportlab keeps registered fonts in a process-wide table; parsing a CJK font takes a moment and
-# API requests render in worker threads, so each font is registered once, under a lock.
-_registered: dict[CjkFont, str] = {}
-_register_lock = threading.Lock()
-
-
-def _font_name(font: CjkFont) -> str:
-    with _register_lock:
-        name = _registered.get(font)
-        if name is None:
-            name = f"firewatch-cjk-{len(_registered)}"
-            try:
-                pdfmetrics.registerFont(TTFont(name, str(font.path), subfontIndex=font.subfont))
-            except Exception as exc:  # reportlab raises TTFError and plain errors for a bad file
-                raise FontUnavailableError(f"cannot use font {font.path} ({exc}): {FONT_HINT}") from exc
-            _registered[font] = name
-        return name
 
 
 # --- the form (PDF) -------------------------------------------------------------------------------
@@ -578,7 +524,7 @@ def render_ticket_pdf(
     comments, linked alarms and evidence follow on a page of their own.
 
     Raises FontUnavailableError when no CJK font can be embedded (see `find_cjk_font`)."""
-    font = _font_name(find_cjk_font(font_path))
+    font = embedded_font(font_path)
     st = _styles(font, lang)
     lb = LABELS[lang]
 

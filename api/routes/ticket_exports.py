@@ -4,14 +4,14 @@ Mounted before api/routes/tickets.py, so `/tickets/ledger.xlsx` is not taken for
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-from urllib.parse import quote
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import func, select
 
 from api.auth import READING
 from api.deps import Ctx, DbSession, RowId
+from api.downloads import XLSX, disposition
 from api.problems import responses
 from core.domain import TicketStatus
 from storage.models import TicketAlarmRow, TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
@@ -22,16 +22,8 @@ router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[READING], 
 # One spreadsheet holds this many tickets at most; a wider export is refused with how to narrow it,
 # rather than cut short without anyone noticing missing rows in a ledger.
 LEDGER_MAX_ROWS = 50_000
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 Epoch = Annotated[float | None, Query(ge=0, le=1e11)]
-
-
-def _disposition(kind: Literal["inline", "attachment"], filename: str, fallback: str = "") -> str:
-    """A Content-Disposition any browser reads: the UTF-8 name (RFC 6266) and a plain ASCII one."""
-    fallback = fallback or filename
-    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in fallback)
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.get(
@@ -71,8 +63,8 @@ def ticket_ledger_xlsx(
     tickets = db.scalars(q.order_by(TicketRow.created_at, TicketRow.id)).all()
     body = render_ledger_xlsx(tickets, lang=lang)
     name = "隐患整改台账.xlsx" if lang == "zh" else "ticket-ledger.xlsx"
-    disposition = _disposition("attachment", name, fallback="ticket-ledger.xlsx")
-    return Response(body, media_type=XLSX, headers={"Content-Disposition": disposition})
+    headers = {"Content-Disposition": disposition("attachment", name, fallback="ticket-ledger.xlsx")}
+    return Response(body, media_type=XLSX, headers=headers)
 
 
 @router.get(
@@ -121,5 +113,5 @@ def ticket_form_pdf(ticket_id: RowId, db: DbSession, ctx: Ctx, lang: Lang = "zh"
     return Response(
         body,
         media_type="application/pdf",
-        headers={"Content-Disposition": _disposition("inline", f"{ticket.number}.pdf")},
+        headers={"Content-Disposition": disposition("inline", f"{ticket.number}.pdf")},
     )
