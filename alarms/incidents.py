@@ -128,9 +128,9 @@ def grow(places: Sequence[str], zones: Sequence[str], floors: Sequence[str], new
 
 # Pushed at once, never held or rate-limited: the first notice, a fire, a spread, a real fire, an
 # escalation, an overdue verification and a person's reset (the stand-down). The alarms ending on
-# their own (ENDED) is an update: a flapping detector must not push every cycle. Everything else an incident does is an
-# update a route hears at most once per `incident_update_interval_s`, the latest replacing the one
-# waiting; JOINED (one more detector) is never pushed: the board shows the count.
+# their own (ENDED) is an update: a flapping detector must not push every cycle. Everything else an
+# incident does is an update a route hears at most once per `incident_update_interval_s`, the latest
+# replacing the one waiting; JOINED (one more detector) is never pushed: the board shows the count.
 URGENT: frozenset[IncidentAction] = frozenset(
     {
         IncidentAction.OPENED,

@@ -80,7 +80,8 @@ async def test_the_steps_of_a_fire_incident_from_acknowledgement_to_reset(
     detail = (await api.get(base)).json()
     assert detail["state"] == "closed"
     assert [s["action"] for s in detail["timeline"]] == [
-        "opened", "joined", "acknowledged", "verifying", "confirmed", "called_119", "reset", "ended", "closed",
+        "opened", "joined", "acknowledged", "verifying", "confirmed",
+        "called_119", "reset", "ended", "closed",
     ]  # fmt: skip
     assert {a["state"] for a in detail["alarms"]} == {"cleared_acknowledged"}
 
