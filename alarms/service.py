@@ -708,17 +708,16 @@ class AlarmService:
             u = self.incidents.verdict(
                 s, out.incidents, inc, actor, verdict, cause.value if cause else None, note, now
             )
-            if verdict is not Verification.CONFIRMED:
-                for row in s.scalars(members(inc.id).with_for_update()).all():
-                    if (
-                        AlarmCategory(row.category) in (AlarmCategory.FIRE, AlarmCategory.PRE_ALARM)
-                        and not row.false_alarm
-                    ):
-                        row.false_alarm = True
-                        row.false_alarms += 1
             self._ack_members(s, out, inc, actor, note, now)
             if inc.acked_ts is None:
                 self.incidents.acknowledged(s, out.incidents, inc, actor, note, now)
+            if verdict is not Verification.CONFIRMED:
+                # After the acknowledgements, which set the flag from their own request.
+                for row in s.scalars(members(inc.id).with_for_update()).all():
+                    fire_side = AlarmCategory(row.category) in (AlarmCategory.FIRE, AlarmCategory.PRE_ALARM)
+                    if fire_side and not row.false_alarm:
+                        row.false_alarm = True
+                        row.false_alarms += 1
             return u
 
         return self._incident_step(incident_id, step)

@@ -305,6 +305,8 @@ def test_a_false_alarm_needs_its_cause_and_counts_against_the_devices(alarms: Al
     )
     assert alarms.false_alarm_counts()[0] == ("smk-b1f1z1-1", 1, 1)
     assert the_incident(alarms).cause == "steam"
+    with alarms.sessions() as s:
+        assert s.scalars(select(AlarmRow.false_alarm)).all() == [True]
 
 
 def test_an_unverified_fire_escalates_to_the_leader_on_call_when_the_limit_passes(
