@@ -34,6 +34,10 @@ from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 SYSTEM_ACTOR = "firewatch"
 
 
+# Incidents that are verified on the duty clock: a fire, and a gas leak that reached its fire level.
+VERIFIED_KINDS = (IncidentKind.FIRE.value, IncidentKind.GAS.value)
+
+
 class IncidentError(ValueError):
     """The requested step does not apply to the incident as it stands; the message says why."""
 
@@ -286,6 +290,13 @@ class IncidentBook:
         self._close_if_done(s, out, inc, actor, now)
         return u
 
+    @staticmethod
+    def _verified_kind(inc: IncidentRow) -> None:
+        if inc.kind not in VERIFIED_KINDS:
+            raise IncidentError(
+                f"incident {inc.id} is a {inc.kind} incident: only fire and gas incidents are verified"
+            )
+
     def verifying(
         self,
         s: Session,
@@ -297,6 +308,7 @@ class IncidentBook:
         now: float,
     ) -> IncidentUpdate:
         state = Verification(inc.verification)
+        self._verified_kind(inc)
         if state.decided:
             raise IncidentError(f"incident {inc.id} is already verified ({state.value})")
         inc.verification = Verification.VERIFYING.value
@@ -318,6 +330,7 @@ class IncidentBook:
     ) -> IncidentUpdate:
         if not verdict.decided:
             raise IncidentError("a verdict is confirmed, false_alarm or test")
+        self._verified_kind(inc)
         state = Verification(inc.verification)
         if state.decided:
             raise IncidentError(f"incident {inc.id} is already verified ({state.value})")
@@ -352,10 +365,12 @@ class IncidentBook:
         note: str,
         now: float,
     ) -> IncidentUpdate:
-        if inc.kind not in (IncidentKind.FIRE.value, IncidentKind.GAS.value):
+        if inc.kind not in VERIFIED_KINDS:
             raise IncidentError(
                 f"incident {inc.id} is a {inc.kind} incident: 119 is called for a fire or gas leak"
             )
+        if inc.state == IncidentState.CLOSED.value:
+            raise IncidentError(f"incident {inc.id} is closed")
         if inc.call_119_ts is not None:
             raise IncidentError(f"the 119 call of incident {inc.id} is already recorded")
         if at > now + 60 or at < inc.first_ts - 60:
@@ -479,7 +494,7 @@ def _escalation_due(now: float) -> Select[IncidentRow]:
 
 def _verify_overdue(now: float) -> Select[IncidentRow]:
     return select(IncidentRow).where(
-        IncidentRow.kind == IncidentKind.FIRE.value,
+        IncidentRow.kind.in_(VERIFIED_KINDS),
         IncidentRow.verify_due_ts <= now,
         IncidentRow.verify_overdue_ts.is_(None),
     )

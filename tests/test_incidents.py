@@ -411,3 +411,21 @@ def test_an_unacknowledged_fire_escalates_per_incident_and_reminders_are_rate_li
         if action == "reminded":
             assert when - before >= 300  # a reminder waits for the update interval
     assert len(cr) <= 4
+
+
+def test_only_fire_and_gas_incidents_are_verified_and_a_closed_one_takes_no_119_call(
+    alarms: AlarmService, clock: FakeClock
+) -> None:
+    fault = AlarmCategory.FAULT
+    alarms.apply([DetectorEvent("smk-b1f1z1-1", "device.fault", RAISE, fault, T0, None, None, "", "")])
+    (inc,) = incidents(alarms)
+    with pytest.raises(InvalidTransitionError, match="only fire and gas"):
+        alarms.decide_incident(inc.id, actor="值班员", verdict=Verification.TEST)
+    with pytest.raises(InvalidTransitionError, match="only fire and gas"):
+        alarms.verify_incident(inc.id, actor="值班员")
+    alarms.apply([smoke("smk-b1f1z1-2")])
+    fire = next(i for i in incidents(alarms) if i.kind == "fire")
+    alarms.reset_incident(fire.id, actor="值班员")
+    alarms.acknowledge_incident(fire.id, actor="值班员")
+    with pytest.raises(InvalidTransitionError, match="closed"):
+        alarms.record_119_call(fire.id, actor="值班员")
