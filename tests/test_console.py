@@ -265,9 +265,16 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(
     assert on_board - staged < 30.0
     assert int(await page.locator("#conn").get_attribute("data-events") or 0) > 0
     fire_id = str(fires[0]["id"])
-    card = page.locator(f'#board-list > li[data-alarm-id="{fire_id}"]')
-    await expect(card).to_have_attribute("data-state", "active_unacknowledged")
-    await expect(card).to_have_class("card cat-fire unacked")
+    # One card for the fire: its incident, the alarm inside it.
+    inc_id = str((await until(lambda: incident_of(stack, fire_id), "the fire's incident"))["id"])
+    card = page.locator(f'#board-list > li[data-incident-id="{inc_id}"]')
+    await expect(card).to_have_attribute("data-acked", "false")
+    await expect(card).to_have_attribute("data-kind", "fire")
+    await expect(card).to_have_class("card incident cat-fire unacked")
+    await expect(card.locator(f'li.alarm[data-alarm-id="{fire_id}"]')).to_have_count(1)
+    await expect(card.locator(f'li.alarm[data-alarm-id="{fire_id}"]')).to_have_attribute(
+        "data-state", "active_unacknowledged"
+    )
     await expect(card.locator(".badge")).to_have_text("火警")
     await expect(page.locator("#board-fire")).to_contain_text("火警")
     # Retried expectations: the board redraws its cards on every transition (a latched fire's
@@ -276,23 +283,24 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(
     await expect(card).to_have_css("animation-name", "pulse-fire")
     # An operator may acknowledge and reset it (复位: a fire alarm latches, GB 4717), not clear it; a
     # fire alarm is never offered for shelving. The card says it is latched.
-    await expect(card.locator('[data-role="ack"]')).to_have_count(1)
-    await expect(card.locator('[data-role="reset"]')).to_have_count(1)
-    await expect(card.locator('[data-role="reset"]')).to_have_text("复位")
+    await expect(card.locator('.side [data-role="ack"]')).to_have_count(1)
+    await expect(card.locator('.side [data-role="reset"]')).to_have_count(1)
+    await expect(card.locator('.side [data-role="reset"]')).to_have_text("复位")
     await expect(card.locator('[data-role="clear"]')).to_have_count(0)
-    await expect(card.locator('[data-role="shelve"]')).to_have_count(0)
+    fire_row = card.locator(f'li.alarm[data-alarm-id="{fire_id}"]')
+    await expect(fire_row.locator("button")).to_have_count(0)  # acknowledged and reset with the incident
     await expect(card.locator('[data-role="latched"]')).to_contain_text("火警保持")
     # Fire is never on the gas board.
-    assert await page.locator(f'#gas-list > li[data-alarm-id="{fire_id}"]').count() == 0
+    assert await page.locator(f'#gas-list li[data-alarm-id="{fire_id}"]').count() == 0
     await shot(page, "01-fire-on-board", docs="fire")
 
     # A viewer, at another screen, sees the same fire and no buttons for it.
     viewer = await new_page(browser)
     await open_console_late(viewer, stack, VIEWER)
-    viewer_card = viewer.locator(f'#board-list > li[data-alarm-id="{fire_id}"]')
+    viewer_card = viewer.locator(f'#board-list > li[data-incident-id="{inc_id}"]')
     await expect(viewer_card).to_have_attribute("data-category", "fire")
     await expect(viewer.locator("#who")).to_contain_text("查看")
-    await expect(viewer_card.locator("button")).to_have_count(0)
+    await expect(viewer_card.locator("button:not(.fold)")).to_have_count(0)  # only its list's fold
     await shot(viewer, "01c-viewer")
     await viewer.context.close()
     assert not PAGE_ERRORS.pop(id(viewer), [])
@@ -307,19 +315,20 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(
     await page.click("#wall")
     await page.set_viewport_size({"width": 1600, "height": 900})
 
-    # (2) Acknowledge with a note through the dialog: who acknowledges is the signed-in user.
+    # (2) Acknowledge (受理) with a note through the dialog: the incident, and its alarms with it; who
+    # acknowledges is the signed-in user.
     await card.locator('[data-role="ack"]').click()
-    dialog = page.locator("#ack-dialog")
+    dialog = page.locator("#inc-dialog")
     await expect(dialog).to_be_visible()
-    await expect(dialog.locator("h2")).to_have_text("确认报警")
-    await expect(page.locator("#ack-as")).to_contain_text(OPERATOR.display_name)
-    await expect(page.locator("#ack-false")).not_to_be_checked()
-    await page.fill("#ack-note", "已派人到现场核实 <b>不是标签</b>")
+    await expect(dialog.locator("h2")).to_have_text("受理报警事件")
+    await expect(page.locator("#inc-as")).to_contain_text(OPERATOR.display_name)
+    await page.fill("#inc-note", "已派人到现场核实 <b>不是标签</b>")
     await shot(page, "02-acknowledge-dialog", docs="acknowledge")
-    await page.click("#ack-submit")
+    await page.click("#inc-submit")
     await expect(dialog).to_be_hidden()
-    await expect(card).to_have_attribute("data-state", "active_acknowledged")
-    await expect(card).not_to_have_class("card cat-fire unacked")
+    await expect(card).to_have_attribute("data-acked", "true")
+    await expect(card).to_have_class("card incident cat-fire")
+    await expect(fire_row).to_have_attribute("data-state", "active_acknowledged")
     await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.name)
     await expect(card.locator('[data-role="acked"]')).to_contain_text("<b>不是标签</b>")  # text, not markup
     assert await card.locator('[data-role="acked"] b').count() == 0
@@ -331,9 +340,12 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(
     assert detail["false_alarm"] is False
     await shot(page, "03-acknowledged")
 
+    assert (await incident(stack, inc_id))["acked_by"] == OPERATOR.name
+
     # (3) The device's drill-down: info, a drawn history chart, the alarm log with this alarm.
     device_id = fires[0]["device_id"]
-    await card.locator('[data-role="device"]').click()
+    await card.locator('[data-role="toggle-alarms"]').click()
+    await fire_row.locator('[data-role="device"]').click()
     await expect(page).to_have_url(f"{stack.base_url}/console#/device/{device_id}")
     await expect(page.locator("#device-title")).to_contain_text(device_id)
     log_row = page.locator(f'#device-alarms tr[data-alarm-id="{fire_id}"]')
@@ -411,14 +423,16 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
         return items[0] if items else None
 
     tk = await until(ticket, f"a fault ticket for {gas_device}")
-    # The gas detector's fault is on the gas board, apart from the fire board.
-    gas_card = page.locator(f'#gas-list > li[data-device-id="{gas_device}"]')
-    await expect(gas_card).to_have_attribute("data-category", "fault")
-    assert await page.locator(f'#board-list > li[data-device-id="{gas_device}"]').count() == 0
-    fault_colour = await gas_card.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor")
+    # The gas detector's fault is a device fault incident, not a gas one: on the fire board (the gas
+    # board holds gas leaks), one card holding the detector's alarm.
+    fault_card = page.locator(f'#board-list > li.incident:has(li.alarm[data-device-id="{gas_device}"])')
+    await expect(fault_card).to_have_attribute("data-category", "fault")
+    await expect(fault_card).to_have_attribute("data-kind", "fault")
+    assert await page.locator(f'#gas-list li[data-device-id="{gas_device}"]').count() == 0
+    fault_colour = await fault_card.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor")
     assert fault_colour == "rgb(242, 198, 0)", fault_colour  # --fault yellow
-    # Maintenance does not handle alarms: no buttons for it.
-    await expect(gas_card.locator("button")).to_have_count(0)
+    # Maintenance does not handle alarms: no buttons for it (but the fold of the card's list).
+    await expect(fault_card.locator("button:not(.fold)")).to_have_count(0)
 
     await page.click("#tab-tickets")
     row = page.locator(f'#tickets tr[data-ticket-id="{tk["id"]}"]')
@@ -520,16 +534,21 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
     await expect(page.locator("#ticket-events li")).to_have_count(len(got["events"]))
     await shot(page, "13-ticket-closed", docs="ticket-closed")
 
-    # (4) The gas alarm, by the chief (safety handles alarms): a false alarm, shelved, unshelved.
+    # (4) The fault, by the chief (safety handles alarms): its incident acknowledged, its detector's
+    # alarm shelved and unshelved from the card's list.
     await page.click("#tab-board")
-    alarm_id = await gas_card.get_attribute("data-alarm-id")
-    await gas_card.locator('[data-role="ack"]').click()
-    await page.check("#ack-false")
-    await page.fill("#ack-note", "维保测试误触发")
-    await page.click("#ack-submit")
-    await expect(gas_card.locator('[data-role="acked"]')).to_contain_text("误报")
-    assert (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()["false_alarm"] is True
-    await gas_card.locator('[data-role="shelve"]').click()
+    # A fault incident has no verification, verdict or 119 call: only 受理.
+    await expect(fault_card.locator(".side button")).to_have_count(1)
+    await fault_card.locator('[data-role="ack"]').click()
+    await page.fill("#inc-note", "维保测试误触发")
+    await page.click("#inc-submit")
+    await expect(fault_card.locator('[data-role="acked"]')).to_contain_text("维保测试误触发")
+    await fault_card.locator('[data-role="toggle-alarms"]').click()
+    row = fault_card.locator(f'li.alarm[data-device-id="{gas_device}"]')
+    alarm_id = await row.get_attribute("data-alarm-id")
+    got_alarm = (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()
+    assert (got_alarm["acked_by"], got_alarm["ack_note"]) == (CHIEF.name, "维保测试误触发")
+    await row.locator('[data-role="shelve"]').click()
     await expect(page.locator("#alarm-title")).to_have_text("搁置报警")
     await page.select_option("#alarm-duration", "14400")
     await page.click("#alarm-submit")
@@ -538,15 +557,15 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
     await shot(page, "15-shelve-dialog", docs="shelve")
     await page.click("#alarm-submit")
     await expect(page.locator("#alarm-dialog")).to_be_hidden()
-    await expect(gas_card.locator('[data-role="shelved"]')).to_contain_text("传感器更换中")
+    await expect(row.locator('[data-role="shelved"]')).to_contain_text("传感器更换中")
     shelved = (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()
     assert shelved["shelved_by"] == CHIEF.name
     assert shelved["shelved_until"] == pytest.approx(stack.service.clock() + 14400, abs=600)
-    await shot(page, "16-gas-shelved", docs="gas")
-    await gas_card.locator('[data-role="unshelve"]').click()
+    await shot(page, "16-fault-shelved", docs="fault")
+    await row.locator('[data-role="unshelve"]').click()
     await page.click("#alarm-submit")
-    await expect(gas_card.locator('[data-role="shelved"]')).to_have_count(0)
-    await expect(gas_card.locator('[data-role="shelve"]')).to_have_count(1)
+    await expect(row.locator('[data-role="shelved"]')).to_have_count(0)
+    await expect(row.locator('[data-role="shelve"]')).to_have_count(1)
     assert (await stack.api.get(f"/api/v1/alarms/{alarm_id}")).json()["shelved_until"] is None
 
     # (5) English, kept across a reload; then Chinese again.
@@ -557,7 +576,7 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
     await page.reload()
     await expect(page.locator("#tab-board")).to_have_text("Alarms")
     await expect(page.locator("#gas-title")).to_have_text("Combustible gas alarms")
-    await expect(gas_card.locator(".badge")).to_have_text("Fault")
+    await expect(fault_card.locator(".badge")).to_have_text("Fault")
     await shot(page, "14-english", docs="english")
     await sign_out_page(page)
     await expect(page.locator("#login h2")).to_have_text("Sign in")
@@ -723,11 +742,15 @@ async def test_an_alarm_the_database_cannot_record_is_shown_at_once_and_recorded
         return next((a for a in items if a["alarm_type"] == fire["alarm_type"]), None)
 
     recorded = await until(recorded_fire, "the fire alarm recorded")
-    await expect(card).to_have_attribute("data-alarm-id", str(recorded["id"]), timeout=20_000)
-    await expect(card).to_have_count(1)
-    assert await card.get_attribute("data-unrecorded") is None
-    await expect(card.locator('[data-role="unrecorded"]')).to_have_count(0)
-    await expect(card.locator('[data-role="ack"]')).to_have_count(1)
+    # The unrecorded card gives way to the recorded alarm's incident card, which holds it: never two
+    # cards for it.
+    await expect(card).to_have_count(0, timeout=20_000)
+    inc = await until(lambda: incident_of(stack, str(recorded["id"])), "the recorded alarm's incident")
+    inc_card = page.locator(f'#board-list > li[data-incident-id="{inc["id"]}"]')
+    await expect(inc_card).to_have_count(1)
+    await expect(inc_card.locator(f'li.alarm[data-alarm-id="{recorded["id"]}"]')).to_have_count(1)
+    await expect(inc_card.locator('[data-role="unrecorded"]')).to_have_count(0)
+    await expect(inc_card.locator('[data-role="ack"]')).to_have_count(1)
     await expect(page.locator("#outage")).to_be_hidden(timeout=20_000)
     await expect(page.locator("#board-list > li[data-unrecorded]")).to_have_count(0, timeout=20_000)
     await expect(page.locator("#error")).to_be_hidden()
@@ -735,8 +758,264 @@ async def test_an_alarm_the_database_cannot_record_is_shown_at_once_and_recorded
     assert body["storage_failing"] is False
     assert [a for a in body["items"] if a["category"] == "fire"] == []
     await shot(page, "32-recorded")
-    await card.locator('[data-role="ack"]').click()
-    await page.fill("#ack-note", "数据库恢复后确认")
-    await page.click("#ack-submit")
-    await expect(card).to_have_attribute("data-state", "active_acknowledged")
+    await inc_card.locator('[data-role="ack"]').click()
+    await page.fill("#inc-note", "数据库恢复后确认")
+    await page.click("#inc-submit")
+    await expect(inc_card).to_have_attribute("data-acked", "true")
     assert (await stack.api.get(f"/api/v1/alarms/{recorded['id']}")).json()["acked_by"] == OPERATOR.name
+
+
+async def incident_of(stack: Stack, alarm_id: str) -> dict[str, Any] | None:
+    """The open incident holding this alarm."""
+    for inc in await open_incidents(stack):
+        if any(str(a["id"]) == alarm_id for a in inc["alarms"]):
+            return inc
+    return None
+
+
+async def open_incidents(stack: Stack, **params: Any) -> list[dict[str, Any]]:
+    r = await stack.api.get("/api/v1/incidents", params={"open": True, "limit": 500, **params})
+    r.raise_for_status()
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def incident(stack: Stack, incident_id: str | int) -> dict[str, Any]:
+    r = await stack.api.get(f"/api/v1/incidents/{incident_id}")
+    r.raise_for_status()
+    got: dict[str, Any] = r.json()
+    return got
+
+
+async def incident_closed(stack: Stack, incident_id: str) -> bool:
+    state: str = (await incident(stack, incident_id))["state"]
+    return state == "closed"
+
+
+# Headless Chromium plays audio without a click (it does not apply the autoplay policy), so the
+# policy is played here: an AudioContext made before the page (this document) had a click stays
+# suspended, and its resume() waits, as a desktop Chromium's does, until it has had one. (Chromium
+# keeps its own record of a click across a reload, so this one keeps its own.)
+AUTOPLAY_POLICY = """
+(() => {
+  const Real = window.AudioContext;
+  if (!Real) return;
+  let clicked = false;
+  window.addEventListener("pointerdown", (e) => { if (e.isTrusted) clicked = true; }, true);
+  window.AudioContext = class extends Real {
+    constructor(...args) { super(...args); this.gated = !clicked; }
+    get state() { return this.gated ? "suspended" : super.state; }
+    resume() {
+      if (!clicked) return new Promise(() => {});
+      this.gated = false;
+      return super.resume().then(() => this.dispatchEvent(new Event("statechange")));
+    }
+  };
+})();
+"""
+
+
+async def in_view(page: Page, selector: str) -> bool:
+    """The element is wholly inside the viewport as the page opens (above the fold)."""
+    box = await page.locator(selector).bounding_box()
+    size = page.viewport_size
+    assert box is not None
+    assert size is not None
+    return box["y"] >= 0 and box["y"] + box["height"] <= size["height"]
+
+
+async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, page: Page) -> None:
+    await page.context.add_init_script(AUTOPLAY_POLICY)
+    await open_console(page, stack, OPERATOR)
+    await page.set_viewport_size({"width": 1366, "height": 768})
+    # Sound is on by default; signing in was a click, so the browser lets it play.
+    sound = page.locator("#sound")
+    await expect(sound).to_have_attribute("aria-pressed", "true")
+    await expect(sound).to_have_text("声音：开")
+    await expect(sound).to_have_attribute("data-sound", "on")
+    await expect(sound).to_have_attribute("data-ringing", "false")
+    await expect(page.locator("#sound-prompt")).to_be_hidden()
+
+    # A device fault first: an incident of its own (a gas detector's fault is a fault, not a gas
+    # incident: the fire board).
+    stack.sim.fleet.device_event(
+        stack.plan.faulty_device, DeviceEventKind.FAULT, stack.service.clock(), code=3
+    )
+    fault = (await until(lambda: open_incidents(stack, kind="fault"), "a fault incident"))[0]
+    fault_card = page.locator(f'#board-list > li[data-incident-id="{fault["id"]}"]')
+    await expect(fault_card).to_have_attribute("data-kind", "fault")
+    await expect(fault_card.locator(".badge")).to_have_text("故障")
+    await expect(fault_card.locator('[data-role="kind"]')).to_have_text("设备故障")
+    await expect(fault_card.locator('[data-role="elapsed"]')).to_have_count(0)  # fire and gas only
+    await expect(fault_card.locator('[data-role="verdict"]')).to_have_count(0)
+    await expect(sound).to_have_attribute("data-ringing", "false")  # the beep is for fire
+
+    # (1) A zone fire: several detectors of one zone, confirmed by two. One card, holding them.
+    stack.sim.fleet.flaming_fire(stack.plan.fire_zone, stack.sim.t)
+
+    async def confirmed_fire() -> dict[str, Any] | None:
+        fires = [i for i in await open_incidents(stack, kind="fire") if i["category"] == "fire"]
+        return fires[0] if fires and fires[0]["zone_confirmed_ts"] and fires[0]["device_count"] >= 3 else None
+
+    inc = await until(confirmed_fire, "a zone-confirmed fire incident of several detectors")
+    inc_id = str(inc["id"])
+    cards = page.locator("#board-list > li")
+    card = page.locator(f'#board-list > li[data-incident-id="{inc_id}"]')
+    await expect(card).to_have_attribute("data-kind", "fire")
+    await expect(card).to_have_attribute("data-category", "fire")
+    await expect(card).to_have_attribute("data-acked", "false")
+    await expect(card).to_have_class("card incident cat-fire unacked")
+    await expect(page.locator('#board-list > li[data-category="fire"]')).to_have_count(1)
+    assert await page.locator('#board-list > li[data-alarm-type="zone.fire_confirmed"]').count() == 0
+    assert await page.locator("#gas-list > li").count() == 0
+    # On top: both unacknowledged, fire before fault; the fault, older, next.
+    await expect(cards.first).to_have_attribute("data-incident-id", inc_id)
+    await expect(cards.nth(1)).to_have_attribute("data-incident-id", str(fault["id"]))
+    await expect(card.locator(".badge")).to_have_text("火警")
+    await expect(card.locator('[data-role="kind"]')).to_have_text("火情")
+    await expect(card.locator('[data-role="zone-confirmed"]')).to_have_text("分区双探测器确认")
+    await expect(card.locator('[data-role="verification"]')).to_have_text("待核实")
+    await expect(card).to_have_css("animation-name", "pulse-fire")
+    await expect(page.locator("#board-fire")).to_have_text("火警 1")
+    # The beep repeats while it is unacknowledged.
+    await expect(sound).to_have_attribute("data-ringing", "true")
+
+    # Its alarms, folded until asked for, then listed inside the card: the API's, less the zone's
+    # confirmation (the badge). The fire still spreads: compare with a fresh read until they agree.
+    await expect(card.locator('[data-role="alarms"]')).to_be_hidden()
+    await card.locator('[data-role="toggle-alarms"]').click()
+    await expect(card.locator('[data-role="alarms"]')).to_be_visible()
+
+    async def same_alarms() -> bool:
+        alarms = (await incident(stack, inc_id))["alarms"]
+        api_ids = sorted(str(a["id"]) for a in alarms if a["alarm_type"] != "zone.fire_confirmed")
+        shown = sorted(await card.locator("li.alarm").evaluate_all("ls => ls.map(l => l.dataset.alarmId)"))
+        return len(api_ids) >= 2 and shown == api_ids
+
+    await until(same_alarms, "the card lists the incident's alarms", timeout=20)
+    await expect(card.locator('li.alarm[data-category="fire"]').first).to_contain_text("火警")
+
+    # (2) The clocks: the time since the first alarm ticks (the service's clock: 30x here), and the
+    # verification countdown runs out (180 s of it) and turns red.
+    elapsed = card.locator('[data-role="elapsed"]')
+    await expect(elapsed).to_contain_text("已持续 ")
+    before = await elapsed.text_content()
+    await expect(elapsed).not_to_have_text(before or "", timeout=5_000)
+    verify_clock = card.locator('[data-role="verify-clock"]')
+    await expect(verify_clock).to_have_attribute("data-overdue", "true", timeout=15_000)
+    await expect(verify_clock).to_contain_text("核实超时")
+    await expect(verify_clock).to_have_css("background-color", "rgb(224, 22, 27)")
+    # Above the fold at 1366×768, its first button too; and no internal identifier on the board.
+    assert await in_view(page, f'#board-list > li[data-incident-id="{inc_id}"] [data-role="ack"]')
+    board_text = await page.locator("#view-board").inner_text()
+    internals = ("fire_alarm", "active_unacknowledged", "zone.fire_confirmed", "pending", "undefined", "null")
+    for internal in internals:
+        assert internal not in board_text, internal
+    await shot(page, "40-incident", docs="incident")
+    await page.set_viewport_size({"width": 1920, "height": 1080})
+    await page.click("#wall")
+    assert await in_view(page, f'#board-list > li[data-incident-id="{inc_id}"] [data-role="ack"]')
+    await shot(page, "41-incident-wall", docs="incident-wall")
+    await page.click("#wall")
+    await page.set_viewport_size({"width": 1366, "height": 768})
+
+    # (3) 受理 on the card acknowledges the incident (and its alarms with it): the beep stops.
+    await card.locator('[data-role="ack"]').click()
+    await expect(page.locator("#inc-dialog")).to_be_visible()
+    await expect(page.locator("#inc-title")).to_have_text("受理报警事件")
+    await expect(page.locator("#inc-as")).to_contain_text(OPERATOR.display_name)
+    await page.fill("#inc-note", "已派微型消防站")
+    await page.click("#inc-submit")
+    await expect(page.locator("#inc-dialog")).to_be_hidden()
+    await expect(card).to_have_attribute("data-acked", "true")
+    await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.name)
+    await expect(card.locator('[data-role="ack"]')).to_have_count(0)
+    await expect(sound).to_have_attribute("data-ringing", "false")
+    # Unacknowledged first: the fault now goes above the acknowledged fire.
+    await expect(cards.first).to_have_attribute("data-incident-id", str(fault["id"]))
+    await expect(cards.nth(1)).to_have_attribute("data-incident-id", inc_id)
+    got = await incident(stack, inc_id)
+    assert (got["acked_by"], got["ack_note"]) == (OPERATOR.name, "已派微型消防站")
+    assert [e["action"] for e in got["timeline"]].count("acknowledged") == 1
+    assert all(a["acked_by"] == OPERATOR.name for a in got["alarms"] if a["acked_ts"] is not None)
+
+    # (4) 核实中: who went to check.
+    await card.locator('[data-role="verify"]').click()
+    await expect(page.locator("#inc-title")).to_have_text("派人现场核实")
+    await page.fill("#inc-verifier", "微型消防站 王五")
+    await page.click("#inc-submit")
+    await expect(card.locator('[data-role="verification"]')).to_have_text("核实中")
+    await expect(card.locator('[data-role="verifying"]')).to_contain_text("微型消防站 王五")
+    got = await incident(stack, inc_id)
+    assert (got["verification"], got["verifier"]) == ("verifying", "微型消防站 王五")
+
+    # (5) The verdict: a false alarm needs its cause (asked in the dialog); this one is a real fire.
+    await card.locator('[data-role="verdict"]').click()
+    await expect(page.locator("#inc-title")).to_have_text("核实结果")
+    await expect(page.locator("#inc-cause-field")).to_be_hidden()
+    await page.check('input[name="inc-verdict"][value="false_alarm"]')
+    await expect(page.locator("#inc-cause-field")).to_be_visible()
+    await page.click("#inc-submit")
+    await expect(page.locator("#inc-error")).to_have_text("请选择误报原因")
+    await page.select_option("#inc-cause", "cooking")
+    await shot(page, "42-verdict-dialog", docs="verdict")
+    await page.check('input[name="inc-verdict"][value="confirmed"]')
+    await expect(page.locator("#inc-cause-field")).to_be_hidden()
+    await page.fill("#inc-note", "现场确有明火")
+    await page.click("#inc-submit")
+    await expect(page.locator("#inc-dialog")).to_be_hidden()
+    await expect(card.locator('[data-role="verification"]')).to_have_text("真实火警")
+    await expect(card.locator('[data-role="verify-clock"]')).to_have_count(0)
+    got = await incident(stack, inc_id)
+    assert (got["verification"], got["verdict_by"], got["call_119_due"]) == ("confirmed", OPERATOR.name, True)
+    # A confirmed fire without a recorded 119 call: the card and the board say call now.
+    await expect(card.locator('[data-role="call119-due"]')).to_have_text("请立即拨打119")
+    await expect(page.locator("#board-119")).to_be_visible()
+    await expect(page.locator("#board-119")).to_contain_text("请立即拨打119")
+    await expect(card.locator('[data-role="call119"]')).to_have_class("urgent")
+    await shot(page, "43-call-119", docs="call-119")
+
+    # (6) 已拨打119, recorded; then 复位 of its latched fire alarms, after the confirming dialog.
+    await card.locator('[data-role="call119"]').click()
+    await expect(page.locator("#inc-confirm")).to_be_visible()
+    await page.fill("#inc-note", "119 接警员 0231")
+    await page.click("#inc-submit")
+    await expect(card.locator('[data-role="called119"]')).to_contain_text("拨打119")
+    await expect(card.locator('[data-role="call119-due"]')).to_have_count(0)
+    await expect(page.locator("#board-119")).to_be_hidden()
+    got = await incident(stack, inc_id)
+    assert (got["call_119_by"], got["call_119_note"], got["call_119_due"]) == (
+        OPERATOR.name,
+        "119 接警员 0231",
+        False,
+    )
+    # English on the toggle: the same card in English words.
+    await page.click("#lang")
+    await expect(card.locator('[data-role="kind"]')).to_have_text("Fire")
+    await expect(card.locator('[data-role="verification"]')).to_have_text("Real fire")
+    await expect(card.locator('[data-role="zone-confirmed"]')).to_have_text("Zone confirmed: two detectors")
+    await expect(card.locator('[data-role="called119"]')).to_contain_text("119 called at")
+    await page.click("#lang")
+    await card.locator('[data-role="reset"]').click()
+    await expect(page.locator("#inc-title")).to_have_text("火警复位")
+    await expect(page.locator("#inc-confirm")).to_contain_text("将重新报警")
+    await page.click("#inc-submit")
+    await expect(page.locator("#inc-dialog")).to_be_hidden()
+    got = await incident(stack, inc_id)
+    assert got["reset_by"] == OPERATOR.name
+    assert "reset" in [e["action"] for e in got["timeline"]]
+    # Reset, acknowledged: the incident is closed and leaves the board (a fire still burning raises
+    # its detectors again, as a new incident).
+    await until(lambda: incident_closed(stack, inc_id), "the incident closed after its reset")
+    await expect(card).to_have_count(0)
+
+    # (7) A wall screen reloaded (no click since): the browser holds the sound back, and the banner
+    # asks for the click that starts it.
+    await page.reload()
+    await expect(page.locator("#board-counts .count")).to_have_count(5)
+    await expect(page.locator("#sound-prompt")).to_be_visible()
+    await expect(page.locator("#sound-enable")).to_have_text("点击开启报警声音")
+    await expect(sound).to_have_attribute("data-sound", "blocked")
+    await page.click("#sound-enable")
+    await expect(page.locator("#sound-prompt")).to_be_hidden()
+    await expect(sound).to_have_attribute("data-sound", "on")

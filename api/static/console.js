@@ -81,6 +81,44 @@ const I18N = {
     "service.device": "消防监控服务",
     "svc.ingest.storage_failing": "数据库不可用", "svc.ingest.unacked_backlog": "消息确认积压",
     "svc.ingest.stalled": "数据接入停滞", "svc.ingest.broker_down": "与消息服务器的连接中断",
+    "ikind.fire": "火情", "ikind.gas": "燃气泄漏", "ikind.outage": "通信中断", "ikind.supervisory": "监管异常",
+    "ikind.fault": "设备故障", "ikind.hazard": "隐患",
+    "istate.open": "报警中", "istate.ended": "报警已恢复", "istate.closed": "已结束",
+    "ver.pending": "待核实", "ver.verifying": "核实中", "ver.confirmed": "真实火警", "ver.false_alarm": "误报",
+    "ver.test": "测试", "ver.confirmed_gas": "确认泄漏",
+    "cause.dust": "灰尘/污染", "cause.steam": "水汽/蒸汽", "cause.cooking": "油烟", "cause.works": "施工/动火作业",
+    "cause.device": "设备故障", "cause.human": "人为误触", "cause.other": "其他",
+    "inc.unacked": "未受理", "inc.acked": "已受理",
+    "inc.ack": "受理", "inc.verify": "核实中", "inc.verdict": "核实结果", "inc.call119": "已拨打119", "inc.reset": "复位",
+    "inc.ack_title": "受理报警事件", "inc.verify_title": "派人现场核实", "inc.verdict_title": "核实结果",
+    "inc.call119_title": "记录拨打119", "inc.reset_title": "火警复位",
+    "inc.ack_submit": "受理", "inc.verify_submit": "核实中", "inc.verdict_submit": "提交核实结果",
+    "inc.call119_submit": "已拨打119", "inc.reset_submit": "复位",
+    "inc.as": "操作人：{who}", "inc.verifier": "核实人（谁去现场）", "inc.verifier_hint": "如：微型消防站 王五；留空为本人",
+    "inc.cause": "误报原因", "inc.need_verdict": "请选择核实结果", "inc.need_cause": "请选择误报原因",
+    "inc.call119_confirm": "记录已向119报警（时间为现在）。请在备注中写明接警情况。",
+    "inc.call119_due": "请立即拨打119",
+    "inc.zone_confirmed": "分区双探测器确认", "inc.elapsed": "已持续 {t}",
+    "inc.verify_left": "核实剩余 {t}", "inc.verify_overdue": "核实超时 {t}",
+    "inc.devices": "{d} 台设备 · {n} 条报警", "inc.active": "{n} 条仍在报警", "inc.spread": "涉及 {z} 个分区、{f} 个楼层",
+    "inc.first": "首报 {when}", "inc.alarms": "报警明细（{n}）",
+    "inc.acked_by": "{who} 于 {when} 受理", "inc.verifying_by": "{who} 前往现场核实（{when}）",
+    "inc.verdict_by": "核实结果：{v}（{who}，{when}）", "inc.called_119": "已于 {when} 拨打119（{who}）",
+    "inc.reset_by": "{who} 于 {when} 复位",
+    "sound.blocked": "浏览器未允许自动播放报警声音", "sound.enable": "点击开启报警声音",
+    "type.smoke.alarm": "感烟火警", "type.smoke.pre_alarm": "感烟预警", "type.gas.alarm": "可燃气体报警",
+    "type.zone.fire_confirmed": "分区火警确认", "type.device.offline": "设备离线",
+    "type.device.outage": "区域通信中断", "type.device.fault": "设备故障", "type.device.tamper": "设备防拆",
+    "type.device.alarm": "设备报警", "type.device.low_battery": "电池电量低", "type.device.weak_signal": "信号弱",
+    "type.device.clock_wrong": "设备时钟错误", "type.device.reset": "设备复位", "type.sensor.flapping": "传感器频繁报警",
+    "ch.smoke": "烟雾", "ch.temp": "温度", "ch.lel": "可燃气体浓度", "ch.current": "电流",
+    "ch.residual_current": "剩余电流", "ch.temp_l1": "L1相温度", "ch.temp_l2": "L2相温度", "ch.temp_l3": "L3相温度",
+    "ch.temp_n": "N线温度", "ch.open": "门状态", "ch.pressure": "压力", "ch.level": "液位",
+    "lvl.pre_alarm": "预警", "lvl.alarm": "报警", "lvl.hot": "过热", "lvl.overload": "过载", "lvl.out_of_range": "超出量程",
+    "lvl.stuck": "读数不变", "lvl.rising": "持续上升", "lvl.held_open": "常开", "lvl.low": "过低", "lvl.very_low": "严重过低",
+    "lvl.high": "过高", "lvl.sudden_drop": "骤降", "lvl.slow_leak": "缓慢下降（疑似泄漏）", "lvl.jump": "跳变",
+    "lvl.rate_of_rise": "温升速率报警", "lvl.rise": "温升报警", "lvl.dirty_chamber": "迷宫污染", "lvl.unusual": "异常",
+    "lvl.level1": "低限报警", "lvl.level2": "高限报警",
   },
   en: {
     "app.title": "Fire control room", "nav.board": "Alarms", "nav.places": "Places", "nav.tickets": "Tickets",
@@ -153,6 +191,44 @@ const I18N = {
     "service.device": "Fire monitoring service",
     "svc.ingest.storage_failing": "Database unavailable", "svc.ingest.unacked_backlog": "Received messages wait too long",
     "svc.ingest.stalled": "Data intake has stalled", "svc.ingest.broker_down": "Connection to the message server lost",
+    "ikind.fire": "Fire", "ikind.gas": "Gas leak", "ikind.outage": "Communication outage", "ikind.supervisory": "Supervisory",
+    "ikind.fault": "Device faults", "ikind.hazard": "Hazards",
+    "istate.open": "Alarming", "istate.ended": "Alarms ended", "istate.closed": "Closed",
+    "ver.pending": "Not verified", "ver.verifying": "Being verified", "ver.confirmed": "Real fire", "ver.false_alarm": "False alarm",
+    "ver.test": "Test", "ver.confirmed_gas": "Leak confirmed",
+    "cause.dust": "Dust or dirt", "cause.steam": "Steam or vapour", "cause.cooking": "Cooking fumes", "cause.works": "Building or hot work",
+    "cause.device": "Device fault", "cause.human": "Set off by a person", "cause.other": "Other",
+    "inc.unacked": "Not acknowledged", "inc.acked": "Acknowledged",
+    "inc.ack": "Acknowledge", "inc.verify": "Verifying", "inc.verdict": "Verdict", "inc.call119": "119 called", "inc.reset": "Reset",
+    "inc.ack_title": "Acknowledge incident", "inc.verify_title": "Someone goes to check", "inc.verdict_title": "Verdict",
+    "inc.call119_title": "Record the 119 call", "inc.reset_title": "Reset fire alarms",
+    "inc.ack_submit": "Acknowledge", "inc.verify_submit": "Verifying", "inc.verdict_submit": "Record verdict",
+    "inc.call119_submit": "119 called", "inc.reset_submit": "Reset",
+    "inc.as": "Acting as {who}", "inc.verifier": "Who went to check", "inc.verifier_hint": "e.g. fire station Wang Wu; empty: yourself",
+    "inc.cause": "Cause of the false alarm", "inc.need_verdict": "Choose the verdict", "inc.need_cause": "Choose the cause of the false alarm",
+    "inc.call119_confirm": "Records that 119 was called (now). Note what the fire service said in the note.",
+    "inc.call119_due": "Call 119 now",
+    "inc.zone_confirmed": "Zone confirmed: two detectors", "inc.elapsed": "Elapsed {t}",
+    "inc.verify_left": "Verify within {t}", "inc.verify_overdue": "Verification overdue {t}",
+    "inc.devices": "{d} devices · {n} alarms", "inc.active": "{n} still alarming", "inc.spread": "{z} zones on {f} floors",
+    "inc.first": "First {when}", "inc.alarms": "Alarms ({n})",
+    "inc.acked_by": "Acknowledged by {who} at {when}", "inc.verifying_by": "{who} went to check ({when})",
+    "inc.verdict_by": "Verdict: {v} ({who}, {when})", "inc.called_119": "119 called at {when} ({who})",
+    "inc.reset_by": "Reset by {who} at {when}",
+    "sound.blocked": "The browser has not allowed the alarm sound to play", "sound.enable": "Click to turn on the alarm sound",
+    "type.smoke.alarm": "Smoke fire alarm", "type.smoke.pre_alarm": "Smoke pre-alarm", "type.gas.alarm": "Combustible gas alarm",
+    "type.zone.fire_confirmed": "Zone fire confirmed", "type.device.offline": "Device offline",
+    "type.device.outage": "Area communication outage", "type.device.fault": "Device fault", "type.device.tamper": "Device tamper",
+    "type.device.alarm": "Device alarm", "type.device.low_battery": "Battery low", "type.device.weak_signal": "Weak signal",
+    "type.device.clock_wrong": "Device clock wrong", "type.device.reset": "Device reset", "type.sensor.flapping": "Sensor flapping",
+    "ch.smoke": "Smoke", "ch.temp": "Temperature", "ch.lel": "Gas concentration", "ch.current": "Current",
+    "ch.residual_current": "Residual current", "ch.temp_l1": "L1 temperature", "ch.temp_l2": "L2 temperature", "ch.temp_l3": "L3 temperature",
+    "ch.temp_n": "N temperature", "ch.open": "Door", "ch.pressure": "Pressure", "ch.level": "Level",
+    "lvl.pre_alarm": "pre-alarm", "lvl.alarm": "alarm", "lvl.hot": "hot", "lvl.overload": "overload", "lvl.out_of_range": "out of range",
+    "lvl.stuck": "stuck", "lvl.rising": "rising", "lvl.held_open": "held open", "lvl.low": "low", "lvl.very_low": "very low",
+    "lvl.high": "high", "lvl.sudden_drop": "sudden drop", "lvl.slow_leak": "slow fall (leak?)", "lvl.jump": "jump",
+    "lvl.rate_of_rise": "rate-of-rise alarm", "lvl.rise": "rise alarm", "lvl.dirty_chamber": "dirty chamber", "lvl.unusual": "unusual",
+    "lvl.level1": "low-level alarm", "lvl.level2": "high-level alarm",
   },
 };
 
@@ -373,6 +449,7 @@ function showSignIn(message = "") {
   stopLive();
   storageUp();
   sound.update(false);
+  sound.setBlocked(false);
   $("login-error").textContent = message;
   $("login-password").value = "";
   $("login-user").focus();
@@ -403,6 +480,7 @@ async function enterApp(me) {
   fillRoles();
   if (!session.started) { session.started = true; startTimers(); }
   startLive();
+  sound.check(); // a wall screen reloaded without a click may not play: the banner says so
   if (!location.hash) location.replace("#/board");
   await onRoute();
 }
@@ -521,36 +599,87 @@ function placeName(path) {
   return names.join(" / ") || path;
 }
 
-// --- the alarm board ------------------------------------------------------------------------------
+// --- the incident board ---------------------------------------------------------------------------
 
-// What is shown is the recorded open alarms (GET /api/v1/alarms) merged with the unrecorded ones
-// (the stream's `recorded: false` transitions and GET /api/v1/alarms/unrecorded), one card per
-// (device, alarm type): the recorded alarm wins, unless it is no longer active while the unrecorded
-// one is (raised again while the database was down: the newer news shows).
-const board = { fire: [], gas: [], byId: new Map(), recFire: [], recGas: [], unrecorded: new Map() };
+// One card per incident (火情/事件: alarms grouped by place and time, alarms/incidents.py), from GET
+// /api/v1/incidents?open=true, its alarms listed inside; plus one card per unrecorded alarm (the
+// stream's `recorded: false` transitions and GET /api/v1/alarms/unrecorded: no incident yet). An
+// unrecorded alarm gives way to the recorded one of the same (device, alarm type) in an incident,
+// unless that one is no longer active while the unrecorded one is (raised again while the database
+// was down: the newer news shows). Gas incidents go on the gas board, every other kind on the fire
+// board. The WebSocket's incident steps update a card in place (the latest step per incident), and
+// the lists are re-read after each burst of messages.
+const board = {
+  fire: [], gas: [],
+  incidents: new Map(), // id -> incident (with its alarms, from the last list read)
+  lastEvent: new Map(), // id -> event_id of the latest incident step applied
+  liveAt: new Map(), // id -> live.tick when a step was applied (a list read begun before it is older)
+  unrecorded: new Map(),
+  recordedAt: new Map(), // (device, alarm type) -> live.tick when the stream said it was recorded
+  unrecTimer: null,
+  expanded: new Set(), // incidents whose alarm list is open
+};
 
 const alarmKey = (a) => `${a.device_id}\u0000${a.alarm_type}`;
 const isUnrecorded = (a) => a.recorded === false || a.id === null || a.id === undefined;
 const isServiceAlarm = (a) => typeof a.device_id === "string" && a.device_id.startsWith("service:");
 const catRank = (c) => (CATEGORIES.includes(c) ? CATEGORIES.indexOf(c) : CATEGORIES.length);
+const ZONE_CONFIRMED = "zone.fire_confirmed";
+const VERIFIED_KINDS = new Set(["fire", "gas"]); // verification, the verdict and the 119 call
+const isLatched = (a) => a.category === "fire" && ACTIVE.has(a.state);
+const isUnacked = (a) => a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
+const incUnacked = (i) => i.acked_ts === null || i.acked_ts === undefined;
+const incAlarms = (i) => (Array.isArray(i.alarms) ? i.alarms : []);
+const incDecided = (i) => ["confirmed", "false_alarm", "test"].includes(i.verification);
+/** A confirmed fire whose 119 call is not recorded (the API's `call_119_due`; the stream's
+ * incident snapshot does not carry it, so the page applies the same rule). */
+const call119Due = (i) => i.verification === "confirmed" && (i.call_119_ts === null || i.call_119_ts === undefined);
+const hasLatchedFire = (i) => incAlarms(i).some(isLatched);
+const isGasIncident = (i) => i.kind === "gas";
+/** The incident's place, named as the alarm cards name theirs (the API's `place_name` until the
+ * page has the place names). */
+const incPlace = (i) => (places.byPath.has(i.place) ? placeName(i.place) : i.place_name || placeName(i.place));
+/** An alarm's place below its incident's ("2F 西区走廊" under the zone), or all of it. */
+function placeBelow(path, under) {
+  if (typeof path !== "string" || !path) return "";
+  if (!under || path === under) return "";
+  if (!path.startsWith(`${under}/`)) return placeName(path);
+  const parts = path.split("/");
+  const names = [];
+  for (let i = under.split("/").length + 1; i <= parts.length; i++) {
+    const p = places.byPath.get(parts.slice(0, i).join("/"));
+    names.push(p && p.name ? p.name : parts[i - 1]);
+  }
+  return names.join(" / ");
+}
+
+/** The board's order, the API's: unacknowledged first, then by category (fire first), then the
+ * oldest first; unrecorded alarm cards take the same rule. */
+function boardKey(x) {
+  if (x.inc) return [incUnacked(x.inc) ? 0 : 1, catRank(x.inc.category), x.inc.first_ts, x.inc.id];
+  return [isUnacked(x.alarm) ? 0 : 1, catRank(x.alarm.category), x.alarm.first_ts, 0];
+}
+function compareBoard(a, b) {
+  const ka = boardKey(a), kb = boardKey(b);
+  for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return ka[i] < kb[i] ? -1 : 1;
+  return 0;
+}
 
 function mergeBoard() {
   const recorded = new Map();
-  for (const a of [...board.recFire, ...board.recGas]) if (a.state !== "closed") recorded.set(alarmKey(a), a);
-  const replaced = new Set();
-  const extra = { fire: [], gas: [] };
+  for (const i of board.incidents.values()) for (const a of incAlarms(i)) if (a.state !== "closed") recorded.set(alarmKey(a), a);
+  const items = { fire: [], gas: [] };
   for (const [key, u] of board.unrecorded) {
     const r = recorded.get(key);
     if (r && (ACTIVE.has(r.state) || !ACTIVE.has(u.state))) continue; // the recorded alarm wins
-    if (r) replaced.add(r);
-    extra[u.system === "combustible_gas" ? "gas" : "fire"].push(u);
+    items[u.system === "combustible_gas" ? "gas" : "fire"].push({ alarm: u });
   }
-  // Worst first, as the service orders its lists; within a category the unrecorded (newest) first.
-  const merge = (mine, rec) => [...mine.sort((a, b) => b.last_ts - a.last_ts), ...rec.filter((a) => !replaced.has(a))]
-    .sort((a, b) => catRank(a.category) - catRank(b.category));
-  board.fire = merge(extra.fire, board.recFire);
-  board.gas = merge(extra.gas, board.recGas);
-  board.byId = new Map([...board.fire, ...board.gas].filter((a) => !isUnrecorded(a)).map((a) => [a.id, a]));
+  for (const i of board.incidents.values()) {
+    if (i.state === "closed") continue;
+    items[isGasIncident(i) ? "gas" : "fire"].push({ inc: i });
+  }
+  board.fire = items.fire.sort(compareBoard);
+  board.gas = items.gas.sort(compareBoard);
 }
 
 /** An unrecorded alarm from the stream or /alarms/unrecorded, checked enough to draw a card. */
@@ -559,42 +688,63 @@ function unrecordedAlarm(a) {
   return { ...a, id: null, recorded: false };
 }
 
-function countChips(node, alarms) {
+/** An incident from the API or the stream, checked enough to draw a card. */
+function validIncident(i) {
+  return i && typeof i === "object" && typeof i.id === "number" && typeof i.kind === "string" && typeof i.state === "string";
+}
+
+/** Per category: the open incidents and the active alarms (a board's items, or plain alarms). */
+function countChips(node, items) {
   clear(node);
-  const active = alarms.filter((a) => ACTIVE.has(a.state));
+  const cats = items.map((x) => {
+    if (x.inc) return x.inc.state === "open" ? x.inc.category : null;
+    const a = x.alarm || x;
+    return ACTIVE.has(a.state) ? a.category : null;
+  });
   for (const c of CATEGORIES) {
-    const n = active.filter((a) => a.category === c).length;
+    const n = cats.filter((k) => k === c).length;
     node.append(el("span", { class: `count cat-${c}${n ? "" : " zero"}`, dataset: { category: c, n } },
       el("span", { class: "dot" }), ` ${catLabel(c)}`, el("b", { text: n })));
   }
 }
 
-const isLatched = (a) => a.category === "fire" && ACTIVE.has(a.state);
-const isUnacked = (a) => a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
-
 /** The buttons a signed-in user may use on an alarm: none for a role that may not handle alarms,
  * none for an unrecorded alarm (no id yet to act on). Shelving is never offered for a fire alarm
- * (the API refuses it, 409, anyway). */
-function alarmButtons(a) {
+ * (the API refuses it, 409, anyway). On the board an alarm is acknowledged and reset with its
+ * incident (`inBoard`): only clear, shelve and unshelve are its own. */
+function alarmButtons(a, inBoard = false) {
   if (!mayHandleAlarms() || a.state === "closed" || isUnrecorded(a)) return [];
   const out = [];
   const button = (role, text, onClick, cls = "minor") => el("button", { class: cls, text, dataset: { role }, on: { click: onClick } });
-  if (isUnacked(a)) out.push(button("ack", t("ack.button"), () => openAck(a), "primary"));
+  if (isUnacked(a) && !inBoard) out.push(button("ack", t("ack.button"), () => openAck(a), "primary"));
   // A fire alarm latches until reset (GB 4717): it offers 复位, never clear (the API refuses that).
-  if (isLatched(a)) out.push(button("reset", t("reset.button"), () => openAlarmAction("reset", a)));
+  if (isLatched(a)) { if (!inBoard) out.push(button("reset", t("reset.button"), () => openAlarmAction("reset", a))); }
   else if (ACTIVE.has(a.state)) out.push(button("clear", t("clear.button"), () => openAlarmAction("clear", a)));
   if (a.shelved_until) out.push(button("unshelve", t("unshelve.button"), () => openAlarmAction("unshelve", a)));
   else if (a.category !== "fire") out.push(button("shelve", t("shelve.button"), () => openAlarmAction("shelve", a)));
   return out;
 }
 
-/** What an alarm is: its type and the detector's detail; the service's own fault alarms by name
- * (their detail, the technical cause, on hover). */
+/** What an alarm is: its type (named where the page knows it) and the detector's detail; the
+ * service's own fault alarms by name (their detail, the technical cause, on hover). */
 function alarmWhatText(a) {
   if (isServiceAlarm(a) && I18N.zh[`svc.${a.alarm_type}`]) return t(`svc.${a.alarm_type}`);
-  return a.detail ? `${a.alarm_type} — ${a.detail}` : a.alarm_type;
+  const type = typeLabel(a.alarm_type);
+  return a.detail ? `${type} — ${a.detail}` : type;
+}
+/** An alarm type in words: named outright, or as its channel and level ("temp.hot": 温度过热); else
+ * as the service sends it. */
+function typeLabel(type) {
+  const s = String(type ?? "");
+  if (I18N.zh[`type.${s}`]) return t(`type.${s}`);
+  const [channel, level] = [s.slice(0, s.indexOf(".")), s.slice(s.indexOf(".") + 1)];
+  if (s.includes(".") && I18N.zh[`ch.${channel}`] && I18N.zh[`lvl.${level}`]) {
+    return `${t(`ch.${channel}`)}${lang === "zh" ? "" : " "}${t(`lvl.${level}`)}`;
+  }
+  return s;
 }
 
+/** A card of its own for an unrecorded alarm (no incident yet). */
 function alarmCard(a) {
   const unacked = isUnacked(a);
   const unrecorded = isUnrecorded(a);
@@ -618,57 +768,198 @@ function alarmCard(a) {
     el("div", { class: "where", text: placeName(a.place) }),
     el("div", { class: "what", text: alarmWhatText(a), title: service ? a.detail : "" }),
     el("div", { class: "meta", text: meta }));
-  if (a.acked_by) {
-    main.append(el("div", { class: "ack", dataset: { role: "acked" },
-      text: t("ack.by", { who: a.acked_by, when: fmtTime(a.acked_ts) }) + (a.false_alarm ? t("ack.false_marked") : "")
-        + (a.ack_note ? ` — ${a.ack_note}` : "") }));
-  }
-  if (isLatched(a) && !isUnrecorded(a)) {
-    main.append(el("div", { class: "latch", dataset: { role: "latched" },
-      text: a.normal_ts ? t("latch.normal", { when: fmtTime(a.normal_ts) }) : t("latch.mark") }));
-  }
-  if (a.shelved_until) {
-    main.append(el("div", { class: "shelf", dataset: { role: "shelved" },
-      text: t("shelve.until", { when: fmtTime(a.shelved_until), who: a.shelved_by || "—", note: a.shelve_note || "" }) }));
-  }
   const data = { category: a.category, state: a.state, deviceId: a.device_id, alarmType: a.alarm_type };
   if (unrecorded) data.unrecorded = "true"; else data.alarmId = a.id;
   return el("li", { class: cls, dataset: data },
     el("span", { class: "badge", text: catLabel(a.category) }), main, side);
 }
 
-function renderList(listNode, emptyNode, alarms) {
-  clear(listNode);
-  for (const a of alarms) listNode.append(alarmCard(a));
-  emptyNode.hidden = alarms.length > 0;
+/** One alarm of an incident, a line of its card's list. */
+function alarmRow(a, under) {
+  const service = isServiceAlarm(a);
+  const cat = CATEGORIES.includes(a.category) ? a.category : "hazard";
+  const who = service ? t("service.device") : a.device_id;
+  const bits = [
+    `${fmtTime(a.first_ts, false)}`,
+    a.occurrences > 1 ? `×${a.occurrences}` : null,
+    a.value !== null && a.value !== undefined ? `${t("alarm.value")} ${fmtValue(a.value)}` : null,
+  ].filter(Boolean).join(" · ");
+  const row = el("li", { class: `alarm${ACTIVE.has(a.state) ? "" : " cleared"}${a.shelved_until ? " shelved" : ""}`,
+    dataset: { alarmId: a.id, deviceId: a.device_id, alarmType: a.alarm_type, category: a.category, state: a.state } },
+    el("span", { class: `pill cat-${cat}`, text: catLabel(a.category) }),
+    el("span", { class: "a-main" },
+      el("span", { class: "a-where", text: [placeBelow(a.place, under), who].filter(Boolean).join(" · ") }),
+      el("span", { class: "a-what", text: alarmWhatText(a), title: service ? a.detail : "" })),
+    el("span", { class: "a-meta", text: bits }),
+    el("span", { class: "a-state", text: label("state", a.state), dataset: { role: "state" } }));
+  const tools = el("span", { class: "btns" }, ...alarmButtons(a, true));
+  if (!service) tools.append(el("a", { class: "link", text: t("device.button"), attrs: { href: `#/device/${encodeURIComponent(a.device_id)}` }, dataset: { role: "device" } }));
+  row.append(tools);
+  if (a.shelved_until) {
+    row.append(el("span", { class: "shelf", dataset: { role: "shelved" },
+      text: t("shelve.until", { when: fmtTime(a.shelved_until), who: a.shelved_by || "—", note: a.shelve_note || "" }) }));
+  }
+  return row;
 }
 
-/** The recorded open alarms and the unrecorded ones. While the database is down the lists answer
- * 503: the board keeps the recorded alarms it had, shows the unrecorded ones, and tries again after
+/** The buttons of an incident: 受理, 核实中, 核实结果, 已拨打119, 复位, each while it applies, and only
+ * for those who may handle alarms. */
+function incidentButtons(i) {
+  if (!mayHandleAlarms() || i.state === "closed") return [];
+  const out = [];
+  const button = (role, text, cls = "minor") => el("button", { class: cls, text, dataset: { role }, on: { click: () => openIncidentAction(role, i) } });
+  if (incUnacked(i)) out.push(button("ack", t("inc.ack"), "primary"));
+  if (VERIFIED_KINDS.has(i.kind)) {
+    if (i.call_119_ts === null || i.call_119_ts === undefined) out.push(button("call119", t("inc.call119"), call119Due(i) ? "urgent" : "minor"));
+    if (i.verification === "pending") out.push(button("verify", t("inc.verify")));
+    if (!incDecided(i)) out.push(button("verdict", t("inc.verdict")));
+  }
+  if (hasLatchedFire(i)) out.push(button("reset", t("inc.reset")));
+  return out;
+}
+
+const verdictLabel = (i, v) => (v === "confirmed" && i.kind === "gas" ? t("ver.confirmed_gas") : label("ver", v));
+
+function fmtDur(s) {
+  s = Math.max(0, Math.floor(s));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return h ? `${h}:${pad(m)}:${pad(sec)}` : `${pad(m)}:${pad(sec)}`;
+}
+
+/** The clocks on the cards (elapsed time, the verification countdown), from the service's clock;
+ * run every second without redrawing the cards. */
+function tickClocks() {
+  const now = serverNow();
+  for (const node of document.querySelectorAll('[data-role="elapsed"]')) {
+    node.textContent = t("inc.elapsed", { t: fmtDur(now - Number(node.dataset.since)) });
+  }
+  for (const node of document.querySelectorAll('[data-role="verify-clock"]')) {
+    const due = Number(node.dataset.due);
+    const over = node.dataset.overdueSince ? now - Number(node.dataset.overdueSince) : now - due;
+    const overdue = Boolean(node.dataset.overdueSince) || now >= due;
+    node.classList.toggle("overdue", overdue);
+    node.dataset.overdue = String(overdue);
+    node.textContent = overdue ? t("inc.verify_overdue", { t: fmtDur(over) }) : t("inc.verify_left", { t: fmtDur(due - now) });
+  }
+}
+
+function incidentCard(i) {
+  const unacked = incUnacked(i);
+  const cat = CATEGORIES.includes(i.category) ? i.category : "hazard";
+  const alarms = incAlarms(i);
+  // The zone's confirmation is the badge, not a line; the active alarms first, each in the order
+  // it joined.
+  const rows = alarms.filter((a) => a.alarm_type !== ZONE_CONFIRMED)
+    .sort((a, b) => Number(ACTIVE.has(b.state)) - Number(ACTIVE.has(a.state)) || a.id - b.id);
+  const cls = `card incident cat-${cat}${unacked ? " unacked" : ""}${i.state === "open" ? "" : " cleared"}${call119Due(i) ? " due119" : ""}`;
+  const open = i.state === "open";
+  // What it is and where, with the zone's two-detector confirmation as a badge.
+  const head = el("div", { class: "where", text: incPlace(i), dataset: { role: "place" } });
+  const flags = el("div", { class: "flags" },
+    el("span", { class: "flag kind", text: label("ikind", i.kind), dataset: { role: "kind" } }));
+  if (i.zone_confirmed_ts) {
+    const zc = alarms.find((a) => a.alarm_type === ZONE_CONFIRMED);
+    flags.append(el("span", { class: "flag zone", text: t("inc.zone_confirmed"), dataset: { role: "zone-confirmed" },
+      title: `${fmtTime(i.zone_confirmed_ts)}${zc && zc.detail ? ` — ${zc.detail}` : ""}` }));
+  }
+  if (VERIFIED_KINDS.has(i.kind)) {
+    flags.append(el("span", { class: `flag ver ver-${i.verification}`, text: verdictLabel(i, i.verification), dataset: { role: "verification", verification: i.verification } }));
+  }
+  if (open && VERIFIED_KINDS.has(i.kind)) flags.append(el("span", { class: "flag clock", dataset: { role: "elapsed", since: i.first_ts } }));
+  if (VERIFIED_KINDS.has(i.kind) && !incDecided(i) && (i.verify_due_ts || i.verify_overdue_ts)) {
+    const node = el("span", { class: "flag clock verify", dataset: { role: "verify-clock", due: i.verify_due_ts || i.verify_overdue_ts } });
+    if (!i.verify_due_ts && i.verify_overdue_ts) node.dataset.overdueSince = String(i.verify_overdue_ts);
+    flags.append(node);
+  }
+  const main = el("div", { class: "main" }, head, flags);
+  if (call119Due(i)) main.append(el("div", { class: "call119", text: t("inc.call119_due"), dataset: { role: "call119-due" } }));
+  const spread = i.zones && i.zones.length > 1 ? t("inc.spread", { z: i.zones.length, f: (i.floors || []).length || 1 }) : null;
+  main.append(el("div", { class: "meta", dataset: { role: "summary" }, text: [
+    t("inc.devices", { d: i.device_count, n: i.alarm_count }),
+    i.active_count !== i.alarm_count ? t("inc.active", { n: i.active_count }) : null,
+    spread,
+    t("inc.first", { when: fmtTime(i.first_ts) }),
+  ].filter(Boolean).join(" · ") }));
+  // Who did what so far.
+  const steps = [];
+  if (i.acked_ts) steps.push(["acked", t("inc.acked_by", { who: i.acked_by || "—", when: fmtTime(i.acked_ts) }) + (i.ack_note ? ` — ${i.ack_note}` : "")]);
+  if (i.verification === "verifying") steps.push(["verifying", t("inc.verifying_by", { who: i.verifier || "—", when: fmtTime(i.verifying_ts) })]);
+  if (incDecided(i)) {
+    const v = verdictLabel(i, i.verification) + (i.cause ? `（${label("cause", i.cause)}）` : "");
+    steps.push(["verdict", t("inc.verdict_by", { v, who: i.verdict_by || "—", when: fmtTime(i.verdict_ts) }) + (i.verdict_note ? ` — ${i.verdict_note}` : "")]);
+  }
+  if (i.call_119_ts) steps.push(["called119", t("inc.called_119", { who: i.call_119_by || "—", when: fmtTime(i.call_119_ts) }) + (i.call_119_note ? ` — ${i.call_119_note}` : "")]);
+  if (i.reset_ts) steps.push(["reset", t("inc.reset_by", { who: i.reset_by || "—", when: fmtTime(i.reset_ts) })]);
+  for (const [role, text] of steps) main.append(el("div", { class: `step step-${role}`, text, dataset: { role } }));
+  if (hasLatchedFire(i)) main.append(el("div", { class: "latch", text: t("latch.mark"), dataset: { role: "latched" } }));
+  // Its alarms, folded by default: the count says how many.
+  const expanded = board.expanded.has(i.id);
+  const list = el("ol", { class: "alarms", dataset: { role: "alarms" } }, ...rows.map((a) => alarmRow(a, i.place)));
+  list.hidden = !expanded;
+  main.append(el("button", { class: "fold link", text: `${expanded ? "▾" : "▸"} ${t("inc.alarms", { n: rows.length })}`,
+    dataset: { role: "toggle-alarms" }, attrs: { "aria-expanded": String(expanded) },
+    on: { click: () => { if (board.expanded.has(i.id)) board.expanded.delete(i.id); else board.expanded.add(i.id); renderBoard(); } } }), list);
+  const side = el("div", { class: "side" },
+    el("span", { class: "state", dataset: { role: "state" },
+      text: i.state === "open" ? t(unacked ? "inc.unacked" : "inc.acked") : `${label("istate", i.state)}·${t(unacked ? "inc.unacked" : "inc.acked")}` }));
+  const buttons = incidentButtons(i);
+  if (buttons.length) side.append(el("div", { class: "btns" }, ...buttons));
+  return el("li", { class: cls, dataset: { incidentId: i.id, kind: i.kind, category: i.category, state: i.state,
+    acked: String(!unacked), verification: i.verification, alarms: rows.length } },
+    el("span", { class: "badge", text: catLabel(i.category) }), main, side);
+}
+
+function renderList(listNode, emptyNode, items) {
+  clear(listNode);
+  for (const x of items) listNode.append(x.inc ? incidentCard(x.inc) : alarmCard(x.alarm));
+  emptyNode.hidden = items.length > 0;
+}
+
+/** The open incidents and the unrecorded alarms. While the database is down the lists answer 503:
+ * the board keeps the incidents it had, shows the unrecorded alarms, and tries again after
  * Retry-After (the banner says why). */
 async function refreshBoard() {
-  const [fire, gas, unrec] = await Promise.allSettled([
-    api("/api/v1/alarms", { params: { open: true, gas: false, limit: 200 } }),
-    api("/api/v1/alarms", { params: { open: true, gas: true, limit: 100 } }),
+  const began = live.tick;
+  const [incs, unrec] = await Promise.allSettled([
+    api("/api/v1/incidents", { params: { open: true, limit: 500 } }),
     api("/api/v1/alarms/unrecorded"),
   ]);
-  const failed = [fire, gas, unrec].filter((r) => r.status === "rejected").map((r) => r.reason);
+  const failed = [incs, unrec].filter((r) => r.status === "rejected").map((r) => r.reason);
   const signedOut = failed.find((e) => e instanceof SignedOut);
   if (signedOut) throw signedOut;
-  let down = failed.find(isOutage) || null;
+  const down = failed.find(isOutage) || null;
   let failing = false;
-  if (unrec.status === "rejected" && !isOutage(unrec.reason) && !(unrec.reason instanceof SignedOut)) console.error(unrec.reason);
+  if (unrec.status === "rejected" && !isOutage(unrec.reason)) console.error(unrec.reason);
   if (unrec.status === "fulfilled") {
     const items = unrec.value && Array.isArray(unrec.value.items) ? unrec.value.items : [];
-    board.unrecorded = new Map(items.map(unrecordedAlarm).filter(Boolean).map((a) => [alarmKey(a), a]));
+    // An alarm the stream said is recorded while this list was read stays off it.
+    board.unrecorded = new Map(items.map(unrecordedAlarm).filter(Boolean).map((a) => [alarmKey(a), a])
+      .filter(([key]) => (board.recordedAt.get(key) ?? -1) < began));
+    for (const [key, tick] of board.recordedAt) if (tick < began) board.recordedAt.delete(key); // read since
     failing = unrec.value && unrec.value.storage_failing === true;
   }
+  // Unrecorded cards wait for their alarms to be recorded: read again until none is left.
+  clearTimeout(board.unrecTimer);
+  if (board.unrecorded.size) board.unrecTimer = setTimeout(() => { if (session.me) scheduleRefresh(); }, 5000);
   let other = null;
-  if (fire.status === "fulfilled" && gas.status === "fulfilled") {
-    board.recFire = itemsOf(fire.value, "alarms");
-    board.recGas = itemsOf(gas.value, "gas alarms");
-  } else {
-    other = [fire, gas].find((r) => r.status === "rejected" && !isOutage(r.reason));
+  if (incs.status === "fulfilled") {
+    const items = itemsOf(incs.value, "incidents").filter(validIncident);
+    const next = new Map();
+    for (const i of items) {
+      const seen = board.incidents.get(i.id);
+      // A step that came live while this list was read may be newer than what the list says:
+      // keep it (with the list's alarms); the next read, due after that step, settles it.
+      next.set(i.id, seen && (board.liveAt.get(i.id) ?? -1) >= began ? { ...i, ...seen, alarms: i.alarms } : i);
+    }
+    for (const [id, seen] of board.incidents) {
+      if (!next.has(id) && (board.liveAt.get(id) ?? -1) >= began && seen.state !== "closed") next.set(id, seen);
+    }
+    board.incidents = next;
+    for (const [id, tick] of board.liveAt) {
+      if (tick < began) { board.liveAt.delete(id); if (!next.has(id)) board.lastEvent.delete(id); }
+    }
+  } else if (!isOutage(incs.reason)) {
+    other = incs;
   }
   if (!places.loaded) await guarded(loadPlaces);
   mergeBoard();
@@ -679,14 +970,41 @@ async function refreshBoard() {
   if (other) throw other.reason;
 }
 
+/** An incident step from the stream (`{"type": "incident", ...}`): the card changes at once. Steps
+ * of one incident are kept in event id order (an older one arriving late is ignored); a closed
+ * incident leaves the board. */
+function applyIncidentStep(msg) {
+  const snap = msg.incident;
+  if (!validIncident(snap) || typeof msg.event_id !== "number") return;
+  if ((board.lastEvent.get(snap.id) ?? -1) >= msg.event_id) return;
+  board.lastEvent.set(snap.id, msg.event_id);
+  board.liveAt.set(snap.id, live.tick);
+  const seen = board.incidents.get(snap.id);
+  if (snap.state === "closed") {
+    board.incidents.delete(snap.id);
+    board.expanded.delete(snap.id);
+  } else {
+    const keptName = seen && seen.place === snap.place ? seen.place_name : "";
+    board.incidents.set(snap.id, { ...(seen || {}), ...snap, place_name: snap.place_name || keptName, alarms: seen ? incAlarms(seen) : [] });
+  }
+  mergeBoard();
+  renderBoard();
+}
+
 function renderBoard() {
   renderList($("board-list"), $("board-empty"), board.fire);
   renderList($("gas-list"), $("gas-empty"), board.gas);
   countChips($("board-counts"), board.fire);
   countChips($("gas-counts"), board.gas);
-  const fires = board.fire.filter((a) => a.category === "fire" && ACTIVE.has(a.state)).length;
+  const fires = board.fire.filter((x) => (x.inc ? x.inc.category === "fire" && x.inc.state === "open" : x.alarm.category === "fire" && ACTIVE.has(x.alarm.state))).length;
   $("board-fire").textContent = fires ? `${t("board.fire_strip")} ${fires}` : "";
-  sound.update(board.fire.some((a) => a.category === "fire" && a.state === "active_unacknowledged"));
+  const due = board.fire.concat(board.gas).filter((x) => x.inc && call119Due(x.inc));
+  $("board-119").hidden = !due.length;
+  $("board-119").textContent = due.length ? `${t("inc.call119_due")}：${due.map((x) => incPlace(x.inc)).join("、")}` : "";
+  tickClocks();
+  // The beep repeats until every fire incident is acknowledged (and for an unrecorded fire alarm).
+  sound.update(board.fire.some((x) => (x.inc ? x.inc.kind === "fire" && x.inc.category === "fire" && incUnacked(x.inc)
+    : x.alarm.category === "fire" && x.alarm.state === "active_unacknowledged")));
 }
 
 // --- acknowledge ----------------------------------------------------------------------------------
@@ -719,6 +1037,73 @@ async function submitAck(ev) {
     $("ack-error").textContent = err.message || String(err);
   } finally {
     $("ack-submit").disabled = false;
+  }
+}
+
+// --- incident steps: 受理, 核实中, the verdict, 119, 复位 -------------------------------------------------
+
+let incAction = null;
+
+const INC_PATHS = { ack: "acknowledge", verify: "verify", verdict: "verdict", call119: "call-119", reset: "reset" };
+
+function incidentWhat(i) {
+  return `${label("ikind", i.kind)} · ${catLabel(i.category)} · ${incPlace(i)} · ${t("inc.devices", { d: i.device_count, n: i.alarm_count })}`;
+}
+
+function openIncidentAction(action, i) {
+  incAction = { action, id: i.id };
+  $("inc-title").textContent = t(`inc.${action}_title`);
+  $("inc-what").textContent = incidentWhat(i);
+  $("inc-as").textContent = t("inc.as", { who: whoName() });
+  for (const f of $("inc-form").querySelectorAll("[data-for]")) {
+    const fors = f.dataset.for.split(" ");
+    f.hidden = !(fors.includes("*") || fors.includes(action));
+  }
+  $("inc-confirm").hidden = !["reset", "call119"].includes(action);
+  $("inc-confirm").textContent = action === "reset" ? t("reset.confirm") : action === "call119" ? t("inc.call119_confirm") : "";
+  $("inc-verdict-confirmed").textContent = verdictLabel(i, "confirmed");
+  for (const r of $("inc-form").querySelectorAll('input[name="inc-verdict"]')) r.checked = false;
+  $("inc-cause").value = "";
+  $("inc-cause-field").hidden = true;
+  $("inc-verifier").value = "";
+  $("inc-note").value = "";
+  $("inc-error").textContent = "";
+  $("inc-submit").textContent = t(`inc.${action}_submit`);
+  $("inc-submit").dataset.action = action;
+  $("inc-dialog").showModal();
+  (action === "verify" ? $("inc-verifier") : action === "verdict" ? $("inc-form").querySelector('input[name="inc-verdict"]') : $("inc-note")).focus();
+}
+
+const chosenVerdict = () => ($("inc-form").querySelector('input[name="inc-verdict"]:checked') || {}).value || "";
+
+function onVerdictChange() {
+  $("inc-cause-field").hidden = chosenVerdict() !== "false_alarm";
+  $("inc-error").textContent = "";
+}
+
+async function submitIncidentAction(ev) {
+  ev.preventDefault();
+  const { action, id } = incAction;
+  const body = { note: $("inc-note").value.trim() };
+  if (action === "verify") body.verifier = $("inc-verifier").value.trim();
+  if (action === "verdict") {
+    body.verdict = chosenVerdict();
+    if (!body.verdict) { $("inc-error").textContent = t("inc.need_verdict"); return; }
+    if (body.verdict === "false_alarm") {
+      body.cause = $("inc-cause").value;
+      if (!body.cause) { $("inc-error").textContent = t("inc.need_cause"); return; }
+    }
+  }
+  $("inc-submit").disabled = true;
+  try {
+    const step = await api(`/api/v1/incidents/${encodeURIComponent(id)}/${INC_PATHS[action]}`, { method: "POST", body });
+    $("inc-dialog").close();
+    if (step && typeof step.event_id === "number" && validIncident(step.incident)) applyIncidentStep(step);
+    await guarded(refreshCurrent);
+  } catch (err) {
+    $("inc-error").textContent = err.message || String(err);
+  } finally {
+    $("inc-submit").disabled = false;
   }
 }
 
@@ -764,36 +1149,83 @@ async function submitAlarmAction(ev) {
   }
 }
 
-// --- audible cue (muted by default) ---------------------------------------------------------------
+// --- audible cue (on by default) ------------------------------------------------------------------
+// A beep repeats while any fire incident is unacknowledged. Browsers may refuse to start audio on a
+// page nobody has clicked yet (autoplay policy: the AudioContext stays suspended): the page then
+// shows a banner whose button starts it (a click is what the browser waits for).
 
 const sound = {
-  on: store.get("fw.sound", "off") === "on",
+  on: store.get("fw.sound", "on") !== "off",
   timer: null,
   ctx: null,
+  ringing: false,
+  blocked: false,
+  context() {
+    if (!this.ctx) {
+      this.ctx = new AudioContext();
+      this.ctx.addEventListener("statechange", () => { if (this.ctx.state === "running") this.setBlocked(false); });
+    }
+    return this.ctx;
+  },
+  /** Whether the browser lets the page play now; asks it to, and shows the prompt if it will not. */
+  check() {
+    if (!this.on || !session.me) { this.setBlocked(false); return; }
+    let ctx;
+    try { ctx = this.context(); } catch { return; } // no audio at all: the board still blinks
+    if (ctx.state === "running") { this.setBlocked(false); return; }
+    ctx.resume().then(() => this.setBlocked(ctx.state !== "running"), () => this.setBlocked(true));
+    // resume() without a click stays pending where autoplay is blocked: decide after a moment.
+    setTimeout(() => { if (this.ctx && this.ctx.state !== "running") this.setBlocked(true); }, 500);
+  },
+  /** The banner's button: a click, so the browser allows the sound now. */
+  unlock() {
+    try {
+      const ctx = this.context();
+      ctx.resume().then(() => { this.setBlocked(ctx.state !== "running"); if (this.ringing) this.beep(); }, () => this.setBlocked(true));
+    } catch { this.setBlocked(false); }
+  },
+  setBlocked(on) {
+    this.blocked = Boolean(on) && this.on;
+    $("sound-prompt").hidden = !(this.blocked && session.me);
+    this.label();
+  },
   beep() {
     try {
-      this.ctx = this.ctx || new AudioContext();
-      const osc = this.ctx.createOscillator();
-      const gain = this.ctx.createGain();
+      const ctx = this.context();
+      if (ctx.state !== "running") { this.check(); return; }
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
       osc.frequency.value = 880; gain.gain.value = 0.2;
-      osc.connect(gain).connect(this.ctx.destination);
-      osc.start(); osc.stop(this.ctx.currentTime + 0.35);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(); osc.stop(ctx.currentTime + 0.35);
     } catch { /* no audio device: the board still blinks */ }
   },
   update(unackedFire) {
-    const want = this.on && unackedFire;
+    this.ringing = Boolean(unackedFire);
+    const want = this.on && this.ringing;
     if (want && !this.timer) { this.beep(); this.timer = setInterval(() => this.beep(), 1500); }
     if (!want && this.timer) { clearInterval(this.timer); this.timer = null; }
+    this.label();
+  },
+  toggle() {
+    this.on = !this.on;
+    store.set("fw.sound", this.on ? "on" : "off");
+    if (this.on) this.unlock(); else this.setBlocked(false); // the toggle is a click: audio may start
+    this.update(this.ringing);
   },
   label() {
-    $("sound").textContent = t(this.on ? "sound.on" : "sound.off");
-    $("sound").setAttribute("aria-pressed", String(this.on));
+    const b = $("sound");
+    b.textContent = t(this.on ? "sound.on" : "sound.off");
+    b.setAttribute("aria-pressed", String(this.on));
+    b.dataset.sound = this.on ? (this.blocked ? "blocked" : "on") : "off";
+    b.dataset.ringing = String(Boolean(this.timer));
   },
 };
 
 // --- live updates over the WebSocket --------------------------------------------------------------
 
-const live = { ws: null, after: null, events: 0, retryMs: 1000, timer: null, refreshTimer: null, stopped: true };
+// `tick` counts the messages applied, so a list read can tell which steps came in while it was read.
+const live = { ws: null, after: null, events: 0, tick: 0, retryMs: 1000, timer: null, refreshTimer: null, stopped: true };
 
 function setConn(state) {
   $("conn").dataset.state = state;
@@ -840,12 +1272,18 @@ function connect() {
   ws.onmessage = (msg) => {
     let tr;
     try { tr = JSON.parse(msg.data); } catch { return; }
-    if (tr && tr.recorded === false) {
+    live.tick += 1;
+    if (tr && tr.type === "incident") {
+      // An incident step: its card changes at once. Numbered in the incident log, not the alarm
+      // event log: the resume cursor stays. The alarms inside come with the re-read below.
+      applyIncidentStep(tr);
+    } else if (tr && tr.recorded === false) {
       // Detected while the database cannot record it: on the board at once, from the message
       // itself (the lists may be answering 503). It has no event id: the resume cursor stays.
       const a = unrecordedAlarm(tr.after);
       if (a) {
         board.unrecorded.set(alarmKey(a), a);
+        board.recordedAt.delete(alarmKey(a));
         mergeBoard();
         renderBoard();
         storageDown();
@@ -853,7 +1291,10 @@ function connect() {
     } else if (tr && typeof tr.event_id === "number") {
       live.after = Math.max(live.after ?? 0, tr.event_id);
       // Recorded now: its unrecorded card gives way to the recorded alarm at the next fetch.
-      if (tr.after && typeof tr.after === "object") board.unrecorded.delete(alarmKey(tr.after));
+      if (tr.after && typeof tr.after === "object") {
+        board.unrecorded.delete(alarmKey(tr.after));
+        board.recordedAt.set(alarmKey(tr.after), live.tick);
+      }
     }
     live.events += 1;
     $("conn").dataset.events = String(live.events);
@@ -1399,12 +1840,12 @@ function init() {
   });
   $("login-form").addEventListener("submit", submitLogin);
   $("signout").addEventListener("click", signOut);
-  $("sound").addEventListener("click", () => {
-    sound.on = !sound.on;
-    store.set("fw.sound", sound.on ? "on" : "off");
-    sound.label();
-    if (session.me) renderBoard();
-  });
+  $("sound").addEventListener("click", () => sound.toggle());
+  $("sound-enable").addEventListener("click", () => sound.unlock());
+  $("inc-form").addEventListener("submit", submitIncidentAction);
+  $("inc-cancel").addEventListener("click", () => $("inc-dialog").close());
+  for (const r of $("inc-form").querySelectorAll('input[name="inc-verdict"]')) r.addEventListener("change", onVerdictChange);
+  $("inc-cause").addEventListener("change", () => { $("inc-error").textContent = ""; });
   const setWall = (on) => {
     document.body.classList.toggle("wall", on);
     $("wall").setAttribute("aria-pressed", String(on));
@@ -1432,7 +1873,7 @@ function init() {
     resizeTimer = setTimeout(() => { if (route.view === "device") guarded(drawHistory); }, 300);
   });
   applyLanguage();
-  setInterval(() => { $("clock").textContent = fmtTime(serverNow()); }, 1000);
+  setInterval(() => { $("clock").textContent = fmtTime(serverNow()); tickClocks(); }, 1000);
   syncClock().then(() => { $("clock").textContent = fmtTime(serverNow()); });
   boot();
 }
