@@ -39,7 +39,7 @@ from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 
 from alarms.incident_service import SYSTEM_ACTOR
 from alarms.labels import (
@@ -63,6 +63,7 @@ from core.domain import (
     IncidentState,
     Verification,
 )
+from core.pdf_pages import build_a4
 from ingest.index import DeviceIndex
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 
@@ -467,30 +468,14 @@ def render_report_pdf(report: IncidentReport, font_path: Path | None = None) -> 
     else:
         story.append(cell("无", value))
 
-    footer_text = f"{report.title}  事件编号 {report.number}"
-
-    def footer(canvas: Any, doc: Any) -> None:
-        canvas.saveState()
-        canvas.setFont(font, 8)
-        canvas.drawString(MARGIN, MARGIN / 2, footer_text)
-        canvas.drawRightString(PAGE_W - MARGIN, MARGIN / 2, f"第 {doc.page} 页")
-        canvas.restoreState()
-
-    buf = io.BytesIO()
-    doc = SimpleDocTemplate(
-        buf,
-        pagesize=A4,
-        leftMargin=MARGIN,
-        rightMargin=MARGIN,
-        topMargin=MARGIN,
-        bottomMargin=MARGIN,
+    return build_a4(
+        story,
+        font=font,
         title=f"{report.title} {report.number}",
-        author="firewatch",
-        invariant=True,  # the same incident renders to the same bytes (no creation time or random id)
-        initialFontName=font,  # else every page also names Helvetica, a font not embedded
+        footer_left=f"{report.title}  事件编号 {report.number}",
+        page_label="第 {page} 页",
+        margin=MARGIN,
     )
-    doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    return buf.getvalue()
 
 
 # --- XLSX -----------------------------------------------------------------------------------------

@@ -26,13 +26,14 @@ from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import PageBreak, Paragraph, Spacer, Table, TableStyle
 
 from alarms.labels import CATEGORY_ZH, alarm_type_zh
 from core.cjk_font import FontUnavailableError as FontUnavailableError  # re-exported
 from core.cjk_font import embedded_font
 from core.cjk_font import find_cjk_font as find_cjk_font  # re-exported
 from core.domain import AlarmCategory
+from core.pdf_pages import build_a4
 from storage.models import TicketCommentRow, TicketEventRow, TicketRow
 
 Lang = Literal["zh", "en"]
@@ -528,33 +529,19 @@ def render_ticket_pdf(
     st = _styles(font, lang)
     lb = LABELS[lang]
 
-    def footer(canvas: Any, doc: Any) -> None:
-        canvas.saveState()
-        canvas.setFont(font, 8)
-        canvas.drawString(MARGIN, MARGIN / 2, f"{lb['title']}  {ticket.number}")
-        canvas.drawRightString(PAGE_W - MARGIN, MARGIN / 2, lb["page"].format(page=doc.page))
-        canvas.restoreState()
-
-    buf = io.BytesIO()
-    doc = SimpleDocTemplate(
-        buf,
-        pagesize=A4,
-        leftMargin=MARGIN,
-        rightMargin=MARGIN,
-        topMargin=MARGIN,
-        bottomMargin=MARGIN,
-        title=f"{lb['title']} {ticket.number}",
-        author="firewatch",
-        invariant=True,  # the same ticket renders to the same bytes (no creation time or random id)
-        initialFontName=font,  # else every page also names Helvetica, a font not embedded
-    )
     story = [
         *_form(ticket, st, lb, lang),
         PageBreak(),
         *_record(ticket, events, comments, evidence_meta, alarm_ids, st, lb, lang),
     ]
-    doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    return buf.getvalue()
+    return build_a4(
+        story,
+        font=font,
+        title=f"{lb['title']} {ticket.number}",
+        footer_left=f"{lb['title']}  {ticket.number}",
+        page_label=lb["page"],
+        margin=MARGIN,
+    )
 
 
 # --- the ledger (XLSX) ----------------------------------------------------------------------------
