@@ -21,6 +21,8 @@ from core.domain import (
     ACTIVE_STATES,
     SEVERITY_OF,
     AlarmCategory,
+    AlarmState,
+    DetectorEvent,
     IncidentAction,
     IncidentKind,
     IncidentState,
@@ -28,6 +30,7 @@ from core.domain import (
 )
 from core.settings import AlarmPolicySettings, PushRoute
 from detectors.fusion import CONFIRMED as ZONE_CONFIRMED
+from detectors.liveness import OUTAGE_KEY_PREFIX
 from ingest.index import DeviceIndex
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 
@@ -174,6 +177,7 @@ class IncidentBook:
             device_count=1,
             active_count=1,
             zone_confirmed_ts=now if alarm.alarm_type == ZONE_CONFIRMED else None,
+            devices=[],
             first_ts=alarm.first_ts,
             last_ts=alarm.last_ts,
             opened_ts=now,
@@ -216,6 +220,27 @@ class IncidentBook:
             ).select_from(members)
         ).one()
         inc.alarm_count, inc.device_count, inc.active_count = int(total), int(devices), int(active)
+        if inc.devices:  # an outage: its devices, not its alarms' keys
+            inc.device_count = len(inc.devices)
+
+    def note_devices(self, s: Session, e: DetectorEvent) -> None:
+        """An outage or offline raise: its devices join its outage incident's device list (an
+        outage event lists every device silent in it, detectors/liveness.py)."""
+        alarm = s.scalars(
+            select(AlarmRow)
+            .where(AlarmRow.device_id == e.device_id, AlarmRow.alarm_type == e.alarm_type)
+            .where(AlarmRow.state != AlarmState.CLOSED.value)
+        ).first()
+        if alarm is None or alarm.incident_id is None:
+            return
+        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
+        if inc is None or inc.kind != IncidentKind.OUTAGE.value:
+            return
+        new = [d for d in (e.members or (e.device_id,)) if not d.startswith(OUTAGE_KEY_PREFIX)]
+        merged = list(dict.fromkeys([*inc.devices, *new]))
+        if len(merged) != len(inc.devices):
+            inc.devices = merged
+            inc.device_count = len(merged)
 
     def released(self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float) -> None:
         """A held alarm's hold ended: if nobody was told about its incident yet, they are now."""

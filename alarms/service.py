@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.incident_service import IncidentBook, IncidentError, members
+from alarms.incidents import OUTAGE_TYPES
 from alarms.model import IncidentUpdate, Transition, snapshot
 from alarms.outbox import enqueue
 from alarms.policy import Hold, MaintenanceScope, Policy, PolicyError, covers
@@ -175,6 +176,8 @@ class AlarmService:
         def work(s: Session, out: Outcome) -> None:
             for event in events:
                 self._apply_one(s, out, event, now)
+                if event.kind is DetectorEventKind.RAISE and event.alarm_type in OUTAGE_TYPES:
+                    self.incidents.note_devices(s, event)
             if mark is not None:
                 mark.write(s, now)
 

@@ -81,6 +81,9 @@ class IncidentEventOut(BaseModel):
 
 class IncidentDetailOut(IncidentOut):
     alarms: list[AlarmOut]
+    devices: list[str] = Field(
+        default_factory=list, description="an outage's devices: every device silent in it (empty otherwise)"
+    )
     timeline: list[IncidentEventOut]
 
 

@@ -328,3 +328,5 @@ class DetectorEvent:
     detail: str = ""
     basis: str = ""
     extra: dict[str, float | str] = field(default_factory=dict)
+    # An outage's devices (detectors/liveness.py): every device silent in it, for its incident.
+    members: tuple[str, ...] = ()

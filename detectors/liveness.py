@@ -249,6 +249,11 @@ class LivenessWatch:
                 "communication or power outage, not one fault each"
             ),
             extra={"site": o.path.split("/", 1)[0], "place": o.path, "devices": n, "registered": total},
+            members=(
+                tuple(self.index.device_ids[d] for d in members.tolist())
+                if kind is DetectorEventKind.RAISE
+                else ()
+            ),
         )
 
     def outage_members(self) -> dict[str, list[str]]:

@@ -36,6 +36,7 @@ def encode_events(events: list[DetectorEvent]) -> bytes:
                 "detail": e.detail,
                 "basis": e.basis,
                 "extra": e.extra,
+                "members": e.members,
             }
             for e in events
         ]
@@ -57,6 +58,7 @@ def decode_events(body: bytes) -> list[DetectorEvent]:
                 detail=d["detail"],
                 basis=d["basis"],
                 extra=d["extra"],
+                members=tuple(d.get("members", ())),  # journals written before outages listed them
             )
         )
     return out

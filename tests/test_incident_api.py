@@ -118,3 +118,21 @@ async def test_a_missing_incident_is_404_and_a_viewer_may_not_act(
     viewer = api.as_("guest", "viewer")
     r = await api.post(f"/api/v1/incidents/{inc['id']}/acknowledge", json={}, headers=viewer)
     assert r.status_code == 403
+
+
+async def test_an_outage_incident_answers_with_every_device_it_holds(
+    api: ApiClient, alarms: AlarmService
+) -> None:
+    silent = ("smk-1-1", "smk-1-2", "smk-2-1")
+    alarms.apply(
+        [
+            DetectorEvent(
+                "outage:s1/b1/f1", "device.outage", DetectorEventKind.RAISE, AlarmCategory.FAULT, T0, 3.0,
+                None, "", "", {"site": "s1", "place": "s1/b1/f1"}, silent,
+            )
+        ]
+    )  # fmt: skip
+    (inc,) = (await api.get("/api/v1/incidents", params={"kind": "outage"})).json()["items"]
+    assert (inc["device_count"], inc["alarm_count"]) == (3, 1)
+    detail = (await api.get(f"/api/v1/incidents/{inc['id']}")).json()
+    assert detail["devices"] == list(silent)

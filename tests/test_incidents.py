@@ -209,6 +209,29 @@ def test_devices_lost_together_are_one_outage_incident(alarms: AlarmService, clo
         )
     inc = the_incident(alarms)
     assert (inc.kind, inc.place, inc.device_count) == (IncidentKind.OUTAGE.value, "s1", 3)
+    assert inc.devices == ["smk-b1f1z1-1", "smk-b2f1z2-3", "smk-b1f2z1-2"]
+
+
+def test_an_outage_incident_lists_every_device_its_outage_holds(
+    alarms: AlarmService, clock: FakeClock
+) -> None:
+    """The outage alarm names 20 devices in its detail; its incident keeps them all, as the outage
+    grows, and counts devices, not alarms."""
+    floor = [f"smk-b1f2z{z}-{i}" for z in (1, 2) for i in (1, 2, 3)]
+
+    def outage(members: list[str], ts: float) -> DetectorEvent:
+        return DetectorEvent(
+            "outage:s1/b1/f2", "device.outage", RAISE, AlarmCategory.FAULT, ts, float(len(members)),
+            None, "detail", "", {"site": "s1", "place": "s1/b1/f2"}, tuple(members),
+        )  # fmt: skip
+
+    alarms.apply([outage(floor[:4], T0)])
+    assert (the_incident(alarms).devices, the_incident(alarms).device_count) == (floor[:4], 4)
+    alarms.apply([outage(floor, at(clock, 60))])  # the outage's update: two more silent
+    alarms.apply([DetectorEvent("smk-b1f1z1-1", "device.offline", RAISE, AlarmCategory.FAULT, at(clock, 70))])
+    inc = the_incident(alarms)
+    assert inc.devices == [*floor, "smk-b1f1z1-1"]
+    assert (inc.device_count, inc.alarm_count) == (7, 2)
 
 
 def test_a_pre_alarm_incident_that_becomes_a_fire_is_upgraded_and_must_be_acknowledged_again(

@@ -117,6 +117,7 @@ def get_incident(incident_id: RowId, db: DbSession, ctx: Ctx) -> IncidentDetailO
     return IncidentDetailOut(
         **incident_out(ctx, row).model_dump(),
         alarms=[AlarmOut.model_validate(a) for a in alarms],
+        devices=list(row.devices or ()),
         timeline=[IncidentEventOut.model_validate(e) for e in events],
     )
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("device_count", sa.Integer(), nullable=False),
         sa.Column("active_count", sa.Integer(), nullable=False),
         sa.Column("zone_confirmed_ts", sa.Float(), nullable=True),
+        sa.Column("devices", sa.JSON(), nullable=False),
         sa.Column("first_ts", sa.Float(), nullable=False, index=True),
         sa.Column("last_ts", sa.Float(), nullable=False),
         sa.Column("opened_ts", sa.Float(), nullable=False),
