@@ -478,7 +478,13 @@ class IncidentBook:
         targets: tuple[str, ...],
         alarm_id: int | None = None,
     ) -> IncidentUpdate:
-        after = incident_snapshot(inc)
+        # What a stream or topic reader shows without a second request: the place in words and
+        # whether the 119 call is still owed.
+        after = {
+            **incident_snapshot(inc),
+            "place_name": self.index.place_label(inc.place),
+            "call_119_due": inc.verification == Verification.CONFIRMED.value and inc.call_119_ts is None,
+        }
         row = IncidentEventRow(
             incident_id=inc.id,
             ts=now,

@@ -297,6 +297,8 @@ def test_confirmation_runs_on_the_duty_clock(alarms: AlarmService, clock: FakeCl
     at(clock, 95)
     step = alarms.decide_incident(inc.id, actor="王五", verdict=Verification.CONFIRMED, note="三楼冒烟")
     assert step.update.action is IncidentAction.CONFIRMED
+    assert step.update.after["call_119_due"] is True  # what the streams carry, for the 119 prompt
+    assert step.update.after["place_name"] == "住院楼 F1 1区 1室"
     assert "leader_on_call" in step.update.targets  # a real fire is reported to the person in charge
     inc = the_incident(alarms)
     assert (inc.verification, inc.verifier, inc.verdict_ts, inc.verify_due_ts) == (
