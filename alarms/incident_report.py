@@ -76,7 +76,13 @@ ROLE_SEP = "、"
 # Steps whose note is the system's description of the alarm that caused them (alarm type, place
 # path, device id): the report describes that alarm in words instead.
 ALARM_STEPS = frozenset(
-    {IncidentAction.OPENED, IncidentAction.JOINED, IncidentAction.UPGRADED, IncidentAction.SPREAD}
+    {
+        IncidentAction.OPENED,
+        IncidentAction.JOINED,
+        IncidentAction.UPGRADED,
+        IncidentAction.SPREAD,
+        IncidentAction.REOPENED,
+    }
 )
 CALLABLE_KINDS = frozenset({IncidentKind.FIRE, IncidentKind.GAS})  # 119 is called for these
 

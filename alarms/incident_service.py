@@ -77,7 +77,7 @@ class IncidentBook:
         category = AlarmCategory(alarm.category)
         kind = kind_of(category, alarm.system, alarm.alarm_type)
         inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True) if alarm.incident_id else None
-        if inc is not None and inc.state == IncidentState.CLOSED.value:
+        if inc is not None and not self._joinable(inc, now):
             inc = None
         rejoining = inc is not None
         if inc is None:
@@ -105,12 +105,19 @@ class IncidentBook:
         if alarm.alarm_type == ZONE_CONFIRMED and inc.zone_confirmed_ts is None:
             inc.zone_confirmed_ts = now
         self._count(s, inc)
+        # Closed (ended and handled) and alarming again: people must take it again. Ended but not
+        # yet acknowledged, it is still being escalated: the alarm just joins (a flapping sensor
+        # must not push every cycle).
+        reopened = inc.state == IncidentState.CLOSED.value
         if inc.state != IncidentState.OPEN.value:
-            inc.state, inc.ended_ts = IncidentState.OPEN.value, None
+            inc.state, inc.ended_ts, inc.closed_ts = IncidentState.OPEN.value, None, None
+            inc.reset_ts = inc.reset_by = None  # the timeline keeps the earlier reset
         if category is AlarmCategory.FIRE and inc.fire_ts is None:
             self._fire_started(inc, now)
         if upgraded:
             action = IncidentAction.UPGRADED
+        elif reopened:
+            action = IncidentAction.REOPENED
         elif growth.spread and not rejoining:
             action = IncidentAction.SPREAD
         else:
@@ -118,9 +125,10 @@ class IncidentBook:
         targets: tuple[str, ...] = ()
         if held and not inc.notified:
             pass  # nothing to tell yet: a held alarm in an incident nobody was told about
-        elif upgraded or not inc.notified:
-            # Worse than what people were told (a pre-alarm became a fire), or the first alarm that
-            # may be told: a person must look again, and the chain for what it now is starts over.
+        elif upgraded or reopened or not inc.notified:
+            # Worse than what people were told (a pre-alarm became a fire), alarming again after it
+            # ended, or the first alarm that may be told: a person must look again, and the chain
+            # for what it now is starts over.
             inc.acked_ts, inc.acked_by, inc.ack_note = None, None, ""
             targets = self._start_escalation(inc, now)
             action = IncidentAction.OPENED if not inc.notified else action
@@ -139,14 +147,31 @@ class IncidentBook:
         self, s: Session, kind: IncidentKind, alarm: AlarmRow, now: float
     ) -> IncidentRow | None:
         key = group_key(kind, alarm.place or alarm.device_id)
+        recent = now - self.settings.incident_gap_s
         q = (
             select(IncidentRow)
             .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
-            .where(IncidentRow.state != IncidentState.CLOSED.value)
+            .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
         )
-        if not latched_kind(kind):
-            q = q.where(IncidentRow.last_ts >= now - self.settings.incident_gap_s)
-        return s.scalars(q.order_by(IncidentRow.id.desc()).limit(1).with_for_update()).first()
+        candidates = s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all()
+        return next((inc for inc in candidates if self._joinable(inc, now)), None)
+
+    def _joinable(self, inc: IncidentRow, now: float) -> bool:
+        """Whether a new alarm of its kind and place is part of this incident.
+
+        An open fire or gas incident takes it however old; other kinds only while their last alarm is
+        recent. After the incident ended, a fire confirmed real that alarms again soon (even once
+        closed) is the same fire coming back (复燃): its verdict and 119 call stay with it. After a
+        false alarm or a test, a new alarm is a new incident, verified afresh (when in doubt, alarm)."""
+        recent = now - self.settings.incident_gap_s
+        if not latched_kind(IncidentKind(inc.kind)) and inc.last_ts < recent:
+            return False
+        if inc.state == IncidentState.OPEN.value:
+            return True
+        verdict = Verification(inc.verification)
+        if inc.state == IncidentState.ENDED.value:
+            return verdict in (Verification.PENDING, Verification.VERIFYING, Verification.CONFIRMED)
+        return verdict is Verification.CONFIRMED and inc.closed_ts is not None and inc.closed_ts >= recent
 
     def _open(
         self,

@@ -136,6 +136,7 @@ URGENT: frozenset[IncidentAction] = frozenset(
         IncidentAction.OPENED,
         IncidentAction.UPGRADED,
         IncidentAction.SPREAD,
+        IncidentAction.REOPENED,
         IncidentAction.CONFIRMED,
         IncidentAction.ESCALATED,
         IncidentAction.VERIFY_OVERDUE,

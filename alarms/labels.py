@@ -72,6 +72,7 @@ INCIDENT_ACTION_ZH: dict[IncidentAction, str] = {
     IncidentAction.JOINED: "新增报警",
     IncidentAction.UPGRADED: "升级为火警",
     IncidentAction.SPREAD: "蔓延至新区域",
+    IncidentAction.REOPENED: "再次报警",
     IncidentAction.ACKNOWLEDGED: "已受理",
     IncidentAction.VERIFYING: "核实中",
     IncidentAction.CONFIRMED: "确认为真实火警",

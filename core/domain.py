@@ -201,6 +201,7 @@ class IncidentAction(StrEnum):
     ESCALATED = "escalated"
     REMINDED = "reminded"
     VERIFY_OVERDUE = "verify_overdue"  # not confirmed within the verification limit
+    REOPENED = "reopened"  # alarming again after it ended (a confirmed fire coming back: 复燃)
     RESET = "reset"  # a person reset its fire alarms (复位)
     ENDED = "ended"  # its last active alarm ended
     CLOSED = "closed"
@@ -212,6 +213,7 @@ SUBSCRIBED_INCIDENT_ACTIONS: tuple[IncidentAction, ...] = (
     IncidentAction.OPENED,
     IncidentAction.UPGRADED,
     IncidentAction.SPREAD,
+    IncidentAction.REOPENED,
     IncidentAction.CONFIRMED,
     IncidentAction.FALSE_ALARM,
     IncidentAction.TEST,

@@ -135,7 +135,7 @@ class IncidentRow(Base):
     zone_confirmed_ts: Mapped[float | None] = mapped_column(Float)  # two detectors of a zone agreed
     # An outage incident's devices: every device its outage alarms held, and its offline devices
     # (not in the snapshot that travels with each step: it may hold a site's worth of ids).
-    devices: Mapped[list[str]] = mapped_column(JSON, default=list)
+    devices: Mapped[list[str]] = mapped_column(JSON, default=list, deferred=True)  # loaded when read
     first_ts: Mapped[float] = mapped_column(Float, index=True)  # its first alarm's time
     last_ts: Mapped[float] = mapped_column(Float)  # its latest alarm's time
     opened_ts: Mapped[float] = mapped_column(Float)  # when firewatch opened it

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from alarms.incidents import common_place, grow
 from alarms.model import IncidentUpdate
@@ -125,7 +126,9 @@ def at(clock: FakeClock, seconds: float) -> float:
 
 def incidents(alarms: AlarmService) -> list[IncidentRow]:
     with alarms.sessions() as s:
-        return list(s.scalars(select(IncidentRow).order_by(IncidentRow.id)))
+        return list(
+            s.scalars(select(IncidentRow).options(undefer(IncidentRow.devices)).order_by(IncidentRow.id))
+        )
 
 
 def the_incident(alarms: AlarmService) -> IncidentRow:
@@ -454,3 +457,42 @@ def test_only_fire_and_gas_incidents_are_verified_and_a_closed_one_takes_no_119_
     alarms.acknowledge_incident(fire.id, actor="值班员")
     with pytest.raises(InvalidTransitionError, match="closed"):
         alarms.record_119_call(fire.id, actor="值班员")
+
+
+def test_a_confirmed_fire_alarming_again_after_its_reset_is_the_same_incident_reopened(
+    alarms: AlarmService, clock: FakeClock, steps: list[IncidentUpdate]
+) -> None:
+    alarms.apply([smoke("smk-b1f1z1-1")])
+    inc = the_incident(alarms)
+    alarms.decide_incident(inc.id, actor="王五", verdict=Verification.CONFIRMED)
+    alarms.record_119_call(inc.id, actor="王五")
+    at(clock, 300)
+    alarms.reset_incident(inc.id, actor="王五", note="明火已扑灭")
+    assert the_incident(alarms).state == IncidentState.CLOSED.value
+    alarms.apply([smoke("smk-b1f1z1-2", ts=at(clock, 360))])  # 复燃: a minute later, next door
+    inc = the_incident(alarms)
+    assert (inc.state, inc.verification, inc.call_119_ts, inc.acked_ts) == ("open", "confirmed", T0, None)
+    assert steps[-1].action is IncidentAction.REOPENED
+    assert steps[-1].targets == ("control_room",)  # the chain starts over: someone must take it again
+    assert pushes(alarms, "cr")[-1] == ("reopened", 360.0)
+
+
+def test_after_a_false_alarm_or_once_long_closed_a_new_fire_is_a_new_incident(
+    alarms: AlarmService, clock: FakeClock
+) -> None:
+    alarms.apply([smoke("smk-b1f1z1-1")])
+    first = the_incident(alarms)
+    alarms.decide_incident(
+        first.id, actor="王五", verdict=Verification.FALSE_ALARM, cause=FalseAlarmCause.DUST
+    )
+    alarms.apply(
+        [DetectorEvent("smk-b1f1z1-1", "device.reset", RESET, FIRE, at(clock, 30), None, None, "", "")]
+    )
+    assert the_incident(alarms).state == IncidentState.CLOSED.value
+    alarms.apply([smoke("smk-b1f1z1-1", ts=at(clock, 60))])  # the same detector again: verified afresh
+    second = incidents(alarms)[-1]
+    assert (second.id != first.id, second.verification) == (True, "pending")
+    alarms.decide_incident(second.id, actor="王五", verdict=Verification.CONFIRMED)
+    alarms.reset_incident(second.id, actor="王五")
+    alarms.apply([smoke("smk-b1f1z1-2", ts=at(clock, 60 + 601))])  # past incident_gap_s: a new fire
+    assert len(incidents(alarms)) == 3
