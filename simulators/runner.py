@@ -11,6 +11,7 @@ viewer`), sent as `Authorization: Bearer <key>` by the client the caller passes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import time
@@ -345,24 +346,43 @@ class ScenarioRun:
     ) -> list[Outcome]:
         self.progress.phase = "running"
         end = self.scenario.end
-        last_poll = 0.0
-        outcomes: list[Outcome] = []
-        while True:
-            now = clock()
-            t = now - self.origin
-            self._apply_due(t)
-            self.fleet.step(min(t, end), self.origin)
-            self._mark(now, t)
-            self.progress.t, self.progress.published = min(t, end), self.fleet.stats.published
-            if time.monotonic() - last_poll >= POLL_S or t >= end:
-                last_poll = time.monotonic()
-                outcomes = judge(self.scenario, await self.observe(), t, final=False)
-                self.progress.outcomes = outcomes
-                if t >= end or (decided(outcomes) and not self._pending and self._only_positive()):
+        # The devices keep their schedule whatever the API takes to answer: the service's clock
+        # runs on while the judge looks, so a fleet that waited for it would fall silent in
+        # simulated time and raise offline alarms no real device would (a loaded machine, a slow
+        # page of alarms). The judge looks in a task of its own.
+        judged: list[Outcome] = []
+        looked = asyncio.Event()
+
+        async def look() -> None:
+            while True:
+                t_look = min(clock() - self.origin, end)
+                judged[:] = judge(self.scenario, await self.observe(), t_look, final=False)
+                self.progress.outcomes = list(judged)
+                looked.set()
+                await asyncio.sleep(POLL_S)
+
+        judge_task = asyncio.create_task(look())
+        try:
+            while True:
+                now = clock()
+                t = now - self.origin
+                self._apply_due(t)
+                self.fleet.step(min(t, end), self.origin)
+                self._mark(now, t)
+                self.progress.t, self.progress.published = min(t, end), self.fleet.stats.published
+                if judge_task.done():
+                    judge_task.result()  # the API failed: raise it here
+                if t >= end:
                     break
-            if on_progress:
-                on_progress(self.progress)
-            await asyncio.sleep(TICK_S)
+                if looked.is_set() and decided(judged) and not self._pending and self._only_positive():
+                    break
+                if on_progress:
+                    on_progress(self.progress)
+                await asyncio.sleep(TICK_S)
+        finally:
+            judge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await judge_task
         # Give the pipeline a moment to store what is in flight, then judge for the last time.
         self.progress.phase = "judging"
         await asyncio.sleep(1.0)
