@@ -8,10 +8,10 @@ alarm and ticket services) but not connected to a broker: nobody reports. Its cl
 simulated second per liveness check (`Pipeline.check_liveness`, as the liveness timer calls it),
 from start-up through every profile's offline window (the longest is 3 x 120 s) and beyond, one
 check every `--pace` real seconds (default 0.1: ten times faster than the service's 1 s timer).
-Meanwhile a client thread asks `GET /readyz`, `/metrics` and `/api/v1/alarms` in turn through
-uvicorn on a loopback port (a viewer's API key). At the end it counts the outage and offline alarms
-and the tickets in the store. Bars (issue 19): at most 10 outage alarms and 10 tickets; API p99
-under 200 ms throughout. Results: docs/benchmarks.md.
+Meanwhile a client thread asks `GET /readyz`, `/metrics`, `/api/v1/alarms` and `/api/v1/incidents`
+in turn through uvicorn on a loopback port (a viewer's API key). At the end it counts the outage and
+offline alarms, the incidents and the tickets in the store. Bars (issue 19): at most 10 outage
+alarms and 10 tickets; API p99 under 200 ms throughout. Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from core.settings import MqttSettings, Settings
 from detectors.liveness import OFFLINE, OUTAGE
 from firewatch.service import Service
 from simulators.hospital import build_hospital, hospital_for_devices
-from storage.models import AlarmRow, TicketRow
+from storage.models import AlarmRow, IncidentRow, TicketRow
 
 console = Console()
-PATHS = ("/readyz", "/metrics", "/api/v1/alarms")
+PATHS = ("/readyz", "/metrics", "/api/v1/alarms", "/api/v1/incidents?open=true")
 
 
 class SteppedClock:
@@ -115,6 +115,7 @@ def main() -> None:
             )
             tickets = s.scalar(select(func.count()).select_from(TicketRow))
             counted = s.scalars(select(AlarmRow.value).where(AlarmRow.alarm_type == OUTAGE)).all()
+            incidents = s.execute(select(IncidentRow.kind, IncidentRow.device_count)).all()
         service.telemetry.close()
     table = Table(title=f"API during a mass outage ({args.seconds} simulated s in {event_s:.1f} s), ms")
     for col in ("path", "requests", "p50", "p99", "max"):
@@ -127,7 +128,8 @@ def main() -> None:
     c = np.array(check_ms)
     console.print(
         f"outage alarms: {outages} (devices counted: {[int(v or 0) for v in counted]}); offline alarms: "
-        f"{offline}; tickets: {tickets}; liveness check p50 {np.percentile(c, 50):.1f} ms, "
+        f"{offline}; tickets: {tickets}; incidents (kind, devices): {[tuple(i) for i in incidents]}; "
+        f"liveness check p50 {np.percentile(c, 50):.1f} ms, "
         f"max {c.max():.1f} ms"
     )
     console.print(
