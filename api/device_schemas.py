@@ -28,6 +28,13 @@ class DeviceFields(BaseModel):
     installed: date | None = None
     position: tuple[float, float] | None = Field(default=None, description="floor-plan x, y in metres")
     tags: list[str] = Field(default_factory=list, max_length=50)
+    gateway: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="the gateway, switch or panel it reports through: devices lost together under one "
+        "are one outage",
+    )
 
     def device(self, device_id: str) -> Device:
         return Device(**{**self.model_dump(), "id": device_id})

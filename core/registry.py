@@ -78,6 +78,13 @@ class Device(_Strict):
     installed: date | None = None
     position: tuple[float, float] | None = Field(default=None, description="floor-plan x, y in metres")
     tags: list[str] = Field(default_factory=list)
+    gateway: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="the gateway, switch or panel the device reports through: devices lost together "
+        "under one are one outage (detectors/liveness.py); empty: none known",
+    )
 
 
 class RegistryFile(_Strict):

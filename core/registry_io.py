@@ -12,7 +12,7 @@ list alone, one row per device, for spreadsheets, and is imported against an exi
 ...     tags=["corridor", "night"])])
 >>> text = registry_to_csv(reg)
 >>> text.splitlines()[1]
-'smk-1,smoke,s1/b1/f1/z1,走廊烟感,,,,,,corridor;night'
+'smk-1,smoke,s1/b1/f1/z1,走廊烟感,,,,,,corridor;night,'
 >>> [d.id for d in registry_from_csv(text, base=reg, profiles={"smoke"}).devices.values()]
 ['smk-1']
 >>> registry_from_csv(text.replace("smoke,s1", "heat,s1"), base=reg, profiles={"smoke"})
@@ -46,6 +46,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "position_x",
     "position_y",
     "tags",
+    "gateway",
 )
 REQUIRED_COLUMNS = ("id", "profile", "place")
 TAG_SEPARATOR = ";"
@@ -159,6 +160,7 @@ def registry_to_csv(registry: Registry) -> str:
                 x,
                 y,
                 TAG_SEPARATOR.join(d.tags),
+                d.gateway,
             ]
         )
     return out.getvalue()

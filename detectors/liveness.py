@@ -19,8 +19,13 @@ OFFLINE = "device.offline"
 OUTAGE = "device.outage"  # many devices of one place silent together: one alarm, keyed by the place
 OUTAGE_KEY_PREFIX = "outage:"
 OUTAGE_LISTED = 20  # device ids named in an outage alarm's detail; the rest are counted
-# The place levels an outage can cover, highest first: it rolls up to the highest that qualifies.
-LEVELS = ("site", "building", "floor", "zone")
+# The levels an outage can cover, highest first: it rolls up to the highest that qualifies. The
+# place levels, then the gateway (core/registry.py Device.gateway): a gateway, switch or panel lost
+# takes its devices with it, wherever they are, often too few of a place's to make the place out.
+LEVELS = ("site", "building", "floor", "zone", "gateway")
+PLACE_LEVELS = 4
+# A gateway's path: site/@gateway-id. Not a place: its outage is shown where its devices are.
+GATEWAY_MARK = "@"
 _KEY_MAX = 64  # the alarm store's device id column
 
 
@@ -51,6 +56,8 @@ class Outage:
     path: str
     level: int
     code: int
+    place: str = ""  # where it is: the place itself, or the place holding a gateway's devices
+    label: str = ""  # the place (and gateway) in words
     raised: bool = False
     reported: int = 0  # the member count last reported
     reported_at: float = -np.inf
@@ -87,13 +94,16 @@ class LivenessWatch:
         for level in range(len(LEVELS)):
             of: dict[str, int] = {}
             code = np.empty(index.n_devices, dtype=np.int64)
-            for dev, loc in enumerate(index.locations):
-                path = "/".join((loc.site, loc.building, loc.floor, loc.zone)[: level + 1])
-                code[dev] = of.setdefault(path, len(of))
+            for dev in range(index.n_devices):
+                code[dev] = of.setdefault(self._path_of(dev, level), len(of))
             self.paths.append(list(of))
             codes.append(code)
         self.code = codes
         self.size = [np.bincount(c, minlength=len(p)) for c, p in zip(codes, self.paths, strict=True)]
+        # Groups that are never an outage: devices with no gateway known (path "").
+        self.never = [np.array([p == "" for p in paths], dtype=bool) for paths in self.paths]
+        self.places = [list(paths) for paths in self.paths[:PLACE_LEVELS]]
+        self.places.append(self._gateway_places(codes[PLACE_LEVELS]))
         self.place_of_key = {
             outage_key(path): (level, code)
             for level, paths in enumerate(self.paths)
@@ -103,6 +113,27 @@ class LivenessWatch:
         self.outages: dict[int, Outage] = {}
         self.member = np.full(index.n_devices, -1, dtype=np.int64)
         self._next_id = 0
+
+    def _path_of(self, dev: int, level: int) -> str:
+        loc = self.index.locations[dev]
+        if level < PLACE_LEVELS:
+            return "/".join((loc.site, loc.building, loc.floor, loc.zone)[: level + 1])
+        gateway = self.index.devices[dev].gateway
+        return f"{loc.site}/{GATEWAY_MARK}{gateway}" if gateway else ""
+
+    def _gateway_places(self, code: npt.NDArray[np.int64]) -> list[str]:
+        """Per gateway, the deepest place holding all its devices (where its outage is shown)."""
+        common: dict[int, list[str]] = {}
+        for dev, c in enumerate(code.tolist()):
+            if not self.index.devices[dev].gateway:
+                continue  # the group of devices with no gateway known is never an outage
+            parts = self.index.devices[dev].place.split("/")
+            have = common.setdefault(c, parts)
+            n = 0
+            while n < min(len(have), len(parts)) and have[n] == parts[n]:
+                n += 1
+            common[c] = have[:n]
+        return ["/".join(common.get(c, [])) for c in range(len(self.paths[PLACE_LEVELS]))]
 
     def seen(self, dev: npt.NDArray[np.int32], at: npt.NDArray[np.float64]) -> list[DetectorEvent]:
         if not dev.size:
@@ -154,7 +185,7 @@ class LivenessWatch:
             n_recent = np.bincount(code[recent], minlength=size.size)
             n_quiet = np.bincount(code[quiet], minlength=size.size)
             recent_at.append(n_recent)
-            enough = n_recent >= policy.min_devices
+            enough = (n_recent >= policy.min_devices) & ~self.never[level]
             out = enough & (n_quiet >= policy.min_fraction * size)
             suspect |= enough[code]
             free = target < 0
@@ -193,7 +224,11 @@ class LivenessWatch:
         oid = self._next_id
         self._next_id += 1
         path = self.paths[level][code]
-        self.outages[oid] = Outage(outage_key(path), path, level, code)
+        place = self.places[level][code]
+        label = self.index.place_label(place)
+        if level >= PLACE_LEVELS:
+            label = f"{label} 网关 {path.rsplit(GATEWAY_MARK, 1)[1]}".strip()
+        self.outages[oid] = Outage(outage_key(path), path, level, code, place, label)
         return oid
 
     def _outage_events(self, now: float, recent_at: list[npt.NDArray[np.int64]]) -> list[DetectorEvent]:
@@ -226,7 +261,7 @@ class LivenessWatch:
         self, o: Outage, kind: DetectorEventKind, ts: float, members: npt.NDArray[np.intp]
     ) -> DetectorEvent:
         n, total = int(members.size), int(self.size[o.level][o.code])
-        label = self.index.place_label(o.path)
+        label = o.label
         if kind is DetectorEventKind.RAISE:
             ids = [self.index.device_ids[d] for d in members[:OUTAGE_LISTED].tolist()]
             more = f" and {n - len(ids)} more" if n > len(ids) else ""
@@ -248,7 +283,7 @@ class LivenessWatch:
                 "site policy (detection.outage_*): many devices of one place silent together are one "
                 "communication or power outage, not one fault each"
             ),
-            extra={"site": o.path.split("/", 1)[0], "place": o.path, "devices": n, "registered": total},
+            extra={"site": o.path.split("/", 1)[0], "place": o.place, "devices": n, "registered": total},
             members=(
                 tuple(self.index.device_ids[d] for d in members.tolist())
                 if kind is DetectorEventKind.RAISE

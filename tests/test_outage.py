@@ -227,3 +227,34 @@ def test_an_open_outage_resumes_after_a_restart_and_its_silent_devices_rejoin_it
     )  # not cleared while its devices were unheard
     assert by_type(events, OFFLINE, DetectorEventKind.RAISE) == []
     assert len(engine.liveness.outage_members()["outage:s1/b2/f1/z0"]) == 120
+
+
+def test_devices_lost_with_their_gateway_are_one_outage_though_no_place_is_out() -> None:
+    """A floor gateway serving 12 devices in each of two zones of 120 fails: no zone is half silent,
+    the gateway's devices are one outage, shown where they are (the floor), naming the gateway."""
+    base = hospital()
+    served = {d for z in (0, 1) for d in [f"smk-s1-b1-f2-z{z}-{i}" for i in range(12)]}
+    devices = [
+        d.model_copy(update={"gateway": "gw-b1f2-east"}) if d.id in served else d for d in base.specs.values()
+    ]
+    index = DeviceIndex.build(base.with_devices(devices), PROFILES)
+    silent = np.array(sorted(index.dev_of[d] for d in served), dtype=np.int32)
+    watch = LivenessWatch(index, start=T0)
+    events = run(watch, index, silent, T0 + 120)
+    assert by_type(events, OFFLINE, DetectorEventKind.RAISE) == []
+    (last, *_) = reversed(by_type(events, OUTAGE, DetectorEventKind.RAISE))
+    assert last.device_id == "outage:s1/@gw-b1f2-east"
+    assert (last.extra["place"], last.extra["devices"], last.extra["registered"]) == ("s1/b1/f2", 24, 24)
+    assert "网关 gw-b1f2-east" in last.detail
+    assert sorted(last.members) == sorted(served)
+
+
+def test_devices_with_no_gateway_known_are_never_one_gateway_outage(index: DeviceIndex) -> None:
+    """24 devices of two zones (none with a gateway) silent: too few of each zone, so each is
+    offline on its own, not an outage of 'no gateway'."""
+    zones = ("s1/b1/f2/z0", "s1/b1/f2/z1")
+    silent = np.array([d for d, dev in enumerate(index.devices) if dev.place in zones], dtype=np.int32)[::10]
+    watch = LivenessWatch(index, start=T0)
+    events = run(watch, index, silent, T0 + 120)
+    assert by_type(events, OUTAGE, DetectorEventKind.RAISE) == []
+    assert len(by_type(events, OFFLINE, DetectorEventKind.RAISE)) == silent.size

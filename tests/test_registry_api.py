@@ -112,7 +112,13 @@ def alarms_of(api: httpx.AsyncClient, device_id: str, category: str) -> Callable
     return check
 
 
-NEW_DEVICE = {"id": "smk-new", "profile": "t-smoke", "place": "s1/b1/f1/z1/r101", "name": "新装 走廊烟感"}
+NEW_DEVICE = {
+    "id": "smk-new",
+    "profile": "t-smoke",
+    "place": "s1/b1/f1/z1/r101",
+    "name": "新装 走廊烟感",
+    "gateway": "gw-1f-east",
+}
 
 
 # --- the data path ----------------------------------------------------------------------------------
@@ -139,8 +145,8 @@ async def test_a_discovered_device_registered_over_the_api_is_stored_and_alarms_
     assert body["change"]["persisted"] is True
     assert await discovered() == []
     assert (await api.get("/api/v1/devices/smk-new")).json()["room"] == "r101"
-    # A restart keeps it: the registry file has it.
-    assert "smk-new" in load_registry(service.settings.registry or Path()).devices
+    # A restart keeps it: the registry file has it, with the gateway it reports through.
+    assert load_registry(service.settings.registry or Path()).devices["smk-new"].gateway == "gw-1f-east"
 
     publisher.send("fw/v1/s1/smk-new/telemetry", reading(2, 0.05))
     publisher.send("fw/v1/s1/smk-new/telemetry", reading(3, 0.31))
@@ -358,15 +364,18 @@ async def test_a_csv_import_replaces_the_device_list_and_a_dry_run_only_reports_
     assert exported.headers["content-type"].startswith("text/csv")
     assert exported.content.startswith(BOM.encode("utf-8"))
     rows = exported.content.decode("utf-8-sig").splitlines()
-    assert rows[0] == "id,profile,place,name,department,responsible,installed,position_x,position_y,tags"
-    assert "smk-1-1,t-smoke,s1/b1/f1/z1/r101,,,张三,,,," in rows
+    header = "id,profile,place,name,department,responsible,installed,position_x,position_y,tags,gateway"
+    assert rows[0] == header
+    assert "smk-1-1,t-smoke,s1/b1/f1/z1/r101,,,张三,,,,," in rows
 
     edited = [r for r in rows if not r.startswith("prs-1,")]  # removed
     edited = [
         r.replace("smk-1-1,t-smoke,s1/b1/f1/z1/r101,", "smk-1-1,t-smoke,s1/b1/f1/z1/r101,一号床头")
         for r in edited
     ]
-    edited.append("smk-icu-9,t-smoke,s1/b1/f1/z2/r201,重症 烟感,重症医学科,王五,2024-03-01,1.5,2,icu;夜间")
+    edited.append(
+        "smk-icu-9,t-smoke,s1/b1/f1/z2/r201,重症 烟感,重症医学科,王五,2024-03-01,1.5,2,icu;夜间,gw-2f"
+    )
     body = ("\r\n".join(edited) + "\r\n").encode("utf-8")
 
     dry = await api.put(
