@@ -16,7 +16,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from core.settings import Settings, SettingsError, load_settings
 from firewatch.cli_broker import broker_app
 from firewatch.cli_grafana import grafana_app
 from firewatch.cli_simulate import simulate_app
@@ -24,6 +23,7 @@ from firewatch.cli_users import keys_app, users_app
 from firewatch.report import ReportFormat, ReportLang, kpi_csv, print_kpi_tables, when
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from tickets.kpi import KpiReport
 
 app = typer.Typer(
@@ -47,6 +47,8 @@ ConfigOpt = Annotated[
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
+    from core.settings import SettingsError, load_settings  # loaded by a command, not by --help
+
     try:
         return load_settings(config, **overrides)
     except SettingsError as exc:

@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from core.registry import RegistryError, load_registry
 from firewatch.broker_auth import (
     PasswordFileError,
     format_password_file,
@@ -79,6 +78,8 @@ def passwords(
     After a change, load it into the running broker:
     docker compose run --rm mosquitto-init && docker compose kill -s SIGHUP mosquitto
     """
+    from core.registry import RegistryError, load_registry  # loaded by the command, not by --help
+
     try:
         reg = load_registry(registry)
     except RegistryError as exc:

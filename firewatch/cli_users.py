@@ -17,7 +17,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -25,10 +25,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from accounts.model import AccountError, AccountNotFoundError, UserInfo
-from accounts.service import AccountService
 from core.domain import Role
-from core.settings import SettingsError, load_settings
-from storage.models import AuditRow
+
+if TYPE_CHECKING:  # the store and the password hasher load only for a command that needs them
+    from accounts.service import AccountService
 
 users_app = typer.Typer(
     help="People who sign in to the API and console: add, list, set passwords, roles, disable.",
@@ -61,6 +61,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _accounts(config: Path | None) -> AccountService:
+    from accounts.service import AccountService
+    from core.settings import SettingsError, load_settings
     from storage.db import DatabaseError, open_store
 
     try:
@@ -88,6 +90,8 @@ def cli_actor() -> str:
 
 def _audit(accounts: AccountService, action: str, subject: str, outcome: str, **detail: Any) -> None:
     """One audit row for a change made here (the API's audit middleware never sees these)."""
+    from storage.models import AuditRow
+
     sudo_user = os.environ.get("SUDO_USER")
     if sudo_user:
         detail["sudo_user"] = sudo_user[:100]

@@ -6,12 +6,14 @@ import csv
 import io
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tickets.kpi import KpiReport, TicketKpis
+if TYPE_CHECKING:  # only for the types: `firewatch --help` need not load the ticket store
+    from tickets.kpi import KpiReport, TicketKpis
 
 
 class ReportFormat(StrEnum):
