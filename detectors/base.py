@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from detectors.samples import Samples
+from detectors.samples import Samples, group_starts
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -164,8 +164,58 @@ class Detector(ABC):
         return self._order[lo[j] + within], j
 
 
+def restarted_sums(init: F64, begins: Bool, *terms: F64) -> F64:
+    """Running sums that restart where `begins` is true, from `init` (one per restart), each added
+    in the order a loop would add them: value_i = (...((prev + terms[0][i]) + terms[1][i]) ...).
+
+    numpy's `cumsum` along an axis adds strictly in order, so each stretch is summed on its own,
+    bit for bit as a step-by-step recurrence would; stretches are padded to a power-of-two length
+    class each, so one long stretch among many short ones costs no more than twice the cells.
+    """
+    n = begins.size
+    out = np.empty(n)
+    if not n:
+        return out
+    k = len(terms)
+    stretch = np.cumsum(begins) - 1
+    start = np.flatnonzero(begins)
+    pos = np.arange(n) - start[stretch]
+    length = np.diff(np.append(start, n))
+    size_class = np.frexp(length.astype(np.float64))[1]
+    for c in np.unique(size_class):
+        mine = np.flatnonzero(size_class == c)
+        local = np.empty(length.size, dtype=np.int64)
+        local[mine] = np.arange(mine.size)
+        cells = np.flatnonzero(size_class[stretch] == c)
+        row = local[stretch[cells]]
+        grid = np.zeros((mine.size, 1 + k * int(length[mine].max())))
+        grid[:, 0] = init[mine]
+        for i, term in enumerate(terms):
+            grid[row, 1 + k * pos[cells] + i] = term[cells]
+        out[cells] = np.cumsum(grid, axis=1)[row, k * pos[cells] + k]
+    return out
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A batch's readings grouped into one row per unit, in arrival order: row i holds unit `unit[i]`'s
+    readings in columns 0 .. `last[i]`; the cells after that (`valid` false) repeat the row's last
+    reading, so they are finite, and a `scan` must leave the state as if they were not there."""
+
+    unit: I64
+    t: F64
+    x: F64
+    valid: Bool
+    last: I64
+
+
 class SequentialDetector(Detector):
-    """A detector defined by a per-reading step, run in rounds of at most one reading per unit."""
+    """A detector defined by a per-reading step, run in rounds of at most one reading per unit.
+
+    A subclass may add `scan`, the same step over a unit's whole run of readings at once (numpy
+    along the run); a batch holding several readings of a unit then takes that path, and rounds
+    remain the definition it is tested against (tests/test_detector_scan.py).
+    """
 
     @abstractmethod
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
@@ -175,21 +225,43 @@ class SequentialDetector(Detector):
         keeps only real transitions. It sets `active` after the step, so `step` sees the old value.
         """
 
+    def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
+        """Optional: `step` applied along each row of `runs`; (raise, clear, evidence) per cell.
+
+        Leaves the state as after each unit's last reading (except `active`, which the base class
+        sets), or returns None having changed nothing, and the batch runs in rounds. It must not
+        depend on `active` (the base class derives it from the raises and clears afterwards).
+        """
+        return None
+
     def update(self, samples: Samples) -> Hits:
         unit, j = self.route(samples)
         if not unit.size:
             return Hits.empty()
         if samples.unique or np.bincount(unit, minlength=self.n_units).max() <= 1:
-            rounds = [(unit, j)]
-        else:
-            order = np.argsort(unit, kind="stable")
-            su = unit[order]
-            first = np.searchsorted(su, su, side="left")
-            rank = np.empty_like(order)
-            rank[order] = np.arange(su.size) - first
-            by_rank = np.argsort(rank, kind="stable")
-            bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
-            rounds = [(unit[by_rank[a:b]], j[by_rank[a:b]]) for a, b in itertools.pairwise(bounds)]
+            return self._rounds(samples, [(unit, j)])
+        if type(self).scan is not SequentialDetector.scan:
+            hits = self._scan(samples, unit, j)
+            if hits is not None:
+                return hits
+        return self.update_by_rounds(samples)
+
+    def update_by_rounds(self, samples: Samples) -> Hits:
+        """The definition: at most one reading per unit per round, `step` vectorised across units."""
+        unit, j = self.route(samples)
+        if not unit.size:
+            return Hits.empty()
+        order = np.argsort(unit, kind="stable")
+        su = unit[order]
+        first = np.searchsorted(su, su, side="left")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(su.size) - first
+        by_rank = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
+        rounds = [(unit[by_rank[a:b]], j[by_rank[a:b]]) for a, b in itertools.pairwise(bounds)]
+        return self._rounds(samples, rounds)
+
+    def _rounds(self, samples: Samples, rounds: list[tuple[I64, I64]]) -> Hits:
         hits = []
         active = self.state["active"]
         for u, jj in rounds:
@@ -203,3 +275,38 @@ class SequentialDetector(Detector):
             if changed.size:
                 hits.append(Hits(u[changed], t[changed], evidence[changed], now[changed]))
         return Hits.concat(hits)
+
+    def _scan(self, samples: Samples, unit: I64, j: I64) -> Hits | None:
+        order = np.argsort(unit, kind="stable")
+        su = unit[order]
+        new, start = group_starts(su)
+        row = np.cumsum(new) - 1
+        col = np.arange(su.size) - start
+        m, width = int(row[-1]) + 1, int(col.max()) + 1
+        pos = np.full((m, width), -1, dtype=np.int64)  # the reading's index in route order
+        pos[row, col] = order
+        last = np.bincount(row, minlength=m) - 1
+        valid = pos >= 0
+        pos = np.where(valid, pos, pos[np.arange(m), last][:, None])
+        jj = j[pos]
+        runs = Runs(su[new], samples.ts[jj], samples.value[jj], valid, last)
+        out = self.scan(runs)
+        if out is None:
+            return None
+        up, down, evidence = out
+        active = self.state["active"]
+        was0 = active[runs.unit]
+        # `active` after each reading: the newest raise or clear at or before it, else the old value.
+        cols = np.arange(width)
+        decided = valid & (up | down)
+        at = np.maximum.accumulate(np.where(decided, cols, -1), axis=1)
+        now = np.where(at >= 0, np.take_along_axis(up, np.maximum(at, 0), axis=1), was0[:, None])
+        was = np.concatenate([was0[:, None], now[:, :-1]], axis=1)
+        active[runs.unit] = now[np.arange(m), last]
+        r, c = np.nonzero(valid & (now != was))
+        if not r.size:
+            return Hits.empty()
+        # The order rounds give: by rank within the unit, then by arrival.
+        k = np.lexsort((pos[r, c], c))
+        r, c = r[k], c[k]
+        return Hits(runs.unit[r], runs.t[r, c], evidence[r, c], now[r, c])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import F64, I64, Bool, Example, SequentialDetector, State
+from detectors.base import F64, I64, Bool, Example, Runs, SequentialDetector, State, restarted_sums
 
 
 class Drift(SequentialDetector):
@@ -54,6 +54,48 @@ class Drift(SequentialDetector):
         s = np.where(scored, np.maximum(0.0, st["s"][u] + sign * (x - ref) - p["slack"][u]), st["s"][u])
         st["s"][u] = s
         return scored & (s >= p["limit"][u]), scored & (s <= 0.0), s
+
+    def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
+        """After warm-up, S_k = max(0, V_k) where V is a running sum that restarts at 0 after each
+        reading with V <= 0; readings still learning the reference go by rounds.
+
+        Where the restarts fall is read off the closed form S_k = C_k - min(0, min_{j<=k} C_j) (C the
+        plain running sum from the old S), then every stretch between restarts is summed exactly as
+        the steps add (`restarted_sums`); if a stretch disagrees with the closed form about a restart
+        (rounding, a hair from 0), this returns None and the batch goes by rounds.
+        """
+        st, p = self.state, self.params
+        u, x = runs.unit, runs.x
+        sign = p["sign"][u][:, None]
+        usable = runs.valid & (x * sign < p["ignore_beyond"][u][:, None] * sign)
+        fixed = np.isfinite(p["reference"][u])
+        n = st["n"][u]
+        if (usable.any(axis=1) & ~fixed & (n < p["warmup"][u])).any():
+            return None
+        scored = usable & (fixed | (n >= p["warmup"][u]))[:, None]
+        ref = np.where(fixed, p["reference"][u], st["mean"][u])[:, None]
+        s0 = st["s"][u]
+        if not (s0 >= 0).all():
+            return None
+        rise = np.where(scored, sign * (x - ref), 0.0)
+        slack = np.where(scored, p["slack"][u][:, None], 0.0)
+        c = np.cumsum(np.concatenate([s0[:, None], rise - slack], axis=1), axis=1)
+        low = np.minimum.accumulate(np.minimum(c, 0.0), axis=1)  # min(0, min C) before each reading
+        restart = c[:, 1:] <= low[:, :-1]  # S = 0 after this reading
+        rr, cc = np.nonzero(runs.valid)
+        after = np.zeros(rr.size, dtype=bool)
+        after[1:] = restart[rr[:-1], cc[:-1]]
+        begins = (cc == 0) | after
+        init = np.where(cc[begins] == 0, s0[rr[begins]], 0.0)
+        v = restarted_sums(init, begins, rise[rr, cc], -slack[rr, cc])
+        inner = cc != runs.last[rr]  # a restart at a unit's last reading changes nothing after it
+        if not np.array_equal((v <= 0.0)[inner], restart[rr, cc][inner]):
+            return None
+        s = np.zeros(x.shape)
+        s[rr, cc] = np.maximum(0.0, v)
+        limit = p["limit"][u][:, None]
+        st["s"][u] = s[np.arange(u.size), runs.last]
+        return scored & (s >= limit), scored & (s <= 0.0), s
 
     @classmethod
     def example(cls) -> Example:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import F64, I64, Bool, Example, SequentialDetector, State
+from detectors.base import F64, I64, Bool, Example, Runs, SequentialDetector, State
 
 
 def _ticks(n: int, rounds: int, every: float) -> F64:
@@ -40,6 +40,9 @@ class OutOfRange(SequentialDetector):
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         outside = (x < self.params["lo"][u]) | (x > self.params["hi"][u])
         return outside, ~outside, x
+
+    def scan(self, runs: Runs) -> tuple[Bool, Bool, F64]:
+        return self.step(runs.unit[:, None], runs.t, runs.x)
 
     @classmethod
     def example(cls) -> Example:
@@ -85,6 +88,39 @@ class Stuck(SequentialDetector):
         st["anchor_t"][u] = np.where(moved, t, st["anchor_t"][u])
         still_for = t - st["anchor_t"][u]
         return ~moved & (still_for >= p["stuck_s"][u]), moved, still_for
+
+    def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
+        st, p = self.state, self.params
+        u, t, x = runs.unit, runs.t, runs.x
+        m, width = x.shape
+        tol = p["tolerance"][u][:, None]
+        anchor_x, anchor_t = st["anchor_x"][u], st["anchor_t"][u]
+        cols = np.arange(width)
+        # The anchor a reading is compared with is the newest earlier reading that moved. Guess that
+        # every reading moves, then correct: each pass fixes at least the first wrong reading, and a
+        # pass that changes nothing is the step-by-step answer (a live sensor moves at nearly every
+        # reading, so one or two passes do).
+        moved = runs.valid.copy()
+        for _ in range(8):
+            at = np.maximum.accumulate(np.where(moved, cols, -1), axis=1)
+            before = np.concatenate([np.full((m, 1), -1), at[:, :-1]], axis=1)
+            ref = np.where(
+                before >= 0, np.take_along_axis(x, np.maximum(before, 0), axis=1), anchor_x[:, None]
+            )
+            again = runs.valid & ~(np.abs(x - ref) <= tol)
+            if np.array_equal(again, moved):
+                break
+            moved = again
+        else:
+            return None
+        at = np.maximum.accumulate(np.where(moved, cols, -1), axis=1)
+        since = np.where(at >= 0, np.take_along_axis(t, np.maximum(at, 0), axis=1), anchor_t[:, None])
+        still_for = t - since
+        end = at[np.arange(m), runs.last]
+        rows = np.flatnonzero(end >= 0)
+        st["anchor_x"][u[rows]] = x[rows, end[rows]]
+        st["anchor_t"][u[rows]] = t[rows, end[rows]]
+        return ~moved & (still_for >= p["stuck_s"][u][:, None]), moved, still_for
 
     @classmethod
     def example(cls) -> Example:

@@ -1,0 +1,162 @@
+"""The vectorised `scan` path of sequential detectors equals the round-by-round definition.
+
+A batch holding many readings of the same units (replay, a backlog) goes through `scan`, one numpy
+pass along each unit's run; `update_by_rounds` feeds the same batch one reading per unit per round.
+For random batches (interleaved units, several units on one slot, random walks with repeated values,
+warm-up straddling batches, readings past `ignore_beyond`, resets and warm starts between batches)
+both must raise and clear at the same readings, in the same order, with the same evidence, and leave
+the same state: bit for bit, as tests/test_detector_conformance.py asks of any two ways of batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detectors.base import Hits, SequentialDetector, restarted_sums
+from detectors.drift import Drift
+from detectors.health import OutOfRange, Stuck
+from detectors.samples import Samples
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+Factory = Callable[[np.ndarray, np.random.Generator], SequentialDetector]
+
+
+def out_of_range(slots: np.ndarray, rng: np.random.Generator) -> SequentialDetector:
+    lo = rng.uniform(-1.0, 0.0, slots.size)
+    return OutOfRange(slots, lo=lo, hi=lo + rng.uniform(0.0, 2.0, slots.size))
+
+
+def stuck(slots: np.ndarray, rng: np.random.Generator) -> SequentialDetector:
+    return Stuck(
+        slots,
+        stuck_s=rng.choice([0.0, 5.0, 40.0, 300.0], slots.size),
+        tolerance=rng.choice([0.0, 0.01, 0.02, 0.05], slots.size),
+    )
+
+
+def drift(slots: np.ndarray, rng: np.random.Generator) -> SequentialDetector:
+    n = slots.size
+    sign = rng.choice([1.0, -1.0], n)
+    return Drift(
+        slots,
+        sign=sign,
+        reference=np.where(rng.random(n) < 0.5, np.nan, rng.uniform(-0.05, 0.05, n)),
+        warmup=rng.integers(0, 40, n),
+        slack=rng.choice([0.0, 0.005, 0.01, 0.02], n),
+        limit=rng.choice([0.05, 0.2, 0.5], n),
+        ignore_beyond=np.where(rng.random(n) < 0.3, np.inf * sign, sign * rng.uniform(0.0, 0.3, n)),
+    )
+
+
+FACTORIES: dict[str, Factory] = {"out_of_range": out_of_range, "stuck": stuck, "drift": drift}
+
+
+def batch(rng: np.random.Generator, n: int, n_slots: int, t0: float, level: np.ndarray) -> Samples:
+    """`n` readings of random slots, each slot a random walk quantised to 0.01 (so values repeat)."""
+    slot = rng.integers(0, n_slots, n).astype(np.int32)
+    if rng.random() < 0.3:  # runs of one slot, as a recording's chunk or a gateway's backlog
+        slot = np.sort(slot, kind="stable")
+    step = rng.choice([0.0, 0.01, -0.01, 0.0], n) + np.where(rng.random(n) < 0.2, rng.normal(0, 0.05, n), 0.0)
+    step += np.where(rng.random(n) < 0.02, rng.choice([-1.0, 1.0], n), 0.0)  # an occasional alarm-level jump
+    x = np.empty(n)
+    for s in range(n_slots):
+        mine = slot == s
+        x[mine] = level[s] + np.cumsum(step[mine])
+        if mine.any():
+            level[s] = x[mine][-1]
+    x = np.round(x, 2)
+    t = t0 + np.cumsum(rng.choice([0.0, 1.0, 5.0, 30.0], n))
+    return Samples(slot, t, x)
+
+
+def assert_same_hits(fast: Hits, slow: Hits) -> None:
+    assert fast.unit.tolist() == slow.unit.tolist()
+    assert fast.ts.tolist() == slow.ts.tolist()
+    assert fast.raised.tolist() == slow.raised.tolist()
+    assert fast.value.tolist() == slow.value.tolist()
+
+
+def assert_same_state(fast: SequentialDetector, slow: SequentialDetector) -> None:
+    a, b = fast.snapshot(), slow.snapshot()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name], equal_nan=True), name
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_slots=st.integers(1, 4),
+    units_per_slot=st.integers(1, 2),
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=4),
+)
+def test_scan_equals_rounds(
+    name: str, seed: int, n_slots: int, units_per_slot: int, sizes: list[int]
+) -> None:
+    rng = np.random.default_rng(seed)
+    slots = np.repeat(np.arange(n_slots), units_per_slot)
+    fast = FACTORIES[name](slots, rng)
+    slow = fast.clone()
+    level = rng.uniform(-0.05, 0.05, n_slots)
+    t0 = 0.0
+    for n in sizes:
+        samples = batch(rng, n, n_slots, t0, level)
+        t0 = float(samples.ts[-1]) + 1.0
+        assert_same_hits(fast.update(samples), slow.update_by_rounds(samples))
+        assert_same_state(fast, slow)
+        if rng.random() < 0.3:  # a person cleared an alarm, or the store warm-starts one
+            units = rng.choice(fast.n_units, size=rng.integers(1, fast.n_units + 1), replace=False)
+            clear = rng.random() < 0.5
+            for bank in (fast, slow):
+                bank.reset(units) if clear else bank.set_active(units)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_a_long_benign_run_takes_the_scan(name: str) -> None:
+    """After warm-up, a chunk of a quiet recording never falls back to rounds."""
+    rng = np.random.default_rng(3)
+    bank = FACTORIES[name](np.array([0, 1]), rng)
+    if isinstance(bank, Drift):
+        bank = Drift([0, 1], sign=1.0, reference=np.nan, warmup=30, slack=0.01, limit=0.5, ignore_beyond=0.08)
+    n = 2000
+    t = np.repeat(np.arange(n, dtype=np.float64), 2)
+    x = 0.02 + rng.normal(0, 0.002, 2 * n)
+    warm = Samples(np.tile(np.arange(2, dtype=np.int32), 40), t[:80], x[:80])
+    bank.update(warm)
+    rest = Samples(np.tile(np.arange(2, dtype=np.int32), n - 40), t[80:], x[80:])
+    with mock.patch.object(type(bank), "update_by_rounds", side_effect=AssertionError("fell back to rounds")):
+        bank.update(rest)
+
+
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 400),
+    restart_p=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+    n_terms=st.integers(1, 3),
+)
+def test_restarted_sums_add_as_a_loop_does(seed: int, n: int, restart_p: float, n_terms: int) -> None:
+    rng = np.random.default_rng(seed)
+    begins = rng.random(n) < restart_p
+    if n:
+        begins[0] = True
+    init = rng.normal(0, 1e3, int(begins.sum())) * (rng.random(int(begins.sum())) < 0.5)
+    terms = [rng.normal(0, 10.0 ** rng.integers(-8, 8), n) for _ in range(n_terms)]
+    expected = []
+    value, which = 0.0, -1
+    for i in range(n):
+        if begins[i]:
+            which += 1
+            value = float(init[which])
+        for term in terms:
+            value = value + float(term[i])
+        expected.append(value)
+    assert restarted_sums(init, begins, *terms).tolist() == expected
