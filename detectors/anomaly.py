@@ -8,9 +8,11 @@ turn one step of resolution into a huge z.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from detectors.base import F64, I64, Bool, Example, SequentialDetector, State
+from detectors.base import F64, I64, Bool, Example, Runs, SequentialDetector, State
 
 
 class Anomaly(SequentialDetector):
@@ -51,6 +53,57 @@ class Anomaly(SequentialDetector):
         st["var"][u] = np.where(learn, (1 - a) * (var + a * d * d), var)
         st["n"][u] = count + learn
         return anomalous, warm & (np.abs(z) < p["z_off"][u]), z
+
+    def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
+        """`step` as a loop over Python floats along each unit's run (docs/decisions/0009).
+
+        Whether a reading teaches the baseline depends on the alarm it may itself raise, and the
+        EWMA adds in an order no numpy primitive repeats bit for bit, so the run is a plain loop:
+        the same IEEE operations in the same order as `step`, a float at a time instead of an array
+        of one. It pays where a batch has few units and many readings each (replay, a backlog);
+        with many units and few readings, rounds are cheaper and it declines.
+        """
+        st, p = self.state, self.params
+        u = runs.unit
+        count_all = int(runs.last.sum()) + u.size
+        if count_all > 16 * runs.x.shape[1]:
+            return None
+        if not (
+            np.isfinite(runs.x[runs.valid]).all()
+            and np.isfinite(st["mean"][u]).all()
+            and np.isfinite(st["var"][u]).all()
+            and (p["min_std"][u] > 0).all()
+        ):
+            return None  # NaN and division by zero follow numpy's rules in `step`; keep them there
+        up = np.zeros(runs.x.shape, dtype=bool)
+        down = np.zeros(runs.x.shape, dtype=bool)
+        zs = np.zeros(runs.x.shape)
+        for i, unit in enumerate(u.tolist()):
+            alpha, z_on, z_off = float(p["alpha"][unit]), float(p["z_on"][unit]), float(p["z_off"][unit])
+            warmup, min_std = p["warmup"][unit].item(), float(p["min_std"][unit])
+            mean, var, count = float(st["mean"][unit]), float(st["var"][unit]), int(st["n"][unit])
+            active = bool(st["active"][unit])
+            row_up, row_down, row_z = [], [], []
+            for x in runs.x[i, : runs.last[i] + 1].tolist():
+                std = max(math.sqrt(var), min_std)
+                z = (x - mean) / std if count > 0 else 0.0
+                warm = count >= warmup
+                anomalous = warm and abs(z) >= z_on
+                clear = warm and abs(z) < z_off
+                if not anomalous and not active:  # learn
+                    a = alpha if warm else 1.0 / (count + 1)
+                    d = x - mean
+                    mean = mean + a * d
+                    var = (1 - a) * (var + a * d * d)
+                    count += 1
+                active = True if anomalous else (False if clear else active)
+                row_up.append(anomalous)
+                row_down.append(clear)
+                row_z.append(z)
+            k = len(row_z)
+            up[i, :k], down[i, :k], zs[i, :k] = row_up, row_down, row_z
+            st["mean"][unit], st["var"][unit], st["n"][unit] = mean, var, count
+        return up, down, zs
 
     @classmethod
     def example(cls) -> Example:

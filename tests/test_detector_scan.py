@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detectors.anomaly import Anomaly
 from detectors.base import Hits, SequentialDetector, restarted_sums
 from detectors.drift import Drift
 from detectors.health import OutOfRange, Stuck
@@ -55,7 +56,25 @@ def drift(slots: np.ndarray, rng: np.random.Generator) -> SequentialDetector:
     )
 
 
-FACTORIES: dict[str, Factory] = {"out_of_range": out_of_range, "stuck": stuck, "drift": drift}
+def anomaly(slots: np.ndarray, rng: np.random.Generator) -> SequentialDetector:
+    n = slots.size
+    z_off = rng.uniform(0.5, 3.0, n)
+    return Anomaly(
+        slots,
+        alpha=rng.choice([0.01, 0.05, 0.3], n),
+        z_on=z_off + rng.uniform(0.0, 5.0, n),
+        z_off=z_off,
+        warmup=rng.integers(0, 40, n),
+        min_std=rng.choice([0.002, 0.01, 0.05], n),
+    )
+
+
+FACTORIES: dict[str, Factory] = {
+    "out_of_range": out_of_range,
+    "stuck": stuck,
+    "drift": drift,
+    "anomaly": anomaly,
+}
 
 
 def batch(rng: np.random.Generator, n: int, n_slots: int, t0: float, level: np.ndarray) -> Samples:
@@ -124,6 +143,8 @@ def test_a_long_benign_run_takes_the_scan(name: str) -> None:
     """After warm-up, a chunk of a quiet recording never falls back to rounds."""
     rng = np.random.default_rng(3)
     bank = FACTORIES[name](np.array([0, 1]), rng)
+    if isinstance(bank, Anomaly):
+        bank = Anomaly([0, 1], alpha=0.002, z_on=8.0, z_off=4.0, warmup=60, min_std=0.5)
     if isinstance(bank, Drift):
         bank = Drift([0, 1], sign=1.0, reference=np.nan, warmup=30, slack=0.01, limit=0.5, ignore_beyond=0.08)
     n = 2000
