@@ -279,35 +279,64 @@ class SequentialDetector(Detector):
 
     def _scan(self, samples: Samples, unit: I64, j: I64) -> Hits | None:
         order = np.argsort(unit, kind="stable")
-        su = unit[order]
-        new, start = group_starts(su)
+        new, start = group_starts(unit[order])
         row = np.cumsum(new) - 1
-        col = np.arange(su.size) - start
-        m, width = int(row[-1]) + 1, int(col.max()) + 1
+        col = np.arange(order.size) - start
+        length = np.bincount(row)
+        m = length.size
+        # Runs are padded to the longest in a grid; where lengths differ widely (one device's backlog
+        # among many live ones), runs of each power-of-two length class get a grid of their own.
+        if m * int(length.max()) <= 4 * order.size + 65_536:
+            groups = [np.arange(m)]
+        else:
+            size_class = np.frexp(length.astype(np.float64))[1]
+            groups = [np.flatnonzero(size_class == c) for c in np.unique(size_class)]
+        saved = self.snapshot() if len(groups) > 1 else None
+        parts: list[tuple[Hits, I64, I64]] = []
+        for rows in groups:
+            local = np.full(m, -1, dtype=np.int64)
+            local[rows] = np.arange(rows.size)
+            cells = np.flatnonzero(local[row] >= 0)
+            part = self._scan_runs(samples, unit, j, order[cells], local[row[cells]], col[cells], rows.size)
+            if part is None:
+                if saved is not None:
+                    self.restore(saved)
+                return None
+            parts.append(part)
+        hits = Hits.concat([h for h, _, _ in parts])
+        if not len(hits):
+            return Hits.empty()
+        # The order rounds give: by rank within the unit, then by arrival.
+        k = np.lexsort((np.concatenate([p for _, _, p in parts]), np.concatenate([c for _, c, _ in parts])))
+        return Hits(hits.unit[k], hits.ts[k], hits.value[k], hits.raised[k])
+
+    def _scan_runs(
+        self, samples: Samples, unit: I64, j: I64, order: I64, row: I64, col: I64, m: int
+    ) -> tuple[Hits, I64, I64] | None:
+        """Scan the readings at route positions `order`, grid cells (`row`, `col`); the hits with
+        each one's rank within its unit and route position, or None if `scan` declined."""
+        width = int(col.max()) + 1
         pos = np.full((m, width), -1, dtype=np.int64)  # the reading's index in route order
         pos[row, col] = order
         last = np.bincount(row, minlength=m) - 1
         valid = pos >= 0
         pos = np.where(valid, pos, pos[np.arange(m), last][:, None])
         jj = j[pos]
-        runs = Runs(su[new], samples.ts[jj], samples.value[jj], valid, last)
+        unit_at = np.empty(m, dtype=np.int64)
+        unit_at[row] = unit[order]
+        runs = Runs(unit_at, samples.ts[jj], samples.value[jj], valid, last)
         out = self.scan(runs)
         if out is None:
             return None
         up, down, evidence = out
         active = self.state["active"]
-        was0 = active[runs.unit]
+        was0 = active[unit_at]
         # `active` after each reading: the newest raise or clear at or before it, else the old value.
         cols = np.arange(width)
         decided = valid & (up | down)
         at = np.maximum.accumulate(np.where(decided, cols, -1), axis=1)
         now = np.where(at >= 0, np.take_along_axis(up, np.maximum(at, 0), axis=1), was0[:, None])
         was = np.concatenate([was0[:, None], now[:, :-1]], axis=1)
-        active[runs.unit] = now[np.arange(m), last]
+        active[unit_at] = now[np.arange(m), last]
         r, c = np.nonzero(valid & (now != was))
-        if not r.size:
-            return Hits.empty()
-        # The order rounds give: by rank within the unit, then by arrival.
-        k = np.lexsort((pos[r, c], c))
-        r, c = r[k], c[k]
-        return Hits(runs.unit[r], runs.t[r, c], evidence[r, c], now[r, c])
+        return Hits(unit_at[r], runs.t[r, c], evidence[r, c], now[r, c]), c, pos[r, c]

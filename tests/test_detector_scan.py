@@ -181,3 +181,64 @@ def test_restarted_sums_add_as_a_loop_does(seed: int, n: int, restart_p: float, 
             value = value + float(term[i])
         expected.append(value)
     assert restarted_sums(init, begins, *terms).tolist() == expected
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), backlog=st.integers(300, 1500), n_batches=st.integers(1, 3))
+def test_a_backlog_among_live_devices_equals_rounds(
+    name: str, seed: int, backlog: int, n_batches: int
+) -> None:
+    """One slot's long run among 200 slots of a reading or two: the runs are scanned in groups of
+    similar length (one grid would be mostly padding), and a group that declines sends the whole
+    batch, already scanned groups undone, to rounds."""
+    rng = np.random.default_rng(seed)
+    n_slots = 200
+    fast = FACTORIES[name](np.arange(n_slots), rng)
+    slow = fast.clone()
+    level = rng.uniform(-0.05, 0.05, n_slots)
+    t0 = 0.0
+    for _ in range(n_batches):
+        live = batch(rng, 300, n_slots, t0, level)
+        long = batch(rng, backlog, 1, t0, level[:1].copy())
+        slot = np.concatenate([live.slot, long.slot])
+        order = rng.permutation(slot.size)
+        samples = Samples(
+            slot[order],
+            np.concatenate([live.ts, long.ts])[order],
+            np.concatenate([live.value, long.value])[order],
+        )
+        t0 = float(samples.ts.max()) + 1.0
+        assert_same_hits(fast.update(samples), slow.update_by_rounds(samples))
+        assert_same_state(fast, slow)
+
+
+def test_a_group_that_declines_undoes_the_groups_scanned_before_it() -> None:
+    """Drift: 199 warm units with a reading or two are scanned first, then the backlog's unit, still
+    learning its reference, declines; the batch goes by rounds from the state before it."""
+    rng = np.random.default_rng(11)
+    n_slots = 200
+    warmup = np.r_[5000, np.zeros(n_slots - 1, dtype=np.int64)]
+    fast = Drift(
+        np.arange(n_slots),
+        sign=1.0,
+        reference=np.nan,
+        warmup=warmup,
+        slack=0.0,
+        limit=0.05,
+        ignore_beyond=1.0,
+    )
+    slow = fast.clone()
+    level = np.zeros(n_slots)
+    for t0 in (0.0, 1e6):
+        live = batch(rng, 300, n_slots, t0, level)
+        long = batch(rng, 1500, 1, t0, level[:1].copy())
+        samples = Samples(
+            np.concatenate([live.slot, long.slot]),
+            np.concatenate([live.ts, long.ts]),
+            np.concatenate([live.value, long.value]),
+        )
+        with mock.patch.object(Drift, "restore", autospec=True, side_effect=Drift.restore) as restore:
+            assert_same_hits(fast.update(samples), slow.update_by_rounds(samples))
+        assert restore.called
+        assert_same_state(fast, slow)
