@@ -370,6 +370,13 @@ class Fleet:
             self.devices[device_id].fires.append(fire)
         return sorted(reach, key=lambda d: reach[d].delay)
 
+    def extinguish(self, place: str) -> list[str]:
+        """The fires reaching devices at `place` are put out: their readings fall back at once."""
+        out = [d.device_id for d in self.devices_at(place) if d.fires]
+        for device_id in out:
+            self.devices[device_id].fires.clear()
+        return out
+
     def _reach(
         self, origin: SimDevice, zone: str, offset_m: float, speed: float, door_delay: float, decay: float
     ) -> dict[str, Reach]:
