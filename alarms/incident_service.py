@@ -9,10 +9,12 @@ together or not at all. The grouping rules are alarms/incidents.py's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from alarms.batch import PendingIncidentStep, batch_of
 from alarms.incidents import group_key, grow, kind_of, latched_kind, worse
 from alarms.model import IncidentUpdate, incident_snapshot
 from alarms.outbox import enqueue_incident
@@ -76,7 +78,7 @@ class IncidentBook:
         so it does not start the incident's notices on its own."""
         category = AlarmCategory(alarm.category)
         kind = kind_of(category, alarm.system, alarm.alarm_type)
-        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True) if alarm.incident_id else None
+        inc = _locked(s, alarm.incident_id) if alarm.incident_id else None
         if inc is not None and not self._joinable(inc, now):
             inc = None
         rejoining = inc is not None
@@ -86,8 +88,7 @@ class IncidentBook:
             return Joined(
                 self._open(s, out, alarm, kind, category, now, held=held), IncidentAction.OPENED, False
             )
-        alarm.incident_id = inc.id
-        s.flush()
+        _join(s, alarm, inc)
         was_acked = inc.acked_ts is not None
         growth = grow(inc.places, inc.zones, inc.floors, alarm.place)
         before_category = AlarmCategory(inc.category)
@@ -153,7 +154,15 @@ class IncidentBook:
             .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
             .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
         )
-        candidates = s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all()
+        batch = batch_of(s)
+        cached = batch.candidates.get((kind.value, key)) if batch is not None else None
+        if cached is None:
+            cached = list(s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all())
+            if batch is not None:
+                batch.candidates[(kind.value, key)] = cached
+                for inc in cached:
+                    batch.incidents.setdefault(inc.id, inc)
+        candidates = cached
         return next((inc for inc in candidates if self._joinable(inc, now)), None)
 
     def _joinable(self, inc: IncidentRow, now: float) -> bool:
@@ -217,7 +226,11 @@ class IncidentBook:
             self._fire_started(inc, now)
         s.add(inc)
         s.flush()
-        alarm.incident_id = inc.id
+        batch = batch_of(s)
+        if batch is not None:
+            batch.candidates.setdefault((inc.kind, inc.group_key), []).insert(0, inc)
+            batch.members[inc.id] = set()
+        _join(s, alarm, inc)
         targets = () if held else self._start_escalation(inc, now)
         self.log(
             s, out, inc, IncidentAction.OPENED, SYSTEM_ACTOR, now, self._alarm_note(alarm), targets, alarm.id
@@ -235,6 +248,15 @@ class IncidentBook:
 
     @staticmethod
     def _count(s: Session, inc: IncidentRow) -> None:
+        batch = batch_of(s)
+        if batch is not None:  # the incident's alarms, kept in memory through the batch
+            rows = batch.member_rows(s, inc)
+            inc.alarm_count = len(rows)
+            inc.device_count = len({r.device_id for r in rows})
+            inc.active_count = sum(1 for r in rows if r.state in ACTIVE_STATES)
+            if inc.devices:
+                inc.device_count = len(inc.devices)
+            return
         s.flush()
         members = select(AlarmRow).where(AlarmRow.incident_id == inc.id).subquery()
         total, devices, active = s.execute(
@@ -251,14 +273,19 @@ class IncidentBook:
     def note_devices(self, s: Session, e: DetectorEvent) -> None:
         """An outage or offline raise: its devices join its outage incident's device list (an
         outage event lists every device silent in it, detectors/liveness.py)."""
-        alarm = s.scalars(
-            select(AlarmRow)
-            .where(AlarmRow.device_id == e.device_id, AlarmRow.alarm_type == e.alarm_type)
-            .where(AlarmRow.state != AlarmState.CLOSED.value)
-        ).first()
+        batch = batch_of(s)
+        alarm = (
+            batch.open_alarm(e.device_id, e.alarm_type)
+            if batch is not None
+            else s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.device_id == e.device_id, AlarmRow.alarm_type == e.alarm_type)
+                .where(AlarmRow.state != AlarmState.CLOSED.value)
+            ).first()
+        )
         if alarm is None or alarm.incident_id is None:
             return
-        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
+        inc = _locked(s, alarm.incident_id)
         if inc is None or inc.kind != IncidentKind.OUTAGE.value:
             return
         new = [d for d in (e.members or (e.device_id,)) if not d.startswith(OUTAGE_KEY_PREFIX)]
@@ -271,7 +298,7 @@ class IncidentBook:
         """A held alarm's hold ended: if nobody was told about its incident yet, they are now."""
         if alarm.incident_id is None:
             return
-        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
+        inc = _locked(s, alarm.incident_id)
         if inc is None or inc.notified or inc.state == IncidentState.CLOSED.value:
             return
         inc.notified = True
@@ -295,7 +322,7 @@ class IncidentBook:
         last alarm (复位), which is the incident's reset too (the stand-down to everyone told)."""
         if alarm.incident_id is None:
             return
-        inc = s.get(IncidentRow, alarm.incident_id, with_for_update=True)
+        inc = _locked(s, alarm.incident_id)
         if inc is None or inc.state != IncidentState.OPEN.value:
             return
         self._count(s, inc)
@@ -521,19 +548,54 @@ class IncidentBook:
             after=after,
         )
         s.add(row)
+        fields: dict[str, Any] = {
+            "incident_id": inc.id,
+            "action": action,
+            "after": after,
+            "actor": actor,
+            "ts": now,
+            "note": note,
+            "targets": targets,
+            "alarm_id": alarm_id,
+        }
+        batch = batch_of(s)
+        if batch is not None:
+            # The bulk path: the id is read after the batch's one flush (settled). Provisional here.
+            batch.steps.append(PendingIncidentStep(row, fields, inc.notified, after["place_name"]))
+            return IncidentUpdate(0, **fields)
         s.flush()
-        u = IncidentUpdate(row.id, inc.id, action, after, actor, now, note, targets, alarm_id)
-        if self.routes and inc.notified:
-            enqueue_incident(
-                s,
-                self.routes,
-                u,
-                self.index.place_label(inc.place),
-                now,
-                interval_s=self.settings.incident_update_interval_s,
-            )
+        u = IncidentUpdate(row.id, **fields)
+        self._push(s, u, inc.notified, after["place_name"], now)
         out.append(u)
         return u
+
+    def settled(self, s: Session, step: PendingIncidentStep, now: float) -> IncidentUpdate:
+        """A step logged in a bulk write, after its flush: with its id, and its notices owed."""
+        u = IncidentUpdate(step.event.id, **step.fields)
+        self._push(s, u, step.notified, step.place_name, now)
+        return u
+
+    def _push(self, s: Session, u: IncidentUpdate, notified: bool, place_name: str, now: float) -> None:
+        if self.routes and notified:
+            enqueue_incident(
+                s, self.routes, u, place_name, now, interval_s=self.settings.incident_update_interval_s
+            )
+
+
+def _locked(s: Session, incident_id: int) -> IncidentRow | None:
+    """The incident, locked for this transaction (in a bulk write, once: alarms/batch.py)."""
+    batch = batch_of(s)
+    if batch is not None:
+        return batch.incident(s, incident_id)
+    return s.get(IncidentRow, incident_id, with_for_update=True)
+
+
+def _join(s: Session, alarm: AlarmRow, inc: IncidentRow) -> None:
+    """`alarm` joins `inc` (in a bulk write, the batch's member sets follow)."""
+    batch = batch_of(s)
+    if batch is not None:
+        batch.joined(s, alarm, inc)
+    alarm.incident_id = inc.id
 
 
 def members(incident_id: int) -> Select[AlarmRow]:

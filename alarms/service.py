@@ -22,12 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from alarms.batch import INFO_KEY as BATCH_KEY
+from alarms.batch import AlarmBatch, PendingTransition, batch_of
 from alarms.incident_service import IncidentBook, IncidentError, members
 from alarms.incidents import OUTAGE_TYPES
 from alarms.model import IncidentUpdate, Transition, snapshot
@@ -174,17 +176,40 @@ class AlarmService:
         now = self.clock()
 
         def work(s: Session, out: Outcome) -> None:
+            # Set-based: the batch's open alarms, flapping counts and incidents are read once into
+            # an index (alarms/batch.py) and the log rows written at one flush at the end.
+            batch = AlarmBatch.load(s, (e.device_id for e in events), self.policy.flap_since(now))
             for event in events:
                 self._apply_one(s, out, event, now)
                 if event.kind is DetectorEventKind.RAISE and event.alarm_type in OUTAGE_TYPES:
                     self.incidents.note_devices(s, event)
+            self._settle(s, out, batch, now)
             if mark is not None:
                 mark.write(s, now)
 
         _, out = self._write(work)
         return out.transitions, out.tickets
 
+    def _settle(self, s: Session, out: Outcome, batch: AlarmBatch, now: float) -> None:
+        """The batch's end: its rows written in one flush (multi-row INSERTs and UPDATEs), then the
+        transitions and incident steps it logged get their event ids, in log order, and the pushes
+        they owe join the same transaction."""
+        s.flush()
+        for p in batch.transitions:
+            t = Transition(p.event.id, **p.fields)
+            if self.routes and p.push and not t.held:
+                enqueue(s, self.routes, t, self.index.place_label(p.place), now)
+            out.transitions.append(t)
+        for step in batch.steps:
+            out.incidents.append(self.incidents.settled(s, step, now))
+        batch.transitions.clear()
+        batch.steps.clear()
+        del s.info[BATCH_KEY]
+
     def _open(self, s: Session, device_id: str, alarm_type: str) -> AlarmRow | None:
+        batch = batch_of(s)
+        if batch is not None:
+            return batch.open_alarm(device_id, alarm_type)
         return s.scalars(
             select(AlarmRow)
             .where(AlarmRow.device_id == device_id, AlarmRow.alarm_type == alarm_type)
@@ -206,6 +231,8 @@ class AlarmService:
                 row = self._new_row(e, now)
                 s.add(row)
                 s.flush()  # a racing writer's open alarm makes this fail; _write retries
+                if (batch := batch_of(s)) is not None:
+                    batch.add(row)
                 self._raised(s, out, row, None, now)
                 return
             before = snapshot(row)
@@ -257,6 +284,12 @@ class AlarmService:
 
     def _latched_fire(self, s: Session, device_id: str) -> bool:
         """Whether the device has a fire alarm latched (active, acknowledged or not)."""
+        batch = batch_of(s)
+        if batch is not None:
+            return any(
+                r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
+                for r in batch.of_device(device_id)
+            )
         return (
             s.scalar(
                 select(AlarmRow.id)
@@ -271,12 +304,18 @@ class AlarmService:
         """The device's fire alarm was raised: its open pre-alarms end, so the board shows the fire
         alone. Closed at once (the fire alarm is what is acknowledged and reset); addressed to no duty
         role, as the fire's own raise is."""
-        pre_alarms = s.scalars(
-            select(AlarmRow)
-            .where(AlarmRow.device_id == fire.device_id, AlarmRow.category == AlarmCategory.PRE_ALARM.value)
-            .where(AlarmRow.state != AlarmState.CLOSED.value)
-            .with_for_update()
-        ).all()
+        batch = batch_of(s)
+        pre_alarms = (
+            [r for r in batch.of_device(fire.device_id) if r.category == AlarmCategory.PRE_ALARM.value]
+            if batch is not None
+            else s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.device_id == fire.device_id)
+                .where(AlarmRow.category == AlarmCategory.PRE_ALARM.value)
+                .where(AlarmRow.state != AlarmState.CLOSED.value)
+                .with_for_update()
+            ).all()
+        )
         for row in pre_alarms:
             before = snapshot(row)
             if AlarmState(row.state).is_active:
@@ -290,13 +329,22 @@ class AlarmService:
 
     def _device_reset(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
         """The device was reset on site (its own RESET event): every latched fire alarm of it ends."""
-        rows = s.scalars(
-            select(AlarmRow)
-            .where(AlarmRow.device_id == e.device_id, AlarmRow.category == AlarmCategory.FIRE.value)
-            .where(AlarmRow.state.in_(ACTIVE_STATES))
-            .order_by(AlarmRow.id)
-            .with_for_update()
-        ).all()
+        batch = batch_of(s)
+        rows = (
+            [
+                r
+                for r in batch.of_device(e.device_id)
+                if r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
+            ]
+            if batch is not None
+            else s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.device_id == e.device_id, AlarmRow.category == AlarmCategory.FIRE.value)
+                .where(AlarmRow.state.in_(ACTIVE_STATES))
+                .order_by(AlarmRow.id)
+                .with_for_update()
+            ).all()
+        )
         for row in rows:
             self._reset(s, out, row, SYSTEM_ACTOR, "设备现场复位 / the device was reset on site", now, e.ts)
 
@@ -388,6 +436,9 @@ class AlarmService:
 
     def _raises_since(self, s: Session, row: AlarmRow, since: float) -> int:
         """RAISED transitions of this key since `since`, across its alarms (closed ones included)."""
+        batch = batch_of(s)
+        if batch is not None and batch.raises_since == since:
+            return batch.raises.get((row.device_id, row.alarm_type), 0)
         n = s.scalar(
             select(func.count())
             .select_from(AlarmEventRow)
@@ -453,6 +504,25 @@ class AlarmService:
             held=hold.value if hold else "",
         )
         s.add(event)
+        batch = batch_of(s)
+        if batch is not None:
+            # The bulk path: the event id is read after the batch's one flush (_settle), which
+            # builds the transition and its pushes then. What returns here is provisional (id 0).
+            if action is AlarmAction.RAISED:
+                batch.raised(row)
+            fields: dict[str, Any] = {
+                "alarm_id": row.id,
+                "action": action,
+                "before": before,
+                "after": after,
+                "actor": actor,
+                "ts": now,
+                "note": note,
+                "targets": targets,
+                "held": hold.value if hold else "",
+            }
+            batch.transitions.append(PendingTransition(event, fields, push, row.place))
+            return Transition(0, **fields)
         s.flush()  # assigns the event id the live streams resume from
         t = Transition(
             event.id, row.id, action, before, after, actor, now, note, targets, hold.value if hold else ""
@@ -854,14 +924,19 @@ class AlarmService:
             self._resume_notices(s, out, alarm, now)
 
     def _maintenance_for(self, s: Session, row: AlarmRow, now: float) -> int | None:
-        windows = s.scalars(
-            select(MaintenanceRow).where(
-                MaintenanceRow.site == row.site,
-                MaintenanceRow.ended_ts.is_(None),
-                MaintenanceRow.start_ts <= now,
-                MaintenanceRow.end_ts > now,
-            )
-        ).all()
+        batch = batch_of(s)
+        windows = (
+            [w for w in batch.maintenance_windows(s, now) if w.site == row.site]
+            if batch is not None
+            else s.scalars(
+                select(MaintenanceRow).where(
+                    MaintenanceRow.site == row.site,
+                    MaintenanceRow.ended_ts.is_(None),
+                    MaintenanceRow.start_ts <= now,
+                    MaintenanceRow.end_ts > now,
+                )
+            ).all()
+        )
         for w in windows:
             ticket_closed = False
             if w.ticket_id is not None:

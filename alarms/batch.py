@@ -1,0 +1,163 @@
+"""What one alarm write of many detector events reads once and keeps in memory, and the log rows it
+writes at its end.
+
+The alarm service's bulk path (`AlarmService.apply`) decides a batch's transitions from this index
+instead of asking the database per event: the batch's open alarms are read with one statement per
+500 devices (locked, on PostgreSQL, as the per-event reads locked them), the flapping counts with one
+grouped statement, the maintenance windows and each touched incident's alarms once. Every change the
+batch makes goes through the same ORM rows, so the index stays what the database would answer; the
+unit of work then writes the batch's rows with a few multi-row statements at its one flush, and the
+event ids the streams resume from are read back after it (`Pending`).
+
+Race-freedom is the database's, as before: on SQLite the write lock is taken when the transaction
+begins (IMMEDIATE), so nothing changes under the index; on PostgreSQL the open alarms are read FOR
+UPDATE and a racing writer's new alarm for the same key fails the partial unique index at the flush,
+and the whole batch is retried (`AlarmService._write`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.domain import AlarmAction, AlarmState
+from storage.models import AlarmEventRow, AlarmRow, IncidentEventRow, IncidentRow, MaintenanceRow
+
+CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
+INFO_KEY = "fw_alarm_batch"
+
+
+@dataclass
+class PendingTransition:
+    """A transition logged in the batch whose event id is known only after the flush."""
+
+    event: AlarmEventRow
+    fields: dict[str, Any]  # Transition's other fields
+    push: bool
+    place: str
+
+
+@dataclass
+class PendingIncidentStep:
+    """An incident step logged in the batch, likewise; whether its notices are owed is decided as it
+    is logged (the incident may be notified later in the same batch)."""
+
+    event: IncidentEventRow
+    fields: dict[str, Any]  # IncidentUpdate's other fields
+    notified: bool
+    place_name: str
+
+
+@dataclass
+class AlarmBatch:
+    """One bulk write's in-memory index (see the module docstring). Held in the session's `info`
+    for the transaction, so the alarm and incident code find it wherever they run."""
+
+    # (device_id, alarm_type) -> its alarm that is not closed (at most one per key)
+    open: dict[tuple[str, str], AlarmRow] = field(default_factory=dict)
+    # device_id -> its alarms not closed when the batch began or raised in it (any type)
+    by_device: dict[str, list[AlarmRow]] = field(default_factory=lambda: defaultdict(list))
+    # (device_id, alarm_type) -> RAISED transitions since the flapping window began
+    raises: dict[tuple[str, str], int] = field(default_factory=dict)
+    raises_since: float = 0.0
+    windows: list[MaintenanceRow] | None = None
+    incidents: dict[int, IncidentRow] = field(default_factory=dict)  # locked in this transaction
+    # (kind, group key) -> the incidents an alarm of that kind and place may join, newest first:
+    # read once, then kept (an incident opened in the batch goes first)
+    candidates: dict[tuple[str, str], list[IncidentRow]] = field(default_factory=dict)
+    members: dict[int, set[AlarmRow]] = field(default_factory=dict)  # incident id -> its alarms
+    transitions: list[PendingTransition] = field(default_factory=list)
+    steps: list[PendingIncidentStep] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, s: Session, device_ids: Iterable[str], raises_since: float) -> AlarmBatch:
+        batch = cls(raises_since=raises_since)
+        ids = sorted(set(device_ids))
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
+            rows = s.scalars(
+                select(AlarmRow)
+                .where(AlarmRow.device_id.in_(chunk), AlarmRow.state != AlarmState.CLOSED.value)
+                .order_by(AlarmRow.id)
+                .with_for_update()
+            ).all()
+            for row in rows:
+                batch.add(row)
+            counts = s.execute(
+                select(AlarmRow.device_id, AlarmRow.alarm_type, func.count())
+                .select_from(AlarmEventRow)
+                .join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
+                .where(AlarmRow.device_id.in_(chunk))
+                .where(AlarmEventRow.action == AlarmAction.RAISED.value, AlarmEventRow.ts >= raises_since)
+                .group_by(AlarmRow.device_id, AlarmRow.alarm_type)
+            ).all()
+            for device_id, alarm_type, n in counts:
+                batch.raises[(device_id, alarm_type)] = int(n)
+        s.info[INFO_KEY] = batch
+        return batch
+
+    def add(self, row: AlarmRow) -> None:
+        """A row the batch knows of: loaded open, or raised in this batch."""
+        self.open[(row.device_id, row.alarm_type)] = row
+        self.by_device[row.device_id].append(row)
+
+    def open_alarm(self, device_id: str, alarm_type: str) -> AlarmRow | None:
+        row = self.open.get((device_id, alarm_type))
+        return row if row is not None and row.state != AlarmState.CLOSED.value else None
+
+    def of_device(self, device_id: str) -> list[AlarmRow]:
+        """The device's alarms not closed, oldest first."""
+        return [r for r in self.by_device.get(device_id, ()) if r.state != AlarmState.CLOSED.value]
+
+    def raised(self, row: AlarmRow) -> None:
+        key = (row.device_id, row.alarm_type)
+        self.raises[key] = self.raises.get(key, 0) + 1
+
+    def maintenance_windows(self, s: Session, now: float) -> list[MaintenanceRow]:
+        if self.windows is None:
+            self.windows = list(
+                s.scalars(
+                    select(MaintenanceRow).where(
+                        MaintenanceRow.ended_ts.is_(None),
+                        MaintenanceRow.start_ts <= now,
+                        MaintenanceRow.end_ts > now,
+                    )
+                ).all()
+            )
+        return self.windows
+
+    def incident(self, s: Session, incident_id: int) -> IncidentRow | None:
+        """The incident, locked once in this transaction (later reads come from memory)."""
+        inc = self.incidents.get(incident_id)
+        if inc is None:
+            inc = s.get(IncidentRow, incident_id, with_for_update=True)
+            if inc is not None:
+                self.incidents[incident_id] = inc
+        return inc
+
+    def member_rows(self, s: Session, inc: IncidentRow) -> set[AlarmRow]:
+        found = self.members.get(inc.id)
+        if found is None:
+            found = set(s.scalars(select(AlarmRow).where(AlarmRow.incident_id == inc.id)).all())
+            self.members[inc.id] = found
+        return found
+
+    def joined(self, s: Session, alarm: AlarmRow, inc: IncidentRow) -> None:
+        """`alarm` now belongs to `inc` (it may have belonged to another incident before)."""
+        if alarm.incident_id is not None and alarm.incident_id != inc.id:
+            old = self.members.get(alarm.incident_id)
+            if old is not None:
+                old.discard(alarm)
+        self.incidents.setdefault(inc.id, inc)
+        self.member_rows(s, inc).add(alarm)
+
+
+def batch_of(s: Session) -> AlarmBatch | None:
+    """The bulk write's index, when this session runs one."""
+    found = s.info.get(INFO_KEY)
+    return found if isinstance(found, AlarmBatch) else None
