@@ -77,7 +77,7 @@ def run(url: str, batch: int) -> dict[str, list[Any]]:
     for i in range(0, len(all_events), batch):
         service.apply(all_events[i : i + batch])
     with sessions() as s:
-        got = {
+        got: dict[str, list[Any]] = {
             "alarms": [
                 (
                     a.id,
