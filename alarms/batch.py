@@ -17,7 +17,7 @@ and the whole batch is retried (`AlarmService._write`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.domain import AlarmAction, AlarmState
+from core.domain import ACTIVE_STATES, AlarmAction, AlarmState
 from storage.models import AlarmEventRow, AlarmRow, IncidentEventRow, IncidentRow, MaintenanceRow
 
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
@@ -70,7 +70,7 @@ class AlarmBatch:
     # (kind, group key) -> the incidents an alarm of that kind and place may join, newest first:
     # read once, then kept (an incident opened in the batch goes first)
     candidates: dict[tuple[str, str], list[IncidentRow]] = field(default_factory=dict)
-    members: dict[int, set[AlarmRow]] = field(default_factory=dict)  # incident id -> its alarms
+    tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
 
@@ -140,21 +140,66 @@ class AlarmBatch:
                 self.incidents[incident_id] = inc
         return inc
 
-    def member_rows(self, s: Session, inc: IncidentRow) -> set[AlarmRow]:
-        found = self.members.get(inc.id)
+    def tally(self, s: Session, inc: IncidentRow) -> Tally:
+        """The incident's alarms, their devices and which are active: read once, then kept."""
+        found = self.tallies.get(inc.id)
         if found is None:
-            found = set(s.scalars(select(AlarmRow).where(AlarmRow.incident_id == inc.id)).all())
-            self.members[inc.id] = found
+            found = Tally()
+            for row in s.scalars(select(AlarmRow).where(AlarmRow.incident_id == inc.id)).all():
+                found.add(row)
+            self.tallies[inc.id] = found
         return found
+
+    def opened(self, inc: IncidentRow) -> None:
+        """An incident opened in this batch: it has no alarms yet, and joins the candidates first."""
+        self.tallies[inc.id] = Tally()
+        self.incidents[inc.id] = inc
+        self.candidates.setdefault((inc.kind, inc.group_key), []).insert(0, inc)
 
     def joined(self, s: Session, alarm: AlarmRow, inc: IncidentRow) -> None:
         """`alarm` now belongs to `inc` (it may have belonged to another incident before)."""
         if alarm.incident_id is not None and alarm.incident_id != inc.id:
-            old = self.members.get(alarm.incident_id)
+            old = self.tallies.get(alarm.incident_id)
             if old is not None:
-                old.discard(alarm)
+                old.remove(alarm)
         self.incidents.setdefault(inc.id, inc)
-        self.member_rows(s, inc).add(alarm)
+        self.tally(s, inc).add(alarm)
+
+    def touch(self, alarm: AlarmRow) -> None:
+        """`alarm`'s state changed: its incident's count of active alarms follows."""
+        if alarm.incident_id is not None and (found := self.tallies.get(alarm.incident_id)) is not None:
+            found.update(alarm)
+
+
+@dataclass
+class Tally:
+    """An incident's alarms as the batch changes them, for its counts without a query per step."""
+
+    members: set[AlarmRow] = field(default_factory=set)
+    per_device: Counter[str] = field(default_factory=Counter)
+    active: set[AlarmRow] = field(default_factory=set)
+
+    def add(self, row: AlarmRow) -> None:
+        if row not in self.members:
+            self.members.add(row)
+            self.per_device[row.device_id] += 1
+        self.update(row)
+
+    def remove(self, row: AlarmRow) -> None:
+        if row in self.members:
+            self.members.discard(row)
+            self.active.discard(row)
+            self.per_device[row.device_id] -= 1
+            if self.per_device[row.device_id] <= 0:
+                del self.per_device[row.device_id]
+
+    def update(self, row: AlarmRow) -> None:
+        if row not in self.members:
+            return
+        if row.state in ACTIVE_STATES:
+            self.active.add(row)
+        else:
+            self.active.discard(row)
 
 
 def batch_of(s: Session) -> AlarmBatch | None:

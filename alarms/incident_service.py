@@ -226,10 +226,8 @@ class IncidentBook:
             self._fire_started(inc, now)
         s.add(inc)
         s.flush()
-        batch = batch_of(s)
-        if batch is not None:
-            batch.candidates.setdefault((inc.kind, inc.group_key), []).insert(0, inc)
-            batch.members[inc.id] = set()
+        if (batch := batch_of(s)) is not None:
+            batch.opened(inc)
         _join(s, alarm, inc)
         targets = () if held else self._start_escalation(inc, now)
         self.log(
@@ -250,10 +248,10 @@ class IncidentBook:
     def _count(s: Session, inc: IncidentRow) -> None:
         batch = batch_of(s)
         if batch is not None:  # the incident's alarms, kept in memory through the batch
-            rows = batch.member_rows(s, inc)
-            inc.alarm_count = len(rows)
-            inc.device_count = len({r.device_id for r in rows})
-            inc.active_count = sum(1 for r in rows if r.state in ACTIVE_STATES)
+            tally = batch.tally(s, inc)
+            inc.alarm_count = len(tally.members)
+            inc.device_count = len(tally.per_device)
+            inc.active_count = len(tally.active)
             if inc.devices:
                 inc.device_count = len(inc.devices)
             return
@@ -323,6 +321,8 @@ class IncidentBook:
         if alarm.incident_id is None:
             return
         inc = _locked(s, alarm.incident_id)
+        if (batch := batch_of(s)) is not None:
+            batch.touch(alarm)
         if inc is None or inc.state != IncidentState.OPEN.value:
             return
         self._count(s, inc)
@@ -547,7 +547,6 @@ class IncidentBook:
             targets=list(targets),
             after=after,
         )
-        s.add(row)
         fields: dict[str, Any] = {
             "incident_id": inc.id,
             "action": action,
@@ -560,9 +559,11 @@ class IncidentBook:
         }
         batch = batch_of(s)
         if batch is not None:
-            # The bulk path: the id is read after the batch's one flush (settled). Provisional here.
+            # The bulk path: the row is inserted with the batch's others and its id read after
+            # that flush (settled). Provisional here.
             batch.steps.append(PendingIncidentStep(row, fields, inc.notified, after["place_name"]))
             return IncidentUpdate(0, **fields)
+        s.add(row)
         s.flush()
         u = IncidentUpdate(row.id, **fields)
         self._push(s, u, inc.notified, after["place_name"], now)

@@ -194,6 +194,8 @@ class AlarmService:
         """The batch's end: its rows written in one flush (multi-row INSERTs and UPDATEs), then the
         transitions and incident steps it logged get their event ids, in log order, and the pushes
         they owe join the same transaction."""
+        s.add_all([p.event for p in batch.transitions])
+        s.add_all([step.event for step in batch.steps])
         s.flush()
         for p in batch.transitions:
             t = Transition(p.event.id, **p.fields)
@@ -503,11 +505,11 @@ class AlarmService:
             targets=list(targets),
             held=hold.value if hold else "",
         )
-        s.add(event)
         batch = batch_of(s)
         if batch is not None:
-            # The bulk path: the event id is read after the batch's one flush (_settle), which
-            # builds the transition and its pushes then. What returns here is provisional (id 0).
+            # The bulk path: the event row joins the session at the batch's end (_settle), to be
+            # inserted with the batch's others in one statement; its id is read after that flush,
+            # which builds the transition and its pushes then. What returns here is provisional.
             if action is AlarmAction.RAISED:
                 batch.raised(row)
             fields: dict[str, Any] = {
@@ -523,6 +525,7 @@ class AlarmService:
             }
             batch.transitions.append(PendingTransition(event, fields, push, row.place))
             return Transition(0, **fields)
+        s.add(event)
         s.flush()  # assigns the event id the live streams resume from
         t = Transition(
             event.id, row.id, action, before, after, actor, now, note, targets, hold.value if hold else ""
