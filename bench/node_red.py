@@ -107,7 +107,7 @@ def settings_js(port: int) -> str:
     flowFile: "flows.json",
     credentialSecret: false,
     diagnostics: {{ enabled: false }},
-    telemetry: {{ enabled: false }},
+    telemetry: {{ enabled: false, updateNotification: false }},
     logging: {{ console: {{ level: "warn", metrics: false, audit: false }} }},
 }};
 """
