@@ -12,7 +12,8 @@ just before its backlog is published:
 - raw: `mosquitto_sub -c -q 1 -C N` writing to /dev/null, which acknowledges on receipt and does
   nothing else.
 Each round runs all three on both datasets ("crossings": every device crosses the fire level three
-times; "quiet": no value near it), the consumers' order rotated from round to round. Reported per
+times, whatever its number of readings, so a smaller backlog per device has denser alarms;
+"quiet": no value near it), the consumers' order rotated from round to round. Reported per
 run: msg/s from first to last message (raw: from process start to exit, since printing a timestamp
 per message with `-F %U` cost it a fifth to a third of its rate here), CPU time per message of the
 whole process and its children (start-up included) and of the drain window alone, and peak RSS;
