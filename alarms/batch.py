@@ -18,16 +18,17 @@ and the whole batch is retried (`AlarmService._write`).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from core.domain import ACTIVE_STATES, AlarmAction, AlarmState
+from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind
 from storage.models import AlarmEventRow, AlarmRow, IncidentEventRow, IncidentRow, MaintenanceRow
 
+_PG_RESERVE = "SELECT nextval(pg_get_serial_sequence('alarms', 'id')) FROM generate_series(1, :n)"
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 
@@ -73,11 +74,16 @@ class AlarmBatch:
     tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
+    # Ids for the batch's new alarms, taken up front so a new row needs no flush of its own
+    # (alarm_id); `new_keys` bounds how many it may need.
+    new_keys: int = 0
+    reserved: list[int] = field(default_factory=list)
+    next_sqlite_id: int | None = None
 
     @classmethod
-    def load(cls, s: Session, device_ids: Iterable[str], raises_since: float) -> AlarmBatch:
+    def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
         batch = cls(raises_since=raises_since)
-        ids = sorted(set(device_ids))
+        ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
             rows = s.scalars(
@@ -98,8 +104,27 @@ class AlarmBatch:
             ).all()
             for device_id, alarm_type, n in counts:
                 batch.raises[(device_id, alarm_type)] = int(n)
+        raised = {(e.device_id, e.alarm_type) for e in events if e.kind is DetectorEventKind.RAISE}
+        batch.new_keys = len(raised - batch.open.keys())
         s.info[INFO_KEY] = batch
         return batch
+
+    def alarm_id(self, s: Session) -> int:
+        """The id a new alarm of this batch takes: from the table's own sequence on PostgreSQL (a
+        block for the batch's new keys at once; unused ones are gaps, as after a rollback), next
+        after the largest on SQLite (whose write lock this transaction holds, so nobody else
+        inserts meanwhile)."""
+        if not self.reserved:
+            n = max(1, self.new_keys)
+            self.new_keys = 0  # beyond the estimate (a key raised again after closing): one by one
+            if s.get_bind().dialect.name == "postgresql":
+                self.reserved = [int(i) for i in s.scalars(text(_PG_RESERVE), {"n": n})]
+            else:
+                if self.next_sqlite_id is None:
+                    self.next_sqlite_id = int(s.scalar(select(func.max(AlarmRow.id))) or 0) + 1
+                self.reserved = list(range(self.next_sqlite_id, self.next_sqlite_id + n))
+                self.next_sqlite_id += n
+        return self.reserved.pop(0)
 
     def add(self, row: AlarmRow) -> None:
         """A row the batch knows of: loaded open, or raised in this batch."""

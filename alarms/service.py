@@ -178,7 +178,7 @@ class AlarmService:
         def work(s: Session, out: Outcome) -> None:
             # Set-based: the batch's open alarms, flapping counts and incidents are read once into
             # an index (alarms/batch.py) and the log rows written at one flush at the end.
-            batch = AlarmBatch.load(s, (e.device_id for e in events), self.policy.flap_since(now))
+            batch = AlarmBatch.load(s, events, self.policy.flap_since(now))
             for event in events:
                 self._apply_one(s, out, event, now)
                 if event.kind is DetectorEventKind.RAISE and event.alarm_type in OUTAGE_TYPES:
@@ -194,6 +194,9 @@ class AlarmService:
         """The batch's end: its rows written in one flush (multi-row INSERTs and UPDATEs), then the
         transitions and incident steps it logged get their event ids, in log order, and the pushes
         they owe join the same transaction."""
+        # Alarms and incidents first: the log rows refer to them (the unit of work orders tables
+        # without relationships by class name, which would put alarm_events before alarms).
+        s.flush()
         s.add_all([p.event for p in batch.transitions])
         s.add_all([step.event for step in batch.steps])
         s.flush()
@@ -231,10 +234,16 @@ class AlarmService:
                     # say less than the fire alarm the board already shows (superseded, see _supersede).
                     return
                 row = self._new_row(e, now)
-                s.add(row)
-                s.flush()  # a racing writer's open alarm makes this fail; _write retries
-                if (batch := batch_of(s)) is not None:
+                batch = batch_of(s)
+                if batch is not None:
+                    # Its id reserved: the row goes in with the batch's others (_settle), where a
+                    # racing writer's open alarm for the key fails the flush and _write retries.
+                    row.id = batch.alarm_id(s)
+                    s.add(row)
                     batch.add(row)
+                else:
+                    s.add(row)
+                    s.flush()  # a racing writer's open alarm makes this fail; _write retries
                 self._raised(s, out, row, None, now)
                 return
             before = snapshot(row)

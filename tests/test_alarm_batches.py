@@ -77,10 +77,14 @@ def run(url: str, batch: int) -> dict[str, list[Any]]:
     for i in range(0, len(all_events), batch):
         service.apply(all_events[i : i + batch])
     with sessions() as s:
+        # Alarm ids by rank: PostgreSQL's sequence may leave gaps (ids reserved for a batch's new
+        # alarms and not used, as after any rollback); their order is what must agree.
+        rank = {a: n for n, a in enumerate(s.scalars(select(AlarmRow.id).order_by(AlarmRow.id)), 1)}
+        ranked = rank.get
         got: dict[str, list[Any]] = {
             "alarms": [
                 (
-                    a.id,
+                    ranked(a.id),
                     a.device_id,
                     a.alarm_type,
                     a.state,
@@ -92,7 +96,14 @@ def run(url: str, batch: int) -> dict[str, list[Any]]:
                 for a in s.scalars(select(AlarmRow).order_by(AlarmRow.id))
             ],
             "events": [
-                (e.id, e.alarm_id, e.action, tuple(e.targets), e.held, e.after["state"] if e.after else None)
+                (
+                    e.id,
+                    ranked(e.alarm_id),
+                    e.action,
+                    tuple(e.targets),
+                    e.held,
+                    e.after["state"] if e.after else None,
+                )
                 for e in s.scalars(select(AlarmEventRow).order_by(AlarmEventRow.id))
             ],
             "incidents": [
@@ -100,11 +111,18 @@ def run(url: str, batch: int) -> dict[str, list[Any]]:
                 for i in s.scalars(select(IncidentRow).order_by(IncidentRow.id))
             ],
             "timeline": [
-                (e.id, e.incident_id, e.action, e.alarm_id, tuple(e.targets), e.after["active_count"])
+                (
+                    e.id,
+                    e.incident_id,
+                    e.action,
+                    ranked(e.alarm_id or 0),
+                    tuple(e.targets),
+                    e.after["active_count"],
+                )
                 for e in s.scalars(select(IncidentEventRow).order_by(IncidentEventRow.id))
             ],
             "outbox": [
-                (o.route, o.alarm_id)
+                (o.route, ranked(o.alarm_id))
                 for o in s.scalars(
                     select(OutboxRow).where(OutboxRow.incident_id.is_(None)).order_by(OutboxRow.id)
                 )
