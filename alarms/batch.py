@@ -25,8 +25,16 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind
-from storage.models import AlarmEventRow, AlarmRow, IncidentEventRow, IncidentRow, MaintenanceRow
+from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
+from storage.models import (
+    AlarmEventRow,
+    AlarmRow,
+    IncidentEventRow,
+    IncidentRow,
+    MaintenanceRow,
+    TicketAlarmRow,
+    TicketRow,
+)
 
 _PG_RESERVE = "SELECT nextval(pg_get_serial_sequence('alarms', 'id')) FROM generate_series(1, :n)"
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
@@ -74,6 +82,9 @@ class AlarmBatch:
     tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
+    # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets
+    tickets: dict[tuple[str, str], TicketRow] = field(default_factory=dict)
+    ticket_links: set[tuple[int, int]] = field(default_factory=set)
     # Ids for the batch's new alarms, taken up front so a new row needs no flush of its own
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
@@ -104,6 +115,20 @@ class AlarmBatch:
             ).all()
             for device_id, alarm_type, n in counts:
                 batch.raises[(device_id, alarm_type)] = int(n)
+            tickets = s.scalars(
+                select(TicketRow)
+                .where(TicketRow.device_id.in_(chunk), TicketRow.status != TicketStatus.CLOSED.value)
+                .with_for_update()
+            ).all()
+            for ticket in tickets:
+                batch.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
+            if tickets:
+                links = s.execute(
+                    select(TicketAlarmRow.ticket_id, TicketAlarmRow.alarm_id).where(
+                        TicketAlarmRow.ticket_id.in_([t.id for t in tickets])
+                    )
+                ).all()
+                batch.ticket_links.update((t, a) for t, a in links)
         raised = {(e.device_id, e.alarm_type) for e in events if e.kind is DetectorEventKind.RAISE}
         batch.new_keys = len(raised - batch.open.keys())
         s.info[INFO_KEY] = batch

@@ -162,8 +162,8 @@ class IncidentBook:
                 batch.candidates[(kind.value, key)] = cached
                 for inc in cached:
                     batch.incidents.setdefault(inc.id, inc)
-        candidates = cached
-        return next((inc for inc in candidates if self._joinable(inc, now)), None)
+        # The newest three, as the query gives (incidents opened in this batch went first).
+        return next((inc for inc in cached[:3] if self._joinable(inc, now)), None)
 
     def _joinable(self, inc: IncidentRow, now: float) -> bool:
         """Whether a new alarm of its kind and place is part of this incident.

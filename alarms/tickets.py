@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alarms.batch import batch_of
 from alarms.labels import CATEGORY_ZH, MEASURES_BY_CATEGORY_ZH, MEASURES_ZH, alarm_type_zh
 from core.domain import TICKETED_CATEGORIES, AlarmCategory, TicketAction, TicketSource, TicketStatus
 from core.settings import TicketPolicy
@@ -68,10 +69,20 @@ class TicketOpener:
         detail: str,
         now: float,
     ) -> TicketChange:
-        existing = find_open(session, hazard_type, device_id=alarm.device_id)
+        # In a bulk alarm write the batch read its devices' open tickets and their links once
+        # (alarms/batch.py); otherwise ask the database.
+        batch = batch_of(session)
+        if batch is not None:
+            existing = batch.tickets.get((alarm.device_id, hazard_type))
+        else:
+            existing = find_open(session, hazard_type, device_id=alarm.device_id)
         if existing is not None:
             change = recur(session, existing, f"告警 #{alarm.id} 再次发生：{detail}", now)
-            session.merge(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
+            if batch is None:
+                session.merge(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
+            elif (existing.id, alarm.id) not in batch.ticket_links:
+                session.add(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
+                batch.ticket_links.add((existing.id, alarm.id))
             return change
 
         dev = self.index.dev_of.get(alarm.device_id)
@@ -97,6 +108,9 @@ class TicketOpener:
         )
         change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", f"由告警 #{alarm.id} 自动生成")
         session.add(TicketAlarmRow(ticket_id=ticket.id, alarm_id=alarm.id))
+        if batch is not None:
+            batch.tickets[(alarm.device_id, hazard_type)] = ticket
+            batch.ticket_links.add((ticket.id, alarm.id))
         return change
 
 
