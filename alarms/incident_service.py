@@ -90,7 +90,9 @@ class IncidentBook:
             )
         _join(s, alarm, inc)
         was_acked = inc.acked_ts is not None
-        growth = grow(inc.places, inc.zones, inc.floors, alarm.place)
+        # The incident's place is already the common place of all its places (kept so at every
+        # join): growing from it alone is the same, without a pass over every place per alarm.
+        growth = grow([inc.place], inc.zones, inc.floors, alarm.place)
         before_category = AlarmCategory(inc.category)
         new_category = worse(before_category, category)
         upgraded = new_category is not before_category

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from core.domain import AlarmAction, IncidentAction
@@ -46,8 +47,11 @@ SNAPSHOT_FIELDS = (
 )
 
 
+_SNAPSHOT_VALUES = attrgetter(*SNAPSHOT_FIELDS)
+
+
 def snapshot(row: AlarmRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in SNAPSHOT_FIELDS}
+    return dict(zip(SNAPSHOT_FIELDS, _SNAPSHOT_VALUES(row), strict=True))
 
 
 @dataclass(frozen=True)
