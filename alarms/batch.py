@@ -191,12 +191,19 @@ class AlarmBatch:
         return inc
 
     def tally(self, s: Session, inc: IncidentRow) -> Tally:
-        """The incident's alarms, their devices and which are active: read once, then kept."""
+        """The incident's alarms, their devices and which are active: read once (ids, devices and
+        states only), then kept as the batch changes them."""
         found = self.tallies.get(inc.id)
         if found is None:
             found = Tally()
-            for row in s.scalars(select(AlarmRow).where(AlarmRow.incident_id == inc.id)).all():
-                found.add(row)
+            rows = s.execute(
+                select(AlarmRow.id, AlarmRow.device_id, AlarmRow.state).where(AlarmRow.incident_id == inc.id)
+            )
+            for alarm_id, device_id, state in rows:
+                found.members[alarm_id] = device_id
+                found.per_device[device_id] += 1
+                if state in ACTIVE_STATES:
+                    found.active.add(alarm_id)
             self.tallies[inc.id] = found
         return found
 
@@ -223,33 +230,35 @@ class AlarmBatch:
 
 @dataclass
 class Tally:
-    """An incident's alarms as the batch changes them, for its counts without a query per step."""
+    """An incident's alarms (by id) as the batch changes them, for its counts without a query per
+    step. Every change of a member's state in the batch goes through `update`."""
 
-    members: set[AlarmRow] = field(default_factory=set)
+    members: dict[int, str] = field(default_factory=dict)  # alarm id -> device id
     per_device: Counter[str] = field(default_factory=Counter)
-    active: set[AlarmRow] = field(default_factory=set)
+    active: set[int] = field(default_factory=set)
 
     def add(self, row: AlarmRow) -> None:
-        if row not in self.members:
-            self.members.add(row)
+        if row.id not in self.members:
+            self.members[row.id] = row.device_id
             self.per_device[row.device_id] += 1
         self.update(row)
 
     def remove(self, row: AlarmRow) -> None:
-        if row in self.members:
-            self.members.discard(row)
-            self.active.discard(row)
-            self.per_device[row.device_id] -= 1
-            if self.per_device[row.device_id] <= 0:
-                del self.per_device[row.device_id]
+        device_id = self.members.pop(row.id, None)
+        if device_id is None:
+            return
+        self.active.discard(row.id)
+        self.per_device[device_id] -= 1
+        if self.per_device[device_id] <= 0:
+            del self.per_device[device_id]
 
     def update(self, row: AlarmRow) -> None:
-        if row not in self.members:
+        if row.id not in self.members:
             return
         if row.state in ACTIVE_STATES:
-            self.active.add(row)
+            self.active.add(row.id)
         else:
-            self.active.discard(row)
+            self.active.discard(row.id)
 
 
 def batch_of(s: Session) -> AlarmBatch | None:
