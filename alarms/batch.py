@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
@@ -43,9 +43,9 @@ INFO_KEY = "fw_alarm_batch"
 
 @dataclass
 class PendingTransition:
-    """A transition logged in the batch whose event id is known only after the flush."""
+    """A transition logged in the batch whose event id is known only after the insert."""
 
-    event: AlarmEventRow
+    event: dict[str, Any]  # the alarm_events row's values
     fields: dict[str, Any]  # Transition's other fields
     push: bool
     place: str
@@ -56,7 +56,7 @@ class PendingIncidentStep:
     """An incident step logged in the batch, likewise; whether its notices are owed is decided as it
     is logged (the incident may be notified later in the same batch)."""
 
-    event: IncidentEventRow
+    event: dict[str, Any]  # the incident_events row's values
     fields: dict[str, Any]  # IncidentUpdate's other fields
     notified: bool
     place_name: str
@@ -259,6 +259,16 @@ class Tally:
             self.active.add(row.id)
         else:
             self.active.discard(row.id)
+
+
+def insert_rows(
+    s: Session, model: type[AlarmEventRow] | type[IncidentEventRow], rows: list[dict[str, Any]]
+) -> list[int]:
+    """Insert log rows with multi-row INSERT ... RETURNING statements; their ids, in `rows` order."""
+    if not rows:
+        return []
+    stmt = insert(model).returning(model.id, sort_by_parameter_order=True)
+    return [int(i) for i in s.scalars(stmt, rows)]
 
 
 def batch_of(s: Session) -> AlarmBatch | None:

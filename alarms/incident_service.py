@@ -539,16 +539,16 @@ class IncidentBook:
             "place_name": self.index.place_label(inc.place),
             "call_119_due": inc.verification == Verification.CONFIRMED.value and inc.call_119_ts is None,
         }
-        row = IncidentEventRow(
-            incident_id=inc.id,
-            ts=now,
-            action=action.value,
-            actor=actor,
-            note=note,
-            alarm_id=alarm_id,
-            targets=list(targets),
-            after=after,
-        )
+        values: dict[str, Any] = {
+            "incident_id": inc.id,
+            "ts": now,
+            "action": action.value,
+            "actor": actor,
+            "note": note,
+            "alarm_id": alarm_id,
+            "targets": list(targets),
+            "after": after,
+        }
         fields: dict[str, Any] = {
             "incident_id": inc.id,
             "action": action,
@@ -563,8 +563,9 @@ class IncidentBook:
         if batch is not None:
             # The bulk path: the row is inserted with the batch's others and its id read after
             # that flush (settled). Provisional here.
-            batch.steps.append(PendingIncidentStep(row, fields, inc.notified, after["place_name"]))
+            batch.steps.append(PendingIncidentStep(values, fields, inc.notified, after["place_name"]))
             return IncidentUpdate(0, **fields)
+        row = IncidentEventRow(**values)
         s.add(row)
         s.flush()
         u = IncidentUpdate(row.id, **fields)
@@ -572,9 +573,9 @@ class IncidentBook:
         out.append(u)
         return u
 
-    def settled(self, s: Session, step: PendingIncidentStep, now: float) -> IncidentUpdate:
-        """A step logged in a bulk write, after its flush: with its id, and its notices owed."""
-        u = IncidentUpdate(step.event.id, **step.fields)
+    def settled(self, s: Session, step: PendingIncidentStep, event_id: int, now: float) -> IncidentUpdate:
+        """A step logged in a bulk write, once inserted: with its id, and its notices owed."""
+        u = IncidentUpdate(event_id, **step.fields)
         self._push(s, u, step.notified, step.place_name, now)
         return u
 

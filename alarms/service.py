@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.batch import INFO_KEY as BATCH_KEY
-from alarms.batch import AlarmBatch, PendingTransition, batch_of
+from alarms.batch import AlarmBatch, PendingTransition, batch_of, insert_rows
 from alarms.incident_service import IncidentBook, IncidentError, members
 from alarms.incidents import OUTAGE_TYPES
 from alarms.model import IncidentUpdate, Transition, snapshot
@@ -55,7 +55,15 @@ from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
 from storage.db import IMMEDIATE, retryable
 from storage.marks import Mark
-from storage.models import AlarmEventRow, AlarmRow, AuditRow, IncidentRow, MaintenanceRow, TicketRow
+from storage.models import (
+    AlarmEventRow,
+    AlarmRow,
+    AuditRow,
+    IncidentEventRow,
+    IncidentRow,
+    MaintenanceRow,
+    TicketRow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,16 +205,15 @@ class AlarmService:
         # Alarms and incidents first: the log rows refer to them (the unit of work orders tables
         # without relationships by class name, which would put alarm_events before alarms).
         s.flush()
-        s.add_all([p.event for p in batch.transitions])
-        s.add_all([step.event for step in batch.steps])
-        s.flush()
-        for p in batch.transitions:
-            t = Transition(p.event.id, **p.fields)
+        event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
+        step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
+        for p, event_id in zip(batch.transitions, event_ids, strict=True):
+            t = Transition(event_id, **p.fields)
             if self.routes and p.push and not t.held:
                 enqueue(s, self.routes, t, self.index.place_label(p.place), now)
             out.transitions.append(t)
-        for step in batch.steps:
-            out.incidents.append(self.incidents.settled(s, step, now))
+        for step, step_id in zip(batch.steps, step_ids, strict=True):
+            out.incidents.append(self.incidents.settled(s, step, step_id, now))
         batch.transitions.clear()
         batch.steps.clear()
         del s.info[BATCH_KEY]
@@ -503,22 +510,22 @@ class AlarmService:
         hold = self._hold(row, now, flapping=False if action is AlarmAction.FLAPPING else None)
         if hold is not None:
             targets = ()
-        event = AlarmEventRow(
-            alarm_id=row.id,
-            ts=now,
-            action=action.value,
-            actor=actor,
-            note=note,
-            before=before,
-            after=after,
-            targets=list(targets),
-            held=hold.value if hold else "",
-        )
+        values: dict[str, Any] = {
+            "alarm_id": row.id,
+            "ts": now,
+            "action": action.value,
+            "actor": actor,
+            "note": note,
+            "before": before,
+            "after": after,
+            "targets": list(targets),
+            "held": hold.value if hold else "",
+        }
         batch = batch_of(s)
         if batch is not None:
-            # The bulk path: the event row joins the session at the batch's end (_settle), to be
-            # inserted with the batch's others in one statement; its id is read after that flush,
-            # which builds the transition and its pushes then. What returns here is provisional.
+            # The bulk path: the event row is inserted with the batch's others at its end
+            # (_settle), whose ids build the transitions and their pushes then. What returns here
+            # is provisional.
             if action is AlarmAction.RAISED:
                 batch.raised(row)
             fields: dict[str, Any] = {
@@ -532,8 +539,9 @@ class AlarmService:
                 "targets": targets,
                 "held": hold.value if hold else "",
             }
-            batch.transitions.append(PendingTransition(event, fields, push, row.place))
+            batch.transitions.append(PendingTransition(values, fields, push, row.place))
             return Transition(0, **fields)
+        event = AlarmEventRow(**values)
         s.add(event)
         s.flush()  # assigns the event id the live streams resume from
         t = Transition(
