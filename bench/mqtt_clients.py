@@ -4,10 +4,15 @@
 
 Each variant gets a fresh persistent session on a private mosquitto: subscribe, disconnect, have a
 backlog of N ~110-byte JSON readings queued by `mosquitto_pub -l` (a C publisher, so publishing is
-not what is measured), reconnect and time the drain from first to last message. Variants:
+not what is measured), reconnect and time the drain from first to last message, in wall-clock time
+(msgs/s) and in this process's CPU time (µs per message, all its threads; the broker excluded).
+Variants:
 - auto: the client acknowledges QoS 1 itself on receipt (what a plain subscriber does);
 - deferred: acknowledgements held back and sent in batches after a (here empty) commit, which is
-  what firewatch needs (paho `manual_ack`; gmqtt through firewatch's own `ingest.mqtt.MqttSource`);
+  what firewatch needs (paho `manual_ack`; gmqtt through firewatch's own `ingest.mqtt.MqttSource`,
+  which writes a batch's PUBACKs in one write);
+- deferred, write per PUBACK: the same source acknowledging message by message, one write (one
+  system call) per PUBACK, which is what it did before it wrote a batch at once;
 - per-task: gmqtt's supported way to delay the ack: an async callback per message.
 aiomqtt 2.x has no manual acknowledgement, so it appears with auto acks only.
 
@@ -30,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
@@ -51,9 +57,21 @@ TOPIC = "fw/v1/bench/d000123/telemetry"
 PAYLOAD = '{"ts":1732340000.25,"seq":812,"v":{"smoke":0.031,"temp":24.6},"batt":87,"rssi":-71}'
 ACK_BATCH = 1000
 TIMEOUT_S = 120.0
+DEFERRED_EACH = "deferred, write per PUBACK"
 console = Console()
 
-Drain = Callable[[Mosquitto, str, int, int, Callable[[], None]], Awaitable[float]]
+
+@dataclass(frozen=True)
+class Drained:
+    rate: float  # messages/s, first to last message
+    cpu_us: float  # this process's CPU time per message over the same span, µs
+
+
+def drained(n: int, wall_s: float, cpu_s: float) -> Drained:
+    return Drained(n / wall_s, cpu_s / n * 1e6)
+
+
+Drain = Callable[[Mosquitto, str, int, int, Callable[[], None]], Awaitable[Drained]]
 
 
 def fill_backlog(broker: Mosquitto, n: int) -> None:
@@ -78,10 +96,11 @@ def _paho(client_id: str, clean: bool) -> mqtt.Client:
     return client
 
 
-async def drain_paho(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> float:
+async def drain_paho(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> Drained:
     client_id = f"paho-{uuid.uuid4().hex[:6]}"
     done = threading.Event()
     times: list[float] = []
+    cpu: list[float] = []
     count = 0
     client = _paho(client_id, False)
     client.connect(broker.host, broker.port, clean_start=False, properties=client._bench_props)  # type: ignore[attr-defined]
@@ -98,6 +117,7 @@ async def drain_paho(broker: Mosquitto, variant: str, qos: int, n: int, fill: Ca
         nonlocal count
         if not times:
             times.append(time.perf_counter())
+            cpu.append(time.process_time())
         count += 1
         if manual:
             pending.append(msg.mid)
@@ -107,6 +127,7 @@ async def drain_paho(broker: Mosquitto, variant: str, qos: int, n: int, fill: Ca
                 pending.clear()
         if count >= n:
             times.append(time.perf_counter())
+            cpu.append(time.process_time())
             done.set()
 
     client.on_message = on_message
@@ -117,30 +138,33 @@ async def drain_paho(broker: Mosquitto, variant: str, qos: int, n: int, fill: Ca
     client.disconnect()
     if not ok:
         raise TimeoutError(f"paho {variant} received {count}/{n}")
-    return n / (times[1] - times[0])
+    return drained(n, times[1] - times[0], cpu[1] - cpu[0])
 
 
-async def drain_aiomqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> float:
+async def drain_aiomqtt(
+    broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]
+) -> Drained:
     client_id = f"aio-{uuid.uuid4().hex[:6]}"
     async with aiomqtt.Client(broker.host, broker.port, identifier=client_id, clean_session=False) as c:
         await c.subscribe(TOPIC, qos=qos)
     await asyncio.to_thread(fill)
     count = 0
-    first = 0.0
+    first = first_cpu = 0.0
     async with aiomqtt.Client(broker.host, broker.port, identifier=client_id, clean_session=False) as c:
         async with asyncio.timeout(TIMEOUT_S):
             async for _message in c.messages:
                 if not count:
-                    first = time.perf_counter()
+                    first, first_cpu = time.perf_counter(), time.process_time()
                 count += 1
                 if count >= n:
                     break
-    return n / (time.perf_counter() - first)
+    return drained(n, time.perf_counter() - first, time.process_time() - first_cpu)
 
 
-async def drain_gmqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> float:
+async def drain_gmqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: Callable[[], None]) -> Drained:
     client_id = f"gm-{uuid.uuid4().hex[:6]}"
-    if variant == "deferred":  # firewatch's own source: hooked QoS 1 handler, batched PUBACKs
+    if variant.startswith("deferred"):  # firewatch's own source: hooked QoS 1 handler, deferred PUBACKs
+        one_by_one = variant == DEFERRED_EACH
         queue = BoundedQueue(10 * n)
         source = MqttSource(
             BrokerAddress(broker.host, broker.port),
@@ -160,28 +184,32 @@ async def drain_gmqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: C
         stop = asyncio.Event()
         source.connected.clear()
         task = asyncio.create_task(source.run(stop))
-        got, first = 0, 0.0
+        got, first, first_cpu = 0, 0.0, 0.0
         async with asyncio.timeout(TIMEOUT_S):
             while got < n:
                 batch = await queue.get_batch(ACK_BATCH, 0)
                 if not got:
-                    first = time.perf_counter()
+                    first, first_cpu = time.perf_counter(), time.process_time()
                 got += len(batch)
-                source.ack(batch)
-        rate = n / (time.perf_counter() - first)
+                if one_by_one:
+                    for message in batch:
+                        source.ack([message])
+                else:
+                    source.ack(batch)
+        result = drained(n, time.perf_counter() - first, time.process_time() - first_cpu)
         stop.set()
         await task
-        return rate
+        return result
 
     done = asyncio.Event()
-    state = {"count": 0, "first": 0.0, "last": 0.0}
+    state = {"count": 0, "first": 0.0, "last": 0.0, "first_cpu": 0.0, "last_cpu": 0.0}
 
     def count() -> None:
         if not state["count"]:
-            state["first"] = time.perf_counter()
+            state["first"], state["first_cpu"] = time.perf_counter(), time.process_time()
         state["count"] += 1
         if state["count"] >= n:
-            state["last"] = time.perf_counter()
+            state["last"], state["last_cpu"] = time.perf_counter(), time.process_time()
             done.set()
 
     def on_sync(*_args: object) -> int:
@@ -205,7 +233,7 @@ async def drain_gmqtt(broker: Mosquitto, variant: str, qos: int, n: int, fill: C
     await c.connect(broker.host, broker.port, version=MQTTv50)
     await asyncio.wait_for(done.wait(), TIMEOUT_S)
     await c.disconnect()
-    return n / (state["last"] - state["first"])
+    return drained(n, state["last"] - state["first"], state["last_cpu"] - state["first_cpu"])
 
 
 VARIANTS: list[tuple[str, str, int, Drain]] = [
@@ -218,19 +246,21 @@ VARIANTS: list[tuple[str, str, int, Drain]] = [
     ("gmqtt", "auto", 1, drain_gmqtt),
     ("gmqtt", "per-task", 1, drain_gmqtt),
     ("gmqtt", "deferred", 1, drain_gmqtt),
+    ("gmqtt", DEFERRED_EACH, 1, drain_gmqtt),
 ]
 
 
-async def run(n: int, repeat: int) -> dict[tuple[str, str, int], list[float]]:
-    results: dict[tuple[str, str, int], list[float]] = {}
+async def run(n: int, repeat: int, clients: set[str]) -> dict[tuple[str, str, int], list[Drained]]:
+    variants = [v for v in VARIANTS if v[0] in clients]
+    results: dict[tuple[str, str, int], list[Drained]] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
         Mosquitto(data_dir=Path(tmp), queue_qos0=True) as broker,
         Progress(console=console, transient=True) as progress,
     ):
-        bar = progress.add_task("draining", total=len(VARIANTS) * repeat)
+        bar = progress.add_task("draining", total=len(variants) * repeat)
         for r in range(repeat):  # interleave rounds so machine noise spreads over all variants
-            for client, variant, qos, drain in VARIANTS:
+            for client, variant, qos, drain in variants if r % 2 == 0 else variants[::-1]:
                 progress.update(bar, description=f"round {r + 1}: {client} {variant} QoS {qos}")
                 rate = await drain(broker, variant, qos, n, functools.partial(fill_backlog, broker, n))
                 results.setdefault((client, variant, qos), []).append(rate)
@@ -244,15 +274,30 @@ def main() -> None:
     )
     parser.add_argument("--messages", type=int, default=30_000, help="backlog per drain (default 30000)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported (default 3)")
+    parser.add_argument(
+        "--clients",
+        default="paho-mqtt,aiomqtt,gmqtt",
+        help="comma-separated clients to measure (default paho-mqtt,aiomqtt,gmqtt)",
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args.messages, args.repeat))
-    best = max(statistics.median(v) for v in results.values())
+    results = asyncio.run(run(args.messages, args.repeat, set(args.clients.split(","))))
+    best = max(statistics.median(d.rate for d in v) for v in results.values())
     table = Table(title=f"draining a backlog of {args.messages:,} messages (median of {args.repeat})")
-    for col in ("client", "acknowledgement", "QoS", "msgs/s", "vs best"):
-        table.add_column(col, justify="right" if col in ("QoS", "msgs/s", "vs best") else "left")
-    for (client, variant, qos), rates in results.items():
+    for col in ("client", "acknowledgement", "QoS", "msgs/s", "range", "vs best", "CPU µs/msg", "range"):
+        table.add_column(col, justify="left" if col in ("client", "acknowledgement") else "right")
+    for (client, variant, qos), runs in results.items():
+        rates, cpus = [d.rate for d in runs], [d.cpu_us for d in runs]
         med = statistics.median(rates)
-        table.add_row(client, variant, str(qos), f"{med:,.0f}", f"{med / best:.2f}")
+        table.add_row(
+            client,
+            variant,
+            str(qos),
+            f"{med:,.0f}",
+            f"{min(rates):,.0f}-{max(rates):,.0f}",
+            f"{med / best:.2f}",
+            f"{statistics.median(cpus):.2f}",
+            f"{min(cpus):.2f}-{max(cpus):.2f}",
+        )
     console.print(table)
     console.print(
         f"{time.strftime('%Y-%m-%d')}, {platform.python_implementation()} {platform.python_version()}, "

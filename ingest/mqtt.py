@@ -6,6 +6,9 @@ once durable, in batches". So the source replaces gmqtt's QoS 1 handler on its p
 enqueue (mid, topic, payload), and sends the PUBACKs itself after the batch commits. Both hooks are
 private to gmqtt, hence the pinned version; this module is the only place that knows.
 
+The PUBACKs of a batch go out in one write on the connection's transport, encoded here (a PUBACK is
+four fixed bytes), instead of one `_send_puback` per message, each of which is a system call.
+
 A crash between receipt and commit leaves the messages unacknowledged: the broker redelivers them
 to the persistent session, and ingest's (device, seq) de-duplication drops any already stored.
 
@@ -25,8 +28,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +44,22 @@ from ingest.queue import BoundedQueue
 logger = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # keep our queue a week while the service is down
+
+# A PUBACK's first two bytes as the high half of a big-endian 32-bit word: fixed header 0x40 (packet
+# type 4, flags 0) and remaining length 2 (MQTT 3.1.1 §3.4.1); the packet id is the low half (§3.4.2).
+_PUBACK_HEAD = 0x4002 << 16
+
+
+def encode_pubacks(mids: Sequence[int]) -> bytes:
+    """The PUBACK packets acknowledging `mids` (each 1..65535), back to back, in the given order.
+
+    The same four bytes per packet serve MQTT 3.1.1 (§3.4) and MQTT 5: a PUBACK whose reason is
+    Success (0x00) and that has no properties may omit both the reason code and the property length,
+    leaving a remaining length of 2 (MQTT 5 §3.4.2.1)."""
+    if mids and not (min(mids) > 0 and max(mids) <= 0xFFFF):  # else they would corrupt the headers
+        bad = sorted({mid for mid in mids if not 0 < mid <= 0xFFFF})
+        raise ValueError(f"a packet identifier is 1..65535 (MQTT 3.1.1 §2.3.1, MQTT 5 §2.2.1): {bad}")
+    return struct.pack(f">{len(mids)}I", *[_PUBACK_HEAD | mid for mid in mids])
 
 
 class MqttSourceError(RuntimeError):
@@ -90,7 +110,6 @@ class MqttSource:
         self.connects = 0
         self.rebuilds = 0  # gmqtt clients discarded because their reconnect loop had stopped
         self._client: Any = None
-        self._handler: Any = None
         self._alive_at = 0.0  # monotonic: the current client's last connect, disconnect or attempt
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -135,17 +154,25 @@ class MqttSource:
 
     # --- acknowledge ---------------------------------------------------------------------------
     def ack(self, messages: Iterable[Message]) -> int:
-        """PUBACK each QoS 1 message received on the current connection, in receipt order."""
-        handler = self._handler
-        if handler is None or not self.connected.is_set():
+        """PUBACK each QoS 1 message received on the current connection, in receipt order, all in
+        one transport write; the number acknowledged. Messages of an earlier connection are skipped:
+        their packet ids mean nothing on this one, and the broker redelivers them (MQTT 3.1.1 §4.4,
+        MQTT 5 §4.4)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return 0
+        # What gmqtt's `_send_puback` does besides encoding: `MQTTConnection.send_package` stamps the
+        # connection's last outgoing data (its keepalive then skips a PINGREQ) and writes to the
+        # transport; there is no inbound in-flight counter to release on the client side (the
+        # broker counts its own Receive Maximum quota, MQTT 5 §4.9, and a PUBACK returns it).
+        connection = client._connection
+        if connection is None or connection.is_closing():
             return 0
         epoch = self.epoch
-        sent = 0
-        for m in messages:
-            if m.mid is not None and m.epoch == epoch:
-                handler._send_puback(m.mid)
-                sent += 1
-        return sent
+        mids = [m.mid for m in messages if m.mid is not None and m.epoch == epoch]
+        if mids:
+            connection.send_package(encode_pubacks(mids))
+        return len(mids)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def _watch_attempts(self, client: Any) -> None:
@@ -182,7 +209,6 @@ class MqttSource:
         # deferred PUBACK (see module doc)
         handler._handle_qos_1_publish_packet = functools.partial(self._on_qos1, client)
         self._watch_attempts(client)
-        self._handler = handler
         return client
 
     def _retire(self, client: Any) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
-from ingest.mqtt import BrokerAddress, MqttSource
+from ingest.mqtt import BrokerAddress, MqttSource, encode_pubacks
 from ingest.queue import BoundedQueue
 from tests.mqtt_helpers import Publisher
 from tests.test_service_mqtt import make_service
@@ -140,8 +140,26 @@ async def test_a_discarded_client_neither_feeds_the_queue_nor_acknowledges_nor_c
     with pytest.raises(OSError, match="discarded"):
         await old._create_connection("127.0.0.1", 1, ssl=False, clean_session=False, keepalive=30)
 
-    acked: list[int] = []
-    new._package_handler._send_puback = acked.append
+    written: list[bytes] = []
+    new._connection = RecordingConnection(written)  # stands in for the new client's connection
     source._on_connect(new, 0, 0, {})  # what gmqtt calls on the new connection's CONNACK
     assert source.ack([early]) == 0
-    assert acked == []
+    assert written == []
+
+    new._package_handler._handle_qos_1_publish_packet(9, b"{}", "fw/v1/s1/smk-1-1/telemetry", {})
+    (fresh,) = await queue.get_batch(10, 0)
+    assert source.ack([early, fresh]) == 1
+    assert written == [encode_pubacks([9])]
+
+
+@dataclass
+class RecordingConnection:
+    """The two methods of a gmqtt connection that acknowledging uses, writing into a list."""
+
+    written: list[bytes]
+
+    def is_closing(self) -> bool:
+        return False
+
+    def send_package(self, data: bytes) -> None:
+        self.written.append(bytes(data))
