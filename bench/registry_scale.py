@@ -1,10 +1,11 @@
 """A registry of N devices, end to end: start-up time and memory of the real service.
 
-    python3 -m bench.registry_scale --devices 100000 [--devices 1000000] [--cache DIR]
+    python3 -m bench.registry_scale --devices 100000 [--devices 1000000] [--format json|yaml] [--cache DIR]
 
 For each N: a generated hospital of about N devices (`simulators.hospital`: sites, buildings,
 floors, zones, rooms; every shipped profile, in a hospital's proportions) is written as the registry
-YAML `firewatch serve` reads (cached in --cache, generating 1,000,000 takes minutes). A child
+file `firewatch serve` reads, YAML or the same document as JSON (--format; cached in --cache,
+generating 1,000,000 takes minutes). A child
 process then builds `Service(settings)` from that file as `firewatch serve` does (SQLite and the
 telemetry store in a temporary directory, a private mosquitto), starts it and reports when it is
 ingesting: connected and subscribed. From then the bench publishes two QoS 1 readings per device
@@ -48,11 +49,13 @@ INFLIGHT = 5_000
 # --- the registry -----------------------------------------------------------------------------------
 
 
-def registry_file(devices: int, cache: Path, progress: Progress) -> Path:
-    """The registry YAML of a hospital of about `devices` devices, generated once per size."""
+def registry_file(devices: int, fmt: str, cache: Path, progress: Progress) -> Path:
+    """The registry of a hospital of about `devices` devices, as YAML or JSON, generated once per
+    size and format."""
+    from core.registry import dump_registry_json
     from simulators.hospital import hospital_for_devices, write_registry
 
-    path = cache / f"hospital-{devices}.yaml"
+    path = cache / f"hospital-{devices}.{fmt}"
     if path.exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,12 @@ def registry_file(devices: int, cache: Path, progress: Progress) -> Path:
     def step(done: int, total: int) -> None:
         progress.update(task, completed=done, total=total)
 
-    write_registry(path, hospital.sites, hospital.devices, step)
+    if fmt == "json":
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(dump_registry_json(hospital.sites, hospital.devices), encoding="utf-8")
+        tmp.replace(path)
+    else:
+        write_registry(path, hospital.sites, hospital.devices, step)
     progress.remove_task(task)
     return path
 
@@ -203,6 +211,7 @@ def children_rss(pid: int) -> int:
 @dataclass(frozen=True)
 class Result:
     devices: int
+    format: str  # of the registry file
     ingesting_s: float  # spawned to ingesting
     phases: dict[str, float]
     rss_ingesting: int  # bytes
@@ -214,10 +223,10 @@ class Result:
     children_rss: int
 
 
-def measure(devices: int, cache: Path, progress: Progress) -> Result:
+def measure(devices: int, fmt: str, cache: Path, progress: Progress) -> Result:
     from firewatch.broker import Mosquitto
 
-    path = registry_file(devices, cache, progress)
+    path = registry_file(devices, fmt, cache, progress)
     task = progress.add_task("reading the device list for the publisher", total=None)
     topics, payloads = messages(path)
     progress.remove_task(task)
@@ -278,6 +287,7 @@ def measure(devices: int, cache: Path, progress: Progress) -> Result:
                 proc.wait()
     return Result(
         devices=len(topics),
+        format=fmt,
         ingesting_s=float(first["ingesting"]),
         phases={k: float(v) for k, v in first["phases"].items()},
         rss_ingesting=at_ingesting["VmRSS"],
@@ -295,7 +305,7 @@ def report(results: list[Result]) -> None:
     table = Table(title="registry at scale: the service, spawned to ingesting, then 2 readings per device")
     table.add_column("")
     for r in results:
-        table.add_column(f"{r.devices:,} devices", justify="right")
+        table.add_column(f"{r.devices:,} devices, {r.format}", justify="right")
     names: list[str] = []
     for r in results:
         names += [n for n in r.phases if n not in names]
@@ -335,13 +345,20 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "fw-registry-scale",
         help="where generated registries are kept between runs",
     )
+    parser.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        action="append",
+        help="registry file format, repeatable (default json; YAML takes minutes at 1,000,000)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     sizes = [max(200, min(1_000_000, n)) for n in (args.devices or [100_000])]
     results = []
     with Progress(console=console, transient=True) as progress:
         for n in sizes:
-            results.append(measure(n, args.cache, progress))
+            for fmt in args.format or ["json"]:
+                results.append(measure(n, fmt, args.cache, progress))
     report(results)
     if args.json:
         print(json.dumps([asdict(r) for r in results]))

@@ -708,7 +708,7 @@ class Service:
                 return RegistryChange(diff, False, None, "dry run: nothing was applied")
             rebind = self.pipeline.prepare_rebind(index, active=self.alarms.active_keys())
             if path is not None:
-                _write_atomically(path, registry.to_yaml())
+                _write_atomically(path, registry.to_text(path))
 
             def swap() -> None:  # under the pipeline's batch lock, with the detector state moved
                 self.registry, self.index = registry, index
