@@ -170,7 +170,15 @@ def child(registry: Path, broker: str, data: Path) -> None:
             "start tasks": started - constructed,
             "connect, subscribe": ingesting - started,
         }
-        emit({"ingesting": ingesting - spawned, "phases": phases, "devices": service.index.n_devices})
+        grew = {name: service.phases.grew[name] for name in service.phases.seconds}
+        emit(
+            {
+                "ingesting": ingesting - spawned,
+                "phases": phases,
+                "grew": grew,
+                "devices": service.index.n_devices,
+            }
+        )
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         p = service.pipeline
@@ -214,6 +222,7 @@ class Result:
     format: str  # of the registry file
     ingesting_s: float  # spawned to ingesting
     phases: dict[str, float]
+    grew: dict[str, int]  # resident memory, bytes, per phase of the constructor
     rss_ingesting: int  # bytes
     publish_and_ingest_s: float
     accepted: int
@@ -290,6 +299,7 @@ def measure(devices: int, fmt: str, cache: Path, progress: Progress) -> Result:
         format=fmt,
         ingesting_s=float(first["ingesting"]),
         phases={k: float(v) for k, v in first["phases"].items()},
+        grew={k: int(v) for k, v in first["grew"].items()},
         rss_ingesting=at_ingesting["VmRSS"],
         publish_and_ingest_s=ingested,
         accepted=int(status["accepted"]),
@@ -310,7 +320,14 @@ def report(results: list[Result]) -> None:
     for r in results:
         names += [n for n in r.phases if n not in names]
     for name in names:
-        table.add_row(f"  {name}", *(f"{r.phases.get(name, 0.0):.2f} s" for r in results))
+        table.add_row(
+            f"  {name}",
+            *(
+                f"{r.phases.get(name, 0.0):.2f} s"
+                + (f" {r.grew[name] / mib:+,.0f} MiB" if name in r.grew else "")
+                for r in results
+            ),
+        )
     rows: list[tuple[str, Callable[[Result], str]]] = [
         ("spawned to ingesting", lambda r: f"[bold]{r.ingesting_s:.1f} s[/]"),
         ("RSS when ingesting", lambda r: f"{r.rss_ingesting / mib:,.0f} MiB"),
