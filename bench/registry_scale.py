@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import platform
 import select
@@ -44,7 +45,7 @@ from rich.table import Table
 from simulators.load import PacketBuilder, Publisher, open_connection, remaining_length
 
 console = Console(stderr=True)
-STALL_S = 60.0  # no ingest progress for this long: the run failed
+STALL_S = 120.0  # no ingest progress for this long: the run failed
 INFLIGHT = 2_000
 
 
@@ -172,6 +173,12 @@ def child(registry: Path, broker: str, data: Path) -> None:
     JSON line when ingesting, then one a second with the pipeline's counters, until SIGTERM."""
     spawned = float(os.environ["BENCH_SPAWNED"])
     imports_done = time.time()
+    data.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=data / "service.log",
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     from core.settings import MqttSettings, Settings
     from firewatch.service import Service
 
@@ -311,6 +318,10 @@ def measure(devices: int, fmt: str, cache: Path, progress: Progress) -> Result:
             progress.remove_task(task)
             after = memory(proc.pid)
             compactor = children_rss(proc.pid)
+        except RuntimeError as exc:
+            log = Path(tmp) / "fw" / "service.log"
+            tail = log.read_text(encoding="utf-8").splitlines()[-15:] if log.exists() else []
+            raise RuntimeError("\n".join([str(exc), "the service's log ends:", *tail])) from None
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -399,7 +410,10 @@ def main() -> None:
     with Progress(console=console, transient=True) as progress:
         for n in sizes:
             for fmt in args.format or ["json"]:
-                results.append(measure(n, fmt, args.cache, progress))
+                try:
+                    results.append(measure(n, fmt, args.cache, progress))
+                except RuntimeError as exc:  # the other sizes are still measured
+                    console.print(f"[red]{n:,} devices, {fmt}: {exc}[/]")
     report(results)
     if args.json:
         print(json.dumps([asdict(r) for r in results]))

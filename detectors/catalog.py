@@ -132,6 +132,13 @@ class UnitInfos(Sequence[UnitInfo]):
             u = kinds[k]
             yield UnitInfo(ids[d], u.alarm_type, u.category, u.channel, u.basis, u.detail, u.evidence)
 
+    def keys(self, sep: str) -> list[str]:
+        """'{device_id}{sep}{alarm_type}' per unit, without making a UnitInfo for each."""
+        ids, types = self.device_ids, [k.alarm_type for k in self.kinds]
+        return [
+            f"{ids[d]}{sep}{types[k]}" for d, k in zip(self.dev.tolist(), self.kind.tolist(), strict=True)
+        ]
+
     def units_of(self, dev: int) -> range:
         """The units of one device (contiguous: units are in device order)."""
         lo, hi = np.searchsorted(self.dev, [dev, dev + 1])

@@ -362,7 +362,7 @@ class Engine:
         """All state as flat named arrays, each bank's rows keyed by (device, alarm type)."""
         out: dict[str, npt.NDArray[Any]] = {"version": np.array(SNAPSHOT_VERSION)}
         for bank in self.banks:
-            out[f"{bank.name}/keys"] = np.array([f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info])
+            out[f"{bank.name}/keys"] = np.array(bank.info.keys(_SEP))
             for name, array in bank.detector.snapshot().items():
                 out[f"{bank.name}/{name}"] = array
         # Liveness times are not kept: after a restart every device gets a fresh grace period, else a
@@ -380,7 +380,7 @@ class Engine:
             if keys is None:
                 continue
             row_of = {str(k): i for i, k in enumerate(keys.tolist())}
-            mine = [f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info]
+            mine = bank.info.keys(_SEP)
             pairs = [(u, row_of[k]) for u, k in enumerate(mine) if k in row_of]
             if not pairs:
                 continue
