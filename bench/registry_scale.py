@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,6 +223,15 @@ def child(registry: Path, broker: str, data: Path) -> None:
     asyncio.run(run())
 
 
+def stacks(pid: int) -> str:
+    """What the service's threads are doing (py-spy, where installed), for a run that stalled."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return "py-spy is not installed: no stacks"
+    done = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, check=False)
+    return "its threads:\n" + (done.stdout or done.stderr)
+
+
 def emit(line: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
@@ -313,7 +323,7 @@ def measure(devices: int, fmt: str, cache: Path, progress: Progress) -> Result:
                 if done != last:
                     last, last_change = done, time.monotonic()
                 elif time.monotonic() - last_change > STALL_S:
-                    raise RuntimeError(f"no progress for {STALL_S:.0f} s: {status}")
+                    raise RuntimeError(f"no progress for {STALL_S:.0f} s: {status}; {stacks(proc.pid)}")
             ingested = time.perf_counter() - publishing
             progress.remove_task(task)
             after = memory(proc.pid)

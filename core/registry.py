@@ -149,6 +149,32 @@ class UnknownDeviceError(RegistryError):
     """A device id that is not registered."""
 
 
+class _Shared:
+    """Makes equal field values of many devices one object: profile, place, responsible person,
+    tags, the set of fields given, ... repeat across a hospital's devices, and a million devices each
+    holding their own copies took about a gigabyte more (docs/benchmarks.md, "Registry at scale").
+    Values are only replaced by equal ones, so a device compares, dumps and copies as before."""
+
+    _FIELDS = ("profile", "place", "department", "responsible", "installed", "gateway")
+
+    def __init__(self) -> None:
+        self._values: dict[object, object] = {}
+
+    def share(self, device: Device) -> Device:
+        values = device.__dict__
+        for name in self._FIELDS:
+            value = values[name]
+            values[name] = self._values.setdefault(value, value)
+        tags = values["tags"]
+        values["tags"] = self._values.setdefault(("tags", *tags), tags)
+        given = device.__pydantic_fields_set__
+        # pydantic copies this set before changing it (model_copy), so one set may serve many.
+        object.__setattr__(
+            device, "__pydantic_fields_set__", self._values.setdefault(frozenset(given), given)
+        )
+        return device
+
+
 class Registry:
     """Places and devices, with the lookups the pipeline needs. Treated as immutable: a change is
     a new Registry (`with_device`, `without_device`, ...), validated whole."""
@@ -167,7 +193,9 @@ class Registry:
         # each carry a Location of five fresh strings and walk the tree for their department.
         location_of: dict[str, Location] = {}
         department_of: dict[str, str] = {}
+        shared = _Shared()
         for device in devices:
+            shared.share(device)
             if device.id in self.devices:
                 issues.append(RegistryIssue(f"device {device.id!r} is listed twice", device.id))
                 continue
@@ -198,7 +226,7 @@ class Registry:
                 if department is None:
                     department = department_of[device.place] = self.department_of(device.place)
                 if department:
-                    device = device.model_copy(update={"department": department})
+                    device = shared.share(device.model_copy(update={"department": department}))
             self.devices[device.id] = device
         if issues:
             raise RegistryError(_joined([i.message for i in issues]), issues)
