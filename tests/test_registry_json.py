@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import Registry, RegistryError, load_registry, write_registry_text
+from core.registry import Device, Registry, RegistryError, load_registry, write_registry_text
+from core.settings import MqttSettings, Settings
+from firewatch.service import Service
 from simulators.hospital import hospital_for_devices, write_registry
+from tests.conftest import PROFILES, small_registry
 
 
 def same(a: Registry, b: Registry) -> None:
@@ -58,3 +61,30 @@ def test_a_bad_json_registry_names_the_file_and_the_problem(tmp_path: Path) -> N
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(RegistryError, match=r"registry\.json"):
         load_registry(path)
+
+
+def test_a_service_reading_a_json_registry_writes_a_change_back_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text(small_registry().to_json(), encoding="utf-8")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        registry=path,
+        mqtt=MqttSettings(url="mqtt://127.0.0.1:9", client_id="fw-json"),  # never dialled
+    )
+    service = Service(settings, profiles=PROFILES)
+    try:
+        assert service.registry.devices == small_registry().devices
+        added = Device(id="smk-new", profile="t-smoke", place="s1/b1/f1/z1/r101", name="新装")
+        change = service.apply_registry(lambda current: current.with_device(added))
+        assert change.persisted_to == path
+        document = json.loads(path.read_text(encoding="utf-8"))
+        assert document["devices"][-1] == {
+            "id": "smk-new",
+            "profile": "t-smoke",
+            "place": "s1/b1/f1/z1/r101",
+            "name": "新装",
+        }
+        assert load_registry(path).devices == service.registry.devices
+    finally:
+        service.telemetry.close()
+        service.db.dispose()
