@@ -149,6 +149,32 @@ class UnknownDeviceError(RegistryError):
     """A device id that is not registered."""
 
 
+class _Shared:
+    """Makes equal field values of many devices one object: profile, place, responsible person,
+    tags, the set of fields given, ... repeat across a hospital's devices, and a million devices each
+    holding their own copies took about a gigabyte more (docs/benchmarks.md, "Registry at scale").
+    Values are only replaced by equal ones, so a device compares, dumps and copies as before."""
+
+    _FIELDS = ("profile", "place", "department", "responsible", "installed", "gateway")
+
+    def __init__(self) -> None:
+        self._values: dict[object, object] = {}
+
+    def share(self, device: Device) -> Device:
+        values = device.__dict__
+        for name in self._FIELDS:
+            value = values[name]
+            values[name] = self._values.setdefault(value, value)
+        tags = values["tags"]
+        values["tags"] = self._values.setdefault(("tags", *tags), tags)
+        given = device.__pydantic_fields_set__
+        # pydantic copies this set before changing it (model_copy), so one set may serve many.
+        object.__setattr__(
+            device, "__pydantic_fields_set__", self._values.setdefault(frozenset(given), given)
+        )
+        return device
+
+
 class Registry:
     """Places and devices, with the lookups the pipeline needs. Treated as immutable: a change is
     a new Registry (`with_device`, `without_device`, ...), validated whole."""
@@ -163,7 +189,13 @@ class Registry:
         self.devices: dict[str, Device] = {}
         self.locations: dict[str, Location] = {}
         issues: list[RegistryIssue] = []
+        # Per place, not per device: devices share rooms, and a million devices would otherwise
+        # each carry a Location of five fresh strings and walk the tree for their department.
+        location_of: dict[str, Location] = {}
+        department_of: dict[str, str] = {}
+        shared = _Shared()
         for device in devices:
+            shared.share(device)
             if device.id in self.devices:
                 issues.append(RegistryIssue(f"device {device.id!r} is listed twice", device.id))
                 continue
@@ -183,11 +215,18 @@ class Registry:
                     )
                 )
                 continue
-            parts = [*device.place.split("/"), ""]
-            self.locations[device.id] = Location(*parts[:5])
+            location = location_of.get(device.place)
+            if location is None:
+                parts = [*device.place.split("/"), ""]
+                location = location_of[device.place] = Location(*parts[:5])
+            self.locations[device.id] = location
             self.specs[device.id] = device
             if not device.department:
-                device = device.model_copy(update={"department": self.department_of(device.place)})
+                department = department_of.get(device.place)
+                if department is None:
+                    department = department_of[device.place] = self.department_of(device.place)
+                if department:
+                    device = shared.share(device.model_copy(update={"department": department}))
             self.devices[device.id] = device
         if issues:
             raise RegistryError(_joined([i.message for i in issues]), issues)
@@ -216,6 +255,14 @@ class Registry:
     def to_yaml(self) -> str:
         """This registry as `load_registry` reads it (devices as specified, in order)."""
         return dump_registry(self.sites, list(self.specs.values()))
+
+    def to_json(self) -> str:
+        """The same document as JSON, which `load_registry` reads from a `.json` file."""
+        return dump_registry_json(self.sites, list(self.specs.values()))
+
+    def to_text(self, path: Path) -> str:
+        """The document for a registry file: JSON for a `.json` file, else YAML."""
+        return self.to_json() if is_json(path) else self.to_yaml()
 
     def _add(
         self, path: str, kind: PlaceKind, spec_id: str, name: str, parent: str | None, dept: str = ""
@@ -266,20 +313,42 @@ def _joined(errors: list[str]) -> str:
     return "; ".join(errors[:20]) + (f" (and {len(errors) - 20} more)" if len(errors) > 20 else "")
 
 
+def is_json(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
 def load_registry(path: Path) -> Registry:
-    """Read a registry YAML file; every problem is reported with the file name."""
+    """Read a registry file, YAML or (named `.json`) the same document as JSON; every problem is
+    reported with the file name.
+
+    JSON is for large registries: PyYAML's loader builds every node in Python even with libyaml's
+    parser (about 30 s for 100,000 devices), while pydantic parses and validates JSON in one pass
+    in compiled code (under 2 s; docs/benchmarks.md, "Registry at scale").
+    """
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        if is_json(path):
+            spec = RegistryFile.model_validate_json(path.read_bytes())
+        else:
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+            spec = RegistryFile.model_validate(raw)
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"{path}: cannot read registry: {exc}") from exc
-    try:
-        spec = RegistryFile.model_validate(raw)
     except ValidationError as exc:
         raise RegistryError(f"{path}: {exc}") from exc
     try:
         return Registry(spec.sites, spec.devices)
     except RegistryError as exc:
         raise RegistryError(f"{path}: {exc}", exc.issues) from exc
+
+
+def write_registry_text(path: Path, registry: Registry) -> None:
+    """Write `registry` to `path` in the format its name says (`.json`: JSON, else YAML)."""
+    path.write_text(registry.to_text(path), encoding="utf-8")
+
+
+def dump_registry_json(sites: list[SiteSpec], devices: list[Device]) -> str:
+    """The JSON text of a registry, as `load_registry` reads it from a `.json` file."""
+    return RegistryFile(sites=sites, devices=devices).model_dump_json(exclude_defaults=True) + "\n"
 
 
 def dump_registry(sites: list[SiteSpec], devices: list[Device]) -> str:

@@ -501,7 +501,11 @@ class Settings(BaseSettings):
     telemetry_path: Path | None = Field(default=None, description="local telemetry SQLite file")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
-    registry: Path | None = Field(default=None, description="registry YAML; default the demo hospital")
+    registry: Path | None = Field(
+        default=None,
+        description="registry YAML, or the same document as JSON in a .json file (faster to load when "
+        "large); default the demo hospital",
+    )
     profiles_dir: Path | None = Field(default=None, description="device profiles; default the shipped ones")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

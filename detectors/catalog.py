@@ -8,11 +8,15 @@ signal checks, each with the (device, alarm type) key its alarm is stored under.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from core.domain import AlarmCategory
 from detectors.ambient import AmbientRise
@@ -31,6 +35,7 @@ from device_profiles.schema import (
     DriftDirection,
     Estimator,
     HealthDetector,
+    Profile,
     RateOfRiseDetector,
     StepDetector,
     StepDirection,
@@ -72,33 +77,120 @@ class UnitInfo:
     evidence: str  # what the event's value is, e.g. "°C" or "°C/min"
 
 
+@dataclass(frozen=True, slots=True)
+class UnitKind:
+    """What every unit of one detector entry of one profile shares: all of UnitInfo but the device."""
+
+    alarm_type: str
+    category: AlarmCategory
+    channel: str | None
+    basis: str
+    detail: str
+    evidence: str
+
+
+class UnitInfos(Sequence[UnitInfo]):
+    """Each unit's UnitInfo, made when asked for: a device index and a kind per unit, not an object
+    per unit (a million devices have about seven million units). Units are in device order."""
+
+    def __init__(
+        self,
+        device_ids: Sequence[str],
+        dev: npt.NDArray[np.int64],
+        kind: npt.NDArray[np.int32],
+        kinds: list[UnitKind],
+    ) -> None:
+        self.device_ids = device_ids
+        self.dev = dev
+        self.kind = kind
+        self.kinds = kinds
+
+    def __len__(self) -> int:
+        return int(self.dev.size)
+
+    @overload
+    def __getitem__(self, unit: int) -> UnitInfo: ...
+    @overload
+    def __getitem__(self, unit: slice) -> list[UnitInfo]: ...
+    def __getitem__(self, unit: int | slice) -> UnitInfo | list[UnitInfo]:
+        if isinstance(unit, slice):
+            return [self[u] for u in range(*unit.indices(len(self)))]
+        k = self.kinds[int(self.kind[unit])]
+        return UnitInfo(
+            self.device_ids[int(self.dev[unit])],
+            k.alarm_type,
+            k.category,
+            k.channel,
+            k.basis,
+            k.detail,
+            k.evidence,
+        )
+
+    def __iter__(self) -> Iterator[UnitInfo]:
+        ids, kinds = self.device_ids, self.kinds
+        for d, k in zip(self.dev.tolist(), self.kind.tolist(), strict=True):
+            u = kinds[k]
+            yield UnitInfo(ids[d], u.alarm_type, u.category, u.channel, u.basis, u.detail, u.evidence)
+
+    def keys(self, sep: str) -> list[str]:
+        """'{device_id}{sep}{alarm_type}' per unit, without making a UnitInfo for each."""
+        ids, types = self.device_ids, [k.alarm_type for k in self.kinds]
+        return [
+            f"{ids[d]}{sep}{types[k]}" for d, k in zip(self.dev.tolist(), self.kind.tolist(), strict=True)
+        ]
+
+    def units_of(self, dev: int) -> range:
+        """The units of one device (contiguous: units are in device order)."""
+        lo, hi = np.searchsorted(self.dev, [dev, dev + 1])
+        return range(int(lo), int(hi))
+
+
 @dataclass
 class Bank:
     name: str
     stream: Stream
     detector: Detector
-    info: list[UnitInfo]
+    info: UnitInfos
 
 
 @dataclass
 class _Builder:
+    """Units added a detector entry at a time for all devices of one profile (arrays, no loop per
+    device), put in device order at `build`, in the order they were added within a device."""
+
     stream: Stream
     cls: type[Detector]
-    slots: list[int] = field(default_factory=list)
-    params: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    info: list[UnitInfo] = field(default_factory=list)
+    slots: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    devs: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    seqs: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    kind: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    params: dict[str, list[npt.NDArray[Any]]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, slot: int, info: UnitInfo, **params: float) -> None:
-        self.slots.append(slot)
+    def add(
+        self,
+        devs: npt.NDArray[np.int64],
+        slots: npt.NDArray[np.int64],
+        seq: int,
+        kind: int,
+        **params: float,
+    ) -> None:
+        self.devs.append(devs)
+        self.slots.append(slots)
+        self.seqs.append(np.full(devs.size, seq, dtype=np.int64))
+        self.kind.append(np.full(devs.size, kind, dtype=np.int32))
         for k, v in params.items():
-            self.params[k].append(v)
-        self.info.append(info)
+            # The dtype np.array would give the value alone: ints stay ints, as they did per unit.
+            self.params[k].append(np.full(devs.size, v, dtype=np.asarray(v).dtype))
 
-    def build(self, name: str) -> Bank | None:
+    def build(self, name: str, device_ids: Sequence[str], kinds: list[UnitKind]) -> Bank | None:
         if not self.slots:
             return None
-        params = {k: np.array(v) for k, v in self.params.items()}
-        return Bank(name, self.stream, self.cls(np.array(self.slots, dtype=np.int64), **params), self.info)
+        devs, seqs = np.concatenate(self.devs), np.concatenate(self.seqs)
+        order = np.lexsort((seqs, devs))
+        params = {k: np.concatenate(v)[order] for k, v in self.params.items()}
+        slots = np.concatenate(self.slots)[order].astype(np.int64)
+        info = UnitInfos(device_ids, devs[order], np.concatenate(self.kind)[order], kinds)
+        return Bank(name, self.stream, self.cls(slots, **params), info)
 
 
 def _ring(window_s: float, report_interval_s: float, at_least: int) -> int:
@@ -122,17 +214,43 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
         "battery": _Builder(Stream.BATTERY, Threshold),
         "rssi": _Builder(Stream.RSSI, Threshold),
     }
-    for dev, profile in enumerate(index.profiles):
-        device_id = index.device_ids[dev]
+    kinds: list[UnitKind] = []
+    kind_of: dict[UnitKind, int] = {}
+    for profile, devs in _devices_by_profile(index):
+        seq = itertools.count()  # units in the order they are added for a device (as per device before)
+        offset = {name: i for i, name in enumerate(profile.channels)}
+        base = index.slot_base[devs].astype(np.int64)
+
+        def unit_kind(
+            alarm_type: str,
+            category: AlarmCategory,
+            channel: str | None,
+            basis: str,
+            detail: str,
+            evidence: str,
+        ) -> int:
+            k = UnitKind(alarm_type, category, channel, basis, detail, evidence)
+            if k not in kind_of:
+                kind_of[k] = len(kinds)
+                kinds.append(k)
+            return kind_of[k]
+
         for det in profile.detectors:
-            slot = int(index.slot_base[dev]) + index.channel_offsets[dev][det.channel]
+            slot = base + offset[det.channel]
             ch = profile.channels[det.channel]
             unit = ch.unit
 
-            def info(
-                alarm_type: str, category: AlarmCategory, basis: str, detail: str, evidence: str
-            ) -> UnitInfo:
-                return UnitInfo(device_id, alarm_type, category, det.channel, basis, detail, evidence)  # noqa: B023
+            def add(
+                builder: str,
+                alarm_type: str,
+                category: AlarmCategory,
+                basis: str,
+                detail: str,
+                evidence: str,
+                **params: float,
+            ) -> None:
+                kind = unit_kind(alarm_type, category, det.channel, basis, detail, evidence)  # noqa: B023
+                builders[builder].add(devs, slot, next(seq), kind, **params)  # noqa: B023
 
             if isinstance(det, ThresholdDetector):
                 sign = 1.0 if det.direction is Direction.ABOVE else -1.0
@@ -142,9 +260,13 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                         f" in {level.repeat} readings" if level.repeat > 1 else ""
                     )
                     detail = f"{det.channel} {cmp} {level.at:g} {unit}{extra} (clears {back} {level.clear:g})"
-                    builders["threshold"].add(
-                        slot,
-                        info(f"{det.channel}.{level.name}", level.category, level.basis, detail, unit),
+                    add(
+                        "threshold",
+                        f"{det.channel}.{level.name}",
+                        level.category,
+                        level.basis,
+                        detail,
+                        unit,
                         sign=sign,
                         at=level.at,
                         clear=level.clear,
@@ -152,16 +274,14 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                         repeat=level.repeat,
                     )
             elif isinstance(det, AmbientRiseDetector):
-                builders["ambient_rise"].add(
-                    slot,
-                    info(
-                        f"{det.channel}.{det.name}",
-                        det.category,
-                        det.basis,
-                        f"{det.channel} held >= max({det.floor:g} {unit}, {det.k:g} sigma) above its ambient "
-                        f"for {det.hold_s:g} s",
-                        f"{unit} above ambient",
-                    ),
+                add(
+                    "ambient_rise",
+                    f"{det.channel}.{det.name}",
+                    det.category,
+                    det.basis,
+                    f"{det.channel} held >= max({det.floor:g} {unit}, {det.k:g} sigma) above its ambient "
+                    f"for {det.hold_s:g} s",
+                    f"{unit} above ambient",
                     tau_s=det.tau_s,
                     k=det.k,
                     floor=det.floor,
@@ -174,15 +294,13 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                 )
             elif isinstance(det, RateOfRiseDetector):
                 capacity = _ring(det.window_s, profile.report_interval_s, 2)
-                builders["rate_of_rise"].add(
-                    slot,
-                    info(
-                        f"{det.channel}.{det.name}",
-                        det.category,
-                        det.basis,
-                        f"{det.channel} rising >= {det.per_min:g} {unit}/min over {det.window_s:g} s",
-                        f"{unit}/min",
-                    ),
+                add(
+                    "rate_of_rise",
+                    f"{det.channel}.{det.name}",
+                    det.category,
+                    det.basis,
+                    f"{det.channel} rising >= {det.per_min:g} {unit}/min over {det.window_s:g} s",
+                    f"{unit}/min",
                     per_min=det.per_min,
                     clear_per_min=det.clear_per_min if det.clear_per_min is not None else det.per_min / 2,
                     window_s=det.window_s,
@@ -192,15 +310,13 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                 )
             elif isinstance(det, StepDetector):
                 word = "drop" if det.direction is StepDirection.DROP else "jump"
-                builders["step"].add(
-                    slot,
-                    info(
-                        f"{det.channel}.{det.name}",
-                        det.category,
-                        det.basis,
-                        f"{det.channel} {word} of >= {det.delta:g} {unit} within {det.max_gap_s:g} s",
-                        unit,
-                    ),
+                add(
+                    "step",
+                    f"{det.channel}.{det.name}",
+                    det.category,
+                    det.basis,
+                    f"{det.channel} {word} of >= {det.delta:g} {unit} within {det.max_gap_s:g} s",
+                    unit,
                     sign=-1.0 if det.direction is StepDirection.DROP else 1.0,
                     delta=det.delta,
                     max_gap_s=det.max_gap_s,
@@ -209,15 +325,13 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
             elif isinstance(det, DriftDetector):
                 sign = 1.0 if det.direction is DriftDirection.UP else -1.0
                 ref = f"{det.reference:g} {unit}" if det.reference is not None else "its learned normal"
-                builders["drift"].add(
-                    slot,
-                    info(
-                        f"{det.channel}.{det.name}",
-                        det.category,
-                        det.basis,
-                        f"{det.channel} drifting {det.direction.value} from {ref} (CUSUM >= {det.limit:g})",
-                        f"{unit} (CUSUM)",
-                    ),
+                add(
+                    "drift",
+                    f"{det.channel}.{det.name}",
+                    det.category,
+                    det.basis,
+                    f"{det.channel} drifting {det.direction.value} from {ref} (CUSUM >= {det.limit:g})",
+                    f"{unit} (CUSUM)",
                     sign=sign,
                     reference=det.reference if det.reference is not None else np.nan,
                     warmup=det.warmup,
@@ -226,15 +340,13 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                     ignore_beyond=det.ignore_beyond if det.ignore_beyond is not None else sign * np.inf,
                 )
             elif isinstance(det, AnomalyDetector):
-                builders["anomaly"].add(
-                    slot,
-                    info(
-                        f"{det.channel}.{det.name}",
-                        det.category,
-                        det.basis,
-                        f"{det.channel} unusual for this device (|z| >= {det.z_on:g})",
-                        "z",
-                    ),
+                add(
+                    "anomaly",
+                    f"{det.channel}.{det.name}",
+                    det.category,
+                    det.basis,
+                    f"{det.channel} unusual for this device (|z| >= {det.z_on:g})",
+                    "z",
                     alpha=1.0 - 0.5 ** (1.0 / det.half_life),
                     z_on=det.z_on,
                     z_off=det.z_off,
@@ -243,53 +355,45 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                 )
             elif isinstance(det, HealthDetector):
                 lo, hi = ch.range
-                builders["out_of_range"].add(
-                    slot,
-                    info(
-                        f"{det.channel}.out_of_range",
-                        det.category,
-                        det.basis,
-                        f"{det.channel} outside its physical range [{lo:g}, {hi:g}] {unit}",
-                        unit,
-                    ),
+                add(
+                    "out_of_range",
+                    f"{det.channel}.out_of_range",
+                    det.category,
+                    det.basis,
+                    f"{det.channel} outside its physical range [{lo:g}, {hi:g}] {unit}",
+                    unit,
                     lo=lo,
                     hi=hi,
                 )
                 if det.stuck_s is not None:
-                    builders["stuck"].add(
-                        slot,
-                        info(
-                            f"{det.channel}.stuck",
-                            det.category,
-                            det.basis,
-                            f"{det.channel} unchanged for {det.stuck_s:g} s",
-                            "s",
-                        ),
+                    add(
+                        "stuck",
+                        f"{det.channel}.stuck",
+                        det.category,
+                        det.basis,
+                        f"{det.channel} unchanged for {det.stuck_s:g} s",
+                        "s",
                         stuck_s=det.stuck_s,
                         tolerance=det.stuck_tolerance,
                     )
                 if det.max_jump is not None:
-                    builders["jump"].add(
-                        slot,
-                        info(
-                            f"{det.channel}.jump",
-                            det.category,
-                            det.basis,
-                            f"{det.channel} changed by more than {det.max_jump:g} {unit} between readings",
-                            unit,
-                        ),
+                    add(
+                        "jump",
+                        f"{det.channel}.jump",
+                        det.category,
+                        det.basis,
+                        f"{det.channel} changed by more than {det.max_jump:g} {unit} between readings",
+                        unit,
                         max_jump=det.max_jump,
                     )
                 if det.max_noise is not None:
-                    builders["noisy"].add(
-                        slot,
-                        info(
-                            f"{det.channel}.noisy",
-                            det.category,
-                            det.basis,
-                            f"{det.channel} noise above {det.max_noise:g} {unit} RMS",
-                            unit,
-                        ),
+                    add(
+                        "noisy",
+                        f"{det.channel}.noisy",
+                        det.category,
+                        det.basis,
+                        f"{det.channel} noise above {det.max_noise:g} {unit} RMS",
+                        unit,
                         max_noise=det.max_noise,
                         alpha=1.0 - 0.5 ** (1.0 / det.noise_half_life),
                     )
@@ -301,9 +405,10 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                 else min(low + 10, 100)
             )
             builders["battery"].add(
-                dev,
-                UnitInfo(
-                    device_id,
+                devs,
+                devs,
+                next(seq),
+                unit_kind(
                     "device.low_battery",
                     AlarmCategory.FAULT,
                     None,
@@ -320,9 +425,10 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
         weak = profile.liveness.weak_signal_dbm
         if weak is not None:
             builders["rssi"].add(
-                dev,
-                UnitInfo(
-                    device_id,
+                devs,
+                devs,
+                next(seq),
+                unit_kind(
                     "device.weak_signal",
                     AlarmCategory.FAULT,
                     None,
@@ -336,5 +442,19 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                 for_s=0.0,
                 repeat=3,  # one weak reading is radio weather; three in a row is a site problem
             )
-    banks = [b.build(name) for name, b in builders.items()]
+    banks = [b.build(name, index.device_ids, kinds) for name, b in builders.items()]
     return [b for b in banks if b is not None]
+
+
+def _devices_by_profile(index: DeviceIndex) -> list[tuple[Profile, npt.NDArray[np.int64]]]:
+    """Each profile in use with its devices' indices, ascending."""
+    code_of: dict[str, int] = {}
+    profiles: list[Profile] = []
+    for p in index.profiles:
+        if p.id not in code_of:
+            code_of[p.id] = len(profiles)
+            profiles.append(p)
+    codes = np.fromiter((code_of[p.id] for p in index.profiles), dtype=np.int64, count=index.n_devices)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(profiles) + 1))
+    return [(p, order[bounds[c] : bounds[c + 1]]) for c, p in enumerate(profiles)]

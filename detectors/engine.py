@@ -109,17 +109,8 @@ class Engine:
         self.channels = ChannelWatch(index, start)
         self.device_events = DeviceEventMapper(index)
         self.fusion = ZoneFusion(index, fusion_window_s)
-        self._key: dict[tuple[str, str], tuple[Bank, int]] = {
-            (info.device_id, info.alarm_type): (bank, unit)
-            for bank in self.banks
-            for unit, info in enumerate(bank.info)
-        }
-        # The fire and pre-alarm units of each device, for a reset (forget_device).
-        self._latching: dict[str, list[str]] = {}
-        for bank in self.banks:
-            for info in bank.info:
-                if info.category in (AlarmCategory.FIRE, AlarmCategory.PRE_ALARM):
-                    self._latching.setdefault(info.device_id, []).append(info.alarm_type)
+        # No per-unit dictionary: a unit is found by its device (units are in device order in each
+        # bank, UnitInfos.units_of), which keeps a million devices' seven million units cheap.
 
     @property
     def n_units(self) -> int:
@@ -162,7 +153,7 @@ class Engine:
         return events
 
     def is_active(self, device_id: str, alarm_type: str) -> bool:
-        hit = self._key.get((device_id, alarm_type))
+        hit = self._unit(device_id, alarm_type)
         return hit is not None and bool(hit[0].detector.state["active"][hit[1]])
 
     def grace(self, now: float) -> None:
@@ -244,7 +235,7 @@ class Engine:
         self.liveness.offline[:] = False
         self.channels.stale[:] = False
         for key in active:
-            hit = self._key.get(key)
+            hit = self._unit(*key)
             if hit is not None:
                 hit[0].detector.set_active([hit[1]])
         self.liveness.restore_offline({device for device, alarm_type in active if alarm_type == OFFLINE})
@@ -282,7 +273,7 @@ class Engine:
                 banks.append((bank, was, dst, src))
                 carried.update((bank.info[u].device_id, bank.info[u].alarm_type) for u, _ in pairs)
         for key in active - carried:
-            hit = self._key.get(key)
+            hit = self._unit(*key)
             if hit is not None:
                 hit[0].detector.set_active([hit[1]])
         idx, was_idx = self.index, old.index
@@ -335,7 +326,7 @@ class Engine:
                     int(self.index.slot_base[dev]) + self.index.channel_offsets[dev][channel]
                 ] = False
             return
-        hit = self._key.get((device_id, alarm_type))
+        hit = self._unit(device_id, alarm_type)
         if hit is not None:
             hit[0].detector.reset([hit[1]])
 
@@ -343,14 +334,35 @@ class Engine:
         """A latched fire alarm of this device was reset: forget the state behind its fire and
         pre-alarm units, so a condition that persists raises them afresh (a pre-alarm absorbed while
         the fire was latched included)."""
-        for alarm_type in self._latching.get(device_id, ()):
+        dev = self.index.dev_of.get(device_id)
+        if dev is None:
+            return
+        latching = [
+            k.alarm_type
+            for bank in self.banks
+            for u in bank.info.units_of(dev)
+            if (k := bank.info.kinds[int(bank.info.kind[u])]).category
+            in (AlarmCategory.FIRE, AlarmCategory.PRE_ALARM)
+        ]
+        for alarm_type in latching:
             self.forget(device_id, alarm_type)
+
+    def _unit(self, device_id: str, alarm_type: str) -> tuple[Bank, int] | None:
+        """The bank and unit of a (device, alarm type), if this engine has one."""
+        dev = self.index.dev_of.get(device_id)
+        if dev is None:
+            return None
+        for bank in reversed(self.banks):  # the last bank wins, as the key map built in bank order did
+            for u in bank.info.units_of(dev):
+                if bank.info.kinds[int(bank.info.kind[u])].alarm_type == alarm_type:
+                    return bank, u
+        return None
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """All state as flat named arrays, each bank's rows keyed by (device, alarm type)."""
         out: dict[str, npt.NDArray[Any]] = {"version": np.array(SNAPSHOT_VERSION)}
         for bank in self.banks:
-            out[f"{bank.name}/keys"] = np.array([f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info])
+            out[f"{bank.name}/keys"] = np.array(bank.info.keys(_SEP))
             for name, array in bank.detector.snapshot().items():
                 out[f"{bank.name}/{name}"] = array
         # Liveness times are not kept: after a restart every device gets a fresh grace period, else a
@@ -368,7 +380,7 @@ class Engine:
             if keys is None:
                 continue
             row_of = {str(k): i for i, k in enumerate(keys.tolist())}
-            mine = [f"{i.device_id}{_SEP}{i.alarm_type}" for i in bank.info]
+            mine = bank.info.keys(_SEP)
             pairs = [(u, row_of[k]) for u, k in enumerate(mine) if k in row_of]
             if not pairs:
                 continue

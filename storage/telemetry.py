@@ -189,18 +189,26 @@ class TelemetryStore:
 
     def bind(self, slots: Iterable[tuple[str, str]]) -> None:
         """Map the engine's slots, in order, to series ids (creating series as needed)."""
-        ids = []
+        keys = list(slots)
         with self._lock:
-            self._db.execute("BEGIN")
-            for key in slots:
-                sid = self._series.get(key)
-                if sid is None:
-                    cur = self._db.execute("INSERT INTO series(device_id, channel) VALUES (?, ?)", key)
-                    sid = int(cur.lastrowid or 0)
-                    self._series[key] = sid
-                ids.append(sid)
-            self._db.execute("COMMIT")
-        self.slot_series = np.array(ids, dtype=np.int64)
+            new = list(dict.fromkeys(k for k in keys if k not in self._series))
+            if new:
+                # One executemany, then the ids read back: a first start with a million devices
+                # creates a million series, and a statement each took seconds.
+                self._db.execute("BEGIN IMMEDIATE")  # the write lock before reading the highest id
+                (before,) = self._db.execute("SELECT coalesce(max(id), 0) FROM series").fetchone()
+                self._db.executemany("INSERT INTO series(device_id, channel) VALUES (?, ?)", new)
+                made = {
+                    (d, c): sid
+                    for sid, d, c in self._db.execute(
+                        "SELECT id, device_id, channel FROM series WHERE id > ?", (before,)
+                    )
+                }
+                self._db.execute("COMMIT")
+                for key in new:  # the caller's key objects: their strings are the index's own
+                    self._series[key] = made[key]
+            series = self._series
+            self.slot_series = np.fromiter((series[k] for k in keys), dtype=np.int64, count=len(keys))
 
     # --- writing -----------------------------------------------------------------------------------
     def _stage(

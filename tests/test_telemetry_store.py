@@ -208,3 +208,27 @@ def test_the_compactor_process_moves_staged_batches_into_chunks_beside_the_write
     assert store.count() == 2_000
     want = np.sort(np.concatenate([expected_ts(4, 1, t0=1e9 + k * 10) for k in range(20)]))
     np.testing.assert_array_equal(store.history("smk-4", "smoke", 0, 2e9).ts, want)
+
+
+def test_binding_keeps_each_series_id_and_numbers_new_series_after_them(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "t.sqlite")
+    first = store.slot_series.copy()
+    assert len(set(first.tolist())) == len(DEVICES)
+    # A registry change: a device gone, two new ones, another channel; slots in a new order.
+    keys = [
+        ("smk-new-1", "smoke"),
+        *[(d, "smoke") for d in reversed(DEVICES[1:])],
+        ("smk-3", "temp"),
+        ("smk-new-2", "smoke"),
+    ]
+    store.bind(keys)
+    ids = dict(zip(keys, store.slot_series.tolist(), strict=True))
+    assert [ids[(d, "smoke")] for d in DEVICES[1:]] == first[1:].tolist()
+    new = [ids[("smk-new-1", "smoke")], ids[("smk-3", "temp")], ids[("smk-new-2", "smoke")]]
+    assert len(set(new)) == 3
+    assert min(new) > int(first.max())
+    store.close()
+    reopened = TelemetryStore(tmp_path / "t.sqlite")
+    reopened.bind(keys)
+    assert reopened.slot_series.tolist() == [ids[k] for k in keys]
+    reopened.close()
