@@ -62,6 +62,7 @@ from rich.table import Table
 from websockets.asyncio.client import connect
 
 from bench.ingest import full_path
+from bench.peer_backlog import remaining_length
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, ZoneSpec
 from firewatch.broker import Mosquitto
 
@@ -108,17 +109,8 @@ def alarm_device_indexes(alarm_devices: int) -> list[int]:
 # publishing loop fell short of 20,000 QoS 1 messages/s).
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _packet(kind: int, body: bytes) -> bytes:
-    return bytes([kind]) + _varint(len(body)) + body
+    return bytes([kind]) + remaining_length(len(body)) + body
 
 
 def _connect(host: str, port: int, client_id: str) -> socket.socket:

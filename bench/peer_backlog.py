@@ -112,7 +112,8 @@ def raises(values: npt.NDArray[np.float64], at: float = FIRE_AT, clear: float = 
 # `mosquitto_pub -l` sends to one topic per process, so readings could not be in time order.
 
 
-def _remaining_length(n: int) -> bytes:
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable byte integer (3.1.1 §2.2.3): the remaining length of a packet."""
     out = bytearray()
     while True:
         byte, n = n % 128, n // 128
@@ -127,12 +128,12 @@ def _string(s: bytes) -> bytes:
 
 def connect_packet(client_id: str, keepalive: int = 60) -> bytes:
     body = _string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive) + _string(client_id.encode())
-    return b"\x10" + _remaining_length(len(body)) + body
+    return b"\x10" + remaining_length(len(body)) + body
 
 
 def publish_packet(topic: bytes, packet_id: int, payload: bytes) -> bytes:
     body = _string(topic) + struct.pack("!H", packet_id) + payload
-    return b"\x32" + _remaining_length(len(body)) + body  # PUBLISH, QoS 1, no retain
+    return b"\x32" + remaining_length(len(body)) + body  # PUBLISH, QoS 1, no retain
 
 
 class _Acks:
