@@ -199,12 +199,10 @@ class AlarmService:
         return out.transitions, out.tickets
 
     def _settle(self, s: Session, out: Outcome, batch: AlarmBatch, now: float) -> None:
-        """The batch's end: its rows written in one flush (multi-row INSERTs and UPDATEs), then the
-        transitions and incident steps it logged get their event ids, in log order, and the pushes
-        they owe join the same transaction."""
-        # Alarms and incidents first: the log rows refer to them (the unit of work orders tables
-        # without relationships by class name, which would put alarm_events before alarms).
-        s.flush()
+        """The batch's end: its alarm and incident rows written in one flush, then its log rows with
+        one INSERT ... RETURNING per table, whose ids the transitions and incident steps take, in
+        log order; the pushes they owe join the same transaction."""
+        s.flush()  # first: the log rows refer to the batch's new alarms
         event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
         step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
         for p, event_id in zip(batch.transitions, event_ids, strict=True):
