@@ -3,18 +3,19 @@ writes at its end.
 
 The alarm service's bulk path (`AlarmService.apply`) decides a batch's transitions from this index
 instead of asking the database per event: the batch's open alarms are read with one statement per
-500 devices (locked, on PostgreSQL, as the per-event reads locked them), the flapping counts with one
-grouped statement, the maintenance windows and each touched incident's alarms once. Every change the
-batch makes goes through the same ORM rows, so the index stays what the database would answer; the
-unit of work then writes the batch's rows with a few multi-row statements at its one flush, and the
-event ids the streams resume from are read back after it (`Pending`).
+500 devices (locked, on PostgreSQL, as the per-event reads locked them), the flapping counts and the
+devices' open tickets likewise, the maintenance windows, each touched incident and its alarms'
+states once. Every change the batch makes goes through the same ORM rows (and `Tally.update` for an
+incident's counts), so the index stays what the database would answer. New alarms take ids
+reserved up front (`alarm_id`), so they need no flush of their own; the log rows are kept as values
+(`PendingTransition`, `PendingIncidentStep`) and inserted at the batch's end with one statement per
+table, whose returned ids the streams resume from.
 
 Race-freedom is the database's, as before: on SQLite the write lock is taken when the transaction
 begins (IMMEDIATE), so nothing changes under the index; on PostgreSQL the open alarms are read FOR
 UPDATE and a racing writer's new alarm for the same key fails the partial unique index at the flush,
 and the whole batch is retried (`AlarmService._write`).
 """
-
 from __future__ import annotations
 
 from collections import Counter, defaultdict
