@@ -32,8 +32,7 @@ from detectors.samples import Samples
 from ingest.decode import ClockChange, DecodedBatch
 from ingest.index import DeviceIndex
 
-_SEP = "\x1f"  # joins device id and alarm type in snapshot keys; neither may contain it
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: units keyed by device index and alarm-type code (1: by joined strings)
 
 
 CLOCK_ALARM = "device.clock_wrong"
@@ -104,6 +103,7 @@ class Engine:
         outage: OutagePolicy | None = None,
     ) -> None:
         self.index = index
+        self._device_array: npt.NDArray[Any] | None = None
         self.banks: list[Bank] = compile_banks(index)
         self.liveness = LivenessWatch(index, start, outage)
         self.channels = ChannelWatch(index, start)
@@ -359,10 +359,16 @@ class Engine:
         return None
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
-        """All state as flat named arrays, each bank's rows keyed by (device, alarm type)."""
-        out: dict[str, npt.NDArray[Any]] = {"version": np.array(SNAPSHOT_VERSION)}
+        """All state as flat named arrays. Each bank's rows are keyed by (device, alarm type) as
+        numbers: a device index into `devices` and a code into the bank's `types` — a million
+        devices have about seven million units, and a string key per unit made each save take
+        seconds on the pipeline's thread (docs/benchmarks.md, registry at scale)."""
+        out: dict[str, npt.NDArray[Any]] = {"version": np.array(SNAPSHOT_VERSION), "devices": self._devices()}
         for bank in self.banks:
-            out[f"{bank.name}/keys"] = np.array(bank.info.keys(_SEP))
+            types, codes = self._type_codes(bank)
+            out[f"{bank.name}/dev"] = bank.info.dev
+            out[f"{bank.name}/type"] = codes
+            out[f"{bank.name}/types"] = np.array(types)
             for name, array in bank.detector.snapshot().items():
                 out[f"{bank.name}/{name}"] = array
         # Liveness times are not kept: after a restart every device gets a fresh grace period, else a
@@ -370,28 +376,49 @@ class Engine:
         out["fusion"] = np.array(json.dumps(self.fusion.snapshot()))
         return out
 
+    def _devices(self) -> npt.NDArray[Any]:
+        if self._device_array is None:  # the registry of an engine never changes: made once
+            self._device_array = np.array(self.index.device_ids)
+        return self._device_array
+
+    @staticmethod
+    def _type_codes(bank: Bank) -> tuple[list[str], npt.NDArray[np.int32]]:
+        """The bank's alarm types, and each unit's as a code into them."""
+        types = sorted({k.alarm_type for k in bank.info.kinds})
+        code_of_kind = np.array([types.index(k.alarm_type) for k in bank.info.kinds], dtype=np.int32)
+        return types, code_of_kind[bank.info.kind]
+
     def restore(self, state: dict[str, npt.NDArray[Any]]) -> int:
-        """Restore what matches this registry; returns how many units resumed warm."""
+        """Restore what matches this registry (by device and alarm type); returns how many units
+        resumed warm."""
         if int(state.get("version", np.array(-1))) != SNAPSHOT_VERSION:
             raise SnapshotError("snapshot version does not match this firewatch")
+        dev_of = self.index.dev_of
+        # saved device index -> this registry's (-1: gone)
+        dev_now = np.array([dev_of.get(d, -1) for d in state["devices"].tolist()], dtype=np.int64)
+        n_dev = max(1, self.index.n_devices)
         warm = 0
         for bank in self.banks:
-            keys = state.get(f"{bank.name}/keys")
-            if keys is None:
+            if f"{bank.name}/dev" not in state:
                 continue
-            row_of = {str(k): i for i, k in enumerate(keys.tolist())}
-            mine = bank.info.keys(_SEP)
-            pairs = [(u, row_of[k]) for u, k in enumerate(mine) if k in row_of]
-            if not pairs:
+            types, codes = self._type_codes(bank)
+            saved_types = state[f"{bank.name}/types"].tolist()
+            code_now = np.array([types.index(t) if t in types else -1 for t in saved_types], dtype=np.int64)
+            s_dev = dev_now[state[f"{bank.name}/dev"]]
+            s_code = code_now[state[f"{bank.name}/type"]] if saved_types else np.zeros(0, dtype=np.int64)
+            keep = np.flatnonzero((s_dev >= 0) & (s_code >= 0))
+            saved_keys = s_code[keep] * n_dev + s_dev[keep]
+            my_keys = codes.astype(np.int64) * n_dev + bank.info.dev
+            _, dst, at = np.intersect1d(my_keys, saved_keys, assume_unique=False, return_indices=True)
+            if dst.size == 0:
                 continue
-            dst = np.array([p[0] for p in pairs])
-            src = np.array([p[1] for p in pairs])
+            src = keep[at]
             saved = {name: state.get(f"{bank.name}/{name}") for name in bank.detector.state}
             if any(v is None or v.shape[1:] != bank.detector.state[k].shape[1:] for k, v in saved.items()):
                 continue  # parameters changed shape (e.g. a longer window): this bank starts cold
             for name, array in bank.detector.state.items():
                 array[dst] = saved[name][src]  # type: ignore[index]
-            warm += len(pairs)
+            warm += int(dst.size)
         if "fusion" in state:
             self.fusion.restore(json.loads(str(state["fusion"])))
         return warm

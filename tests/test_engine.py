@@ -204,11 +204,16 @@ def test_a_snapshot_restores_into_a_changed_registry_by_device_and_alarm_type(
     feed(engine, [(0, "h11", "smoke", 0.3)])
     engine.save(tmp_path / "s.npz")
     other = Engine(DeviceIndex.build(registry(without="h12"), PROFILES), start=T0)
-    other.load(tmp_path / "s.npz")
+    # Every unit of the smaller registry resumes, though its devices' indexes moved up.
+    assert other.load(tmp_path / "s.npz") == other.n_units < engine.n_units
     assert other.is_active("h11", "smoke.alarm")
     (tmp_path / "bad.npz").write_bytes(b"not a snapshot")
     with pytest.raises(SnapshotError):
         other.load(tmp_path / "bad.npz")
+    # A snapshot of an earlier format is refused (the service then starts its detectors cold).
+    np.savez(tmp_path / "v1.npz", version=np.array(1))
+    with pytest.raises(SnapshotError, match="version"):
+        other.load(tmp_path / "v1.npz")
 
 
 def test_resume_aligns_restored_state_with_the_alarm_store(index: DeviceIndex) -> None:
