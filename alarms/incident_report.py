@@ -30,10 +30,6 @@ from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
@@ -53,6 +49,7 @@ from alarms.labels import (
     alarm_type_zh,
     duty_role_zh,
 )
+from core import xlsx_cells as xlsx
 from core.cjk_font import embedded_font
 from core.domain import (
     AlarmCategory,
@@ -487,9 +484,6 @@ def render_report_pdf(report: IncidentReport, font_path: Path | None = None) -> 
 # --- XLSX -----------------------------------------------------------------------------------------
 
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
-WRAP = Alignment(wrap_text=True, vertical="top")
-HEADER_FONT = Font(bold=True)
-HEADER_FILL = PatternFill("solid", fgColor="DDDDDD")
 
 TIMELINE_COLUMNS: tuple[tuple[str, float], ...] = (
     ("序号", 6),
@@ -521,45 +515,12 @@ def _as_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts).replace(microsecond=0)
 
 
-def _cell(ws: Any, value: object, number_format: str | None = None, font: Font | None = None) -> Any:
-    if value == "":
-        value = None
-    if isinstance(value, str):
-        # Text is data, never a formula (a note starting with "=" stays text), and control
-        # characters that XML cannot carry are dropped rather than failing the export.
-        value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    cell = WriteOnlyCell(ws, value=value)
-    if isinstance(value, str):
-        cell.data_type = "s"
-        cell.alignment = WRAP
-    if number_format is not None:
-        cell.number_format = number_format
-        cell.alignment = WRAP
-    if font is not None:
-        cell.font = font
-    return cell
-
-
-def _header(ws: Any, labels: Sequence[str]) -> list[Any]:
-    cells = []
-    for label in labels:
-        cell = _cell(ws, label, font=HEADER_FONT)
-        cell.fill = HEADER_FILL
-        cells.append(cell)
-    return cells
-
-
 def _sheet(wb: Any, name: str, columns: Sequence[tuple[str, float]]) -> Any:
-    ws = wb.create_sheet(name)
-    for i, (_label, width) in enumerate(columns, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = width
-    ws.freeze_panes = "A2"
-    ws.print_title_rows = "1:1"  # the header on every printed page
-    return ws
+    return xlsx.sheet(wb, name, [width for _label, width in columns])
 
 
 def _when(ws: Any, ts: float | None) -> Any:
-    return _cell(ws, _as_datetime(ts), DATETIME_FORMAT)
+    return xlsx.cell(ws, _as_datetime(ts), DATETIME_FORMAT)
 
 
 def render_report_xlsx(report: IncidentReport) -> bytes:
@@ -570,59 +531,59 @@ def render_report_xlsx(report: IncidentReport) -> bytes:
     ws = wb.create_sheet("概要")
     for letter, width in zip("ABCDEFG", (16, 40, 12, 12, 20, 12, 20), strict=True):
         ws.column_dimensions[letter].width = width
-    ws.append(_header(ws, ["项目", "内容"]))
+    ws.append(xlsx.header(ws, ["项目", "内容"]))
     for f in report.facts:
-        shown = _when(ws, f.at) if f.at is not None else _cell(ws, f.text)
-        ws.append([_cell(ws, f.label), shown])
+        shown = _when(ws, f.at) if f.at is not None else xlsx.cell(ws, f.text)
+        ws.append([xlsx.cell(ws, f.label), shown])
     ws.append([])
-    ws.append(_header(ws, DURATION_HEADERS))
+    ws.append(xlsx.header(ws, DURATION_HEADERS))
     for d in report.durations:
         seconds = d.seconds
         ws.append(
             [
-                _cell(ws, d.label),
-                _cell(ws, d.text),
-                _cell(ws, None if seconds is None else round(seconds)),
-                _cell(ws, d.since_label),
+                xlsx.cell(ws, d.label),
+                xlsx.cell(ws, d.text),
+                xlsx.cell(ws, None if seconds is None else round(seconds)),
+                xlsx.cell(ws, d.since_label),
                 _when(ws, d.since),
-                _cell(ws, d.until_label if d.until is not None else ""),
+                xlsx.cell(ws, d.until_label if d.until is not None else ""),
                 _when(ws, d.until),
             ]
         )
     ws.append([])
-    ws.append([_cell(ws, report.footnote)])
+    ws.append([xlsx.cell(ws, report.footnote)])
 
     ws = _sheet(wb, "时间线", TIMELINE_COLUMNS)
-    ws.append(_header(ws, [label for label, _w in TIMELINE_COLUMNS]))
+    ws.append(xlsx.header(ws, [label for label, _w in TIMELINE_COLUMNS]))
     for n, t in enumerate(report.timeline, start=1):
         ws.append(
             [
-                _cell(ws, n),
+                xlsx.cell(ws, n),
                 _when(ws, t.ts),
-                _cell(ws, "+" + duration_zh(t.elapsed_s)),
-                _cell(ws, round(t.elapsed_s)),
-                _cell(ws, t.step),
-                _cell(ws, t.actor),
-                _cell(ws, t.targets),
-                _cell(ws, t.note),
+                xlsx.cell(ws, "+" + duration_zh(t.elapsed_s)),
+                xlsx.cell(ws, round(t.elapsed_s)),
+                xlsx.cell(ws, t.step),
+                xlsx.cell(ws, t.actor),
+                xlsx.cell(ws, t.targets),
+                xlsx.cell(ws, t.note),
             ]
         )
 
     ws = _sheet(wb, "报警", ALARM_COLUMNS)
-    ws.append(_header(ws, [label for label, _w in ALARM_COLUMNS]))
+    ws.append(xlsx.header(ws, [label for label, _w in ALARM_COLUMNS]))
     for n, a in enumerate(report.alarms, start=1):
         ws.append(
             [
-                _cell(ws, n),
-                _cell(ws, a.device),
-                _cell(ws, a.device_kind),
-                _cell(ws, a.alarm_type),
-                _cell(ws, a.category),
-                _cell(ws, a.place),
+                xlsx.cell(ws, n),
+                xlsx.cell(ws, a.device),
+                xlsx.cell(ws, a.device_kind),
+                xlsx.cell(ws, a.alarm_type),
+                xlsx.cell(ws, a.category),
+                xlsx.cell(ws, a.place),
                 _when(ws, a.first_ts),
                 _when(ws, a.last_ts),
-                _cell(ws, a.state),
-                _cell(ws, a.occurrences),
+                xlsx.cell(ws, a.state),
+                xlsx.cell(ws, a.occurrences),
             ]
         )
 

@@ -17,9 +17,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
@@ -29,6 +27,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import PageBreak, Paragraph, Spacer, Table, TableStyle
 
 from alarms.labels import CATEGORY_ZH, alarm_type_zh
+from core import xlsx_cells as xlsx
 from core.cjk_font import FontUnavailableError as FontUnavailableError  # re-exported
 from core.cjk_font import embedded_font
 from core.cjk_font import find_cjk_font as find_cjk_font  # re-exported
@@ -570,9 +569,6 @@ LEDGER_COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("位置", "Place", 28),
 )
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
-WRAP = Alignment(wrap_text=True, vertical="top")
-HEADER_FONT = Font(bold=True)
-HEADER_FILL = PatternFill("solid", fgColor="DDDDDD")
 OVERDUE_FONT = Font(color="C00000", bold=True)
 
 
@@ -585,71 +581,42 @@ def _signed(name: str | None, at: float | None) -> str:
     return " ".join(part for part in (name or "", local_time(at)) if part)
 
 
-def _cell(ws: Any, value: object, number_format: str | None = None, font: Font | None = None) -> Any:
-    if value == "":
-        value = None  # an empty cell, as a blank on the paper ledger
-    if isinstance(value, str):
-        # Text is data, never a formula (a problem text starting with "=" stays text), and control
-        # characters that XML cannot carry are dropped rather than failing the whole export.
-        value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    cell = WriteOnlyCell(ws, value=value)
-    if isinstance(value, str):
-        cell.data_type = "s"
-        cell.alignment = WRAP
-    if number_format is not None:
-        cell.number_format = number_format
-        cell.alignment = WRAP
-    if font is not None:
-        cell.font = font
-    return cell
-
-
 def render_ledger_xlsx(tickets: Sequence[TicketRow], lang: Lang = "zh") -> bytes:
     """The ledger (台账): one row per ticket in the given order, and a summary sheet of counts by
     status and by department."""
     lb = LABELS[lang]
     # Write-only: a ledger of tens of thousands of tickets is streamed, not held as cell objects.
     wb = Workbook(write_only=True)
-    ws = wb.create_sheet(lb["ledger"])
-    for i, (_zh, _en, width) in enumerate(LEDGER_COLUMNS, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = width
-    ws.freeze_panes = "A2"
-    ws.print_title_rows = "1:1"  # the header on every printed page
+    ws = xlsx.sheet(wb, lb["ledger"], [width for _zh, _en, width in LEDGER_COLUMNS])
     last_col = get_column_letter(len(LEDGER_COLUMNS))
     ws.auto_filter.ref = f"A1:{last_col}{len(tickets) + 1}"
 
-    headers = [zh if lang == "zh" else en for zh, en, _w in LEDGER_COLUMNS]
-    header_cells = []
-    for text in headers:
-        cell = _cell(ws, text, font=HEADER_FONT)
-        cell.fill = HEADER_FILL
-        header_cells.append(cell)
-    ws.append(header_cells)
+    ws.append(xlsx.header(ws, [zh if lang == "zh" else en for zh, en, _w in LEDGER_COLUMNS]))
 
     for n, t in enumerate(tickets, start=1):
         overdue = lb["yes"] if t.overdue else lb["no"]
         ws.append(
             [
-                _cell(ws, n),
-                _cell(ws, t.number),
-                _cell(ws, t.department),
-                _cell(ws, t.responsible),
-                _cell(ws, _as_datetime(t.inspection_time), DATETIME_FORMAT),
-                _cell(ws, t.inspectors),
-                _cell(ws, t.problem),
-                _cell(ws, t.measures),
-                _cell(ws, _as_datetime(t.deadline), DATETIME_FORMAT),
-                _cell(ws, status_label(t.status, lang)),
-                _cell(ws, _as_datetime(t.rectified_at), DATETIME_FORMAT),
-                _cell(ws, overdue, font=OVERDUE_FONT if t.overdue else None),
-                _cell(ws, t.feedback),
-                _cell(ws, _signed(t.feedback_signed_by, t.feedback_signed_at)),
-                _cell(ws, _signed(t.confirmed_by, t.confirmed_at)),
-                _cell(ws, _signed(t.leader_signed_by, t.leader_signed_at)),
-                _cell(ws, source_label(t.source, lang)),
-                _cell(ws, category_label(t.category, lang)),
-                _cell(ws, t.device_id or ""),
-                _cell(ws, t.place),
+                xlsx.cell(ws, n),
+                xlsx.cell(ws, t.number),
+                xlsx.cell(ws, t.department),
+                xlsx.cell(ws, t.responsible),
+                xlsx.cell(ws, _as_datetime(t.inspection_time), DATETIME_FORMAT),
+                xlsx.cell(ws, t.inspectors),
+                xlsx.cell(ws, t.problem),
+                xlsx.cell(ws, t.measures),
+                xlsx.cell(ws, _as_datetime(t.deadline), DATETIME_FORMAT),
+                xlsx.cell(ws, status_label(t.status, lang)),
+                xlsx.cell(ws, _as_datetime(t.rectified_at), DATETIME_FORMAT),
+                xlsx.cell(ws, overdue, font=OVERDUE_FONT if t.overdue else None),
+                xlsx.cell(ws, t.feedback),
+                xlsx.cell(ws, _signed(t.feedback_signed_by, t.feedback_signed_at)),
+                xlsx.cell(ws, _signed(t.confirmed_by, t.confirmed_at)),
+                xlsx.cell(ws, _signed(t.leader_signed_by, t.leader_signed_at)),
+                xlsx.cell(ws, source_label(t.source, lang)),
+                xlsx.cell(ws, category_label(t.category, lang)),
+                xlsx.cell(ws, t.device_id or ""),
+                xlsx.cell(ws, t.place),
             ]
         )
 
@@ -669,12 +636,27 @@ def _summary(wb: Any, tickets: Sequence[TicketRow], lb: dict[str, str], lang: La
     # that omits "closed: 0" reads as if closing were not tracked.
     statuses = [*STATUS_ZH, *sorted(s for s in by_status if s not in STATUS_ZH)]
 
-    ws.append([_cell(ws, lb["by_status"], font=HEADER_FONT), _cell(ws, lb["count"], font=HEADER_FONT)])
+    ws.append(
+        [
+            xlsx.cell(ws, lb["by_status"], font=xlsx.HEADER_FONT),
+            xlsx.cell(ws, lb["count"], font=xlsx.HEADER_FONT),
+        ]
+    )
     for status in statuses:
-        ws.append([_cell(ws, status_label(status, lang)), _cell(ws, by_status[status])])
-    ws.append([_cell(ws, lb["overdue"]), _cell(ws, sum(1 for t in tickets if t.overdue))])
-    ws.append([_cell(ws, lb["total"], font=HEADER_FONT), _cell(ws, len(tickets), font=HEADER_FONT)])
+        ws.append([xlsx.cell(ws, status_label(status, lang)), xlsx.cell(ws, by_status[status])])
+    ws.append([xlsx.cell(ws, lb["overdue"]), xlsx.cell(ws, sum(1 for t in tickets if t.overdue))])
+    ws.append(
+        [
+            xlsx.cell(ws, lb["total"], font=xlsx.HEADER_FONT),
+            xlsx.cell(ws, len(tickets), font=xlsx.HEADER_FONT),
+        ]
+    )
     ws.append([])
-    ws.append([_cell(ws, lb["by_department"], font=HEADER_FONT), _cell(ws, lb["count"], font=HEADER_FONT)])
+    ws.append(
+        [
+            xlsx.cell(ws, lb["by_department"], font=xlsx.HEADER_FONT),
+            xlsx.cell(ws, lb["count"], font=xlsx.HEADER_FONT),
+        ]
+    )
     for department, count in sorted(by_department.items(), key=lambda item: (-item[1], item[0])):
-        ws.append([_cell(ws, department or lb["no_department"]), _cell(ws, count)])
+        ws.append([xlsx.cell(ws, department or lb["no_department"]), xlsx.cell(ws, count)])
