@@ -74,7 +74,6 @@ class AlarmBatch:
     by_device: dict[str, list[AlarmRow]] = field(default_factory=lambda: defaultdict(list))
     # (device_id, alarm_type) -> RAISED transitions since the flapping window began
     raises: dict[tuple[str, str], int] = field(default_factory=dict)
-    raises_since: float = 0.0
     windows: list[MaintenanceRow] | None = None
     incidents: dict[int, IncidentRow] = field(default_factory=dict)  # locked in this transaction
     # (kind, group key) -> the incidents an alarm of that kind and place may join, newest first:
@@ -94,7 +93,7 @@ class AlarmBatch:
 
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
-        batch = cls(raises_since=raises_since)
+        batch = cls()
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]

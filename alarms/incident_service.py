@@ -23,7 +23,6 @@ from core.domain import (
     ACTIVE_STATES,
     SEVERITY_OF,
     AlarmCategory,
-    AlarmState,
     DetectorEvent,
     IncidentAction,
     IncidentKind,
@@ -157,13 +156,14 @@ class IncidentBook:
             .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
         )
         batch = batch_of(s)
-        cached = batch.candidates.get((kind.value, key)) if batch is not None else None
+        if batch is None:
+            raise AssertionError("alarms join incidents in a bulk write (AlarmService.apply)")
+        cached = batch.candidates.get((kind.value, key))
         if cached is None:
             cached = list(s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all())
-            if batch is not None:
-                batch.candidates[(kind.value, key)] = cached
-                for inc in cached:
-                    batch.incidents.setdefault(inc.id, inc)
+            batch.candidates[(kind.value, key)] = cached
+            for inc in cached:
+                batch.incidents.setdefault(inc.id, inc)
         # The newest three, as the query gives (incidents opened in this batch went first).
         return next((inc for inc in cached[:3] if self._joinable(inc, now)), None)
 
@@ -274,15 +274,9 @@ class IncidentBook:
         """An outage or offline raise: its devices join its outage incident's device list (an
         outage event lists every device silent in it, detectors/liveness.py)."""
         batch = batch_of(s)
-        alarm = (
-            batch.open_alarm(e.device_id, e.alarm_type)
-            if batch is not None
-            else s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.device_id == e.device_id, AlarmRow.alarm_type == e.alarm_type)
-                .where(AlarmRow.state != AlarmState.CLOSED.value)
-            ).first()
-        )
+        if batch is None:
+            raise AssertionError("outage devices are noted in a bulk write (AlarmService.apply)")
+        alarm = batch.open_alarm(e.device_id, e.alarm_type)
         if alarm is None or alarm.incident_id is None:
             return
         inc = _locked(s, alarm.incident_id)

@@ -217,15 +217,7 @@ class AlarmService:
         del s.info[BATCH_KEY]
 
     def _open(self, s: Session, device_id: str, alarm_type: str) -> AlarmRow | None:
-        batch = batch_of(s)
-        if batch is not None:
-            return batch.open_alarm(device_id, alarm_type)
-        return s.scalars(
-            select(AlarmRow)
-            .where(AlarmRow.device_id == device_id, AlarmRow.alarm_type == alarm_type)
-            .where(AlarmRow.state != AlarmState.CLOSED.value)
-            .with_for_update()
-        ).first()
+        return _batch(s).open_alarm(device_id, alarm_type)
 
     def _apply_one(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
         if e.kind is DetectorEventKind.RESET:
@@ -239,16 +231,12 @@ class AlarmService:
                     # say less than the fire alarm the board already shows (superseded, see _supersede).
                     return
                 row = self._new_row(e, now)
-                batch = batch_of(s)
-                if batch is not None:
-                    # Its id reserved: the row goes in with the batch's others (_settle), where a
-                    # racing writer's open alarm for the key fails the flush and _write retries.
-                    row.id = batch.alarm_id(s)
-                    s.add(row)
-                    batch.add(row)
-                else:
-                    s.add(row)
-                    s.flush()  # a racing writer's open alarm makes this fail; _write retries
+                # Its id reserved: the row goes in with the batch's others (_settle), where a racing
+                # writer's open alarm for the key fails the flush and _write retries.
+                batch = _batch(s)
+                row.id = batch.alarm_id(s)
+                s.add(row)
+                batch.add(row)
                 self._raised(s, out, row, None, now)
                 return
             before = snapshot(row)
@@ -300,38 +288,18 @@ class AlarmService:
 
     def _latched_fire(self, s: Session, device_id: str) -> bool:
         """Whether the device has a fire alarm latched (active, acknowledged or not)."""
-        batch = batch_of(s)
-        if batch is not None:
-            return any(
-                r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
-                for r in batch.of_device(device_id)
-            )
-        return (
-            s.scalar(
-                select(AlarmRow.id)
-                .where(AlarmRow.device_id == device_id, AlarmRow.category == AlarmCategory.FIRE.value)
-                .where(AlarmRow.state.in_(ACTIVE_STATES))
-                .limit(1)
-            )
-            is not None
+        return any(
+            r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
+            for r in _batch(s).of_device(device_id)
         )
 
     def _supersede(self, s: Session, out: Outcome, fire: AlarmRow, now: float) -> None:
         """The device's fire alarm was raised: its open pre-alarms end, so the board shows the fire
         alone. Closed at once (the fire alarm is what is acknowledged and reset); addressed to no duty
         role, as the fire's own raise is."""
-        batch = batch_of(s)
-        pre_alarms = (
-            [r for r in batch.of_device(fire.device_id) if r.category == AlarmCategory.PRE_ALARM.value]
-            if batch is not None
-            else s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.device_id == fire.device_id)
-                .where(AlarmRow.category == AlarmCategory.PRE_ALARM.value)
-                .where(AlarmRow.state != AlarmState.CLOSED.value)
-                .with_for_update()
-            ).all()
-        )
+        pre_alarms = [
+            r for r in _batch(s).of_device(fire.device_id) if r.category == AlarmCategory.PRE_ALARM.value
+        ]
         for row in pre_alarms:
             before = snapshot(row)
             if AlarmState(row.state).is_active:
@@ -345,22 +313,11 @@ class AlarmService:
 
     def _device_reset(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
         """The device was reset on site (its own RESET event): every latched fire alarm of it ends."""
-        batch = batch_of(s)
-        rows = (
-            [
-                r
-                for r in batch.of_device(e.device_id)
-                if r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
-            ]
-            if batch is not None
-            else s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.device_id == e.device_id, AlarmRow.category == AlarmCategory.FIRE.value)
-                .where(AlarmRow.state.in_(ACTIVE_STATES))
-                .order_by(AlarmRow.id)
-                .with_for_update()
-            ).all()
-        )
+        rows = [
+            r
+            for r in _batch(s).of_device(e.device_id)
+            if r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
+        ]
         for row in rows:
             self._reset(s, out, row, SYSTEM_ACTOR, "设备现场复位 / the device was reset on site", now, e.ts)
 
@@ -416,7 +373,9 @@ class AlarmService:
         row.raised_ts = now
         category = AlarmCategory(row.category)
         row.maintenance_id = self._maintenance_for(s, row, now)
-        raises = 1 + self._raises_since(s, row, self.policy.flap_since(now))
+        # RAISED transitions of this key in the flapping window, closed alarms of it included (the
+        # batch counted them when it began, with this `now`, and counts its own).
+        raises = 1 + _batch(s).raises.get((row.device_id, row.alarm_type), 0)
         starts_flapping = not row.flapping and self.policy.is_flapping(raises)
         row.flapping = row.flapping or starts_flapping
         row.normal_ts = None
@@ -449,20 +408,6 @@ class AlarmService:
                 targets=flap_targets,
             )
             out.tickets.append(self.tickets.on_flapping(s, row, raises, window, held, now))
-
-    def _raises_since(self, s: Session, row: AlarmRow, since: float) -> int:
-        """RAISED transitions of this key since `since`, across its alarms (closed ones included)."""
-        batch = batch_of(s)
-        if batch is not None and batch.raises_since == since:
-            return batch.raises.get((row.device_id, row.alarm_type), 0)
-        n = s.scalar(
-            select(func.count())
-            .select_from(AlarmEventRow)
-            .join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
-            .where(AlarmRow.device_id == row.device_id, AlarmRow.alarm_type == row.alarm_type)
-            .where(AlarmEventRow.action == AlarmAction.RAISED.value, AlarmEventRow.ts >= since)
-        )
-        return int(n or 0)
 
     def _clear(
         self,
@@ -942,19 +887,7 @@ class AlarmService:
             self._resume_notices(s, out, alarm, now)
 
     def _maintenance_for(self, s: Session, row: AlarmRow, now: float) -> int | None:
-        batch = batch_of(s)
-        windows = (
-            [w for w in batch.maintenance_windows(s, now) if w.site == row.site]
-            if batch is not None
-            else s.scalars(
-                select(MaintenanceRow).where(
-                    MaintenanceRow.site == row.site,
-                    MaintenanceRow.ended_ts.is_(None),
-                    MaintenanceRow.start_ts <= now,
-                    MaintenanceRow.end_ts > now,
-                )
-            ).all()
-        )
+        windows = [w for w in _batch(s).maintenance_windows(s, now) if w.site == row.site]
         for w in windows:
             ticket_closed = False
             if w.ticket_id is not None:
@@ -1053,6 +986,14 @@ class AlarmService:
 
 
 # --- what `tick` looks for -------------------------------------------------------------------------
+def _batch(s: Session) -> AlarmBatch:
+    """The bulk write's index: detector events are only ever applied through `apply`."""
+    batch = batch_of(s)
+    if batch is None:
+        raise AssertionError("detector events are applied in a bulk write (AlarmService.apply)")
+    return batch
+
+
 def _shelving_expired(now: float) -> Select[AlarmRow]:
     return select(AlarmRow).where(AlarmRow.shelved_until <= now, AlarmRow.state != AlarmState.CLOSED.value)
 

@@ -69,18 +69,15 @@ class TicketOpener:
         detail: str,
         now: float,
     ) -> TicketChange:
-        # In a bulk alarm write the batch read its devices' open tickets and their links once
-        # (alarms/batch.py); otherwise ask the database.
+        # Alarms are raised in a bulk write, whose batch read its devices' open tickets and their
+        # alarm links once (alarms/batch.py).
         batch = batch_of(session)
-        if batch is not None:
-            existing = batch.tickets.get((alarm.device_id, hazard_type))
-        else:
-            existing = find_open(session, hazard_type, device_id=alarm.device_id)
+        if batch is None:
+            raise AssertionError("alarm tickets are opened in a bulk write (AlarmService.apply)")
+        existing = batch.tickets.get((alarm.device_id, hazard_type))
         if existing is not None:
             change = recur(session, existing, f"告警 #{alarm.id} 再次发生：{detail}", now)
-            if batch is None:
-                session.merge(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
-            elif (existing.id, alarm.id) not in batch.ticket_links:
+            if (existing.id, alarm.id) not in batch.ticket_links:
                 session.add(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
                 batch.ticket_links.add((existing.id, alarm.id))
             return change
@@ -108,9 +105,8 @@ class TicketOpener:
         )
         change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", f"由告警 #{alarm.id} 自动生成")
         session.add(TicketAlarmRow(ticket_id=ticket.id, alarm_id=alarm.id))
-        if batch is not None:
-            batch.tickets[(alarm.device_id, hazard_type)] = ticket
-            batch.ticket_links.add((ticket.id, alarm.id))
+        batch.tickets[(alarm.device_id, hazard_type)] = ticket
+        batch.ticket_links.add((ticket.id, alarm.id))
         return change
 
 
