@@ -817,6 +817,8 @@ AUTOPLAY_POLICY = """
 
 async def in_view(page: Page, selector: str) -> bool:
     """The element is wholly inside the viewport as the page opens (above the fold)."""
+    # Shown first: a board re-rendered (the wall view toggled, a live update) has no box meanwhile.
+    await expect(page.locator(selector)).to_be_visible()
     box = await page.locator(selector).bounding_box()
     size = page.viewport_size
     assert box is not None
