@@ -16,6 +16,7 @@ begins (IMMEDIATE), so nothing changes under the index; on PostgreSQL the open a
 UPDATE and a racing writer's new alarm for the same key fails the partial unique index at the flush,
 and the whole batch is retried (`AlarmService._write`).
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict

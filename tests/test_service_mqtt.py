@@ -27,13 +27,23 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-# A smoke detector with a half-second heartbeat, so "silent device" tests take seconds, not minutes.
-FAST_PROFILES: dict[str, Profile] = {
-    pid: p.model_copy(
-        update={"liveness": p.liveness.model_copy(update={"heartbeat_s": 0.5, "offline_after": 3})}
-    )
-    for pid, p in PROFILES.items()
-}
+
+def with_heartbeat(heartbeat_s: float) -> dict[str, Profile]:
+    """Every profile with a short heartbeat (offline after 3 of them missed)."""
+    return {
+        pid: p.model_copy(
+            update={
+                "liveness": p.liveness.model_copy(update={"heartbeat_s": heartbeat_s, "offline_after": 3})
+            }
+        )
+        for pid, p in PROFILES.items()
+    }
+
+
+# A one-second heartbeat, so "silent device" tests take seconds, not minutes (3 s of silence is
+# offline: wide enough that a loaded CI machine's stall of the publishing test is not mistaken for
+# every other device's silence).
+FAST_PROFILES = with_heartbeat(1.0)
 
 
 def make_service(
@@ -165,7 +175,7 @@ async def test_a_silent_device_goes_offline_and_opens_a_ticket(
     publisher.send("fw/v1/s1/smk-1-3/telemetry", reading(1, 0.02))
     others = [d for d in service.index.device_ids if d not in ("smk-1-3", "prs-1")]
     seq = 1
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
 
     async def offline_ticket() -> list[dict[str, Any]]:
         page = (await api.get("/api/v1/tickets", params={"device_id": "smk-1-3"})).json()
@@ -502,7 +512,7 @@ async def test_a_backlog_waiting_in_the_pipeline_is_not_mistaken_for_silence(
     from ingest.envelope import Message
 
     clock = ScaledClock(1.0)
-    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
+    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", with_heartbeat(0.5))
     svc.pipeline.clock = clock
     svc.pipeline._queue = svc.queue
     svc.pipeline.connection = lambda: 1  # not started: as if connected (unconnected, nobody is judged)
@@ -547,7 +557,7 @@ async def test_time_with_ingest_disconnected_is_not_counted_as_any_devices_silen
 ) -> None:
     from tests.conftest import FakeClock
 
-    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", FAST_PROFILES)
+    svc = make_service(mosquitto, tmp_path, f"fw-test-{uuid.uuid4().hex[:8]}", with_heartbeat(0.5))
     clock = FakeClock(svc.clock())
     svc.pipeline.clock = clock
     connection: list[int | None] = [1]
