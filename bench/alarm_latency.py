@@ -61,7 +61,7 @@ from rich.progress import Progress
 from rich.table import Table
 from websockets.asyncio.client import connect
 
-from bench.ingest import full_path
+from bench.ingest import TICK_S, Drain, cpu_seconds, full_path_measured, mosquitto_pid
 from bench.peer_backlog import remaining_length
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, ZoneSpec
 from firewatch.broker import Mosquitto
@@ -126,9 +126,17 @@ def _connect(host: str, port: int, client_id: str) -> socket.socket:
 
 
 def load(
-    host: str, port: int, devices: list[int], rate: float, stop: MpEvent, started: MpEvent, out: Any
+    host: str,
+    port: int,
+    devices: list[int],
+    rate: float,
+    stop: MpEvent,
+    started: MpEvent,
+    out: Any,
+    seq_base: int = 0,
 ) -> None:
-    """Publish normal readings of `devices` round-robin at `rate`/s, QoS 1, until `stop`."""
+    """Publish normal readings of `devices` round-robin at `rate`/s, QoS 1, until `stop`; each
+    device's seq goes on from `seq_base` (a later load process continues an earlier one's)."""
     sock = _connect(host, port, f"bench-load-{uuid.uuid4().hex[:6]}")
     acked = [0]
 
@@ -157,7 +165,7 @@ def load(
             d = k % n
             payload = b'{"ts":%.3f,"seq":%d,"v":{"smoke":0.02%d,"temp":24.%d}}' % (
                 now,
-                k // n + 1,
+                seq_base + k // n + 1,
                 k % 5,
                 k % 4,
             )
@@ -293,12 +301,34 @@ SAMPLED = (
 )
 
 
+def metrics_text(http: str) -> str:
+    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as r:
+        return str(r.read().decode())
+
+
 def service_metrics(http: str) -> dict[str, float]:
     """The unlabelled series of SAMPLED from the service's /metrics."""
-    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    found = re.findall(r"^(fw_\w+) (\S+)$", text, re.MULTILINE)
+    found = re.findall(r"^(fw_\w+) (\S+)$", metrics_text(http), re.MULTILINE)
     return {name: float(value) for name, value in found if name in SAMPLED}
+
+
+def batch_buckets(http: str) -> dict[str, float]:
+    """`fw_ingest_batch_messages` cumulative bucket counts by upper bound, from /metrics."""
+    found = re.findall(
+        r'^fw_ingest_batch_messages_bucket\{le="([^"]+)"\} (\S+)$', metrics_text(http), re.MULTILINE
+    )
+    return {le: float(n) for le, n in found}
+
+
+def histogram_rows(before: dict[str, float], after: dict[str, float]) -> list[tuple[str, int]]:
+    """Batches per size class between two cumulative readings: ("<= 100", n), ..."""
+    rows, below, lower = [], 0.0, "1"
+    for le in sorted(after, key=lambda k: float(k)):
+        total = after[le] - before.get(le, 0.0)
+        label = f"> {lower}" if le == "+Inf" else f"<= {float(le):g}"
+        rows.append((label, int(total - below)))
+        below, lower = total, f"{float(le):g}" if le != "+Inf" else lower
+    return rows
 
 
 async def sample(http: str, start: float, into: list[dict[str, float]]) -> None:
@@ -330,6 +360,49 @@ def timeline(samples: list[dict[str, float]]) -> dict[str, Any]:
         "queue_over_5000_from_s": behind[0] if behind else None,
         "window_s": seconds,
     }
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (the service's telemetry compactor)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = Path(f"/proc/{entry}/stat").read_text()
+                if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+                    out.append(int(entry))
+    return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every process (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) * TICK_S, sum(fields) * TICK_S
+
+
+@dataclass
+class CpuClock:
+    """CPU seconds of the processes a run is made of, read at two instants."""
+
+    pids: dict[str, list[int]]
+    start: dict[str, float] = field(default_factory=dict)
+    machine0: tuple[float, float] = (0.0, 0.0)
+    wall0: float = 0.0
+
+    def read(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+
+    def begin(self) -> None:
+        self.start, self.machine0, self.wall0 = self.read(), machine_cpu(), time.monotonic()
+
+    def end(self) -> dict[str, float]:
+        """CPU seconds per process since `begin`, and the machine's busy fraction (all processes)."""
+        now, (busy, total) = self.read(), machine_cpu()
+        used = {name: now[name] - self.start.get(name, 0.0) for name in now}
+        used["wall_s"] = time.monotonic() - self.wall0
+        used["machine_busy_fraction"] = (busy - self.machine0[0]) / max(total - self.machine0[1], 1e-9)
+        return used
 
 
 def free_port() -> int:
@@ -364,9 +437,126 @@ def ready(http: str) -> bool:
         return False
 
 
+QUEUE_BEHIND = 5_000  # receive queue depth that counts as behind the load
+
+
+@dataclass
+class Step:
+    """One rate of the live search: did the service keep up with it beside its load and broker?"""
+
+    rate: float
+    published_per_s: float
+    ingested_per_s: float
+    max_queue: float
+    last_queue: float
+    published: int
+
+    @property
+    def kept_up(self) -> bool:
+        return (
+            self.max_queue < QUEUE_BEHIND
+            and self.last_queue < QUEUE_BEHIND
+            and self.ingested_per_s >= 0.97 * self.published_per_s
+        )
+
+
+@dataclass
+class LiveSearch:
+    """The publishing rates the service sustained live, found by bisection."""
+
+    steps: list[Step] = field(default_factory=list)
+    seq_next: int = 0  # the next load process starts its seqs here
+
+    @property
+    def maximum(self) -> float:
+        kept = [s.rate for s in self.steps if s.kept_up]
+        return max(kept) if kept else 0.0
+
+
+async def live_step(
+    ctx: Any,
+    broker: Mosquitto,
+    http: str,
+    background: list[int],
+    rate: float,
+    seconds: float,
+    search: LiveSearch,
+) -> Step:
+    """Publish at `rate` for `seconds` and watch the receive queue; then let the service catch up."""
+    stop, started, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    loader = ctx.Process(
+        target=load,
+        args=(broker.host, broker.port, background, rate, stop, started, out, search.seq_next),
+        name="load-step",
+    )
+    loader.start()
+    try:
+        await until(started.is_set, 30, "the load process did not start")
+        first = await asyncio.to_thread(service_metrics, http)
+        t0, depths = time.monotonic(), []
+        while time.monotonic() - t0 < seconds:
+            await asyncio.sleep(0.5)
+            depths.append((await asyncio.to_thread(service_metrics, http))["fw_ingest_queue_depth"])
+        last = await asyncio.to_thread(service_metrics, http)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+    stats = await asyncio.to_thread(out.get, True, 30)
+    loader.join(30)
+    search.seq_next += -(-int(stats["sent"]) // len(background)) + 1
+    step = Step(
+        rate=rate,
+        published_per_s=stats["sent"] / stats["seconds"],
+        ingested_per_s=(last["fw_ingest_readings_total"] - first["fw_ingest_readings_total"]) / elapsed,
+        max_queue=max(depths),
+        last_queue=depths[-1],
+        published=int(stats["sent"]),
+    )
+    # caught up: the queue and the telemetry writer empty (bounded: a service far behind still ends)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        m = await asyncio.to_thread(service_metrics, http)
+        if m["fw_ingest_queue_depth"] == 0 and m["fw_telemetry_pending_messages"] == 0:
+            break
+        await asyncio.sleep(0.5)
+    return step
+
+
+async def live_maximum(
+    ctx: Any,
+    broker: Mosquitto,
+    http: str,
+    background: list[int],
+    upper: float,
+    args: argparse.Namespace,
+    keepalive: Callable[[], None],
+    progress: Progress,
+) -> LiveSearch:
+    """The highest publishing rate the running service keeps up with beside its load generator and
+    broker: bisection between 0 and `upper` (the backlog drain), first probe half of it."""
+    search, lo, hi = LiveSearch(), 0.0, upper
+    task = progress.add_task("live maximum (step search)", total=args.search_steps)
+    for n in range(args.search_steps):
+        rate = (lo + hi) / 2
+        keepalive()  # the alarm devices report, so none goes offline during the search
+        step = await live_step(ctx, broker, http, background, rate, args.step_s, search)
+        search.steps.append(step)
+        lo, hi = (rate, hi) if step.kept_up else (lo, rate)
+        progress.update(task, completed=n + 1)
+    keepalive()
+    return search
+
+
 async def measure(
-    broker: Mosquitto, data: Path, args: argparse.Namespace, rate: float, progress: Progress
+    broker: Mosquitto,
+    data: Path,
+    args: argparse.Namespace,
+    rate: float | None,
+    drain_max: float | None,
+    progress: Progress,
 ) -> dict[str, Any]:
+    """The alarm latencies at background `rate`; with `rate` None, at `args.load` of the live
+    maximum searched first in the same service process (`live_maximum`)."""
     ctx = mp.get_context("spawn")
     http_port = free_port()
     http = f"http://127.0.0.1:{http_port}"
@@ -392,13 +582,10 @@ async def measure(
     alarm_set = set(alarm_idx)
     background = [i for i in range(args.devices) if i not in alarm_set]
     load_out = ctx.Queue()
-    loader = ctx.Process(
-        target=load,
-        args=(broker.host, broker.port, background, rate, stop_load, load_started, load_out),
-        name="load",
-    )
+    search: LiveSearch | None = None
     ws_path, mqtt_path = PushPath("WebSocket"), PushPath("MQTT alarm topic")
     sent: dict[str, float] = {}
+    loader: mp.process.BaseProcess | None = None
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{uuid.uuid4().hex[:6]}")
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-flip-{uuid.uuid4().hex[:6]}")
     try:
@@ -424,6 +611,38 @@ async def measure(
         for i in alarm_idx:  # seen once before the load starts
             send(i, CLEAR)
 
+        def keepalive() -> None:
+            for j in alarm_idx:
+                send(j, CLEAR)
+
+        if rate is None:
+            assert drain_max is not None, "the live search is bounded by the drain"
+            search = await live_maximum(
+                ctx,
+                broker,
+                http,
+                background,
+                drain_max,
+                args,
+                keepalive,
+                progress,
+            )
+            rate = search.maximum * args.load
+        loader = ctx.Process(
+            target=load,
+            args=(
+                broker.host,
+                broker.port,
+                background,
+                rate,
+                stop_load,
+                load_started,
+                load_out,
+                search.seq_next if search else 0,
+            ),
+            name="load",
+        )
+
         async with connect(
             f"ws://127.0.0.1:{http_port}/api/v1/stream/alarms/ws?site={SITE}",
             additional_headers={"Authorization": f"Bearer {token}"},
@@ -437,6 +656,20 @@ async def measure(
             receiver = asyncio.create_task(receive())
             loader.start()
             await until(load_started.is_set, 30, "the load process did not start")
+            assert service.pid is not None
+            assert loader.pid is not None
+            cpu = CpuClock(
+                {
+                    "service": [service.pid],
+                    "compactor": children(service.pid),
+                    "load": [loader.pid],
+                    "mosquitto": [mosquitto_pid(broker)],
+                    "bench": [os.getpid()],
+                }
+            )
+            cpu.begin()
+            batches0 = await asyncio.to_thread(batch_buckets, http)
+            readings0 = (await asyncio.to_thread(service_metrics, http))["fw_ingest_readings_total"]
             window_start = time.monotonic()
             samples: list[dict[str, float]] = []
             sampler = asyncio.create_task(sample(http, window_start, samples))
@@ -467,6 +700,11 @@ async def measure(
             # The last ones get a bounded while to arrive; what has not arrived then is missed.
             with contextlib.suppress(RuntimeError):
                 await until(lambda: ws_path.has(list(sent)) and mqtt_path.has(list(sent)), 10, "")
+            used = cpu.end()
+            batch_sizes = histogram_rows(batches0, await asyncio.to_thread(batch_buckets, http))
+            used["readings"] = (await asyncio.to_thread(service_metrics, http))[
+                "fw_ingest_readings_total"
+            ] - readings0
             sampler.cancel()
             stop_load.set()
             load_stats = await asyncio.to_thread(load_out.get, True, 30)
@@ -481,7 +719,7 @@ async def measure(
             client.loop_stop()
             with contextlib.suppress(Exception):
                 client.disconnect()
-        for proc in (loader, service):
+        for proc in (loader, service) if loader is not None else (service,):
             if proc.pid is not None:
                 proc.join(30)
                 if proc.is_alive():
@@ -504,6 +742,23 @@ async def measure(
             }
             for p in (ws_path, mqtt_path)
         },
+        "live_search": None
+        if search is None
+        else {
+            "maximum_per_s": search.maximum,
+            "step_s": args.step_s,
+            "steps": [
+                {
+                    "rate": st.rate,
+                    "published_per_s": st.published_per_s,
+                    "ingested_per_s": st.ingested_per_s,
+                    "max_queue": st.max_queue,
+                    "last_queue": st.last_queue,
+                    "kept_up": st.kept_up,
+                }
+                for st in search.steps
+            ],
+        },
         "background": {
             "target_per_s": rate,
             "published_per_s": load_stats["sent"] / load_stats["seconds"],
@@ -511,6 +766,8 @@ async def measure(
             "acknowledged_by_broker": load_stats["acked"],
         },
         "service": timeline(samples),
+        "cpu_s": used,  # CPU seconds per process over the window (load start to the last alarm + wait)
+        "batch_sizes": batch_sizes,  # batches per size class over the same window
         "samples": samples,  # the service's counters once a second (seconds into the window)
         "series": [  # per alarm: seconds since the first, then the latency of each path (ms)
             [
@@ -532,13 +789,31 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         Mosquitto(data_dir=Path(tmp) / "mq") as broker,
         Progress(console=console, transient=True) as progress,
     ):
+        drain: Drain | None = None
+        rate: float | None
         if args.rate:
             max_rate, rate = None, float(args.rate)
         else:
-            max_rate = await full_path(broker, args.devices, args.max_messages, Path(tmp) / "max", progress)
-            rate = max_rate * args.load
-        result = await measure(broker, Path(tmp), args, rate, progress)
+            drain = await full_path_measured(
+                broker, args.devices, args.max_messages, Path(tmp) / "max", progress
+            )
+            max_rate = drain.readings_per_s
+            rate = max_rate * args.load if args.maximum == "drain" else None
+        result = await measure(broker, Path(tmp), args, rate, max_rate, progress)
     result["max_ingest_per_s"] = max_rate
+    result["drain"] = (
+        None
+        if drain is None
+        else {
+            "readings_per_s": drain.readings_per_s,
+            "seconds": drain.seconds,
+            "cpu_us_per_message": drain.cpu_us_per_message,
+            "broker_cpu_us_per_message": drain.broker_cpu_us_per_message,
+            "batches": drain.batches,
+            "mean_batch": drain.messages / max(drain.batches, 1),
+            "batch_sizes": histogram_rows({}, drain.batch_hist),
+        }
+    )
     result["load_fraction"] = args.load if max_rate else None
     result["machine"] = {
         "cpu": cpu_model(),
@@ -562,9 +837,19 @@ def report(r: dict[str, Any]) -> None:
     console.print(table)
     console.print("missed: not received within 10 s of the last alarm; dupl.: the same raise pushed twice")
     if r["max_ingest_per_s"]:
+        console.print(f"maximum ingest (backlog drain, this run): {r['max_ingest_per_s']:,.0f} readings/s")
+    if r["max_ingest_per_s"] and r["live_search"] is None:
+        console.print(f"background target {r['load_fraction']:.0%} of the drain: {bg['target_per_s']:,.0f}/s")
+    if (ls := r["live_search"]) is not None:
+        for st in ls["steps"]:
+            console.print(
+                f"live search: {st['rate']:,.0f}/s for {ls['step_s']:g} s: published "
+                f"{st['published_per_s']:,.0f}/s, ingested {st['ingested_per_s']:,.0f}/s, receive queue "
+                f"at most {st['max_queue']:,.0f}: {'kept up' if st['kept_up'] else 'fell behind'}"
+            )
         console.print(
-            f"maximum ingest (backlog drain, this run): {r['max_ingest_per_s']:,.0f} readings/s; "
-            f"background target {r['load_fraction']:.0%} of it: {bg['target_per_s']:,.0f}/s"
+            f"maximum ingest sustained live: {ls['maximum_per_s']:,.0f} readings/s; background target "
+            f"{r['load_fraction']:.0%} of it: {bg['target_per_s']:,.0f}/s"
         )
     sv = r["service"]
     console.print(
@@ -580,6 +865,23 @@ def report(r: dict[str, Any]) -> None:
         console.print(
             f"[yellow]the service fell behind the load from {sv['queue_over_5000_from_s']:.0f} s into the "
             "window (receive queue over 5,000): latency then grows with the queue[/]"
+        )
+    cpu, n = r["cpu_s"], max(r["cpu_s"]["readings"], 1.0)
+    per = ", ".join(
+        f"{k} {cpu[k]:.1f} s ({1e6 * cpu[k] / n:.0f} µs/reading)"
+        for k in ("service", "compactor", "load", "mosquitto", "bench")
+    )
+    console.print(
+        f"CPU over the {cpu['wall_s']:.0f} s window ({cpu['readings']:,.0f} readings ingested): {per}; "
+        f"the machine was {cpu['machine_busy_fraction']:.0%} busy (every process, other work included)"
+    )
+    console.print(f"live batch sizes (batches): {', '.join(f'{k}: {v}' for k, v in r['batch_sizes'] if v)}")
+    if (d := r["drain"]) is not None:
+        console.print(
+            f"drain: {d['readings_per_s']:,.0f} readings/s, "
+            f"service {d['cpu_us_per_message']:.0f} µs CPU/reading, "
+            f"mosquitto {d['broker_cpu_us_per_message']:.0f} µs/reading, {d['batches']} batches of "
+            f"{d['mean_batch']:,.0f} on average ({', '.join(f'{k}: {v}' for k, v in d['batch_sizes'] if v)})"
         )
     for name, p in r["paths"].items():
         if "p99" in p:
@@ -625,6 +927,20 @@ def cli() -> None:
         type=int,
         default=100_000,
         help="backlog drained to measure the maximum (default 100000)",
+    )
+    parser.add_argument(
+        "--maximum",
+        choices=("live", "drain"),
+        default="drain",
+        help="what the background load is a fraction of: the backlog drain, or the highest rate the "
+        "service sustains live beside the load generator and broker (a step search bounded by the "
+        "drain, in the measured service process)",
+    )
+    parser.add_argument(
+        "--search-steps", type=int, default=5, help="rates tried by the live search (default 5)"
+    )
+    parser.add_argument(
+        "--step-s", type=float, default=20.0, help="seconds of load per rate tried (default 20)"
     )
     parser.add_argument("--load", type=float, default=0.5, help="background load, fraction of the maximum")
     parser.add_argument("--rate", type=float, default=None, help="background readings/s (skips the maximum)")

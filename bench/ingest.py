@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -28,6 +30,7 @@ from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, Z
 from core.settings import IngestSettings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
 from firewatch.broker import Mosquitto
+from firewatch.metrics import Metrics
 from firewatch.service import Service
 from ingest.envelope import Message
 from ingest.mqtt import BrokerAddress, MqttSource
@@ -115,7 +118,63 @@ async def raw_drain(broker: Mosquitto, devices: int, messages: int, progress: Pr
     return messages / elapsed
 
 
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (0.0 once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()  # proc(5): [11] utime, [12] stime, counted from state
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def batch_histogram(metrics: Metrics) -> dict[str, float]:
+    """Cumulative counts of `fw_ingest_batch_messages` by upper bound (`le`), as /metrics has them."""
+    return {
+        s.labels["le"]: s.value
+        for family in metrics.batch_messages.collect()
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    }
+
+
+def mosquitto_pid(broker: Mosquitto) -> int:
+    proc = broker._proc  # the private broker's process: its CPU is part of what a run costs
+    assert proc is not None, "the broker is not running"
+    return proc.pid
+
+
+@dataclass
+class Drain:
+    """A backlog drained through the whole service in this process: its rate and what it cost."""
+
+    readings_per_s: float
+    messages: int
+    seconds: float
+    cpu_s: float  # this process (the service: every thread) over the drain
+    broker_cpu_s: float  # mosquitto's over the drain
+    batches: int
+    batch_hist: dict[str, float] = field(default_factory=dict)  # cumulative, by upper bound
+
+    @property
+    def cpu_us_per_message(self) -> float:
+        return 1e6 * self.cpu_s / self.messages
+
+    @property
+    def broker_cpu_us_per_message(self) -> float:
+        return 1e6 * self.broker_cpu_s / self.messages
+
+
 async def full_path(broker: Mosquitto, devices: int, messages: int, data: Path, progress: Progress) -> float:
+    return (await full_path_measured(broker, devices, messages, data, progress)).readings_per_s
+
+
+async def full_path_measured(
+    broker: Mosquitto, devices: int, messages: int, data: Path, progress: Progress
+) -> Drain:
     settings = Settings(
         data_dir=data,
         mqtt=MqttSettings(url=broker.url, client_id=f"bench-fw-{uuid.uuid4().hex[:6]}"),
@@ -134,9 +193,12 @@ async def full_path(broker: Mosquitto, devices: int, messages: int, data: Path, 
     started = None
     last_progress, last_seen = time.monotonic(), -1
     p = service.pipeline
+    broker_pid = mosquitto_pid(broker)
+    cpu0 = broker_cpu0 = 0.0
     while p.accepted < messages or p.stored_samples < 2 * messages:
         if started is None and p.batches:
             started = time.perf_counter()
+            cpu0, broker_cpu0 = cpu_seconds(os.getpid()), cpu_seconds(broker_pid)
         progress.update(bar, completed=p.accepted)
         if p.accepted + p.stored_samples != last_seen:
             last_progress, last_seen = time.monotonic(), p.accepted + p.stored_samples
@@ -149,9 +211,18 @@ async def full_path(broker: Mosquitto, devices: int, messages: int, data: Path, 
             )
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - (started or time.perf_counter())
+    cpu, broker_cpu = cpu_seconds(os.getpid()) - cpu0, cpu_seconds(broker_pid) - broker_cpu0
     progress.update(bar, completed=messages)
     await service.stop()
-    return messages / elapsed
+    return Drain(
+        readings_per_s=messages / elapsed,
+        messages=messages,
+        seconds=elapsed,
+        cpu_s=cpu,
+        broker_cpu_s=broker_cpu,
+        batches=p.batches,
+        batch_hist=batch_histogram(service.metrics),
+    )
 
 
 async def main(devices: int, messages: int) -> None:

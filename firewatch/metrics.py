@@ -36,6 +36,14 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        # Batch sizes tell whether per-batch fixed costs dominate (small live batches) or not (a
+        # drained backlog's batches of `ingest.batch_max`).
+        self.batch_messages = Histogram(
+            "fw_ingest_batch_messages",
+            "messages per batch taken off the queue",
+            registry=r,
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 3500, 5000),
+        )
         self.alarm_latency = Histogram(
             "fw_alarm_latency_seconds",
             "message receipt -> alarm transition persisted",

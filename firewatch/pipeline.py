@@ -253,6 +253,7 @@ class Pipeline:
         for r in batch.rejects:
             m.rejects.labels(r.reason.value).inc()
         m.batch_seconds.observe(time.perf_counter() - started)
+        m.batch_messages.observe(len(messages))
         self.batches += 1
         if series is not None:  # the registry changed: store under the telemetry store's series slots
             batch = replace(batch, sample_slot=series[batch.sample_slot].astype(np.int32))
