@@ -40,7 +40,9 @@ import os
 import platform
 import re
 import socket
+import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -194,7 +196,10 @@ def serve(
     stop: MpEvent,
     log: str,
     token_out: Any,
+    switch_interval_s: float | None = None,
 ) -> None:
+    if switch_interval_s is not None:  # an experiment: how long a thread holds the GIL at a time
+        sys.setswitchinterval(switch_interval_s)
     logging.basicConfig(
         filename=log, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -312,11 +317,9 @@ def service_metrics(http: str) -> dict[str, float]:
     return {name: float(value) for name, value in found if name in SAMPLED}
 
 
-def batch_buckets(http: str) -> dict[str, float]:
-    """`fw_ingest_batch_messages` cumulative bucket counts by upper bound, from /metrics."""
-    found = re.findall(
-        r'^fw_ingest_batch_messages_bucket\{le="([^"]+)"\} (\S+)$', metrics_text(http), re.MULTILINE
-    )
+def batch_buckets(http: str, name: str = "fw_ingest_batch_messages") -> dict[str, float]:
+    """A histogram's cumulative bucket counts by upper bound, from /metrics (default: batch sizes)."""
+    found = re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', metrics_text(http), re.MULTILINE)
     return {le: float(n) for le, n in found}
 
 
@@ -403,6 +406,31 @@ class CpuClock:
         used["wall_s"] = time.monotonic() - self.wall0
         used["machine_busy_fraction"] = (busy - self.machine0[0]) / max(total - self.machine0[1], 1e-9)
         return used
+
+
+def push_log(state_db: Path, sent: dict[str, float]) -> dict[str, list[float]]:
+    """Where each measured alarm's time went, from the service's own outbox and delivery log (read
+    after it stopped): published -> the alarm write (receive, queue, batch wait, decode, detect:
+    the outbox row's `created_ts`), -> the dispatcher sends on the alarm topic (commit, wake, the
+    dispatcher's reads), and the send itself (publish until the broker's PUBACK), in ms."""
+    split: dict[str, list[float]] = {"to_alarm_write": [], "to_send": [], "send": []}
+    with contextlib.closing(sqlite3.connect(state_db)) as db:
+        rows = db.execute(
+            "SELECT o.created_ts, o.payload, d.ts, d.seconds FROM outbox o "
+            "JOIN deliveries d ON d.outbox_id = o.id WHERE o.route = 'mqtt-alarm-topic' AND d.ok "
+            "ORDER BY o.id"
+        ).fetchall()
+    for created, payload, delivered, seconds in rows:
+        t = orjson.loads(payload).get("transition", {})
+        device = str(t.get("after", {}).get("device_id"))
+        if t.get("action") != "raised" or t.get("after", {}).get("alarm_type") != ALARM_TYPE:
+            continue
+        if (published := sent.get(device)) is None or len(split["send"]) >= len(sent):
+            continue
+        split["to_alarm_write"].append((created - published) * 1000)
+        split["to_send"].append((delivered - seconds - created) * 1000)
+        split["send"].append(seconds * 1000)
+    return split
 
 
 def free_port() -> int:
@@ -497,6 +525,8 @@ async def live_step(
         while time.monotonic() - t0 < seconds:
             await asyncio.sleep(0.5)
             depths.append((await asyncio.to_thread(service_metrics, http))["fw_ingest_queue_depth"])
+            if len(depths) >= 3 and min(depths[-3:]) >= QUEUE_BEHIND:
+                break  # behind for good (1.5 s over the mark): no need for a longer backlog to catch up on
         last = await asyncio.to_thread(service_metrics, http)
         elapsed = time.monotonic() - t0
     finally:
@@ -533,11 +563,13 @@ async def live_maximum(
     progress: Progress,
 ) -> LiveSearch:
     """The highest publishing rate the running service keeps up with beside its load generator and
-    broker: bisection between 0 and `upper` (the backlog drain), first probe half of it."""
-    search, lo, hi = LiveSearch(), 0.0, upper
+    broker. The first probe is half of `upper` (the backlog drain); while every probe keeps up the
+    next is 1.5 times higher (live may sustain more than the drain measured: it runs at another
+    moment of a shared machine), after the first that falls behind it bisects."""
+    search, lo, hi = LiveSearch(), 0.0, float("inf")
     task = progress.add_task("live maximum (step search)", total=args.search_steps)
     for n in range(args.search_steps):
-        rate = (lo + hi) / 2
+        rate = upper / 2 if n == 0 else (lo * 1.5 if hi == float("inf") else (lo + hi) / 2)
         keepalive()  # the alarm devices report, so none goes offline during the search
         step = await live_step(ctx, broker, http, background, rate, args.step_s, search)
         search.steps.append(step)
@@ -574,6 +606,7 @@ async def measure(
             stop_service,
             str(log),
             token_out,
+            None if args.switch_interval_ms is None else args.switch_interval_ms / 1000,
         ),
         name="firewatch",
     )
@@ -702,6 +735,10 @@ async def measure(
                 await until(lambda: ws_path.has(list(sent)) and mqtt_path.has(list(sent)), 10, "")
             used = cpu.end()
             batch_sizes = histogram_rows(batches0, await asyncio.to_thread(batch_buckets, http))
+            # every alarm write of the run (the measured raises: the clears write nothing, fire latches)
+            write_s = histogram_rows(
+                {}, await asyncio.to_thread(batch_buckets, http, "fw_alarm_write_seconds")
+            )
             used["readings"] = (await asyncio.to_thread(service_metrics, http))[
                 "fw_ingest_readings_total"
             ] - readings0
@@ -725,6 +762,11 @@ async def measure(
                 if proc.is_alive():
                     proc.terminate()
     first_sent = min(sent.values())
+    try:
+        split = push_log(data / "fw" / "firewatch.sqlite", sent)
+    except sqlite3.Error as exc:  # a schema change: the breakdown is extra, the latencies stand
+        console.print(f"[yellow]no breakdown from the service's outbox: {exc}[/]")
+        split = {}
     lines = log.read_text().splitlines()
     problems = [line for line in lines if " ERROR " in line or " WARNING " in line]
     # what the tracebacks end in: the exception that was raised
@@ -766,8 +808,10 @@ async def measure(
             "acknowledged_by_broker": load_stats["acked"],
         },
         "service": timeline(samples),
+        "breakdown_ms": {k: stats(np.array(v)) for k, v in split.items()},
         "cpu_s": used,  # CPU seconds per process over the window (load start to the last alarm + wait)
         "batch_sizes": batch_sizes,  # batches per size class over the same window
+        "alarm_write_s": write_s,  # alarm writes per duration class (seconds)
         "samples": samples,  # the service's counters once a second (seconds into the window)
         "series": [  # per alarm: seconds since the first, then the latency of each path (ms)
             [
@@ -875,6 +919,16 @@ def report(r: dict[str, Any]) -> None:
         f"CPU over the {cpu['wall_s']:.0f} s window ({cpu['readings']:,.0f} readings ingested): {per}; "
         f"the machine was {cpu['machine_busy_fraction']:.0%} busy (every process, other work included)"
     )
+    for step, st in r["breakdown_ms"].items():
+        if st:
+            console.print(
+                f"breakdown {step}: p50 {st['p50']:.1f} ms, p95 {st['p95']:.1f} ms, p99 {st['p99']:.1f} ms, "
+                f"max {st['max']:.1f} ms"
+            )
+    console.print(
+        "alarm writes as the batch waited for them, commit included (writes): "
+        + ", ".join(f"{k} s: {v}" for k, v in r["alarm_write_s"] if v)
+    )
     console.print(f"live batch sizes (batches): {', '.join(f'{k}: {v}' for k, v in r['batch_sizes'] if v)}")
     if (d := r["drain"]) is not None:
         console.print(
@@ -931,7 +985,7 @@ def cli() -> None:
     parser.add_argument(
         "--maximum",
         choices=("live", "drain"),
-        default="drain",
+        default="live",
         help="what the background load is a fraction of: the backlog drain, or the highest rate the "
         "service sustains live beside the load generator and broker (a step search bounded by the "
         "drain, in the measured service process)",
@@ -941,6 +995,12 @@ def cli() -> None:
     )
     parser.add_argument(
         "--step-s", type=float, default=20.0, help="seconds of load per rate tried (default 20)"
+    )
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="the service process's sys.setswitchinterval, in ms (default: the interpreter's 5 ms)",
     )
     parser.add_argument("--load", type=float, default=0.5, help="background load, fraction of the maximum")
     parser.add_argument("--rate", type=float, default=None, help="background readings/s (skips the maximum)")

@@ -44,6 +44,12 @@ class Metrics:
             registry=r,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 3500, 5000),
         )
+        self.alarm_write_seconds = Histogram(
+            "fw_alarm_write_seconds",
+            "a batch's alarm write in the state store, its commit included, as the batch waits for it",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
+        )
         self.alarm_latency = Histogram(
             "fw_alarm_latency_seconds",
             "message receipt -> alarm transition persisted",

@@ -272,9 +272,11 @@ class Pipeline:
             and self.pending_setup is None
             and (self._alarm_write is None or self._alarm_write.done())
         ):
+            began = time.perf_counter()
             write = self._alarm_writer.submit(self.alarms.apply, events)
             try:
                 transitions, tickets = write.result(timeout=self.config.alarm_write_timeout_s)
+                self.metrics.alarm_write_seconds.observe(time.perf_counter() - began)
             except concurrent.futures.TimeoutError:
                 self._alarm_write = write  # still running: nothing goes to the store until it ends
                 # When it does commit, its pushes and listeners follow (the journal's copy of these
