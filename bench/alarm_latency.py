@@ -4,8 +4,14 @@ telemetry at half of its maximum ingest rate, measured in the same run.
 
     python3 -m bench.alarm_latency --alarms 200
 
-1. The maximum: `bench.ingest`'s end-to-end drain of a queued backlog (receive, decode, detect,
-   persist, acknowledge) through a private mosquitto.
+1. The maximum, two ways. First `bench.ingest`'s end-to-end drain of a queued backlog (receive,
+   decode, detect, persist, acknowledge) through a private mosquitto, as before. Then (the default,
+   `--maximum live`) the highest publishing rate the service of step 2 keeps up with live beside
+   the load generator and the broker: rates tried for `--step-s` seconds each, the first at half
+   the drain, growing by half while the service keeps up (receive queue under 5,000 throughout,
+   ingesting at least 97% of what is published), then bisecting. The background load is
+   `--load` (half) of that. `--maximum drain` takes half of the drain instead, as runs before
+   2026-12-05 did. Why: docs/benchmarks.md, "Alarm latency under load".
 2. The service alone in a process of its own (`firewatch.service.Service` with the API on uvicorn,
    127.0.0.1, a free port), a fresh private-broker session, default settings; a registry of smoke
    detectors, the shipped `smoke-photoelectric` profile, one alarm device per zone.
@@ -73,7 +79,7 @@ SITE = "bench"
 PROFILE = "smoke-photoelectric"
 FIRE, CLEAR = 0.30, 0.02  # dB/m: over the profile's fire level (0.15), and clean air
 ALARM_TYPE = "smoke.alarm"
-TARGET_P99_MS = 100.0
+TARGET_P99_MS = 50.0  # issue 20's bar (the foundation's was 100 ms)
 KEEPALIVE_S = 20.0  # alarm devices report this often between flips: never reported offline (90 s)
 
 

@@ -429,6 +429,34 @@ async def test_detector_state_survives_a_restart_through_the_snapshot_file(
         await second.stop()
 
 
+async def test_the_metrics_count_each_batchs_messages_and_time_each_alarm_write(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from ingest.envelope import Message
+
+    svc = make_service(mosquitto, tmp_path, f"fw-metrics-{uuid.uuid4().hex[:8]}")
+    sample = svc.metrics.registry.get_sample_value
+    try:
+
+        def message(device: str, seq: int, smoke: float) -> Message:
+            return Message(f"fw/v1/s1/{device}/telemetry", orjson.dumps(reading(seq, smoke)), time.time())
+
+        svc.pipeline.detect([message("smk-1-1", 1, 0.02), message("smk-1-2", 1, 0.02)])
+        assert sample("fw_alarm_write_seconds_count") == 0  # nothing to alarm: no write
+        svc.pipeline.detect(
+            [message("smk-1-1", 2, 0.02), message("smk-1-2", 2, 0.02), message("smk-1-3", 1, 0.5)]
+        )
+
+        assert sample("fw_ingest_batch_messages_count") == 2
+        assert sample("fw_ingest_batch_messages_sum") == 5
+        assert sample("fw_ingest_batch_messages_bucket", {"le": "1.0"}) == 0
+        assert sample("fw_ingest_batch_messages_bucket", {"le": "10.0"}) == 2
+        assert sample("fw_alarm_write_seconds_count") == 1  # the fire's write, its commit included
+        assert svc.engine.is_active("smk-1-3", "smoke.alarm")
+    finally:
+        await svc.stop()
+
+
 async def test_a_fire_over_mqtt_is_pushed_to_the_duty_webhook(
     mosquitto: Mosquitto, tmp_path: Path, publisher: Publisher
 ) -> None:
