@@ -363,7 +363,9 @@ def timeline(samples: list[dict[str, float]]) -> dict[str, Any]:
         * (last["fw_ingest_batch_seconds_sum"] - first["fw_ingest_batch_seconds_sum"])
         / max(batches, 1),
         "max_queue_depth": max(s["fw_ingest_queue_depth"] for s in samples),
-        "queue_overflow": last.get("fw_ingest_queue_overflow", 0.0),  # kept beyond the queue's bound
+        # kept beyond the queue's bound over the window (the gauge counts from the service's start)
+        "queue_overflow": last.get("fw_ingest_queue_overflow", 0.0)
+        - first.get("fw_ingest_queue_overflow", 0.0),
         "max_telemetry_pending": max(s["fw_telemetry_pending_messages"] for s in samples),
         "handoff_waits": last["fw_telemetry_handoff_waits_total"] - first["fw_telemetry_handoff_waits_total"],
         "queue_over_5000_from_s": behind[0] if behind else None,
