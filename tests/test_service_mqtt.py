@@ -201,8 +201,10 @@ async def test_a_silent_device_goes_offline_and_opens_a_ticket(
     assert "离线" in ticket["problem"]
     alarms = (await api.get("/api/v1/alarms", params={"device_id": "smk-1-3", "open": True})).json()["items"]
     assert [a["alarm_type"] for a in alarms] == ["device.offline"]
-    others_offline = (await api.get("/api/v1/alarms", params={"device_id": "smk-1-1"})).json()["total"]
-    assert others_offline == 0
+    # A device that keeps reporting is not offline now. (Not "never": on a loaded machine the time
+    # from the service's start to this test's first publish can itself exceed the 3 s limit.)
+    reporting = (await api.get("/api/v1/alarms", params={"device_id": "smk-1-1", "open": True})).json()
+    assert reporting["total"] == 0
 
 
 async def test_readiness_checks_the_broker_and_database_for_real(
