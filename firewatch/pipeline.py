@@ -65,6 +65,8 @@ from storage.telemetry import TelemetryStore
 logger = logging.getLogger(__name__)
 
 LIVENESS_CHUNK = 25  # offline alarms per transaction
+# An event-loop wake-up this much later than asked for is a stall of the service, not of devices.
+LOOP_STALL_S = 0.5
 
 Listener = Callable[[list[Transition], list[TicketChange]], None]
 
@@ -768,8 +770,20 @@ class Pipeline:
         )
 
     async def _liveness(self, stop: asyncio.Event) -> None:
+        interval = self.config.liveness_check_s
         while not stop.is_set():
-            await asyncio.sleep(self.config.liveness_check_s)
+            wall, clock = time.monotonic(), self.clock()
+            await asyncio.sleep(interval)
+            # Woken late: the event loop itself was held up (a stall of the process, a suspended
+            # machine, a long pause of the collector). Messages devices sent meanwhile are still
+            # unread in the socket and will be stamped on arrival, so the overrun is nobody's
+            # silence, as the time the connection was down is not (check_liveness).
+            overrun = time.monotonic() - wall - interval
+            if overrun > LOOP_STALL_S:
+                rate = (self.clock() - clock) / (overrun + interval)  # clock seconds per wall second
+                with self._lock:
+                    self.engine.pause(overrun * rate)
+                logger.warning("the service was held up %.1f s: not counted as any device's silence", overrun)
             try:
                 deferred = await asyncio.to_thread(self.check_liveness)
             except Exception:
