@@ -79,6 +79,9 @@ _QOS1_PUBLISH = 0x32
 _QOS1_PUBLISH_MASK = 0xF6
 _DUP = 0x08
 _LENGTH_MULT_MAX = 128**3  # a remaining length has at most four bytes (MQTT 3.1.1 §2.2.3)
+# A NamedTuple's own constructor is a Python function (made by `namedtuple` from source text); the
+# tuple's, given every field in order, builds the same envelope without that call per message.
+_new_message = tuple.__new__
 
 
 def read_packets(
@@ -127,7 +130,8 @@ def read_packets(
                     pass
                 else:
                     mid = data[topic_end] << 8 | data[topic_end + 1]
-                    append(Message(topic, data[at + v5 : end], received, 1, mid, epoch, cmd & _DUP != 0))
+                    payload = data[at + v5 : end]
+                    append(_new_message(Message, (topic, payload, received, 1, mid, epoch, cmd & _DUP != 0)))
                     pos = end
                     continue
         return end, messages, (cmd, data[i:end])

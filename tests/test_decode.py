@@ -349,3 +349,22 @@ def test_accepting_a_batch_at_once_decides_as_accepting_each_reading_in_turn(und
         if undo:
             one.commit()
             many.commit()
+
+
+def test_one_odd_telemetry_message_among_plain_ones_is_rejected_for_its_own_reason(decoder: Decoder) -> None:
+    """The batch-wide topic and JSON checks give way to the one-by-one loop when any message fails
+    them; the plain messages around it are accepted all the same."""
+    odd = [
+        (msg("nobody", telemetry(1)), RejectReason.UNKNOWN_DEVICE),
+        (msg("smk-1-2", telemetry(1), site="elsewhere"), RejectReason.SITE_MISMATCH),
+        (msg("smk-1-2", b"x" * 20_000), RejectReason.TOO_LARGE),
+        (msg("smk-1-2", b"{not json"), RejectReason.BAD_JSON),
+        (msg("smk-1-2", [1, 2]), RejectReason.BAD_PAYLOAD),
+        (Message("fw/v1/s1/smk-1-2/x/telemetry", b"{}", NOW), RejectReason.BAD_TOPIC),
+        (Message("xx/v1/s1/smk-1-2/telemetry", b"{}", NOW), RejectReason.BAD_TOPIC),
+    ]
+    for message, reason in odd:
+        batch = decoder.decode([msg("smk-1-1", telemetry(1)), message, msg("smk-1-3", telemetry(1))], NOW)
+        assert [r.reason for r in batch.rejects] == [reason]
+        assert batch.reading_dev.size == 2
+        decoder = Decoder(decoder.index)  # fresh de-duplication for the next round
