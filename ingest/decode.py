@@ -11,9 +11,9 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, compress, repeat
-from operator import attrgetter, getitem, itemgetter
-from typing import Any, cast
+from itertools import chain, repeat
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +32,6 @@ _OPTIONAL_NUMBERS: frozenset[type] = frozenset((int, float, type(None)))
 _INTS: frozenset[type] = frozenset((int,))
 _DICTS: frozenset[type] = frozenset((dict,))
 _received = attrgetter("received")
-_topic = attrgetter("topic")
-_payload = attrgetter("payload")
 _dup = attrgetter("dup")
 
 # Bounds on every numeric field (issue 18: a seq of 2**63 overflowed int64 and stopped ingest; ts 0
@@ -268,53 +266,17 @@ class Decoder:
             for name, off in offsets.items():
                 self._offset[row, self._channel_code[name]] = off
 
-    def _candidates(
-        self, messages: list[Message]
-    ) -> tuple[list[int], list[int], list[dict[str, object]], list[int]] | None:
-        """`_candidates_one_by_one` for a batch whose telemetry messages all pass (the usual), each
-        step one C-level pass over the batch (map, all, list equality); None when any of them does
-        not, and then the one-by-one loop finds which."""
-        idx = self.index
-        p1 = self.prefix[1] if len(self.prefix) > 1 else ""
-        head, tail = f"{self.prefix[0]}/{p1}/", "/" + MessageKind.TELEMETRY.value
-        topics = list(map(_topic, messages))
-        telemetry = list(map(str.endswith, topics, repeat(tail)))
-        if all(telemetry):
-            ks = list(range(len(messages)))
-            slow: list[int] = []
-        else:  # others (events, statuses, firewatch's own alarm messages) go one by one
-            ks = list(compress(range(len(messages)), telemetry))
-            slow = [k for k, t in enumerate(telemetry) if not t]
-            topics = list(map(topics.__getitem__, ks))
-        if not all(map(str.startswith, topics, repeat(head))):
-            return None
-        middle = slice(len(head), -len(tail))
-        middles: list[str] = list(map(getitem, topics, repeat(middle)))
-        pairs = list(map(str.split, middles, repeat("/")))
-        if set(map(len, pairs)) - {2}:
-            return None
-        found = list(map(idx.dev_of.get, map(itemgetter(1), pairs)))
-        if None in found:
-            return None
-        devs = cast(list[int], found)
-        if list(map(idx.sites.__getitem__, devs)) != list(map(itemgetter(0), pairs)):
-            return None
-        payloads = list(map(_payload, map(messages.__getitem__, ks)))
-        if payloads and max(map(len, payloads)) > self.max_payload:
-            return None
-        try:
-            objs = list(map(orjson.loads, payloads))
-        except orjson.JSONDecodeError:
-            return None
-        if set(map(type, objs)) - _DICTS:
-            return None
-        return ks, devs, objs, slow
+    def _plain_telemetry(self, messages: list[Message]) -> tuple[_Plain, list[int]]:
+        """The batch's plain telemetry readings, decoded column by column, and the indices of every
+        other message, for the per-message path.
 
-    def _candidates_one_by_one(
-        self, messages: list[Message]
-    ) -> tuple[list[int], list[int], list[dict[str, object]], list[int]]:
-        """The telemetry messages of registered devices of their site, within the size limit, whose
-        payload is a JSON object: (their indices, devices, objects), and the indices of the others."""
+        Plain is what the per-message path would accept without a second look: a telemetry topic
+        of a registered device of that site, a payload within the size limit holding a JSON object
+        whose `ts` is a number, `seq` an integer from 0 to 2^53-1 or absent, `batt` and `rssi`
+        numbers in range or absent, and `v` a non-empty object of the profile's channels to
+        numbers. Only the topic and the JSON parse are per message; each field is then checked for
+        the whole batch at once. A message that is not plain in any way goes to the per-message
+        path, which finds its reason; so both paths accept and reject the same messages."""
         idx = self.index
         dev_of, sites = idx.dev_of, idx.sites
         p0, p1 = self.prefix[0], self.prefix[1] if len(self.prefix) > 1 else ""
@@ -342,22 +304,6 @@ class Decoder:
                         continue
             slow.append(k)
 
-        return ks, devs, objs, slow
-
-    def _plain_telemetry(self, messages: list[Message]) -> tuple[_Plain, list[int]]:
-        """The batch's plain telemetry readings, decoded column by column, and the indices of every
-        other message, for the per-message path.
-
-        Plain is what the per-message path would accept without a second look: a telemetry topic
-        of a registered device of that site, a payload within the size limit holding a JSON object
-        whose `ts` is a number, `seq` an integer from 0 to 2^53-1 or absent, `batt` and `rssi`
-        numbers in range or absent, and `v` a non-empty object of the profile's channels to
-        numbers. Only the topic and the JSON parse are per message; each field is then checked for
-        the whole batch at once. A message that is not plain in any way goes to the per-message
-        path, which finds its reason; so both paths accept and reject the same messages."""
-        idx = self.index
-        found = self._candidates(messages)
-        ks, devs, objs, slow = found if found is not None else self._candidates_one_by_one(messages)
         get = dict.get
         n = len(objs)
         ts, good = _floats(list(map(get, objs, repeat("ts"))), _NUMBERS)
