@@ -8,8 +8,12 @@ accepted whole or rejected whole, with its raw bytes and a reason.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain, repeat
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +27,12 @@ from ingest.rejects import Reject
 from ingest.topics import OUTPUTS, MessageKind
 
 _NUM = (int, float)
+_NUMBERS: frozenset[type] = frozenset(_NUM)
+_OPTIONAL_NUMBERS: frozenset[type] = frozenset((int, float, type(None)))
+_INTS: frozenset[type] = frozenset((int,))
+_DICTS: frozenset[type] = frozenset((dict,))
+_received = attrgetter("received")
+_dup = attrgetter("dup")
 
 # Bounds on every numeric field (issue 18: a seq of 2**63 overflowed int64 and stopped ingest; ts 0
 # and -1e300 were stored and could not be read back). Outside them a message is a counted reject.
@@ -173,6 +183,55 @@ def _optional_number(obj: dict[str, object], key: str, bounds: tuple[float, floa
     return float(raw)  # type: ignore[arg-type]
 
 
+def _floats(
+    raw: list[object], kinds: frozenset[type], bounds: tuple[float, float] | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """One field of every message as float64 (None: NaN), and whether each value is plain: of one
+    of `kinds` (bool is not an int here, as in the per-message checks) and within `bounds`."""
+    if set(map(type, raw)) <= kinds:
+        try:
+            values = np.array(raw, dtype=np.float64)
+            good = np.ones(len(raw), dtype=bool)
+        except (OverflowError, ValueError, TypeError):  # an int too large for a double
+            values, good = _floats_one_by_one(raw, kinds)
+    else:
+        values, good = _floats_one_by_one(raw, kinds)
+    if bounds is not None:
+        good &= np.isnan(values) | ((values >= bounds[0]) & (values <= bounds[1]))
+    return values, good
+
+
+def _floats_one_by_one(
+    raw: list[object], kinds: frozenset[type]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    values = np.full(len(raw), math.nan)
+    good = np.zeros(len(raw), dtype=bool)
+    for i, x in enumerate(raw):
+        if type(x) in kinds:
+            try:
+                values[i] = math.nan if x is None else float(x)  # type: ignore[arg-type]
+                good[i] = True
+            except (OverflowError, ValueError, TypeError):
+                pass
+    return values, good
+
+
+@dataclass
+class _Plain:
+    """The plain telemetry messages of a batch (see `Decoder._plain_telemetry`), columnar."""
+
+    k: npt.NDArray[np.int64]  # message index in the batch
+    dev: npt.NDArray[np.int32]
+    seq: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.float64]
+    batt: npt.NDArray[np.float64]
+    rssi: npt.NDArray[np.float64]
+    fp: npt.NDArray[np.int64]
+    slot: npt.NDArray[np.int32]  # per sample
+    value: npt.NDArray[np.float64]
+    sample_msg: npt.NDArray[np.int32]  # per sample, its reading (index into the arrays above)
+
+
 class Decoder:
     def __init__(
         self,
@@ -193,6 +252,107 @@ class Decoder:
         # is taken to be wrong (`_judge_clock`).
         self._clock_strikes: dict[int, int] = {}
         self._event_clock_changes: list[ClockChange] = []
+        # Channel look-up for a whole batch at once: every channel name gets a code, every distinct
+        # offsets table (one per profile, shared by its devices) a row; `_offset[row, code]` is the
+        # channel's offset, -1 where the profile has no such channel (the last column: unknown names).
+        all_offsets = index.channel_offsets
+        ids = np.fromiter(map(id, all_offsets), dtype=np.int64, count=len(all_offsets))
+        _, first, row_of = np.unique(ids, return_index=True, return_inverse=True)
+        tables = [all_offsets[i] for i in first.tolist()]
+        self._dev_table = row_of.astype(np.int32).reshape(-1)
+        self._channel_code = {name: code for code, name in enumerate(sorted({n for t in tables for n in t}))}
+        self._offset = np.full((len(tables), len(self._channel_code) + 1), -1, dtype=np.int32)
+        for row, offsets in enumerate(tables):
+            for name, off in offsets.items():
+                self._offset[row, self._channel_code[name]] = off
+
+    def _plain_telemetry(self, messages: list[Message]) -> tuple[_Plain, list[int]]:
+        """The batch's plain telemetry readings, decoded column by column, and the indices of every
+        other message, for the per-message path.
+
+        Plain is what the per-message path would accept without a second look: a telemetry topic
+        of a registered device of that site, a payload within the size limit holding a JSON object
+        whose `ts` is a number, `seq` an integer from 0 to 2^53-1 or absent, `batt` and `rssi`
+        numbers in range or absent, and `v` a non-empty object of the profile's channels to
+        numbers. Only the topic and the JSON parse are per message; each field is then checked for
+        the whole batch at once. A message that is not plain in any way goes to the per-message
+        path, which finds its reason; so both paths accept and reject the same messages."""
+        idx = self.index
+        dev_of, sites = idx.dev_of, idx.sites
+        p0, p1 = self.prefix[0], self.prefix[1] if len(self.prefix) > 1 else ""
+        telemetry = MessageKind.TELEMETRY.value
+        max_payload = self.max_payload
+        loads, bad_json = orjson.loads, orjson.JSONDecodeError
+        slow: list[int] = []
+        ks: list[int] = []
+        devs: list[int] = []
+        objs: list[dict[str, object]] = []
+        for k, m in enumerate(messages):
+            parts = m.topic.split("/")
+            if len(parts) == 5 and parts[4] == telemetry and parts[0] == p0 and parts[1] == p1:
+                dev = dev_of.get(parts[3])
+                if dev is not None and sites[dev] == parts[2] and len(m.payload) <= max_payload:
+                    try:
+                        obj = loads(m.payload)
+                    except bad_json:
+                        slow.append(k)
+                        continue
+                    if type(obj) is dict:
+                        ks.append(k)
+                        devs.append(dev)
+                        objs.append(obj)
+                        continue
+            slow.append(k)
+
+        get = dict.get
+        n = len(objs)
+        ts, good = _floats(list(map(get, objs, repeat("ts"))), _NUMBERS)
+        batt, good_batt = _floats(list(map(get, objs, repeat("batt"))), _OPTIONAL_NUMBERS, BATT_RANGE)
+        rssi, good_rssi = _floats(list(map(get, objs, repeat("rssi"))), _OPTIONAL_NUMBERS, RSSI_RANGE)
+        good &= good_batt & good_rssi
+        seq_raw: list[Any] = list(map(get, objs, repeat("seq")))
+        if set(map(type, seq_raw)) <= _INTS and (
+            not seq_raw or (min(seq_raw) >= 0 and max(seq_raw) <= SEQ_MAX)
+        ):
+            seq = np.array(seq_raw, dtype=np.int64)  # the usual: every message has a plain seq
+        else:
+            plain_seq = [x is None or (type(x) is int and 0 <= x <= SEQ_MAX) for x in seq_raw]
+            good &= np.array(plain_seq, dtype=bool)
+            seq = np.array(
+                [x if ok and x is not None else -1 for x, ok in zip(seq_raw, plain_seq, strict=True)],
+                dtype=np.int64,
+            )
+
+        vs: list[Any] = list(map(get, objs, repeat("v")))
+        if set(map(type, vs)) <= _DICTS:
+            counts = np.fromiter(map(len, vs), dtype=np.int64, count=n)
+        else:
+            counts = np.array([len(v) if type(v) is dict else 0 for v in vs], dtype=np.int64)
+            vs = [v if type(v) is dict else {} for v in vs]
+        good &= counts > 0
+        sample_msg = np.repeat(np.arange(n, dtype=np.int32), counts)
+        code = self._channel_code
+        codes = np.fromiter(
+            map(code.get, chain.from_iterable(vs), repeat(-1)), dtype=np.int64, count=int(sample_msg.size)
+        )
+        dev_arr = np.array(devs, dtype=np.int32)
+        off = self._offset[self._dev_table[dev_arr[sample_msg]], codes]
+        value, good_value = _floats(list(chain.from_iterable(map(dict.values, vs))), _NUMBERS)
+        bad_sample = (off < 0) | ~good_value
+        if bad_sample.any():
+            good &= np.bincount(sample_msg[bad_sample], minlength=n) == 0
+        slot = (idx.slot_base[dev_arr[sample_msg]] + off).astype(np.int32)
+        fp = np.fromiter(map(zlib.crc32, [messages[k].payload for k in ks]), dtype=np.int64, count=n) & 0xFFFF
+        fp[fp == 0] = 1  # as `fingerprint`: 0 means "not known"
+        k_arr = np.array(ks, dtype=np.int64)
+        if not good.all():
+            slow = sorted([*slow, *k_arr[~good].tolist()])
+            keep = good[sample_msg]
+            renumber = np.cumsum(good, dtype=np.int32) - 1
+            slot, value, sample_msg = slot[keep], value[keep], renumber[sample_msg[keep]]
+            k_arr, dev_arr, seq, fp = k_arr[good], dev_arr[good], seq[good], fp[good]
+            ts, batt, rssi = ts[good], batt[good], rssi[good]
+        return _Plain(k_arr, dev_arr, seq, ts, batt, rssi, fp, slot, value, sample_msg), slow
 
     def decode(self, messages: list[Message], now: float) -> DecodedBatch:
         idx = self.index
@@ -205,19 +365,21 @@ class Decoder:
         s_slot: list[int] = []
         s_val: list[float] = []
         s_msg: list[int] = []  # reading index of each sample
+        r_k: list[int] = []  # message index of each reading
         r_dev: list[int] = []
         r_seq: list[int] = []
         r_ts: list[float] = []
         r_batt: list[float] = []
         r_rssi: list[float] = []
-        r_msg: list[Message] = []
         r_fp: list[int] = []
         seen_dev: list[int] = []
         seen_at: list[float] = []
         event_duplicates = 0
         self._event_clock_changes = []
 
-        for m in messages:
+        plain, others = self._plain_telemetry(messages)
+        for k in others:  # everything not plain telemetry, one by one (in batch order)
+            m = messages[k]
             parts = m.topic.split("/")
             device_id: str | None = None
             if len(parts) == 4 and parts[3] in OUTPUTS:
@@ -269,12 +431,12 @@ class Decoder:
                     s_slot.extend(slots)
                     s_val.extend(vals)
                     s_msg.extend([n] * len(slots))
+                    r_k.append(k)
                     r_dev.append(dev)
                     r_seq.append(seq)
                     r_ts.append(ts)
                     r_batt.append(batt)
                     r_rssi.append(rssi)
-                    r_msg.append(m)
                     r_fp.append(fingerprint(m.payload))
                 elif kind == MessageKind.EVENT:
                     obj = self._json_object(m.payload)
@@ -306,10 +468,34 @@ class Decoder:
                     )
                 )
 
-        slot = np.array(s_slot, dtype=np.int32)
-        value = np.array(s_val, dtype=np.float64)
-        sample_msg = np.array(s_msg, dtype=np.int32)
-        reading_ts = np.array(r_ts, dtype=np.float64)
+        if r_k:  # readings of the per-message path: merged with the plain ones, in batch order
+            n_plain = int(plain.k.size)
+            order = np.argsort(np.concatenate([plain.k, np.array(r_k, dtype=np.int64)]), kind="stable")
+            position = np.empty_like(order)
+            position[order] = np.arange(order.size)
+            sample_msg = position[
+                np.concatenate([plain.sample_msg, np.array(s_msg, dtype=np.int64) + n_plain])
+            ]
+            by_reading = np.argsort(sample_msg, kind="stable")  # each message's samples stay in order
+            sample_msg = sample_msg[by_reading].astype(np.int32)
+            slot = np.concatenate([plain.slot, np.array(s_slot, dtype=np.int32)])[by_reading]
+            value = np.concatenate([plain.value, np.array(s_val, dtype=np.float64)])[by_reading]
+            k_all = np.concatenate([plain.k, np.array(r_k, dtype=np.int64)])[order]
+            dev_all = np.concatenate([plain.dev, np.array(r_dev, dtype=np.int32)])[order]
+            seq_all = np.concatenate([plain.seq, np.array(r_seq, dtype=np.int64)])[order]
+            reading_ts = np.concatenate([plain.ts, np.array(r_ts, dtype=np.float64)])[order]
+            batt_all = np.concatenate([plain.batt, np.array(r_batt, dtype=np.float64)])[order]
+            rssi_all = np.concatenate([plain.rssi, np.array(r_rssi, dtype=np.float64)])[order]
+            fp_all = np.concatenate([plain.fp, np.array(r_fp, dtype=np.int64)])[order]
+        else:
+            slot, value, sample_msg = plain.slot, plain.value, plain.sample_msg
+            k_all, dev_all, seq_all, reading_ts = plain.k, plain.dev, plain.seq, plain.ts
+            batt_all, rssi_all, fp_all = plain.batt, plain.rssi, plain.fp
+        r_msg = list(map(messages.__getitem__, k_all.tolist()))
+        r_dev = dev_all.tolist()
+        r_seq = seq_all.tolist()
+        r_ts = reading_ts.tolist()
+        r_fp = fp_all.tolist()
         ok = np.ones(len(r_dev), dtype=bool)
 
         # Vectorised checks over all samples of the batch.
@@ -351,28 +537,39 @@ class Decoder:
                     rejects.append(reject)
 
         duplicates = event_duplicates
-        accept = self.seq.accept
-        for i in range(len(r_dev)):
-            if ok[i] and r_seq[i] >= 0:
-                m = r_msg[i]
-                if not accept(r_dev[i], r_seq[i], r_ts[i], r_fp[i], received=m.received, redelivered=m.dup):
-                    ok[i] = False
-                    duplicates += 1
+        counted = np.flatnonzero(ok & (seq_all >= 0))  # readings without a seq are never duplicates
+        received = list(map(_received, r_msg))
+        if counted.size == len(r_msg):  # the usual: every reading has a seq and passed the checks
+            fresh = self.seq.accept_many(r_dev, r_seq, r_ts, r_fp, received, list(map(_dup, r_msg)))
+        elif counted.size:
+            pick = counted.tolist()
+            fresh = self.seq.accept_many(
+                [r_dev[i] for i in pick],
+                [r_seq[i] for i in pick],
+                [r_ts[i] for i in pick],
+                [r_fp[i] for i in pick],
+                [received[i] for i in pick],
+                [r_msg[i].dup for i in pick],
+            )
+        if counted.size:
+            repeated = counted[~np.array(fresh, dtype=bool)]
+            ok[repeated] = False
+            duplicates += int(repeated.size)
 
         keep = ok[sample_msg] if sample_msg.size else np.zeros(0, dtype=bool)
         # Each kept sample's reading, renumbered over the kept readings.
         renumber = np.cumsum(ok, dtype=np.int32) - 1
-        rdev = np.array(r_dev, dtype=np.int32)[ok]
-        r_received = np.array([m.received for m in r_msg], dtype=np.float64)[ok]
+        rdev = dev_all[ok]
+        r_received = np.array(received, dtype=np.float64)[ok]
         return DecodedBatch(
             sample_slot=slot[keep],
             sample_ts=reading_ts[sample_msg[keep]],
             sample_value=value[keep],
             reading_dev=rdev,
-            reading_seq=np.array(r_seq, dtype=np.int64)[ok],
+            reading_seq=seq_all[ok],
             reading_ts=reading_ts[ok],
-            reading_batt=np.array(r_batt, dtype=np.float64)[ok],
-            reading_rssi=np.array(r_rssi, dtype=np.float64)[ok],
+            reading_batt=batt_all[ok],
+            reading_rssi=rssi_all[ok],
             seen_dev=np.concatenate([rdev, np.array(seen_dev, dtype=np.int32)]),
             seen_at=np.concatenate([r_received, np.array(seen_at, dtype=np.float64)]),
             range_slot=slot[finite & ~in_range],
@@ -385,7 +582,9 @@ class Decoder:
             duplicates=duplicates,
             clock_changes=clock_changes + self._event_clock_changes,
             seq_state=self._take_seq_state(),
-            reading_msg=[m for m, good in zip(r_msg, ok.tolist(), strict=True) if good],
+            reading_msg=r_msg
+            if ok.all()
+            else [m for m, good in zip(r_msg, ok.tolist(), strict=True) if good],
             sample_reading=renumber[sample_msg[keep]].astype(np.int32),
         )
 

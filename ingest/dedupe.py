@@ -174,6 +174,42 @@ class SeqTracker:
         self._state[dev] = SeqState(_new_run(seq, fp), max(st.last_ts, trusted), before=run)
         return True
 
+    def accept_many(
+        self,
+        devs: list[int],
+        seqs: list[int],
+        ts: list[float],
+        fps: list[int],
+        received: list[float],
+        redelivered: list[bool],
+    ) -> list[bool]:
+        """`accept` for each reading in turn, same order, same outcomes. The usual case, the next
+        seq or a few ahead from a device already seen in this batch (its undo record taken) and not
+        reset lately, is done inline: a call per reading costs more than the update itself."""
+        state = self._state
+        dirty = self.dirty
+        undo = self._undo
+        undone = self._undone
+        accept = self.accept
+        out: list[bool] = []
+        for dev, seq, t, fp, rec, dup in zip(devs, seqs, ts, fps, received, redelivered, strict=True):
+            st = state[dev]
+            if st is not None and st.before is None and (undo is None or dev in undone):
+                run = st.run
+                shift = seq - run.max_seq
+                if 0 < shift < WINDOW:
+                    dirty.add(dev)
+                    run.bits = ((run.bits << shift) | 1) & _MASK
+                    run.max_seq = seq
+                    run.fps[seq % WINDOW] = fp
+                    trusted = rec if rec < t else t  # min(t, rec), as `accept` takes it
+                    if trusted > st.last_ts:
+                        st.last_ts = trusted
+                    out.append(True)
+                    continue
+            out.append(accept(dev, seq, t, fp, received=rec, redelivered=dup))
+        return out
+
     def snapshot(self, devs: set[int] | None = None) -> list[tuple[int, int, int, float, bytes]]:
         """(dev, max_seq, bits, last_ts, fingerprints) for the given (default: changed) devices."""
         wanted = self.dirty if devs is None else devs

@@ -9,6 +9,15 @@ private to gmqtt, hence the pinned version; this module is the only place that k
 The PUBACKs of a batch go out in one write on the connection's transport, encoded here (a PUBACK is
 four fixed bytes), instead of one `_send_puback` per message, each of which is a system call.
 
+gmqtt's receive path costs more than the rest of ingest's per-message work: per packet it builds a
+`Package`, logs at debug level twice (formatting `hex(cmd)` whether or not debug is on), unpacks the
+PUBLISH with `struct` formats built per packet, parses the (usually empty) MQTT 5 properties into a
+dict, and calls back with them. So the source also replaces the protocol's `_read_packet` (which
+splits a socket read into packets) on each connection with `read_packets`: every QoS 1 PUBLISH it
+can read plainly (a UTF-8 topic, no MQTT 5 properties, so no topic alias) becomes an envelope right
+there, all of one read stamped with one receipt time and enqueued in one step; every other packet
+goes whole, in order, to gmqtt's own handler as before (docs/decisions/0001-mqtt-client.md).
+
 A crash between receipt and commit leaves the messages unacknowledged: the broker redelivers them
 to the persistent session, and ingest's (device, seq) de-duplication drops any already stored.
 
@@ -19,7 +28,8 @@ has no timeout of its own. So a watchdog in `run()` replaces the gmqtt client wh
 loop has shown no sign of life for longer than its backoff allows: same client id, same
 subscriptions, clean start off, so the broker resumes the session and delivers what it queued. The
 third private hook, on `Client._create_connection`, is how the watchdog sees attempts and how a
-discarded client is kept from ever connecting again.
+discarded client is kept from ever connecting again, and where each new connection gets the bulk
+reader.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from typing import Any
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
+from gmqtt.mqtt.package import Package
 
 from ingest.envelope import Message
 from ingest.queue import BoundedQueue
@@ -60,6 +71,71 @@ def encode_pubacks(mids: Sequence[int]) -> bytes:
         bad = sorted({mid for mid in mids if not 0 < mid <= 0xFFFF})
         raise ValueError(f"a packet identifier is 1..65535 (MQTT 3.1.1 §2.3.1, MQTT 5 §2.2.1): {bad}")
     return struct.pack(f">{len(mids)}I", *[_PUBACK_HEAD | mid for mid in mids])
+
+
+# PUBLISH (packet type 3) at QoS 1, once the DUP (0x08) and RETAIN (0x01) flags are masked off
+# (MQTT 3.1.1 §3.3.1, MQTT 5 §3.3.1).
+_QOS1_PUBLISH = 0x32
+_QOS1_PUBLISH_MASK = 0xF6
+_DUP = 0x08
+_LENGTH_MULT_MAX = 128**3  # a remaining length has at most four bytes (MQTT 3.1.1 §2.2.3)
+# A NamedTuple's own constructor is a Python function (made by `namedtuple` from source text); the
+# tuple's, given every field in order, builds the same envelope without that call per message.
+_new_message = tuple.__new__
+
+
+def read_packets(
+    data: bytes, start: int, *, v5: bool, received: float, epoch: int
+) -> tuple[int, list[Message], tuple[int, bytes] | None]:
+    """Read whole MQTT packets from `data[start:]`: the QoS 1 PUBLISHes, as envelopes, up to the
+    first packet of any other kind, which is returned as (fixed header byte, body) for gmqtt's
+    handler. Returns the offset after the last packet read (-1: a malformed remaining length, on
+    which the connection is to be dropped, as gmqtt does), the envelopes, and that other packet.
+
+    Stopping at the other packet lets the caller hand it to gmqtt before reading on, so receipt
+    order holds and what follows a CONNACK is stamped with the new connection's `epoch`. A QoS 1
+    PUBLISH is read here only when that is plain: a topic of one or more bytes of UTF-8 and, in
+    MQTT 5, an empty property list (§3.3.2.3: so no topic alias either); any other goes to gmqtt.
+    """
+    messages: list[Message] = []
+    append = messages.append
+    size = len(data)
+    pos = start
+    while size - pos >= 2:
+        cmd = data[pos]
+        i = pos + 1
+        length = 0
+        mult = 1
+        while True:  # the remaining length, a variable byte integer (MQTT 3.1.1 §2.2.3)
+            if i >= size:
+                return pos, messages, None  # the header is not all here yet
+            byte = data[i]
+            length += (byte & 0x7F) * mult
+            i += 1
+            if byte < 0x80:
+                break
+            mult *= 128
+            if mult > _LENGTH_MULT_MAX:
+                return -1, messages, None
+        end = i + length
+        if end > size:
+            break  # the packet is not all here yet
+        if cmd & _QOS1_PUBLISH_MASK == _QOS1_PUBLISH and length >= 4:
+            topic_end = i + 2 + (data[i] << 8 | data[i + 1])
+            at = topic_end + 2  # after the packet id: the properties (MQTT 5) or the payload
+            if topic_end > i + 2 and at <= end and (not v5 or (at < end and data[at] == 0)):
+                try:
+                    topic = data[i + 2 : topic_end].decode()
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    mid = data[topic_end] << 8 | data[topic_end + 1]
+                    payload = data[at + v5 : end]
+                    append(_new_message(Message, (topic, payload, received, 1, mid, epoch, cmd & _DUP != 0)))
+                    pos = end
+                    continue
+        return end, messages, (cmd, data[i:end])
+    return pos, messages, None
 
 
 class MqttSourceError(RuntimeError):
@@ -121,6 +197,26 @@ class MqttSource:
         if client is self._client:
             dup = bool(properties.get("dup")) if isinstance(properties, dict) else False
             self.queue.put(Message(topic, payload, self.clock(), 1, mid, self.epoch, dup))
+
+    def _read_packets(self, client: Any, connection: Any, data: bytes) -> int:
+        """The connection's `MQTTProtocol._read_packet`, replaced (see the module doc): how many
+        bytes of `data` were whole packets (-1: malformed). What gmqtt's `put_package` does per
+        packet besides handling it is done here once: the keepalive's last inbound data, and
+        dropping what a connection the handler no longer serves still delivers."""
+        v5 = connection._protocol.proto_ver >= MQTTv50
+        received = self.clock()
+        handler = client._package_handler
+        pos = 0
+        while True:
+            pos, messages, other = read_packets(data, pos, v5=v5, received=received, epoch=self.epoch)
+            if messages and client is self._client and handler.current_connection is connection:
+                self.queue.put_acknowledged(messages)
+            if other is None:
+                break
+            connection.put_package(Package(*other))  # gmqtt's own path, which may change the epoch
+        if pos > 0:
+            connection._last_data_in = time.monotonic()
+        return pos
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, _properties: Any) -> int:
         if client is self._client:
@@ -191,6 +287,8 @@ class MqttSource:
                 with contextlib.suppress(Exception):
                     await connection.close()
                 raise OSError("this gmqtt client was discarded by MqttSource")
+            # Before the CONNECT is sent, so before anything can be read: the bulk reader.
+            connection._protocol._read_packet = functools.partial(self._read_packets, client, connection)
             return connection
 
         client._create_connection = attempt

@@ -48,6 +48,19 @@ class BoundedQueue:
             self._ready.set()
         return True
 
+    def put_acknowledged(self, messages: list[Message]) -> None:
+        """Enqueue QoS 1 messages at once, in order: what `put` does for each, in one step (the MQTT
+        source's bulk reader hands over every PUBLISH of a socket read together). None is dropped;
+        those beyond `maxsize` are counted as overflow, exactly as one `put` each would count them."""
+        n = len(messages)
+        self.received += n
+        beyond = len(self._items) + n - self.maxsize
+        if beyond > 0:
+            self.overflow += min(n, beyond)
+        self._items.extend(messages)
+        if n and not self._ready.is_set():
+            self._ready.set()
+
     async def get_batch(self, max_items: int, wait_s: float) -> list[Message]:
         """At least one message; more if they arrive within `wait_s`, at most `max_items`."""
         while not self._items:
@@ -55,6 +68,9 @@ class BoundedQueue:
             await self._ready.wait()
         if len(self._items) < max_items and wait_s > 0:
             await asyncio.sleep(wait_s)
-        n = min(max_items, len(self._items))
         items = self._items
-        return [items.popleft() for _ in range(n)]
+        if len(items) <= max_items:  # the whole queue: one copy instead of a pop per message
+            batch = list(items)
+            items.clear()
+            return batch
+        return [items.popleft() for _ in range(max_items)]

@@ -9,6 +9,7 @@ import pytest
 
 from core.domain import DeviceEventKind, RejectReason
 from ingest.decode import Decoder
+from ingest.dedupe import SeqTracker
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from tests.conftest import PROFILES, small_registry
@@ -253,3 +254,117 @@ def test_a_plausible_reading_after_an_odd_one_in_the_same_batch_starts_the_count
             [msg("smk-1-1", telemetry(seq, ts=0) | {"seq": 1}), msg("smk-1-1", telemetry(seq + 100))], NOW
         )
         assert [r.reason for r in batch.rejects] == [RejectReason.BAD_TIMESTAMP]
+
+
+def test_readings_decoded_column_wise_and_one_by_one_come_out_together_in_batch_order(
+    decoder: Decoder,
+) -> None:
+    """Plain readings are decoded a whole batch at once, the others (here: an RFC 3339 timestamp, no
+    seq, a bad channel, an event) one by one; a device's accepted readings and their samples still
+    come out in the order they arrived, and the bad one is rejected with its reason."""
+    batch = decoder.decode(
+        [
+            msg("smk-1-1", telemetry(1, smoke=0.01, ts=NOW - 5)),
+            msg("smk-1-1", telemetry(0, smoke=0.02) | {"ts": "2027-01-15T00:00:01+00:00", "seq": None}),
+            msg("smk-1-2", telemetry(1, smoke=0.03) | {"v": {"smoke": 0.03, "co": 1.0}}),
+            msg("smk-1-1", telemetry(3, smoke=0.04, ts=NOW - 3)),
+            msg("smk-1-1", {"event": "test", "seq": 4}, kind="event"),
+            msg("smk-1-1", telemetry(5, smoke=0.05, ts=NOW - 1) | {"batt": None}),
+        ],
+        NOW,
+    )
+    assert [r.reason for r in batch.rejects] == [RejectReason.UNKNOWN_CHANNEL]
+    assert batch.reading_ts.tolist() == [NOW - 5, 1_799_971_201.0, NOW - 3, NOW - 1]
+    assert batch.reading_seq.tolist() == [1, -1, 3, 5]
+    assert np.isnan(batch.reading_batt[3])
+    assert batch.reading_batt[:3].tolist() == [90.0, 90.0, 90.0]
+    smoke = batch.sample_slot == decoder.index.slot("smk-1-1", "smoke")
+    assert batch.sample_value[smoke].tolist() == [0.01, 0.02, 0.04, 0.05]
+    assert batch.sample_ts[smoke].tolist() == batch.reading_ts.tolist()
+    assert batch.sample_reading[smoke].tolist() == [0, 1, 2, 3]
+    assert [m.payload for m in batch.reading_msg][2] == msg(
+        "smk-1-1", telemetry(3, smoke=0.04, ts=NOW - 3)
+    ).payload
+    assert len(batch.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("ts", True, RejectReason.BAD_PAYLOAD),
+        ("ts", 10**400, RejectReason.BAD_JSON),  # beyond a double: orjson refuses the number
+        ("ts", None, None),  # no clock: the receipt time stands in, accepted
+        ("seq", 2**53, RejectReason.BAD_PAYLOAD),
+        ("seq", -1, RejectReason.BAD_PAYLOAD),
+        ("seq", 1.0, RejectReason.BAD_PAYLOAD),
+        ("batt", 101, RejectReason.BAD_PAYLOAD),
+        ("rssi", "x", RejectReason.BAD_PAYLOAD),
+        ("v", {"smoke": False}, RejectReason.BAD_PAYLOAD),
+        ("v", {"smoke": 2**64}, RejectReason.OUT_OF_RANGE),
+        ("v", {}, RejectReason.BAD_PAYLOAD),
+        ("v", [1], RejectReason.BAD_PAYLOAD),
+    ],
+)
+def test_a_reading_that_is_not_plain_in_one_field_is_decoded_alone_among_plain_ones(
+    decoder: Decoder, field: str, value: object, reason: RejectReason | None
+) -> None:
+    """Whatever the column-wise checks turn down is decoded one by one, and rejected with the reason
+    the per-message checks give (or accepted, if they do), while the plain readings around it are
+    accepted."""
+    odd = msg("smk-1-1", telemetry(2) | {field: value})
+    batch = decoder.decode([msg("smk-1-1", telemetry(1)), odd, msg("smk-1-1", telemetry(3))], NOW)
+    assert [r.reason for r in batch.rejects] == ([] if reason is None else [reason])
+    assert batch.reading_seq.tolist() == ([1, 3] if reason is not None else [1, 2, 3])
+
+
+@pytest.mark.parametrize("undo", [False, True], ids=["plain", "with-undo-record"])
+def test_accepting_a_batch_at_once_decides_as_accepting_each_reading_in_turn(undo: bool) -> None:
+    """`accept_many` takes the usual case inline; every reading still gets the decision `accept`
+    gives it, and the trackers end in the same state, through next seqs, repeats, late readings,
+    jumps, counter resets and redeliveries."""
+    rng = np.random.default_rng(20)
+    one, many = SeqTracker(6), SeqTracker(6)
+    seqs = [0] * 6
+    for _ in range(30):
+        devs, sq, ts, fps, rec, dup = [], [], [], [], [], []
+        for _ in range(40):
+            d = int(rng.integers(6))
+            step = int(rng.choice([1, 1, 1, 2, 0, -3, 70, -200]))
+            seqs[d] = max(0, seqs[d] + step)
+            devs.append(d)
+            sq.append(seqs[d])
+            ts.append(NOW + float(rng.integers(-100, 100)))
+            fps.append(int(rng.integers(1, 4)))
+            rec.append(NOW)
+            dup.append(bool(rng.integers(2)))
+        if undo:
+            one.begin()
+            many.begin()
+        expected = [
+            one.accept(*r[:4], received=r[4], redelivered=r[5])
+            for r in zip(devs, sq, ts, fps, rec, dup, strict=True)
+        ]
+        assert many.accept_many(devs, sq, ts, fps, rec, dup) == expected
+        assert sorted(many.snapshot()) == sorted(one.snapshot())
+        if undo:
+            one.commit()
+            many.commit()
+
+
+def test_one_odd_telemetry_message_among_plain_ones_is_rejected_for_its_own_reason(decoder: Decoder) -> None:
+    """The batch-wide topic and JSON checks give way to the one-by-one loop when any message fails
+    them; the plain messages around it are accepted all the same."""
+    odd = [
+        (msg("nobody", telemetry(1)), RejectReason.UNKNOWN_DEVICE),
+        (msg("smk-1-2", telemetry(1), site="elsewhere"), RejectReason.SITE_MISMATCH),
+        (msg("smk-1-2", b"x" * 20_000), RejectReason.TOO_LARGE),
+        (msg("smk-1-2", b"{not json"), RejectReason.BAD_JSON),
+        (msg("smk-1-2", [1, 2]), RejectReason.BAD_PAYLOAD),
+        (Message("fw/v1/s1/smk-1-2/x/telemetry", b"{}", NOW), RejectReason.BAD_TOPIC),
+        (Message("xx/v1/s1/smk-1-2/telemetry", b"{}", NOW), RejectReason.BAD_TOPIC),
+    ]
+    for message, reason in odd:
+        batch = decoder.decode([msg("smk-1-1", telemetry(1)), message, msg("smk-1-3", telemetry(1))], NOW)
+        assert [r.reason for r in batch.rejects] == [reason]
+        assert batch.reading_dev.size == 2
+        decoder = Decoder(decoder.index)  # fresh de-duplication for the next round
