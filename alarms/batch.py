@@ -44,6 +44,7 @@ from storage.models import (
 )
 
 _PG_RESERVE = "SELECT nextval(pg_get_serial_sequence('alarms', 'id')) FROM generate_series(1, :n)"
+_PG_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
@@ -305,25 +306,28 @@ class Tally:
 def insert_rows(
     s: Session, model: type[AlarmEventRow] | type[IncidentEventRow], rows: list[dict[str, Any]]
 ) -> list[int]:
-    """Insert log rows together; their ids, in `rows` order. Core's statements on the table: the
-    ORM's bulk insert added its own work per row.
+    """Insert log rows together; their ids, in `rows` order: the ids are taken first, then the rows
+    go in with one executemany of a plain INSERT (Core's, on the table: the ORM's bulk insert added
+    its own work per row).
 
-    PostgreSQL: multi-row INSERT ... RETURNING statements, the ids sorted into parameter order.
-    SQLite: RETURNING's order over many rows is not promised there, so SQLAlchemy would send one
-    statement per row; instead the rows take the ids after the largest (as the alarms do, and as
-    SQLite itself would number them), which is safe because this transaction holds the database's
-    write lock (BEGIN IMMEDIATE), and go in with one executemany."""
+    Not `INSERT ... RETURNING` over the batch: on SQLite its order over many rows is not promised,
+    so SQLAlchemy sent one statement per row; on PostgreSQL it is one statement of a thousand rows'
+    VALUES, which psycopg parses anew each time (too long for its cache). The ids are what the
+    database would give: on PostgreSQL a block from the table's own sequence (ascending once
+    sorted; taken in this transaction, as an insert takes them), on SQLite the ids after the largest,
+    safe because this transaction holds the write lock (BEGIN IMMEDIATE), as for the alarms."""
     if not rows:
         return []
     table = cast(Table, model.__table__)
     conn = s.connection()
-    if conn.dialect.name == "sqlite":
+    if conn.dialect.name == "postgresql":
+        taken = conn.scalars(text(_PG_NEXT_IDS.format(table=table.name)), {"n": len(rows)})
+        ids = sorted(int(i) for i in taken)
+    else:
         first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
         ids = list(range(first, first + len(rows)))
-        conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
-        return ids
-    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-    return [int(i) for i in conn.execute(stmt, rows).scalars()]
+    conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    return ids
 
 
 def batch_of(s: Session) -> AlarmBatch | None:
