@@ -5,16 +5,20 @@ The alarm service's bulk path (`AlarmService.apply`) decides a batch's transitio
 instead of asking the database per event: the batch's open alarms are read with one statement per
 500 devices (locked, on PostgreSQL, as the per-event reads locked them), the flapping counts and the
 devices' open tickets likewise, the maintenance windows, each touched incident and its alarms'
-states once. Every change the batch makes goes through the same ORM rows (and `Tally.update` for an
-incident's counts), so the index stays what the database would answer. New alarms take ids
-reserved up front (`alarm_id`), so they need no flush of their own; the log rows are kept as values
+states once. The alarms themselves are plain values (alarms/alarm_values.py), not ORM rows: every
+change the batch makes is made to them (and `Tally.update` for an incident's counts), so the index
+stays what the database would answer, and they are written at the batch's end (`settle_alarms`):
+an UPDATE executemany per set of changed columns, one INSERT for the new ones, which took ids
+reserved up front (`alarm_id`); their ticket links follow them. Until then the database holds the
+alarms as the batch found them; the one read of alarms after the start (an incident's members,
+`tally`) takes the batch's own values over the database's. The log rows are kept as values
 (`PendingTransition`, `PendingIncidentStep`) and inserted at the batch's end with one statement per
 table, whose returned ids the streams resume from.
 
 Race-freedom is the database's, as before: on SQLite the write lock is taken when the transaction
 begins (IMMEDIATE), so nothing changes under the index; on PostgreSQL the open alarms are read FOR
-UPDATE and a racing writer's new alarm for the same key fails the partial unique index at the flush,
-and the whole batch is retried (`AlarmService._write`).
+UPDATE and a racing writer's new alarm for the same key fails the partial unique index at the
+batch's INSERT, and the whole batch is retried (`AlarmService._write`).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from alarms.alarm_values import ALARMS, Alarm, values_of, write
 from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
 from storage.models import (
     AlarmEventRow,
@@ -39,8 +44,10 @@ from storage.models import (
 )
 
 _PG_RESERVE = "SELECT nextval(pg_get_serial_sequence('alarms', 'id')) FROM generate_series(1, :n)"
+_PG_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
+_TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
 
 
 @dataclass
@@ -70,9 +77,13 @@ class AlarmBatch:
     for the transaction, so the alarm and incident code find it wherever they run."""
 
     # (device_id, alarm_type) -> its alarm that is not closed (at most one per key)
-    open: dict[tuple[str, str], AlarmRow] = field(default_factory=dict)
+    open: dict[tuple[str, str], Alarm] = field(default_factory=dict)
     # device_id -> its alarms not closed when the batch began or raised in it (any type)
-    by_device: dict[str, list[AlarmRow]] = field(default_factory=lambda: defaultdict(list))
+    by_device: dict[str, list[Alarm]] = field(default_factory=lambda: defaultdict(list))
+    # alarm id -> every alarm the batch holds, and the values the database holds of the loaded ones
+    # (a new alarm has none until the batch's end writes it)
+    by_id: dict[int, Alarm] = field(default_factory=dict)
+    written: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     # (device_id, alarm_type) -> RAISED transitions since the flapping window began
     raises: dict[tuple[str, str], int] = field(default_factory=dict)
     windows: list[MaintenanceRow] | None = None
@@ -86,6 +97,7 @@ class AlarmBatch:
     # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets
     tickets: dict[tuple[str, str], TicketRow] = field(default_factory=dict)
     ticket_links: set[tuple[int, int]] = field(default_factory=set)
+    new_links: list[dict[str, int]] = field(default_factory=list)  # inserted after the alarms
     # Ids for the batch's new alarms, taken up front so a new row needs no flush of its own
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
@@ -98,14 +110,17 @@ class AlarmBatch:
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
-            rows = s.scalars(
-                select(AlarmRow)
-                .where(AlarmRow.device_id.in_(chunk), AlarmRow.state != AlarmState.CLOSED.value)
-                .order_by(AlarmRow.id)
+            rows = s.execute(
+                select(ALARMS)
+                .where(ALARMS.c.device_id.in_(chunk), ALARMS.c.state != AlarmState.CLOSED.value)
+                .order_by(ALARMS.c.id)
                 .with_for_update()
             ).all()
             for row in rows:
-                batch.add(row)
+                values = tuple(row)
+                alarm = Alarm(*values)
+                batch.written[alarm.id] = values
+                batch.add(alarm)
             counts = s.execute(
                 select(AlarmRow.device_id, AlarmRow.alarm_type, func.count())
                 .select_from(AlarmEventRow)
@@ -152,20 +167,38 @@ class AlarmBatch:
                 self.next_sqlite_id += n
         return self.reserved.pop(0)
 
-    def add(self, row: AlarmRow) -> None:
-        """A row the batch knows of: loaded open, or raised in this batch."""
+    def add(self, row: Alarm) -> None:
+        """An alarm the batch knows of: loaded open, or raised in this batch."""
         self.open[(row.device_id, row.alarm_type)] = row
         self.by_device[row.device_id].append(row)
+        self.by_id[row.id] = row
 
-    def open_alarm(self, device_id: str, alarm_type: str) -> AlarmRow | None:
+    def open_alarm(self, device_id: str, alarm_type: str) -> Alarm | None:
         row = self.open.get((device_id, alarm_type))
         return row if row is not None and row.state != AlarmState.CLOSED.value else None
 
-    def of_device(self, device_id: str) -> list[AlarmRow]:
+    def of_device(self, device_id: str) -> list[Alarm]:
         """The device's alarms not closed, oldest first."""
         return [r for r in self.by_device.get(device_id, ()) if r.state != AlarmState.CLOSED.value]
 
-    def raised(self, row: AlarmRow) -> None:
+    def link(self, ticket_id: int, alarm_id: int) -> None:
+        """The alarm joins the ticket's alarms (once): inserted after the batch's alarms."""
+        if (ticket_id, alarm_id) not in self.ticket_links:
+            self.ticket_links.add((ticket_id, alarm_id))
+            self.new_links.append({"ticket_id": ticket_id, "alarm_id": alarm_id})
+
+    def settle_alarms(self, s: Session) -> None:
+        """Write the batch's alarms as they now are (alarm_values.write), then their new ticket
+        links, which refer to them."""
+        conn = s.connection()
+        write(conn, list(self.by_id.values()), self.written)
+        for alarm in self.by_id.values():
+            self.written[alarm.id] = values_of(alarm)
+        if self.new_links:
+            conn.execute(insert(_TICKET_ALARMS), self.new_links)
+            self.new_links.clear()
+
+    def raised(self, row: Alarm) -> None:
         key = (row.device_id, row.alarm_type)
         self.raises[key] = self.raises.get(key, 0) + 1
 
@@ -201,6 +234,14 @@ class AlarmBatch:
                 select(AlarmRow.id, AlarmRow.device_id, AlarmRow.state).where(AlarmRow.incident_id == inc.id)
             )
             for alarm_id, device_id, state in rows:
+                mine = self.by_id.get(alarm_id)
+                if mine is not None:
+                    # The database holds the alarm as the batch found it: the batch's values rule.
+                    # (One that joined this incident in the batch was added when it joined, which
+                    # read this tally first; one that left it for another is not a member.)
+                    if mine.incident_id != inc.id:
+                        continue
+                    state = mine.state
                 found.members[alarm_id] = device_id
                 found.per_device[device_id] += 1
                 if state in ACTIVE_STATES:
@@ -214,7 +255,7 @@ class AlarmBatch:
         self.incidents[inc.id] = inc
         self.candidates.setdefault((inc.kind, inc.group_key), []).insert(0, inc)
 
-    def joined(self, s: Session, alarm: AlarmRow, inc: IncidentRow) -> None:
+    def joined(self, s: Session, alarm: Alarm, inc: IncidentRow) -> None:
         """`alarm` now belongs to `inc` (it may have belonged to another incident before)."""
         if alarm.incident_id is not None and alarm.incident_id != inc.id:
             old = self.tallies.get(alarm.incident_id)
@@ -223,7 +264,7 @@ class AlarmBatch:
         self.incidents.setdefault(inc.id, inc)
         self.tally(s, inc).add(alarm)
 
-    def touch(self, alarm: AlarmRow) -> None:
+    def touch(self, alarm: Alarm) -> None:
         """`alarm`'s state changed: its incident's count of active alarms follows."""
         if alarm.incident_id is not None and (found := self.tallies.get(alarm.incident_id)) is not None:
             found.update(alarm)
@@ -238,13 +279,13 @@ class Tally:
     per_device: Counter[str] = field(default_factory=Counter)
     active: set[int] = field(default_factory=set)
 
-    def add(self, row: AlarmRow) -> None:
+    def add(self, row: Alarm) -> None:
         if row.id not in self.members:
             self.members[row.id] = row.device_id
             self.per_device[row.device_id] += 1
         self.update(row)
 
-    def remove(self, row: AlarmRow) -> None:
+    def remove(self, row: Alarm) -> None:
         device_id = self.members.pop(row.id, None)
         if device_id is None:
             return
@@ -253,7 +294,7 @@ class Tally:
         if self.per_device[device_id] <= 0:
             del self.per_device[device_id]
 
-    def update(self, row: AlarmRow) -> None:
+    def update(self, row: Alarm) -> None:
         if row.id not in self.members:
             return
         if row.state in ACTIVE_STATES:
@@ -265,11 +306,28 @@ class Tally:
 def insert_rows(
     s: Session, model: type[AlarmEventRow] | type[IncidentEventRow], rows: list[dict[str, Any]]
 ) -> list[int]:
-    """Insert log rows with multi-row INSERT ... RETURNING statements; their ids, in `rows` order."""
+    """Insert log rows together; their ids, in `rows` order: the ids are taken first, then the rows
+    go in with one executemany of a plain INSERT (Core's, on the table: the ORM's bulk insert added
+    its own work per row).
+
+    Not `INSERT ... RETURNING` over the batch: on SQLite its order over many rows is not promised,
+    so SQLAlchemy sent one statement per row; on PostgreSQL it is one statement of a thousand rows'
+    VALUES, which psycopg parses anew each time (too long for its cache). The ids are what the
+    database would give: on PostgreSQL a block from the table's own sequence (ascending once
+    sorted; taken in this transaction, as an insert takes them), on SQLite the ids after the largest,
+    safe because this transaction holds the write lock (BEGIN IMMEDIATE), as for the alarms."""
     if not rows:
         return []
-    stmt = insert(model).returning(model.id, sort_by_parameter_order=True)
-    return [int(i) for i in s.scalars(stmt, rows)]
+    table = cast(Table, model.__table__)
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        taken = conn.scalars(text(_PG_NEXT_IDS.format(table=table.name)), {"n": len(rows)})
+        ids = sorted(int(i) for i in taken)
+    else:
+        first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
+        ids = list(range(first, first + len(rows)))
+    conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    return ids
 
 
 def batch_of(s: Session) -> AlarmBatch | None:

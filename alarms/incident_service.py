@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import PendingIncidentStep, batch_of
 from alarms.incidents import group_key, grow, kind_of, latched_kind, worse
 from alarms.model import IncidentUpdate, incident_snapshot
@@ -69,7 +70,7 @@ class IncidentBook:
 
     # --- alarms joining ---------------------------------------------------------------------------
     def attach(
-        self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float, *, held: bool
+        self, s: Session, out: list[IncidentUpdate], alarm: Alarm, now: float, *, held: bool
     ) -> Joined:
         """The alarm became active (new, or again): it joins its open incident or opens one.
 
@@ -146,20 +147,21 @@ class IncidentBook:
         return Joined(inc, action, ack_with)
 
     def _open_incident_for(
-        self, s: Session, kind: IncidentKind, alarm: AlarmRow, now: float
+        self, s: Session, kind: IncidentKind, alarm: Alarm, now: float
     ) -> IncidentRow | None:
         key = group_key(kind, alarm.place or alarm.device_id)
-        recent = now - self.settings.incident_gap_s
-        q = (
-            select(IncidentRow)
-            .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
-            .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
-        )
         batch = batch_of(s)
         if batch is None:
             raise AssertionError("alarms join incidents in a bulk write (AlarmService.apply)")
         cached = batch.candidates.get((kind.value, key))
         if cached is None:
+            # Built only when read: composing the statement cost more than the join itself.
+            recent = now - self.settings.incident_gap_s
+            q = (
+                select(IncidentRow)
+                .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
+                .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
+            )
             cached = list(s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all())
             batch.candidates[(kind.value, key)] = cached
             for inc in cached:
@@ -188,7 +190,7 @@ class IncidentBook:
         self,
         s: Session,
         out: list[IncidentUpdate],
-        alarm: AlarmRow,
+        alarm: Alarm,
         kind: IncidentKind,
         category: AlarmCategory,
         now: float,
@@ -243,7 +245,7 @@ class IncidentBook:
             inc.verify_due_ts = now + self.settings.verify_limit_s
 
     @staticmethod
-    def _alarm_note(alarm: AlarmRow) -> str:
+    def _alarm_note(alarm: AlarmLike) -> str:
         return f"{alarm.alarm_type} @ {alarm.place or alarm.device_id} ({alarm.device_id})"
 
     @staticmethod
@@ -288,7 +290,7 @@ class IncidentBook:
             inc.devices = merged
             inc.device_count = len(merged)
 
-    def released(self, s: Session, out: list[IncidentUpdate], alarm: AlarmRow, now: float) -> None:
+    def released(self, s: Session, out: list[IncidentUpdate], alarm: AlarmLike, now: float) -> None:
         """A held alarm's hold ended: if nobody was told about its incident yet, they are now."""
         if alarm.incident_id is None:
             return
@@ -306,7 +308,7 @@ class IncidentBook:
         self,
         s: Session,
         out: list[IncidentUpdate],
-        alarm: AlarmRow,
+        alarm: AlarmLike,
         now: float,
         *,
         reset_by: str | None = None,
@@ -318,6 +320,7 @@ class IncidentBook:
             return
         inc = _locked(s, alarm.incident_id)
         if (batch := batch_of(s)) is not None:
+            assert isinstance(alarm, Alarm)  # the bulk path holds its alarms as values
             batch.touch(alarm)
         if inc is None or inc.state != IncidentState.OPEN.value:
             return
@@ -588,7 +591,7 @@ def _locked(s: Session, incident_id: int) -> IncidentRow | None:
     return s.get(IncidentRow, incident_id, with_for_update=True)
 
 
-def _join(s: Session, alarm: AlarmRow, inc: IncidentRow) -> None:
+def _join(s: Session, alarm: Alarm, inc: IncidentRow) -> None:
     """`alarm` joins `inc` (in a bulk write, the batch's member sets follow)."""
     batch = batch_of(s)
     if batch is not None:

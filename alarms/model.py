@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+from alarms.alarm_values import AlarmLike
 from core.domain import AlarmAction, IncidentAction
-from storage.models import AlarmRow, IncidentRow
+from storage.models import IncidentRow
 
 SNAPSHOT_FIELDS = (
     "id",
@@ -50,7 +51,7 @@ SNAPSHOT_FIELDS = (
 _SNAPSHOT_VALUES = attrgetter(*SNAPSHOT_FIELDS)
 
 
-def snapshot(row: AlarmRow) -> dict[str, Any]:
+def snapshot(row: AlarmLike) -> dict[str, Any]:
     return dict(zip(SNAPSHOT_FIELDS, _SNAPSHOT_VALUES(row), strict=True))
 
 

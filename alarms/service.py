@@ -28,6 +28,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import INFO_KEY as BATCH_KEY
 from alarms.batch import AlarmBatch, PendingTransition, batch_of, insert_rows
 from alarms.incident_service import IncidentBook, IncidentError, members
@@ -199,10 +200,12 @@ class AlarmService:
         return out.transitions, out.tickets
 
     def _settle(self, s: Session, out: Outcome, batch: AlarmBatch, now: float) -> None:
-        """The batch's end: its alarm and incident rows written in one flush, then its log rows with
-        one INSERT ... RETURNING per table, whose ids the transitions and incident steps take, in
-        log order; the pushes they owe join the same transaction."""
-        s.flush()  # first: the log rows refer to the batch's new alarms
+        """The batch's end: its alarms written (alarm_values.write) and its incident and ticket rows
+        flushed, then its log rows with one INSERT ... RETURNING per table, whose ids the
+        transitions and incident steps take, in log order; the pushes they owe join the same
+        transaction."""
+        batch.settle_alarms(s)  # first: the log rows and pushes refer to the batch's new alarms
+        s.flush()
         event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
         step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
         for p, event_id in zip(batch.transitions, event_ids, strict=True):
@@ -216,7 +219,7 @@ class AlarmService:
         batch.steps.clear()
         del s.info[BATCH_KEY]
 
-    def _open(self, s: Session, device_id: str, alarm_type: str) -> AlarmRow | None:
+    def _open(self, s: Session, device_id: str, alarm_type: str) -> Alarm | None:
         return _batch(s).open_alarm(device_id, alarm_type)
 
     def _apply_one(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
@@ -230,12 +233,10 @@ class AlarmService:
                     # The device is already at fire: its pre-alarm would add a card and a push that
                     # say less than the fire alarm the board already shows (superseded, see _supersede).
                     return
-                row = self._new_row(e, now)
                 # Its id reserved: the row goes in with the batch's others (_settle), where a racing
-                # writer's open alarm for the key fails the flush and _write retries.
+                # writer's open alarm for the key fails the INSERT and _write retries.
                 batch = _batch(s)
-                row.id = batch.alarm_id(s)
-                s.add(row)
+                row = self._new_row(batch.alarm_id(s), e, now)
                 batch.add(row)
                 self._raised(s, out, row, None, now)
                 return
@@ -293,7 +294,7 @@ class AlarmService:
             for r in _batch(s).of_device(device_id)
         )
 
-    def _supersede(self, s: Session, out: Outcome, fire: AlarmRow, now: float) -> None:
+    def _supersede(self, s: Session, out: Outcome, fire: Alarm, now: float) -> None:
         """The device's fire alarm was raised: its open pre-alarms end, so the board shows the fire
         alone. Closed at once (the fire alarm is what is acknowledged and reset); addressed to no duty
         role, as the fire's own raise is."""
@@ -322,7 +323,7 @@ class AlarmService:
             self._reset(s, out, row, SYSTEM_ACTOR, "设备现场复位 / the device was reset on site", now, e.ts)
 
     def _reset(
-        self, s: Session, out: Outcome, row: AlarmRow, actor: str, note: str, now: float, ts: float
+        self, s: Session, out: Outcome, row: AlarmLike, actor: str, note: str, now: float, ts: float
     ) -> Transition:
         """End a latched fire alarm: the state a clear gives (then the normal close rules), and a
         stand-down to every duty role told about it."""
@@ -335,12 +336,13 @@ class AlarmService:
         self.incidents.alarm_ended(s, out.incidents, row, now, reset_by=actor)
         return t
 
-    def _new_row(self, e: DetectorEvent, now: float) -> AlarmRow:
+    def _new_row(self, alarm_id: int, e: DetectorEvent, now: float) -> Alarm:
         dev = self.index.dev_of.get(e.device_id)
         device = self.index.devices[dev] if dev is not None else None
         # An alarm whose key is not a device (e.g. an overdue ticket, "ticket:YH-...") says where it
         # belongs in its extras, so escalation by site and propagation up the place tree still work.
-        return AlarmRow(
+        return Alarm(
+            id=alarm_id,
             device_id=e.device_id,
             alarm_type=e.alarm_type,
             category=e.category.value,
@@ -363,10 +365,24 @@ class AlarmService:
             false_alarms=0,
             escalation_step=0,
             flapping=False,
+            cleared_ts=None,
+            acked_ts=None,
+            acked_by=None,
+            ack_note=None,
+            closed_ts=None,
+            escalation=None,
+            escalate_at=None,
+            remind_at=None,
+            maintenance_id=None,
+            shelved_until=None,
+            shelved_by=None,
+            shelve_note=None,
+            normal_ts=None,
+            incident_id=None,
         )
 
     def _raised(
-        self, s: Session, out: Outcome, row: AlarmRow, before: dict[str, object] | None, now: float
+        self, s: Session, out: Outcome, row: Alarm, before: dict[str, object] | None, now: float
     ) -> None:
         """The alarm became active (new, or again after clearing): apply maintenance, flapping and
         escalation, then log RAISED (and FLAPPING when this raise makes the sensor unstable)."""
@@ -413,7 +429,7 @@ class AlarmService:
         self,
         s: Session,
         out: Outcome,
-        row: AlarmRow,
+        row: AlarmLike,
         before: dict[str, object],
         actor: str,
         note: str,
@@ -425,7 +441,7 @@ class AlarmService:
         self.incidents.alarm_ended(s, out.incidents, row, now)
         return t
 
-    def _hold(self, row: AlarmRow, now: float, *, flapping: bool | None = None) -> Hold | None:
+    def _hold(self, row: AlarmLike, now: float, *, flapping: bool | None = None) -> Hold | None:
         return self.policy.hold(
             AlarmCategory(row.category),
             shelved_until=row.shelved_until,
@@ -438,7 +454,7 @@ class AlarmService:
         self,
         s: Session,
         out: Outcome,
-        row: AlarmRow,
+        row: AlarmLike,
         before: dict[str, object] | None,
         action: AlarmAction,
         actor: str,
@@ -470,6 +486,7 @@ class AlarmService:
             # (_settle), whose ids build the transitions and their pushes then. What returns here
             # is provisional.
             if action is AlarmAction.RAISED:
+                assert isinstance(row, Alarm)  # the bulk path holds its alarms as values
                 batch.raised(row)
             fields: dict[str, Any] = {
                 "alarm_id": row.id,
@@ -537,7 +554,7 @@ class AlarmService:
         self,
         s: Session,
         out: Outcome,
-        row: AlarmRow,
+        row: AlarmLike,
         actor: str,
         note: str,
         now: float,
@@ -665,7 +682,7 @@ class AlarmService:
         self._resume_notices(s, out, row, now)
         return t
 
-    def _resume_notices(self, s: Session, out: Outcome, row: AlarmRow, now: float) -> None:
+    def _resume_notices(self, s: Session, out: Outcome, row: AlarmLike, now: float) -> None:
         """After a hold ends: an alarm nobody acknowledged is told through its incident, if nobody
         was told about that incident yet."""
         if row.state in UNACKNOWLEDGED_STATES and self._hold(row, now) is None:
@@ -886,7 +903,7 @@ class AlarmService:
             )
             self._resume_notices(s, out, alarm, now)
 
-    def _maintenance_for(self, s: Session, row: AlarmRow, now: float) -> int | None:
+    def _maintenance_for(self, s: Session, row: Alarm, now: float) -> int | None:
         windows = [w for w in _batch(s).maintenance_windows(s, now) if w.site == row.site]
         for w in windows:
             ticket_closed = False

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alarms.alarm_values import Alarm
 from alarms.batch import batch_of
 from alarms.labels import CATEGORY_ZH, MEASURES_BY_CATEGORY_ZH, MEASURES_ZH, alarm_type_zh
 from core.domain import TICKETED_CATEGORIES, AlarmCategory, TicketAction, TicketSource, TicketStatus
 from core.settings import TicketPolicy
 from detectors.liveness import OFFLINE
 from ingest.index import DeviceIndex
-from storage.models import AlarmRow, TicketAlarmRow, TicketEventRow, TicketRow
+from storage.models import TicketEventRow, TicketRow
 
 AUTO_INSPECTOR = "firewatch 自动监测"
 FLAPPING = "sensor.flapping"  # the hazard type of an unstable sensor's ticket
@@ -33,7 +34,7 @@ TICKET_ALARM_PREFIX = "ticket."  # alarms about a ticket itself (e.g. "ticket.ov
 SERVICE_KEY_PREFIX = "service:"  # alarms about firewatch itself (e.g. "service:influx")
 
 
-def needs_ticket(alarm: AlarmRow) -> bool:
+def needs_ticket(alarm: Alarm) -> bool:
     if alarm.alarm_type.startswith(TICKET_ALARM_PREFIX):
         return False  # the ticket already exists: a ticket about it would only be noise
     if alarm.device_id.startswith(SERVICE_KEY_PREFIX):
@@ -46,12 +47,12 @@ class TicketOpener:
         self.index = index
         self.policy = policy
 
-    def on_raised(self, session: Session, alarm: AlarmRow, now: float) -> TicketChange:
+    def on_raised(self, session: Session, alarm: Alarm, now: float) -> TicketChange:
         """Open a ticket for this alarm, or append it to the device's open ticket of the same type."""
         return self._open(session, alarm, alarm.alarm_type, AlarmCategory(alarm.category), alarm.detail, now)
 
     def on_flapping(
-        self, session: Session, alarm: AlarmRow, cycles: int, window_s: float, held: bool, now: float
+        self, session: Session, alarm: Alarm, cycles: int, window_s: float, held: bool, now: float
     ) -> TicketChange:
         """A hazard ticket for an unstable sensor (DESIGN §5: flapping sensors are a ticket source)."""
         detail = (
@@ -63,7 +64,7 @@ class TicketOpener:
     def _open(
         self,
         session: Session,
-        alarm: AlarmRow,
+        alarm: Alarm,
         hazard_type: str,
         category: AlarmCategory,
         detail: str,
@@ -77,9 +78,7 @@ class TicketOpener:
         existing = batch.tickets.get((alarm.device_id, hazard_type))
         if existing is not None:
             change = recur(session, existing, f"告警 #{alarm.id} 再次发生：{detail}", now)
-            if (existing.id, alarm.id) not in batch.ticket_links:
-                session.add(TicketAlarmRow(ticket_id=existing.id, alarm_id=alarm.id))
-                batch.ticket_links.add((existing.id, alarm.id))
+            batch.link(existing.id, alarm.id)  # written after the batch's alarms, which it refers to
             return change
 
         dev = self.index.dev_of.get(alarm.device_id)
@@ -104,9 +103,8 @@ class TicketOpener:
             deadline=now + self.policy.deadline_s(category),
         )
         change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", f"由告警 #{alarm.id} 自动生成")
-        session.add(TicketAlarmRow(ticket_id=ticket.id, alarm_id=alarm.id))
         batch.tickets[(alarm.device_id, hazard_type)] = ticket
-        batch.ticket_links.add((ticket.id, alarm.id))
+        batch.link(ticket.id, alarm.id)
         return change
 
 
