@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from core.device_columns import Values
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from ingest.index import DeviceIndex
 
@@ -88,16 +89,14 @@ class LivenessWatch:
         self.held = np.zeros(index.n_devices, dtype=bool)
         self.held_since = np.zeros(index.n_devices, dtype=np.float64)
         self.not_before = start  # nobody is called offline before this (`grace`)
-        # Per level, each device's place as an integer code, and each place's device count.
+        # Per level, each device's place as an integer code, and each place's device count: made
+        # per distinct place and spread with dictionary lookups (a million devices, five levels).
         self.paths: list[list[str]] = []
         codes = []
         for level in range(len(LEVELS)):
-            of: dict[str, int] = {}
-            code = np.empty(index.n_devices, dtype=np.int64)
-            for dev in range(index.n_devices):
-                code[dev] = of.setdefault(self._path_of(dev, level), len(of))
-            self.paths.append(list(of))
-            codes.append(code)
+            table = Values()
+            codes.append(table.encode(self._paths_at(level), index.n_devices).astype(np.int64))
+            self.paths.append(table.items)
         self.code = codes
         self.size = [np.bincount(c, minlength=len(p)) for c, p in zip(codes, self.paths, strict=True)]
         # Groups that are never an outage: devices with no gateway known (path "").
@@ -114,20 +113,29 @@ class LivenessWatch:
         self.member = np.full(index.n_devices, -1, dtype=np.int64)
         self._next_id = 0
 
-    def _path_of(self, dev: int, level: int) -> str:
-        loc = self.index.locations[dev]
+    def _paths_at(self, level: int) -> list[str]:
+        """Every device's group at `level`: its place cut to that level, or its gateway ('': none)."""
+        index = self.index
         if level < PLACE_LEVELS:
-            return "/".join((loc.site, loc.building, loc.floor, loc.zone)[: level + 1])
-        gateway = self.index.devices[dev].gateway
-        return f"{loc.site}/{GATEWAY_MARK}{gateway}" if gateway else ""
+            cut = {place: "/".join(place.split("/")[: level + 1]) for place in set(index.places)}
+            return list(map(cut.__getitem__, index.places))
+        return [
+            f"{site}/{GATEWAY_MARK}{g}" if g else ""
+            for site, g in zip(index.sites, index.gateways, strict=True)
+        ]
 
     def _gateway_places(self, code: npt.NDArray[np.int64]) -> list[str]:
         """Per gateway, the deepest place holding all its devices (where its outage is shown)."""
         common: dict[int, list[str]] = {}
-        for dev, c in enumerate(code.tolist()):
-            if not self.index.devices[dev].gateway:
-                continue  # the group of devices with no gateway known is never an outage
-            parts = self.index.devices[dev].place.split("/")
+        # The group of devices with no gateway known is never an outage.
+        for c, place in sorted(
+            {
+                (c, p)
+                for c, p, g in zip(code.tolist(), self.index.places, self.index.gateways, strict=True)
+                if g
+            }
+        ):
+            parts = place.split("/")
             have = common.setdefault(c, parts)
             n = 0
             while n < min(len(have), len(parts)) and have[n] == parts[n]:
