@@ -93,9 +93,9 @@ class LivenessWatch:
         # per distinct place and spread with dictionary lookups (a million devices, five levels).
         self.paths: list[list[str]] = []
         codes = []
-        for level in range(len(LEVELS)):
+        for column in [*self._place_paths(), self._gateway_paths()]:
             table = Values()
-            codes.append(table.encode(self._paths_at(level), index.n_devices).astype(np.int64))
+            codes.append(table.encode(column, index.n_devices).astype(np.int64))
             self.paths.append(table.items)
         self.code = codes
         self.size = [np.bincount(c, minlength=len(p)) for c, p in zip(codes, self.paths, strict=True)]
@@ -113,12 +113,20 @@ class LivenessWatch:
         self.member = np.full(index.n_devices, -1, dtype=np.int64)
         self._next_id = 0
 
-    def _paths_at(self, level: int) -> list[str]:
-        """Every device's group at `level`: its place cut to that level, or its gateway ('': none)."""
+    def _place_paths(self) -> list[list[str]]:
+        """Every device's place cut to each level (site, building, floor, zone): cut once per
+        distinct path, from the zone up (a place is a zone or a room)."""
+        places = self.index.places
+        zone_of = {p: "/".join(p.split("/")[:PLACE_LEVELS]) for p in set(places)}
+        levels = [list(map(zone_of.__getitem__, places))]
+        for _ in range(PLACE_LEVELS - 1):
+            parent = {p: p.rsplit("/", 1)[0] for p in set(levels[0])}
+            levels.insert(0, list(map(parent.__getitem__, levels[0])))
+        return levels
+
+    def _gateway_paths(self) -> list[str]:
+        """Every device's gateway group ('': no gateway known)."""
         index = self.index
-        if level < PLACE_LEVELS:
-            cut = {place: "/".join(place.split("/")[: level + 1]) for place in set(index.places)}
-            return list(map(cut.__getitem__, index.places))
         return [
             f"{site}/{GATEWAY_MARK}{g}" if g else ""
             for site, g in zip(index.sites, index.gateways, strict=True)
