@@ -40,7 +40,9 @@ _ABSENT = object()  # a field a device does not give (unlike one given as null)
 class Values:
     """The distinct field values of device columns, each named by its code (its position here).
 
-    Append-only: a code, once given, names the same value for as long as the table lives."""
+    Append-only: a code, once given, names the same value for as long as the table lives, so a
+    registry derived from another may share its table (`take`) while the first is read. `encode`
+    is only run on a table no other registry reads yet (`extended` copies it first)."""
 
     def __init__(self, items: Iterable[Any] = ()) -> None:
         self.items: list[Any] = list(items)

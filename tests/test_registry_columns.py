@@ -174,3 +174,10 @@ def test_values_are_coded_in_order_of_first_appearance() -> None:
     assert codes.dtype == np.int32
     assert table.items == ["a", "b", "c"]
     assert table.encode([("x",), "c"], 2).tolist() == [3, 2]
+
+
+def test_a_yaml_date_reads_as_the_same_installation_date(tmp_path: Path) -> None:
+    doc = document({**BARE, "installed": date(2024, 3, 1)})  # YAML writes it unquoted: a YAML date
+    path = written(tmp_path, doc, ".yaml")
+    assert "installed: 2024-03-01" in path.read_text(encoding="utf-8")
+    assert load_registry(path).devices["smk-8"].installed == date(2024, 3, 1)
