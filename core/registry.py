@@ -1,95 +1,37 @@
-"""The registry of places and devices, loaded from YAML.
+"""The registry of places and devices, loaded from YAML or JSON.
 
 Places form a tree site > building > floor > zone > room (DESIGN §2); a place is addressed by its
 path of ids, e.g. ``sxzyy/b1/f3/z2/r305``. A device names the place it is installed in; its site,
 building, floor, zone and room follow from that path.
+
+Devices are held as columns (`core.device_columns`); `Registry.devices`, `.specs` and `.locations`
+are read-only mappings by device id that make a `Device` or `Location` when one is looked up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
-from datetime import date
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
 
+import numpy as np
+import numpy.typing as npt
+import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no '/', '+', '#': ids are MQTT topic levels
-Id = Annotated[str, Field(pattern=ID_RE)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PlaceKind(StrEnum):
-    SITE = "site"
-    BUILDING = "building"
-    FLOOR = "floor"
-    ZONE = "zone"
-    ROOM = "room"
-
-
-LEVELS: tuple[PlaceKind, ...] = tuple(PlaceKind)
-
-
-class RoomSpec(_Strict):
-    id: Id
-    name: str
-    department: str = ""
-    tags: list[str] = Field(default_factory=list)
-
-
-class ZoneSpec(_Strict):
-    id: Id
-    name: str
-    department: str = ""
-    rooms: list[RoomSpec] = Field(default_factory=list)
-
-
-class FloorSpec(_Strict):
-    id: Id
-    name: str
-    zones: list[ZoneSpec] = Field(default_factory=list)
-
-
-class BuildingSpec(_Strict):
-    id: Id
-    name: str
-    floors: list[FloorSpec] = Field(default_factory=list)
-
-
-class SiteSpec(_Strict):
-    id: Id
-    name: str
-    buildings: list[BuildingSpec] = Field(default_factory=list)
-
-
-class Device(_Strict):
-    id: Id
-    profile: str
-    place: str = Field(description="path of place ids, site/building/floor/zone[/room]")
-    name: str = ""
-    department: str = ""  # 科室; defaults to the room's or zone's department
-    responsible: str = ""  # 责任人
-    installed: date | None = None
-    position: tuple[float, float] | None = Field(default=None, description="floor-plan x, y in metres")
-    tags: list[str] = Field(default_factory=list)
-    gateway: str = Field(
-        default="",
-        max_length=64,
-        pattern=r"^[A-Za-z0-9._-]*$",
-        description="the gateway, switch or panel the device reports through: devices lost together "
-        "under one are one outage (detectors/liveness.py); empty: none known",
-    )
-
-
-class RegistryFile(_Strict):
-    sites: list[SiteSpec] = Field(min_length=1)
-    devices: list[Device] = Field(default_factory=list)
+from core.device_columns import DeviceColumns, row_values
+from core.registry_spec import ID_RE as ID_RE
+from core.registry_spec import LEVELS as LEVELS
+from core.registry_spec import BuildingSpec as BuildingSpec
+from core.registry_spec import Device as Device
+from core.registry_spec import FloorSpec as FloorSpec
+from core.registry_spec import Id as Id
+from core.registry_spec import PlaceKind as PlaceKind
+from core.registry_spec import RegistryFile as RegistryFile
+from core.registry_spec import RoomSpec as RoomSpec
+from core.registry_spec import SiteSpec as SiteSpec
+from core.registry_spec import ZoneSpec as ZoneSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +63,12 @@ class Location:
         return "/".join(p for p in (self.site, self.building, self.floor, self.zone) if p)
 
 
+def location_of(place: str) -> Location:
+    """The location of a device in `place` (made when asked for: a hospital has as many rooms as
+    devices, and a `Location` kept per room cost a million-device registry about 300 MB)."""
+    return Location(*[*place.split("/"), ""][:5])
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryIssue:
     """One problem of a registry: what is wrong, and with which device (None: the place tree or the
@@ -149,87 +97,130 @@ class UnknownDeviceError(RegistryError):
     """A device id that is not registered."""
 
 
-class _Shared:
-    """Makes equal field values of many devices one object: profile, place, responsible person,
-    tags, the set of fields given, ... repeat across a hospital's devices, and a million devices each
-    holding their own copies took about a gigabyte more (docs/benchmarks.md, "Registry at scale").
-    Values are only replaced by equal ones, so a device compares, dumps and copies as before."""
+class DeviceView(Mapping[str, Device]):
+    """Devices by id, made from the registry's columns when looked up."""
 
-    _FIELDS = ("profile", "place", "department", "responsible", "installed", "gateway")
+    def __init__(self, registry: Registry, department: npt.NDArray[np.int32]) -> None:
+        self._registry = registry
+        self.department = department  # per row, a code of the registry's value table
 
-    def __init__(self) -> None:
-        self._values: dict[object, object] = {}
+    def __getitem__(self, device_id: str) -> Device:
+        row = self._registry.row_of[device_id]
+        return self._registry.columns.device(row, int(self.department[row]))
 
-    def share(self, device: Device) -> Device:
-        values = device.__dict__
-        for name in self._FIELDS:
-            value = values[name]
-            values[name] = self._values.setdefault(value, value)
-        tags = values["tags"]
-        values["tags"] = self._values.setdefault(("tags", *tags), tags)
-        given = device.__pydantic_fields_set__
-        # pydantic copies this set before changing it (model_copy), so one set may serve many.
-        object.__setattr__(
-            device, "__pydantic_fields_set__", self._values.setdefault(frozenset(given), given)
-        )
-        return device
+    def at(self, row: int) -> Device:
+        return self._registry.columns.device(row, int(self.department[row]))
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._registry.row_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.row_of)
+
+    def __len__(self) -> int:
+        return len(self._registry.row_of)
+
+    def keys(self) -> KeysView[str]:
+        return self._registry.row_of.keys()
+
+
+class LocationView(Mapping[str, Location]):
+    """Locations by device id, one `Location` per place shared by the devices in it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def __getitem__(self, device_id: str) -> Location:
+        return self.at(self._registry.row_of[device_id])
+
+    def at(self, row: int) -> Location:
+        return location_of(self._registry.columns.values.items[self._registry.columns.place[row]])
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._registry.row_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.row_of)
+
+    def __len__(self) -> int:
+        return len(self._registry.row_of)
+
+    def keys(self) -> KeysView[str]:
+        return self._registry.row_of.keys()
 
 
 class Registry:
     """Places and devices, with the lookups the pipeline needs. Treated as immutable: a change is
-    a new Registry (`with_device`, `without_device`, ...), validated whole."""
+    a new Registry (`with_device`, `without_device`, ...), validated whole.
 
-    def __init__(self, sites: Iterable[SiteSpec], devices: Iterable[Device]) -> None:
+    `specs` are the devices as given, in the order given; `devices` the same with departments
+    inherited from the room or zone filled in; `locations` where each is. `columns` holds them,
+    `row_of` is each device's row there."""
+
+    def __init__(self, sites: Iterable[SiteSpec], devices: Iterable[Device] | DeviceColumns) -> None:
         # The specs as given, for export: `devices` below fills in inherited departments.
         self.sites: list[SiteSpec] = list(sites)
-        self.specs: dict[str, Device] = {}
         self.places: dict[str, Place] = {}
         for site in self.sites:
             self._add_site(site)
-        self.devices: dict[str, Device] = {}
-        self.locations: dict[str, Location] = {}
+        columns = devices if isinstance(devices, DeviceColumns) else DeviceColumns.from_devices(devices)
+        self.columns = columns
+        self.row_of: dict[str, int] = dict(zip(columns.ids, range(len(columns)), strict=True))
+        # Per place, not per device: devices share rooms (codes of `columns.values`).
+        items = columns.values.items
+        place_codes = np.unique(columns.place).tolist()
+        kinds = {code: self.places[items[code]].kind for code in place_codes if items[code] in self.places}
+        if len(self.row_of) != len(columns) or any(
+            kinds.get(code) not in (PlaceKind.ZONE, PlaceKind.ROOM) for code in place_codes
+        ):
+            issues = self._issues()
+            raise RegistryError(_joined([i.message for i in issues]), issues)
+        inherited = {code: columns.values.code(self.department_of(items[code])) for code in place_codes}
+        department = columns.department.copy()
+        unset = np.array([v == "" for v in items], dtype=np.bool_)[department]
+        if unset.any():
+            lookup = np.zeros(len(items), dtype=np.int32)
+            lookup[list(inherited)] = list(inherited.values())
+            department[unset] = lookup[columns.place[unset]]
+        self.specs: DeviceView = DeviceView(self, columns.department)
+        self.devices: DeviceView = DeviceView(self, department)
+        self.locations: LocationView = LocationView(self)
+
+    def device_key(self, device_id: str) -> tuple[object, ...]:
+        """A device's fields as the service sees them (department filled in), as a tuple: equal for
+        two registries exactly when their `devices[device_id]` (and so locations) are equal, without
+        making either `Device`."""
+        row = self.row_of[device_id]
+        return row_values(self.columns, row, int(self.devices.department[row]))
+
+    def _issues(self) -> list[RegistryIssue]:
+        """Every problem of the device list, in its order (the first device of an id counts)."""
         issues: list[RegistryIssue] = []
-        # Per place, not per device: devices share rooms, and a million devices would otherwise
-        # each carry a Location of five fresh strings and walk the tree for their department.
-        location_of: dict[str, Location] = {}
-        department_of: dict[str, str] = {}
-        shared = _Shared()
-        for device in devices:
-            shared.share(device)
-            if device.id in self.devices:
-                issues.append(RegistryIssue(f"device {device.id!r} is listed twice", device.id))
+        seen: set[str] = set()
+        columns = self.columns
+        for row, device_id in enumerate(columns.ids):
+            place_path = columns.values.items[columns.place[row]]
+            if device_id in seen:
+                issues.append(RegistryIssue(f"device {device_id!r} is listed twice", device_id))
                 continue
-            place = self.places.get(device.place)
+            place = self.places.get(place_path)
             if place is None:
                 issues.append(
                     RegistryIssue(
-                        f"device {device.id!r}: place {device.place!r} is not in the place tree", device.id
+                        f"device {device_id!r}: place {place_path!r} is not in the place tree", device_id
                     )
                 )
                 continue
             if place.kind not in (PlaceKind.ZONE, PlaceKind.ROOM):
                 issues.append(
                     RegistryIssue(
-                        f"device {device.id!r}: place {device.place!r} is a {place.kind}, not a zone or room",
-                        device.id,
+                        f"device {device_id!r}: place {place_path!r} is a {place.kind}, not a zone or room",
+                        device_id,
                     )
                 )
                 continue
-            location = location_of.get(device.place)
-            if location is None:
-                parts = [*device.place.split("/"), ""]
-                location = location_of[device.place] = Location(*parts[:5])
-            self.locations[device.id] = location
-            self.specs[device.id] = device
-            if not device.department:
-                department = department_of.get(device.place)
-                if department is None:
-                    department = department_of[device.place] = self.department_of(device.place)
-                if department:
-                    device = shared.share(device.model_copy(update={"department": department}))
-            self.devices[device.id] = device
-        if issues:
-            raise RegistryError(_joined([i.message for i in issues]), issues)
+            seen.add(device_id)
+        return issues
 
     def with_devices(self, devices: Iterable[Device]) -> Registry:
         """The same place tree with another device list (validated like any registry)."""
@@ -237,20 +228,27 @@ class Registry:
 
     def with_device(self, device: Device) -> Registry:
         """This registry and one more device, listed last."""
-        if device.id in self.specs:
+        if device.id in self.row_of:
             raise DuplicateDeviceError(f"device {device.id!r} is registered already")
-        return self.with_devices([*self.specs.values(), device])
+        return Registry(self.sites, self.columns.extended([device]))
 
     def replacing_device(self, device: Device) -> Registry:
         """This registry with the device of the same id specified anew, in its place in the list."""
-        if device.id not in self.specs:
+        row = self.row_of.get(device.id)
+        if row is None:
             raise UnknownDeviceError(f"device {device.id!r} is not registered")
-        return self.with_devices(device if d.id == device.id else d for d in self.specs.values())
+        n = len(self.columns)
+        extended = self.columns.extended([device])
+        order = np.arange(n, dtype=np.intp)
+        order[row] = n  # the new row in the old one's place
+        return Registry(self.sites, extended.take(order))
 
     def without_device(self, device_id: str) -> Registry:
-        if device_id not in self.specs:
+        row = self.row_of.get(device_id)
+        if row is None:
             raise UnknownDeviceError(f"device {device_id!r} is not registered")
-        return self.with_devices(d for d in self.specs.values() if d.id != device_id)
+        keep = np.arange(len(self.columns), dtype=np.intp)
+        return Registry(self.sites, self.columns.take(np.delete(keep, row)))
 
     def to_yaml(self) -> str:
         """This registry as `load_registry` reads it (devices as specified, in order)."""
@@ -322,23 +320,85 @@ def load_registry(path: Path) -> Registry:
     reported with the file name.
 
     JSON is for large registries: PyYAML's loader builds every node in Python even with libyaml's
-    parser (about 30 s for 100,000 devices), while pydantic parses and validates JSON in one pass
-    in compiled code (under 2 s; docs/benchmarks.md, "Registry at scale").
+    parser (about 30 s for 100,000 devices), while orjson parses JSON in compiled code. The devices
+    go straight into columns (`DeviceColumns.from_document`, each column checked in bulk); a
+    document it does not take is validated by pydantic, whose messages name the device and field
+    (docs/benchmarks.md, "Registry at scale").
     """
     try:
-        if is_json(path):
-            spec = RegistryFile.model_validate_json(path.read_bytes())
-        else:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
-            spec = RegistryFile.model_validate(raw)
+        sites, devices = _read_document(path)
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"{path}: cannot read registry: {exc}") from exc
     except ValidationError as exc:
         raise RegistryError(f"{path}: {exc}") from exc
+    _share_values(sites)
     try:
-        return Registry(spec.sites, spec.devices)
+        return Registry(sites, devices)
     except RegistryError as exc:
         raise RegistryError(f"{path}: {exc}", exc.issues) from exc
+
+
+def _share_values(sites: list[SiteSpec]) -> None:
+    """Make equal values of the place tree one object: a hospital has a room per device or so, and
+    each room's model held its own set of given fields and empty tag list (about 270 bytes a room).
+    Values are only replaced by equal ones, so specs compare and dump as before."""
+    given_sets: dict[frozenset[str], set[str]] = {}
+    no_tags: list[str] = []
+
+    def share(spec: BaseModel) -> None:
+        given = spec.__pydantic_fields_set__
+        # pydantic copies this set before changing it (model_copy), so one set may serve many.
+        object.__setattr__(spec, "__pydantic_fields_set__", given_sets.setdefault(frozenset(given), given))
+
+    for site in sites:
+        share(site)
+        for building in site.buildings:
+            share(building)
+            for floor in building.floors:
+                share(floor)
+                for zone in floor.zones:
+                    share(zone)
+                    for room in zone.rooms:
+                        share(room)
+                        if not room.tags:
+                            room.__dict__["tags"] = no_tags
+
+
+def _read_document(path: Path) -> tuple[list[SiteSpec], DeviceColumns | list[Device]]:
+    """The place tree and the devices of a registry file (the parsed document is dropped here,
+    before the registry is built from it)."""
+    if is_json(path):
+        data = path.read_bytes()
+        try:
+            raw: object = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raw = None  # pydantic reports where, as it always has
+        read = _columns_of(raw)
+        if read is not None:
+            return read
+        spec = RegistryFile.model_validate_json(data)
+    else:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        read = _columns_of(raw)
+        if read is not None:
+            return read
+        spec = RegistryFile.model_validate(raw)
+    return spec.sites, spec.devices
+
+
+def _columns_of(raw: object) -> tuple[list[SiteSpec], DeviceColumns] | None:
+    """A parsed registry document as sites and device columns; None if it is not in the form the
+    columns take (pydantic then validates it, and reports what is wrong)."""
+    if type(raw) is not dict or "sites" not in raw or not raw.keys() <= {"sites", "devices"}:
+        return None
+    columns = DeviceColumns.from_document(raw.get("devices", []))
+    if columns is None:
+        return None
+    try:
+        sites = RegistryFile.model_validate({"sites": raw["sites"]}).sites
+    except ValidationError:
+        return None
+    return sites, columns
 
 
 def write_registry_text(path: Path, registry: Registry) -> None:

@@ -130,7 +130,7 @@ def diff_registries(old: Registry, new: Registry) -> RegistryDiff:
         changed=sorted(
             d
             for d in old.devices.keys() & new.devices.keys()
-            if old.devices[d] != new.devices[d] or old.locations[d] != new.locations[d]
+            if old.device_key(d) != new.device_key(d)  # a location follows from the place
         ),
         places_changed=old.places != new.places,
     )

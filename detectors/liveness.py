@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from core.device_columns import Values
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from ingest.index import DeviceIndex
 
@@ -88,16 +89,14 @@ class LivenessWatch:
         self.held = np.zeros(index.n_devices, dtype=bool)
         self.held_since = np.zeros(index.n_devices, dtype=np.float64)
         self.not_before = start  # nobody is called offline before this (`grace`)
-        # Per level, each device's place as an integer code, and each place's device count.
+        # Per level, each device's place as an integer code, and each place's device count: made
+        # per distinct place and spread with dictionary lookups (a million devices, five levels).
         self.paths: list[list[str]] = []
         codes = []
-        for level in range(len(LEVELS)):
-            of: dict[str, int] = {}
-            code = np.empty(index.n_devices, dtype=np.int64)
-            for dev in range(index.n_devices):
-                code[dev] = of.setdefault(self._path_of(dev, level), len(of))
-            self.paths.append(list(of))
-            codes.append(code)
+        for column in [*self._place_paths(), self._gateway_paths()]:
+            table = Values()
+            codes.append(table.encode(column, index.n_devices).astype(np.int64))
+            self.paths.append(table.items)
         self.code = codes
         self.size = [np.bincount(c, minlength=len(p)) for c, p in zip(codes, self.paths, strict=True)]
         # Groups that are never an outage: devices with no gateway known (path "").
@@ -114,20 +113,37 @@ class LivenessWatch:
         self.member = np.full(index.n_devices, -1, dtype=np.int64)
         self._next_id = 0
 
-    def _path_of(self, dev: int, level: int) -> str:
-        loc = self.index.locations[dev]
-        if level < PLACE_LEVELS:
-            return "/".join((loc.site, loc.building, loc.floor, loc.zone)[: level + 1])
-        gateway = self.index.devices[dev].gateway
-        return f"{loc.site}/{GATEWAY_MARK}{gateway}" if gateway else ""
+    def _place_paths(self) -> list[list[str]]:
+        """Every device's place cut to each level (site, building, floor, zone): cut once per
+        distinct path, from the zone up (a place is a zone or a room)."""
+        places = self.index.places
+        zone_of = {p: "/".join(p.split("/")[:PLACE_LEVELS]) for p in set(places)}
+        levels = [list(map(zone_of.__getitem__, places))]
+        for _ in range(PLACE_LEVELS - 1):
+            parent = {p: p.rsplit("/", 1)[0] for p in set(levels[0])}
+            levels.insert(0, list(map(parent.__getitem__, levels[0])))
+        return levels
+
+    def _gateway_paths(self) -> list[str]:
+        """Every device's gateway group ('': no gateway known)."""
+        index = self.index
+        return [
+            f"{site}/{GATEWAY_MARK}{g}" if g else ""
+            for site, g in zip(index.sites, index.gateways, strict=True)
+        ]
 
     def _gateway_places(self, code: npt.NDArray[np.int64]) -> list[str]:
         """Per gateway, the deepest place holding all its devices (where its outage is shown)."""
         common: dict[int, list[str]] = {}
-        for dev, c in enumerate(code.tolist()):
-            if not self.index.devices[dev].gateway:
-                continue  # the group of devices with no gateway known is never an outage
-            parts = self.index.devices[dev].place.split("/")
+        # The group of devices with no gateway known is never an outage.
+        for c, place in sorted(
+            {
+                (c, p)
+                for c, p, g in zip(code.tolist(), self.index.places, self.index.gateways, strict=True)
+                if g
+            }
+        ):
+            parts = place.split("/")
             have = common.setdefault(c, parts)
             n = 0
             while n < min(len(have), len(parts)) and have[n] == parts[n]:

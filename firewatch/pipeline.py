@@ -398,7 +398,7 @@ class Pipeline:
         warm = [
             d
             for i, d in enumerate(index.device_ids)
-            if old_of_new[i] >= 0 and old.devices[old_of_new[i]].profile == index.devices[i].profile
+            if old_of_new[i] >= 0 and old.profiles[old_of_new[i]].id == index.profiles[i].id
         ]
         carry = engine.carry_from(old_engine, warm=warm, active=active)
         seq_rows: list[tuple[int, int, int, float, bytes | None]] = []

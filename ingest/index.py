@@ -6,12 +6,14 @@ by device index. A device's slots are contiguous: ``slot_base[dev] + channel_off
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
 
-from core.registry import Device, Location, Registry
+from core.registry import Device, DeviceView, Location, LocationView, Registry
 from device_profiles.schema import Profile
 
 
@@ -23,10 +25,12 @@ class UnknownProfileError(KeyError):
 class DeviceIndex:
     device_ids: list[str]
     dev_of: dict[str, int]
-    devices: list[Device]
+    devices: Sequence[Device]  # per device, made on demand from the registry's columns
     profiles: list[Profile]  # per device
-    locations: list[Location]  # per device
+    locations: Sequence[Location]  # per device
     sites: list[str]  # per device
+    places: list[str]  # per device: its place path
+    gateways: list[str]  # per device: its gateway ('': none known)
     channel_offsets: list[dict[str, int]]  # per device: channel name -> offset (shared per profile)
     slot_base: npt.NDArray[np.int32]  # per device
     slot_device: npt.NDArray[np.int32]  # per slot
@@ -62,35 +66,99 @@ class DeviceIndex:
 
     @classmethod
     def build(cls, registry: Registry, profiles: dict[str, Profile]) -> DeviceIndex:
-        missing = sorted({d.profile for d in registry.devices.values() if d.profile not in profiles})
+        columns = registry.columns
+        items = columns.values.items
+        profile_codes = np.unique(columns.profile).tolist()
+        missing = sorted({items[c] for c in profile_codes if items[c] not in profiles})
         if missing:
             raise UnknownProfileError(f"registry names unknown profiles {missing}; known: {sorted(profiles)}")
-        offsets_of = {pid: {name: i for i, name in enumerate(p.channels)} for pid, p in profiles.items()}
-        device_ids = sorted(registry.devices)
-        devices = [registry.devices[d] for d in device_ids]
-        dev_profiles = [profiles[d.profile] for d in devices]
-        counts = np.array([len(p.channels) for p in dev_profiles], dtype=np.int32)
-        slot_base = np.zeros(len(devices), dtype=np.int32)
-        if len(devices):
+        device_ids = sorted(registry.row_of)
+        n = len(device_ids)
+        rows = np.fromiter(map(registry.row_of.__getitem__, device_ids), np.intp, n)
+        codes = columns.profile[rows]
+        # Per profile (a handful), then spread to devices and slots with numpy.
+        by_code = {c: profiles[items[c]] for c in profile_codes}
+        lookup = np.zeros(len(items), dtype=np.int32)  # profile code -> position in `table`
+        table = list(by_code.values())
+        lookup[list(by_code)] = np.arange(len(table), dtype=np.int32)
+        which = lookup[codes]
+        channels = [list(p.channels.values()) for p in table]
+        names = [list(p.channels) for p in table]
+        first = np.cumsum([0, *(len(c) for c in channels)])  # each profile's first channel, all profiles
+        counts = np.diff(first).astype(np.int32)[which]
+        slot_base = np.zeros(n, dtype=np.int32)
+        if n:
             slot_base[1:] = np.cumsum(counts)[:-1]
-        slot_device = np.repeat(np.arange(len(devices), dtype=np.int32), counts)
-        slot_channel = [name for p in dev_profiles for name in p.channels]
-        slot_lo = np.array([c.range[0] for p in dev_profiles for c in p.channels.values()], dtype=np.float64)
-        slot_hi = np.array([c.range[1] for p in dev_profiles for c in p.channels.values()], dtype=np.float64)
+        slot_device = np.repeat(np.arange(n, dtype=np.int32), counts)
+        # A slot's channel among all profiles' channels: its device's profile's first, plus its offset.
+        channel = first[which][slot_device] + (np.arange(len(slot_device)) - slot_base[slot_device])
+        places: list[str] = [items[c] for c in columns.place[rows].tolist()]
+        site_of = {p: p.split("/", 1)[0] for p in set(places)}
+        all_names = [name for ns in names for name in ns]
+        dev_profiles = [table[w] for w in which.tolist()]
+        offsets = [{name: i for i, name in enumerate(ns)} for ns in names]
         return cls(
             device_ids=device_ids,
-            dev_of={d: i for i, d in enumerate(device_ids)},
-            devices=devices,
+            dev_of=dict(zip(device_ids, range(n), strict=True)),
+            devices=DevicesByIndex(registry.devices, rows),
             profiles=dev_profiles,
-            locations=[registry.locations[d] for d in device_ids],
-            sites=[registry.locations[d].site for d in device_ids],
-            channel_offsets=[offsets_of[d.profile] for d in devices],
+            locations=LocationsByIndex(registry.locations, rows),
+            sites=[site_of[p] for p in places],
+            places=places,
+            gateways=[items[c] for c in columns.gateway[rows].tolist()],
+            channel_offsets=[offsets[w] for w in which.tolist()],
             slot_base=slot_base,
             slot_device=slot_device,
-            slot_channel=slot_channel,
-            slot_lo=slot_lo,
-            slot_hi=slot_hi,
-            heartbeat_s=np.array([p.liveness.heartbeat_s for p in dev_profiles], dtype=np.float64),
-            offline_after=np.array([p.liveness.offline_after for p in dev_profiles], dtype=np.float64),
+            slot_channel=[all_names[c] for c in channel.tolist()],
+            slot_lo=np.array([c.range[0] for cs in channels for c in cs], dtype=np.float64)[channel],
+            slot_hi=np.array([c.range[1] for cs in channels for c in cs], dtype=np.float64)[channel],
+            heartbeat_s=np.array([p.liveness.heartbeat_s for p in table], dtype=np.float64)[which],
+            offline_after=np.array([p.liveness.offline_after for p in table], dtype=np.float64)[which],
             place_names={path: place.name for path, place in registry.places.items()},
         )
+
+
+class DevicesByIndex(Sequence[Device]):
+    """The registry's devices by device index, made when one is read (`index.devices[dev]`)."""
+
+    def __init__(self, devices: DeviceView, rows: npt.NDArray[np.intp]) -> None:
+        self._devices = devices
+        self._rows = rows
+
+    @overload
+    def __getitem__(self, dev: int) -> Device: ...
+    @overload
+    def __getitem__(self, dev: slice) -> list[Device]: ...
+    def __getitem__(self, dev: int | slice) -> Device | list[Device]:
+        if isinstance(dev, slice):
+            return [self._devices.at(r) for r in self._rows[dev].tolist()]
+        return self._devices.at(int(self._rows[dev]))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Device]:
+        return (self._devices.at(r) for r in self._rows.tolist())
+
+
+class LocationsByIndex(Sequence[Location]):
+    """The registry's device locations by device index (one `Location` object per place)."""
+
+    def __init__(self, locations: LocationView, rows: npt.NDArray[np.intp]) -> None:
+        self._locations = locations
+        self._rows = rows
+
+    @overload
+    def __getitem__(self, dev: int) -> Location: ...
+    @overload
+    def __getitem__(self, dev: slice) -> list[Location]: ...
+    def __getitem__(self, dev: int | slice) -> Location | list[Location]:
+        if isinstance(dev, slice):
+            return [self._locations.at(r) for r in self._rows[dev].tolist()]
+        return self._locations.at(int(self._rows[dev]))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Location]:
+        return (self._locations.at(r) for r in self._rows.tolist())

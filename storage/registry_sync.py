@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Column, Table, delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.registry import Registry
+from core.registry import Registry, location_of
 from device_profiles.schema import Profile
 from storage.db import IMMEDIATE
 from storage.models import DeviceRow, DiscoveredDeviceRow, PlaceRow
@@ -83,8 +84,8 @@ def sync_registry(
     gone = sorted(previous.devices.keys() - registry.devices.keys())
     write = [
         d
-        for d, device in registry.devices.items()
-        if previous.devices.get(d) != device or previous.locations.get(d) != registry.locations[d]
+        for d in registry.row_of
+        if d not in previous.row_of or previous.device_key(d) != registry.device_key(d)
     ]
     for i in range(0, len(gone), _CHUNK):
         with sessions.begin() as s:
@@ -108,8 +109,44 @@ def place_rows(registry: Registry) -> dict[str, Row]:
 
 
 def device_rows(registry: Registry, profiles: dict[str, Profile]) -> dict[str, Row]:
-    """The `devices` rows of a registry, by id."""
-    return {d: device_row(registry, profiles, d) for d in registry.devices}
+    """The `devices` rows of a registry, by id: made column by column (a value's text and the
+    profile's kind and system once per distinct value, not per device), with no `Device` made."""
+    columns = registry.columns
+    items = columns.values.items
+
+    def decoded(codes: Any, convert: Any = None) -> list[Any]:
+        distinct = np.unique(codes).tolist()
+        table = dict(
+            zip(distinct, (items[c] if convert is None else convert(items[c]) for c in distinct), strict=True)
+        )
+        return list(map(table.__getitem__, codes.tolist()))
+
+    places = decoded(columns.place)
+    locations = decoded(columns.place, location_of)
+    profile = decoded(columns.profile)
+    kind = decoded(columns.profile, lambda p: profiles[p].kind.value)
+    system = decoded(columns.profile, lambda p: profiles[p].system.value)
+    installed = decoded(columns.installed, lambda d: d.isoformat() if d else None)
+    tags = [list(t) for t in decoded(columns.tags)]
+    rows = zip(
+        columns.ids,
+        profile,
+        kind,
+        system,
+        (loc.site for loc in locations),
+        (loc.building for loc in locations),
+        (loc.floor for loc in locations),
+        (loc.zone for loc in locations),
+        (loc.room for loc in locations),
+        places,
+        columns.names,
+        decoded(registry.devices.department),
+        decoded(columns.responsible),
+        installed,
+        tags,
+        strict=True,
+    )
+    return {row[0]: row for row in rows}
 
 
 def device_row(registry: Registry, profiles: dict[str, Profile], device_id: str) -> Row:
