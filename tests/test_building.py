@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -278,13 +277,11 @@ def test_a_tiny_clinic_is_a_consistent_registry_of_a_few_devices() -> None:
     Registry(clinic.sites, clinic.devices)
 
 
-def test_a_100_000_device_hospital_builds_a_consistent_registry_in_seconds() -> None:
-    started = time.perf_counter()
+def test_a_100_000_device_hospital_builds_a_consistent_registry() -> None:
+    # How fast is measured in bench/registry_scale.py, not asserted here.
     big = build(100_000)
     registry = Registry(big.sites, big.devices)
-    elapsed = time.perf_counter() - started
     assert len(registry.devices) == pytest.approx(100_000, rel=0.1)
-    assert elapsed < 30, elapsed  # about 5 s on a laptop; generous for a loaded CI runner
     assert set(Counter(d.profile for d in big.devices)) == set(load_profiles())
     assert all(d.position is not None for d in big.devices)
     per_building = Counter(loc.building for loc in registry.locations.values())
