@@ -817,13 +817,18 @@ AUTOPLAY_POLICY = """
 
 async def in_view(page: Page, selector: str) -> bool:
     """The element is wholly inside the viewport as the page opens (above the fold)."""
-    # Shown first: a board re-rendered (the wall view toggled, a live update) has no box meanwhile.
-    await expect(page.locator(selector)).to_be_visible()
-    box = await page.locator(selector).bounding_box()
-    size = page.viewport_size
-    assert box is not None
-    assert size is not None
-    return box["y"] >= 0 and box["y"] + box["height"] <= size["height"]
+    # Measured in the page in one step, once the element has a box: the board re-renders on every
+    # live update (a spreading fire), so a box looked up apart from its element can be gone.
+    measured = await page.wait_for_function(
+        """sel => {
+            const e = document.querySelector(sel);
+            const r = e && e.getBoundingClientRect();
+            return r && r.height > 0 ? {top: r.top, bottom: r.bottom, height: innerHeight} : null;
+        }""",
+        arg=selector,
+    )
+    box = await measured.json_value()
+    return bool(box["top"] >= 0 and box["bottom"] <= box["height"])
 
 
 async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, page: Page) -> None:
