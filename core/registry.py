@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -97,44 +98,20 @@ class UnknownDeviceError(RegistryError):
     """A device id that is not registered."""
 
 
-class DeviceView(Mapping[str, Device]):
-    """Devices by id, made from the registry's columns when looked up."""
-
-    def __init__(self, registry: Registry, department: npt.NDArray[np.int32]) -> None:
-        self._registry = registry
-        self.department = department  # per row, a code of the registry's value table
-
-    def __getitem__(self, device_id: str) -> Device:
-        row = self._registry.row_of[device_id]
-        return self._registry.columns.device(row, int(self.department[row]))
-
-    def at(self, row: int) -> Device:
-        return self._registry.columns.device(row, int(self.department[row]))
-
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._registry.row_of
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._registry.row_of)
-
-    def __len__(self) -> int:
-        return len(self._registry.row_of)
-
-    def keys(self) -> KeysView[str]:
-        return self._registry.row_of.keys()
+V = TypeVar("V")
 
 
-class LocationView(Mapping[str, Location]):
-    """Locations by device id, one `Location` per place shared by the devices in it."""
+class _ByDeviceId(Mapping[str, V]):
+    """A read-only mapping by device id over the registry's rows; `at(row)` makes the value."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def __getitem__(self, device_id: str) -> Location:
-        return self.at(self._registry.row_of[device_id])
+    def at(self, row: int) -> V:
+        raise NotImplementedError
 
-    def at(self, row: int) -> Location:
-        return location_of(self._registry.columns.values.items[self._registry.columns.place[row]])
+    def __getitem__(self, device_id: str) -> V:
+        return self.at(self._registry.row_of[device_id])
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._registry.row_of
@@ -147,6 +124,24 @@ class LocationView(Mapping[str, Location]):
 
     def keys(self) -> KeysView[str]:
         return self._registry.row_of.keys()
+
+
+class DeviceView(_ByDeviceId[Device]):
+    """Devices by id, made from the registry's columns when looked up."""
+
+    def __init__(self, registry: Registry, department: npt.NDArray[np.int32]) -> None:
+        super().__init__(registry)
+        self.department = department  # per row, a code of the registry's value table
+
+    def at(self, row: int) -> Device:
+        return self._registry.columns.device(row, int(self.department[row]))
+
+
+class LocationView(_ByDeviceId[Location]):
+    """Locations by device id, one `Location` per place shared by the devices in it."""
+
+    def at(self, row: int) -> Location:
+        return location_of(self._registry.columns.values.items[self._registry.columns.place[row]])
 
 
 class Registry:

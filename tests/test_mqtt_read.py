@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.peer_backlog import remaining_length
 from firewatch.broker import Mosquitto
 from ingest.envelope import Message
 from ingest.mqtt import BrokerAddress, MqttSource, read_packets
@@ -25,15 +26,6 @@ from tests.waiting import eventually
 TOPIC = "fw/v1/s1/smk-1-1/telemetry"
 PINGRESP = bytes([0xD0, 0x00])
 CONNACK = bytes([0x20, 0x03, 0x00, 0x00, 0x00])  # MQTT 5: no session, success, no properties
-
-
-def remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publish(
