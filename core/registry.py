@@ -101,7 +101,7 @@ class UnknownDeviceError(RegistryError):
 V = TypeVar("V")
 
 
-class _ByDeviceId(Mapping[str, V]):
+class ByDeviceId(Mapping[str, V]):
     """A read-only mapping by device id over the registry's rows; `at(row)` makes the value."""
 
     def __init__(self, registry: Registry) -> None:
@@ -126,7 +126,7 @@ class _ByDeviceId(Mapping[str, V]):
         return self._registry.row_of.keys()
 
 
-class DeviceView(_ByDeviceId[Device]):
+class DeviceView(ByDeviceId[Device]):
     """Devices by id, made from the registry's columns when looked up."""
 
     def __init__(self, registry: Registry, department: npt.NDArray[np.int32]) -> None:
@@ -137,7 +137,7 @@ class DeviceView(_ByDeviceId[Device]):
         return self._registry.columns.device(row, int(self.department[row]))
 
 
-class LocationView(_ByDeviceId[Location]):
+class LocationView(ByDeviceId[Location]):
     """Locations by device id, one `Location` per place shared by the devices in it."""
 
     def at(self, row: int) -> Location:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from core.registry import Device, DeviceView, Location, LocationView, Registry
+from core.registry import ByDeviceId, Device, Location, Registry
 from device_profiles.schema import Profile
 
 
@@ -100,9 +100,9 @@ class DeviceIndex:
         return cls(
             device_ids=device_ids,
             dev_of=dict(zip(device_ids, range(n), strict=True)),
-            devices=DevicesByIndex(registry.devices, rows),
+            devices=ByIndex(registry.devices, rows),
             profiles=dev_profiles,
-            locations=LocationsByIndex(registry.locations, rows),
+            locations=ByIndex(registry.locations, rows),
             sites=[site_of[p] for p in places],
             places=places,
             gateways=[items[c] for c in columns.gateway[rows].tolist()],
@@ -118,47 +118,28 @@ class DeviceIndex:
         )
 
 
-class DevicesByIndex(Sequence[Device]):
-    """The registry's devices by device index, made when one is read (`index.devices[dev]`)."""
+V = TypeVar("V")
 
-    def __init__(self, devices: DeviceView, rows: npt.NDArray[np.intp]) -> None:
-        self._devices = devices
+
+class ByIndex(Sequence[V]):
+    """A registry view (devices or locations) by device index, made when one is read
+    (`index.devices[dev]`, `index.locations[dev]`)."""
+
+    def __init__(self, view: ByDeviceId[V], rows: npt.NDArray[np.intp]) -> None:
+        self._view = view
         self._rows = rows
 
     @overload
-    def __getitem__(self, dev: int) -> Device: ...
+    def __getitem__(self, dev: int) -> V: ...
     @overload
-    def __getitem__(self, dev: slice) -> list[Device]: ...
-    def __getitem__(self, dev: int | slice) -> Device | list[Device]:
+    def __getitem__(self, dev: slice) -> list[V]: ...
+    def __getitem__(self, dev: int | slice) -> V | list[V]:
         if isinstance(dev, slice):
-            return [self._devices.at(r) for r in self._rows[dev].tolist()]
-        return self._devices.at(int(self._rows[dev]))
+            return [self._view.at(r) for r in self._rows[dev].tolist()]
+        return self._view.at(int(self._rows[dev]))
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __iter__(self) -> Iterator[Device]:
-        return (self._devices.at(r) for r in self._rows.tolist())
-
-
-class LocationsByIndex(Sequence[Location]):
-    """The registry's device locations by device index (one `Location` object per place)."""
-
-    def __init__(self, locations: LocationView, rows: npt.NDArray[np.intp]) -> None:
-        self._locations = locations
-        self._rows = rows
-
-    @overload
-    def __getitem__(self, dev: int) -> Location: ...
-    @overload
-    def __getitem__(self, dev: slice) -> list[Location]: ...
-    def __getitem__(self, dev: int | slice) -> Location | list[Location]:
-        if isinstance(dev, slice):
-            return [self._locations.at(r) for r in self._rows[dev].tolist()]
-        return self._locations.at(int(self._rows[dev]))
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __iter__(self) -> Iterator[Location]:
-        return (self._locations.at(r) for r in self._rows.tolist())
+    def __iter__(self) -> Iterator[V]:
+        return (self._view.at(r) for r in self._rows.tolist())
