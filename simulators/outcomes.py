@@ -2,8 +2,9 @@
 
 Times are simulated seconds from the scenario's start. An alarm's time is its first raise as the
 device stamped it (exact in simulated time, also during fast-forward), or, for an alarm that was
-already known before this run, the service's raise mapped onto simulated time; a ticket's time is
-when the service opened it, mapped the same way.
+already known before this run, the service's raise mapped onto simulated time. A ticket an alarm
+opened is timed as that alarm; any other ticket when the service opened it, mapped the same way
+(simulators/runner.py: alarm_sim_time, ticket_sim_time).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from core.clock import ScaledClock
-from core.domain import DeviceEventKind
+from core.domain import DeviceEventKind, TicketSource
 from core.registry import Registry, load_registry
 from device_profiles.schema import Profile
 from simulators.fleet import Fleet, FleetError, LinkQuality
@@ -249,9 +249,8 @@ class ScenarioRun:
         for a in alarms:
             if a["raised_ts"] is not None and a["raised_ts"] < self.run_start:
                 continue  # raised before this run, still active
-            t = a["first_ts"] - self.origin if a["first_ts"] >= self.origin else self._to_sim(a["raised_ts"])
-            timed_alarms.append((t, a))
-        timed_tickets = [(self._to_sim(t["created_at"]), t) for t in tickets]
+            timed_alarms.append((alarm_sim_time(a, self.origin, self._to_sim), a))
+        timed_tickets = [(ticket_sim_time(t, self.origin, self._to_sim), t) for t in tickets]
         rejects = {reason: n - self.rejects0.get(reason, 0) for reason, n in totals.items()}
         return Observed(timed_alarms, timed_tickets, rejects)
 
@@ -395,6 +394,27 @@ class ScenarioRun:
     def _only_positive(self) -> bool:
         """Stop early only when nothing can still go wrong: no `no_alarm` window is still open."""
         return all(e.no_alarm is None for e in self.scenario.expect)
+
+
+def alarm_sim_time(alarm: dict[str, Any], origin: float, to_sim: Callable[[float], float]) -> float:
+    """When an alarm happened in simulated time: the reading that raised it (`first_ts`, which the
+    devices stamp `origin + t`), or, for an alarm of the service's own (no reading, or one from
+    before the run), when the service raised it."""
+    if alarm["first_ts"] >= origin:
+        return float(alarm["first_ts"]) - origin
+    return to_sim(alarm["raised_ts"])
+
+
+def ticket_sim_time(ticket: dict[str, Any], origin: float, to_sim: Callable[[float], float]) -> float:
+    """When a ticket was opened in simulated time. A ticket an alarm opens is written in the same
+    transaction as that alarm (alarms/tickets.py), and its inspection time is the alarm's
+    `first_ts`: it is timed as its alarm is. Its `created_at` is when the service got round to the
+    reading, which in a fast-forward (a simulated hour in a few wall seconds) maps a second of
+    queueing to many simulated minutes, and more the busier the machine. Other tickets (a patrol's,
+    an inspector's) are timed by when the service opened them."""
+    if ticket["source"] == TicketSource.ALARM.value and ticket["inspection_time"] >= origin:
+        return float(ticket["inspection_time"]) - origin
+    return to_sim(ticket["created_at"])
 
 
 def apply_step(fleet: Fleet, step: Step, origin: float, base: Path) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
+import numpy as np
 import pytest
 
 from api.app import create_app
@@ -30,7 +31,14 @@ from firewatch.broker import Mosquitto, free_port, wait_for_port
 from firewatch.service import Service
 from simulators.hospital import DEMO_HOSPITAL
 from simulators.outcomes import Observed, Verdict, judge
-from simulators.runner import RunReport, ScenarioRun, check_scenario, scenario_registry
+from simulators.runner import (
+    RunReport,
+    ScenarioRun,
+    alarm_sim_time,
+    check_scenario,
+    scenario_registry,
+    ticket_sim_time,
+)
 from simulators.scenario import (
     Scenario,
     ScenarioError,
@@ -193,6 +201,29 @@ def test_a_forbidden_alarm_fails_at_once_and_silence_passes_only_at_the_end(tmp_
     assert judge(spec, quiet, 600.0, final=True)[2].verdict is Verdict.PASSED
     noisy = Observed([(200.0, alarm("b", "smoke.alarm", "fire", "s/b2/f1/z1"))], [], {})
     assert judge(spec, noisy, 300.0, final=False)[2].verdict is Verdict.FAILED
+
+
+def test_a_ticket_an_alarm_opens_is_timed_as_its_alarm_not_as_when_the_service_caught_up() -> None:
+    # A fast-forward plays 5 h 30 min in about half a minute: one wall second of queueing in the
+    # service is ten simulated minutes on this map (service clock -> simulated time).
+    origin = 1_000_000.0
+    service, simulated = [origin + 19_800.0, origin + 20_400.0], [0.0, 19_800.0]
+
+    def to_sim(ts: float) -> float:
+        return float(np.interp(ts, service, simulated))
+
+    reading = origin + 18_000.0  # the back-dated reading that raised the hazard
+    caught_up = origin + 20_390.0  # the service raised it and opened the ticket, in one transaction
+    hazard = {"first_ts": reading, "raised_ts": caught_up}
+    ticket = {"source": "alarm", "inspection_time": reading, "created_at": caught_up}
+    assert alarm_sim_time(hazard, origin, to_sim) == 18_000.0
+    assert ticket_sim_time(ticket, origin, to_sim) == alarm_sim_time(hazard, origin, to_sim)
+    # A ticket no alarm opened has no reading behind it: timed by when the service opened it.
+    patrol = {"source": "patrol", "inspection_time": origin + 5.0, "created_at": caught_up}
+    assert ticket_sim_time(patrol, origin, to_sim) == pytest.approx(19_470.0)
+    # An alarm of the service's own (a reading from before the run): when it was raised.
+    own = {"first_ts": origin - 60.0, "raised_ts": caught_up}
+    assert alarm_sim_time(own, origin, to_sim) == pytest.approx(19_470.0)
 
 
 # --- end to end ---------------------------------------------------------------------------------------
