@@ -1006,6 +1006,24 @@ async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, pag
     # The fire put out (a fire still burning would alarm again after the reset and, confirmed,
     # reopen this incident: tested in test_incidents.py).
     stack.sim.fleet.extinguish(stack.plan.fire_zone)
+    # The page re-reads its lists after every burst of live messages, so a read is often under way
+    # when an operator acts; on a busy server its answer can come after the incident has closed.
+    # One such read is held here: begun now, answered only after the card has gone.
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def answer_late(route: Route) -> None:
+        if held.is_set():
+            await route.continue_()
+            return
+        response = await route.fetch()  # read now, while the incident is open
+        held.set()
+        await release.wait()
+        await route.fulfill(response=response)
+
+    await page.route("**/api/v1/incidents?*", answer_late)
+    await page.evaluate("window.heldRead = refreshBoard(); undefined")
+    await asyncio.wait_for(held.wait(), 10)
     await card.locator('[data-role="reset"]').click()
     await expect(page.locator("#inc-title")).to_have_text("火警复位")
     await expect(page.locator("#inc-confirm")).to_contain_text("将重新报警")
@@ -1017,6 +1035,12 @@ async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, pag
     # Reset, acknowledged: the incident is closed and leaves the board.
     await until(lambda: incident_closed(stack, inc_id), "the incident closed after its reset")
     await expect(card).to_have_count(0)
+    # The read begun before the close answers now, with the incident open: older news, the card
+    # stays gone.
+    release.set()
+    await page.evaluate("window.heldRead")
+    assert await card.count() == 0
+    await page.unroute("**/api/v1/incidents?*", answer_late)
 
     # (7) A wall screen reloaded (no click since): the browser holds the sound back, and the banner
     # asks for the click that starts it.

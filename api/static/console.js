@@ -618,6 +618,8 @@ const board = {
   recordedAt: new Map(), // (device, alarm type) -> live.tick when the stream said it was recorded
   unrecTimer: null,
   expanded: new Set(), // incidents whose alarm list is open
+  reads: 0, // list reads begun
+  applied: 0, // the latest list read applied (by when it began)
 };
 
 const alarmKey = (a) => `${a.device_id}\u0000${a.alarm_type}`;
@@ -920,17 +922,22 @@ function renderList(listNode, emptyNode, items) {
  * Retry-After (the banner says why). */
 async function refreshBoard() {
   const began = live.tick;
+  const read = ++board.reads;
   const [incs, unrec] = await Promise.allSettled([
     api("/api/v1/incidents", { params: { open: true, limit: 500 } }),
     api("/api/v1/alarms/unrecorded"),
   ]);
+  // Reads can answer out of order (a slow answer on a busy server): one begun before a read already
+  // applied is older news, and would put back a card that has gone since.
+  const stale = read < board.applied;
+  if (!stale) board.applied = read;
   const failed = [incs, unrec].filter((r) => r.status === "rejected").map((r) => r.reason);
   const signedOut = failed.find((e) => e instanceof SignedOut);
   if (signedOut) throw signedOut;
   const down = failed.find(isOutage) || null;
   let failing = false;
   if (unrec.status === "rejected" && !isOutage(unrec.reason)) console.error(unrec.reason);
-  if (unrec.status === "fulfilled") {
+  if (unrec.status === "fulfilled" && !stale) {
     const items = unrec.value && Array.isArray(unrec.value.items) ? unrec.value.items : [];
     // An alarm the stream said is recorded while this list was read stays off it.
     board.unrecorded = new Map(items.map(unrecordedAlarm).filter(Boolean).map((a) => [alarmKey(a), a])
@@ -942,14 +949,18 @@ async function refreshBoard() {
   clearTimeout(board.unrecTimer);
   if (board.unrecorded.size) board.unrecTimer = setTimeout(() => { if (session.me) scheduleRefresh(); }, 5000);
   let other = null;
-  if (incs.status === "fulfilled") {
+  if (incs.status === "fulfilled" && !stale) {
     const items = itemsOf(incs.value, "incidents").filter(validIncident);
     const next = new Map();
     for (const i of items) {
       const seen = board.incidents.get(i.id);
+      const liveSince = (board.liveAt.get(i.id) ?? -1) >= began;
+      // Closed by a step that came live while this list was read (a step that leaves an incident
+      // open keeps it on the board): the list is older news, the card stays gone.
+      if (liveSince && !seen) continue;
       // A step that came live while this list was read may be newer than what the list says:
       // keep it (with the list's alarms); the next read, due after that step, settles it.
-      next.set(i.id, seen && (board.liveAt.get(i.id) ?? -1) >= began ? { ...i, ...seen, alarms: i.alarms } : i);
+      next.set(i.id, seen && liveSince ? { ...i, ...seen, alarms: i.alarms } : i);
     }
     for (const [id, seen] of board.incidents) {
       if (!next.has(id) && (board.liveAt.get(id) ?? -1) >= began && seen.state !== "closed") next.set(id, seen);
@@ -958,7 +969,7 @@ async function refreshBoard() {
     for (const [id, tick] of board.liveAt) {
       if (tick < began) { board.liveAt.delete(id); if (!next.has(id)) board.lastEvent.delete(id); }
     }
-  } else if (!isOutage(incs.reason)) {
+  } else if (incs.status === "rejected" && !isOutage(incs.reason)) {
     other = incs;
   }
   if (!places.loaded) await guarded(loadPlaces);
