@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.clock import ScaledClock
 from core.domain import DeviceEventKind, TicketSource
@@ -65,6 +66,9 @@ FF_BACKLOG = 2_000  # unacknowledged messages allowed while fast-forwarding
 # to its liveness watch (every device offline).
 FF_RATE = 3_000  # messages per wall second
 READY_TIMEOUT_S = 30.0
+# Before the last judgement the runner waits for the service to take in what it was sent: on a
+# loaded machine seconds of messages queue, and a fast-forward's last seconds hold hours.
+SETTLE_TIMEOUT_S = 60.0
 
 
 class RunnerError(RuntimeError):
@@ -106,6 +110,9 @@ class RunReport:
     reordered: int
     malformed: dict[str, int]  # broken frames sent on request, by kind
     steps: list[str]
+    # Messages sent that the service had not taken in when judged (SETTLE_TIMEOUT_S); None: it
+    # does not count them (/metrics).
+    untaken: int | None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +127,7 @@ class RunReport:
             "reordered": self.reordered,
             "malformed_sent": self.malformed,
             "steps": self.steps,
+            "untaken": self.untaken,
             "outcomes": [
                 {
                     "expectation": o.expectation.describe(),
@@ -163,6 +171,8 @@ class ScenarioRun:
         self._pending: list[Step] = sorted(scenario.timeline, key=lambda s: s.at)
         self._map_service: list[float] = []  # service clock readings ...
         self._map_sim: list[float] = []  # ... and the simulated time then
+        self._taken0: float | None = None  # messages the service had taken in when the run began
+        self._untaken: int | None = None
         self.base = scenario.source.parent if scenario.source else Path.cwd()
 
     # --- the service ------------------------------------------------------------------------------
@@ -283,6 +293,7 @@ class ScenarioRun:
         self.origin = self.run_start - self.scenario.fast_forward
         await self._check_devices()
         self.rejects0: dict[str, int] = (await self._get("/api/v1/rejects/totals"))["totals"]
+        self._taken0 = await self._taken()
         host, port = self.broker
         try:
             await asyncio.to_thread(self.fleet.connect, host, port)
@@ -310,6 +321,7 @@ class ScenarioRun:
             reordered=s.reordered,
             malformed=dict(s.malformed),
             steps=list(self.progress.applied),
+            untaken=self._untaken,
         )
 
     def _mark(self, service_ts: float, t: float) -> None:
@@ -382,14 +394,47 @@ class ScenarioRun:
             judge_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await judge_task
-        # Give the pipeline a moment to store what is in flight, then judge for the last time.
+        # Judge for the last time once the service has taken in all it was sent.
         self.progress.phase = "judging"
-        await asyncio.sleep(1.0)
+        await self._settle()
         outcomes = judge(self.scenario, await self.observe(), min(clock() - self.origin, end), final=True)
         self.progress.outcomes = outcomes
         if on_progress:
             on_progress(self.progress)
         return outcomes
+
+    async def _taken(self) -> float | None:
+        """MQTT messages the service has taken off its receive queue, as its /metrics counts them
+        (each batch's alarms and tickets are written before it is counted), or None if it does not say."""
+        try:
+            response = await self.api.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        for family in text_string_to_metric_families(response.text):
+            if family.name == "fw_ingest_messages":
+                return sum(s.value for s in family.samples if s.name == "fw_ingest_messages_total")
+        return None
+
+    async def _settle(self) -> None:
+        """A moment (a second, as ever) for what is in flight, and until the service has taken in
+        every message this run published, at most SETTLE_TIMEOUT_S (a message the broker dropped
+        never comes)."""
+        moment = time.monotonic() + 1.0
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while self._taken0 is not None:
+            taken = await self._taken()
+            if taken is None:
+                self._untaken = None
+                break
+            self._untaken = max(0, round(self._taken0 + self.fleet.stats.published - taken))
+            if self._untaken == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        if self._untaken:
+            logger.warning("judging with %d messages not yet taken in by the service", self._untaken)
+        await asyncio.sleep(max(0.0, moment - time.monotonic()))
 
     def _only_positive(self) -> bool:
         """Stop early only when nothing can still go wrong: no `no_alarm` window is still open."""

@@ -269,6 +269,7 @@ async def test_the_shipped_scenario_produces_the_alarms_and_tickets_it_expects(
     assert report.passed, explain(report)
     assert all(o.verdict is Verdict.PASSED for o in report.outcomes)
     assert report.published > 0
+    assert report.untaken == 0  # judged once the service had taken in everything the devices sent
 
 
 @pytest.mark.integration
