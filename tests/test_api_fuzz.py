@@ -5,15 +5,15 @@ is refused, valid input served; a 405 names the methods the path takes.
 
 The app is the real service's, over the demo hospital, with an alarm and a ticket in the store so
 that generated ids sometimes hit something. Every call is an admin's, so the inputs reach the
-endpoints behind sign-in; each call gets a fresh key, because a generated call may revoke the key
-it was made with (logout, DELETE /api-keys/{id}). The live streams (SSE and WebSocket) never end by
-themselves and are left to their own tests.
+endpoints behind sign-in; after a call that may have revoked the key it was made with (DELETE
+/api-keys/{key_id}: an API key cannot log out) the next call gets a fresh one. The live streams (SSE
+and WebSocket) never end by themselves and are left to their own tests.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +72,34 @@ def app(service: Service) -> FastAPI:
     return create_app(ctx)
 
 
+class AdminKey:
+    """An admin API key for the generated calls. Minting one is a committed write (a few ms, tens on a
+    busy machine): a key each for some 5,000 calls cost more than a tenth of this module's time. One
+    key serves until a call may have revoked it; only DELETE /api-keys/{key_id} can (its generated id
+    may be this key's), so after it the next call gets a new key."""
+
+    REVOKES = ("DELETE", "/api/v1/api-keys/{key_id}")
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.serial = itertools.count(1)
+        self.token = self._mint()
+
+    def _mint(self) -> str:
+        issued, _ = self.service.accounts.create_api_key(f"fuzz-{next(self.serial)}", [Role.ADMIN], by="test")
+        return issued.token
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def after(self, method: str, path: str) -> None:
+        if (method.upper(), path) == self.REVOKES:
+            self.token = self._mint()
+
+
 @pytest.fixture(scope="module")
-def admin_headers(service: Service) -> Callable[[], dict[str, str]]:
-    """Headers with a new admin API key each time (minting one hashes no password: cheap)."""
-    serial = itertools.count(1)
-
-    def mint() -> dict[str, str]:
-        issued, _ = service.accounts.create_api_key(f"fuzz-{next(serial)}", [Role.ADMIN], by="test")
-        return {"Authorization": f"Bearer {issued.token}"}
-
-    return mint
+def admin_key(service: Service) -> AdminKey:
+    return AdminKey(service)
 
 
 # positive_data_acceptance expects a request the document calls valid to be served (2xx) or refused
@@ -149,13 +167,16 @@ EVERY_CHECK: list[Any] = list(CHECKS.get_all())
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a failure is reported as found, unshrunk
 )
 def test_no_input_makes_the_api_fail_or_answer_outside_its_schema(
-    case: schemathesis.Case[Any], admin_headers: Callable[[], dict[str, str]]
+    case: schemathesis.Case[Any], admin_key: AdminKey
 ) -> None:
     if case.operation.path.startswith("/api/v1/stream/"):
         return  # an event stream never ends; tests/test_live_streams.py covers it
     if case.operation.path == "/readyz":
         return  # 503 is its documented answer while the broker is unreachable, as it is here
-    response = case.call_and_validate(headers=admin_headers(), checks=EVERY_CHECK)
+    try:
+        response = case.call_and_validate(headers=admin_key.headers(), checks=EVERY_CHECK)
+    finally:
+        admin_key.after(case.operation.method, case.operation.path)
     # Negative cases may leave the Authorization header out on purpose: 401 is then the answer.
     # A request that carries the fresh admin key must get past sign-in (only a generated
     # password at /auth/login is rightly refused).
@@ -164,13 +185,13 @@ def test_no_input_makes_the_api_fail_or_answer_outside_its_schema(
 
 
 async def test_an_id_beyond_64_bits_is_refused_as_invalid_not_an_overflow(
-    app: FastAPI, admin_headers: Callable[[], dict[str, str]]
+    app: FastAPI, admin_key: AdminKey
 ) -> None:
     import httpx
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://firewatch", headers=admin_headers()
+        transport=transport, base_url="http://firewatch", headers=admin_key.headers()
     ) as client:
         for url in (
             "/api/v1/tickets/1/evidence/3829366246278832651763712",
