@@ -28,6 +28,7 @@ from api.app import create_app
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, Role
 from core.settings import MqttSettings, Settings
 from firewatch.service import Service
+from tests.conftest import make_accounts
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     data: Path = tmp_path_factory.mktemp("fuzz")
     # A broker URL that is never dialled: the service is not started, only its API is exercised.
     svc = Service(Settings(data_dir=data, mqtt=MqttSettings(url="mqtt://127.0.0.1:9")))
+    # Passwords hashed as in every other API test (tests/conftest.py make_accounts): the generated
+    # sign-ins, new users and password changes each cost a production-strength hash otherwise.
+    svc.accounts = make_accounts(svc.sessions)
     now = svc.clock()
     svc.alarms.apply(
         [
