@@ -26,13 +26,16 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import JSON, Table, func, select, text
 from sqlalchemy.orm import Session
 
 from alarms.alarm_values import ALARMS, Alarm, values_of, write
+from alarms.driver_rows import insert_many
 from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
+from storage.db import json_dumps
 from storage.models import (
     AlarmEventRow,
     AlarmRow,
@@ -40,6 +43,7 @@ from storage.models import (
     IncidentRow,
     MaintenanceRow,
     TicketAlarmRow,
+    TicketEventRow,
     TicketRow,
 )
 
@@ -48,6 +52,10 @@ _PG_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM gen
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
+_TICKETS = cast(Table, TicketRow.__table__)
+_TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
+_TICKET_EVENT_COLUMNS = tuple(c.name for c in _TICKET_EVENTS.c if c.name != "id")
+_PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
 
 
 @dataclass
@@ -97,22 +105,24 @@ class AlarmBatch:
     # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets
     tickets: dict[tuple[str, str], TicketRow] = field(default_factory=dict)
     ticket_links: set[tuple[int, int]] = field(default_factory=set)
-    new_links: list[dict[str, int]] = field(default_factory=list)  # inserted after the alarms
+    new_links: list[tuple[int, int]] = field(default_factory=list)  # (ticket, alarm), after the alarms
+    # the tickets' history entries of the batch (alarms/tickets.py log_event), inserted after them
+    ticket_events: list[dict[str, Any]] = field(default_factory=list)
     # Ids for the batch's new alarms, taken up front so a new row needs no flush of its own
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
     reserved: list[int] = field(default_factory=list)
     next_sqlite_id: int | None = None
+    next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
 
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
         batch = cls()
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
-            chunk = ids[i : i + CHUNK]
             rows = s.execute(
                 select(ALARMS)
-                .where(ALARMS.c.device_id.in_(chunk), ALARMS.c.state != AlarmState.CLOSED.value)
+                .where(ALARMS.c.device_id.in_(ids[i : i + CHUNK]), ALARMS.c.state != AlarmState.CLOSED.value)
                 .order_by(ALARMS.c.id)
                 .with_for_update()
             ).all()
@@ -121,6 +131,11 @@ class AlarmBatch:
                 alarm = Alarm(*values)
                 batch.written[alarm.id] = values
                 batch.add(alarm)
+        # Flapping counts and tickets matter only where an alarm may be raised (_raised is the one
+        # reader of both): a batch of clears, as the readings fall back, reads neither.
+        raising = sorted({e.device_id for e in events if e.kind is DetectorEventKind.RAISE})
+        for i in range(0, len(raising), CHUNK):
+            chunk = raising[i : i + CHUNK]
             counts = s.execute(
                 select(AlarmRow.device_id, AlarmRow.alarm_type, func.count())
                 .select_from(AlarmEventRow)
@@ -167,6 +182,21 @@ class AlarmBatch:
                 self.next_sqlite_id += n
         return self.reserved.pop(0)
 
+    def ticket_id(self, s: Session) -> int:
+        """The id a new ticket of this batch takes, so it goes in with the batch's other rows at its
+        end instead of a flush of its own (its number is made from its id, and a flush mid-batch
+        also wrote every incident changed so far): on PostgreSQL the next from the table's own
+        sequence, taken when the ticket is made, as its insert took it; on SQLite the next after the
+        largest (this transaction holds the write lock)."""
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            return int(conn.exec_driver_sql(_PG_NEXT_TICKET_ID).scalar_one())
+        if self.next_sqlite_ticket_id is None:
+            self.next_sqlite_ticket_id = int(conn.scalar(select(func.max(_TICKETS.c.id))) or 0) + 1
+        taken = self.next_sqlite_ticket_id
+        self.next_sqlite_ticket_id += 1
+        return taken
+
     def add(self, row: Alarm) -> None:
         """An alarm the batch knows of: loaded open, or raised in this batch."""
         self.open[(row.device_id, row.alarm_type)] = row
@@ -185,18 +215,22 @@ class AlarmBatch:
         """The alarm joins the ticket's alarms (once): inserted after the batch's alarms."""
         if (ticket_id, alarm_id) not in self.ticket_links:
             self.ticket_links.add((ticket_id, alarm_id))
-            self.new_links.append({"ticket_id": ticket_id, "alarm_id": alarm_id})
+            self.new_links.append((ticket_id, alarm_id))
 
     def settle_alarms(self, s: Session) -> None:
-        """Write the batch's alarms as they now are (alarm_values.write), then their new ticket
-        links, which refer to them."""
+        """Write the batch's alarms as they now are (alarm_values.write), then the session's rows
+        (incidents, the batch's new tickets and their history), then the new ticket links, which
+        refer to both."""
         conn = s.connection()
         write(conn, list(self.by_id.values()), self.written)
         for alarm in self.by_id.values():
             self.written[alarm.id] = values_of(alarm)
-        if self.new_links:
-            conn.execute(insert(_TICKET_ALARMS), self.new_links)
-            self.new_links.clear()
+        s.flush()
+        in_order = itemgetter(*_TICKET_EVENT_COLUMNS)
+        insert_many(conn, _TICKET_EVENTS, _TICKET_EVENT_COLUMNS, [in_order(e) for e in self.ticket_events])
+        self.ticket_events.clear()
+        insert_many(conn, _TICKET_ALARMS, ("ticket_id", "alarm_id"), self.new_links)
+        self.new_links.clear()
 
     def raised(self, row: Alarm) -> None:
         key = (row.device_id, row.alarm_type)
@@ -306,9 +340,9 @@ class Tally:
 def insert_rows(
     s: Session, model: type[AlarmEventRow] | type[IncidentEventRow], rows: list[dict[str, Any]]
 ) -> list[int]:
-    """Insert log rows together; their ids, in `rows` order: the ids are taken first, then the rows
-    go in with one executemany of a plain INSERT (Core's, on the table: the ORM's bulk insert added
-    its own work per row).
+    """Insert log rows together (each a value for every column but the id); their ids, in `rows`
+    order: the ids are taken first, then the rows go to the driver as tuples, JSON encoded here, in
+    one executemany (alarms/driver_rows.py: Core's executemany did work per row and per value).
 
     Not `INSERT ... RETURNING` over the batch: on SQLite its order over many rows is not promised,
     so SQLAlchemy sent one statement per row; on PostgreSQL it is one statement of a thousand rows'
@@ -326,7 +360,16 @@ def insert_rows(
     else:
         first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
         ids = list(range(first, first + len(rows)))
-    conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    columns = tuple(c.name for c in table.c if c.name != "id")
+    encoded = [i for i, c in enumerate(c for c in table.c if c.name != "id") if isinstance(c.type, JSON)]
+    values_in_order = itemgetter(*columns)
+    params: list[tuple[Any, ...]] = []
+    for row, row_id in zip(rows, ids, strict=True):
+        values = [row_id, *values_in_order(row)]
+        for i in encoded:
+            values[i + 1] = json_dumps(values[i + 1])
+        params.append(tuple(values))
+    insert_many(conn, table, ("id", *columns), params)
     return ids
 
 

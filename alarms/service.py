@@ -205,7 +205,6 @@ class AlarmService:
         transitions and incident steps take, in log order; the pushes they owe join the same
         transaction."""
         batch.settle_alarms(s)  # first: the log rows and pushes refer to the batch's new alarms
-        s.flush()
         event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
         step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
         for p, event_id in zip(batch.transitions, event_ids, strict=True):
