@@ -78,7 +78,10 @@ if tuple(f.name for f in fields(Alarm)) != COLUMNS:
 
 AlarmLike = AlarmRow | Alarm  # what the rule code shared by both paths takes
 
-values_of = attrgetter(*COLUMNS)  # an alarm's values, in column order (a tuple)
+values_of = attrgetter(*COLUMNS)
+_BUT_ID = range(
+    1, len(COLUMNS)
+)  # the id (first) never changes  # an alarm's values, in column order (a tuple)
 
 
 def write(conn: Connection, alarms: list[Alarm], written: dict[int, tuple[Any, ...]]) -> None:
@@ -95,7 +98,7 @@ def write(conn: Connection, alarms: list[Alarm], written: dict[int, tuple[Any, .
         if before is None:
             inserts.append(now)
         elif now != before:
-            changed = tuple(i for i in range(1, len(COLUMNS)) if now[i] != before[i])
+            changed = tuple([i for i in _BUT_ID if now[i] != before[i]])
             updates[changed].append((*[now[i] for i in changed], alarm.id))
     for changed, rows in updates.items():
         update_many(conn, ALARMS, tuple(COLUMNS[i] for i in changed), rows)

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import JSON, Table, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, ColumnElement, Select, Table, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session, undefer
 
 from alarms.alarm_values import ALARMS, Alarm, values_of, write
 from alarms.driver_rows import insert_many
@@ -49,12 +50,64 @@ from storage.models import (
 
 _PG_RESERVE = "SELECT nextval(pg_get_serial_sequence('alarms', 'id')) FROM generate_series(1, :n)"
 _PG_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"
+_CLOSED = AlarmState.CLOSED.value  # looked up once: compared per event
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
 _TICKETS = cast(Table, TicketRow.__table__)
 _TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
 _TICKET_EVENT_COLUMNS = tuple(c.name for c in _TICKET_EVENTS.c if c.name != "id")
+_ALARM_EVENTS = cast(Table, AlarmEventRow.__table__)
+
+
+def _among(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnElement[bool]:
+    """`column` is one of the values bound to `name` (a list): on PostgreSQL `= ANY` of one array
+    parameter, elsewhere an IN list of one parameter per value (psycopg converts and sends each of
+    a statement's parameters in Python: 500 device ids were 500 of them per statement)."""
+    if postgresql:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _open_alarms(postgresql: bool) -> Select[Any]:
+    return (
+        select(ALARMS)
+        .where(_among(ALARMS.c.device_id, "devices", postgresql))
+        .where(ALARMS.c.state != AlarmState.CLOSED.value)
+        .order_by(ALARMS.c.id)
+        .with_for_update()
+    )
+
+
+def _raises(postgresql: bool) -> Select[Any]:
+    return (
+        select(ALARMS.c.device_id, ALARMS.c.alarm_type, func.count())
+        .select_from(_ALARM_EVENTS.join(ALARMS, ALARMS.c.id == _ALARM_EVENTS.c.alarm_id))
+        .where(_among(ALARMS.c.device_id, "devices", postgresql))
+        .where(_ALARM_EVENTS.c.action == AlarmAction.RAISED.value, _ALARM_EVENTS.c.ts >= bindparam("since"))
+        .group_by(ALARMS.c.device_id, ALARMS.c.alarm_type)
+    )
+
+
+def _open_tickets(postgresql: bool) -> Select[TicketRow]:
+    return (
+        select(TicketRow)
+        .where(_among(cast(ColumnElement[Any], TicketRow.device_id), "devices", postgresql))
+        .where(TicketRow.status != TicketStatus.CLOSED.value)
+        .with_for_update()
+    )
+
+
+# The batch's reads, built once per kind of database (bound per batch).
+_OPEN_ALARMS = {True: _open_alarms(True), False: _open_alarms(False)}
+_RAISES = {True: _raises(True), False: _raises(False)}
+_OPEN_TICKETS = {True: _open_tickets(True), False: _open_tickets(False)}
+_LINKS = select(_TICKET_ALARMS.c.ticket_id, _TICKET_ALARMS.c.alarm_id).where(
+    _TICKET_ALARMS.c.ticket_id.in_(bindparam("tickets", expanding=True))
+)
+_MEMBERS = select(ALARMS.c.id, ALARMS.c.device_id, ALARMS.c.state).where(
+    ALARMS.c.incident_id == bindparam("incident")
+)
 _PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
 
 
@@ -118,15 +171,11 @@ class AlarmBatch:
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
         batch = cls()
+        conn = s.connection()  # Core statements: not the session's ORM execution, nothing to flush
+        pg = conn.dialect.name == "postgresql"
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
-            rows = s.execute(
-                select(ALARMS)
-                .where(ALARMS.c.device_id.in_(ids[i : i + CHUNK]), ALARMS.c.state != AlarmState.CLOSED.value)
-                .order_by(ALARMS.c.id)
-                .with_for_update()
-            ).all()
-            for row in rows:
+            for row in conn.execute(_OPEN_ALARMS[pg], {"devices": ids[i : i + CHUNK]}).all():
                 values = tuple(row)
                 alarm = Alarm(*values)
                 batch.written[alarm.id] = values
@@ -136,29 +185,15 @@ class AlarmBatch:
         raising = sorted({e.device_id for e in events if e.kind is DetectorEventKind.RAISE})
         for i in range(0, len(raising), CHUNK):
             chunk = raising[i : i + CHUNK]
-            counts = s.execute(
-                select(AlarmRow.device_id, AlarmRow.alarm_type, func.count())
-                .select_from(AlarmEventRow)
-                .join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
-                .where(AlarmRow.device_id.in_(chunk))
-                .where(AlarmEventRow.action == AlarmAction.RAISED.value, AlarmEventRow.ts >= raises_since)
-                .group_by(AlarmRow.device_id, AlarmRow.alarm_type)
-            ).all()
-            for device_id, alarm_type, n in counts:
+            for device_id, alarm_type, n in conn.execute(
+                _RAISES[pg], {"devices": chunk, "since": raises_since}
+            ):
                 batch.raises[(device_id, alarm_type)] = int(n)
-            tickets = s.scalars(
-                select(TicketRow)
-                .where(TicketRow.device_id.in_(chunk), TicketRow.status != TicketStatus.CLOSED.value)
-                .with_for_update()
-            ).all()
+            tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": chunk}).all()
             for ticket in tickets:
                 batch.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
             if tickets:
-                links = s.execute(
-                    select(TicketAlarmRow.ticket_id, TicketAlarmRow.alarm_id).where(
-                        TicketAlarmRow.ticket_id.in_([t.id for t in tickets])
-                    )
-                ).all()
+                links = conn.execute(_LINKS, {"tickets": [t.id for t in tickets]}).all()
                 batch.ticket_links.update((t, a) for t, a in links)
         raised = {(e.device_id, e.alarm_type) for e in events if e.kind is DetectorEventKind.RAISE}
         batch.new_keys = len(raised - batch.open.keys())
@@ -205,11 +240,11 @@ class AlarmBatch:
 
     def open_alarm(self, device_id: str, alarm_type: str) -> Alarm | None:
         row = self.open.get((device_id, alarm_type))
-        return row if row is not None and row.state != AlarmState.CLOSED.value else None
+        return row if row is not None and row.state != _CLOSED else None
 
     def of_device(self, device_id: str) -> list[Alarm]:
         """The device's alarms not closed, oldest first."""
-        return [r for r in self.by_device.get(device_id, ()) if r.state != AlarmState.CLOSED.value]
+        return [r for r in self.by_device.get(device_id, ()) if r.state != _CLOSED]
 
     def link(self, ticket_id: int, alarm_id: int) -> None:
         """The alarm joins the ticket's alarms (once): inserted after the batch's alarms."""
@@ -253,7 +288,11 @@ class AlarmBatch:
         """The incident, locked once in this transaction (later reads come from memory)."""
         inc = self.incidents.get(incident_id)
         if inc is None:
-            inc = s.get(IncidentRow, incident_id, with_for_update=True)
+            # Its outage devices too: they are read at its first count (_count), and a deferred
+            # column costs a statement of its own.
+            inc = s.get(
+                IncidentRow, incident_id, with_for_update=True, options=[undefer(IncidentRow.devices)]
+            )
             if inc is not None:
                 self.incidents[incident_id] = inc
         return inc
@@ -264,10 +303,7 @@ class AlarmBatch:
         found = self.tallies.get(inc.id)
         if found is None:
             found = Tally()
-            rows = s.execute(
-                select(AlarmRow.id, AlarmRow.device_id, AlarmRow.state).where(AlarmRow.incident_id == inc.id)
-            )
-            for alarm_id, device_id, state in rows:
+            for alarm_id, device_id, state in s.connection().execute(_MEMBERS, {"incident": inc.id}):
                 mine = self.by_id.get(alarm_id)
                 if mine is not None:
                     # The database holds the alarm as the batch found it: the batch's values rule.
