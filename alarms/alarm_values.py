@@ -19,8 +19,9 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, update
+from sqlalchemy import Connection, Table
 
+from alarms.driver_rows import insert_many, update_many
 from storage.models import AlarmRow
 
 ALARMS = cast(Table, AlarmRow.__table__)
@@ -77,30 +78,28 @@ if tuple(f.name for f in fields(Alarm)) != COLUMNS:
 
 AlarmLike = AlarmRow | Alarm  # what the rule code shared by both paths takes
 
-values_of = attrgetter(*COLUMNS)  # an alarm's values, in column order (a tuple)
-
-_UPDATE = update(ALARMS).where(ALARMS.c.id == bindparam("id_"))
-_INSERT = insert(ALARMS)
+values_of = attrgetter(*COLUMNS)
+_BUT_ID = range(
+    1, len(COLUMNS)
+)  # the id (first) never changes  # an alarm's values, in column order (a tuple)
 
 
 def write(conn: Connection, alarms: list[Alarm], written: dict[int, tuple[Any, ...]]) -> None:
     """Write `alarms` as they are now: those in `written` (their values as the database holds them)
     as UPDATEs of the columns that differ, grouped so that each group is one executemany; the others
     as one INSERT. The updates go first: an alarm the batch closed frees its key (the partial unique
-    index) for a new alarm of the same key the batch raised."""
-    updates: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
-    inserts: list[dict[str, Any]] = []
+    index) for a new alarm of the same key the batch raised. Rows go to the driver as tuples
+    (alarms/driver_rows.py): an alarm's values are what its columns take as they are."""
+    updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    inserts: list[tuple[Any, ...]] = []
     for alarm in alarms:
         now = values_of(alarm)
         before = written.get(alarm.id)
         if before is None:
-            inserts.append(dict(zip(COLUMNS, now, strict=True)))
+            inserts.append(now)
         elif now != before:
-            changed = tuple(i for i in range(1, len(COLUMNS)) if now[i] != before[i])
-            params = {COLUMNS[i]: now[i] for i in changed}
-            params["id_"] = alarm.id
-            updates[changed].append(params)
-    for params_list in updates.values():
-        conn.execute(_UPDATE, params_list)
-    if inserts:
-        conn.execute(_INSERT, inserts)
+            changed = tuple([i for i in _BUT_ID if now[i] != before[i]])
+            updates[changed].append((*[now[i] for i in changed], alarm.id))
+    for changed, rows in updates.items():
+        update_many(conn, ALARMS, tuple(COLUMNS[i] for i in changed), rows)
+    insert_many(conn, ALARMS, COLUMNS, inserts)

@@ -26,13 +26,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, ColumnElement, Select, Table, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session, undefer
 
 from alarms.alarm_values import ALARMS, Alarm, values_of, write
+from alarms.driver_rows import insert_many
 from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
+from storage.db import json_dumps
 from storage.models import (
     AlarmEventRow,
     AlarmRow,
@@ -40,14 +44,71 @@ from storage.models import (
     IncidentRow,
     MaintenanceRow,
     TicketAlarmRow,
+    TicketEventRow,
     TicketRow,
 )
 
 _PG_RESERVE = "SELECT nextval(pg_get_serial_sequence('alarms', 'id')) FROM generate_series(1, :n)"
 _PG_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"
+_CLOSED = AlarmState.CLOSED.value  # looked up once: compared per event
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
+_TICKETS = cast(Table, TicketRow.__table__)
+_TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
+_TICKET_EVENT_COLUMNS = tuple(c.name for c in _TICKET_EVENTS.c if c.name != "id")
+_ALARM_EVENTS = cast(Table, AlarmEventRow.__table__)
+
+
+def _among(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnElement[bool]:
+    """`column` is one of the values bound to `name` (a list): on PostgreSQL `= ANY` of one array
+    parameter, elsewhere an IN list of one parameter per value (psycopg converts and sends each of
+    a statement's parameters in Python: 500 device ids were 500 of them per statement)."""
+    if postgresql:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _open_alarms(postgresql: bool) -> Select[Any]:
+    return (
+        select(ALARMS)
+        .where(_among(ALARMS.c.device_id, "devices", postgresql))
+        .where(ALARMS.c.state != AlarmState.CLOSED.value)
+        .order_by(ALARMS.c.id)
+        .with_for_update()
+    )
+
+
+def _raises(postgresql: bool) -> Select[Any]:
+    return (
+        select(ALARMS.c.device_id, ALARMS.c.alarm_type, func.count())
+        .select_from(_ALARM_EVENTS.join(ALARMS, ALARMS.c.id == _ALARM_EVENTS.c.alarm_id))
+        .where(_among(ALARMS.c.device_id, "devices", postgresql))
+        .where(_ALARM_EVENTS.c.action == AlarmAction.RAISED.value, _ALARM_EVENTS.c.ts >= bindparam("since"))
+        .group_by(ALARMS.c.device_id, ALARMS.c.alarm_type)
+    )
+
+
+def _open_tickets(postgresql: bool) -> Select[TicketRow]:
+    return (
+        select(TicketRow)
+        .where(_among(cast(ColumnElement[Any], TicketRow.device_id), "devices", postgresql))
+        .where(TicketRow.status != TicketStatus.CLOSED.value)
+        .with_for_update()
+    )
+
+
+# The batch's reads, built once per kind of database (bound per batch).
+_OPEN_ALARMS = {True: _open_alarms(True), False: _open_alarms(False)}
+_RAISES = {True: _raises(True), False: _raises(False)}
+_OPEN_TICKETS = {True: _open_tickets(True), False: _open_tickets(False)}
+_LINKS = select(_TICKET_ALARMS.c.ticket_id, _TICKET_ALARMS.c.alarm_id).where(
+    _TICKET_ALARMS.c.ticket_id.in_(bindparam("tickets", expanding=True))
+)
+_MEMBERS = select(ALARMS.c.id, ALARMS.c.device_id, ALARMS.c.state).where(
+    ALARMS.c.incident_id == bindparam("incident")
+)
+_PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
 
 
 @dataclass
@@ -97,53 +158,42 @@ class AlarmBatch:
     # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets
     tickets: dict[tuple[str, str], TicketRow] = field(default_factory=dict)
     ticket_links: set[tuple[int, int]] = field(default_factory=set)
-    new_links: list[dict[str, int]] = field(default_factory=list)  # inserted after the alarms
+    new_links: list[tuple[int, int]] = field(default_factory=list)  # (ticket, alarm), after the alarms
+    # the tickets' history entries of the batch (alarms/tickets.py log_event), inserted after them
+    ticket_events: list[dict[str, Any]] = field(default_factory=list)
     # Ids for the batch's new alarms, taken up front so a new row needs no flush of its own
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
     reserved: list[int] = field(default_factory=list)
     next_sqlite_id: int | None = None
+    next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
 
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
         batch = cls()
+        conn = s.connection()  # Core statements: not the session's ORM execution, nothing to flush
+        pg = conn.dialect.name == "postgresql"
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
-            chunk = ids[i : i + CHUNK]
-            rows = s.execute(
-                select(ALARMS)
-                .where(ALARMS.c.device_id.in_(chunk), ALARMS.c.state != AlarmState.CLOSED.value)
-                .order_by(ALARMS.c.id)
-                .with_for_update()
-            ).all()
-            for row in rows:
+            for row in conn.execute(_OPEN_ALARMS[pg], {"devices": ids[i : i + CHUNK]}).all():
                 values = tuple(row)
                 alarm = Alarm(*values)
                 batch.written[alarm.id] = values
                 batch.add(alarm)
-            counts = s.execute(
-                select(AlarmRow.device_id, AlarmRow.alarm_type, func.count())
-                .select_from(AlarmEventRow)
-                .join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
-                .where(AlarmRow.device_id.in_(chunk))
-                .where(AlarmEventRow.action == AlarmAction.RAISED.value, AlarmEventRow.ts >= raises_since)
-                .group_by(AlarmRow.device_id, AlarmRow.alarm_type)
-            ).all()
-            for device_id, alarm_type, n in counts:
+        # Flapping counts and tickets matter only where an alarm may be raised (_raised is the one
+        # reader of both): a batch of clears, as the readings fall back, reads neither.
+        raising = sorted({e.device_id for e in events if e.kind is DetectorEventKind.RAISE})
+        for i in range(0, len(raising), CHUNK):
+            chunk = raising[i : i + CHUNK]
+            for device_id, alarm_type, n in conn.execute(
+                _RAISES[pg], {"devices": chunk, "since": raises_since}
+            ):
                 batch.raises[(device_id, alarm_type)] = int(n)
-            tickets = s.scalars(
-                select(TicketRow)
-                .where(TicketRow.device_id.in_(chunk), TicketRow.status != TicketStatus.CLOSED.value)
-                .with_for_update()
-            ).all()
+            tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": chunk}).all()
             for ticket in tickets:
                 batch.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
             if tickets:
-                links = s.execute(
-                    select(TicketAlarmRow.ticket_id, TicketAlarmRow.alarm_id).where(
-                        TicketAlarmRow.ticket_id.in_([t.id for t in tickets])
-                    )
-                ).all()
+                links = conn.execute(_LINKS, {"tickets": [t.id for t in tickets]}).all()
                 batch.ticket_links.update((t, a) for t, a in links)
         raised = {(e.device_id, e.alarm_type) for e in events if e.kind is DetectorEventKind.RAISE}
         batch.new_keys = len(raised - batch.open.keys())
@@ -167,6 +217,21 @@ class AlarmBatch:
                 self.next_sqlite_id += n
         return self.reserved.pop(0)
 
+    def ticket_id(self, s: Session) -> int:
+        """The id a new ticket of this batch takes, so it goes in with the batch's other rows at its
+        end instead of a flush of its own (its number is made from its id, and a flush mid-batch
+        also wrote every incident changed so far): on PostgreSQL the next from the table's own
+        sequence, taken when the ticket is made, as its insert took it; on SQLite the next after the
+        largest (this transaction holds the write lock)."""
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            return int(conn.exec_driver_sql(_PG_NEXT_TICKET_ID).scalar_one())
+        if self.next_sqlite_ticket_id is None:
+            self.next_sqlite_ticket_id = int(conn.scalar(select(func.max(_TICKETS.c.id))) or 0) + 1
+        taken = self.next_sqlite_ticket_id
+        self.next_sqlite_ticket_id += 1
+        return taken
+
     def add(self, row: Alarm) -> None:
         """An alarm the batch knows of: loaded open, or raised in this batch."""
         self.open[(row.device_id, row.alarm_type)] = row
@@ -175,28 +240,32 @@ class AlarmBatch:
 
     def open_alarm(self, device_id: str, alarm_type: str) -> Alarm | None:
         row = self.open.get((device_id, alarm_type))
-        return row if row is not None and row.state != AlarmState.CLOSED.value else None
+        return row if row is not None and row.state != _CLOSED else None
 
     def of_device(self, device_id: str) -> list[Alarm]:
         """The device's alarms not closed, oldest first."""
-        return [r for r in self.by_device.get(device_id, ()) if r.state != AlarmState.CLOSED.value]
+        return [r for r in self.by_device.get(device_id, ()) if r.state != _CLOSED]
 
     def link(self, ticket_id: int, alarm_id: int) -> None:
         """The alarm joins the ticket's alarms (once): inserted after the batch's alarms."""
         if (ticket_id, alarm_id) not in self.ticket_links:
             self.ticket_links.add((ticket_id, alarm_id))
-            self.new_links.append({"ticket_id": ticket_id, "alarm_id": alarm_id})
+            self.new_links.append((ticket_id, alarm_id))
 
     def settle_alarms(self, s: Session) -> None:
-        """Write the batch's alarms as they now are (alarm_values.write), then their new ticket
-        links, which refer to them."""
+        """Write the batch's alarms as they now are (alarm_values.write), then the session's rows
+        (incidents, the batch's new tickets and their history), then the new ticket links, which
+        refer to both."""
         conn = s.connection()
         write(conn, list(self.by_id.values()), self.written)
         for alarm in self.by_id.values():
             self.written[alarm.id] = values_of(alarm)
-        if self.new_links:
-            conn.execute(insert(_TICKET_ALARMS), self.new_links)
-            self.new_links.clear()
+        s.flush()
+        in_order = itemgetter(*_TICKET_EVENT_COLUMNS)
+        insert_many(conn, _TICKET_EVENTS, _TICKET_EVENT_COLUMNS, [in_order(e) for e in self.ticket_events])
+        self.ticket_events.clear()
+        insert_many(conn, _TICKET_ALARMS, ("ticket_id", "alarm_id"), self.new_links)
+        self.new_links.clear()
 
     def raised(self, row: Alarm) -> None:
         key = (row.device_id, row.alarm_type)
@@ -219,7 +288,11 @@ class AlarmBatch:
         """The incident, locked once in this transaction (later reads come from memory)."""
         inc = self.incidents.get(incident_id)
         if inc is None:
-            inc = s.get(IncidentRow, incident_id, with_for_update=True)
+            # Its outage devices too: they are read at its first count (_count), and a deferred
+            # column costs a statement of its own.
+            inc = s.get(
+                IncidentRow, incident_id, with_for_update=True, options=[undefer(IncidentRow.devices)]
+            )
             if inc is not None:
                 self.incidents[incident_id] = inc
         return inc
@@ -230,10 +303,7 @@ class AlarmBatch:
         found = self.tallies.get(inc.id)
         if found is None:
             found = Tally()
-            rows = s.execute(
-                select(AlarmRow.id, AlarmRow.device_id, AlarmRow.state).where(AlarmRow.incident_id == inc.id)
-            )
-            for alarm_id, device_id, state in rows:
+            for alarm_id, device_id, state in s.connection().execute(_MEMBERS, {"incident": inc.id}):
                 mine = self.by_id.get(alarm_id)
                 if mine is not None:
                     # The database holds the alarm as the batch found it: the batch's values rule.
@@ -306,9 +376,9 @@ class Tally:
 def insert_rows(
     s: Session, model: type[AlarmEventRow] | type[IncidentEventRow], rows: list[dict[str, Any]]
 ) -> list[int]:
-    """Insert log rows together; their ids, in `rows` order: the ids are taken first, then the rows
-    go in with one executemany of a plain INSERT (Core's, on the table: the ORM's bulk insert added
-    its own work per row).
+    """Insert log rows together (each a value for every column but the id); their ids, in `rows`
+    order: the ids are taken first, then the rows go to the driver as tuples, JSON encoded here, in
+    one executemany (alarms/driver_rows.py: Core's executemany did work per row and per value).
 
     Not `INSERT ... RETURNING` over the batch: on SQLite its order over many rows is not promised,
     so SQLAlchemy sent one statement per row; on PostgreSQL it is one statement of a thousand rows'
@@ -326,7 +396,16 @@ def insert_rows(
     else:
         first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
         ids = list(range(first, first + len(rows)))
-    conn.execute(insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    columns = tuple(c.name for c in table.c if c.name != "id")
+    encoded = [i for i, c in enumerate(c for c in table.c if c.name != "id") if isinstance(c.type, JSON)]
+    values_in_order = itemgetter(*columns)
+    params: list[tuple[Any, ...]] = []
+    for row, row_id in zip(rows, ids, strict=True):
+        values = [row_id, *values_in_order(row)]
+        for i in encoded:
+            values[i + 1] = json_dumps(values[i + 1])
+        params.append(tuple(values))
+    insert_many(conn, table, ("id", *columns), params)
     return ids
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import PendingIncidentStep, batch_of
@@ -162,6 +162,7 @@ class IncidentBook:
                 .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
                 .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
             )
+            q = q.options(undefer(IncidentRow.devices))  # read at its first count: not a statement more
             cached = list(s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all())
             batch.candidates[(kind.value, key)] = cached
             for inc in cached:

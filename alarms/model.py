@@ -135,8 +135,11 @@ INCIDENT_FIELDS = (
 )
 
 
+_INCIDENT_VALUES = attrgetter(*INCIDENT_FIELDS)
+
+
 def incident_snapshot(row: IncidentRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in INCIDENT_FIELDS}
+    return dict(zip(INCIDENT_FIELDS, _INCIDENT_VALUES(row), strict=True))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import INFO_KEY as BATCH_KEY
 from alarms.batch import AlarmBatch, PendingTransition, batch_of, insert_rows
+from alarms.gc_pause import collector_paused
 from alarms.incident_service import IncidentBook, IncidentError, members
 from alarms.incidents import OUTAGE_TYPES
 from alarms.model import IncidentUpdate, Transition, snapshot
@@ -69,6 +70,9 @@ from storage.models import (
 logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "firewatch"
+# The enums' values, looked up once: the bulk path compares them per event.
+ACKNOWLEDGED_STATES = (AlarmState.ACTIVE_ACKNOWLEDGED.value, AlarmState.CLEARED_ACKNOWLEDGED.value)
+_FIRE, _PRE_ALARM = AlarmCategory.FIRE.value, AlarmCategory.PRE_ALARM.value
 ATTEMPTS = 8  # a transaction that lost a race is retried this often before the error is raised
 
 R = TypeVar("R")
@@ -196,7 +200,8 @@ class AlarmService:
             if mark is not None:
                 mark.write(s, now)
 
-        _, out = self._write(work)
+        with collector_paused():  # alarms/gc_pause.py: it only rescans what the batch holds
+            _, out = self._write(work)
         return out.transitions, out.tickets
 
     def _settle(self, s: Session, out: Outcome, batch: AlarmBatch, now: float) -> None:
@@ -205,7 +210,6 @@ class AlarmService:
         transitions and incident steps take, in log order; the pushes they owe join the same
         transaction."""
         batch.settle_alarms(s)  # first: the log rows and pushes refer to the batch's new alarms
-        s.flush()
         event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
         step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
         for p, event_id in zip(batch.transitions, event_ids, strict=True):
@@ -247,7 +251,7 @@ class AlarmService:
             if e.value is not None:
                 row.peak = e.value if row.peak is None else max(row.peak, e.value)
             row.detail = e.detail
-            if AlarmState(row.state).is_active:
+            if row.state in ACTIVE_STATES:
                 # Another crossing (of a latched fire alarm too) is an occurrence of the same alarm:
                 # logged and streamed, addressed to no duty role and leaving escalation as it is, so
                 # it reaches only routes that subscribe to `repeated` (the MQTT alarm topic).
@@ -262,7 +266,7 @@ class AlarmService:
             return
 
         # CLEAR: only an active alarm can clear; a clear with nothing open is a no-op.
-        if row is None or not AlarmState(row.state).is_active:
+        if row is None or row.state not in ACTIVE_STATES:
             return
         if latches(AlarmCategory(row.category)):
             # GB 4717: a fire alarm control panel keeps the fire alarm state until a manual reset; the
@@ -289,21 +293,16 @@ class AlarmService:
 
     def _latched_fire(self, s: Session, device_id: str) -> bool:
         """Whether the device has a fire alarm latched (active, acknowledged or not)."""
-        return any(
-            r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
-            for r in _batch(s).of_device(device_id)
-        )
+        return any(r.category == _FIRE and r.state in ACTIVE_STATES for r in _batch(s).of_device(device_id))
 
     def _supersede(self, s: Session, out: Outcome, fire: Alarm, now: float) -> None:
         """The device's fire alarm was raised: its open pre-alarms end, so the board shows the fire
         alone. Closed at once (the fire alarm is what is acknowledged and reset); addressed to no duty
         role, as the fire's own raise is."""
-        pre_alarms = [
-            r for r in _batch(s).of_device(fire.device_id) if r.category == AlarmCategory.PRE_ALARM.value
-        ]
+        pre_alarms = [r for r in _batch(s).of_device(fire.device_id) if r.category == _PRE_ALARM]
         for row in pre_alarms:
             before = snapshot(row)
-            if AlarmState(row.state).is_active:
+            if row.state in ACTIVE_STATES:
                 row.cleared_ts = now
             row.state = AlarmState.CLOSED.value
             row.closed_ts = now
@@ -315,9 +314,7 @@ class AlarmService:
     def _device_reset(self, s: Session, out: Outcome, e: DetectorEvent, now: float) -> None:
         """The device was reset on site (its own RESET event): every latched fire alarm of it ends."""
         rows = [
-            r
-            for r in _batch(s).of_device(e.device_id)
-            if r.category == AlarmCategory.FIRE.value and r.state in ACTIVE_STATES
+            r for r in _batch(s).of_device(e.device_id) if r.category == _FIRE and r.state in ACTIVE_STATES
         ]
         for row in rows:
             self._reset(s, out, row, SYSTEM_ACTOR, "设备现场复位 / the device was reset on site", now, e.ts)
@@ -328,7 +325,7 @@ class AlarmService:
         """End a latched fire alarm: the state a clear gives (then the normal close rules), and a
         stand-down to every duty role told about it."""
         before = snapshot(row)
-        acked = AlarmState(row.state).is_acknowledged
+        acked = row.state in ACKNOWLEDGED_STATES
         row.state = (AlarmState.CLEARED_ACKNOWLEDGED if acked else AlarmState.CLEARED_UNACKNOWLEDGED).value
         row.cleared_ts = ts
         row.last_ts = max(row.last_ts, ts)
@@ -435,7 +432,7 @@ class AlarmService:
         note: str,
         now: float,
     ) -> Transition:
-        acked = AlarmState(row.state).is_acknowledged
+        acked = row.state in ACKNOWLEDGED_STATES
         row.state = (AlarmState.CLEARED_ACKNOWLEDGED if acked else AlarmState.CLEARED_UNACKNOWLEDGED).value
         t = self._log(s, out, row, before, AlarmAction.CLEARED, actor, now, note)
         self.incidents.alarm_ended(s, out.incidents, row, now)

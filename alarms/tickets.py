@@ -102,7 +102,9 @@ class TicketOpener:
             measures=MEASURES_ZH.get(hazard_type, MEASURES_BY_CATEGORY_ZH[category]),
             deadline=now + self.policy.deadline_s(category),
         )
-        change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", f"由告警 #{alarm.id} 自动生成")
+        note = f"由告警 #{alarm.id} 自动生成"
+        ticket_id = batch.ticket_id(session)
+        change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", note, ticket_id=ticket_id)
         batch.tickets[(alarm.device_id, hazard_type)] = ticket
         batch.link(ticket.id, alarm.id)
         return change
@@ -120,20 +122,25 @@ def log_event(
     before: str | None = None,
 ) -> None:
     """Append one entry to the ticket's history; `before` defaults to its current status (an event
-    that changes nothing but the record)."""
+    that changes nothing but the record). In a bulk alarm write the entry is kept as values and
+    inserted after the batch's new tickets, whose ids it was given before they were inserted
+    (alarms/batch.py `settle_alarms`); the unit of work does not order these two tables itself."""
     ticket.updated_at = now
-    session.add(
-        TicketEventRow(
-            ticket_id=ticket.id,
-            ts=now,
-            action=action.value,
-            actor=actor,
-            role=role,
-            note=note,
-            status_before=ticket.status if before is None and action is not TicketAction.OPENED else before,
-            status_after=ticket.status,
-        )
-    )
+    values = {
+        "ticket_id": ticket.id,
+        "ts": now,
+        "action": action.value,
+        "actor": actor,
+        "role": role,
+        "note": note,
+        "status_before": ticket.status if before is None and action is not TicketAction.OPENED else before,
+        "status_after": ticket.status,
+    }
+    batch = batch_of(session)
+    if batch is not None:
+        batch.ticket_events.append(values)
+    else:
+        session.add(TicketEventRow(**values))
 
 
 def find_open(
@@ -148,18 +155,31 @@ def find_open(
 
 
 def add_ticket(
-    session: Session, ticket: TicketRow, now: float, actor: str, role: str, note: str
+    session: Session,
+    ticket: TicketRow,
+    now: float,
+    actor: str,
+    role: str,
+    note: str,
+    *,
+    ticket_id: int | None = None,
 ) -> TicketChange:
     """Insert a new open ticket, give it its number and log OPENED, in the caller's transaction.
     A racing writer's open ticket of the same key makes the flush fail (the unique index): the
-    caller retries its transaction and then finds that ticket instead."""
-    ticket.number = ""
+    caller retries its transaction and then finds that ticket instead. `ticket_id`: an id the caller
+    reserved (alarms/batch.py `ticket_id`), so the ticket is inserted at the session's next flush
+    instead of one of its own; without it, a flush assigns one now."""
     ticket.status = TicketStatus.OPEN.value
     ticket.occurrences = 1
     ticket.created_at = ticket.updated_at = now
     ticket.overdue = False
-    session.add(ticket)
-    session.flush()
+    if ticket_id is None:
+        ticket.number = ""
+        session.add(ticket)
+        session.flush()
+    else:
+        ticket.id = ticket_id
+        session.add(ticket)
     ticket.number = f"YH-{time.strftime('%Y%m%d', time.localtime(now))}-{ticket.id:05d}"
     log_event(session, ticket, TicketAction.OPENED, now, note, actor=actor, role=role)
     return TicketChange(ticket.id, ticket.number, "opened", ticket.device_id)
