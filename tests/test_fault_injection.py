@@ -10,6 +10,7 @@ a private mosquitto.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -58,9 +59,10 @@ def own_postgres() -> Iterator[PrivatePostgres]:
     try:
         yield cluster
     finally:
-        for pid in _cluster_pids(cluster):  # never leave it frozen
-            os.kill(pid, signal.SIGCONT)
-        cluster.close()
+        try:
+            thaw(cluster)  # never leave it frozen
+        finally:
+            cluster.close()
 
 
 def _cluster_pids(cluster: PrivatePostgres) -> list[int]:
@@ -88,7 +90,8 @@ def freeze(cluster: PrivatePostgres) -> None:
 
 def thaw(cluster: PrivatePostgres) -> None:
     for pid in _cluster_pids(cluster):
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # a backend may have exited since it was listed
+            os.kill(pid, signal.SIGCONT)
 
 
 class AlarmTopic:
