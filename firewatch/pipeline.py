@@ -5,6 +5,13 @@ runs beside detection with a hand-off of its own (`PipelineConfig.handoff_max` m
 never sits on the alarm path. The broker's acknowledgement waits for both (a crash before it means
 redelivery), so a writer that stays behind is finally bounded by the broker's in-flight window.
 
+A batch's alarm write runs on the alarm-writer thread while the next batch is received and
+detected (docs/decisions/0001-mqtt-client.md): the batch goes on to the telemetry writer, and so to
+its acknowledgement, once its write is settled (recorded, or deferred to the journal), and the
+batch before is settled before the next one is detected, so at most one write overlaps detection.
+Writes run one at a time in the order submitted, and one behind a write that was deferred is
+deferred too, so alarms reach the store in the order they happened.
+
 A batch's effects are all or nothing, and no fire alarm waits for the state store (issue 18,
 docs/reliability.md):
 - A batch whose decoding or detection fails leaves no de-duplication marks behind and is tried
