@@ -706,8 +706,8 @@ class Pipeline:
         finally:
             # The last batches' alarm writes settle (within their deadline) and reach the writer.
             if (settling := self._settling) is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(settling)
+                await asyncio.wait({settling})  # its outcome is its own: it never raises here
+            self._settling = None
             # A healthy writer drains what is handed off and then sees the end; a writer stuck
             # retrying sees `stop` and returns, leaving its batches unacknowledged (the broker
             # redelivers them).
@@ -778,8 +778,7 @@ class Pipeline:
         self, parts: list[_Stored], previous: asyncio.Task[None] | None, handoff: _Handoff
     ) -> None:
         if previous is not None:
-            with contextlib.suppress(Exception):
-                await previous
+            await asyncio.wait({previous})  # its batches go first; only its end matters here
         for part in parts:
             part.deferred += await self._settle_async(part.write)
             part.write = None
