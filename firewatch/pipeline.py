@@ -5,6 +5,13 @@ runs beside detection with a hand-off of its own (`PipelineConfig.handoff_max` m
 never sits on the alarm path. The broker's acknowledgement waits for both (a crash before it means
 redelivery), so a writer that stays behind is finally bounded by the broker's in-flight window.
 
+A batch's alarm write runs on the alarm-writer thread while the next batch is received and
+detected (docs/decisions/0001-mqtt-client.md): the batch goes on to the telemetry writer, and so to
+its acknowledgement, once its write is settled (recorded, or deferred to the journal), and the
+batch before is settled before the next one is detected, so at most one write overlaps detection.
+Writes run one at a time in the order submitted, and one behind a write that was deferred is
+deferred too, so alarms reach the store in the order they happened.
+
 A batch's effects are all or nothing, and no fire alarm waits for the state store (issue 18,
 docs/reliability.md):
 - A batch whose decoding or detection fails leaves no de-duplication marks behind and is tried
@@ -37,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +96,30 @@ class PipelineConfig:
     journal_source: str = "local"  # this journal's name in the state store's marks
 
 
+class _Outcome(Enum):
+    PENDING = "pending"  # submitted, not yet answered
+    RECORDED = "recorded"  # committed in the state store in time
+    DEFERRED = "deferred"  # shown as unrecorded, for the journal
+
+
 @dataclass
+class _AlarmWrite:
+    """One batch's alarm events on their way to the state store or, failing that, to the journal.
+
+    Its outcome is decided once, under `Pipeline._write_state`: by the alarm writer (recorded, or
+    deferred when the store fails or an earlier write was deferred) or by whoever waits for it when
+    its deadline passes first (deferred; a write that then commits late is published all the same,
+    and the journal's copy is recorded as repeats)."""
+
+    events: list[DetectorEvent]
+    first_received: float | None
+    submitted: float  # time.monotonic()
+    deadline: float  # time.monotonic() by which it is recorded or deferred
+    future: concurrent.futures.Future[None] | None = None  # None: deferred without a try
+    outcome: _Outcome = _Outcome.PENDING
+
+
+@dataclass(eq=False)  # compared by identity: one batch on its way
 class _Stored:
     """A detected batch on its way to storage: its messages and the alarm events to journal."""
 
@@ -96,6 +127,7 @@ class _Stored:
     messages: list[Message]
     deferred: list[DetectorEvent] = field(default_factory=list)
     oldest: float | None = None  # when its longest-waiting message arrived
+    write: _AlarmWrite | None = None  # its alarm write, until settled (then `deferred` says the rest)
 
 
 @dataclass
@@ -167,11 +199,18 @@ class Pipeline:
         self.local_failing_since: float | None = None  # the local store (telemetry, journal) fails
         self.local_error = ""
         self.progress_at = clock()  # the last acknowledgement (or start): ingest stall detection
-        # Alarm writes run here, so a store that hangs holds the write, not the batch thread.
+        # Alarm writes run here, one at a time in the order submitted, so a store that hangs holds
+        # the write, not the batch thread; and a batch's write overlaps the next batch's detection.
         self._alarm_writer = DaemonWorker("alarm-writer")
-        self._alarm_write: concurrent.futures.Future[tuple[list[Transition], list[TicketChange]]] | None = (
-            None
-        )
+        # Guards `_deferred` and each write's outcome between the batch thread (which also holds
+        # `_lock`, taken first), the alarm writer and the event loop; never held while waiting.
+        self._write_state = threading.Lock()
+        self._alarm_write: concurrent.futures.Future[None] | None = None  # a write given up on, maybe running
+        self._last_write: concurrent.futures.Future[None] | None = None  # the latest submitted
+        # Batches detected whose alarm writes are not settled yet, and the task that settles the
+        # latest (each settling task waits for the one before, so batches reach the writer in order).
+        self._settling: asyncio.Task[None] | None = None
+        self._unsettled: list[_Stored] = []
         self._handoff: _Handoff | None = None
         self._snapshot_safe = True
         # Set when the service started without its state store: run (in a thread) before anything
@@ -217,9 +256,17 @@ class Pipeline:
 
     def detect_deferring(self, messages: list[Message]) -> tuple[DecodedBatch, list[DetectorEvent]]:
         """`detect`, with the alarm events left for the journal (empty when they were recorded)."""
+        batch, write = self.detect_submitting(messages)
+        return batch, self._settle(write)
+
+    def detect_submitting(self, messages: list[Message]) -> tuple[DecodedBatch, _AlarmWrite | None]:
+        """Decode and detect one batch and submit its alarms to the alarm writer without waiting for
+        them (None: it raised none); `_settle` (or `_settle_async`) then says whether they were
+        recorded or are left for the journal. `run` detects the next batch meanwhile."""
         started = time.perf_counter()
-        # The whole batch, its alarms included, under the lock: a registry swap happens between
-        # batches, so the alarms of a batch are recorded with the index it was decoded with.
+        # The whole batch, its alarms' submission included, under the lock: a registry swap happens
+        # between batches, and waits for the alarm writes submitted before it, so the alarms of a
+        # batch are recorded with the index it was decoded with.
         with self._lock:
             now = self.clock()
             seq = self.decoder.seq
@@ -231,9 +278,8 @@ class Pipeline:
                 seq.rollback()  # no marks of a failed batch: it is decoded again
                 raise
             seq.commit()
-            if self._deferred == 0:  # a snapshot never runs ahead of the alarms recorded
-                self._maybe_snapshot(now)
-            deferred = self._record_or_defer(events, min(msg.received for msg in messages))
+            self._maybe_snapshot(now)
+            write = self._submit_alarms(events, min(msg.received for msg in messages))
             series = self._slot_series
             if self.sink is not None and batch.n_samples:
                 # After the alarms, and under the lock: a registry swap's table change reaches the
@@ -259,49 +305,108 @@ class Pipeline:
         self.batches += 1
         if series is not None:  # the registry changed: store under the telemetry store's series slots
             batch = replace(batch, sample_slot=series[batch.sample_slot].astype(np.int32))
-        return batch, deferred
+        return batch, write
 
     # --- recording alarms, or deferring them while the state store cannot -------------------------
-    def _record_or_defer(
-        self, events: list[DetectorEvent], first_received: float | None
-    ) -> list[DetectorEvent]:
-        """Record `events` in the state store now, or show them as unrecorded and return them for
-        the journal (under `_lock`). Never waits longer than `alarm_write_timeout_s`."""
+    def _submit_alarms(self, events: list[DetectorEvent], first_received: float | None) -> _AlarmWrite | None:
+        """Hand `events` to the alarm writer, behind the writes submitted before (under `_lock`);
+        while the journal holds alarm events, or a write given up on still runs, they are deferred
+        at once instead, so alarms are recorded in the order they happened."""
         if not events:
-            return []
-        if (
-            self._deferred == 0
-            and self.pending_setup is None
-            and (self._alarm_write is None or self._alarm_write.done())
-        ):
-            began = time.perf_counter()
-            write = self._alarm_writer.submit(self.alarms.apply, events)
-            try:
-                transitions, tickets = write.result(timeout=self.config.alarm_write_timeout_s)
-                self.metrics.alarm_write_seconds.observe(time.perf_counter() - began)
-            except concurrent.futures.TimeoutError:
-                self._alarm_write = write  # still running: nothing goes to the store until it ends
-                # When it does commit, its pushes and listeners follow (the journal's copy of these
-                # events is then recorded as repeats).
-                write.add_done_callback(self._late_write)
-                self._storage_failed(TimeoutError(f"no answer in {self.config.alarm_write_timeout_s:g} s"))
-            except Exception as exc:
-                self._storage_failed(exc)
-            else:
-                self._storage_ok()
-                self._observe_latency(first_received)
-                self.publish(transitions, tickets)
-                return []
-        self._deferred += 1
-        self.unrecorded.add(events)
-        self._observe_latency(first_received)
-        return events
+            return None
+        began = time.monotonic()
+        write = _AlarmWrite(events, first_received, began, began + self.config.alarm_write_timeout_s)
+        with self._write_state:
+            direct = (
+                self._deferred == 0
+                and self.pending_setup is None
+                and (self._alarm_write is None or self._alarm_write.done())
+            )
+        if direct:
+            write.future = self._last_write = self._alarm_writer.submit(self._write_alarms, write)
+        else:
+            self._defer(write, None)
+        return write
 
-    def _late_write(
-        self, write: concurrent.futures.Future[tuple[list[Transition], list[TicketChange]]]
-    ) -> None:
-        if write.exception() is None:
-            self.publish(*write.result())
+    def _write_alarms(self, write: _AlarmWrite) -> None:
+        """Record one write's events (on the alarm writer, in submission order), then publish them.
+        A write behind one that was deferred is deferred too: its events follow those in the journal."""
+        with self._write_state:
+            skip = write.outcome is not _Outcome.PENDING or self._deferred > 0
+        if skip:
+            self._defer(write, None)
+            return
+        # A failure defers the write before the next one starts (this thread runs them in order),
+        # so the next one sees it.
+        try:
+            transitions, tickets = self.alarms.apply(write.events)
+        except Exception as exc:
+            self._defer(write, exc)
+            return
+        except BaseException as exc:
+            self._defer(write, exc)
+            raise
+        with self._write_state:
+            in_time = write.outcome is _Outcome.PENDING
+            if in_time:
+                write.outcome = _Outcome.RECORDED
+                self._storage_ok()
+        if in_time:
+            self.metrics.alarm_write_seconds.observe(time.monotonic() - write.submitted)
+            self._observe_latency(write.first_received)
+        # Published even when given up on: the journal's copy of these events is then recorded as
+        # repeats.
+        self.publish(transitions, tickets)
+
+    def _defer(self, write: _AlarmWrite, exc: BaseException | None, *, hung: bool = False) -> bool:
+        """Decide `write` deferred unless it was decided already (any thread): shown as unrecorded
+        at once, its events for the journal. `exc`: the store's failure; `hung`: given up on a write
+        still running (nothing goes to the store until it ends)."""
+        with self._write_state:
+            if write.outcome is not _Outcome.PENDING:
+                return False
+            write.outcome = _Outcome.DEFERRED
+            self._deferred += 1
+            if hung:
+                self._alarm_write = write.future
+            if exc is not None:
+                self._storage_failed(exc)
+        self.unrecorded.add(write.events)
+        self._observe_latency(write.first_received)
+        return True
+
+    def _timed_out(self, write: _AlarmWrite) -> None:
+        self._defer(write, TimeoutError(f"no answer in {self.config.alarm_write_timeout_s:g} s"), hung=True)
+
+    def _settle(self, write: _AlarmWrite | None) -> list[DetectorEvent]:
+        """Wait for `write` until its deadline (blocking); returns its events if deferred."""
+        if write is None:
+            return []
+        if write.future is not None:
+            done, _ = concurrent.futures.wait([write.future], max(0.0, write.deadline - time.monotonic()))
+            if not done:
+                self._timed_out(write)
+        return write.events if write.outcome is _Outcome.DEFERRED else []
+
+    async def _settle_async(self, write: _AlarmWrite | None) -> list[DetectorEvent]:
+        """`_settle` on the event loop."""
+        if write is None:
+            return []
+        if write.future is not None and not write.future.done():
+            # asyncio.wait, not wait_for: a write still queued must not be cancelled by the timeout.
+            wrapped = asyncio.wrap_future(write.future)
+            done, _ = await asyncio.wait({wrapped}, timeout=max(0.0, write.deadline - time.monotonic()))
+            if not done:
+                self._timed_out(write)
+        return write.events if write.outcome is _Outcome.DEFERRED else []
+
+    def _writes_settled(self) -> bool:
+        """Every alarm write submitted so far recorded (under `_lock`, so no new one starts); waits
+        for the latest until its deadline at most."""
+        if (last := self._last_write) is not None and not last.done():
+            concurrent.futures.wait([last], self.config.alarm_write_timeout_s)
+        with self._write_state:
+            return self._deferred == 0 and (last is None or last.done())
 
     def _observe_latency(self, first_received: float | None) -> None:
         if first_received is None:
@@ -345,26 +450,29 @@ class Pipeline:
         batch's, they wait for no store (blocking: call in a thread). Returns those to journal;
         `journal_events` (on the loop) takes them there."""
         with self._lock:
-            return self._record_or_defer(events, None)
+            return self._settle(self._submit_alarms(events, None))
 
     def journal_events(self, events: list[DetectorEvent]) -> None:
-        """Hand deferred events of no batch to the writer (on the event loop)."""
+        """Hand deferred events of no batch to the writer (on the event loop), behind the batches
+        whose alarm writes are still being settled, so the journal keeps the order of the alarms."""
         if events and self._handoff is not None:
-            self._handoff.put(_Stored(empty_batch(), [], events))
+            self._settle_then_hand_off([_Stored(empty_batch(), [], events)], self._handoff)
         elif events:  # not running: nothing can journal them; keep them visible at least
             logger.error("%d alarm events could not be recorded and the pipeline is not running", len(events))
 
     def _maybe_snapshot(self, now: float) -> None:
         """Save detector state every `snapshot_every_s` (under the lock, between batches).
 
-        The alarms of every batch detected so far are committed by now, so the snapshot never runs
-        ahead of the alarm store; the store is aligned again on start (Engine.resume).
+        Only once the alarms of every batch before are committed (it waits for the alarm write
+        still running, if any), so the snapshot never runs ahead of the alarm store; the store is
+        aligned again on start (Engine.resume).
         """
         cfg = self.config
         if (
             cfg.snapshot_path is None
             or cfg.snapshot_every_s <= 0
             or now - self._snapshot_at < cfg.snapshot_every_s
+            or not self._writes_settled()
         ):
             return
         self._snapshot_at = now
@@ -428,6 +536,8 @@ class Pipeline:
         """Swap `r` in between two batches: detector state and de-duplication carried over by
         device id, `also` run under the same lock (others holding the index swap theirs)."""
         with self._lock:
+            # The alarm writes submitted before are recorded (or deferred) with the old index.
+            self._writes_settled()
             r.carry.apply()
             seq = self.decoder.seq.remapped(r.old_of_new)
             seq.restore(r.seq_rows)
@@ -450,7 +560,7 @@ class Pipeline:
 
     def raise_alarms(self, events: list[DetectorEvent], first_received: float | None = None) -> None:
         """Record events in the state store now (blocking; raises if it cannot): for callers that
-        retry on their own. The pipeline's own path is `_record_or_defer`."""
+        retry on their own. The pipeline's own path is `_submit_alarms`."""
         transitions, tickets = self.alarms.apply(events)
         if transitions:
             self._observe_latency(first_received)
@@ -537,6 +647,7 @@ class Pipeline:
     def oldest_unacknowledged(self) -> float | None:
         """When the longest-waiting message not yet acknowledged arrived (None: none waits)."""
         waiting = [t for t in (self._detecting_since, self._queue_oldest()) if t is not None]
+        waiting += [s.oldest for s in self._unsettled if s.oldest is not None]
         if self._handoff is not None and (oldest := self._handoff.oldest()) is not None:
             waiting.append(oldest)
         return min(waiting) if waiting else None
@@ -544,6 +655,7 @@ class Pipeline:
     def backlog(self) -> int:
         """Messages received and not yet acknowledged, in the queue and in the hand-off."""
         queued = len(self._queue) if self._queue is not None else 0
+        queued += sum(len(s.messages) for s in self._unsettled)
         return queued + (self._handoff.messages if self._handoff is not None else 0)
 
     # --- the asynchronous loop -----------------------------------------------------------------
@@ -577,12 +689,13 @@ class Pipeline:
                     parts = await self._detect_isolating(messages)
                 finally:
                     self._detecting_since = None
-                for part in parts:
-                    handoff.put(part)
-                if any(p.deferred for p in parts):
-                    self._recorder_wake.set()
-                self.telemetry_pending = handoff.messages
-                self.metrics.telemetry_lag.set(handoff.messages)
+                # The batch's alarm write runs while the next batch is received and detected; the
+                # batch reaches the telemetry writer (and so its acknowledgement) once the write is
+                # settled. At most one batch's write overlaps detection: the one before is settled
+                # before the next is detected.
+                previous = self._settle_then_hand_off(parts, handoff)
+                if previous is not None:
+                    await previous
                 if handoff.full():  # storage stalled: wait for room (or stop) before detecting more
                     self.metrics.handoff_waits.inc()
                     room = asyncio.ensure_future(handoff.room())
@@ -591,6 +704,10 @@ class Pipeline:
                         room.cancel()
                         break
         finally:
+            # The last batches' alarm writes settle (within their deadline) and reach the writer.
+            if (settling := self._settling) is not None:
+                await asyncio.wait({settling})  # its outcome is its own: it never raises here
+            self._settling = None
             # A healthy writer drains what is handed off and then sees the end; a writer stuck
             # retrying sees `stop` and returns, leaving its batches unacknowledged (the broker
             # redelivers them).
@@ -614,11 +731,11 @@ class Pipeline:
         error: BaseException | None = None
         for _ in range(2):
             try:
-                batch, deferred = await asyncio.to_thread(self.detect_deferring, messages)
+                batch, write = await asyncio.to_thread(self.detect_submitting, messages)
             except Exception as exc:
                 error = exc
                 continue
-            return [_Stored(batch, messages, deferred, min(m.received for m in messages))]
+            return [_Stored(batch, messages, [], min(m.received for m in messages), write)]
         assert error is not None
         if len(messages) == 1:
             self.isolated += 1
@@ -646,6 +763,31 @@ class Pipeline:
             *await self._detect_isolating(messages[:half]),
             *await self._detect_isolating(messages[half:]),
         ]
+
+    def _settle_then_hand_off(self, parts: list[_Stored], handoff: _Handoff) -> asyncio.Task[None] | None:
+        """Settle `parts`' alarm writes, then hand them to the telemetry writer, after everything
+        handed on before (a task); returns the task that settles what came before (None: nothing)."""
+        previous = self._settling
+        self._unsettled += parts
+        self._settling = asyncio.get_running_loop().create_task(
+            self._settle_parts(parts, previous, handoff), name="alarm-settle"
+        )
+        return previous
+
+    async def _settle_parts(
+        self, parts: list[_Stored], previous: asyncio.Task[None] | None, handoff: _Handoff
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})  # its batches go first; only its end matters here
+        for part in parts:
+            part.deferred += await self._settle_async(part.write)
+            part.write = None
+            handoff.put(part)
+            self._unsettled.remove(part)
+            if part.deferred and self._recorder_wake is not None:
+                self._recorder_wake.set()
+        self.telemetry_pending = handoff.messages
+        self.metrics.telemetry_lag.set(handoff.messages)
 
     async def _writer(
         self, handoff: _Handoff, ack: Callable[[list[Message]], int], stop: asyncio.Event
@@ -819,13 +961,13 @@ class Pipeline:
                 drained = await asyncio.to_thread(self.recorder.drain, 200)
             except Exception as exc:
                 partial: Drained = getattr(exc, "drained", Drained())
-                with self._lock:
+                with self._lock, self._write_state:
                     self._deferred -= partial.event_entries
                     self._storage_failed(exc)
                 self.metrics.journal_pending.set(self.telemetry.journal_size()[0])
                 delay = min(max(delay * 2, 0.5), self.config.store_retry_max_s)
                 continue
-            with self._lock:
+            with self._lock, self._write_state:
                 self._deferred -= drained.event_entries
                 if drained.entries:
                     self._storage_ok()
