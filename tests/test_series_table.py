@@ -4,6 +4,8 @@ series keep their slots, and new ones follow in slot order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from core.registry import Device, Registry
@@ -60,7 +62,7 @@ def test_binding_through_a_series_of_changes_matches_a_dictionary_by_device_and_
     registry = small_registry(zones=3, smoke_per_zone=3)
     table = SeriesTable.of_index(index_of(registry))
     keys = index_of(registry).series_keys()
-    changes = [
+    changes: list[Callable[[Registry], Registry]] = [
         lambda r: r.without_device("smk-1-2"),
         lambda r: r.with_device(Device(id="smk-1-2", profile="t-pressure", place="s1/b1/f1/z1")),
         lambda r: r.without_device("prs-1").without_device("smk-3-3"),
