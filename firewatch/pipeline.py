@@ -66,6 +66,7 @@ from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from ingest.queue import BoundedQueue
 from ingest.rejects import Reject
+from ingest.series import SeriesTable
 from storage.influx import InfluxSink, Tables
 from storage.rejects import RejectRecord, RejectStore
 from storage.telemetry import TelemetryStore
@@ -236,8 +237,7 @@ class Pipeline:
         # The telemetry store's series, as bound by the service: the index's slots, in order. A
         # registry change only appends to them, so batches detected before it and stored after it
         # still name the right series (`_slot_series` maps the current index's slots onto them).
-        self._series_keys = decoder.index.series_keys()
-        self._series_pos = {k: i for i, k in enumerate(self._series_keys)}
+        self._series = SeriesTable.of_index(decoder.index)
         self._slot_series: npt.NDArray[np.int64] | None = None
 
     # --- the synchronous core, also driven directly by tests and benchmarks ------------------------
@@ -514,23 +514,20 @@ class Pipeline:
             added = {d: i for i, d in enumerate(index.device_ids) if old_of_new[i] < 0}
             seq_rows = [(added[d], m, b, t, f) for d, m, b, t, f in self.telemetry.seq_state() if d in added]
         series = self._bind_series(index)
-        sink_tables = self.sink.tables_for(index, self._series_keys) if self.sink is not None else None
+        sink_tables = self.sink.tables_for(index, self.series_keys) if self.sink is not None else None
         return Rebind(index, decoder, engine, carry, old_of_new, seq_rows, series, sink_tables)
 
     @property
     def series_keys(self) -> list[tuple[str, str]]:
         """(device, channel) per series slot: what the slots of stored (and sunk) batches name."""
-        return self._series_keys
+        return list(self._series.keys())
 
     def _bind_series(self, index: DeviceIndex) -> npt.NDArray[np.int64] | None:
-        keys = index.series_keys()
-        new = [k for k in keys if k not in self._series_pos]
-        if new:
-            self._series_pos.update((k, len(self._series_keys) + i) for i, k in enumerate(new))
-            self._series_keys = [*self._series_keys, *new]
-            self.telemetry.bind(self._series_keys)  # appends: slots of stored-to-be batches stay valid
-        slots = np.array([self._series_pos[k] for k in keys], dtype=np.int64)
-        return None if np.array_equal(slots, np.arange(len(keys))) else slots
+        table, slots = self._series.bound_to(index)
+        if table is not self._series:
+            self._series = table
+            self.telemetry.bind(table.keys())  # appends: slots of stored-to-be batches stay valid
+        return None if np.array_equal(slots, np.arange(index.n_slots)) else slots
 
     def rebind(self, r: Rebind, *, also: Callable[[], None] = lambda: None) -> None:
         """Swap `r` in between two batches: detector state and de-duplication carried over by

@@ -144,9 +144,6 @@ class TelemetryStore:
         # This store's name in the state store's journal marks (storage/marks.py): made once.
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
         self.journal_id: str = self._db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()[0]
-        self._series: dict[tuple[str, str], int] = {
-            (d, c): i for i, d, c in self._db.execute("SELECT id, device_id, channel FROM series")
-        }
         self.slot_series: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._levels: defaultdict[tuple[int, int], int] = defaultdict(int)
         self._count_levels()
@@ -188,27 +185,40 @@ class TelemetryStore:
             pass
 
     def bind(self, slots: Iterable[tuple[str, str]]) -> None:
-        """Map the engine's slots, in order, to series ids (creating series as needed)."""
-        keys = list(slots)
+        """Map the engine's slots, in order, to series ids (creating series as needed, in slot order).
+
+        The keys go through a temporary table and are matched by the series table's unique index
+        in SQLite: nothing per series is kept in Python but the ids (a million devices have about
+        two million series, and a dictionary by `(device, channel)` tuple held 300 MB of them)."""
         with self._lock:
-            new = list(dict.fromkeys(k for k in keys if k not in self._series))
-            if new:
-                # One executemany, then the ids read back: a first start with a million devices
-                # creates a million series, and a statement each took seconds.
-                self._db.execute("BEGIN IMMEDIATE")  # the write lock before reading the highest id
-                (before,) = self._db.execute("SELECT coalesce(max(id), 0) FROM series").fetchone()
-                self._db.executemany("INSERT INTO series(device_id, channel) VALUES (?, ?)", new)
-                made = {
-                    (d, c): sid
-                    for sid, d, c in self._db.execute(
-                        "SELECT id, device_id, channel FROM series WHERE id > ?", (before,)
-                    )
-                }
-                self._db.execute("COMMIT")
-                for key in new:  # the caller's key objects: their strings are the index's own
-                    self._series[key] = made[key]
-            series = self._series
-            self.slot_series = np.fromiter((series[k] for k in keys), dtype=np.int64, count=len(keys))
+            db = self._db
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS bind_keys("
+                "slot INTEGER PRIMARY KEY, device_id TEXT NOT NULL, channel TEXT NOT NULL)"
+            )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM temp.bind_keys")
+                db.executemany(
+                    "INSERT INTO temp.bind_keys VALUES (?, ?, ?)",
+                    ((slot, d, c) for slot, (d, c) in enumerate(slots)),
+                )
+                # New series get ids in slot order (the first of equal keys counts), as before.
+                db.execute(
+                    "INSERT OR IGNORE INTO series(device_id, channel) "
+                    "SELECT device_id, channel FROM temp.bind_keys ORDER BY slot"
+                )
+                (n,) = db.execute("SELECT count(*) FROM temp.bind_keys").fetchone()
+                cur = db.execute(
+                    "SELECT s.id FROM temp.bind_keys k JOIN series s "
+                    "ON s.device_id = k.device_id AND s.channel = k.channel ORDER BY k.slot"
+                )
+                self.slot_series = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64, count=n)
+                db.execute("DELETE FROM temp.bind_keys")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     # --- writing -----------------------------------------------------------------------------------
     def _stage(
@@ -407,13 +417,17 @@ class TelemetryStore:
     ) -> History:
         """Samples of one series in [start, end), by time; with `buckets`, min/max/mean per equal
         time bucket (non-empty buckets only)."""
-        sid = self._series.get((device_id, channel))
-        if sid is None:
-            return History(np.zeros(0), np.zeros(0))
         # Readers get their own connection: WAL lets them run beside the writer. One read transaction
         # over both tables, so a compaction committing in between cannot hide or double a sample.
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
+            # By the series table's unique index: no map of every series is kept in memory.
+            found = db.execute(
+                "SELECT id FROM series WHERE device_id=? AND channel=?", (device_id, channel)
+            ).fetchone()
+            if found is None:
+                return History(np.zeros(0), np.zeros(0))
+            (sid,) = found
             db.execute("BEGIN")
             chunks = db.execute(
                 "SELECT ts, value FROM chunks WHERE series=? AND t1>=? AND t0<?", (sid, start, end)

@@ -232,3 +232,16 @@ def test_binding_keeps_each_series_id_and_numbers_new_series_after_them(tmp_path
     reopened.bind(keys)
     assert reopened.slot_series.tolist() == [ids[k] for k in keys]
     reopened.close()
+
+
+def test_history_reads_a_series_of_an_earlier_run_that_this_run_has_not_bound(tmp_path: Path) -> None:
+    """A removed device's history stays readable after a restart: series are found in the store,
+    not only among the slots bound since it was opened."""
+    store = open_store(tmp_path / "t.sqlite")
+    write_batches(store, 2)
+    store.close()
+    reopened = TelemetryStore(tmp_path / "t.sqlite")
+    reopened.bind([(d, "smoke") for d in DEVICES[1:]])  # smk-0 is no longer registered
+    np.testing.assert_array_equal(reopened.history("smk-0", "smoke", 0, 2e9).ts, expected_ts(0, 2))
+    assert reopened.history("smk-0", "temp", 0, 2e9).ts.size == 0  # never stored: empty
+    reopened.close()
