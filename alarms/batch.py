@@ -24,7 +24,7 @@ batch's INSERT, and the whole batch is retried (`AlarmService._write`).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
@@ -167,6 +167,9 @@ class AlarmBatch:
     reserved: list[int] = field(default_factory=list)
     next_sqlite_id: int | None = None
     next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
+    # place path -> its name in words, for the pushes: a batch names the same few places thousands
+    # of times, and each naming splits and joins the path anew (DeviceIndex.place_label)
+    place_names: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
@@ -266,6 +269,13 @@ class AlarmBatch:
         self.ticket_events.clear()
         insert_many(conn, _TICKET_ALARMS, ("ticket_id", "alarm_id"), self.new_links)
         self.new_links.clear()
+
+    def place_name(self, place: str, label: Callable[[str], str]) -> str:
+        """`label(place)`, named once per batch (the registry's names do not change within it)."""
+        name = self.place_names.get(place)
+        if name is None:
+            name = self.place_names[place] = label(place)
+        return name
 
     def raised(self, row: Alarm) -> None:
         key = (row.device_id, row.alarm_type)

@@ -96,15 +96,22 @@ class IncidentBook:
         before_category = AlarmCategory(inc.category)
         new_category = worse(before_category, category)
         upgraded = new_category is not before_category
-        inc.category, inc.severity = new_category.value, SEVERITY_OF[new_category].value
-        inc.place = growth.place
+        # Only what changes is set: each set of a row's attribute is instrumented work, and a join
+        # mostly leaves these as they were (a set to the same value writes nothing either).
+        if upgraded:
+            inc.category = new_category.value
+        if inc.severity != (severity := SEVERITY_OF[new_category].value):
+            inc.severity = severity
+        if inc.place != growth.place:
+            inc.place = growth.place
         if alarm.place and alarm.place not in inc.places:
             inc.places = [*inc.places, alarm.place]
         if growth.new_zone is not None:
             inc.zones = [*inc.zones, growth.new_zone]
         if growth.new_floor is not None:
             inc.floors = [*inc.floors, growth.new_floor]
-        inc.last_ts = max(inc.last_ts, alarm.last_ts)
+        if alarm.last_ts > inc.last_ts:
+            inc.last_ts = alarm.last_ts
         if alarm.alarm_type == ZONE_CONFIRMED and inc.zone_confirmed_ts is None:
             inc.zone_confirmed_ts = now
         self._count(s, inc)
@@ -254,11 +261,14 @@ class IncidentBook:
         batch = batch_of(s)
         if batch is not None:  # the incident's alarms, kept in memory through the batch
             tally = batch.tally(s, inc)
-            inc.alarm_count = len(tally.members)
-            inc.device_count = len(tally.per_device)
-            inc.active_count = len(tally.active)
-            if inc.devices:
-                inc.device_count = len(inc.devices)
+            # Set only when changed (instrumented work per set; the same value writes nothing).
+            devices = len(inc.devices) if inc.devices else len(tally.per_device)
+            if inc.alarm_count != len(tally.members):
+                inc.alarm_count = len(tally.members)
+            if inc.device_count != devices:
+                inc.device_count = devices
+            if inc.active_count != len(tally.active):
+                inc.active_count = len(tally.active)
             return
         s.flush()
         members = select(AlarmRow).where(AlarmRow.incident_id == inc.id).subquery()
@@ -532,9 +542,14 @@ class IncidentBook:
     ) -> IncidentUpdate:
         # What a stream or topic reader shows without a second request: the place in words and
         # whether the 119 call is still owed.
+        batch = batch_of(s)
         after = {
             **incident_snapshot(inc),
-            "place_name": self.index.place_label(inc.place),
+            "place_name": (
+                batch.place_name(inc.place, self.index.place_label)
+                if batch is not None
+                else self.index.place_label(inc.place)
+            ),
             "call_119_due": inc.verification == Verification.CONFIRMED.value and inc.call_119_ts is None,
         }
         values: dict[str, Any] = {
@@ -557,7 +572,6 @@ class IncidentBook:
             "targets": targets,
             "alarm_id": alarm_id,
         }
-        batch = batch_of(s)
         if batch is not None:
             # The bulk path: the row is inserted with the batch's others and its id read after
             # that flush (settled). Provisional here.

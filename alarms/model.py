@@ -139,7 +139,14 @@ _INCIDENT_VALUES = attrgetter(*INCIDENT_FIELDS)
 
 
 def incident_snapshot(row: IncidentRow) -> dict[str, Any]:
-    return dict(zip(INCIDENT_FIELDS, _INCIDENT_VALUES(row), strict=True))
+    # Read from the row's loaded state: each instrumented read is a Python call that returns what
+    # this dict holds, and a snapshot reads 40 per incident step. An attribute not loaded (expired,
+    # say) is not in it: then the instrumented reads, which load it, take over.
+    loaded = row.__dict__
+    try:
+        return {name: loaded[name] for name in INCIDENT_FIELDS}
+    except KeyError:
+        return dict(zip(INCIDENT_FIELDS, _INCIDENT_VALUES(row), strict=True))
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ class AlarmService:
         for p, event_id in zip(batch.transitions, event_ids, strict=True):
             t = Transition(event_id, **p.fields)
             if self.routes and p.push and not t.held:
-                enqueue(s, self.routes, t, self.index.place_label(p.place), now)
+                enqueue(s, self.routes, t, batch.place_name(p.place, self.index.place_label), now)
             out.transitions.append(t)
         for step, step_id in zip(batch.steps, step_ids, strict=True):
             out.incidents.append(self.incidents.settled(s, step, step_id, now))
