@@ -122,12 +122,12 @@ class AlarmService:
         policy: Policy | None = None,
     ) -> None:
         self.sessions = sessions
-        self.index = index
         self.tickets = tickets
         self.clock = clock
         self.routes = list(routes or [])
         self.policy = policy or Policy(AlarmPolicySettings())
         self.incidents = IncidentBook(self.policy, index, self.routes)
+        self.index = index
         # One writer at a time within the process: the pipeline thread, the policy clock and API
         # requests all mutate alarms. Other processes are handled by the retry in _write.
         self._lock = threading.Lock()
@@ -137,6 +137,16 @@ class AlarmService:
         self.on_commit: list[Callable[[list[Transition]], None]] = []
         # Likewise for each write's incident steps (after its transitions).
         self.on_incident: list[Callable[[list[IncidentUpdate]], None]] = []
+
+    @property
+    def index(self) -> DeviceIndex:
+        return self._index
+
+    @index.setter
+    def index(self, index: DeviceIndex) -> None:
+        """A registry change swaps the index here; the incident book names places with it too."""
+        self._index = index
+        self.incidents.index = index
 
     def _notify(self, out: Outcome) -> None:
         if out.transitions:

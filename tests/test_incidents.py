@@ -59,7 +59,7 @@ ROUTES = [
 ]
 
 
-def hospital() -> Registry:
+def hospital(b1_name: str = "住院楼") -> Registry:
     """Two buildings; building b1 has floors f1 and f2 with two zones each; a gas detector in the
     kitchen of f1."""
 
@@ -73,7 +73,7 @@ def hospital() -> Registry:
         id="s1",
         name="测试医院",
         buildings=[
-            BuildingSpec(id="b1", name="住院楼", floors=[floor("f1"), floor("f2")]),
+            BuildingSpec(id="b1", name=b1_name, floors=[floor("f1"), floor("f2")]),
             BuildingSpec(id="b2", name="门诊楼", floors=[floor("f1")]),
         ],
     )
@@ -321,6 +321,15 @@ def test_confirmation_runs_on_the_duty_clock(alarms: AlarmService, clock: FakeCl
     with alarms.sessions() as s:
         timeline = [e.action for e in s.scalars(select(IncidentEventRow).order_by(IncidentEventRow.id))]
     assert timeline == ["opened", "verifying", "confirmed", "acknowledged", "called_119"]
+
+
+def test_a_registry_change_names_the_incident_s_place_anew(alarms: AlarmService, clock: FakeClock) -> None:
+    alarms.apply([smoke("smk-b1f1z1-1")])
+    inc = the_incident(alarms)
+    # What the service does on a registry change (firewatch/service.py): one index for them all.
+    alarms.index = DeviceIndex.build(hospital(b1_name="新住院楼"), load_profiles())
+    step = alarms.acknowledge_incident(inc.id, actor="值班员", note="已派人")
+    assert step.update.after["place_name"] == "新住院楼 F1 1区 1室"
 
 
 def test_a_false_alarm_needs_its_cause_and_counts_against_the_devices(alarms: AlarmService) -> None:
