@@ -68,20 +68,33 @@ def fire(publisher: Publisher, device: str, ts: float) -> None:
     publisher.send(f"fw/v1/s1/{device}/telemetry", reading(1, 0.31, ts))
 
 
+def hold_first_write(svc: Service, *, then_fail: bool) -> tuple[threading.Event, threading.Event]:
+    """The service's first alarm write waits (`writing` set) until `release` is set, then is
+    written, or fails as a state store that went away; later writes go through."""
+    writing, release = threading.Event(), threading.Event()
+    apply = svc.alarms.apply
+    calls = 0
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            writing.set()
+            release.wait(20)
+            if then_fail:
+                raise ConnectionError("the state store went away")
+        return apply(*args, **kwargs)
+
+    svc.alarms.apply = held  # type: ignore[method-assign]
+    return writing, release
+
+
 async def test_the_next_batch_is_detected_while_an_alarm_write_runs_and_nothing_is_acked_before_it(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     svc = make_service(mosquitto, tmp_path, alarm_write_timeout_s=30)
     acked = count_acks(svc)
-    writing, release = threading.Event(), threading.Event()
-    apply = svc.alarms.apply
-
-    def slow_store(*args: Any, **kwargs: Any) -> Any:
-        writing.set()
-        release.wait(20)
-        return apply(*args, **kwargs)
-
-    svc.alarms.apply = slow_store  # type: ignore[method-assign]
+    writing, release = hold_first_write(svc, then_fail=False)
     publisher = Publisher(mosquitto.host, mosquitto.port)
     await svc.start()
     try:
@@ -121,20 +134,8 @@ async def test_a_write_behind_a_failed_one_goes_to_the_journal_after_it_not_to_t
 ) -> None:
     svc = make_service(mosquitto, tmp_path, alarm_write_timeout_s=30)
     acked = count_acks(svc)
-    writing, release = threading.Event(), threading.Event()
-    apply = svc.alarms.apply
-    calls = 0
-
-    def store_down_once(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # the first write hangs until the second is queued behind it, then fails
-            writing.set()
-            release.wait(20)
-            raise ConnectionError("the state store went away")
-        return apply(*args, **kwargs)
-
-    svc.alarms.apply = store_down_once  # type: ignore[method-assign]
+    # The first write hangs until the second is queued behind it, then fails.
+    writing, release = hold_first_write(svc, then_fail=True)
     publisher = Publisher(mosquitto.host, mosquitto.port)
     await svc.start()
     try:
