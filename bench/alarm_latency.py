@@ -227,13 +227,14 @@ async def _serve(
     from core.domain import Role
     from core.settings import MqttSettings, Settings
     from device_profiles.loader import load_profiles
-    from firewatch.service import Service
+    from firewatch.service import Service, freeze_start_up_heap
 
     settings = Settings(
         data_dir=data, mqtt=MqttSettings(url=broker_url, client_id=f"bench-fw-{uuid.uuid4().hex[:6]}")
     )
     service = Service(settings, registry=registry(devices, alarm_devices), profiles=load_profiles())
     key, _ = service.accounts.create_api_key("bench-alarm-latency", [Role.VIEWER], by="bench")
+    freeze_start_up_heap()  # as `firewatch serve` does
     token_out.put(key.token)  # for the measuring process's stream client
     config = uvicorn.Config(
         create_app(service.app_context()),

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.ingest import registry
 from core.settings import IngestSettings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
-from firewatch.service import Service
+from firewatch.service import Service, freeze_start_up_heap
 from ingest.envelope import Message
 from ingest.topics import MessageKind
 
@@ -35,6 +35,7 @@ async def drain(port: int, client_id: str, devices: int, total: int, data: Path)
         ingest=IngestSettings(liveness_check_s=5),
     )
     service = Service(settings, registry=registry(devices), profiles=load_profiles())
+    freeze_start_up_heap()  # as `firewatch serve` does
     first: float | None = None
     last = 0.0
     acked = 0

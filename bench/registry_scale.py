@@ -181,7 +181,7 @@ def child(registry: Path, broker: str, data: Path) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     from core.settings import MqttSettings, Settings
-    from firewatch.service import Service
+    from firewatch.service import Service, freeze_start_up_heap
 
     settings = Settings(
         data_dir=data, registry=registry, mqtt=MqttSettings(url=broker, client_id="bench-registry-scale")
@@ -190,6 +190,7 @@ def child(registry: Path, broker: str, data: Path) -> None:
 
     async def run() -> None:
         service = Service(settings)
+        freeze_start_up_heap()  # as `firewatch serve` does
         constructed = time.time()
         await service.start()
         started = time.time()

@@ -131,7 +131,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from firewatch.service import Service
+    from firewatch.service import Service, freeze_start_up_heap
     from firewatch.stopping import ApiServer, StopSignals
 
     settings = _settings(config)
@@ -146,6 +146,7 @@ def serve(
     except ValueError as exc:  # a push route URL Apprise cannot use, an unknown profile, ...
         err.print(f"[red]cannot start: {escape(str(exc))}[/]")
         raise typer.Exit(2) from None
+    freeze_start_up_heap()
     server = ApiServer(
         uvicorn.Config(
             create_app(service.app_context()),

@@ -27,7 +27,7 @@ from core.domain import AlarmState, DeviceEventKind, IncidentKind, IncidentState
 from core.settings import Settings
 from firewatch import stopping
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
-from firewatch.service import STOP_BUDGET_S, Service
+from firewatch.service import STOP_BUDGET_S, Service, freeze_start_up_heap
 from firewatch.stopping import ApiServer, StopSignals
 from simulators.fleet import Fleet
 from simulators.live import LiveFleet
@@ -123,6 +123,7 @@ async def _run_service(
 ) -> dict[str, int]:
     settings.auth.demo_accounts = True  # one account per role, with the published demo password
     service = Service(settings)
+    freeze_start_up_heap()
     plan = plan_for(service)
     app = create_app(service.app_context())
     server = ApiServer(

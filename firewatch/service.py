@@ -102,6 +102,21 @@ def alarm_topic(settings: Settings, role: str) -> MqttAlarmChannel:
     )
 
 
+def freeze_start_up_heap() -> None:
+    """Leave everything made so far out of the cyclic collector's scans, for a process that runs one
+    service until it stops (`firewatch serve`, `firewatch demo`; the benches that stand for them).
+
+    The collector's full collections scan every tracked object: with the start-up's registry,
+    index, detector state and imports that was about 70 ms per full collection for 5,000 devices
+    (144,000 objects), a stop of the whole process that showed as the tail of the alarm latency
+    (docs/benchmarks.md, "Alarm latency under load"). Start-up's objects live as long as the
+    process: frozen (`gc.freeze`), they are still freed by reference counting when dropped, but no
+    longer scanned, and full collections go over what was made since. Not in `Service` itself:
+    a process that makes and drops many services (the tests) would keep their reference cycles.
+    """
+    gc.freeze()
+
+
 class Service:
     """One firewatch process: everything DESIGN §2 draws, wired together."""
 
