@@ -1020,6 +1020,21 @@ async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, pag
     # The fire put out (a fire still burning would alarm again after the reset and, confirmed,
     # reopen this incident: tested in test_incidents.py).
     stack.sim.fleet.extinguish(stack.plan.fire_zone)
+
+    async def readings_back_to_normal() -> bool:
+        # Every latched fire alarm has seen its device's reading fall back (each device reports on
+        # its own schedule): reset before that, the fire alarms again and reopens the incident.
+        alarms = (await incident(stack, inc_id))["alarms"]
+        latched = [
+            a
+            for a in alarms
+            if a["category"] == "fire"
+            and a["alarm_type"] != "zone.fire_confirmed"  # the zone's confirmation: no reading of its own
+            and a["cleared_ts"] is None
+        ]
+        return bool(latched) and all(a["normal_ts"] is not None for a in latched)
+
+    await until(readings_back_to_normal, "the fire's readings back to normal")
     # The page re-reads its lists after every burst of live messages, so a read is often under way
     # when an operator acts; on a busy server its answer can come after the incident has closed.
     # One such read is held here: begun now, answered only after the card has gone.
