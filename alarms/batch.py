@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import JSON, ColumnElement, Select, Table, any_, bindparam, func, select, text
+from sqlalchemy import JSON, ColumnElement, Delete, Select, Table, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, undefer
 
@@ -43,6 +43,7 @@ from storage.models import (
     IncidentEventRow,
     IncidentRow,
     MaintenanceRow,
+    OutboxRow,
     TicketAlarmRow,
     TicketEventRow,
     TicketRow,
@@ -58,6 +59,20 @@ _TICKETS = cast(Table, TicketRow.__table__)
 _TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
 _TICKET_EVENT_COLUMNS = tuple(c.name for c in _TICKET_EVENTS.c if c.name != "id")
 _ALARM_EVENTS = cast(Table, AlarmEventRow.__table__)
+OUTBOX = cast(Table, OutboxRow.__table__)
+# An outbox row's values in this order (its id is the table's own: nothing in the write reads it).
+OUTBOX_COLUMNS = (
+    "route",
+    "alarm_id",
+    "incident_id",
+    "replaceable",
+    "created_ts",
+    "payload",
+    "attempts",
+    "next_ts",
+    "delivered_ts",
+    "last_error",
+)
 
 
 def _among(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnElement[bool]:
@@ -98,10 +113,23 @@ def _open_tickets(postgresql: bool) -> Select[TicketRow]:
     )
 
 
+def _waiting_notices(postgresql: bool) -> Delete:
+    """Delete the route's notices of the given incidents still waiting to replace (alarms/outbox.py
+    enqueue_incident: replaceable, not yet tried)."""
+    return delete(OUTBOX).where(
+        OUTBOX.c.route == bindparam("route"),
+        _among(OUTBOX.c.incident_id, "incidents", postgresql),
+        OUTBOX.c.replaceable.is_(True),
+        OUTBOX.c.delivered_ts.is_(None),
+        OUTBOX.c.attempts == 0,
+    )
+
+
 # The batch's reads, built once per kind of database (bound per batch).
 _OPEN_ALARMS = {True: _open_alarms(True), False: _open_alarms(False)}
 _RAISES = {True: _raises(True), False: _raises(False)}
 _OPEN_TICKETS = {True: _open_tickets(True), False: _open_tickets(False)}
+_WAITING_NOTICES = {True: _waiting_notices(True), False: _waiting_notices(False)}
 _LINKS = select(_TICKET_ALARMS.c.ticket_id, _TICKET_ALARMS.c.alarm_id).where(
     _TICKET_ALARMS.c.ticket_id.in_(bindparam("tickets", expanding=True))
 )
@@ -130,6 +158,35 @@ class PendingIncidentStep:
     fields: dict[str, Any]  # IncidentUpdate's other fields
     notified: bool
     place_name: str
+
+
+@dataclass
+class PendingNotice:
+    """An incident notice owed by the batch (alarms/outbox.py enqueue_incident): a later step of the
+    same incident in the batch may still rewrite it, so it becomes a row only at the batch's end."""
+
+    route: str
+    alarm_id: int
+    incident_id: int
+    replaceable: bool
+    created_ts: float
+    payload: dict[str, Any]
+    next_ts: float
+
+    def row(self) -> tuple[Any, ...]:
+        """In OUTBOX_COLUMNS order, the payload encoded as the JSON column would encode it."""
+        return (
+            self.route,
+            self.alarm_id,
+            self.incident_id,
+            self.replaceable,
+            self.created_ts,
+            json_dumps(self.payload),
+            0,
+            self.next_ts,
+            None,
+            "",
+        )
 
 
 @dataclass
@@ -167,6 +224,13 @@ class AlarmBatch:
     reserved: list[int] = field(default_factory=list)
     next_sqlite_id: int | None = None
     next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
+    # The outbox rows the batch owes, in the order they were owed (their ids follow it): a per-alarm
+    # push as its row (OUTBOX_COLUMNS), an incident notice as it may still change; the notices by
+    # (route, incident), one per write; and the (route, incident) pairs whose waiting notices from
+    # earlier writes an urgent step replaces (deleted before the batch's rows go in).
+    outbox: list[tuple[Any, ...] | PendingNotice] = field(default_factory=list)
+    notices: dict[tuple[str, int], PendingNotice] = field(default_factory=dict)
+    replaced: dict[str, list[int]] = field(default_factory=dict)  # route -> incident ids
     # place path -> its name in words, for the pushes: a batch names the same few places thousands
     # of times, and each naming splits and joins the path anew (DeviceIndex.place_label)
     place_names: dict[str, str] = field(default_factory=dict)
@@ -269,6 +333,23 @@ class AlarmBatch:
         self.ticket_events.clear()
         insert_many(conn, _TICKET_ALARMS, ("ticket_id", "alarm_id"), self.new_links)
         self.new_links.clear()
+
+    def settle_outbox(self, s: Session) -> None:
+        """The pushes the batch owes, at its end, after its alarms (which they refer to): first the
+        replaced notices of earlier writes deleted, one statement per route (as each urgent step
+        deleted them: a notice of this write is never waiting, `PendingNotice`), then the rows in
+        the order they were owed, through the driver (alarms/driver_rows.py), as the ORM's flush
+        of them inserted them."""
+        conn = s.connection()
+        pg = conn.dialect.name == "postgresql"
+        for route, incidents in self.replaced.items():
+            for i in range(0, len(incidents), CHUNK):
+                conn.execute(_WAITING_NOTICES[pg], {"route": route, "incidents": incidents[i : i + CHUNK]})
+        self.replaced.clear()
+        rows = [r if isinstance(r, tuple) else r.row() for r in self.outbox]
+        insert_many(conn, OUTBOX, OUTBOX_COLUMNS, rows)
+        self.outbox.clear()
+        self.notices.clear()
 
     def place_name(self, place: str, label: Callable[[str], str]) -> str:
         """`label(place)`, named once per batch (the registry's names do not change within it)."""

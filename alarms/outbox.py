@@ -1,8 +1,9 @@
 """Which transitions are owed to which push route, and the message each carries.
 
-Pure decisions plus one function that adds outbox rows to the caller's session: the alarm service
-calls it inside the transaction that records the transition, so a transition and its pushes are
-committed together or not at all (the transactional outbox pattern). Delivery is the dispatcher's.
+Pure decisions plus the functions that add outbox rows in the caller's transaction: the alarm
+service calls them inside the transaction that records the transition, so a transition and its
+pushes are committed together or not at all (the transactional outbox pattern). Delivery is the
+dispatcher's.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from alarms.batch import OUTBOX, OUTBOX_COLUMNS, PendingNotice, batch_of
+from alarms.driver_rows import insert_many
 from alarms.incidents import SILENT, urgent
 from alarms.labels import CATEGORY_ZH, INCIDENT_ACTION_ZH, INCIDENT_KIND_ZH, VERIFICATION_ZH, alarm_type_zh
 from alarms.model import IncidentUpdate, Transition
 from core.domain import AlarmCategory, IncidentAction, IncidentKind, Verification
 from core.settings import PushRoute
+from storage.db import json_dumps
 from storage.models import OutboxRow
 
 ACTION_ZH = {
@@ -89,24 +93,22 @@ def render(t: Transition, place_name: str) -> dict[str, Any]:
 
 
 def enqueue(s: Session, routes: list[PushRoute], t: Transition, place_name: str, now: float) -> int:
-    """Add one outbox row per route this transition is owed to; returns how many."""
+    """Add one outbox row per route this transition is owed to; returns how many.
+
+    The rows are plain tuples, not ORM objects (nothing in the write reads them back): in a bulk
+    write they join the batch's rows, inserted at its end (AlarmBatch.settle_outbox); otherwise
+    they go in at once (the caller flushed the transition's own rows first, so they keep the order
+    the pushes were owed in). The message is rendered and encoded once for every route."""
     owed = [r for r in routes if matches(r, t)]
     if not owed:
         return 0
-    message = render(t, place_name)
-    for route in owed:
-        s.add(
-            OutboxRow(
-                route=route.name,
-                alarm_id=t.alarm_id,
-                created_ts=now,
-                payload=message,
-                attempts=0,
-                next_ts=now,
-                delivered_ts=None,
-                last_error="",
-            )
-        )
+    payload = json_dumps(render(t, place_name))
+    rows = [(route.name, t.alarm_id, None, False, now, payload, 0, now, None, "") for route in owed]
+    batch = batch_of(s)
+    if batch is not None:
+        batch.outbox.extend(rows)
+    else:
+        insert_many(s.connection(), OUTBOX, OUTBOX_COLUMNS, rows)
     return len(owed)
 
 
@@ -190,8 +192,13 @@ def enqueue_incident(
     if not owed:
         return 0
     message = {**render_incident(u, place_name, now), "steps": [u.action.value]}
-    # The notices this transaction added, by (route, incident): the session lives for one write.
-    this_write: dict[tuple[str, int], OutboxRow] = s.info.setdefault("incident_notices", {})
+    # The notices this transaction added, by (route, incident): in a bulk write the batch's own
+    # (rows only at its end, AlarmBatch.settle_outbox), otherwise the session's, which lives for
+    # one write.
+    batch = batch_of(s)
+    this_write: dict[tuple[str, int], OutboxRow] = (
+        s.info.setdefault("incident_notices", {}) if batch is None else {}
+    )
     added = 0
     for route in owed:
         waiting = select(OutboxRow).where(
@@ -202,7 +209,10 @@ def enqueue_incident(
             OutboxRow.attempts == 0,
         )
         every = interval_s if route.update_interval_s is None else route.update_interval_s
-        same_write = this_write.get((route.name, u.incident_id))
+        key = (route.name, u.incident_id)
+        same_write: OutboxRow | PendingNotice | None = (
+            this_write.get(key) if batch is None else batch.notices.get(key)
+        )
         if same_write is not None:
             # One notice per route and incident per write (a reset and the end it causes): the
             # later step's notice, which carries the whole incident, names both steps.
@@ -212,11 +222,17 @@ def enqueue_incident(
                 same_write.next_ts, same_write.replaceable = now, False
             continue
         if urgent(u.action) or every <= 0:
-            s.execute(
-                delete(OutboxRow).where(
-                    OutboxRow.id.in_(waiting.with_only_columns(OutboxRow.id).scalar_subquery())
+            if batch is not None:
+                # Deleted at the batch's end, before its rows go in: what this DELETE would delete
+                # now, as nothing in between adds or changes a waiting notice of this route and
+                # incident (this write's own notice of them is the one above, never waiting).
+                batch.replaced.setdefault(route.name, []).append(u.incident_id)
+            else:
+                s.execute(
+                    delete(OutboxRow).where(
+                        OutboxRow.id.in_(waiting.with_only_columns(OutboxRow.id).scalar_subquery())
+                    )
                 )
-            )
             next_ts = now
         else:
             pending = s.scalars(waiting.order_by(OutboxRow.id.desc()).limit(1)).first()
@@ -230,19 +246,27 @@ def enqueue_incident(
                 )
             )
             next_ts = now if last is None else max(now, float(last) + every)
-        row = OutboxRow(
-            route=route.name,
-            alarm_id=u.alarm_id if u.alarm_id is not None else u.after["first_alarm_id"],
-            incident_id=u.incident_id,
-            replaceable=next_ts > now,
-            created_ts=now,
-            payload=message,
-            attempts=0,
-            next_ts=next_ts,
-            delivered_ts=None,
-            last_error="",
-        )
-        s.add(row)
-        this_write[(route.name, u.incident_id)] = row
+        alarm_id = u.alarm_id if u.alarm_id is not None else u.after["first_alarm_id"]
+        if batch is not None:
+            notice = PendingNotice(
+                route.name, alarm_id, u.incident_id, next_ts > now, now, message, next_ts
+            )
+            batch.outbox.append(notice)
+            batch.notices[key] = notice
+        else:
+            row = OutboxRow(
+                route=route.name,
+                alarm_id=alarm_id,
+                incident_id=u.incident_id,
+                replaceable=next_ts > now,
+                created_ts=now,
+                payload=message,
+                attempts=0,
+                next_ts=next_ts,
+                delivered_ts=None,
+                last_error="",
+            )
+            s.add(row)
+            this_write[key] = row
         added += 1
     return added

@@ -216,9 +216,9 @@ class AlarmService:
 
     def _settle(self, s: Session, out: Outcome, batch: AlarmBatch, now: float) -> None:
         """The batch's end: its alarms written (alarm_values.write) and its incident and ticket rows
-        flushed, then its log rows with one INSERT ... RETURNING per table, whose ids the
-        transitions and incident steps take, in log order; the pushes they owe join the same
-        transaction."""
+        flushed, then its log rows (alarms/batch.py insert_rows), whose ids the transitions and
+        incident steps take, in log order; then the pushes they owe, in the same transaction
+        (AlarmBatch.settle_outbox)."""
         batch.settle_alarms(s)  # first: the log rows and pushes refer to the batch's new alarms
         event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
         step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
@@ -229,6 +229,7 @@ class AlarmService:
             out.transitions.append(t)
         for step, step_id in zip(batch.steps, step_ids, strict=True):
             out.incidents.append(self.incidents.settled(s, step, step_id, now))
+        batch.settle_outbox(s)
         batch.transitions.clear()
         batch.steps.clear()
         del s.info[BATCH_KEY]
