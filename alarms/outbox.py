@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from orjson import Fragment
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -92,8 +93,18 @@ def render(t: Transition, place_name: str) -> dict[str, Any]:
     return {"title": title, "body": "\n".join(lines), "transition": t.to_json()}
 
 
-def enqueue(s: Session, routes: list[PushRoute], t: Transition, place_name: str, now: float) -> int:
-    """Add one outbox row per route this transition is owed to; returns how many.
+def enqueue(
+    s: Session,
+    routes: list[PushRoute],
+    t: Transition,
+    place_name: str,
+    now: float,
+    *,
+    encoded: tuple[Fragment, Fragment] | None = None,
+) -> int:
+    """Add one outbox row per route this transition is owed to; returns how many. `encoded`: the
+    transition's before and after snapshots already encoded (for its event row), embedded as they
+    are instead of encoded again.
 
     The rows are plain tuples, not ORM objects (nothing in the write reads them back): in a bulk
     write they join the batch's rows, inserted at its end (AlarmBatch.settle_outbox); otherwise
@@ -102,7 +113,10 @@ def enqueue(s: Session, routes: list[PushRoute], t: Transition, place_name: str,
     owed = [r for r in routes if matches(r, t)]
     if not owed:
         return 0
-    payload = json_dumps(render(t, place_name))
+    message = render(t, place_name)
+    if encoded is not None:
+        message["transition"]["before"], message["transition"]["after"] = encoded
+    payload = json_dumps(message)
     rows = [(route.name, t.alarm_id, None, False, now, payload, 0, now, None, "") for route in owed]
     batch = batch_of(s)
     if batch is not None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from orjson import Fragment
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,7 +56,7 @@ from core.domain import (
 )
 from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
-from storage.db import IMMEDIATE, retryable
+from storage.db import IMMEDIATE, json_dumps, retryable
 from storage.marks import Mark
 from storage.models import (
     AlarmEventRow,
@@ -220,12 +221,18 @@ class AlarmService:
         incident steps take, in log order; then the pushes they owe, in the same transaction
         (AlarmBatch.settle_outbox)."""
         batch.settle_alarms(s)  # first: the log rows and pushes refer to the batch's new alarms
+        for p in batch.transitions:
+            # Each snapshot encoded once: the event row holds it and the pushes embed it as it is
+            # (orjson writes a Fragment's text unchanged), where both encoded it.
+            p.event["before"] = Fragment(json_dumps(p.event["before"]))
+            p.event["after"] = Fragment(json_dumps(p.event["after"]))
         event_ids = insert_rows(s, AlarmEventRow, [p.event for p in batch.transitions])
         step_ids = insert_rows(s, IncidentEventRow, [step.event for step in batch.steps])
         for p, event_id in zip(batch.transitions, event_ids, strict=True):
             t = Transition(event_id, **p.fields)
             if self.routes and p.push and not t.held:
-                enqueue(s, self.routes, t, batch.place_name(p.place, self.index.place_label), now)
+                place = batch.place_name(p.place, self.index.place_label)
+                enqueue(s, self.routes, t, place, now, encoded=(p.event["before"], p.event["after"]))
             out.transitions.append(t)
         for step, step_id in zip(batch.steps, step_ids, strict=True):
             out.incidents.append(self.incidents.settled(s, step, step_id, now))
