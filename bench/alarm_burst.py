@@ -15,8 +15,10 @@ and its end, so one round of events per device is what the detectors emit for it
 
 Events go to `apply` in batches of `--batch`, as the pipeline hands over one drain batch's events,
 with one push route (incident notices to the control room, so incident and outbox rows are written
-too). The store is fresh per run: SQLite in a temporary folder, or a PostgreSQL database given by
-URL (created empty first; dropped after). CPU is this process's (`time.process_time`), which on
+too); with `--alarm-topic`, also the service's MQTT alarm-topic route (every transition and every
+incident step pushed, as `firewatch serve` and the drain benchmark have it). The store is fresh
+per run: SQLite in a temporary folder, or a PostgreSQL database given by URL (created empty first;
+dropped after). CPU is this process's (`time.process_time`), which on
 SQLite includes the database's own work; on PostgreSQL the server's CPU is not counted.
 """
 
@@ -125,13 +127,19 @@ class Result:
         return self.wall_s / max(1, self.transitions) * 1e6
 
 
-def run(url: str, devices: int, rounds: int, batch: int, progress: Progress) -> Result:
+def run(
+    url: str, devices: int, rounds: int, batch: int, progress: Progress, *, alarm_topic: bool = False
+) -> Result:
     reg = registry(devices)
     profiles = load_profiles()
     _, sessions = open_store(url)
     sync_registry(sessions, reg, profiles)
     index = DeviceIndex.build(reg, profiles)
     routes = [PushRoute(name="control-room", url="json://127.0.0.1:9/none", roles=["control_room"])]
+    if alarm_topic:
+        from firewatch.service import ALARM_TOPIC_ROUTE  # the service's imports: only when asked
+
+        routes.append(ALARM_TOPIC_ROUTE)
     clock_now = [T0]
     service = AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), lambda: clock_now[0], routes)
     events = burst(devices, rounds)
@@ -180,6 +188,11 @@ def main() -> None:
         help="also run on PostgreSQL: a database URL this bench may drop and create "
         "(e.g. postgresql+psycopg://root@127.0.0.1/firewatch_bench); never a database you keep",
     )
+    ap.add_argument(
+        "--alarm-topic",
+        action="store_true",
+        help="also push every transition and incident step on the MQTT alarm-topic route",
+    )
     args = ap.parse_args()
     stores: list[tuple[str, str]] = []
     results: dict[str, list[Result]] = {"sqlite": [], "postgresql": []}
@@ -193,17 +206,23 @@ def main() -> None:
                         args.rounds,
                         args.batch,
                         progress,
+                        alarm_topic=args.alarm_topic,
                     )
                 )
             if args.postgres_url:
                 url = fresh_postgres(args.postgres_url)
                 try:
-                    results["postgresql"].append(run(url, args.devices, args.rounds, args.batch, progress))
+                    topic = args.alarm_topic
+                    results["postgresql"].append(
+                        run(url, args.devices, args.rounds, args.batch, progress, alarm_topic=topic)
+                    )
                 finally:
                     drop_postgres(url)
     stores = [(k, k) for k, v in results.items() if v]
+    routes = "control room + MQTT alarm topic" if args.alarm_topic else "control room"
     table = Table(
-        title=f"alarm path, {args.devices:,} detectors x {args.rounds} rounds, batches of {args.batch}"
+        title=f"alarm path, {args.devices:,} detectors x {args.rounds} rounds, batches of {args.batch}, "
+        f"pushes: {routes}"
     )
     for col in (
         "store",

@@ -39,7 +39,10 @@ ROUTES = [
     ),
     PushRoute(name="integration", url="json://127.0.0.1:9/x", per_alarm=True),
     PushRoute(
-        name="feed", url="json://127.0.0.1:9/feed", incident_actions=list(IncidentAction), update_interval_s=60
+        name="feed",
+        url="json://127.0.0.1:9/feed",
+        incident_actions=list(IncidentAction),
+        update_interval_s=60,
     ),
 ]
 
@@ -125,8 +128,14 @@ def test_a_batch_s_outbox_rows_hold_what_its_transitions_and_steps_render_in_ord
                         "last_error": "",
                     }
                 )
-    assert {t.action for t in transitions} >= {AlarmAction.RAISED, AlarmAction.SUPERSEDED, AlarmAction.CLEARED}
-    assert [t.event_id for t in transitions] == sorted(t.event_id for t in transitions) and transitions[0].event_id
+    assert {t.action for t in transitions} >= {
+        AlarmAction.RAISED,
+        AlarmAction.SUPERSEDED,
+        AlarmAction.CLEARED,
+    }
+    ids = [t.event_id for t in transitions]
+    assert ids == sorted(ids)
+    assert ids[0] > 0
     assert rows[: len(owed)] == owed
     # Then one notice per route for the write's steps of the incident (each names the
     # steps it carries, rendered from the last), due at once: the first notice is urgent.
@@ -162,7 +171,7 @@ def test_an_urgent_step_replaces_the_notice_still_waiting_from_an_earlier_write(
     clock.now = T0 + 10
     alarms.apply([smoke("smk-1-1", CLEAR, PRE, T0 + 10), fault(CLEAR, T0 + 10)])
 
-    def feed() -> list[tuple[str, int | None, bool, float]]:
+    def feed() -> list[tuple[str, int, bool, float]]:
         return [
             ("+".join(r["payload"]["steps"]), r["incident_id"], r["replaceable"], r["next_ts"] - T0)
             for r in outbox(alarms)
