@@ -23,9 +23,11 @@ batch's INSERT, and the whole batch is retried (`AlarmService._write`).
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import itemgetter
 from typing import Any, cast
 
@@ -54,6 +56,7 @@ _PG_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM gen
 _CLOSED = AlarmState.CLOSED.value  # looked up once: compared per event
 CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
+LOCAL_TIME = "%Y-%m-%d %H:%M:%S"  # a push's time, as the people on duty read it
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
 _TICKETS = cast(Table, TicketRow.__table__)
 _TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
@@ -234,6 +237,8 @@ class AlarmBatch:
     # place path -> its name in words, for the pushes: a batch names the same few places thousands
     # of times, and each naming splits and joins the path anew (DeviceIndex.place_label)
     place_names: dict[str, str] = field(default_factory=dict)
+    # whole second -> its local date and time, for the pushes: a batch's alarms fall in few seconds
+    seconds: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
@@ -357,6 +362,18 @@ class AlarmBatch:
         if name is None:
             name = self.place_names[place] = label(place)
         return name
+
+    def local_time(self, ts: float) -> str:
+        """`ts` as local date and time to the second (alarms/outbox.py local_time), formatted once per
+        second in the batch. `datetime.fromtimestamp` rounds to microseconds and converts the whole
+        second, so a time not within a microsecond of the next second reads as its whole second."""
+        second = math.floor(ts)
+        if ts - second >= 0.999999:
+            return datetime.fromtimestamp(ts).strftime(LOCAL_TIME)
+        text = self.seconds.get(second)
+        if text is None:
+            text = self.seconds[second] = datetime.fromtimestamp(second).strftime(LOCAL_TIME)
+        return text
 
     def raised(self, row: Alarm) -> None:
         key = (row.device_id, row.alarm_type)

@@ -8,6 +8,7 @@ dispatcher's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from orjson import Fragment
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from alarms.batch import OUTBOX, OUTBOX_COLUMNS, PendingNotice, batch_of
+from alarms.batch import LOCAL_TIME, OUTBOX, OUTBOX_COLUMNS, PendingNotice, batch_of
 from alarms.driver_rows import insert_many
 from alarms.incidents import SILENT, urgent
 from alarms.labels import CATEGORY_ZH, INCIDENT_ACTION_ZH, INCIDENT_KIND_ZH, VERIFICATION_ZH, alarm_type_zh
@@ -61,11 +62,17 @@ def matches(route: PushRoute, t: Transition) -> bool:
     )
 
 
-def render(t: Transition, place_name: str) -> dict[str, Any]:
-    """The push message, in Chinese first (the people on duty), with the transition attached."""
+def local_time(ts: float) -> str:
+    """`ts` as the people on duty read it: local date and time to the second."""
+    return datetime.fromtimestamp(ts).strftime(LOCAL_TIME)
+
+
+def render(t: Transition, place_name: str, when: Callable[[float], str] = local_time) -> dict[str, Any]:
+    """The push message, in Chinese first (the people on duty), with the transition attached.
+    `when`: formats its time (`local_time`, or the batch's `AlarmBatch.local_time`)."""
     a = t.after
     category = AlarmCategory(a["category"])
-    when = datetime.fromtimestamp(a["last_ts"]).strftime("%Y-%m-%d %H:%M:%S")
+    when_text = when(a["last_ts"])
     action = ACTION_ZH.get(t.action.value, t.action.value)
     title = f"【{CATEGORY_ZH[category]}】{place_name} {alarm_type_zh(a['alarm_type'])} {action}"
     if a.get("maintenance_id") is not None:
@@ -75,7 +82,7 @@ def render(t: Transition, place_name: str) -> dict[str, Any]:
         f"位置: {place_name}",
         f"设备: {a['device_id']}",
         f"类型: {alarm_type_zh(a['alarm_type'])} ({a['alarm_type']})",
-        f"时间: {when}",
+        f"时间: {when_text}",
         f"状态: {action} · 第 {a['occurrences']} 次",
     ]
     if a.get("value") is not None:
@@ -113,12 +120,12 @@ def enqueue(
     owed = [r for r in routes if matches(r, t)]
     if not owed:
         return 0
-    message = render(t, place_name)
+    batch = batch_of(s)
+    message = render(t, place_name, local_time if batch is None else batch.local_time)
     if encoded is not None:
         message["transition"]["before"], message["transition"]["after"] = encoded
     payload = json_dumps(message)
     rows = [(route.name, t.alarm_id, None, False, now, payload, 0, now, None, "") for route in owed]
-    batch = batch_of(s)
     if batch is not None:
         batch.outbox.extend(rows)
     else:
@@ -239,7 +246,8 @@ def enqueue_incident(
             if batch is not None:
                 # Deleted at the batch's end, before its rows go in: what this DELETE would delete
                 # now, as nothing in between adds or changes a waiting notice of this route and
-                # incident (this write's own notice of them is the one above, never waiting).
+                # incident (later steps of them rewrite the notice made below, which is due now,
+                # so never waiting).
                 batch.replaced.setdefault(route.name, []).append(u.incident_id)
             else:
                 s.execute(
@@ -262,9 +270,7 @@ def enqueue_incident(
             next_ts = now if last is None else max(now, float(last) + every)
         alarm_id = u.alarm_id if u.alarm_id is not None else u.after["first_alarm_id"]
         if batch is not None:
-            notice = PendingNotice(
-                route.name, alarm_id, u.incident_id, next_ts > now, now, message, next_ts
-            )
+            notice = PendingNotice(route.name, alarm_id, u.incident_id, next_ts > now, now, message, next_ts)
             batch.outbox.append(notice)
             batch.notices[key] = notice
         else:

@@ -2,16 +2,20 @@
 AlarmBatch.settle_outbox): every outbox row holds what the transition or incident step it belongs to
 renders, in the order they were owed, as the JSON column encodes it; an urgent incident step still
 replaces the route's notice of that incident waiting from an earlier write, and nothing else. Run on
-SQLite and on a private PostgreSQL."""
+SQLite and on a private PostgreSQL. A batch names each push's time as one push alone would."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
+from alarms.batch import AlarmBatch
 from alarms.model import IncidentUpdate, Transition
-from alarms.outbox import render, render_incident
+from alarms.outbox import local_time, render, render_incident
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from core.domain import AlarmAction, AlarmCategory, DetectorEvent, DetectorEventKind, IncidentAction
@@ -195,3 +199,24 @@ def test_an_urgent_step_replaces_the_notice_still_waiting_from_an_earlier_write(
         ("ended", second, True, 60),
         ("upgraded", first, False, 20),
     ]
+
+
+def test_a_batch_names_each_push_s_time_as_one_push_alone_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Central European time (POSIX form: needs no tzdata), around the autumn change of 2027, when
+    # 02:00-03:00 local comes twice; fractions of a second up to one the rounding carries over.
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+    time.tzset()
+    try:
+        change = datetime(2027, 10, 31, 1, 0, tzinfo=UTC).timestamp()
+        batch = AlarmBatch()
+        times = [
+            change + s + f
+            for s in range(-3700, 3700, 450)
+            for f in (0.0, 0.25, 0.5, 0.9999994, 0.9999996, 0.9999999)
+        ]
+        assert len({local_time(t) for t in times}) > len(times) / 6  # it does cover many seconds
+        for ts in times + times:  # the second time from what the batch kept
+            assert batch.local_time(ts) == local_time(ts), ts
+    finally:
+        monkeypatch.undo()
+        time.tzset()
