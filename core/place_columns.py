@@ -151,15 +151,12 @@ class PlaceColumns:
         a list of strings for tags); None otherwise (validate with pydantic)."""
         if type(sites) is not list:
             return None
-        places: list[Any] = []
-        level: list[int] = []
-        parent: list[int] = []
-        end: list[int] = []
-        if not _walk(sites, SITE, -1, places, level, parent, end):
+        walk = _Walk()
+        if not walk.add(sites, SITE, -1):
             return None
+        places, level, parent, end = walk.places, walk.level, walk.parent, walk.end
         n = len(places)
-        for depth in range(len(LEVELS)):
-            on_level = [p for p, d in zip(places, level, strict=True) if d == depth]
+        for depth, on_level in enumerate(walk.by_level):
             if not all_of(on_level, dict) or not set().union(*on_level) <= FIELDS[depth]:
                 return None
         ids = [p.get("id") for p in places]
@@ -200,29 +197,38 @@ class PlaceColumns:
         )
 
 
-def _walk(
-    children: list[Any],
-    depth: int,
-    up: int,
-    places: list[Any],
-    level: list[int],
-    parent: list[int],
-    end: list[int],
-) -> bool:
-    """Append `children` (places at `depth` under row `up`) and their subtrees in walk order;
-    False if a list of children is not a list."""
-    key = CHILDREN[depth]
-    for place in children:
-        row = len(places)
-        places.append(place)
-        level.append(depth)
-        parent.append(up)
-        end.append(0)
-        if key is not None and type(place) is dict:
-            below = place.get(key, [])
-            if type(below) is not list:
-                return False
-            if below and not _walk(below, depth + 1, row, places, level, parent, end):
-                return False
-        end[row] = len(places)
-    return True
+class _Walk:
+    """The places of a document's tree in walk order, with their level, parent and subtree end,
+    and the places of each level (a level's fields are checked together)."""
+
+    def __init__(self) -> None:
+        self.places: list[Any] = []
+        self.level: list[int] = []
+        self.parent: list[int] = []
+        self.end: list[int] = []
+        self.by_level: list[list[Any]] = [[] for _ in LEVELS]
+
+    def add(self, children: list[Any], depth: int, up: int) -> bool:
+        """Append `children` (places at `depth` under row `up`) and their subtrees; False if a
+        list of children is not a list."""
+        self.by_level[depth].extend(children)
+        key = CHILDREN[depth]
+        if key is None:  # rooms, most of the tree: in bulk
+            first, count = len(self.places), len(children)
+            self.places.extend(children)
+            self.level.extend([depth] * count)
+            self.parent.extend([up] * count)
+            self.end.extend(range(first + 1, first + count + 1))
+            return True
+        for place in children:
+            row = len(self.places)
+            self.places.append(place)
+            self.level.append(depth)
+            self.parent.append(up)
+            self.end.append(0)
+            if type(place) is dict:
+                below = place.get(key, [])
+                if type(below) is not list or (below and not self.add(below, depth + 1, row)):
+                    return False
+            self.end[row] = len(self.places)
+        return True

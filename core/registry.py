@@ -10,6 +10,8 @@ are read-only mappings by device id that make a `Device` or `Location` when one 
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from collections.abc import Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from core.device_columns import DeviceColumns, row_values
+from core.device_columns import DeviceColumns, Values, row_values
 from core.place_columns import ZONE, PlaceColumns
 from core.registry_spec import ID_RE as ID_RE
 from core.registry_spec import LEVELS as LEVELS
@@ -401,17 +403,52 @@ def _read_document(
             raw: object = orjson.loads(data)
         except orjson.JSONDecodeError:
             raw = None  # pydantic reports where, as it always has
-        read = _columns_of(raw)
-        if read is not None:
-            return read
-        spec = RegistryFile.model_validate_json(data)
     else:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
-        read = _columns_of(raw)
-        if read is not None:
-            return read
-        spec = RegistryFile.model_validate(raw)
+    read = _columns_of(raw)
+    if read is not None:
+        del raw
+        blob, tree, columns = _packed(*read)
+        del read  # the last of the parsed document: its small objects are freed before unpacking
+        return _unpacked(blob, tree, columns)
+    spec = RegistryFile.model_validate_json(data) if is_json(path) else RegistryFile.model_validate(raw)
     return spec.sites, spec.devices
+
+
+def _packed(tree: PlaceColumns, columns: DeviceColumns) -> tuple[bytes, PlaceColumns, DeviceColumns]:
+    """The columns' Python objects (ids, names, paths, value tables) pickled, and the columns
+    without them (their numpy arrays only), for `_unpacked` to put together again.
+
+    Why: the strings the columns keep were made by the parse, in between the millions of small
+    objects of the parsed document, which are freed once it is dropped. Every memory arena still
+    holding one kept string stays allocated, half empty: the registry's resident memory was twice
+    what it held (decision 0010). Unpickled after the document is gone, the same values are made
+    again side by side, and the document's arenas are returned whole.
+
+    A device's place is the same text as the tree's path: one string serves both."""
+    path_of = dict(zip(tree.paths, tree.paths, strict=False))
+    device_values = [path_of.get(v, v) if type(v) is str else v for v in columns.values.items]
+    blob = pickle.dumps(
+        (tree.paths, tree.values.items, columns.ids, columns.names, device_values),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    hollow_tree = dataclasses.replace(tree, values=Values(), paths=[], row_of={})
+    hollow_columns = dataclasses.replace(columns, values=Values(), ids=[], names=[])
+    return blob, hollow_tree, hollow_columns
+
+
+def _unpacked(blob: bytes, tree: PlaceColumns, columns: DeviceColumns) -> tuple[PlaceColumns, DeviceColumns]:
+    """The columns `_packed` took apart."""
+    paths, place_values, ids, names, device_values = pickle.loads(blob)  # our own bytes, from `_packed`
+    return (
+        dataclasses.replace(
+            tree,
+            values=Values(place_values),
+            paths=paths,
+            row_of=dict(zip(paths, range(len(paths)), strict=True)),
+        ),
+        dataclasses.replace(columns, values=Values(device_values), ids=ids, names=names),
+    )
 
 
 def _columns_of(raw: object) -> tuple[PlaceColumns, DeviceColumns] | None:
