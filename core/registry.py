@@ -212,6 +212,26 @@ class PlaceView(Mapping[str, Place]):
         )
 
 
+class PlaceNames(Mapping[str, str]):
+    """Place names by path, read from the place tree's columns (no `Place` made)."""
+
+    def __init__(self, tree: PlaceColumns) -> None:
+        self._tree = tree
+
+    def __getitem__(self, path: str) -> str:
+        tree = self._tree
+        return str(tree.values.items[tree.name[tree.row_of[path]]])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._tree.row_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tree.row_of)
+
+    def __len__(self) -> int:
+        return len(self._tree.row_of)
+
+
 class Registry:
     """Places and devices, with the lookups the pipeline needs. Treated as immutable: a change is
     a new Registry (`with_device`, `without_device`, ...), validated whole.
@@ -229,6 +249,7 @@ class Registry:
             raise RegistryError(f"place {duplicate!r} is defined twice")
         self.tree = tree
         self.places: PlaceView = PlaceView(tree)
+        self.place_names: PlaceNames = PlaceNames(tree)
         columns = devices if isinstance(devices, DeviceColumns) else DeviceColumns.from_devices(devices)
         self.columns = columns
         self.row_of: dict[str, int] = dict(zip(columns.ids, range(len(columns)), strict=True))
