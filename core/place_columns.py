@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.device_columns import Values, all_of
+from core.device_columns import Values, all_of, numbered
 from core.registry_spec import (
     LEVELS,
     BuildingSpec,
@@ -184,7 +184,7 @@ class PlaceColumns:
         return cls(
             table,
             paths,
-            dict(zip(paths, range(n), strict=True)),
+            numbered(paths),
             levels,
             parents,
             np.array(end, dtype=np.int32),

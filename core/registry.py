@@ -23,7 +23,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from core.device_columns import DeviceColumns, Values, row_values
+from core.device_columns import DeviceColumns, Values, numbered, row_values
 from core.place_columns import ZONE, PlaceColumns
 from core.registry_spec import ID_RE as ID_RE
 from core.registry_spec import LEVELS as LEVELS
@@ -252,7 +252,7 @@ class Registry:
         self.place_names: PlaceNames = PlaceNames(tree)
         columns = devices if isinstance(devices, DeviceColumns) else DeviceColumns.from_devices(devices)
         self.columns = columns
-        self.row_of: dict[str, int] = dict(zip(columns.ids, range(len(columns)), strict=True))
+        self.row_of: dict[str, int] = numbered(columns.ids)
         # Per place, not per device: devices share rooms (codes of `columns.values`).
         items = columns.values.items
         place_codes = np.unique(columns.place)
@@ -466,7 +466,7 @@ def _unpacked(blob: bytes, tree: PlaceColumns, columns: DeviceColumns) -> tuple[
             tree,
             values=Values(place_values),
             paths=paths,
-            row_of=dict(zip(paths, range(len(paths)), strict=True)),
+            row_of=numbered(paths),
         ),
         dataclasses.replace(columns, values=Values(device_values), ids=ids, names=names),
     )
