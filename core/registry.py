@@ -5,14 +5,17 @@ path of ids, e.g. ``sxzyy/b1/f3/z2/r305``. A device names the place it is instal
 building, floor, zone and room follow from that path.
 
 Devices are held as columns (`core.device_columns`); `Registry.devices`, `.specs` and `.locations`
-are read-only mappings by device id that make a `Device` or `Location` when one is looked up.
+are read-only mappings by device id that make a `Device` or `Location` when one is looked up. The
+place tree is held as columns too (`core.place_columns`): `Registry.places` is a read-only mapping
+by path that makes a `Place` when one is looked up, `Registry.sites` the `SiteSpec`s when asked
+for, and the registry is exported from the columns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Iterable, Iterator, KeysView, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,6 +185,28 @@ class PlaceView(Mapping[str, Place]):
     def keys(self) -> KeysView[str]:
         return self._tree.row_of.keys()
 
+    def values(self) -> ValuesView[Place]:
+        return _PlaceValues(self)
+
+    def items(self) -> ItemsView[str, Place]:
+        return _PlaceItems(self)
+
+    def all(self) -> Iterator[Place]:
+        """Every place, in walk order, made column by column (the start-up's mirror sync and index
+        read them all: a tenth of the time of a lookup per path)."""
+        tree = self._tree
+        v = tree.values.items
+        paths = tree.paths
+        return map(
+            Place,
+            paths,
+            [LEVELS[level] for level in tree.level.tolist()],
+            [v[c] for c in tree.id.tolist()],
+            [v[c] for c in tree.name.tolist()],
+            [paths[up] if up >= 0 else None for up in tree.parent.tolist()],
+            [v[c] for c in tree.in_effect.tolist()],
+        )
+
     def __eq__(self, other: object) -> bool:
         """Equal to a mapping of the same places; to another registry's places without making
         any (registries edited from one another share their tree)."""
@@ -212,6 +237,20 @@ class PlaceView(Mapping[str, Place]):
         )
 
 
+class _PlaceValues(ValuesView[Place]):
+    _mapping: PlaceView
+
+    def __iter__(self) -> Iterator[Place]:
+        return self._mapping.all()
+
+
+class _PlaceItems(ItemsView[str, Place]):
+    _mapping: PlaceView
+
+    def __iter__(self) -> Iterator[tuple[str, Place]]:
+        return ((place.path, place) for place in self._mapping.all())
+
+
 class PlaceNames(Mapping[str, str]):
     """Place names by path, read from the place tree's columns (no `Place` made)."""
 
@@ -238,7 +277,8 @@ class Registry:
 
     `specs` are the devices as given, in the order given; `devices` the same with departments
     inherited from the room or zone filled in; `locations` where each is. `columns` holds them,
-    `row_of` is each device's row there."""
+    `row_of` is each device's row there. `places` are the places by path, `place_names` their
+    names, `sites` the tree as specified; `tree` holds them."""
 
     def __init__(
         self, sites: Iterable[SiteSpec] | PlaceColumns, devices: Iterable[Device] | DeviceColumns
