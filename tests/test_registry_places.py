@@ -136,6 +136,9 @@ def test_places_are_made_with_their_kind_parent_and_department_in_effect() -> No
     assert list(registry.places.items()) == [(path, registry.places[path]) for path in registry.places]
     assert registry.places["s1/b1/f1/z2"] in registry.places.values()
     assert ("s1", registry.places["s1"]) in registry.places.items()
+    fields = registry.places.fields()
+    assert [Place(*values) for values in zip(*fields, strict=True)] == list(registry.places.values())
+    assert fields.department[fields.path.index("s1/b1/f1/z1/r101")] == "心内科"
     assert registry.place_names == {path: place.name for path, place in registry.places.items()}
     assert registry.place_names.get("s1/b1/f1/z1/lab") == "检验科实验室"
     assert registry.place_names.get("s1/b9") is None
