@@ -18,7 +18,7 @@ import pickle
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -264,6 +264,18 @@ class PlaceNames(Mapping[str, str]):
     def __getitem__(self, path: str) -> str:
         tree = self._tree
         return str(tree.values.items[tree.name[tree.row_of[path]]])
+
+    @overload
+    def get(self, path: str, /) -> str | None: ...
+
+    @overload
+    def get(self, path: str, /, default: str | V) -> str | V: ...
+
+    def get(self, path: str, /, default: object = None) -> object:
+        """Without raising and catching a KeyError for a path not in the tree (an alarm's label
+        reads its place and the places above it)."""
+        row = self._tree.row_of.get(path)
+        return default if row is None else self._tree.values.items[self._tree.name[row]]
 
     def __contains__(self, path: object) -> bool:
         return path in self._tree.row_of

@@ -142,6 +142,7 @@ def test_places_are_made_with_their_kind_parent_and_department_in_effect() -> No
     assert registry.place_names == {path: place.name for path, place in registry.places.items()}
     assert registry.place_names.get("s1/b1/f1/z1/lab") == "检验科实验室"
     assert registry.place_names.get("s1/b9") is None
+    assert registry.place_names.get("s1/b9", "b9") == "b9"
     assert registry.department_of("s1/b1/f1/z1/r101") == "心内科"
     assert registry.department_of("s1/b1/f1/z1/lab") == "检验科"
     assert registry.department_of("s1/b1/f1/z2") == ""
