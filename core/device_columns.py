@@ -63,7 +63,29 @@ class Values:
 
     def __init__(self, items: Iterable[Any] = ()) -> None:
         self.items: list[Any] = list(items)
-        self._code: dict[Any, int] = numbered(self.items)
+        self._lookup: dict[Any, int] | None = None
+
+    @property
+    def _code(self) -> dict[Any, int]:
+        """Codes by value, made when first needed: the tables of a loaded registry are read by
+        code, and the devices' holds a path per place with devices (at a million devices this
+        dictionary alone was about 40 MB)."""
+        if self._lookup is None:
+            self._lookup = numbered(self.items)
+        return self._lookup
+
+    def codes_of(self, wanted: Sequence[Any]) -> list[int]:
+        """The codes of `wanted`, new values appended: while the table has no dictionary, by one
+        pass over it (a registry's load needs the codes of a few departments, not the dictionary)."""
+        if self._lookup is not None:
+            return [self.code(value) for value in wanted]
+        distinct = set(wanted)
+        found = {value: code for code, value in enumerate(self.items) if value in distinct}
+        for value in wanted:
+            if value not in found:
+                found[value] = len(self.items)
+                self.items.append(value)
+        return [found[value] for value in wanted]
 
     def copy(self) -> Values:
         return Values(self.items)

@@ -326,7 +326,7 @@ class Registry:
             places = tree.values.items
             lookup = np.zeros(len(items), dtype=np.int32)
             in_effect = tree.in_effect[place_rows].tolist()
-            lookup[place_codes] = [columns.values.code(places[c]) for c in in_effect]
+            lookup[place_codes] = columns.values.codes_of([places[c] for c in in_effect])
             department[unset] = lookup[columns.place[unset]]
         self.specs: DeviceView = DeviceView(self, columns.department)
         self.devices: DeviceView = DeviceView(self, department)
