@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -37,6 +38,22 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ABSENT = object()  # a field a device does not give (unlike one given as null)
 
 
+_NUMBERS: list[int] = []
+_NUMBERS_LOCK = threading.Lock()
+
+
+def numbered(keys: Sequence[Any]) -> dict[Any, int]:
+    """`{key: its position}`, with the positions as int objects shared by every such dictionary:
+    a million-device registry has several (rows by device id, by path, codes by value), and an int
+    object of its own per entry (28 bytes; CPython shares only -5 to 256) cost about 28 MB each."""
+    n = len(keys)
+    with _NUMBERS_LOCK:
+        if len(_NUMBERS) < n:
+            _NUMBERS.extend(range(len(_NUMBERS), n))
+        numbers = _NUMBERS  # only ever extended: its first n entries stay 0, 1, ..., n - 1
+    return dict(zip(keys, itertools.islice(numbers, n), strict=True))
+
+
 class Values:
     """The distinct field values of device columns, each named by its code (its position here).
 
@@ -46,7 +63,29 @@ class Values:
 
     def __init__(self, items: Iterable[Any] = ()) -> None:
         self.items: list[Any] = list(items)
-        self._code: dict[Any, int] = {v: i for i, v in enumerate(self.items)}
+        self._lookup: dict[Any, int] | None = None
+
+    @property
+    def _code(self) -> dict[Any, int]:
+        """Codes by value, made when first needed: the tables of a loaded registry are read by
+        code, and the devices' holds a path per place with devices (at a million devices this
+        dictionary alone was about 40 MB)."""
+        if self._lookup is None:
+            self._lookup = numbered(self.items)
+        return self._lookup
+
+    def codes_of(self, wanted: Sequence[Any]) -> list[int]:
+        """The codes of `wanted`, new values appended: while the table has no dictionary, by one
+        pass over it (a registry's load needs the codes of a few departments, not the dictionary)."""
+        if self._lookup is not None:
+            return [self.code(value) for value in wanted]
+        distinct = set(wanted)
+        found = {value: code for code, value in enumerate(self.items) if value in distinct}
+        for value in wanted:
+            if value not in found:
+                found[value] = len(self.items)
+                self.items.append(value)
+        return [found[value] for value in wanted]
 
     def copy(self) -> Values:
         return Values(self.items)
@@ -122,6 +161,67 @@ class DeviceColumns:
             tags=list(v[self.tags[row]]),
             gateway=v[self.gateway[row]],
         )
+
+    def documents(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Rows `start` to `stop` as a registry document's devices, as `Device.model_dump(mode="json",
+        exclude_defaults=True)` gives them, made from the columns without a `Device` per row (each
+        distinct value decoded once)."""
+        rows = slice(start, stop)
+        v = self.values.items
+
+        def decoded(codes: Codes, convert: Any = None) -> list[Any]:
+            distinct = np.unique(codes).tolist()
+            shown = [v[c] if convert is None else convert(v[c]) for c in distinct]
+            return list(map(dict(zip(distinct, shown, strict=True)).__getitem__, codes.tolist()))
+
+        positions: list[list[float] | None] = [
+            xy if has else None
+            for xy, has in zip(self.position[rows].tolist(), self.has_position[rows].tolist(), strict=True)
+        ]
+        out: list[dict[str, Any]] = []
+        fields = zip(
+            self.ids[rows],
+            decoded(self.profile[rows]),
+            decoded(self.place[rows]),
+            self.names[rows],
+            decoded(self.department[rows]),
+            decoded(self.responsible[rows]),
+            decoded(self.installed[rows], lambda d: None if d is None else d.isoformat()),
+            positions,
+            decoded(self.tags[rows]),
+            decoded(self.gateway[rows]),
+            strict=True,
+        )
+        for (
+            device_id,
+            profile,
+            place,
+            name,
+            department,
+            responsible,
+            installed,
+            position,
+            tags,
+            gateway,
+        ) in fields:
+            # A field equal to its default is left out, as exclude_defaults does.
+            device: dict[str, Any] = {"id": device_id, "profile": profile, "place": place}
+            if name != "":
+                device["name"] = name
+            if department != "":
+                device["department"] = department
+            if responsible != "":
+                device["responsible"] = responsible
+            if installed is not None:
+                device["installed"] = installed
+            if position is not None:
+                device["position"] = position
+            if tags:
+                device["tags"] = list(tags)
+            if gateway != "":
+                device["gateway"] = gateway
+            out.append(device)
+        return out
 
     def take(self, rows: npt.NDArray[np.intp]) -> DeviceColumns:
         """These rows, in this order (the value table is shared: it is append-only)."""
@@ -202,7 +302,7 @@ class DeviceColumns:
         if type(devices) is not list:
             return None
         n = len(devices)
-        if not _all_of(devices, dict):
+        if not all_of(devices, dict):
             return None
         if not set().union(*devices) <= FIELDS:
             return None
@@ -211,7 +311,7 @@ class DeviceColumns:
             [d.get(f, "") for d in devices] for f in ("name", "department", "responsible", "gateway")
         )
         strings = (ids, profiles, places, names, departments, responsibles, gateways)
-        if not all(_all_of(column, str) for column in strings):
+        if not all(all_of(column, str) for column in strings):
             return None
         if not _ID_LINES.fullmatch("".join(i + "\n" for i in ids)):
             return None
@@ -219,7 +319,7 @@ class DeviceColumns:
             return None
         installed = _dates([d.get("installed") for d in devices])
         tags = [d.get("tags", ()) for d in devices]
-        if not _all_of(tags, list, tuple) or not _all_of(itertools.chain.from_iterable(tags), str):
+        if not all_of(tags, list, tuple) or not all_of(itertools.chain.from_iterable(tags), str):
             return None
         xy = _positions([d.get("position") for d in devices])
         if installed is None or xy is None:
@@ -257,7 +357,7 @@ def row_values(columns: DeviceColumns, row: int, department: int) -> tuple[Any, 
     )
 
 
-def _all_of(values: Iterable[object], *types: type) -> bool:
+def all_of(values: Iterable[object], *types: type) -> bool:
     """Whether every value is exactly of one of `types` (a subclass, e.g. bool for int, is not)."""
     return set(map(type, values)) <= set(types)
 
@@ -294,11 +394,11 @@ def _positions(
     position = np.zeros((n, 2), dtype=np.float64)
     if not given:
         return position, has
-    if not _all_of(given, list) or set(map(len, given)) != {2}:  # type: ignore[arg-type]
+    if not all_of(given, list) or set(map(len, given)) != {2}:  # type: ignore[arg-type]
         return None
     xs = [p[0] for p in given]  # type: ignore[index]
     ys = [p[1] for p in given]  # type: ignore[index]
-    if not _all_of(xs, int, float) or not _all_of(ys, int, float):
+    if not all_of(xs, int, float) or not all_of(ys, int, float):
         return None
     try:
         position[has, 0] = xs

@@ -5,23 +5,29 @@ path of ids, e.g. ``sxzyy/b1/f3/z2/r305``. A device names the place it is instal
 building, floor, zone and room follow from that path.
 
 Devices are held as columns (`core.device_columns`); `Registry.devices`, `.specs` and `.locations`
-are read-only mappings by device id that make a `Device` or `Location` when one is looked up.
+are read-only mappings by device id that make a `Device` or `Location` when one is looked up. The
+place tree is held as columns too (`core.place_columns`): `Registry.places` is a read-only mapping
+by path that makes a `Place` when one is looked up, `Registry.sites` the `SiteSpec`s when asked
+for, and the registry is exported from the columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, KeysView, Mapping
+import dataclasses
+import pickle
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from core.device_columns import DeviceColumns, row_values
+from core.device_columns import DeviceColumns, Values, numbered, row_values
+from core.place_columns import ZONE, PlaceColumns
 from core.registry_spec import ID_RE as ID_RE
 from core.registry_spec import LEVELS as LEVELS
 from core.registry_spec import BuildingSpec as BuildingSpec
@@ -144,42 +150,192 @@ class LocationView(ByDeviceId[Location]):
         return location_of(self._registry.columns.values.items[self._registry.columns.place[row]])
 
 
+class PlaceFields(NamedTuple):
+    """The fields of many places, a list per `Place` field."""
+
+    path: list[str]
+    kind: list[PlaceKind]
+    id: list[str]
+    name: list[str]
+    parent: list[str | None]
+    department: list[str]
+
+
+class PlaceView(Mapping[str, Place]):
+    """Places by path, made from the place tree's columns when looked up (in walk order: a site,
+    then everything in it, then the next site)."""
+
+    def __init__(self, tree: PlaceColumns) -> None:
+        self._tree = tree
+
+    def at(self, row: int) -> Place:
+        tree = self._tree
+        v = tree.values.items
+        up = int(tree.parent[row])
+        return Place(
+            tree.paths[row],
+            tree.kind(row),
+            v[tree.id[row]],
+            v[tree.name[row]],
+            tree.paths[up] if up >= 0 else None,
+            v[tree.in_effect[row]],
+        )
+
+    def __getitem__(self, path: str) -> Place:
+        return self.at(self._tree.row_of[path])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._tree.row_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tree.row_of)
+
+    def __len__(self) -> int:
+        return len(self._tree.row_of)
+
+    def keys(self) -> KeysView[str]:
+        return self._tree.row_of.keys()
+
+    def values(self) -> ValuesView[Place]:
+        return _PlaceValues(self)
+
+    def items(self) -> ItemsView[str, Place]:
+        return _PlaceItems(self)
+
+    def all(self) -> Iterator[Place]:
+        """Every place, in walk order, made from `fields`."""
+        return map(Place, *self.fields())
+
+    def fields(self) -> PlaceFields:
+        """Every place's fields, a list per field, in walk order (the order of `self`): for a
+        reader of every place (the mirror's rows, the index's names) without a `Place` each, which
+        would cost a million-place tree seconds."""
+        tree = self._tree
+        v = tree.values.items
+        paths = tree.paths
+        return PlaceFields(
+            paths,
+            [LEVELS[level] for level in tree.level.tolist()],
+            [v[c] for c in tree.id.tolist()],
+            [v[c] for c in tree.name.tolist()],
+            [paths[up] if up >= 0 else None for up in tree.parent.tolist()],
+            [v[c] for c in tree.in_effect.tolist()],
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a mapping of the same places; to another registry's places without making
+        any (registries edited from one another share their tree)."""
+        if isinstance(other, PlaceView):
+            return other._tree is self._tree or (
+                len(other) == len(self) and other._fields() == self._fields()
+            )
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _fields(self) -> list[tuple[Any, ...]]:
+        """Every place's fields, in path order."""
+        return sorted(zip(*self.fields(), strict=True))
+
+
+class _PlaceValues(ValuesView[Place]):
+    _mapping: PlaceView
+
+    def __iter__(self) -> Iterator[Place]:
+        return self._mapping.all()
+
+
+class _PlaceItems(ItemsView[str, Place]):
+    _mapping: PlaceView
+
+    def __iter__(self) -> Iterator[tuple[str, Place]]:
+        return ((place.path, place) for place in self._mapping.all())
+
+
+class PlaceNames(Mapping[str, str]):
+    """Place names by path, read from the place tree's columns (no `Place` made)."""
+
+    def __init__(self, tree: PlaceColumns) -> None:
+        self._tree = tree
+
+    def __getitem__(self, path: str) -> str:
+        tree = self._tree
+        return str(tree.values.items[tree.name[tree.row_of[path]]])
+
+    @overload
+    def get(self, path: str, /) -> str | None: ...
+
+    @overload
+    def get(self, path: str, /, default: str | V) -> str | V: ...
+
+    def get(self, path: str, /, default: object = None) -> object:
+        """Without raising and catching a KeyError for a path not in the tree (an alarm's label
+        reads its place and the places above it)."""
+        row = self._tree.row_of.get(path)
+        return default if row is None else self._tree.values.items[self._tree.name[row]]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._tree.row_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tree.row_of)
+
+    def __len__(self) -> int:
+        return len(self._tree.row_of)
+
+
 class Registry:
     """Places and devices, with the lookups the pipeline needs. Treated as immutable: a change is
     a new Registry (`with_device`, `without_device`, ...), validated whole.
 
     `specs` are the devices as given, in the order given; `devices` the same with departments
     inherited from the room or zone filled in; `locations` where each is. `columns` holds them,
-    `row_of` is each device's row there."""
+    `row_of` is each device's row there. `places` are the places by path, `place_names` their
+    names, `sites` the tree as specified; `tree` holds them."""
 
-    def __init__(self, sites: Iterable[SiteSpec], devices: Iterable[Device] | DeviceColumns) -> None:
-        # The specs as given, for export: `devices` below fills in inherited departments.
-        self.sites: list[SiteSpec] = list(sites)
-        self.places: dict[str, Place] = {}
-        for site in self.sites:
-            self._add_site(site)
+    def __init__(
+        self, sites: Iterable[SiteSpec] | PlaceColumns, devices: Iterable[Device] | DeviceColumns
+    ) -> None:
+        tree = sites if isinstance(sites, PlaceColumns) else PlaceColumns.from_sites(sites)
+        duplicate = tree.duplicate()
+        if duplicate is not None:
+            raise RegistryError(f"place {duplicate!r} is defined twice")
+        self.tree = tree
+        self.places: PlaceView = PlaceView(tree)
+        self.place_names: PlaceNames = PlaceNames(tree)
         columns = devices if isinstance(devices, DeviceColumns) else DeviceColumns.from_devices(devices)
         self.columns = columns
-        self.row_of: dict[str, int] = dict(zip(columns.ids, range(len(columns)), strict=True))
+        self.row_of: dict[str, int] = numbered(columns.ids)
         # Per place, not per device: devices share rooms (codes of `columns.values`).
         items = columns.values.items
-        place_codes = np.unique(columns.place).tolist()
-        kinds = {code: self.places[items[code]].kind for code in place_codes if items[code] in self.places}
-        if len(self.row_of) != len(columns) or any(
-            kinds.get(code) not in (PlaceKind.ZONE, PlaceKind.ROOM) for code in place_codes
-        ):
+        place_codes = np.unique(columns.place)
+        place_rows = np.fromiter(
+            (tree.row_of.get(items[code], -1) for code in place_codes.tolist()), np.int64, len(place_codes)
+        )
+        known = place_rows >= 0
+        if len(self.row_of) != len(columns) or not known.all() or (tree.level[place_rows] < ZONE).any():
             issues = self._issues()
             raise RegistryError(_joined([i.message for i in issues]), issues)
-        inherited = {code: columns.values.code(self.department_of(items[code])) for code in place_codes}
         department = columns.department.copy()
         unset = np.array([v == "" for v in items], dtype=np.bool_)[department]
         if unset.any():
+            # The department in effect at each place, coded in the devices' table.
+            places = tree.values.items
             lookup = np.zeros(len(items), dtype=np.int32)
-            lookup[list(inherited)] = list(inherited.values())
+            in_effect = tree.in_effect[place_rows].tolist()
+            lookup[place_codes] = columns.values.codes_of([places[c] for c in in_effect])
             department[unset] = lookup[columns.place[unset]]
         self.specs: DeviceView = DeviceView(self, columns.department)
         self.devices: DeviceView = DeviceView(self, department)
         self.locations: LocationView = LocationView(self)
+
+    @property
+    def sites(self) -> list[SiteSpec]:
+        """The place tree as specified, made from its columns when asked for."""
+        return self.tree.sites()
 
     def device_key(self, device_id: str) -> tuple[object, ...]:
         """A device's fields as the service sees them (department filled in), as a tuple: equal for
@@ -193,23 +349,24 @@ class Registry:
         issues: list[RegistryIssue] = []
         seen: set[str] = set()
         columns = self.columns
-        for row, device_id in enumerate(columns.ids):
-            place_path = columns.values.items[columns.place[row]]
+        for device_row, device_id in enumerate(columns.ids):
+            place_path = columns.values.items[columns.place[device_row]]
             if device_id in seen:
                 issues.append(RegistryIssue(f"device {device_id!r} is listed twice", device_id))
                 continue
-            place = self.places.get(place_path)
-            if place is None:
+            row = self.tree.row_of.get(place_path)
+            if row is None:
                 issues.append(
                     RegistryIssue(
                         f"device {device_id!r}: place {place_path!r} is not in the place tree", device_id
                     )
                 )
                 continue
-            if place.kind not in (PlaceKind.ZONE, PlaceKind.ROOM):
+            if self.tree.level[row] < ZONE:
                 issues.append(
                     RegistryIssue(
-                        f"device {device_id!r}: place {place_path!r} is a {place.kind}, not a zone or room",
+                        f"device {device_id!r}: place {place_path!r} is a {self.tree.kind(row)}, "
+                        "not a zone or room",
                         device_id,
                     )
                 )
@@ -219,13 +376,13 @@ class Registry:
 
     def with_devices(self, devices: Iterable[Device]) -> Registry:
         """The same place tree with another device list (validated like any registry)."""
-        return Registry(self.sites, devices)
+        return Registry(self.tree, devices)
 
     def with_device(self, device: Device) -> Registry:
         """This registry and one more device, listed last."""
         if device.id in self.row_of:
             raise DuplicateDeviceError(f"device {device.id!r} is registered already")
-        return Registry(self.sites, self.columns.extended([device]))
+        return Registry(self.tree, self.columns.extended([device]))
 
     def replacing_device(self, device: Device) -> Registry:
         """This registry with the device of the same id specified anew, in its place in the list."""
@@ -236,64 +393,41 @@ class Registry:
         extended = self.columns.extended([device])
         order = np.arange(n, dtype=np.intp)
         order[row] = n  # the new row in the old one's place
-        return Registry(self.sites, extended.take(order))
+        return Registry(self.tree, extended.take(order))
 
     def without_device(self, device_id: str) -> Registry:
         row = self.row_of.get(device_id)
         if row is None:
             raise UnknownDeviceError(f"device {device_id!r} is not registered")
         keep = np.arange(len(self.columns), dtype=np.intp)
-        return Registry(self.sites, self.columns.take(np.delete(keep, row)))
+        return Registry(self.tree, self.columns.take(np.delete(keep, row)))
 
     def to_yaml(self) -> str:
-        """This registry as `load_registry` reads it (devices as specified, in order)."""
-        return dump_registry(self.sites, list(self.specs.values()))
+        """This registry as `load_registry` reads it (devices as specified, in order): the text
+        `dump_registry` gives, dumped from the columns without a model per place or device."""
+        return _yaml_text(self.tree.document(), self.columns)
 
     def to_json(self) -> str:
-        """The same document as JSON, which `load_registry` reads from a `.json` file."""
-        return dump_registry_json(self.sites, list(self.specs.values()))
+        """The same document as JSON, which `load_registry` reads from a `.json` file: the text
+        `dump_registry_json` gives, dumped from the columns."""
+        return _json_text(self.tree.document(), self.columns)
 
     def to_text(self, path: Path) -> str:
         """The document for a registry file: JSON for a `.json` file, else YAML."""
         return self.to_json() if is_json(path) else self.to_yaml()
 
-    def _add(
-        self, path: str, kind: PlaceKind, spec_id: str, name: str, parent: str | None, dept: str = ""
-    ) -> None:
-        if path in self.places:
-            raise RegistryError(f"place {path!r} is defined twice")
-        self.places[path] = Place(path, kind, spec_id, name, parent, dept)
-
-    def _add_site(self, site: SiteSpec) -> None:
-        self._add(site.id, PlaceKind.SITE, site.id, site.name, None)
-        for b in site.buildings:
-            bp = f"{site.id}/{b.id}"
-            self._add(bp, PlaceKind.BUILDING, b.id, b.name, site.id)
-            for f in b.floors:
-                fp = f"{bp}/{f.id}"
-                self._add(fp, PlaceKind.FLOOR, f.id, f.name, bp)
-                for z in f.zones:
-                    zp = f"{fp}/{z.id}"
-                    self._add(zp, PlaceKind.ZONE, z.id, z.name, fp, z.department)
-                    for r in z.rooms:
-                        self._add(
-                            f"{zp}/{r.id}", PlaceKind.ROOM, r.id, r.name, zp, r.department or z.department
-                        )
-
     def department_of(self, path: str) -> str:
-        place: Place | None = self.places.get(path)
-        while place is not None:
-            if place.department:
-                return place.department
-            place = self.places.get(place.parent) if place.parent else None
-        return ""
+        """The department in effect at a place: a room's own, else its zone's ('' above zones, or
+        for a path not in the tree)."""
+        row = self.tree.row_of.get(path)
+        return "" if row is None else str(self.tree.values.items[self.tree.in_effect[row]])
 
     def ancestors(self, path: str) -> Iterator[Place]:
         """The place itself and every place above it, nearest first."""
-        place: Place | None = self.places.get(path)
-        while place is not None:
-            yield place
-            place = self.places.get(place.parent) if place.parent else None
+        row = self.tree.row_of.get(path, -1)
+        while row >= 0:
+            yield self.places.at(row)
+            row = int(self.tree.parent[row])
 
 
 # libyaml's safe loader and dumper where PyYAML was built with it: the same documents, several
@@ -304,6 +438,9 @@ YAML_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumpe
 
 def _joined(errors: list[str]) -> str:
     return "; ".join(errors[:20]) + (f" (and {len(errors) - 20} more)" if len(errors) > 20 else "")
+
+
+_DUMP_CHUNK = 20_000  # devices dumped at a time
 
 
 def is_json(path: Path) -> bool:
@@ -326,40 +463,15 @@ def load_registry(path: Path) -> Registry:
         raise RegistryError(f"{path}: cannot read registry: {exc}") from exc
     except ValidationError as exc:
         raise RegistryError(f"{path}: {exc}") from exc
-    _share_values(sites)
     try:
         return Registry(sites, devices)
     except RegistryError as exc:
         raise RegistryError(f"{path}: {exc}", exc.issues) from exc
 
 
-def _share_values(sites: list[SiteSpec]) -> None:
-    """Make equal values of the place tree one object: a hospital has a room per device or so, and
-    each room's model held its own set of given fields and empty tag list (about 270 bytes a room).
-    Values are only replaced by equal ones, so specs compare and dump as before."""
-    given_sets: dict[frozenset[str], set[str]] = {}
-    no_tags: list[str] = []
-
-    def share(spec: BaseModel) -> None:
-        given = spec.__pydantic_fields_set__
-        # pydantic copies this set before changing it (model_copy), so one set may serve many.
-        object.__setattr__(spec, "__pydantic_fields_set__", given_sets.setdefault(frozenset(given), given))
-
-    for site in sites:
-        share(site)
-        for building in site.buildings:
-            share(building)
-            for floor in building.floors:
-                share(floor)
-                for zone in floor.zones:
-                    share(zone)
-                    for room in zone.rooms:
-                        share(room)
-                        if not room.tags:
-                            room.__dict__["tags"] = no_tags
-
-
-def _read_document(path: Path) -> tuple[list[SiteSpec], DeviceColumns | list[Device]]:
+def _read_document(
+    path: Path,
+) -> tuple[PlaceColumns | list[SiteSpec], DeviceColumns | list[Device]]:
     """The place tree and the devices of a registry file (the parsed document is dropped here,
     before the registry is built from it)."""
     if is_json(path):
@@ -368,32 +480,68 @@ def _read_document(path: Path) -> tuple[list[SiteSpec], DeviceColumns | list[Dev
             raw: object = orjson.loads(data)
         except orjson.JSONDecodeError:
             raw = None  # pydantic reports where, as it always has
-        read = _columns_of(raw)
-        if read is not None:
-            return read
-        spec = RegistryFile.model_validate_json(data)
     else:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
-        read = _columns_of(raw)
-        if read is not None:
-            return read
-        spec = RegistryFile.model_validate(raw)
+    read = _columns_of(raw)
+    if read is not None:
+        del raw
+        blob, tree, columns = _packed(*read)
+        del read  # the last of the parsed document: its small objects are freed before unpacking
+        return _unpacked(blob, tree, columns)
+    spec = RegistryFile.model_validate_json(data) if is_json(path) else RegistryFile.model_validate(raw)
     return spec.sites, spec.devices
 
 
-def _columns_of(raw: object) -> tuple[list[SiteSpec], DeviceColumns] | None:
-    """A parsed registry document as sites and device columns; None if it is not in the form the
+def _packed(tree: PlaceColumns, columns: DeviceColumns) -> tuple[bytes, PlaceColumns, DeviceColumns]:
+    """The columns' Python objects (ids, names, paths, value tables) pickled, and the columns
+    without them (their numpy arrays only), for `_unpacked` to put together again.
+
+    Why: the strings the columns keep were made by the parse, in between the millions of small
+    objects of the parsed document, which are freed once it is dropped. Every memory arena still
+    holding one kept string stays allocated, half empty: the registry's resident memory was twice
+    what it held (decision 0010). Unpickled after the document is gone, the same values are made
+    again side by side, and the document's arenas are returned whole.
+
+    A device's place is the same text as the tree's path: one string serves both."""
+    path_of = dict(zip(tree.paths, tree.paths, strict=False))
+    device_values = [path_of.get(v, v) if type(v) is str else v for v in columns.values.items]
+    blob = pickle.dumps(
+        (tree.paths, tree.values.items, columns.ids, columns.names, device_values),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    hollow_tree = dataclasses.replace(tree, values=Values(), paths=[], row_of={})
+    hollow_columns = dataclasses.replace(columns, values=Values(), ids=[], names=[])
+    return blob, hollow_tree, hollow_columns
+
+
+def _unpacked(blob: bytes, tree: PlaceColumns, columns: DeviceColumns) -> tuple[PlaceColumns, DeviceColumns]:
+    """The columns `_packed` took apart."""
+    paths, place_values, ids, names, device_values = pickle.loads(blob)  # our own bytes, from `_packed`
+    return (
+        dataclasses.replace(
+            tree,
+            values=Values(place_values),
+            paths=paths,
+            row_of=numbered(paths),
+        ),
+        dataclasses.replace(columns, values=Values(device_values), ids=ids, names=names),
+    )
+
+
+def _columns_of(raw: object) -> tuple[PlaceColumns, DeviceColumns] | None:
+    """A parsed registry document as place and device columns; None if it is not in the form the
     columns take (pydantic then validates it, and reports what is wrong)."""
     if type(raw) is not dict or "sites" not in raw or not raw.keys() <= {"sites", "devices"}:
+        return None
+    if not raw["sites"]:  # at least one site (`RegistryFile`): pydantic says so
+        return None
+    tree = PlaceColumns.from_document(raw["sites"])
+    if tree is None:
         return None
     columns = DeviceColumns.from_document(raw.get("devices", []))
     if columns is None:
         return None
-    try:
-        sites = RegistryFile.model_validate({"sites": raw["sites"]}).sites
-    except ValidationError:
-        return None
-    return sites, columns
+    return tree, columns
 
 
 def write_registry_text(path: Path, registry: Registry) -> None:
@@ -404,6 +552,38 @@ def write_registry_text(path: Path, registry: Registry) -> None:
 def dump_registry_json(sites: list[SiteSpec], devices: list[Device]) -> str:
     """The JSON text of a registry, as `load_registry` reads it from a `.json` file."""
     return RegistryFile(sites=sites, devices=devices).model_dump_json(exclude_defaults=True) + "\n"
+
+
+def _json_text(sites: list[dict[str, Any]], devices: DeviceColumns) -> str:
+    """`dump_registry_json`'s text of a registry document given as the plain values pydantic dumps,
+    the devices dumped a chunk of rows at a time (a million at once would hold a million mappings)."""
+    parts = [b'{"sites":', orjson.dumps(sites)]
+    if len(devices):
+        parts.append(b',"devices":[')
+        for start in range(0, len(devices), _DUMP_CHUNK):
+            if start:
+                parts.append(b",")
+            parts.append(orjson.dumps(devices.documents(start, start + _DUMP_CHUNK))[1:-1])
+        parts.append(b"]")
+    parts.append(b"}\n")
+    return b"".join(parts).decode("utf-8")
+
+
+def _yaml_text(sites: list[dict[str, Any]], devices: DeviceColumns) -> str:
+    """`dump_registry`'s text of a registry document given as the plain values pydantic dumps.
+
+    A block sequence under a top-level key is written unindented, so the device list is the text of
+    its chunks one after another."""
+    parts = [_yaml({"sites": sites})]
+    if len(devices):
+        parts.append("devices:\n")
+        for start in range(0, len(devices), _DUMP_CHUNK):
+            parts.append(_yaml(devices.documents(start, start + _DUMP_CHUNK)))
+    return "".join(parts)
+
+
+def _yaml(data: object) -> str:
+    return yaml.dump(data, Dumper=YAML_DUMPER, allow_unicode=True, sort_keys=False, width=120)
 
 
 def dump_registry(sites: list[SiteSpec], devices: list[Device]) -> str:

@@ -1,8 +1,8 @@
 """The registry document's schema: the place tree and the device list as written in a registry file.
 
-Validated by pydantic where a document is small or unusual; `core.device_columns` reads the common
-shape of a large one straight into columns and falls back to these models for anything else, so
-their error messages stay the registry's.
+Validated by pydantic where a document is small or unusual; `core.device_columns` and
+`core.place_columns` read the common shape of a large one straight into columns and fall back to
+these models for anything else, so their error messages stay the registry's.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ by device index. A device's slots are contiguous: ``slot_base[dev] + channel_off
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, overload
 
@@ -39,7 +39,7 @@ class DeviceIndex:
     slot_hi: npt.NDArray[np.float64]
     heartbeat_s: npt.NDArray[np.float64]  # per device
     offline_after: npt.NDArray[np.float64]  # per device, multiples of heartbeat
-    place_names: dict[str, str]  # place path -> display name
+    place_names: Mapping[str, str]  # place path -> display name (read from the registry's tree)
 
     def place_label(self, path: str) -> str:
         """'住院楼 3F 东区 305病房' for a place path, from the registry's names (site omitted)."""
@@ -114,7 +114,7 @@ class DeviceIndex:
             slot_hi=np.array([c.range[1] for cs in channels for c in cs], dtype=np.float64)[channel],
             heartbeat_s=np.array([p.liveness.heartbeat_s for p in table], dtype=np.float64)[which],
             offline_after=np.array([p.liveness.offline_after for p in table], dtype=np.float64)[which],
-            place_names={path: place.name for path, place in registry.places.items()},
+            place_names=registry.place_names,
         )
 
 

@@ -176,6 +176,17 @@ def test_values_are_coded_in_order_of_first_appearance() -> None:
     assert table.encode([("x",), "c"], 2).tolist() == [3, 2]
 
 
+@pytest.mark.parametrize("made", [False, True])
+def test_codes_of_values_are_found_or_added_with_or_without_the_dictionary(made: bool) -> None:
+    table = Values(["a", "b", ("t",)])
+    if made:
+        assert table.code("b") == 1  # makes the dictionary
+    assert table.codes_of(["b", "z", ("t",), "z", "a"]) == [1, 3, 2, 3, 0]
+    assert table.items == ["a", "b", ("t",), "z"]
+    assert table.code("z") == 3
+    assert table.encode(["y", "z"], 2).tolist() == [4, 3]
+
+
 def test_a_yaml_date_reads_as_the_same_installation_date(tmp_path: Path) -> None:
     doc = document({**BARE, "installed": date(2024, 3, 1)})  # YAML writes it unquoted: a YAML date
     path = written(tmp_path, doc, ".yaml")
