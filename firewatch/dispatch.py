@@ -227,7 +227,9 @@ class Dispatcher:
     its own route.
     """
 
-    STOP_WAIT_S = 15.0  # at stop, how long batches in flight may still take to be recorded
+    # At stop, how long batches in flight may still take to be recorded: within the 4 s the service
+    # gives its tasks to end (docs/architecture.md). One not recorded by then is sent again later.
+    STOP_WAIT_S = 3.0
 
     def __init__(
         self,
@@ -255,6 +257,7 @@ class Dispatcher:
         # Routes with a batch in flight (read, not yet recorded): not read again until it is.
         self._busy: dict[str, concurrent.futures.Future[int]] = {}
         self._lock = threading.Lock()  # `_busy`, `_workers` and the counters, between the threads
+        self._reading = threading.Lock()  # one round reads and hands out at a time
 
     def wake(self) -> None:
         """Deliver now (called from any thread after transitions are committed)."""
@@ -293,17 +296,20 @@ class Dispatcher:
 
     def _start(self) -> list[concurrent.futures.Future[int]]:
         """Read what is due on the routes not busy and hand each route's rows to its worker."""
-        with self._lock:
-            busy = set(self._busy)
-        due = self._due(busy)
-        started = []
-        for route, rows in due.items():
+        # One round reads at a time (`deliver_due` may run beside `run`): a route marked busy by
+        # one round is never read by another before its batch is recorded.
+        with self._reading:
             with self._lock:
-                if (worker := self._workers.get(route)) is None:
-                    worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
-                future = self._busy[route] = worker.submit(self._deliver, route, rows)
-            future.add_done_callback(functools.partial(self._done, route))
-            started.append(future)
+                busy = set(self._busy)
+            due = self._due(busy)
+            started = []
+            for route, rows in due.items():
+                with self._lock:
+                    if (worker := self._workers.get(route)) is None:
+                        worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
+                    future = self._busy[route] = worker.submit(self._deliver, route, rows)
+                future.add_done_callback(functools.partial(self._done, route))
+                started.append(future)
         return started
 
     def _done(self, route: str, future: concurrent.futures.Future[int]) -> None:
