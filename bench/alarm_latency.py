@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -81,6 +82,7 @@ FIRE, CLEAR = 0.30, 0.02  # dB/m: over the profile's fire level (0.15), and clea
 ALARM_TYPE = "smoke.alarm"
 TARGET_P99_MS = 50.0  # issue 20's bar (the foundation's was 100 ms)
 KEEPALIVE_S = 20.0  # alarm devices report this often between flips: never reported offline (90 s)
+TIMINGS_FILE = "alarm_timings.json"  # the service's `Pipeline.alarm_timings`, written at its stop
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -250,6 +252,9 @@ async def _serve(
     service.live.close()
     server.should_exit = True
     await serving
+    # Each alarm write's steps, for the breakdown (`alarm_path`).
+    timings = [dataclasses.asdict(t) for t in service.pipeline.alarm_timings]
+    (data / TIMINGS_FILE).write_bytes(orjson.dumps(timings))
 
 
 # --- measuring ----------------------------------------------------------------------------------------
@@ -417,11 +422,14 @@ class CpuClock:
         return used
 
 
-def push_log(state_db: Path, sent: dict[str, float]) -> dict[str, list[float]]:
+def push_log(
+    state_db: Path, sent: dict[str, float], sends: dict[str, float] | None = None
+) -> dict[str, list[float]]:
     """Where each measured alarm's time went, from the service's own outbox and delivery log (read
     after it stopped): published -> the alarm write (receive, queue, batch wait, decode, detect:
     the outbox row's `created_ts`), -> the dispatcher sends on the alarm topic (commit, wake, the
-    dispatcher's reads), and the send itself (publish until the broker's PUBACK), in ms."""
+    dispatcher's reads), and the send itself (publish until the broker's PUBACK), in ms. `sends`
+    gets each measured alarm's send start (`time.time()`), by device."""
     split: dict[str, list[float]] = {"to_alarm_write": [], "to_send": [], "send": []}
     with contextlib.closing(sqlite3.connect(state_db)) as db:
         rows = db.execute(
@@ -439,6 +447,50 @@ def push_log(state_db: Path, sent: dict[str, float]) -> dict[str, list[float]]:
         split["to_alarm_write"].append((created - published) * 1000)
         split["to_send"].append((delivered - seconds - created) * 1000)
         split["send"].append(seconds * 1000)
+        if sends is not None:
+            sends[device] = delivered - seconds
+    return split
+
+
+def alarm_path(
+    timings_file: Path, sent: dict[str, float], ws_first: dict[str, float], alarm_sends: dict[str, float]
+) -> dict[str, list[float]]:
+    """Each measured alarm's way through the service, in ms, from its alarm write's timings
+    (`firewatch.pipeline.AlarmWriteTiming`, the first write of its device committed after the
+    publish): published -> its batch leaves the receive queue (MQTT hop, receive queue, batch wait),
+    -> its decoding begins (the hop into the detection thread), -> its events reach the alarm
+    writer (decode, detect), -> the write begins (queued behind earlier writes), the write (wall
+    time, commit included, and the alarm writer's CPU in it), -> the listeners are told, and from
+    the commit to the WebSocket client's receipt and to the alarm topic's send."""
+    timings = orjson.loads(timings_file.read_bytes())
+    steps = (
+        "to_batch",
+        "to_detect_thread",
+        "detect",
+        "writer_queue",
+        "write",
+        "write_cpu",
+        "to_listeners",
+        "commit_to_websocket",
+        "commit_to_alarm_topic_send",
+    )
+    split: dict[str, list[float]] = {k: [] for k in steps}
+    for device, published in sent.items():
+        mine = [t for t in timings if device in t["devices"] and t["committed"] >= published]
+        if not mine:
+            continue
+        t = min(mine, key=lambda x: float(x["committed"]))
+        split["to_batch"].append((t["taken"] - published) * 1000)
+        split["to_detect_thread"].append((t["detecting"] - t["taken"]) * 1000)
+        split["detect"].append((t["submitted"] - t["detecting"]) * 1000)
+        split["writer_queue"].append((t["writing"] - t["submitted"]) * 1000)
+        split["write"].append((t["committed"] - t["writing"]) * 1000)
+        split["write_cpu"].append(t["write_cpu"] * 1000)
+        split["to_listeners"].append((t["published"] - t["committed"]) * 1000)
+        if device in ws_first:
+            split["commit_to_websocket"].append((ws_first[device] - t["committed"]) * 1000)
+        if device in alarm_sends:
+            split["commit_to_alarm_topic_send"].append((alarm_sends[device] - t["committed"]) * 1000)
     return split
 
 
@@ -771,11 +823,14 @@ async def measure(
                 if proc.is_alive():
                     proc.terminate()
     first_sent = min(sent.values())
+    alarm_sends: dict[str, float] = {}
     try:
-        split = push_log(data / "fw" / "firewatch.sqlite", sent)
+        split = push_log(data / "fw" / "firewatch.sqlite", sent, alarm_sends)
     except sqlite3.Error as exc:  # a schema change: the breakdown is extra, the latencies stand
         console.print(f"[yellow]no breakdown from the service's outbox: {exc}[/]")
         split = {}
+    if (data / "fw" / TIMINGS_FILE).exists():
+        split |= alarm_path(data / "fw" / TIMINGS_FILE, sent, ws_path.first, alarm_sends)
     lines = log.read_text().splitlines()
     problems = [line for line in lines if " ERROR " in line or " WARNING " in line]
     # what the tracebacks end in: the exception that was raised

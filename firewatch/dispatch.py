@@ -4,29 +4,36 @@ Rows come from `alarms.outbox.enqueue`, committed with the alarm transition they
 each due row is sent on its route's channel; success marks it delivered, failure schedules the next
 attempt (1 s doubling to 5 min) and is logged. Nothing is ever dropped: a channel that is down is
 retried until it comes back, and after a restart the dispatcher simply reads the rows still owed.
-Each route is worked in its own task, in order, so a hanging channel delays only its own pushes.
+Each route is worked in its own thread, in order, so a hanging channel delays only its own pushes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition
 from core.settings import PushRoute
+from firewatch.workers import DaemonWorker
 from storage.db import IMMEDIATE
 from storage.models import DeliveryRow, OutboxRow
 
 logger = logging.getLogger(__name__)
+
+_OUTBOX = cast(Table, OutboxRow.__table__)
+_DELIVERIES = cast(Table, DeliveryRow.__table__)
 
 
 class DeliveryError(RuntimeError):
@@ -186,7 +193,44 @@ def backoff(attempts: int, base_s: float, cap_s: float) -> float:
     return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
 
 
+@dataclass(frozen=True)
+class _Owed:
+    """A due outbox row as read for delivery."""
+
+    id: int
+    route: str
+    payload: dict[str, Any]
+    attempts: int
+    claimed: bool  # it was replaceable: claimed before its send (`Dispatcher._claim`)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One send of a row: when it ended, how long it took, and the error (empty: delivered)."""
+
+    row: _Owed
+    ts: float
+    seconds: float
+    error: str
+
+
 class Dispatcher:
+    """Delivers the outbox from threads of its own, not from the event loop.
+
+    A thread waits for `wake` (the alarm writer calls it right after a commit) or the poll, reads
+    every due row in one query, and hands each route's rows to that route's own worker thread, which
+    sends them in order and records all their attempts in one write transaction. So a fresh alarm's
+    push waits for one read, not for hops through the busy event loop, and a route's next row is
+    sent without first queueing for the state store's write lock (which on SQLite the alarm writer
+    holds for its whole transaction). A route's rows are read again only once its batch is recorded:
+    each row goes to one send at a time, in id order per route, and a hanging channel delays only
+    its own route.
+    """
+
+    # At stop, how long batches in flight may still take to be recorded: within the 4 s the service
+    # gives its tasks to end (docs/architecture.md). One not recorded by then is sent again later.
+    STOP_WAIT_S = 3.0
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -207,95 +251,220 @@ class Dispatcher:
         self.batch = batch
         self.delivered = 0
         self.failed_attempts = 0
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._workers: dict[str, DaemonWorker] = {}
+        # Routes with a batch in flight (read, not yet recorded): not read again until it is.
+        self._busy: dict[str, concurrent.futures.Future[int]] = {}
+        self._lock = threading.Lock()  # `_busy`, `_workers` and the counters, between the threads
+        self._reading = threading.Lock()  # one round reads and hands out at a time
 
     def wake(self) -> None:
         """Deliver now (called from any thread after transitions are committed)."""
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        while not stop.is_set():
+        """Deliver until `stop`; then let the batches in flight be recorded (bounded)."""
+        self._stopping.clear()
+        thread = threading.Thread(target=self._serve, name="push-dispatcher", daemon=True)
+        thread.start()
+        try:
+            await stop.wait()
+        finally:
+            self._stopping.set()
+            self._wake.set()
+            await asyncio.to_thread(thread.join, self.STOP_WAIT_S)
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
             self._wake.clear()
             try:
-                await self.deliver_due()
+                self._start()
             except Exception:  # the database is down, say: keep the loop, rows stay owed
                 logger.exception("push dispatch failed; retrying")
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-
-    def _due(self) -> dict[str, list[int]]:
-        now = self.clock()
-        with self.sessions() as s:
-            rows = s.execute(
-                select(OutboxRow.id, OutboxRow.route)
-                .where(OutboxRow.delivered_ts.is_(None), OutboxRow.next_ts <= now)
-                .order_by(OutboxRow.id)
-                .limit(self.batch)
-            ).all()
-        by_route: dict[str, list[int]] = {}
-        for row_id, route in rows:
-            by_route.setdefault(route, []).append(row_id)
-        return by_route
+            self._wake.wait(self.poll_s)
+        with self._lock:
+            flying = list(self._busy.values())
+        concurrent.futures.wait(flying, self.STOP_WAIT_S)
 
     async def deliver_due(self) -> int:
-        due = await asyncio.to_thread(self._due)
-        if not due:
-            return 0
-        done = await asyncio.gather(*(self._work_route(route, ids) for route, ids in due.items()))
-        return sum(done)
+        """One round now: every row due, each route's in order; returns how many were delivered."""
+        return await asyncio.to_thread(self._round)
 
-    async def _work_route(self, route: str, ids: list[int]) -> int:
-        delivered = 0
-        for row_id in ids:
-            ok = await asyncio.to_thread(self._deliver_one, route, row_id)
-            if not ok:
-                break  # keep the route's order: later pushes wait for this one
-            delivered += 1
-        return delivered
+    def _round(self) -> int:
+        return sum(f.result() for f in self._start())
 
-    def _deliver_one(self, route: str, row_id: int) -> bool:
-        with self.sessions() as s:
-            row = s.get(OutboxRow, row_id)
-            if row is None or row.delivered_ts is not None:
-                return True
-            payload = dict(row.payload)
-        channel = self.channels.get(route)
-        started = time.perf_counter()
-        error = ""
-        try:
-            if channel is None:
-                raise DeliveryError(f"route {route!r} is not configured any more; kept until it is")
-            channel.deliver(payload)
-        except Exception as exc:  # any channel failure is retried, never fatal
-            error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
-        seconds = time.perf_counter() - started
+    def _start(self) -> list[concurrent.futures.Future[int]]:
+        """Read what is due on the routes not busy and hand each route's rows to its worker."""
+        # One round reads at a time (`deliver_due` may run beside `run`): a route marked busy by
+        # one round is never read by another before its batch is recorded.
+        with self._reading:
+            with self._lock:
+                busy = set(self._busy)
+            due = self._due(busy)
+            started = []
+            for route, rows in due.items():
+                with self._lock:
+                    if (worker := self._workers.get(route)) is None:
+                        worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
+                    future = self._busy[route] = worker.submit(self._deliver, route, rows)
+                future.add_done_callback(functools.partial(self._done, route))
+                started.append(future)
+        return started
+
+    def _done(self, route: str, future: concurrent.futures.Future[int]) -> None:
+        with self._lock:
+            self._busy.pop(route, None)
+        if (exc := future.exception()) is not None:
+            logger.error("push dispatch on route %r failed; retrying: %r", route, exc)
+        else:
+            self._wake.set()  # rows of this route committed while it was busy are read now
+
+    def _due(self, busy: set[str]) -> dict[str, list[_Owed]]:
+        """The due rows of the routes not `busy`, oldest first, grouped by route, up to the first
+        that waits for its backoff after a failure: one read, and a claim of those still
+        replaceable."""
         now = self.clock()
+        outbox = _OUTBOX
+        query = (
+            select(outbox.c.id, outbox.c.route, outbox.c.payload, outbox.c.attempts, outbox.c.replaceable)
+            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts <= now)
+            .order_by(outbox.c.id)
+            .limit(self.batch)
+        )
+        if busy:
+            query = query.where(outbox.c.route.not_in(sorted(busy)))
+        # A row that failed waits for its backoff, and the rows after it on its route wait for it.
+        failed = (
+            select(outbox.c.route, func.min(outbox.c.id))
+            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts > now, outbox.c.attempts > 0)
+            .group_by(outbox.c.route)
+        )
+        with self.sessions() as s:
+            waiting: dict[str, int] = {route: first for route, first in s.execute(failed).all()}
+            rows = [
+                _Owed(row_id, route, dict(payload), attempts, bool(replaceable))
+                for row_id, route, payload, attempts, replaceable in s.execute(query).all()
+                if row_id < waiting.get(route, row_id + 1)
+            ]
+        if any(r.claimed for r in rows):
+            rows = self._claim(rows)
+        by_route: dict[str, list[_Owed]] = {}
+        for row in rows:
+            by_route.setdefault(row.route, []).append(row)
+        return by_route
+
+    def _claim(self, rows: list[_Owed]) -> list[_Owed]:
+        """A replaceable row (a rate-limited incident update) may be replaced by a newer update
+        while it waits (alarms/outbox.py `enqueue_incident`: a new payload in place, or the row
+        deleted for an urgent one). Claimed (no longer replaceable) before it is sent, so a newer
+        update becomes a row of its own after it; and read again in the claiming transaction, so
+        what is sent is the latest content, and a row deleted meanwhile is not sent at all."""
+        outbox = _OUTBOX
+        ids = [r.id for r in rows if r.claimed]
         with self.sessions.begin() as s:
             s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
-            row = s.get(OutboxRow, row_id)
-            assert row is not None
-            row.attempts += 1
-            s.add(DeliveryRow(outbox_id=row_id, ts=now, ok=not error, seconds=seconds, detail=error))
+            s.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.delivered_ts.is_(None))
+                .values(replaceable=False)
+            )
+            fresh = {
+                row_id: dict(payload)
+                for row_id, payload in s.execute(
+                    select(outbox.c.id, outbox.c.payload).where(
+                        outbox.c.id.in_(ids), outbox.c.delivered_ts.is_(None)
+                    )
+                ).all()
+            }
+        return [
+            replace(r, payload=fresh[r.id]) if r.claimed else r
+            for r in rows
+            if not r.claimed or r.id in fresh
+        ]
+
+    def _deliver(self, route: str, rows: list[_Owed]) -> int:
+        """Send `rows` in order on the route's channel until one fails (later ones wait for it,
+        keeping the route's order), then record every attempt in one transaction."""
+        channel = self.channels.get(route)
+        attempts: list[_Attempt] = []
+        for row in rows:
+            started = time.perf_counter()
+            error = ""
+            try:
+                if channel is None:
+                    raise DeliveryError(f"route {route!r} is not configured any more; kept until it is")
+                channel.deliver(dict(row.payload))
+            except Exception as exc:  # any channel failure is retried, never fatal
+                error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+            attempts.append(_Attempt(row, self.clock(), time.perf_counter() - started, error))
             if error:
-                row.last_error = error
-                row.next_ts = now + backoff(row.attempts, self.backoff_s, self.backoff_cap_s)
-                self.failed_attempts += 1
-                logger.warning(
-                    "push %d on route %r failed (attempt %d): %s", row_id, route, row.attempts, error
+                break
+        return self._record(route, attempts)
+
+    def _record(self, route: str, attempts: list[_Attempt]) -> int:
+        """Each attempt in the delivery log, its row delivered or due again after a backoff; returns
+        how many were delivered. A claimed row whose content changed while in flight (a newer
+        update written in place before the claim took) stays owed: its latest content goes next."""
+        outbox, log = _OUTBOX, _DELIVERIES
+        ids = [a.row.id for a in attempts]
+        with self.sessions.begin() as s:
+            s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
+            present = {row_id for (row_id,) in s.execute(select(outbox.c.id).where(outbox.c.id.in_(ids)))}
+            claimed = [a.row.id for a in attempts if a.row.claimed and a.row.id in present]
+            now_payload = (
+                dict(s.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.id.in_(claimed))).all())
+                if claimed
+                else {}
+            )
+            updates: list[dict[str, Any]] = []
+            entries: list[dict[str, Any]] = []
+            delivered = 0
+            for a in attempts:
+                row = a.row
+                if row.id not in present:  # deleted meanwhile: nothing to mark, nothing to log against
+                    continue
+                detail = a.error
+                done: float | None = a.ts
+                next_ts: float | None = None
+                if a.error:
+                    done, next_ts = None, a.ts + backoff(row.attempts + 1, self.backoff_s, self.backoff_cap_s)
+                    n = row.attempts + 1
+                    logger.warning("push %d on route %r failed (attempt %d): %s", row.id, route, n, a.error)
+                elif row.claimed and now_payload.get(row.id) != row.payload:
+                    done, detail = None, "replaced by a newer update while it was sent: sent again"
+                else:
+                    delivered += 1
+                updates.append(
+                    {"b_id": row.id, "b_done": done, "b_next": next_ts, "b_error": a.error or None}
                 )
-                return False
-            row.delivered_ts = now
-            self.delivered += 1
-            return True
+                entries.append(
+                    {"outbox_id": row.id, "ts": a.ts, "ok": not a.error, "seconds": a.seconds}
+                    | {"detail": detail}
+                )
+            if updates:
+                s.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(
+                        attempts=outbox.c.attempts + 1,
+                        delivered_ts=bindparam("b_done"),
+                        next_ts=func.coalesce(bindparam("b_next"), outbox.c.next_ts),
+                        last_error=func.coalesce(bindparam("b_error"), outbox.c.last_error),
+                    ),
+                    updates,
+                )
+                s.execute(insert(log), entries)
+        with self._lock:
+            self.delivered += delivered
+            self.failed_attempts += sum(1 for a in attempts if a.error)
+        return delivered
 
     def close(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.shutdown()
         for channel in self.channels.values():
             close = getattr(channel, "close", None)
             if close is not None:

@@ -103,6 +103,24 @@ class _Outcome(Enum):
     DEFERRED = "deferred"  # shown as unrecorded, for the journal
 
 
+@dataclass(frozen=True)
+class AlarmWriteTiming:
+    """Where one batch's alarm write spent its time (wall clock, `time.time()`), for diagnosis:
+    `Pipeline.alarm_timings` keeps the latest, and bench.alarm_latency breaks each alarm down by them."""
+
+    devices: tuple[str, ...]  # the devices of its events
+    taken: float  # the batch left the receive queue
+    detecting: float  # its decoding began, in the detection thread
+    submitted: float  # its alarm events were handed to the alarm writer
+    writing: float  # the alarm writer began the write
+    committed: float  # the write returned, committed
+    published: float  # the listeners were told (the live streams at commit, the dispatcher's wake)
+    write_cpu: float  # CPU seconds of the alarm-writer thread over the write
+
+
+ALARM_TIMINGS_MAX = 2_000
+
+
 @dataclass
 class _AlarmWrite:
     """One batch's alarm events on their way to the state store or, failing that, to the journal.
@@ -118,6 +136,9 @@ class _AlarmWrite:
     deadline: float  # time.monotonic() by which it is recorded or deferred
     future: concurrent.futures.Future[None] | None = None  # None: deferred without a try
     outcome: _Outcome = _Outcome.PENDING
+    taken: float | None = None  # a batch's: when it left the receive queue (`time.time()`)
+    detecting: float = 0.0  # a batch's: when its decoding began (`time.time()`)
+    handed: float = 0.0  # when it was handed to the alarm writer (`time.time()`)
 
 
 @dataclass(eq=False)  # compared by identity: one batch on its way
@@ -231,6 +252,9 @@ class Pipeline:
         self.connection: Callable[[], int | None] = lambda: 0
         self._down_since: float | None = None
         self._detecting_since: float | None = None  # arrival of the oldest message in detection
+        self._taken: float | None = None  # when the batch in detection left the queue (`time.time()`)
+        # The latest batches' alarm writes, step by step (diagnosis; appended by the alarm writer).
+        self.alarm_timings: deque[AlarmWriteTiming] = deque(maxlen=ALARM_TIMINGS_MAX)
         restored = telemetry.seq_state()
         dev_of = decoder.index.dev_of
         decoder.seq.restore([(dev_of[d], m, b, t, f) for d, m, b, t, f in restored if d in dev_of])
@@ -264,6 +288,7 @@ class Pipeline:
         them (None: it raised none); `_settle` (or `_settle_async`) then says whether they were
         recorded or are left for the journal. `run` detects the next batch meanwhile."""
         started = time.perf_counter()
+        detecting = time.time()
         # The whole batch, its alarms' submission included, under the lock: a registry swap happens
         # between batches, and waits for the alarm writes submitted before it, so the alarms of a
         # batch are recorded with the index it was decoded with.
@@ -279,7 +304,12 @@ class Pipeline:
                 raise
             seq.commit()
             self._maybe_snapshot(now)
-            write = self._submit_alarms(events, min(msg.received for msg in messages))
+            write = self._submit_alarms(
+                events,
+                min(msg.received for msg in messages),
+                taken=detecting if self._taken is None else self._taken,
+                detecting=detecting,
+            )
             series = self._slot_series
             if self.sink is not None and batch.n_samples:
                 # After the alarms, and under the lock: a registry swap's table change reaches the
@@ -308,14 +338,23 @@ class Pipeline:
         return batch, write
 
     # --- recording alarms, or deferring them while the state store cannot -------------------------
-    def _submit_alarms(self, events: list[DetectorEvent], first_received: float | None) -> _AlarmWrite | None:
+    def _submit_alarms(
+        self,
+        events: list[DetectorEvent],
+        first_received: float | None,
+        *,
+        taken: float | None = None,
+        detecting: float = 0.0,
+    ) -> _AlarmWrite | None:
         """Hand `events` to the alarm writer, behind the writes submitted before (under `_lock`);
         while the journal holds alarm events, or a write given up on still runs, they are deferred
-        at once instead, so alarms are recorded in the order they happened."""
+        at once instead, so alarms are recorded in the order they happened. `taken`, `detecting`:
+        a batch's times, for `alarm_timings`."""
         if not events:
             return None
         began = time.monotonic()
         write = _AlarmWrite(events, first_received, began, began + self.config.alarm_write_timeout_s)
+        write.taken, write.detecting, write.handed = taken, detecting, time.time()
         with self._write_state:
             direct = (
                 self._deferred == 0
@@ -338,6 +377,7 @@ class Pipeline:
             return
         # A failure defers the write before the next one starts (this thread runs them in order),
         # so the next one sees it.
+        writing, cpu = time.time(), time.thread_time()
         try:
             transitions, tickets = self.alarms.apply(write.events)
         except Exception as exc:
@@ -351,12 +391,20 @@ class Pipeline:
             if in_time:
                 write.outcome = _Outcome.RECORDED
                 self._storage_ok()
+        committed, cpu = time.time(), time.thread_time() - cpu
         if in_time:
             self.metrics.alarm_write_seconds.observe(time.monotonic() - write.submitted)
             self._observe_latency(write.first_received)
         # Published even when given up on: the journal's copy of these events is then recorded as
         # repeats.
         self.publish(transitions, tickets)
+        if write.taken is not None:
+            devices = tuple(dict.fromkeys(e.device_id for e in write.events))
+            self.alarm_timings.append(
+                AlarmWriteTiming(
+                    devices, write.taken, write.detecting, write.handed, writing, committed, time.time(), cpu
+                )
+            )
 
     def _defer(self, write: _AlarmWrite, exc: BaseException | None, *, hung: bool = False) -> bool:
         """Decide `write` deferred unless it was decided already (any thread): shown as unrecorded
@@ -682,10 +730,11 @@ class Pipeline:
                 self.metrics.queue_dropped.set(queue.dropped)
                 self.metrics.queue_overflow.set(queue.overflow)
                 self._detecting_since = min(m.received for m in messages)
+                self._taken = time.time()
                 try:
                     parts = await self._detect_isolating(messages)
                 finally:
-                    self._detecting_since = None
+                    self._detecting_since = self._taken = None
                 # The batch's alarm write runs while the next batch is received and detected; the
                 # batch reaches the telemetry writer (and so its acknowledgement) once the write is
                 # settled. At most one batch's write overlaps detection: the one before is settled

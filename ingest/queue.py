@@ -10,6 +10,7 @@ by that window (MQTT 5 Receive Maximum); whatever still exceeds `maxsize` is kep
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from ingest.envelope import Message
@@ -20,6 +21,9 @@ class BoundedQueue:
         self.maxsize = maxsize
         self._items: deque[Message] = deque()
         self._ready = asyncio.Event()
+        # When the queue last went from empty to not empty (`time.monotonic()`): the oldest waiting
+        # message has waited at least since then.
+        self._since = 0.0
         self.dropped = 0  # QoS 0 messages dropped because the queue was full
         self.overflow = 0  # QoS 1 messages kept beyond maxsize
         self.received = 0
@@ -43,6 +47,8 @@ class BoundedQueue:
                 self.dropped += 1
                 return False
             self.overflow += 1
+        if not self._items:
+            self._since = time.monotonic()
         self._items.append(message)
         if not self._ready.is_set():
             self._ready.set()
@@ -57,17 +63,27 @@ class BoundedQueue:
         beyond = len(self._items) + n - self.maxsize
         if beyond > 0:
             self.overflow += min(n, beyond)
+        if n and not self._items:
+            self._since = time.monotonic()
         self._items.extend(messages)
         if n and not self._ready.is_set():
             self._ready.set()
 
     async def get_batch(self, max_items: int, wait_s: float) -> list[Message]:
-        """At least one message; more if they arrive within `wait_s`, at most `max_items`."""
+        """At least one message; more if they arrive before the oldest waiting one has waited
+        `wait_s`, at most `max_items`.
+
+        The wait counts from the oldest message's arrival, not from this call: a message that
+        arrived while the batch before it was processed has waited already, and a fire reading
+        among them must not wait a whole `wait_s` more (once the load keeps the pipeline busy,
+        batches follow each other without a pause and grow with the load instead)."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         if len(self._items) < max_items and wait_s > 0:
-            await asyncio.sleep(wait_s)
+            left = wait_s - (time.monotonic() - self._since)
+            if left > 0:
+                await asyncio.sleep(left)
         items = self._items
         if len(items) <= max_items:  # the whole queue: one copy instead of a pop per message
             batch = list(items)
