@@ -1,0 +1,84 @@
+"""How a bank lays out its units: parameters as a table of rows with a row per unit, and the slot
+routing sized to what the bank covers. Neither may change what a bank decides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.base import Detector
+from detectors.catalog import DETECTOR_TYPES
+from detectors.samples import Samples
+from detectors.threshold import Threshold
+
+
+def reference_route(unit_slot: np.ndarray, slot: np.ndarray) -> list[tuple[int, int]]:
+    """(unit, sample) pairs by sample in arrival order, a slot's units in ascending unit order."""
+    return [(u, j) for j, s in enumerate(slot.tolist()) for u in np.flatnonzero(unit_slot == s).tolist()]
+
+
+@pytest.mark.parametrize(
+    ("unit_slot", "mode"),
+    [
+        (np.array([5, 3, 4, 9, 7]), "direct"),  # one unit per slot, most slots of the span covered
+        (np.array([5, 3, 5, 9, 3, 3, 7]), "csr"),  # several units on a slot (threshold levels)
+        (np.array([40_000, 7, 900, 7, 123_456]), "search"),  # a few units over a wide span
+        (np.array([2_000_000_000, 2_000_000_001]), "direct"),  # high slots: sized to the span only
+    ],
+)
+def test_routing_finds_every_unit_of_a_slot_in_every_layout(unit_slot: np.ndarray, mode: str) -> None:
+    bank = Threshold(unit_slot, sign=1.0, at=57.0, clear=50.0, for_s=0.0, repeat=1)
+    assert bank._mode == mode
+    rng = np.random.default_rng(7)
+    candidates = np.concatenate([unit_slot, unit_slot + 1, unit_slot - 1, [-1, 0, 2**31 - 1]])
+    for _ in range(20):
+        slot = rng.choice(candidates, size=rng.integers(0, 12)).astype(np.int32)
+        samples = Samples(slot, np.zeros(slot.size), np.zeros(slot.size))
+        unit, j = bank.route(samples)
+        assert unit.dtype == np.int64
+        assert j.dtype == np.int64
+        assert list(zip(unit.tolist(), j.tolist(), strict=True)) == reference_route(unit_slot, slot)
+
+
+def test_a_bank_holds_no_entry_per_slot_below_the_lowest_it_covers() -> None:
+    bank = Threshold(np.arange(1_000_000, 1_000_010), sign=1.0, at=57.0, clear=50.0, for_s=0.0, repeat=1)
+    assert bank._unit_at.size == 10
+
+
+@pytest.mark.parametrize("cls", DETECTOR_TYPES, ids=lambda c: c.type_name)
+def test_parameters_as_rows_decide_exactly_as_parameters_per_unit(cls: type[Detector]) -> None:
+    """A bank whose units share rows of a parameter table (as compiled from profiles) gives the same
+    transitions and state, bit for bit, as the same parameters given per unit."""
+    ex = cls.example()
+    per_unit = ex.detector
+    n = per_unit.n_units
+    # Rows in another order than the units, one unused row: the table is not the per-unit arrays.
+    row = np.arange(n)[::-1].copy()
+    tables = {k: np.concatenate([v[::-1], v[:1]]) for k, v in per_unit.params.items()}
+    by_row = cls(per_unit.unit_slot, row=row, **tables)
+    assert all(by_row.params[k].size == n for k in tables)  # the unused row is dropped
+    for k in tables:
+        np.testing.assert_array_equal(by_row.unit_params(k), per_unit.unit_params(k))
+    rng = np.random.default_rng(11)
+    for readings in (ex.normal(40, rng), ex.incident(60, rng)):
+        t, x = readings
+        slot = np.broadcast_to(per_unit.unit_slot, t.shape).ravel()
+        samples = Samples(slot.astype(np.int32), t.ravel(), x.ravel())
+        a, b = per_unit.update(samples), by_row.update(samples)
+        for field in ("unit", "ts", "value", "raised"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        for name, state in per_unit.state.items():
+            np.testing.assert_array_equal(state, by_row.state[name])
+
+
+def test_a_row_past_the_tables_is_refused() -> None:
+    with pytest.raises(ValueError, match="past the parameter tables"):
+        Threshold(
+            [0, 1],
+            row=[0, 2],
+            sign=[1.0, 1.0],
+            at=[57.0, 60.0],
+            clear=[50.0, 50.0],
+            for_s=[0.0, 0.0],
+            repeat=[1, 1],
+        )
