@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
@@ -70,14 +71,23 @@ class SeqState:
     before: _Run | None = None  # the run before the last counter reset, for exact matches only
 
 
+def _zeros(n_devices: int) -> array[int]:
+    """WINDOW zero fingerprints per device, made by repetition (no temporary of the full size)."""
+    return array("H", [0]) * (n_devices * WINDOW)
+
+
+def _rows(fps: array[int]) -> npt.NDArray[np.uint16]:
+    """The fingerprints as a (device, WINDOW) numpy view of the same memory."""
+    return np.frombuffer(fps, dtype=np.uint16).reshape(-1, WINDOW)
+
+
 class SeqTracker:
     def __init__(self, n_devices: int) -> None:
         self._state: list[SeqState | None] = [None] * n_devices
         # Every device's current fingerprints in one array, WINDOW apiece (128 bytes): an array
         # object per device cost about 220 bytes, and a run object 56 more (docs/benchmarks.md,
         # "Registry at scale"). A device not heard from yet has zeros there.
-        self._fps = np.zeros(n_devices * WINDOW, dtype=np.uint16)
-        self._fp = self._fps.data  # item access without making a numpy scalar
+        self._fp = _zeros(n_devices)
         self.dirty: set[int] = set()
         # What `accept` changed since `begin`: per device touched, seven values in a row (the device,
         # its state object or None, and the values to put back), and the devices kept.
@@ -110,9 +120,9 @@ class SeqTracker:
                 self._state[dev] = st
         self.commit()
 
-    def _fingerprints(self, dev: int) -> bytes:
+    def _fingerprints(self, dev: int) -> array[int]:
         base = dev * WINDOW
-        return self._fp[base : base + WINDOW].tobytes()
+        return self._fp[base : base + WINDOW]  # an array slice is a copy
 
     def _new_run(self, dev: int, seq: int, fp: int) -> None:
         base = dev * WINDOW
@@ -143,7 +153,10 @@ class SeqTracker:
             if st is None:
                 undo.extend((dev, None, 0, 0, _EMPTY_FPS, 0.0, None))
             else:
-                undo.extend((dev, st, st.max_seq, st.bits, self._fingerprints(dev), st.last_ts, st.before))
+                # As bytes: an array (the slice) is tracked by the garbage collector, and thousands
+                # of them a batch made its young collections run more often.
+                prints = self._fp[dev * WINDOW : (dev + 1) * WINDOW].tobytes()
+                undo.extend((dev, st, st.max_seq, st.bits, prints, st.last_ts, st.before))
         if st is None:
             self._new_run(dev, seq, fp)
             self._state[dev] = SeqState(seq, 1, trusted)
@@ -174,7 +187,7 @@ class SeqTracker:
         elif redelivered and ts <= st.last_ts:
             return False  # the broker redelivers an old reading, beyond the window
         # The same seq with other content, or far below the window: the counter started again.
-        before = _Run(st.max_seq, st.bits, array("H", self._fingerprints(dev)))
+        before = _Run(st.max_seq, st.bits, self._fingerprints(dev))
         self._new_run(dev, seq, fp)
         self._state[dev] = SeqState(seq, 1, max(st.last_ts, trusted), before)
         return True
@@ -218,11 +231,20 @@ class SeqTracker:
     def snapshot(self, devs: set[int] | None = None) -> list[tuple[int, int, int, float, bytes]]:
         """(dev, max_seq, bits, last_ts, fingerprints) for the given (default: changed) devices."""
         wanted = self.dirty if devs is None else devs
+        state = self._state
+        known = [dev for dev in wanted if state[dev] is not None]
+        # The fingerprints of all of them in one gather, made into a bytes object each by numpy (as
+        # raw 128-byte items): a slice per device, of the array or of one bytes, cost several times
+        # what an array per device's `tobytes` did, and this runs with every batch.
+        rows = _rows(self._fp)[np.array(known, dtype=np.int64)]
+        prints: list[bytes] = rows.view(f"V{2 * WINDOW}").reshape(-1).tolist()
         out = []
-        for dev in wanted:
-            st = self._state[dev]
-            if st is not None:
-                out.append((dev, st.max_seq, st.bits, st.last_ts, _pack(self._fingerprints(dev), st.before)))
+        for dev, blob in zip(known, prints, strict=True):
+            st = state[dev]
+            assert st is not None
+            out.append(
+                (dev, st.max_seq, st.bits, st.last_ts, blob if st.before is None else _pack(blob, st.before))
+            )
         return out
 
     def remapped(self, old_of_new: list[int]) -> SeqTracker:
@@ -233,11 +255,8 @@ class SeqTracker:
         out._state = [state[o] if o >= 0 else None for o in old_of_new]
         # The fingerprints follow with one numpy gather (this runs between two batches).
         src = np.asarray(old_of_new, dtype=np.int64).reshape(-1)
-        old = self._fps.reshape(-1, WINDOW)
-        new = np.zeros((src.size, WINDOW), dtype=np.uint16)
-        new[src >= 0] = old[src[src >= 0]]
-        out._fps = new.reshape(-1)
-        out._fp = out._fps.data
+        out._fp = _zeros(src.size)
+        _rows(out._fp)[src >= 0] = _rows(self._fp)[src[src >= 0]]
         return out
 
     def restore(self, rows: list[tuple[int, int, int, float, bytes | None]]) -> None:
