@@ -32,13 +32,9 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
 _EMPTY_FPS = bytes(2 * WINDOW)
-_NO_FPS = array("H", _EMPTY_FPS)
 
 
 def fingerprint(payload: bytes) -> int:
@@ -48,49 +44,54 @@ def fingerprint(payload: bytes) -> int:
 
 @dataclass(slots=True)
 class _Run:
-    """The run of a device's counter before its last reset: from its first seq up to `max_seq`."""
+    """One run of a device's counter: from its first seq up to `max_seq`."""
 
     max_seq: int
     bits: int  # bit k set: max_seq - k was accepted
     fps: array[int]  # fingerprint of seq s at fps[s % WINDOW] while s is in the window; 0: unknown
+
+    def seen(self, seq: int, fp: int) -> bool | None:
+        """Whether `seq` was accepted with this content: True (the same message, or a seq accepted
+        before fingerprints were kept), False (free, or taken by other content), None (outside
+        the window)."""
+        age = self.max_seq - seq
+        if age < 0 or age >= WINDOW:
+            return None
+        if not self.bits >> age & 1:
+            return False
+        known = self.fps[seq % WINDOW]
+        return known == 0 or known == fp
 
     def matches(self, seq: int, fp: int) -> bool:
         """`seq` is in the window and was accepted with exactly this (known) content."""
         age = self.max_seq - seq
         return 0 <= age < WINDOW and bool(self.bits >> age & 1) and self.fps[seq % WINDOW] == fp != 0
 
+    def taken(self, seq: int) -> bool:
+        """`seq` is in the window and was accepted (with whatever content)."""
+        age = self.max_seq - seq
+        return 0 <= age < WINDOW and bool(self.bits >> age & 1)
+
 
 @dataclass(slots=True)
 class SeqState:
-    """A device's current run of its counter (`max_seq`, `bits` as in `_Run`; its fingerprints are
-    the tracker's, at `dev * WINDOW`), its newest accepted time, and the run before a reset."""
-
-    max_seq: int
-    bits: int
+    run: _Run
     last_ts: float  # newest accepted timestamp, never ahead of its receipt time
     before: _Run | None = None  # the run before the last counter reset, for exact matches only
 
 
-def _zeros(n_devices: int) -> array[int]:
-    """WINDOW zero fingerprints per device, made by repetition (no temporary of the full size)."""
-    return array("H", [0]) * (n_devices * WINDOW)
-
-
-def _rows(fps: array[int]) -> npt.NDArray[np.uint16]:
-    """The fingerprints as a (device, WINDOW) numpy view of the same memory."""
-    return np.frombuffer(fps, dtype=np.uint16).reshape(-1, WINDOW)
+def _new_run(seq: int, fp: int) -> _Run:
+    fps = array("H", _EMPTY_FPS)
+    fps[seq % WINDOW] = fp
+    return _Run(seq, 1, fps)
 
 
 class SeqTracker:
     def __init__(self, n_devices: int) -> None:
         self._state: list[SeqState | None] = [None] * n_devices
-        # Every device's current fingerprints in one array, WINDOW apiece (128 bytes): an array
-        # object per device cost about 220 bytes, and a run object 56 more (docs/benchmarks.md,
-        # "Registry at scale"). A device not heard from yet has zeros there.
-        self._fp = _zeros(n_devices)
         self.dirty: set[int] = set()
-        # What `accept` changed since `begin`: per device touched, seven values in a row (the device,
-        # its state object or None, and the values to put back), and the devices kept.
+        # What `accept` changed since `begin`: per device touched, eight values in a row (the device,
+        # its state object or None, its run, and the values to put back), and the devices kept.
         self._undo: list[Any] | None = None
         self._undone: set[int] = set()
 
@@ -108,26 +109,15 @@ class SeqTracker:
         """Forget every acceptance since `begin`: the batch will be decoded again."""
         undo = self._undo
         if undo is not None:
-            fp = self._fp
-            for i in range(0, len(undo), 7):
-                dev, st, max_seq, bits, fps, last_ts, before = undo[i : i + 7]
-                base = dev * WINDOW
-                fp[base : base + WINDOW] = array("H", fps)
+            for i in range(0, len(undo), 8):
+                dev, st, run, max_seq, bits, fps, last_ts, before = undo[i : i + 8]
                 if st is None:
                     self._state[dev] = None
                     continue
-                st.max_seq, st.bits, st.last_ts, st.before = max_seq, bits, last_ts, before
+                run.max_seq, run.bits, run.fps = max_seq, bits, array("H", fps)
+                st.run, st.last_ts, st.before = run, last_ts, before
                 self._state[dev] = st
         self.commit()
-
-    def _fingerprints(self, dev: int) -> array[int]:
-        base = dev * WINDOW
-        return self._fp[base : base + WINDOW]  # an array slice is a copy
-
-    def _new_run(self, dev: int, seq: int, fp: int) -> None:
-        base = dev * WINDOW
-        self._fp[base : base + WINDOW] = _NO_FPS
-        self._fp[base + seq % WINDOW] = fp
 
     def accept(
         self,
@@ -151,45 +141,37 @@ class SeqTracker:
             # Flat, into one list: a tuple per device would be kept alive and tracked by the garbage
             # collector, whose passes over the tracker's own objects then cost more than the rest.
             if st is None:
-                undo.extend((dev, None, 0, 0, _EMPTY_FPS, 0.0, None))
+                undo.extend((dev, None, None, 0, 0, b"", 0.0, None))
             else:
-                # As bytes: an array (the slice) is tracked by the garbage collector, and thousands
-                # of them a batch made its young collections run more often.
-                prints = self._fp[dev * WINDOW : (dev + 1) * WINDOW].tobytes()
-                undo.extend((dev, st, st.max_seq, st.bits, prints, st.last_ts, st.before))
+                run = st.run
+                undo.extend((dev, st, run, run.max_seq, run.bits, run.fps.tobytes(), st.last_ts, st.before))
         if st is None:
-            self._new_run(dev, seq, fp)
-            self._state[dev] = SeqState(seq, 1, trusted)
+            self._state[dev] = SeqState(_new_run(seq, fp), trusted)
             return True
+        run = st.run
         if st.before is not None and st.before.matches(seq, fp):
             return False  # a stale redelivery from before the device's last reset
-        fps, base = self._fp, dev * WINDOW
-        if seq > st.max_seq:
-            shift = seq - st.max_seq
+        if seq > run.max_seq:
+            shift = seq - run.max_seq
             if shift >= WINDOW and redelivered and ts < st.last_ts:
                 return False  # the broker redelivers a reading from before a reset: older, far ahead
-            st.bits = ((st.bits << shift) | 1) & _MASK if shift < WINDOW else 1
-            st.max_seq = seq
-            fps[base + seq % WINDOW] = fp
+            run.bits = ((run.bits << shift) | 1) & _MASK if shift < WINDOW else 1
+            run.max_seq = seq
+            run.fps[seq % WINDOW] = fp
             st.last_ts = max(st.last_ts, trusted)
             return True
-        age = st.max_seq - seq
-        if age < WINDOW:
-            if st.bits >> age & 1:
-                known = fps[base + seq % WINDOW]
-                if known == 0 or known == fp:
-                    return False  # the same message (or a seq accepted before fingerprints were kept)
-            else:
-                st.bits |= 1 << age  # a late reading, first time
-                fps[base + seq % WINDOW] = fp
-                st.last_ts = max(st.last_ts, trusted)
-                return True
-        elif redelivered and ts <= st.last_ts:
+        seen = run.seen(seq, fp)
+        if seen:
+            return False
+        if seen is False and not run.taken(seq):
+            run.bits |= 1 << (run.max_seq - seq)  # a late reading, first time
+            run.fps[seq % WINDOW] = fp
+            st.last_ts = max(st.last_ts, trusted)
+            return True
+        if seen is None and redelivered and ts <= st.last_ts:
             return False  # the broker redelivers an old reading, beyond the window
         # The same seq with other content, or far below the window: the counter started again.
-        before = _Run(st.max_seq, st.bits, self._fingerprints(dev))
-        self._new_run(dev, seq, fp)
-        self._state[dev] = SeqState(seq, 1, max(st.last_ts, trusted), before)
+        self._state[dev] = SeqState(_new_run(seq, fp), max(st.last_ts, trusted), before=run)
         return True
 
     def accept_many(
@@ -209,17 +191,17 @@ class SeqTracker:
         undo = self._undo
         undone = self._undone
         accept = self.accept
-        prints = self._fp
         out: list[bool] = []
         for dev, seq, t, fp, rec, dup in zip(devs, seqs, ts, fps, received, redelivered, strict=True):
             st = state[dev]
             if st is not None and st.before is None and (undo is None or dev in undone):
-                shift = seq - st.max_seq
+                run = st.run
+                shift = seq - run.max_seq
                 if 0 < shift < WINDOW:
                     dirty.add(dev)
-                    st.bits = ((st.bits << shift) | 1) & _MASK
-                    st.max_seq = seq
-                    prints[dev * WINDOW + seq % WINDOW] = fp
+                    run.bits = ((run.bits << shift) | 1) & _MASK
+                    run.max_seq = seq
+                    run.fps[seq % WINDOW] = fp
                     trusted = rec if rec < t else t  # min(t, rec), as `accept` takes it
                     if trusted > st.last_ts:
                         st.last_ts = trusted
@@ -231,20 +213,11 @@ class SeqTracker:
     def snapshot(self, devs: set[int] | None = None) -> list[tuple[int, int, int, float, bytes]]:
         """(dev, max_seq, bits, last_ts, fingerprints) for the given (default: changed) devices."""
         wanted = self.dirty if devs is None else devs
-        state = self._state
-        known = [dev for dev in wanted if state[dev] is not None]
-        # The fingerprints of all of them in one gather, made into a bytes object each by numpy (as
-        # raw 128-byte items): a slice per device, of the array or of one bytes, cost several times
-        # what an array per device's `tobytes` did, and this runs with every batch.
-        rows = _rows(self._fp)[np.array(known, dtype=np.int64)]
-        prints: list[bytes] = rows.view(f"V{2 * WINDOW}").reshape(-1).tolist()
         out = []
-        for dev, blob in zip(known, prints, strict=True):
-            st = state[dev]
-            assert st is not None
-            out.append(
-                (dev, st.max_seq, st.bits, st.last_ts, blob if st.before is None else _pack(blob, st.before))
-            )
+        for dev in wanted:
+            st = self._state[dev]
+            if st is not None:
+                out.append((dev, st.run.max_seq, st.run.bits, st.last_ts, _pack(st)))
         return out
 
     def remapped(self, old_of_new: list[int]) -> SeqTracker:
@@ -253,10 +226,6 @@ class SeqTracker:
         out = SeqTracker(0)
         state = self._state
         out._state = [state[o] if o >= 0 else None for o in old_of_new]
-        # The fingerprints follow with one numpy gather (this runs between two batches).
-        src = np.asarray(old_of_new, dtype=np.int64).reshape(-1)
-        out._fp = _zeros(src.size)
-        _rows(out._fp)[src >= 0] = _rows(self._fp)[src[src >= 0]]
         return out
 
     def restore(self, rows: list[tuple[int, int, int, float, bytes | None]]) -> None:
@@ -265,9 +234,7 @@ class SeqTracker:
         for dev, max_seq, bits, last_ts, blob in rows:
             if 0 <= dev < len(self._state):
                 prints, before = _unpack(blob)
-                base = dev * WINDOW
-                self._fp[base : base + WINDOW] = prints
-                self._state[dev] = SeqState(max_seq, bits & _MASK, last_ts, before)
+                self._state[dev] = SeqState(_Run(max_seq, bits & _MASK, prints), last_ts, before)
 
 
 # The stored fingerprints: the run's 64 fingerprints, then, after a reset, the run before it (its
@@ -276,10 +243,11 @@ class SeqTracker:
 _BEFORE = struct.Struct("<qQ")
 
 
-def _pack(fps: bytes, before: _Run | None) -> bytes:
-    if before is not None:
-        return fps + _BEFORE.pack(before.max_seq, before.bits) + before.fps.tobytes()
-    return fps
+def _pack(st: SeqState) -> bytes:
+    blob = st.run.fps.tobytes()
+    if st.before is not None:
+        blob += _BEFORE.pack(st.before.max_seq, st.before.bits) + st.before.fps.tobytes()
+    return blob
 
 
 def _unpack(blob: bytes | None) -> tuple[array[int], _Run | None]:
