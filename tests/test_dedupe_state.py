@@ -1,6 +1,5 @@
-"""The de-duplication state kept per device (ingest/dedupe.py): a device's fingerprints are one
-slice of one array shared by every device, so they must follow the device wherever its state goes:
-through a failed batch's rollback, a counter reset, a rebuilt device index and a snapshot."""
+"""The de-duplication state kept per device (ingest/dedupe.py) follows the device wherever its state
+goes: through a failed batch's rollback, a counter reset, a rebuilt device index and a snapshot."""
 
 from __future__ import annotations
 
