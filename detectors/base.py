@@ -99,12 +99,13 @@ class Detector(ABC):
         else:
             tables = {k: np.asarray(v).copy() for k, v in params.items()}
             codes = np.asarray(row, dtype=np.int64)
-            n_rows = {t.shape[0] for t in tables.values()}
-            if codes.shape != slot.shape or len(n_rows) > 1:
+            lengths = {t.shape[0] for t in tables.values()}
+            if codes.shape != slot.shape or len(lengths) > 1:
                 raise ValueError(f"{self.type_name}: a row per unit and tables of one length are needed")
-            used = np.bincount(codes, minlength=n_rows.pop() if n_rows else 0) > 0
-            if used.size > max((t.shape[0] for t in tables.values()), default=used.size):
+            n_rows = lengths.pop() if lengths else int(codes.max(initial=-1)) + 1
+            if codes.size and (codes.min() < 0 or codes.max() >= n_rows):
                 raise ValueError(f"{self.type_name}: a unit's row is past the parameter tables")
+            used = np.bincount(codes, minlength=n_rows) > 0
             if not used.all():  # every row is some unit's: a maximum over a table is one over units
                 codes = (np.cumsum(used) - 1)[codes]
                 tables = {k: t[used] for k, t in tables.items()}

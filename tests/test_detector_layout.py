@@ -77,11 +77,12 @@ def test_parameters_as_rows_decide_exactly_as_parameters_per_unit(cls: type[Dete
             np.testing.assert_array_equal(state, by_row.state[name])
 
 
-def test_a_row_past_the_tables_is_refused() -> None:
+@pytest.mark.parametrize("row", [[0, 2], [0, -1]])
+def test_a_row_past_the_tables_is_refused(row: list[int]) -> None:
     with pytest.raises(ValueError, match="past the parameter tables"):
         Threshold(
             [0, 1],
-            row=[0, 2],
+            row=row,
             sign=[1.0, 1.0],
             at=[57.0, 60.0],
             clear=[50.0, 50.0],
