@@ -130,3 +130,14 @@ def test_an_engine_compiled_to_rows_decides_as_one_with_parameters_per_unit() ->
         assert a == b
         seen += len(a)
     assert seen > 100  # the readings did cross levels both ways
+
+
+def test_a_snapshot_saved_with_64_bit_unit_devices_resumes_every_unit_warm() -> None:
+    """Snapshots written before unit devices were int32 (format 2 all the same) are read as they are."""
+    index = shipped_index()
+    engine = Engine(index, start=T0)
+    state = engine.snapshot()
+    for key in [k for k in state if k.endswith("/dev")]:
+        assert state[key].dtype == np.int32
+        state[key] = state[key].astype(np.int64)
+    assert Engine(index, start=T0).restore(state) == engine.n_units
