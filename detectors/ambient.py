@@ -46,7 +46,7 @@ class AmbientRise(SequentialDetector):
     def initial_state(self, n: int) -> State:
         # Parameters are set before the first call (Detector.__init__); `reset` fixes `var` per unit.
         k = int(self.params["capacity"].max(initial=1))
-        sigma0 = self.params["sigma0"] if n == self.n_units else self.params["sigma0"][:1]
+        sigma0 = self.unit_params("sigma0") if n == self.n_units else self.params["sigma0"][:1]
         return {
             "active": np.zeros(n, dtype=bool),
             "n": np.zeros(n, dtype=np.int64),
@@ -62,16 +62,17 @@ class AmbientRise(SequentialDetector):
     def reset(self, units: object) -> None:
         idx = np.asarray(units, dtype=np.int64)
         super().reset(idx)
-        self.state["var"][idx] = np.square(self.params["sigma0"][idx])
+        self.state["var"][idx] = np.square(self.params["sigma0"][self.row[idx]])
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
+        r = self.rows(u)
         first = st["n"][u] == 0
         base = np.where(first, x, st["base"][u])
         st["t_first"][u] = np.where(first, t, st["t_first"][u])
         sigma = np.sqrt(st["var"][u])
 
-        cap = p["capacity"][u]
+        cap = p["capacity"][r]
         head = st["head"][u]
         st["ring_t"][u, head] = t
         st["ring_x"][u, head] = x
@@ -80,14 +81,14 @@ class AmbientRise(SequentialDetector):
         rt = np.where(np.arange(k) < cap[:, None], st["ring_t"][u], -np.inf)
         # The readings of the last hold_s, and never fewer than the last min_readings of them (a
         # device reporting every 10 s has one reading in a 5 s hold).
-        m = np.minimum(p["min_readings"][u], cap)
+        m = np.minimum(p["min_readings"][r], cap)
         mth_newest = np.take_along_axis(np.sort(rt, axis=1), (k - m)[:, None], axis=1)[:, 0]
-        recent = np.isfinite(rt) & ((rt > (t - p["hold_s"][u])[:, None]) | (rt >= mth_newest[:, None]))
+        recent = np.isfinite(rt) & ((rt > (t - p["hold_s"][r])[:, None]) | (rt >= mth_newest[:, None]))
         lowest = np.where(recent, st["ring_x"][u], np.inf).min(axis=1)
-        enough = np.isfinite(rt).sum(axis=1) >= p["min_readings"][u]
+        enough = np.isfinite(rt).sum(axis=1) >= p["min_readings"][r]
 
-        warm = t - st["t_first"][u] >= p["warmup_s"][u]
-        threshold = np.maximum(p["floor"][u], p["k"][u] * sigma)
+        warm = t - st["t_first"][u] >= p["warmup_s"][r]
+        threshold = np.maximum(p["floor"][r], p["k"][r] * sigma)
         rise = lowest - base
         up = warm & enough & (rise >= threshold)
         down = (x - base) < 0.5 * threshold
@@ -95,9 +96,9 @@ class AmbientRise(SequentialDetector):
         # Learn: a plain mean at first, then an exponential average with time constant tau_s.
         n = st["n"][u]
         dt = np.where(first, 0.0, t - st["t_last"][u])
-        a = np.maximum(1.0 / (n + 1), np.minimum(1.0, dt / p["tau_s"][u]))
+        a = np.maximum(1.0 / (n + 1), np.minimum(1.0, dt / p["tau_s"][r]))
         e = x - base
-        bound = p["clip"][u] * np.maximum(sigma, 0.1)
+        bound = p["clip"][r] * np.maximum(sigma, 0.1)
         e = np.where(warm, np.clip(e, -bound, bound), e)
         st["base"][u] = base + a * e
         st["var"][u] = st["var"][u] + a * (e * e - st["var"][u])

@@ -40,19 +40,20 @@ class Anomaly(SequentialDetector):
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
+        r = self.rows(u)
         mean, var, count = st["mean"][u], st["var"][u], st["n"][u]
-        std = np.maximum(np.sqrt(var), p["min_std"][u])
+        std = np.maximum(np.sqrt(var), p["min_std"][r])
         z = np.where(count > 0, (x - mean) / std, 0.0)
-        warm = count >= p["warmup"][u]
-        anomalous = warm & (np.abs(z) >= p["z_on"][u])
+        warm = count >= p["warmup"][r]
+        anomalous = warm & (np.abs(z) >= p["z_on"][r])
         learn = ~anomalous & ~st["active"][u]
         # While warming up the weight is 1/n (a plain mean), so the first readings are not overweighted.
-        a = np.where(warm, p["alpha"][u], 1.0 / (count + 1))
+        a = np.where(warm, p["alpha"][r], 1.0 / (count + 1))
         d = x - mean
         st["mean"][u] = np.where(learn, mean + a * d, mean)
         st["var"][u] = np.where(learn, (1 - a) * (var + a * d * d), var)
         st["n"][u] = count + learn
-        return anomalous, warm & (np.abs(z) < p["z_off"][u]), z
+        return anomalous, warm & (np.abs(z) < p["z_off"][r]), z
 
     def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
         """`step` as a loop over Python floats along each unit's run (docs/decisions/0009).
@@ -65,6 +66,7 @@ class Anomaly(SequentialDetector):
         """
         st, p = self.state, self.params
         u = runs.unit
+        r = self.rows(u)
         count_all = int(runs.last.sum()) + u.size
         if count_all > 16 * runs.x.shape[1]:
             return None
@@ -72,15 +74,15 @@ class Anomaly(SequentialDetector):
             np.isfinite(runs.x[runs.valid]).all()
             and np.isfinite(st["mean"][u]).all()
             and np.isfinite(st["var"][u]).all()
-            and (p["min_std"][u] > 0).all()
+            and (p["min_std"][r] > 0).all()
         ):
             return None  # NaN and division by zero follow numpy's rules in `step`; keep them there
         up = np.zeros(runs.x.shape, dtype=bool)
         down = np.zeros(runs.x.shape, dtype=bool)
         zs = np.zeros(runs.x.shape)
-        for i, unit in enumerate(u.tolist()):
-            alpha, z_on, z_off = float(p["alpha"][unit]), float(p["z_on"][unit]), float(p["z_off"][unit])
-            warmup, min_std = p["warmup"][unit].item(), float(p["min_std"][unit])
+        for i, (unit, row) in enumerate(zip(u.tolist(), r.tolist(), strict=True)):
+            alpha, z_on, z_off = float(p["alpha"][row]), float(p["z_on"][row]), float(p["z_off"][row])
+            warmup, min_std = p["warmup"][row].item(), float(p["min_std"][row])
             mean, var, count = float(st["mean"][unit]), float(st["var"][unit]), int(st["n"][unit])
             active = bool(st["active"][unit])
             row_up, row_down, row_z = [], [], []

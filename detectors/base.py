@@ -84,20 +84,71 @@ class Detector(ABC):
 
     type_name: ClassVar[str]
 
-    def __init__(self, unit_slot: npt.ArrayLike, **params: npt.ArrayLike) -> None:
+    def __init__(
+        self, unit_slot: npt.ArrayLike, *, row: npt.ArrayLike | None = None, **params: npt.ArrayLike
+    ) -> None:
+        """Units on slots `unit_slot`. Without `row`, `params` are per unit (or one value for all);
+        with it, each parameter is a table of rows and `row` the row of each unit: the units of one
+        detector entry of one profile share their values, so a million devices hold them once."""
         slot = np.asarray(unit_slot, dtype=np.int64)
-        self.params: dict[str, npt.NDArray[Any]] = {
-            k: np.broadcast_to(np.asarray(v), slot.shape).copy() for k, v in params.items()
-        }
-        self.unit_slot = slot.copy()
-        # Units sorted by slot, and per slot where its units start and how many there are (a CSR
-        # layout indexed by slot): a sample finds its units with two gathers, no search.
-        self._order = np.argsort(self.unit_slot, kind="stable")
-        n_slots = int(slot.max(initial=-1)) + 1
-        count = np.bincount(slot, minlength=n_slots).astype(np.int32) if slot.size else np.zeros(0, np.int32)
-        self._slot_count = count
-        self._slot_start = (np.cumsum(count, dtype=np.int64) - count).astype(np.int32)
+        if slot.size and (slot.min() < 0 or slot.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"{self.type_name}: unit slots must be within 0 .. 2**31 - 1")
+        if row is None:
+            tables = {k: np.broadcast_to(np.asarray(v), slot.shape).copy() for k, v in params.items()}
+            codes = np.arange(slot.size, dtype=np.int64)
+        else:
+            tables = {k: np.asarray(v).copy() for k, v in params.items()}
+            codes = np.asarray(row, dtype=np.int64)
+            lengths = {t.shape[0] for t in tables.values()}
+            if codes.shape != slot.shape or len(lengths) > 1:
+                raise ValueError(f"{self.type_name}: a row per unit and tables of one length are needed")
+            n_rows = lengths.pop() if lengths else int(codes.max(initial=-1)) + 1
+            if codes.size and (codes.min() < 0 or codes.max() >= n_rows):
+                raise ValueError(f"{self.type_name}: a unit's row is past the parameter tables")
+            used = np.bincount(codes, minlength=n_rows) > 0
+            if not used.all():  # every row is some unit's: a maximum over a table is one over units
+                codes = (np.cumsum(used) - 1)[codes]
+                tables = {k: t[used] for k, t in tables.items()}
+        # The parameter tables, and each unit's row in them (the smallest integer type that holds it).
+        self.params: dict[str, npt.NDArray[Any]] = tables
+        self.row: npt.NDArray[np.integer[Any]] = codes.astype(
+            np.min_scalar_type(-max(1, int(codes.max(initial=0))))
+        )
+        self.unit_slot = slot.astype(np.int32)
+        self._route_by_slot(self.unit_slot)
         self.state: State = self.initial_state(self.n_units)
+
+    def _route_by_slot(self, slot: npt.NDArray[np.int32]) -> None:
+        """How a sample finds its units, sized to the slots the bank covers ([lo, lo + span)):
+
+        - "direct": at most one unit per slot and the bank covers at least a quarter of its span:
+          the unit of each slot (-1: none), one gather per sample;
+        - "csr": several units on some slot (threshold levels), same coverage: where each slot's
+          units start in `_order` (units sorted by slot), a CSR layout, two gathers per sample;
+        - "search": a bank of few units over a wide span (a rare detector type): the units' sorted
+          slots, searched, so a bank of fifty units does not hold an entry per registry slot.
+        """
+        n = slot.size
+        order = np.argsort(slot, kind="stable").astype(np.int32)
+        by_slot = slot[order]
+        self._lo = int(by_slot[0]) if n else 0
+        self._span = int(by_slot[-1]) + 1 - self._lo if n else 0
+        empty = np.zeros(0, np.int32)
+        self._unit_at, self._start, self._sorted, self._order = empty, empty, empty, empty
+        if self._span > 4 * n:
+            self._mode = "search"
+            self._sorted, self._order = by_slot, order
+            return
+        count = np.bincount(slot - self._lo, minlength=self._span)
+        if count.max(initial=0) <= 1:
+            self._mode = "direct"
+            self._unit_at = np.full(self._span, -1, dtype=np.int32)
+            self._unit_at[slot - self._lo] = np.arange(n, dtype=np.int32)
+            return
+        self._mode = "csr"
+        self._start = np.zeros(self._span + 1, dtype=np.int32)
+        np.cumsum(count, out=self._start[1:])
+        self._order = order
 
     @property
     def n_units(self) -> int:
@@ -116,7 +167,17 @@ class Detector(ABC):
         """A small bank with representative parameters, for the conformance suite and the docs."""
 
     def clone(self) -> Self:
-        return type(self)(self.unit_slot, **self.params)
+        return type(self)(self.unit_slot, row=self.row, **self.params)
+
+    def rows(self, units: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
+        """The parameter row of each of `units`: `self.params[name][rows]` is their values."""
+        rows: npt.NDArray[np.intp] = self.row[units].astype(np.intp)
+        return rows
+
+    def unit_params(self, name: str) -> npt.NDArray[Any]:
+        """One parameter per unit (made when asked: tests, examples, reports)."""
+        values: npt.NDArray[Any] = self.params[name][self.row]
+        return values
 
     def snapshot(self) -> State:
         return {name: array.copy() for name, array in self.state.items()}
@@ -148,20 +209,29 @@ class Detector(ABC):
 
     def route(self, samples: Samples) -> tuple[I64, I64]:
         """(unit, sample index) pairs of the batch, in arrival order within each unit."""
-        n_slots = self._slot_count.size
-        if not n_slots:
+        if not self._span:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        inside = (samples.slot >= 0) & (samples.slot < n_slots)
-        s = np.where(inside, samples.slot, 0)
-        count = np.where(inside, self._slot_count[s], 0)
-        lo = self._slot_start[s]
-        if not count.size or count.max(initial=0) <= 1:  # the usual case: one unit per slot
+        lo: npt.NDArray[np.integer[Any]]
+        if self._mode == "search":
+            lo = np.searchsorted(self._sorted, samples.slot, side="left")
+            count = np.searchsorted(self._sorted, samples.slot, side="right") - lo
+        else:
+            k = samples.slot - self._lo
+            inside = (k >= 0) & (k < self._span)
+            k = np.where(inside, k, 0)
+            if self._mode == "direct":  # the usual case: one unit per slot
+                unit = self._unit_at[k]
+                j = np.flatnonzero(inside & (unit >= 0))
+                return unit[j].astype(np.int64), j.astype(np.int64)
+            lo = self._start[k]
+            count = np.where(inside, self._start[k + 1] - lo, 0)
+        if not count.size or count.max(initial=0) <= 1:
             j = np.flatnonzero(count)
-            return self._order[lo[j]], j.astype(np.int64)
+            return self._order[lo[j]].astype(np.int64), j.astype(np.int64)
         total = int(count.sum())
         j = np.repeat(np.arange(samples.slot.size, dtype=np.int64), count)
         within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        return self._order[lo[j] + within], j
+        return self._order[lo[j] + within].astype(np.int64), j
 
 
 def restarted_sums(init: F64, begins: Bool, *terms: F64) -> F64:

@@ -96,8 +96,8 @@ class UnitInfos(Sequence[UnitInfo]):
     def __init__(
         self,
         device_ids: Sequence[str],
-        dev: npt.NDArray[np.int64],
-        kind: npt.NDArray[np.int32],
+        dev: npt.NDArray[np.int32],
+        kind: npt.NDArray[np.integer[Any]],
         kinds: list[UnitKind],
     ) -> None:
         self.device_ids = device_ids
@@ -156,7 +156,8 @@ class Bank:
 @dataclass
 class _Builder:
     """Units added a detector entry at a time for all devices of one profile (arrays, no loop per
-    device), put in device order at `build`, in the order they were added within a device."""
+    device), put in device order at `build`, in the order they were added within a device. Each
+    entry's parameters are one row of the bank's tables (rows equal in every value are one row)."""
 
     stream: Stream
     cls: type[Detector]
@@ -164,6 +165,8 @@ class _Builder:
     devs: list[npt.NDArray[np.int64]] = field(default_factory=list)
     seqs: list[npt.NDArray[np.int64]] = field(default_factory=list)
     kind: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    rows: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    row_of: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
     params: dict[str, list[npt.NDArray[Any]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(
@@ -174,23 +177,32 @@ class _Builder:
         kind: int,
         **params: float,
     ) -> None:
+        if not devs.size:
+            return
+        # The value's type and exact repr: 1 and 1.0 stay apart, as NaN stays equal to itself.
+        key = tuple((k, f"{type(v).__name__}:{v!r}") for k, v in params.items())
+        row = self.row_of.get(key)
+        if row is None:
+            row = self.row_of[key] = len(self.row_of)
+            for k, v in params.items():
+                # The dtype np.array would give the value alone: ints stay ints, as they did per unit.
+                self.params[k].append(np.full(1, v, dtype=np.asarray(v).dtype))
         self.devs.append(devs)
         self.slots.append(slots)
         self.seqs.append(np.full(devs.size, seq, dtype=np.int64))
         self.kind.append(np.full(devs.size, kind, dtype=np.int32))
-        for k, v in params.items():
-            # The dtype np.array would give the value alone: ints stay ints, as they did per unit.
-            self.params[k].append(np.full(devs.size, v, dtype=np.asarray(v).dtype))
+        self.rows.append(np.full(devs.size, row, dtype=np.int32))
 
     def build(self, name: str, device_ids: Sequence[str], kinds: list[UnitKind]) -> Bank | None:
         if not self.slots:
             return None
         devs, seqs = np.concatenate(self.devs), np.concatenate(self.seqs)
         order = np.lexsort((seqs, devs))
-        params = {k: np.concatenate(v)[order] for k, v in self.params.items()}
-        slots = np.concatenate(self.slots)[order].astype(np.int64)
-        info = UnitInfos(device_ids, devs[order], np.concatenate(self.kind)[order], kinds)
-        return Bank(name, self.stream, self.cls(slots, **params), info)
+        tables = {k: np.concatenate(v) for k, v in self.params.items()}
+        slots = np.concatenate(self.slots)[order]
+        kind = np.concatenate(self.kind)[order].astype(np.min_scalar_type(-max(1, len(kinds) - 1)))
+        info = UnitInfos(device_ids, devs[order].astype(np.int32), kind, kinds)
+        return Bank(name, self.stream, self.cls(slots, row=np.concatenate(self.rows)[order], **tables), info)
 
 
 def _ring(window_s: float, report_interval_s: float, at_least: int) -> int:

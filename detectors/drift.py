@@ -39,21 +39,22 @@ class Drift(SequentialDetector):
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
-        sign = p["sign"][u]
-        usable = x * sign < p["ignore_beyond"][u] * sign
-        fixed = np.isfinite(p["reference"][u])
-        learning = usable & ~fixed & (st["n"][u] < p["warmup"][u])
+        r = self.rows(u)
+        sign = p["sign"][r]
+        usable = x * sign < p["ignore_beyond"][r] * sign
+        fixed = np.isfinite(p["reference"][r])
+        learning = usable & ~fixed & (st["n"][u] < p["warmup"][r])
         n_new = st["n"][u] + learning
         st["mean"][u] = np.where(
             learning, st["mean"][u] + (x - st["mean"][u]) / np.maximum(n_new, 1), st["mean"][u]
         )
         st["n"][u] = n_new
-        ready = fixed | (n_new >= p["warmup"][u])
+        ready = fixed | (n_new >= p["warmup"][r])
         scored = usable & ready & ~learning
-        ref = np.where(fixed, p["reference"][u], st["mean"][u])
-        s = np.where(scored, np.maximum(0.0, st["s"][u] + sign * (x - ref) - p["slack"][u]), st["s"][u])
+        ref = np.where(fixed, p["reference"][r], st["mean"][u])
+        s = np.where(scored, np.maximum(0.0, st["s"][u] + sign * (x - ref) - p["slack"][r]), st["s"][u])
         st["s"][u] = s
-        return scored & (s >= p["limit"][u]), scored & (s <= 0.0), s
+        return scored & (s >= p["limit"][r]), scored & (s <= 0.0), s
 
     def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
         """After warm-up, S_k = max(0, V_k) where V is a running sum that restarts at 0 after each
@@ -66,19 +67,20 @@ class Drift(SequentialDetector):
         """
         st, p = self.state, self.params
         u, x = runs.unit, runs.x
-        sign = p["sign"][u][:, None]
-        usable = runs.valid & (x * sign < p["ignore_beyond"][u][:, None] * sign)
-        fixed = np.isfinite(p["reference"][u])
+        r = self.rows(u)
+        sign = p["sign"][r][:, None]
+        usable = runs.valid & (x * sign < p["ignore_beyond"][r][:, None] * sign)
+        fixed = np.isfinite(p["reference"][r])
         n = st["n"][u]
-        if (usable.any(axis=1) & ~fixed & (n < p["warmup"][u])).any():
+        if (usable.any(axis=1) & ~fixed & (n < p["warmup"][r])).any():
             return None
-        scored = usable & (fixed | (n >= p["warmup"][u]))[:, None]
-        ref = np.where(fixed, p["reference"][u], st["mean"][u])[:, None]
+        scored = usable & (fixed | (n >= p["warmup"][r]))[:, None]
+        ref = np.where(fixed, p["reference"][r], st["mean"][u])[:, None]
         s0 = st["s"][u]
         if not (s0 >= 0).all():
             return None
         rise = np.where(scored, sign * (x - ref), 0.0)
-        slack = np.where(scored, p["slack"][u][:, None], 0.0)
+        slack = np.where(scored, p["slack"][r][:, None], 0.0)
         c = np.cumsum(np.concatenate([s0[:, None], rise - slack], axis=1), axis=1)
         low = np.minimum.accumulate(np.minimum(c, 0.0), axis=1)  # min(0, min C) before each reading
         restart = c[:, 1:] <= low[:, :-1]  # S = 0 after this reading
@@ -93,7 +95,7 @@ class Drift(SequentialDetector):
             return None
         s = np.zeros(x.shape)
         s[rr, cc] = np.maximum(0.0, v)
-        limit = p["limit"][u][:, None]
+        limit = p["limit"][r][:, None]
         st["s"][u] = s[np.arange(u.size), runs.last]
         return scored & (s >= limit), scored & (s <= 0.0), s
 
@@ -118,6 +120,6 @@ class Drift(SequentialDetector):
         def incident(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
             t, x = normal(rounds, rng)
             ramp = np.maximum(np.arange(rounds) - rounds // 4, 0)[:, None] * 0.004
-            return t, x + ramp * bank.params["sign"]
+            return t, x + ramp * bank.unit_params("sign")
 
         return Example(bank, normal, incident)

@@ -38,7 +38,8 @@ class OutOfRange(SequentialDetector):
         return {"active": np.zeros(n, dtype=bool)}
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
-        outside = (x < self.params["lo"][u]) | (x > self.params["hi"][u])
+        r = self.rows(u)
+        outside = (x < self.params["lo"][r]) | (x > self.params["hi"][r])
         return outside, ~outside, x
 
     def scan(self, runs: Runs) -> tuple[Bool, Bool, F64]:
@@ -83,17 +84,19 @@ class Stuck(SequentialDetector):
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
-        moved = ~(np.abs(x - st["anchor_x"][u]) <= p["tolerance"][u])  # NaN anchor: moved
+        r = self.rows(u)
+        moved = ~(np.abs(x - st["anchor_x"][u]) <= p["tolerance"][r])  # NaN anchor: moved
         st["anchor_x"][u] = np.where(moved, x, st["anchor_x"][u])
         st["anchor_t"][u] = np.where(moved, t, st["anchor_t"][u])
         still_for = t - st["anchor_t"][u]
-        return ~moved & (still_for >= p["stuck_s"][u]), moved, still_for
+        return ~moved & (still_for >= p["stuck_s"][r]), moved, still_for
 
     def scan(self, runs: Runs) -> tuple[Bool, Bool, F64] | None:
         st, p = self.state, self.params
         u, t, x = runs.unit, runs.t, runs.x
+        r = self.rows(u)
         m, width = x.shape
-        tol = p["tolerance"][u][:, None]
+        tol = p["tolerance"][r][:, None]
         anchor_x, anchor_t = st["anchor_x"][u], st["anchor_t"][u]
         cols = np.arange(width)
         # The anchor a reading is compared with is the newest earlier reading that moved. Guess that
@@ -120,7 +123,7 @@ class Stuck(SequentialDetector):
         rows = np.flatnonzero(end >= 0)
         st["anchor_x"][u[rows]] = x[rows, end[rows]]
         st["anchor_t"][u[rows]] = t[rows, end[rows]]
-        return ~moved & (still_for >= p["stuck_s"][u][:, None]), moved, still_for
+        return ~moved & (still_for >= p["stuck_s"][r][:, None]), moved, still_for
 
     @classmethod
     def example(cls) -> Example:
@@ -158,7 +161,7 @@ class Jump(SequentialDetector):
         st = self.state
         change = np.abs(x - st["prev_x"][u])
         known = np.isfinite(change)
-        jump = known & (change > self.params["max_jump"][u])
+        jump = known & (change > self.params["max_jump"][self.rows(u)])
         st["prev_x"][u] = x
         return jump, known & ~jump, np.where(known, change, 0.0)
 
@@ -206,9 +209,10 @@ class Noisy(SequentialDetector):
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
+        r = self.rows(u)
         d = x - st["prev_x"][u]
         known = np.isfinite(d)
-        a = p["alpha"][u]
+        a = p["alpha"][r]
         count = st["n"][u] + known
         w = np.maximum(a, 1.0 / np.maximum(count, 1))
         st["msd"][u] = np.where(known, (1 - w) * st["msd"][u] + w * np.where(known, d * d, 0.0), st["msd"][u])
@@ -216,7 +220,7 @@ class Noisy(SequentialDetector):
         st["prev_x"][u] = x
         rms = np.sqrt(st["msd"][u])
         warm = count >= np.ceil(1.0 / a)
-        return warm & (rms > p["max_noise"][u]), warm & (rms < 0.8 * p["max_noise"][u]), rms
+        return warm & (rms > p["max_noise"][r]), warm & (rms < 0.8 * p["max_noise"][r]), rms
 
     @classmethod
     def example(cls) -> Example:

@@ -83,8 +83,6 @@ class LivenessWatch:
         self.limit = index.heartbeat_s * index.offline_after
         self.quiet_after = np.minimum(self.limit, index.heartbeat_s * self.policy.quiet_heartbeats)
         self.hold_for = index.heartbeat_s * self.policy.hold_heartbeats
-        self.category = [p.liveness.category for p in index.profiles]
-        self.basis = [p.liveness.basis for p in index.profiles]
         # Past the limit, waiting to see whether its place is out (then it joins the outage).
         self.held = np.zeros(index.n_devices, dtype=bool)
         self.held_since = np.zeros(index.n_devices, dtype=np.float64)
@@ -95,7 +93,7 @@ class LivenessWatch:
         codes = []
         for column in [*self._place_paths(), self._gateway_paths()]:
             table = Values()
-            codes.append(table.encode(column, index.n_devices).astype(np.int64))
+            codes.append(table.encode(column, index.n_devices).astype(np.int32))  # fewer places than 2**31
             self.paths.append(table.items)
         self.code = codes
         self.size = [np.bincount(c, minlength=len(p)) for c, p in zip(codes, self.paths, strict=True)]
@@ -132,7 +130,7 @@ class LivenessWatch:
             for site, g in zip(index.sites, index.gateways, strict=True)
         ]
 
-    def _gateway_places(self, code: npt.NDArray[np.int64]) -> list[str]:
+    def _gateway_places(self, code: npt.NDArray[np.int32]) -> list[str]:
         """Per gateway, the deepest place holding all its devices (where its outage is shown)."""
         common: dict[int, list[str]] = {}
         # The group of devices with no gateway known is never an outage.
@@ -369,7 +367,7 @@ class LivenessWatch:
             device_id=self.index.device_ids[dev],
             alarm_type=OFFLINE,
             kind=kind,
-            category=self.category[dev],
+            category=self.index.profiles[dev].liveness.category,
             ts=ts,
             value=round(silent_for, 1) if kind is DetectorEventKind.RAISE else None,
             detail=(
@@ -377,7 +375,7 @@ class LivenessWatch:
                 if kind is DetectorEventKind.RAISE
                 else "reporting again"
             ),
-            basis=self.basis[dev],
+            basis=self.index.profiles[dev].liveness.basis,
         )
 
     def restore_offline(self, device_ids: set[str]) -> None:

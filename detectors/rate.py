@@ -45,19 +45,20 @@ class RateOfRise(SequentialDetector):
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
+        r = self.rows(u)
         k = st["ring_t"].shape[1]
-        cap = p["capacity"][u]
+        cap = p["capacity"][r]
         head = st["head"][u]
         st["ring_t"][u, head] = t
         st["ring_x"][u, head] = x
         st["head"][u] = (head + 1) % cap
         rt = st["ring_t"][u]
         rx = st["ring_x"][u]
-        window = p["window_s"][u]
+        window = p["window_s"][r]
         used = (rt >= (t - window)[:, None]) & (np.arange(k) < cap[:, None])
         t_old = np.where(used, rt, np.inf).min(axis=1)
         span = t - t_old
-        enough = span >= p["min_span"][u] * window
+        enough = span >= p["min_span"][r] * window
         oldest = np.where(used, rt, np.inf).argmin(axis=1)
         two_point = (x - rx[np.arange(u.size), oldest]) / np.where(span > 0, span, 1.0)
         # Least squares over the used readings, centred on their mean time to stay well conditioned.
@@ -69,9 +70,9 @@ class RateOfRise(SequentialDetector):
         sxx = (dt * dt).sum(axis=1)
         sxy = (dt * np.where(used, rx - mx[:, None], 0.0)).sum(axis=1)
         ls = sxy / np.where(sxx > 0, sxx, 1.0)
-        rate = np.where(p["estimator"][u] == LEAST_SQUARES, ls, two_point) * 60.0
+        rate = np.where(p["estimator"][r] == LEAST_SQUARES, ls, two_point) * 60.0
         rate = np.where(enough, rate, 0.0)
-        return rate >= p["per_min"][u], rate < p["clear_per_min"][u], rate
+        return rate >= p["per_min"][r], rate < p["clear_per_min"][r], rate
 
     @classmethod
     def example(cls) -> Example:

@@ -36,11 +36,12 @@ class Step(SequentialDetector):
 
     def step(self, u: I64, t: F64, x: F64) -> tuple[Bool, Bool, F64]:
         st, p = self.state, self.params
-        sign = p["sign"][u]
+        r = self.rows(u)
+        sign = p["sign"][r]
         change = (x - st["prev_x"][u]) * sign
-        is_step = (change >= p["delta"][u]) & (t - st["prev_t"][u] <= p["max_gap_s"][u])
+        is_step = (change >= p["delta"][r]) & (t - st["prev_t"][u] <= p["max_gap_s"][r])
         st["ref"][u] = np.where(is_step, st["prev_x"][u], st["ref"][u])
-        recovered = (x - st["ref"][u]) * sign <= p["recover"][u]
+        recovered = (x - st["ref"][u]) * sign <= p["recover"][r]
         st["prev_t"][u] = t
         st["prev_x"][u] = x
         return is_step, recovered & ~is_step, np.where(is_step, change, x)
@@ -59,6 +60,6 @@ class Step(SequentialDetector):
         def incident(rounds: int, rng: np.random.Generator) -> tuple[F64, F64]:
             t, x = normal(rounds, rng)
             after = np.arange(rounds)[:, None] >= rounds // 2
-            return t, x + after * bank.params["sign"] * 0.3
+            return t, x + after * bank.unit_params("sign") * 0.3
 
         return Example(bank, normal, incident)

@@ -46,10 +46,11 @@ class Threshold(Detector):
         order = np.argsort(unit, kind="stable")  # by unit, arrival order kept within a unit
         unit, j = unit[order], j[order]
         p, st = self.params, self.state
+        r = self.rows(unit)
         ts = samples.ts[j]
-        x = samples.value[j] * p["sign"][unit]
-        over = x >= p["at"][unit] * p["sign"][unit]
-        below_clear = x < p["clear"][unit] * p["sign"][unit]
+        x = samples.value[j] * p["sign"][r]
+        over = x >= p["at"][r] * p["sign"][r]
+        below_clear = x < p["clear"][r] * p["sign"][r]
 
         new, start = group_starts(unit)
         n = unit.size
@@ -62,7 +63,7 @@ class Threshold(Detector):
         carry_n = np.where(carried, st["run_n"][unit], 0)
         run_n = np.where(over, idx - run_start + 1 + carry_n, 0)
         t0 = np.where(carried & (carry_n > 0), st["run_t0"][unit], ts[np.minimum(run_start, n - 1)])
-        qualifies = over & (run_n >= p["repeat"][unit]) & (ts - t0 >= p["for_s"][unit])
+        qualifies = over & (run_n >= p["repeat"][r]) & (ts - t0 >= p["for_s"][r])
 
         code = np.where(qualifies, 1, np.where(below_clear, 0, -1)).astype(np.int8)
         last = np.maximum.accumulate(np.where(code >= 0, idx, -1))
@@ -85,16 +86,17 @@ class Threshold(Detector):
     def _one_each(self, unit: I64, j: I64, samples: Samples) -> Hits:
         """The live case, at most one reading per unit in the batch: no ordering, no forward fill."""
         p, st = self.params, self.state
+        r = self.rows(unit)
         ts = samples.ts[j]
-        sign = p["sign"][unit]
+        sign = p["sign"][r]
         x = samples.value[j] * sign
-        over = x >= p["at"][unit] * sign
+        over = x >= p["at"][r] * sign
         carry = st["run_n"][unit]
         run_n = np.where(over, carry + 1, 0)
         t0 = np.where(carry > 0, st["run_t0"][unit], ts)
-        qualifies = over & (run_n >= p["repeat"][unit]) & (ts - t0 >= p["for_s"][unit])
+        qualifies = over & (run_n >= p["repeat"][r]) & (ts - t0 >= p["for_s"][r])
         before = st["active"][unit]
-        after = np.where(qualifies, True, np.where(x < p["clear"][unit] * sign, False, before))
+        after = np.where(qualifies, True, np.where(x < p["clear"][r] * sign, False, before))
         st["active"][unit] = after
         st["run_n"][unit] = run_n
         st["run_t0"][unit] = t0

@@ -40,7 +40,7 @@ def test_units_are_in_device_order_and_in_profile_order_within_a_device() -> Non
     for u, info in enumerate(threshold.info):
         assert info.channel is not None
         assert threshold.detector.unit_slot[u] == index.slot(info.device_id, info.channel)
-    at = dict(zip(keys, threshold.detector.params["at"].tolist(), strict=True))
+    at = dict(zip(keys, threshold.detector.unit_params("at").tolist(), strict=True))
     assert at[("smk-2-1", "smoke.alarm")] == 0.15
     assert at[("smk-1-15", "pressure.low")] == 0.10
     assert threshold.info[2] == UnitInfo(
@@ -58,6 +58,19 @@ def test_units_are_in_device_order_and_in_profile_order_within_a_device() -> Non
         d for d in index.device_ids if d.startswith("smk-") and d != "smk-1-15"
     ]
     assert battery.detector.unit_slot.tolist() == [index.dev_of[i.device_id] for i in battery.info]
+
+
+def test_units_of_one_profile_entry_share_one_parameter_row() -> None:
+    banks = {b.name: b for b in compile_banks(mixed_index())}
+    threshold = banks["threshold"].detector
+    # Two smoke levels and one pressure level: three rows for ten units, each row a distinct entry.
+    assert threshold.params["at"].size == 3
+    rows = {(i.alarm_type, int(threshold.row[u])) for u, i in enumerate(banks["threshold"].info)}
+    assert len(rows) == 3
+    assert len({r for _, r in rows}) == 3
+    # A parameter keeps the type the profile gives it: a repeat count is an integer, as per unit before.
+    assert threshold.params["repeat"].dtype == threshold.unit_params("repeat").dtype
+    assert threshold.params["repeat"].dtype.kind == "i"
 
 
 def test_the_engine_finds_a_unit_by_device_and_alarm_type() -> None:
