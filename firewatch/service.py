@@ -221,10 +221,7 @@ class Service:
             self._prepare_accounts()
         self.phases.lap("accounts")
         self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
-        self.telemetry.bind(
-            (self.index.device_ids[int(d)], c)
-            for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
-        )
+        self.telemetry.bind_columns(self.index.device_ids, self.index.slot_device, self.index.slot_channel)
         self.phases.lap("bind telemetry series")
         # Staged telemetry batches become per-series chunks in a process of its own (off the GIL).
         self.compactor = Compactor(

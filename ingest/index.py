@@ -6,14 +6,14 @@ by device index. A device's slots are contiguous: ``slot_base[dev] + channel_off
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from core.registry import ByDeviceId, Device, Location, Registry
+from core.registry import ByDeviceId, Device, Location, Place, Registry
 from device_profiles.schema import Profile
 
 
@@ -39,7 +39,7 @@ class DeviceIndex:
     slot_hi: npt.NDArray[np.float64]
     heartbeat_s: npt.NDArray[np.float64]  # per device
     offline_after: npt.NDArray[np.float64]  # per device, multiples of heartbeat
-    place_names: dict[str, str]  # place path -> display name
+    place_names: Mapping[str, str]  # place path -> display name (looked up in the registry)
 
     def place_label(self, path: str) -> str:
         """'住院楼 3F 东区 305病房' for a place path, from the registry's names (site omitted)."""
@@ -92,30 +92,53 @@ class DeviceIndex:
         slot_device = np.repeat(np.arange(n, dtype=np.int32), counts)
         # A slot's channel among all profiles' channels: its device's profile's first, plus its offset.
         channel = first[which][slot_device] + (np.arange(len(slot_device)) - slot_base[slot_device])
-        places: list[str] = [items[c] for c in columns.place[rows].tolist()]
-        site_of = {p: p.split("/", 1)[0] for p in set(places)}
+        # Place and site per distinct place (about one room per device), spread to devices in C.
+        distinct, place_at = np.unique(columns.place[rows], return_inverse=True)
+        place_text: list[str] = [items[c] for c in distinct.tolist()]
+        site_text = [p.split("/", 1)[0] for p in place_text]
+        place_at_list = place_at.tolist()
         all_names = [name for ns in names for name in ns]
-        dev_profiles = [table[w] for w in which.tolist()]
+        which_list = which.tolist()
         offsets = [{name: i for i, name in enumerate(ns)} for ns in names]
         return cls(
             device_ids=device_ids,
             dev_of=dict(zip(device_ids, range(n), strict=True)),
             devices=ByIndex(registry.devices, rows),
-            profiles=dev_profiles,
+            profiles=list(map(table.__getitem__, which_list)),
             locations=ByIndex(registry.locations, rows),
-            sites=[site_of[p] for p in places],
-            places=places,
-            gateways=[items[c] for c in columns.gateway[rows].tolist()],
-            channel_offsets=[offsets[w] for w in which.tolist()],
+            sites=list(map(site_text.__getitem__, place_at_list)),
+            places=list(map(place_text.__getitem__, place_at_list)),
+            gateways=list(map(items.__getitem__, columns.gateway[rows].tolist())),
+            channel_offsets=list(map(offsets.__getitem__, which_list)),
             slot_base=slot_base,
             slot_device=slot_device,
-            slot_channel=[all_names[c] for c in channel.tolist()],
+            slot_channel=list(map(all_names.__getitem__, channel.tolist())),
             slot_lo=np.array([c.range[0] for cs in channels for c in cs], dtype=np.float64)[channel],
             slot_hi=np.array([c.range[1] for cs in channels for c in cs], dtype=np.float64)[channel],
             heartbeat_s=np.array([p.liveness.heartbeat_s for p in table], dtype=np.float64)[which],
             offline_after=np.array([p.liveness.offline_after for p in table], dtype=np.float64)[which],
-            place_names={path: place.name for path, place in registry.places.items()},
+            place_names=PlaceNames(registry.places),
         )
+
+
+class PlaceNames(Mapping[str, str]):
+    """Display names by place path, read from the registry's places when asked: a copy made at
+    start went over every place (about one room per device: 1.0 s of a million-device start)."""
+
+    def __init__(self, places: Mapping[str, Place]) -> None:
+        self._places = places
+
+    def __getitem__(self, path: str) -> str:
+        return self._places[path].name
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._places
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._places)
+
+    def __len__(self) -> int:
+        return len(self._places)
 
 
 V = TypeVar("V")

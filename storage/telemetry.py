@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,10 +199,8 @@ class TelemetryStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM temp.bind_keys")
-                db.executemany(
-                    "INSERT INTO temp.bind_keys VALUES (?, ?, ?)",
-                    ((slot, d, c) for slot, (d, c) in enumerate(slots)),
-                )
+                # The slot is the rowid, counted from 1 in insertion order in the emptied table.
+                db.executemany("INSERT INTO temp.bind_keys(device_id, channel) VALUES (?, ?)", slots)
                 # New series get ids in slot order (the first of equal keys counts), as before.
                 db.execute(
                     "INSERT OR IGNORE INTO series(device_id, channel) "
@@ -219,6 +217,41 @@ class TelemetryStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def bind_columns(
+        self, device_ids: Sequence[str], device: npt.NDArray[np.integer], channel: Sequence[str]
+    ) -> None:
+        """`bind` for slots given as columns: slot i is (device_ids[device[i]], channel[i]).
+
+        A store without series yet (the first start) takes the keys as its series directly, in slot
+        order, so their ids are 1..n: no pass through the temporary table and no join (at a million
+        devices, two million series, that was 4.8 s of 52 s to ingesting). Otherwise, or if two
+        slots have the same key, as `bind`."""
+
+        def keys() -> Iterable[tuple[str, str]]:  # made in C, one tuple at a time
+            return zip(map(device_ids.__getitem__, device.tolist()), channel, strict=True)
+
+        n = len(channel)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = db.execute("SELECT 1 FROM series LIMIT 1").fetchone() is None
+                if fresh:
+                    db.executemany("INSERT INTO series(device_id, channel) VALUES (?, ?)", keys())
+                    fresh = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()[0] == n
+            except sqlite3.IntegrityError:  # two slots of one key: `bind` gives both the first's id
+                fresh = False
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if not fresh:
+                db.execute("ROLLBACK")
+            else:
+                db.execute("COMMIT")
+                self.slot_series = np.arange(1, n + 1, dtype=np.int64)
+                return
+        self.bind(keys())
 
     # --- writing -----------------------------------------------------------------------------------
     def _stage(

@@ -245,3 +245,42 @@ def test_history_reads_a_series_of_an_earlier_run_that_this_run_has_not_bound(tm
     np.testing.assert_array_equal(reopened.history("smk-0", "smoke", 0, 2e9).ts, expected_ts(0, 2))
     assert reopened.history("smk-0", "temp", 0, 2e9).ts.size == 0  # never stored: empty
     reopened.close()
+
+
+def test_binding_columns_gives_the_ids_binding_keys_gives_on_a_new_and_on_an_existing_store(
+    tmp_path: Path,
+) -> None:
+    """`bind_columns` takes a new store's keys as its series directly (ids 1..n in slot order); on
+    a store with series, or with a key twice, it is `bind`: the same ids either way."""
+    device_ids = ["smk-b", "smk-a", "prs-1"]
+    device = np.array([0, 0, 1, 2, 1], dtype=np.int32)
+    channel = ["smoke", "temp", "smoke", "pressure", "temp"]
+    keys = [(device_ids[d], c) for d, c in zip(device.tolist(), channel, strict=True)]
+
+    by_keys = TelemetryStore(tmp_path / "keys.sqlite")
+    by_keys.bind(keys)
+    by_columns = TelemetryStore(tmp_path / "columns.sqlite")
+    by_columns.bind_columns(device_ids, device, channel)
+    assert by_columns.slot_series.tolist() == by_keys.slot_series.tolist() == [1, 2, 3, 4, 5]
+    write = np.array([0, 3], dtype=np.int32), np.array([1e9, 1e9]), np.array([0.5, 0.2])
+    by_columns.write(*write, [])
+    np.testing.assert_array_equal(by_columns.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+
+    # A registry change on the existing store: slots reordered, one series new, one gone.
+    changed_ids = ["prs-1", "smk-a", "smk-c"]
+    changed_device = np.array([0, 1, 1, 2], dtype=np.int32)
+    changed_channel = ["pressure", "smoke", "temp", "smoke"]
+    changed_keys = [
+        (changed_ids[d], c) for d, c in zip(changed_device.tolist(), changed_channel, strict=True)
+    ]
+    by_keys.bind(changed_keys)
+    by_columns.bind_columns(changed_ids, changed_device, changed_channel)
+    assert by_columns.slot_series.tolist() == by_keys.slot_series.tolist() == [4, 3, 5, 6]
+    np.testing.assert_array_equal(by_columns.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+
+    # A key twice (not made by an index, but allowed): both slots get the first's series.
+    twice = TelemetryStore(tmp_path / "twice.sqlite")
+    twice.bind_columns(["smk-a"], np.array([0, 0, 0], dtype=np.int32), ["smoke", "temp", "smoke"])
+    assert twice.slot_series.tolist() == [1, 2, 1]
+    for store in (by_keys, by_columns, twice):
+        store.close()
