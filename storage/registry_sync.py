@@ -27,7 +27,7 @@ import orjson
 from sqlalchemy import Column, Table, delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.registry import Location, Registry, location_of
+from core.registry import Registry, location_of
 from device_profiles.schema import Profile
 from storage.db import IMMEDIATE
 from storage.models import DeviceRow, DiscoveredDeviceRow, PlaceRow, RegistryMirrorRow
@@ -94,7 +94,6 @@ class DeviceRows:
         self.kind = [profiles[p].kind.value for p in self.profile[0]]
         self.system = [profiles[p].system.value for p in self.profile[0]]
         self.place = coded(columns.place, same)
-        self.location: list[Location] = [location_of(p) for p in self.place[0]]
         self.department = coded(registry.devices.department, same)
         self.responsible = coded(columns.responsible, same)
         self.installed = coded(columns.installed, lambda d: d.isoformat() if d else None)
@@ -111,7 +110,10 @@ class DeviceRows:
             return list(map(values.__getitem__, inverse[start:stop].tolist()))
 
         profile_at = self.profile[1][start:stop].tolist()
-        locations = list(map(self.location.__getitem__, self.place[1][start:stop].tolist()))
+        places = column(self.place)
+        # Split per chunk, not kept per distinct place: a `Location` for each of a million rooms
+        # would hold about 300 MB while the service ingests beside this sync.
+        locations = list(map(location_of, places))
         return list(
             zip(
                 self.ids[start:stop],
@@ -123,7 +125,7 @@ class DeviceRows:
                 (loc.floor for loc in locations),
                 (loc.zone for loc in locations),
                 (loc.room for loc in locations),
-                column(self.place),
+                places,
                 self.names[start:stop],
                 column(self.department),
                 column(self.responsible),
