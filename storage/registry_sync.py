@@ -290,15 +290,17 @@ class _Writer:
     def stopped(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
-    def transaction(self, work: Callable[[Session], object]) -> None:
+    def transaction(self, work: Callable[[Session], object]) -> bool:
+        """Run `work` in a write transaction, unless stopped; then pause. False: stopped, not run."""
         if self.stopped():
-            return
+            return False
         began = time.perf_counter()
         with self.sessions.begin() as s:
             s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
             work(s)
         if self._pause > 0 and self._stop is not None:
             self._stop.wait(self._pause * (time.perf_counter() - began))
+        return True
 
     def replace(
         self, table: Table, key: Column[str], columns: Sequence[str], stale: list[str], fresh: list[Row]
@@ -313,8 +315,7 @@ class _Writer:
             if params:
                 s.execute(insert(table), params)
 
-        self.transaction(work)
-        if not self.stopped():
+        if self.transaction(work):
             self.written += len(fresh)
             self.deleted += len(stale)
 
