@@ -221,7 +221,8 @@ class Service:
             self._prepare_accounts()
         self.phases.lap("accounts")
         self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
-        self.telemetry.bind_columns(self.index.device_ids, self.index.slot_device, self.index.slot_channel)
+        # Slots are laid out device by device, each device's channels in its profile's order.
+        self.telemetry.bind_devices(self.index.device_ids, self.index.channel_offsets)
         self.phases.lap("bind telemetry series")
         # Staged telemetry batches become per-series chunks in a process of its own (off the GIL).
         self.compactor = Compactor(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import TypeVar, overload
 
 import numpy as np
@@ -94,8 +96,8 @@ class DeviceIndex:
         channel = first[which][slot_device] + (np.arange(len(slot_device)) - slot_base[slot_device])
         # Place and site per distinct place (about one room per device), spread to devices in C.
         distinct, place_at = np.unique(columns.place[rows], return_inverse=True)
-        place_text: list[str] = [items[c] for c in distinct.tolist()]
-        site_text = [p.split("/", 1)[0] for p in place_text]
+        place_text: list[str] = list(map(items.__getitem__, distinct.tolist()))
+        site_text = list(map(itemgetter(0), map(str.partition, place_text, repeat("/"))))
         place_at_list = place_at.tolist()
         all_names = [name for ns in names for name in ns]
         which_list = which.tolist()

@@ -247,40 +247,37 @@ def test_history_reads_a_series_of_an_earlier_run_that_this_run_has_not_bound(tm
     reopened.close()
 
 
-def test_binding_columns_gives_the_ids_binding_keys_gives_on_a_new_and_on_an_existing_store(
+def test_binding_device_by_device_gives_the_ids_binding_keys_gives_on_a_new_and_on_an_existing_store(
     tmp_path: Path,
 ) -> None:
-    """`bind_columns` takes a new store's keys as its series directly (ids 1..n in slot order); on
-    a store with series, or with a key twice, it is `bind`: the same ids either way."""
+    """`bind_devices` (each device's channels, in order) numbers a new store's series 1..n in slot
+    order and, on a store with series, finds theirs: the same ids as `bind` of the same keys."""
+    smoke, pressure = ["smoke", "temp"], ["pressure"]
     device_ids = ["smk-b", "smk-a", "prs-1"]
-    device = np.array([0, 0, 1, 2, 1], dtype=np.int32)
-    channel = ["smoke", "temp", "smoke", "pressure", "temp"]
-    keys = [(device_ids[d], c) for d, c in zip(device.tolist(), channel, strict=True)]
+    channels = [smoke, smoke, pressure]  # devices of one profile share its list
+    keys = [(d, c) for d, chans in zip(device_ids, channels, strict=True) for c in chans]
 
     by_keys = TelemetryStore(tmp_path / "keys.sqlite")
     by_keys.bind(keys)
-    by_columns = TelemetryStore(tmp_path / "columns.sqlite")
-    by_columns.bind_columns(device_ids, device, channel)
-    assert by_columns.slot_series.tolist() == by_keys.slot_series.tolist() == [1, 2, 3, 4, 5]
-    write = np.array([0, 3], dtype=np.int32), np.array([1e9, 1e9]), np.array([0.5, 0.2])
-    by_columns.write(*write, [])
-    np.testing.assert_array_equal(by_columns.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+    by_devices = TelemetryStore(tmp_path / "devices.sqlite")
+    by_devices.bind_devices(device_ids, channels)
+    assert by_devices.slot_series.tolist() == by_keys.slot_series.tolist() == [1, 2, 3, 4, 5]
+    by_devices.write(np.array([0, 4], dtype=np.int32), np.array([1e9, 1e9]), np.array([0.5, 0.2]), [])
+    np.testing.assert_array_equal(by_devices.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+    np.testing.assert_array_equal(by_devices.history("smk-b", "smoke", 0, 2e9).value, [0.5])
 
-    # A registry change on the existing store: slots reordered, one series new, one gone.
+    # A registry change on the existing store: devices reordered, one new, one gone, a new channel.
     changed_ids = ["prs-1", "smk-a", "smk-c"]
-    changed_device = np.array([0, 1, 1, 2], dtype=np.int32)
-    changed_channel = ["pressure", "smoke", "temp", "smoke"]
-    changed_keys = [
-        (changed_ids[d], c) for d, c in zip(changed_device.tolist(), changed_channel, strict=True)
-    ]
+    changed_channels = [pressure, ["smoke", "temp", "co"], ["smoke"]]
+    changed_keys = [(d, c) for d, chans in zip(changed_ids, changed_channels, strict=True) for c in chans]
     by_keys.bind(changed_keys)
-    by_columns.bind_columns(changed_ids, changed_device, changed_channel)
-    assert by_columns.slot_series.tolist() == by_keys.slot_series.tolist() == [4, 3, 5, 6]
-    np.testing.assert_array_equal(by_columns.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+    by_devices.bind_devices(changed_ids, changed_channels)
+    assert by_devices.slot_series.tolist() == by_keys.slot_series.tolist() == [5, 3, 4, 6, 7]
+    np.testing.assert_array_equal(by_devices.history("prs-1", "pressure", 0, 2e9).value, [0.2])
 
-    # A key twice (not made by an index, but allowed): both slots get the first's series.
+    # A key twice on a new store (not made by an index, but allowed): both get the first's series.
     twice = TelemetryStore(tmp_path / "twice.sqlite")
-    twice.bind_columns(["smk-a"], np.array([0, 0, 0], dtype=np.int32), ["smoke", "temp", "smoke"])
+    twice.bind_devices(["smk-a", "smk-a"], [smoke, ["smoke"]])
     assert twice.slot_series.tolist() == [1, 2, 1]
-    for store in (by_keys, by_columns, twice):
+    for store in (by_keys, by_devices, twice):
         store.close()
