@@ -396,11 +396,18 @@ class Service:
         """What start-up does with the state store, once it answers after starting without it
         (blocking; raises while it still cannot be reached). The journal is recorded after it."""
         migrate(self.db)
-        if len(self.registry.row_of) <= MIRROR_AT_START_MAX:  # else the background sync retries
+        small = len(self.registry.row_of) <= MIRROR_AT_START_MAX
+        if small:  # else the background sync, retrying, writes it once `store_error` is cleared
             self._sync_mirror()
         self._prepare_accounts()
         self.store_error = None
-        logger.warning("the state store answers: schema, registry mirror and accounts are set up")
+        if small:
+            logger.warning("the state store answers: schema, registry mirror and accounts are set up")
+        else:
+            logger.warning(
+                "the state store answers: schema and accounts are set up; the registry mirror is "
+                "written in the background"
+            )
 
     def _sync_mirror(self, pause: float = 0.0) -> None:
         """The first sync of the registry's mirror since start (blocking; none if a registry change
