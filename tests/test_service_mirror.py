@@ -30,6 +30,7 @@ from storage.models import DeviceRow
 from storage.registry_sync import DEVICE_COLUMNS, device_rows
 from tests.conftest import PROFILES, small_registry
 from tests.mqtt_helpers import Publisher, reading
+from tests.postgres import PrivatePostgres
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -200,3 +201,28 @@ async def test_a_registry_change_before_the_first_sync_writes_the_mirror_whole(
         assert mirrored_rows(service) == device_rows(removed, PROFILES)
     finally:
         await service.stop()
+
+
+async def test_a_large_registry_started_while_the_state_store_is_down_is_mirrored_once_it_answers(
+    large: None, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    cluster = PrivatePostgres().start()
+    registry = small_registry()
+    try:
+        url = cluster.url(cluster.create_database())
+        cluster.halt()  # down before the service starts
+        settings = settings_for(tmp_path, mosquitto.url, registry_file(tmp_path, registry))
+        service = Service(settings.model_copy(update={"database_url": url}), profiles=PROFILES)
+        try:
+            await service.start()
+            await asyncio.wait_for(service.source.connected.wait(), 10)
+            assert service.store_error is not None
+            assert not service.mirror_synced.is_set()
+
+            cluster.resume()  # the pipeline sets the store up; the background sync then writes the mirror
+            await eventually(lambda: service.mirror_synced.is_set(), timeout=60)
+            assert mirrored_rows(service) == device_rows(registry, PROFILES)
+        finally:
+            await service.stop()
+    finally:
+        cluster.close()
