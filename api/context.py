@@ -40,6 +40,9 @@ class AppContext:
     registry: RegistryControl | None = None  # read and change the registry (api/routes/devices.py)
     unrecorded: Callable[[], list[dict[str, Any]]] | None = None  # alarms/unrecorded.py
     storage_failing: Callable[[], bool] | None = None
+    # False while the registry's first mirror into the state store is being written (a large one is
+    # written once the service ingests): the device and place lists answer 503 until then (api/deps.py).
+    mirror_ready: Callable[[], bool] | None = None
     max_body_bytes: int = 64 * 1024  # settings.api.max_body_bytes: without sign-in (api/body_limit.py)
     max_signed_in_body_bytes: int = 4 * 1024 * 1024  # settings.api.max_signed_in_body_bytes
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -53,3 +53,22 @@ PageParams = Annotated[Paging, Depends()]
 # refused as invalid (422) instead of overflowing the driver (500).
 ROW_ID_MAX = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="row id")]
+
+
+MIRROR_RETRY_AFTER_S = 5
+
+
+def registry_mirrored(ctx: Ctx) -> None:
+    """For what reads the registry's devices and places from the state store: a 503 with Retry-After
+    while a large registry's first mirror is still being written after start (alarms, tickets and
+    the live streams do not wait for it; firewatch.service.Service)."""
+    if ctx.mirror_ready is not None and not ctx.mirror_ready():
+        raise HTTPException(
+            503,
+            "the registry's devices and places are still being written to the state store after start; "
+            "retry shortly (alarms are detected and recorded meanwhile)",
+            headers={"Retry-After": str(MIRROR_RETRY_AFTER_S)},
+        )
+
+
+MIRRORED = Depends(registry_mirrored)

@@ -55,7 +55,7 @@ from storage.influx import InfluxSink, SinkStatus
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.influx_worker import DRAIN_S
 from storage.models import AlarmRow
-from storage.registry_sync import sync_registry
+from storage.registry_sync import Synced, sync_registry
 from storage.rejects import RejectStore
 from storage.telemetry import TelemetryStore
 from tickets.service import TicketService
@@ -70,6 +70,15 @@ DEMO_REGISTRY = DEMO_HOSPITAL
 STOP_BUDGET_S = 10.0
 TASKS_STOP_S = 4.0
 STEP_FLOOR_S = 0.5
+
+# The registry's mirror in the state store (device and place lists, dashboards) is written before
+# start-up ends up to this many devices (well under a second); a larger registry's first sync runs
+# in the background once the service ingests: nothing on the alarm path reads the mirror, and at
+# a million devices writing it took 20 s of a 52 s start (docs/benchmarks.md, "Registry at scale").
+MIRROR_AT_START_MAX = 20_000
+MIRROR_WAIT_S = 10.0  # the background sync waits this long at most for the broker before it starts
+MIRROR_PAUSE = 1.0  # between its transactions it waits as long as the last took: half the writer's time
+MIRROR_RETRY_S = 5.0  # after a failed background sync
 
 # Integrations read every alarm transition on `{prefix}/{site}/alarms` and every incident step (but
 # one more detector joining) on `{prefix}/{site}/incidents`, none delayed.
@@ -190,7 +199,14 @@ class Service:
             self.sessions = sessionmaker(self.db, expire_on_commit=False)
         else:
             self.phases.lap("open state store")
-            sync_registry(self.sessions, self.registry, self.profiles)
+        self._registry_lock = threading.Lock()  # registry changes and mirror syncs: one at a time
+        self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
+        self.mirror_synced = threading.Event()  # the mirror has held the registry since start
+        self.mirror: Synced | None = None  # what the first sync since start did
+        self._mirror_stop = threading.Event()
+        self._mirror_task: asyncio.Task[None] | None = None
+        if self.store_error is None and len(self.registry.row_of) <= MIRROR_AT_START_MAX:
+            self._sync_mirror()
             self.phases.lap("sync registry mirror")
         self.accounts = AccountService(
             self.sessions,
@@ -205,10 +221,8 @@ class Service:
             self._prepare_accounts()
         self.phases.lap("accounts")
         self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
-        self.telemetry.bind(
-            (self.index.device_ids[int(d)], c)
-            for d, c in zip(self.index.slot_device.tolist(), self.index.slot_channel, strict=True)
-        )
+        # Slots are laid out device by device, each device's channels in its profile's order.
+        self.telemetry.bind_devices(self.index.device_ids, self.index.channel_offsets)
         self.phases.lap("bind telemetry series")
         # Staged telemetry batches become per-series chunks in a process of its own (off the GIL).
         self.compactor = Compactor(
@@ -345,9 +359,7 @@ class Service:
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
-        self._registry_lock = threading.Lock()  # registry changes: one at a time
         self._probe = DaemonWorker("store-probe")
-        self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
         self.phases.lap("the rest")
         logger.info("start-up took %.1f s: %s", self.phases.total, self.phases.summary())
 
@@ -384,10 +396,56 @@ class Service:
         """What start-up does with the state store, once it answers after starting without it
         (blocking; raises while it still cannot be reached). The journal is recorded after it."""
         migrate(self.db)
-        sync_registry(self.sessions, self.registry, self.profiles)
+        small = len(self.registry.row_of) <= MIRROR_AT_START_MAX
+        if small:  # else the background sync, retrying, writes it once `store_error` is cleared
+            self._sync_mirror()
         self._prepare_accounts()
         self.store_error = None
-        logger.warning("the state store answers: schema, registry mirror and accounts are set up")
+        if small:
+            logger.warning("the state store answers: schema, registry mirror and accounts are set up")
+        else:
+            logger.warning(
+                "the state store answers: schema and accounts are set up; the registry mirror is "
+                "written in the background"
+            )
+
+    def _sync_mirror(self, pause: float = 0.0) -> None:
+        """The first sync of the registry's mirror since start (blocking; none if a registry change
+        wrote it first). A start with the registry the mirror holds finds its fingerprint and reads
+        nothing back."""
+        with self._registry_lock:
+            if self.mirror_synced.is_set():
+                return
+            began = time.perf_counter()
+            synced = sync_registry(
+                self.sessions, self.registry, self.profiles, stop=self._mirror_stop, pause=pause
+            )
+            if not synced.complete:
+                return
+            self.mirror, self._mirror_stale = synced, False
+            self.mirror_synced.set()
+        logger.info(
+            "registry mirror %s in %.1f s (%d rows written, %d deleted)",
+            "unchanged" if synced.skipped else "synced",
+            time.perf_counter() - began,
+            synced.written,
+            synced.deleted,
+        )
+
+    async def _mirror_in_background(self) -> None:
+        """A large registry's first mirror sync, once the service ingests (or after MIRROR_WAIT_S
+        without a broker), in short transactions paced to leave the alarm path the state store;
+        retried while the store fails. Until it ends the device and place lists answer 503."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.source.connected.wait(), MIRROR_WAIT_S)
+        while not (self._mirror_stop.is_set() or self.mirror_synced.is_set()):
+            if self.store_error is None:  # else `_bring_up_store` runs first (migrations)
+                try:
+                    await asyncio.to_thread(self._sync_mirror, MIRROR_PAUSE)
+                    continue
+                except Exception:
+                    logger.exception("registry mirror sync failed; retrying in %.0f s", MIRROR_RETRY_S)
+            await asyncio.to_thread(self._mirror_stop.wait, MIRROR_RETRY_S)
 
     def _record_journal(self) -> int:
         """Record what an earlier run journaled while the state store was failing (blocking)."""
@@ -530,6 +588,9 @@ class Service:
         ]
         # Outside `_tasks`: it reports on them, readiness does not wait for it.
         self._health_task = asyncio.create_task(self._health_clock(self._stop), name="health")
+        if not self.mirror_synced.is_set():  # a large registry, or the store was down at start
+            self._mirror_stop.clear()
+            self._mirror_task = asyncio.create_task(self._mirror_in_background(), name="registry-mirror")
         # The sink's tasks stay out of `_tasks`: readiness never depends on them.
         if self.sink is not None:
             self.sink.start(self.sink.tables_for(self.index, self.pipeline.series_keys))
@@ -645,11 +706,17 @@ class Service:
             return max(STEP_FLOOR_S, min(cap, deadline - time.monotonic()))
 
         self._stop.set()
+        self._mirror_stop.set()  # a sync in progress ends after its transaction; the next start resumes
         compactor = asyncio.create_task(
             stopping.bounded("the telemetry compactor", self.compactor.stop, left())
         )
-        tasks = [*self._tasks, *self._sink_tasks, *([self._health_task] if self._health_task else [])]
-        self._tasks, self._sink_tasks, self._health_task = [], [], None
+        tasks = [
+            *self._tasks,
+            *self._sink_tasks,
+            *([self._health_task] if self._health_task else []),
+            *([self._mirror_task] if self._mirror_task else []),
+        ]
+        self._tasks, self._sink_tasks, self._health_task, self._mirror_task = [], [], None, None
         if tasks:  # they end at their next check of `_stop`; a batch being written finishes first
             wait_s = left(TASKS_STOP_S)
             _, pending = await asyncio.wait(tasks, timeout=wait_s)
@@ -752,10 +819,10 @@ class Service:
 
             self.pipeline.rebind(rebind, also=swap)
             try:
-                sync_registry(
-                    self.sessions, registry, self.profiles, previous=None if self._mirror_stale else old
-                )
+                whole = self._mirror_stale or not self.mirror_synced.is_set()
+                sync_registry(self.sessions, registry, self.profiles, previous=None if whole else old)
                 self._mirror_stale = False
+                self.mirror_synced.set()
             except Exception:
                 self._mirror_stale = True
                 raise
@@ -838,6 +905,7 @@ class Service:
             registry=self,
             unrecorded=self.pipeline.unrecorded.snapshot,
             storage_failing=lambda: self.pipeline.storage_failing_since is not None,
+            mirror_ready=self.mirror_synced.is_set,
             max_body_bytes=self.settings.api.max_body_bytes,
             max_signed_in_body_bytes=self.settings.api.max_signed_in_body_bytes,
             max_upload_bytes=self.settings.api.max_upload_bytes,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import TypeVar, overload
 
 import numpy as np
@@ -92,24 +94,27 @@ class DeviceIndex:
         slot_device = np.repeat(np.arange(n, dtype=np.int32), counts)
         # A slot's channel among all profiles' channels: its device's profile's first, plus its offset.
         channel = first[which][slot_device] + (np.arange(len(slot_device)) - slot_base[slot_device])
-        places: list[str] = [items[c] for c in columns.place[rows].tolist()]
-        site_of = {p: p.split("/", 1)[0] for p in set(places)}
+        # Place and site per distinct place (about one room per device), spread to devices in C.
+        distinct, place_at = np.unique(columns.place[rows], return_inverse=True)
+        place_text: list[str] = list(map(items.__getitem__, distinct.tolist()))
+        site_text = list(map(itemgetter(0), map(str.partition, place_text, repeat("/"))))
+        place_at_list = place_at.tolist()
         all_names = [name for ns in names for name in ns]
-        dev_profiles = [table[w] for w in which.tolist()]
+        which_list = which.tolist()
         offsets = [{name: i for i, name in enumerate(ns)} for ns in names]
         return cls(
             device_ids=device_ids,
             dev_of=dict(zip(device_ids, range(n), strict=True)),
             devices=ByIndex(registry.devices, rows),
-            profiles=dev_profiles,
+            profiles=list(map(table.__getitem__, which_list)),
             locations=ByIndex(registry.locations, rows),
-            sites=[site_of[p] for p in places],
-            places=places,
-            gateways=[items[c] for c in columns.gateway[rows].tolist()],
-            channel_offsets=[offsets[w] for w in which.tolist()],
+            sites=list(map(site_text.__getitem__, place_at_list)),
+            places=list(map(place_text.__getitem__, place_at_list)),
+            gateways=list(map(items.__getitem__, columns.gateway[rows].tolist())),
+            channel_offsets=list(map(offsets.__getitem__, which_list)),
             slot_base=slot_base,
             slot_device=slot_device,
-            slot_channel=[all_names[c] for c in channel.tolist()],
+            slot_channel=list(map(all_names.__getitem__, channel.tolist())),
             slot_lo=np.array([c.range[0] for cs in channels for c in cs], dtype=np.float64)[channel],
             slot_hi=np.array([c.range[1] for cs in channels for c in cs], dtype=np.float64)[channel],
             heartbeat_s=np.array([p.liveness.heartbeat_s for p in table], dtype=np.float64)[which],

@@ -53,6 +53,18 @@ class DeviceRow(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
+class RegistryMirrorRow(Base):
+    """The registry that `places` and `devices` hold, by fingerprint (storage/registry_sync.py): one
+    row, present only while they hold all of it."""
+
+    __tablename__ = "registry_mirror"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    devices: Mapped[int] = mapped_column(Integer)
+    places: Mapped[int] = mapped_column(Integer)
+    synced: Mapped[float] = mapped_column(Float)
+
+
 class AlarmRow(Base):
     __tablename__ = "alarms"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,10 +199,8 @@ class TelemetryStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM temp.bind_keys")
-                db.executemany(
-                    "INSERT INTO temp.bind_keys VALUES (?, ?, ?)",
-                    ((slot, d, c) for slot, (d, c) in enumerate(slots)),
-                )
+                # The slot is the rowid, counted from 1 in insertion order in the emptied table.
+                db.executemany("INSERT INTO temp.bind_keys(device_id, channel) VALUES (?, ?)", slots)
                 # New series get ids in slot order (the first of equal keys counts), as before.
                 db.execute(
                     "INSERT OR IGNORE INTO series(device_id, channel) "
@@ -215,6 +213,67 @@ class TelemetryStore:
                 )
                 self.slot_series = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64, count=n)
                 db.execute("DELETE FROM temp.bind_keys")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def bind_devices(self, device_ids: Sequence[str], channels: Sequence[Collection[str]]) -> None:
+        """`bind` for slots laid out device by device, as the index lays them out: device i's slots
+        are its `channels[i]`, in order. The same ids as `bind` of those keys.
+
+        The keys are made in SQLite from a row per device and a row per distinct channel list
+        (devices of one profile share theirs: told apart by identity, one row each), so a million
+        devices pass a million rows in, not two million keys. A store without series yet (the
+        first start) needs no join back: its new series are numbered 1..n in slot order."""
+        # Distinct lists by identity, in C (a Python loop took 0.4 s per 100,000 devices, loaded).
+        identity = np.fromiter(map(id, channels), dtype=np.uint64, count=len(channels))
+        _, first, inverse = np.unique(identity, return_index=True, return_inverse=True)
+        lists = [channels[i] for i in first.tolist()]
+        codes = inverse.reshape(-1).tolist()
+        n = int(np.array([len(c) for c in lists], dtype=np.int64)[inverse].sum())
+        with self._lock:
+            db = self._db
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS bind_devices("
+                "dev INTEGER PRIMARY KEY, device_id TEXT NOT NULL, list INTEGER NOT NULL)"
+            )
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS bind_lists("
+                "list INTEGER NOT NULL, pos INTEGER NOT NULL, channel TEXT NOT NULL, PRIMARY KEY(list, pos))"
+            )
+            keys = (
+                "SELECT d.device_id, l.channel FROM temp.bind_devices d "
+                "JOIN temp.bind_lists l ON l.list = d.list ORDER BY d.dev, l.pos"
+            )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM temp.bind_devices")
+                db.execute("DELETE FROM temp.bind_lists")
+                db.executemany(
+                    "INSERT INTO temp.bind_devices(device_id, list) VALUES (?, ?)",
+                    zip(device_ids, codes, strict=True),
+                )
+                db.executemany(
+                    "INSERT INTO temp.bind_lists VALUES (?, ?, ?)",
+                    [(code, pos, c) for code, chans in enumerate(lists) for pos, c in enumerate(chans)],
+                )
+                (first,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM series").fetchone()
+                # New series get ids in slot order (the first of equal keys counts), as `bind`.
+                added = db.execute(f"INSERT OR IGNORE INTO series(device_id, channel) {keys}").rowcount
+                if first == 1 and added == n:  # a new store, every key new: ids 1..n in slot order
+                    self.slot_series = np.arange(1, n + 1, dtype=np.int64)
+                else:
+                    cur = db.execute(
+                        "SELECT s.id FROM temp.bind_devices d JOIN temp.bind_lists l ON l.list = d.list "
+                        "JOIN series s ON s.device_id = d.device_id AND s.channel = l.channel "
+                        "ORDER BY d.dev, l.pos"
+                    )
+                    self.slot_series = np.fromiter(
+                        itertools.chain.from_iterable(cur), dtype=np.int64, count=n
+                    )
+                db.execute("DELETE FROM temp.bind_devices")
+                db.execute("DELETE FROM temp.bind_lists")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

@@ -6,6 +6,7 @@ registry writes nothing, and that a changed registry writes only the devices tha
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -14,10 +15,11 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import storage.registry_sync
 from core.registry import Device, Registry
 from storage.db import open_store
 from storage.models import DeviceRow, DiscoveredDeviceRow, PlaceRow
-from storage.registry_sync import sync_registry
+from storage.registry_sync import fingerprint, stored_fingerprint, sync_registry
 from tests.conftest import PROFILES, small_registry
 
 
@@ -166,3 +168,70 @@ def test_registered_devices_leave_the_discovered_list(sessions: sessionmaker[Ses
     sync_registry(sessions, registry, PROFILES)
     with sessions() as s:
         assert s.execute(select(DiscoveredDeviceRow.device_id)).scalars().all() == ["stranger"]
+
+
+class Reads:
+    """The SELECT statements sent to the store that read the mirror's rows."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.statements: list[str] = []
+        event.listen(sessions.kw["bind"], "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        text = " ".join(statement.split()).upper()
+        if text.startswith("SELECT") and (" FROM DEVICES" in text or " FROM PLACES" in text):
+            self.statements.append(statement)
+
+
+def test_a_restart_with_the_same_registry_reads_no_row_back(sessions: sessionmaker[Session]) -> None:
+    registry = small_registry(zones=3, smoke_per_zone=4)
+    assert sync_registry(sessions, registry, PROFILES).skipped is False
+    assert stored_fingerprint(sessions) == fingerprint(registry, PROFILES)
+    reads = Reads(sessions)
+    synced = sync_registry(sessions, small_registry(zones=3, smoke_per_zone=4), PROFILES)
+    assert synced.skipped
+    assert reads.statements == []
+
+
+def test_a_sync_stopped_half_way_leaves_no_fingerprint_and_the_next_one_completes_the_mirror(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage.registry_sync, "_CHUNK", 2)  # several transactions for a small registry
+    registry = small_registry(zones=3, smoke_per_zone=4)
+    stop = threading.Event()
+
+    def stop_after_first_devices(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DEVICES"):
+            stop.set()
+
+    event.listen(sessions.kw["bind"], "after_cursor_execute", stop_after_first_devices)
+    stopped = sync_registry(sessions, registry, PROFILES, stop=stop)
+    event.remove(sessions.kw["bind"], "after_cursor_execute", stop_after_first_devices)
+    assert not stopped.complete
+    assert stopped.written == len(registry.places) + 2  # every place, then one chunk of devices
+    assert stored_fingerprint(sessions) is None
+    assert len(devices(sessions)) == 2
+
+    resumed = sync_registry(sessions, registry, PROFILES)
+    assert resumed.complete
+    assert not resumed.skipped
+    assert resumed.written == len(registry.devices) - 2  # compared row by row: the rest written
+    assert sorted(devices(sessions)) == sorted(registry.devices)
+    assert stored_fingerprint(sessions) == fingerprint(registry, PROFILES)
+
+
+def test_a_change_while_running_stores_the_new_registry_s_fingerprint(
+    sessions: sessionmaker[Session],
+) -> None:
+    registry = small_registry(zones=3, smoke_per_zone=4)
+    sync_registry(sessions, registry, PROFILES)
+    before = devices(sessions)
+    renamed = registry.replacing_device(registry.devices["smk-2-2"].model_copy(update={"name": "护士站"}))
+    sync_registry(sessions, renamed, PROFILES, previous=registry)
+    assert stored_fingerprint(sessions) == fingerprint(renamed, PROFILES) != fingerprint(registry, PROFILES)
+    assert sync_registry(sessions, renamed, PROFILES).skipped
+    # A restart with the registry of before (a change kept in memory only) writes it back.
+    back = sync_registry(sessions, registry, PROFILES)
+    assert not back.skipped
+    assert (back.written, back.deleted) == (1, 1)
+    assert devices(sessions) == before

@@ -245,3 +245,39 @@ def test_history_reads_a_series_of_an_earlier_run_that_this_run_has_not_bound(tm
     np.testing.assert_array_equal(reopened.history("smk-0", "smoke", 0, 2e9).ts, expected_ts(0, 2))
     assert reopened.history("smk-0", "temp", 0, 2e9).ts.size == 0  # never stored: empty
     reopened.close()
+
+
+def test_binding_device_by_device_gives_the_ids_binding_keys_gives_on_a_new_and_on_an_existing_store(
+    tmp_path: Path,
+) -> None:
+    """`bind_devices` (each device's channels, in order) numbers a new store's series 1..n in slot
+    order and, on a store with series, finds theirs: the same ids as `bind` of the same keys."""
+    smoke, pressure = ["smoke", "temp"], ["pressure"]
+    device_ids = ["smk-b", "smk-a", "prs-1"]
+    channels = [smoke, smoke, pressure]  # devices of one profile share its list
+    keys = [(d, c) for d, chans in zip(device_ids, channels, strict=True) for c in chans]
+
+    by_keys = TelemetryStore(tmp_path / "keys.sqlite")
+    by_keys.bind(keys)
+    by_devices = TelemetryStore(tmp_path / "devices.sqlite")
+    by_devices.bind_devices(device_ids, channels)
+    assert by_devices.slot_series.tolist() == by_keys.slot_series.tolist() == [1, 2, 3, 4, 5]
+    by_devices.write(np.array([0, 4], dtype=np.int32), np.array([1e9, 1e9]), np.array([0.5, 0.2]), [])
+    np.testing.assert_array_equal(by_devices.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+    np.testing.assert_array_equal(by_devices.history("smk-b", "smoke", 0, 2e9).value, [0.5])
+
+    # A registry change on the existing store: devices reordered, one new, one gone, a new channel.
+    changed_ids = ["prs-1", "smk-a", "smk-c"]
+    changed_channels = [pressure, ["smoke", "temp", "co"], ["smoke"]]
+    changed_keys = [(d, c) for d, chans in zip(changed_ids, changed_channels, strict=True) for c in chans]
+    by_keys.bind(changed_keys)
+    by_devices.bind_devices(changed_ids, changed_channels)
+    assert by_devices.slot_series.tolist() == by_keys.slot_series.tolist() == [5, 3, 4, 6, 7]
+    np.testing.assert_array_equal(by_devices.history("prs-1", "pressure", 0, 2e9).value, [0.2])
+
+    # A key twice on a new store (not made by an index, but allowed): both get the first's series.
+    twice = TelemetryStore(tmp_path / "twice.sqlite")
+    twice.bind_devices(["smk-a", "smk-a"], [smoke, ["smoke"]])
+    assert twice.slot_series.tolist() == [1, 2, 1]
+    for store in (by_keys, by_devices, twice):
+        store.close()

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from api.auth import READING, Admin
 from api.context import AppContext
-from api.deps import Ctx, DbSession, PageParams, page_of
+from api.deps import MIRRORED, Ctx, DbSession, PageParams, page_of
 from api.device_schemas import DeviceChangeOut, DeviceFields, DeviceIn, RegistryChangeOut
 from api.problems import problem, responses
 from api.schemas import DeviceOut, DiscoveredDeviceOut, HistoryOut, Page
@@ -53,7 +53,12 @@ REGISTRY_YAML = {
 }
 
 
-@router.get("/devices", operation_id="list_devices", dependencies=[READING], responses=responses(401, 403))
+@router.get(
+    "/devices",
+    operation_id="list_devices",
+    dependencies=[READING, MIRRORED],
+    responses=responses(401, 403, 503),
+)
 def list_devices(
     db: DbSession,
     page: PageParams,
@@ -79,8 +84,8 @@ def list_devices(
 @router.get(
     "/devices/discovered",
     operation_id="list_discovered_devices",
-    dependencies=[READING],
-    responses=responses(401, 403),
+    dependencies=[READING, MIRRORED],
+    responses=responses(401, 403, 503),
 )
 def list_discovered(db: DbSession, page: PageParams) -> Page[DiscoveredDeviceOut]:
     """Devices that published but are not registered; register one with POST /devices."""
@@ -96,8 +101,8 @@ def list_discovered(db: DbSession, page: PageParams) -> Page[DiscoveredDeviceOut
 @router.get(
     "/devices/{device_id}",
     operation_id="get_device",
-    dependencies=[READING],
-    responses=responses(401, 403, 404),
+    dependencies=[READING, MIRRORED],
+    responses=responses(401, 403, 404, 503),
 )
 def get_device(device_id: str, db: DbSession) -> DeviceOut:
     row = db.get(DeviceRow, device_id)
@@ -109,8 +114,8 @@ def get_device(device_id: str, db: DbSession) -> DeviceOut:
 @router.get(
     "/devices/{device_id}/history",
     operation_id="get_device_history",
-    dependencies=[READING],
-    responses=responses(400, 401, 403, 404),
+    dependencies=[READING, MIRRORED],
+    responses=responses(400, 401, 403, 404, 503),
 )
 def device_history(
     device_id: str,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from alarms.propagation import AlarmRecord, PlaceStatus, propagate
 from api.auth import READING
-from api.deps import DbSession, PageParams
+from api.deps import MIRRORED, DbSession, PageParams
 from api.place_schemas import PlaceDetailOut, PlaceOut, PlaceStatusOut
 from api.problems import responses
 from api.schemas import Page
@@ -23,7 +23,9 @@ from core.domain import ACTIVE_STATES, AlarmCategory, AlarmState, Severity
 from core.registry import ID_RE, PlaceKind
 from storage.models import AlarmRow, PlaceRow
 
-router = APIRouter(prefix="/places", tags=["places"], dependencies=[READING], responses=responses(401, 403))
+router = APIRouter(
+    prefix="/places", tags=["places"], dependencies=[READING, MIRRORED], responses=responses(401, 403, 503)
+)
 
 _SEGMENT = ID_RE.removeprefix("^").removesuffix("$")
 PLACE_PATH_RE = rf"^{_SEGMENT}(/{_SEGMENT}){{0,4}}$"  # site[/building[/floor[/zone[/room]]]]
