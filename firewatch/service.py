@@ -38,6 +38,7 @@ from device_profiles.schema import Profile
 from firewatch import stopping
 from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
 from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding, is_unavailable
+from firewatch.memory import limit_malloc_arenas, trim_freed_memory
 from firewatch.metrics import Metrics
 from firewatch.phases import Phases
 from firewatch.pipeline import Pipeline, PipelineConfig
@@ -122,8 +123,12 @@ def freeze_start_up_heap() -> None:
     process: frozen (`gc.freeze`), they are still freed by reference counting when dropped, but no
     longer scanned, and full collections go over what was made since. Not in `Service` itself:
     a process that makes and drops many services (the tests) would keep their reference cycles.
+
+    The C heap's free pages are then handed back: what loading the registry made and dropped
+    (firewatch/memory.py).
     """
     gc.freeze()
+    trim_freed_memory()
 
 
 class Service:
@@ -137,6 +142,9 @@ class Service:
         profiles: dict[str, Profile] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        # Before any of the service's threads exists: each would otherwise get a malloc arena of
+        # its own whose freed memory stays resident (firewatch/memory.py).
+        limit_malloc_arenas()
         # Start-up makes millions of long-lived objects for a large registry (devices, rows, ids):
         # the cyclic collector would scan them over and over while they are made (measured: about
         # 40 % of loading a registry of 100,000 devices) and finds nothing to free. It runs again

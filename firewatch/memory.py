@@ -1,0 +1,60 @@
+"""The C heap of a long-running service process: fewer malloc arenas, freed memory handed back.
+
+A service holding a million devices makes most of its memory at start-up (registry, index,
+detector state) and then runs a handful of threads (the detection and storage hand-offs, the
+alarm writer, the dispatcher) that each allocate and free batch-sized buffers. glibc gives a
+thread that finds the main heap busy an arena of its own, up to eight per core, and an arena's
+freed memory stays in the process: at 1,001,255 devices the service's resident memory grew by
++931 MiB over two readings per device, and by about 240 MiB less with two arenas
+(docs/benchmarks.md, "Registry at scale"; decision 0010 item 13). The memory freed while loading
+the registry is likewise still resident when the service starts ingesting unless it is trimmed.
+
+Only glibc has these calls; elsewhere (musl, macOS) both functions do nothing and say so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+logger = logging.getLogger(__name__)
+
+# glibc's malloc.h: mallopt's parameter number for the most arenas malloc may create.
+_M_ARENA_MAX = -8
+# Two arenas: the main thread's heap and one the worker threads share. One would make every
+# worker wait on the main heap's lock; the workers' allocations are per batch, not per message.
+ARENAS = 2
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+        return None
+    return libc
+
+
+def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
+    """Cap the arenas malloc makes for threads from now on; True if the C library took it. Call it
+    before the service starts its threads (arenas made earlier stay)."""
+    libc = _glibc()
+    if libc is None:
+        logger.debug("malloc arenas not limited: not glibc")
+        return False
+    return bool(libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(arenas)))
+
+
+def trim_freed_memory() -> bool:
+    """Hand the C heap's free pages back to the system (every arena's, not only the top of the
+    main heap); True if any memory was released. It walks the heap holding each arena's lock in
+    turn, so it is called once start-up is over, not on the alarm path."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.malloc_trim(ctypes.c_size_t(0)))

@@ -1,0 +1,53 @@
+"""The service process's C heap (firewatch/memory.py): arenas capped before its threads start, and
+memory freed at start-up handed back to the system."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from firewatch.memory import _glibc
+
+glibc_only = pytest.mark.skipif(_glibc() is None, reason="mallopt and malloc_trim are glibc's")
+
+# A child process fills the C heap with 2 KiB blocks (above pymalloc's 512 bytes, below malloc's
+# mmap threshold, so they come from the heap), frees all but the last (which keeps the heap's top
+# in place, so free() alone cannot shrink it), and reports resident memory before and after.
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from firewatch.memory import trim_freed_memory
+
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    blocks = [bytes(2048) for _ in range(100_000)]  # about 200 MiB
+    last = blocks[-1]
+    del blocks
+    freed = rss_mib()
+    released = trim_freed_memory()
+    print(freed, rss_mib(), released)
+    """
+)
+
+
+@glibc_only
+def test_memory_freed_in_the_c_heap_is_handed_back_to_the_system() -> None:
+    out = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, check=True)
+    before, after, released = out.stdout.split()
+    assert released == "True"
+    assert float(before) - float(after) > 100, out.stdout  # of about 200 MiB freed
+
+
+@glibc_only
+def test_the_arena_cap_is_taken_by_the_c_library() -> None:
+    child = "from firewatch.memory import limit_malloc_arenas; print(limit_malloc_arenas())"
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
