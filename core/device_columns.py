@@ -35,6 +35,14 @@ REQUIRED = ("id", "profile", "place")
 _ID_LINES = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\n)*")
 _GATEWAY_LINES = re.compile(r"(?:[A-Za-z0-9._-]{0,64}\n)*")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def each_matches(lines: re.Pattern[str], values: list[str]) -> bool:
+    """Every value matches `lines`' line pattern: the column checked in one match of its values one
+    per line. A value holding a newline of its own would read as two lines that each match, so the
+    lines are counted too (such an id is refused, as pydantic refuses it)."""
+    joined = "".join(v + "\n" for v in values)
+    return joined.count("\n") == len(values) and lines.fullmatch(joined) is not None
 _ABSENT = object()  # a field a device does not give (unlike one given as null)
 
 
@@ -313,9 +321,7 @@ class DeviceColumns:
         strings = (ids, profiles, places, names, departments, responsibles, gateways)
         if not all(all_of(column, str) for column in strings):
             return None
-        if not _ID_LINES.fullmatch("".join(i + "\n" for i in ids)):
-            return None
-        if not _GATEWAY_LINES.fullmatch("".join(g + "\n" for g in gateways)):
+        if not (each_matches(_ID_LINES, ids) and each_matches(_GATEWAY_LINES, gateways)):
             return None
         installed = _dates([d.get("installed") for d in devices])
         tags = [d.get("tags", ()) for d in devices]

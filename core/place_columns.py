@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.device_columns import Values, all_of, numbered
+from core.device_columns import Values, all_of, each_matches, numbered
 from core.registry_spec import (
     LEVELS,
     BuildingSpec,
@@ -164,7 +164,7 @@ class PlaceColumns:
         departments = [p.get("department", "") for p in places]
         if not (all_of(ids, str) and all_of(names, str) and all_of(departments, str)):
             return None
-        if not _ID_LINES.fullmatch("".join(i + "\n" for i in ids)):
+        if not each_matches(_ID_LINES, ids):
             return None
         tags = [p.get("tags", _NOTHING) for p in places]
         if not all_of(tags, list, tuple) or not all_of(itertools.chain.from_iterable(tags), str):

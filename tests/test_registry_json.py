@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 
 from core.registry import Device, Registry, RegistryError, load_registry, write_registry_text
@@ -88,3 +89,34 @@ def test_a_service_reading_a_json_registry_writes_a_change_back_as_json(tmp_path
     finally:
         service.telemetry.close()
         service.db.dispose()
+
+
+def test_an_id_holding_a_line_break_is_refused_as_the_models_refuse_it(tmp_path: Path) -> None:
+    # The columns check a whole id column in one match of the ids one per line: an id with a line
+    # break of its own must not pass as two good lines (it would become an MQTT topic level).
+    site = {
+        "id": "s1",
+        "name": "院区",
+        "buildings": [
+            {
+                "id": "b1",
+                "name": "楼",
+                "floors": [{"id": "f1", "name": "1F", "zones": [{"id": "z1", "name": "区"}]}],
+            }
+        ],
+    }
+    for devices, where in (
+        ([{"id": "ab\ncd", "profile": "smoke-photoelectric", "place": "s1/b1/f1/z1"}], r"devices\.0"),
+        (
+            [{"id": "d1", "profile": "smoke-photoelectric", "place": "s1/b1/f1/z1", "gateway": "g\n1"}],
+            r"devices\.0",
+        ),
+    ):
+        path = tmp_path / "registry.json"
+        path.write_text(orjson.dumps({"sites": [site], "devices": devices}).decode(), encoding="utf-8")
+        with pytest.raises(RegistryError, match=rf"(?s)registry\.json.*{where}"):
+            load_registry(path)
+    bad_zone = orjson.loads(orjson.dumps(site).replace(b'"z1"', b'"z\\n1"'))
+    path.write_text(orjson.dumps({"sites": [bad_zone], "devices": []}).decode(), encoding="utf-8")
+    with pytest.raises(RegistryError, match=r"registry\.json"):
+        load_registry(path)
