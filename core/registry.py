@@ -105,31 +105,53 @@ class UnknownDeviceError(RegistryError):
 
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 
-class ByDeviceId(Mapping[str, V]):
-    """A read-only mapping by device id over the registry's rows; `at(row)` makes the value."""
+class ByRow(Mapping[str, V]):
+    """A read-only mapping over a table's rows by key (`row_of`); `at(row)` makes the value, so
+    nothing is held per key but the row number."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, row_of: dict[str, int]) -> None:
+        self._row_of = row_of
 
     def at(self, row: int) -> V:
         raise NotImplementedError
 
-    def __getitem__(self, device_id: str) -> V:
-        return self.at(self._registry.row_of[device_id])
+    def __getitem__(self, key: str) -> V:
+        return self.at(self._row_of[key])
 
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._registry.row_of
+    def __contains__(self, key: object) -> bool:
+        return key in self._row_of
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._registry.row_of)
+        return iter(self._row_of)
 
     def __len__(self) -> int:
-        return len(self._registry.row_of)
+        return len(self._row_of)
 
     def keys(self) -> KeysView[str]:
-        return self._registry.row_of.keys()
+        return self._row_of.keys()
+
+    @overload
+    def get(self, key: str, /) -> V | None: ...
+
+    @overload
+    def get(self, key: str, /, default: V | T) -> V | T: ...
+
+    def get(self, key: str, /, default: object = None) -> object:
+        """Without raising and catching a KeyError for a key not there (an alarm's label reads its
+        place and the places above it)."""
+        row = self._row_of.get(key)
+        return default if row is None else self.at(row)
+
+
+class ByDeviceId(ByRow[V]):
+    """A read-only mapping by device id over the registry's rows."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(registry.row_of)
+        self._registry = registry
 
 
 class DeviceView(ByDeviceId[Device]):
@@ -161,11 +183,12 @@ class PlaceFields(NamedTuple):
     department: list[str]
 
 
-class PlaceView(Mapping[str, Place]):
+class PlaceView(ByRow[Place]):
     """Places by path, made from the place tree's columns when looked up (in walk order: a site,
     then everything in it, then the next site)."""
 
     def __init__(self, tree: PlaceColumns) -> None:
+        super().__init__(tree.row_of)
         self._tree = tree
 
     def at(self, row: int) -> Place:
@@ -180,21 +203,6 @@ class PlaceView(Mapping[str, Place]):
             tree.paths[up] if up >= 0 else None,
             v[tree.in_effect[row]],
         )
-
-    def __getitem__(self, path: str) -> Place:
-        return self.at(self._tree.row_of[path])
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._tree.row_of
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tree.row_of)
-
-    def __len__(self) -> int:
-        return len(self._tree.row_of)
-
-    def keys(self) -> KeysView[str]:
-        return self._tree.row_of.keys()
 
     def values(self) -> ValuesView[Place]:
         return _PlaceValues(self)
@@ -255,36 +263,15 @@ class _PlaceItems(ItemsView[str, Place]):
         return ((place.path, place) for place in self._mapping.all())
 
 
-class PlaceNames(Mapping[str, str]):
+class PlaceNames(ByRow[str]):
     """Place names by path, read from the place tree's columns (no `Place` made)."""
 
     def __init__(self, tree: PlaceColumns) -> None:
+        super().__init__(tree.row_of)
         self._tree = tree
 
-    def __getitem__(self, path: str) -> str:
-        tree = self._tree
-        return str(tree.values.items[tree.name[tree.row_of[path]]])
-
-    @overload
-    def get(self, path: str, /) -> str | None: ...
-
-    @overload
-    def get(self, path: str, /, default: str | V) -> str | V: ...
-
-    def get(self, path: str, /, default: object = None) -> object:
-        """Without raising and catching a KeyError for a path not in the tree (an alarm's label
-        reads its place and the places above it)."""
-        row = self._tree.row_of.get(path)
-        return default if row is None else self._tree.values.items[self._tree.name[row]]
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._tree.row_of
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tree.row_of)
-
-    def __len__(self) -> int:
-        return len(self._tree.row_of)
+    def at(self, row: int) -> str:
+        return str(self._tree.values.items[self._tree.name[row]])
 
 
 class Registry:
