@@ -4,10 +4,11 @@ A service holding a million devices makes most of its memory at start-up (regist
 detector state) and then runs a handful of threads (the detection and storage hand-offs, the
 alarm writer, the dispatcher) that each allocate and free batch-sized buffers. glibc gives a
 thread that finds the main heap busy an arena of its own, up to eight per core, and an arena's
-freed memory stays in the process: at 1,001,255 devices the service's resident memory grew by
-+931 MiB over two readings per device, and by about 240 MiB less with two arenas
-(docs/benchmarks.md, "Registry at scale"; decision 0010 item 13). The memory freed while loading
-the registry is likewise still resident when the service starts ingesting unless it is trimmed.
+freed memory stays in the process; and glibc maps a large block on its own only until one is
+freed, after which it raises that size to the freed block's, so later large blocks come from the
+heap and stay there. At 1,001,255 devices, after every device reported twice, the service held
+2,279 MiB with glibc's defaults and 1,923 MiB with two arenas, a fixed mapping threshold and the
+heap trimmed after start-up (docs/benchmarks.md, "Registry at scale"; decision 0010 item 13).
 
 Only glibc has these calls; elsewhere (musl, macOS) both functions do nothing and say so.
 """
@@ -20,8 +21,10 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-# glibc's malloc.h: mallopt's parameter number for the most arenas malloc may create.
+# glibc's malloc.h: mallopt's parameter numbers for the most arenas malloc may create, and for
+# the size from which a block is its own mapping (unmapped, so returned, when freed).
 _M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
 # Two arenas: the main thread's heap and one the worker threads share. One would make every
 # worker wait on the main heap's lock; the workers' allocations are per batch, not per message.
 ARENAS = 2
@@ -47,7 +50,11 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     if libc is None:
         logger.debug("malloc arenas not limited: not glibc")
         return False
-    return bool(libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(arenas)))
+    # glibc raises the mapping threshold each time a mapped block is freed (up to 32 MiB), after
+    # which freed large blocks (a start-up column, a sync's list) stay in the heap; fixed at its
+    # initial 128 KiB they go back to the system when freed. Batch-sized arrays are smaller.
+    mapped = libc.mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(128 * 1024))
+    return bool(libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(arenas))) and bool(mapped)
 
 
 def trim_freed_memory() -> bool:
