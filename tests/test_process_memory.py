@@ -13,13 +13,10 @@ from firewatch.memory import _glibc
 
 glibc_only = pytest.mark.skipif(_glibc() is None, reason="mallopt and malloc_trim are glibc's")
 
-# A child process fills the C heap with 2 KiB blocks (above pymalloc's 512 bytes, below malloc's
-# mmap threshold, so they come from the heap), frees all but the last (which keeps the heap's top
-# in place, so free() alone cannot shrink it), and reports resident memory before and after.
-_CHILD = textwrap.dedent(
+# Every child reads its own resident memory the same way.
+_RSS = textwrap.dedent(
     """
     import sys
-    from firewatch.memory import trim_freed_memory
 
     def rss_mib():
         with open("/proc/self/status") as f:
@@ -27,6 +24,15 @@ _CHILD = textwrap.dedent(
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
+    """
+)
+
+# A child process fills the C heap with 2 KiB blocks (above pymalloc's 512 bytes, below malloc's
+# mmap threshold, so they come from the heap), frees all but the last (which keeps the heap's top
+# in place, so free() alone cannot shrink it), and reports resident memory before and after.
+_CHILD = _RSS + textwrap.dedent(
+    """
+    from firewatch.memory import trim_freed_memory
 
     blocks = [bytes(2048) for _ in range(100_000)]  # about 200 MiB
     last = blocks[-1]
@@ -57,17 +63,9 @@ def test_the_arena_cap_is_taken_by_the_c_library() -> None:
 # later blocks of that size come from the heap), makes 200 more and a 256 KiB block after them (from
 # the heap's top by default, so free() cannot shrink the heap past it), frees the 200 and reports
 # resident memory before and after.
-_LARGE = textwrap.dedent(
+_LARGE = _RSS + textwrap.dedent(
     """
-    import sys
     from firewatch.memory import limit_malloc_arenas
-
-    def rss_mib():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
 
     if sys.argv[1] == "limited":
         limit_malloc_arenas()
