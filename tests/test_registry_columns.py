@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from core.device_columns import Values
-from core.registry import Device, Registry, RegistryError, RegistryFile, load_registry
+from core.registry import Device, RegistryError, load_registry
 from ingest.index import DeviceIndex
 from storage.registry_sync import device_row, device_rows
 from tests.conftest import PROFILES, small_registry
+from tests.registry_documents import validated, written
 
 SITES = small_registry().to_json()
 
@@ -47,21 +47,6 @@ NULLS = {
     "installed": None,
     "position": None,
 }
-
-
-def validated(doc: dict[str, Any]) -> Registry:
-    """The registry as pydantic validates the document, a `Device` per device (the reference)."""
-    spec = RegistryFile.model_validate(doc)
-    return Registry(spec.sites, spec.devices)
-
-
-def written(tmp_path: Path, doc: dict[str, Any], suffix: str) -> Path:
-    path = tmp_path / f"registry{suffix}"
-    if suffix == ".json":
-        path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    else:
-        path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])

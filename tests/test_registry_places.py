@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 
 import core.registry
@@ -21,13 +20,13 @@ from core.registry import (
     PlaceKind,
     Registry,
     RegistryError,
-    RegistryFile,
     SiteSpec,
     dump_registry,
     dump_registry_json,
     load_registry,
 )
 from simulators.hospital import hospital_for_devices
+from tests.registry_documents import validated, written
 
 ROOM = {"id": "r101", "name": "101 病房", "tags": ["ward", "night"]}
 LAB = {"id": "lab", "name": "检验科实验室", "department": "检验科", "tags": []}
@@ -64,21 +63,6 @@ DEVICES = [
 
 def document(sites: list[dict[str, Any]] = SITES) -> dict[str, Any]:
     return {"sites": sites, "devices": DEVICES}
-
-
-def validated(doc: dict[str, Any]) -> Registry:
-    """The registry as pydantic validates the document, a model per place (the reference)."""
-    spec = RegistryFile.model_validate(doc)
-    return Registry(spec.sites, spec.devices)
-
-
-def written(tmp_path: Path, doc: dict[str, Any], suffix: str) -> Path:
-    path = tmp_path / f"registry{suffix}"
-    if suffix == ".json":
-        path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    else:
-        path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    return path
 
 
 def models(sites: list[SiteSpec]) -> list[tuple[BaseModel, set[str]]]:
