@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ _M_MMAP_THRESHOLD = -3
 ARENAS = 2
 
 
+@functools.cache  # find_library asks ldconfig in a child process: once per process is enough
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
