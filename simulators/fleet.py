@@ -101,6 +101,11 @@ class Link:
     client: mqtt.Client | None = None
     held: Frame | None = None  # a frame held back to be delivered after the next one
     pending: deque[mqtt.MQTTMessageInfo] = field(default_factory=deque)
+    # The link's own draws for loss, reordering and duplication, seeded from the fleet's seed and
+    # the link's name: what one link suffers depends only on what it sends, not on which other
+    # devices happened to be due in the same tick of a compressed clock, so a scenario plays the
+    # same losses run after run.
+    rng: random.Random = field(default_factory=random.Random)
 
 
 @dataclass
@@ -163,11 +168,15 @@ class Fleet:
                     [device.id],
                     LinkQuality.wireless() if impairments else LinkQuality(),
                     will_topic=device_topic(loc.site, device.id, MessageKind.STATUS, prefix),
+                    rng=random.Random(f"{seed}/dev:{device.id}"),
                 )
             else:
                 floor = "/".join(device.place.split("/")[:3])
                 link = self.links.get(f"gw:{floor}") or Link(
-                    f"gw:{floor}", [], LinkQuality.wired() if impairments else LinkQuality()
+                    f"gw:{floor}",
+                    [],
+                    LinkQuality.wired() if impairments else LinkQuality(),
+                    rng=random.Random(f"{seed}/gw:{floor}"),
                 )
                 link.devices.append(device.id)
             self.links[link.name] = link
@@ -266,10 +275,10 @@ class Fleet:
 
     def _deliver(self, link: Link, frame: Frame) -> int:
         q = link.quality
-        if q.lost(self.rng):
+        if q.lost(link.rng):
             self.stats.lost += 1
             return 0
-        if link.held is None and q.reorder and self.rng.random() < q.reorder:
+        if link.held is None and q.reorder and link.rng.random() < q.reorder:
             link.held = frame  # goes out after the next frame on this link
             self.stats.reordered += 1
             return 0
@@ -277,7 +286,7 @@ class Fleet:
         if link.held is not None:
             held, link.held = link.held, None
             sent += self._send(link, held)
-        if q.duplicate and self.rng.random() < q.duplicate:
+        if q.duplicate and link.rng.random() < q.duplicate:
             sent += self._send(link, frame)
             self.stats.duplicated += 1
         return sent
