@@ -41,6 +41,8 @@ TS_MIN = 946_684_800.0  # 2000-01-01T00:00:00Z: nothing older comes from a worki
 BATT_RANGE = (0.0, 100.0)  # percent
 RSSI_RANGE = (-200.0, 100.0)  # dBm, or a modem's CSQ-style positive figure
 CODE_RANGE = (-(2**31), 2**31 - 1)  # a device's fault code: a 32-bit integer
+# Telemetry topics remembered per decoder (about 120 bytes each): 12 MB at most.
+TOPIC_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +254,11 @@ class Decoder:
         # is taken to be wrong (`_judge_clock`).
         self._clock_strikes: dict[int, int] = {}
         self._event_clock_changes: list[ClockChange] = []
+        # Telemetry topic -> device, for the topics already found plain (a registered device's
+        # telemetry under its own site): a look-up instead of splitting the topic and checking its
+        # parts, per message. Only such topics go in, so at most one per device, and at most
+        # TOPIC_CACHE_MAX (a large registry's other devices take the split as before).
+        self._topic_dev: dict[str, int] = {}
         # Channel look-up for a whole batch at once: every channel name gets a code, every distinct
         # offsets table (one per profile, shared by its devices) a row; `_offset[row, code]` is the
         # channel's offset, -1 where the profile has no such channel (the last column: unknown names).
@@ -287,21 +294,30 @@ class Decoder:
         ks: list[int] = []
         devs: list[int] = []
         objs: list[dict[str, object]] = []
+        payloads: list[bytes] = []
+        topic_dev = self._topic_dev
         for k, m in enumerate(messages):
-            parts = m.topic.split("/")
-            if len(parts) == 5 and parts[4] == telemetry and parts[0] == p0 and parts[1] == p1:
-                dev = dev_of.get(parts[3])
-                if dev is not None and sites[dev] == parts[2] and len(m.payload) <= max_payload:
-                    try:
-                        obj = loads(m.payload)
-                    except bad_json:
-                        slow.append(k)
-                        continue
-                    if type(obj) is dict:
-                        ks.append(k)
-                        devs.append(dev)
-                        objs.append(obj)
-                        continue
+            dev = topic_dev.get(m.topic)
+            if dev is None:
+                parts = m.topic.split("/")
+                if len(parts) == 5 and parts[4] == telemetry and parts[0] == p0 and parts[1] == p1:
+                    dev = dev_of.get(parts[3])
+                    if dev is not None and sites[dev] != parts[2]:
+                        dev = None
+                    if dev is not None and len(topic_dev) < TOPIC_CACHE_MAX:
+                        topic_dev[m.topic] = dev
+            if dev is not None and len(m.payload) <= max_payload:
+                try:
+                    obj = loads(m.payload)
+                except bad_json:
+                    slow.append(k)
+                    continue
+                if type(obj) is dict:
+                    ks.append(k)
+                    devs.append(dev)
+                    objs.append(obj)
+                    payloads.append(m.payload)
+                    continue
             slow.append(k)
 
         get = dict.get
@@ -342,7 +358,7 @@ class Decoder:
         if bad_sample.any():
             good &= np.bincount(sample_msg[bad_sample], minlength=n) == 0
         slot = (idx.slot_base[dev_arr[sample_msg]] + off).astype(np.int32)
-        fp = np.fromiter(map(zlib.crc32, [messages[k].payload for k in ks]), dtype=np.int64, count=n) & 0xFFFF
+        fp = np.fromiter(map(zlib.crc32, payloads), dtype=np.int64, count=n) & 0xFFFF
         fp[fp == 0] = 1  # as `fingerprint`: 0 means "not known"
         k_arr = np.array(ks, dtype=np.int64)
         if not good.all():

@@ -187,18 +187,18 @@ class SeqTracker:
         seq or a few ahead from a device already seen in this batch (its undo record taken) and not
         reset lately, is done inline: a call per reading costs more than the update itself."""
         state = self._state
-        dirty = self.dirty
         undo = self._undo
         undone = self._undone
         accept = self.accept
         out: list[bool] = []
+        # `accept` marks every device it is given as changed, accepted or not: all at once here.
+        self.dirty.update(devs)
         for dev, seq, t, fp, rec, dup in zip(devs, seqs, ts, fps, received, redelivered, strict=True):
             st = state[dev]
             if st is not None and st.before is None and (undo is None or dev in undone):
                 run = st.run
                 shift = seq - run.max_seq
                 if 0 < shift < WINDOW:
-                    dirty.add(dev)
                     run.bits = ((run.bits << shift) | 1) & _MASK
                     run.max_seq = seq
                     run.fps[seq % WINDOW] = fp
