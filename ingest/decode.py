@@ -41,7 +41,9 @@ TS_MIN = 946_684_800.0  # 2000-01-01T00:00:00Z: nothing older comes from a worki
 BATT_RANGE = (0.0, 100.0)  # percent
 RSSI_RANGE = (-200.0, 100.0)  # dBm, or a modem's CSQ-style positive figure
 CODE_RANGE = (-(2**31), 2**31 - 1)  # a device's fault code: a 32-bit integer
-# Telemetry topics remembered per decoder (about 120 bytes each): 12 MB at most.
+# Telemetry topics are remembered per decoder (about 130 bytes each) for a registry of at most
+# this many devices: 13 MB at most; a larger one takes the topic checks every time, as before, so
+# the memory of a million-device service is not raised (docs/decisions/0010-registry-at-scale.md).
 TOPIC_CACHE_MAX = 100_000
 
 
@@ -256,8 +258,8 @@ class Decoder:
         self._event_clock_changes: list[ClockChange] = []
         # Telemetry topic -> device, for the topics already found plain (a registered device's
         # telemetry under its own site): a look-up instead of splitting the topic and checking its
-        # parts, per message. Only such topics go in, so at most one per device, and at most
-        # TOPIC_CACHE_MAX (a large registry's other devices take the split as before).
+        # parts, per message. Only such topics go in, so at most one per device; none when the
+        # registry has more than TOPIC_CACHE_MAX devices.
         self._topic_dev: dict[str, int] = {}
         # Channel look-up for a whole batch at once: every channel name gets a code, every distinct
         # offsets table (one per profile, shared by its devices) a row; `_offset[row, code]` is the
@@ -296,6 +298,7 @@ class Decoder:
         objs: list[dict[str, object]] = []
         payloads: list[bytes] = []
         topic_dev = self._topic_dev
+        remember = idx.n_devices <= TOPIC_CACHE_MAX
         for k, m in enumerate(messages):
             dev = topic_dev.get(m.topic)
             if dev is None:
@@ -304,7 +307,7 @@ class Decoder:
                     dev = dev_of.get(parts[3])
                     if dev is not None and sites[dev] != parts[2]:
                         dev = None
-                    if dev is not None and len(topic_dev) < TOPIC_CACHE_MAX:
+                    if dev is not None and remember:
                         topic_dev[m.topic] = dev
             if dev is not None and len(m.payload) <= max_payload:
                 try:
