@@ -648,8 +648,7 @@ class Decoder:
         return f"ts {ts:.3f} is {now - ts:.0f} s behind the service clock (limit {self.max_past_s:.0f} s)"
 
     def _take_seq_state(self) -> list[tuple[str, int, int, float, bytes]]:
-        ids = self.index.device_ids
-        state = [(ids[d], mx, bits, ts, fps) for d, mx, bits, ts, fps in self.seq.snapshot()]
+        state = self.seq.changed_rows(self.index.device_ids)
         self.seq.dirty.clear()
         return state
 

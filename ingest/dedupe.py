@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +219,28 @@ class SeqTracker:
             st = self._state[dev]
             if st is not None:
                 out.append((dev, st.run.max_seq, st.run.bits, st.last_ts, _pack(st)))
+        return out
+
+    def changed_rows(self, ids: Sequence[str]) -> list[tuple[str, int, int, float, bytes]]:
+        """`snapshot()` of the changed devices, each named by `ids[dev]`: the rows a batch stores.
+        One pass, the fingerprints packed inline: it runs once per batch over every device the
+        batch touched."""
+        state = self._state
+        out: list[tuple[str, int, int, float, bytes]] = []
+        append = out.append
+        for dev in self.dirty:
+            st = state[dev]
+            if st is not None:
+                run = st.run
+                append(
+                    (
+                        ids[dev],
+                        run.max_seq,
+                        run.bits,
+                        st.last_ts,
+                        run.fps.tobytes() if st.before is None else _pack(st),
+                    )
+                )
         return out
 
     def remapped(self, old_of_new: list[int]) -> SeqTracker:
