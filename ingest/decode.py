@@ -1,7 +1,8 @@
 """Decode a batch of MQTT messages into columns, rejecting what cannot be accepted.
 
-The per-message loop does only what must be done per message (split the topic, parse JSON, look
-names up); range and finiteness checks run vectorised over the whole batch afterwards. A message is
+The per-message loop does only what must be done per message (find the topic's device, a look-up
+once the topic is known, and parse JSON); range and finiteness checks run vectorised over the whole
+batch afterwards. A message is
 accepted whole or rejected whole, with its raw bytes and a reason.
 """
 
