@@ -60,9 +60,10 @@ class ZoneFusion:
         profile = self.index.profiles[dev]
         if profile.system is not SystemType.FIRE_ALARM:
             return None  # gas, electrical fire, water, doors: not fire-alarm evidence
-        zone = self.index.locations[dev].zone_path
-        if not self.index.locations[dev].zone:
+        location = self.index.locations[dev]  # made on demand from the registry's columns: once
+        if not location.zone:
             return None
+        zone = location.zone_path
         channel = e.channel
         unit = profile.channels[channel].unit if channel in profile.channels else ""
         fire = e.category is AlarmCategory.FIRE

@@ -45,11 +45,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from alarms.gc_pause import collector_paused
 from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketChange
@@ -73,6 +75,8 @@ from storage.telemetry import TelemetryStore
 
 logger = logging.getLogger(__name__)
 
+# A batch's earliest receipt, `min(map(_received, messages))`: in C, not a generator per message.
+_received = attrgetter("received")
 LIVENESS_CHUNK = 25  # offline alarms per transaction
 # An event-loop wake-up this much later than asked for is a stall of the service, not of devices.
 LOOP_STALL_S = 0.5
@@ -297,8 +301,13 @@ class Pipeline:
             seq = self.decoder.seq
             seq.begin()
             try:
-                batch = self.decoder.decode(messages, now)
-                events = self.engine.process(batch)
+                # Decoding holds the batch's parsed payloads (a tracked dict each) until its columns
+                # are made: the cyclic collector would run its young collections over them every few
+                # hundred messages and promote them, which brings on full collections of the heap,
+                # to free nothing. Held off for the batch, as for a bulk alarm write.
+                with collector_paused():
+                    batch = self.decoder.decode(messages, now)
+                    events = self.engine.process(batch)
             except BaseException:
                 seq.rollback()  # no marks of a failed batch: it is decoded again
                 raise
@@ -306,7 +315,7 @@ class Pipeline:
             self._maybe_snapshot(now)
             write = self._submit_alarms(
                 events,
-                min(msg.received for msg in messages),
+                min(map(_received, messages)),
                 taken=detecting if self._taken is None else self._taken,
                 detecting=detecting,
             )
@@ -729,7 +738,7 @@ class Pipeline:
                 self.metrics.queue_depth.set(len(queue))
                 self.metrics.queue_dropped.set(queue.dropped)
                 self.metrics.queue_overflow.set(queue.overflow)
-                self._detecting_since = min(m.received for m in messages)
+                self._detecting_since = min(map(_received, messages))
                 self._taken = time.time()
                 try:
                     parts = await self._detect_isolating(messages)
@@ -781,7 +790,7 @@ class Pipeline:
             except Exception as exc:
                 error = exc
                 continue
-            return [_Stored(batch, messages, [], min(m.received for m in messages), write)]
+            return [_Stored(batch, messages, [], min(map(_received, messages)), write)]
         assert error is not None
         if len(messages) == 1:
             self.isolated += 1

@@ -1,7 +1,8 @@
 """Decode a batch of MQTT messages into columns, rejecting what cannot be accepted.
 
-The per-message loop does only what must be done per message (split the topic, parse JSON, look
-names up); range and finiteness checks run vectorised over the whole batch afterwards. A message is
+The per-message loop does only what must be done per message (find the topic's device, a look-up
+once the topic is known, and parse JSON); range and finiteness checks run vectorised over the whole
+batch afterwards. A message is
 accepted whole or rejected whole, with its raw bytes and a reason.
 """
 
@@ -41,6 +42,10 @@ TS_MIN = 946_684_800.0  # 2000-01-01T00:00:00Z: nothing older comes from a worki
 BATT_RANGE = (0.0, 100.0)  # percent
 RSSI_RANGE = (-200.0, 100.0)  # dBm, or a modem's CSQ-style positive figure
 CODE_RANGE = (-(2**31), 2**31 - 1)  # a device's fault code: a 32-bit integer
+# Telemetry topics are remembered per decoder (about 130 bytes each) for a registry of at most
+# this many devices: 13 MB at most; a larger one takes the topic checks every time, as before, so
+# the memory of a million-device service is not raised (docs/decisions/0010-registry-at-scale.md).
+TOPIC_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +257,11 @@ class Decoder:
         # is taken to be wrong (`_judge_clock`).
         self._clock_strikes: dict[int, int] = {}
         self._event_clock_changes: list[ClockChange] = []
+        # Telemetry topic -> device, for the topics already found plain (a registered device's
+        # telemetry under its own site): a look-up instead of splitting the topic and checking its
+        # parts, per message. Only such topics go in, so at most one per device; none when the
+        # registry has more than TOPIC_CACHE_MAX devices.
+        self._topic_dev: dict[str, int] = {}
         # Channel look-up for a whole batch at once: every channel name gets a code, every distinct
         # offsets table (one per profile, shared by its devices) a row; `_offset[row, code]` is the
         # channel's offset, -1 where the profile has no such channel (the last column: unknown names).
@@ -287,21 +297,31 @@ class Decoder:
         ks: list[int] = []
         devs: list[int] = []
         objs: list[dict[str, object]] = []
+        payloads: list[bytes] = []
+        topic_dev = self._topic_dev
+        remember = idx.n_devices <= TOPIC_CACHE_MAX
         for k, m in enumerate(messages):
-            parts = m.topic.split("/")
-            if len(parts) == 5 and parts[4] == telemetry and parts[0] == p0 and parts[1] == p1:
-                dev = dev_of.get(parts[3])
-                if dev is not None and sites[dev] == parts[2] and len(m.payload) <= max_payload:
-                    try:
-                        obj = loads(m.payload)
-                    except bad_json:
-                        slow.append(k)
-                        continue
-                    if type(obj) is dict:
-                        ks.append(k)
-                        devs.append(dev)
-                        objs.append(obj)
-                        continue
+            dev = topic_dev.get(m.topic)
+            if dev is None:
+                parts = m.topic.split("/")
+                if len(parts) == 5 and parts[4] == telemetry and parts[0] == p0 and parts[1] == p1:
+                    dev = dev_of.get(parts[3])
+                    if dev is not None and sites[dev] != parts[2]:
+                        dev = None
+                    if dev is not None and remember:
+                        topic_dev[m.topic] = dev
+            if dev is not None and len(m.payload) <= max_payload:
+                try:
+                    obj = loads(m.payload)
+                except bad_json:
+                    slow.append(k)
+                    continue
+                if type(obj) is dict:
+                    ks.append(k)
+                    devs.append(dev)
+                    objs.append(obj)
+                    payloads.append(m.payload)
+                    continue
             slow.append(k)
 
         get = dict.get
@@ -342,7 +362,7 @@ class Decoder:
         if bad_sample.any():
             good &= np.bincount(sample_msg[bad_sample], minlength=n) == 0
         slot = (idx.slot_base[dev_arr[sample_msg]] + off).astype(np.int32)
-        fp = np.fromiter(map(zlib.crc32, [messages[k].payload for k in ks]), dtype=np.int64, count=n) & 0xFFFF
+        fp = np.fromiter(map(zlib.crc32, payloads), dtype=np.int64, count=n) & 0xFFFF
         fp[fp == 0] = 1  # as `fingerprint`: 0 means "not known"
         k_arr = np.array(ks, dtype=np.int64)
         if not good.all():
@@ -629,8 +649,7 @@ class Decoder:
         return f"ts {ts:.3f} is {now - ts:.0f} s behind the service clock (limit {self.max_past_s:.0f} s)"
 
     def _take_seq_state(self) -> list[tuple[str, int, int, float, bytes]]:
-        ids = self.index.device_ids
-        state = [(ids[d], mx, bits, ts, fps) for d, mx, bits, ts, fps in self.seq.snapshot()]
+        state = self.seq.changed_rows(self.index.device_ids)
         self.seq.dirty.clear()
         return state
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,18 +188,18 @@ class SeqTracker:
         seq or a few ahead from a device already seen in this batch (its undo record taken) and not
         reset lately, is done inline: a call per reading costs more than the update itself."""
         state = self._state
-        dirty = self.dirty
         undo = self._undo
         undone = self._undone
         accept = self.accept
         out: list[bool] = []
+        # `accept` marks every device it is given as changed, accepted or not: all at once here.
+        self.dirty.update(devs)
         for dev, seq, t, fp, rec, dup in zip(devs, seqs, ts, fps, received, redelivered, strict=True):
             st = state[dev]
             if st is not None and st.before is None and (undo is None or dev in undone):
                 run = st.run
                 shift = seq - run.max_seq
                 if 0 < shift < WINDOW:
-                    dirty.add(dev)
                     run.bits = ((run.bits << shift) | 1) & _MASK
                     run.max_seq = seq
                     run.fps[seq % WINDOW] = fp
@@ -218,6 +219,28 @@ class SeqTracker:
             st = self._state[dev]
             if st is not None:
                 out.append((dev, st.run.max_seq, st.run.bits, st.last_ts, _pack(st)))
+        return out
+
+    def changed_rows(self, ids: Sequence[str]) -> list[tuple[str, int, int, float, bytes]]:
+        """`snapshot()` of the changed devices, each named by `ids[dev]`: the rows a batch stores.
+        One pass, the fingerprints packed inline: it runs once per batch over every device the
+        batch touched."""
+        state = self._state
+        out: list[tuple[str, int, int, float, bytes]] = []
+        append = out.append
+        for dev in self.dirty:
+            st = state[dev]
+            if st is not None:
+                run = st.run
+                append(
+                    (
+                        ids[dev],
+                        run.max_seq,
+                        run.bits,
+                        st.last_ts,
+                        run.fps.tobytes() if st.before is None else _pack(st),
+                    )
+                )
         return out
 
     def remapped(self, old_of_new: list[int]) -> SeqTracker:

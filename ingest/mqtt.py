@@ -103,20 +103,22 @@ def read_packets(
     pos = start
     while size - pos >= 2:
         cmd = data[pos]
-        i = pos + 1
-        length = 0
-        mult = 1
-        while True:  # the remaining length, a variable byte integer (MQTT 3.1.1 §2.2.3)
-            if i >= size:
-                return pos, messages, None  # the header is not all here yet
-            byte = data[i]
-            length += (byte & 0x7F) * mult
-            i += 1
-            if byte < 0x80:
-                break
-            mult *= 128
-            if mult > _LENGTH_MULT_MAX:
-                return -1, messages, None
+        length = data[pos + 1]
+        i = pos + 2
+        if length >= 0x80:  # else the usual: a packet of under 128 bytes, its length in one byte
+            length &= 0x7F
+            mult = 128
+            while True:  # the remaining length, a variable byte integer (MQTT 3.1.1 §2.2.3)
+                if i >= size:
+                    return pos, messages, None  # the header is not all here yet
+                byte = data[i]
+                length += (byte & 0x7F) * mult
+                i += 1
+                if byte < 0x80:
+                    break
+                mult *= 128
+                if mult > _LENGTH_MULT_MAX:
+                    return -1, messages, None
         end = i + length
         if end > size:
             break  # the packet is not all here yet

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from itertools import repeat
 
 from ingest.envelope import Message
 
@@ -89,4 +90,4 @@ class BoundedQueue:
             batch = list(items)
             items.clear()
             return batch
-        return [items.popleft() for _ in range(max_items)]
+        return list(map(deque.popleft, repeat(items, max_items)))  # no Python-level loop per message

@@ -75,10 +75,7 @@ MERGE_FACTOR = 6
 MERGE_OVERHEAD = 1_000  # a merge's fixed cost (three statements), counted as this many samples
 
 _I64 = 1 << 63
-
-
-def _to_signed(bits: int) -> int:  # SQLite integers are signed 64-bit
-    return bits - (1 << 64) if bits >= _I64 else bits
+_U64 = 1 << 64
 
 
 def _to_unsigned(bits: int) -> int:
@@ -305,7 +302,8 @@ class TelemetryStore:
         """Append one batch, its devices' seq state and what it leaves for the state store to take
         later (`journal`: (kind, body) entries), in one transaction (blocking: call in a thread)."""
         series = self.slot_series[slot]
-        seq_rows = [(d, m, _to_signed(b), t, f) for d, m, b, t, f in seq_state]
+        # The window bits as SQLite's signed 64-bit integers (inline: a row per device the batch touched).
+        seq_rows = [(d, m, b - _U64 if b >= _I64 else b, t, f) for d, m, b, t, f in seq_state]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -368,3 +368,35 @@ def test_one_odd_telemetry_message_among_plain_ones_is_rejected_for_its_own_reas
         assert [r.reason for r in batch.rejects] == [reason]
         assert batch.reading_dev.size == 2
         decoder = Decoder(decoder.index)  # fresh de-duplication for the next round
+
+
+@pytest.mark.parametrize("bound", [7, 6], ids=["remembered", "registry-over-the-bound"])
+def test_remembered_telemetry_topics_decide_as_the_topic_checks(
+    decoder: Decoder, monkeypatch: pytest.MonkeyPatch, bound: int
+) -> None:
+    """The decoder remembers the telemetry topics it found plain (a look-up instead of splitting the
+    topic per message), when the registry has at most TOPIC_CACHE_MAX devices (7 here). Once
+    remembered, a topic's messages are still checked for size and content; a topic that is not
+    plain (another site, an unknown device) is never remembered and keeps its reason; and with a
+    larger registry nothing is remembered, with the same outcomes."""
+    monkeypatch.setattr("ingest.decode.TOPIC_CACHE_MAX", bound)
+    devices = ("smk-1-1", "smk-1-2", "smk-1-3", "smk-2-1")
+    first = decoder.decode([msg(d, telemetry(1)) for d in devices], NOW)
+    assert first.reading_dev.size == 4
+    assert first.rejects == []
+    remembered = decoder._topic_dev
+    expected = {f"fw/v1/s1/{d}/telemetry": decoder.index.dev_of[d] for d in devices}
+    assert remembered == (expected if bound >= decoder.index.n_devices else {})
+    odd = [
+        (msg("smk-1-1", b"x" * 20_000), RejectReason.TOO_LARGE),
+        (msg("smk-1-2", b"{not json"), RejectReason.BAD_JSON),
+        (msg("smk-1-3", [1, 2]), RejectReason.BAD_PAYLOAD),
+        (msg("smk-1-1", telemetry(9), site="elsewhere"), RejectReason.SITE_MISMATCH),
+        (msg("nobody", telemetry(1)), RejectReason.UNKNOWN_DEVICE),
+        (msg("smk-2-1", telemetry(1), kind="bogus"), RejectReason.BAD_TOPIC),
+    ]
+    for seq, (message, reason) in enumerate(odd, start=2):
+        batch = decoder.decode([message, msg("smk-1-1", telemetry(seq)), msg("smk-2-1", telemetry(seq))], NOW)
+        assert [r.reason for r in batch.rejects] == [reason]
+        assert batch.reading_seq.tolist() == [seq, seq]
+    assert decoder._topic_dev == remembered

@@ -69,3 +69,25 @@ def test_a_snapshot_restores_the_same_decisions_into_another_tracker() -> None:
     assert not accept(fresh, 3, 15, fp=15, dup=True)
     assert not accept(fresh, 3, 2, fp=2, dup=True)
     assert accept(fresh, 3, 3, fp=3)
+
+
+def test_the_rows_a_batch_stores_are_the_snapshot_of_its_changed_devices_by_id() -> None:
+    """`changed_rows` (what each batch stores) is `snapshot()` named by device id: a device with
+    one run, one after a counter reset (its run before packed too), and none for a device that
+    was never seen; restored, the rows decide as the tracker they came from."""
+    tracker = SeqTracker(4)
+    ids = ["a", "b", "c", "d"]
+    for seq in (1, 2, 3):
+        assert accept(tracker, 0, seq, fp=10 + seq)
+    assert accept(tracker, 2, 200, fp=5)
+    assert accept(tracker, 2, 1, fp=6)  # far below the window: a reset, the run before is kept
+    tracker.dirty.add(3)  # changed, yet never accepted anything: no state, no row
+    rows = tracker.changed_rows(ids)
+    assert sorted(rows) == sorted((ids[d], m, b, t, f) for d, m, b, t, f in tracker.snapshot())
+    assert sorted(r[0] for r in rows) == ["a", "c"]
+    assert len(dict((r[0], r[4]) for r in rows)["c"]) > 2 * WINDOW  # the run before, packed
+    again = SeqTracker(4)
+    again.restore([(ids.index(i), m, b, t, f) for i, m, b, t, f in rows])
+    assert not accept(again, 2, 200, fp=5, dup=True)  # from the run before the reset
+    assert not accept(again, 0, 3, fp=13, dup=True)
+    assert accept(again, 0, 4, fp=14)

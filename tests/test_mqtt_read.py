@@ -101,6 +101,20 @@ def test_an_incomplete_packet_is_left_for_the_next_read() -> None:
         assert (end, [m.payload for m in messages], other) == (len(whole), [b"a"], None)
 
 
+@pytest.mark.parametrize("length", [127, 128, 16_383, 16_384, 2_097_151, 2_097_152])
+def test_remaining_lengths_of_one_to_four_bytes_are_read(length: int) -> None:
+    """One byte is read on its own (the usual, a packet of under 128 bytes), longer ones byte by
+    byte: each boundary of the variable byte integer (MQTT 3.1.1 §2.2.3)."""
+    overhead = len(publish(TOPIC.encode(), b"", 1)) - 2  # topic, packet id, property length
+    payload = b"p" * (length - overhead)
+    data = publish(TOPIC.encode(), payload, 9) + publish(TOPIC.encode(), b"next", 10)
+    end, messages, other = read_packets(data, 0, v5=True, received=1.0, epoch=1)
+    assert (end, other) == (len(data), None)
+    assert [(len(m.payload), m.mid) for m in messages] == [(len(payload), 9), (4, 10)]
+    for cut in range(1, 1 + len(remaining_length(length)) + 1):  # the header or the length cut short
+        assert read_packets(data[:cut], 0, v5=True, received=1.0, epoch=1) == (0, [], None)
+
+
 def test_a_remaining_length_over_four_bytes_is_malformed() -> None:
     assert (
         read_packets(bytes([0x32, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), 0, v5=True, received=1.0, epoch=1)[0] == -1
