@@ -17,15 +17,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
+import orjson
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition
 from core.settings import PushRoute
+from firewatch.mqtt_publish import MqttPublisher
 from firewatch.workers import DaemonWorker
 from storage.db import IMMEDIATE
 from storage.models import DeliveryRow, OutboxRow
@@ -43,6 +45,15 @@ class DeliveryError(RuntimeError):
 class Channel(Protocol):
     def deliver(self, payload: dict[str, Any]) -> None:
         """Send one push or raise DeliveryError. Blocking; run in a worker thread."""
+
+
+class BatchChannel(Channel, Protocol):
+    """A channel that sends a route's rows together (the MQTT alarm topic: pipelined publishes)."""
+
+    def deliver_many(self, payloads: Sequence[dict[str, Any]]) -> list[str | None]:
+        """Send `payloads` in order; returns one entry per payload: None once it is delivered, else
+        why not. Blocking; run in a worker thread. The dispatcher counts the rows up to the first
+        error as delivered, and keeps that row and all after it owed."""
 
 
 class AppriseChannel:
@@ -85,8 +96,10 @@ class MqttAlarmChannel:
     """The alarm topic `{prefix}/{site}/alarms`: each transition as JSON, QoS 1, for integrations;
     incident steps likewise on `{prefix}/{site}/incidents`.
 
-    A paho client of its own (the ingest connection only subscribes), connected on first use and
-    reconnected after a failure; a publish counts as delivered once the broker acknowledged it.
+    A connection of its own (the ingest connection only subscribes), opened on first use and again
+    after a failure; a publish counts as delivered once the broker acknowledged it. A batch of rows
+    goes out pipelined (`deliver_many`): every PUBLISH at once, then their PUBACKs together, on a
+    synchronous publisher without a network thread (firewatch/mqtt_publish.py).
     """
 
     def __init__(
@@ -102,46 +115,42 @@ class MqttAlarmChannel:
     ) -> None:
         self.host, self.port, self.prefix, self.timeout_s = host, port, prefix, timeout_s
         self.client_id, self.username, self.password = client_id, username, password
-        self._client: Any = None
+        self._publisher = MqttPublisher(
+            host, port, client_id=client_id, username=username, password=password, timeout_s=timeout_s
+        )
 
-    def _connect(self) -> Any:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id)
-        if self.username:
-            client.username_pw_set(self.username, self.password)
-        client.connect(self.host, self.port, keepalive=30)
-        client.loop_start()
-        return client
-
-    def deliver(self, payload: dict[str, Any]) -> None:
-        import orjson
-
+    def _message(self, payload: dict[str, Any]) -> tuple[str, bytes]:
         if "incident" in payload:  # an incident step (alarms/outbox.py enqueue_incident)
             message = payload["incident"]
             topic = f"{self.prefix}/{message['incident']['site']}/incidents"
         else:
             message = payload["transition"]
             topic = f"{self.prefix}/{message['after']['site']}/alarms"
-        try:
-            if self._client is None:
-                self._client = self._connect()
-            info = self._client.publish(topic, orjson.dumps(message), qos=1)
-            info.wait_for_publish(timeout=self.timeout_s)
-            if not info.is_published():
-                raise DeliveryError(
-                    f"the broker did not acknowledge the alarm on {topic} in {self.timeout_s:g} s"
-                )
-        except (OSError, RuntimeError, ValueError) as exc:
-            self.close()
-            raise DeliveryError(f"alarm topic {topic}: {exc}") from exc
+        return topic, orjson.dumps(message)
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        (error,) = self.deliver_many([payload])
+        if error is not None:
+            raise DeliveryError(error)
+
+    def deliver_many(self, payloads: Sequence[dict[str, Any]]) -> list[str | None]:
+        """Publish `payloads` in order; per payload None (acknowledged by the broker) or why not.
+        From the first one not acknowledged on, none counts as delivered: the route's order."""
+        messages: list[tuple[str, bytes]] = []
+        unusable = ""
+        for payload in payloads:
+            try:
+                messages.append(self._message(payload))
+            except (KeyError, TypeError, orjson.JSONEncodeError) as exc:  # a payload of no shape we know
+                unusable = f"alarm topic: not a transition or an incident step: {type(exc).__name__}: {exc}"
+                break
+        done, reason = self._publisher.publish_many(messages)
+        if done < len(messages):
+            unusable = f"alarm topic {messages[done][0]}: {reason}"
+        return [None] * done + [unusable] * (len(payloads) - done)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.loop_stop()
-            self._client.disconnect()
-            self._client = None
+        self._publisher.close()
 
 
 class AlarmTopicRelay:
@@ -187,6 +196,10 @@ class AlarmTopicRelay:
             self._queue.put_nowait(None)
         self._thread.join(timeout_s)
         self.channel.close()
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
 
 
 def backoff(attempts: int, base_s: float, cap_s: float) -> float:
@@ -387,6 +400,8 @@ class Dispatcher:
         """Send `rows` in order on the route's channel until one fails (later ones wait for it,
         keeping the route's order), then record every attempt in one transaction."""
         channel = self.channels.get(route)
+        if channel is not None and hasattr(channel, "deliver_many"):
+            return self._record(route, self._send_batch(cast(BatchChannel, channel), rows))
         attempts: list[_Attempt] = []
         for row in rows:
             started = time.perf_counter()
@@ -396,11 +411,29 @@ class Dispatcher:
                     raise DeliveryError(f"route {route!r} is not configured any more; kept until it is")
                 channel.deliver(dict(row.payload))
             except Exception as exc:  # any channel failure is retried, never fatal
-                error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+                error = _describe(exc)
             attempts.append(_Attempt(row, self.clock(), time.perf_counter() - started, error))
             if error:
                 break
         return self._record(route, attempts)
+
+    def _send_batch(self, channel: BatchChannel, rows: list[_Owed]) -> list[_Attempt]:
+        """All of `rows` in one `deliver_many`: the attempts up to the first failed row, each with
+        the batch's end and its whole time (a row of a batch is acknowledged with the others)."""
+        started = time.perf_counter()
+        try:
+            errors = channel.deliver_many([dict(row.payload) for row in rows])
+            if len(errors) != len(rows):
+                raise DeliveryError(f"the channel answered for {len(errors)} of {len(rows)} pushes")
+        except Exception as exc:  # any channel failure is retried, never fatal
+            errors = [_describe(exc)] * len(rows)
+        ts, seconds = self.clock(), time.perf_counter() - started
+        attempts: list[_Attempt] = []
+        for row, error in zip(rows, errors, strict=True):
+            attempts.append(_Attempt(row, ts, seconds, error or ""))
+            if error:
+                break
+        return attempts
 
     def _record(self, route: str, attempts: list[_Attempt]) -> int:
         """Each attempt in the delivery log, its row delivered or due again after a backoff; returns
