@@ -28,6 +28,7 @@ _CONNACK = 0x20
 _PUBLISH_QOS1 = 0x32  # PUBLISH, DUP 0, QoS 1, RETAIN 0 (§3.3.1)
 _PUBACK = 0x40
 _DISCONNECT = b"\xe0\x00"
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _CLEAN_SESSION, _PASSWORD, _USERNAME = 0x02, 0x40, 0x80  # connect flags (§3.1.2.3)
 _CONNACK_REFUSED = {
     1: "unacceptable protocol version",
@@ -179,6 +180,12 @@ class MqttPublisher:
         if left <= 0:
             raise TimeoutError
         sock.settimeout(left)
+        if _QUICKACK is not None:
+            # Acknowledge what arrives at once. A broker that leaves Nagle's algorithm on (mosquitto
+            # by default: `set_tcp_nodelay false`) holds a batch's later PUBACKs until the first is
+            # acknowledged, and Linux delays that acknowledgement up to 40 ms: a batch of 10 took
+            # 46 ms instead of 1. The option does not stick, so it is set before every read.
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         data = sock.recv(65536)
         if not data:
             raise PublishError("the broker closed the connection")

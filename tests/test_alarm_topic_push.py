@@ -298,3 +298,19 @@ def test_nothing_listening_is_an_error_not_an_exception() -> None:
     assert done == 0
     assert reason
     assert not publisher.connected
+
+
+def test_a_batch_is_not_held_up_by_the_brokers_nagle_and_our_delayed_ack(mosquitto: Mosquitto) -> None:
+    """mosquitto leaves Nagle's algorithm on: a batch's PUBACKs after the first wait for our TCP
+    acknowledgement of it, which Linux delays up to 40 ms unless told to acknowledge at once
+    (TCP_QUICKACK). 50 batches of 10 take about 10 ms with it, over 2 s without."""
+    publisher = MqttPublisher(mosquitto.host, mosquitto.port, client_id=f"p-{uuid.uuid4().hex[:8]}")
+    batch = [("fw/v1/s1/alarms", b"x" * 800)] * 10
+    try:
+        assert publisher.publish_many(batch) == (10, "")
+        started = time.monotonic()
+        for _ in range(50):
+            assert publisher.publish_many(batch) == (10, "")
+        assert time.monotonic() - started < 1.0
+    finally:
+        publisher.close()
