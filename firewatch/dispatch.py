@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 import orjson
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition
@@ -262,6 +262,41 @@ class Dispatcher:
         self.backoff_s = backoff_s
         self.backoff_cap_s = backoff_cap_s
         self.batch = batch
+        self._engine: Engine = sessions.kw["bind"]
+        # The statements of every round, built once: one built per call costs its construction and
+        # its cache key each time, more than SQLite takes to run it.
+        outbox = _OUTBOX
+        # A row that failed waits for its backoff, and the rows after it on its route wait for it.
+        held = outbox.alias("held")
+        behind_a_failure = (
+            select(held.c.id)
+            .where(
+                held.c.route == outbox.c.route,
+                held.c.id < outbox.c.id,
+                held.c.delivered_ts.is_(None),
+                held.c.next_ts > bindparam("now"),
+                held.c.attempts > 0,
+            )
+            .exists()
+        )
+        self._due_all = (
+            select(outbox.c.id, outbox.c.route, outbox.c.payload, outbox.c.attempts, outbox.c.replaceable)
+            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts <= bindparam("now"), ~behind_a_failure)
+            .order_by(outbox.c.id)
+            .limit(batch)
+        )
+        self._due_not_busy = self._due_all.where(outbox.c.route.not_in(bindparam("busy", expanding=True)))
+        self._mark = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"))
+            .values(
+                attempts=outbox.c.attempts + 1,
+                delivered_ts=bindparam("b_done"),
+                next_ts=func.coalesce(bindparam("b_next"), outbox.c.next_ts),
+                last_error=func.coalesce(bindparam("b_error"), outbox.c.last_error),
+            )
+        )
+        self._log = insert(_DELIVERIES)
         self.delivered = 0
         self.failed_attempts = 0
         self._wake = threading.Event()
@@ -337,28 +372,14 @@ class Dispatcher:
         """The due rows of the routes not `busy`, oldest first, grouped by route, up to the first
         that waits for its backoff after a failure: one read, and a claim of those still
         replaceable."""
-        now = self.clock()
-        outbox = _OUTBOX
-        query = (
-            select(outbox.c.id, outbox.c.route, outbox.c.payload, outbox.c.attempts, outbox.c.replaceable)
-            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts <= now)
-            .order_by(outbox.c.id)
-            .limit(self.batch)
-        )
-        if busy:
-            query = query.where(outbox.c.route.not_in(sorted(busy)))
-        # A row that failed waits for its backoff, and the rows after it on its route wait for it.
-        failed = (
-            select(outbox.c.route, func.min(outbox.c.id))
-            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts > now, outbox.c.attempts > 0)
-            .group_by(outbox.c.route)
-        )
-        with self.sessions() as s:
-            waiting: dict[str, int] = {route: first for route, first in s.execute(failed).all()}
+        with self._engine.connect() as c:
+            if busy:
+                result = c.execute(self._due_not_busy, {"now": self.clock(), "busy": sorted(busy)})
+            else:
+                result = c.execute(self._due_all, {"now": self.clock()})
             rows = [
-                _Owed(row_id, route, dict(payload), attempts, bool(replaceable))
-                for row_id, route, payload, attempts, replaceable in s.execute(query).all()
-                if row_id < waiting.get(route, row_id + 1)
+                _Owed(row_id, route, payload, attempts, bool(replaceable))
+                for row_id, route, payload, attempts, replaceable in result.all()
             ]
         if any(r.claimed for r in rows):
             rows = self._claim(rows)
@@ -439,14 +460,15 @@ class Dispatcher:
         """Each attempt in the delivery log, its row delivered or due again after a backoff; returns
         how many were delivered. A claimed row whose content changed while in flight (a newer
         update written in place before the claim took) stays owed: its latest content goes next."""
-        outbox, log = _OUTBOX, _DELIVERIES
-        ids = [a.row.id for a in attempts]
-        with self.sessions.begin() as s:
-            s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
-            present = {row_id for (row_id,) in s.execute(select(outbox.c.id).where(outbox.c.id.in_(ids)))}
-            claimed = [a.row.id for a in attempts if a.row.claimed and a.row.id in present]
+        outbox = _OUTBOX
+        claimed = [a.row.id for a in attempts if a.row.claimed]
+        with self._engine.connect().execution_options(**IMMEDIATE) as c, c.begin():
+            # read-modify-write: IMMEDIATE takes the write lock at BEGIN. Only a replaceable row
+            # can be deleted while it waits (alarms/outbox.py), and a claimed row is replaceable
+            # no more: one deleted before its claim was not sent. Looked up all the same, for the
+            # claimed rows only: present, and with what content now.
             now_payload = (
-                dict(s.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.id.in_(claimed))).all())
+                dict(c.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.id.in_(claimed))).all())
                 if claimed
                 else {}
             )
@@ -455,7 +477,7 @@ class Dispatcher:
             delivered = 0
             for a in attempts:
                 row = a.row
-                if row.id not in present:  # deleted meanwhile: nothing to mark, nothing to log against
+                if row.claimed and row.id not in now_payload:  # deleted: nothing to mark or log against
                     continue
                 detail = a.error
                 done: float | None = a.ts
@@ -464,7 +486,7 @@ class Dispatcher:
                     done, next_ts = None, a.ts + backoff(row.attempts + 1, self.backoff_s, self.backoff_cap_s)
                     n = row.attempts + 1
                     logger.warning("push %d on route %r failed (attempt %d): %s", row.id, route, n, a.error)
-                elif row.claimed and now_payload.get(row.id) != row.payload:
+                elif row.claimed and now_payload[row.id] != row.payload:
                     done, detail = None, "replaced by a newer update while it was sent: sent again"
                 else:
                     delivered += 1
@@ -472,22 +494,17 @@ class Dispatcher:
                     {"b_id": row.id, "b_done": done, "b_next": next_ts, "b_error": a.error or None}
                 )
                 entries.append(
-                    {"outbox_id": row.id, "ts": a.ts, "ok": not a.error, "seconds": a.seconds}
-                    | {"detail": detail}
+                    {
+                        "outbox_id": row.id,
+                        "ts": a.ts,
+                        "ok": not a.error,
+                        "seconds": a.seconds,
+                        "detail": detail,
+                    }
                 )
             if updates:
-                s.execute(
-                    update(outbox)
-                    .where(outbox.c.id == bindparam("b_id"))
-                    .values(
-                        attempts=outbox.c.attempts + 1,
-                        delivered_ts=bindparam("b_done"),
-                        next_ts=func.coalesce(bindparam("b_next"), outbox.c.next_ts),
-                        last_error=func.coalesce(bindparam("b_error"), outbox.c.last_error),
-                    ),
-                    updates,
-                )
-                s.execute(insert(log), entries)
+                c.execute(self._mark, updates)
+                c.execute(self._log, entries)
         with self._lock:
             self.delivered += delivered
             self.failed_attempts += sum(1 for a in attempts if a.error)

@@ -168,9 +168,9 @@ def owed(sessions: sessionmaker[Session]) -> list[tuple[int, int]]:
 
 
 def test_a_batch_arrives_once_each_in_order_in_one_round(
-    tmp_path: Path, mosquitto: Mosquitto, subscriber: Subscriber
+    tmp_path: Path, store_url: str, mosquitto: Mosquitto, subscriber: Subscriber
 ) -> None:
-    sessions, alarm = store(tmp_path)
+    sessions, alarm = store(tmp_path, store_url)
     ids = owe_all(sessions, alarm, [transition(n) for n in range(300)])
     topic = channel(mosquitto.port)
     d = Dispatcher(sessions, {ROUTE: topic}, clock=lambda: T0 + 1, batch=300)

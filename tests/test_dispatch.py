@@ -1,9 +1,11 @@
 """The dispatcher's delivery of the outbox, with channels in memory: once per row, in order per
 route, a failing row holding its route's later rows, a hanging route holding only itself, a push
 going out on `wake` without waiting for the poll, and a rate-limited incident update replaced while
-it is being sent neither lost nor sent twice.
+it is being sent neither lost nor sent twice. The tests of the dispatcher's reads run on SQLite and
+on PostgreSQL.
 
-Delivery over real channels (webhooks, e-mail) is in tests/test_pushes.py and test_email_push.py.
+Delivery over real channels (webhooks, e-mail) is in tests/test_pushes.py and test_email_push.py;
+over the MQTT alarm topic in tests/test_alarm_topic_push.py.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ class Recorder:
         self.sent.append(str(payload["title"]))
 
 
-def store(tmp_path: Path) -> tuple[sessionmaker[Session], int]:
-    """A state store with one recorded alarm (outbox rows name an alarm); returns its id."""
-    _, sessions = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
+def store(tmp_path: Path, url: str | None = None) -> tuple[sessionmaker[Session], int]:
+    """A state store (SQLite unless `url`) with one recorded alarm (outbox rows name an alarm);
+    returns its id."""
+    _, sessions = open_store(url or f"sqlite:///{tmp_path / 's.sqlite'}")
     index = DeviceIndex.build(small_registry(), PROFILES)
     alarms = AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), lambda: T0, [])
     event = DetectorEvent(
@@ -120,8 +123,10 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_every_due_row_is_delivered_once_in_order_per_route_and_logged(tmp_path: Path) -> None:
-    sessions, alarm = store(tmp_path)
+async def test_every_due_row_is_delivered_once_in_order_per_route_and_logged(
+    tmp_path: Path, store_url: str
+) -> None:
+    sessions, alarm = store(tmp_path, store_url)
     a, b = Recorder(), Recorder()
     ids = [owe(sessions, alarm, route, f"{route}{n}") for n in range(5) for route in ("a", "b")]
     d = dispatcher(sessions, {"a": a, "b": b})
@@ -137,8 +142,10 @@ async def test_every_due_row_is_delivered_once_in_order_per_route_and_logged(tmp
         assert {r.attempts for r in s.scalars(select(OutboxRow))} == {1}
 
 
-async def test_a_failing_row_backs_off_and_holds_the_later_rows_of_its_route_only(tmp_path: Path) -> None:
-    sessions, alarm = store(tmp_path)
+async def test_a_failing_row_backs_off_and_holds_the_later_rows_of_its_route_only(
+    tmp_path: Path, store_url: str
+) -> None:
+    sessions, alarm = store(tmp_path, store_url)
     down = threading.Event()
     down.set()
 
@@ -192,8 +199,8 @@ async def test_a_push_goes_out_on_wake_without_waiting_for_the_poll(tmp_path: Pa
     assert d.pending() == 0
 
 
-async def test_a_hanging_route_holds_only_its_own_pushes(tmp_path: Path) -> None:
-    sessions, alarm = store(tmp_path)
+async def test_a_hanging_route_holds_only_its_own_pushes(tmp_path: Path, store_url: str) -> None:
+    sessions, alarm = store(tmp_path, store_url)
     release = threading.Event()
     slow, fast = Recorder(lambda payload: release.wait(10.0)), Recorder()
     owe(sessions, alarm, "slow", "s0")
@@ -262,3 +269,34 @@ async def test_an_update_written_in_place_after_the_claim_is_not_lost(tmp_path: 
     assert a.sent == ["update 1", "update 2"]
     assert d.pending() == 0
     assert log(sessions) == [(row, True), (row, True)]
+
+
+async def test_rows_held_behind_a_failure_leave_the_read_to_other_routes(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The read's limit counts only rows that can go: a route backing off with a long queue behind
+    its failed row does not take every round's read from the routes that work."""
+    sessions, alarm = store(tmp_path, store_url)
+    down = threading.Event()
+    down.set()
+
+    def refuse(payload: dict[str, Any]) -> None:
+        if down.is_set():
+            raise DeliveryError("receiver down")
+
+    a, b = Recorder(refuse), Recorder()
+    for n in range(4):
+        owe(sessions, alarm, "a", f"a{n}")
+    now = [T0 + 1]
+    d = Dispatcher(sessions, {"a": a, "b": b}, clock=lambda: now[0], backoff_s=60.0, batch=3)
+    assert await d.deliver_due() == 0  # a0 fails, a1 and a2 were read behind it and wait
+    owe(sessions, alarm, "b", "b0")
+    owe(sessions, alarm, "b", "b1")
+    assert await d.deliver_due() == 2  # not a1, a2, a3 (held), which would fill the limit of 3
+    assert b.sent == ["b0", "b1"]
+    assert a.sent == []
+    down.clear()
+    now[0] += 60.0
+    assert await d.deliver_due() == 3
+    assert await d.deliver_due() == 1
+    assert a.sent == ["a0", "a1", "a2", "a3"]
