@@ -286,6 +286,7 @@ class Dispatcher:
             .limit(batch)
         )
         self._due_not_busy = self._due_all.where(outbox.c.route.not_in(bindparam("busy", expanding=True)))
+        self._due_route = self._due_all.where(outbox.c.route == bindparam("route"))
         self._mark = (
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"))
@@ -302,23 +303,42 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._workers: dict[str, DaemonWorker] = {}
-        # Routes with a batch in flight (read, not yet recorded): not read again until it is.
+        # Routes taken by their worker (a batch read and not yet recorded, or about to be read by
+        # it): nobody else reads them until the worker lets go.
         self._busy: dict[str, concurrent.futures.Future[int]] = {}
-        self._lock = threading.Lock()  # `_busy`, `_workers` and the counters, between the threads
+        self._taken: dict[str, int] = {}  # how often each route was taken: a read's rows go stale
+        self._again: set[str] = set()  # routes woken while busy: their worker reads once more
+        self._running = False  # `run` is serving: `wake` hands configured routes to their workers
+        self._lock = threading.Lock()  # the above and the counters, between the threads
         self._reading = threading.Lock()  # one round reads and hands out at a time
 
     def wake(self) -> None:
-        """Deliver now (called from any thread after transitions are committed)."""
-        self._wake.set()
+        """Deliver now (called from any thread after transitions are committed).
+
+        While `run` serves, each configured route goes straight to its own worker, which reads its
+        own due rows: one thread hop after the commit, not two (this dispatcher's thread reading
+        for every route, then the hand-off), and no read for routes still busy (their worker reads
+        again when its batch is recorded). Otherwise the next round reads."""
+        if not self._running:
+            self._wake.set()
+            return
+        with self._lock:
+            for route in self.channels:
+                if route in self._busy:
+                    self._again.add(route)
+                else:
+                    self._take(route, None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then let the batches in flight be recorded (bounded)."""
         self._stopping.clear()
         thread = threading.Thread(target=self._serve, name="push-dispatcher", daemon=True)
         thread.start()
+        self._running = True
         try:
             await stop.wait()
         finally:
+            self._running = False
             self._stopping.set()
             self._wake.set()
             await asyncio.to_thread(thread.join, self.STOP_WAIT_S)
@@ -349,31 +369,61 @@ class Dispatcher:
         with self._reading:
             with self._lock:
                 busy = set(self._busy)
+                taken = dict(self._taken)
             due = self._due(busy)
             started = []
-            for route, rows in due.items():
-                with self._lock:
-                    if (worker := self._workers.get(route)) is None:
-                        worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
-                    future = self._busy[route] = worker.submit(self._deliver, route, rows)
-                future.add_done_callback(functools.partial(self._done, route))
-                started.append(future)
+            with self._lock:
+                for route, rows in due.items():
+                    # Taken by a wake since the read (`wake`): its worker reads for itself, and
+                    # these rows may already be sent and recorded by it.
+                    if route in self._busy or self._taken.get(route, 0) != taken.get(route, 0):
+                        continue
+                    started.append(self._take(route, rows))
         return started
+
+    def _take(self, route: str, rows: list[_Owed] | None) -> concurrent.futures.Future[int]:
+        """The route busy, and its worker on it: `rows` (None: it reads them). Under `_lock`."""
+        if (worker := self._workers.get(route)) is None:
+            worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
+        self._taken[route] = self._taken.get(route, 0) + 1
+        future = self._busy[route] = worker.submit(self._serve_route, route, rows)
+        future.add_done_callback(functools.partial(self._done, route))
+        return future
+
+    def _serve_route(self, route: str, rows: list[_Owed] | None) -> int:
+        """On the route's worker: deliver `rows` (None: read them first), and read again for as long
+        as the route was woken meanwhile or, while `run` serves, the read was full (more may be
+        due); then let go of the route."""
+        delivered = 0
+        while True:
+            if rows is None:
+                rows = self._due(set(), route).get(route, [])
+            if rows:
+                delivered += self._deliver(route, rows)
+            with self._lock:
+                if route in self._again or (self._running and len(rows) >= self.batch):
+                    self._again.discard(route)
+                    rows = None
+                    continue
+                self._busy.pop(route, None)  # with the check above, under one lock: no wake lost
+                return delivered
 
     def _done(self, route: str, future: concurrent.futures.Future[int]) -> None:
         with self._lock:
-            self._busy.pop(route, None)
+            if self._busy.get(route) is future:  # it failed; a route let go may be taken again
+                del self._busy[route]
+                self._again.discard(route)
         if (exc := future.exception()) is not None:
             logger.error("push dispatch on route %r failed; retrying: %r", route, exc)
-        else:
-            self._wake.set()  # rows of this route committed while it was busy are read now
 
-    def _due(self, busy: set[str]) -> dict[str, list[_Owed]]:
-        """The due rows of the routes not `busy`, oldest first, grouped by route, up to the first
-        that waits for its backoff after a failure: one read, and a claim of those still
-        replaceable."""
+    def _due(self, busy: set[str], route: str | None = None) -> dict[str, list[_Owed]]:
+        """The due rows of the routes not `busy` (or of `route` alone), oldest first, grouped by
+        route, up to the first that waits for its backoff after a failure: one read, and a claim
+        of those still replaceable."""
         with self._engine.connect() as c:
-            if busy:
+            if route is not None:
+                result = c.execute(self._due_route, {"now": self.clock(), "route": route})
+            elif busy:
                 result = c.execute(self._due_not_busy, {"now": self.clock(), "busy": sorted(busy)})
             else:
                 result = c.execute(self._due_all, {"now": self.clock()})

@@ -300,3 +300,68 @@ async def test_rows_held_behind_a_failure_leave_the_read_to_other_routes(
     assert await d.deliver_due() == 3
     assert await d.deliver_due() == 1
     assert a.sent == ["a0", "a1", "a2", "a3"]
+
+
+async def test_wakes_racing_the_poll_send_every_row_once_in_order(tmp_path: Path) -> None:
+    """A wake hands a route to its worker, which reads for itself, while the dispatcher's own
+    thread polls every route as well (here every 2 ms): a route has one reader at a time, and rows
+    read by a poll that the route's worker took meanwhile are dropped, not sent again."""
+    sessions, alarm = store(tmp_path)
+    a, b = Recorder(), Recorder()
+    d = dispatcher(sessions, {"a": a, "b": b}, poll_s=0.002, batch=7)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+
+    def commit_and_wake() -> None:
+        for n in range(150):
+            owe(sessions, alarm, "a", f"a{n}")
+            owe(sessions, alarm, "b", f"b{n}")
+            d.wake()
+
+    try:
+        await asyncio.to_thread(commit_and_wake)
+        await until(lambda: d.pending() == 0, timeout=30.0)
+    finally:
+        stop.set()
+        await task
+    assert a.sent == [f"a{n}" for n in range(150)]
+    assert b.sent == [f"b{n}" for n in range(150)]
+    assert d.delivered == 300
+
+
+async def test_rows_a_round_read_are_dropped_when_a_wake_took_their_route_meanwhile(tmp_path: Path) -> None:
+    """The race above, made to happen: between the dispatcher's read of every route and its hand-out,
+    a wake gives the route to its worker, which reads, sends and records the row itself. The
+    round's copy of the row is stale: it must not be sent a second time."""
+    sessions, alarm = store(tmp_path)
+    a = Recorder()
+    owe(sessions, alarm, "a", "a0")
+
+    class Racing(Dispatcher):
+        raced = False
+
+        def _due(self, busy: set[str], route: str | None = None) -> dict[str, Any]:
+            rows = super()._due(busy, route)
+            if route is None and not self.raced:  # the round's read, with "a0" in it
+                self.raced = True
+                deadline = time.monotonic() + 10.0
+                while not self._running:  # `run` has started this thread and is about to serve
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+                self.wake()
+                while "a" in self._busy or not a.sent:  # the worker took "a", sent a0, let go
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+            return rows
+
+    d = Racing(sessions, {"a": a}, clock=lambda: T0 + 1, poll_s=60.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+    try:
+        await until(lambda: d.raced and d.pending() == 0)
+        await asyncio.sleep(0.2)  # time for a second send, if there were one
+    finally:
+        stop.set()
+        await task
+    assert a.sent == ["a0"]
+    assert len(log(sessions)) == 1
