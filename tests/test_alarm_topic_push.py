@@ -314,3 +314,17 @@ def test_a_batch_is_not_held_up_by_the_brokers_nagle_and_our_delayed_ack(mosquit
         assert time.monotonic() - started < 1.0
     finally:
         publisher.close()
+
+
+def test_a_connection_the_broker_closed_while_idle_is_opened_again_without_failing_the_batch(
+    mosquitto: Mosquitto, subscriber: Subscriber
+) -> None:
+    publisher = MqttPublisher(mosquitto.host, mosquitto.port, client_id=f"p-{uuid.uuid4().hex[:8]}")
+    try:
+        assert publisher.publish_many([("fw/v1/s1/alarms", b'{"seq": 0}')]) == (1, "")
+        mosquitto.restart()  # the connection is closed under the publisher while it is idle
+        assert publisher.publish_many([("fw/v1/s1/alarms", b'{"seq": 1}')]) == (1, "")
+        until(lambda: 1 in subscriber.seqs)
+        assert list(dict.fromkeys(subscriber.seqs)) == [0, 1]
+    finally:
+        publisher.close()
