@@ -309,7 +309,9 @@ class Dispatcher:
         self._taken: dict[str, int] = {}  # how often each route was taken: a read's rows go stale
         self._again: set[str] = set()  # routes woken while busy: their worker reads once more
         self._running = False  # `run` is serving: `wake` hands configured routes to their workers
-        self._lock = threading.Lock()  # the above and the counters, between the threads
+        # The above and the counters, between the threads. Re-entrant: `_take` adds `_done` to a
+        # future under it, and a future already done (its read failed at once) calls it right there.
+        self._lock = threading.RLock()
         self._reading = threading.Lock()  # one round reads and hands out at a time
 
     def wake(self) -> None:

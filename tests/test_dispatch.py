@@ -11,6 +11,7 @@ over the MQTT alarm topic in tests/test_alarm_topic_push.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -365,3 +366,36 @@ async def test_rows_a_round_read_are_dropped_when_a_wake_took_their_route_meanwh
         await task
     assert a.sent == ["a0"]
     assert len(log(sessions)) == 1
+
+
+async def test_a_read_that_fails_lets_go_of_the_route_and_the_next_wake_delivers(tmp_path: Path) -> None:
+    """The state store failing under a woken route's read: the failure is logged, the route is free
+    again (never stuck busy, nor the dispatcher deadlocked), and the next wake delivers."""
+    sessions, alarm = store(tmp_path)
+    a = Recorder()
+    owe(sessions, alarm, "a", "a0")
+
+    class Failing(Dispatcher):
+        failures = 3
+
+        def _due(self, busy: set[str], route: str | None = None) -> dict[str, Any]:
+            if route is not None and self.failures > 0:
+                self.failures -= 1
+                raise RuntimeError("the state store is down")
+            return super()._due(busy, route)
+
+    d = Failing(sessions, {"a": a}, clock=lambda: T0 + 1, poll_s=60.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+    try:
+        await until(lambda: d._running and a.sent == ["a0"])  # the poll's read of every route works
+        owe(sessions, alarm, "a", "a1")
+        for left in (2, 1, 0):  # each wake: the route's own read fails, and the route is let go
+            d.wake()
+            await until(functools.partial(lambda n: d.failures == n and "a" not in d._busy, left))
+        d.wake()
+        await until(lambda: "a1" in a.sent)
+    finally:
+        stop.set()
+        await task
+    assert a.sent.count("a1") == 1
