@@ -230,14 +230,16 @@ class _Attempt:
 class Dispatcher:
     """Delivers the outbox from threads of its own, not from the event loop.
 
-    A thread waits for `wake` (the alarm writer calls it right after a commit) or the poll, reads
-    every due row in one query, and hands each route's rows to that route's own worker thread, which
-    sends them in order and records all their attempts in one write transaction. So a fresh alarm's
-    push waits for one read, not for hops through the busy event loop, and a route's next row is
-    sent without first queueing for the state store's write lock (which on SQLite the alarm writer
-    holds for its whole transaction). A route's rows are read again only once its batch is recorded:
-    each row goes to one send at a time, in id order per route, and a hanging channel delays only
-    its own route.
+    Each route has a worker thread of its own, which sends the route's rows in order (a batch at
+    once where the channel can: `BatchChannel`) and records all their attempts in one write
+    transaction. `wake` (the alarm writer calls it right after a commit) hands each configured
+    route straight to its worker, which reads that route's due rows itself; the dispatcher's own
+    thread polls, reading every route's due rows in one query and handing them out. So a fresh
+    alarm's push waits for one read, not for hops through the busy event loop or through another
+    thread, and a route's next row is sent without first queueing for the state store's write lock
+    (which on SQLite the alarm writer holds for its whole transaction). A route is read by one
+    thread at a time, and again only once its batch is recorded: each row goes to one send at a
+    time, in id order per route, and a hanging channel delays only its own route.
     """
 
     # At stop, how long batches in flight may still take to be recorded: within the 4 s the service
