@@ -2,6 +2,7 @@
 (read the due rows, send them, record the attempts), with a real private mosquitto and SQLite.
 
     python3 -m bench.push_route --devices 500 --batches 1 10 100
+    python3 -m bench.push_route --publisher    # the publisher alone: ms per batch of 1, 10, 50
 
 The outbox is filled the way the service fills it: `bench.alarm_burst`'s crossings applied through
 `AlarmService` with the service's alarm-topic route (`ALARM_TOPIC_ROUTE`: every transition and every
@@ -91,11 +92,36 @@ def run(folder: Path, broker: Mosquitto, devices: int, batch: int) -> tuple[int,
     return delivered, cpu, wall, rounds
 
 
+def publisher_alone(broker: Mosquitto) -> None:
+    """`MqttPublisher.publish_many` alone: the mean wall time of 20 batches of 1, 10 and 50
+    800-byte messages, on loopback."""
+    from firewatch.mqtt_publish import MqttPublisher
+
+    publisher = MqttPublisher(broker.host, broker.port, client_id="bench-publisher")
+    message = ("fw/v1/bench/alarms", b"x" * 800)
+    publisher.publish_many([message] * 10)  # connected before the clock starts
+    for size in (1, 10, 50):
+        started = time.perf_counter()
+        for _ in range(20):
+            done, reason = publisher.publish_many([message] * size)
+            assert done == size, reason
+        console.print(f"batch of {size}: {(time.perf_counter() - started) / 20 * 1000:.3f} ms")
+    publisher.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=500, help="smoke detectors, one crossing each")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 10, 100], help="rows per round")
+    ap.add_argument("--publisher", action="store_true", help="time the publisher alone, nothing else")
     args = ap.parse_args()
+    if args.publisher:
+        with (
+            tempfile.TemporaryDirectory(prefix="fw-push-route-") as tmp,
+            Mosquitto(data_dir=Path(tmp)) as broker,
+        ):
+            publisher_alone(broker)
+        return
     table = Table(title="MQTT alarm-topic route: per push, read + send + record")
     for col in ("rows per round", "pushes", "rounds", "CPU µs/push", "wall µs/push"):
         table.add_column(col, justify="right")

@@ -184,7 +184,7 @@ class MqttPublisher:
             # Acknowledge what arrives at once. A broker that leaves Nagle's algorithm on (mosquitto
             # by default: `set_tcp_nodelay false`) holds a batch's later PUBACKs until the first is
             # acknowledged, and Linux delays that acknowledgement up to 40 ms: a batch of 10 took
-            # 46 ms instead of 1. The option does not stick, so it is set before every read.
+            # 44 ms instead of 0.17 ms. The option does not stick, so it is set before every read.
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         data = sock.recv(65536)
         if not data:
