@@ -17,15 +17,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+import orjson
+from sqlalchemy import Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import Transition
 from core.settings import PushRoute
+from firewatch.mqtt_publish import MqttPublisher
 from firewatch.workers import DaemonWorker
 from storage.db import IMMEDIATE
 from storage.models import DeliveryRow, OutboxRow
@@ -43,6 +45,15 @@ class DeliveryError(RuntimeError):
 class Channel(Protocol):
     def deliver(self, payload: dict[str, Any]) -> None:
         """Send one push or raise DeliveryError. Blocking; run in a worker thread."""
+
+
+class BatchChannel(Channel, Protocol):
+    """A channel that sends a route's rows together (the MQTT alarm topic: pipelined publishes)."""
+
+    def deliver_many(self, payloads: Sequence[dict[str, Any]]) -> list[str | None]:
+        """Send `payloads` in order; returns one entry per payload: None once it is delivered, else
+        why not. Blocking; run in a worker thread. The dispatcher counts the rows up to the first
+        error as delivered, and keeps that row and all after it owed."""
 
 
 class AppriseChannel:
@@ -85,8 +96,10 @@ class MqttAlarmChannel:
     """The alarm topic `{prefix}/{site}/alarms`: each transition as JSON, QoS 1, for integrations;
     incident steps likewise on `{prefix}/{site}/incidents`.
 
-    A paho client of its own (the ingest connection only subscribes), connected on first use and
-    reconnected after a failure; a publish counts as delivered once the broker acknowledged it.
+    A connection of its own (the ingest connection only subscribes), opened on first use and again
+    after a failure; a publish counts as delivered once the broker acknowledged it. A batch of rows
+    goes out pipelined (`deliver_many`): every PUBLISH at once, then their PUBACKs together, on a
+    synchronous publisher without a network thread (firewatch/mqtt_publish.py).
     """
 
     def __init__(
@@ -102,46 +115,42 @@ class MqttAlarmChannel:
     ) -> None:
         self.host, self.port, self.prefix, self.timeout_s = host, port, prefix, timeout_s
         self.client_id, self.username, self.password = client_id, username, password
-        self._client: Any = None
+        self._publisher = MqttPublisher(
+            host, port, client_id=client_id, username=username, password=password, timeout_s=timeout_s
+        )
 
-    def _connect(self) -> Any:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id)
-        if self.username:
-            client.username_pw_set(self.username, self.password)
-        client.connect(self.host, self.port, keepalive=30)
-        client.loop_start()
-        return client
-
-    def deliver(self, payload: dict[str, Any]) -> None:
-        import orjson
-
+    def _message(self, payload: dict[str, Any]) -> tuple[str, bytes]:
         if "incident" in payload:  # an incident step (alarms/outbox.py enqueue_incident)
             message = payload["incident"]
             topic = f"{self.prefix}/{message['incident']['site']}/incidents"
         else:
             message = payload["transition"]
             topic = f"{self.prefix}/{message['after']['site']}/alarms"
-        try:
-            if self._client is None:
-                self._client = self._connect()
-            info = self._client.publish(topic, orjson.dumps(message), qos=1)
-            info.wait_for_publish(timeout=self.timeout_s)
-            if not info.is_published():
-                raise DeliveryError(
-                    f"the broker did not acknowledge the alarm on {topic} in {self.timeout_s:g} s"
-                )
-        except (OSError, RuntimeError, ValueError) as exc:
-            self.close()
-            raise DeliveryError(f"alarm topic {topic}: {exc}") from exc
+        return topic, orjson.dumps(message)
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        (error,) = self.deliver_many([payload])
+        if error is not None:
+            raise DeliveryError(error)
+
+    def deliver_many(self, payloads: Sequence[dict[str, Any]]) -> list[str | None]:
+        """Publish `payloads` in order; per payload None (acknowledged by the broker) or why not.
+        From the first one not acknowledged on, none counts as delivered: the route's order."""
+        messages: list[tuple[str, bytes]] = []
+        unusable = ""
+        for payload in payloads:
+            try:
+                messages.append(self._message(payload))
+            except (KeyError, TypeError, orjson.JSONEncodeError) as exc:  # a payload of no shape we know
+                unusable = f"alarm topic: not a transition or an incident step: {type(exc).__name__}: {exc}"
+                break
+        done, reason = self._publisher.publish_many(messages)
+        if done < len(messages):
+            unusable = f"alarm topic {messages[done][0]}: {reason}"
+        return [None] * done + [unusable] * (len(payloads) - done)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.loop_stop()
-            self._client.disconnect()
-            self._client = None
+        self._publisher.close()
 
 
 class AlarmTopicRelay:
@@ -189,6 +198,10 @@ class AlarmTopicRelay:
         self.channel.close()
 
 
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+
+
 def backoff(attempts: int, base_s: float, cap_s: float) -> float:
     return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
 
@@ -217,14 +230,16 @@ class _Attempt:
 class Dispatcher:
     """Delivers the outbox from threads of its own, not from the event loop.
 
-    A thread waits for `wake` (the alarm writer calls it right after a commit) or the poll, reads
-    every due row in one query, and hands each route's rows to that route's own worker thread, which
-    sends them in order and records all their attempts in one write transaction. So a fresh alarm's
-    push waits for one read, not for hops through the busy event loop, and a route's next row is
-    sent without first queueing for the state store's write lock (which on SQLite the alarm writer
-    holds for its whole transaction). A route's rows are read again only once its batch is recorded:
-    each row goes to one send at a time, in id order per route, and a hanging channel delays only
-    its own route.
+    Each route has a worker thread of its own, which sends the route's rows in order (a batch at
+    once where the channel can: `BatchChannel`) and records all their attempts in one write
+    transaction. `wake` (the alarm writer calls it right after a commit) hands each configured
+    route straight to its worker, which reads that route's due rows itself; the dispatcher's own
+    thread polls, reading every route's due rows in one query and handing them out. So a fresh
+    alarm's push waits for one read, not for hops through the busy event loop or through another
+    thread, and a route's next row is sent without first queueing for the state store's write lock
+    (which on SQLite the alarm writer holds for its whole transaction). A route is read by one
+    thread at a time, and again only once its batch is recorded: each row goes to one send at a
+    time, in id order per route, and a hanging channel delays only its own route.
     """
 
     # At stop, how long batches in flight may still take to be recorded: within the 4 s the service
@@ -249,28 +264,85 @@ class Dispatcher:
         self.backoff_s = backoff_s
         self.backoff_cap_s = backoff_cap_s
         self.batch = batch
+        self._engine: Engine = sessions.kw["bind"]
+        # The statements of every round, built once: one built per call costs its construction and
+        # its cache key each time, more than SQLite takes to run it.
+        outbox = _OUTBOX
+        # A row that failed waits for its backoff, and the rows after it on its route wait for it.
+        held = outbox.alias("held")
+        behind_a_failure = (
+            select(held.c.id)
+            .where(
+                held.c.route == outbox.c.route,
+                held.c.id < outbox.c.id,
+                held.c.delivered_ts.is_(None),
+                held.c.next_ts > bindparam("now"),
+                held.c.attempts > 0,
+            )
+            .exists()
+        )
+        self._due_all = (
+            select(outbox.c.id, outbox.c.route, outbox.c.payload, outbox.c.attempts, outbox.c.replaceable)
+            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts <= bindparam("now"), ~behind_a_failure)
+            .order_by(outbox.c.id)
+            .limit(batch)
+        )
+        self._due_not_busy = self._due_all.where(outbox.c.route.not_in(bindparam("busy", expanding=True)))
+        self._due_route = self._due_all.where(outbox.c.route == bindparam("route"))
+        self._mark = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"))
+            .values(
+                attempts=outbox.c.attempts + 1,
+                delivered_ts=bindparam("b_done"),
+                next_ts=func.coalesce(bindparam("b_next"), outbox.c.next_ts),
+                last_error=func.coalesce(bindparam("b_error"), outbox.c.last_error),
+            )
+        )
+        self._log = insert(_DELIVERIES)
         self.delivered = 0
         self.failed_attempts = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._workers: dict[str, DaemonWorker] = {}
-        # Routes with a batch in flight (read, not yet recorded): not read again until it is.
+        # Routes taken by their worker (a batch read and not yet recorded, or about to be read by
+        # it): nobody else reads them until the worker lets go.
         self._busy: dict[str, concurrent.futures.Future[int]] = {}
-        self._lock = threading.Lock()  # `_busy`, `_workers` and the counters, between the threads
+        self._taken: dict[str, int] = {}  # how often each route was taken: a read's rows go stale
+        self._again: set[str] = set()  # routes woken while busy: their worker reads once more
+        self._running = False  # `run` is serving: `wake` hands configured routes to their workers
+        # The above and the counters, between the threads. Re-entrant: `_take` adds `_done` to a
+        # future under it, and a future already done (its read failed at once) calls it right there.
+        self._lock = threading.RLock()
         self._reading = threading.Lock()  # one round reads and hands out at a time
 
     def wake(self) -> None:
-        """Deliver now (called from any thread after transitions are committed)."""
-        self._wake.set()
+        """Deliver now (called from any thread after transitions are committed).
+
+        While `run` serves, each configured route goes straight to its own worker, which reads its
+        own due rows: one thread hop after the commit, not two (this dispatcher's thread reading
+        for every route, then the hand-off), and no read for routes still busy (their worker reads
+        again when its batch is recorded). Otherwise the next round reads."""
+        if not self._running:
+            self._wake.set()
+            return
+        with self._lock:
+            for route in self.channels:
+                if route in self._busy:
+                    self._again.add(route)
+                else:
+                    self._take(route, None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then let the batches in flight be recorded (bounded)."""
         self._stopping.clear()
         thread = threading.Thread(target=self._serve, name="push-dispatcher", daemon=True)
         thread.start()
+        self._running = True
         try:
             await stop.wait()
         finally:
+            self._running = False
             self._stopping.set()
             self._wake.set()
             await asyncio.to_thread(thread.join, self.STOP_WAIT_S)
@@ -301,51 +373,67 @@ class Dispatcher:
         with self._reading:
             with self._lock:
                 busy = set(self._busy)
+                taken = dict(self._taken)
             due = self._due(busy)
             started = []
-            for route, rows in due.items():
-                with self._lock:
-                    if (worker := self._workers.get(route)) is None:
-                        worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
-                    future = self._busy[route] = worker.submit(self._deliver, route, rows)
-                future.add_done_callback(functools.partial(self._done, route))
-                started.append(future)
+            with self._lock:
+                for route, rows in due.items():
+                    # Taken by a wake since the read (`wake`): its worker reads for itself, and
+                    # these rows may already be sent and recorded by it.
+                    if route in self._busy or self._taken.get(route, 0) != taken.get(route, 0):
+                        continue
+                    started.append(self._take(route, rows))
         return started
+
+    def _take(self, route: str, rows: list[_Owed] | None) -> concurrent.futures.Future[int]:
+        """The route busy, and its worker on it: `rows` (None: it reads them). Under `_lock`."""
+        if (worker := self._workers.get(route)) is None:
+            worker = self._workers[route] = DaemonWorker(f"push-{route}"[:15])
+        self._taken[route] = self._taken.get(route, 0) + 1
+        future = self._busy[route] = worker.submit(self._serve_route, route, rows)
+        future.add_done_callback(functools.partial(self._done, route))
+        return future
+
+    def _serve_route(self, route: str, rows: list[_Owed] | None) -> int:
+        """On the route's worker: deliver `rows` (None: read them first), and read again for as long
+        as the route was woken meanwhile or, while `run` serves, the read was full (more may be
+        due); then let go of the route."""
+        delivered = 0
+        while True:
+            if rows is None:
+                rows = self._due(set(), route).get(route, [])
+            if rows:
+                delivered += self._deliver(route, rows)
+            with self._lock:
+                if route in self._again or (self._running and len(rows) >= self.batch):
+                    self._again.discard(route)
+                    rows = None
+                    continue
+                self._busy.pop(route, None)  # with the check above, under one lock: no wake lost
+                return delivered
 
     def _done(self, route: str, future: concurrent.futures.Future[int]) -> None:
         with self._lock:
-            self._busy.pop(route, None)
+            if self._busy.get(route) is future:  # it failed; a route let go may be taken again
+                del self._busy[route]
+                self._again.discard(route)
         if (exc := future.exception()) is not None:
             logger.error("push dispatch on route %r failed; retrying: %r", route, exc)
-        else:
-            self._wake.set()  # rows of this route committed while it was busy are read now
 
-    def _due(self, busy: set[str]) -> dict[str, list[_Owed]]:
-        """The due rows of the routes not `busy`, oldest first, grouped by route, up to the first
-        that waits for its backoff after a failure: one read, and a claim of those still
-        replaceable."""
-        now = self.clock()
-        outbox = _OUTBOX
-        query = (
-            select(outbox.c.id, outbox.c.route, outbox.c.payload, outbox.c.attempts, outbox.c.replaceable)
-            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts <= now)
-            .order_by(outbox.c.id)
-            .limit(self.batch)
-        )
-        if busy:
-            query = query.where(outbox.c.route.not_in(sorted(busy)))
-        # A row that failed waits for its backoff, and the rows after it on its route wait for it.
-        failed = (
-            select(outbox.c.route, func.min(outbox.c.id))
-            .where(outbox.c.delivered_ts.is_(None), outbox.c.next_ts > now, outbox.c.attempts > 0)
-            .group_by(outbox.c.route)
-        )
-        with self.sessions() as s:
-            waiting: dict[str, int] = {route: first for route, first in s.execute(failed).all()}
+    def _due(self, busy: set[str], route: str | None = None) -> dict[str, list[_Owed]]:
+        """The due rows of the routes not `busy` (or of `route` alone), oldest first, grouped by
+        route, up to the first that waits for its backoff after a failure: one read, and a claim
+        of those still replaceable."""
+        with self._engine.connect() as c:
+            if route is not None:
+                result = c.execute(self._due_route, {"now": self.clock(), "route": route})
+            elif busy:
+                result = c.execute(self._due_not_busy, {"now": self.clock(), "busy": sorted(busy)})
+            else:
+                result = c.execute(self._due_all, {"now": self.clock()})
             rows = [
-                _Owed(row_id, route, dict(payload), attempts, bool(replaceable))
-                for row_id, route, payload, attempts, replaceable in s.execute(query).all()
-                if row_id < waiting.get(route, row_id + 1)
+                _Owed(row_id, route, payload, attempts, bool(replaceable))
+                for row_id, route, payload, attempts, replaceable in result.all()
             ]
         if any(r.claimed for r in rows):
             rows = self._claim(rows)
@@ -387,6 +475,8 @@ class Dispatcher:
         """Send `rows` in order on the route's channel until one fails (later ones wait for it,
         keeping the route's order), then record every attempt in one transaction."""
         channel = self.channels.get(route)
+        if channel is not None and hasattr(channel, "deliver_many"):
+            return self._record(route, self._send_batch(cast(BatchChannel, channel), rows))
         attempts: list[_Attempt] = []
         for row in rows:
             started = time.perf_counter()
@@ -396,24 +486,43 @@ class Dispatcher:
                     raise DeliveryError(f"route {route!r} is not configured any more; kept until it is")
                 channel.deliver(dict(row.payload))
             except Exception as exc:  # any channel failure is retried, never fatal
-                error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+                error = _describe(exc)
             attempts.append(_Attempt(row, self.clock(), time.perf_counter() - started, error))
             if error:
                 break
         return self._record(route, attempts)
 
+    def _send_batch(self, channel: BatchChannel, rows: list[_Owed]) -> list[_Attempt]:
+        """All of `rows` in one `deliver_many`: the attempts up to the first failed row, each with
+        the batch's end and its whole time (a row of a batch is acknowledged with the others)."""
+        started = time.perf_counter()
+        try:
+            errors = channel.deliver_many([dict(row.payload) for row in rows])
+            if len(errors) != len(rows):
+                raise DeliveryError(f"the channel answered for {len(errors)} of {len(rows)} pushes")
+        except Exception as exc:  # any channel failure is retried, never fatal
+            errors = [_describe(exc)] * len(rows)
+        ts, seconds = self.clock(), time.perf_counter() - started
+        attempts: list[_Attempt] = []
+        for row, error in zip(rows, errors, strict=True):
+            attempts.append(_Attempt(row, ts, seconds, error or ""))
+            if error:
+                break
+        return attempts
+
     def _record(self, route: str, attempts: list[_Attempt]) -> int:
         """Each attempt in the delivery log, its row delivered or due again after a backoff; returns
         how many were delivered. A claimed row whose content changed while in flight (a newer
         update written in place before the claim took) stays owed: its latest content goes next."""
-        outbox, log = _OUTBOX, _DELIVERIES
-        ids = [a.row.id for a in attempts]
-        with self.sessions.begin() as s:
-            s.connection(execution_options=IMMEDIATE)  # read-modify-write: take the write lock at BEGIN
-            present = {row_id for (row_id,) in s.execute(select(outbox.c.id).where(outbox.c.id.in_(ids)))}
-            claimed = [a.row.id for a in attempts if a.row.claimed and a.row.id in present]
+        outbox = _OUTBOX
+        claimed = [a.row.id for a in attempts if a.row.claimed]
+        with self._engine.connect().execution_options(**IMMEDIATE) as c, c.begin():
+            # read-modify-write: IMMEDIATE takes the write lock at BEGIN. Only a replaceable row
+            # can be deleted while it waits (alarms/outbox.py), and a claimed row is replaceable
+            # no more: one deleted before its claim was not sent. Looked up all the same, for the
+            # claimed rows only: present, and with what content now.
             now_payload = (
-                dict(s.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.id.in_(claimed))).all())
+                dict(c.execute(select(outbox.c.id, outbox.c.payload).where(outbox.c.id.in_(claimed))).all())
                 if claimed
                 else {}
             )
@@ -422,7 +531,7 @@ class Dispatcher:
             delivered = 0
             for a in attempts:
                 row = a.row
-                if row.id not in present:  # deleted meanwhile: nothing to mark, nothing to log against
+                if row.claimed and row.id not in now_payload:  # deleted: nothing to mark or log against
                     continue
                 detail = a.error
                 done: float | None = a.ts
@@ -431,7 +540,7 @@ class Dispatcher:
                     done, next_ts = None, a.ts + backoff(row.attempts + 1, self.backoff_s, self.backoff_cap_s)
                     n = row.attempts + 1
                     logger.warning("push %d on route %r failed (attempt %d): %s", row.id, route, n, a.error)
-                elif row.claimed and now_payload.get(row.id) != row.payload:
+                elif row.claimed and now_payload[row.id] != row.payload:
                     done, detail = None, "replaced by a newer update while it was sent: sent again"
                 else:
                     delivered += 1
@@ -439,22 +548,17 @@ class Dispatcher:
                     {"b_id": row.id, "b_done": done, "b_next": next_ts, "b_error": a.error or None}
                 )
                 entries.append(
-                    {"outbox_id": row.id, "ts": a.ts, "ok": not a.error, "seconds": a.seconds}
-                    | {"detail": detail}
+                    {
+                        "outbox_id": row.id,
+                        "ts": a.ts,
+                        "ok": not a.error,
+                        "seconds": a.seconds,
+                        "detail": detail,
+                    }
                 )
             if updates:
-                s.execute(
-                    update(outbox)
-                    .where(outbox.c.id == bindparam("b_id"))
-                    .values(
-                        attempts=outbox.c.attempts + 1,
-                        delivered_ts=bindparam("b_done"),
-                        next_ts=func.coalesce(bindparam("b_next"), outbox.c.next_ts),
-                        last_error=func.coalesce(bindparam("b_error"), outbox.c.last_error),
-                    ),
-                    updates,
-                )
-                s.execute(insert(log), entries)
+                c.execute(self._mark, updates)
+                c.execute(self._log, entries)
         with self._lock:
             self.delivered += delivered
             self.failed_attempts += sum(1 for a in attempts if a.error)

@@ -761,3 +761,40 @@ def test_a_broker_crash_keeps_the_services_queue(
             assert len(lost) <= CRASH_PUBLISHERS
     finally:
         stack.stop()
+
+
+def test_the_alarm_topic_publisher_signs_in_as_the_service_and_a_wrong_password_is_refused(
+    broker: StackBroker, clients: list[Client]
+) -> None:
+    """The dispatcher's own publisher (firewatch/mqtt_publish.py) on the services' listener: the
+    CONNECT carries user name and password; a refusal is an error for the batch, not an exception."""
+    from firewatch.mqtt_publish import MqttPublisher
+
+    _, site, _ = broker.device(0)
+    follower = service(broker, clients)
+    ok = MqttPublisher(
+        "127.0.0.1",
+        broker.service_port,
+        client_id=f"fw-alarms-{marker().decode()[:8]}",
+        username="firewatch",
+        password=SERVICE_PASSWORD,
+        timeout_s=5.0,
+    )
+    wrong = MqttPublisher(
+        "127.0.0.1",
+        broker.service_port,
+        client_id=f"fw-alarms-{marker().decode()[:8]}",
+        username="firewatch",
+        password="not-the-password",
+        timeout_s=5.0,
+    )
+    try:
+        payload = marker()
+        assert ok.publish_many([(f"fw/v1/{site}/alarms", payload)]) == (1, "")
+        follower.wait_for(f"fw/v1/{site}/alarms", payload)
+        done, reason = wrong.publish_many([(f"fw/v1/{site}/alarms", marker())])
+        assert done == 0
+        assert "refused the connection" in reason
+    finally:
+        ok.close()
+        wrong.close()
