@@ -6,12 +6,16 @@ collector is back as it was after a batch, whatever happened in it."""
 from __future__ import annotations
 
 import gc
+import threading
+import time
+import weakref
 from typing import Any
 
 import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 
+from alarms import gc_pause
 from alarms.alarm_values import ALARMS, COLUMNS, Alarm, values_of
 from alarms.driver_rows import insert_many, update_many
 from alarms.gc_pause import collector_paused
@@ -143,3 +147,58 @@ def test_the_collector_is_off_in_a_batch_and_as_it_was_after() -> None:
         assert not gc.isenabled()  # turned off by someone else: left off
     finally:
         gc.enable()
+
+
+def test_two_threads_pausing_at_once_keep_the_collector_off_until_the_last_one_ends() -> None:
+    """The pipeline's thread and the alarm writer's overlap: the one that ends first must not turn
+    the collector back on under the other."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with collector_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with collector_paused():
+            second_in.set()
+            first_out.wait(5)
+            seen.append(gc.isenabled())  # the first has ended; this one still holds it off
+        seen.append(gc.isenabled())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [False, True]
+    assert gc_pause.holders() == 0
+
+
+def test_pauses_that_overlap_without_a_gap_still_let_young_cycles_be_collected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a steady load the pauses can chain for minutes: a holder ending after MAX_HELD_S runs
+    one young collection, so a cycle made meanwhile does not wait for the load to stop."""
+    monkeypatch.setattr(gc_pause, "MAX_HELD_S", 0.05)
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    outer = collector_paused()
+    outer.__enter__()
+    try:
+        ref = weakref.ref(Node())  # a cycle, unreachable at once: only the collector frees it
+        assert ref() is not None
+        time.sleep(0.1)
+        with collector_paused():
+            pass
+        assert ref() is None
+        assert not gc.isenabled()  # the outer pause still holds
+    finally:
+        outer.__exit__(None, None, None)
+    assert gc.isenabled()
