@@ -33,17 +33,26 @@ from typing import Any, cast
 
 from sqlalchemy import JSON, ColumnElement, Delete, Select, Table, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from alarms.alarm_values import ALARMS, Alarm, values_of, write
 from alarms.driver_rows import insert_many
-from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
+from alarms.incident_values import INCIDENTS, Incident, held
+from alarms.incident_values import write as write_incidents
+from core.domain import (
+    ACTIVE_STATES,
+    AlarmAction,
+    AlarmState,
+    DetectorEvent,
+    DetectorEventKind,
+    IncidentState,
+    TicketStatus,
+)
 from storage.db import json_dumps
 from storage.models import (
     AlarmEventRow,
     AlarmRow,
     IncidentEventRow,
-    IncidentRow,
     MaintenanceRow,
     OutboxRow,
     TicketAlarmRow,
@@ -140,6 +149,18 @@ _MEMBERS = select(ALARMS.c.id, ALARMS.c.device_id, ALARMS.c.state).where(
     ALARMS.c.incident_id == bindparam("incident")
 )
 _PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
+_PG_NEXT_INCIDENT_ID = "SELECT nextval(pg_get_serial_sequence('incidents', 'id'))"
+# An incident by id, and the newest three an alarm of a kind and place may join (alarms/
+# incident_service.py `_open_incident_for`), locked for the transaction.
+_INCIDENT = select(INCIDENTS).where(INCIDENTS.c.id == bindparam("incident")).with_for_update()
+_CANDIDATES = (
+    select(INCIDENTS)
+    .where(INCIDENTS.c.kind == bindparam("kind"), INCIDENTS.c.group_key == bindparam("key"))
+    .where((INCIDENTS.c.state != IncidentState.CLOSED.value) | (INCIDENTS.c.closed_ts >= bindparam("recent")))
+    .order_by(INCIDENTS.c.id.desc())
+    .limit(3)
+    .with_for_update()
+)
 
 
 @dataclass
@@ -208,10 +229,14 @@ class AlarmBatch:
     # (device_id, alarm_type) -> RAISED transitions since the flapping window began
     raises: dict[tuple[str, str], int] = field(default_factory=dict)
     windows: list[MaintenanceRow] | None = None
-    incidents: dict[int, IncidentRow] = field(default_factory=dict)  # locked in this transaction
+    # incident id -> every incident the batch holds (locked in this transaction), as values
+    # (alarms/incident_values.py), and the values the database holds of the loaded ones (one opened
+    # in the batch has none until the batch's end writes it)
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    incidents_written: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     # (kind, group key) -> the incidents an alarm of that kind and place may join, newest first:
     # read once, then kept (an incident opened in the batch goes first)
-    candidates: dict[tuple[str, str], list[IncidentRow]] = field(default_factory=dict)
+    candidates: dict[tuple[str, str], list[Incident]] = field(default_factory=dict)
     tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
@@ -227,6 +252,7 @@ class AlarmBatch:
     reserved: list[int] = field(default_factory=list)
     next_sqlite_id: int | None = None
     next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
+    next_sqlite_incident_id: int | None = None  # and new incidents (incident_id)
     # The outbox rows the batch owes, in the order they were owed (their ids follow it): a per-alarm
     # push as its row (OUTBOX_COLUMNS), an incident notice as it may still change; the notices by
     # (route, incident), one per write; and the (route, incident) pairs whose waiting notices from
@@ -304,6 +330,20 @@ class AlarmBatch:
         self.next_sqlite_ticket_id += 1
         return taken
 
+    def incident_id(self, s: Session) -> int:
+        """The id an incident this batch opens takes, so it goes in with the batch's other rows at
+        its end: on PostgreSQL the next from the table's own sequence, taken when it is opened, as
+        its insert took it (no gaps); on SQLite the next after the largest (this transaction holds
+        the write lock)."""
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            return int(conn.exec_driver_sql(_PG_NEXT_INCIDENT_ID).scalar_one())
+        if self.next_sqlite_incident_id is None:
+            self.next_sqlite_incident_id = int(conn.scalar(select(func.max(INCIDENTS.c.id))) or 0) + 1
+        taken = self.next_sqlite_incident_id
+        self.next_sqlite_incident_id += 1
+        return taken
+
     def add(self, row: Alarm) -> None:
         """An alarm the batch knows of: loaded open, or raised in this batch."""
         self.open[(row.device_id, row.alarm_type)] = row
@@ -325,13 +365,16 @@ class AlarmBatch:
             self.new_links.append((ticket_id, alarm_id))
 
     def settle_alarms(self, s: Session) -> None:
-        """Write the batch's alarms as they now are (alarm_values.write), then the session's rows
-        (incidents, the batch's new tickets and their history), then the new ticket links, which
-        refer to both."""
+        """Write the batch's alarms and incidents as they now are (alarm_values.write,
+        incident_values.write), then the session's rows (the batch's new tickets and their
+        history), then the new ticket links, which refer to both."""
         conn = s.connection()
         write(conn, list(self.by_id.values()), self.written)
         for alarm in self.by_id.values():
             self.written[alarm.id] = values_of(alarm)
+        write_incidents(conn, list(self.incidents.values()), self.incidents_written)
+        for inc in self.incidents.values():
+            self.incidents_written[inc.id] = held(inc)
         s.flush()
         in_order = itemgetter(*_TICKET_EVENT_COLUMNS)
         insert_many(conn, _TICKET_EVENTS, _TICKET_EVENT_COLUMNS, [in_order(e) for e in self.ticket_events])
@@ -392,20 +435,40 @@ class AlarmBatch:
             )
         return self.windows
 
-    def incident(self, s: Session, incident_id: int) -> IncidentRow | None:
+    def incident(self, s: Session, incident_id: int) -> Incident | None:
         """The incident, locked once in this transaction (later reads come from memory)."""
         inc = self.incidents.get(incident_id)
         if inc is None:
-            # Its outage devices too: they are read at its first count (_count), and a deferred
-            # column costs a statement of its own.
-            inc = s.get(
-                IncidentRow, incident_id, with_for_update=True, options=[undefer(IncidentRow.devices)]
-            )
-            if inc is not None:
-                self.incidents[incident_id] = inc
+            row = s.connection().execute(_INCIDENT, {"incident": incident_id}).first()
+            if row is not None:
+                inc = self._held(tuple(row))
         return inc
 
-    def tally(self, s: Session, inc: IncidentRow) -> Tally:
+    def candidates_for(self, s: Session, kind: str, key: str, recent: float) -> list[Incident]:
+        """The newest three incidents of this kind and group key that are open or closed since
+        `recent` (an alarm of that kind and place may join one), read once per batch and locked,
+        then kept: an incident opened in the batch goes first (`opened`).
+
+        Read from the database, whose rows are as the batch found them: an incident the batch holds
+        is taken as the batch has it. The selection is the same as on the batch's values: the
+        batch never changes an incident's kind or group key, and what it does to the rest keeps an
+        incident in it (closing one sets its closed time to now) or cannot concern one outside it (a
+        closed incident outside it is not joinable, so it is never reopened)."""
+        found = self.candidates.get((kind, key))
+        if found is None:
+            rows = s.connection().execute(_CANDIDATES, {"kind": kind, "key": key, "recent": recent}).all()
+            found = self.candidates[(kind, key)] = [
+                self.incidents.get(row[0]) or self._held(tuple(row)) for row in rows
+            ]
+        return found
+
+    def _held(self, values: tuple[Any, ...]) -> Incident:
+        inc = Incident(*values)
+        self.incidents[inc.id] = inc
+        self.incidents_written[inc.id] = held(inc)
+        return inc
+
+    def tally(self, s: Session, inc: Incident) -> Tally:
         """The incident's alarms, their devices and which are active: read once (ids, devices and
         states only), then kept as the batch changes them."""
         found = self.tallies.get(inc.id)
@@ -427,13 +490,13 @@ class AlarmBatch:
             self.tallies[inc.id] = found
         return found
 
-    def opened(self, inc: IncidentRow) -> None:
+    def opened(self, inc: Incident) -> None:
         """An incident opened in this batch: it has no alarms yet, and joins the candidates first."""
         self.tallies[inc.id] = Tally()
         self.incidents[inc.id] = inc
         self.candidates.setdefault((inc.kind, inc.group_key), []).insert(0, inc)
 
-    def joined(self, s: Session, alarm: Alarm, inc: IncidentRow) -> None:
+    def joined(self, s: Session, alarm: Alarm, inc: Incident) -> None:
         """`alarm` now belongs to `inc` (it may have belonged to another incident before)."""
         if alarm.incident_id is not None and alarm.incident_id != inc.id:
             old = self.tallies.get(alarm.incident_id)
