@@ -29,9 +29,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import JSON, ColumnElement, Delete, Select, Table, any_, bindparam, delete, func, select, text
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Connection,
+    Delete,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -51,7 +64,6 @@ from core.domain import (
 from storage.db import json_dumps
 from storage.models import (
     AlarmEventRow,
-    AlarmRow,
     IncidentEventRow,
     MaintenanceRow,
     OutboxRow,
@@ -67,7 +79,6 @@ CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 LOCAL_TIME = "%Y-%m-%d %H:%M:%S"  # a push's time, as the people on duty read it
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
-_TICKETS = cast(Table, TicketRow.__table__)
 _TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
 _TICKET_EVENT_COLUMNS = tuple(c.name for c in _TICKET_EVENTS.c if c.name != "id")
 _ALARM_EVENTS = cast(Table, AlarmEventRow.__table__)
@@ -149,6 +160,9 @@ _MEMBERS = select(ALARMS.c.id, ALARMS.c.device_id, ALARMS.c.state).where(
     ALARMS.c.incident_id == bindparam("incident")
 )
 _PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
+# The tables whose new rows take their ids from the batch on SQLite (next_sqlite_ids).
+_SQLITE_TABLES = ("alarms", "tickets", "incidents", "alarm_events", "incident_events")
+_SQLITE_LARGEST = "SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in _SQLITE_TABLES)
 _PG_NEXT_INCIDENT_ID = "SELECT nextval(pg_get_serial_sequence('incidents', 'id'))"
 # An incident by id, and the newest three an alarm of a kind and place may join (alarms/
 # incident_service.py `_open_incident_for`), locked for the transaction.
@@ -160,6 +174,26 @@ _CANDIDATES = (
     .order_by(INCIDENTS.c.id.desc())
     .limit(3)
     .with_for_update()
+)
+
+
+class Window(NamedTuple):
+    """A maintenance window in force (storage/models.py `MaintenanceRow`), what a raise asks of it."""
+
+    id: int
+    site: str
+    place: str | None
+    device_ids: list[str]
+    ticket_id: int | None
+    start_ts: float
+    end_ts: float
+
+
+_MAINTENANCE = cast(Table, MaintenanceRow.__table__)
+_WINDOWS = select(*(_MAINTENANCE.c[name] for name in Window._fields)).where(
+    _MAINTENANCE.c.ended_ts.is_(None),
+    _MAINTENANCE.c.start_ts <= bindparam("now"),
+    _MAINTENANCE.c.end_ts > bindparam("now"),
 )
 
 
@@ -228,7 +262,7 @@ class AlarmBatch:
     written: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     # (device_id, alarm_type) -> RAISED transitions since the flapping window began
     raises: dict[tuple[str, str], int] = field(default_factory=dict)
-    windows: list[MaintenanceRow] | None = None
+    windows: list[Window] | None = None
     # incident id -> every incident the batch holds (locked in this transaction), as values
     # (alarms/incident_values.py), and the values the database holds of the loaded ones (one opened
     # in the batch has none until the batch's end writes it)
@@ -240,7 +274,10 @@ class AlarmBatch:
     tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
-    # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets
+    # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets, read
+    # at the first need (open_ticket) for the devices with a RAISE in the batch (`raising`, None
+    # once read)
+    raising: list[str] | None = None
     tickets: dict[tuple[str, str], TicketRow] = field(default_factory=dict)
     ticket_links: set[tuple[int, int]] = field(default_factory=set)
     new_links: list[tuple[int, int]] = field(default_factory=list)  # (ticket, alarm), after the alarms
@@ -250,9 +287,9 @@ class AlarmBatch:
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
     reserved: list[int] = field(default_factory=list)
-    next_sqlite_id: int | None = None
-    next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
-    next_sqlite_incident_id: int | None = None  # and new incidents (incident_id)
+    # On SQLite, table -> the next id this batch gives a new row of it (alarms, tickets, incidents
+    # and the two logs): the largest ids, read together at the first need (next_sqlite_ids)
+    sqlite_next: dict[str, int] | None = None
     # The outbox rows the batch owes, in the order they were owed (their ids follow it): a per-alarm
     # push as its row (OUTBOX_COLUMNS), an incident notice as it may still change; the notices by
     # (route, incident), one per write; and the (route, incident) pairs whose waiting notices from
@@ -287,16 +324,28 @@ class AlarmBatch:
                 _RAISES[pg], {"devices": chunk, "since": raises_since}
             ):
                 batch.raises[(device_id, alarm_type)] = int(n)
-            tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": chunk}).all()
-            for ticket in tickets:
-                batch.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
-            if tickets:
-                links = conn.execute(_LINKS, {"tickets": [t.id for t in tickets]}).all()
-                batch.ticket_links.update((t, a) for t, a in links)
+        batch.raising = raising  # their open tickets: read when one is first needed (open_ticket)
         raised = {(e.device_id, e.alarm_type) for e in events if e.kind is DetectorEventKind.RAISE}
         batch.new_keys = len(raised - batch.open.keys())
         s.info[INFO_KEY] = batch
         return batch
+
+    def open_ticket(self, s: Session, device_id: str, hazard_type: str) -> TicketRow | None:
+        """The device's open ticket of this hazard type. The raising devices' open tickets and their
+        alarm links are read (and locked) at the first call, once: most writes raise no alarm that
+        needs a ticket (a fire alarm does not), and then read none."""
+        if self.raising is not None:
+            conn = s.connection()
+            pg = conn.dialect.name == "postgresql"
+            for i in range(0, len(self.raising), CHUNK):
+                tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": self.raising[i : i + CHUNK]}).all()
+                for ticket in tickets:
+                    self.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
+                if tickets:
+                    links = conn.execute(_LINKS, {"tickets": [t.id for t in tickets]}).all()
+                    self.ticket_links.update((t, a) for t, a in links)
+            self.raising = None
+        return self.tickets.get((device_id, hazard_type))
 
     def alarm_id(self, s: Session) -> int:
         """The id a new alarm of this batch takes: from the table's own sequence on PostgreSQL (a
@@ -309,10 +358,8 @@ class AlarmBatch:
             if s.get_bind().dialect.name == "postgresql":
                 self.reserved = [int(i) for i in s.scalars(text(_PG_RESERVE), {"n": n})]
             else:
-                if self.next_sqlite_id is None:
-                    self.next_sqlite_id = int(s.scalar(select(func.max(AlarmRow.id))) or 0) + 1
-                self.reserved = list(range(self.next_sqlite_id, self.next_sqlite_id + n))
-                self.next_sqlite_id += n
+                first = self.next_sqlite_ids(s.connection(), "alarms", n)
+                self.reserved = list(range(first, first + n))
         return self.reserved.pop(0)
 
     def ticket_id(self, s: Session) -> int:
@@ -324,11 +371,7 @@ class AlarmBatch:
         conn = s.connection()
         if conn.dialect.name == "postgresql":
             return int(conn.exec_driver_sql(_PG_NEXT_TICKET_ID).scalar_one())
-        if self.next_sqlite_ticket_id is None:
-            self.next_sqlite_ticket_id = int(conn.scalar(select(func.max(_TICKETS.c.id))) or 0) + 1
-        taken = self.next_sqlite_ticket_id
-        self.next_sqlite_ticket_id += 1
-        return taken
+        return self.next_sqlite_ids(conn, "tickets", 1)
 
     def incident_id(self, s: Session) -> int:
         """The id an incident this batch opens takes, so it goes in with the batch's other rows at
@@ -338,11 +381,20 @@ class AlarmBatch:
         conn = s.connection()
         if conn.dialect.name == "postgresql":
             return int(conn.exec_driver_sql(_PG_NEXT_INCIDENT_ID).scalar_one())
-        if self.next_sqlite_incident_id is None:
-            self.next_sqlite_incident_id = int(conn.scalar(select(func.max(INCIDENTS.c.id))) or 0) + 1
-        taken = self.next_sqlite_incident_id
-        self.next_sqlite_incident_id += 1
-        return taken
+        return self.next_sqlite_ids(conn, "incidents", 1)
+
+    def next_sqlite_ids(self, conn: Connection, table: str, n: int) -> int:
+        """On SQLite, the first of `n` ids for new rows of `table` (one of `_SQLITE_TABLES`), the
+        ones after the largest: what SQLite would give them, safe because this transaction holds
+        the write lock from its BEGIN (IMMEDIATE), so only the batch inserts meanwhile, and it gives
+        its rows these ids. The largest ids of every table are read with one statement at the first
+        need: each was a statement of its own."""
+        if self.sqlite_next is None:
+            largest = conn.exec_driver_sql(_SQLITE_LARGEST).one()
+            self.sqlite_next = {t: int(m or 0) + 1 for t, m in zip(_SQLITE_TABLES, largest, strict=True)}
+        first = self.sqlite_next[table]
+        self.sqlite_next[table] = first + n
+        return first
 
     def add(self, row: Alarm) -> None:
         """An alarm the batch knows of: loaded open, or raised in this batch."""
@@ -422,17 +474,12 @@ class AlarmBatch:
         key = (row.device_id, row.alarm_type)
         self.raises[key] = self.raises.get(key, 0) + 1
 
-    def maintenance_windows(self, s: Session, now: float) -> list[MaintenanceRow]:
+    def maintenance_windows(self, s: Session, now: float) -> list[Window]:
+        """The maintenance windows in force at `now`, read once per batch (values: the rules only
+        read them)."""
         if self.windows is None:
-            self.windows = list(
-                s.scalars(
-                    select(MaintenanceRow).where(
-                        MaintenanceRow.ended_ts.is_(None),
-                        MaintenanceRow.start_ts <= now,
-                        MaintenanceRow.end_ts > now,
-                    )
-                ).all()
-            )
+            rows = s.connection().execute(_WINDOWS, {"now": now}).all()
+            self.windows = [Window(*row) for row in rows]
         return self.windows
 
     def incident(self, s: Session, incident_id: int) -> Incident | None:
@@ -565,7 +612,11 @@ def insert_rows(
         taken = conn.scalars(text(_PG_NEXT_IDS.format(table=table.name)), {"n": len(rows)})
         ids = sorted(int(i) for i in taken)
     else:
-        first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
+        batch = batch_of(s)
+        if batch is not None:
+            first = batch.next_sqlite_ids(conn, table.name, len(rows))
+        else:
+            first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
         ids = list(range(first, first + len(rows)))
     columns = tuple(c.name for c in table.c if c.name != "id")
     encoded = [i for i, c in enumerate(c for c in table.c if c.name != "id") if isinstance(c.type, JSON)]
