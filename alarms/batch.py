@@ -49,7 +49,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from alarms.alarm_values import ALARMS, Alarm, values_of, write
-from alarms.driver_rows import insert_many
+from alarms.driver_rows import fetch_plain, insert_many, mark
 from alarms.incident_values import INCIDENTS, Incident, held
 from alarms.incident_values import write as write_incidents
 from core.domain import (
@@ -138,7 +138,8 @@ def _open_tickets(postgresql: bool) -> Select[TicketRow]:
 
 def _waiting_notices(postgresql: bool) -> Delete:
     """Delete the route's notices of the given incidents still waiting to replace (alarms/outbox.py
-    enqueue_incident: replaceable, not yet tried)."""
+    enqueue_incident: replaceable, not yet tried). On PostgreSQL; SQLite's is
+    _SQLITE_WAITING_NOTICES."""
     return delete(OUTBOX).where(
         OUTBOX.c.route == bindparam("route"),
         _among(OUTBOX.c.incident_id, "incidents", postgresql),
@@ -152,12 +153,18 @@ def _waiting_notices(postgresql: bool) -> Delete:
 _OPEN_ALARMS = {True: _open_alarms(True), False: _open_alarms(False)}
 _RAISES = {True: _raises(True), False: _raises(False)}
 _OPEN_TICKETS = {True: _open_tickets(True), False: _open_tickets(False)}
-_WAITING_NOTICES = {True: _waiting_notices(True), False: _waiting_notices(False)}
+_WAITING_NOTICES = _waiting_notices(True)
 _LINKS = select(_TICKET_ALARMS.c.ticket_id, _TICKET_ALARMS.c.alarm_id).where(
     _TICKET_ALARMS.c.ticket_id.in_(bindparam("tickets", expanding=True))
 )
-_MEMBERS = select(ALARMS.c.id, ALARMS.c.device_id, ALARMS.c.state).where(
-    ALARMS.c.incident_id == bindparam("incident")
+# An incident's members (ids, devices, states: what the driver returns as they are), on the
+# driver's cursor (fetch_plain): a row per alarm.
+_MEMBERS = "SELECT id, device_id, state FROM alarms WHERE incident_id = {mark}"
+# On SQLite, a route's notices of one incident still waiting to be replaced: deleted for every
+# (route, incident) pair in one executemany (_waiting_notices on PostgreSQL).
+_SQLITE_WAITING_NOTICES = (
+    "DELETE FROM outbox WHERE route = ? AND incident_id = ? AND replaceable IS 1 "
+    "AND delivered_ts IS NULL AND attempts = 0"
 )
 _PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
 # The tables whose new rows take their ids from the batch on SQLite (next_sqlite_ids).
@@ -441,10 +448,13 @@ class AlarmBatch:
         the order they were owed, through the driver (alarms/driver_rows.py), as the ORM's flush
         of them inserted them."""
         conn = s.connection()
-        pg = conn.dialect.name == "postgresql"
-        for route, incidents in self.replaced.items():
-            for i in range(0, len(incidents), CHUNK):
-                conn.execute(_WAITING_NOTICES[pg], {"route": route, "incidents": incidents[i : i + CHUNK]})
+        if conn.dialect.name == "postgresql":
+            for route, incidents in self.replaced.items():
+                for i in range(0, len(incidents), CHUNK):
+                    conn.execute(_WAITING_NOTICES, {"route": route, "incidents": incidents[i : i + CHUNK]})
+        elif self.replaced:
+            pairs = [(route, i) for route, incidents in self.replaced.items() for i in incidents]
+            conn.exec_driver_sql(_SQLITE_WAITING_NOTICES, pairs)
         self.replaced.clear()
         rows = [r if isinstance(r, tuple) else r.row() for r in self.outbox]
         insert_many(conn, OUTBOX, OUTBOX_COLUMNS, rows)
@@ -521,7 +531,9 @@ class AlarmBatch:
         found = self.tallies.get(inc.id)
         if found is None:
             found = Tally()
-            for alarm_id, device_id, state in s.connection().execute(_MEMBERS, {"incident": inc.id}):
+            conn = s.connection()
+            sql = _MEMBERS.format(mark=mark(conn.dialect))
+            for alarm_id, device_id, state in fetch_plain(conn, sql, (inc.id,)):
                 mine = self.by_id.get(alarm_id)
                 if mine is not None:
                     # The database holds the alarm as the batch found it: the batch's values rule.
