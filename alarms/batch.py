@@ -28,14 +28,17 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     ColumnElement,
     Connection,
     Delete,
+    Dialect,
     Select,
     Table,
     any_,
@@ -48,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from alarms.alarm_values import ALARMS, Alarm, values_of, write
+from alarms.alarm_values import ALARMS, COLUMNS, Alarm, values_of, write
 from alarms.driver_rows import fetch_plain, insert_many, mark
 from alarms.incident_values import INCIDENTS, Incident, held
 from alarms.incident_values import write as write_incidents
@@ -107,14 +110,25 @@ def _among(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnEle
     return column.in_(bindparam(name, expanding=True))
 
 
-def _open_alarms(postgresql: bool) -> Select[Any]:
-    return (
-        select(ALARMS)
-        .where(_among(ALARMS.c.device_id, "devices", postgresql))
-        .where(ALARMS.c.state != AlarmState.CLOSED.value)
-        .order_by(ALARMS.c.id)
-        .with_for_update()
-    )
+# The alarm columns that are booleans (NOT NULL): the one type the drivers return otherwise than
+# SQLAlchemy would (SQLite: 0 and 1).
+_ALARM_BOOLS = frozenset(i for i, c in enumerate(ALARMS.c) if isinstance(c.type, Boolean))
+if any(ALARMS.c[i].nullable for i in _ALARM_BOOLS):
+    raise AssertionError("a nullable boolean alarm column would be read as False")
+
+
+@lru_cache(maxsize=64)
+def _open_alarms_sql(dialect: Dialect, devices: int) -> str:
+    """The devices' alarms that are not closed, every column in table order, oldest first, locked
+    (on PostgreSQL): run on the driver's cursor (fetch_plain), its devices one array parameter on
+    PostgreSQL, an IN list of `devices` parameters on SQLite. SQLAlchemy's execution and result
+    made a round of Python work per statement and per row."""
+    q = dialect.identifier_preparer.quote
+    columns = ", ".join(q(c) for c in COLUMNS)
+    closed = AlarmState.CLOSED.value
+    among = "= ANY(%s)" if dialect.name == "postgresql" else f"IN ({', '.join(['?'] * devices)})"
+    lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
+    return f"SELECT {columns} FROM alarms WHERE device_id {among} AND state != '{closed}' ORDER BY id{lock}"
 
 
 def _raises(postgresql: bool) -> Select[Any]:
@@ -150,7 +164,6 @@ def _waiting_notices(postgresql: bool) -> Delete:
 
 
 # The batch's reads, built once per kind of database (bound per batch).
-_OPEN_ALARMS = {True: _open_alarms(True), False: _open_alarms(False)}
 _RAISES = {True: _raises(True), False: _raises(False)}
 _OPEN_TICKETS = {True: _open_tickets(True), False: _open_tickets(False)}
 _WAITING_NOTICES = _waiting_notices(True)
@@ -294,6 +307,9 @@ class AlarmBatch:
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
     reserved: list[int] = field(default_factory=list)
+    # The transaction's connection, asked of the session once (connection): each ask walks the
+    # session's transaction state
+    conn: Connection | None = None
     # On SQLite, table -> the next id this batch gives a new row of it (alarms, tickets, incidents
     # and the two logs): the largest ids, read together at the first need (next_sqlite_ids)
     sqlite_next: dict[str, int] | None = None
@@ -313,12 +329,18 @@ class AlarmBatch:
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
         batch = cls()
-        conn = s.connection()  # Core statements: not the session's ORM execution, nothing to flush
+        # Core statements: not the session's ORM execution, nothing to flush
+        conn = batch.connection(s)
         pg = conn.dialect.name == "postgresql"
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
-            for row in conn.execute(_OPEN_ALARMS[pg], {"devices": ids[i : i + CHUNK]}).all():
-                values = tuple(row)
+            chunk = ids[i : i + CHUNK]
+            params = (chunk,) if pg else tuple(chunk)
+            for row in fetch_plain(conn, _open_alarms_sql(conn.dialect, len(chunk)), params):
+                # As SQLAlchemy returns them: SQLite gives booleans as 0 and 1.
+                values: tuple[Any, ...] = tuple(
+                    bool(v) if j in _ALARM_BOOLS else v for j, v in enumerate(row)
+                )
                 alarm = Alarm(*values)
                 batch.written[alarm.id] = values
                 batch.add(alarm)
@@ -337,12 +359,18 @@ class AlarmBatch:
         s.info[INFO_KEY] = batch
         return batch
 
+    def connection(self, s: Session) -> Connection:
+        """The connection of the session's transaction (the same for the whole batch)."""
+        if self.conn is None:
+            self.conn = s.connection()
+        return self.conn
+
     def open_ticket(self, s: Session, device_id: str, hazard_type: str) -> TicketRow | None:
         """The device's open ticket of this hazard type. The raising devices' open tickets and their
         alarm links are read (and locked) at the first call, once: most writes raise no alarm that
         needs a ticket (a fire alarm does not), and then read none."""
         if self.raising is not None:
-            conn = s.connection()
+            conn = self.connection(s)
             pg = conn.dialect.name == "postgresql"
             for i in range(0, len(self.raising), CHUNK):
                 tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": self.raising[i : i + CHUNK]}).all()
@@ -362,10 +390,10 @@ class AlarmBatch:
         if not self.reserved:
             n = max(1, self.new_keys)
             self.new_keys = 0  # beyond the estimate (a key raised again after closing): one by one
-            if s.get_bind().dialect.name == "postgresql":
+            if self.connection(s).dialect.name == "postgresql":
                 self.reserved = [int(i) for i in s.scalars(text(_PG_RESERVE), {"n": n})]
             else:
-                first = self.next_sqlite_ids(s.connection(), "alarms", n)
+                first = self.next_sqlite_ids(self.connection(s), "alarms", n)
                 self.reserved = list(range(first, first + n))
         return self.reserved.pop(0)
 
@@ -375,7 +403,7 @@ class AlarmBatch:
         also wrote every incident changed so far): on PostgreSQL the next from the table's own
         sequence, taken when the ticket is made, as its insert took it; on SQLite the next after the
         largest (this transaction holds the write lock)."""
-        conn = s.connection()
+        conn = self.connection(s)
         if conn.dialect.name == "postgresql":
             return int(conn.exec_driver_sql(_PG_NEXT_TICKET_ID).scalar_one())
         return self.next_sqlite_ids(conn, "tickets", 1)
@@ -385,7 +413,7 @@ class AlarmBatch:
         its end: on PostgreSQL the next from the table's own sequence, taken when it is opened, as
         its insert took it (no gaps); on SQLite the next after the largest (this transaction holds
         the write lock)."""
-        conn = s.connection()
+        conn = self.connection(s)
         if conn.dialect.name == "postgresql":
             return int(conn.exec_driver_sql(_PG_NEXT_INCIDENT_ID).scalar_one())
         return self.next_sqlite_ids(conn, "incidents", 1)
@@ -427,7 +455,7 @@ class AlarmBatch:
         """Write the batch's alarms and incidents as they now are (alarm_values.write,
         incident_values.write), then the session's rows (the batch's new tickets and their
         history), then the new ticket links, which refer to both."""
-        conn = s.connection()
+        conn = self.connection(s)
         write(conn, list(self.by_id.values()), self.written)
         for alarm in self.by_id.values():
             self.written[alarm.id] = values_of(alarm)
@@ -447,7 +475,7 @@ class AlarmBatch:
         deleted them: a notice of this write is never waiting, `PendingNotice`), then the rows in
         the order they were owed, through the driver (alarms/driver_rows.py), as the ORM's flush
         of them inserted them."""
-        conn = s.connection()
+        conn = self.connection(s)
         if conn.dialect.name == "postgresql":
             for route, incidents in self.replaced.items():
                 for i in range(0, len(incidents), CHUNK):
@@ -488,7 +516,7 @@ class AlarmBatch:
         """The maintenance windows in force at `now`, read once per batch (values: the rules only
         read them)."""
         if self.windows is None:
-            rows = s.connection().execute(_WINDOWS, {"now": now}).all()
+            rows = self.connection(s).execute(_WINDOWS, {"now": now}).all()
             self.windows = [Window(*row) for row in rows]
         return self.windows
 
@@ -496,7 +524,7 @@ class AlarmBatch:
         """The incident, locked once in this transaction (later reads come from memory)."""
         inc = self.incidents.get(incident_id)
         if inc is None:
-            row = s.connection().execute(_INCIDENT, {"incident": incident_id}).first()
+            row = self.connection(s).execute(_INCIDENT, {"incident": incident_id}).first()
             if row is not None:
                 inc = self._held(tuple(row))
         return inc
@@ -513,7 +541,7 @@ class AlarmBatch:
         closed incident outside it is not joinable, so it is never reopened)."""
         found = self.candidates.get((kind, key))
         if found is None:
-            rows = s.connection().execute(_CANDIDATES, {"kind": kind, "key": key, "recent": recent}).all()
+            rows = self.connection(s).execute(_CANDIDATES, {"kind": kind, "key": key, "recent": recent}).all()
             found = self.candidates[(kind, key)] = [
                 self.incidents.get(row[0]) or self._held(tuple(row)) for row in rows
             ]
@@ -531,7 +559,7 @@ class AlarmBatch:
         found = self.tallies.get(inc.id)
         if found is None:
             found = Tally()
-            conn = s.connection()
+            conn = self.connection(s)
             sql = _MEMBERS.format(mark=mark(conn.dialect))
             for alarm_id, device_id, state in fetch_plain(conn, sql, (inc.id,)):
                 mine = self.by_id.get(alarm_id)
@@ -619,12 +647,12 @@ def insert_rows(
     if not rows:
         return []
     table = cast(Table, model.__table__)
-    conn = s.connection()
+    batch = batch_of(s)
+    conn = s.connection() if batch is None else batch.connection(s)
     if conn.dialect.name == "postgresql":
         taken = conn.scalars(text(_PG_NEXT_IDS.format(table=table.name)), {"n": len(rows)})
         ids = sorted(int(i) for i in taken)
     else:
-        batch = batch_of(s)
         if batch is not None:
             first = batch.next_sqlite_ids(conn, table.name, len(rows))
         else:
