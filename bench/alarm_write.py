@@ -4,15 +4,20 @@ alarm of `bench.alarm_latency` does.
 
     python3 -m bench.alarm_write --writes 300
 
-A registry of smoke detectors (the shipped `smoke-photoelectric` profile, 10 per zone). Write i
-raises detector 10·i (the first of zone i): the events a reading jumping from clean air to a fire
-level gives (RAISE pre_alarm, RAISE fire, one timestamp), so the write raises the pre-alarm, opens
-its incident, raises the fire alarm, upgrades the incident and supersedes the pre-alarm, and owes
-the pushes of each step. Half a second later a second write clears it (CLEAR fire, CLEAR pre_alarm:
-the fire alarm stays latched, NORMAL), as the latency bench sets the reading back half-way; those
-are reported apart. The service's push routes are what `firewatch serve` has with default settings
-and a broker: the MQTT alarm-topic route (every transition and incident step pushed); with
-`--control-room`, also a route of incident notices to the control room's role.
+A registry of smoke detectors (the shipped `smoke-photoelectric` profile, 10 per zone, 50 zones a
+floor, one building), laid out as the latency bench lays them. Write i raises detector 10·i (the
+first of zone i): the events a reading jumping from clean air to a fire level gives (RAISE
+pre_alarm, RAISE fire, one timestamp). The write raises the pre-alarm, raises the fire alarm and
+supersedes the pre-alarm (three transitions), and the alarms join the building's fire incident:
+the first write opens it, and, as in the latency bench, every later one finds it open (the fire
+alarms stay latched) and spreads it to one more zone (two incident steps, the incident's place,
+zone and floor lists written again), owing the pushes of each. So a write's cost grows slowly with
+the incident (its members are read once per write). Half a second later a second write clears
+the detector (CLEAR fire, CLEAR pre_alarm: the fire alarm stays latched, NORMAL), as the latency
+bench sets the reading back half-way; those are reported apart. The service's push routes are
+what `firewatch serve` has with default settings and a broker: the MQTT alarm-topic route (every
+transition and incident step pushed); with `--control-room`, also a route of incident notices to
+the control room's role.
 
 CPU is the applying thread's (`time.thread_time`, what `bench.alarm_latency` reports as
 `write_cpu`), per write: median and 95th percentile, after `--warmup` writes that are not counted.
