@@ -28,22 +28,46 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import JSON, ColumnElement, Delete, Select, Table, any_, bindparam, delete, func, select, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Connection,
+    Delete,
+    Dialect,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
-from alarms.alarm_values import ALARMS, Alarm, values_of, write
-from alarms.driver_rows import insert_many
-from core.domain import ACTIVE_STATES, AlarmAction, AlarmState, DetectorEvent, DetectorEventKind, TicketStatus
+from alarms.alarm_values import ALARMS, COLUMNS, Alarm, values_of, write
+from alarms.driver_rows import fetch_plain, insert_many, mark
+from alarms.incident_values import INCIDENTS, Incident, held
+from alarms.incident_values import write as write_incidents
+from core.domain import (
+    ACTIVE_STATES,
+    AlarmAction,
+    AlarmState,
+    DetectorEvent,
+    DetectorEventKind,
+    IncidentState,
+    TicketStatus,
+)
 from storage.db import json_dumps
 from storage.models import (
     AlarmEventRow,
-    AlarmRow,
     IncidentEventRow,
-    IncidentRow,
     MaintenanceRow,
     OutboxRow,
     TicketAlarmRow,
@@ -58,7 +82,6 @@ CHUNK = 500  # ids per IN (...) list: well inside every driver's parameter limit
 INFO_KEY = "fw_alarm_batch"
 LOCAL_TIME = "%Y-%m-%d %H:%M:%S"  # a push's time, as the people on duty read it
 _TICKET_ALARMS = cast(Table, TicketAlarmRow.__table__)
-_TICKETS = cast(Table, TicketRow.__table__)
 _TICKET_EVENTS = cast(Table, TicketEventRow.__table__)
 _TICKET_EVENT_COLUMNS = tuple(c.name for c in _TICKET_EVENTS.c if c.name != "id")
 _ALARM_EVENTS = cast(Table, AlarmEventRow.__table__)
@@ -87,14 +110,25 @@ def _among(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnEle
     return column.in_(bindparam(name, expanding=True))
 
 
-def _open_alarms(postgresql: bool) -> Select[Any]:
-    return (
-        select(ALARMS)
-        .where(_among(ALARMS.c.device_id, "devices", postgresql))
-        .where(ALARMS.c.state != AlarmState.CLOSED.value)
-        .order_by(ALARMS.c.id)
-        .with_for_update()
-    )
+# The alarm columns that are booleans (NOT NULL): the one type the drivers return otherwise than
+# SQLAlchemy would (SQLite: 0 and 1).
+_ALARM_BOOLS = frozenset(i for i, c in enumerate(ALARMS.c) if isinstance(c.type, Boolean))
+if any(ALARMS.c[i].nullable for i in _ALARM_BOOLS):
+    raise AssertionError("a nullable boolean alarm column would be read as False")
+
+
+@lru_cache(maxsize=64)
+def _open_alarms_sql(dialect: Dialect, devices: int) -> str:
+    """The devices' alarms that are not closed, every column in table order, oldest first, locked
+    (on PostgreSQL): run on the driver's cursor (fetch_plain), its devices one array parameter on
+    PostgreSQL, an IN list of `devices` parameters on SQLite. SQLAlchemy's execution and result
+    made a round of Python work per statement and per row."""
+    q = dialect.identifier_preparer.quote
+    columns = ", ".join(q(c) for c in COLUMNS)
+    closed = AlarmState.CLOSED.value
+    among = "= ANY(%s)" if dialect.name == "postgresql" else f"IN ({', '.join(['?'] * devices)})"
+    lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
+    return f"SELECT {columns} FROM alarms WHERE device_id {among} AND state != '{closed}' ORDER BY id{lock}"
 
 
 def _raises(postgresql: bool) -> Select[Any]:
@@ -118,7 +152,8 @@ def _open_tickets(postgresql: bool) -> Select[TicketRow]:
 
 def _waiting_notices(postgresql: bool) -> Delete:
     """Delete the route's notices of the given incidents still waiting to replace (alarms/outbox.py
-    enqueue_incident: replaceable, not yet tried)."""
+    enqueue_incident: replaceable, not yet tried). On PostgreSQL; SQLite's is
+    _SQLITE_WAITING_NOTICES."""
     return delete(OUTBOX).where(
         OUTBOX.c.route == bindparam("route"),
         _among(OUTBOX.c.incident_id, "incidents", postgresql),
@@ -129,17 +164,57 @@ def _waiting_notices(postgresql: bool) -> Delete:
 
 
 # The batch's reads, built once per kind of database (bound per batch).
-_OPEN_ALARMS = {True: _open_alarms(True), False: _open_alarms(False)}
 _RAISES = {True: _raises(True), False: _raises(False)}
 _OPEN_TICKETS = {True: _open_tickets(True), False: _open_tickets(False)}
-_WAITING_NOTICES = {True: _waiting_notices(True), False: _waiting_notices(False)}
+_WAITING_NOTICES = _waiting_notices(True)
 _LINKS = select(_TICKET_ALARMS.c.ticket_id, _TICKET_ALARMS.c.alarm_id).where(
     _TICKET_ALARMS.c.ticket_id.in_(bindparam("tickets", expanding=True))
 )
-_MEMBERS = select(ALARMS.c.id, ALARMS.c.device_id, ALARMS.c.state).where(
-    ALARMS.c.incident_id == bindparam("incident")
+# An incident's members (ids, devices, states: what the driver returns as they are), on the
+# driver's cursor (fetch_plain): a row per alarm.
+_MEMBERS = "SELECT id, device_id, state FROM alarms WHERE incident_id = {mark}"
+# On SQLite, a route's notices of one incident still waiting to be replaced: deleted for every
+# (route, incident) pair in one executemany (_waiting_notices on PostgreSQL).
+_SQLITE_WAITING_NOTICES = (
+    "DELETE FROM outbox WHERE route = ? AND incident_id = ? AND replaceable IS 1 "
+    "AND delivered_ts IS NULL AND attempts = 0"
 )
 _PG_NEXT_TICKET_ID = "SELECT nextval(pg_get_serial_sequence('tickets', 'id'))"
+# The tables whose new rows take their ids from the batch on SQLite (next_sqlite_ids).
+_SQLITE_TABLES = ("alarms", "tickets", "incidents", "alarm_events", "incident_events")
+_SQLITE_LARGEST = "SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in _SQLITE_TABLES)
+_PG_NEXT_INCIDENT_ID = "SELECT nextval(pg_get_serial_sequence('incidents', 'id'))"
+# An incident by id, and the newest three an alarm of a kind and place may join (alarms/
+# incident_service.py `_open_incident_for`), locked for the transaction.
+_INCIDENT = select(INCIDENTS).where(INCIDENTS.c.id == bindparam("incident")).with_for_update()
+_CANDIDATES = (
+    select(INCIDENTS)
+    .where(INCIDENTS.c.kind == bindparam("kind"), INCIDENTS.c.group_key == bindparam("key"))
+    .where((INCIDENTS.c.state != IncidentState.CLOSED.value) | (INCIDENTS.c.closed_ts >= bindparam("recent")))
+    .order_by(INCIDENTS.c.id.desc())
+    .limit(3)
+    .with_for_update()
+)
+
+
+class Window(NamedTuple):
+    """A maintenance window in force (storage/models.py `MaintenanceRow`), what a raise asks of it."""
+
+    id: int
+    site: str
+    place: str | None
+    device_ids: list[str]
+    ticket_id: int | None
+    start_ts: float
+    end_ts: float
+
+
+_MAINTENANCE = cast(Table, MaintenanceRow.__table__)
+_WINDOWS = select(*(_MAINTENANCE.c[name] for name in Window._fields)).where(
+    _MAINTENANCE.c.ended_ts.is_(None),
+    _MAINTENANCE.c.start_ts <= bindparam("now"),
+    _MAINTENANCE.c.end_ts > bindparam("now"),
+)
 
 
 @dataclass
@@ -207,15 +282,22 @@ class AlarmBatch:
     written: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     # (device_id, alarm_type) -> RAISED transitions since the flapping window began
     raises: dict[tuple[str, str], int] = field(default_factory=dict)
-    windows: list[MaintenanceRow] | None = None
-    incidents: dict[int, IncidentRow] = field(default_factory=dict)  # locked in this transaction
+    windows: list[Window] | None = None
+    # incident id -> every incident the batch holds (locked in this transaction), as values
+    # (alarms/incident_values.py), and the values the database holds of the loaded ones (one opened
+    # in the batch has none until the batch's end writes it)
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    incidents_written: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     # (kind, group key) -> the incidents an alarm of that kind and place may join, newest first:
     # read once, then kept (an incident opened in the batch goes first)
-    candidates: dict[tuple[str, str], list[IncidentRow]] = field(default_factory=dict)
+    candidates: dict[tuple[str, str], list[Incident]] = field(default_factory=dict)
     tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
-    # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets
+    # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets, read
+    # at the first need (open_ticket) for the devices with a RAISE in the batch (`raising`, None
+    # once read)
+    raising: list[str] | None = None
     tickets: dict[tuple[str, str], TicketRow] = field(default_factory=dict)
     ticket_links: set[tuple[int, int]] = field(default_factory=set)
     new_links: list[tuple[int, int]] = field(default_factory=list)  # (ticket, alarm), after the alarms
@@ -225,8 +307,12 @@ class AlarmBatch:
     # (alarm_id); `new_keys` bounds how many it may need.
     new_keys: int = 0
     reserved: list[int] = field(default_factory=list)
-    next_sqlite_id: int | None = None
-    next_sqlite_ticket_id: int | None = None  # likewise for new tickets (ticket_id)
+    # The transaction's connection, asked of the session once (connection): each ask walks the
+    # session's transaction state
+    conn: Connection | None = None
+    # On SQLite, table -> the next id this batch gives a new row of it (alarms, tickets, incidents
+    # and the two logs): the largest ids, read together at the first need (next_sqlite_ids)
+    sqlite_next: dict[str, int] | None = None
     # The outbox rows the batch owes, in the order they were owed (their ids follow it): a per-alarm
     # push as its row (OUTBOX_COLUMNS), an incident notice as it may still change; the notices by
     # (route, incident), one per write; and the (route, incident) pairs whose waiting notices from
@@ -243,12 +329,18 @@ class AlarmBatch:
     @classmethod
     def load(cls, s: Session, events: Sequence[DetectorEvent], raises_since: float) -> AlarmBatch:
         batch = cls()
-        conn = s.connection()  # Core statements: not the session's ORM execution, nothing to flush
+        # Core statements: not the session's ORM execution, nothing to flush
+        conn = batch.connection(s)
         pg = conn.dialect.name == "postgresql"
         ids = sorted({e.device_id for e in events})
         for i in range(0, len(ids), CHUNK):
-            for row in conn.execute(_OPEN_ALARMS[pg], {"devices": ids[i : i + CHUNK]}).all():
-                values = tuple(row)
+            chunk = ids[i : i + CHUNK]
+            params = (chunk,) if pg else tuple(chunk)
+            for row in fetch_plain(conn, _open_alarms_sql(conn.dialect, len(chunk)), params):
+                # As SQLAlchemy returns them: SQLite gives booleans as 0 and 1.
+                values: tuple[Any, ...] = tuple(
+                    bool(v) if j in _ALARM_BOOLS else v for j, v in enumerate(row)
+                )
                 alarm = Alarm(*values)
                 batch.written[alarm.id] = values
                 batch.add(alarm)
@@ -261,16 +353,34 @@ class AlarmBatch:
                 _RAISES[pg], {"devices": chunk, "since": raises_since}
             ):
                 batch.raises[(device_id, alarm_type)] = int(n)
-            tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": chunk}).all()
-            for ticket in tickets:
-                batch.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
-            if tickets:
-                links = conn.execute(_LINKS, {"tickets": [t.id for t in tickets]}).all()
-                batch.ticket_links.update((t, a) for t, a in links)
+        batch.raising = raising  # their open tickets: read when one is first needed (open_ticket)
         raised = {(e.device_id, e.alarm_type) for e in events if e.kind is DetectorEventKind.RAISE}
         batch.new_keys = len(raised - batch.open.keys())
         s.info[INFO_KEY] = batch
         return batch
+
+    def connection(self, s: Session) -> Connection:
+        """The connection of the session's transaction (the same for the whole batch)."""
+        if self.conn is None:
+            self.conn = s.connection()
+        return self.conn
+
+    def open_ticket(self, s: Session, device_id: str, hazard_type: str) -> TicketRow | None:
+        """The device's open ticket of this hazard type. The raising devices' open tickets and their
+        alarm links are read (and locked) at the first call, once: most writes raise no alarm that
+        needs a ticket (a fire alarm does not), and then read none."""
+        if self.raising is not None:
+            conn = self.connection(s)
+            pg = conn.dialect.name == "postgresql"
+            for i in range(0, len(self.raising), CHUNK):
+                tickets = s.scalars(_OPEN_TICKETS[pg], {"devices": self.raising[i : i + CHUNK]}).all()
+                for ticket in tickets:
+                    self.tickets[(ticket.device_id or "", ticket.hazard_type)] = ticket
+                if tickets:
+                    links = conn.execute(_LINKS, {"tickets": [t.id for t in tickets]}).all()
+                    self.ticket_links.update((t, a) for t, a in links)
+            self.raising = None
+        return self.tickets.get((device_id, hazard_type))
 
     def alarm_id(self, s: Session) -> int:
         """The id a new alarm of this batch takes: from the table's own sequence on PostgreSQL (a
@@ -280,13 +390,11 @@ class AlarmBatch:
         if not self.reserved:
             n = max(1, self.new_keys)
             self.new_keys = 0  # beyond the estimate (a key raised again after closing): one by one
-            if s.get_bind().dialect.name == "postgresql":
+            if self.connection(s).dialect.name == "postgresql":
                 self.reserved = [int(i) for i in s.scalars(text(_PG_RESERVE), {"n": n})]
             else:
-                if self.next_sqlite_id is None:
-                    self.next_sqlite_id = int(s.scalar(select(func.max(AlarmRow.id))) or 0) + 1
-                self.reserved = list(range(self.next_sqlite_id, self.next_sqlite_id + n))
-                self.next_sqlite_id += n
+                first = self.next_sqlite_ids(self.connection(s), "alarms", n)
+                self.reserved = list(range(first, first + n))
         return self.reserved.pop(0)
 
     def ticket_id(self, s: Session) -> int:
@@ -295,14 +403,33 @@ class AlarmBatch:
         also wrote every incident changed so far): on PostgreSQL the next from the table's own
         sequence, taken when the ticket is made, as its insert took it; on SQLite the next after the
         largest (this transaction holds the write lock)."""
-        conn = s.connection()
+        conn = self.connection(s)
         if conn.dialect.name == "postgresql":
             return int(conn.exec_driver_sql(_PG_NEXT_TICKET_ID).scalar_one())
-        if self.next_sqlite_ticket_id is None:
-            self.next_sqlite_ticket_id = int(conn.scalar(select(func.max(_TICKETS.c.id))) or 0) + 1
-        taken = self.next_sqlite_ticket_id
-        self.next_sqlite_ticket_id += 1
-        return taken
+        return self.next_sqlite_ids(conn, "tickets", 1)
+
+    def incident_id(self, s: Session) -> int:
+        """The id an incident this batch opens takes, so it goes in with the batch's other rows at
+        its end: on PostgreSQL the next from the table's own sequence, taken when it is opened, as
+        its insert took it (no gaps); on SQLite the next after the largest (this transaction holds
+        the write lock)."""
+        conn = self.connection(s)
+        if conn.dialect.name == "postgresql":
+            return int(conn.exec_driver_sql(_PG_NEXT_INCIDENT_ID).scalar_one())
+        return self.next_sqlite_ids(conn, "incidents", 1)
+
+    def next_sqlite_ids(self, conn: Connection, table: str, n: int) -> int:
+        """On SQLite, the first of `n` ids for new rows of `table` (one of `_SQLITE_TABLES`), the
+        ones after the largest: what SQLite would give them, safe because this transaction holds
+        the write lock from its BEGIN (IMMEDIATE), so only the batch inserts meanwhile, and it gives
+        its rows these ids. The largest ids of every table are read with one statement at the first
+        need: each was a statement of its own."""
+        if self.sqlite_next is None:
+            largest = conn.exec_driver_sql(_SQLITE_LARGEST).one()
+            self.sqlite_next = {t: int(m or 0) + 1 for t, m in zip(_SQLITE_TABLES, largest, strict=True)}
+        first = self.sqlite_next[table]
+        self.sqlite_next[table] = first + n
+        return first
 
     def add(self, row: Alarm) -> None:
         """An alarm the batch knows of: loaded open, or raised in this batch."""
@@ -325,13 +452,16 @@ class AlarmBatch:
             self.new_links.append((ticket_id, alarm_id))
 
     def settle_alarms(self, s: Session) -> None:
-        """Write the batch's alarms as they now are (alarm_values.write), then the session's rows
-        (incidents, the batch's new tickets and their history), then the new ticket links, which
-        refer to both."""
-        conn = s.connection()
+        """Write the batch's alarms and incidents as they now are (alarm_values.write,
+        incident_values.write), then the session's rows (the batch's new tickets and their
+        history), then the new ticket links, which refer to both."""
+        conn = self.connection(s)
         write(conn, list(self.by_id.values()), self.written)
         for alarm in self.by_id.values():
             self.written[alarm.id] = values_of(alarm)
+        write_incidents(conn, list(self.incidents.values()), self.incidents_written)
+        for inc in self.incidents.values():
+            self.incidents_written[inc.id] = held(inc)
         s.flush()
         in_order = itemgetter(*_TICKET_EVENT_COLUMNS)
         insert_many(conn, _TICKET_EVENTS, _TICKET_EVENT_COLUMNS, [in_order(e) for e in self.ticket_events])
@@ -345,11 +475,14 @@ class AlarmBatch:
         deleted them: a notice of this write is never waiting, `PendingNotice`), then the rows in
         the order they were owed, through the driver (alarms/driver_rows.py), as the ORM's flush
         of them inserted them."""
-        conn = s.connection()
-        pg = conn.dialect.name == "postgresql"
-        for route, incidents in self.replaced.items():
-            for i in range(0, len(incidents), CHUNK):
-                conn.execute(_WAITING_NOTICES[pg], {"route": route, "incidents": incidents[i : i + CHUNK]})
+        conn = self.connection(s)
+        if conn.dialect.name == "postgresql":
+            for route, incidents in self.replaced.items():
+                for i in range(0, len(incidents), CHUNK):
+                    conn.execute(_WAITING_NOTICES, {"route": route, "incidents": incidents[i : i + CHUNK]})
+        elif self.replaced:
+            pairs = [(route, i) for route, incidents in self.replaced.items() for i in incidents]
+            conn.exec_driver_sql(_SQLITE_WAITING_NOTICES, pairs)
         self.replaced.clear()
         rows = [r if isinstance(r, tuple) else r.row() for r in self.outbox]
         insert_many(conn, OUTBOX, OUTBOX_COLUMNS, rows)
@@ -379,39 +512,56 @@ class AlarmBatch:
         key = (row.device_id, row.alarm_type)
         self.raises[key] = self.raises.get(key, 0) + 1
 
-    def maintenance_windows(self, s: Session, now: float) -> list[MaintenanceRow]:
+    def maintenance_windows(self, s: Session, now: float) -> list[Window]:
+        """The maintenance windows in force at `now`, read once per batch (values: the rules only
+        read them)."""
         if self.windows is None:
-            self.windows = list(
-                s.scalars(
-                    select(MaintenanceRow).where(
-                        MaintenanceRow.ended_ts.is_(None),
-                        MaintenanceRow.start_ts <= now,
-                        MaintenanceRow.end_ts > now,
-                    )
-                ).all()
-            )
+            rows = self.connection(s).execute(_WINDOWS, {"now": now}).all()
+            self.windows = [Window(*row) for row in rows]
         return self.windows
 
-    def incident(self, s: Session, incident_id: int) -> IncidentRow | None:
+    def incident(self, s: Session, incident_id: int) -> Incident | None:
         """The incident, locked once in this transaction (later reads come from memory)."""
         inc = self.incidents.get(incident_id)
         if inc is None:
-            # Its outage devices too: they are read at its first count (_count), and a deferred
-            # column costs a statement of its own.
-            inc = s.get(
-                IncidentRow, incident_id, with_for_update=True, options=[undefer(IncidentRow.devices)]
-            )
-            if inc is not None:
-                self.incidents[incident_id] = inc
+            row = self.connection(s).execute(_INCIDENT, {"incident": incident_id}).first()
+            if row is not None:
+                inc = self._held(tuple(row))
         return inc
 
-    def tally(self, s: Session, inc: IncidentRow) -> Tally:
+    def candidates_for(self, s: Session, kind: str, key: str, recent: float) -> list[Incident]:
+        """The newest three incidents of this kind and group key that are open or closed since
+        `recent` (an alarm of that kind and place may join one), read once per batch and locked,
+        then kept: an incident opened in the batch goes first (`opened`).
+
+        Read from the database, whose rows are as the batch found them: an incident the batch holds
+        is taken as the batch has it. The selection is the same as on the batch's values: the
+        batch never changes an incident's kind or group key, and what it does to the rest keeps an
+        incident in it (closing one sets its closed time to now) or cannot concern one outside it (a
+        closed incident outside it is not joinable, so it is never reopened)."""
+        found = self.candidates.get((kind, key))
+        if found is None:
+            rows = self.connection(s).execute(_CANDIDATES, {"kind": kind, "key": key, "recent": recent}).all()
+            found = self.candidates[(kind, key)] = [
+                self.incidents.get(row[0]) or self._held(tuple(row)) for row in rows
+            ]
+        return found
+
+    def _held(self, values: tuple[Any, ...]) -> Incident:
+        inc = Incident(*values)
+        self.incidents[inc.id] = inc
+        self.incidents_written[inc.id] = held(inc)
+        return inc
+
+    def tally(self, s: Session, inc: Incident) -> Tally:
         """The incident's alarms, their devices and which are active: read once (ids, devices and
         states only), then kept as the batch changes them."""
         found = self.tallies.get(inc.id)
         if found is None:
             found = Tally()
-            for alarm_id, device_id, state in s.connection().execute(_MEMBERS, {"incident": inc.id}):
+            conn = self.connection(s)
+            sql = _MEMBERS.format(mark=mark(conn.dialect))
+            for alarm_id, device_id, state in fetch_plain(conn, sql, (inc.id,)):
                 mine = self.by_id.get(alarm_id)
                 if mine is not None:
                     # The database holds the alarm as the batch found it: the batch's values rule.
@@ -427,13 +577,13 @@ class AlarmBatch:
             self.tallies[inc.id] = found
         return found
 
-    def opened(self, inc: IncidentRow) -> None:
+    def opened(self, inc: Incident) -> None:
         """An incident opened in this batch: it has no alarms yet, and joins the candidates first."""
         self.tallies[inc.id] = Tally()
         self.incidents[inc.id] = inc
         self.candidates.setdefault((inc.kind, inc.group_key), []).insert(0, inc)
 
-    def joined(self, s: Session, alarm: Alarm, inc: IncidentRow) -> None:
+    def joined(self, s: Session, alarm: Alarm, inc: Incident) -> None:
         """`alarm` now belongs to `inc` (it may have belonged to another incident before)."""
         if alarm.incident_id is not None and alarm.incident_id != inc.id:
             old = self.tallies.get(alarm.incident_id)
@@ -497,12 +647,16 @@ def insert_rows(
     if not rows:
         return []
     table = cast(Table, model.__table__)
-    conn = s.connection()
+    batch = batch_of(s)
+    conn = s.connection() if batch is None else batch.connection(s)
     if conn.dialect.name == "postgresql":
         taken = conn.scalars(text(_PG_NEXT_IDS.format(table=table.name)), {"n": len(rows)})
         ids = sorted(int(i) for i in taken)
     else:
-        first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
+        if batch is not None:
+            first = batch.next_sqlite_ids(conn, table.name, len(rows))
+        else:
+            first = int(conn.scalar(select(func.max(table.c.id))) or 0) + 1
         ids = list(range(first, first + len(rows)))
     columns = tuple(c.name for c in table.c if c.name != "id")
     encoded = [i for i, c in enumerate(c for c in table.c if c.name != "id") if isinstance(c.type, JSON)]

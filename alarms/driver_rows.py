@@ -70,6 +70,32 @@ def update_many(
     conn.exec_driver_sql(_pg_update_sql(conn.dialect, table, columns), tuple(arrays))
 
 
+def fetch_plain(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The rows of a SELECT run on the driver's own cursor, as the driver returns them: only for
+    columns it returns as SQLAlchemy would (integers, strings; not booleans, which SQLite returns as
+    0 and 1, nor JSON). `sql` marks its parameters with `mark(dialect)`. SQLAlchemy's result made a
+    Python round of work per row (an incident's members are read a row per alarm). A failure is
+    raised as SQLAlchemy raises a failed statement (`DBAPIError.instance`)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None  # the connection is checked out for this transaction
+    try:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from exc
+
+
+def mark(dialect: Dialect) -> str:
+    """How the driver marks a positional parameter."""
+    return _mark(dialect)
+
+
 def _mark(dialect: Dialect) -> str:
     # sqlite3 takes qmark; psycopg takes %s for positional parameters.
     return "?" if dialect.paramstyle == "qmark" else "%s"

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import PendingIncidentStep, batch_of
+from alarms.incident_values import Incident, IncidentLike
 from alarms.incidents import group_key, grow, kind_of, latched_kind, worse
 from alarms.model import IncidentUpdate, incident_snapshot
 from alarms.outbox import enqueue_incident
@@ -51,7 +52,7 @@ class IncidentError(ValueError):
 class Joined:
     """What attaching an alarm did."""
 
-    incident: IncidentRow
+    incident: Incident
     action: IncidentAction
     # The incident was already acknowledged and this alarm adds nothing that needs a person again
     # (same zone, no worse): the alarm is acknowledged with it, so nobody handles it twice.
@@ -76,9 +77,12 @@ class IncidentBook:
 
         `held`: the alarm's notifications are held (shelved, flapping, maintenance; never a fire),
         so it does not start the incident's notices on its own."""
+        batch = batch_of(s)
+        if batch is None:
+            raise AssertionError("alarms join incidents in a bulk write (AlarmService.apply)")
         category = AlarmCategory(alarm.category)
         kind = kind_of(category, alarm.system, alarm.alarm_type)
-        inc = _locked(s, alarm.incident_id) if alarm.incident_id else None
+        inc = batch.incident(s, alarm.incident_id) if alarm.incident_id else None
         if inc is not None and not self._joinable(inc, now):
             inc = None
         rejoining = inc is not None
@@ -153,31 +157,16 @@ class IncidentBook:
         ack_with = was_acked and inc.acked_ts is not None and not held
         return Joined(inc, action, ack_with)
 
-    def _open_incident_for(
-        self, s: Session, kind: IncidentKind, alarm: Alarm, now: float
-    ) -> IncidentRow | None:
+    def _open_incident_for(self, s: Session, kind: IncidentKind, alarm: Alarm, now: float) -> Incident | None:
         key = group_key(kind, alarm.place or alarm.device_id)
         batch = batch_of(s)
         if batch is None:
             raise AssertionError("alarms join incidents in a bulk write (AlarmService.apply)")
-        cached = batch.candidates.get((kind.value, key))
-        if cached is None:
-            # Built only when read: composing the statement cost more than the join itself.
-            recent = now - self.settings.incident_gap_s
-            q = (
-                select(IncidentRow)
-                .where(IncidentRow.kind == kind.value, IncidentRow.group_key == key)
-                .where((IncidentRow.state != IncidentState.CLOSED.value) | (IncidentRow.closed_ts >= recent))
-            )
-            q = q.options(undefer(IncidentRow.devices))  # read at its first count: not a statement more
-            cached = list(s.scalars(q.order_by(IncidentRow.id.desc()).limit(3).with_for_update()).all())
-            batch.candidates[(kind.value, key)] = cached
-            for inc in cached:
-                batch.incidents.setdefault(inc.id, inc)
         # The newest three, as the query gives (incidents opened in this batch went first).
+        cached = batch.candidates_for(s, kind.value, key, now - self.settings.incident_gap_s)
         return next((inc for inc in cached[:3] if self._joinable(inc, now)), None)
 
-    def _joinable(self, inc: IncidentRow, now: float) -> bool:
+    def _joinable(self, inc: IncidentLike, now: float) -> bool:
         """Whether a new alarm of its kind and place is part of this incident.
 
         An open fire or gas incident takes it however old; other kinds only while their last alarm is
@@ -204,10 +193,16 @@ class IncidentBook:
         now: float,
         *,
         held: bool,
-    ) -> IncidentRow:
+    ) -> Incident:
+        batch = batch_of(s)
+        if batch is None:
+            raise AssertionError("alarms open incidents in a bulk write (AlarmService.apply)")
         place = alarm.place or alarm.device_id
         growth = grow([], [], [], place)
-        inc = IncidentRow(
+        # Its id taken now (AlarmBatch.incident_id): the row goes in with the batch's others at its
+        # end (AlarmBatch.settle_alarms), not at a flush of its own.
+        inc = Incident(
+            id=batch.incident_id(s),
             kind=kind.value,
             category=category.value,
             severity=SEVERITY_OF[category].value,
@@ -233,13 +228,29 @@ class IncidentBook:
             call_119_note="",
             notified=not held,
             escalation_step=0,
+            fire_ts=None,
+            acked_ts=None,
+            acked_by=None,
+            verifier=None,
+            verifying_ts=None,
+            verdict_ts=None,
+            verdict_by=None,
+            cause=None,
+            verify_due_ts=None,
+            verify_overdue_ts=None,
+            call_119_ts=None,
+            call_119_by=None,
+            reset_ts=None,
+            reset_by=None,
+            ended_ts=None,
+            closed_ts=None,
+            escalation=None,
+            escalate_at=None,
+            remind_at=None,
         )
         if category is AlarmCategory.FIRE:
             self._fire_started(inc, now)
-        s.add(inc)
-        s.flush()
-        if (batch := batch_of(s)) is not None:
-            batch.opened(inc)
+        batch.opened(inc)
         _join(s, alarm, inc)
         targets = () if held else self._start_escalation(inc, now)
         self.log(
@@ -247,7 +258,7 @@ class IncidentBook:
         )
         return inc
 
-    def _fire_started(self, inc: IncidentRow, now: float) -> None:
+    def _fire_started(self, inc: IncidentLike, now: float) -> None:
         inc.fire_ts = now
         if not Verification(inc.verification).decided:
             inc.verify_due_ts = now + self.settings.verify_limit_s
@@ -257,9 +268,10 @@ class IncidentBook:
         return f"{alarm.alarm_type} @ {alarm.place or alarm.device_id} ({alarm.device_id})"
 
     @staticmethod
-    def _count(s: Session, inc: IncidentRow) -> None:
+    def _count(s: Session, inc: IncidentLike) -> None:
         batch = batch_of(s)
         if batch is not None:  # the incident's alarms, kept in memory through the batch
+            assert isinstance(inc, Incident)  # the bulk path holds its incidents as values
             tally = batch.tally(s, inc)
             # Set only when changed (instrumented work per set; the same value writes nothing).
             devices = len(inc.devices) if inc.devices else len(tally.per_device)
@@ -347,7 +359,7 @@ class IncidentBook:
         self._close_if_done(s, out, inc, SYSTEM_ACTOR, now)
 
     def _close_if_done(
-        self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, actor: str, now: float
+        self, s: Session, out: list[IncidentUpdate], inc: IncidentLike, actor: str, now: float
     ) -> None:
         if inc.state == IncidentState.ENDED.value and inc.acked_ts is not None:
             inc.state = IncidentState.CLOSED.value
@@ -466,7 +478,7 @@ class IncidentBook:
         return self.log(s, out, inc, IncidentAction.CALLED_119, actor, now, note, self._reached(inc))
 
     def reset_logged(
-        self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, actor: str, note: str, now: float
+        self, s: Session, out: list[IncidentUpdate], inc: IncidentLike, actor: str, note: str, now: float
     ) -> IncidentUpdate:
         inc.reset_ts, inc.reset_by = now, actor
         return self.log(s, out, inc, IncidentAction.RESET, actor, now, note, self._reached(inc))
@@ -506,7 +518,7 @@ class IncidentBook:
         self.log(s, out, inc, action, SYSTEM_ACTOR, now, note, due.targets)
 
     # --- escalation state -------------------------------------------------------------------------
-    def _start_escalation(self, inc: IncidentRow, now: float) -> tuple[str, ...]:
+    def _start_escalation(self, inc: IncidentLike, now: float) -> tuple[str, ...]:
         chain = self.policy.chain_for(AlarmCategory(inc.category), inc.site)
         if chain is None:
             self._pause(inc)
@@ -514,17 +526,17 @@ class IncidentBook:
         self._set(inc, self.policy.start(chain, now))
         return self.policy.reached(chain, 0)
 
-    def _reached(self, inc: IncidentRow) -> tuple[str, ...]:
+    def _reached(self, inc: IncidentLike) -> tuple[str, ...]:
         chain = self.policy.chain(inc.escalation)
         return self.policy.reached(chain, inc.escalation_step) if chain is not None and inc.notified else ()
 
     @staticmethod
-    def _set(inc: IncidentRow, e: Escalation) -> None:
+    def _set(inc: IncidentLike, e: Escalation) -> None:
         inc.escalation, inc.escalation_step = e.chain, e.step
         inc.escalate_at, inc.remind_at = e.escalate_at, e.remind_at
 
     @staticmethod
-    def _pause(inc: IncidentRow) -> None:
+    def _pause(inc: IncidentLike) -> None:
         inc.escalate_at = inc.remind_at = None
 
     # --- the timeline -----------------------------------------------------------------------------
@@ -532,7 +544,7 @@ class IncidentBook:
         self,
         s: Session,
         out: list[IncidentUpdate],
-        inc: IncidentRow,
+        inc: IncidentLike,
         action: IncidentAction,
         actor: str,
         now: float,
@@ -598,7 +610,7 @@ class IncidentBook:
             )
 
 
-def _locked(s: Session, incident_id: int) -> IncidentRow | None:
+def _locked(s: Session, incident_id: int) -> IncidentLike | None:
     """The incident, locked for this transaction (in a bulk write, once: alarms/batch.py)."""
     batch = batch_of(s)
     if batch is not None:
@@ -606,7 +618,7 @@ def _locked(s: Session, incident_id: int) -> IncidentRow | None:
     return s.get(IncidentRow, incident_id, with_for_update=True)
 
 
-def _join(s: Session, alarm: Alarm, inc: IncidentRow) -> None:
+def _join(s: Session, alarm: Alarm, inc: Incident) -> None:
     """`alarm` joins `inc` (in a bulk write, the batch's member sets follow)."""
     batch = batch_of(s)
     if batch is not None:

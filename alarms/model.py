@@ -7,6 +7,7 @@ from operator import attrgetter
 from typing import Any
 
 from alarms.alarm_values import AlarmLike
+from alarms.incident_values import IncidentLike
 from core.domain import AlarmAction, IncidentAction
 from storage.models import IncidentRow
 
@@ -138,15 +139,19 @@ INCIDENT_FIELDS = (
 _INCIDENT_VALUES = attrgetter(*INCIDENT_FIELDS)
 
 
-def incident_snapshot(row: IncidentRow) -> dict[str, Any]:
-    # Read from the row's loaded state: each instrumented read is a Python call that returns what
-    # this dict holds, and a snapshot reads 40 per incident step. An attribute not loaded (expired,
-    # say) is not in it: then the instrumented reads, which load it, take over.
-    loaded = row.__dict__
-    try:
-        return {name: loaded[name] for name in INCIDENT_FIELDS}
-    except KeyError:
-        return dict(zip(INCIDENT_FIELDS, _INCIDENT_VALUES(row), strict=True))
+def incident_snapshot(row: IncidentLike) -> dict[str, Any]:
+    """The incident's values that its timeline and pushes carry. An ORM row is read from its loaded
+    state: each instrumented read is a Python call that returns what this dict holds, and a snapshot
+    reads 40 per incident step. An attribute not loaded (expired, say) is not in it: then the
+    instrumented reads, which load it, take over. The bulk path's values (alarms/incident_values.py)
+    have no such state: read at once."""
+    if isinstance(row, IncidentRow):
+        loaded = row.__dict__
+        try:
+            return {name: loaded[name] for name in INCIDENT_FIELDS}
+        except KeyError:
+            pass
+    return dict(zip(INCIDENT_FIELDS, _INCIDENT_VALUES(row), strict=True))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from orjson import Fragment
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from alarms.batch import LOCAL_TIME, OUTBOX, OUTBOX_COLUMNS, PendingNotice, batch_of
@@ -194,6 +194,18 @@ def render_incident(
     return {"title": title, "body": "\n".join(lines), "incident": u.to_json()}
 
 
+def _waiting(route: str, incident_id: int) -> Select[OutboxRow]:
+    """The route's notices of the incident still waiting to be replaced (replaceable, untried).
+    Built only where read: composing it was a tenth of a bulk write's incident notice."""
+    return select(OutboxRow).where(
+        OutboxRow.route == route,
+        OutboxRow.incident_id == incident_id,
+        OutboxRow.replaceable.is_(True),
+        OutboxRow.delivered_ts.is_(None),
+        OutboxRow.attempts == 0,
+    )
+
+
 def enqueue_incident(
     s: Session,
     routes: list[PushRoute],
@@ -222,13 +234,6 @@ def enqueue_incident(
     )
     added = 0
     for route in owed:
-        waiting = select(OutboxRow).where(
-            OutboxRow.route == route.name,
-            OutboxRow.incident_id == u.incident_id,
-            OutboxRow.replaceable.is_(True),
-            OutboxRow.delivered_ts.is_(None),
-            OutboxRow.attempts == 0,
-        )
         every = interval_s if route.update_interval_s is None else route.update_interval_s
         key = (route.name, u.incident_id)
         same_write: OutboxRow | PendingNotice | None = (
@@ -250,6 +255,7 @@ def enqueue_incident(
                 # so never waiting).
                 batch.replaced.setdefault(route.name, []).append(u.incident_id)
             else:
+                waiting = _waiting(route.name, u.incident_id)
                 s.execute(
                     delete(OutboxRow).where(
                         OutboxRow.id.in_(waiting.with_only_columns(OutboxRow.id).scalar_subquery())
@@ -257,6 +263,7 @@ def enqueue_incident(
                 )
             next_ts = now
         else:
+            waiting = _waiting(route.name, u.incident_id)
             pending = s.scalars(waiting.order_by(OutboxRow.id.desc()).limit(1)).first()
             if pending is not None:
                 pending.payload = message

@@ -70,12 +70,12 @@ class TicketOpener:
         detail: str,
         now: float,
     ) -> TicketChange:
-        # Alarms are raised in a bulk write, whose batch read its devices' open tickets and their
+        # Alarms are raised in a bulk write, whose batch reads its devices' open tickets and their
         # alarm links once (alarms/batch.py).
         batch = batch_of(session)
         if batch is None:
             raise AssertionError("alarm tickets are opened in a bulk write (AlarmService.apply)")
-        existing = batch.tickets.get((alarm.device_id, hazard_type))
+        existing = batch.open_ticket(session, alarm.device_id, hazard_type)
         if existing is not None:
             change = recur(session, existing, f"告警 #{alarm.id} 再次发生：{detail}", now)
             batch.link(existing.id, alarm.id)  # written after the batch's alarms, which it refers to

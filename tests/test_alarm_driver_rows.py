@@ -5,6 +5,7 @@ collector is back as it was after a batch, whatever happened in it."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import time
@@ -17,10 +18,15 @@ from sqlalchemy.exc import IntegrityError
 
 from alarms import gc_pause
 from alarms.alarm_values import ALARMS, COLUMNS, Alarm, values_of
+from alarms.batch import AlarmBatch
 from alarms.driver_rows import insert_many, update_many
 from alarms.gc_pause import collector_paused
+from alarms.incident_values import COLUMNS as INCIDENT_COLUMNS
+from alarms.incident_values import Incident, IncidentLike
+from alarms.incident_values import write as write_incidents
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from storage.db import json_dumps, open_store, retryable
-from storage.models import AlarmEventRow, AlarmRow
+from storage.models import AlarmEventRow, AlarmRow, IncidentRow
 
 T0 = 1_800_000_000.0
 
@@ -202,3 +208,84 @@ def test_pauses_that_overlap_without_a_gap_still_let_young_cycles_be_collected(
     finally:
         outer.__exit__(None, None, None)
     assert gc.isenabled()
+
+
+def test_a_batch_reads_alarms_and_incidents_as_the_orm_reads_them(store_url: str) -> None:
+    """The batch's reads on the driver's cursor and with Core (alarms/batch.py) give each value the
+    type the ORM gives it (a boolean a bool, not SQLite's 0 or 1: it goes into the log's JSON as
+    such), and an incident written as values (alarms/incident_values.py: inserted, then its lists
+    and counts updated) reads back through the ORM as written."""
+    engine, sessions = open_store(store_url)
+    inc = Incident(*(incident_values(1)[c] for c in INCIDENT_COLUMNS))
+    with sessions.begin() as s:
+        conn = s.connection()
+        insert_many(
+            conn, ALARMS, COLUMNS, [values_of(alarm(1, flapping=True, false_alarm=True, incident_id=1))]
+        )
+        insert_many(conn, ALARMS, COLUMNS, [values_of(alarm(2, "smk-2"))])
+        write_incidents(conn, [inc], {})
+    event = DetectorEvent(
+        "smk-1", "smoke.alarm", DetectorEventKind.CLEAR, AlarmCategory.FIRE, T0, 0.0, "smoke"
+    )
+    with sessions.begin() as s:
+        batch = AlarmBatch.load(s, [event, dataclasses.replace(event, device_id="smk-2")], T0)
+        orm = {row.id: row for row in s.scalars(select(AlarmRow))}
+        for alarm_id, mine in batch.by_id.items():
+            assert values_of(mine) == values_of(orm[alarm_id])
+            assert [type(v) for v in values_of(mine)] == [type(v) for v in values_of(orm[alarm_id])]
+        assert (batch.by_id[1].flapping, batch.by_id[1].false_alarm) == (True, True)
+        read = batch.incident(s, 1)
+        assert read is not None
+        assert incident_of(read) == incident_of(s.get_one(IncidentRow, 1)) == incident_of(inc)
+        read.places = [*read.places, "s1/b1/f2/z1"]
+        read.zones = [*read.zones, "s1/b1/f2/z1"]
+        read.alarm_count, read.state = 2, "ended"
+        write_incidents(s.connection(), [read], batch.incidents_written)
+    with sessions() as s:
+        row = s.get_one(IncidentRow, 1)
+        assert (row.places, row.zones, row.floors, row.alarm_count, row.state, row.notified) == (
+            ["s1/b1/f1/z1", "s1/b1/f2/z1"],
+            ["s1/b1/f1/z1", "s1/b1/f2/z1"],
+            ["s1/b1/f1"],
+            2,
+            "ended",
+            True,
+        )
+    engine.dispose()
+
+
+def incident_values(incident_id: int) -> dict[str, Any]:
+    values: dict[str, Any] = {c: None for c in INCIDENT_COLUMNS}
+    values.update(
+        id=incident_id,
+        kind="fire",
+        category="fire",
+        severity="critical",
+        site="s1",
+        group_key="s1/b1",
+        place="s1/b1/f1/z1",
+        places=["s1/b1/f1/z1"],
+        zones=["s1/b1/f1/z1"],
+        floors=["s1/b1/f1"],
+        state="open",
+        first_alarm_id=1,
+        alarm_count=1,
+        device_count=1,
+        active_count=1,
+        devices=[],
+        first_ts=T0,
+        last_ts=T0,
+        opened_ts=T0,
+        fire_ts=T0,
+        ack_note="",
+        verification="pending",
+        verdict_note="",
+        call_119_note="",
+        notified=True,
+        escalation_step=0,
+    )
+    return values
+
+
+def incident_of(inc: IncidentLike) -> tuple[Any, ...]:
+    return tuple(getattr(inc, c) for c in INCIDENT_COLUMNS)
