@@ -71,9 +71,9 @@ from rich.table import Table
 from websockets.asyncio.client import connect
 
 from bench.ingest import TICK_S, Drain, cpu_seconds, full_path_measured, mosquitto_pid
-from bench.peer_backlog import remaining_length
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, SiteSpec, ZoneSpec
 from firewatch.broker import Mosquitto
+from ingest.mqtt_wire import remaining_length
 
 console = Console()
 SITE = "bench"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ingest.mqtt_wire import remaining_length
 from ingest.topics import MessageKind, device_topic
 
 SITE = "bench"
@@ -110,16 +111,6 @@ def raises(values: npt.NDArray[np.float64], at: float = FIRE_AT, clear: float = 
 # A small MQTT 3.1.1 client of our own, because the backlog is published once per consumer run
 # (up to 18 times at full size): paho's Python loop takes tens of seconds for 200,000 messages, and
 # `mosquitto_pub -l` sends to one topic per process, so readings could not be in time order.
-
-
-def remaining_length(n: int) -> bytes:
-    """MQTT's variable byte integer (3.1.1 §2.2.3): the remaining length of a packet."""
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _string(s: bytes) -> bytes:

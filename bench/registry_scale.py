@@ -43,7 +43,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from simulators.load import PacketBuilder, Publisher, open_connection, remaining_length
+from ingest.mqtt_wire import remaining_length
+from simulators.load import PacketBuilder, Publisher, open_connection
 
 console = Console(stderr=True)
 STALL_S = 120.0  # no ingest progress for this long: the run failed

@@ -23,6 +23,8 @@ import struct
 import time
 from collections.abc import Sequence
 
+from ingest.mqtt_wire import remaining_length
+
 _CONNECT = 0x10
 _CONNACK = 0x20
 _PUBLISH_QOS1 = 0x32  # PUBLISH, DUP 0, QoS 1, RETAIN 0 (§3.3.1)
@@ -43,16 +45,6 @@ class PublishError(RuntimeError):
     """The broker could not be reached, refused the connection, or did not acknowledge in time."""
 
 
-def _length(n: int) -> bytes:
-    """A remaining length as a variable byte integer (§2.2.3)."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _string(s: str | bytes) -> bytes:
     data = s.encode() if isinstance(s, str) else s
     return struct.pack(">H", len(data)) + data
@@ -68,12 +60,12 @@ def connect_packet(client_id: str, username: str | None, password: str | None, k
             flags |= _PASSWORD
             payload += _string(password)
     body = _string("MQTT") + struct.pack(">BBH", 4, flags, keepalive_s) + payload
-    return bytes([_CONNECT]) + _length(len(body)) + body
+    return bytes([_CONNECT]) + remaining_length(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
     head = _string(topic) + struct.pack(">H", packet_id)
-    return bytes([_PUBLISH_QOS1]) + _length(len(head) + len(payload)) + head + payload
+    return bytes([_PUBLISH_QOS1]) + remaining_length(len(head) + len(payload)) + head + payload
 
 
 class MqttPublisher:

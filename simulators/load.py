@@ -53,6 +53,7 @@ from rich.table import Table
 from core.registry import ID_RE, BuildingSpec, Device, FloorSpec, SiteSpec, ZoneSpec, dump_registry
 from device_profiles.loader import load_profiles
 from device_profiles.schema import Channel, Profile
+from ingest.mqtt_wire import remaining_length
 
 MQTT_MAX_INFLIGHT = 65_535  # 16-bit packet ids; paho and libmosquitto stall above this many unacked
 DEFAULT_MAX_INFLIGHT = 1_000
@@ -394,16 +395,6 @@ def _digits(n: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 
 
 _POW10 = np.array([10**k for k in range(19)], dtype=np.int64)
-
-
-def remaining_length(n: int) -> bytes:
-    """MQTT's variable-length integer: 7 bits per byte, high bit = more bytes follow."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 @functools.cache

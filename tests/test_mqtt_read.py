@@ -16,10 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.peer_backlog import remaining_length
 from firewatch.broker import Mosquitto
 from ingest.envelope import Message
 from ingest.mqtt import BrokerAddress, MqttSource, read_packets
+from ingest.mqtt_wire import remaining_length
 from ingest.queue import BoundedQueue
 from tests.waiting import eventually
 
