@@ -78,10 +78,8 @@ if tuple(f.name for f in fields(Alarm)) != COLUMNS:
 
 AlarmLike = AlarmRow | Alarm  # what the rule code shared by both paths takes
 
-values_of = attrgetter(*COLUMNS)
-_BUT_ID = range(
-    1, len(COLUMNS)
-)  # the id (first) never changes  # an alarm's values, in column order (a tuple)
+values_of = attrgetter(*COLUMNS)  # an alarm's values, in column order (a tuple)
+_BUT_ID = range(1, len(COLUMNS))  # the id (first) never changes
 
 
 def write(conn: Connection, alarms: list[Alarm], written: dict[int, tuple[Any, ...]]) -> None:
