@@ -100,8 +100,8 @@ class IncidentBook:
         before_category = AlarmCategory(inc.category)
         new_category = worse(before_category, category)
         upgraded = new_category is not before_category
-        # Only what changes is set: each set of a row's attribute is instrumented work, and a join
-        # mostly leaves these as they were (a set to the same value writes nothing either).
+        # Only what changes is set: on an ORM row (human actions) each set is instrumented work,
+        # and a join mostly leaves these as they were (a set to the same value writes nothing).
         if upgraded:
             inc.category = new_category.value
         if inc.severity != (severity := SEVERITY_OF[new_category].value):
@@ -273,7 +273,8 @@ class IncidentBook:
         if batch is not None:  # the incident's alarms, kept in memory through the batch
             assert isinstance(inc, Incident)  # the bulk path holds its incidents as values
             tally = batch.tally(s, inc)
-            # Set only when changed (instrumented work per set; the same value writes nothing).
+            # Set only when changed: the batch writes an incident's columns whose values differ
+            # from what it read (alarms/incident_values.py), so a set to the same value is a no-op.
             devices = len(inc.devices) if inc.devices else len(tally.per_device)
             if inc.alarm_count != len(tally.members):
                 inc.alarm_count = len(tally.members)
