@@ -152,6 +152,12 @@ def test_place_trees_compare_by_their_places() -> None:
     assert validated({"sites": fewer, "devices": DEVICES}).places != registry.places
 
 
+def with_rooms(rooms: list[Any]) -> list[dict[str, Any]]:
+    """The first site with one building, floor and zone holding `rooms` (a room's fields wrong)."""
+    floor = {"id": "f1", "name": "1F", "zones": [{**ZONE, "rooms": rooms}]}
+    return [{**SITES[0], "buildings": [{"id": "b1", "name": "y", "floors": [floor]}]}]
+
+
 @pytest.mark.parametrize(
     ("sites", "problem"),
     [
@@ -164,84 +170,10 @@ def test_place_trees_compare_by_their_places() -> None:
             [{"id": "s1", "name": "x", "buildings": [{"id": "b1", "name": "y", "department": "z"}]}],
             r"buildings\.0\.department",
         ),
-        (
-            [
-                {
-                    **SITES[0],
-                    "buildings": [
-                        {
-                            "id": "b1",
-                            "name": "y",
-                            "floors": [
-                                {
-                                    "id": "f1",
-                                    "name": "1F",
-                                    "zones": [{**ZONE, "rooms": [{**ROOM, "tags": "ward"}]}],
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ],
-            r"rooms\.0\.tags",
-        ),
-        (
-            [
-                {
-                    **SITES[0],
-                    "buildings": [
-                        {
-                            "id": "b1",
-                            "name": "y",
-                            "floors": [
-                                {
-                                    "id": "f1",
-                                    "name": "1F",
-                                    "zones": [{**ZONE, "rooms": [{**ROOM, "tags": [1]}]}],
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ],
-            r"rooms\.0\.tags\.0",
-        ),
-        (
-            [
-                {
-                    **SITES[0],
-                    "buildings": [
-                        {
-                            "id": "b1",
-                            "name": "y",
-                            "floors": [
-                                {
-                                    "id": "f1",
-                                    "name": "1F",
-                                    "zones": [{**ZONE, "rooms": [{**ROOM, "department": None}]}],
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ],
-            r"rooms\.0\.department",
-        ),
-        (
-            [
-                {
-                    **SITES[0],
-                    "buildings": [
-                        {
-                            "id": "b1",
-                            "name": "y",
-                            "floors": [{"id": "f1", "name": "1F", "zones": [{**ZONE, "rooms": ["r1"]}]}],
-                        }
-                    ],
-                }
-            ],
-            r"rooms\.0",
-        ),
+        (with_rooms([{**ROOM, "tags": "ward"}]), r"rooms\.0\.tags"),
+        (with_rooms([{**ROOM, "tags": [1]}]), r"rooms\.0\.tags\.0"),
+        (with_rooms([{**ROOM, "department": None}]), r"rooms\.0\.department"),
+        (with_rooms(["r1"]), r"rooms\.0"),
         ([], r"sites"),
         ("s1", r"sites"),
     ],
