@@ -14,14 +14,13 @@ both run takes either (`AlarmLike`).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table
 
-from alarms.driver_rows import insert_many, update_many
+from alarms.driver_rows import write_changed
 from storage.models import AlarmRow
 
 ALARMS = cast(Table, AlarmRow.__table__)
@@ -79,7 +78,6 @@ if tuple(f.name for f in fields(Alarm)) != COLUMNS:
 AlarmLike = AlarmRow | Alarm  # what the rule code shared by both paths takes
 
 values_of = attrgetter(*COLUMNS)  # an alarm's values, in column order (a tuple)
-_BUT_ID = range(1, len(COLUMNS))  # the id (first) never changes
 
 
 def write(conn: Connection, alarms: list[Alarm], written: dict[int, tuple[Any, ...]]) -> None:
@@ -88,16 +86,4 @@ def write(conn: Connection, alarms: list[Alarm], written: dict[int, tuple[Any, .
     as one INSERT. The updates go first: an alarm the batch closed frees its key (the partial unique
     index) for a new alarm of the same key the batch raised. Rows go to the driver as tuples
     (alarms/driver_rows.py): an alarm's values are what its columns take as they are."""
-    updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = defaultdict(list)
-    inserts: list[tuple[Any, ...]] = []
-    for alarm in alarms:
-        now = values_of(alarm)
-        before = written.get(alarm.id)
-        if before is None:
-            inserts.append(now)
-        elif now != before:
-            changed = tuple([i for i in _BUT_ID if now[i] != before[i]])
-            updates[changed].append((*[now[i] for i in changed], alarm.id))
-    for changed, rows in updates.items():
-        update_many(conn, ALARMS, tuple(COLUMNS[i] for i in changed), rows)
-    insert_many(conn, ALARMS, COLUMNS, inserts)
+    write_changed(conn, ALARMS, COLUMNS, map(values_of, alarms), written)

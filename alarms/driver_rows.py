@@ -15,12 +15,48 @@ and None (sqlite3 and psycopg both), and JSON already encoded to a string (Postg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Float, String, Table
 from sqlalchemy.exc import DBAPIError
+
+from storage.db import json_dumps
+
+
+def write_changed(
+    conn: Connection,
+    table: Table,
+    columns: tuple[str, ...],
+    rows: Iterable[tuple[Any, ...]],
+    written: dict[int, tuple[Any, ...]],
+    json_positions: frozenset[int] = frozenset(),
+) -> None:
+    """Write `rows` (each a row's values now, in `columns` order, its id first) as they are: a row
+    in `written` (its values as the database holds them) as an UPDATE of the columns that differ,
+    grouped so that each set of changed columns is one statement; the others as one INSERT. The
+    updates go first (a row they change may free a unique key a new row takes). The values at
+    `json_positions` are JSON encoded with the columns' own encoder."""
+    updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    inserts: list[tuple[Any, ...]] = []
+    but_id = range(1, len(columns))  # the id never changes
+    everything = tuple(range(len(columns)))
+
+    def driver(values: tuple[Any, ...], positions: tuple[int, ...]) -> list[Any]:
+        return [json_dumps(values[i]) if i in json_positions else values[i] for i in positions]
+
+    for now in rows:
+        before = written.get(now[0])
+        if before is None:
+            inserts.append(tuple(driver(now, everything)) if json_positions else now)
+        elif now != before:
+            changed = tuple([i for i in but_id if now[i] != before[i]])
+            updates[changed].append((*driver(now, changed), now[0]))
+    for changed, group in updates.items():
+        update_many(conn, table, tuple(columns[i] for i in changed), group)
+    insert_many(conn, table, columns, inserts)
 
 
 def insert_many(

@@ -16,15 +16,13 @@ Human steps on an incident (acknowledge, verify, 119, reset) and the policy cloc
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import JSON, Connection, Table
 
-from alarms.driver_rows import insert_many, update_many
-from storage.db import json_dumps
+from alarms.driver_rows import write_changed
 from storage.models import IncidentRow
 
 INCIDENTS = cast(Table, IncidentRow.__table__)
@@ -93,7 +91,6 @@ if tuple(f.name for f in fields(Incident)) != COLUMNS:
 IncidentLike = IncidentRow | Incident  # what the incident rules shared by both paths take
 
 values_of = attrgetter(*COLUMNS)
-_BUT_ID = range(1, len(COLUMNS))  # the id (first) never changes
 
 
 def held(inc: Incident) -> tuple[Any, ...]:
@@ -102,26 +99,9 @@ def held(inc: Incident) -> tuple[Any, ...]:
     return tuple(list(v) if isinstance(v, list) else v for v in values_of(inc))
 
 
-def _driver_values(values: tuple[Any, ...], positions: tuple[int, ...]) -> list[Any]:
-    return [json_dumps(values[i]) if i in _JSON else values[i] for i in positions]
-
-
 def write(conn: Connection, incidents: list[Incident], written: dict[int, tuple[Any, ...]]) -> None:
     """Write `incidents` as they are now: those in `written` (their values as the database holds
     them) as UPDATEs of the columns that differ, grouped so that each group is one statement; the
     others (opened in the batch) as one INSERT. Rows go to the driver as tuples
     (alarms/driver_rows.py), the lists JSON encoded."""
-    updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = defaultdict(list)
-    inserts: list[tuple[Any, ...]] = []
-    everything = tuple(range(len(COLUMNS)))
-    for inc in incidents:
-        now = values_of(inc)
-        before = written.get(inc.id)
-        if before is None:
-            inserts.append(tuple(_driver_values(now, everything)))
-        elif now != before:
-            changed = tuple([i for i in _BUT_ID if now[i] != before[i]])
-            updates[changed].append((*_driver_values(now, changed), inc.id))
-    for changed, rows in updates.items():
-        update_many(conn, INCIDENTS, tuple(COLUMNS[i] for i in changed), rows)
-    insert_many(conn, INCIDENTS, COLUMNS, inserts)
+    write_changed(conn, INCIDENTS, COLUMNS, map(values_of, incidents), written, _JSON)
