@@ -227,12 +227,19 @@ async def _serve(
 
     from api.app import create_app
     from core.domain import Role
-    from core.settings import MqttSettings, Settings
+    from core.settings import Settings
     from device_profiles.loader import load_profiles
     from firewatch.service import Service, freeze_start_up_heap
 
-    settings = Settings(
-        data_dir=data, mqtt=MqttSettings(url=broker_url, client_id=f"bench-fw-{uuid.uuid4().hex[:6]}")
+    # Default settings, but for the environment's FIREWATCH_* (to try a setting here) and the
+    # bench's own broker and data dir.
+    base = Settings()
+    client_id = f"bench-fw-{uuid.uuid4().hex[:6]}"
+    settings = base.model_copy(
+        update={
+            "data_dir": data,
+            "mqtt": base.mqtt.model_copy(update={"url": broker_url, "client_id": client_id}),
+        }
     )
     service = Service(settings, registry=registry(devices, alarm_devices), profiles=load_profiles())
     key, _ = service.accounts.create_api_key("bench-alarm-latency", [Role.VIEWER], by="bench")

@@ -14,10 +14,11 @@ import json
 import time
 import traceback
 from collections.abc import Iterable
+from operator import attrgetter, methodcaller
 from pathlib import Path
 
 from bench.ingest import registry
-from core.settings import IngestSettings, MqttSettings, Settings
+from core.settings import Settings
 from device_profiles.loader import load_profiles
 from firewatch.service import Service, freeze_start_up_heap
 from ingest.envelope import Message
@@ -26,13 +27,20 @@ from ingest.topics import MessageKind
 STALL_S = 30.0
 SETTLE_S = 300.0  # longest wait, after the drain, for journaled alarms to reach the state store
 TELEMETRY = "/" + MessageKind.TELEMETRY.value
+_topic = attrgetter("topic")
+_is_telemetry = methodcaller("endswith", TELEMETRY)
 
 
 async def drain(port: int, client_id: str, devices: int, total: int, data: Path) -> dict[str, object]:
-    settings = Settings(
-        data_dir=data,
-        mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id=client_id),
-        ingest=IngestSettings(liveness_check_s=5),
+    # The environment's FIREWATCH_* settings apply (to try a setting in the drain, say
+    # FIREWATCH_MQTT__RECEIVE_MAXIMUM), under the bench's own broker, data dir and liveness tick.
+    base = Settings()
+    settings = base.model_copy(
+        update={
+            "data_dir": data,
+            "mqtt": base.mqtt.model_copy(update={"url": f"mqtt://127.0.0.1:{port}", "client_id": client_id}),
+            "ingest": base.ingest.model_copy(update={"liveness_check_s": 5}),
+        }
     )
     service = Service(settings, registry=registry(devices), profiles=load_profiles())
     freeze_start_up_heap()  # as `firewatch serve` does
@@ -50,7 +58,9 @@ async def drain(port: int, client_id: str, devices: int, total: int, data: Path)
         if sent:
             if first is None:
                 first = min(m.received for m in batch)
-            acked += sum(1 for m in batch if m.topic.endswith(TELEMETRY))
+            # Counted in C (map over the topics), not a generator per message: at 80,000 msg/s
+            # the generator was about 2 % of the process's time with the GIL.
+            acked += sum(map(_is_telemetry, map(_topic, batch)))
             last = time.time()
         return sent
 

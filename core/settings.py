@@ -49,8 +49,10 @@ class MqttSettings(_Section):
     topic_prefix: str = "fw/v1"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in flight
-    # to us. Acks wait for the batch commit, so this is also the most that can be redelivered.
-    receive_maximum: int = Field(default=20_000, ge=10, le=65_535)
+    # to us. Acks wait for the batch commit, so this is also the most that can be redelivered. It
+    # holds about three of ingest's largest batches (batch_max), so a backlog keeps a batch being
+    # detected, one being recorded and the next arriving (docs/decisions/0013-drain-batches.md).
+    receive_maximum: int = Field(default=65_535, ge=10, le=65_535)
     protocol: int = Field(default=5, description="MQTT protocol: 5, or 4 for 3.1.1 brokers")
 
     @field_validator("url")
@@ -72,9 +74,19 @@ class MqttSettings(_Section):
 
 
 class IngestSettings(_Section):
-    batch_max: int = Field(default=5_000, ge=1, description="most messages decoded as one batch")
+    batch_max: int = Field(
+        default=20_000,
+        ge=1,
+        description="most messages decoded as one batch (a backlog's batches; live traffic's are "
+        "what arrives within batch_wait_ms)",
+    )
     batch_wait_ms: float = Field(default=10.0, ge=0, description="longest a message waits for its batch")
-    queue_max: int = Field(default=50_000, ge=100, description="bounded receive queue; overflow is counted")
+    queue_max: int = Field(
+        default=100_000,
+        ge=100,
+        description="bounded receive queue; overflow is counted (the broker's window, "
+        "mqtt.receive_maximum, is held to it)",
+    )
     max_payload_bytes: int = Field(default=16_384, ge=256)
     max_future_s: float = Field(default=300.0, ge=0, description="timestamps further ahead are rejected")
     max_past_s: float = Field(
@@ -84,7 +96,7 @@ class IngestSettings(_Section):
     )
     reject_store_max: int = Field(default=10_000, ge=10, description="raw rejected messages kept")
     handoff_max: int = Field(
-        default=50_000,
+        default=100_000,
         ge=100,
         description="messages detected but not yet stored, at most; past it detection waits for storage",
     )

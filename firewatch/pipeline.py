@@ -86,14 +86,14 @@ Listener = Callable[[list[Transition], list[TicketChange]], None]
 
 @dataclass
 class PipelineConfig:
-    batch_max: int = 5_000
+    batch_max: int = 20_000
     batch_wait_s: float = 0.005
     liveness_check_s: float = 1.0
     snapshot_path: Path | None = None  # detector state, saved between batches
     snapshot_every_s: float = 60.0
     # Messages detected but not yet stored, at most: past this, detection waits for storage. Only
     # a storage stall reaches it (the writer sustains over a million samples/s, docs/benchmarks.md).
-    handoff_max: int = 50_000
+    handoff_max: int = 100_000
     # The longest a batch's alarms wait for the state store before they are shown as unrecorded
     # and journaled: a store that hangs (not refuses) must not hold a fire alarm longer than this.
     alarm_write_timeout_s: float = 2.0

@@ -165,7 +165,7 @@ class MqttSource:
         queue: BoundedQueue,
         clock: Callable[[], float],
         protocol: int = 5,
-        receive_maximum: int = 20_000,
+        receive_maximum: int = 65_535,
         keepalive: int = 30,
         max_backoff_s: float = 30.0,
         connect_timeout_s: float = 10.0,
