@@ -102,6 +102,7 @@ class FrameError(ValueError):
     def __init__(self, reason: FrameErrorReason, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
+        self.detail = message
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:

@@ -122,7 +122,7 @@ class Framer:
             # Resynchronise at the next "@@" after this start, if one begins inside the claimed frame.
             after = buf.find(START, start + 1, start + need + 1)
             pos = start + need if after < 0 else after
-            out.append(_reject(buf, start, pos, error.reason, _plausible(buf, start), str(error)))
+            out.append(_reject(buf, start, pos, error.reason, _plausible(buf, start), error.detail))
         del buf[:pos]
         return out
 
@@ -164,6 +164,5 @@ def _reject(
 
 
 def _garbage(buf: bytearray, start: int, end: int) -> FrameReject:
-    return FrameReject(
-        bytes(buf[start:end]), FrameErrorReason.bad_start, None, f"{end - start} bytes before '@@'"
-    )
+    detail = f"{end - start} bytes outside a frame (not at a '@@' start)"
+    return FrameReject(bytes(buf[start:end]), FrameErrorReason.bad_start, None, detail)
