@@ -299,6 +299,4 @@ def status_names(table: dict[int, tuple[str, str]], status: int) -> list[str]:
 
 def flag_names(table: dict[int, str], flags: int) -> list[str]:
     """The names of the set bits of an operation byte (type 4 or 24), lowest first."""
-    return [
-        table.get(bit, f"{RESERVED}(bit{bit})") for bit in range(flags.bit_length()) if flags >> bit & 1
-    ]
+    return [table.get(bit, f"{RESERVED}(bit{bit})") for bit in range(flags.bit_length()) if flags >> bit & 1]
