@@ -40,7 +40,7 @@ def decode(
     frames: Annotated[
         list[str],
         typer.Argument(
-            metavar="HEX...",
+            metavar="HEX",
             help="one or more frames in hex, each argument quoted if it has spaces "
             "(e.g. '40 40 01 00 …'); '-' reads them from stdin, one per line",
         ),
