@@ -48,6 +48,7 @@ def kind_of(category: AlarmCategory, system: str, alarm_type: str) -> IncidentKi
     return {
         AlarmCategory.SUPERVISORY: IncidentKind.SUPERVISORY,
         AlarmCategory.FAULT: IncidentKind.FAULT,
+        AlarmCategory.DISABLED: IncidentKind.DISABLED,
     }.get(category, IncidentKind.HAZARD)
 
 

@@ -17,6 +17,7 @@ CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.PRE_ALARM: "预警",
     AlarmCategory.FAULT: "故障",
     AlarmCategory.SUPERVISORY: "监管",
+    AlarmCategory.DISABLED: "屏蔽",
     AlarmCategory.HAZARD: "隐患",
 }
 
@@ -26,6 +27,10 @@ ALARM_TYPE_ZH: dict[str, str] = {
     "device.fault": "设备故障",
     "device.tamper": "设备防拆",
     "device.alarm": "设备报警",
+    "device.supervisory": "监管报警",
+    "device.disabled": "部件屏蔽",
+    "device.power_fault": "电源故障",
+    "device.unregistered": "未登记部件上报",
     "sensor.flapping": "传感器频繁报警（不稳定）",
     "influx.write_failing": "InfluxDB 写入失败",
     "zone.fire_confirmed": "区域火警确认（同一防火分区多个探测器报警）",
@@ -40,6 +45,11 @@ MEASURES_ZH: dict[str, str] = {
     ),
     "device.fault": "检查设备故障代码，清洁或更换探测部件，必要时更换设备，并完成功能测试。",
     "device.tamper": "检查设备是否被拆卸或遮挡，恢复安装并完成功能测试。",
+    "device.unregistered": (
+        "该用户信息传输装置上报了设备登记表中没有的部件：核对火灾报警控制器的部件清单，"
+        "在登记表中补录该部件（系统类型/地址、部件类型/地址）及其位置，并完成联网测试。"
+    ),
+    "device.disabled": "查明部件被屏蔽的原因，尽快修复并解除屏蔽；屏蔽期间安排人员加强该部位巡查。",
     "sensor.flapping": (
         "检查探测器安装位置、污染和接线，排除反复报警/恢复的原因（如蒸汽、气流、接触不良），"
         "必要时清洗或更换。"
@@ -48,6 +58,7 @@ MEASURES_ZH: dict[str, str] = {
 MEASURES_BY_CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.SUPERVISORY: "检查系统压力、阀门及水泵状态，恢复至正常监管状态并做好记录。",
     AlarmCategory.FAULT: "检查设备及线路，排除故障并完成功能测试。",
+    AlarmCategory.DISABLED: "查明部件被屏蔽的原因，尽快修复并解除屏蔽；屏蔽期间安排人员加强该部位巡查。",
     AlarmCategory.HAZARD: "查明隐患原因，制定整改措施并限期整改。",
     AlarmCategory.PRE_ALARM: "现场核查预警原因，排除隐患。",
     AlarmCategory.FIRE: "现场核实火情并按应急预案处置。",
@@ -64,6 +75,7 @@ INCIDENT_KIND_ZH: dict[IncidentKind, str] = {
     IncidentKind.OUTAGE: "通信中断",
     IncidentKind.SUPERVISORY: "监管异常",
     IncidentKind.FAULT: "设备故障",
+    IncidentKind.DISABLED: "部件屏蔽",
     IncidentKind.HAZARD: "隐患",
 }
 

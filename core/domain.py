@@ -23,6 +23,11 @@ class DeviceKind(StrEnum):
     OXYGEN_PRESSURE = "oxygen_pressure"
     FIRE_DOOR = "fire_door"
     CHARGING_SOCKET = "charging_socket"
+    # Reached through a fire alarm panel and its transmission device (GB/T 26875.3, docs/gb26875.md).
+    TRANSMISSION_DEVICE = "transmission_device"  # 用户信息传输装置
+    FIRE_ALARM_PANEL = "fire_alarm_panel"  # 火灾报警控制器 (a facility system)
+    MANUAL_CALL_POINT = "manual_call_point"  # 手动火灾报警按钮, 消火栓按钮
+    MODULE = "module"  # input/output modules, pumps, valves, dampers: linkage and supervision
 
 
 class SystemType(StrEnum):
@@ -45,6 +50,10 @@ class AlarmCategory(StrEnum):
     PRE_ALARM = "pre_alarm"  # 预警
     FAULT = "fault"  # 故障
     SUPERVISORY = "supervisory"  # 监管
+    # 屏蔽: a point taken out of service at its fire alarm panel (GB/T 26875.3 status bit 3). It
+    # cannot report a fire while disabled, so it is tracked as its own alarm until re-enabled,
+    # never hidden as a fault or left out of the listings.
+    DISABLED = "disabled"
     HAZARD = "hazard"  # 隐患
 
 
@@ -62,6 +71,7 @@ SEVERITY_OF: dict[AlarmCategory, Severity] = {
     AlarmCategory.PRE_ALARM: Severity.MAJOR,
     AlarmCategory.SUPERVISORY: Severity.MAJOR,
     AlarmCategory.FAULT: Severity.MINOR,
+    AlarmCategory.DISABLED: Severity.MINOR,
     AlarmCategory.HAZARD: Severity.WARNING,
 }
 
@@ -71,12 +81,13 @@ CATEGORY_RANK: dict[AlarmCategory, int] = {
     AlarmCategory.PRE_ALARM: 1,
     AlarmCategory.SUPERVISORY: 2,
     AlarmCategory.FAULT: 3,
-    AlarmCategory.HAZARD: 4,
+    AlarmCategory.DISABLED: 4,
+    AlarmCategory.HAZARD: 5,
 }
 
 # Categories whose alarms open a hazard-rectification ticket automatically (DESIGN §5).
 TICKETED_CATEGORIES: frozenset[AlarmCategory] = frozenset(
-    {AlarmCategory.FAULT, AlarmCategory.SUPERVISORY, AlarmCategory.HAZARD}
+    {AlarmCategory.FAULT, AlarmCategory.SUPERVISORY, AlarmCategory.DISABLED, AlarmCategory.HAZARD}
 )
 
 
@@ -146,6 +157,7 @@ class IncidentKind(StrEnum):
     OUTAGE = "outage"
     SUPERVISORY = "supervisory"
     FAULT = "fault"
+    DISABLED = "disabled"  # points disabled (屏蔽) at a panel, grouped like faults
     HAZARD = "hazard"
 
 
@@ -239,6 +251,20 @@ class DeviceEventKind(StrEnum):
     TAMPER_CLEAR = "tamper_clear"
     TEST = "test"
     RESET = "reset"
+    # Reported by fire alarm panels through GB/T 26875.3 (ingest/gb26875/): the component state bits
+    # 监管 (supervisory), 屏蔽 (disabled) and 电源故障 (power fault), each set and cleared.
+    SUPERVISORY = "supervisory"
+    SUPERVISORY_CLEAR = "supervisory_clear"
+    DISABLED = "disabled"
+    DISABLED_CLEAR = "disabled_clear"
+    POWER_FAULT = "power_fault"
+    POWER_FAULT_CLEAR = "power_fault_clear"
+    # A point its transmission device reported that the registry does not know: raised on the
+    # transmission device (its alarms are held there meanwhile), it opens an onboarding ticket.
+    UNREGISTERED = "unregistered"
+    # The device is alive and has nothing to report (a transmission device's empty upload): it
+    # counts for liveness and raises nothing.
+    HEARTBEAT = "heartbeat"
 
 
 class RejectReason(StrEnum):

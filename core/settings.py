@@ -73,6 +73,27 @@ class MqttSettings(_Section):
         return value
 
 
+class Gb26875Settings(_Section):
+    """The GB/T 26875.3-2011 listener: fire alarm panels reporting through their user information
+    transmission devices (用户信息传输装置) over TCP (docs/gb26875.md)."""
+
+    enabled: bool = Field(default=False, description="accept transmission devices on bind:port")
+    bind: str = Field(default="127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(default=26875, ge=0, le=65_535, description="0: any free port (tests)")
+    # The time tags on the wire carry no zone; devices in China send Beijing time (UTC+8).
+    utc_offset_hours: float = Field(default=8.0, ge=-12, le=14)
+    # GB 50440 asks the centre to check each device at least every 2 h (巡检, docs/gb26875.md):
+    # a read of its state (type 81), answered with its state (type 21).
+    inspection_every_s: float = Field(default=3600.0, gt=0, le=7200.0)
+    max_connections: int = Field(default=20_000, ge=1, description="connections accepted at once")
+    idle_close_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a connection silent this long is closed (the device reconnects; its heartbeat is "
+        "20-30 s, and liveness raises it offline long before)",
+    )
+
+
 class IngestSettings(_Section):
     batch_max: int = Field(
         default=20_000,
@@ -465,7 +486,13 @@ class TicketPolicy(_Section):
     fault-repair deadline was found, so these are labelled site policy, not a standard)."""
 
     deadline_hours: dict[str, float] = Field(
-        default_factory=lambda: {"fault": 72.0, "supervisory": 24.0, "hazard": 168.0, "pre_alarm": 72.0}
+        default_factory=lambda: {
+            "fault": 72.0,
+            "supervisory": 24.0,
+            "disabled": 24.0,  # a disabled point cannot report a fire: back in service within a day
+            "hazard": 168.0,
+            "pre_alarm": 72.0,
+        }
     )
     default_deadline_hours: float = 72.0
 
@@ -520,6 +547,7 @@ class Settings(BaseSettings):
     )
     profiles_dir: Path | None = Field(default=None, description="device profiles; default the shipped ones")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    gb26875: Gb26875Settings = Field(default_factory=Gb26875Settings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     pushes: list[PushRoute] = Field(default_factory=list, description="notification routes (Apprise URLs)")

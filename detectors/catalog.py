@@ -434,7 +434,7 @@ def compile_banks(index: DeviceIndex) -> list[Bank]:
                 for_s=0.0,
                 repeat=1,
             )
-        weak = profile.liveness.weak_signal_dbm
+        weak = profile.watch.weak_signal_dbm
         if weak is not None:
             builders["rssi"].add(
                 devs,

@@ -12,11 +12,22 @@ from ingest.decode import DeviceEventMsg
 from ingest.index import DeviceIndex
 
 DEVICE_RESET = "device.reset"  # the alarm type a device's RESET event carries (it raises nothing)
-_RAISES = {DeviceEventKind.ALARM, DeviceEventKind.FAULT, DeviceEventKind.TAMPER}
+_RAISES = {
+    DeviceEventKind.ALARM,
+    DeviceEventKind.FAULT,
+    DeviceEventKind.TAMPER,
+    DeviceEventKind.SUPERVISORY,
+    DeviceEventKind.DISABLED,
+    DeviceEventKind.POWER_FAULT,
+    DeviceEventKind.UNREGISTERED,
+}
 _CLEARS = {
     DeviceEventKind.ALARM_CLEAR: DeviceEventKind.ALARM,
     DeviceEventKind.FAULT_CLEAR: DeviceEventKind.FAULT,
     DeviceEventKind.TAMPER_CLEAR: DeviceEventKind.TAMPER,
+    DeviceEventKind.SUPERVISORY_CLEAR: DeviceEventKind.SUPERVISORY,
+    DeviceEventKind.DISABLED_CLEAR: DeviceEventKind.DISABLED,
+    DeviceEventKind.POWER_FAULT_CLEAR: DeviceEventKind.POWER_FAULT,
 }
 
 
@@ -56,7 +67,7 @@ class DeviceEventMapper:
                         basis="the device's own signal, passed through undelayed",
                     )
                 )
-            else:  # TEST: the device's test button; logged by ingest, raises nothing
+            else:  # TEST (the device's test button) and HEARTBEAT: logged by ingest, raise nothing
                 continue
             for source, kind in targets:
                 mapping = profile.events.get(source)

@@ -367,7 +367,7 @@ class LivenessWatch:
             device_id=self.index.device_ids[dev],
             alarm_type=OFFLINE,
             kind=kind,
-            category=self.index.profiles[dev].liveness.category,
+            category=self.index.profiles[dev].watch.category,
             ts=ts,
             value=round(silent_for, 1) if kind is DetectorEventKind.RAISE else None,
             detail=(
@@ -375,7 +375,7 @@ class LivenessWatch:
                 if kind is DetectorEventKind.RAISE
                 else "reporting again"
             ),
-            basis=self.index.profiles[dev].liveness.basis,
+            basis=self.index.profiles[dev].watch.basis,
         )
 
     def restore_offline(self, device_ids: set[str]) -> None:
@@ -397,7 +397,7 @@ class ChannelWatch:
         self.index = index
         limit = np.full(index.n_slots, np.inf)
         for dev, profile in enumerate(index.profiles):
-            k = profile.liveness.channel_offline_after
+            k = profile.watch.channel_offline_after
             if k is not None:
                 base = int(index.slot_base[dev])
                 limit[base : base + len(profile.channels)] = k * profile.report_interval_s
@@ -440,7 +440,7 @@ class ChannelWatch:
             device_id=self.index.device_ids[dev],
             alarm_type=f"{channel}.stale",
             kind=kind,
-            category=profile.liveness.category,
+            category=profile.watch.category,
             ts=ts,
             value=round(silent_for, 1) if kind is DetectorEventKind.RAISE else None,
             channel=channel,

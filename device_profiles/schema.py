@@ -36,7 +36,10 @@ class LocatedValueError(ValueError):
 
 
 class Codec(StrEnum):
-    JSON = "json"
+    JSON = "json"  # firewatch's MQTT envelope (docs/ingest.md)
+    # Reported by a fire alarm panel through a GB/T 26875.3 transmission device (docs/gb26875.md):
+    # the listener turns its frames into this device's events.
+    GB26875 = "gb26875"
 
 
 class Direction(StrEnum):
@@ -313,6 +316,13 @@ class Liveness(Strict):
     )
 
 
+# What a profile without liveness is watched with: never offline on its own (its panel's transmission
+# device is watched instead); the offline and stale alarms it could raise keep the default category.
+UNWATCHED = Liveness(
+    heartbeat_s=float("inf"), basis="not watched on its own: the panel's transmission device is"
+)
+
+
 class EventMapping(Strict):
     """How a device's own event bit maps to an alarm. Never delayed (STANDARDS.md, design rule)."""
 
@@ -334,9 +344,13 @@ class Profile(Strict):
     system: SystemType
     codec: Codec = Codec.JSON
     report_interval_s: float = Field(gt=0, description="how often the device publishes telemetry")
-    liveness: Liveness
+    # None: the device is not watched on its own. A component behind a fire alarm panel reports
+    # only changes of state (GB/T 26875.3 types 2 and 3); the panel's transmission device, which
+    # sends a heartbeat, is watched for it.
+    liveness: Liveness | None
     battery: Battery | None = None
-    channels: dict[str, Channel] = Field(min_length=1)
+    # Empty only for a device that reports events alone (a panel's detector or call point).
+    channels: dict[str, Channel] = Field(default_factory=dict)
     detectors: list[DetectorConfig] = Field(default_factory=list)
     events: dict[DeviceEventKind, EventMapping] = Field(default_factory=dict)
 
@@ -365,6 +379,11 @@ class Profile(Strict):
                 )
         return self
 
+    @property
+    def watch(self) -> Liveness:
+        """The liveness settings in effect (`UNWATCHED` when the profile has none)."""
+        return self.liveness if self.liveness is not None else UNWATCHED
+
     def thresholds(self) -> list[ThresholdDetector]:
         return [d for d in self.detectors if isinstance(d, ThresholdDetector)]
 
@@ -373,12 +392,13 @@ class Profile(Strict):
         out: dict[str, AlarmCategory] = {}
         for detector in self.detectors:
             out.update(detector.alarm_types())
-        out["device.offline"] = self.liveness.category
-        if self.liveness.channel_offline_after is not None:
-            for name in self.channels:
-                out[f"{name}.stale"] = self.liveness.category
-        if self.liveness.weak_signal_dbm is not None:
-            out["device.weak_signal"] = AlarmCategory.FAULT
+        if self.liveness is not None:
+            out["device.offline"] = self.liveness.category
+            if self.liveness.channel_offline_after is not None:
+                for name in self.channels:
+                    out[f"{name}.stale"] = self.liveness.category
+            if self.liveness.weak_signal_dbm is not None:
+                out["device.weak_signal"] = AlarmCategory.FAULT
         if self.battery is not None:
             out["device.low_battery"] = AlarmCategory.FAULT
         for event, mapping in self.events.items():

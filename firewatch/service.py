@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -45,6 +46,7 @@ from firewatch.pipeline import Pipeline, PipelineConfig
 from firewatch.recorder import Recorder
 from firewatch.workers import DaemonWorker
 from ingest.decode import Decoder
+from ingest.envelope import Message
 from ingest.index import DeviceIndex
 from ingest.mqtt import BrokerAddress, MqttSource
 from ingest.queue import BoundedQueue
@@ -53,6 +55,9 @@ from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
 from storage.db import DatabaseError, check, make_engine, migrate, open_store
 from storage.influx import InfluxSink, SinkStatus
+
+if TYPE_CHECKING:
+    from ingest.gb26875.listener import Gb26875Listener
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.influx_worker import DRAIN_S
 from storage.models import AlarmRow
@@ -363,6 +368,20 @@ class Service:
         )
         source = self.source
         self.pipeline.connection = lambda: source.epoch if source.connected.is_set() else None
+        # Fire alarm panels through GB/T 26875.3 transmission devices (docs/gb26875.md): their
+        # reports join the same queue as device events, confirmed once stored.
+        self.gb26875: Gb26875Listener | None = None
+        if settings.gb26875.enabled:
+            from ingest.gb26875.listener import Gb26875Listener
+
+            decoder = self.decoder
+            self.gb26875 = Gb26875Listener(
+                settings.gb26875,
+                queue=self.queue,
+                index=lambda: decoder.index,
+                prefix=settings.mqtt.topic_prefix,
+                clock=clock,
+            )
         self._stop = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -583,13 +602,31 @@ class Service:
         return warm
 
     # --- lifecycle -------------------------------------------------------------------------------
+    def _ack(self, messages: list[Message]) -> int:
+        """Acknowledge a stored batch to where its messages came from: PUBACKs to the broker, and
+        confirms to the GB/T 26875.3 devices whose uploads are all stored."""
+        n = self.source.ack(messages)
+        if self.gb26875 is not None:
+            n += self.gb26875.ack(messages)
+        return n
+
     async def start(self) -> None:
         self._stop = asyncio.Event()
+        if self.gb26875 is not None:
+            try:
+                await self.gb26875.start()
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"the GB/T 26875.3 listener cannot listen on {self.settings.gb26875.bind}:"
+                    f"{self.settings.gb26875.port} ({exc.strerror or exc}): free the port, or set "
+                    "gb26875.port (FIREWATCH_GB26875__PORT) to another",
+                ) from exc
         self.engine.grace(self.clock())
         self.compactor.start()
         self._tasks = [
             asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
-            asyncio.create_task(self.pipeline.run(self.queue, self.source.ack, self._stop), name="pipeline"),
+            asyncio.create_task(self.pipeline.run(self.queue, self._ack, self._stop), name="pipeline"),
             asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
             asyncio.create_task(self._ticket_clock(self._stop), name="ticket-clock"),
@@ -715,6 +752,11 @@ class Service:
 
         self._stop.set()
         self._mirror_stop.set()  # a sync in progress ends after its transaction; the next start resumes
+        if self.gb26875 is not None:  # first: uploads not yet stored stay unconfirmed and are resent
+            try:
+                await asyncio.wait_for(self.gb26875.stop(), left(2.0))
+            except TimeoutError:
+                logger.error("stopping: the GB/T 26875.3 listener did not close its connections in time")
         compactor = asyncio.create_task(
             stopping.bounded("the telemetry compactor", self.compactor.stop, left())
         )

@@ -678,7 +678,7 @@ class Decoder:
         profile = self.index.profiles[dev]
         mapped = {e.value.removesuffix("_clear") for e in profile.events}
         if (
-            event not in (DeviceEventKind.TEST, DeviceEventKind.RESET)
+            event not in (DeviceEventKind.TEST, DeviceEventKind.RESET, DeviceEventKind.HEARTBEAT)
             and event.removesuffix("_clear") not in mapped
         ):
             raise _Rejected(

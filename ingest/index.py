@@ -117,8 +117,14 @@ class DeviceIndex:
             slot_channel=list(map(all_names.__getitem__, channel.tolist())),
             slot_lo=np.array([c.range[0] for cs in channels for c in cs], dtype=np.float64)[channel],
             slot_hi=np.array([c.range[1] for cs in channels for c in cs], dtype=np.float64)[channel],
-            heartbeat_s=np.array([p.liveness.heartbeat_s for p in table], dtype=np.float64)[which],
-            offline_after=np.array([p.liveness.offline_after for p in table], dtype=np.float64)[which],
+            # A profile without liveness (a panel's component) is never called offline on its own.
+            heartbeat_s=np.array(
+                [p.liveness.heartbeat_s if p.liveness is not None else np.inf for p in table],
+                dtype=np.float64,
+            )[which],
+            offline_after=np.array(
+                [p.liveness.offline_after if p.liveness is not None else 1.0 for p in table], dtype=np.float64
+            )[which],
             place_names=registry.place_names,
         )
 

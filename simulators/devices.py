@@ -255,6 +255,7 @@ class SimDevice:
         if (
             self.report_on_change
             and values == self.last_values
+            and self.profile.liveness is not None
             and t - self.last_sent < self.profile.liveness.heartbeat_s - interval / 2
         ):
             return None

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core.domain import DeviceEventKind, DeviceKind
 from core.registry import PlaceKind, Registry
-from device_profiles.schema import Profile
+from device_profiles.schema import Codec, Profile
 from ingest.topics import MessageKind, device_topic
 from simulators.devices import Frame, Malformed, SimDevice
 from simulators.physics import (
@@ -147,6 +147,8 @@ class Fleet:
             profile = profiles.get(device.profile)
             if profile is None:
                 raise FleetError(f"device {device.id!r}: no profile {device.profile!r}")
+            if profile.codec is not Codec.JSON:
+                continue  # reported by a fire alarm panel (GB/T 26875.3), not published over MQTT
             room = device.place if registry.places[device.place].kind is PlaceKind.ROOM else ""
             sim = SimDevice(
                 device.id,

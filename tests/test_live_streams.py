@@ -178,7 +178,7 @@ def test_publishing_with_nobody_listening_is_a_no_op() -> None:
 
 # Devices never report silence here: no offline alarm may slip into a stream in the middle of a test.
 QUIET_PROFILES: dict[str, Profile] = {
-    pid: p.model_copy(update={"liveness": p.liveness.model_copy(update={"heartbeat_s": 3600.0})})
+    pid: p.model_copy(update={"liveness": p.watch.model_copy(update={"heartbeat_s": 3600.0})})
     for pid, p in PROFILES.items()
 }
 

@@ -33,7 +33,7 @@ def with_heartbeat(heartbeat_s: float) -> dict[str, Profile]:
     return {
         pid: p.model_copy(
             update={
-                "liveness": p.liveness.model_copy(update={"heartbeat_s": heartbeat_s, "offline_after": 3})
+                "liveness": p.watch.model_copy(update={"heartbeat_s": heartbeat_s, "offline_after": 3})
             }
         )
         for pid, p in PROFILES.items()

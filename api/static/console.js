@@ -22,7 +22,7 @@ const I18N = {
     "conn.open": "实时", "conn.connecting": "连接中…", "conn.closed": "已断开，重连中…",
     "board.title": "火灾报警", "board.empty": "系统正常，无报警", "board.fire_strip": "火警",
     "gas.title": "可燃气体报警", "gas.empty": "可燃气体正常",
-    "cat.fire": "火警", "cat.pre_alarm": "预警", "cat.supervisory": "监管", "cat.fault": "故障",
+    "cat.fire": "火警", "cat.pre_alarm": "预警", "cat.supervisory": "监管", "cat.fault": "故障", "cat.disabled": "屏蔽",
     "cat.hazard": "隐患", "cat.normal": "正常",
     "state.active_unacknowledged": "未确认", "state.active_acknowledged": "已确认",
     "state.cleared_unacknowledged": "已恢复·未确认", "state.cleared_acknowledged": "已恢复·已确认",
@@ -82,7 +82,7 @@ const I18N = {
     "svc.ingest.storage_failing": "数据库不可用", "svc.ingest.unacked_backlog": "消息确认积压",
     "svc.ingest.stalled": "数据接入停滞", "svc.ingest.broker_down": "与消息服务器的连接中断",
     "ikind.fire": "火情", "ikind.gas": "燃气泄漏", "ikind.outage": "通信中断", "ikind.supervisory": "监管异常",
-    "ikind.fault": "设备故障", "ikind.hazard": "隐患",
+    "ikind.fault": "设备故障", "ikind.disabled": "部件屏蔽", "ikind.hazard": "隐患",
     "istate.open": "报警中", "istate.ended": "报警已恢复", "istate.closed": "已结束",
     "ver.pending": "待核实", "ver.verifying": "核实中", "ver.confirmed": "真实火警", "ver.false_alarm": "误报",
     "ver.test": "测试", "ver.confirmed_gas": "确认泄漏",
@@ -132,7 +132,7 @@ const I18N = {
     "conn.open": "Live", "conn.connecting": "Connecting…", "conn.closed": "Disconnected, reconnecting…",
     "board.title": "Fire alarms", "board.empty": "All normal: no alarms", "board.fire_strip": "FIRE",
     "gas.title": "Combustible gas alarms", "gas.empty": "Gas: all normal",
-    "cat.fire": "Fire", "cat.pre_alarm": "Pre-alarm", "cat.supervisory": "Supervisory", "cat.fault": "Fault",
+    "cat.fire": "Fire", "cat.pre_alarm": "Pre-alarm", "cat.supervisory": "Supervisory", "cat.fault": "Fault", "cat.disabled": "Disabled",
     "cat.hazard": "Hazard", "cat.normal": "Normal",
     "state.active_unacknowledged": "Unacknowledged", "state.active_acknowledged": "Acknowledged",
     "state.cleared_unacknowledged": "Cleared, unacknowledged", "state.cleared_acknowledged": "Cleared, acknowledged",
@@ -192,7 +192,7 @@ const I18N = {
     "svc.ingest.storage_failing": "Database unavailable", "svc.ingest.unacked_backlog": "Received messages wait too long",
     "svc.ingest.stalled": "Data intake has stalled", "svc.ingest.broker_down": "Connection to the message server lost",
     "ikind.fire": "Fire", "ikind.gas": "Gas leak", "ikind.outage": "Communication outage", "ikind.supervisory": "Supervisory",
-    "ikind.fault": "Device faults", "ikind.hazard": "Hazards",
+    "ikind.fault": "Device faults", "ikind.disabled": "Disabled points", "ikind.hazard": "Hazards",
     "istate.open": "Alarming", "istate.ended": "Alarms ended", "istate.closed": "Closed",
     "ver.pending": "Not verified", "ver.verifying": "Being verified", "ver.confirmed": "Real fire", "ver.false_alarm": "False alarm",
     "ver.test": "Test", "ver.confirmed_gas": "Leak confirmed",
@@ -232,7 +232,7 @@ const I18N = {
   },
 };
 
-const CATEGORIES = ["fire", "pre_alarm", "supervisory", "fault", "hazard"];
+const CATEGORIES = ["fire", "pre_alarm", "supervisory", "fault", "disabled", "hazard"];
 const ACTIVE = new Set(["active_unacknowledged", "active_acknowledged"]);
 const ROLES = ["viewer", "operator", "maintenance", "safety", "leader", "admin"];
 const TREE_KINDS = new Set(["site", "building", "floor", "zone"]); // rooms show in the zone's device list

@@ -1,0 +1,277 @@
+"""The GB/T 26875.3 listener, over real TCP on loopback, in front of the whole service (private
+mosquitto, SQLite): a transmission device's frames become the alarms of the registry devices they
+name, each upload is confirmed once what it means is stored, and bad frames are denied or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
+
+from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
+from core.settings import Gb26875Settings, IngestSettings, MqttSettings, Settings
+from device_profiles.loader import load_profiles
+from firewatch.broker import Mosquitto
+from firewatch.service import Service
+from ingest.gb26875.codes import Command
+from ingest.gb26875.frame import encode_frame
+from ingest.gb26875.objects import ComponentState, DeviceState, Operation, SystemState, UnknownObjects
+from simulators.gb26875_device import TransmissionDevice, now_tag
+from storage.models import AlarmRow, IncidentRow, RejectRow, TicketRow
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+UD = 889  # the transmission device's address (GB/T 26875.3's vendor example uses 889)
+SMOKE_101 = 0x0002000A  # loop 10, point 2 (low word loop, high word point)
+SMOKE_102 = 0x0003000A
+FIRE, FAULT, DISABLED = 1 << 1, 1 << 2, 1 << 3
+NORMAL = 1 << 0
+
+
+def registry() -> Registry:
+    site = SiteSpec(
+        id="s1",
+        name="测试医院",
+        buildings=[
+            BuildingSpec(
+                id="b1",
+                name="住院楼",
+                floors=[
+                    FloorSpec(
+                        id="f1",
+                        name="1F",
+                        zones=[ZoneSpec(id="z1", name="1区", rooms=[RoomSpec(id="r101", name="101病房")])],
+                    )
+                ],
+            )
+        ],
+    )
+    room = "s1/b1/f1/z1/r101"
+    ud = {"gateway": "ud-1", "place": room}
+    devices = [
+        Device(id="ud-1", profile="gb-transmission-device", place="s1/b1/f1/z1", tags=[f"gb26875={UD}"]),
+        Device(id="fas-1", profile="gb-fire-alarm-panel", **ud, tags=["gb26875=1/1"]),
+        # Component addresses in hexadecimal or decimal, as the site's list gives them.
+        Device(id="smk-101", profile="gb-smoke-detector", **ud, tags=[f"gb26875=1/1/42/{SMOKE_101:#x}"]),
+        Device(id="smk-102", profile="gb-smoke-detector", **ud, tags=[f"gb26875=1/1/42/{SMOKE_102}"]),
+    ]
+    return Registry([site], devices)
+
+
+class AlarmTopic:
+    """A subscriber of the MQTT alarm topic, recording when each message arrived."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = lambda c, *_: c.subscribe("fw/v1/+/alarms", qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda _c, _u, msg: self.messages.append(
+            (time.time(), orjson.loads(msg.payload))
+        )
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    def raised(self, device_id: str) -> float | None:
+        for at, t in self.messages:  # each message is one transition (docs/alarms.md)
+            if t.get("action") == "raised" and t.get("after", {}).get("device_id") == device_id:
+                return at
+        return None
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+async def service(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Service]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
+        gb26875=Gb26875Settings(enabled=True, port=0, inspection_every_s=1.0),
+    )
+    svc = Service(settings, registry=registry(), profiles=load_profiles())
+    await svc.start()
+    await asyncio.wait_for(svc.source.connected.wait(), 10)
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def device(service: Service) -> AsyncIterator[TransmissionDevice]:
+    assert service.gb26875 is not None
+    dev = TransmissionDevice(address=UD, host="127.0.0.1", port=service.gb26875.port)
+    await dev.connect()
+    yield dev
+    await dev.close()
+
+
+@pytest.fixture
+def alarm_topic(mosquitto: Mosquitto) -> Iterator[AlarmTopic]:
+    sub = AlarmTopic(mosquitto)
+    yield sub
+    sub.close()
+
+
+def alarms(service: Service, device_id: str, *, open_only: bool = True) -> list[AlarmRow]:
+    with service.sessions() as s:
+        q = select(AlarmRow).where(AlarmRow.device_id == device_id)
+        if open_only:
+            q = q.where(AlarmRow.state != "closed")
+        return list(s.scalars(q))
+
+
+def component(
+    addr: int, status: int, comp_type: int = 42, description: str = "101病房感烟"
+) -> ComponentState:
+    return ComponentState(1, 1, comp_type, addr, status, description, now_tag())
+
+
+async def test_a_fire_frame_is_a_fire_incident_and_on_the_alarm_topic_within_a_second(
+    service: Service, device: TransmissionDevice, alarm_topic: AlarmTopic
+) -> None:
+    sent = time.time()
+    reply = await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+    confirmed = time.time()
+    assert reply.command == Command.CONFIRM
+    # Confirmed only once stored: the alarm is in the state store when the confirm arrives.
+    (fire,) = alarms(service, "smk-101")
+    assert (fire.alarm_type, fire.category, fire.state) == ("device.alarm", "fire", "active_unacknowledged")
+    assert confirmed - sent < 1.0
+    with service.sessions() as s:
+        incident = s.scalars(select(IncidentRow).where(IncidentRow.kind == "fire")).one()
+    assert incident.state == "open"
+    at = await eventually(lambda: alarm_topic.raised("smk-101"), timeout=5, what="the alarm topic's message")
+    assert at - sent < 1.0
+
+
+async def test_state_bits_become_alarms_and_clear_as_the_word_changes(
+    service: Service, device: TransmissionDevice
+) -> None:
+    await device.upload(2, [component(SMOKE_102, NORMAL | FAULT | DISABLED)])
+    kinds = {(a.alarm_type, a.category) for a in alarms(service, "smk-102")}
+    assert kinds == {("device.fault", "fault"), ("device.disabled", "disabled")}
+    # Re-enabled at the panel, still faulty: the disabled alarm clears, the fault stays active.
+    await device.upload(2, [component(SMOKE_102, NORMAL | FAULT)])
+    by_type = {a.alarm_type: a.state for a in alarms(service, "smk-102")}
+    assert by_type["device.fault"] == "active_unacknowledged"
+    assert by_type["device.disabled"] == "cleared_unacknowledged"
+    # A disabled point is a hazard to follow up: it opened a rectification ticket.
+    with service.sessions() as s:
+        tickets = s.scalars(select(TicketRow).where(TicketRow.device_id == "smk-102")).all()
+    assert {t.category for t in tickets} >= {"disabled", "fault"}
+
+
+async def test_a_panel_reset_ends_the_latched_fire_alarms_of_its_points(
+    service: Service, device: TransmissionDevice
+) -> None:
+    await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+    # The fire bit falls back: a latched fire stays active (GB 4717), as on the panel itself.
+    await device.upload(2, [component(SMOKE_101, NORMAL)])
+    assert alarms(service, "smk-101")[0].state.startswith("active")
+    reply = await device.upload(4, [Operation(1, 1, 1 << 0, 7, now_tag())])  # 复位 by operator 7
+    assert reply.command == Command.CONFIRM
+    (fire,) = alarms(service, "smk-101", open_only=False)
+    assert not fire.state.startswith("active")
+    # The next fire of the same point is raised anew.
+    await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+    assert any(a.state.startswith("active") for a in alarms(service, "smk-101", open_only=False))
+
+
+async def test_a_system_state_and_the_devices_own_state_reach_their_devices(
+    service: Service, device: TransmissionDevice
+) -> None:
+    await device.upload(1, [SystemState(1, 1, NORMAL | (1 << 8), now_tag())])  # main power fault
+    assert {a.alarm_type for a in alarms(service, "fas-1")} == {"device.power_fault"}
+    await device.upload(21, [DeviceState(NORMAL | (1 << 5), now_tag())])  # channel to the centre failed
+    assert {a.alarm_type for a in alarms(service, "ud-1")} == {"device.fault"}
+
+
+async def test_an_unregistered_point_still_raises_its_fire_and_opens_an_onboarding_ticket(
+    service: Service, device: TransmissionDevice
+) -> None:
+    reply = await device.upload(2, [component(0x00090001, NORMAL | FIRE, comp_type=23)])  # a call point
+    assert reply.command == Command.CONFIRM
+    by_type = {a.alarm_type: a for a in alarms(service, "ud-1")}
+    assert by_type["device.alarm"].category == "fire"
+    assert by_type["device.unregistered"].category == "hazard"
+    with service.sessions() as s:
+        ticket = s.scalars(select(TicketRow).where(TicketRow.device_id == "ud-1")).one()
+    assert ticket.category == "hazard"
+
+
+async def test_heartbeats_and_unknown_types_are_confirmed_and_the_centre_inspects(
+    service: Service, device: TransmissionDevice
+) -> None:
+    assert (await device.heartbeat()).command == Command.CONFIRM
+    # A type identifier of a vendor's own (赋安/依爱 use 204, 205): confirmed, never denied.
+    assert (await device.upload(205, [UnknownObjects(205, 1, bytes(13))])).command == Command.CONFIRM
+    assert service.gb26875 is not None
+    stats = service.gb26875.stats
+    # On connecting the device got the centre's clock (type 90), then a state read (type 81, 巡检).
+    await eventually(lambda: stats.inspections_answered >= 1, timeout=10, what="an inspection answered")
+    types = [f.adu[0] for f in device.received if f.command in (Command.CONTROL, Command.REQUEST)]
+    assert types[:2] == [90, 81]
+
+
+async def test_bad_frames_are_denied_garbage_is_counted_and_a_look_alike_is_refused(
+    service: Service, device: TransmissionDevice
+) -> None:
+    assert service.gb26875 is not None
+    stats = service.gb26875.stats
+    data, serial = device.frame(Command.SEND, bytes([2, 1]) + bytes(46))
+    bad = data[:-3] + bytes([(data[-3] + 1) & 0xFF]) + data[-2:]  # checksum off by one
+    reply = await device.exchange(bad, serial)
+    assert reply.command == Command.DENY
+    await device.send_raw(b"hello, centre")
+    assert (await device.heartbeat()).command == Command.CONFIRM  # the connection goes on
+    assert stats.rejects["bad_checksum"] == 1
+    assert stats.rejects["bad_start"] >= 1
+    # 赋安 FSCN8001's private framing on the same delimiters: refused, the connection closed.
+    body = bytes.fromhex("01000105241205173000") + b"FA0000000001"  # cmd, mark, BCD time, id
+    fscn = b"@@" + body + bytes([sum(body) & 0xFF]) + b"##"
+    await device.send_raw(fscn)
+    await asyncio.wait_for(device.closed.wait(), 5)
+    assert stats.rejects["lookalike_fscn8001"] == 1
+
+
+async def test_frames_from_an_unregistered_device_are_confirmed_and_kept_as_rejects(
+    service: Service,
+) -> None:
+    assert service.gb26875 is not None
+    stranger = TransmissionDevice(address=4242, host="127.0.0.1", port=service.gb26875.port)
+    await stranger.connect()
+    try:
+        reply = await stranger.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+        assert reply.command == Command.CONFIRM
+    finally:
+        await stranger.close()
+
+    def kept() -> list[RejectRow]:
+        with service.sessions() as s:
+            return list(s.scalars(select(RejectRow).where(RejectRow.device_id == "gb-4242")))
+
+    (reject,) = await eventually(kept, timeout=5, what="the reject")
+    assert reject.reason == "unknown_device"
+    assert alarms(service, "smk-101") == []
+
+
+def test_a_frame_is_encoded_as_the_listener_reads_it() -> None:
+    """The device's frames are the codec's: a sanity check of the test's own peer."""
+    data = encode_frame(serial=1, command=Command.SEND, source=UD, destination=0, time=now_tag())
+    assert (data[:2], data[-2:], len(data)) == (b"@@", b"##", 30)
