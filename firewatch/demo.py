@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +25,24 @@ from accounts.passwords import DEMO_PASSWORD
 from accounts.service import DEMO_ACCOUNTS
 from api.app import create_app
 from core.domain import AlarmState, DeviceEventKind, IncidentKind, IncidentState
+from core.registry import load_registry
 from core.settings import Settings
 from firewatch import stopping
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
 from firewatch.service import STOP_BUDGET_S, Service, freeze_start_up_heap
 from firewatch.stopping import ApiServer, StopSignals
+from ingest.gb26875.objects import ComponentState
 from simulators.fleet import Fleet
+from simulators.gb26875_device import TransmissionDevice, time_tag
+from simulators.hospital import DEMO_HOSPITAL
+from simulators.hospital_panel import ADDRESS, SYSTEM, Point, with_panel
 from simulators.live import LiveFleet
 from storage.models import AlarmRow, IncidentRow, TicketRow
 
 logger = logging.getLogger(__name__)
+
+HEARTBEAT_S = 30.0  # the transmission device's heartbeat, in the service's (scaled) time
+NORMAL, FAULT_BIT, DISABLED_BIT = 1 << 0, 1 << 2, 1 << 3  # GB/T 26875.3 component status bits
 
 BROKER_STOP_S = 3.0  # mosquitto saves its persistence file on SIGTERM; then SIGKILL
 SUMMARY_WAIT_S = 2.0
@@ -89,6 +98,7 @@ async def run_demo(
         signals.attach(asyncio.get_running_loop(), stop.set)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.time_scale = speed
+    listen_for_panels(settings)
     mosquitto: Mosquitto | None = None
     inproc: InProcessBroker | None = None
     try:
@@ -122,7 +132,10 @@ async def _run_service(
     signals: StopSignals | None,
 ) -> dict[str, int]:
     settings.auth.demo_accounts = True  # one account per role, with the published demo password
-    service = Service(settings)
+    # The demo hospital with its fire alarm panel, which reports over GB/T 26875.3 (a registry of
+    # the user's own is taken as it is).
+    registry, points = with_panel(load_registry(DEMO_HOSPITAL)) if settings.registry is None else (None, [])
+    service = Service(settings, registry=registry)
     freeze_start_up_heap()
     plan = plan_for(service)
     app = create_app(service.app_context())
@@ -162,6 +175,17 @@ async def _run_service(
     if server_task.done():
         await server_task  # surfaces the bind error, e.g. port already in use
     sim_task = asyncio.create_task(sim.run(host, int(port)), name="simulation")
+    panel_stage, panel_done = asyncio.Event(), asyncio.Event()
+    panel_task: asyncio.Task[None] | None = None
+    if service.gb26875 is not None and points:
+        console.print(
+            f"GB/T 26875.3 listener on {settings.gb26875.bind}:{service.gb26875.port}: the fire alarm "
+            f"panel's transmission device (address {ADDRESS}) connects; in {incident_at:.0f} s a point is "
+            "disabled (屏蔽) and a module reports a fault"
+        )
+        panel_task = asyncio.create_task(
+            _play_panel(service, points, panel_stage, panel_done, settings.time_scale), name="gb26875-panel"
+        )
     staged = False
     summary: dict[str, int] = {}
     reason = "the API server ended"
@@ -179,6 +203,7 @@ async def _run_service(
                     sim.fleet.flaming_fire(plan.fire_zone, sim.t)
                     sim.fleet.silence(plan.silent_device)
                     sim.fleet.device_event(plan.faulty_device, DeviceEventKind.FAULT, service.clock(), code=3)
+                    panel_stage.set()
                     staged = True
                 with contextlib.suppress(TimeoutError):  # a busy database: show the last counts
                     summary = await asyncio.wait_for(
@@ -192,12 +217,57 @@ async def _run_service(
             signals.begin(reason)  # from here on the stop is bounded (a forced exit at the deadline)
         sim.stop()
         await stopping.wait_bounded("the simulation", sim_task, 2.0)
+        if panel_task is not None:
+            panel_done.set()
+            await stopping.wait_bounded("the fire alarm panel", panel_task, 2.0)
         service.live.close()  # end the open alarm streams, so the server stops at once
         server.should_exit = True
         # uvicorn: open requests get timeout_graceful_shutdown, then the lifespan runs Service.stop
         # (bounded by its own budget).
         await stopping.wait_bounded("the API server and the service", server_task, SERVICE_STOP_S)
     return summary
+
+
+async def _play_panel(
+    service: Service, points: list[Point], stage: asyncio.Event, done: asyncio.Event, speed: float
+) -> None:
+    """The demo's transmission device: connects, reports every point normal, heartbeats every 30 s
+    of the service's time, and when the incidents are staged reports one smoke detector disabled
+    (屏蔽) and the output module faulty (故障); until `done`."""
+    assert service.gb26875 is not None
+    device = TransmissionDevice(address=ADDRESS, host="127.0.0.1", port=service.gb26875.port)
+    status = {p.device_id: NORMAL for p in points}
+
+    def states(which: list[Point]) -> list[ComponentState]:
+        tag = time_tag(service.clock())
+        return [ComponentState(*SYSTEM, p.comp_type, p.address, status[p.device_id], "", tag) for p in which]
+
+    try:
+        await device.connect()
+        await device.upload(2, states(points))
+        staged = False
+        while not done.is_set():
+            wake = {asyncio.ensure_future(done.wait())}
+            if not staged:
+                wake.add(asyncio.ensure_future(stage.wait()))
+            _, pending = await asyncio.wait(
+                wake, timeout=HEARTBEAT_S / speed, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in pending:
+                waiter.cancel()
+            if done.is_set():
+                break
+            if stage.is_set() and not staged:
+                disabled, module = points[1], points[-1]
+                status[disabled.device_id] = NORMAL | DISABLED_BIT
+                status[module.device_id] = NORMAL | FAULT_BIT
+                await device.upload(2, states([disabled, module]))
+                staged = True
+            await device.heartbeat()
+    except (OSError, TimeoutError) as exc:
+        logger.warning("the demo's transmission device stopped: %s", exc)
+    finally:
+        await device.close()
 
 
 def _summary(service: Service, published: int) -> dict[str, int]:
@@ -215,6 +285,17 @@ def _summary(service: Service, published: int) -> dict[str, int]:
                 select(func.count())
                 .select_from(AlarmRow)
                 .where(AlarmRow.category == "fire", AlarmRow.state != AlarmState.CLOSED.value)
+            )
+            or 0
+        )
+        disabled = (
+            s.scalar(
+                select(func.count())
+                .select_from(AlarmRow)
+                .where(
+                    AlarmRow.category == "disabled",
+                    AlarmRow.state.in_([AlarmState.ACTIVE_UNACKNOWLEDGED, AlarmState.ACTIVE_ACKNOWLEDGED]),
+                )
             )
             or 0
         )
@@ -237,6 +318,7 @@ def _summary(service: Service, published: int) -> dict[str, int]:
         "active alarms": active,
         "open fire alarms": fire,
         "open fire incidents": fire_incidents,  # the zone fire is one incident, its alarms inside
+        "disabled points": disabled,  # 屏蔽 at the fire alarm panel, reported over GB/T 26875.3
         "tickets": tickets,
     }
 
@@ -257,3 +339,20 @@ def demo_settings(data_dir: Path, port: int) -> Settings:
     settings = load_settings(data_dir=data_dir)
     settings.api.port = port
     return settings
+
+
+def listen_for_panels(settings: Settings) -> None:
+    """The GB/T 26875.3 listener is on in the demo: on its usual port when that is free, else on
+    any free one (the demo needs no set-up, whatever else runs on the machine)."""
+    settings.gb26875.enabled = True
+    if not _port_free(settings.gb26875.bind, settings.gb26875.port):
+        settings.gb26875.port = 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

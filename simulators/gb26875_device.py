@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame, GbTime, answer, encode_frame
@@ -28,8 +29,17 @@ READ_DEVICE_STATE = 81
 DEVICE_STATE = 21
 
 
+BEIJING = timezone(timedelta(hours=8))
+
+
+def time_tag(ts: float, tz: timezone = BEIJING) -> GbTime:
+    """Epoch seconds as a time tag: local time with no zone on the wire; devices in China send
+    Beijing time (the listener's `utc_offset_hours`)."""
+    return GbTime.from_datetime(datetime.fromtimestamp(ts, tz).replace(tzinfo=None))
+
+
 def now_tag() -> GbTime:
-    return GbTime.from_datetime(datetime.now())
+    return time_tag(time.time())
 
 
 @dataclass

@@ -32,6 +32,8 @@ async def test_the_demo_stages_a_fire_and_a_fault_that_become_alarms_and_a_ticke
     # The zone fire is one incident holding its alarms, not a card per detector.
     assert summary["open fire incidents"] == 1
     assert summary["tickets"] >= 1  # the gas detector's fault
+    # The fire alarm panel's transmission device, over GB/T 26875.3: a point disabled (屏蔽).
+    assert summary["disabled points"] == 1
 
 
 def test_simulate_publishes_the_demo_hospital_and_injects_a_fire(mosquitto: Mosquitto) -> None:
