@@ -26,7 +26,14 @@ from firewatch.broker import Mosquitto
 from firewatch.service import Service
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import encode_frame
-from ingest.gb26875.objects import ComponentState, DeviceState, Operation, SystemState, UnknownObjects
+from ingest.gb26875.objects import (
+    AnalogValue,
+    ComponentState,
+    DeviceState,
+    Operation,
+    SystemState,
+    UnknownObjects,
+)
 from simulators.gb26875_device import TransmissionDevice, now_tag
 from storage.models import AlarmRow, IncidentRow, RejectRow, TicketRow
 from tests.waiting import eventually
@@ -36,6 +43,7 @@ pytestmark = pytest.mark.integration
 UD = 889  # the transmission device's address (GB/T 26875.3's vendor example uses 889)
 SMOKE_101 = 0x0002000A  # loop 10, point 2 (low word loop, high word point)
 SMOKE_102 = 0x0003000A
+PRESSURE = 0x00010002  # a pressure switch's transmitter on loop 2
 FIRE, FAULT, DISABLED = 1 << 1, 1 << 2, 1 << 3
 NORMAL = 1 << 0
 
@@ -66,6 +74,7 @@ def registry() -> Registry:
         # Component addresses in hexadecimal or decimal, as the site's list gives them.
         Device(id="smk-101", profile="gb-smoke-detector", **ud, tags=[f"gb26875=1/1/42/{SMOKE_101:#x}"]),
         Device(id="smk-102", profile="gb-smoke-detector", **ud, tags=[f"gb26875=1/1/42/{SMOKE_102}"]),
+        Device(id="prs-1", profile="gb-water-pressure", **ud, tags=[f"gb26875=1/1/99/{PRESSURE:#x}"]),
     ]
     return Registry([site], devices)
 
@@ -191,6 +200,31 @@ async def test_a_panel_reset_ends_the_latched_fire_alarms_of_its_points(
     # The next fire of the same point is raised anew.
     await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
     assert any(a.state.startswith("active") for a in alarms(service, "smk-101", open_only=False))
+
+
+async def test_analog_values_are_readings_judged_by_the_points_profile(
+    service: Service, device: TransmissionDevice
+) -> None:
+    # 0.35 MPa (type 4, 0.1 MPa steps on the wire would be too coarse: kPa is what panels send),
+    # then 80.0 kPa (type 5): below the 0.10 MPa supervisory level of the pipe (GB 50974-2014 §5.2.2).
+    normal = AnalogValue(1, 1, 99, PRESSURE, 5, 3500, now_tag())
+    low = AnalogValue(1, 1, 99, PRESSURE, 5, 800, now_tag())
+    assert (await device.upload(3, [normal])).command == Command.CONFIRM
+    assert alarms(service, "prs-1") == []
+    assert (await device.upload(3, [low])).command == Command.CONFIRM
+    (alarm,) = alarms(service, "prs-1")
+    assert (alarm.alarm_type, alarm.category) == ("pressure.low", "supervisory")
+    stored = service.telemetry.history("prs-1", "pressure", 0, time.time() + 3600)
+    assert [round(float(v), 3) for v in stored.value] == [0.35, 0.08]  # stored before the confirm
+    # An analog type the point's profile has no channel for is refused with its reason, and kept.
+    await device.upload(3, [AnalogValue(1, 1, 99, PRESSURE, 9, 12, now_tag())])  # 电流 (A)
+
+    def kept() -> list[RejectRow]:
+        with service.sessions() as s:
+            return list(s.scalars(select(RejectRow).where(RejectRow.device_id == "prs-1")))
+
+    (reject,) = await eventually(kept, timeout=5, what="the reject")
+    assert reject.reason == "unknown_channel"
 
 
 async def test_a_system_state_and_the_devices_own_state_reach_their_devices(

@@ -45,6 +45,7 @@ from ingest.gb26875.frame import Frame, FrameErrorReason, GbTime, answer, encode
 from ingest.gb26875.framer import Framer, FrameReject
 from ingest.gb26875.objects import (
     AduError,
+    AnalogValue,
     ComponentState,
     DeviceOperation,
     DeviceState,
@@ -60,8 +61,10 @@ from ingest.gb26875.points import (
     SYSTEM_RESET_BIT,
     PointEvent,
     PointMap,
+    PointReading,
     StateMemory,
     Station,
+    analog_reading,
     unregistered_name,
 )
 from ingest.index import DeviceIndex
@@ -283,9 +286,11 @@ class Gb26875Listener:
         if events:
             self._enqueue(conn, None, events, station)
 
-    def events(self, station: Station, objects: Iterable[object], now: float) -> list[PointEvent]:
+    def events(
+        self, station: Station, objects: Iterable[object], now: float
+    ) -> list[PointEvent | PointReading]:
         """The device events a list of objects means (pure apart from the state memory)."""
-        out: list[PointEvent] = []
+        out: list[PointEvent | PointReading] = []
         for obj in objects:
             if isinstance(obj, ComponentState):
                 key = (obj.sys_type, obj.sys_addr, obj.comp_type, obj.comp_addr)
@@ -313,6 +318,15 @@ class Gb26875Listener:
                     out += self.memory.edges(station.address, panel, "", obj.status, SYSTEM_BITS, ts)
                 if obj.status & SYSTEM_RESET_BIT:
                     out += self._reset(station, key2, ts, obj.status)
+            elif isinstance(obj, AnalogValue):
+                key = (obj.sys_type, obj.sys_addr, obj.comp_type, obj.comp_addr)
+                ts = self.to_epoch(obj.time, now)
+                device_id = station.components.get(key)
+                if device_id is None:  # nowhere to keep it: the point is to be onboarded first
+                    name = unregistered_name(key)
+                    out.append(PointEvent(station.device_id, DeviceEventKind.UNREGISTERED, ts, None, name))
+                else:
+                    out.append(analog_reading(device_id, obj.analog_type, obj.value, ts))
             elif isinstance(obj, DeviceState):
                 ts = self.to_epoch(obj.time, now)
                 out += self.memory.edges(station.address, station.device_id, "", obj.status, DEVICE_BITS, ts)
@@ -326,7 +340,9 @@ class Gb26875Listener:
                 out.append(PointEvent(station.device_id, DeviceEventKind.RESET, ts, obj.flags))
         return out
 
-    def _reset(self, station: Station, key: tuple[int, int], ts: float, code: int) -> list[PointEvent]:
+    def _reset(
+        self, station: Station, key: tuple[int, int], ts: float, code: int
+    ) -> list[PointEvent | PointReading]:
         """A panel's reset (复位) ends the latched alarms of every point of its system."""
         ids = station.system_components(key)
         panel = station.systems.get(key)
@@ -337,7 +353,11 @@ class Gb26875Listener:
         return [PointEvent(d, DeviceEventKind.RESET, ts, code) for d in ids]
 
     def _enqueue(
-        self, conn: _Connection, frame: Frame | None, events: list[PointEvent], station: Station
+        self,
+        conn: _Connection,
+        frame: Frame | None,
+        events: list[PointEvent | PointReading],
+        station: Station,
     ) -> None:
         index = self._index()
         dev_of, profiles = index.dev_of, index.profiles
@@ -347,6 +367,13 @@ class Gb26875Listener:
         for e in events:
             dev = dev_of.get(e.device_id)
             if dev is None:
+                continue
+            if isinstance(e, PointReading):
+                # Sent whatever the profile declares: a channel it does not have is rejected by the
+                # pipeline with its reason and kept (docs/ingest.md), not dropped here.
+                reading = {"ts": e.ts, "v": {e.channel: e.value}}
+                topic = f"{self.prefix}/{station.site}/{e.device_id}/telemetry"
+                messages.append(Message(topic, orjson.dumps(reading), received, 1, token, -conn.number))
                 continue
             mapped = {k.value.removesuffix("_clear") for k in profiles[dev].events}
             base = e.event.value.removesuffix("_clear")

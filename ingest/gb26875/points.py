@@ -62,6 +62,24 @@ _CLEAR_OF: dict[DeviceEventKind, DeviceEventKind] = {
     DeviceEventKind.POWER_FAULT: DeviceEventKind.POWER_FAULT_CLEAR,
 }
 
+# Analog values (type 3, GB/T 26875.3 §8.2.1.3) as telemetry channels of the point's profile, with the
+# factor to the channel's unit: the same detectors then judge them as any MQTT reading. Pressure
+# arrives as MPa (type 4) or kPa (type 5) and is kept in MPa, as the water-pressure profiles are.
+ANALOG_CHANNELS: dict[int, tuple[str, float]] = {
+    1: ("count", 1.0),  # 事件计数
+    2: ("level", 1.0),  # 高度 (m): a tank's or pool's water level
+    3: ("temp", 1.0),  # 温度 (°C)
+    4: ("pressure", 1.0),  # 压力 (MPa)
+    5: ("pressure", 0.001),  # 压力 (kPa) -> MPa
+    6: ("gas", 1.0),  # 气体浓度 (%LEL)
+    7: ("seconds", 1.0),  # 时间 (s)
+    8: ("voltage", 1.0),  # 电压 (V)
+    9: ("current", 1.0),  # 电流 (A)
+    10: ("flow", 1.0),  # 流量 (L/s)
+    11: ("air_volume", 1.0),  # 风量 (m³/min)
+    12: ("air_speed", 1.0),  # 风速 (m/s)
+}
+
 SystemKey = tuple[int, int]  # system type, system address
 ComponentKey = tuple[int, int, int, int]  # system type, system address, component type, address
 
@@ -164,6 +182,23 @@ class PointEvent:
     ts: float
     code: int | None = None  # the status word or operation flags it came from
     channel: str | None = None  # an unregistered component's name, on its transmission device
+
+
+@dataclass(frozen=True, slots=True)
+class PointReading:
+    """One analog value a GB object carries, for the pipeline's `.../telemetry` path."""
+
+    device_id: str
+    channel: str
+    value: float
+    ts: float
+
+
+def analog_reading(device_id: str, analog_type: int, value: float, ts: float) -> PointReading:
+    """The reading an analog value is; a type with no channel here (reserved, user-defined) gets
+    `analog_<type>`, which no profile declares, so the pipeline rejects it and keeps it."""
+    channel, factor = ANALOG_CHANNELS.get(analog_type, (f"analog_{analog_type}", 1.0))
+    return PointReading(device_id, channel, round(value * factor, 6), ts)
 
 
 def unregistered_name(key: ComponentKey | SystemKey) -> str:
