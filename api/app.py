@@ -21,6 +21,7 @@ from api.routes import (
     auth,
     console,
     devices,
+    gb26875,
     health,
     incident_exports,
     incidents,
@@ -93,6 +94,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             patrols,
             kpis,
             rejects,
+            gb26875,
         )
     ]
     routers.append(("", health.router))

@@ -16,6 +16,7 @@ from alarms.model import Transition
 from alarms.service import AlarmService
 from api.live import LiveHub
 from core.registry_io import RegistryControl
+from ingest.gb26875.listener import Gb26875Listener
 from storage.telemetry import TelemetryStore
 from tickets.service import TicketService
 
@@ -45,4 +46,5 @@ class AppContext:
     mirror_ready: Callable[[], bool] | None = None
     max_body_bytes: int = 64 * 1024  # settings.api.max_body_bytes: without sign-in (api/body_limit.py)
     max_signed_in_body_bytes: int = 4 * 1024 * 1024  # settings.api.max_signed_in_body_bytes
+    gb26875: Gb26875Listener | None = None  # the GB/T 26875.3 listener, when on (api/routes/gb26875.py)
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in

@@ -171,3 +171,155 @@ def _cells(obj: dict[str, Any]) -> dict[str, str]:
             text = f"{value} {obj['unit']}"
         cells[key] = text
     return cells
+
+
+# --- asking a running service's connected devices (through its API) ------------------------------
+ApiOpt = Annotated[str, typer.Option(help="the running service's API")]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="FIREWATCH_API_TOKEN",
+        show_default=False,
+        help="an API key or session token of an operator (FIREWATCH_API_TOKEN); `firewatch api-keys create`",
+    ),
+]
+
+
+def _call(api: str, token: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One API call; a clear message and exit 1 for what the service refuses or cannot do."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.request(method, f"{api.rstrip('/')}/api/v1{path}", json=body, headers=headers, timeout=15.0)
+    except httpx.HTTPError as exc:
+        err.print(
+            f"[red]cannot reach the service at {escape(api)}: {escape(str(exc))}[/] (is it running? --api)"
+        )
+        raise typer.Exit(1) from None
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail") or r.json().get("title") or r.text
+        except ValueError:
+            detail = r.text
+        hint = (
+            " (give an operator's key with --token or FIREWATCH_API_TOKEN)"
+            if r.status_code in (401, 403)
+            else ""
+        )
+        err.print(f"[red]{r.status_code}: {escape(str(detail))}[/]{hint}")
+        raise typer.Exit(1)
+    return r.json()
+
+
+@gb26875_app.command()
+def devices(api: ApiOpt = "http://127.0.0.1:8080", token: TokenOpt = None) -> None:
+    """The transmission devices of the registry, whether each is connected now, and when it last
+    answered the centre's state read (巡检)."""
+    from rich.table import Table
+
+    rows = _call(api, token, "GET", "/gb26875/devices")
+    table = Table(title="用户信息传输装置 (transmission devices)")
+    for column in ("设备 device", "地址 address", "场所 site", "在线 connected", "来自 peer", "部件 points"):
+        table.add_column(column)
+    for d in rows:
+        table.add_row(
+            d["device_id"],
+            str(d["address"]),
+            d["site"],
+            "是 yes" if d["connected"] else "否 no",
+            d["peer"] or "",
+            str(d["points"]),
+        )
+    console.print(table)
+
+
+@gb26875_app.command()
+def query(
+    device: Annotated[str, typer.Argument(help="the transmission device's registry id")],
+    type_id: Annotated[
+        int,
+        typer.Option(
+            "--type", help="61-68: a panel or point (system and component fields); 81, 84-86, 88: the device"
+        ),
+    ],
+    system_type: Annotated[int | None, typer.Option(help="系统类型, e.g. 1 火灾报警系统")] = None,
+    system_address: Annotated[int | None, typer.Option(help="系统地址")] = None,
+    component_address: Annotated[
+        str | None, typer.Option(help="部件地址 as the 4-byte value, decimal or 0x hex")
+    ] = None,
+    records: Annotated[int | None, typer.Option(help="types 64, 84: how many operation records")] = None,
+    start: Annotated[str | None, typer.Option(help="types 64, 84: records from (local time, ISO)")] = None,
+    api: ApiOpt = "http://127.0.0.1:8080",
+    token: TokenOpt = None,
+) -> None:
+    """Ask a connected transmission device (GB/T 26875.3 types 61-88) through the running service and
+    print its answer, decoded as `decode --json` prints a frame. Exit 1 when the device is not
+    connected, does not answer within 10 s, or the query lacks a field it needs."""
+    body: dict[str, Any] = {"type": type_id}
+    for name, value in (
+        ("system_type", system_type),
+        ("system_address", system_address),
+        ("records", records),
+    ):
+        if value is not None:
+            body[name] = value
+    if component_address is not None:
+        try:
+            body["component_address"] = int(component_address, 0)
+        except ValueError:
+            err.print(
+                f"[red]--component-address {escape(component_address)}: not a number (decimal or 0x hex)[/]"
+            )
+            raise typer.Exit(2) from None
+    if start is not None:
+        body["start"] = start
+    answer = _call(api, token, "POST", f"/gb26875/devices/{device}/query", body)
+    print(json.dumps(answer, ensure_ascii=False, indent=2))
+    if answer["command"] == 6:
+        err.print("[yellow]the device denied the query (否认)[/]")
+        raise typer.Exit(1)
+
+
+@gb26875_app.command("duty-check")
+def duty_check(
+    device: Annotated[str, typer.Argument(help="the transmission device's registry id")],
+    timeout_minutes: Annotated[int, typer.Option(help="how long its duty person has to answer")] = 10,
+    api: ApiOpt = "http://127.0.0.1:8080",
+    token: TokenOpt = None,
+) -> None:
+    """查岗: ask the duty person at a transmission device to answer. The answer's time is recorded when
+    it comes (`firewatch gb26875 duty-checks`, and the audit log)."""
+    record = _call(
+        api, token, "POST", f"/gb26875/devices/{device}/duty-check", {"timeout_minutes": timeout_minutes}
+    )
+    state = "confirmed by the device" if record["confirmed"] else "[yellow]denied by the device[/]"
+    console.print(
+        f"duty check sent to {escape(device)}: {state}; the answer is due within {timeout_minutes} min"
+    )
+
+
+@gb26875_app.command("duty-checks")
+def duty_checks(api: ApiOpt = "http://127.0.0.1:8080", token: TokenOpt = None) -> None:
+    """The duty checks sent since the service started, newest first, and how long each took to answer."""
+    from datetime import datetime
+
+    from rich.table import Table
+
+    table = Table(title="查岗 (duty checks)")
+    for column in ("设备 device", "发出 sent", "应答 answered", "用时 answer s", "操作员 operator"):
+        table.add_column(column)
+    for r in _call(api, token, "GET", "/gb26875/duty-checks"):
+        answered = (
+            datetime.fromtimestamp(r["answered_at"]).strftime("%F %T")
+            if r["answered_at"]
+            else "未应答 no answer"
+        )
+        table.add_row(
+            r["device_id"],
+            datetime.fromtimestamp(r["sent_at"]).strftime("%F %T"),
+            answered,
+            f"{r['answer_s']:.0f}" if r["answer_s"] is not None else "",
+            str(r["operator"] or ""),
+        )
+    console.print(table)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,17 +342,9 @@ def demo_settings(data_dir: Path, port: int) -> Settings:
 
 
 def listen_for_panels(settings: Settings) -> None:
-    """The GB/T 26875.3 listener is on in the demo: on its usual port when that is free, else on
-    any free one (the demo needs no set-up, whatever else runs on the machine)."""
+    """The GB/T 26875.3 listener is on in the demo, on a free port the system picks (printed at
+    start: the demo needs no set-up, whatever else runs on the machine, demos beside it included),
+    unless FIREWATCH_GB26875__PORT names one."""
     settings.gb26875.enabled = True
-    if not _port_free(settings.gb26875.bind, settings.gb26875.port):
+    if "FIREWATCH_GB26875__PORT" not in os.environ:
         settings.gb26875.port = 0
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True

@@ -53,14 +53,14 @@ from ingest.queue import BoundedQueue
 from ingest.topics import subscriptions
 from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
-from storage.db import DatabaseError, check, make_engine, migrate, open_store
+from storage.db import IMMEDIATE, DatabaseError, check, make_engine, migrate, open_store
 from storage.influx import InfluxSink, SinkStatus
 
 if TYPE_CHECKING:
-    from ingest.gb26875.listener import Gb26875Listener
+    from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.influx_worker import DRAIN_S
-from storage.models import AlarmRow
+from storage.models import AlarmRow, AuditRow
 from storage.registry_sync import Synced, sync_registry
 from storage.rejects import RejectStore
 from storage.telemetry import TelemetryStore
@@ -382,6 +382,7 @@ class Service:
                 prefix=settings.mqtt.topic_prefix,
                 clock=clock,
             )
+            self.gb26875.on_duty_answer = self._record_duty_answer
         self._stop = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -602,6 +603,39 @@ class Service:
         return warm
 
     # --- lifecycle -------------------------------------------------------------------------------
+    def _record_duty_answer(self, record: DutyCheckRecord) -> None:
+        """A duty person answered a check (查岗应答): the answer and its time go to the audit log, beside
+        the request that sent the check (GB 25506-2010 asks for duty records)."""
+        sessions = self.sessions
+
+        def write() -> None:
+            with sessions.begin() as s:
+                s.connection(execution_options=IMMEDIATE)
+                s.add(
+                    AuditRow(
+                        ts=record.answered_at,
+                        actor=f"gb26875:{record.device_id}"[:100],
+                        role="",
+                        action="duty_check_answered",
+                        subject=f"/gb26875/devices/{record.device_id}"[:400],
+                        source="",
+                        detail={
+                            "sent_at": record.sent_at,
+                            "answer_s": record.answer_s,
+                            "operator": record.operator,
+                            "timeout_minutes": record.timeout_minutes,
+                        },
+                    )
+                )
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                logger.error(
+                    "could not record the duty check answer of %s", record.device_id, exc_info=f.exception()
+                )
+
+        asyncio.get_running_loop().run_in_executor(None, write).add_done_callback(done)
+
     def _ack(self, messages: list[Message]) -> int:
         """Acknowledge a stored batch to where its messages came from: PUBACKs to the broker, and
         confirms to the GB/T 26875.3 devices whose uploads are all stored."""
@@ -959,6 +993,7 @@ class Service:
             max_body_bytes=self.settings.api.max_body_bytes,
             max_signed_in_body_bytes=self.settings.api.max_signed_in_body_bytes,
             max_upload_bytes=self.settings.api.max_upload_bytes,
+            gb26875=self.gb26875,
         )
 
 

@@ -23,10 +23,12 @@ from datetime import datetime, timedelta, timezone
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame, GbTime, answer, encode_frame
 from ingest.gb26875.framer import Framer, FrameReject
-from ingest.gb26875.objects import DeviceState, GbObject, decode_adu, encode_adu
+from ingest.gb26875.objects import DeviceOperation, DeviceState, GbObject, decode_adu, encode_adu
 
 READ_DEVICE_STATE = 81
 DEVICE_STATE = 21
+DEVICE_OPERATION = 24
+DUTY_ANSWER = 1 << 5  # type 24 operation flags: 查岗应答
 
 
 BEIJING = timezone(timedelta(hours=8))
@@ -115,6 +117,11 @@ class TransmissionDevice:
     async def heartbeat(self) -> Frame:
         """An empty upload: the vendors' heartbeat, confirmed by the centre."""
         return await self.exchange(*self.frame(Command.SEND))
+
+    async def answer_duty_check(self, operator: int = 1) -> Frame:
+        """The duty person presses 查岗应答: an operation record (type 24, bit 5) to the centre."""
+        answered = DeviceOperation(DUTY_ANSWER, operator, now_tag())
+        return await self.upload(DEVICE_OPERATION, [answered])
 
     async def _read(self) -> None:
         framer = Framer()

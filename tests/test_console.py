@@ -224,7 +224,7 @@ async def open_console(page: Page, stack: Stack, user: User) -> None:
     await sign_in_page(page, user)
     # Nothing on fire yet. (Not "the board is empty": on a loaded machine the 30x clock can make the
     # service raise and clear its own "ingest stalled" fault alarm before a test begins.)
-    await expect(page.locator("#board-counts .count")).to_have_count(5)  # the board is drawn
+    await expect(page.locator("#board-counts .count")).to_have_count(6)  # the board is drawn (six counts)
     await expect(page.locator('#board-list > li[data-category="fire"]')).to_have_count(0)
 
 
@@ -1074,7 +1074,7 @@ async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, pag
     # (7) A wall screen reloaded (no click since): the browser holds the sound back, and the banner
     # asks for the click that starts it.
     await page.reload()
-    await expect(page.locator("#board-counts .count")).to_have_count(5)
+    await expect(page.locator("#board-counts .count")).to_have_count(6)
     await expect(page.locator("#sound-prompt")).to_be_visible()
     await expect(page.locator("#sound-enable")).to_have_text("点击开启报警声音")
     await expect(sound).to_have_attribute("data-sound", "blocked")

@@ -6,6 +6,7 @@ name, each upload is confirmed once what it means is stored, and bad frames are 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -13,16 +14,21 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from api.app import create_app
+from core.domain import Role
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import Gb26875Settings, IngestSettings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
 from firewatch.broker import Mosquitto
+from firewatch.cli import app
 from firewatch.service import Service
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import encode_frame
@@ -35,7 +41,9 @@ from ingest.gb26875.objects import (
     UnknownObjects,
 )
 from simulators.gb26875_device import TransmissionDevice, now_tag
-from storage.models import AlarmRow, IncidentRow, RejectRow, TicketRow
+from storage.models import AlarmRow, AuditRow, IncidentRow, RejectRow, TicketRow
+from tests.conftest import make_accounts, sign_in
+from tests.test_body_limit import served
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -309,3 +317,110 @@ def test_a_frame_is_encoded_as_the_listener_reads_it() -> None:
     """The device's frames are the codec's: a sanity check of the test's own peer."""
     data = encode_frame(serial=1, command=Command.SEND, source=UD, destination=0, time=now_tag())
     assert (data[:2], data[-2:], len(data)) == (b"@@", b"##", 30)
+
+
+# --- the control room's side, through the API ----------------------------------------------------
+@pytest.fixture
+async def api(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    ctx = service.app_context()
+    ctx.start = ctx.stop = None  # the fixture owns the service's lifecycle
+    ctx.accounts = make_accounts(service.sessions)
+    operator = sign_in(ctx.accounts, "duty-op", "operator")
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://firewatch", headers=operator
+    ) as client:
+        yield client
+
+
+async def test_the_control_room_sees_which_devices_are_connected(
+    api: httpx.AsyncClient, device: TransmissionDevice
+) -> None:
+    await device.heartbeat()
+    (ud,) = (await api.get("/api/v1/gb26875/devices")).json()
+    assert (ud["device_id"], ud["address"], ud["connected"], ud["points"]) == ("ud-1", UD, True, 4)
+
+
+async def test_a_query_returns_the_devices_answer_decoded(
+    api: httpx.AsyncClient, device: TransmissionDevice
+) -> None:
+    await device.heartbeat()  # heard: the listener knows which connection is this device's
+    r = await api.post("/api/v1/gb26875/devices/ud-1/query", json={"type": 81})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["command"], answer["command_name"]) == (Command.RESPONSE, "应答")
+    assert (answer["frame"]["type_id"], answer["frame"]["objects"][0]["status_names"]) == (21, ["正常监视"])
+    # A query the device does not support is denied, and said so.
+    r = await api.post(
+        "/api/v1/gb26875/devices/ud-1/query",
+        json={"type": 62, "system_type": 1, "system_address": 1, "component_address": SMOKE_101},
+    )
+    assert r.json()["command_name"] == "否认"
+
+
+async def test_a_query_that_cannot_be_asked_is_refused_with_the_reason(
+    service: Service, api: httpx.AsyncClient, device: TransmissionDevice
+) -> None:
+    await device.heartbeat()
+    missing = await api.post("/api/v1/gb26875/devices/ud-1/query", json={"type": 61, "system_type": 1})
+    assert missing.status_code == 422
+    assert "system_address is required" in missing.text
+    assert (await api.post("/api/v1/gb26875/devices/ud-1/query", json={"type": 2})).status_code == 422
+    assert (await api.post("/api/v1/gb26875/devices/smk-101/query", json={"type": 81})).status_code == 404
+    # Once the device has gone, it cannot be asked: 409, not a wait.
+    await device.close()
+    assert service.gb26875 is not None
+    listener = service.gb26875
+    await eventually(lambda: listener.connection_of(UD) is None, timeout=5, what="the connection closed")
+    gone = await api.post("/api/v1/gb26875/devices/ud-1/query", json={"type": 81})
+    assert gone.status_code == 409
+    assert "not connected" in gone.text
+
+
+async def test_a_duty_check_is_confirmed_and_its_answer_time_recorded(
+    service: Service, api: httpx.AsyncClient, device: TransmissionDevice
+) -> None:
+    await device.heartbeat()
+    r = await api.post("/api/v1/gb26875/devices/ud-1/duty-check", json={"timeout_minutes": 10})
+    assert r.status_code == 200, r.text
+    assert r.json()["confirmed"] is True
+    assert r.json()["answered_at"] is None
+    assert (await device.answer_duty_check(operator=3)).command == Command.CONFIRM
+    (check,) = (await api.get("/api/v1/gb26875/duty-checks")).json()
+    assert check["operator"] == 3
+    assert 0 <= check["answer_s"] < 10
+
+    def audited() -> list[AuditRow]:
+        with service.sessions() as s:
+            return list(s.scalars(select(AuditRow).where(AuditRow.action == "duty_check_answered")))
+
+    (row,) = await eventually(audited, timeout=5, what="the audit record")
+    assert row.detail["operator"] == 3
+
+
+async def test_the_cli_asks_a_connected_device_through_the_running_service(
+    service: Service, device: TransmissionDevice
+) -> None:
+    ctx = service.app_context()
+    ctx.start = ctx.stop = None
+    ctx.accounts = make_accounts(service.sessions)
+    key, _ = ctx.accounts.create_api_key("duty-cli", [Role.OPERATOR], by="test")
+    await device.heartbeat()
+    runner = CliRunner()
+    async with served(create_app(ctx)) as port:
+        common = ["--api", f"http://127.0.0.1:{port}", "--token", key.token]
+        answered = await asyncio.to_thread(
+            runner.invoke, app, ["gb26875", "query", "ud-1", "--type", "81", *common]
+        )
+        assert answered.exit_code == 0, answered.output
+        assert json.loads(answered.stdout)["frame"]["type_id"] == 21
+        listed = await asyncio.to_thread(runner.invoke, app, ["gb26875", "devices", *common])
+        assert "ud-1" in listed.stdout
+        refused = await asyncio.to_thread(
+            runner.invoke, app, ["gb26875", "query", "ud-1", "--type", "61", "--system-type", "1", *common]
+        )
+        assert refused.exit_code == 1
+        assert "system_address is required" in refused.stderr
+        checked = await asyncio.to_thread(runner.invoke, app, ["gb26875", "duty-check", "ud-1", *common])
+        assert checked.exit_code == 0, checked.output
+        assert "confirmed by the device" in checked.stdout

@@ -30,7 +30,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -40,7 +40,7 @@ import orjson
 from core.domain import DeviceEventKind
 from core.settings import Gb26875Settings
 from ingest.envelope import Message
-from ingest.gb26875.codes import Command
+from ingest.gb26875.codes import Command, TypeId
 from ingest.gb26875.frame import Frame, FrameErrorReason, GbTime, answer, encode_frame
 from ingest.gb26875.framer import Framer, FrameReject
 from ingest.gb26875.objects import (
@@ -49,9 +49,11 @@ from ingest.gb26875.objects import (
     ComponentState,
     DeviceOperation,
     DeviceState,
+    DutyCheck,
     Operation,
     SystemState,
     decode_adu,
+    encode_adu,
 )
 from ingest.gb26875.points import (
     COMPONENT_BITS,
@@ -75,6 +77,26 @@ logger = logging.getLogger(__name__)
 CENTRE_ADDRESS = 0  # our source address in what we send; devices answer to whatever we use
 READ_DEVICE_STATE = bytes([81, 1, 0])  # type 81, one object, a reserved byte (GB/T 26875.3 §8.2.2)
 CLOCK_SYNC = 90
+DUTY_CHECKS_KEPT = 1000  # the newest duty checks kept in memory (each answer is also in the audit log)
+ANSWER_TIMEOUT_S = 10.0  # GB/T 26875.3 §6.5: an answer is due within 10 s
+DUTY_ANSWER_BIT = 1 << 5  # type 24 operation flags: 查岗应答 (the duty person answered)
+
+
+@dataclass
+class DutyCheckRecord:
+    """One duty check (查岗) sent to a transmission device, and when its duty person answered."""
+
+    address: int
+    device_id: str
+    sent_at: float
+    timeout_minutes: int
+    confirmed: bool = False  # the device confirmed the command
+    answered_at: float | None = None  # the 查岗应答 operation's receipt
+    operator: int | None = None  # its operator number
+
+    @property
+    def answer_s(self) -> float | None:
+        return None if self.answered_at is None else self.answered_at - self.sent_at
 
 
 @dataclass
@@ -121,6 +143,9 @@ class Gb26875Listener:
         self._numbers = itertools.count(1)
         self._tz = timezone(timedelta(hours=settings.utc_offset_hours))
         self._inspector: asyncio.Task[None] | None = None
+        self.duty_checks: deque[DutyCheckRecord] = deque(maxlen=DUTY_CHECKS_KEPT)
+        # Called (on the event loop) when a duty person answers a check: the service records it.
+        self.on_duty_answer: Callable[[DutyCheckRecord], None] | None = None
         for issue in self._points.issues:
             logger.warning("GB/T 26875.3 binding of %s: %s", issue.device_id, issue.message)
 
@@ -216,6 +241,10 @@ class Gb26875Listener:
         self.stats.frames += 1
         frame = item
         conn.heard(frame.source)
+        if frame.command in (Command.CONFIRM, Command.DENY, Command.RESPONSE):
+            waiting = conn.requests.pop(frame.serial_bytes, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(frame)
         if frame.command == Command.SEND:
             self._upload(conn, frame)
         elif frame.command == Command.RESPONSE:
@@ -334,10 +363,13 @@ class Gb26875Listener:
                 out += self._reset(
                     station, (obj.sys_type, obj.sys_addr), self.to_epoch(obj.time, now), obj.flags
                 )
-            elif isinstance(obj, DeviceOperation) and obj.flags & OPERATION_RESET_BIT:
-                ts = self.to_epoch(obj.time, now)
-                self.memory.forget_fire(station.address, [station.device_id])
-                out.append(PointEvent(station.device_id, DeviceEventKind.RESET, ts, obj.flags))
+            elif isinstance(obj, DeviceOperation):
+                if obj.flags & DUTY_ANSWER_BIT:
+                    self._duty_answered(station, obj.operator, now)
+                if obj.flags & OPERATION_RESET_BIT:
+                    ts = self.to_epoch(obj.time, now)
+                    self.memory.forget_fire(station.address, [station.device_id])
+                    out.append(PointEvent(station.device_id, DeviceEventKind.RESET, ts, obj.flags))
         return out
 
     def _reset(
@@ -404,11 +436,13 @@ class Gb26875Listener:
         self.stats.confirmed += 1
 
     # --- the centre's side ------------------------------------------------------------------------
-    def command(self, conn: _Connection, command: Command, adu: bytes) -> None:
+    def command(self, conn: _Connection, command: Command, adu: bytes) -> bytes:
+        """Send a command of ours with the connection's next serial; returns the serial's bytes."""
         conn.serial = (conn.serial + 1) & 0xFFFF
+        serial = conn.serial.to_bytes(2, "little")
         conn.send(
             encode_frame(
-                serial=conn.serial,
+                serial=serial,
                 command=command,
                 source=CENTRE_ADDRESS,
                 destination=conn.address or 0,
@@ -416,6 +450,55 @@ class Gb26875Listener:
                 time=self.now_tag(),
             )
         )
+        return serial
+
+    def connection_of(self, address: int) -> _Connection | None:
+        """The newest connection the device with this address was heard on (None: not connected)."""
+        found = [c for c in self._conns.values() if c.address == address]
+        return max(found, key=lambda c: c.number) if found else None
+
+    async def ask(
+        self, address: int, command: Command, adu: bytes, timeout_s: float = ANSWER_TIMEOUT_S
+    ) -> Frame:
+        """Send a request (4) or control command (1) to a connected device and wait for its answer:
+        a response (5), confirm (3) or deny (6). LookupError: not connected; TimeoutError: no answer
+        within `timeout_s` (GB/T 26875.3 §6.5: at most 10 s)."""
+        conn = self.connection_of(address)
+        if conn is None:
+            raise LookupError(f"transmission device {address} is not connected")
+        answered: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        serial = self.command(conn, command, adu)
+        conn.requests[serial] = answered
+        try:
+            return await asyncio.wait_for(answered, timeout_s)
+        finally:
+            conn.requests.pop(serial, None)
+
+    async def duty_check(self, address: int, device_id: str, timeout_minutes: int) -> DutyCheckRecord:
+        """查岗: ask the device's duty person to answer within `timeout_minutes` (type 91). The device
+        confirms the command at once; the person's answer comes later as an operation record (type
+        24, bit 5 查岗应答), whose time is recorded on this check (`on_duty_answer`)."""
+        record = DutyCheckRecord(address, device_id, self.clock(), timeout_minutes)
+        reply = await self.ask(
+            address, Command.CONTROL, encode_adu(TypeId.DUTY_CHECK, [DutyCheck(timeout_minutes)])
+        )
+        record.confirmed = reply.command == Command.CONFIRM
+        self.duty_checks.append(record)
+        return record
+
+    def _duty_answered(self, station: Station, operator: int, ts: float) -> None:
+        for record in reversed(self.duty_checks):
+            if record.address == station.address and record.answered_at is None:
+                record.answered_at, record.operator = ts, operator
+                logger.info(
+                    "GB/T 26875.3 duty check of %s answered after %.0f s (operator %d)",
+                    station.device_id,
+                    ts - record.sent_at,
+                    operator,
+                )
+                if self.on_duty_answer is not None:
+                    self.on_duty_answer(record)
+                return
 
     def sync_clock(self, conn: _Connection) -> None:
         """Type 90 with the centre's time (`5A 01` + the 6-byte time: docs/gb26875.md)."""
@@ -454,6 +537,8 @@ class _Connection(asyncio.Protocol):
         self.peer = "?"
         self.address: int | None = None  # the device's source address, once heard
         self.uploads: dict[int, _Upload] = {}
+        self.requests: dict[bytes, asyncio.Future[Frame]] = {}  # our commands, by serial, awaiting answers
+        self.connected_at = time.time()
         self.tokens = itertools.count(1)
         self.serial = 0  # ours, for what we initiate (GB/T 26875.3: each initiator numbers its own)
         self.last_heard = time.monotonic()

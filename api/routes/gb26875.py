@@ -1,0 +1,183 @@
+"""The GB/T 26875.3 transmission devices as the control room works them: which are connected, what
+they answer to a query (types 61–88), their clock, and the duty check (查岗) with its answer time
+(docs/gb26875.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import READING, AlarmHandler
+from api.context import AppContext
+from api.deps import Ctx
+from api.problems import responses
+from ingest.gb26875.codes import Command, TypeId
+from ingest.gb26875.frame import Frame
+from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
+from ingest.gb26875.objects import SyncClock, encode_adu
+from ingest.gb26875.points import Station
+from ingest.gb26875.queries import QueryError, QueryFields, request_adu
+from ingest.gb26875.to_json import frame_to_json
+
+router = APIRouter(prefix="/gb26875", tags=["gb26875"], responses=responses(401, 403))
+DeviceId = Annotated[
+    str, Path(min_length=1, max_length=64, description="the transmission device's registry id")
+]
+_PROBLEMS = responses(404, 409, 422, 504)
+
+
+class TransmissionDeviceOut(BaseModel):
+    device_id: str
+    address: int = Field(description="its frames' 48-bit source address")
+    site: str
+    connected: bool
+    peer: str | None = None
+    connected_at: float | None = None
+    inspected_at: float | None = Field(default=None, description="its last answer to a state read (巡检)")
+    points: int = Field(description="panels and points bound to it in the registry")
+
+
+class QueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: int = Field(description="61-68 (a facility system or point), 81, 84-86, 88 (the device)")
+    system_type: int | None = Field(default=None, ge=0, le=255)
+    system_address: int | None = Field(default=None, ge=0, le=255)
+    component_address: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+    records: int | None = Field(default=None, ge=1, le=102, description="types 64, 84: how many")
+    start: datetime | None = Field(default=None, description="types 64, 84: records from (local time)")
+
+
+class AnswerOut(BaseModel):
+    command: int
+    command_name: str
+    frame: dict[str, Any] = Field(description="the answer decoded, as `firewatch gb26875 decode --json`")
+
+
+class DutyCheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout_minutes: int = Field(default=10, ge=1, le=255, description="how long the duty person has")
+
+
+class DutyCheckOut(BaseModel):
+    device_id: str
+    sent_at: float
+    timeout_minutes: int
+    confirmed: bool = Field(description="the device confirmed the command")
+    answered_at: float | None = Field(default=None, description="when its duty person answered (查岗应答)")
+    answer_s: float | None = None
+    operator: int | None = None
+
+
+def _listener(ctx: AppContext) -> Gb26875Listener:
+    if ctx.gb26875 is None:
+        # 409, not 503: the service is healthy, it is configured not to take these devices.
+        raise HTTPException(
+            409, "the GB/T 26875.3 listener is off: set gb26875.enabled (FIREWATCH_GB26875__ENABLED=true)"
+        )
+    return ctx.gb26875
+
+
+def _station(ctx: AppContext, device_id: str) -> Station:
+    for station in _listener(ctx).points().stations.values():
+        if station.device_id == device_id:
+            return station
+    raise HTTPException(
+        404, f"{device_id!r} is not a transmission device (a device tagged gb26875=<address>)"
+    )
+
+
+async def _ask(ctx: AppContext, station: Station, command: Command, adu: bytes) -> Frame:
+    try:
+        return await _listener(ctx).ask(station.address, command, adu)
+    except LookupError:
+        raise HTTPException(409, f"{station.device_id} is not connected now") from None
+    except TimeoutError:
+        raise HTTPException(504, f"{station.device_id} did not answer within 10 s") from None
+
+
+def _answer(frame: Frame) -> AnswerOut:
+    names = {Command.RESPONSE: "应答", Command.CONFIRM: "确认", Command.DENY: "否认"}
+    return AnswerOut(
+        command=frame.command, command_name=names.get(Command(frame.command), ""), frame=frame_to_json(frame)
+    )
+
+
+@router.get(
+    "/devices", operation_id="list_transmission_devices", dependencies=[READING], responses=responses(409)
+)
+def list_devices(ctx: Ctx) -> list[TransmissionDeviceOut]:
+    """Every transmission device in the registry, whether it is connected, and its last inspection."""
+    listener = _listener(ctx)
+    out = []
+    for station in sorted(listener.points().stations.values(), key=lambda s: s.device_id):
+        conn = listener.connection_of(station.address)
+        out.append(
+            TransmissionDeviceOut(
+                device_id=station.device_id,
+                address=station.address,
+                site=station.site,
+                connected=conn is not None,
+                peer=conn.peer if conn is not None else None,
+                connected_at=conn.connected_at if conn is not None else None,
+                inspected_at=conn.inspected_at if conn is not None else None,
+                points=len(station.systems) + len(station.components),
+            )
+        )
+    return out
+
+
+@router.post("/devices/{device_id}/query", operation_id="query_transmission_device", responses=_PROBLEMS)
+async def query(device_id: DeviceId, body: QueryIn, _who: AlarmHandler, ctx: Ctx) -> AnswerOut:
+    """Ask the device (command 4) and return its answer (5, or a denial), decoded."""
+    station = _station(ctx, device_id)
+    fields = QueryFields(
+        body.system_type, body.system_address, body.component_address, body.records, body.start
+    )
+    try:
+        adu = request_adu(body.type, fields)
+    except QueryError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _answer(await _ask(ctx, station, Command.REQUEST, adu))
+
+
+@router.post("/devices/{device_id}/clock", operation_id="sync_transmission_device_clock", responses=_PROBLEMS)
+async def sync_clock(device_id: DeviceId, _who: AlarmHandler, ctx: Ctx) -> AnswerOut:
+    """Set the device's clock to the centre's (type 90); its confirm or denial."""
+    station = _station(ctx, device_id)
+    adu = encode_adu(TypeId.SYNC_CLOCK, [SyncClock(_listener(ctx).now_tag())])
+    return _answer(await _ask(ctx, station, Command.CONTROL, adu))
+
+
+@router.post("/devices/{device_id}/duty-check", operation_id="duty_check", responses=_PROBLEMS)
+async def duty_check(device_id: DeviceId, body: DutyCheckIn, _who: AlarmHandler, ctx: Ctx) -> DutyCheckOut:
+    """查岗: ask the duty person at the device to answer within `timeout_minutes`. The answer's time is
+    recorded when it comes (`GET /gb26875/duty-checks`, and the audit log)."""
+    station = _station(ctx, device_id)
+    try:
+        record = await _listener(ctx).duty_check(station.address, station.device_id, body.timeout_minutes)
+    except LookupError:
+        raise HTTPException(409, f"{station.device_id} is not connected now") from None
+    except TimeoutError:
+        raise HTTPException(504, f"{station.device_id} did not answer within 10 s") from None
+    return _duty_out(record)
+
+
+@router.get("/duty-checks", operation_id="list_duty_checks", dependencies=[READING], responses=responses(409))
+def duty_checks(ctx: Ctx) -> list[DutyCheckOut]:
+    """The duty checks sent since the service started, newest first, with their answer times."""
+    return [_duty_out(r) for r in reversed(_listener(ctx).duty_checks)]
+
+
+def _duty_out(r: DutyCheckRecord) -> DutyCheckOut:
+    return DutyCheckOut(
+        device_id=r.device_id,
+        sent_at=r.sent_at,
+        timeout_minutes=r.timeout_minutes,
+        confirmed=r.confirmed,
+        answered_at=r.answered_at,
+        answer_s=r.answer_s,
+        operator=r.operator,
+    )
