@@ -6,7 +6,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from core.domain import AlarmAction, AlarmCategory, AlarmState, Severity, SystemType
+from core.domain import AlarmAction, AlarmCategory, AlarmState, DeviceEventKind, Severity, SystemType
 
 T = TypeVar("T")
 
@@ -57,6 +57,17 @@ class HistoryOut(BaseModel):
     min: list[float] | None = None
     max: list[float] | None = None
     count: list[int] | None = None
+
+
+class DeviceEventOut(BaseModel):
+    """One of a device's own events, from its event log (docs/ingest.md)."""
+
+    ts: float = Field(description="when it happened, by the device's clock")
+    received: float
+    event: DeviceEventKind
+    code: int | None = Field(default=None, description="a fault code, a status word or operation flags")
+    channel: str | None = Field(default=None, description="a channel, an operator, or an unregistered point")
+    frame: str | None = Field(default=None, description="the GB/T 26875.3 frame it came in, as hex")
 
 
 class AlarmOut(BaseModel):

@@ -262,6 +262,17 @@ class DeviceEventKind(StrEnum):
     # A point its transmission device reported that the registry does not know: raised on the
     # transmission device (its alarms are held there meanwhile), it opens an onboarding ticket.
     UNREGISTERED = "unregistered"
+    # Recorded in the device's event log, raising nothing (GB/T 26875.3 through its panel): linkage
+    # started or stopped (status bit 5), its feedback (bit 6), a delay running (bit 7), and an
+    # operation at the panel or the transmission device (types 4, 24: 消音, 手动报警, 自检, 确认 …;
+    # its flags as the code, the operator number as the channel).
+    LINKAGE_START = "linkage_start"
+    LINKAGE_STOP = "linkage_stop"
+    FEEDBACK = "feedback"
+    FEEDBACK_CLEAR = "feedback_clear"
+    DELAY = "delay"
+    DELAY_CLEAR = "delay_clear"
+    OPERATION = "operation"
     # The device is alive and has nothing to report (a transmission device's empty upload): it
     # counts for liveness and raises nothing.
     HEARTBEAT = "heartbeat"

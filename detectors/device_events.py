@@ -67,7 +67,7 @@ class DeviceEventMapper:
                         basis="the device's own signal, passed through undelayed",
                     )
                 )
-            else:  # TEST (the device's test button) and HEARTBEAT: logged by ingest, raise nothing
+            else:  # TEST, HEARTBEAT, linkage, delays, operations: in the device's event log, no alarm
                 continue
             for source, kind in targets:
                 mapping = profile.events.get(source)

@@ -56,7 +56,7 @@ from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketChange
 from alarms.unrecorded import UnrecordedAlarms
-from core.domain import DetectorEvent, RejectReason
+from core.domain import DetectorEvent, DeviceEventKind, RejectReason
 from detectors.engine import Engine, StateCarry
 from firewatch.faults import is_unavailable
 from firewatch.journal import EntryKind, encode_events, encode_rejects
@@ -71,7 +71,7 @@ from ingest.rejects import Reject
 from ingest.series import SeriesTable
 from storage.influx import InfluxSink, Tables
 from storage.rejects import RejectRecord, RejectStore
-from storage.telemetry import TelemetryStore
+from storage.telemetry import EventRecord, TelemetryStore
 
 logger = logging.getLogger(__name__)
 
@@ -660,7 +660,13 @@ class Pipeline:
         """Persist the batch's samples with its seq state and its journal entries, in one
         transaction (blocking)."""
         self.telemetry.write(
-            batch.sample_slot, batch.sample_ts, batch.sample_value, batch.seq_state, journal, self.clock()
+            batch.sample_slot,
+            batch.sample_ts,
+            batch.sample_value,
+            batch.seq_state,
+            journal,
+            self.clock(),
+            events=_event_log(batch),
         )
         self.stored_samples += batch.n_samples
 
@@ -963,7 +969,13 @@ class Pipeline:
             journal = [*journal, (EntryKind.REJECTS.value, encode_rejects(self._reject_records(refused), []))]
         empty = empty_batch()
         self.telemetry.write(
-            empty.sample_slot, empty.sample_ts, empty.sample_value, [], journal, self.clock()
+            empty.sample_slot,
+            empty.sample_ts,
+            empty.sample_value,
+            [],
+            journal,
+            self.clock(),
+            events=_event_log(batch),
         )
 
     async def _liveness(self, stop: asyncio.Event) -> None:
@@ -1038,6 +1050,18 @@ class Pipeline:
             self._storage_failed(exc)
         else:
             self._storage_ok()
+
+
+def _event_log(batch: DecodedBatch) -> list[EventRecord]:
+    """The batch's device events for the devices' event logs; heartbeats are left out (they only
+    say a device is alive, every 30 s), and so are states restated rather than changed (`log`:
+    false in the envelope)."""
+    heartbeat = DeviceEventKind.HEARTBEAT
+    return [
+        (e.device_id, e.ts, e.received, e.event.value, e.code, e.channel, e.frame)
+        for e in batch.events
+        if e.event is not heartbeat and e.logged
+    ]
 
 
 class _Handoff:

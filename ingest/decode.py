@@ -9,6 +9,7 @@ accepted whole or rejected whole, with its raw bytes and a reason.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,22 @@ TS_MIN = 946_684_800.0  # 2000-01-01T00:00:00Z: nothing older comes from a worki
 BATT_RANGE = (0.0, 100.0)  # percent
 RSSI_RANGE = (-200.0, 100.0)  # dBm, or a modem's CSQ-style positive figure
 CODE_RANGE = (-(2**31), 2**31 - 1)  # a device's fault code: a 32-bit integer
+FRAME_HEX_MAX = 2 * 1054  # a GB/T 26875.3 frame is at most 1054 bytes
+_HEX = re.compile(r"[0-9a-f]*")
+# Events accepted from any device and only recorded in its event log: they raise nothing.
+LOGGED_ONLY = frozenset(
+    {
+        DeviceEventKind.TEST,
+        DeviceEventKind.HEARTBEAT,
+        DeviceEventKind.LINKAGE_START,
+        DeviceEventKind.LINKAGE_STOP,
+        DeviceEventKind.FEEDBACK,
+        DeviceEventKind.FEEDBACK_CLEAR,
+        DeviceEventKind.DELAY,
+        DeviceEventKind.DELAY_CLEAR,
+        DeviceEventKind.OPERATION,
+    }
+)
 # Telemetry topics are remembered per decoder (about 130 bytes each) for a registry of at most
 # this many devices: 13 MB at most; a larger one takes the topic checks every time, as before, so
 # the memory of a million-device service is not raised (docs/decisions/0010-registry-at-scale.md).
@@ -56,6 +73,9 @@ class DeviceEventMsg:
     event: DeviceEventKind
     channel: str | None
     code: int | None
+    received: float = 0.0
+    frame: str | None = None  # the raw GB/T 26875.3 frame it came from, as hex
+    logged: bool = True  # False: a state restated, not a change (kept out of the event log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,7 +698,8 @@ class Decoder:
         profile = self.index.profiles[dev]
         mapped = {e.value.removesuffix("_clear") for e in profile.events}
         if (
-            event not in (DeviceEventKind.TEST, DeviceEventKind.RESET, DeviceEventKind.HEARTBEAT)
+            event not in LOGGED_ONLY
+            and event is not DeviceEventKind.RESET
             and event.removesuffix("_clear") not in mapped
         ):
             raise _Rejected(
@@ -699,8 +720,18 @@ class Decoder:
             )
         if code is not None and (type(code) is not int or not CODE_RANGE[0] <= code <= CODE_RANGE[1]):
             raise _Rejected(RejectReason.BAD_PAYLOAD, f"code must be a 32-bit integer, got {_brief(code)}")
+        frame = obj.get("frame")
+        if frame is not None and (
+            not isinstance(frame, str) or len(frame) > FRAME_HEX_MAX or not _HEX.fullmatch(frame)
+        ):
+            raise _Rejected(
+                RejectReason.BAD_PAYLOAD, f"frame must be the frame's bytes as hex, got {_brief(frame)}"
+            )
         # Checked last: a rejected event must not take its seq from a valid one sent again.
         fp = fingerprint(m.payload)
         if seq >= 0 and not self.seq.accept(dev, seq, ts, fp, received=m.received, redelivered=m.dup):
             return None
-        return DeviceEventMsg(dev, device_id, ts, event, channel, code)
+        logged = obj.get("log", True)
+        if type(logged) is not bool:
+            raise _Rejected(RejectReason.BAD_PAYLOAD, f"log must be true or false, got {_brief(logged)}")
+        return DeviceEventMsg(dev, device_id, ts, event, channel, code, m.received, frame, logged)

@@ -46,9 +46,16 @@ CREATE TABLE IF NOT EXISTS device_seq(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS device_events(
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, ts REAL NOT NULL, received REAL NOT NULL,
+    event TEXT NOT NULL, code INTEGER, channel TEXT, frame TEXT);
+CREATE INDEX IF NOT EXISTS device_events_device_ts ON device_events(device_id, ts);
 """
 
 SeqRow = tuple[str, int, int, float, bytes | None]  # device, max seq, window bits, last ts, fingerprints
+# A device's own event, as its event log keeps it: device, time, receipt, event, code, channel, and
+# the raw GB/T 26875.3 frame (hex) it came from, if it came in one.
+EventRecord = tuple[str, float, float, str, int | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -298,9 +305,11 @@ class TelemetryStore:
         seq_state: list[tuple[str, int, int, float, bytes]],
         journal: list[tuple[str, bytes]] | None = None,
         now: float = 0.0,
+        events: list[EventRecord] | None = None,
     ) -> None:
-        """Append one batch, its devices' seq state and what it leaves for the state store to take
-        later (`journal`: (kind, body) entries), in one transaction (blocking: call in a thread)."""
+        """Append one batch, its devices' seq state, its devices' own events (their event log) and
+        what it leaves for the state store to take later (`journal`: (kind, body) entries), in one
+        transaction (blocking: call in a thread)."""
         series = self.slot_series[slot]
         # The window bits as SQLite's signed 64-bit integers (inline: a row per device the batch touched).
         seq_rows = [(d, m, b - _U64 if b >= _I64 else b, t, f) for d, m, b, t, f in seq_state]
@@ -321,6 +330,12 @@ class TelemetryStore:
                     self._db.executemany(
                         "INSERT INTO journal(kind, body, created) VALUES (?, ?, ?)",
                         [(kind, body, now) for kind, body in journal],
+                    )
+                if events:
+                    self._db.executemany(
+                        "INSERT INTO device_events(device_id, ts, received, event, code, channel, frame) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        events,
                     )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -468,6 +483,20 @@ class TelemetryStore:
         with self._lock:
             n, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM journal").fetchone()
         return int(n), oldest
+
+    def device_events(self, device_id: str, start: float, end: float, limit: int = 1000) -> list[EventRecord]:
+        """A device's own events in [start, end), newest first, at most `limit` (its own reader
+        connection, beside the writer)."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            rows = db.execute(
+                "SELECT device_id, ts, received, event, code, channel, frame FROM device_events "
+                "WHERE device_id=? AND ts>=? AND ts<? ORDER BY ts DESC, id DESC LIMIT ?",
+                (device_id, start, end, limit),
+            ).fetchall()
+        finally:
+            db.close()
+        return [tuple(r) for r in rows]
 
     def history(
         self, device_id: str, channel: str, start: float, end: float, *, buckets: int | None = None

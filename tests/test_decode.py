@@ -172,6 +172,37 @@ def test_device_events_and_status_are_decoded(decoder: Decoder) -> None:
     assert batch.rejects == []
 
 
+def test_logged_events_are_accepted_from_any_device_with_their_frame(decoder: Decoder) -> None:
+    """A test button, a linkage or an operation raises nothing and needs no mapping in the profile:
+    each goes to the device's event log, with the GB/T 26875.3 frame it came in if any."""
+    frame = "4040" + "00" * 26 + "00" + "2323"
+    batch = decoder.decode(
+        [
+            msg("smk-1-1", {"ts": NOW, "event": "test"}, kind="event"),
+            msg("smk-1-2", {"ts": NOW, "event": "linkage_start", "code": 33, "frame": frame}, kind="event"),
+            msg("smk-1-3", {"ts": NOW, "event": "fault_clear", "log": False}, kind="event"),
+        ],
+        NOW,
+    )
+    assert batch.rejects == []
+    assert [(e.event, e.frame, e.logged) for e in batch.events] == [
+        (DeviceEventKind.TEST, None, True),
+        (DeviceEventKind.LINKAGE_START, frame, True),
+        (DeviceEventKind.FAULT_CLEAR, None, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"frame": "not hex"}, {"frame": "AB"}, {"frame": 7}, {"frame": "00" * 1055}, {"log": "no"}, {"log": 0}],
+)
+def test_an_event_with_a_malformed_frame_or_log_flag_is_rejected(
+    decoder: Decoder, extra: dict[str, object]
+) -> None:
+    batch = decoder.decode([msg("smk-1-1", {"ts": NOW, "event": "test", **extra}, kind="event")], NOW)
+    assert [r.reason for r in batch.rejects] == [RejectReason.BAD_PAYLOAD]
+
+
 def test_a_large_batch_keeps_sample_order_per_device(decoder: Decoder) -> None:
     msgs = [msg("smk-1-1", telemetry(i, smoke=i / 1000)) for i in range(1, 501)]
     batch = decoder.decode(msgs, NOW)

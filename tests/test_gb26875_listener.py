@@ -424,3 +424,26 @@ async def test_the_cli_asks_a_connected_device_through_the_running_service(
         checked = await asyncio.to_thread(runner.invoke, app, ["gb26875", "duty-check", "ud-1", *common])
         assert checked.exit_code == 0, checked.output
         assert "confirmed by the device" in checked.stdout
+
+
+async def test_linkage_and_operations_go_to_the_event_log_with_their_frames(
+    service: Service, api: httpx.AsyncClient, device: TransmissionDevice
+) -> None:
+    linkage, feedback = 1 << 5, 1 << 6
+    # An output module (here a detector's base relay) started, then its feedback came: logged, no alarm.
+    first = await device.upload(2, [component(SMOKE_101, NORMAL | linkage)])
+    await device.upload(2, [component(SMOKE_101, NORMAL | linkage | feedback)])
+    assert alarms(service, "smk-101") == []
+    # 消音 (silence) by operator 7 at the panel: recorded on the panel.
+    await device.upload(4, [Operation(1, 1, 1 << 1, 7, now_tag())])
+    events = (await api.get("/api/v1/devices/smk-101/events")).json()
+    assert [e["event"] for e in events] == ["feedback", "linkage_start"]  # newest first
+    sent = [f for f in device.received if f.serial_bytes == first.serial_bytes]
+    assert sent, "the confirm answered the first upload"
+    assert events[1]["frame"].startswith("4040")  # the frame it came in, as hex
+    assert bytes.fromhex(events[1]["frame"])[-2:] == b"##"
+    (silence,) = (await api.get("/api/v1/devices/fas-1/events")).json()
+    assert (silence["event"], silence["code"], silence["channel"]) == ("operation", 1 << 1, "operator 7")
+    # A point first heard idle logs no "linkage stopped" that never started.
+    await device.upload(2, [component(SMOKE_102, NORMAL)])
+    assert (await api.get("/api/v1/devices/smk-102/events")).json() == []

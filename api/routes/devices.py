@@ -22,7 +22,7 @@ from api.context import AppContext
 from api.deps import MIRRORED, Ctx, DbSession, PageParams, page_of
 from api.device_schemas import DeviceChangeOut, DeviceFields, DeviceIn, RegistryChangeOut
 from api.problems import problem, responses
-from api.schemas import DeviceOut, DiscoveredDeviceOut, HistoryOut, Page
+from api.schemas import DeviceEventOut, DeviceOut, DiscoveredDeviceOut, HistoryOut, Page
 from core.registry import DuplicateDeviceError, Registry, RegistryError, UnknownDeviceError
 from core.registry_io import (
     RegistryChange,
@@ -150,6 +150,38 @@ def device_history(
         max=h.max.tolist() if h.max is not None else None,
         count=h.count.tolist() if h.count is not None else None,
     )
+
+
+@router.get(
+    "/devices/{device_id}/events",
+    operation_id="get_device_events",
+    dependencies=[READING, MIRRORED],
+    responses=responses(401, 403, 404, 422, 503),
+)
+def device_events(
+    device_id: str,
+    ctx: Ctx,
+    db: DbSession,
+    start: Annotated[
+        float | None, Query(ge=0, le=1e11, description="epoch seconds; default end - 7 days")
+    ] = None,
+    end: Annotated[float | None, Query(ge=0, le=1e11, description="epoch seconds; default now")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> list[DeviceEventOut]:
+    """The device's own events, newest first: its alarm, fault and test signals, and for a point of
+    a fire alarm panel its linkage, feedback, delays and the operations at its panel (GB/T 26875.3),
+    each with the frame it came in."""
+    end = end if end is not None else time.time()
+    start = start if start is not None else end - 7 * 86_400.0
+    if start >= end:
+        raise HTTPException(422, f"start ({start}) must be before end ({end})")
+    rows = ctx.telemetry.device_events(device_id, start, end, limit)
+    if not rows and db.get(DeviceRow, device_id) is None:
+        raise HTTPException(404, f"device {device_id!r} is not registered")
+    return [
+        DeviceEventOut(ts=ts, received=received, event=event, code=code, channel=channel, frame=frame)
+        for _, ts, received, event, code, channel, frame in rows
+    ]
 
 
 # --- changing the registry ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ import orjson
 
 from core.domain import DeviceEventKind
 from core.settings import Gb26875Settings
+from ingest.decode import LOGGED_ONLY
 from ingest.envelope import Message
 from ingest.gb26875.codes import Command, TypeId
 from ingest.gb26875.frame import Frame, FrameErrorReason, GbTime, answer, encode_frame
@@ -297,7 +298,7 @@ class Gb26875Listener:
             conn.send(answer(frame, Command.CONFIRM, self.now_tag()))
             self.stats.confirmed += 1
             return
-        self._enqueue(conn, frame, events, station)
+        self._enqueue(conn, frame, events, station, frame.raw)
 
     def _response(self, conn: _Connection, frame: Frame) -> None:
         station = self._station(frame)
@@ -313,7 +314,7 @@ class Gb26875Listener:
             conn.inspected_at = self.clock()
         events = self.events(station, adu.objects, self.clock())
         if events:
-            self._enqueue(conn, None, events, station)
+            self._enqueue(conn, None, events, station, frame.raw)
 
     def events(
         self, station: Station, objects: Iterable[object], now: float
@@ -359,11 +360,22 @@ class Gb26875Listener:
             elif isinstance(obj, DeviceState):
                 ts = self.to_epoch(obj.time, now)
                 out += self.memory.edges(station.address, station.device_id, "", obj.status, DEVICE_BITS, ts)
-            elif isinstance(obj, Operation) and obj.flags & OPERATION_RESET_BIT:
-                out += self._reset(
-                    station, (obj.sys_type, obj.sys_addr), self.to_epoch(obj.time, now), obj.flags
+            elif isinstance(obj, Operation):
+                # Every operation at the panel is recorded (its flags: 复位, 消音, 手动报警, 警情消除,
+                # 自检, 确认, 测试); a reset also ends the latched alarms it covers.
+                ts = self.to_epoch(obj.time, now)
+                key2 = (obj.sys_type, obj.sys_addr)
+                panel = station.systems.get(key2)
+                who = unregistered_name(key2) if panel is None else f"operator {obj.operator}"
+                out.append(
+                    PointEvent(panel or station.device_id, DeviceEventKind.OPERATION, ts, obj.flags, who)
                 )
+                if obj.flags & OPERATION_RESET_BIT:
+                    out += self._reset(station, key2, ts, obj.flags)
             elif isinstance(obj, DeviceOperation):
+                ts = self.to_epoch(obj.time, now)
+                operator = f"operator {obj.operator}"
+                out.append(PointEvent(station.device_id, DeviceEventKind.OPERATION, ts, obj.flags, operator))
                 if obj.flags & DUTY_ANSWER_BIT:
                     self._duty_answered(station, obj.operator, now)
                 if obj.flags & OPERATION_RESET_BIT:
@@ -390,7 +402,10 @@ class Gb26875Listener:
         frame: Frame | None,
         events: list[PointEvent | PointReading],
         station: Station,
+        raw: bytes | None = None,
     ) -> None:
+        """Put what `events` mean on the receive queue; `frame`: the upload to confirm once they are
+        all stored; `raw`: the frame they came from, kept with each event in its device's event log."""
         index = self._index()
         dev_of, profiles = index.dev_of, index.profiles
         token = next(conn.tokens) if frame is not None else None
@@ -416,6 +431,10 @@ class Gb26875Listener:
                 payload["code"] = e.code
             if e.channel is not None:
                 payload["channel"] = e.channel
+            if raw is not None:
+                payload["frame"] = raw.hex()
+            if not e.logged:
+                payload["log"] = False
             topic = f"{self.prefix}/{station.site}/{e.device_id}/event"
             messages.append(Message(topic, orjson.dumps(payload), received, 1, token, -conn.number))
         if frame is not None:
@@ -525,7 +544,7 @@ class Gb26875Listener:
                     self.inspect(conn)
 
 
-_ALWAYS = frozenset({DeviceEventKind.HEARTBEAT, DeviceEventKind.RESET})
+_ALWAYS = LOGGED_ONLY | {DeviceEventKind.RESET}  # accepted from any device (ingest/decode.py)
 
 
 class _Connection(asyncio.Protocol):

@@ -52,6 +52,15 @@ DEVICE_BITS: dict[DeviceEventKind, int] = {
     DeviceEventKind.FAULT: (1 << 2) | (1 << 5) | (1 << 6),
     DeviceEventKind.POWER_FAULT: (1 << 3) | (1 << 4),  # 主电故障, 备电故障
 }
+# Bits that are recorded in the point's event log as they change, raising nothing: linkage started
+# (启动, bit 5), its feedback (反馈, bit 6), a delay running (延时, bit 7). Types 1 and 2 alike.
+LOGGED_BITS: dict[DeviceEventKind, int] = {
+    DeviceEventKind.LINKAGE_START: 1 << 5,
+    DeviceEventKind.FEEDBACK: 1 << 6,
+    DeviceEventKind.DELAY: 1 << 7,
+}
+SYSTEM_BITS.update(LOGGED_BITS)
+COMPONENT_BITS.update(LOGGED_BITS)
 SYSTEM_RESET_BIT = 1 << 13  # 复位 in a system state word
 OPERATION_RESET_BIT = 1 << 0  # 复位 in an operation record (types 4 and 24)
 _CLEAR_OF: dict[DeviceEventKind, DeviceEventKind] = {
@@ -60,6 +69,9 @@ _CLEAR_OF: dict[DeviceEventKind, DeviceEventKind] = {
     DeviceEventKind.DISABLED: DeviceEventKind.DISABLED_CLEAR,
     DeviceEventKind.SUPERVISORY: DeviceEventKind.SUPERVISORY_CLEAR,
     DeviceEventKind.POWER_FAULT: DeviceEventKind.POWER_FAULT_CLEAR,
+    DeviceEventKind.LINKAGE_START: DeviceEventKind.LINKAGE_STOP,
+    DeviceEventKind.FEEDBACK: DeviceEventKind.FEEDBACK_CLEAR,
+    DeviceEventKind.DELAY: DeviceEventKind.DELAY_CLEAR,
 }
 
 # Analog values (type 3, GB/T 26875.3 §8.2.1.3) as telemetry channels of the point's profile, with the
@@ -182,6 +194,9 @@ class PointEvent:
     ts: float
     code: int | None = None  # the status word or operation flags it came from
     channel: str | None = None  # an unregistered component's name, on its transmission device
+    # False: a state restated rather than changed (a clear on a point's first report, so an alarm
+    # left open while the listener did not know the point ends): acted on, not kept in the log.
+    logged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +225,9 @@ def unregistered_name(key: ComponentKey | SystemKey) -> str:
 
 class StateMemory:
     """Each point's last status word, per transmission device, so a word becomes edges. Unknown
-    (first report, or after a restart): every group is decided by the word alone, set or clear."""
+    (first report, or after a restart): every alarm group is decided by the word alone, set or
+    clear; a logged group (`LOGGED_BITS`) is recorded only as it changes, so a first report of an
+    idle point does not log a linkage stopping that never started."""
 
     def __init__(self) -> None:
         self._last: dict[tuple[int, str, str], int] = {}
@@ -232,10 +249,13 @@ class StateMemory:
         for kind, mask in bits.items():
             now_set = bool(status & mask)
             was_set = None if before is None else bool(before & mask)
+            logged = kind in LOGGED_BITS
             if now_set and (kind is DeviceEventKind.ALARM or not was_set):
                 out.append(PointEvent(device_id, kind, ts, status, channel))
-            elif not now_set and was_set is not False:
-                out.append(PointEvent(device_id, _CLEAR_OF[kind], ts, status, channel))
+            elif not now_set and (was_set if logged else was_set is not False):
+                out.append(
+                    PointEvent(device_id, _CLEAR_OF[kind], ts, status, channel, logged=was_set is True)
+                )
         return out
 
     def forget_fire(self, station: int, device_ids: Iterable[str]) -> None:
