@@ -273,6 +273,9 @@ class DeviceEventKind(StrEnum):
     DELAY = "delay"
     DELAY_CLEAR = "delay_clear"
     OPERATION = "operation"
+    # An upload of a type not acted on (versions, configurations, clocks, a vendor's own type): its
+    # type identifier as the code, kept with its frame.
+    UPLOAD = "upload"
     # The device is alive and has nothing to report (a transmission device's empty upload): it
     # counts for liveness and raises nothing.
     HEARTBEAT = "heartbeat"

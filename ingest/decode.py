@@ -57,6 +57,7 @@ LOGGED_ONLY = frozenset(
         DeviceEventKind.DELAY,
         DeviceEventKind.DELAY_CLEAR,
         DeviceEventKind.OPERATION,
+        DeviceEventKind.UPLOAD,
     }
 )
 # Telemetry topics are remembered per decoder (about 130 bytes each) for a registry of at most

@@ -263,6 +263,9 @@ async def test_heartbeats_and_unknown_types_are_confirmed_and_the_centre_inspect
     assert (await device.heartbeat()).command == Command.CONFIRM
     # A type identifier of a vendor's own (赋安/依爱 use 204, 205): confirmed, never denied.
     assert (await device.upload(205, [UnknownObjects(205, 1, bytes(13))])).command == Command.CONFIRM
+    kept = service.telemetry.device_events("ud-1", 0, time.time() + 86_400)
+    assert [(e[3], e[4]) for e in kept] == [("upload", 205)]  # with its frame, once stored
+    assert kept[0][6] is not None
     assert service.gb26875 is not None
     stats = service.gb26875.stats
     # On connecting the device got the centre's clock (type 90), then a state read (type 81, 巡检).
@@ -447,3 +450,17 @@ async def test_linkage_and_operations_go_to_the_event_log_with_their_frames(
     # A point first heard idle logs no "linkage stopped" that never started.
     await device.upload(2, [component(SMOKE_102, NORMAL)])
     assert (await api.get("/api/v1/devices/smk-102/events")).json() == []
+
+
+async def test_a_device_that_reconnects_is_heard_again_and_a_resent_fire_is_one_alarm(
+    service: Service, device: TransmissionDevice
+) -> None:
+    await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+    await device.close()
+    await device.connect()  # serials start again at 0 on the new connection (GB/T 26875.3 §6.1)
+    # The device did not get the confirm in time and sends the same fire again: one alarm, counted.
+    assert (await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])).command == Command.CONFIRM
+    (fire,) = alarms(service, "smk-101")
+    assert fire.occurrences == 2
+    assert service.gb26875 is not None
+    assert service.gb26875.connection_of(UD) is not None

@@ -41,7 +41,7 @@ from core.domain import DeviceEventKind
 from core.settings import Gb26875Settings
 from ingest.decode import LOGGED_ONLY
 from ingest.envelope import Message
-from ingest.gb26875.codes import Command, TypeId
+from ingest.gb26875.codes import TYPE_NAMES, Command, TypeId
 from ingest.gb26875.frame import Frame, FrameErrorReason, GbTime, answer, encode_frame
 from ingest.gb26875.framer import Framer, FrameReject
 from ingest.gb26875.objects import (
@@ -78,6 +78,9 @@ logger = logging.getLogger(__name__)
 CENTRE_ADDRESS = 0  # our source address in what we send; devices answer to whatever we use
 READ_DEVICE_STATE = bytes([81, 1, 0])  # type 81, one object, a reserved byte (GB/T 26875.3 §8.2.2)
 CLOCK_SYNC = 90
+# The upload types the listener acts on; any other (versions, configurations, clocks, reserved or a
+# vendor's own such as 204 and 205) is confirmed and kept in the device's event log as `upload`.
+ACTED_ON = frozenset({1, 2, 3, 4, 21, 24})
 DUTY_CHECKS_KEPT = 1000  # the newest duty checks kept in memory (each answer is also in the audit log)
 ANSWER_TIMEOUT_S = 10.0  # GB/T 26875.3 §6.5: an answer is due within 10 s
 DUTY_ANSWER_BIT = 1 << 5  # type 24 operation flags: 查岗应答 (the duty person answered)
@@ -116,6 +119,7 @@ class ListenerStats:
     denied: int = 0
     rejects: Counter[str] = field(default_factory=Counter)  # by FrameErrorReason or "adu"
     unknown_devices: Counter[int] = field(default_factory=Counter)  # frames from unregistered addresses
+    unknown_types: Counter[int] = field(default_factory=Counter)  # uploads of types not acted on, by type
     inspections_sent: int = 0
     inspections_answered: int = 0
 
@@ -292,6 +296,22 @@ class Gb26875Listener:
             return
         if station is None:
             self._keep_unknown(conn, frame, now)
+            return
+        if adu.type_id not in ACTED_ON:
+            # Confirmed, never denied (a denial makes the device resend and flag a fault), and the
+            # frame kept in the transmission device's event log; a type the standard does not name
+            # is logged once.
+            self.stats.unknown_types[adu.type_id] += 1
+            if adu.type_id not in TYPE_NAMES and self.stats.unknown_types[adu.type_id] == 1:
+                logger.warning(
+                    "GB/T 26875.3 device %d sent type %d (reserved or vendor-defined): confirmed, "
+                    "kept in %s's event log, not acted on",
+                    frame.source,
+                    adu.type_id,
+                    station.device_id,
+                )
+            kept = PointEvent(station.device_id, DeviceEventKind.UPLOAD, now, adu.type_id)
+            self._enqueue(conn, frame, [kept], station, frame.raw)
             return
         events = self.events(station, adu.objects, now)
         if not events:
