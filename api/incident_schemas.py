@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.schemas import AlarmOut
 from core.domain import (
     AlarmCategory,
+    DeviceEventKind,
     FalseAlarmCause,
     IncidentAction,
     IncidentKind,
@@ -79,12 +80,28 @@ class IncidentEventOut(BaseModel):
     targets: list[str] = Field(default_factory=list, description="duty roles it was addressed to")
 
 
+class PanelEventOut(BaseModel):
+    """What a fire alarm panel reported in the incident's building while it lasted (GB/T 26875.3):
+    linkage started or stopped, its feedback, a delay, an operation at the panel."""
+
+    device_id: str
+    ts: float
+    event: DeviceEventKind
+    code: int | None = Field(default=None, description="the status word or the operation's flags")
+    channel: str | None = Field(default=None, description="for an operation: the operator")
+
+
 class IncidentDetailOut(IncidentOut):
     alarms: list[AlarmOut]
     devices: list[str] = Field(
         default_factory=list, description="an outage's devices: every device silent in it (empty otherwise)"
     )
     timeline: list[IncidentEventOut]
+    panel_events: list[PanelEventOut] = Field(
+        default_factory=list,
+        description="linkage, feedback, delays and panel operations in its building from its first alarm "
+        "to its end, oldest first (from the panels' points' event logs)",
+    )
 
 
 class IncidentWithAlarmsOut(IncidentOut):

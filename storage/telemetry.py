@@ -498,6 +498,28 @@ class TelemetryStore:
             db.close()
         return [tuple(r) for r in rows]
 
+    def events_of(
+        self, device_ids: Sequence[str], start: float, end: float, events: Collection[str], limit: int = 1000
+    ) -> list[EventRecord]:
+        """The events of kinds `events` of several devices in [start, end), oldest first, at most
+        `limit` (by the (device, time) index, 500 devices a query)."""
+        out: list[EventRecord] = []
+        kinds = list(events)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            for i in range(0, len(device_ids), 500):
+                ids = list(device_ids[i : i + 500])
+                rows = db.execute(
+                    "SELECT device_id, ts, received, event, code, channel, frame FROM device_events "
+                    f"WHERE device_id IN ({','.join('?' * len(ids))}) AND ts>=? AND ts<? "
+                    f"AND event IN ({','.join('?' * len(kinds))}) ORDER BY ts, received LIMIT ?",
+                    (*ids, start, end, *kinds, limit),
+                ).fetchall()
+                out += [tuple(r) for r in rows]
+        finally:
+            db.close()
+        return sorted(out, key=lambda r: (r[1], r[2]))[:limit]  # by time, then by receipt
+
     def history(
         self, device_id: str, channel: str, start: float, end: float, *, buckets: int | None = None
     ) -> History:

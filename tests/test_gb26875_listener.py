@@ -464,3 +464,21 @@ async def test_a_device_that_reconnects_is_heard_again_and_a_resent_fire_is_one_
     assert fire.occurrences == 2
     assert service.gb26875 is not None
     assert service.gb26875.connection_of(UD) is not None
+
+
+async def test_the_fire_incident_shows_the_panels_linkage_and_operations_meanwhile(
+    service: Service, api: httpx.AsyncClient, device: TransmissionDevice
+) -> None:
+    await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+    # The panel starts the smoke extraction (linkage on a point of the same building), its feedback
+    # comes, and the operator silences the sounders.
+    await device.upload(2, [component(SMOKE_102, NORMAL | (1 << 5))])
+    await device.upload(2, [component(SMOKE_102, NORMAL | (1 << 5) | (1 << 6))])
+    await device.upload(4, [Operation(1, 1, 1 << 1, 7, now_tag())])
+    (incident,) = (await api.get("/api/v1/incidents", params={"kind": "fire"})).json()["items"]
+    detail = (await api.get(f"/api/v1/incidents/{incident['id']}")).json()
+    assert [(e["device_id"], e["event"]) for e in detail["panel_events"]] == [
+        ("smk-102", "linkage_start"),
+        ("smk-102", "feedback"),
+        ("fas-1", "operation"),
+    ]

@@ -28,12 +28,13 @@ from api.incident_schemas import (
     IncidentOut,
     IncidentStepOut,
     IncidentWithAlarmsOut,
+    PanelEventOut,
     VerdictIn,
     VerifyIn,
 )
 from api.problems import responses
 from api.schemas import AlarmOut, Page
-from core.domain import CATEGORY_RANK, IncidentKind, IncidentState, Verification
+from core.domain import CATEGORY_RANK, DeviceEventKind, IncidentKind, IncidentState, Verification
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -119,7 +120,46 @@ def get_incident(incident_id: RowId, db: DbSession, ctx: Ctx) -> IncidentDetailO
         alarms=[AlarmOut.model_validate(a) for a in alarms],
         devices=list(row.devices or ()),
         timeline=[IncidentEventOut.model_validate(e) for e in events],
+        panel_events=_panel_events(ctx, row),
     )
+
+
+PANEL_EVENTS_MAX = 1000
+_PANEL_KINDS = tuple(
+    k.value
+    for k in (
+        DeviceEventKind.LINKAGE_START,
+        DeviceEventKind.LINKAGE_STOP,
+        DeviceEventKind.FEEDBACK,
+        DeviceEventKind.FEEDBACK_CLEAR,
+        DeviceEventKind.DELAY,
+        DeviceEventKind.DELAY_CLEAR,
+        DeviceEventKind.OPERATION,
+    )
+)
+
+
+def _panel_events(ctx: AppContext, row: IncidentRow) -> list[PanelEventOut]:
+    """The building's fire alarm panels' linkage, feedback, delays and operations during the
+    incident (GB/T 26875.3 points bound in the registry; none when the listener is off)."""
+    if ctx.gb26875 is None or ctx.registry is None:
+        return []
+    building = "/".join(row.place.split("/")[:2]) + "/"
+    ids = [
+        d
+        for station in ctx.gb26875.points().stations.values()
+        for d in (station.device_id, *station.systems.values(), *station.components.values())
+    ]
+    registry = ctx.registry.registry
+    in_building = [d for d in ids if d in registry.row_of and registry.devices[d].place.startswith(building)]
+    end = row.ended_ts if row.ended_ts is not None else ctx.clock()
+    rows = ctx.telemetry.events_of(
+        in_building, row.first_ts - 60.0, end + 1.0, _PANEL_KINDS, PANEL_EVENTS_MAX
+    )
+    return [
+        PanelEventOut(device_id=d, ts=ts, event=DeviceEventKind(event), code=code, channel=channel)
+        for d, ts, _, event, code, channel, _ in rows
+    ]
 
 
 def step_out(ctx: AppContext, u: IncidentUpdate) -> IncidentStepOut:
