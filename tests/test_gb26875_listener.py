@@ -482,3 +482,43 @@ async def test_the_fire_incident_shows_the_panels_linkage_and_operations_meanwhi
         ("smk-102", "feedback"),
         ("fas-1", "operation"),
     ]
+
+
+async def test_a_transmission_device_silent_past_its_heartbeat_is_offline(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Its points report only changes; the device's heartbeat is what is watched (here 1 s, offline
+    after 3 missed)."""
+    profiles = load_profiles()
+    ud = profiles["gb-transmission-device"]
+    assert ud.liveness is not None
+    profiles["gb-transmission-device"] = ud.model_copy(
+        update={"liveness": ud.liveness.model_copy(update={"heartbeat_s": 1.0})}
+    )
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
+        gb26875=Gb26875Settings(enabled=True, port=0),
+    )
+    svc = Service(settings, registry=registry(), profiles=profiles)
+    await svc.start()
+    try:
+        assert svc.gb26875 is not None
+        dev = TransmissionDevice(address=UD, host="127.0.0.1", port=svc.gb26875.port)
+        await dev.connect()
+        for _ in range(3):
+            await dev.heartbeat()
+            await asyncio.sleep(0.5)
+        assert alarms(svc, "ud-1") == []
+        await dev.close()  # the link is cut: no more heartbeats
+
+        def offline() -> list[AlarmRow]:
+            return [a for a in alarms(svc, "ud-1") if a.alarm_type == "device.offline"]
+
+        (alarm,) = await eventually(offline, timeout=15, what="the offline alarm")
+        assert alarm.category == "fault"
+        # Its points are not offline on their own: their panel's link is what failed.
+        assert [a for a in alarms(svc, "smk-101") if a.alarm_type == "device.offline"] == []
+    finally:
+        await svc.stop()
