@@ -281,6 +281,21 @@ class DeviceEventKind(StrEnum):
     HEARTBEAT = "heartbeat"
 
 
+# What a fire alarm panel reports that is kept in its points' event logs and shown on an incident,
+# raising nothing (GB/T 26875.3 status bits 5-7 and operation records).
+PANEL_LOG_EVENTS: frozenset[DeviceEventKind] = frozenset(
+    {
+        DeviceEventKind.LINKAGE_START,
+        DeviceEventKind.LINKAGE_STOP,
+        DeviceEventKind.FEEDBACK,
+        DeviceEventKind.FEEDBACK_CLEAR,
+        DeviceEventKind.DELAY,
+        DeviceEventKind.DELAY_CLEAR,
+        DeviceEventKind.OPERATION,
+    }
+)
+
+
 class RejectReason(StrEnum):
     """Why an inbound message was not accepted. Each is counted and the raw bytes are kept."""
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from core.domain import DeviceEventKind, RejectReason
+from core.domain import PANEL_LOG_EVENTS, DeviceEventKind, RejectReason
 from ingest.dedupe import SeqTracker, fingerprint
 from ingest.envelope import Message
 from ingest.index import DeviceIndex
@@ -46,20 +46,7 @@ CODE_RANGE = (-(2**31), 2**31 - 1)  # a device's fault code: a 32-bit integer
 FRAME_HEX_MAX = 2 * 1054  # a GB/T 26875.3 frame is at most 1054 bytes
 _HEX = re.compile(r"[0-9a-f]*")
 # Events accepted from any device and only recorded in its event log: they raise nothing.
-LOGGED_ONLY = frozenset(
-    {
-        DeviceEventKind.TEST,
-        DeviceEventKind.HEARTBEAT,
-        DeviceEventKind.LINKAGE_START,
-        DeviceEventKind.LINKAGE_STOP,
-        DeviceEventKind.FEEDBACK,
-        DeviceEventKind.FEEDBACK_CLEAR,
-        DeviceEventKind.DELAY,
-        DeviceEventKind.DELAY_CLEAR,
-        DeviceEventKind.OPERATION,
-        DeviceEventKind.UPLOAD,
-    }
-)
+LOGGED_ONLY = PANEL_LOG_EVENTS | {DeviceEventKind.TEST, DeviceEventKind.HEARTBEAT, DeviceEventKind.UPLOAD}
 # Telemetry topics are remembered per decoder (about 130 bytes each) for a registry of at most
 # this many devices: 13 MB at most; a larger one takes the topic checks every time, as before, so
 # the memory of a million-device service is not raised (docs/decisions/0010-registry-at-scale.md).

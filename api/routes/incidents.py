@@ -34,7 +34,14 @@ from api.incident_schemas import (
 )
 from api.problems import responses
 from api.schemas import AlarmOut, Page
-from core.domain import CATEGORY_RANK, DeviceEventKind, IncidentKind, IncidentState, Verification
+from core.domain import (
+    CATEGORY_RANK,
+    PANEL_LOG_EVENTS,
+    DeviceEventKind,
+    IncidentKind,
+    IncidentState,
+    Verification,
+)
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -125,18 +132,7 @@ def get_incident(incident_id: RowId, db: DbSession, ctx: Ctx) -> IncidentDetailO
 
 
 PANEL_EVENTS_MAX = 1000
-_PANEL_KINDS = tuple(
-    k.value
-    for k in (
-        DeviceEventKind.LINKAGE_START,
-        DeviceEventKind.LINKAGE_STOP,
-        DeviceEventKind.FEEDBACK,
-        DeviceEventKind.FEEDBACK_CLEAR,
-        DeviceEventKind.DELAY,
-        DeviceEventKind.DELAY_CLEAR,
-        DeviceEventKind.OPERATION,
-    )
-)
+_PANEL_KINDS = tuple(sorted(k.value for k in PANEL_LOG_EVENTS))
 
 
 def _panel_events(ctx: AppContext, row: IncidentRow) -> list[PanelEventOut]:

@@ -62,11 +62,13 @@ from ingest.gb26875.points import (
     OPERATION_RESET_BIT,
     SYSTEM_BITS,
     SYSTEM_RESET_BIT,
+    ComponentKey,
     PointEvent,
     PointMap,
     PointReading,
     StateMemory,
     Station,
+    SystemKey,
     analog_reading,
     unregistered_name,
 )
@@ -345,27 +347,11 @@ class Gb26875Listener:
             if isinstance(obj, ComponentState):
                 key = (obj.sys_type, obj.sys_addr, obj.comp_type, obj.comp_addr)
                 ts = self.to_epoch(obj.time, now)
-                device_id = station.components.get(key)
-                if device_id is None:
-                    name = unregistered_name(key)
-                    out += self.memory.edges(
-                        station.address, station.device_id, name, obj.status, COMPONENT_BITS, ts, name
-                    )
-                    out.append(PointEvent(station.device_id, DeviceEventKind.UNREGISTERED, ts, None, name))
-                else:
-                    out += self.memory.edges(station.address, device_id, "", obj.status, COMPONENT_BITS, ts)
+                out += self._state(station, station.components.get(key), key, obj.status, COMPONENT_BITS, ts)
             elif isinstance(obj, SystemState):
                 key2 = (obj.sys_type, obj.sys_addr)
                 ts = self.to_epoch(obj.time, now)
-                panel = station.systems.get(key2)
-                if panel is None:
-                    name = unregistered_name(key2)
-                    out += self.memory.edges(
-                        station.address, station.device_id, name, obj.status, SYSTEM_BITS, ts, name
-                    )
-                    out.append(PointEvent(station.device_id, DeviceEventKind.UNREGISTERED, ts, None, name))
-                else:
-                    out += self.memory.edges(station.address, panel, "", obj.status, SYSTEM_BITS, ts)
+                out += self._state(station, station.systems.get(key2), key2, obj.status, SYSTEM_BITS, ts)
                 if obj.status & SYSTEM_RESET_BIT:
                     out += self._reset(station, key2, ts, obj.status)
             elif isinstance(obj, AnalogValue):
@@ -403,6 +389,25 @@ class Gb26875Listener:
                     self.memory.forget_fire(station.address, [station.device_id])
                     out.append(PointEvent(station.device_id, DeviceEventKind.RESET, ts, obj.flags))
         return out
+
+    def _state(
+        self,
+        station: Station,
+        device_id: str | None,
+        key: ComponentKey | SystemKey,
+        status: int,
+        bits: dict[DeviceEventKind, int],
+        ts: float,
+    ) -> list[PointEvent | PointReading]:
+        """A point's (or panel's) status word as edges on its device; an unregistered one's on its
+        transmission device, named, with the device's `unregistered` hazard."""
+        if device_id is not None:
+            return [*self.memory.edges(station.address, device_id, "", status, bits, ts)]
+        name = unregistered_name(key)
+        return [
+            *self.memory.edges(station.address, station.device_id, name, status, bits, ts, name),
+            PointEvent(station.device_id, DeviceEventKind.UNREGISTERED, ts, None, name),
+        ]
 
     def _reset(
         self, station: Station, key: tuple[int, int], ts: float, code: int
