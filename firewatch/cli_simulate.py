@@ -48,6 +48,15 @@ def broker_of(url: str) -> tuple[str, int]:
         raise typer.Exit(2) from None
 
 
+def host_port(text: str) -> tuple[str, int]:
+    """`host:port` for a TCP address; a clear error (exit 2) otherwise."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        err.print(f"[red]{escape(text)!r} is not host:port (e.g. 127.0.0.1:26875)[/]")
+        raise typer.Exit(2)
+    return host, int(port)
+
+
 @simulate_app.command("devices")
 def devices(
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
@@ -141,6 +150,14 @@ def run(
         ),
     ] = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
+    gb26875: Annotated[
+        str,
+        typer.Option(
+            "--gb26875",
+            help="the service's GB/T 26875.3 listener, host:port, for a registry with transmission "
+            "devices (用户信息传输装置); the service needs gb26875.enabled",
+        ),
+    ] = "127.0.0.1:26875",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="also write the report as JSON to this file")
     ] = None,
@@ -174,6 +191,7 @@ def run(
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     host, port = broker_of(broker)
+    gb_address = host_port(gb26875)
     try:
         spec = load_scenario(resolve_scenario(scenario))
         registry = scenario_registry(spec)
@@ -186,7 +204,9 @@ def run(
     async def main() -> RunReport:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(base_url=api, timeout=10.0, headers=headers) as client:
-            runner = ScenarioRun(spec, registry, profiles, api=client, broker=(host, port))
+            runner = ScenarioRun(
+                spec, registry, profiles, api=client, broker=(host, port), gb26875=gb_address
+            )
             bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),

@@ -29,6 +29,8 @@ from core.domain import DeviceEventKind, TicketSource
 from core.registry import Registry, load_registry
 from device_profiles.schema import Profile
 from simulators.fleet import Fleet, FleetError, LinkQuality
+from simulators.gb26875_panel import PanelError
+from simulators.gb26875_play import GB_STEPS, GbPlayer
 from simulators.outcomes import Observed, Outcome, Verdict, decided, judge
 from simulators.physics import Growth, Recording
 from simulators.scenario import (
@@ -39,6 +41,10 @@ from simulators.scenario import (
     DoorHeldOpenStep,
     FlamingFireStep,
     GasLeakStep,
+    GbBadFrameStep,
+    GbReconnectStep,
+    GbResetStep,
+    GbStateStep,
     MalformedStep,
     NetworkStep,
     PowerCutStep,
@@ -113,6 +119,9 @@ class RunReport:
     # Messages sent that the service had not taken in when judged (SETTLE_TIMEOUT_S); None: it
     # does not count them (/metrics).
     untaken: int | None
+    # GB/T 26875.3 uploads of the registry's transmission devices (None: it has none), settled
+    # (confirmed, so stored, or given up) before judging.
+    gb26875: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +137,7 @@ class RunReport:
             "malformed_sent": self.malformed,
             "steps": self.steps,
             "untaken": self.untaken,
+            "gb26875": self.gb26875,
             "outcomes": [
                 {
                     "expectation": o.expectation.describe(),
@@ -159,6 +169,7 @@ class ScenarioRun:
         api: httpx.AsyncClient,
         broker: tuple[str, int],
         prefix: str = "fw/v1",
+        gb26875: tuple[str, int] | None = None,
     ) -> None:
         self.scenario = scenario
         self.registry = registry
@@ -168,6 +179,10 @@ class ScenarioRun:
             registry, profiles, seed=scenario.seed, prefix=prefix, impairments=scenario.impairments
         )
         self.progress = Progress(end=scenario.end)
+        # Fire alarm panels behind GB/T 26875.3 transmission devices: their own TCP connections to
+        # the service's listener at `gb26875` (host, port).
+        self.gb = GbPlayer.for_registry(registry, profiles)
+        self.gb_address = gb26875
         self._pending: list[Step] = sorted(scenario.timeline, key=lambda s: s.at)
         self._map_service: list[float] = []  # service clock readings ...
         self._map_sim: list[float] = []  # ... and the simulated time then
@@ -269,8 +284,8 @@ class ScenarioRun:
         while self._pending and self._pending[0].at <= t:
             step = self._pending.pop(0)
             try:
-                touched = apply_step(self.fleet, step, self.origin, self.base)
-            except FleetError as exc:
+                touched = apply_step(self.fleet, step, self.origin, self.base, self.gb)
+            except (FleetError, PanelError) as exc:
                 raise RunnerError(f"timeline step at {step.at:g} s ({step.do}): {exc}") from exc
             label = f"{step.at:>6.0f} s {step.do}" + (f" ({step.id})" if step.id else "")
             self.progress.applied.append(f"{label}: {len(touched)} device(s)")
@@ -302,11 +317,14 @@ class ScenarioRun:
                 f"cannot reach the broker at mqtt://{host}:{port}: {exc} (check --broker)"
             ) from exc
         try:
+            await self._connect_gb()
             if self.scenario.fast_forward > 0:
                 await self._fast_forward(clock, on_progress)
             outcomes = await self._real_time(clock, on_progress)
         finally:
             await asyncio.to_thread(self.fleet.close)
+            if self.gb is not None:
+                await self.gb.close()
         s = self.fleet.stats
         return RunReport(
             scenario=self.scenario.name,
@@ -322,7 +340,31 @@ class ScenarioRun:
             malformed=dict(s.malformed),
             steps=list(self.progress.applied),
             untaken=self._untaken,
+            gb26875=None if self.gb is None else self.gb.totals().as_dict(),
         )
+
+    async def _connect_gb(self) -> None:
+        if self.gb is None:
+            return
+        if self.gb_address is None:
+            if any(isinstance(s, GB_STEPS) for s in self.scenario.timeline):
+                raise RunnerError(
+                    "the scenario plays GB/T 26875.3 transmission devices: give the service's listener "
+                    "(--gb26875 host:port; the service needs gb26875.enabled)"
+                )
+            logger.warning(
+                "the registry's GB/T 26875.3 transmission devices are not played (no listener given)"
+            )
+            self.gb = None
+            return
+        host, port = self.gb_address
+        try:
+            await self.gb.connect(host, port)
+        except OSError as exc:
+            raise RunnerError(
+                f"cannot reach the GB/T 26875.3 listener at {host}:{port}: {exc} (is gb26875.enabled set "
+                "on the service? check --gb26875)"
+            ) from exc
 
     def _mark(self, service_ts: float, t: float) -> None:
         if not self._map_service or service_ts > self._map_service[-1]:
@@ -338,6 +380,8 @@ class ScenarioRun:
         while t < self.scenario.fast_forward:
             self._apply_due(t)
             self.fleet.step(t, self.origin)
+            if self.gb is not None:
+                self.gb.step(t, self.origin)
             self._mark(clock(), t)
             t += FF_STEP_S
             ahead = self.fleet.stats.published / FF_RATE - (time.monotonic() - began)
@@ -379,6 +423,8 @@ class ScenarioRun:
                 t = now - self.origin
                 self._apply_due(t)
                 self.fleet.step(min(t, end), self.origin)
+                if self.gb is not None:
+                    self.gb.step(min(t, end), self.origin)
                 self._mark(now, t)
                 self.progress.t, self.progress.published = min(t, end), self.fleet.stats.published
                 if judge_task.done():
@@ -423,6 +469,10 @@ class ScenarioRun:
         never comes)."""
         moment = time.monotonic() + 1.0
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        # A GB/T 26875.3 upload is confirmed once what it means is stored. (The service's count
+        # below takes in their messages too: with transmission devices it is a lower bound.)
+        if self.gb is not None and not await self.gb.settle(SETTLE_TIMEOUT_S):
+            logger.warning("judging with GB/T 26875.3 uploads not yet confirmed")
         while self._taken0 is not None:
             taken = await self._taken()
             if taken is None:
@@ -462,8 +512,9 @@ def ticket_sim_time(ticket: dict[str, Any], origin: float, to_sim: Callable[[flo
     return to_sim(ticket["created_at"])
 
 
-def apply_step(fleet: Fleet, step: Step, origin: float, base: Path) -> list[str]:
-    """Carry out one timeline step on the fleet; returns the devices it touched."""
+def apply_step(fleet: Fleet, step: Step, origin: float, base: Path, gb: GbPlayer | None = None) -> list[str]:
+    """Carry out one timeline step on the fleet (or, for a GB step, on the GB/T 26875.3 player);
+    returns the devices it touched."""
     f, at = fleet, step.at
     ts = origin + at
     match step:
@@ -545,6 +596,10 @@ def apply_step(fleet: Fleet, step: Step, origin: float, base: Path) -> list[str]
             )
         case ReplayStep():
             return _replay(fleet, step, base)
+        case GbStateStep() | GbResetStep() | GbReconnectStep() | GbBadFrameStep():
+            if gb is None:
+                raise RunnerError(f"{step.device!r}: the registry has no GB/T 26875.3 transmission device")
+            return gb.apply(step, ts)
     raise RunnerError(f"unhandled timeline step {step!r}")  # pragma: no cover - the union is closed
 
 
@@ -592,9 +647,10 @@ def _replay(fleet: Fleet, step: ReplayStep, base: Path) -> list[str]:
 def check_scenario(scenario: Scenario, registry: Registry, profiles: dict[str, Profile]) -> None:
     """Resolve every place and device the timeline names, without a broker: a dry run."""
     fleet = Fleet(registry, profiles, seed=scenario.seed, impairments=False)
+    gb = GbPlayer.for_registry(registry, profiles)  # not connected: the model only
     base = scenario.source.parent if scenario.source else Path.cwd()
-    for step in scenario.timeline:
+    for step in sorted(scenario.timeline, key=lambda s: s.at):
         try:
-            apply_step(fleet, step, 0.0, base)
-        except (FleetError, RunnerError) as exc:
+            apply_step(fleet, step, 0.0, base, gb)
+        except (FleetError, RunnerError, PanelError) as exc:
             raise ScenarioError(f"timeline step at {step.at:g} s ({step.do}): {exc}") from exc

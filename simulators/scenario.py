@@ -29,6 +29,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from core.domain import AlarmCategory
 from simulators.devices import Malformed
+from simulators.gb26875_link import BadFrame
+from simulators.gb26875_panel import GbState
 from simulators.physics import Gas, Growth
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
@@ -182,6 +184,34 @@ class NetworkStep(_Step):
     reorder: float = Field(default=0.0, ge=0, le=1)
 
 
+class GbStateStep(_Step):
+    """A point, panel or transmission device bound with a `gb26875=` tag takes (or leaves) a state;
+    its transmission device uploads the whole new status word (docs/gb26875.md)."""
+
+    do: Literal["gb"]
+    device: str = Field(description="a point, panel or transmission device of the registry")
+    state: GbState
+    clear: bool = Field(default=False, description="clear the state's bit instead of setting it")
+
+
+class GbResetStep(_Step):
+    do: Literal["gb_reset"]
+    device: str = Field(description="the fire alarm panel (火灾报警控制器) reset at its keyboard")
+    operator: int = Field(default=0, ge=0, le=255, description="操作员编号 in the operation record")
+
+
+class GbReconnectStep(_Step):
+    do: Literal["gb_reconnect"]
+    device: str = Field(description="the transmission device that drops its connection and connects again")
+
+
+class GbBadFrameStep(_Step):
+    do: Literal["gb_garbage"]
+    device: str = Field(description="the transmission device that sends it")
+    kind: BadFrame = BadFrame.GARBAGE
+    count: int = Field(default=1, ge=1, le=1000)
+
+
 class ChannelColumn(_Strict):
     column: str
     scale: float = 1.0
@@ -220,7 +250,11 @@ Step = Annotated[
     | DoorHeldOpenStep
     | MalformedStep
     | NetworkStep
-    | ReplayStep,
+    | ReplayStep
+    | GbStateStep
+    | GbResetStep
+    | GbReconnectStep
+    | GbBadFrameStep,
     Field(discriminator="do"),
 ]
 

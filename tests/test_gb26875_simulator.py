@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from core.registry import Device, Registry
 from device_profiles.loader import load_profiles
+from firewatch.broker import Mosquitto
+from firewatch.service import Service
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame, GbTime, answer
 from ingest.gb26875.framer import Framer
@@ -27,7 +32,10 @@ from simulators.gb26875_panel import (
     point_address,
     time_tag,
 )
+from simulators.scenario import load_scenario, resolve_scenario
+from storage.models import AlarmRow, IncidentRow
 from tests.test_gb26875_listener import SMOKE_101, SMOKE_102, UD, registry
+from tests.test_scenarios import explain, play
 
 TAG = GbTime(0, 0, 12, 5, 12, 2026)
 FIRE, FAULT, DISABLED, SUPERVISORY = 1 << 1, 1 << 2, 1 << 3, 1 << 4
@@ -294,3 +302,52 @@ async def test_a_denied_upload_is_sent_again_and_a_reconnect_restarts_serials(
     await asyncio.wait_for(link.heartbeat(), 10)
     assert centre.connections == 2
     assert [f.serial for f in centre.frames] == [0, 0, 1, 1, 0, 0]  # each denied once, then again at 0
+
+
+# --- a scenario, end to end ---------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """The service's store and listener, looked at after the scenario's run."""
+
+    incidents: set[str] = field(default_factory=set)
+    fires: dict[str, str] = field(default_factory=dict)  # device -> state of its fire alarm
+    disabled: list[str] = field(default_factory=list)
+    rejects: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("accelerated-scenarios")
+async def test_the_gb_scenario_raises_a_fire_incident_a_disabled_alarm_and_a_reset_ends_the_fires(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    spec = load_scenario(resolve_scenario("gb-panel-fire"))
+    seen = Seen()
+
+    def look(service: Service) -> None:
+        with service.sessions() as s:
+            seen.incidents = {i.kind for i in s.scalars(select(IncidentRow))}
+            alarms = list(s.scalars(select(AlarmRow)))
+        seen.fires = {a.device_id: a.state for a in alarms if a.alarm_type == "device.alarm"}
+        seen.disabled = [a.device_id for a in alarms if a.alarm_type == "device.disabled"]
+        assert service.gb26875 is not None
+        seen.rejects = dict(service.gb26875.stats.rejects)
+        seen.accepted = service.gb26875.stats.accepted
+
+    report = await play(spec, mosquitto, tmp_path, then=look)
+    assert report.passed, explain(report)
+    assert "fire" in seen.incidents  # the call point's fire opened a fire incident
+    assert seen.disabled == ["f2-r202-heat"]
+    # The panel's reset (复位) ended both fires: neither alarm is active any more.
+    assert set(seen.fires) == {"f1-hall-mcp", "f2-r201-smk"}
+    assert not any(state.startswith("active") for state in seen.fires.values())
+    # Garbage and the spoilt frame were rejected; the device reconnected once.
+    assert seen.rejects["bad_checksum"] == 1
+    assert seen.rejects["bad_start"] >= 1
+    assert seen.accepted == 2
+    gb = report.gb26875
+    assert gb is not None
+    assert (gb["denied"], gb["gave_up"]) == (1, 0)  # the spoilt frame, denied, sent again, confirmed
+    assert gb["confirmed"] == gb["uploads"]

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ import pytest
 from api.app import create_app
 from core.domain import Role
 from core.registry import load_registry
-from core.settings import IngestSettings, MqttSettings, Settings
+from core.settings import Gb26875Settings, IngestSettings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
 from firewatch.broker import Mosquitto, free_port, wait_for_port
 from firewatch.service import Service
@@ -124,6 +125,10 @@ def test_one_scenario_ships_for_every_incident_kind() -> None:
         "replay",
         "malformed",
         "network",
+        "gb",
+        "gb_reset",
+        "gb_reconnect",
+        "gb_garbage",
     } <= steps
 
 
@@ -228,13 +233,17 @@ def test_a_ticket_an_alarm_opens_is_timed_as_its_alarm_not_as_when_the_service_c
 # --- end to end ---------------------------------------------------------------------------------------
 
 
-async def play(spec: Scenario, broker: Mosquitto, data: Path) -> RunReport:
-    """The real service (its clock scaled as the scenario asks) and the scenario played against it."""
+async def play(
+    spec: Scenario, broker: Mosquitto, data: Path, then: Callable[[Service], None] | None = None
+) -> RunReport:
+    """The real service (its clock scaled as the scenario asks, its GB/T 26875.3 listener on) and
+    the scenario played against it; `then` looks at the service after the run, before it stops."""
     registry = scenario_registry(spec)
     settings = Settings(
         data_dir=data,
         mqtt=MqttSettings(url=broker.url, client_id=f"fw-scn-{uuid.uuid4().hex[:8]}"),
         ingest=IngestSettings(liveness_check_s=0.2),
+        gb26875=Gb26875Settings(enabled=True, port=0),
         time_scale=spec.time_scale,
     )
     service = Service(settings, registry=registry)
@@ -248,8 +257,15 @@ async def play(spec: Scenario, broker: Mosquitto, data: Path) -> RunReport:
         transport = httpx.ASGITransport(app=create_app(ctx))
         auth = {"Authorization": f"Bearer {key.token}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://firewatch", headers=auth) as api:
-            run = ScenarioRun(spec, registry, service.profiles, api=api, broker=(broker.host, broker.port))
-            return await run.run()
+            assert service.gb26875 is not None
+            gb = ("127.0.0.1", service.gb26875.port)
+            run = ScenarioRun(
+                spec, registry, service.profiles, api=api, broker=(broker.host, broker.port), gb26875=gb
+            )
+            report = await run.run()
+            if then is not None:
+                then(service)
+            return report
     finally:
         await service.stop()
 
