@@ -311,3 +311,108 @@ def check(
         console.print(f"[green]ok[/] {escape(name)}: {steps} steps, {expectations} expectations")
     if bad:
         raise typer.Exit(2)
+
+
+@simulate_app.command("gb26875")
+def gb26875_load(
+    devices: Annotated[
+        int, typer.Option(help="transmission devices, each its own TCP connection (≤ 20,000)")
+    ] = 100,
+    host: Annotated[str, typer.Option(help="the listener's address: loopback only")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the listener's port (the service's gb26875.port)")] = 26875,
+    duration: Annotated[
+        float, typer.Option(help="seconds of load after every device connected (≤ 3,600)")
+    ] = 60.0,
+    rate: Annotated[
+        float, typer.Option(help="state uploads per second, all devices together (≤ 5,000)")
+    ] = 10.0,
+    heartbeat: Annotated[float, typer.Option(help="seconds between one device's heartbeats")] = 30.0,
+    first_address: Annotated[int, typer.Option(help="device n's address is this + n")] = 100_000,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the report as JSON here")
+    ] = None,
+) -> None:
+    """Load a GB/T 26875.3 listener with simulated transmission devices (用户信息传输装置).
+
+    Each device opens its own TCP connection, sends a heartbeat (an empty upload) on connecting and
+    then every --heartbeat seconds, spread evenly over the devices; --rate uploads per second in all
+    carry one point's whole status word (type 2), its fault bit set or cleared in turn. An upload
+    unanswered for 10 s or denied is sent again, up to 3 times (GB/T 26875.3 §6.5). Reported: frames
+    sent, uploads confirmed, denials, resends, uploads given up, and the answer latency (first send
+    to confirm) of confirmed uploads.
+
+    Devices the service's registry does not bind are confirmed and kept as rejects (unknown
+    device); bind them (gb26875=<address> tags) to load the alarm path instead.
+    """
+    from simulators.gb26875_load import LoadError, LoadPlan, LoadRun
+
+    plan = LoadPlan(
+        devices=devices,
+        host=host,
+        port=port,
+        duration_s=duration,
+        rate=rate,
+        heartbeat_s=heartbeat,
+        first_address=first_address,
+    )
+    try:
+        run_ = LoadRun(plan)
+    except LoadError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} / {task.total:,.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    connecting = bar.add_task("connected", total=devices)
+    playing = bar.add_task("seconds of load", total=duration)
+    began: list[float] = []
+
+    def show(r: LoadRun) -> None:
+        bar.update(connecting, completed=len(r.links) + r.connect_failures)
+        if len(r.links) + r.connect_failures >= devices:
+            if not began:
+                began.append(time.monotonic())
+            bar.update(playing, completed=min(duration, time.monotonic() - began[0]))
+        s = [link.stats for link in r.links]
+        sent, confirmed = sum(x.frames_sent for x in s), sum(x.confirmed for x in s)
+        denied, resent = sum(x.denied for x in s), sum(x.resent for x in s)
+        bar.update(
+            playing,
+            description=f"frames {sent:,} · confirmed {confirmed:,} · denied {denied:,} · resent {resent:,}",
+        )
+
+    try:
+        with bar:
+            report = asyncio.run(run_.run(on_progress=show))
+    except OSError as exc:
+        err.print(f"[red]cannot load {escape(host)}:{port}: {escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"GB/T 26875.3 load: {report.connected:,} of {report.devices:,} devices connected")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for name in (
+        "frames_sent",
+        "uploads",
+        "heartbeats",
+        "confirmed",
+        "denied",
+        "resent",
+        "gave_up",
+        "unanswered",
+    ):
+        table.add_row(name.replace("_", " "), f"{getattr(report, name):,}")
+    table.add_row("connect failures", f"{report.connect_failures:,}")
+    console.print(table)
+    lat = report.latency_ms
+    if lat:
+        console.print(
+            f"answer latency (first send to confirm), ms: p50 {lat['p50']:.1f} · p95 {lat['p95']:.1f} · "
+            f"p99 {lat['p99']:.1f} · max {lat['max']:.1f} over {lat['n']:,.0f} confirmed uploads"
+        )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    raise typer.Exit(0 if report.gave_up == 0 and report.connect_failures == 0 else 1)
