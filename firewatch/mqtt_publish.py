@@ -138,9 +138,12 @@ class MqttPublisher:
     def _alive(self, sock: socket.socket) -> bool:
         """False when the broker closed the connection while it was idle (say, it restarted): seen
         before the batch is sent, so the batch goes on a new connection instead of failing."""
+        # poll(), not select(): select() refuses a descriptor numbered over 1023, which a service
+        # holding many connections (GB/T 26875.3 transmission devices) gives this socket.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
+            if not poller.poll(0):
                 return True
             data = sock.recv(65536)  # nothing is owed on an idle connection: anything here is stale
         except OSError:

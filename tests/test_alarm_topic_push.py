@@ -11,6 +11,7 @@ does too fast to catch otherwise.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -328,3 +329,24 @@ def test_a_connection_the_broker_closed_while_idle_is_opened_again_without_faili
         assert list(dict.fromkeys(subscriber.seqs)) == [0, 1]
     finally:
         publisher.close()
+
+
+def test_the_publisher_works_when_the_process_holds_over_a_thousand_descriptors(
+    mosquitto: Mosquitto, subscriber: Subscriber
+) -> None:
+    """A service with thousands of GB/T 26875.3 device connections gives the publisher's socket a
+    descriptor over 1023, which select() refuses; the idle check must not use it."""
+    held = [os.pipe() for _ in range(600)]  # 1,200 descriptors
+    publisher = MqttPublisher(mosquitto.host, mosquitto.port, client_id=f"p-{uuid.uuid4().hex[:8]}")
+    try:
+        assert publisher.publish_many([("fw/v1/s1/alarms", b'{"seq": 0}')]) == (1, "")
+        assert publisher._sock is not None
+        assert publisher._sock.fileno() > 1023
+        assert publisher.publish_many([("fw/v1/s1/alarms", b'{"seq": 1}')]) == (1, "")
+        until(lambda: len(subscriber.seqs) >= 2)
+        assert subscriber.seqs == [0, 1]
+    finally:
+        publisher.close()
+        for r, w in held:
+            os.close(r)
+            os.close(w)
