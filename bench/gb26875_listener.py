@@ -276,6 +276,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             assert service.pid is not None
             await asyncio.sleep(2.0)
             rss_idle = rss_mib(service.pid)
+            # Subscribed before the device connections are opened: paho waits on its socket with
+            # select(), which takes no descriptor numbered over 1023.
+            ws_path, mqtt_path = Arrivals(), Arrivals()
+            sub.on_message = lambda _c, _u, msg: mqtt_path.saw(orjson.loads(msg.payload), time.time())
+            subscribed = threading.Event()
+            sub.on_subscribe = lambda *_a: subscribed.set()
+            sub.connect(broker.host, broker.port)
+            sub.loop_start()
+            sub.subscribe(f"fw/v1/{SITE}/alarms", qos=1)
+            await until(subscribed.is_set, 10, "the alarm topic subscription was not acknowledged")
 
             # --- connections ---
             task = progress.add_task(f"connecting {args.devices:,} devices", total=args.devices)
@@ -289,9 +299,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             while (held := time.monotonic() - t0) < args.heartbeat + 1.0:
                 progress.update(round_task, completed=min(held, args.heartbeat))
                 await asyncio.sleep(0.25)
+            # Every heartbeat sent so far answered: stop sending for the count, then go on.
+            beats.cancel()
             await settle(run, 15.0)
             rss_connected = rss_mib(service.pid)
             conn = totals(run)
+            beats = asyncio.create_task(heartbeating(run))
             result["connections"] = {
                 "connected": len(run.links),
                 "connect_failures": run.connect_failures,
@@ -302,16 +315,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "fd_limit": limit,
                 **conn,
             }
+            console.print(result["connections"])
 
             # --- fire latency, the connections still open ---
-            ws_path, mqtt_path = Arrivals(), Arrivals()
-            sub.on_message = lambda _c, _u, msg: mqtt_path.saw(orjson.loads(msg.payload), time.time())
-            subscribed = threading.Event()
-            sub.on_subscribe = lambda *_a: subscribed.set()
-            sub.connect(broker.host, broker.port)
-            sub.loop_start()
-            sub.subscribe(f"fw/v1/{SITE}/alarms", qos=1)
-            await until(subscribed.is_set, 10, "the alarm topic subscription was not acknowledged")
             sent: dict[str, float] = {}
             confirms: dict[str, float] = {}
 

@@ -4,6 +4,10 @@ resends of an unanswered or denied upload, and its connection to a centre over r
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from core.registry import Device, Registry
+from core.settings import Gb26875Settings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
@@ -20,6 +25,7 @@ from ingest.gb26875.frame import Frame, GbTime, answer
 from ingest.gb26875.framer import Framer
 from ingest.gb26875.objects import ComponentState, DeviceState, Operation, SystemState, decode_adu
 from simulators.gb26875_link import BadFrame, StationLink
+from simulators.gb26875_load import LoadError, LoadPlan, LoadRun, is_loopback
 from simulators.gb26875_panel import (
     NORMAL,
     GbState,
@@ -351,3 +357,72 @@ async def test_the_gb_scenario_raises_a_fire_incident_a_disabled_alarm_and_a_res
     assert gb is not None
     assert (gb["denied"], gb["gave_up"]) == (1, 0)  # the spoilt frame, denied, sent again, confirmed
     assert gb["confirmed"] == gb["uploads"]
+
+
+# --- load mode ----------------------------------------------------------------------------------------
+
+
+def test_a_load_is_bounded_and_aimed_only_at_this_host() -> None:
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("192.0.2.7")
+    with pytest.raises(LoadError, match="only a loopback address"):
+        LoadRun(LoadPlan(devices=10, host="192.0.2.7"))
+    with pytest.raises(LoadError, match="--devices 20001"):
+        LoadRun(LoadPlan(devices=20_001))
+    with pytest.raises(LoadError, match="--rate"):
+        LoadRun(LoadPlan(devices=1, rate=1e6))
+    with pytest.raises(LoadError, match="--duration"):
+        LoadRun(LoadPlan(devices=1, duration_s=86_400))
+
+
+def test_simulate_gb26875_refuses_a_remote_listener_and_explains_itself() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "firewatch.cli", "simulate", "gb26875", "--host", "192.0.2.7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "only a loopback address" in refused.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "firewatch.cli", "simulate", "gb26875", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert helped.returncode == 0
+    assert "用户信息传输装置" in helped.stdout
+    assert "§6.5" in helped.stdout
+
+
+@pytest.mark.integration
+async def test_a_load_of_devices_gets_every_heartbeat_and_upload_confirmed_by_the_listener(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gbload-{uuid.uuid4().hex[:8]}"),
+        gb26875=Gb26875Settings(enabled=True, port=0),
+    )
+    service = Service(settings, registry=registry(), profiles=load_profiles())
+    await service.start()
+    try:
+        assert service.gb26875 is not None
+        plan = LoadPlan(devices=5, port=service.gb26875.port, duration_s=1.0, rate=20.0, heartbeat_s=1.0)
+        report = await LoadRun(plan).run()
+        stats = service.gb26875.stats
+    finally:
+        await service.stop()
+    assert (report.connected, report.connect_failures) == (5, 0)
+    assert report.heartbeats >= 5
+    assert report.uploads > report.heartbeats
+    assert report.confirmed == report.uploads
+    assert (report.denied, report.gave_up, report.unanswered) == (0, 0, 0)
+    assert report.latency_ms["n"] == report.confirmed
+    # Unbound addresses: confirmed, and counted as frames from unknown devices.
+    assert set(stats.unknown_devices) == set(range(100_000, 100_005))
