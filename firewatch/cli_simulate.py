@@ -391,7 +391,7 @@ def gb26875_load(
     except OSError as exc:
         err.print(f"[red]cannot load {escape(host)}:{port}: {escape(str(exc))}[/]")
         raise typer.Exit(1) from None
-    table = Table(title=f"GB/T 26875.3 load: {report.connected:,} of {report.devices:,} devices connected")
+    table = Table(title=f"{report.connected:,} of {report.devices:,} devices connected")
     table.add_column("")
     table.add_column("count", justify="right")
     for name in (

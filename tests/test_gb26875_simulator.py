@@ -21,7 +21,7 @@ from device_profiles.loader import load_profiles
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
 from ingest.gb26875.codes import Command
-from ingest.gb26875.frame import Frame, GbTime, answer
+from ingest.gb26875.frame import Frame, GbTime, answer, encode_frame
 from ingest.gb26875.framer import Framer
 from ingest.gb26875.objects import ComponentState, DeviceState, Operation, SystemState, decode_adu
 from simulators.gb26875_link import BadFrame, StationLink
@@ -42,6 +42,7 @@ from simulators.scenario import load_scenario, resolve_scenario
 from storage.models import AlarmRow, IncidentRow
 from tests.test_gb26875_listener import SMOKE_101, SMOKE_102, UD, registry
 from tests.test_scenarios import explain, play
+from tests.waiting import eventually
 
 TAG = GbTime(0, 0, 12, 5, 12, 2026)
 FIRE, FAULT, DISABLED, SUPERVISORY = 1 << 1, 1 << 2, 1 << 3, 1 << 4
@@ -226,6 +227,7 @@ class Centre:
         self.rejects = 0
         self.connections = 0
         self.server: asyncio.Server | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -233,6 +235,7 @@ class Centre:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writer = writer
         framer = Framer()
         seen: set[bytes] = set()
         while data := await reader.read(4096):
@@ -426,3 +429,42 @@ async def test_a_load_of_devices_gets_every_heartbeat_and_upload_confirmed_by_th
     assert report.latency_ms["n"] == report.confirmed
     # Unbound addresses: confirmed, and counted as frames from unknown devices.
     assert set(stats.unknown_devices) == set(range(100_000, 100_005))
+
+
+async def test_the_device_answers_the_centres_reads_and_confirms_its_control_commands(
+    cleanup: list[StationLink],
+) -> None:
+    centre = Centre("confirm")
+    link = await link_to(centre)
+    cleanup.append(link)
+    inst = link.installation
+    await asyncio.wait_for(link.heartbeat(), 10)
+    assert centre.writer is not None
+    panel = inst.panels[(1, 1)]
+    point = next(iter(panel.points.values()))
+    point.status = NORMAL | FAULT
+    requests = [
+        (Command.CONTROL, bytes([90, 1]) + TAG.encode()),  # clock sync
+        (Command.REQUEST, bytes([81, 1, 0])),  # the device's state
+        (Command.REQUEST, bytes([61, 1, 1, 1])),  # panel 1/1's state
+        (Command.REQUEST, bytes([62, 1, 1, 1]) + point.comp_addr.to_bytes(4, "little")),
+        (Command.REQUEST, bytes([64, 1, 1, 1, 10]) + TAG.encode()),  # operation records: not kept
+    ]
+    for serial, (command, adu) in enumerate(requests, start=100):
+        centre.writer.write(
+            encode_frame(serial=serial, command=command, source=0, destination=UD, adu=adu, time=TAG)
+        )
+
+    def answers() -> list[Frame]:
+        return [f for f in centre.frames if f.serial >= 100]
+
+    await eventually(lambda: len(answers()) == 5 or None, timeout=5, what="five answers")
+    by_serial = {f.serial: f for f in answers()}
+    assert by_serial[100].command == Command.CONFIRM
+    assert [by_serial[n].command for n in (101, 102, 103)] == [Command.RESPONSE] * 3
+    assert decode_adu(by_serial[101].adu).objects == (DeviceState(NORMAL, by_serial[101].time),)
+    assert decode_adu(by_serial[102].adu).objects == (SystemState(1, 1, NORMAL, by_serial[102].time),)
+    (state,) = decode_adu(by_serial[103].adu).objects
+    assert isinstance(state, ComponentState)
+    assert (state.comp_addr, state.status) == (point.comp_addr, NORMAL | FAULT)
+    assert by_serial[104].command == Command.DENY
