@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from core.registry import Device, Registry
 from core.settings import Gb26875Settings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
-from firewatch.broker import Mosquitto
+from firewatch.broker import Mosquitto, free_port
 from firewatch.service import Service
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame, GbTime, answer, encode_frame
@@ -38,6 +39,7 @@ from simulators.gb26875_panel import (
     point_address,
     time_tag,
 )
+from simulators.runner import RunnerError, ScenarioRun, scenario_registry
 from simulators.scenario import load_scenario, resolve_scenario
 from storage.models import AlarmRow, IncidentRow
 from tests.test_gb26875_listener import SMOKE_101, SMOKE_102, UD, registry
@@ -468,3 +470,22 @@ async def test_the_device_answers_the_centres_reads_and_confirms_its_control_com
     assert isinstance(state, ComponentState)
     assert (state.comp_addr, state.status) == (point.comp_addr, NORMAL | FAULT)
     assert by_serial[104].command == Command.DENY
+
+
+async def test_a_gb_scenario_without_a_reachable_listener_is_an_error_that_says_what_to_do() -> None:
+    spec = load_scenario(resolve_scenario("gb-panel-fire"))
+    reg = scenario_registry(spec)
+    async with httpx.AsyncClient(base_url="http://127.0.0.1:9") as api:
+        unset = ScenarioRun(spec, reg, load_profiles(), api=api, broker=("127.0.0.1", 1883))
+        with pytest.raises(RunnerError, match=r"--gb26875 host:port.*gb26875.enabled"):
+            await unset._connect_gb()
+        closed = ScenarioRun(
+            spec,
+            reg,
+            load_profiles(),
+            api=api,
+            broker=("127.0.0.1", 1883),
+            gb26875=("127.0.0.1", free_port()),
+        )
+        with pytest.raises(RunnerError, match=r"cannot reach the GB/T 26875\.3 listener"):
+            await closed._connect_gb()
