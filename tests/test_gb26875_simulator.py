@@ -76,7 +76,7 @@ def test_the_installation_is_what_the_registry_binds(inst: Installation) -> None
     (panel,) = inst.panels.values()
     assert (panel.sys_type, panel.sys_addr, panel.device_id) == (1, 1, "fas-1")
     by_id = {p.device_id: p for p in panel.points.values()}
-    assert set(by_id) == {"smk-101", "smk-102", "mcp-1", "mod-1"}
+    assert set(by_id) == {"smk-101", "smk-102", "prs-1", "mcp-1", "mod-1"}
     smoke = by_id["smk-101"]
     assert (smoke.comp_type, smoke.comp_addr, smoke.loop, smoke.number) == (42, SMOKE_101, 10, 2)
     assert smoke.status == NORMAL
@@ -143,6 +143,7 @@ def test_a_reset_clears_fires_and_linkage_but_not_faults_or_disablement(inst: In
         "smk-102": NORMAL | DISABLED,
         "mcp-1": NORMAL | FAULT,
         "mod-1": NORMAL,
+        "prs-1": NORMAL,
     }
     with pytest.raises(PanelError, match="only a panel is reset"):
         inst.reset("smk-101", TAG)
