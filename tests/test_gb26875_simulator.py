@@ -24,7 +24,14 @@ from firewatch.service import Service
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame, GbTime, answer, encode_frame
 from ingest.gb26875.framer import Framer
-from ingest.gb26875.objects import ComponentState, DeviceState, Operation, SystemState, decode_adu
+from ingest.gb26875.objects import (
+    ComponentState,
+    DeviceState,
+    GbObject,
+    Operation,
+    SystemState,
+    decode_adu,
+)
 from simulators.gb26875_link import BadFrame, StationLink
 from simulators.gb26875_load import LoadError, LoadPlan, LoadRun, is_loopback
 from simulators.gb26875_panel import (
@@ -490,3 +497,52 @@ async def test_a_gb_scenario_without_a_reachable_listener_is_an_error_that_says_
         )
         with pytest.raises(RunnerError, match=r"cannot reach the GB/T 26875\.3 listener"):
             await closed._connect_gb()
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="a panel reset's `reset` event clears the points' non-latching alarms (detectors/"
+    "device_events.py) while the listener keeps their 屏蔽 bit in its memory: the point is never "
+    "raised again until its word changes (reported to the listener's owner)",
+)
+async def test_a_point_still_disabled_after_a_panel_reset_keeps_its_disabled_alarm(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gbreset-{uuid.uuid4().hex[:8]}"),
+        gb26875=Gb26875Settings(enabled=True, port=0),
+    )
+    service = Service(settings, registry=registry(), profiles=load_profiles())
+    await service.start()
+    try:
+        assert service.gb26875 is not None
+        (inst,) = installations_from_registry(registry(), load_profiles())
+        link = StationLink(inst, "127.0.0.1", service.gb26875.port)
+        await link.connect()
+        try:
+            disabled = await link.upload(*_one(inst.set_state("smk-102", GbState.DISABLED, TAG)))
+            reset = await link.upload(4, [inst.reset("fas-1", TAG)])
+        finally:
+            await link.close()
+        assert disabled.confirmed
+        assert reset.confirmed
+        with service.sessions() as s:
+            states = list(
+                s.scalars(
+                    select(AlarmRow.state).where(
+                        AlarmRow.device_id == "smk-102", AlarmRow.alarm_type == "device.disabled"
+                    )
+                )
+            )
+    finally:
+        await service.stop()
+    assert inst.find("smk-102").status & DISABLED  # still disabled at the panel
+    assert states == ["active_unacknowledged"]
+
+
+def _one(report: tuple[int, object]) -> tuple[int, list[GbObject]]:
+    type_id, obj = report
+    assert isinstance(obj, ComponentState | SystemState | DeviceState)
+    return type_id, [obj]
