@@ -7,7 +7,7 @@ duration filter, smoothing or fusion may stand between it and the alarm.
 from __future__ import annotations
 
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, DeviceEventKind, latches
-from device_profiles.schema import event_alarm_type
+from device_profiles.schema import Codec, event_alarm_type
 from ingest.decode import DeviceEventMsg
 from ingest.index import DeviceIndex
 
@@ -21,6 +21,7 @@ _RAISES = {
     DeviceEventKind.POWER_FAULT,
     DeviceEventKind.UNREGISTERED,
 }
+_RESET_CLEARS = (DeviceEventKind.FAULT, DeviceEventKind.TAMPER)  # a device of its own, on its reset
 _CLEARS = {
     DeviceEventKind.ALARM_CLEAR: DeviceEventKind.ALARM,
     DeviceEventKind.FAULT_CLEAR: DeviceEventKind.FAULT,
@@ -49,13 +50,20 @@ class DeviceEventMapper:
             elif e.event in _CLEARS:
                 targets = [(_CLEARS[e.event], DetectorEventKind.CLEAR)]
             elif e.event is DeviceEventKind.RESET:
-                # The device was reset on site (复位): its own fault and tamper alarms clear, and every
-                # latched fire alarm of the device ends (one RESET for the device, whatever raised them).
-                targets = [
-                    (k, DetectorEventKind.CLEAR)
-                    for k in _RAISES
-                    if k in profile.events and not latches(profile.events[k].category)
-                ]
+                # The device was reset on site (复位): every latched fire alarm of the device ends (one
+                # RESET for the device, whatever raised them), and a device of its own clears its fault
+                # and tamper alarms. A fire alarm panel's point keeps them: a panel reset ends fires and
+                # linkage, while its faults, disablements (屏蔽) and supervisory states stand until the
+                # panel reports them gone (GB/T 26875.3 status words, ingest/gb26875/).
+                targets = (
+                    []
+                    if profile.codec is Codec.GB26875
+                    else [
+                        (k, DetectorEventKind.CLEAR)
+                        for k in _RESET_CLEARS
+                        if k in profile.events and not latches(profile.events[k].category)
+                    ]
+                )
                 out.append(
                     DetectorEvent(
                         device_id=e.device_id,

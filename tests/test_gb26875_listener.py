@@ -198,6 +198,7 @@ async def test_a_panel_reset_ends_the_latched_fire_alarms_of_its_points(
     service: Service, device: TransmissionDevice
 ) -> None:
     await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
+    await device.upload(2, [component(SMOKE_102, NORMAL | FAULT)])
     # The fire bit falls back: a latched fire stays active (GB 4717), as on the panel itself.
     await device.upload(2, [component(SMOKE_101, NORMAL)])
     assert alarms(service, "smk-101")[0].state.startswith("active")
@@ -205,6 +206,9 @@ async def test_a_panel_reset_ends_the_latched_fire_alarms_of_its_points(
     assert reply.command == Command.CONFIRM
     (fire,) = alarms(service, "smk-101", open_only=False)
     assert not fire.state.startswith("active")
+    # A reset ends fires, not faults: the faulty point's alarm stands until the panel says it is gone.
+    (fault,) = alarms(service, "smk-102")
+    assert fault.state == "active_unacknowledged"
     # The next fire of the same point is raised anew.
     await device.upload(2, [component(SMOKE_101, NORMAL | FIRE)])
     assert any(a.state.startswith("active") for a in alarms(service, "smk-101", open_only=False))
