@@ -500,12 +500,6 @@ async def test_a_gb_scenario_without_a_reachable_listener_is_an_error_that_says_
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="a panel reset's `reset` event clears the points' non-latching alarms (detectors/"
-    "device_events.py) while the listener keeps their 屏蔽 bit in its memory: the point is never "
-    "raised again until its word changes (reported to the listener's owner)",
-)
 async def test_a_point_still_disabled_after_a_panel_reset_keeps_its_disabled_alarm(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
