@@ -6,6 +6,7 @@ name, each upload is confirmed once what it means is stored, and bad frames are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -27,6 +28,7 @@ from core.domain import Role
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import Gb26875Settings, IngestSettings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
+from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.cli import app
 from firewatch.service import Service
@@ -114,19 +116,34 @@ class AlarmTopic:
         self.client.disconnect()
 
 
+@contextlib.asynccontextmanager
+async def gb_service(
+    broker: Mosquitto,
+    data: Path,
+    profiles: dict[str, Profile] | None = None,
+    inspection_every_s: float = 3600.0,
+) -> AsyncIterator[Service]:
+    """The whole service on `registry()`, its GB/T 26875.3 listener on a free port, connected to
+    the broker; stopped on the way out."""
+    settings = Settings(
+        data_dir=data / "data",
+        mqtt=MqttSettings(url=broker.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
+        gb26875=Gb26875Settings(enabled=True, port=0, inspection_every_s=inspection_every_s),
+    )
+    svc = Service(settings, registry=registry(), profiles=profiles or load_profiles())
+    await svc.start()
+    try:
+        await asyncio.wait_for(svc.source.connected.wait(), 10)
+        yield svc
+    finally:
+        await svc.stop()
+
+
 @pytest.fixture
 async def service(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Service]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
-        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
-        gb26875=Gb26875Settings(enabled=True, port=0, inspection_every_s=1.0),
-    )
-    svc = Service(settings, registry=registry(), profiles=load_profiles())
-    await svc.start()
-    await asyncio.wait_for(svc.source.connected.wait(), 10)
-    yield svc
-    await svc.stop()
+    async with gb_service(mosquitto, tmp_path, inspection_every_s=1.0) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -499,15 +516,7 @@ async def test_a_transmission_device_silent_past_its_heartbeat_is_offline(
     profiles["gb-transmission-device"] = ud.model_copy(
         update={"liveness": ud.liveness.model_copy(update={"heartbeat_s": 1.0})}
     )
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
-        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
-        gb26875=Gb26875Settings(enabled=True, port=0),
-    )
-    svc = Service(settings, registry=registry(), profiles=profiles)
-    await svc.start()
-    try:
+    async with gb_service(mosquitto, tmp_path, profiles) as svc:
         assert svc.gb26875 is not None
         dev = TransmissionDevice(address=UD, host="127.0.0.1", port=svc.gb26875.port)
         await dev.connect()
@@ -524,5 +533,3 @@ async def test_a_transmission_device_silent_past_its_heartbeat_is_offline(
         assert alarm.category == "fault"
         # Its points are not offline on their own: their panel's link is what failed.
         assert [a for a in alarms(svc, "smk-101") if a.alarm_type == "device.offline"] == []
-    finally:
-        await svc.stop()

@@ -7,7 +7,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 from sqlalchemy import select
 
 from core.registry import Device, Registry
-from core.settings import Gb26875Settings, MqttSettings, Settings
 from device_profiles.loader import load_profiles
 from firewatch.broker import Mosquitto, free_port
 from firewatch.service import Service
@@ -49,7 +47,7 @@ from simulators.gb26875_panel import (
 from simulators.runner import RunnerError, ScenarioRun, scenario_registry
 from simulators.scenario import load_scenario, resolve_scenario
 from storage.models import AlarmRow, IncidentRow
-from tests.test_gb26875_listener import SMOKE_101, SMOKE_102, UD, registry
+from tests.test_gb26875_listener import SMOKE_101, SMOKE_102, UD, gb_service, registry
 from tests.test_scenarios import explain, play
 from tests.waiting import eventually
 
@@ -417,20 +415,11 @@ def test_simulate_gb26875_refuses_a_remote_listener_and_explains_itself() -> Non
 async def test_a_load_of_devices_gets_every_heartbeat_and_upload_confirmed_by_the_listener(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gbload-{uuid.uuid4().hex[:8]}"),
-        gb26875=Gb26875Settings(enabled=True, port=0),
-    )
-    service = Service(settings, registry=registry(), profiles=load_profiles())
-    await service.start()
-    try:
+    async with gb_service(mosquitto, tmp_path) as service:
         assert service.gb26875 is not None
         plan = LoadPlan(devices=5, port=service.gb26875.port, duration_s=1.0, rate=20.0, heartbeat_s=1.0)
         report = await LoadRun(plan).run()
         stats = service.gb26875.stats
-    finally:
-        await service.stop()
     assert (report.connected, report.connect_failures) == (5, 0)
     assert report.heartbeats >= 5
     assert report.uploads > report.heartbeats
@@ -503,14 +492,7 @@ async def test_a_gb_scenario_without_a_reachable_listener_is_an_error_that_says_
 async def test_a_point_still_disabled_after_a_panel_reset_keeps_its_disabled_alarm(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gbreset-{uuid.uuid4().hex[:8]}"),
-        gb26875=Gb26875Settings(enabled=True, port=0),
-    )
-    service = Service(settings, registry=registry(), profiles=load_profiles())
-    await service.start()
-    try:
+    async with gb_service(mosquitto, tmp_path) as service:
         assert service.gb26875 is not None
         (inst,) = installations_from_registry(registry(), load_profiles())
         link = StationLink(inst, "127.0.0.1", service.gb26875.port)
@@ -530,8 +512,6 @@ async def test_a_point_still_disabled_after_a_panel_reset_keeps_its_disabled_ala
                     )
                 )
             )
-    finally:
-        await service.stop()
     assert inst.find("smk-102").status & DISABLED  # still disabled at the panel
     assert states == ["active_unacknowledged"]
 
