@@ -533,3 +533,30 @@ async def test_a_transmission_device_silent_past_its_heartbeat_is_offline(
         assert alarm.category == "fault"
         # Its points are not offline on their own: their panel's link is what failed.
         assert [a for a in alarms(svc, "smk-101") if a.alarm_type == "device.offline"] == []
+
+
+async def test_a_silent_connection_is_closed_and_connections_past_the_limit_are_refused(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
+        gb26875=Gb26875Settings(enabled=True, port=0, idle_close_s=0.5, max_connections=1),
+    )
+    svc = Service(settings, registry=registry(), profiles=load_profiles())
+    await svc.start()
+    try:
+        assert svc.gb26875 is not None
+        first = TransmissionDevice(address=UD, host="127.0.0.1", port=svc.gb26875.port)
+        second = TransmissionDevice(address=UD + 1, host="127.0.0.1", port=svc.gb26875.port)
+        await first.connect()
+        await first.heartbeat()
+        await second.connect()  # one connection at most: the second is closed at once
+        await asyncio.wait_for(second.closed.wait(), 5)
+        assert not first.closed.is_set()
+        # Silent past idle_close_s: the listener closes it (the device reconnects).
+        await asyncio.wait_for(first.closed.wait(), 5)
+        await first.close()
+        await second.close()
+    finally:
+        await svc.stop()
