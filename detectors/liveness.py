@@ -96,7 +96,14 @@ class LivenessWatch:
             codes.append(table.encode(column, index.n_devices).astype(np.int32))  # fewer places than 2**31
             self.paths.append(table.items)
         self.code = codes
-        self.size = [np.bincount(c, minlength=len(p)) for c, p in zip(codes, self.paths, strict=True)]
+        # Each place's watched devices: a fire alarm panel's points are not (their transmission
+        # device is, profiles without liveness), so they neither go quiet nor count against the
+        # share of a place's devices that must be quiet for an outage.
+        watched = np.isfinite(index.heartbeat_s).astype(np.int64)
+        self.size = [
+            np.bincount(c, weights=watched, minlength=len(p)).astype(np.int64)
+            for c, p in zip(codes, self.paths, strict=True)
+        ]
         # Groups that are never an outage: devices with no gateway known (path "").
         self.never = [np.array([p == "" for p in paths], dtype=bool) for paths in self.paths]
         self.places = [list(paths) for paths in self.paths[:PLACE_LEVELS]]

@@ -560,3 +560,67 @@ async def test_a_silent_connection_is_closed_and_connections_past_the_limit_are_
         await second.close()
     finally:
         await svc.stop()
+
+
+async def test_transmission_devices_silent_together_are_one_outage(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Ten transmission devices of one zone lose their link at once (its network is down): one
+    outage, not ten offline alarms. Their thirty points are not counted as devices that could have
+    kept talking (they are heard only through their devices)."""
+    base = registry()
+    site, zone = base.sites, "s1/b1/f1/z1"
+    devices = []
+    for n in range(10):
+        ud = f"ud-z{n}"
+        devices.append(
+            Device(id=ud, profile="gb-transmission-device", place=zone, tags=[f"gb26875={2000 + n}"])
+        )
+        devices += [
+            Device(
+                id=f"{ud}-p{p}",
+                profile="gb-smoke-detector",
+                place=zone,
+                gateway=ud,
+                tags=[f"gb26875=1/1/42/{p}"],
+            )
+            for p in range(1, 4)
+        ]
+    profiles = load_profiles()
+    ud_profile = profiles["gb-transmission-device"]
+    assert ud_profile.liveness is not None
+    profiles["gb-transmission-device"] = ud_profile.model_copy(
+        update={"liveness": ud_profile.liveness.model_copy(update={"heartbeat_s": 1.0})}
+    )
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt=MqttSettings(url=mosquitto.url, client_id=f"fw-gb-{uuid.uuid4().hex[:8]}"),
+        ingest=IngestSettings(liveness_check_s=0.2, batch_wait_ms=2),
+        gb26875=Gb26875Settings(enabled=True, port=0),
+    )
+    svc = Service(settings, registry=Registry(site, devices), profiles=profiles)
+    await svc.start()
+    try:
+        assert svc.gb26875 is not None
+        links = [
+            TransmissionDevice(address=2000 + n, host="127.0.0.1", port=svc.gb26875.port) for n in range(10)
+        ]
+        for link in links:
+            await link.connect()
+        for _ in range(3):
+            await asyncio.gather(*(link.heartbeat() for link in links))
+            await asyncio.sleep(0.5)
+        for link in links:
+            await link.close()
+
+        def outage() -> list[AlarmRow]:
+            with svc.sessions() as s:
+                return list(s.scalars(select(AlarmRow).where(AlarmRow.alarm_type == "device.outage")))
+
+        (alarm,) = await eventually(outage, timeout=20, what="the outage")
+        with svc.sessions() as s:
+            offline = s.scalars(select(AlarmRow).where(AlarmRow.alarm_type == "device.offline")).all()
+        assert offline == []
+        assert alarm.category == "fault"
+    finally:
+        await svc.stop()
