@@ -33,6 +33,8 @@ ENV FIREWATCH_DATA_DIR=/var/lib/firewatch \
     FIREWATCH_API__HOST=0.0.0.0 \
     FIREWATCH_API__PORT=8080
 EXPOSE 8080
+# The GB/T 26875.3 listener, when enabled (FIREWATCH_GB26875__ENABLED, docs/gb26875.md).
+EXPOSE 26875
 # Ready = the database answers and the broker connection is up; urlopen raises on a 503.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=5)"]

@@ -403,7 +403,7 @@ def test_all_state_lives_in_named_volumes() -> None:
 
 
 @pytest.mark.parametrize("where", ["compose defaults", ".env.example"])
-def test_only_mqtt_is_published_beyond_this_host_and_postgres_not_at_all(where: str) -> None:
+def test_only_the_devices_listeners_are_published_beyond_this_host_and_postgres_not_at_all(where: str) -> None:
     env = filled_env()
     if where == "compose defaults":
         env = {k: v for k, v in env.items() if not k.endswith("_PUBLISH")}
@@ -413,6 +413,7 @@ def test_only_mqtt_is_published_beyond_this_host_and_postgres_not_at_all(where: 
             host_ip, _host_port, container_port = str(port).rsplit(":", 2)
             published[(name, container_port)] = host_ip
     assert published.pop(("mosquitto", "1883")) == "0.0.0.0"  # devices must reach it
+    assert published.pop(("firewatch", "26875")) == "0.0.0.0"  # so must the panels' transmission devices
     assert published, "the API, Grafana and InfluxDB should be published on this host"
     assert set(published.values()) == {"127.0.0.1"}, published
     assert not any(name == "postgres" for name, _ in published)
