@@ -403,7 +403,9 @@ def test_all_state_lives_in_named_volumes() -> None:
 
 
 @pytest.mark.parametrize("where", ["compose defaults", ".env.example"])
-def test_only_the_devices_listeners_are_published_beyond_this_host_and_postgres_not_at_all(where: str) -> None:
+def test_only_the_devices_listeners_are_published_beyond_this_host_and_postgres_not_at_all(
+    where: str,
+) -> None:
     env = filled_env()
     if where == "compose defaults":
         env = {k: v for k, v in env.items() if not k.endswith("_PUBLISH")}
