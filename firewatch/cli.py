@@ -58,6 +58,19 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `port` cannot be listened on at `host` (None: it can)."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG
@@ -98,6 +111,15 @@ def demo(
 
     settings = _settings(None, data_dir=data_dir)
     settings.api.port = port
+    # Before anything starts (the broker, the service): a busy port is said plainly, with the way
+    # out, and leaves nothing running behind it.
+    busy = port_in_use(settings.api.host, port)
+    if busy is not None:
+        err.print(
+            f"[red]cannot start the demo: port {port} on {settings.api.host} is in use ({escape(busy)})[/]\n"
+            f"pick another with --port, e.g. [bold]firewatch demo --port {port + 1}[/]"
+        )
+        raise typer.Exit(1)
     with StopSignals() as signals:
         try:
             summary = asyncio.run(

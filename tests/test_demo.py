@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,15 @@ def test_simulate_refuses_a_broker_url_that_is_not_mqtt() -> None:
     result = CliRunner().invoke(app, ["simulate", "devices", "--broker", "http://x"])
     assert result.exit_code == 2
     assert "mqtt://host:port" in result.output
+
+
+def test_a_busy_port_is_named_with_the_way_out_and_nothing_is_left_running(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")])
+    assert result.exit_code == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert f"firewatch demo --port {port + 1}" in result.stderr
+    assert not (tmp_path / "demo" / "mosquitto").exists()  # the broker was never started
