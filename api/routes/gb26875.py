@@ -4,6 +4,8 @@ they answer to a query (types 61–88), their clock, and the duty check (查岗)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -89,13 +91,20 @@ def _station(ctx: AppContext, device_id: str) -> Station:
     )
 
 
-async def _ask(ctx: AppContext, station: Station, command: Command, adu: bytes) -> Frame:
+@contextlib.contextmanager
+def _answering(station: Station) -> Iterator[None]:
+    """A device not connected is 409; one that does not answer within 10 s is 504."""
     try:
-        return await _listener(ctx).ask(station.address, command, adu)
+        yield
     except LookupError:
         raise HTTPException(409, f"{station.device_id} is not connected now") from None
     except TimeoutError:
         raise HTTPException(504, f"{station.device_id} did not answer within 10 s") from None
+
+
+async def _ask(ctx: AppContext, station: Station, command: Command, adu: bytes) -> Frame:
+    with _answering(station):
+        return await _listener(ctx).ask(station.address, command, adu)
 
 
 def _answer(frame: Frame) -> AnswerOut:
@@ -156,12 +165,8 @@ async def duty_check(device_id: DeviceId, body: DutyCheckIn, _who: AlarmHandler,
     """查岗: ask the duty person at the device to answer within `timeout_minutes`. The answer's time is
     recorded when it comes (`GET /gb26875/duty-checks`, and the audit log)."""
     station = _station(ctx, device_id)
-    try:
+    with _answering(station):
         record = await _listener(ctx).duty_check(station.address, station.device_id, body.timeout_minutes)
-    except LookupError:
-        raise HTTPException(409, f"{station.device_id} is not connected now") from None
-    except TimeoutError:
-        raise HTTPException(504, f"{station.device_id} did not answer within 10 s") from None
     return _duty_out(record)
 
 
