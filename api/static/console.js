@@ -482,6 +482,7 @@ async function enterApp(me) {
   renderOutage();
   await loadRoleSets();
   fillRoles();
+  showExtraTabs();
   if (!session.started) { session.started = true; startTimers(); }
   startLive();
   sound.check(); // a wall screen reloaded without a click may not play: the banner says so
@@ -1782,10 +1783,45 @@ async function submitTransition(ev) {
 
 const route = { view: "board", arg: null };
 
+// --- views that other scripts add (window.fw.registerView) ------------------------------------------
+// The duty, drill, floor plan and history views each live in a script of their own, loaded after this
+// one (console.html); each registers its route, its tab and how it draws itself, and uses the helpers
+// exposed on window.fw, so the console's core stays one file and a feature stays in its own.
+
+/** name -> { tabKey, roles, render(arg), section } */
+const extraViews = new Map();
+
+/** Add a view at `#/name[/arg]`: a tab labelled `tabKey` (shown to `roles`, or everyone when empty) and
+ * a `<section id="view-name">` that `render(arg, section)` fills whenever the route or the language
+ * changes. Returns the section. */
+function registerView(name, { tabKey, roles = [], render }) {
+  if (extraViews.has(name) || ["board", "places", "device", "tickets", "ticket"].includes(name)) throw new Error(`view ${name} exists`);
+  const section = el("section", { class: "view", attrs: { id: `view-${name}`, hidden: "" } });
+  $("app").append(section);
+  $("tabs").append(el("a", { class: "tab", text: t(tabKey), attrs: { href: `#/${name}`, id: `tab-${name}` }, dataset: { i18n: tabKey } }));
+  extraViews.set(name, { tabKey, roles, render, section });
+  return section;
+}
+
+/** Strings of a script's own, merged into I18N (Chinese first; English for the toggle). */
+function addI18n(zh, en) {
+  Object.assign(I18N.zh, zh);
+  Object.assign(I18N.en, en);
+}
+
+/** A view's tab shows to the roles it names (admin sees every tab). */
+function showExtraTabs() {
+  const held = heldRoles();
+  for (const [name, v] of extraViews) {
+    $(`tab-${name}`).hidden = v.roles.length > 0 && !held.some((r) => r === "admin" || v.roles.includes(r));
+  }
+}
+
 function parseRoute() {
   const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
   const [head, ...rest] = h.split("/");
   const arg = rest.join("/") || null;
+  if (extraViews.has(head)) return { view: head, arg };
   if (head === "places") return { view: "places", arg };
   if (head === "device" && arg) return { view: "device", arg };
   if (head === "tickets") return arg ? { view: "ticket", arg } : { view: "tickets", arg: null };
@@ -1793,7 +1829,9 @@ function parseRoute() {
 }
 
 async function refreshCurrent() {
-  if (route.view === "board") await refreshBoard();
+  const extra = extraViews.get(route.view);
+  if (extra) await extra.render(route.arg, extra.section);
+  else if (route.view === "board") await refreshBoard();
   else if (route.view === "places") await renderPlaces();
   else if (route.view === "device") await renderDevice(route.arg);
   else {
@@ -1807,7 +1845,7 @@ async function onRoute() {
   if (!session.me) return; // the sign-in screen is showing; enterApp routes afterwards
   Object.assign(route, parseRoute());
   const tab = route.view === "device" ? "places" : route.view === "ticket" ? "tickets" : route.view;
-  for (const v of ["board", "places", "tickets"]) {
+  for (const v of ["board", "places", "tickets", ...extraViews.keys()]) {
     $(`view-${v}`).hidden = v !== tab;
     const link = $(`tab-${v}`);
     if (v === tab) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
@@ -1823,7 +1861,7 @@ function applyLanguage() {
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   $("lang").textContent = t("lang.other");
   $("lang").setAttribute("lang", lang === "zh" ? "en" : "zh-CN");
-  if (session.me) { fillRoles(); renderWho(); }
+  if (session.me) { fillRoles(); renderWho(); showExtraTabs(); }
   sound.label();
   setConn($("conn").dataset.state || "connecting");
 }
@@ -1892,5 +1930,13 @@ function init() {
   syncClock().then(() => { $("clock").textContent = fmtTime(serverNow()); });
   boot();
 }
+
+// What the view scripts may use. Everything they show goes through t() and el() like the rest.
+window.fw = Object.freeze({
+  registerView, addI18n, t, el, $, clear, api, request, allPages, guarded, showError, hideError,
+  fmtTime, fmtDur, fmtValue, serverNow, placeName, loadPlaces, places, catLabel, label, typeLabel,
+  alarmWhatText, session, heldRoles, whoName, store, ApiError, SignedOut, lang: () => lang,
+  route: () => ({ ...route }),
+});
 
 document.addEventListener("DOMContentLoaded", init);
