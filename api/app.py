@@ -17,6 +17,7 @@ from api.context import AppContext
 from api.route_table import QueryCheckMiddleware
 from api.routes import (
     alarms,
+    api_docs,
     audit,
     auth,
     console,
@@ -58,6 +59,10 @@ def create_app(ctx: AppContext | None) -> FastAPI:
         summary="Smart fire-safety monitoring (智慧消防): devices, alarms, hazard tickets",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs is served from local files (api/routes/api_docs.py); ReDoc would need a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.ctx = ctx
     redact_access_log()
@@ -102,6 +107,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
         app.include_router(router, prefix=prefix)
     app.state.route_table = route_table.build(routers)  # 405's Allow, the query check
     console.mount(app)  # the operator console at / (out of the OpenAPI document)
+    api_docs.mount(app)  # /docs, with Swagger UI's files served here, not from a CDN
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
