@@ -31,6 +31,7 @@ from api.routes import (
     patrols,
     places,
     rejects,
+    roster,
     stream,
     ticket_exports,
     tickets,
@@ -100,6 +101,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             kpis,
             rejects,
             gb26875,
+            roster,
         )
     ]
     routers.append(("", health.router))

@@ -311,6 +311,9 @@ class DeliveryRow(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     seconds: Mapped[float] = mapped_column(Float)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # A roster route's send (docs/duty.md): the people it went to, each with role, name and address
+    # (secrets masked), or the route's fixed url when nobody was on duty. None for other routes.
+    recipients: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class TicketRow(Base):
@@ -492,3 +495,7 @@ class JournalMarkRow(Base):
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger)
     updated: Mapped[float] = mapped_column(Float)
+
+
+# Tables kept in modules of their own, registered on Base.metadata with the rest.
+import storage.roster_models  # noqa: E402,F401

@@ -112,7 +112,8 @@ def admin_key(service: Service) -> AdminKey:
 # These operations also check what a JSON schema cannot say, and answer 422 with the reason: a
 # password containing the user name, an expiry in the past, a place, profile or patrol route not
 # configured, the registry file's own content, exactly one of two fields, a ticket action's fields,
-# "nothing changed", a time range whose start is not before its end.
+# "nothing changed", a time range whose start is not before its end, a shift breaking the roster's
+# rules, a push address Apprise cannot read.
 # negative_data_rejection takes 413 as a refusal too: an oversized body is invalid input that
 # api/body_limit.py refuses before the endpoint could.
 SEMANTIC_422 = [
@@ -130,6 +131,10 @@ SEMANTIC_422 = [
     "record_patrol_round",
     "get_device_history",
     "ticket_kpis",
+    "list_roster",
+    "create_shift",
+    "update_shift",
+    "set_duty_contact",
 ]
 ACCEPTED = ["2xx", "401", "403", "404", "409", "429"]
 REFUSED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
