@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from starlette.types import Message, Receive, Scope, Send
 from alarms.service import AlarmService
 from api.body_limit import BodyLimitMiddleware
 from core.settings import ApiSettings, Settings, TicketPolicy
-from firewatch.broker import free_port
 from tests.conftest import ApiClient, alarm_service, asgi_api
 from tickets.service import TicketService
 
@@ -171,10 +171,14 @@ def test_the_upload_limit_must_leave_room_for_the_largest_evidence() -> None:
 
 @contextlib.asynccontextmanager
 async def served(app: Any) -> AsyncIterator[int]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    # Our own socket, bound before uvicorn starts: a port picked free and bound later can be taken
+    # in between by another process on a busy machine.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn offers a flag only
         await asyncio.sleep(0.02)
     try:

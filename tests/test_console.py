@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -44,7 +45,7 @@ from api.routes import console
 from core.domain import DeviceEventKind, Role
 from core.registry import load_registry
 from core.settings import IngestSettings, MqttSettings, Settings
-from firewatch.broker import Mosquitto, free_port
+from firewatch.broker import Mosquitto
 from firewatch.demo import DemoPlan, plan_for
 from firewatch.service import Service
 from simulators.fleet import Fleet
@@ -121,13 +122,15 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
     ctx.accounts = accounts
     app = create_app(ctx)
     console.mount(app)  # a no-op once api/app.py mounts the console itself
-    port = free_port()
+    # Our own socket, bound before uvicorn starts: a port picked free and bound later can be taken in
+    # between by another process on a busy machine (uvicorn then exits at start-up).
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=3
-        )
+        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
     )
-    server_task = asyncio.create_task(server.serve())
+    server_task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn offers a flag only
         await asyncio.sleep(0.05)
     if server_task.done():
