@@ -24,6 +24,7 @@ from api.routes import (
     devices,
     gb26875,
     health,
+    incident_deliveries,
     incident_exports,
     incidents,
     kpis,
@@ -92,6 +93,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}
             alarms,
             incident_exports,  # beside the incidents, as the ticket exports are
+            incident_deliveries,
             incidents,
             stream,
             maintenance,

@@ -150,11 +150,20 @@ class PushRoute(_Section):
 
     A route without `roles` is a subscription: it receives the `actions` it lists. A route with
     `roles` reaches people on duty: it receives what the escalation policy addresses to one of its
-    roles (the first notice, escalations, reminders, the stand-down on acknowledgement).
+    roles (the first notice, escalations, reminders, the stand-down on acknowledgement). With
+    `roster = true` those pushes go to the push addresses of the people on duty in the role at send
+    time (docs/duty.md); `url`, optional then, is where they go when nobody is.
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
-    url: str = Field(min_length=3, repr=False)
+    url: str | None = Field(
+        default=None, min_length=3, repr=False, description="required unless roster = true"
+    )
+    roster: bool = Field(
+        default=False,
+        description="send to the people on duty in the addressed role (the roster, docs/duty.md); "
+        "`url` is the fallback when nobody is on duty or the roster cannot be read",
+    )
     categories: list[AlarmCategory] = Field(default_factory=list)
     sites: list[str] = Field(default_factory=list)
     departments: list[str] = Field(default_factory=list, description="科室 of the alarm's device")
@@ -191,6 +200,14 @@ class PushRoute(_Section):
         default_factory=lambda: list(SUBSCRIBED_INCIDENT_ACTIONS),
         description="the incident steps a route without roles receives",
     )
+
+    @model_validator(mode="after")
+    def _reaches_an_address(self) -> PushRoute:
+        if self.url is None and not self.roster:
+            raise ValueError(f"push route {self.name!r}: give its `url` (or `roster = true` with `roles`)")
+        if self.roster and not self.roles:
+            raise ValueError(f"push route {self.name!r}: `roster = true` needs the duty `roles` it reaches")
+        return self
 
 
 class EscalationStep(_Section):
@@ -581,7 +598,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _escalation_reaches_someone(self) -> Settings:
-        """An escalation step whose role no push route reaches would escalate into silence."""
+        """An escalation step whose role no push route reaches would escalate into silence. A
+        roster route reaches its roles too: the people on duty, else its fallback url, else the
+        push stays owed and is retried until someone is on duty (firewatch/roster_channel.py)."""
         reached = {role for route in self.pushes for role in route.roles}
         # The shipped fire chain is checked only once a site edits it: until then an unreached step
         # still shows on the board and in the incident's timeline (escalated to whom, when).

@@ -42,8 +42,17 @@ class DeliveryError(RuntimeError):
     """A channel could not deliver; the message says why (never the route's secret URL)."""
 
 
+@dataclass(frozen=True)
+class DeliveryNote:
+    """What a channel says about a push it delivered, for the delivery log: a line in Chinese (the
+    people on duty it went to) and, for a roster route, each recipient (firewatch/roster_channel.py)."""
+
+    detail: str
+    recipients: list[dict[str, Any]]
+
+
 class Channel(Protocol):
-    def deliver(self, payload: dict[str, Any]) -> None:
+    def deliver(self, payload: dict[str, Any]) -> DeliveryNote | None:
         """Send one push or raise DeliveryError. Blocking; run in a worker thread."""
 
 
@@ -74,7 +83,7 @@ class AppriseChannel:
         # prefer HTML (email), where its line breaks collapse and a "<" in a detail reads as markup.
         self._text = apprise.NotifyFormat.TEXT
         self._apprise = apprise.Apprise()
-        asset_ok = self._apprise.add(route.url)
+        asset_ok = route.url is not None and self._apprise.add(route.url)
         if not asset_ok:
             raise ValueError(f"push route {route.name!r}: its url is not a URL Apprise understands")
         interval = min_interval_s if min_interval_s is not None else route.min_interval_s
@@ -225,6 +234,7 @@ class _Attempt:
     ts: float
     seconds: float
     error: str
+    note: DeliveryNote | None = None  # who a roster route's push went to
 
 
 class Dispatcher:
@@ -481,13 +491,14 @@ class Dispatcher:
         for row in rows:
             started = time.perf_counter()
             error = ""
+            note: DeliveryNote | None = None
             try:
                 if channel is None:
                     raise DeliveryError(f"route {route!r} is not configured any more; kept until it is")
-                channel.deliver(dict(row.payload))
+                note = channel.deliver(dict(row.payload))
             except Exception as exc:  # any channel failure is retried, never fatal
                 error = _describe(exc)
-            attempts.append(_Attempt(row, self.clock(), time.perf_counter() - started, error))
+            attempts.append(_Attempt(row, self.clock(), time.perf_counter() - started, error, note))
             if error:
                 break
         return self._record(route, attempts)
@@ -533,7 +544,7 @@ class Dispatcher:
                 row = a.row
                 if row.claimed and row.id not in now_payload:  # deleted: nothing to mark or log against
                     continue
-                detail = a.error
+                detail = a.error or (a.note.detail if a.note is not None else "")
                 done: float | None = a.ts
                 next_ts: float | None = None
                 if a.error:
@@ -554,6 +565,7 @@ class Dispatcher:
                         "ok": not a.error,
                         "seconds": a.seconds,
                         "detail": detail,
+                        "recipients": a.note.recipients if a.note is not None else None,
                     }
                 )
             if updates:

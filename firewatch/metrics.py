@@ -142,6 +142,17 @@ class Metrics:
         self.influx_restarts = Gauge(
             "fw_influx_worker_restarts", "times the InfluxDB sink's worker process was restarted", registry=r
         )
+        self.roster_gaps = Counter(
+            "fw_push_roster_gaps",
+            "pushes of a roster route that found nobody on duty in a role (sent to the route's url, "
+            "or kept owed without one)",
+            ["route", "role"],
+            registry=r,
+        )
+
+    def roster_gap(self, route: str, role: str) -> None:
+        """A roster route's push found nobody on duty in `role` (firewatch/roster_channel.py)."""
+        self.roster_gaps.labels(route, role).inc()
 
     def observe_influx(self, status: SinkStatus, now: float) -> None:
         self.influx_offered.set(status.offered)

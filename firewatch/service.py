@@ -44,6 +44,7 @@ from firewatch.metrics import Metrics
 from firewatch.phases import Phases
 from firewatch.pipeline import Pipeline, PipelineConfig
 from firewatch.recorder import Recorder
+from firewatch.roster_channel import RosterChannel
 from firewatch.workers import DaemonWorker
 from ingest.decode import Decoder
 from ingest.envelope import Message
@@ -51,6 +52,7 @@ from ingest.index import DeviceIndex
 from ingest.mqtt import BrokerAddress, MqttSource
 from ingest.queue import BoundedQueue
 from ingest.topics import subscriptions
+from roster.service import RosterService
 from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
 from storage.db import IMMEDIATE, DatabaseError, check, make_engine, migrate, open_store
@@ -246,7 +248,13 @@ class Service:
         self.metrics = Metrics()
         ing = settings.ingest
         # Push routes are checked at start: a URL Apprise cannot use stops start-up with its name.
-        channels: dict[str, Channel] = {r.name: AppriseChannel(r) for r in settings.pushes}
+        roster = RosterService(self.sessions, clock)  # roster routes: the people on duty (docs/duty.md)
+        channels: dict[str, Channel] = {
+            r.name: (
+                RosterChannel(r, roster, on_gap=self.metrics.roster_gap) if r.roster else AppriseChannel(r)
+            )
+            for r in settings.pushes
+        }
         routes = list(settings.pushes)
         if settings.mqtt.url is not None:
             # Every transition also goes to the alarm topic, through the same outbox.
