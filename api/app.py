@@ -31,6 +31,7 @@ from api.routes import (
     maintenance,
     patrols,
     places,
+    plans,
     rejects,
     roster,
     stream,
@@ -88,6 +89,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             auth,
             users,
             audit,
+            plans,  # before places and devices: /places/{path}/plan is not a place
             places,
             devices,
             unrecorded,  # before alarms: /alarms/unrecorded is not /alarms/{alarm_id}

@@ -28,6 +28,7 @@ from api.problems import PROBLEM, problem_bytes
 UPLOADS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("POST", re.compile(r"^/api/v1/tickets/[^/]+/evidence/?$")),
     ("PUT", re.compile(r"^/api/v1/registry/?$")),
+    ("PUT", re.compile(r"^/api/v1/places/.+/plan/?$")),
 )
 
 

@@ -138,6 +138,8 @@ class DeviceColumns:
     given: Codes  # the frozenset of the fields given (pydantic's `model_fields_set`)
     position: npt.NDArray[np.float64]  # (rows, 2); 0 where has_position is False
     has_position: npt.NDArray[np.bool_]
+    plan: npt.NDArray[np.float64]  # (rows, 2): x, y on the floor's plan; 0 where has_plan is False
+    has_plan: npt.NDArray[np.bool_]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -156,6 +158,7 @@ class DeviceColumns:
         position = (
             (float(self.position[row, 0]), float(self.position[row, 1])) if self.has_position[row] else None
         )
+        plan = (float(self.plan[row, 0]), float(self.plan[row, 1])) if self.has_plan[row] else None
         return Device.model_construct(
             given,
             id=self.ids[row],
@@ -167,6 +170,7 @@ class DeviceColumns:
             installed=v[self.installed[row]],
             position=position,
             tags=list(v[self.tags[row]]),
+            plan=plan,
             gateway=v[self.gateway[row]],
         )
 
@@ -186,6 +190,10 @@ class DeviceColumns:
             xy if has else None
             for xy, has in zip(self.position[rows].tolist(), self.has_position[rows].tolist(), strict=True)
         ]
+        plans: list[list[float] | None] = [
+            xy if has else None
+            for xy, has in zip(self.plan[rows].tolist(), self.has_plan[rows].tolist(), strict=True)
+        ]
         out: list[dict[str, Any]] = []
         fields = zip(
             self.ids[rows],
@@ -197,6 +205,7 @@ class DeviceColumns:
             decoded(self.installed[rows], lambda d: None if d is None else d.isoformat()),
             positions,
             decoded(self.tags[rows]),
+            plans,
             decoded(self.gateway[rows]),
             strict=True,
         )
@@ -210,6 +219,7 @@ class DeviceColumns:
             installed,
             position,
             tags,
+            plan,
             gateway,
         ) in fields:
             # A field equal to its default is left out, as exclude_defaults does.
@@ -226,6 +236,8 @@ class DeviceColumns:
                 device["position"] = position
             if tags:
                 device["tags"] = list(tags)
+            if plan is not None:
+                device["plan"] = plan
             if gateway != "":
                 device["gateway"] = gateway
             out.append(device)
@@ -248,6 +260,8 @@ class DeviceColumns:
             self.given[rows],
             self.position[rows],
             self.has_position[rows],
+            self.plan[rows],
+            self.has_plan[rows],
         )
 
     def extended(self, devices: Sequence[Device]) -> DeviceColumns:
@@ -271,6 +285,8 @@ class DeviceColumns:
                     "given",
                     "position",
                     "has_position",
+                    "plan",
+                    "has_plan",
                 )
             ),
         )
@@ -285,6 +301,11 @@ class DeviceColumns:
         has_position = np.array([p is not None for p in positions], dtype=np.bool_).reshape(n)
         if has_position.any():
             position[has_position] = [p for p in positions if p is not None]
+        plans = [d.plan for d in devices]
+        plan = np.zeros((n, 2), dtype=np.float64)
+        has_plan = np.array([p is not None for p in plans], dtype=np.bool_).reshape(n)
+        if has_plan.any():
+            plan[has_plan] = [p for p in plans if p is not None]
         return cls(
             table,
             [d.id for d in devices],
@@ -299,6 +320,8 @@ class DeviceColumns:
             table.encode((frozenset(d.model_fields_set) for d in devices), n),
             position,
             has_position,
+            plan,
+            has_plan,
         )
 
     @classmethod
@@ -328,7 +351,11 @@ class DeviceColumns:
         if not all_of(tags, list, tuple) or not all_of(itertools.chain.from_iterable(tags), str):
             return None
         xy = _positions([d.get("position") for d in devices])
-        if installed is None or xy is None:
+        on_plan = _positions([d.get("plan") for d in devices])
+        if installed is None or xy is None or on_plan is None:
+            return None
+        fractions = on_plan[0][on_plan[1]]
+        if not ((fractions >= 0.0) & (fractions <= 1.0)).all():  # NaN too: pydantic says which device
             return None
         table = Values()
         return cls(
@@ -344,6 +371,7 @@ class DeviceColumns:
             table.encode(map(tuple, tags), n),
             table.encode(map(frozenset, devices), n),
             *xy,
+            *on_plan,
         )
 
 
@@ -360,6 +388,7 @@ def row_values(columns: DeviceColumns, row: int, department: int) -> tuple[Any, 
             for name in ("profile", "place", "responsible", "installed", "gateway", "tags")
         ),
         tuple(columns.position[row].tolist()) if columns.has_position[row] else None,
+        tuple(columns.plan[row].tolist()) if columns.has_plan[row] else None,
     )
 
 

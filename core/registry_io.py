@@ -12,7 +12,7 @@ list alone, one row per device, for spreadsheets, and is imported against an exi
 ...     tags=["corridor", "night"])])
 >>> text = registry_to_csv(reg)
 >>> text.splitlines()[1]
-'smk-1,smoke,s1/b1/f1/z1,走廊烟感,,,,,,corridor;night,'
+'smk-1,smoke,s1/b1/f1/z1,走廊烟感,,,,,,corridor;night,,,'
 >>> [d.id for d in registry_from_csv(text, base=reg, profiles={"smoke"}).devices.values()]
 ['smk-1']
 >>> registry_from_csv(text.replace("smoke,s1", "heat,s1"), base=reg, profiles={"smoke"})
@@ -47,7 +47,11 @@ CSV_COLUMNS: tuple[str, ...] = (
     "position_y",
     "tags",
     "gateway",
+    "plan_x",  # where on the floor's plan, fractions 0 to 1 (docs/floor-plans.md)
+    "plan_y",
 )
+# Pairs of columns that make one field of a `Device`.
+PAIRS = {"position": ("position_x", "position_y"), "plan": ("plan_x", "plan_y")}
 REQUIRED_COLUMNS = ("id", "profile", "place")
 TAG_SEPARATOR = ";"
 BOM = "\ufeff"  # Excel reads a CSV file as UTF-8 (Chinese names intact) only when it starts with one
@@ -148,6 +152,7 @@ def registry_to_csv(registry: Registry) -> str:
     writer.writerow(CSV_COLUMNS)
     for d in registry.specs.values():
         x, y = (_number(d.position[0]), _number(d.position[1])) if d.position is not None else ("", "")
+        px, py = (_number(d.plan[0]), _number(d.plan[1])) if d.plan is not None else ("", "")
         writer.writerow(
             [
                 d.id,
@@ -161,6 +166,8 @@ def registry_to_csv(registry: Registry) -> str:
                 y,
                 TAG_SEPARATOR.join(d.tags),
                 d.gateway,
+                px,
+                py,
             ]
         )
     return out.getvalue()
@@ -264,24 +271,26 @@ class _RowError(Exception):
 
 
 def _device(cells: dict[str, str]) -> Device:
-    raw: dict[str, Any] = {k: v.strip() for k, v in cells.items() if k not in ("position_x", "position_y")}
+    paired = {column for pair in PAIRS.values() for column in pair}
+    raw: dict[str, Any] = {k: v.strip() for k, v in cells.items() if k not in paired}
     messages: list[str] = []
     if not raw.get("installed"):
         raw.pop("installed", None)
     raw["tags"] = [t.strip() for t in raw.get("tags", "").split(TAG_SEPARATOR) if t.strip()]
-    x, y = cells.get("position_x", "").strip(), cells.get("position_y", "").strip()
-    if x or y:
-        if not (x and y):
-            messages.append("position_x and position_y go together: give both or neither")
-        else:
-            raw["position"] = (x, y)
+    for field, (x_column, y_column) in PAIRS.items():
+        x, y = cells.get(x_column, "").strip(), cells.get(y_column, "").strip()
+        if x or y:
+            if not (x and y):
+                messages.append(f"{x_column} and {y_column} go together: give both or neither")
+            else:
+                raw[field] = (x, y)
     try:
         device = Device.model_validate(raw)
     except ValidationError as exc:
         for e in exc.errors():
             column = str(e["loc"][0]) if e["loc"] else "row"
-            if column == "position":
-                column = "position_x" if e["loc"][1:2] == (0,) else "position_y"
+            if column in PAIRS:
+                column = PAIRS[column][0] if e["loc"][1:2] == (0,) else PAIRS[column][1]
             messages.append(f"{column}: {e['msg']} (got {_shown(e.get('input'))})")
         raise _RowError(messages) from None
     if messages:

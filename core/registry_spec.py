@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no '/', '+', '#': ids are MQTT topic levels
 Id = Annotated[str, Field(pattern=ID_RE)]
+# Where on its floor's plan a device is, as a fraction of the plan's width or height (0 to 1, from
+# the top left): the plan can be replaced by a larger scan without moving a device (docs/floor-plans.md).
+PlanFraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -74,6 +77,11 @@ class Device(_Strict):
     installed: date | None = None
     position: tuple[float, float] | None = Field(default=None, description="floor-plan x, y in metres")
     tags: list[str] = Field(default_factory=list)
+    plan: tuple[PlanFraction, PlanFraction] | None = Field(
+        default=None,
+        description="where on its floor's plan: x, y as fractions of the plan's width and height (0 to 1, "
+        "from the top left); none: not placed",
+    )
     gateway: str = Field(
         default="",
         max_length=64,
