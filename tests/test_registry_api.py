@@ -365,8 +365,8 @@ async def test_a_csv_import_replaces_the_device_list_and_a_dry_run_only_reports_
     assert exported.content.startswith(BOM.encode("utf-8"))
     rows = exported.content.decode("utf-8-sig").splitlines()
     header = "id,profile,place,name,department,responsible,installed,position_x,position_y,tags,gateway"
-    assert rows[0] == header
-    assert "smk-1-1,t-smoke,s1/b1/f1/z1/r101,,,张三,,,,," in rows
+    assert rows[0] == header + ",plan_x,plan_y"
+    assert "smk-1-1,t-smoke,s1/b1/f1/z1/r101,,,张三,,,,,,," in rows
 
     edited = [r for r in rows if not r.startswith("prs-1,")]  # removed
     edited = [
@@ -374,7 +374,7 @@ async def test_a_csv_import_replaces_the_device_list_and_a_dry_run_only_reports_
         for r in edited
     ]
     edited.append(
-        "smk-icu-9,t-smoke,s1/b1/f1/z2/r201,重症 烟感,重症医学科,王五,2024-03-01,1.5,2,icu;夜间,gw-2f"
+        "smk-icu-9,t-smoke,s1/b1/f1/z2/r201,重症 烟感,重症医学科,王五,2024-03-01,1.5,2,icu;夜间,gw-2f,,"
     )
     body = ("\r\n".join(edited) + "\r\n").encode("utf-8")
 
