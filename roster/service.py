@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from roster.addresses import MAX_ADDRESSES, unusable
 from roster.rules import Member, ShiftDraft, Span, Verdict, check, gaps, when
+from roster.xlsx import SheetError, read_sheet
 from storage.db import IMMEDIATE
 from storage.models import UserRow
 from storage.roster_models import ContactRow, ShiftMemberRow, ShiftRow
@@ -213,6 +214,29 @@ class RosterService:
         s.add_all(ShiftMemberRow(shift_id=row.id, user=m.user, role=m.role) for m in _unique(draft.members))
         s.flush()
         return row
+
+    def people(self) -> dict[str, str]:
+        """Everyone who may be put on duty: user name -> display name (or the user name)."""
+        with self.sessions() as s:
+            return _names(s)
+
+    def import_sheet(self, data: bytes, actor: str) -> list[Shift]:
+        """Every shift of an uploaded sheet (roster/xlsx.py), all saved or none: each row read, each
+        shift checked against the roster and the sheet's other shifts first. SheetError lists every
+        problem with its rows."""
+        sheet = read_sheet(data, self.people())
+        verdicts = self.check_all([s.draft for s in sheet])
+        problems = [
+            (s.rows, "", f"{s.draft.name}（{when_text(s.draft)}）：{e}")
+            for s, v in zip(sheet, verdicts, strict=True)
+            for e in v.errors
+        ]
+        if problems:
+            raise SheetError(problems)
+        try:
+            return self.create_many([s.draft for s in sheet], actor)
+        except RosterRuleError as exc:  # the roster changed meanwhile
+            raise SheetError([([], "", e) for e in exc.errors]) from None
 
     # --- contacts -------------------------------------------------------------------------------
 

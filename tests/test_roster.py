@@ -4,15 +4,19 @@ them (docs/duty.md)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 from sqlalchemy import select
 
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
+from api.downloads import XLSX
 from core.settings import TicketPolicy
 from ingest.index import DeviceIndex
 from storage.db import open_store
@@ -22,6 +26,7 @@ from tests.conftest import PROFILES, ApiClient, FakeClock, asgi_api, small_regis
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
+DAY_S = 86_400.0
 
 
 @pytest.fixture
@@ -192,3 +197,128 @@ async def test_a_push_address_apprise_cannot_read_is_refused_and_nothing_is_save
     assert messages(r) == ["推送地址无法识别：第 2 个"]
     assert (await api.get("/api/v1/roster/contacts/li")).json()["addresses"] == ["json://127.0.0.1:9/li"]
     assert (await api.put("/api/v1/roster/contacts/nobody", json={})).status_code == 404
+
+
+# --- the XLSX import, its template and the export ---------------------------------------------------
+
+TEMPLATE_PEOPLE = {  # with 张三, 李四 and 王五 of the fixture
+    "zhaozr": "赵主任",
+    "ql": "钱六",
+    "sq": "孙七",
+    "zhouzr": "周主任",
+}
+
+
+def workbook(*rows: tuple[object, ...]) -> bytes:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["日期", "班次", "开始", "结束", "岗位", "姓名"])
+    for row in rows:
+        ws.append(list(row))
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+async def upload(api: ApiClient, data: bytes) -> Any:
+    return await api.post("/api/v1/roster/import", content=data, headers={"Content-Type": XLSX})
+
+
+async def test_the_template_imports_as_a_day_and_a_night_shift_ending_the_next_morning(
+    api: ApiClient,
+) -> None:
+    for user, display in TEMPLATE_PEOPLE.items():
+        api.as_(user, "operator", display_name=display)
+    template = await api.get("/api/v1/roster/template.xlsx")
+    assert template.status_code == 200
+    assert template.headers["content-type"] == XLSX
+    imported = await upload(api, template.content)
+    assert imported.status_code == 201, imported.text
+    day, night = imported.json()["created"]
+    assert (day["name"], night["name"]) == ("白班", "夜班")
+    assert datetime.fromtimestamp(day["start_ts"]) == datetime(2026, 12, 7, 8, 0)
+    assert datetime.fromtimestamp(night["end_ts"]) == datetime(2026, 12, 8, 8, 0)
+    assert [(m["user"], m["role"]) for m in day["members"]] == [
+        ("zhang", "control_room"),
+        ("li", "control_room"),
+        ("wang", "micro_fire_station"),
+        ("zhaozr", "leader_on_call"),
+    ]
+
+
+async def test_a_sheet_with_errors_names_each_row_and_column_in_chinese_and_saves_nothing(
+    api: ApiClient,
+) -> None:
+    sheet = workbook(
+        ("2026-13-40", "白班", "08:00", "20:00", "消防控制室", "张三"),
+        ("2026-12-07", "白班", "08:00", "20:00", "消防控制室", "查无此人"),
+        ("2026-12-07", "白班", "08:00", "20:00", "保安", "李四"),
+        ("2026-12-07", "白班", "8点", "20:00", "值班领导", "陈领导"),
+    )
+    r = await upload(api, sheet)
+    assert r.status_code == 422
+    assert [e["msg"] for e in r.json()["errors"]] == [
+        "第 2 行，日期：无法识别「2026-13-40」，应为日期，如 2026-12-05",
+        "第 3 行，姓名：没有这个人员（或账号已停用）：「查无此人」",
+        "第 4 行，岗位：无法识别「保安」，应为 消防控制室、微型消防站、值班领导 或本单位的岗位代码",
+        "第 5 行，开始：无法识别「8点」，应为时间，如 08:00",
+    ]
+    # Rows that read well but break the roster's rules: the shift's rows are named.
+    short = workbook(
+        (date(2026, 12, 7), "白班", time(8), time(20), "消防控制室", "张三"),
+        (date(2026, 12, 7), "白班", time(8), time(20), "值班领导", "chen"),
+        (date(2026, 12, 7), "夜班", time(20), time(8), "消防控制室", "王五"),
+        (date(2026, 12, 7), "夜班", time(20), time(8), "消防控制室", "赵六"),
+        (date(2026, 12, 7), "夜班", time(20), time(8), "值班领导", "孙领导"),
+    )
+    r = await upload(api, short)
+    assert r.status_code == 422
+    (error,) = r.json()["errors"]
+    assert error["rows"] == [2, 3]
+    assert error["msg"].startswith(
+        "第 2–3 行：白班（2026-12-07 08:00 至 2026-12-07 20:00）：消防控制室每班至少 2 人"
+    )
+    since = datetime(2026, 12, 6).timestamp()
+    roster = await api.get("/api/v1/roster", params={"start": since, "end": since + 3 * DAY_S})
+    assert roster.json()["shifts"] == []  # the good night shift was not saved either
+
+
+async def test_a_file_that_is_not_a_spreadsheet_is_refused_in_chinese(api: ApiClient) -> None:
+    r = await upload(api, b"PK\x03\x04 not really a zip")
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["msg"] == "表格：无法读取该文件：请上传 XLSX 工作簿（可先下载模板）"
+    wrong_type = await api.post("/api/v1/roster/import", content=b"a,b", headers={"Content-Type": "text/csv"})
+    assert wrong_type.status_code == 415
+    viewer = api.as_("kan", "viewer")
+    refused = await api.post(
+        "/api/v1/roster/import", content=workbook(), headers={"Content-Type": XLSX, **viewer}
+    )
+    assert refused.status_code == 403
+
+
+async def test_the_export_is_the_roster_in_the_import_format_with_names_only(api: ApiClient) -> None:
+    await api.put(
+        "/api/v1/roster/contacts/zhang", json={"phone": "138", "addresses": ["json://127.0.0.1:9/z"]}
+    )
+    await api.post("/api/v1/roster", json=shift(T0, T0 + 12 * HOUR, *DAY))
+    r = await api.get("/api/v1/roster/export.xlsx", params={"start": T0 - HOUR, "end": T0 + DAY_S})
+    assert r.status_code == 200
+    ws = openpyxl.load_workbook(io.BytesIO(r.content)).worksheets[0]
+    rows = list(ws.iter_rows(values_only=True))
+    start = datetime.fromtimestamp(T0)
+    end = datetime.fromtimestamp(T0 + 12 * HOUR)
+    day, begins, ends = start.strftime("%Y-%m-%d"), start.strftime("%H:%M"), end.strftime("%H:%M")
+    assert rows == [
+        ("日期", "班次", "开始", "结束", "岗位", "姓名"),
+        (day, "白班", begins, ends, "消防控制室", "张三"),
+        (day, "白班", begins, ends, "消防控制室", "李四"),
+        (day, "白班", begins, ends, "值班领导", "陈领导"),
+    ]
+    # Its dates moved a week on, it imports as the same shift a week later.
+    next_week = str(date.fromisoformat(day) + timedelta(days=7))
+    again = await upload(api, workbook(*[(next_week, *row[1:]) for row in rows[1:]]))
+    assert again.status_code == 201, again.text
+    (copy,) = again.json()["created"]
+    assert copy["start_ts"] == T0 + 7 * DAY_S  # T0 falls on a whole minute
+    assert [m["user"] for m in copy["members"]] == ["zhang", "li", "chen"]

@@ -10,19 +10,22 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from accounts.model import Principal
 from accounts.service import NAME_RE
 from alarms.labels import duty_role_zh
 from api.auth import Reader, roles
 from api.deps import Ctx, RowId
-from api.problems import responses
+from api.downloads import XLSX, disposition
+from api.problems import problem, responses
 from api.roster_schemas import (
     ContactIn,
     ContactOut,
     GapOut,
+    ImportOut,
     MemberOut,
     RosterNowOut,
     RosterOut,
@@ -40,6 +43,8 @@ from roster.service import (
     Shift,
     ShiftNotFoundError,
 )
+from roster.xlsx import SheetError, export, template
+from roster.xlsx import text as sheet_text
 
 router = APIRouter(prefix="/roster", tags=["roster"])
 T = TypeVar("T")
@@ -50,6 +55,7 @@ RosterEditor = Annotated[Principal, roles(*EDITORS)]
 UserName = Annotated[str, Path(pattern=NAME_RE, description="the sign-in name")]
 DEFAULT_WINDOW_S = 7 * 86_400.0
 LONGEST_WINDOW_S = 92 * 86_400.0
+MAX_SHEET_BYTES = 2 * 2**20
 
 
 def service(ctx: Ctx) -> RosterService:
@@ -99,6 +105,14 @@ def draft_of(body: ShiftIn) -> ShiftDraft:
     )
 
 
+def _window(ctx: Ctx, start: float | None, end: float | None) -> tuple[float, float]:
+    since = ctx.clock() if start is None else start
+    until = since + DEFAULT_WINDOW_S if end is None else end
+    if until <= since or until - since > LONGEST_WINDOW_S:
+        raise HTTPException(422, "end must be after start, and the window at most 92 days")
+    return since, until
+
+
 def _contact_out(c: Contact) -> ContactOut:
     return ContactOut(user=c.user, display_name=c.display_name, phone=c.phone, addresses=c.addresses)
 
@@ -112,10 +126,7 @@ async def list_roster(
 ) -> RosterOut:
     """The shifts overlapping [start, end) in order, and the gaps in it when nobody is on duty."""
     roster = service(ctx)
-    since = ctx.clock() if start is None else start
-    until = since + DEFAULT_WINDOW_S if end is None else end
-    if until <= since or until - since > LONGEST_WINDOW_S:
-        raise HTTPException(422, "end must be after start, and the window at most 92 days")
+    since, until = _window(ctx, start, end)
     shifts = await _run(lambda: roster.shifts(since, until))
     holes = await _run(lambda: roster.gaps(since, until))
     return RosterOut(
@@ -176,6 +187,98 @@ async def create_shift(body: ShiftIn, who: RosterEditor, ctx: Ctx) -> ShiftSaved
     roster = service(ctx)
     shift, warnings = await _run(lambda: roster.create(draft_of(body), who.name))
     return ShiftSaved(shift=shift_out(shift, who), warnings=warnings)
+
+
+@router.get(
+    "/template.xlsx",
+    operation_id="roster_template_xlsx",
+    response_class=Response,
+    responses={200: {"content": {XLSX: {}}, "description": "the import template"}, **responses(401, 403)},
+)
+def roster_template(_who: Reader) -> Response:
+    """An example sheet to fill in and import: 日期, 班次, 开始, 结束, 岗位, 姓名, a person a row."""
+    return Response(
+        template(),
+        media_type=XLSX,
+        headers={"Content-Disposition": disposition("attachment", "值班表模板.xlsx", "roster-template.xlsx")},
+    )
+
+
+@router.get(
+    "/export.xlsx",
+    operation_id="roster_export_xlsx",
+    response_class=Response,
+    responses={200: {"content": {XLSX: {}}, "description": "the roster"}, **responses(401, 403, 422)},
+)
+async def roster_export(
+    _who: Reader,
+    ctx: Ctx,
+    start: Annotated[float | None, Query(ge=0, le=1e11, description="default: now")] = None,
+    end: Annotated[float | None, Query(ge=0, le=1e11, description="default: start + 7 days")] = None,
+) -> Response:
+    """The shifts overlapping [start, end) in the import's format, so it can be edited and imported
+    again. Names only: no phone numbers, no push addresses."""
+    roster = service(ctx)
+    since, until = _window(ctx, start, end)
+    shifts = await _run(lambda: roster.shifts(since, until))
+    return Response(
+        export(shifts),
+        media_type=XLSX,
+        headers={"Content-Disposition": disposition("attachment", "值班表.xlsx", "roster.xlsx")},
+    )
+
+
+@router.post(
+    "/import",
+    operation_id="import_roster",
+    status_code=201,
+    response_model=ImportOut,
+    responses=responses(401, 403, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the XLSX sheet (columns 日期, 班次, 开始, 结束, 岗位, 姓名; GET "
+            "/roster/template.xlsx gives one)",
+            "content": {XLSX: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def import_roster(request: Request, who: RosterEditor, ctx: Ctx) -> ImportOut | JSONResponse:
+    """Add the shifts of a sheet. Every row is read and every shift checked (the same rules as a
+    shift saved alone, and against the sheet's other shifts) before anything is saved: one problem
+    and nothing is, and the 422 lists each with its row and column in Chinese."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != XLSX:
+        raise HTTPException(415, f"send the roster as {XLSX} (an .xlsx file), not {media or 'nothing'}")
+    data = await _body(request)
+    roster = service(ctx)
+    try:
+        created = await asyncio.to_thread(roster.import_sheet, data, who.name)
+    except SheetError as exc:
+        return problem(
+            422,
+            "Invalid roster sheet",
+            f"nothing was saved; {len(exc.errors)} problem(s): {exc}",
+            errors=[
+                {"rows": rows, "column": column, "msg": sheet_text((rows, column, message))}
+                for rows, column, message in exc.errors
+            ],
+        )
+    return ImportOut(created=[shift_out(s, who) for s in created])
+
+
+async def _body(request: Request) -> bytes:
+    """The upload, refused with 413 as soon as it is known to pass the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_SHEET_BYTES:
+        raise HTTPException(413, f"the sheet is larger than {MAX_SHEET_BYTES // 2**20} MB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_SHEET_BYTES:
+            raise HTTPException(413, f"the sheet is larger than {MAX_SHEET_BYTES // 2**20} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.get("/{shift_id:int}", operation_id="get_shift", responses=responses(401, 403, 404))
