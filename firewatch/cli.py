@@ -95,6 +95,18 @@ def demo(
     speed: Annotated[
         float, typer.Option(help="time compression of the simulated devices (reports, fire growth)")
     ] = 1.0,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="start from nothing: remove the last demo's files in --data-dir first (its SQLite "
+            "state store and telemetry, detector snapshot, broker data), without asking",
+        ),
+    ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="carry on with the last demo's alarms and tickets, without asking"),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run everything on this machine: embedded broker, SQLite, a simulated hospital, the API.
@@ -104,6 +116,10 @@ def demo(
     reports a fault; watch the alarms and tickets appear at /api/v1/alarms and /api/v1/tickets.
     Ctrl-C or SIGTERM stops it within seconds (docs/architecture.md, "Stopping"); a second one
     stops it at once.
+
+    When --data-dir holds a previous run's data, the demo asks on a terminal whether to start
+    fresh; --fresh and --keep answer beforehand. Without a terminal and without either, it keeps
+    the data (nothing is removed unasked) and says so.
     """
     _logging(verbose)
     from firewatch.demo import run_demo
@@ -120,6 +136,7 @@ def demo(
             f"pick another with --port, e.g. [bold]firewatch demo --port {port + 1}[/]"
         )
         raise typer.Exit(1)
+    _previous_demo(settings, fresh=fresh, keep=keep)
     with StopSignals() as signals:
         try:
             summary = asyncio.run(
@@ -140,6 +157,53 @@ def demo(
     if signals.requested.is_set():
         console.print("stopped")
     console.print("demo finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+def _previous_demo(settings: Settings, *, fresh: bool, keep: bool) -> None:
+    """Before the demo starts: refuse to start on a running demo's data; offer a fresh start over
+    the last run's (asked on a terminal, --fresh / --keep beforehand, kept otherwise)."""
+    from firewatch.demo_state import last_run, remove_demo_files, running_demo
+    from firewatch.store_choice import shown
+
+    where = escape(str(settings.data_dir))
+    if fresh and keep:
+        err.print("[red]--fresh and --keep contradict each other[/]: give one of them")
+        raise typer.Exit(2)
+    running = running_demo(settings.data_dir)
+    if running is not None:
+        err.print(
+            f"[red]a demo is already running on {where}[/] (pid {running.pid}, API {running.api_url}): "
+            "stop it first (Ctrl-C in its terminal), or give this one another --data-dir"
+        )
+        raise typer.Exit(1)
+    if "database_url" in settings.model_fields_set:
+        if fresh:
+            err.print(
+                f"[red]--fresh removes only the demo's own files in {where}[/]; this demo's state store "
+                f"is {escape(shown(settings.resolved_database_url))} (database_url), which is left alone: "
+                "run without --fresh, or unset FIREWATCH_DATABASE_URL"
+            )
+            raise typer.Exit(2)
+        return
+    last = last_run(settings)
+    if last is None:
+        return
+    if not fresh and not keep:
+        if sys.stdin.isatty():
+            fresh = typer.confirm(
+                f"The last demo's data is still here: {last.describe()}. Start fresh?", default=True
+            )
+        else:
+            err.print(
+                f"keeping the last demo's data in {where} ({escape(last.describe())}); "
+                "[bold]firewatch demo --fresh[/] starts from nothing"
+            )
+            return
+    if fresh:
+        gone = remove_demo_files(settings)
+        console.print(f"starting fresh: removed the last demo's {len(gone)} files and folders in {where}")
+    else:
+        console.print(f"carrying on with the last demo's data in {where} ({escape(last.describe())})")
 
 
 @app.command()
@@ -404,7 +468,8 @@ def report(
     mean times to assign and to rectify, per department; and for the alarms first raised in the
     period, the mean time to acknowledge and the false alarms per device. Figures are as of the end
     of the period (or now). Definitions: docs/tickets.md. Reads the state store of the configured
-    service (database_url, or the SQLite file in data_dir).
+    service (database_url, or the SQLite file in data_dir), or, when neither is set, that of a demo
+    running from this folder; it says which on stderr.
     """
     now = time.time()
     end = _local_time("--until", until) if until is not None else None
@@ -412,8 +477,11 @@ def report(
     if end is not None and start >= end:
         err.print(f"[red]--since must be before --until[/] (got {when(start)} and {when(end)})")
         raise typer.Exit(2)
-    settings = _settings(config)
-    kpis = _load_kpis(settings.resolved_database_url, start, end, site, department, now)
+    from firewatch.store_choice import choose_store
+
+    store = choose_store(_settings(config))
+    err.print(escape(store.line), soft_wrap=True)  # one line, to grep
+    kpis = _load_kpis(store.url, start, end, site, department, now)
 
     if fmt is ReportFormat.TABLE:
         if output is None:

@@ -102,7 +102,7 @@ def devices(
     except (RegistryError, ProfileError, FleetError) as exc:
         err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None
-    live_fleet = LiveFleet(fleet)
+    live_fleet = LiveFleet(fleet, name="simulate-devices")
     done: list[str] = []
 
     async def main() -> None:
@@ -248,9 +248,35 @@ def run(
         f"(time scale {report.time_scale:g}); {report.published:,} messages, {report.lost} lost on the "
         f"radio, {report.duplicated} duplicated, {report.reordered} reordered"
     )
+    for fleet, n in sorted(report.yielded_by.items()):
+        console.print(f"simulated fleet {escape(fleet)} stopped publishing {n} of these devices meanwhile")
+    said, warning = duplicates_said(report)
+    if said:
+        console.print(said)
+    if warning:
+        err.print(f"[yellow]{escape(warning)}[/]")
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
     raise typer.Exit(0 if report.passed else 1)
+
+
+def duplicates_said(report: RunReport) -> tuple[str, str]:
+    """What the report says about messages dropped as duplicates, and a warning when far more were
+    dropped than the run sent twice on purpose (empty strings: nothing to say)."""
+    if report.dropped_as_duplicates is None:
+        return "", ""
+    said = (
+        f"the service dropped {report.dropped_as_duplicates:,} messages as duplicates by (device, seq) "
+        f"while this ran ({report.duplicated:,} sent twice on purpose)"
+    )
+    if report.unexplained_duplicates <= max(10, report.published // 100):
+        return said, ""
+    return said, (
+        f"{report.unexplained_duplicates:,} more messages than this run sent twice were dropped as "
+        "duplicates: another publisher is using the same device ids (real devices, or a simulation that "
+        "does not yield to scenarios), so the verdict may be about a mixture of both. Stop it, or run "
+        "the scenario against a service of its own."
+    )
 
 
 def _outcome_table(outcomes: list[Outcome], published: int, final: bool = False) -> Table:

@@ -1,8 +1,10 @@
 """`firewatch users` and `firewatch api-keys`: accounts, straight in the state store.
 
 These work without a running service (the first admin has to come from somewhere), on the database
-the settings name. Passwords are read from a hidden prompt, or from stdin with --password-stdin
-for scripts; they are never taken as an argument (it would land in the shell history).
+the settings name, or, when none is set, on the database of a demo running from this folder
+(firewatch/store_choice.py); each says which on stderr. Passwords are read from a hidden prompt,
+or from stdin with --password-stdin for scripts; they are never taken as an argument (it would
+land in the shell history).
 
 Every change, and every refused one, is written to the audit trail like the API's: the actor is
 `cli:<operating-system user>`, the action the API's operation id for the same change.
@@ -63,14 +65,17 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _accounts(config: Path | None) -> AccountService:
     from accounts.service import AccountService
     from core.settings import SettingsError, load_settings
+    from firewatch.store_choice import choose_store
     from storage.db import DatabaseError, open_store
 
     try:
         settings = load_settings(config)
     except SettingsError as exc:
         _fail(str(exc))
+    store = choose_store(settings)
+    err.print(escape(store.line), soft_wrap=True)  # one line, to grep
     try:
-        _engine, sessions = open_store(settings.resolved_database_url)
+        _engine, sessions = open_store(store.url)
     except DatabaseError as exc:
         _fail(f"{exc} (check database_url / FIREWATCH_DATABASE_URL)")
     return AccountService(sessions)

@@ -29,6 +29,7 @@ from core.registry import load_registry
 from core.settings import Settings
 from firewatch import stopping
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
+from firewatch.demo_state import remove_state, write_state
 from firewatch.service import STOP_BUDGET_S, Service, freeze_start_up_heap
 from firewatch.stopping import ApiServer, StopSignals
 from ingest.gb26875.objects import ComponentState
@@ -153,7 +154,7 @@ async def _run_service(
     broker_url = service.settings.mqtt.url.removeprefix("mqtt://")
     host, port = broker_url.rsplit(":", 1)
     fleet = Fleet(service.registry, service.profiles, prefix=settings.mqtt.topic_prefix)
-    sim = LiveFleet(fleet, service.clock)
+    sim = LiveFleet(fleet, service.clock, name="demo")
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     console.print(
         f"[bold]firewatch demo[/]: {service.index.n_devices} devices; API on [link]{api_url}[/] "
@@ -174,6 +175,12 @@ async def _run_service(
         await asyncio.sleep(0.05)
     if server_task.done():
         await server_task  # surfaces the bind error, e.g. port already in use
+    # The commands run beside the demo (users, api-keys, report) find its database through this.
+    write_state(settings, api_url=api_url, broker_url=service.settings.mqtt.url)
+    console.print(
+        f"beside it, e.g.: firewatch simulate run flaming-fire-ward --api {api_url} "
+        f"--broker {service.settings.mqtt.url}"
+    )
     sim_task = asyncio.create_task(sim.run(host, int(port)), name="simulation")
     panel_stage, panel_done = asyncio.Event(), asyncio.Event()
     panel_task: asyncio.Task[None] | None = None
@@ -215,6 +222,7 @@ async def _run_service(
     finally:
         if signals is not None:
             signals.begin(reason)  # from here on the stop is bounded (a forced exit at the deadline)
+        remove_state(settings.data_dir)
         sim.stop()
         await stopping.wait_bounded("the simulation", sim_task, 2.0)
         if panel_task is not None:

@@ -140,6 +140,8 @@ class Fleet:
         self.link_of: dict[str, Link] = {}
         self.host: str | None = None
         self.port = 0
+        # Devices a scenario run has claimed (simulators/claims.py): quiet here while it plays them.
+        self.yielded: frozenset[str] = frozenset()
         # Rooms without detector positions get a nominal layout: 8 m between rooms (see _distance).
         self._room_rank: dict[str, int] = {}
         for device in sorted(registry.devices.values(), key=lambda d: d.id):
@@ -255,6 +257,9 @@ class Fleet:
         for device in self.devices.values():
             if not device.due(t):
                 continue
+            if device.device_id in self.yielded:
+                device.next_due = t + device.profile.report_interval_s
+                continue
             link = self.link_of[device.device_id]
             if not link.powered:
                 device.next_due = t + device.profile.report_interval_s
@@ -271,7 +276,7 @@ class Fleet:
     def send_now(self, device_id: str, frame: Frame, *, impaired: bool = True) -> int:
         """Deliver a frame outside the report schedule (events, malformed frames)."""
         link = self.link_of[device_id]
-        if not link.powered:
+        if not link.powered or device_id in self.yielded:
             return 0
         return self._deliver(link, frame) if impaired else self._send(link, frame)
 
@@ -300,6 +305,20 @@ class Fleet:
         link.pending.append(info)
         self.stats.published += 1
         return 1
+
+    def yield_to(self, claimed: frozenset[str], t: float) -> int:
+        """Fall quiet for the devices a scenario run plays (claimed), resume the ones released:
+        they report `online` again (the run's own devices said `offline` on leaving) and are due
+        at once. Returns how many of this fleet's devices are yielded now."""
+        mine = claimed & self.devices.keys()
+        for device_id in sorted(self.yielded - mine):
+            device = self.devices[device_id]
+            device.next_due = t
+            link = self.link_of[device_id]
+            if link.powered and not device.silent:
+                self._send(link, device.status(True))
+        self.yielded = frozenset(mine)
+        return len(mine)
 
     # --- places and devices ----------------------------------------------------------------------
     def device(self, device_id: str) -> SimDevice:

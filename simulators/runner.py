@@ -28,6 +28,7 @@ from core.clock import ScaledClock
 from core.domain import DeviceEventKind, TicketSource
 from core.registry import Registry, load_registry
 from device_profiles.schema import Profile
+from simulators.claims import DeviceClaim
 from simulators.fleet import Fleet, FleetError, LinkQuality
 from simulators.gb26875_panel import PanelError
 from simulators.gb26875_play import GB_STEPS, GbPlayer
@@ -122,6 +123,20 @@ class RunReport:
     # GB/T 26875.3 uploads of the registry's transmission devices (None: it has none), settled
     # (confirmed, so stored, or given up) before judging.
     gb26875: dict[str, int] | None = None
+    # Messages the service dropped as duplicates by (device, seq) while this run played, as its
+    # /metrics counts them (None: it does not say); this run's own sent twice on purpose are
+    # `duplicated`. Far more than those: another publisher uses the same device ids.
+    dropped_as_duplicates: int | None = None
+    # Devices other simulated fleets on the broker (the demo's) stopped publishing while this run
+    # played them, per fleet (simulators/claims.py).
+    yielded_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unexplained_duplicates(self) -> int:
+        """Duplicates dropped beyond what this run sent twice on purpose (0 when unknown)."""
+        if self.dropped_as_duplicates is None:
+            return 0
+        return max(0, self.dropped_as_duplicates - self.duplicated)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +153,8 @@ class RunReport:
             "steps": self.steps,
             "untaken": self.untaken,
             "gb26875": self.gb26875,
+            "dropped_as_duplicates": self.dropped_as_duplicates,
+            "yielded_by": self.yielded_by,
             "outcomes": [
                 {
                     "expectation": o.expectation.describe(),
@@ -308,23 +325,39 @@ class ScenarioRun:
         self.origin = self.run_start - self.scenario.fast_forward
         await self._check_devices()
         self.rejects0: dict[str, int] = (await self._get("/api/v1/rejects/totals"))["totals"]
-        self._taken0 = await self._taken()
         host, port = self.broker
+        # Other simulated fleets on the broker (the demo's hospital) fall quiet for this run's
+        # devices first: two simulations publishing as one device would make a mixture of both.
+        claim = DeviceClaim(host, port, sorted(self.fleet.devices), self.scenario.name)
         try:
-            await asyncio.to_thread(self.fleet.connect, host, port)
+            yielded_by = await asyncio.to_thread(claim.take)
         except OSError as exc:
             raise RunnerError(
                 f"cannot reach the broker at mqtt://{host}:{port}: {exc} (check --broker)"
             ) from exc
         try:
-            await self._connect_gb()
-            if self.scenario.fast_forward > 0:
-                await self._fast_forward(clock, on_progress)
-            outcomes = await self._real_time(clock, on_progress)
+            for fleet, n in sorted(yielded_by.items()):
+                logger.info("simulated fleet %s yields %d devices to this run", fleet, n)
+            self._taken0 = await self._taken()
+            duplicates0 = await self._counter("fw_ingest_duplicates")
+            try:
+                await asyncio.to_thread(self.fleet.connect, host, port)
+            except OSError as exc:
+                raise RunnerError(
+                    f"cannot reach the broker at mqtt://{host}:{port}: {exc} (check --broker)"
+                ) from exc
+            try:
+                await self._connect_gb()
+                if self.scenario.fast_forward > 0:
+                    await self._fast_forward(clock, on_progress)
+                outcomes = await self._real_time(clock, on_progress)
+            finally:
+                await asyncio.to_thread(self.fleet.close)
+                if self.gb is not None:
+                    await self.gb.close()
+            duplicates1 = await self._counter("fw_ingest_duplicates")
         finally:
-            await asyncio.to_thread(self.fleet.close)
-            if self.gb is not None:
-                await self.gb.close()
+            await asyncio.to_thread(claim.release)  # after this run's devices said `offline`
         s = self.fleet.stats
         return RunReport(
             scenario=self.scenario.name,
@@ -341,6 +374,10 @@ class ScenarioRun:
             steps=list(self.progress.applied),
             untaken=self._untaken,
             gb26875=None if self.gb is None else self.gb.totals().as_dict(),
+            dropped_as_duplicates=(
+                None if duplicates0 is None or duplicates1 is None else round(duplicates1 - duplicates0)
+            ),
+            yielded_by=yielded_by,
         )
 
     async def _connect_gb(self) -> None:
@@ -452,6 +489,10 @@ class ScenarioRun:
     async def _taken(self) -> float | None:
         """MQTT messages the service has taken off its receive queue, as its /metrics counts them
         (each batch's alarms and tickets are written before it is counted), or None if it does not say."""
+        return await self._counter("fw_ingest_messages")
+
+    async def _counter(self, name: str) -> float | None:
+        """A counter of the service's /metrics, or None if it does not say."""
         try:
             response = await self.api.get("/metrics")
         except httpx.HTTPError:
@@ -459,8 +500,8 @@ class ScenarioRun:
         if response.status_code != 200:
             return None
         for family in text_string_to_metric_families(response.text):
-            if family.name == "fw_ingest_messages":
-                return sum(s.value for s in family.samples if s.name == "fw_ingest_messages_total")
+            if family.name == name:
+                return sum(s.value for s in family.samples if s.name == f"{name}_total")
         return None
 
     async def _settle(self) -> None:
