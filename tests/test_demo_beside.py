@@ -29,7 +29,8 @@ from simulators.fleet import Fleet
 from simulators.hospital import DEMO_HOSPITAL
 from tests.demo_cli import cli_env, firewatch, one_line
 
-pytestmark = pytest.mark.integration
+# The scenarios play at 30 times real time: one at a time with the other accelerated scenarios.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("accelerated-scenarios")]
 
 START_TIMEOUT_S = 90.0
 # Its own incidents far off (a scenario beside it is judged on its own); stopped by the fixture.

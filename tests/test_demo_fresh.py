@@ -21,10 +21,10 @@ import pytest
 from firewatch.broker import free_port
 from tests.demo_cli import cli_env, firewatch, one_line
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("accelerated")]
 
-# A fire and a fault staged at once, 8 s at 10 times real time: alarms and tickets to come back to.
-FIRST_RUN = ("--duration", "8", "--speed", "10", "--incident-at", "1")
+# A fire and a fault staged at once, 12 s at 10 times real time: alarms and tickets to come back to.
+FIRST_RUN = ("--duration", "12", "--speed", "10", "--incident-at", "1")
 SHORT_RUN = ("--duration", "1", "--incident-at", "100000")
 ANSWER_TIMEOUT_S = 120.0
 
