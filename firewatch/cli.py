@@ -122,6 +122,8 @@ def demo(
     the data (nothing is removed unasked) and says so.
     """
     _logging(verbose)
+    from core.registry import RegistryError
+    from device_profiles.loader import ProfileError
     from firewatch.demo import run_demo
     from firewatch.stopping import StopSignals
 
@@ -154,6 +156,12 @@ def demo(
                 f"[red]cannot start the demo: {escape(str(exc))}[/] (is port {port} in use? try --port)"
             )
             raise typer.Exit(1) from None
+        except (RegistryError, ProfileError) as exc:  # the registry or profiles the settings name
+            err.print(
+                f"[red]cannot start the demo: {escape(str(exc))}[/]\n"
+                "fix the file, or unset FIREWATCH_REGISTRY / FIREWATCH_PROFILES_DIR to run the demo hospital"
+            )
+            raise typer.Exit(2) from None
     if signals.requested.is_set():
         console.print("stopped")
     console.print("demo finished: " + ", ".join(f"{k} {v}" for k, v in summary.items()))

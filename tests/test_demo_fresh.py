@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from firewatch.broker import free_port
+from firewatch.broker import free_port, mosquitto_binary
 from tests.demo_cli import cli_env, firewatch, one_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("accelerated")]
@@ -159,3 +159,34 @@ def test_fresh_and_keep_together_are_refused(tmp_path: Path) -> None:
     done = firewatch(tmp_path, "demo", "--port", str(free_port()), "--fresh", "--keep")
     assert done.returncode == 2
     assert "--fresh and --keep contradict each other" in done.stderr
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="needs mosquitto (apt-get install mosquitto)")
+def test_a_registry_that_cannot_be_read_is_said_plainly_and_the_broker_is_not_left_running(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-registry.yaml"
+    done = firewatch(
+        tmp_path, "demo", "--port", str(free_port()), env=cli_env(FIREWATCH_REGISTRY=str(missing))
+    )
+    assert done.returncode == 2
+    said = one_line(done.stderr)
+    assert f"cannot start the demo: {missing}: cannot read registry" in said
+    assert "unset FIREWATCH_REGISTRY" in said
+    assert "Traceback" not in done.stdout + done.stderr
+    # The embedded broker it had started (its config in the data folder) was stopped with it.
+    assert (tmp_path / "data" / "demo" / "mosquitto" / "mosquitto.conf").exists()
+    assert processes_naming(str(tmp_path)) == []
+
+
+def processes_naming(text: str) -> list[str]:
+    """The command lines of running processes that name `text` (Linux /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:  # it ended while we looked
+            continue
+        if text in line:
+            found.append(line)
+    return found
