@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alarms.type_names import type_zh
 from core.domain import (
     AlarmCategory,
     AlarmState,
@@ -21,20 +22,6 @@ CATEGORY_ZH: dict[AlarmCategory, str] = {
     AlarmCategory.HAZARD: "隐患",
 }
 
-ALARM_TYPE_ZH: dict[str, str] = {
-    "device.offline": "设备离线",
-    "device.outage": "区域通信中断（多台设备同时离线）",
-    "device.fault": "设备故障",
-    "device.tamper": "设备防拆",
-    "device.alarm": "设备报警",
-    "device.supervisory": "监管报警",
-    "device.disabled": "部件屏蔽",
-    "device.power_fault": "电源故障",
-    "device.unregistered": "未登记部件上报",
-    "sensor.flapping": "传感器频繁报警（不稳定）",
-    "influx.write_failing": "InfluxDB 写入失败",
-    "zone.fire_confirmed": "区域火警确认（同一防火分区多个探测器报警）",
-}
 
 # Suggested rectification measures (整改措施与意见) for automatically opened tickets.
 MEASURES_ZH: dict[str, str] = {
@@ -66,7 +53,8 @@ MEASURES_BY_CATEGORY_ZH: dict[AlarmCategory, str] = {
 
 
 def alarm_type_zh(alarm_type: str) -> str:
-    return ALARM_TYPE_ZH.get(alarm_type, alarm_type)
+    """Named outright, or as its channel and level (`smoke.alarm`: 烟雾报警); never the identifier."""
+    return type_zh(alarm_type)
 
 
 INCIDENT_KIND_ZH: dict[IncidentKind, str] = {

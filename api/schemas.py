@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, computed_field, model_validator
 
+from alarms.describe import describe
+from alarms.type_names import type_en, type_zh
 from core.domain import AlarmAction, AlarmCategory, AlarmState, DeviceEventKind, Severity, SystemType
 
 T = TypeVar("T")
@@ -70,7 +72,35 @@ class DeviceEventOut(BaseModel):
     frame: str | None = Field(default=None, description="the GB/T 26875.3 frame it came in, as hex")
 
 
-class AlarmOut(BaseModel):
+class AlarmTextOut(BaseModel):
+    """An alarm's type and detail, with both in words for people: the console shows `type_zh` and
+    `detail_zh` (or the English ones on its toggle), never the identifiers; integrations keep
+    `alarm_type` and `detail` as they always were."""
+
+    model_config = ConfigDict(from_attributes=True)
+    alarm_type: str
+    channel: str | None = None
+    value: float | None = None
+    detail: str = ""
+
+    @computed_field(description="the alarm type in Chinese (烟雾报警), for people; `alarm_type` for programs")
+    def type_zh(self) -> str:
+        return type_zh(self.alarm_type)
+
+    @computed_field(description="the alarm type in English")
+    def type_en(self) -> str:
+        return type_en(self.alarm_type)
+
+    @computed_field(description="`detail` in Chinese, rendered for people (alarms/describe.py); may be empty")
+    def detail_zh(self) -> str:
+        return describe(self.alarm_type, self.detail, channel=self.channel, value=self.value).zh
+
+    @computed_field(description="`detail` in English, rendered for people")
+    def detail_en(self) -> str:
+        return describe(self.alarm_type, self.detail, channel=self.channel, value=self.value).en
+
+
+class AlarmOut(AlarmTextOut):
     model_config = ConfigDict(from_attributes=True)
     id: int
     device_id: str

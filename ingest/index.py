@@ -15,6 +15,7 @@ from typing import TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from core.place_label import said_once
 from core.registry import ByDeviceId, Device, Location, Registry
 from device_profiles.schema import Profile
 
@@ -46,8 +47,8 @@ class DeviceIndex:
     def place_label(self, path: str) -> str:
         """'住院楼 3F 东区 305病房' for a place path, from the registry's names (site omitted)."""
         parts = path.split("/")
-        shown = [self.place_names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
-        return " ".join(shown) or path
+        names = [self.place_names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
+        return " ".join(said_once(names)) or path
 
     @property
     def n_devices(self) -> int:

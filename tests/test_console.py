@@ -43,6 +43,7 @@ from api.app import create_app
 from api.deps import get_session
 from api.routes import console
 from core.domain import DeviceEventKind, Role
+from core.place_label import said_once
 from core.registry import load_registry
 from core.settings import IngestSettings, MqttSettings, Settings
 from firewatch.broker import Mosquitto
@@ -332,7 +333,8 @@ async def test_fire_reaches_the_board_is_acknowledged_and_drilled_into(
     await expect(card).to_have_attribute("data-acked", "true")
     await expect(card).to_have_class("card incident cat-fire")
     await expect(fire_row).to_have_attribute("data-state", "active_acknowledged")
-    await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.name)
+    await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.display_name)
+    await expect(card.locator('[data-role="acked"]')).not_to_contain_text(OPERATOR.name)
     await expect(card.locator('[data-role="acked"]')).to_contain_text("<b>不是标签</b>")  # text, not markup
     assert await card.locator('[data-role="acked"] b').count() == 0
     await expect(card.locator('[data-role="ack"]')).to_have_count(0)
@@ -481,7 +483,7 @@ async def test_a_fault_ticket_goes_round_the_loop_by_the_buttons(stack: Stack, p
     await page.click("#comment-submit")
     comment = page.locator("#ticket-comments li").first
     await expect(comment).to_contain_text("已到现场，<i>传感器</i>损坏")
-    await expect(comment).to_contain_text(MAINTENANCE.name)
+    await expect(comment).to_contain_text(MAINTENANCE.display_name)  # as they sign, not the user name
     assert await page.locator("#ticket-comments i").count() == 0
     photo = b"\x89PNG\r\n\x1a\n not really a photo"
     upload: FilePayload = {"name": "更换后.png", "mimeType": "image/png", "buffer": photo}
@@ -647,9 +649,9 @@ async def place_names(stack: Stack) -> dict[str, str]:
 
 
 def board_place(names: dict[str, str], path: str) -> str:
-    """A place as the board names it: building / floor / zone (/ room)."""
+    """A place as the board names it: building / floor / zone (/ room), each name said once."""
     parts = path.split("/")
-    return " / ".join(names["/".join(parts[:i])] for i in range(2, len(parts) + 1))
+    return " / ".join(said_once([names["/".join(parts[:i])] for i in range(2, len(parts) + 1)]))
 
 
 def database_locked() -> OperationalError:
@@ -938,7 +940,8 @@ async def test_a_zone_fire_is_one_incident_card_handled_as_one(stack: Stack, pag
     await page.click("#inc-submit")
     await expect(page.locator("#inc-dialog")).to_be_hidden()
     await expect(card).to_have_attribute("data-acked", "true")
-    await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.name)
+    await expect(card.locator('[data-role="acked"]')).to_contain_text(OPERATOR.display_name)
+    await expect(card.locator('[data-role="acked"]')).not_to_contain_text(OPERATOR.name)
     await expect(card.locator('[data-role="ack"]')).to_have_count(0)
     await expect(sound).to_have_attribute("data-ringing", "false")
 

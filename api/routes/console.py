@@ -4,9 +4,10 @@ Plain HTML, CSS and JavaScript from `api/static/`, no build step and nothing loa
 origin. The page talks to the public `/api/v1` resources (signed in: api/auth.py), plus three small
 lookups here: `/console/profiles.json` (each device profile's channels, for the history chart's
 channel selector), `/console/ticket-actions.json` (which buttons a role gets on a ticket) and
-`/console/roles.json` (which roles may handle alarms, so the board offers its buttons only to them).
-None of these routes are part of the API: they stay out of the OpenAPI schema, and they say nothing
-that needs a sign-in (the API still checks every call).
+`/console/roles.json` (which roles may handle alarms, so the board offers its buttons only to them)
+and `/console/people.json` (each user's display name, so a history shows 保卫科 周九 rather than a user
+name; the one lookup that needs a sign-in). None of these routes are part of the API: they stay out
+of the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.auth import ALARM_HANDLING, TICKET_WORK
+from api.auth import ALARM_HANDLING, READING, TICKET_WORK, accounts_of
+from api.deps import Ctx
 from core.domain import Role, TicketStatus
 from device_profiles.loader import load_profiles
 from tickets.workflow import allowed_actions
@@ -91,6 +93,13 @@ def role_sets() -> JSONResponse:
         },
         headers=_NO_CACHE,
     )
+
+
+@router.get("/console/people.json", dependencies=[READING])
+def people(ctx: Ctx) -> JSONResponse:
+    """User name -> display name, for the users who have one: histories name people as they sign."""
+    names = {u.name: u.display_name for u in accounts_of(ctx).list_users() if u.display_name}
+    return JSONResponse(names, headers=_NO_CACHE)
 
 
 def mount(app: FastAPI) -> None:

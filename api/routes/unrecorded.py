@@ -15,12 +15,13 @@ from pydantic import BaseModel, Field
 from api.auth import READING
 from api.deps import Ctx
 from api.problems import responses
+from api.schemas import AlarmTextOut
 from core.domain import AlarmCategory, AlarmState, Severity
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
 
-class UnrecordedAlarmOut(BaseModel):
+class UnrecordedAlarmOut(AlarmTextOut):
     """An alarm detected while the state store could not record it: no id yet."""
 
     recorded: bool = Field(False, description="always false here")

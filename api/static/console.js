@@ -69,16 +69,16 @@ const I18N = {
     "action.assign": "派单", "action.start": "开始整改", "action.rectify": "整改完成",
     "action.verify": "复检通过", "action.reject": "复检不通过", "action.close": "关闭整改单",
     "action.extend": "延期", "action.opened": "创建", "action.recurred": "再次发生",
-    "action.comment": "备注", "action.attach": "附件", "action.edit": "修改", "action.overdue": "超期", "action.ready": "可复检",
+    "action.comment": "备注", "action.attach": "附件", "action.edit": "修改", "action.overdue": "超期", "action.ready": "可复检", "action.not_ready": "状况复现",
     role: "角色", "role.viewer": "查看", "role.operator": "值班员", "role.maintenance": "维保人员",
     "role.safety": "保卫科", "role.leader": "分管领导", "role.admin": "管理员",
-    "source.alarm": "报警", "source.patrol": "巡查", "source.inspection": "检查",
+    "source.alarm": "报警", "source.patrol": "巡查", "source.inspection": "检查", "source.maintenance": "维保",
     "error.http": "请求失败（{status}）：{detail}", "error.network": "无法连接服务：{detail}",
     "error.format": "服务返回的数据格式不正确：{detail}",
     "login.e503": "数据库暂不可用，正在重试…",
     "outage.banner": "数据库暂不可用：报警仍实时显示，恢复后自动记录",
     "unrec.mark": "未记录 · 数据库不可用", "unrec.ack_later": "记录后方可确认",
-    "service.device": "消防监控服务",
+    "service.device": "消防监控服务", "actor.system": "系统",
     "svc.ingest.storage_failing": "数据库不可用", "svc.ingest.unacked_backlog": "消息确认积压",
     "svc.ingest.stalled": "数据接入停滞", "svc.ingest.broker_down": "与消息服务器的连接中断",
     "ikind.fire": "火情", "ikind.gas": "燃气泄漏", "ikind.outage": "通信中断", "ikind.supervisory": "监管异常",
@@ -112,7 +112,7 @@ const I18N = {
     "type.device.alarm": "设备报警", "type.device.low_battery": "电池电量低", "type.device.weak_signal": "信号弱",
     "type.device.clock_wrong": "设备时钟错误", "type.device.reset": "设备复位", "type.sensor.flapping": "传感器频繁报警",
     "type.device.supervisory": "监管报警", "type.device.disabled": "部件屏蔽", "type.device.power_fault": "电源故障",
-    "type.device.unregistered": "未登记部件上报",
+    "type.device.unregistered": "未登记部件上报", "type.unknown": "报警",
     "ch.smoke": "烟雾", "ch.temp": "温度", "ch.lel": "可燃气体浓度", "ch.current": "电流",
     "ch.residual_current": "剩余电流", "ch.temp_l1": "L1相温度", "ch.temp_l2": "L2相温度", "ch.temp_l3": "L3相温度",
     "ch.temp_n": "N线温度", "ch.open": "门状态", "ch.pressure": "压力", "ch.level": "液位",
@@ -121,6 +121,13 @@ const I18N = {
     "lvl.high": "过高", "lvl.sudden_drop": "骤降", "lvl.slow_leak": "缓慢下降（疑似泄漏）", "lvl.jump": "跳变",
     "lvl.rate_of_rise": "温升速率报警", "lvl.rise": "温升报警", "lvl.dirty_chamber": "迷宫污染", "lvl.unusual": "异常",
     "lvl.level1": "低限报警", "lvl.level2": "高限报警",
+    "dkind.smoke": "感烟探测器", "dkind.heat": "感温探测器", "dkind.smoke_heat": "感烟感温复合探测器",
+    "dkind.water_pressure": "水压", "dkind.water_level": "液位", "dkind.electrical_fire": "电气火灾监控",
+    "dkind.combustible_gas": "可燃气体探测器", "dkind.oxygen_pressure": "氧气压力", "dkind.fire_door": "防火门",
+    "dkind.charging_socket": "充电插座", "dkind.transmission_device": "用户信息传输装置",
+    "dkind.fire_alarm_panel": "火灾报警控制器", "dkind.manual_call_point": "手动报警按钮", "dkind.module": "输入/输出模块",
+    "sys.fire_alarm": "火灾自动报警系统", "sys.combustible_gas": "可燃气体探测报警系统", "sys.electrical_fire": "电气火灾监控系统",
+    "sys.water_supply": "消防给水系统", "sys.medical_gas": "医用气体系统", "sys.fire_door": "防火门监控系统",
   },
   en: {
     "app.title": "Fire control room", "nav.board": "Alarms", "nav.places": "Places", "nav.tickets": "Tickets",
@@ -181,16 +188,16 @@ const I18N = {
     "action.assign": "Assign", "action.start": "Start work", "action.rectify": "Rectified",
     "action.verify": "Verify", "action.reject": "Reject", "action.close": "Close ticket",
     "action.extend": "Extend", "action.opened": "Opened", "action.recurred": "Recurred",
-    "action.comment": "Comment", "action.attach": "Evidence", "action.edit": "Edited", "action.overdue": "Overdue", "action.ready": "Ready",
+    "action.comment": "Comment", "action.attach": "Evidence", "action.edit": "Edited", "action.overdue": "Overdue", "action.ready": "Ready", "action.not_ready": "Not ready",
     role: "Role", "role.viewer": "Viewer", "role.operator": "Operator", "role.maintenance": "Maintenance",
     "role.safety": "Safety office", "role.leader": "Leader", "role.admin": "Admin",
-    "source.alarm": "Alarm", "source.patrol": "Patrol", "source.inspection": "Inspection",
+    "source.alarm": "Alarm", "source.patrol": "Patrol", "source.inspection": "Inspection", "source.maintenance": "Maintenance",
     "error.http": "Request failed ({status}): {detail}", "error.network": "Cannot reach the service: {detail}",
     "error.format": "The service sent data in an unexpected form: {detail}",
     "login.e503": "The database is unavailable: retrying…",
     "outage.banner": "Database unavailable: alarms are still shown live and will be recorded once it is back",
     "unrec.mark": "Not yet recorded — database unavailable", "unrec.ack_later": "Can be acknowledged once recorded",
-    "service.device": "Fire monitoring service",
+    "service.device": "Fire monitoring service", "actor.system": "System",
     "svc.ingest.storage_failing": "Database unavailable", "svc.ingest.unacked_backlog": "Received messages wait too long",
     "svc.ingest.stalled": "Data intake has stalled", "svc.ingest.broker_down": "Connection to the message server lost",
     "ikind.fire": "Fire", "ikind.gas": "Gas leak", "ikind.outage": "Communication outage", "ikind.supervisory": "Supervisory",
@@ -224,7 +231,7 @@ const I18N = {
     "type.device.alarm": "Device alarm", "type.device.low_battery": "Battery low", "type.device.weak_signal": "Weak signal",
     "type.device.clock_wrong": "Device clock wrong", "type.device.reset": "Device reset", "type.sensor.flapping": "Sensor flapping",
     "type.device.supervisory": "Supervisory signal", "type.device.disabled": "Point disabled", "type.device.power_fault": "Power fault",
-    "type.device.unregistered": "Unregistered point reported",
+    "type.device.unregistered": "Unregistered point reported", "type.unknown": "Alarm",
     "ch.smoke": "Smoke", "ch.temp": "Temperature", "ch.lel": "Gas concentration", "ch.current": "Current",
     "ch.residual_current": "Residual current", "ch.temp_l1": "L1 temperature", "ch.temp_l2": "L2 temperature", "ch.temp_l3": "L3 temperature",
     "ch.temp_n": "N temperature", "ch.open": "Door", "ch.pressure": "Pressure", "ch.level": "Level",
@@ -233,6 +240,13 @@ const I18N = {
     "lvl.high": "high", "lvl.sudden_drop": "sudden drop", "lvl.slow_leak": "slow fall (leak?)", "lvl.jump": "jump",
     "lvl.rate_of_rise": "rate-of-rise alarm", "lvl.rise": "rise alarm", "lvl.dirty_chamber": "dirty chamber", "lvl.unusual": "unusual",
     "lvl.level1": "low-level alarm", "lvl.level2": "high-level alarm",
+    "dkind.smoke": "Smoke detector", "dkind.heat": "Heat detector", "dkind.smoke_heat": "Smoke and heat detector",
+    "dkind.water_pressure": "Water pressure", "dkind.water_level": "Water level", "dkind.electrical_fire": "Electrical fire monitor",
+    "dkind.combustible_gas": "Gas detector", "dkind.oxygen_pressure": "Oxygen pressure", "dkind.fire_door": "Fire door",
+    "dkind.charging_socket": "Charging socket", "dkind.transmission_device": "Transmission device",
+    "dkind.fire_alarm_panel": "Fire alarm panel", "dkind.manual_call_point": "Manual call point", "dkind.module": "Input/output module",
+    "sys.fire_alarm": "Fire alarm system", "sys.combustible_gas": "Combustible gas system", "sys.electrical_fire": "Electrical fire system",
+    "sys.water_supply": "Fire water supply", "sys.medical_gas": "Medical gas", "sys.fire_door": "Fire door monitoring",
   },
 };
 
@@ -420,9 +434,23 @@ async function outageRetry() {
 // goes back to its sign-in screen. What the user may do follows their roles (GET /api/v1/auth/me)
 // and the role sets the API declares (/console/roles.json); the API checks every call anyway.
 
-const session = { me: null, started: false, roleSets: null };
+const session = { me: null, started: false, roleSets: null, people: new Map() };
 
 const whoName = () => (session.me ? session.me.display_name || session.me.name : "");
+const SYSTEM_ACTOR = "firewatch"; // the service's own steps (alarms/service.py SYSTEM_ACTOR)
+/** A person as a history names them: their display name (保卫科 周九) where they have one. */
+function person(name) {
+  if (typeof name !== "string" || !name) return "—";
+  if (name === SYSTEM_ACTOR) return t("actor.system");
+  return session.people.get(name) || name;
+}
+
+async function loadPeople() {
+  try {
+    const names = await api("/console/people.json");
+    if (names && typeof names === "object") session.people = new Map(Object.entries(names).filter(([, v]) => typeof v === "string"));
+  } catch (err) { if (err instanceof SignedOut) throw err; /* user names, then */ }
+}
 const heldRoles = () => ROLES.filter((r) => session.me && Array.isArray(session.me.roles) && session.me.roles.includes(r));
 
 function mayHandleAlarms() {
@@ -481,6 +509,7 @@ async function enterApp(me) {
   renderWho();
   renderOutage();
   await loadRoleSets();
+  await loadPeople();
   fillRoles();
   showExtraTabs();
   if (!session.started) { session.started = true; startTimers(); }
@@ -591,17 +620,39 @@ function cachedPlaceNames() {
   } catch { return new Map(); }
 }
 
-/** "1号楼 / 3F / 2区 / 301病房" for a path, falling back to the path's ids. */
-function placeName(path) {
-  if (typeof path !== "string" || !path) return "—";
+/** The names along a path, each without what an enclosing name already said at its start ("1F 门诊大厅"
+ * on floor "1F" is "门诊大厅"), as core/place_label.py says them; a name left empty is left out. */
+function saidOnce(names) {
+  const out = [];
+  for (const name of names) {
+    let rest = String(name).trim();
+    for (let stripped = true; stripped;) { // "2F 西区病区走廊" under "2F" and "西区病区": both go
+      stripped = false;
+      for (const outer of out) {
+        if (rest.startsWith(outer)) { rest = rest.slice(outer.length).replace(/^[\s·/-]+/, ""); stripped = true; }
+      }
+    }
+    if (rest) out.push(rest);
+  }
+  return out;
+}
+/** The names of a path's places below the site, from the outside in (a path's id where unnamed). */
+function pathNames(path) {
   const parts = path.split("/");
-  if (parts.length === 1) { const site = places.byPath.get(path); return site && site.name ? site.name : path; }
   const names = [];
   for (let i = 2; i <= parts.length; i++) {
     const p = places.byPath.get(parts.slice(0, i).join("/"));
     names.push(p && p.name ? p.name : parts[i - 1]);
   }
-  return names.join(" / ") || path;
+  return names;
+}
+
+/** "1号楼 / 3F / 2区 / 301病房" for a path, falling back to the path's ids. */
+function placeName(path) {
+  if (typeof path !== "string" || !path) return "—";
+  const parts = path.split("/");
+  if (parts.length === 1) { const site = places.byPath.get(path); return site && site.name ? site.name : path; }
+  return saidOnce(pathNames(path)).join(" / ") || path;
 }
 
 // --- the incident board ---------------------------------------------------------------------------
@@ -651,13 +702,8 @@ function placeBelow(path, under) {
   if (typeof path !== "string" || !path) return "";
   if (!under || path === under) return "";
   if (!path.startsWith(`${under}/`)) return placeName(path);
-  const parts = path.split("/");
-  const names = [];
-  for (let i = under.split("/").length + 1; i <= parts.length; i++) {
-    const p = places.byPath.get(parts.slice(0, i).join("/"));
-    names.push(p && p.name ? p.name : parts[i - 1]);
-  }
-  return names.join(" / ");
+  const above = saidOnce(pathNames(under));
+  return saidOnce([...pathNames(under), ...pathNames(path).slice(pathNames(under).length)]).slice(above.length).join(" / ");
 }
 
 /** The board's order, the API's: unacknowledged first, then by category (fire first), then the
@@ -736,8 +782,21 @@ function alarmButtons(a, inBoard = false) {
  * service's own fault alarms by name (their detail, the technical cause, on hover). */
 function alarmWhatText(a) {
   if (isServiceAlarm(a) && I18N.zh[`svc.${a.alarm_type}`]) return t(`svc.${a.alarm_type}`);
-  const type = typeLabel(a.alarm_type);
-  return a.detail ? `${type} — ${a.detail}` : type;
+  const type = alarmTypeText(a);
+  const detail = detailText(a);
+  return detail ? `${type} — ${detail}` : type;
+}
+/** The alarm's type as the service names it for people (`type_zh`/`type_en`), else from the table. */
+function alarmTypeText(a) {
+  const named = lang === "zh" ? a.type_zh : a.type_en;
+  return typeof named === "string" && named ? named : typeLabel(a.alarm_type);
+}
+/** The detail rendered for people (`detail_zh`/`detail_en`, alarms/describe.py). The raw `detail` is
+ * the detector's technical English: never shown in Chinese, shown in English only when the service
+ * sent no rendering (an alarm straight from the live stream). */
+function detailText(a) {
+  if (lang === "zh") return typeof a.detail_zh === "string" ? a.detail_zh : "";
+  return typeof a.detail_en === "string" ? a.detail_en : a.detail || "";
 }
 /** An alarm type in words: named outright, or as its channel and level ("temp.hot": 温度过热); else
  * as the service sends it. */
@@ -748,7 +807,7 @@ function typeLabel(type) {
   if (s.includes(".") && I18N.zh[`ch.${channel}`] && I18N.zh[`lvl.${level}`]) {
     return `${t(`ch.${channel}`)}${lang === "zh" ? "" : " "}${t(`lvl.${level}`)}`;
   }
-  return s;
+  return lang === "zh" ? t("type.unknown") : s;
 }
 
 /** A card of its own for an unrecorded alarm (no incident yet). */
@@ -773,7 +832,7 @@ function alarmCard(a) {
   const main = el("div", { class: "main" },
     unrecorded ? el("div", { class: "unrec", text: t("unrec.mark"), dataset: { role: "unrecorded" } }) : null,
     el("div", { class: "where", text: placeName(a.place) }),
-    el("div", { class: "what", text: alarmWhatText(a), title: service ? a.detail : "" }),
+    el("div", { class: "what", text: alarmWhatText(a), title: service ? detailText(a) : "" }),
     el("div", { class: "meta", text: meta }));
   const data = { category: a.category, state: a.state, deviceId: a.device_id, alarmType: a.alarm_type };
   if (unrecorded) data.unrecorded = "true"; else data.alarmId = a.id;
@@ -796,7 +855,7 @@ function alarmRow(a, under) {
     el("span", { class: `pill cat-${cat}`, text: catLabel(a.category) }),
     el("span", { class: "a-main" },
       el("span", { class: "a-where", text: [placeBelow(a.place, under), who].filter(Boolean).join(" · ") }),
-      el("span", { class: "a-what", text: alarmWhatText(a), title: service ? a.detail : "" })),
+      el("span", { class: "a-what", text: alarmWhatText(a), title: service ? detailText(a) : "" })),
     el("span", { class: "a-meta", text: bits }),
     el("span", { class: "a-state", text: label("state", a.state), dataset: { role: "state" } }));
   const tools = el("span", { class: "btns" }, ...alarmButtons(a, true));
@@ -804,7 +863,7 @@ function alarmRow(a, under) {
   row.append(tools);
   if (a.shelved_until) {
     row.append(el("span", { class: "shelf", dataset: { role: "shelved" },
-      text: t("shelve.until", { when: fmtTime(a.shelved_until), who: a.shelved_by || "—", note: a.shelve_note || "" }) }));
+      text: t("shelve.until", { when: fmtTime(a.shelved_until), who: person(a.shelved_by), note: a.shelve_note || "" }) }));
   }
   return row;
 }
@@ -867,7 +926,7 @@ function incidentCard(i) {
   if (i.zone_confirmed_ts) {
     const zc = alarms.find((a) => a.alarm_type === ZONE_CONFIRMED);
     flags.append(el("span", { class: "flag zone", text: t("inc.zone_confirmed"), dataset: { role: "zone-confirmed" },
-      title: `${fmtTime(i.zone_confirmed_ts)}${zc && zc.detail ? ` — ${zc.detail}` : ""}` }));
+      title: `${fmtTime(i.zone_confirmed_ts)}${zc && detailText(zc) ? ` — ${detailText(zc)}` : ""}` }));
   }
   if (VERIFIED_KINDS.has(i.kind)) {
     flags.append(el("span", { class: `flag ver ver-${i.verification}`, text: verdictLabel(i, i.verification), dataset: { role: "verification", verification: i.verification } }));
@@ -889,14 +948,14 @@ function incidentCard(i) {
   ].filter(Boolean).join(" · ") }));
   // Who did what so far.
   const steps = [];
-  if (i.acked_ts) steps.push(["acked", t("inc.acked_by", { who: i.acked_by || "—", when: fmtTime(i.acked_ts) }) + (i.ack_note ? ` — ${i.ack_note}` : "")]);
+  if (i.acked_ts) steps.push(["acked", t("inc.acked_by", { who: person(i.acked_by), when: fmtTime(i.acked_ts) }) + (i.ack_note ? ` — ${i.ack_note}` : "")]);
   if (i.verification === "verifying") steps.push(["verifying", t("inc.verifying_by", { who: i.verifier || "—", when: fmtTime(i.verifying_ts) })]);
   if (incDecided(i)) {
     const v = verdictLabel(i, i.verification) + (i.cause ? `（${label("cause", i.cause)}）` : "");
-    steps.push(["verdict", t("inc.verdict_by", { v, who: i.verdict_by || "—", when: fmtTime(i.verdict_ts) }) + (i.verdict_note ? ` — ${i.verdict_note}` : "")]);
+    steps.push(["verdict", t("inc.verdict_by", { v, who: person(i.verdict_by), when: fmtTime(i.verdict_ts) }) + (i.verdict_note ? ` — ${i.verdict_note}` : "")]);
   }
-  if (i.call_119_ts) steps.push(["called119", t("inc.called_119", { who: i.call_119_by || "—", when: fmtTime(i.call_119_ts) }) + (i.call_119_note ? ` — ${i.call_119_note}` : "")]);
-  if (i.reset_ts) steps.push(["reset", t("inc.reset_by", { who: i.reset_by || "—", when: fmtTime(i.reset_ts) })]);
+  if (i.call_119_ts) steps.push(["called119", t("inc.called_119", { who: person(i.call_119_by), when: fmtTime(i.call_119_ts) }) + (i.call_119_note ? ` — ${i.call_119_note}` : "")]);
+  if (i.reset_ts) steps.push(["reset", t("inc.reset_by", { who: person(i.reset_by), when: fmtTime(i.reset_ts) })]);
   for (const [role, text] of steps) main.append(el("div", { class: `step step-${role}`, text, dataset: { role } }));
   if (hasLatchedFire(i)) main.append(el("div", { class: "latch", text: t("latch.mark"), dataset: { role: "latched" } }));
   // Its alarms, folded by default: the count says how many.
@@ -1027,7 +1086,7 @@ function renderBoard() {
 
 let ackAlarm = null;
 
-const alarmWhat = (a) => `${catLabel(a.category)} · ${placeName(a.place)} · ${a.device_id} · ${a.alarm_type}`;
+const alarmWhat = (a) => `${catLabel(a.category)} · ${placeName(a.place)} · ${a.device_id} · ${alarmTypeText(a)}`;
 
 function openAck(a) {
   ackAlarm = a;
@@ -1437,7 +1496,7 @@ async function renderPlaces(full = true) {
     const cat = states.get(d.id) || "normal";
     body.append(el("tr", { dataset: { deviceId: d.id }, on: { click: () => { location.hash = `#/device/${encodeURIComponent(d.id)}`; } } },
       el("td", {}, el("a", { text: d.id, attrs: { href: `#/device/${encodeURIComponent(d.id)}` } })),
-      el("td", { text: d.name }), el("td", { text: d.kind }),
+      el("td", { text: d.name }), el("td", { text: label("dkind", d.kind) }),
       el("td", { text: placeName(d.place) }),
       el("td", {}, el("span", { class: `pill cat-${cat}`, text: catLabel(cat) }))));
   }
@@ -1469,8 +1528,8 @@ async function renderDevice(id) {
   const prof = profiles[d.profile];
   const info = clear($("device-info"));
   const rows = [
-    ["device.profile", prof ? `${lang === "zh" ? prof.name_zh : prof.name} (${d.profile})` : d.profile],
-    ["device.kind", d.kind], ["device.system", d.system], ["device.place", `${placeName(d.place)} (${d.place})`],
+    ["device.profile", prof ? (lang === "zh" ? prof.name_zh : prof.name) : d.profile],
+    ["device.kind", label("dkind", d.kind)], ["device.system", label("sys", d.system)], ["device.place", placeName(d.place)],
     ["device.department", d.department], ["device.responsible", d.responsible],
     ["device.installed", d.installed || "—"], ["device.tags", (d.tags || []).join(", ") || "—"],
   ];
@@ -1496,10 +1555,10 @@ async function refreshDeviceAlarms() {
     body.append(el("tr", { dataset: { alarmId: a.id, state: a.state } },
       el("td", { text: fmtTime(a.first_ts) }),
       el("td", {}, el("span", { class: `pill cat-${a.category}`, text: catLabel(a.category) })),
-      el("td", { text: a.alarm_type, title: a.detail }),
+      el("td", { text: alarmTypeText(a), title: detailText(a) }),
       el("td", { text: a.peak !== null && a.peak !== undefined ? `${fmtValue(a.value)} (max ${fmtValue(a.peak)})` : fmtValue(a.value) }),
       el("td", { text: label("state", a.state) }),
-      el("td", { text: a.acked_by ? `${a.acked_by} ${fmtTime(a.acked_ts)}${a.false_alarm ? t("ack.false_marked") : ""}${a.ack_note ? ` — ${a.ack_note}` : ""}` : "—" }),
+      el("td", { text: a.acked_by ? `${person(a.acked_by)} ${fmtTime(a.acked_ts)}${a.false_alarm ? t("ack.false_marked") : ""}${a.ack_note ? ` — ${a.ack_note}` : ""}` : "—" }),
       el("td", {}, el("div", { class: "btns" }, ...alarmButtons(a)))));
   }
   $("device-alarms-empty").hidden = log.length > 0;
@@ -1618,28 +1677,28 @@ async function renderTicket(id) {
   const rows = [
     ["ticket.status", label("status", tk.status)],
     ["ticket.category", catLabel(tk.category)], ["ticket.source", label("source", tk.source)],
-    ["ticket.hazard_type", tk.hazard_type], ["ticket.place", placeName(tk.place)],
+    ["ticket.hazard_type", typeLabel(tk.hazard_type)], ["ticket.place", placeName(tk.place)],
     ["ticket.device", tk.device_id || "—"], ["ticket.department", tk.department || "—"],
     ["ticket.responsible", tk.responsible || "—"], ["ticket.inspection_time", fmtTime(tk.inspection_time)],
     ["ticket.inspectors", tk.inspectors], ["ticket.problem", tk.problem], ["ticket.measures", tk.measures || "—"],
     ["ticket.deadline", fmtTime(tk.deadline) + (tk.overdue ? ` (${t("ticket.overdue")})` : "")],
     ["ticket.assignee", tk.assignee || "—"], ["ticket.feedback", tk.feedback || "—"],
-    ["ticket.feedback_signed_by", tk.feedback_signed_by ? `${tk.feedback_signed_by} ${fmtTime(tk.feedback_signed_at)}` : "—"],
-    ["ticket.confirmed_by", tk.confirmed_by ? `${tk.confirmed_by} ${fmtTime(tk.confirmed_at)}` : "—"],
-    ["ticket.leader_signed_by", tk.leader_signed_by ? `${tk.leader_signed_by} ${fmtTime(tk.leader_signed_at)}` : "—"],
+    ["ticket.feedback_signed_by", tk.feedback_signed_by ? `${person(tk.feedback_signed_by)} ${fmtTime(tk.feedback_signed_at)}` : "—"],
+    ["ticket.confirmed_by", tk.confirmed_by ? `${person(tk.confirmed_by)} ${fmtTime(tk.confirmed_at)}` : "—"],
+    ["ticket.leader_signed_by", tk.leader_signed_by ? `${person(tk.leader_signed_by)} ${fmtTime(tk.leader_signed_at)}` : "—"],
     ["ticket.occurrences", tk.occurrences],
   ];
   if (tk.ready_at) rows.push(["ticket.ready", fmtTime(tk.ready_at)]);
   for (const [k, v] of rows) info.append(el("dt", { text: t(k) }), el("dd", { text: v }));
   const events = clear($("ticket-events"));
   for (const e of tk.events || []) {
-    const who = e.actor ? ` · ${e.actor}${e.role ? ` (${label("role", e.role)})` : ""}` : "";
+    const who = e.actor ? ` · ${person(e.actor)}${e.role ? ` (${label("role", e.role)})` : ""}` : "";
     events.append(el("li", { dataset: { action: e.action } },
       `${fmtTime(e.ts)} ${label("action", e.action)} → ${label("status", e.status_after)}${who}${e.note ? ` — ${e.note}` : ""}`));
   }
   const comments = clear($("ticket-comments"));
   for (const c of tk.comments || []) {
-    comments.append(el("li", { dataset: { commentId: c.id } }, `${fmtTime(c.ts)} · ${c.author} — `, el("span", { class: "text", text: c.text })));
+    comments.append(el("li", { dataset: { commentId: c.id } }, `${fmtTime(c.ts)} · ${person(c.author)} — `, el("span", { class: "text", text: c.text })));
   }
   $("ticket-comments-empty").hidden = comments.childElementCount > 0;
   const evidence = clear($("ticket-evidence").tBodies[0]);
@@ -1647,7 +1706,7 @@ async function renderTicket(id) {
     evidence.append(el("tr", { dataset: { evidenceId: e.id } },
       el("td", {}, el("button", { class: "link", text: e.filename, title: e.content_type, dataset: { role: "download" },
         on: { click: () => guarded(() => downloadEvidence(tk.id, e)) } })),
-      el("td", { text: fmtSize(e.size) }), el("td", { text: e.uploaded_by }),
+      el("td", { text: fmtSize(e.size) }), el("td", { text: person(e.uploaded_by) }),
       el("td", { text: fmtTime(e.ts) }), el("td", { text: e.note || "—" })));
   }
   $("ticket-evidence-empty").hidden = evidence.childElementCount > 0;
@@ -1935,7 +1994,7 @@ function init() {
 window.fw = Object.freeze({
   registerView, addI18n, t, el, $, clear, api, request, allPages, guarded, showError, hideError,
   fmtTime, fmtDur, fmtValue, serverNow, placeName, loadPlaces, places, catLabel, label, typeLabel,
-  alarmWhatText, session, heldRoles, whoName, store, ApiError, SignedOut, lang: () => lang,
+  alarmWhatText, alarmTypeText, detailText, person, session, heldRoles, whoName, store, ApiError, SignedOut, lang: () => lang,
   route: () => ({ ...route }),
 });
 
