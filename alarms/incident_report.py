@@ -49,6 +49,7 @@ from alarms.labels import (
     alarm_type_zh,
     duty_role_zh,
 )
+from alarms.type_names import ALARM_TYPE_ZH
 from core import xlsx_cells as xlsx
 from core.cjk_font import embedded_font
 from core.domain import (
@@ -158,12 +159,11 @@ class Names:
 def alarm_type_label(alarm: AlarmRow, names: Names) -> str:
     """The alarm's type in Chinese: its label when alarms/labels.py has one, else the device's kind
     and the alarm's category (点型光电感烟火灾探测器 火警), never the type's code."""
-    label = alarm_type_zh(alarm.alarm_type)
-    if label != alarm.alarm_type:
-        return label
+    if alarm.alarm_type in ALARM_TYPE_ZH:
+        return ALARM_TYPE_ZH[alarm.alarm_type]
     category = _enum_zh(CATEGORY_ZH, AlarmCategory, alarm.category)
     kind = names.device_kind(alarm.device_id)
-    return f"{kind} {category}" if kind else f"{category}报警"
+    return f"{kind} {category}" if kind else alarm_type_zh(alarm.alarm_type)
 
 
 # --- the report's model ---------------------------------------------------------------------------
