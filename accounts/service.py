@@ -198,23 +198,7 @@ class AccountService:
         `address` is the client's: failures are throttled per (name, address) and per address
         (accounts/throttle.py), so a guesser elsewhere cannot lock this person out."""
         now = self.clock()
-        refusal = self.throttle.begin(name, address, now)
-        if refusal is not None:
-            raise TooManyAttemptsError(refusal.reason, retry_after_s=refusal.retry_after_s)
-        with self.sessions() as s:
-            row = s.get(UserRow, name)
-            stored = row.password_hash if row is not None else self._dummy_hash
-            ok, upgraded = self.passwords.verify(password, stored)
-            if row is None or not ok or row.disabled:
-                raise AuthError("wrong user name or password, or the account is disabled")
-            if row.demo and not self.demo_mode:
-                raise DemoAccountRefusedError(
-                    f"{name!r} is a demo account with the published demo password, refused outside "
-                    f"demo mode: set a password with `firewatch users passwd {name}`"
-                )
-            roles = _roles(Role(r) for r in row.roles)
-            display = row.display_name
-        self.throttle.succeeded(name, address)
+        roles, display, upgraded = self._check_password(name, password, address, now)
         token = tokens.new_token(TokenKind.SESSION)
         expires = now + self.session_ttl_s
         with self._writing() as s:
@@ -237,6 +221,37 @@ class AccountService:
             token_id = row_t.id
         principal = Principal(name, roles, TokenKind.SESSION, token_id, expires, display)
         return Issued(token, token_id, expires), principal
+
+    def check_credentials(self, name: str, password: str, address: str = "") -> Principal:
+        """Who signs with this user name and password, without signing them in (no token): a person
+        countersigning at someone else's screen (a handover). Throttled and refused exactly as
+        `login` is; the principal's token id is 0 (there is no token)."""
+        roles, display, _ = self._check_password(name, password, address, self.clock())
+        return Principal(name, roles, TokenKind.SESSION, 0, None, display)
+
+    def _check_password(
+        self, name: str, password: str, address: str, now: float
+    ) -> tuple[frozenset[Role], str, str | None]:
+        """The user's roles, display name and upgraded hash (if the hash needs upgrading) for a
+        right password; raises as `login` documents."""
+        refusal = self.throttle.begin(name, address, now)
+        if refusal is not None:
+            raise TooManyAttemptsError(refusal.reason, retry_after_s=refusal.retry_after_s)
+        with self.sessions() as s:
+            row = s.get(UserRow, name)
+            stored = row.password_hash if row is not None else self._dummy_hash
+            ok, upgraded = self.passwords.verify(password, stored)
+            if row is None or not ok or row.disabled:
+                raise AuthError("wrong user name or password, or the account is disabled")
+            if row.demo and not self.demo_mode:
+                raise DemoAccountRefusedError(
+                    f"{name!r} is a demo account with the published demo password, refused outside "
+                    f"demo mode: set a password with `firewatch users passwd {name}`"
+                )
+            roles = _roles(Role(r) for r in row.roles)
+            display = row.display_name
+        self.throttle.succeeded(name, address)
+        return roles, display, upgraded
 
     def resolve(self, token: str) -> Principal:
         """The principal behind a bearer token, or AuthError saying why not."""

@@ -22,7 +22,9 @@ from api.routes import (
     auth,
     console,
     devices,
+    duty_log,
     gb26875,
+    handovers,
     health,
     incident_deliveries,
     incident_exports,
@@ -106,6 +108,8 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             rejects,
             gb26875,
             roster,
+            duty_log,
+            handovers,
         )
     ]
     routers.append(("", health.router))

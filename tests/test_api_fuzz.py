@@ -135,6 +135,8 @@ SEMANTIC_422 = [
     "attach_evidence",
     "record_patrol_round",
     "get_device_history",
+    "start_handover",
+    "countersign_handover",
     "ticket_kpis",
     "list_roster",
     "create_shift",
