@@ -34,9 +34,10 @@ router = APIRouter(tags=["console"], include_in_schema=False)
 # The page changes with the code, not per request; browsers revalidate it every time so a deployed
 # fix reaches the wall screen on its next reload.
 _NO_CACHE = {"Cache-Control": "no-cache"}
-# The page loads only its own script, style and data: no inline script, no third-party origin.
+# The page loads only its own script, style and data: no inline script, no third-party origin. A floor
+# plan is fetched signed in and shown from a blob: URL, through <img> (no script in an SVG runs there).
 _CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self' ws: wss:; media-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'"
 )

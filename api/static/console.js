@@ -969,6 +969,12 @@ function incidentCard(i) {
     el("span", { class: "state", dataset: { role: "state" },
       text: i.state === "open" ? t(unacked ? "inc.unacked" : "inc.acked") : `${label("istate", i.state)}·${t(unacked ? "inc.unacked" : "inc.acked")}` }));
   const buttons = incidentButtons(i);
+  // Where it is, drawn (GB 25506-2010 §4.2.1): its first floor's plan, its devices blinking.
+  const floor = (i.floors || [])[0];
+  if (floor && extraViews.has("plan")) {
+    buttons.push(el("a", { class: "plan-link", text: t("plan.open"), dataset: { role: "plan" },
+      attrs: { href: `#/plan/${floor}?incident=${encodeURIComponent(i.id)}` } }));
+  }
   if (buttons.length) side.append(el("div", { class: "btns" }, ...buttons));
   return el("li", { class: cls, dataset: { incidentId: i.id, kind: i.kind, category: i.category, state: i.state,
     acked: String(!unacked), verification: i.verification, alarms: rows.length } },
@@ -1301,6 +1307,8 @@ const sound = {
 
 // `tick` counts the messages applied, so a list read can tell which steps came in while it was read.
 const live = { ws: null, after: null, events: 0, tick: 0, retryMs: 1000, timer: null, refreshTimer: null, stopped: true };
+/** Views of their own (window.fw.onLive) told of every stream message, after the board applied it. */
+const liveListeners = new Set();
 
 function setConn(state) {
   $("conn").dataset.state = state;
@@ -1374,6 +1382,7 @@ function connect() {
     live.events += 1;
     $("conn").dataset.events = String(live.events);
     scheduleRefresh();
+    for (const fn of liveListeners) { try { fn(tr); } catch (err) { showError(err); } }
   };
   ws.onclose = () => {
     if (live.ws !== ws) return; // replaced or stopped on purpose
@@ -1534,6 +1543,10 @@ async function renderDevice(id) {
     ["device.installed", d.installed || "—"], ["device.tags", (d.tags || []).join(", ") || "—"],
   ];
   for (const [k, v] of rows) info.append(el("dt", { text: t(k) }), el("dd", { text: v }));
+  if (extraViews.has("plan") && parts.length >= 4) {
+    info.append(el("dt", { text: t("plan.tab") }), el("dd", {}, el("a", { text: t("plan.open"), dataset: { role: "plan" },
+      attrs: { href: `#/plan/${parts.slice(0, 3).join("/")}?device=${encodeURIComponent(d.id)}` } })));
+  }
   const select = clear($("channel"));
   const channels = prof ? Object.entries(prof.channels) : [];
   for (const [name, c] of channels) {
@@ -1996,6 +2009,7 @@ window.fw = Object.freeze({
   fmtTime, fmtDur, fmtValue, serverNow, placeName, loadPlaces, places, catLabel, label, typeLabel,
   alarmWhatText, alarmTypeText, detailText, person, session, heldRoles, whoName, store, ApiError, SignedOut, lang: () => lang,
   route: () => ({ ...route }),
+  onLive: (fn) => { liveListeners.add(fn); },
 });
 
 document.addEventListener("DOMContentLoaded", init);
