@@ -137,6 +137,7 @@ SEMANTIC_422 = [
     "get_device_history",
     "start_handover",
     "countersign_handover",
+    "duty_log_report_pdf",
     "ticket_kpis",
     "list_roster",
     "create_shift",

@@ -8,7 +8,7 @@ import asyncio
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
 from accounts.model import AuthError, DemoAccountRefusedError, Principal, TooManyAttemptsError
@@ -21,11 +21,15 @@ from alarms.handover import (
     NotOnDutyError,
 )
 from alarms.incident_report import Names
+from alarms.shift_report import collect, render_shift_pdf
 from api.auth import READING, accounts_of, roles
 from api.deps import Ctx, DbSession, PageParams, RowId
+from api.downloads import disposition
 from api.duty_schemas import CountersignIn, HandoverOut, HandoverStartIn, HandoverSummaryOut, SnapshotOut
 from api.problems import responses
+from api.routes.duty_log import PDF_RESPONSES
 from api.schemas import Page
+from core.cjk_font import FontUnavailableError
 from storage.duty_models import HandoverRow
 
 router = APIRouter(prefix="/handovers", tags=["duty"])
@@ -154,3 +158,30 @@ async def countersign_handover(
     except NotOnDutyError as exc:
         raise HTTPException(403, str(exc)) from None
     return handover_out(row)
+
+
+@router.get(
+    "/{handover_id:int}/report.pdf",
+    operation_id="handover_report_pdf",
+    response_class=Response,
+    dependencies=[READING],
+    responses={**PDF_RESPONSES, **responses(401, 403, 404)},
+)
+def handover_report_pdf(handover_id: RowId, db: DbSession, ctx: Ctx) -> Response:
+    """The report of the shift this handover ends (from its `shift_start` to the countersignature,
+    or to its start while not countersigned), in Chinese, to print and file: both signatures and
+    their times, the snapshot as taken, the shift's incidents, alarms and duty log, the notes."""
+    row = db.get(HandoverRow, handover_id)
+    if row is None:
+        raise HTTPException(404, f"handover {handover_id} does not exist")
+    end = row.countersigned_ts if row.countersigned_ts is not None else row.started_ts
+    # The window includes its end here: the handover's own log entries are written at it.
+    report = collect(
+        db, Names.of(ctx.alarms.index), row.shift_start, end + 1e-3, [row], "消防控制室交接班记录"
+    )
+    try:
+        body = render_shift_pdf(report, font_path=ctx.export_font)
+    except FontUnavailableError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    name = disposition("inline", f"交接班记录-{handover_id}.pdf", fallback=f"handover-{handover_id}.pdf")
+    return Response(body, media_type="application/pdf", headers={"Content-Disposition": name})
