@@ -131,3 +131,46 @@ DUTY_ROLE_ZH: dict[str, str] = {
 
 def duty_role_zh(role: str) -> str:
     return DUTY_ROLE_ZH.get(role, role)
+
+
+# The service's own steps (alarms/service.py SYSTEM_ACTOR) are the system's, not a person's.
+SYSTEM_ZH = "系统"
+
+
+def actor_zh(actor: str) -> str:
+    return SYSTEM_ZH if actor == "firewatch" else actor
+
+
+# Tickets as the console says them (api/static/console.js `status.*`, `source.*`, `action.*`): 派单,
+# not 指派; 报警, not 告警; 超期, not 逾期; 备注, not 留言 (tests/test_terms.py keeps them one).
+TICKET_STATUS_ZH: dict[str, str] = {
+    "open": "待派单",
+    "assigned": "已派单",
+    "rectifying": "整改中",
+    "rectified": "已整改",
+    "verified": "已复检",
+    "closed": "已关闭",
+}
+TICKET_SOURCE_ZH: dict[str, str] = {
+    "alarm": "报警",
+    "patrol": "巡查",
+    "inspection": "检查",
+    "maintenance": "维保",
+}
+TICKET_ACTION_ZH: dict[str, str] = {
+    "opened": "创建",
+    "recurred": "再次发生",
+    "assign": "派单",
+    "start": "开始整改",
+    "rectify": "整改完成",
+    "verify": "复检通过",
+    "reject": "复检不通过",
+    "close": "关闭整改单",
+    "extend": "延期",
+    "comment": "备注",
+    "attach": "附件",
+    "edit": "修改",
+    "overdue": "超期",
+    "ready": "可复检",
+    "not_ready": "状况复发",
+}

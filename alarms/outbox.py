@@ -17,10 +17,20 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from alarms.batch import LOCAL_TIME, OUTBOX, OUTBOX_COLUMNS, PendingNotice, batch_of
+from alarms.describe import describe
 from alarms.driver_rows import insert_many
 from alarms.incidents import SILENT, urgent
-from alarms.labels import CATEGORY_ZH, INCIDENT_ACTION_ZH, INCIDENT_KIND_ZH, VERIFICATION_ZH, alarm_type_zh
+from alarms.labels import (
+    CATEGORY_ZH,
+    INCIDENT_ACTION_ZH,
+    INCIDENT_KIND_ZH,
+    VERIFICATION_ZH,
+    actor_zh,
+    alarm_type_zh,
+    duty_role_zh,
+)
 from alarms.model import IncidentUpdate, Transition
+from alarms.type_names import channel_unit
 from core.domain import AlarmCategory, IncidentAction, IncidentKind, Verification
 from core.settings import PushRoute
 from storage.db import json_dumps
@@ -81,22 +91,25 @@ def render(t: Transition, place_name: str, when: Callable[[float], str] = local_
     lines = [
         f"位置: {place_name}",
         f"设备: {a['device_id']}",
-        f"类型: {alarm_type_zh(a['alarm_type'])} ({a['alarm_type']})",
+        f"类型: {alarm_type_zh(a['alarm_type'])}",
         f"时间: {when_text}",
         f"状态: {action} · 第 {a['occurrences']} 次",
     ]
     if a.get("value") is not None:
-        lines.append(f"读数: {a['value']}")
-    if a.get("detail"):
-        lines.append(f"说明: {a['detail']}")
+        unit = channel_unit(a["channel"]) if a.get("channel") else ""
+        lines.append(f"读数: {a['value']}{f' {unit}' if unit else ''}")
+    # The detector's detail in words (alarms/describe.py); the raw line stays in the transition.
+    said = describe(a["alarm_type"], a.get("detail") or "", channel=a.get("channel"), value=a.get("value")).zh
+    if said:
+        lines.append(f"说明: {said}")
     if a.get("maintenance_id") is not None:
         lines.append(f"维护: 设备处于维护窗口 #{a['maintenance_id']}，火警仍按规定推送，请现场核实")
     if a.get("flapping"):
         lines.append("注意: 该探测器频繁报警/恢复，已生成隐患整改单")
     if t.targets:
-        lines.append(f"通知: {', '.join(t.targets)}")
+        lines.append(f"通知: {'、'.join(duty_role_zh(r) for r in t.targets)}")
     if t.note:
-        lines.append(f"备注: {t.note} ({t.actor})")
+        lines.append(f"备注: {t.note}（{actor_zh(t.actor)}）")
     return {"title": title, "body": "\n".join(lines), "transition": t.to_json()}
 
 
@@ -186,9 +199,9 @@ def render_incident(
             called = datetime.fromtimestamp(a["call_119_ts"]).strftime("%H:%M:%S")
             lines.append(f"119: 已于 {called} 报警（{a.get('call_119_by') or ''}）")
     if a.get("acked_by"):
-        lines.append(f"已确认: {a['acked_by']}")
+        lines.append(f"已受理: {actor_zh(a['acked_by'])}")
     if u.targets:
-        lines.append(f"通知: {', '.join(u.targets)}")
+        lines.append(f"通知: {'、'.join(duty_role_zh(r) for r in u.targets)}")
     if u.note:
         lines.append(f"备注: {u.note}")
     return {"title": title, "body": "\n".join(lines), "incident": u.to_json()}

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from alarms.alarm_values import Alarm
 from alarms.batch import batch_of
+from alarms.describe import describe
 from alarms.labels import CATEGORY_ZH, MEASURES_BY_CATEGORY_ZH, MEASURES_ZH, alarm_type_zh
 from core.domain import TICKETED_CATEGORIES, AlarmCategory, TicketAction, TicketSource, TicketStatus
 from core.settings import TicketPolicy
@@ -49,14 +50,16 @@ class TicketOpener:
 
     def on_raised(self, session: Session, alarm: Alarm, now: float) -> TicketChange:
         """Open a ticket for this alarm, or append it to the device's open ticket of the same type."""
-        return self._open(session, alarm, alarm.alarm_type, AlarmCategory(alarm.category), alarm.detail, now)
+        # The problem found (检查发现问题) is read by people: the detector's detail in words.
+        said = describe(alarm.alarm_type, alarm.detail, channel=alarm.channel, value=alarm.value).zh
+        return self._open(session, alarm, alarm.alarm_type, AlarmCategory(alarm.category), said, now)
 
     def on_flapping(
         self, session: Session, alarm: Alarm, cycles: int, window_s: float, held: bool, now: float
     ) -> TicketChange:
         """A hazard ticket for an unstable sensor (DESIGN §5: flapping sensors are a ticket source)."""
         detail = (
-            f"{alarm_type_zh(alarm.alarm_type)}（{alarm.alarm_type}）在 {window_s / 60:g} 分钟内"
+            f"{alarm_type_zh(alarm.alarm_type)}在 {window_s / 60:g} 分钟内"
             f"报警/恢复 {cycles} 次，" + ("已暂停推送。" if held else "火警推送不暂停。")
         )
         return self._open(session, alarm, FLAPPING, AlarmCategory.HAZARD, detail, now)
@@ -77,7 +80,7 @@ class TicketOpener:
             raise AssertionError("alarm tickets are opened in a bulk write (AlarmService.apply)")
         existing = batch.open_ticket(session, alarm.device_id, hazard_type)
         if existing is not None:
-            change = recur(session, existing, f"告警 #{alarm.id} 再次发生：{detail}", now)
+            change = recur(session, existing, f"报警 #{alarm.id} 再次发生：{detail}", now)
             batch.link(existing.id, alarm.id)  # written after the batch's alarms, which it refers to
             return change
 
@@ -98,11 +101,11 @@ class TicketOpener:
             responsible=device.responsible if device else "",
             inspection_time=alarm.first_ts,
             inspectors=AUTO_INSPECTOR,
-            problem=f"{place_name} {what} {CATEGORY_ZH[category]}：{label}。{detail}",
+            problem=f"{place_name} {what} {CATEGORY_ZH[category]}：{label}。{detail}".rstrip(),
             measures=MEASURES_ZH.get(hazard_type, MEASURES_BY_CATEGORY_ZH[category]),
             deadline=now + self.policy.deadline_s(category),
         )
-        note = f"由告警 #{alarm.id} 自动生成"
+        note = f"由报警 #{alarm.id} 自动生成"
         ticket_id = batch.ticket_id(session)
         change = add_ticket(session, ticket, now, AUTO_INSPECTOR, "", note, ticket_id=ticket_id)
         batch.tickets[(alarm.device_id, hazard_type)] = ticket

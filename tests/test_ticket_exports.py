@@ -282,11 +282,11 @@ def test_the_second_section_lists_the_history_the_linked_alarms_and_the_evidence
     record = text[text.index("工单处理记录") :]  # page two on
 
     history_headers = ["状态记录", "时间", "操作", "操作人", "说明"]
-    other_headers = ["留言", "关联告警", "附件", "文件名", "大小"]
+    other_headers = ["备注", "关联报警", "附件", "文件名", "大小"]
     for header in history_headers + other_headers:
         assert header in record
-    assert re.search(r"2026-11-23 09:40\s+生成\s+李卫东\s+季度消防检查发现（待处理）", record), record
-    assert re.search(r"整改反馈\s+张建国\s+整改完成，申请复检（整改中 → 已整改）", record), record
+    assert re.search(r"2026-11-23 09:40\s+创建\s+李卫东\s+季度消防检查发现（待派单）", record), record
+    assert re.search(r"整改完成\s+张建国\s+整改完成，申请复检（整改中 → 已整改）", record), record
     assert re.search(r"2026-11-24 11:00\s+王晓红\s+灭火器已到货", record), record
     assert "#1198、#1207" in record  # in order
     assert re.search(r"安全出口整改后\.jpg\s+3\.0 MB\s+image/jpeg\s+张建国", record), record
@@ -373,7 +373,7 @@ LEDGER_HEADERS = [
     "整改时限",
     "状态",
     "整改完成时间",
-    "是否逾期",
+    "是否超期",
     "整改落实情况反馈",
     "负责人签字",
     "整改确认签字",
@@ -437,7 +437,7 @@ def test_the_ledger_has_one_row_per_ticket_under_the_chinese_headers() -> None:
         "整改时限": datetime(2026, 11, 26, 17, 0),
         "状态": "已关闭",
         "整改完成时间": datetime(2026, 11, 25, 16, 20),
-        "是否逾期": "否",
+        "是否超期": "否",
         "整改落实情况反馈": tickets[0].feedback,
         "负责人签字": "张建国 2026-11-25 16:20",
         "整改确认签字": "李卫东 2026-11-26 10:05",
@@ -451,10 +451,10 @@ def test_the_ledger_has_one_row_per_ticket_under_the_chinese_headers() -> None:
     assert second["检查发现问题"] == tickets[1].problem
     assert ws.cell(row=3, column=LEDGER_HEADERS.index("检查发现问题") + 1).data_type == "s"
     assert second["整改完成时间"] is None
-    assert second["是否逾期"] == "是"
+    assert second["是否超期"] == "是"
     assert second["负责人签字"] is None  # not signed: an empty cell
     assert second["状态"] == "整改中"
-    assert (second["来源"], second["类别"], second["设备"]) == ("告警", "故障", None)
+    assert (second["来源"], second["类别"], second["设备"]) == ("报警", "故障", None)
 
 
 def test_the_ledger_is_a_working_spreadsheet() -> None:
@@ -473,8 +473,8 @@ def test_the_ledger_summary_counts_by_status_and_by_department() -> None:
     counts = {row[0]: row[1] for row in ws.iter_rows(values_only=True) if row and row[0] is not None}
     assert counts["已关闭"] == 2
     assert counts["整改中"] == 1
-    assert counts["待处理"] == 0
-    assert counts["是否逾期"] == 1
+    assert counts["待派单"] == 0
+    assert counts["是否超期"] == 1
     assert counts["合计"] == 3
     assert counts["心内科"] == 2
     assert counts["急诊科"] == 1
@@ -574,7 +574,7 @@ async def test_the_form_pdf_endpoint_prints_the_stored_ticket(
     for signed in ["负责人签字：张建国", "签字：李卫东", "签字：陈志强", "日期：2026-11-27 08:45"]:
         assert signed in text
     assert "#1" in text  # the alarm that opened it
-    assert "由告警 #1 自动生成" in text
+    assert "由报警 #1 自动生成" in text
     assert re.search(r"探测器更换后\.jpg\s+4\.9 KB", text), text
     assert "已通知厂家" in text
 

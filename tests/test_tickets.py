@@ -464,7 +464,7 @@ def test_a_device_condition_normal_long_enough_marks_its_ticket_ready_with_the_r
     assert e.filename.endswith("-readings.csv")
     assert "pressure" in text
     assert "0.35" in text
-    assert "pressure 0.35–0.35" in e.note
+    assert "压力 0.35–0.35 MPa" in e.note  # the channel in words, with its unit
     assert loop.events(t.id)[-1].action == "ready"
 
     loop.clock.now = T0 + 8 * HOUR

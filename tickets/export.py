@@ -26,7 +26,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import PageBreak, Paragraph, Spacer, Table, TableStyle
 
-from alarms.labels import CATEGORY_ZH, alarm_type_zh
+from alarms.labels import CATEGORY_ZH, TICKET_ACTION_ZH, TICKET_SOURCE_ZH, TICKET_STATUS_ZH, alarm_type_zh
 from core import xlsx_cells as xlsx
 from core.cjk_font import FontUnavailableError as FontUnavailableError  # re-exported
 from core.cjk_font import embedded_font
@@ -39,36 +39,10 @@ Lang = Literal["zh", "en"]
 
 # --- labels ---------------------------------------------------------------------------------------
 
-STATUS_ZH: dict[str, str] = {
-    "open": "待处理",
-    "assigned": "已指派",
-    "rectifying": "整改中",
-    "rectified": "已整改",
-    "verified": "已复检",
-    "closed": "已关闭",
-}
-SOURCE_ZH: dict[str, str] = {
-    "alarm": "告警",
-    "patrol": "巡查",
-    "inspection": "检查",
-    "maintenance": "维保",
-}
-ACTION_ZH: dict[str, str] = {
-    "opened": "生成",
-    "recurred": "再次发生",
-    "assign": "指派",
-    "start": "开始整改",
-    "rectify": "整改反馈",
-    "verify": "复检通过",
-    "reject": "复检不通过",
-    "close": "关闭",
-    "extend": "延期",
-    "comment": "留言",
-    "attach": "上传附件",
-    "overdue": "逾期",
-    "ready": "可复检",
-    "not_ready": "状况复发",
-}
+# The console's words for statuses, sources and actions (alarms/labels.py): one term per thing.
+STATUS_ZH: dict[str, str] = TICKET_STATUS_ZH
+SOURCE_ZH: dict[str, str] = TICKET_SOURCE_ZH
+ACTION_ZH: dict[str, str] = TICKET_ACTION_ZH
 
 # The form's own words (zh) and their English equivalents, keyed by what they label.
 LABELS: dict[Lang, dict[str, str]] = {
@@ -106,7 +80,7 @@ LABELS: dict[Lang, dict[str, str]] = {
         "blank_date": "______年____月____日",
         "list_sep": "、",
         "colon": "：",
-        "overdue": "是否逾期",
+        "overdue": "是否超期",
         "yes": "是",
         "no": "否",
         "history": "状态记录",
@@ -114,10 +88,10 @@ LABELS: dict[Lang, dict[str, str]] = {
         "action": "操作",
         "actor": "操作人",
         "note": "说明",
-        "comments": "留言",
-        "author": "留言人",
+        "comments": "备注",
+        "author": "备注人",
         "text": "内容",
-        "alarms": "关联告警",
+        "alarms": "关联报警",
         "evidence": "附件",
         "filename": "文件名",
         "size": "大小",
@@ -558,7 +532,7 @@ LEDGER_COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("整改时限", "Deadline", 17),
     ("状态", "Status", 9),
     ("整改完成时间", "Rectified", 17),
-    ("是否逾期", "Overdue", 8),
+    ("是否超期", "Overdue", 8),
     ("整改落实情况反馈", "Feedback", 40),
     ("负责人签字", "Responsible's signature", 22),
     ("整改确认签字", "Confirmed by", 22),

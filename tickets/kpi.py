@@ -22,7 +22,7 @@ Ticket figures (the same for the totals and for each department and category row
   - on_time: rectified, with rectified_at <= deadline (整改时限).
   - on_time_rate (按时整改率) = on_time / rectified; None when rectified == 0.
   - rectified_late = rectified - on_time.
-  - overdue (逾期): not rectified as of as_of, and deadline < as_of: outstanding past its deadline.
+  - overdue (超期): not rectified as of as_of, and deadline < as_of: outstanding past its deadline.
     Computed from the deadline, not the ticket's `overdue` flag, so it holds for past periods too.
   - outstanding = found - rectified (overdue ones included).
   - closed: closed_at is set and <= as_of.

@@ -22,6 +22,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from alarms.tickets import AUTO_INSPECTOR, log_event
+from alarms.type_names import channel_unit, channel_zh
 from core.domain import ACTIVE_STATES, TicketAction, TicketSource, TicketStatus
 from storage.models import AlarmRow, TicketAlarmRow, TicketEvidenceRow, TicketRow
 from storage.telemetry import TelemetryStore
@@ -94,7 +95,8 @@ def evidence_csv(
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(ts)))
             writer.writerow([channel, when, f"{b_lo:.4g}", f"{b_hi:.4g}", f"{mean:.4g}", int(b_n)])
         lo, hi, n = float(np.min(h.min)), float(np.max(h.max)), int(np.sum(h.count))
-        summary.append(f"{channel} {lo:.4g}–{hi:.4g}（{n} 个读数）")
+        unit = f" {channel_unit(channel)}" if channel_unit(channel) else ""
+        summary.append(f"{channel_zh(channel) or channel} {lo:.4g}–{hi:.4g}{unit}（{n} 个读数）")
     return ("\ufeff" + out.getvalue()).encode("utf-8"), summary
 
 
@@ -124,7 +126,7 @@ def _mark(s: Session, c: Candidate, data: bytes, summary: list[str], start: floa
     if t is None or t.ready_at is not None or t.status not in WAITING:
         return 0  # a person got there first
     hours = (now - start) / 3600.0
-    note = f"告警已恢复并持续正常 {hours:.1f} 小时，具备复检条件（需人工签字确认）：" + "；".join(summary)
+    note = f"报警已恢复并持续正常 {hours:.1f} 小时，具备复检条件（需人工签字确认）：" + "；".join(summary)
     s.add(
         TicketEvidenceRow(
             ticket_id=t.id,

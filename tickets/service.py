@@ -532,14 +532,14 @@ class TicketService:
                 # Overdue maintenance is itself a hazard (DESIGN §5).
                 report = HazardReport(
                     site=t.site,
-                    problem=f"维保/测试任务 {t.number}（{t.problem.splitlines()[0][:80]}）逾期未完成，"
+                    problem=f"维保/测试任务 {t.number}（{t.problem.splitlines()[0][:80]}）超期未完成，"
                     f"整改时限 {_fmt(t.deadline)}。",
                     inspectors=AUTO_INSPECTOR,
                     inspection_time=now,
                     hazard_type=MAINTENANCE_OVERDUE,
                     department=t.department,
                     responsible=t.responsible,
-                    measures="尽快完成逾期的维保/测试任务，查明逾期原因。",
+                    measures="尽快完成超期的维保/测试任务，查明超期原因。",
                     place=t.place,
                 )
                 self._report(s, report, AUTO_INSPECTOR, "", None, now, subject=f"plan:{t.plan}:{t.site}")

@@ -69,7 +69,7 @@ const I18N = {
     "action.assign": "派单", "action.start": "开始整改", "action.rectify": "整改完成",
     "action.verify": "复检通过", "action.reject": "复检不通过", "action.close": "关闭整改单",
     "action.extend": "延期", "action.opened": "创建", "action.recurred": "再次发生",
-    "action.comment": "备注", "action.attach": "附件", "action.edit": "修改", "action.overdue": "超期", "action.ready": "可复检", "action.not_ready": "状况复现",
+    "action.comment": "备注", "action.attach": "附件", "action.edit": "修改", "action.overdue": "超期", "action.ready": "可复检", "action.not_ready": "状况复发",
     role: "角色", "role.viewer": "查看", "role.operator": "值班员", "role.maintenance": "维保人员",
     "role.safety": "保卫科", "role.leader": "分管领导", "role.admin": "管理员",
     "source.alarm": "报警", "source.patrol": "巡查", "source.inspection": "检查", "source.maintenance": "维保",
