@@ -688,6 +688,22 @@ def test_the_build_context_holds_what_pip_install_needs_and_no_secret() -> None:
         assert dockerignore_excludes(path), f"{path} would be sent to the image build"
 
 
+def test_every_package_of_the_source_goes_into_the_wheel() -> None:
+    """pyproject.toml names its packages one by one: a package missing there is missing from
+    `pip install .` and the image (api.routes once was), though an editable install still finds it."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(project["tool"]["setuptools"]["packages"])
+    source = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in ROOT.rglob("__init__.py")
+        if init.parent.relative_to(ROOT).parts[0] not in {"tests", "bench", "build", ".git"}
+        and "site-packages" not in init.parts
+    }
+    assert sorted(source - listed) == [], "add these to [tool.setuptools] packages in pyproject.toml"
+
+
 # --- the PostgreSQL init script, on a real PostgreSQL ------------------------------------------------
 
 
