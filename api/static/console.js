@@ -327,7 +327,9 @@ async function failure(resp, path, { signIn = false, token = "" } = {}) {
     return new SignedOut(t("login.expired"), 401, detail);
   }
   const retryAfter = Number(resp.headers.get("Retry-After")) || 0;
-  return new ApiError(t("error.http", { status: resp.status, detail }), resp.status, detail, retryAfter);
+  const err = new ApiError(t("error.http", { status: resp.status, detail }), resp.status, detail, retryAfter);
+  err.problem = data; // the whole problem body: a view may list its `errors` one by one
+  return err;
 }
 
 /** The raw response of a signed-in request (a Bearer header when there is a token). */
@@ -338,6 +340,7 @@ async function request(path, { method = "GET", body, params, signIn = false, acc
   const headers = { Accept: accept, ...(signIn ? {} : authHeaders()) };
   let payload;
   if (body instanceof FormData) payload = body; // the browser sets the multipart boundary
+  else if (body instanceof Blob) { headers["Content-Type"] = body.type; payload = body; } // a file as it is
   else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
   let resp;
   try {
