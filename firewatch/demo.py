@@ -29,6 +29,7 @@ from core.registry import load_registry
 from core.settings import Settings
 from firewatch import stopping
 from firewatch.broker import InProcessBroker, Mosquitto, mosquitto_binary
+from firewatch.demo_plans import demo_registry_placed, install_demo_plans
 from firewatch.demo_state import remove_state, write_state
 from firewatch.service import STOP_BUDGET_S, Service, freeze_start_up_heap
 from firewatch.stopping import ApiServer, StopSignals
@@ -136,7 +137,11 @@ async def _run_service(
     # The demo hospital with its fire alarm panel, which reports over GB/T 26875.3 (a registry of
     # the user's own is taken as it is).
     registry, points = with_panel(load_registry(DEMO_HOSPITAL)) if settings.registry is None else (None, [])
+    if registry is not None:  # its floors drawn, every device placed on them (docs/floor-plans.md)
+        registry = demo_registry_placed(registry)
     service = Service(settings, registry=registry)
+    if registry is not None:
+        install_demo_plans(service.sessions)
     freeze_start_up_heap()
     plan = plan_for(service)
     app = create_app(service.app_context())

@@ -14,6 +14,7 @@ from typing import Any
 from playwright.async_api import Browser, FilePayload, Page, expect
 
 import tests.test_console as console_tests
+from firewatch.demo_plans import demo_registry_placed, install_demo_plans
 from tests.test_console import (
     CHIEF,
     MAINTENANCE,
@@ -144,3 +145,21 @@ async def test_maintenance_may_place_devices_but_not_upload_plans(stack: Stack, 
     await expect(page.locator('[data-role="plan-figure"] img')).to_be_visible()
     await expect(page.locator('[data-role="plan-side"]')).to_be_visible()
     await expect(page.locator('[data-role="plan-upload"]')).to_have_count(0)
+
+
+async def test_the_demo_hospitals_fire_blinks_on_its_drawn_floor_plan(stack: Stack, page: Page) -> None:
+    floor = "/".join(stack.plan.fire_zone.split("/")[:3])
+    install_demo_plans(stack.service.sessions)
+    stack.service.apply_registry(demo_registry_placed(stack.service.registry))
+    await open_console(page, stack, OPERATOR)
+    stack.sim.fleet.flaming_fire(stack.plan.fire_zone, stack.sim.t)
+    fires = await until(lambda: open_alarms(stack, category="fire", place=floor), "a fire alarm on the floor")
+    incident = await until(lambda: incident_of_device(stack, floor), "the fire's incident")
+    await page.locator(f'#board-list > li[data-incident-id="{incident["id"]}"] [data-role="plan"]').click()
+    await expect(page.locator('[data-role="plan-meta"]')).to_contain_text("演示平面图")
+    burning = page.locator(f'[data-role="plan-marker"][data-device-id="{fires[0]["device_id"]}"]')
+    await expect(burning).to_have_css("animation-name", "plan-blink")
+    await expect(page.locator('[data-role="plan-marker"]')).to_have_count(
+        len((await stack.api.get(f"/api/v1/places/{floor}/plan/devices")).json())
+    )
+    await shot(page, "22-plan-demo", docs="plan-demo")

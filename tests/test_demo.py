@@ -6,12 +6,15 @@ import socket
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from core.settings import Settings
 from firewatch import demo as demo_module
 from firewatch.broker import Mosquitto, free_port
 from firewatch.cli import app
+from storage.db import open_store
+from storage.plan_models import FloorPlanRow
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +38,10 @@ async def test_the_demo_stages_a_fire_and_a_fault_that_become_alarms_and_a_ticke
     assert summary["tickets"] >= 1  # the gas detector's fault
     # The fire alarm panel's transmission device, over GB/T 26875.3: a point disabled (屏蔽).
     assert summary["disabled points"] == 1
+    # A drawn floor plan for every floor of the demo hospital, kept in its store (issue 22).
+    _, sessions = open_store(settings.resolved_database_url)
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(FloorPlanRow)) == 12
 
 
 def test_simulate_publishes_the_demo_hospital_and_injects_a_fire(mosquitto: Mosquitto) -> None:
