@@ -1,6 +1,6 @@
 """Floor plan images (平面图): an uploaded PNG, SVG or PDF page checked and made into what is stored.
 
-GB 25506-2010 §4.2.1 asks the fire control room for a graphic display of where an alarm is; the
+GB 25506-2010 asks the fire control room for a graphic display of where an alarm is; the
 console draws a floor's devices over its plan. What is stored is a PNG or an SVG:
 
 - a PNG is decoded whole (a broken or truncated file is refused) and kept as uploaded;

@@ -1,6 +1,6 @@
 """Floor plans (平面图): a plan image per floor, and where each device is on it.
 
-GB 25506-2010 §4.2.1 asks the fire control room for a graphic display of where an alarm is. A floor
+GB 25506-2010 asks the fire control room for a graphic display of where an alarm is. A floor
 place gets one plan (PNG, SVG or one page of a PDF, core/floor_plans.py), uploaded by the safety
 office or an admin and kept in the state store (storage/plan_models.py). A device's position on its
 floor's plan is part of its registration (`Device.plan`), so the registry's export carries it and an

@@ -972,7 +972,7 @@ function incidentCard(i) {
     el("span", { class: "state", dataset: { role: "state" },
       text: i.state === "open" ? t(unacked ? "inc.unacked" : "inc.acked") : `${label("istate", i.state)}·${t(unacked ? "inc.unacked" : "inc.acked")}` }));
   const buttons = incidentButtons(i);
-  // Where it is, drawn (GB 25506-2010 §4.2.1): its first floor's plan, its devices blinking.
+  // Where it is, drawn (GB 25506-2010): its first floor's plan, its devices blinking.
   const floor = (i.floors || [])[0];
   if (floor && extraViews.has("plan")) {
     buttons.push(el("a", { class: "plan-link", text: t("plan.open"), dataset: { role: "plan" },

@@ -1,6 +1,6 @@
 // Floor plans (平面图): a floor's plan with its devices as markers; an incident's alarmed devices blink.
 //
-// GB 25506-2010 §4.2.1 asks the fire control room for a graphic display of where an alarm is. Route
+// GB 25506-2010 asks the fire control room for a graphic display of where an alarm is. Route
 // `#/plan/<floor path>[?incident=<id>|?device=<id>]`; `#/plan` lists the floors. The plan image is
 // fetched signed in and shown from a blob: URL through <img> only (an uploaded SVG runs nothing
 // there). Safety and admin upload plans; maintenance, safety and admin drag devices onto the plan
