@@ -75,6 +75,8 @@ async def test_a_plan_is_uploaded_a_device_dragged_onto_it_and_a_fire_blinks_the
     await page.locator('[data-role="plan-file"]').set_input_files(
         FilePayload(name="plan.svg", mimeType="image/svg+xml", buffer=PLAN_SVG.encode("utf-8"))
     )
+    await expect(page.locator('[data-role="plan-chosen"]')).to_have_text("plan.svg")
+    await expect(page.locator('[data-role="plan-choose"]')).to_have_text("选择文件")
     await page.click('[data-role="plan-send"]')
     figure = page.locator('[data-role="plan-figure"]')
     await expect(figure.locator("img.plan-img")).to_be_visible()

@@ -21,12 +21,12 @@
     "plan.remove_confirm": "删除本楼层的平面图？设备位置保留，换上新图后仍然有效。",
     "plan.uploaded": "{who} 上传于 {when}", "plan.unplaced": "未放置的设备（{n}）",
     "plan.unplaced_hint": "把设备拖到平面图上的安装位置；已放置的设备也可拖动调整。",
-    "plan.all_placed": "本楼层的设备都已放置。", "plan.unplace": "移出平面图",
+    "plan.all_placed": "本楼层的设备都已放置。",
     "plan.incident": "事件 #{id}：{cat} · {where}", "plan.incident_devices": "报警设备 {n} 个",
     "plan.incident_floors": "涉及楼层：", "plan.incident_elsewhere": "本楼层没有该事件的报警设备。",
     "plan.legend_blink": "闪烁：本事件的报警设备", "plan.saved": "已保存位置：{name}",
     "plan.not_floor": "{where} 不是楼层：平面图按楼层设置。", "plan.normal": "正常",
-    "plan.device_here": "设备：{name}",
+    "plan.choose": "选择文件", "plan.no_file": "未选择文件",
   }, {
     "plan.tab": "Floor plans", "plan.open": "Floor plan", "plan.floors": "Pick a floor to see its plan",
     "plan.none": "This floor has no plan yet.", "plan.none_ask": "Ask the safety office or an admin to upload this floor's plan.",
@@ -35,12 +35,12 @@
     "plan.remove_confirm": "Remove this floor's plan? Device positions stay and hold for a new plan.",
     "plan.uploaded": "uploaded by {who}, {when}", "plan.unplaced": "Devices not placed ({n})",
     "plan.unplaced_hint": "Drag each device to where it is installed on the plan; placed ones can be moved.",
-    "plan.all_placed": "Every device of this floor is placed.", "plan.unplace": "Take off the plan",
+    "plan.all_placed": "Every device of this floor is placed.",
     "plan.incident": "Incident #{id}: {cat} · {where}", "plan.incident_devices": "{n} alarmed device(s)",
     "plan.incident_floors": "Floors: ", "plan.incident_elsewhere": "None of the incident's alarmed devices is on this floor.",
     "plan.legend_blink": "Blinking: the incident's alarmed devices", "plan.saved": "Position saved: {name}",
     "plan.not_floor": "{where} is not a floor: plans are kept per floor.", "plan.normal": "Normal",
-    "plan.device_here": "Device: {name}",
+    "plan.choose": "Choose a file", "plan.no_file": "No file chosen",
   });
 
   const PLAN_EDITORS = ["safety", "admin"];
@@ -276,11 +276,16 @@
   // --- upload ---------------------------------------------------------------------------------------
 
   function uploadForm() {
-    const file = el("input", { attrs: { type: "file", name: "file", accept: ".png,.svg,.pdf,image/png,image/svg+xml,application/pdf", required: "" }, dataset: { role: "plan-file" } });
+    // The browser's own file control speaks the browser's language: hidden, and a button and the
+    // chosen file's name in the console's words instead.
+    const file = el("input", { class: "plan-file-input", attrs: { type: "file", name: "file", accept: ".png,.svg,.pdf,image/png,image/svg+xml,application/pdf" }, dataset: { role: "plan-file" } });
+    const chosen = el("span", { class: "plan-chosen", text: t("plan.no_file"), dataset: { role: "plan-chosen" } });
+    file.addEventListener("change", () => { chosen.textContent = file.files && file.files.length ? file.files[0].name : t("plan.no_file"); });
+    const pick = el("button", { text: t("plan.choose"), attrs: { type: "button" }, dataset: { role: "plan-choose" }, on: { click: () => file.click() } });
     const page = el("input", { attrs: { type: "number", name: "page", min: "1", value: "1" }, dataset: { role: "plan-page" } });
     const form = el("form", { class: "plan-upload", dataset: { role: "plan-upload" } },
       el("h3", { text: t(view.plan ? "plan.replace" : "plan.upload") }),
-      el("label", {}, t("plan.file"), " ", file),
+      el("span", {}, t("plan.file"), " ", pick, " ", chosen, file),
       el("label", {}, t("plan.page"), " ", page),
       el("button", { text: t("plan.send"), attrs: { type: "submit" }, dataset: { role: "plan-send" } }));
     form.addEventListener("submit", (ev) => {
