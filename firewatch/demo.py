@@ -34,6 +34,8 @@ from firewatch.demo_state import remove_state, write_state
 from firewatch.service import STOP_BUDGET_S, Service, freeze_start_up_heap
 from firewatch.stopping import ApiServer, StopSignals
 from ingest.gb26875.objects import ComponentState
+from roster.demo import ensure_demo_roster
+from roster.service import RosterService
 from simulators.fleet import Fleet
 from simulators.gb26875_device import TransmissionDevice, time_tag
 from simulators.hospital import DEMO_HOSPITAL
@@ -142,6 +144,9 @@ async def _run_service(
     service = Service(settings, registry=registry)
     if registry is not None:
         install_demo_plans(service.sessions)
+    if service.store_error is None:
+        # Who is on duty: today's and tomorrow's shifts of demo people (roster/demo.py).
+        ensure_demo_roster(RosterService(service.sessions, service.clock), service.accounts)
     freeze_start_up_heap()
     plan = plan_for(service)
     app = create_app(service.app_context())
