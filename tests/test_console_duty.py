@@ -135,3 +135,28 @@ async def test_a_viewer_reads_the_duty_log_but_gets_no_buttons(stack: Stack, pag
     await expect(page.locator("#duty-log tbody tr")).to_contain_text("来访与其他")
     await expect(page.locator("#duty-write-form")).to_have_count(0)
     await expect(page.locator("#handover-start")).to_have_count(0)
+
+
+async def test_the_handover_dialog_names_the_next_shifts_person_from_the_roster(
+    stack: Stack, page: Page
+) -> None:
+    now = (await stack.api.get("/healthz")).json()["time"]
+    shifts = [
+        ("白班", now - 3600, now + 3600, [(OPERATOR.name, "control_room"), ("lisi", "control_room")]),
+        ("夜班", now + 3600, now + 13 * 3600, [(CHIEF.name, "control_room"), (VIEWER.name, "control_room")]),
+    ]
+    for name, start, end, members in shifts:
+        body = {
+            "name": name,
+            "start_ts": start,
+            "end_ts": end,
+            "members": [{"user": u, "role": r} for u, r in [*members, ("duty-admin", "leader_on_call")]],
+        }
+        r = await stack.api.post("/api/v1/roster", json=body)
+        assert r.status_code == 201, r.text
+    await open_console(page, stack, OPERATOR)
+    await page.click("#tab-duty")
+    await expect(page.locator("#duty-now")).to_contain_text("白班")
+    await page.click("#handover-start")
+    await expect(page.locator("#handover-dialog")).to_be_visible()
+    await expect(page.locator("#handover-incoming")).to_have_value(CHIEF.name)
