@@ -190,16 +190,17 @@ TEST_PASSWORD = "correct-horse-battery"
 
 
 def alarm_service(
-    db: Path,
+    db: Path | str,
     start: float,
     registry: Registry | None = None,
     profiles: dict[str, Profile] | None = None,
 ) -> AlarmService:
-    """An alarm service on a fresh SQLite store at `db`, its registry mirrored, its clock a FakeClock
-    at `start` (the small test registry and profiles unless others are given)."""
+    """An alarm service on a fresh SQLite store at `db` (or the store at a URL: `store_url`), its
+    registry mirrored, its clock a FakeClock at `start` (the small test registry and profiles unless
+    others are given)."""
     registry = registry if registry is not None else small_registry()
     profiles = profiles if profiles is not None else PROFILES
-    _, sessions = open_store(f"sqlite:///{db}")
+    _, sessions = open_store(db if isinstance(db, str) else f"sqlite:///{db}")
     sync_registry(sessions, registry, profiles)
     index = DeviceIndex.build(registry, profiles)
     return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(start))

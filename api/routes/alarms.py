@@ -11,7 +11,8 @@ from alarms.model import Transition
 from alarms.service import AlarmNotFoundError, InvalidTransitionError
 from api.auth import READING, AlarmHandler
 from api.context import AppContext
-from api.deps import Ctx, DbSession, PageParams, RowId, page_of
+from api.deps import ROW_ID_MAX, Ctx, DbSession, PageParams, RowId, page_of
+from api.history_filters import Order, PlacePath, Text, TimeOrder, in_subtree, mentions
 from api.problems import responses
 from api.schemas import (
     AcknowledgeIn,
@@ -45,48 +46,62 @@ def list_alarms(
     state: AlarmState | None = None,
     system: SystemType | None = None,
     device_id: str | None = None,
-    place: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=400,
-            description="a place path (site/building/floor/zone[/room]): alarms at it or under it",
-        ),
-    ] = None,
+    place: PlacePath = None,
     gas: Annotated[
         bool | None, Query(description="true: only combustible-gas alarms; false: everything but gas")
     ] = None,
     open: Annotated[bool | None, Query(description="only alarms not yet closed")] = None,
     since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    false_alarm: Annotated[
+        bool | None, Query(description="true: acknowledged as a false alarm; false: not")
+    ] = None,
+    incident_id: Annotated[
+        int | None, Query(ge=1, le=ROW_ID_MAX, description="the alarms of one incident")
+    ] = None,
+    q: Text = None,
+    order: Order = None,
 ) -> Page[AlarmOut]:
     """Worst first: fire before pre-alarm, supervisory, fault and hazard, newest first within each.
     Gas alarms are shown apart (GB 50116-2013 §8.1.4): `gas=false` for the fire board, `gas=true`
-    for the gas board."""
-    q = select(AlarmRow)
+    for the gas board. The history search asks for `order=newest` (or `oldest`) and may look for
+    words (`q`) in the alarm's detail and its acknowledgement note."""
+    rows = select(AlarmRow)
     if site is not None:
-        q = q.where(AlarmRow.site == site)
+        rows = rows.where(AlarmRow.site == site)
     if category is not None:
-        q = q.where(AlarmRow.category == category.value)
+        rows = rows.where(AlarmRow.category == category.value)
     if state is not None:
-        q = q.where(AlarmRow.state == state.value)
+        rows = rows.where(AlarmRow.state == state.value)
     if system is not None:
-        q = q.where(AlarmRow.system == system.value)
+        rows = rows.where(AlarmRow.system == system.value)
     if device_id is not None:
-        q = q.where(AlarmRow.device_id == device_id)
+        rows = rows.where(AlarmRow.device_id == device_id)
     if place is not None:
-        path = place.strip("/")
-        q = q.where((AlarmRow.place == path) | AlarmRow.place.startswith(path + "/", autoescape=True))
+        rows = rows.where(in_subtree(AlarmRow.place, place))
     if gas is not None:
         is_gas = AlarmRow.system == SystemType.COMBUSTIBLE_GAS.value
-        q = q.where(is_gas if gas else ~is_gas)
+        rows = rows.where(is_gas if gas else ~is_gas)
     if open is not None:
-        q = q.where((AlarmRow.state != AlarmState.CLOSED.value) if open else (AlarmRow.state == "closed"))
+        rows = rows.where(
+            (AlarmRow.state != AlarmState.CLOSED.value) if open else (AlarmRow.state == "closed")
+        )
     if since is not None:
-        q = q.where(AlarmRow.last_ts >= since)
+        rows = rows.where(AlarmRow.last_ts >= since)
     if until is not None:
-        q = q.where(AlarmRow.first_ts < until)
-    return page_of(db, q.order_by(_rank, AlarmRow.last_ts.desc()), page, AlarmOut)
+        rows = rows.where(AlarmRow.first_ts < until)
+    if false_alarm is not None:
+        rows = rows.where(AlarmRow.false_alarm.is_(false_alarm))
+    if incident_id is not None:
+        rows = rows.where(AlarmRow.incident_id == incident_id)
+    if q is not None:
+        rows = rows.where(mentions(q, AlarmRow.detail, AlarmRow.ack_note))
+    if order is None:
+        rows = rows.order_by(_rank, AlarmRow.last_ts.desc())
+    else:
+        first = AlarmRow.first_ts.desc() if order is TimeOrder.NEWEST else AlarmRow.first_ts.asc()
+        rows = rows.order_by(first, AlarmRow.id.desc() if order is TimeOrder.NEWEST else AlarmRow.id)
+    return page_of(db, rows, page, AlarmOut)
 
 
 @router.get(

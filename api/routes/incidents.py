@@ -20,6 +20,7 @@ from alarms.service import IncidentNotFoundError, IncidentStep, InvalidTransitio
 from api.auth import READING, AlarmHandler
 from api.context import AppContext
 from api.deps import Ctx, DbSession, PageParams, RowId
+from api.history_filters import Order, PlacePath, Text, TimeOrder, in_subtree, mentions
 from api.incident_schemas import (
     Call119In,
     IncidentDetailOut,
@@ -37,7 +38,9 @@ from api.schemas import AlarmOut, Page
 from core.domain import (
     CATEGORY_RANK,
     PANEL_LOG_EVENTS,
+    AlarmCategory,
     DeviceEventKind,
+    FalseAlarmCause,
     IncidentKind,
     IncidentState,
     Verification,
@@ -71,31 +74,67 @@ def list_incidents(
     open: Annotated[bool | None, Query(description="true: not closed; false: closed")] = None,
     since: Annotated[float | None, Query(ge=0, le=1e11, description="last alarm at or after")] = None,
     until: Annotated[float | None, Query(ge=0, le=1e11, description="first alarm before")] = None,
+    category: Annotated[AlarmCategory | None, Query(description="its worst alarm's category")] = None,
+    verification: Verification | None = None,
+    cause: Annotated[FalseAlarmCause | None, Query(description="a false alarm's cause")] = None,
+    place: PlacePath = None,
+    device_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="one of its alarms is this device's")
+    ] = None,
+    q: Text = None,
+    order: Order = None,
 ) -> Page[IncidentWithAlarmsOut]:
     """Incidents with their alarms: open before closed, unacknowledged first, then by category
-    (fire first) and age (oldest first); closed ones newest first."""
-    q = select(IncidentRow)
+    (fire first) and age (oldest first); closed ones newest first. The history search (历史查询)
+    asks for `order=newest` (or `oldest`: by the first alarm's time), a `place` (an incident at it,
+    under it, or with an alarm under it), a device, the verdict (`verification`, a false alarm's
+    `cause`) and words (`q`) in the incident's notes or its alarms' details and notes."""
+    rows = select(IncidentRow)
+    if category is not None:
+        rows = rows.where(IncidentRow.category == category.value)
+    if verification is not None:
+        rows = rows.where(IncidentRow.verification == verification.value)
+    if cause is not None:
+        rows = rows.where(IncidentRow.cause == cause.value)
+    if place is not None:
+        below = select(AlarmRow.incident_id).where(in_subtree(AlarmRow.place, place))
+        rows = rows.where(in_subtree(IncidentRow.place, place) | IncidentRow.id.in_(below))
+    if device_id is not None:
+        rows = rows.where(
+            IncidentRow.id.in_(select(AlarmRow.incident_id).where(AlarmRow.device_id == device_id))
+        )
+    if q is not None:
+        noted = select(AlarmRow.incident_id).where(mentions(q, AlarmRow.detail, AlarmRow.ack_note))
+        rows = rows.where(
+            mentions(q, IncidentRow.ack_note, IncidentRow.verdict_note, IncidentRow.call_119_note)
+            | IncidentRow.id.in_(noted)
+        )
     if site is not None:
-        q = q.where(IncidentRow.site == site)
+        rows = rows.where(IncidentRow.site == site)
     if kind is not None:
-        q = q.where(IncidentRow.kind == kind.value)
+        rows = rows.where(IncidentRow.kind == kind.value)
     if state is not None:
-        q = q.where(IncidentRow.state == state.value)
+        rows = rows.where(IncidentRow.state == state.value)
     if open is not None:
         closed = IncidentRow.state == IncidentState.CLOSED.value
-        q = q.where(~closed if open else closed)
+        rows = rows.where(~closed if open else closed)
     if since is not None:
-        q = q.where(IncidentRow.last_ts >= since)
+        rows = rows.where(IncidentRow.last_ts >= since)
     if until is not None:
-        q = q.where(IncidentRow.first_ts < until)
+        rows = rows.where(IncidentRow.first_ts < until)
     age = case(
         (IncidentRow.state == IncidentState.CLOSED.value, -IncidentRow.first_ts), else_=IncidentRow.first_ts
     )
-    q = q.order_by(_closed, _acked, _rank, age, IncidentRow.id)
-    total = db.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
-    rows = db.scalars(q.limit(page.limit).offset(page.offset)).all()
-    by_incident: dict[int, list[AlarmOut]] = {r.id: [] for r in rows}
-    if rows:
+    if order is None:
+        rows = rows.order_by(_closed, _acked, _rank, age, IncidentRow.id)
+    elif order is TimeOrder.NEWEST:
+        rows = rows.order_by(IncidentRow.first_ts.desc(), IncidentRow.id.desc())
+    else:
+        rows = rows.order_by(IncidentRow.first_ts, IncidentRow.id)
+    total = db.scalar(select(func.count()).select_from(rows.order_by(None).subquery())) or 0
+    found = db.scalars(rows.limit(page.limit).offset(page.offset)).all()
+    by_incident: dict[int, list[AlarmOut]] = {r.id: [] for r in found}
+    if found:
         alarms = db.scalars(
             select(AlarmRow).where(AlarmRow.incident_id.in_(list(by_incident))).order_by(AlarmRow.id)
         )
@@ -103,7 +142,7 @@ def list_incidents(
             assert a.incident_id is not None
             by_incident[a.incident_id].append(AlarmOut.model_validate(a))
     items = [
-        IncidentWithAlarmsOut(**incident_out(ctx, r).model_dump(), alarms=by_incident[r.id]) for r in rows
+        IncidentWithAlarmsOut(**incident_out(ctx, r).model_dump(), alarms=by_incident[r.id]) for r in found
     ]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
