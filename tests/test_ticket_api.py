@@ -309,3 +309,21 @@ async def test_the_ledger_filters_by_source_status_and_overdue(api: ApiClient, s
     assert (await api.get("/api/v1/tickets", params={"source": "nonsense"})).status_code == 422
     plans = (await api.get("/api/v1/plans")).json()
     assert [(p["plan"], p["site"]) for p in plans] == [("pump-test", "s1")]
+
+
+async def test_my_tickets_are_those_assigned_to_my_user_or_display_name(api: ApiClient, staff: Staff) -> None:
+    by_display = await report(api, staff.safety, problem="配电室门口堆物")
+    by_user = await report(api, staff.safety, problem="灭火器压力不足")
+    someone_else = await report(api, staff.safety, problem="防火门闭门器损坏")
+    unassigned = await report(api, staff.safety, problem="疏散指示灯不亮")
+    for t, assignee in ((by_display, "维修组 吴十"), (by_user, "wushi"), (someone_else, "维修组 王二")):
+        assert (await step(api, t["id"], staff.safety, "assign", assignee=assignee)).status_code == 200
+
+    mine = (await api.get("/api/v1/tickets", params={"mine": True}, headers=staff.maint)).json()
+    assert sorted(t["id"] for t in mine["items"]) == sorted([by_display["id"], by_user["id"]])
+    others = (await api.get("/api/v1/tickets", params={"mine": False}, headers=staff.maint)).json()
+    assert sorted(t["id"] for t in others["items"]) == sorted([someone_else["id"], unassigned["id"]])
+    assert (await api.get("/api/v1/tickets", params={"mine": True}, headers=staff.leader)).json()[
+        "total"
+    ] == 0
+    assert (await api.get("/api/v1/tickets", params={"mine": "perhaps"})).status_code == 422

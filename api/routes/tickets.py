@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from accounts.model import Principal
-from api.auth import READING, TicketWorker
+from api.auth import READING, Reader, TicketWorker
 from api.context import AppContext
 from api.deps import Ctx, DbSession, PageParams, RowId, page_of
 from api.problems import responses
@@ -83,10 +83,11 @@ async def run_ticket_work(ctx: AppContext, work: Callable[[TicketService], R]) -
         raise HTTPException(422, str(exc)) from None
 
 
-@router.get("", operation_id="list_tickets", dependencies=[READING], responses=responses(401, 403))
+@router.get("", operation_id="list_tickets", responses=responses(401, 403))
 def list_tickets(
     db: DbSession,
     page: PageParams,
+    who: Reader,
     status: TicketStatus | None = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
     department: Annotated[str | None, Query(max_length=100)] = None,
@@ -98,8 +99,12 @@ def list_tickets(
     ready: Annotated[bool | None, Query(description="marked ready for re-inspection by telemetry")] = None,
     since: Annotated[Time, Query(description="created at or after")] = None,
     until: Annotated[Time, Query(description="created before")] = None,
+    mine: Annotated[
+        bool | None,
+        Query(description="true: assigned to the caller (整改人 is their user or display name); false: not"),
+    ] = None,
 ) -> Page[TicketOut]:
-    """The ledger (台账), newest first."""
+    """The ledger (台账), newest first. `mine=true` is 我的整改单: what the caller was assigned."""
     q = select(TicketRow)
     for column, value in (
         (TicketRow.status, status),
@@ -118,6 +123,10 @@ def list_tickets(
         q = q.where(TicketRow.overdue.is_(overdue))
     if ready is not None:
         q = q.where(TicketRow.ready_at.is_not(None) if ready else TicketRow.ready_at.is_(None))
+    if mine is not None:
+        # Assign records the name typed in (the console offers the display name): either one is me.
+        me = TicketRow.assignee.in_({who.name, who.signature})
+        q = q.where(me if mine else (TicketRow.assignee.is_(None) | ~me))
     if since is not None:
         q = q.where(TicketRow.created_at >= since)
     if until is not None:

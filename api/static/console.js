@@ -49,7 +49,7 @@ const I18N = {
     "log.title": "报警记录", "log.empty": "无报警记录",
     "places.title": "位置", "places.hint": "选择一个防火分区查看设备", "places.devices": "{n} 台设备",
     "kind.site": "院区", "kind.building": "楼栋", "kind.floor": "楼层", "kind.zone": "防火分区", "kind.room": "房间",
-    "tickets.title": "隐患整改单", "tickets.open_only": "仅未关闭", "tickets.empty": "没有整改单",
+    "tickets.title": "隐患整改单", "tickets.open_only": "仅未关闭", "tickets.mine": "我的整改单", "tickets.empty": "没有整改单",
     "ticket.number": "编号", "ticket.status": "状态", "ticket.category": "类别", "ticket.place": "位置",
     "ticket.problem": "检查发现问题", "ticket.deadline": "整改时限", "ticket.overdue": "超期",
     "ticket.assignee": "整改人", "ticket.feedback": "整改落实情况反馈", "ticket.history": "处理记录",
@@ -63,7 +63,7 @@ const I18N = {
     "comments.title": "备注", "comments.empty": "暂无备注", "comments.add": "添加备注", "comments.submit": "发表备注",
     "comments.need": "请填写备注内容",
     "evidence.title": "附件（整改证据）", "evidence.file": "文件", "evidence.size": "大小", "evidence.by": "上传人",
-    "evidence.empty": "暂无附件", "evidence.choose": "选择文件", "evidence.upload": "上传附件", "evidence.need": "请选择文件",
+    "evidence.empty": "暂无附件", "evidence.camera": "拍照上传", "evidence.choose": "选择文件", "evidence.upload": "上传附件", "evidence.need": "请选择文件",
     "status.open": "待派单", "status.assigned": "已派单", "status.rectifying": "整改中",
     "status.rectified": "已整改", "status.verified": "已复检", "status.closed": "已关闭",
     "action.assign": "派单", "action.start": "开始整改", "action.rectify": "整改完成",
@@ -168,7 +168,7 @@ const I18N = {
     "log.title": "Alarm log", "log.empty": "No alarms",
     "places.title": "Places", "places.hint": "Choose a zone to see its devices", "places.devices": "{n} devices",
     "kind.site": "Site", "kind.building": "Building", "kind.floor": "Floor", "kind.zone": "Zone", "kind.room": "Room",
-    "tickets.title": "Hazard tickets", "tickets.open_only": "Open only", "tickets.empty": "No tickets",
+    "tickets.title": "Hazard tickets", "tickets.open_only": "Open only", "tickets.mine": "My tickets", "tickets.empty": "No tickets",
     "ticket.number": "Number", "ticket.status": "Status", "ticket.category": "Category", "ticket.place": "Place",
     "ticket.problem": "Problem found", "ticket.deadline": "Deadline", "ticket.overdue": "Overdue",
     "ticket.assignee": "Assignee", "ticket.feedback": "Rectification feedback", "ticket.history": "History",
@@ -182,7 +182,7 @@ const I18N = {
     "comments.title": "Comments", "comments.empty": "No comments", "comments.add": "Add a comment", "comments.submit": "Post comment",
     "comments.need": "Write the comment first",
     "evidence.title": "Evidence", "evidence.file": "File", "evidence.size": "Size", "evidence.by": "Uploaded by",
-    "evidence.empty": "No evidence", "evidence.choose": "Choose a file", "evidence.upload": "Upload", "evidence.need": "Choose a file first",
+    "evidence.empty": "No evidence", "evidence.camera": "Take a photo", "evidence.choose": "Choose a file", "evidence.upload": "Upload", "evidence.need": "Choose a file first",
     "status.open": "Open", "status.assigned": "Assigned", "status.rectifying": "Rectifying",
     "status.rectified": "Rectified", "status.verified": "Verified", "status.closed": "Closed",
     "action.assign": "Assign", "action.start": "Start work", "action.rectify": "Rectified",
@@ -518,8 +518,19 @@ async function enterApp(me) {
   if (!session.started) { session.started = true; startTimers(); }
   startLive();
   sound.check(); // a wall screen reloaded without a click may not play: the banner says so
-  if (!location.hash) location.replace("#/board");
+  if (!location.hash) {
+    // Maintenance staff who do not handle alarms work from their tickets (often on a phone): they land
+    // on 我的整改单; everyone who handles alarms lands on the fire board.
+    const ticketsFirst = landsOnTickets();
+    $("tickets-mine").checked = ticketsFirst;
+    location.replace(ticketsFirst ? "#/tickets" : "#/board");
+  }
   await onRoute();
+}
+
+/** Holds maintenance and none of the roles that handle alarms (operator, safety, admin). */
+function landsOnTickets() {
+  return heldRoles().includes("maintenance") && !mayHandleAlarms();
 }
 
 async function submitLogin(ev) {
@@ -1662,7 +1673,8 @@ const tickets = { list: [], current: null };
 
 async function renderTickets() {
   const open = $("tickets-open").checked;
-  const page = await api("/api/v1/tickets", { params: { open: open ? true : undefined, limit: 200 } });
+  const mine = $("tickets-mine").checked;
+  const page = await api("/api/v1/tickets", { params: { open: open ? true : undefined, mine: mine ? true : undefined, limit: 200 } });
   tickets.list = itemsOf(page, "tickets");
   if (!places.loaded) await guarded(loadPlaces);
   const body = clear($("tickets").tBodies[0]);
@@ -1670,13 +1682,13 @@ async function renderTickets() {
     const selected = route.view === "ticket" && String(tk.id) === route.arg;
     body.append(el("tr", { class: selected ? "selected" : "", dataset: { ticketId: tk.id, status: tk.status },
       on: { click: () => { location.hash = `#/tickets/${tk.id}`; } } },
-      el("td", {}, el("a", { text: tk.number, attrs: { href: `#/tickets/${tk.id}` } })),
-      el("td", { text: label("status", tk.status), dataset: { role: "status" } }),
-      el("td", {}, el("span", { class: `pill cat-${tk.category}`, text: catLabel(tk.category) })),
-      el("td", { text: placeName(tk.place) }),
-      el("td", { text: tk.problem && tk.problem.length > 60 ? `${tk.problem.slice(0, 60)}…` : tk.problem }),
-      el("td", { text: fmtTime(tk.deadline) }),
-      el("td", { class: tk.overdue ? "overdue" : "", text: tk.overdue ? t("ticket.overdue") : "" })));
+      el("td", { dataset: { label: t("ticket.number") } }, el("a", { text: tk.number, attrs: { href: `#/tickets/${tk.id}` } })),
+      el("td", { text: label("status", tk.status), dataset: { role: "status", label: t("ticket.status") } }),
+      el("td", { dataset: { label: t("ticket.category") } }, el("span", { class: `pill cat-${tk.category}`, text: catLabel(tk.category) })),
+      el("td", { text: placeName(tk.place), dataset: { label: t("ticket.place") } }),
+      el("td", { text: tk.problem && tk.problem.length > 60 ? `${tk.problem.slice(0, 60)}…` : tk.problem, dataset: { label: t("ticket.problem") } }),
+      el("td", { text: fmtTime(tk.deadline), dataset: { label: t("ticket.deadline") } }),
+      el("td", { class: tk.overdue ? "overdue" : "empty-cell", text: tk.overdue ? t("ticket.overdue") : "" })));
   }
   $("tickets-empty").hidden = tickets.list.length > 0;
 }
@@ -1722,8 +1734,10 @@ async function renderTicket(id) {
     evidence.append(el("tr", { dataset: { evidenceId: e.id } },
       el("td", {}, el("button", { class: "link", text: e.filename, title: e.content_type, dataset: { role: "download" },
         on: { click: () => guarded(() => downloadEvidence(tk.id, e)) } })),
-      el("td", { text: fmtSize(e.size) }), el("td", { text: person(e.uploaded_by) }),
-      el("td", { text: fmtTime(e.ts) }), el("td", { text: e.note || "—" })));
+      el("td", { text: fmtSize(e.size), dataset: { label: t("evidence.size") } }),
+      el("td", { text: person(e.uploaded_by), dataset: { label: t("evidence.by") } }),
+      el("td", { text: fmtTime(e.ts), dataset: { label: t("alarm.time") } }),
+      el("td", { text: e.note || "—", dataset: { label: t("ack.note") } })));
   }
   $("ticket-evidence-empty").hidden = evidence.childElementCount > 0;
   await renderActions();
@@ -1767,7 +1781,7 @@ async function submitComment(ev) {
 async function submitEvidence(ev) {
   ev.preventDefault();
   const tk = tickets.current;
-  const file = $("evidence-file").files[0];
+  const file = $("evidence-photo").files[0] || $("evidence-file").files[0]; // a photo taken, else a file
   if (!file) { $("evidence-error").textContent = t("evidence.need"); return; }
   const form = new FormData();
   form.append("file", file, file.name);
@@ -1777,6 +1791,7 @@ async function submitEvidence(ev) {
   $("evidence-error").textContent = "";
   try {
     await api(`/api/v1/tickets/${encodeURIComponent(tk.id)}/evidence`, { method: "POST", body: form });
+    $("evidence-photo").value = "";
     $("evidence-file").value = "";
     $("evidence-note").value = "";
     await guarded(() => renderTicket(tk.id));
@@ -1994,6 +2009,7 @@ function init() {
   $("role").addEventListener("change", () => { store.set("fw.role", $("role").value); if (tickets.current) guarded(renderActions); });
   $("channel").addEventListener("change", () => guarded(drawHistory));
   $("tickets-open").addEventListener("change", () => guarded(renderTickets));
+  $("tickets-mine").addEventListener("change", () => guarded(renderTickets));
   window.addEventListener("hashchange", onRoute);
   let resizeTimer = null;
   window.addEventListener("resize", () => {
