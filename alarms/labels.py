@@ -156,6 +156,7 @@ TICKET_SOURCE_ZH: dict[str, str] = {
     "patrol": "巡查",
     "inspection": "检查",
     "maintenance": "维保",
+    "staff_report": "随手拍",
 }
 TICKET_ACTION_ZH: dict[str, str] = {
     "opened": "创建",

@@ -36,6 +36,7 @@ from api.routes import (
     plans,
     rejects,
     roster,
+    staff_reports,
     stream,
     ticket_exports,
     tickets,
@@ -110,6 +111,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             roster,
             duty_log,
             handovers,
+            staff_reports,
         )
     ]
     routers.append(("", health.router))
@@ -117,6 +119,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
         app.include_router(router, prefix=prefix)
     app.state.route_table = route_table.build(routers)  # 405's Allow, the query check
     console.mount(app)  # the operator console at / (out of the OpenAPI document)
+    app.include_router(staff_reports.page_router)  # /report/{token}: the page a QR code opens
     api_docs.mount(app)  # /docs, with Swagger UI's files served here, not from a CDN
     generate = app.openapi
 

@@ -32,6 +32,11 @@ UPLOADS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+# The one upload anyone may send: a staff hazard report with its photo (随手拍, no account).
+PUBLIC_UPLOAD = re.compile(r"^/api/v1/public/reports/[^/]+/?$")
+PUBLIC_UPLOAD_BYTES = 5 * 1024 * 1024 + 64 * 1024  # api/routes/staff_reports.py BODY_MAX_BYTES
+
+
 class BodyTooLargeError(HTTPException):
     def __init__(self, detail: str) -> None:
         super().__init__(413, detail)
@@ -54,7 +59,11 @@ class BodyLimitMiddleware:
         chunked = declared is None and any(name == b"transfer-encoding" for name, _ in scope["headers"])
         limit = self.max_body_bytes
         detail = f"the request body is larger than {limit} bytes without sign-in (api.max_body_bytes)"
-        if (chunked or (declared is not None and declared > limit)) and await _token_is_valid(scope):
+        if scope["method"] == "POST" and PUBLIC_UPLOAD.match(scope["path"]):
+            # The staff hazard report's photo, without sign-in (api/routes/staff_reports.py).
+            limit = PUBLIC_UPLOAD_BYTES
+            detail = f"the report is larger than {limit} bytes (a photo of at most 5 MiB)"
+        elif (chunked or (declared is not None and declared > limit)) and await _token_is_valid(scope):
             if any(scope["method"] == m and p.match(scope["path"]) for m, p in UPLOADS):
                 limit = self.max_upload_bytes
                 detail = f"the upload is larger than {limit} bytes (api.max_upload_bytes)"

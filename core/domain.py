@@ -366,6 +366,7 @@ class TicketSource(StrEnum):
     PATROL = "patrol"
     INSPECTION = "inspection"
     MAINTENANCE = "maintenance"
+    STAFF_REPORT = "staff_report"  # 随手拍: staff or visitors scanned a place's or device's QR code
 
 
 @dataclass(frozen=True, slots=True)

@@ -500,4 +500,5 @@ class JournalMarkRow(Base):
 # Tables kept in modules of their own, registered on Base.metadata with the rest.
 import storage.duty_models  # noqa: E402
 import storage.plan_models  # noqa: E402
+import storage.report_models  # noqa: E402
 import storage.roster_models  # noqa: E402,F401

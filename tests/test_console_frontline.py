@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, FilePayload, Page, expect
 
 from tests import test_console
 from tests.test_console import (
+    CHIEF,
     MAINTENANCE,
     OPERATOR,
     Stack,
@@ -174,7 +175,7 @@ async def test_a_maintenance_user_on_a_phone_lands_on_their_tickets_as_cards_and
     photo = page.locator("#evidence-photo")
     assert await photo.get_attribute("accept") == "image/*"
     assert await photo.get_attribute("capture") == "environment"
-    await photo.set_input_files(files=[{"name": "door.jpg", "mimeType": "image/jpeg", "buffer": JPEG}])
+    await photo.set_input_files(files=[FilePayload(name="door.jpg", mimeType="image/jpeg", buffer=JPEG)])
     await page.fill("#evidence-note", "闭门器现状")
     await page.click("#evidence-submit")
     row = page.locator("#ticket-evidence tbody tr").first
@@ -197,3 +198,68 @@ async def test_an_operator_still_lands_on_the_fire_board(stack: Stack, page: Pag
     await sign_in_page(page, OPERATOR)
     await expect(page).to_have_url(f"{stack.base_url}/console#/board")
     await expect(page.locator("#tickets-mine")).not_to_be_checked()
+
+
+async def test_the_safety_office_prints_qr_codes_and_a_phone_report_becomes_a_ticket_with_its_photo(
+    stack: Stack, page: Page, browser: Browser, tmp_path: Path
+) -> None:
+    # The safety office: the codes of one zone, the sheet to print.
+    zone = stack.plan.fire_zone
+    await page.goto(f"{stack.base_url}/console")
+    await sign_in_page(page, CHIEF)
+    await page.click("#tab-qr")
+    await expect(page.locator("#tab-qr")).to_have_text("随手拍二维码")
+    await page.select_option("#qr-place", zone)
+    await page.click("#qr-list")
+    await expect(page.locator("#qr-table tbody tr").first).to_be_visible()
+    async with page.expect_download() as download:
+        await page.click("#qr-pdf")
+    sheet = tmp_path / "sheet.pdf"
+    await (await download.value).save_as(sheet)
+    assert sheet.read_bytes().startswith(b"%PDF")
+    await shot(page, "50-qr-codes", docs="qr-codes")
+    r = await stack.api.get("/api/v1/report-codes", params={"place": zone})
+    place_code = next(c for c in r.json() if c["device_id"] is None and c["place"] == zone)
+
+    # A nurse scans the zone's code on her phone: no sign-in, the place in Chinese.
+    phone = await phone_page(browser)
+    await phone.goto(place_code["url"])
+    await expect(phone.locator("#place")).to_have_text(place_code["place_name"])
+    await expect(phone.locator("h1")).to_have_text("消防隐患随手拍")
+    await phone.fill("#description", "护士站旁的安全出口被推床堵住")
+    await phone.set_input_files(
+        "#photo", files=[FilePayload(name="exit.jpg", mimeType="image/jpeg", buffer=JPEG)]
+    )
+    await phone.fill("#name", "护士 小李")
+    await phone.fill("#phone", "13800000000")
+    await no_horizontal_scroll(phone)
+    assert await small_targets(phone, "button, input, textarea") == []
+    await shot(phone, "51-report-page", docs="report-page")
+    await phone.click("#submit")
+    await expect(phone.locator("#done")).to_be_visible()
+    number = (await phone.locator("#number").text_content()) or ""
+    assert number.startswith("YH-")
+    await shot(phone, "52-report-received", docs="report-received")
+    # English on the toggle.
+    await phone.click("#lang")
+    await expect(phone.locator("#done h2")).to_have_text("Received, thank you!")
+
+    # The ticket, at the zone, with the photo as its evidence (shrunk or as sent: an image).
+    items = (await stack.api.get("/api/v1/tickets", params={"source": "staff_report"})).json()["items"]
+    (ticket,) = [t for t in items if t["number"] == number]
+    assert ticket["place"] == zone
+    assert "安全出口被推床堵住" in ticket["problem"]
+    detail = (await stack.api.get(f"/api/v1/tickets/{ticket['id']}")).json()
+    (evidence,) = detail["evidence"]
+    assert evidence["content_type"] in ("image/jpeg", "image/png")
+    # The console shows it as a 随手拍 ticket.
+    await page.goto(f"{stack.base_url}/console#/tickets/{ticket['id']}")
+    await expect(page.locator("#ticket-info")).to_contain_text("随手拍")
+    await expect(page.locator("#ticket-evidence tbody tr")).to_have_count(1)
+
+    # A made-up code: said so in Chinese, no form.
+    await phone.goto(f"{stack.base_url}/report/{'x' * 24}")
+    await phone.click("#lang")  # back to Chinese
+    await expect(phone.locator("#fatal")).to_have_text("二维码无效或已停用，请联系消防控制室。")
+    await expect(phone.locator("#report-form")).to_be_hidden()
+    await phone.context.close()

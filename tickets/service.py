@@ -201,6 +201,18 @@ class TicketService:
         check_reporter(role)
         return self.write(lambda s: self._report(s, report, actor, role.value, None, self.clock()))
 
+    def report_in(self, s: Session, report: HazardReport, actor: str, role: str, now: float) -> TicketChange:
+        """`report` within the caller's write transaction (`write`): a staff report (随手拍) opens its
+        ticket and stores its photo in one transaction, and no role is checked (its reporter has no
+        account; the QR code's token admitted it)."""
+        return self._report(s, report, actor, role, None, now)
+
+    def evidence_row(
+        self, ticket_id: int, actor: str, filename: str, content_type: str, data: bytes, note: str, now: float
+    ) -> TicketEvidenceRow:
+        """A piece of evidence to add in the caller's write transaction (its size already checked)."""
+        return self._evidence(ticket_id, actor, filename, content_type, data, note, now)
+
     def _report(
         self,
         s: Session,
