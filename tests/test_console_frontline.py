@@ -70,6 +70,11 @@ async def test_the_history_search_finds_a_past_incident_and_opens_it(
     await expect(row).to_contain_text("误报（水汽/蒸汽）")
     await expect(page.locator("#history-total")).to_have_text("共 1 条")
     await shot(page, "30-history", docs="history")
+    async with page.expect_download() as export:
+        await page.click("#history-export")
+    sheet = tmp_path / "history.xlsx"
+    await (await export.value).save_as(sheet)
+    assert sheet.read_bytes().startswith(b"PK")  # a workbook (a zip)
     await row.click()
     detail = page.locator("#history-incident")
     await expect(detail).to_have_attribute("data-incident-id", str(fire["id"]))

@@ -5,11 +5,13 @@ the list comes in time order; bad parameters are a 422 problem, never a 500."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openpyxl import load_workbook
 
 from alarms.service import AlarmService
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
@@ -142,3 +144,22 @@ async def test_a_bad_search_parameter_is_a_422_problem(
     r = await api.get(path, params=params)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_the_search_result_downloads_as_a_spreadsheet_in_chinese(
+    api: ApiClient, history: tuple[int, int]
+) -> None:
+    fire, _ = history
+    r = await api.get(
+        "/api/v1/incidents/history.xlsx", params={"verification": "false_alarm", "order": "newest"}
+    )
+    assert r.status_code == 200, r.text
+    rows = list(load_workbook(io.BytesIO(r.content)).active.iter_rows(values_only=True))
+    assert rows[0][:7] == ("事件编号", "首报时间", "结束时间", "类型", "位置", "状态", "核实结果")
+    assert len(rows) == 2
+    assert rows[1][0] == fire
+    assert (rows[1][3], rows[1][4], rows[1][6]) == ("火情", "住院楼 1F 1区 101病房", "误报（油烟）")
+    assert "烤面包" in str(rows[1][11])
+    everything = await api.get("/api/v1/incidents/history.xlsx", params={"order": "oldest"})
+    assert len(list(load_workbook(io.BytesIO(everything.content)).active.iter_rows())) == 3
+    assert (await api.get("/api/v1/incidents/history.xlsx", params={"cause": "ghosts"})).status_code == 422

@@ -6,12 +6,14 @@ Mounted before api/routes/incidents.py, as the ticket exports are before the tic
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from alarms.incident_history import render_history_xlsx
 from alarms.incident_report import IncidentReport, Names, build_report, render_report_pdf, render_report_xlsx
 from api.auth import READING
 from api.deps import Ctx, DbSession, RowId
 from api.downloads import XLSX, disposition
+from api.incident_filters import Search
 from api.problems import responses
 from core.cjk_font import FontUnavailableError
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
@@ -73,4 +75,32 @@ def incident_report_xlsx(incident_id: RowId, db: DbSession, ctx: Ctx) -> Respons
     name = disposition(
         "attachment", f"事件报告-{incident_id}.xlsx", fallback=f"incident-report-{incident_id}.xlsx"
     )
+    return Response(body, media_type=XLSX, headers={"Content-Disposition": name})
+
+
+# One spreadsheet holds this many incidents at most; a wider search is refused with how to narrow it
+# rather than cut short without anyone noticing missing rows.
+HISTORY_MAX_ROWS = 50_000
+
+
+@router.get(
+    "/history.xlsx",
+    operation_id="incident_history_xlsx",
+    response_class=Response,
+    responses={
+        200: {"content": {XLSX: {}}, "description": "the incidents the search found, as a spreadsheet"},
+        **responses(422),
+    },
+)
+def incident_history_xlsx(db: DbSession, ctx: Ctx, search: Search) -> Response:
+    """The history search's result (the filters of `list_incidents`), one row an incident, in
+    Chinese: 首报时间, 结束时间, 类型, 位置, 状态, 核实结果, 设备数, 报警数, 受理, 核实结果备注."""
+    rows = search.query()
+    total = db.scalar(select(func.count()).select_from(rows.order_by(None).subquery())) or 0
+    if total > HISTORY_MAX_ROWS:
+        raise HTTPException(
+            422, f"{total} incidents match: more than {HISTORY_MAX_ROWS}; narrow the time window"
+        )
+    body = render_history_xlsx(db.scalars(rows).all(), Names.of(ctx.alarms.index))
+    name = disposition("attachment", "事件历史查询.xlsx", fallback="incident-history.xlsx")
     return Response(body, media_type=XLSX, headers={"Content-Disposition": name})

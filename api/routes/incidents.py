@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import case, func, select
+from fastapi import APIRouter, HTTPException
+from sqlalchemy import func, select
 
 from alarms.model import IncidentUpdate
 from alarms.service import IncidentNotFoundError, IncidentStep, InvalidTransitionError
 from api.auth import READING, AlarmHandler
 from api.context import AppContext
 from api.deps import Ctx, DbSession, PageParams, RowId
-from api.history_filters import Order, PlacePath, Text, TimeOrder, in_subtree, mentions
+from api.incident_filters import Search
 from api.incident_schemas import (
     Call119In,
     IncidentDetailOut,
@@ -36,13 +35,8 @@ from api.incident_schemas import (
 from api.problems import responses
 from api.schemas import AlarmOut, Page
 from core.domain import (
-    CATEGORY_RANK,
     PANEL_LOG_EVENTS,
-    AlarmCategory,
     DeviceEventKind,
-    FalseAlarmCause,
-    IncidentKind,
-    IncidentState,
     Verification,
 )
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
@@ -50,10 +44,6 @@ from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 _ACTION_PROBLEMS = responses(401, 403, 404, 409)  # 409: the incident's state does not allow it
-
-_rank = case({c.value: r for c, r in CATEGORY_RANK.items()}, value=IncidentRow.category, else_=9)
-_closed = case((IncidentRow.state == IncidentState.CLOSED.value, 1), else_=0)
-_acked = case((IncidentRow.acked_ts.is_(None), 0), else_=1)
 
 
 def incident_out(ctx: AppContext, row: IncidentRow | dict[str, object]) -> IncidentOut:
@@ -64,73 +54,13 @@ def incident_out(ctx: AppContext, row: IncidentRow | dict[str, object]) -> Incid
 
 
 @router.get("", operation_id="list_incidents", dependencies=[READING], responses=responses(401, 403))
-def list_incidents(
-    db: DbSession,
-    ctx: Ctx,
-    page: PageParams,
-    site: Annotated[str | None, Query(max_length=64)] = None,
-    kind: IncidentKind | None = None,
-    state: IncidentState | None = None,
-    open: Annotated[bool | None, Query(description="true: not closed; false: closed")] = None,
-    since: Annotated[float | None, Query(ge=0, le=1e11, description="last alarm at or after")] = None,
-    until: Annotated[float | None, Query(ge=0, le=1e11, description="first alarm before")] = None,
-    category: Annotated[AlarmCategory | None, Query(description="its worst alarm's category")] = None,
-    verification: Verification | None = None,
-    cause: Annotated[FalseAlarmCause | None, Query(description="a false alarm's cause")] = None,
-    place: PlacePath = None,
-    device_id: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="one of its alarms is this device's")
-    ] = None,
-    q: Text = None,
-    order: Order = None,
-) -> Page[IncidentWithAlarmsOut]:
+def list_incidents(db: DbSession, ctx: Ctx, page: PageParams, search: Search) -> Page[IncidentWithAlarmsOut]:
     """Incidents with their alarms: open before closed, unacknowledged first, then by category
     (fire first) and age (oldest first); closed ones newest first. The history search (历史查询)
     asks for `order=newest` (or `oldest`: by the first alarm's time), a `place` (an incident at it,
     under it, or with an alarm under it), a device, the verdict (`verification`, a false alarm's
     `cause`) and words (`q`) in the incident's notes or its alarms' details and notes."""
-    rows = select(IncidentRow)
-    if category is not None:
-        rows = rows.where(IncidentRow.category == category.value)
-    if verification is not None:
-        rows = rows.where(IncidentRow.verification == verification.value)
-    if cause is not None:
-        rows = rows.where(IncidentRow.cause == cause.value)
-    if place is not None:
-        below = select(AlarmRow.incident_id).where(in_subtree(AlarmRow.place, place))
-        rows = rows.where(in_subtree(IncidentRow.place, place) | IncidentRow.id.in_(below))
-    if device_id is not None:
-        rows = rows.where(
-            IncidentRow.id.in_(select(AlarmRow.incident_id).where(AlarmRow.device_id == device_id))
-        )
-    if q is not None:
-        noted = select(AlarmRow.incident_id).where(mentions(q, AlarmRow.detail, AlarmRow.ack_note))
-        rows = rows.where(
-            mentions(q, IncidentRow.ack_note, IncidentRow.verdict_note, IncidentRow.call_119_note)
-            | IncidentRow.id.in_(noted)
-        )
-    if site is not None:
-        rows = rows.where(IncidentRow.site == site)
-    if kind is not None:
-        rows = rows.where(IncidentRow.kind == kind.value)
-    if state is not None:
-        rows = rows.where(IncidentRow.state == state.value)
-    if open is not None:
-        closed = IncidentRow.state == IncidentState.CLOSED.value
-        rows = rows.where(~closed if open else closed)
-    if since is not None:
-        rows = rows.where(IncidentRow.last_ts >= since)
-    if until is not None:
-        rows = rows.where(IncidentRow.first_ts < until)
-    age = case(
-        (IncidentRow.state == IncidentState.CLOSED.value, -IncidentRow.first_ts), else_=IncidentRow.first_ts
-    )
-    if order is None:
-        rows = rows.order_by(_closed, _acked, _rank, age, IncidentRow.id)
-    elif order is TimeOrder.NEWEST:
-        rows = rows.order_by(IncidentRow.first_ts.desc(), IncidentRow.id.desc())
-    else:
-        rows = rows.order_by(IncidentRow.first_ts, IncidentRow.id)
+    rows = search.query()
     total = db.scalar(select(func.count()).select_from(rows.order_by(None).subquery())) or 0
     found = db.scalars(rows.limit(page.limit).offset(page.offset)).all()
     by_incident: dict[int, list[AlarmOut]] = {r.id: [] for r in found}

@@ -17,7 +17,7 @@
     "hist.device": "设备编号", "hist.category": "类别", "hist.any": "全部", "hist.state": "状态",
     "hist.open": "未结束", "hist.closed": "已结束", "hist.verdict": "核实结果", "hist.cause": "误报原因",
     "hist.text": "备注/详情中的文字", "hist.order": "排序", "hist.newest": "最新在前", "hist.oldest": "最早在前",
-    "hist.search": "查询", "hist.reset": "清空条件", "hist.total": "共 {n} 条", "hist.empty": "没有符合条件的记录",
+    "hist.search": "查询", "hist.reset": "清空条件", "hist.export": "导出表格", "hist.total": "共 {n} 条", "hist.empty": "没有符合条件的记录",
     "hist.prev": "上一页", "hist.next": "下一页", "hist.page": "第 {p} / {n} 页",
     "hist.col.time": "首报时间", "hist.col.kind": "类型", "hist.col.place": "位置", "hist.col.state": "状态",
     "hist.col.verdict": "核实结果", "hist.col.alarms": "设备/报警", "hist.col.device": "设备",
@@ -37,7 +37,7 @@
     "hist.device": "Device id", "hist.category": "Category", "hist.any": "Any", "hist.state": "State",
     "hist.open": "Not ended", "hist.closed": "Ended", "hist.verdict": "Verdict", "hist.cause": "Cause of false alarm",
     "hist.text": "Words in notes or detail", "hist.order": "Order", "hist.newest": "Newest first", "hist.oldest": "Oldest first",
-    "hist.search": "Search", "hist.reset": "Clear", "hist.total": "{n} found", "hist.empty": "Nothing matches",
+    "hist.search": "Search", "hist.reset": "Clear", "hist.export": "Export spreadsheet", "hist.total": "{n} found", "hist.empty": "Nothing matches",
     "hist.prev": "Previous", "hist.next": "Next", "hist.page": "Page {p} of {n}",
     "hist.col.time": "First alarm", "hist.col.kind": "Kind", "hist.col.place": "Place", "hist.col.state": "State",
     "hist.col.verdict": "Verdict", "hist.col.alarms": "Devices/alarms", "hist.col.device": "Device",
@@ -183,9 +183,12 @@
     const pages = Math.max(1, Math.ceil(r.total / PAGE));
     const at = Math.floor(r.offset / PAGE) + 1;
     const go = (offset) => { search.offset = offset; fw.guarded(() => run(section)); };
+    const exportButton = r.what === "incidents" && r.total > 0
+      ? el("button", { text: t("hist.export"), attrs: { id: "history-export" }, on: { click: () => fw.guarded(exportXlsx) } })
+      : null;
     box.append(el("div", { class: "panel-head" },
       el("span", { class: "muted", text: t("hist.total", { n: r.total }), attrs: { id: "history-total" } }),
-      el("span", { class: "actions" },
+      el("span", { class: "actions" }, exportButton,
         el("button", { text: t("hist.prev"), attrs: at <= 1 ? { disabled: "" } : {}, on: { click: () => go(Math.max(0, r.offset - PAGE)) } }),
         el("span", { class: "muted", text: t("hist.page", { p: at, n: pages }) }),
         el("button", { text: t("hist.next"), attrs: at >= pages ? { disabled: "" } : {}, on: { click: () => go(r.offset + PAGE) } }))));
@@ -196,15 +199,27 @@
     box.append(el("div", { class: "table-scroll" }, table));
   }
 
-  /** The report needs the Bearer header, so a plain link cannot fetch it: fetch, then open the blob. */
-  async function download(id, ext) {
-    const resp = await fw.request(`/api/v1/incidents/${encodeURIComponent(id)}/report.${ext}`, { accept: "*/*" });
-    const url = URL.createObjectURL(await resp.blob());
-    const a = el("a", { attrs: { href: url, download: `事件报告-${id}.${ext}` } });
+  /** The incidents the search found, all of them (not only this page), as a spreadsheet. */
+  async function exportXlsx() {
+    const params = paramsOf(search.form, 0);
+    delete params.limit; delete params.offset;
+    const resp = await fw.request("/api/v1/incidents/history.xlsx", { params, accept: "*/*" });
+    save(await resp.blob(), "事件历史查询.xlsx");
+  }
+
+  function save(blob, filename) {
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { attrs: { href: url, download: filename } });
     document.body.append(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  /** The report needs the Bearer header, so a plain link cannot fetch it: fetch, then open the blob. */
+  async function download(id, ext) {
+    const resp = await fw.request(`/api/v1/incidents/${encodeURIComponent(id)}/report.${ext}`, { accept: "*/*" });
+    save(await resp.blob(), `事件报告-${id}.${ext}`);
   }
 
   async function drawIncident(id, section) {
