@@ -80,6 +80,11 @@ async def test_the_history_search_finds_a_past_incident_and_opens_it(
     await expect(detail).to_have_attribute("data-incident-id", str(fire["id"]))
     await expect(page.locator('#history-timeline li[data-action="false_alarm"]')).to_contain_text(note)
     await expect(page.locator('#history-timeline li[data-action="reset"]')).to_contain_text("复位")
+    # Who took each step by their display name, the service's own steps as 系统.
+    await expect(page.locator('#history-timeline li[data-action="false_alarm"]')).to_contain_text(
+        "值班管理员"
+    )
+    await expect(page.locator('#history-timeline li[data-action="opened"]')).to_contain_text("系统")
     await expect(page.locator("#history-alarms tbody tr").first).to_be_visible()
     async with page.expect_download() as download:
         await page.click('#history-incident button[data-role="report-pdf"]')

@@ -236,7 +236,7 @@
     for (const [k, v] of rows) info.append(el("dt", { text: t(k) }), el("dd", { text: v }));
     const timeline = el("ol", { class: "events", attrs: { id: "history-timeline" } },
       ...i.timeline.map((e) => el("li", { dataset: { action: e.action } },
-        `${fw.fmtTime(e.ts)} ${fw.label("iact", e.action)}${e.actor ? ` · ${e.actor}` : ""}${e.note ? ` — ${e.note}` : ""}`)));
+        `${fw.fmtTime(e.ts)} ${fw.label("iact", e.action)}${e.actor ? ` · ${fw.person(e.actor)}` : ""}${e.note ? ` — ${e.note}` : ""}`)));
     const alarms = el("tbody", {}, ...i.alarms.map(alarmRow));
     section.append(el("section", { class: "panel", attrs: { id: "history-incident" }, dataset: { incidentId: i.id } },
       el("div", { class: "panel-head" },
