@@ -69,6 +69,7 @@ class Alarm:
     shelve_note: str | None
     normal_ts: float | None
     incident_id: int | None
+    drill_id: int | None
 
 
 # Built positionally from a row of `select(ALARMS)`: the two orders must be one.

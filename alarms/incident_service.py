@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import PendingIncidentStep, batch_of
+from alarms.drills import ALARM_TOPIC_NAME, group_suffix
 from alarms.incident_values import Incident, IncidentLike
 from alarms.incidents import group_key, grow, kind_of, latched_kind, worse
 from alarms.model import IncidentUpdate, incident_snapshot
@@ -64,6 +65,9 @@ class IncidentBook:
         self.policy = policy
         self.index = index
         self.routes = routes
+        # The routes each drill's incidents are pushed on (alarms/drills.py recipient_routes), by
+        # drill id; a drill incident whose drill is not here goes to the alarm topic alone.
+        self.drill_routes: dict[int, list[PushRoute]] = {}
 
     @property
     def settings(self) -> AlarmPolicySettings:
@@ -83,8 +87,8 @@ class IncidentBook:
         category = AlarmCategory(alarm.category)
         kind = kind_of(category, alarm.system, alarm.alarm_type)
         inc = batch.incident(s, alarm.incident_id) if alarm.incident_id else None
-        if inc is not None and not self._joinable(inc, now):
-            inc = None
+        if inc is not None and (not self._joinable(inc, now) or inc.drill_id != alarm.drill_id):
+            inc = None  # a real alarm never joins a drill's incident, nor a drill alarm a real one
         rejoining = inc is not None
         if inc is None:
             inc = self._open_incident_for(s, kind, alarm, now)
@@ -158,7 +162,7 @@ class IncidentBook:
         return Joined(inc, action, ack_with)
 
     def _open_incident_for(self, s: Session, kind: IncidentKind, alarm: Alarm, now: float) -> Incident | None:
-        key = group_key(kind, alarm.place or alarm.device_id)
+        key = group_key(kind, alarm.place or alarm.device_id) + group_suffix(alarm.drill_id)
         batch = batch_of(s)
         if batch is None:
             raise AssertionError("alarms join incidents in a bulk write (AlarmService.apply)")
@@ -207,7 +211,7 @@ class IncidentBook:
             category=category.value,
             severity=SEVERITY_OF[category].value,
             site=alarm.site,
-            group_key=group_key(kind, place),
+            group_key=group_key(kind, place) + group_suffix(alarm.drill_id),
             place=place,
             places=[place],
             zones=[growth.new_zone] if growth.new_zone else [],
@@ -247,6 +251,7 @@ class IncidentBook:
             escalation=None,
             escalate_at=None,
             remind_at=None,
+            drill_id=alarm.drill_id,
         )
         if category is AlarmCategory.FIRE:
             self._fire_started(inc, now)
@@ -478,6 +483,27 @@ class IncidentBook:
         inc.call_119_ts, inc.call_119_by, inc.call_119_note = at, actor, note
         return self.log(s, out, inc, IncidentAction.CALLED_119, actor, now, note, self._reached(inc))
 
+    def out_of_drill(
+        self, s: Session, out: list[IncidentUpdate], inc: IncidentRow, actor: str, note: str, now: float
+    ) -> IncidentUpdate:
+        """The incident leaves its drill (the caller untags its alarms): a fire opened now for the
+        people on duty, unacknowledged and unverified, its escalation starting now."""
+        if inc.state == IncidentState.CLOSED.value:
+            raise IncidentError(f"incident {inc.id} is closed")
+        inc.group_key = inc.group_key.removesuffix(group_suffix(inc.drill_id))
+        inc.drill_id = None
+        inc.acked_ts, inc.acked_by, inc.ack_note = None, None, ""
+        if inc.kind in VERIFIED_KINDS:
+            inc.verification = Verification.PENDING.value
+            inc.verifier = inc.verifying_ts = inc.verdict_ts = inc.verdict_by = inc.cause = None
+            inc.verdict_note = ""
+            inc.verify_overdue_ts = None
+            inc.verify_due_ts = now + self.settings.verify_limit_s
+        inc.notified = True
+        targets = self._start_escalation(inc, now)
+        text = "演练中的事件确认为真实火警" + (f"：{note}" if note else "")
+        return self.log(s, out, inc, IncidentAction.OPENED, actor, now, text, targets)
+
     def reset_logged(
         self, s: Session, out: list[IncidentUpdate], inc: IncidentLike, actor: str, note: str, now: float
     ) -> IncidentUpdate:
@@ -605,10 +631,13 @@ class IncidentBook:
         return u
 
     def _push(self, s: Session, u: IncidentUpdate, notified: bool, place_name: str, now: float) -> None:
-        if self.routes and notified:
-            enqueue_incident(
-                s, self.routes, u, place_name, now, interval_s=self.settings.incident_update_interval_s
-            )
+        routes = self.routes
+        if (drill := u.after.get("drill_id")) is not None:
+            # A drill's incident is told to the drill's recipients only (docs/drills.md).
+            routes = self.drill_routes.get(drill) or [r for r in self.routes if r.name == ALARM_TOPIC_NAME]
+        if routes and notified:
+            interval = self.settings.incident_update_interval_s
+            enqueue_incident(s, routes, u, place_name, now, interval_s=interval)
 
 
 def _locked(s: Session, incident_id: int) -> IncidentLike | None:

@@ -82,6 +82,7 @@ class Incident:
     escalation_step: int
     escalate_at: float | None
     remind_at: float | None
+    drill_id: int | None
 
 
 # Built positionally from a row of `select(INCIDENTS)`: the two orders must be one.

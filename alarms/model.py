@@ -46,6 +46,7 @@ SNAPSHOT_FIELDS = (
     "shelved_by",
     "shelve_note",
     "normal_ts",
+    "drill_id",
 )
 
 
@@ -133,6 +134,7 @@ INCIDENT_FIELDS = (
     "closed_ts",
     "escalation",
     "escalation_step",
+    "drill_id",
 )
 
 

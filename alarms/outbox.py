@@ -88,6 +88,8 @@ def render(t: Transition, place_name: str, when: Callable[[float], str] = local_
     if a.get("maintenance_id") is not None:
         # Only a fire alarm is pushed during maintenance (DESIGN §4): say so, it is still a fire.
         title = f"【维护期间】{title}"
+    if a.get("drill_id") is not None:
+        title = f"【演练】{title}"
     lines = [
         f"位置: {place_name}",
         f"设备: {a['device_id']}",
@@ -179,6 +181,8 @@ def render_incident(
     category = AlarmCategory(a["category"])
     action = "，".join(INCIDENT_ACTION_ZH[IncidentAction(x)] for x in (steps or [u.action.value]))
     title = f"【{CATEGORY_ZH[category]}】{place_name} {INCIDENT_KIND_ZH[kind]} {action}"
+    if a.get("drill_id") is not None:
+        title = f"【演练】{title}"  # a drill's notice (docs/drills.md): nobody takes it for a fire
     first = datetime.fromtimestamp(a["first_ts"]).strftime("%Y-%m-%d %H:%M:%S")
     lines = [
         f"位置: {place_name}",

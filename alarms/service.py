@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import INFO_KEY as BATCH_KEY
 from alarms.batch import AlarmBatch, PendingTransition, batch_of, insert_rows
+from alarms.drills import ALARM_TOPIC_NAME, DrillScope, drill_of
 from alarms.gc_pause import collector_paused
 from alarms.incident_service import IncidentBook, IncidentError, members
 from alarms.incidents import OUTAGE_TYPES
@@ -129,6 +130,9 @@ class AlarmService:
         self.policy = policy or Policy(AlarmPolicySettings())
         self.incidents = IncidentBook(self.policy, index, self.routes)
         self.index = index
+        # The drills in force or ahead, as values (alarms/drills.py): an alarm is tagged without a
+        # read. Replaced as a whole (one assignment) whenever a drill changes (alarms/drill_service.py).
+        self.drills: tuple[DrillScope, ...] = ()
         # One writer at a time within the process: the pipeline thread, the policy clock and API
         # requests all mutate alarms. Other processes are handled by the retry in _write.
         self._lock = threading.Lock()
@@ -232,7 +236,8 @@ class AlarmService:
             t = Transition(event_id, **p.fields)
             if self.routes and p.push and not t.held:
                 place = batch.place_name(p.place, self.index.place_label)
-                enqueue(s, self.routes, t, place, now, encoded=(p.event["before"], p.event["after"]))
+                routes = self._alarm_routes(t)
+                enqueue(s, routes, t, place, now, encoded=(p.event["before"], p.event["after"]))
             out.transitions.append(t)
         for step, step_id in zip(batch.steps, step_ids, strict=True):
             out.incidents.append(self.incidents.settled(s, step, step_id, now))
@@ -394,6 +399,7 @@ class AlarmService:
             shelve_note=None,
             normal_ts=None,
             incident_id=None,
+            drill_id=None,
         )
 
     def _raised(
@@ -403,6 +409,9 @@ class AlarmService:
         escalation, then log RAISED (and FLAPPING when this raise makes the sensor unstable)."""
         row.raised_ts = now
         category = AlarmCategory(row.category)
+        # In a drill's places and window (values held in memory, no read): a drill alarm. Decided at
+        # every raise, so an alarm raised again after its drill ended is a real one.
+        row.drill_id = drill_of(self.drills, row.category, row.place, now)
         row.maintenance_id = self._maintenance_for(s, row, now)
         # RAISED transitions of this key in the flapping window, closed alarms of it included (the
         # batch counted them when it began, with this `now`, and counts its own).
@@ -524,9 +533,16 @@ class AlarmService:
         )
         if self.routes and push and hold is None:
             # Same session, same transaction: the transition and the pushes it owes commit together.
-            enqueue(s, self.routes, t, self.index.place_label(row.place), now)
+            enqueue(s, self._alarm_routes(t), t, self.index.place_label(row.place), now)
         out.transitions.append(t)
         return t
+
+    def _alarm_routes(self, t: Transition) -> list[PushRoute]:
+        """The routes an alarm's own transition may go to: a drill alarm's only to the alarm topic
+        (integrations, which see its `drill_id`), never to the people on duty (docs/drills.md)."""
+        if t.after.get("drill_id") is None:
+            return self.routes
+        return [r for r in self.routes if r.name == ALARM_TOPIC_NAME]
 
     # --- human actions ---------------------------------------------------------------------------
     def _locked(self, s: Session, alarm_id: int) -> AlarmRow:
@@ -802,6 +818,23 @@ class AlarmService:
 
         return self._incident_step(incident_id, step)
 
+    def take_out_of_drill(self, incident_id: int, *, actor: str, note: str = "") -> IncidentStep:
+        """这是真实火警: a drill's incident is a real fire after all. It and its alarms lose the drill,
+        a drill verdict is undone (verified afresh), and it is told at once to the people on duty as
+        a fire just opened, its escalation and verification clocks starting now (docs/drills.md)."""
+
+        def step(s: Session, out: Outcome, inc: IncidentRow, now: float) -> IncidentUpdate:
+            if inc.drill_id is None:
+                raise IncidentError(f"incident {inc.id} is not a drill's")
+            for row in s.scalars(members(inc.id).with_for_update()).all():
+                row.drill_id = None
+                if row.false_alarm:  # a drill's verdict counted it; a real fire's will decide
+                    row.false_alarm = False
+                    row.false_alarms = max(0, row.false_alarms - 1)
+            return self.incidents.out_of_drill(s, out.incidents, inc, actor, note, now)
+
+        return self._incident_step(incident_id, step)
+
     def reset_incident(self, incident_id: int, *, actor: str, note: str = "") -> IncidentStep:
         """Reset (复位) every latched fire alarm of the incident, as one action at the panel."""
 
@@ -1003,8 +1036,12 @@ class AlarmService:
     ) -> list[tuple[str, int, int]]:
         """(device, false-alarm acknowledgements, alarms) per device, most false alarms first, over
         alarms first raised in [since, until)."""
-        q = select(AlarmRow.device_id, func.sum(AlarmRow.false_alarms), func.count()).group_by(
-            AlarmRow.device_id
+        # A drill's alarms are left out: a drill's verdict (test, false alarm) says nothing about
+        # the device (docs/drills.md).
+        q = (
+            select(AlarmRow.device_id, func.sum(AlarmRow.false_alarms), func.count())
+            .where(AlarmRow.drill_id.is_(None))
+            .group_by(AlarmRow.device_id)
         )
         if site is not None:
             q = q.where(AlarmRow.site == site)

@@ -22,6 +22,7 @@ from api.routes import (
     auth,
     console,
     devices,
+    drills,
     duty_log,
     gb26875,
     handovers,
@@ -112,6 +113,7 @@ def create_app(ctx: AppContext | None) -> FastAPI:
             duty_log,
             handovers,
             staff_reports,
+            drills,
         )
     ]
     routers.append(("", health.router))

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.service import AccountService
+from alarms.drill_service import DrillService
 from alarms.model import Transition
 from alarms.service import AlarmService
 from api.live import LiveHub
@@ -48,3 +49,4 @@ class AppContext:
     max_signed_in_body_bytes: int = 4 * 1024 * 1024  # settings.api.max_signed_in_body_bytes
     gb26875: Gb26875Listener | None = None  # the GB/T 26875.3 listener, when on (api/routes/gb26875.py)
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in
+    drills: DrillService | None = None  # declared drills (演练, api/routes/drills.py)

@@ -64,6 +64,7 @@ class IncidentOut(BaseModel):
     closed_ts: float | None
     escalation: str | None
     escalation_step: int
+    drill_id: int | None = Field(default=None, description="the drill (演练) it belongs to")
     call_119_due: bool = Field(
         default=False, description="a confirmed fire whose 119 call is not recorded yet: prompt for it"
     )

@@ -140,6 +140,7 @@ class AlarmOut(AlarmTextOut):
         description="a latched fire alarm's reading fell back to normal at this time; it stays active "
         "until reset (复位)",
     )
+    drill_id: int | None = Field(default=None, description="the drill (演练) it was raised in")
 
 
 class AlarmEventOut(BaseModel):

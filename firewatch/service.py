@@ -21,6 +21,8 @@ from sqlalchemy.orm import sessionmaker
 from accounts.model import AccountError
 from accounts.passwords import check_password
 from accounts.service import AccountService
+from alarms.drill_service import DrillService
+from alarms.drills import ALARM_TOPIC_NAME
 from alarms.model import Transition
 from alarms.policy import Policy
 from alarms.service import AlarmService
@@ -91,7 +93,7 @@ MIRROR_RETRY_S = 5.0  # after a failed background sync
 # Integrations read every alarm transition on `{prefix}/{site}/alarms` and every incident step (but
 # one more detector joining) on `{prefix}/{site}/incidents`, none delayed.
 ALARM_TOPIC_ROUTE = PushRoute(
-    name="mqtt-alarm-topic",
+    name=ALARM_TOPIC_NAME,
     url="mqtt://alarm-topic",
     actions=list(AlarmAction),
     per_alarm=True,
@@ -277,6 +279,8 @@ class Service:
             clock=clock,
         )
         self.dispatcher = Dispatcher(self.sessions, channels, clock=clock)
+        # Drills (演练): held by the alarm service as values; their Apprise URLs get channels here.
+        self.drills = DrillService(self.sessions, self.alarms, routes, self._drill_channels)
         det = settings.detection
         self.engine = Engine(
             self.index,
@@ -298,6 +302,7 @@ class Service:
         # crash: recorded before the engine aligns with the store's open alarms.
         active = set()
         if self.store_error is None:
+            self.drills.refresh()
             self._record_journal()
             active = self.alarms.active_keys()
         self.engine.resume(active)
@@ -1002,7 +1007,21 @@ class Service:
             max_signed_in_body_bytes=self.settings.api.max_signed_in_body_bytes,
             max_upload_bytes=self.settings.api.max_upload_bytes,
             gb26875=self.gb26875,
+            drills=self.drills,
         )
+
+    def _drill_channels(self, routes: list[PushRoute]) -> None:
+        """Channels for drills' Apprise URLs (alarms/drills.py), set as a new dict: the dispatcher's
+        threads read the one they find whole."""
+        new: dict[str, Channel] = {}
+        for route in routes:
+            if route.name not in self.dispatcher.channels:
+                try:
+                    new[route.name] = AppriseChannel(route)
+                except ValueError:  # checked when declared; kept owed, as for a route removed
+                    logger.warning("drill push route %s: its URL is not one Apprise understands", route.name)
+        if new:
+            self.dispatcher.channels = {**self.dispatcher.channels, **new}
 
 
 def _write_atomically(path: Path, text: str) -> None:

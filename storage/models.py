@@ -109,6 +109,9 @@ class AlarmRow(Base):
     normal_ts: Mapped[float | None] = mapped_column(Float)
     # The incident (火情/事件) this alarm belongs to (alarms/incidents.py): set when it is raised.
     incident_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # The drill (演练, storage/drill_models.py) it was raised in: its pushes go to the drill's
+    # recipients only and it counts in no false-alarm figure (docs/drills.md). None: a real alarm.
+    drill_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
     __table_args__ = (
         # One open alarm per (device, alarm type): the database refuses a second one even if two
@@ -176,6 +179,7 @@ class IncidentRow(Base):
     escalation_step: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[float | None] = mapped_column(Float, index=True)
     remind_at: Mapped[float | None] = mapped_column(Float, index=True)
+    drill_id: Mapped[int | None] = mapped_column(Integer, index=True)  # a drill's incident (演练)
 
 
 class IncidentEventRow(Base):
@@ -498,6 +502,7 @@ class JournalMarkRow(Base):
 
 
 # Tables kept in modules of their own, registered on Base.metadata with the rest.
+import storage.drill_models  # noqa: E402
 import storage.duty_models  # noqa: E402
 import storage.plan_models  # noqa: E402
 import storage.report_models  # noqa: E402

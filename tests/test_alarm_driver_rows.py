@@ -70,6 +70,7 @@ def alarm(alarm_id: int, device_id: str = "smk-1", **changes: Any) -> Alarm:
         "shelve_note": None,
         "normal_ts": None,
         "incident_id": None,
+        "drill_id": None,
     }
     values.update(changes)
     return Alarm(*(values[c] for c in COLUMNS))

@@ -354,6 +354,16 @@ def test_alarms_acknowledged_after_the_period_do_not_count_and_false_alarms_rank
     assert [d.device_id for d in kpis(ward, top=2).false_alarms_by_device] == ["smk-1", "prs-1"]
 
 
+def test_a_drills_alarms_are_in_no_alarm_figure_nor_false_alarm_ranking(ward: sessionmaker[Session]) -> None:
+    before = kpis(ward)
+    drill_alarm = alarm("smk-9", first=SINCE + 60, acked=SINCE + 90, false_alarms=1)
+    drill_alarm.drill_id = 1  # raised in a drill (docs/drills.md)
+    insert(ward, [drill_alarm])
+    after = kpis(ward)
+    assert after.alarms == before.alarms
+    assert "smk-9" not in [d.device_id for d in after.false_alarms_by_device]
+
+
 def test_the_period_is_half_open_and_filters_by_site_and_department(ward: sessionmaker[Session]) -> None:
     # Without a site, the other site's ticket and alarm are in.
     everywhere = kpis(ward, site=None)

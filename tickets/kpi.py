@@ -31,7 +31,7 @@ Ticket figures (the same for the totals and for each department and category row
   - mean_time_to_rectify_s: mean of (rectified_at - created_at) over the rectified tickets.
   Every mean is None when there is nothing to average.
 
-Alarm figures
+Alarm figures (a drill's alarms are never in scope: docs/drills.md)
   - alarms: alarms in scope; false_alarms: the sum of their false-alarm acknowledgements
     (AlarmRow.false_alarms: one alarm acknowledged as false more than once counts each time).
   - alarms_acknowledged: acked_ts is set and <= as_of.
@@ -153,6 +153,7 @@ def compute_kpis(
     ]
 
     alarms = _scope(AlarmRow.first_ts, AlarmRow.site, AlarmRow.department, since, until, site, department)
+    alarms.append(AlarmRow.drill_id.is_(None))  # a drill's alarms are exercises (docs/drills.md)
     acknowledged = and_(AlarmRow.acked_ts.is_not(None), AlarmRow.acked_ts <= as_of)
     alarm_row = session.execute(
         select(

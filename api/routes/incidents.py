@@ -201,3 +201,15 @@ async def reset(incident_id: RowId, body: IncidentNoteIn, who: AlarmHandler, ctx
     """复位 every latched fire alarm of the incident as one action; a condition that persists raises
     again. Nothing latched: 409."""
     return await _act(ctx, lambda: ctx.alarms.reset_incident(incident_id, actor=who.name, note=body.note))
+
+
+@router.post(
+    "/{incident_id}/out-of-drill", operation_id="take_incident_out_of_drill", responses=_ACTION_PROBLEMS
+)
+async def out_of_drill(
+    incident_id: RowId, body: IncidentNoteIn, who: AlarmHandler, ctx: Ctx
+) -> IncidentStepOut:
+    """这是真实火警: a drill's incident is a real fire. It and its alarms leave the drill and it is told
+    at once to the people on duty as a fire just opened, unacknowledged and unverified, its
+    escalation starting now (docs/drills.md). Not a drill's, or closed: 409."""
+    return await _act(ctx, lambda: ctx.alarms.take_out_of_drill(incident_id, actor=who.name, note=body.note))
