@@ -35,6 +35,9 @@ const I18N = {
     "ack.false_marked": "（误报）",
     "reset.button": "复位", "reset.title": "火警复位",
     "reset.confirm": "火警保持至复位（GB 4717）。复位后若现场仍有火情，将重新报警。确认已到场核实并复位？",
+    "drill.badge": "演练", "inc.drill": "这是真实火警", "inc.drill_title": "这是真实火警",
+    "inc.drill_submit": "转为真实火警",
+    "inc.drill_confirm": "此事件将退出演练，立即按火警推送给值班人员，重新受理和核实。",
     "latch.mark": "火警保持，待复位", "latch.normal": "读数已于 {when} 恢复正常，仍需复位",
     "clear.button": "清除", "clear.title": "清除报警", "unshelve.button": "取消搁置", "unshelve.title": "取消搁置",
     "shelve.button": "搁置", "shelve.title": "搁置报警", "shelve.duration": "搁置时长", "shelve.reason": "搁置原因（必填）",
@@ -154,6 +157,9 @@ const I18N = {
     "ack.as": "Acknowledging as {who}", "ack.false_marked": " (false alarm)",
     "reset.button": "Reset", "reset.title": "Reset fire alarm",
     "reset.confirm": "A fire alarm stays until it is reset (GB 4717). If the fire is still there it will alarm again. Checked on site and reset it?",
+    "drill.badge": "Drill", "inc.drill": "This is a real fire", "inc.drill_title": "This is a real fire",
+    "inc.drill_submit": "Make it a real fire",
+    "inc.drill_confirm": "The incident leaves the drill and is pushed to the people on duty as a fire now, to be acknowledged and verified anew.",
     "latch.mark": "Latched until reset", "latch.normal": "Reading back to normal at {when}; still needs a reset",
     "clear.button": "Clear", "clear.title": "Clear alarm", "unshelve.button": "Unshelve", "unshelve.title": "Unshelve alarm",
     "shelve.button": "Shelve", "shelve.title": "Shelve alarm", "shelve.duration": "Shelve for", "shelve.reason": "Reason (required)",
@@ -845,6 +851,7 @@ function alarmCard(a) {
   ].filter(Boolean).join(" · ");
   const main = el("div", { class: "main" },
     unrecorded ? el("div", { class: "unrec", text: t("unrec.mark"), dataset: { role: "unrecorded" } }) : null,
+    a.drill_id ? el("span", { class: "flag drill", text: t("drill.badge"), dataset: { role: "drill", drillId: a.drill_id } }) : null,
     el("div", { class: "where", text: placeName(a.place) }),
     el("div", { class: "what", text: alarmWhatText(a), title: service ? detailText(a) : "" }),
     el("div", { class: "meta", text: meta }));
@@ -895,6 +902,7 @@ function incidentButtons(i) {
     if (!incDecided(i)) out.push(button("verdict", t("inc.verdict")));
   }
   if (hasLatchedFire(i)) out.push(button("reset", t("inc.reset")));
+  if (i.drill_id) out.push(button("drill", t("inc.drill"), "urgent")); // 这是真实火警 (docs/drills.md)
   return out;
 }
 
@@ -937,6 +945,7 @@ function incidentCard(i) {
   const head = el("div", { class: "where", text: incPlace(i), dataset: { role: "place" } });
   const flags = el("div", { class: "flags" },
     el("span", { class: "flag kind", text: label("ikind", i.kind), dataset: { role: "kind" } }));
+  if (i.drill_id) flags.prepend(el("span", { class: "flag drill", text: t("drill.badge"), dataset: { role: "drill", drillId: i.drill_id } }));
   if (i.zone_confirmed_ts) {
     const zc = alarms.find((a) => a.alarm_type === ZONE_CONFIRMED);
     flags.append(el("span", { class: "flag zone", text: t("inc.zone_confirmed"), dataset: { role: "zone-confirmed" },
@@ -1139,7 +1148,7 @@ async function submitAck(ev) {
 
 let incAction = null;
 
-const INC_PATHS = { ack: "acknowledge", verify: "verify", verdict: "verdict", call119: "call-119", reset: "reset" };
+const INC_PATHS = { ack: "acknowledge", verify: "verify", verdict: "verdict", call119: "call-119", reset: "reset", drill: "out-of-drill" };
 
 function incidentWhat(i) {
   return `${label("ikind", i.kind)} · ${catLabel(i.category)} · ${incPlace(i)} · ${t("inc.devices", { d: i.device_count, n: i.alarm_count })}`;
@@ -1154,8 +1163,8 @@ function openIncidentAction(action, i) {
     const fors = f.dataset.for.split(" ");
     f.hidden = !(fors.includes("*") || fors.includes(action));
   }
-  $("inc-confirm").hidden = !["reset", "call119"].includes(action);
-  $("inc-confirm").textContent = action === "reset" ? t("reset.confirm") : action === "call119" ? t("inc.call119_confirm") : "";
+  $("inc-confirm").hidden = !["reset", "call119", "drill"].includes(action);
+  $("inc-confirm").textContent = action === "reset" ? t("reset.confirm") : action === "call119" ? t("inc.call119_confirm") : action === "drill" ? t("inc.drill_confirm") : "";
   $("inc-verdict-confirmed").textContent = verdictLabel(i, "confirmed");
   for (const r of $("inc-form").querySelectorAll('input[name="inc-verdict"]')) r.checked = false;
   $("inc-cause").value = "";
