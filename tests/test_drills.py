@@ -4,6 +4,7 @@ mosquitto, pushes to real HTTP receivers on loopback, on SQLite and on PostgreSQ
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from api.app import create_app
 from core.settings import IngestSettings, MqttSettings, PushRoute, Settings
@@ -74,6 +78,32 @@ async def api(service: Service) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+class Integration:
+    """An integration reading the MQTT alarm topic (alarms and incident steps)."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"int-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = lambda c, *_: c.subscribe([("fw/v1/+/alarms", 1), ("fw/v1/+/incidents", 1)])
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, orjson.loads(m.payload)))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def integration(mosquitto: Mosquitto) -> Iterator[Integration]:
+    sub = Integration(mosquitto)
+    yield sub
+    sub.close()
+
+
 @pytest.fixture
 def publisher(mosquitto: Mosquitto) -> Iterator[Publisher]:
     pub = Publisher(mosquitto.host, mosquitto.port)
@@ -112,7 +142,12 @@ async def declare(api: httpx.AsyncClient, service: Service, url: str, **kw: Any)
 
 
 async def test_a_fire_in_a_drill_is_tagged_shown_told_only_to_the_drill_and_no_false_alarm(
-    service: Service, api: httpx.AsyncClient, publisher: Publisher, duty: Receiver, drill_inbox: Receiver
+    service: Service,
+    api: httpx.AsyncClient,
+    publisher: Publisher,
+    duty: Receiver,
+    drill_inbox: Receiver,
+    integration: Integration,
 ) -> None:
     drill = await declare(api, service, f"json://127.0.0.1:{drill_inbox.port}/drill")
     assert drill["status"] == "active"
@@ -137,6 +172,16 @@ async def test_a_fire_in_a_drill_is_tagged_shown_told_only_to_the_drill_and_no_f
     assert all(b["title"].startswith("【演练】") for b in drill_inbox.bodies)
     assert all("2区" in b["message"] for b in duty.bodies)  # the drill's fire never reached the duty
     assert not any("演练" in b["title"] for b in duty.bodies)
+    # The alarm topic is for integrations: it carries the drill's alarm and incident, tagged.
+
+    def tagged() -> bool:
+        alarms = [m for t, m in integration.messages if t.endswith("/alarms")]
+        steps = [m for t, m in integration.messages if t.endswith("/incidents")]
+        return any(m["after"]["drill_id"] == drill["id"] for m in alarms) and any(
+            m["incident"]["drill_id"] == drill["id"] for m in steps
+        )
+
+    await eventually(tagged, what="the drill's alarm and incident on the alarm topic")
 
     # A verdict of the drill's fire counts against no device.
     r = await api.post(
