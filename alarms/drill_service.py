@@ -3,16 +3,17 @@ service as values (alarms/drills.py) so that tagging an alarm costs no read on t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.drills import DRILL_AHEAD_MAX_S, DRILL_MAX_S, DrillScope, recipient_routes
-from alarms.service import AlarmService
+from alarms.service import AlarmService, IncidentStep
 from core.settings import PushRoute
 from storage.drill_models import DrillRow
-from storage.models import AuditRow
+from storage.models import AuditRow, IncidentRow
 
 
 class DrillError(ValueError):
@@ -149,6 +150,18 @@ class DrillService:
             _audit(s, actor, "drill.end", row, now)
         self.refresh()
         return row
+
+    def real_fire(self, incident_id: int, *, actor: str, note: str = "") -> IncidentStep:
+        """这是真实火警: the incident leaves its drill (AlarmService.take_out_of_drill: told at once to
+        the people on duty as a fire) and the drill ends, if it is still running: with a real fire
+        in its places, every alarm from now on must be real."""
+        with self.sessions() as s:
+            drill_id = s.scalar(select(IncidentRow.drill_id).where(IncidentRow.id == incident_id))
+        step = self.alarms.take_out_of_drill(incident_id, actor=actor, note=note)
+        if drill_id is not None:
+            with contextlib.suppress(DrillError, DrillNotFoundError):  # already over
+                self.end(drill_id, actor=actor, note=f"事件 #{incident_id} 确认为真实火警")
+        return step
 
 
 def _audit(s: Session, actor: str, action: str, row: DrillRow, now: float) -> None:

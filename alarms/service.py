@@ -409,9 +409,11 @@ class AlarmService:
         escalation, then log RAISED (and FLAPPING when this raise makes the sensor unstable)."""
         row.raised_ts = now
         category = AlarmCategory(row.category)
-        # In a drill's places and window (values held in memory, no read): a drill alarm. Decided at
-        # every raise, so an alarm raised again after its drill ended is a real one.
-        row.drill_id = drill_of(self.drills, row.category, row.place, now)
+        # In a drill's places and window (values held in memory, no read): a drill alarm. A drill
+        # alarm raised again is decided anew (after its drill ended it is real); a real alarm raised
+        # again stays real (one taken out of a drill must not slip back into it: when in doubt, alarm).
+        if before is None or row.drill_id is not None:
+            row.drill_id = drill_of(self.drills, row.category, row.place, now)
         row.maintenance_id = self._maintenance_for(s, row, now)
         # RAISED transitions of this key in the flapping window, closed alarms of it included (the
         # batch counted them when it began, with this `now`, and counts its own).

@@ -234,6 +234,11 @@ async def test_taking_an_incident_out_of_the_drill_tells_the_duty_at_once_as_a_f
     # Once is enough: it is not a drill's any more.
     again = await api.post(f"/api/v1/incidents/{inc['id']}/out-of-drill", json={})
     assert again.status_code == 409
+    # With a real fire in its places the drill is over: another detector there alarms for real.
+    assert (await api.get(f"/api/v1/drills/{drill['id']}")).json()["status"] == "ended"
+    smoke(publisher, "smk-1-1")
+    more = await incident_of(api, "smk-1-1")
+    assert more["drill_id"] is None
 
 
 async def test_a_drill_is_refused_for_unknown_places_a_bad_window_or_an_unknown_route(

@@ -211,5 +211,11 @@ async def out_of_drill(
 ) -> IncidentStepOut:
     """这是真实火警: a drill's incident is a real fire. It and its alarms leave the drill and it is told
     at once to the people on duty as a fire just opened, unacknowledged and unverified, its
-    escalation starting now (docs/drills.md). Not a drill's, or closed: 409."""
-    return await _act(ctx, lambda: ctx.alarms.take_out_of_drill(incident_id, actor=who.name, note=body.note))
+    escalation starting now; the drill ends, so every alarm from now on is real (docs/drills.md).
+    Not a drill's, or closed: 409."""
+    drills = ctx.drills
+    if drills is None:  # no drill service: nothing was tagged by one, but the step still applies
+        return await _act(
+            ctx, lambda: ctx.alarms.take_out_of_drill(incident_id, actor=who.name, note=body.note)
+        )
+    return await _act(ctx, lambda: drills.real_fire(incident_id, actor=who.name, note=body.note))
