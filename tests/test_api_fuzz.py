@@ -115,7 +115,7 @@ def admin_key(service: Service) -> AdminKey:
 # password containing the user name, an expiry in the past, a place, profile or patrol route not
 # configured, the registry file's own content, exactly one of two fields, a ticket action's fields,
 # "nothing changed", a time range whose start is not before its end, a shift breaking the roster's
-# rules, a push address Apprise cannot read.
+# rules, a push address Apprise cannot read, a drill's places, window or recipients.
 # negative_data_rejection takes 413 as a refusal too: an oversized body is invalid input that
 # api/body_limit.py refuses before the endpoint could.
 # The roster import takes an .xlsx upload as its raw body: any bytes (a workbook or not) are sent.
@@ -145,6 +145,7 @@ SEMANTIC_422 = [
     "set_duty_contact",
     "roster_export_xlsx",
     "import_roster",
+    "declare_drill",
 ]
 ACCEPTED = ["2xx", "401", "403", "404", "409", "429"]
 REFUSED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]

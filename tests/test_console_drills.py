@@ -55,7 +55,7 @@ async def test_a_declared_drill_marks_its_fire_on_the_board_and_reports_who_acte
     (inc, *_) = await until(lambda: drill_incidents(stack), "a drill incident in the API")
     await page.click("#tab-board")
     card = page.locator(f'#board-list > li[data-incident-id="{inc["id"]}"]')
-    await expect(card.locator('[data-role="drill"]')).to_have_text("演练")
+    await expect(card.locator('span.flag[data-role="drill"]')).to_have_text("演练")
     await expect(card.locator('button[data-role="drill"]')).to_have_text("这是真实火警")
     await shot(page, "drills-02-board")
 
