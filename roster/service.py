@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from roster.addresses import MAX_ADDRESSES, unusable
@@ -22,6 +22,20 @@ from storage.roster_models import ContactRow, ShiftMemberRow, ShiftRow
 
 # How far around a shift its neighbours are looked for (overlaps and gaps).
 NEIGHBOURS_S = 7 * 86_400.0
+
+
+# A transaction-scoped PostgreSQL advisory lock of the roster's own ("FW" + 1): roster writes take it
+# so that a shift's overlap check and its write are one step for every writer.
+ROSTER_LOCK = 0x46570001
+
+
+def _one_writer_at_a_time(s: Session) -> None:
+    """Begin `s` so no other roster write runs between its reads and its writes: SQLite takes its
+    write lock at BEGIN (IMMEDIATE); PostgreSQL, whose default isolation would let two overlapping
+    shifts each pass the check unseen by the other, takes the roster's advisory lock."""
+    conn = s.connection(execution_options=IMMEDIATE)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROSTER_LOCK})
 
 
 class RosterRuleError(ValueError):
@@ -139,7 +153,7 @@ class RosterService:
 
     def delete(self, shift_id: int) -> None:
         with self.sessions.begin() as s:
-            s.connection(execution_options=IMMEDIATE)
+            _one_writer_at_a_time(s)
             if s.get(ShiftRow, shift_id) is None:
                 raise ShiftNotFoundError(f"值班表中没有班次 {shift_id}")
             s.execute(delete(ShiftMemberRow).where(ShiftMemberRow.shift_id == shift_id))
@@ -164,7 +178,7 @@ class RosterService:
     def create_many(self, drafts: list[ShiftDraft], actor: str) -> list[Shift]:
         """Every draft saved in one transaction, or none (the import): checked again inside it."""
         with self.sessions.begin() as s:
-            s.connection(execution_options=IMMEDIATE)
+            _one_writer_at_a_time(s)
             names = _names(s)
             start = min((d.start_ts for d in drafts), default=0.0) - NEIGHBOURS_S
             end = max((d.end_ts for d in drafts), default=0.0) + NEIGHBOURS_S
@@ -187,7 +201,7 @@ class RosterService:
 
     def _save(self, shift_id: int | None, draft: ShiftDraft, actor: str) -> tuple[Shift, list[str]]:
         with self.sessions.begin() as s:
-            s.connection(execution_options=IMMEDIATE)  # the overlap check and the write together
+            _one_writer_at_a_time(s)  # the overlap check and the write together
             if shift_id is not None and s.get(ShiftRow, shift_id) is None:
                 raise ShiftNotFoundError(f"值班表中没有班次 {shift_id}")
             others = [
