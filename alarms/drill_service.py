@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from alarms.drills import DRILL_AHEAD_MAX_S, DRILL_MAX_S, DrillScope, recipient_routes
 from alarms.service import AlarmService, IncidentStep
 from core.settings import PushRoute
+from storage.db import IMMEDIATE
 from storage.drill_models import DrillRow
 from storage.models import AuditRow, IncidentRow
 
@@ -141,6 +142,9 @@ class DrillService:
         incidents still open stay its own, on the board until reset (docs/drills.md)."""
         now = self.alarms.clock()
         with self.sessions.begin() as s:
+            # Read, then write: on SQLite the write lock is taken at BEGIN, so another writer
+            # committing between the two cannot fail this with "database is locked".
+            s.connection(execution_options=IMMEDIATE)
             row = s.get(DrillRow, drill_id, with_for_update=True)
             if row is None:
                 raise DrillNotFoundError(f"drill {drill_id} does not exist")
@@ -157,11 +161,12 @@ class DrillService:
         in its places, every alarm from now on must be real."""
         with self.sessions() as s:
             drill_id = s.scalar(select(IncidentRow.drill_id).where(IncidentRow.id == incident_id))
-        step = self.alarms.take_out_of_drill(incident_id, actor=actor, note=note)
+        # The drill ends first: from that moment every alarm in its places is real, even if taking
+        # this incident out fails (the person is told and tries again; the drill stays over).
         if drill_id is not None:
             with contextlib.suppress(DrillError, DrillNotFoundError):  # already over
                 self.end(drill_id, actor=actor, note=f"事件 #{incident_id} 确认为真实火警")
-        return step
+        return self.alarms.take_out_of_drill(incident_id, actor=actor, note=note)
 
 
 def _audit(s: Session, actor: str, action: str, row: DrillRow, now: float) -> None:

@@ -112,7 +112,7 @@ def fire(device: str) -> DetectorEvent:
         T0,
         0.31,
         "smoke",
-        "smoke >= 0.15 dB/m",  # the ">" must survive as text, not markup
+        "smoke >= 0.15 dB/m (clears below 0.1)",  # as the threshold detector writes it
         "GB 4715",
     )
 
@@ -180,7 +180,8 @@ async def test_a_fire_alarm_arrives_as_an_email_with_the_chinese_title_and_body(
     # The body is the outbox's rendering, line for line (not collapsed into one HTML paragraph).
     assert text_of(message) == row.payload["body"]
     assert "设备: smk-1-1" in text_of(message).splitlines()
-    assert "说明: smoke >= 0.15 dB/m" in text_of(message).splitlines()
+    # The detail in words, its "≥" kept as text (the mail is plain text, not markup).
+    assert "说明: 烟雾 ≥ 0.15 dB/m（低于 0.1 dB/m 恢复）" in text_of(message).splitlines()
     (log,) = deliveries(alarms)
     assert log.ok
     assert log.outbox_id == row.id
