@@ -180,4 +180,8 @@ def test_a_scenario_played_against_the_running_demo_passes_with_the_demos_device
     assert f"stopped publishing {played_devices} of these devices meanwhile" in one_line(played.stdout)
     # Nothing of the scenario's was dropped as a duplicate beyond what it sent twice on purpose.
     assert result["dropped_as_duplicates"] is not None
-    assert result["dropped_as_duplicates"] <= result["duplicated"]
+    # (A QoS 1 message the broker delivered again on a loaded machine is dropped too: a few are
+    # allowed, as many as `simulate run` allows before it warns of another publisher.)
+    unexplained = result["dropped_as_duplicates"] - result["duplicated"]
+    assert unexplained <= max(10, result["published"] // 100), result
+    assert "another publisher is using the same device ids" not in one_line(played.stdout)

@@ -262,7 +262,7 @@
         }
         await render(null, section);
       }) } });
-      body.append(el("tr", { dataset: { user: p.user } }, el("td", { text: p.display_name ? `${p.display_name}（${p.user}）` : p.user }), el("td", {}, phone), el("td", {}, addresses), el("td", {}, save)));
+      body.append(el("tr", { dataset: { user: p.user } }, el("td", { text: p.display_name || p.user, title: p.display_name ? p.user : "" }), el("td", {}, phone), el("td", {}, addresses), el("td", {}, save)));
     }
     table.append(body);
     return el("div", {}, el("h2", { text: t("roster.contacts") }), table);
