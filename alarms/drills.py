@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from core.domain import AlarmCategory
+from core.domain import AlarmCategory, IncidentAction
 from core.settings import PushRoute
 
 # The service's MQTT alarm topic (firewatch/service.py): integrations read every transition there,
@@ -75,6 +76,14 @@ def url_route_name(drill_id: int, n: int) -> str:
     return f"drill-{drill_id}-{n}"
 
 
+# What a drill's recipients hear of its incidents: every step the people on duty would hear of a
+# fire — the escalations, reminders and an overdue verification included, which the drill is there
+# to exercise — but the silent ones (an alarm joining, the record closing).
+DRILL_INCIDENT_ACTIONS: tuple[IncidentAction, ...] = tuple(
+    a for a in IncidentAction if a not in (IncidentAction.JOINED, IncidentAction.CLOSED)
+)
+
+
 def recipient_routes(
     drill_id: int, route_names: Iterable[str], urls: Sequence[str], configured: Sequence[PushRoute]
 ) -> list[PushRoute]:
@@ -86,10 +95,20 @@ def recipient_routes(
     for name in route_names:
         route = by_name.get(name)
         if route is not None:
-            unfiltered: dict[str, list[str]] = {"roles": [], "categories": [], "sites": [], "departments": []}
+            unfiltered: dict[str, list[Any]] = {
+                "roles": [],
+                "categories": [],
+                "sites": [],
+                "departments": [],
+                "incident_actions": list(DRILL_INCIDENT_ACTIONS),
+            }
             out.append(route.model_copy(update=unfiltered))
     for n, url in enumerate(urls):
-        out.append(PushRoute(name=url_route_name(drill_id, n), url=url))
+        out.append(
+            PushRoute(
+                name=url_route_name(drill_id, n), url=url, incident_actions=list(DRILL_INCIDENT_ACTIONS)
+            )
+        )
     if ALARM_TOPIC_NAME in by_name:
         out.append(by_name[ALARM_TOPIC_NAME])
     return out

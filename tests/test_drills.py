@@ -17,7 +17,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alarms.drills import recipient_routes
 from api.app import create_app
+from core.domain import IncidentAction
 from core.settings import IngestSettings, MqttSettings, PushRoute, Settings
 from firewatch.broker import Mosquitto
 from firewatch.service import Service
@@ -327,3 +329,16 @@ async def test_a_drills_report_has_each_steps_time_who_acted_and_the_devices_tes
     assert "safety-1" not in text  # no user name where a display name exists
     missing = await api.get("/api/v1/drills/999/report")
     assert missing.status_code == 404
+
+
+def test_a_drills_recipients_hear_every_step_the_duty_would_escalations_included() -> None:
+    duty = PushRoute(name="duty", url="json://127.0.0.1:9/duty", roles=["control_room"], sites=["b1"])
+    routes = recipient_routes(7, ["duty"], ["json://127.0.0.1:9/drill"], [duty])
+    assert [r.name for r in routes] == ["duty", "drill-7-0"]
+    for route in routes:
+        assert route.roles == []  # the drill chose them: no filter of theirs
+        assert route.sites == []
+        heard = set(route.incident_actions)
+        assert {IncidentAction.OPENED, IncidentAction.ESCALATED, IncidentAction.REMINDED} <= heard
+        assert {IncidentAction.ACKNOWLEDGED, IncidentAction.VERIFY_OVERDUE, IncidentAction.RESET} <= heard
+        assert IncidentAction.JOINED not in heard
