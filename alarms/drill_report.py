@@ -16,14 +16,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from reportlab.lib.enums import TA_CENTER
-from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, Spacer
 
 from alarms.incident_report import BODY_W, _grid, _text, duration_zh, local_time, verdict_zh
 from alarms.incident_service import SYSTEM_ACTOR
 from core.cjk_font import embedded_font
-from core.pdf_pages import build_a4
+from core.pdf_pages import build_a4, report_styles
 from storage.drill_models import DrillRow
 from storage.models import IncidentRow
 
@@ -158,12 +156,8 @@ def build_drill_report(
 def render_drill_pdf(report: DrillReport, font_path: Path | None = None) -> bytes:
     """The drill report in Chinese on A4. Raises core.cjk_font.FontUnavailableError without a font."""
     font = embedded_font(font_path)
-    value = ParagraphStyle("value", fontName=font, fontSize=9.5, leading=13, wordWrap="CJK")
-    small = ParagraphStyle("small", parent=value, fontSize=8.5, leading=11)
-    title = ParagraphStyle("title", fontName=font, fontSize=17, leading=23, alignment=TA_CENTER)
-    heading = ParagraphStyle(
-        "heading", fontName=font, fontSize=12.5, leading=17, spaceBefore=8, spaceAfter=4, keepWithNext=1
-    )
+    styles = report_styles(font)
+    value, small, title, heading = styles.value, styles.small, styles.title, styles.heading
 
     def cell(text: str) -> Paragraph:
         return Paragraph(_text(text), small)

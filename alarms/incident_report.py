@@ -31,7 +31,6 @@ from xml.sax.saxutils import escape
 
 from openpyxl import Workbook
 from reportlab.lib import colors
-from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
@@ -61,7 +60,7 @@ from core.domain import (
     IncidentState,
     Verification,
 )
-from core.pdf_pages import build_a4
+from core.pdf_pages import build_a4, report_styles
 from ingest.index import DeviceIndex
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 
@@ -388,13 +387,8 @@ def render_report_pdf(report: IncidentReport, font_path: Path | None = None) -> 
 
     Raises core.cjk_font.FontUnavailableError when no CJK font can be embedded."""
     font = embedded_font(font_path)
-    # wordWrap="CJK" breaks between any two Chinese characters (which have no spaces to break at).
-    value = ParagraphStyle("value", fontName=font, fontSize=9.5, leading=13, wordWrap="CJK")
-    small = ParagraphStyle("small", parent=value, fontSize=8.5, leading=11)
-    title = ParagraphStyle("title", fontName=font, fontSize=17, leading=23, alignment=TA_CENTER)
-    heading = ParagraphStyle(
-        "heading", fontName=font, fontSize=12.5, leading=17, spaceBefore=8, spaceAfter=4, keepWithNext=1
-    )
+    styles = report_styles(font)
+    value, small, title, heading = styles.value, styles.small, styles.title, styles.heading
 
     def cell(text: str, style: ParagraphStyle = small) -> Paragraph:
         return Paragraph(_text(text), style)

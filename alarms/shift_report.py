@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
-from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
@@ -33,10 +32,10 @@ from sqlalchemy.orm import Session
 
 from alarms.duty_log import kind_zh
 from alarms.incident_report import NONE_ZH, Names, alarm_type_label, local_time, verdict_zh
-from alarms.labels import ALARM_STATE_ZH, CATEGORY_ZH, INCIDENT_KIND_ZH, INCIDENT_STATE_ZH
+from alarms.labels import ALARM_STATE_ZH, CATEGORY_ZH, INCIDENT_KIND_ZH, INCIDENT_STATE_ZH, TICKET_STATUS_ZH
 from core.cjk_font import embedded_font
 from core.domain import AlarmCategory, AlarmState, IncidentKind, IncidentState
-from core.pdf_pages import PAGE_W, build_a4
+from core.pdf_pages import PAGE_W, build_a4, report_styles
 from storage.duty_models import DutyLogRow, HandoverRow
 from storage.models import AlarmRow, IncidentRow, UserRow
 
@@ -49,14 +48,6 @@ ALARM_ROWS = 1000
 ENTRY_ROWS = 2000
 
 VIA_ZH = {"password": "本人输入密码确认", "session": "本人登录确认"}
-TICKET_STATUS_ZH = {
-    "open": "待派单",
-    "assigned": "已派单",
-    "rectifying": "整改中",
-    "rectified": "已整改",
-    "verified": "已复检",
-    "closed": "已关闭",
-}
 COUNT_LABELS = (
     ("incidents", "未结束事件", "起"),
     ("unacknowledged", "未确认报警", "条"),
@@ -199,13 +190,9 @@ def _signed(name: str | None, at: float | None) -> str:
 def render_shift_pdf(report: ShiftReport, font_path: Path | None = None) -> bytes:
     """The report as A4 pages. Raises core.cjk_font.FontUnavailableError without a CJK font."""
     font = embedded_font(font_path)
-    value = ParagraphStyle("value", fontName=font, fontSize=9.5, leading=13, wordWrap="CJK")
-    small = ParagraphStyle("small", parent=value, fontSize=8.5, leading=11)
-    title = ParagraphStyle("title", fontName=font, fontSize=17, leading=23, alignment=TA_CENTER)
-    heading = ParagraphStyle(
-        "heading", fontName=font, fontSize=12.5, leading=17, spaceBefore=8, spaceAfter=4, keepWithNext=1
-    )
-    subheading = ParagraphStyle("sub", parent=heading, fontSize=10.5, leading=14, spaceBefore=5)
+    styles = report_styles(font)
+    value, small, title, heading = styles.value, styles.small, styles.title, styles.heading
+    subheading = styles.subheading
 
     def cell(text: str, style: ParagraphStyle = small) -> Paragraph:
         return Paragraph(_text(text), style)
@@ -342,9 +329,7 @@ def render_shift_pdf(report: ShiftReport, font_path: Path | None = None) -> byte
 
     story.append(Paragraph("五、值班记录", heading))
     if report.entries:
-        story.append(
-            grid([["时间", "类别", "记录人", "内容"], *map(list, report.entries)], [36, 22, 22, 96])
-        )
+        story.append(grid([["时间", "类别", "记录人", "内容"], *map(list, report.entries)], [36, 22, 22, 96]))
         story += more(len(report.entries), report.entries_total)
     else:
         story.append(none())

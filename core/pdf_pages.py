@@ -4,13 +4,42 @@ footer on every page, reproducible bytes and only the embedded CJK font named.""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
+from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import SimpleDocTemplate
 
 PAGE_W, PAGE_H = A4
+
+
+@dataclass(frozen=True)
+class ReportStyles:
+    """The paragraph styles the printed reports share (incident, shift, drill), in `font`."""
+
+    value: ParagraphStyle
+    small: ParagraphStyle
+    title: ParagraphStyle
+    heading: ParagraphStyle
+    subheading: ParagraphStyle
+
+
+def report_styles(font: str) -> ReportStyles:
+    # wordWrap="CJK" breaks between any two Chinese characters (which have no spaces to break at).
+    value = ParagraphStyle("value", fontName=font, fontSize=9.5, leading=13, wordWrap="CJK")
+    heading = ParagraphStyle(
+        "heading", fontName=font, fontSize=12.5, leading=17, spaceBefore=8, spaceAfter=4, keepWithNext=1
+    )
+    return ReportStyles(
+        value=value,
+        small=ParagraphStyle("small", parent=value, fontSize=8.5, leading=11),
+        title=ParagraphStyle("title", fontName=font, fontSize=17, leading=23, alignment=TA_CENTER),
+        heading=heading,
+        subheading=ParagraphStyle("sub", parent=heading, fontSize=10.5, leading=14, spaceBefore=5),
+    )
 
 
 def build_a4(

@@ -36,6 +36,7 @@ from tests.test_console import (
     until,
 )
 from tests.test_console_frontline import JPEG, phone_page
+from tests.test_console_plans import incident_of_device
 from tests.test_untranslated import cells, pdf_text, xlsx_text
 from tests.untranslated import Scanner
 
@@ -53,15 +54,6 @@ NEXT = User("sunqi", "值班员孙七", ("operator",))
 
 def local_input(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%dT%H:%M")
-
-
-async def fire_incident(stack: Stack, floor: str) -> dict[str, Any] | None:
-    r = await stack.api.get("/api/v1/incidents", params={"open": True, "limit": 100})
-    r.raise_for_status()
-    for incident in r.json()["items"]:
-        if floor in incident["floors"] and incident["category"] == "fire":
-            return dict(incident)
-    return None
 
 
 async def test_a_shift_is_walked_from_the_roster_to_the_handover_with_a_drill_and_a_phone_report(
@@ -116,7 +108,7 @@ async def test_a_shift_is_walked_from_the_roster_to_the_handover_with_a_drill_an
     await open_console(operator, stack, OPERATOR)
     stack.sim.fleet.flaming_fire(zone, stack.sim.t)
     fires = await until(lambda: open_alarms(stack, category="fire", place=floor), "the drill's fire alarm")
-    incident = await until(lambda: fire_incident(stack, floor), "the drill fire's incident")
+    incident = await until(lambda: incident_of_device(stack, floor), "the drill fire's incident")
     assert incident["drill_id"] is not None
     card = operator.locator(f'#board-list > li[data-incident-id="{incident["id"]}"]')
     await expect(card.locator('span.flag[data-role="drill"]')).to_have_text("演练")
@@ -204,7 +196,7 @@ async def test_a_shift_is_walked_from_the_roster_to_the_handover_with_a_drill_an
     drill_id = incident["drill_id"]
     handover_id = (await stack.api.get("/api/v1/handovers")).json()["items"][0]["id"]
     window = {"start": now - HOUR, "end": stack.service.clock() + 60}
-    documents = {
+    documents: dict[str, tuple[str, dict[str, Any]]] = {
         "drill report PDF": (f"/api/v1/drills/{drill_id}/report.pdf", {}),
         "handover PDF": (f"/api/v1/handovers/{handover_id}/report.pdf", {}),
         "duty log PDF": ("/api/v1/duty-log/report.pdf", window),
