@@ -13,7 +13,6 @@ from alarms.incident_report import (
     Names,
     _as_datetime,
     _enum_zh,
-    actor_zh,
     verdict_zh,
 )
 from alarms.labels import INCIDENT_KIND_ZH, INCIDENT_STATE_ZH
@@ -58,7 +57,7 @@ def render_history_xlsx(incidents: Sequence[IncidentRow], names: Names) -> bytes
                 xlsx.cell(ws, verdict_zh(inc)),
                 xlsx.cell(ws, inc.device_count),
                 xlsx.cell(ws, inc.alarm_count),
-                xlsx.cell(ws, actor_zh(inc.acked_by) if inc.acked_by else ""),
+                xlsx.cell(ws, names.person(inc.acked_by)),
                 when(inc.acked_ts),
                 xlsx.cell(ws, notes),
             ]

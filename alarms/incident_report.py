@@ -21,8 +21,8 @@ from the opening when it never held one). The report's footnote says so.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -36,7 +36,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 
-from alarms.incident_service import SYSTEM_ACTOR
+from accounts.display_names import person_zh
 from alarms.labels import (
     ALARM_STATE_ZH,
     CATEGORY_ZH,
@@ -66,7 +66,6 @@ from storage.models import AlarmRow, IncidentEventRow, IncidentRow
 
 E = TypeVar("E", bound=StrEnum)
 
-SYSTEM_ZH = "系统"
 NONE_ZH = "—"
 ROLE_SEP = "、"
 
@@ -123,8 +122,10 @@ def _member(enum: type[E], value: str | None) -> E | None:
         return None
 
 
-def actor_zh(actor: str) -> str:
-    return SYSTEM_ZH if actor == SYSTEM_ACTOR else actor
+def people_of(inc: IncidentRow, events: Sequence[IncidentEventRow] = ()) -> set[str]:
+    """The user names the report of `inc` mentions: read their display names once for it."""
+    named = {inc.acked_by, inc.verdict_by, inc.call_119_by, inc.reset_by, inc.verifier}
+    return {n for n in named if n} | {e.actor for e in events}
 
 
 def verdict_zh(inc: IncidentRow) -> str:
@@ -140,19 +141,25 @@ def verdict_zh(inc: IncidentRow) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Names:
-    """How places and devices read: a place path in words (住院楼 3F 东区), a device's kind in
-    Chinese (its profile's name_zh; empty when the device is not in the registry)."""
+    """How places, devices and people read: a place path in words (住院楼 3F 东区), a device's kind
+    in Chinese (its profile's name_zh; empty when the device is not in the registry), and the people
+    by their display names (`people`: user name -> display name, from read_display_names)."""
 
     place: Callable[[str], str]
     device_kind: Callable[[str], str]
+    people: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, index: DeviceIndex) -> Names:
+    def of(cls, index: DeviceIndex, people: Mapping[str, str] | None = None) -> Names:
         def device_kind(device_id: str) -> str:
             dev = index.dev_of.get(device_id)
             return "" if dev is None else index.profiles[dev].name_zh
 
-        return cls(index.place_label, device_kind)
+        return cls(index.place_label, device_kind, dict(people or {}))
+
+    def person(self, name: str | None) -> str:
+        """A person by display name (保卫科 周九), the service as 系统, else the name as written."""
+        return person_zh(name, self.people)
 
 
 def alarm_type_label(alarm: AlarmRow, names: Names) -> str:
@@ -232,10 +239,11 @@ class IncidentReport:
     alarms: tuple[AlarmLine, ...]
 
 
-def _signed(name: str | None, at: float | None) -> str:
+def _signed(name: str | None, at: float | None, names: Names) -> str:
     if not name:
         return ""
-    return f"{name}（{local_time(at)}）" if at is not None else name
+    who = names.person(name)
+    return f"{who}（{local_time(at)}）" if at is not None else who
 
 
 def _first(events: Sequence[IncidentEventRow], action: IncidentAction) -> IncidentEventRow | None:
@@ -315,14 +323,14 @@ def build_report(
             inc.fire_ts,
         ),
         Fact("核实结论", verdict_zh(inc)),
-        Fact("结论人", _signed(inc.verdict_by, inc.verdict_ts) or NONE_ZH),
-        Fact("受理人", ROLE_SEP.join(acked_by) or "未受理"),
-        Fact("核实人", inc.verifier or NONE_ZH),
+        Fact("结论人", _signed(inc.verdict_by, inc.verdict_ts, names) or NONE_ZH),
+        Fact("受理人", ROLE_SEP.join(names.person(n) for n in acked_by) or "未受理"),
+        Fact("核实人", names.person(inc.verifier) or NONE_ZH),
         Fact(
             "拨打119",
-            _signed(inc.call_119_by, inc.call_119_ts) or ("未拨打" if fire_side else "不适用"),
+            _signed(inc.call_119_by, inc.call_119_ts, names) or ("未拨打" if fire_side else "不适用"),
         ),
-        Fact("复位人", _signed(inc.reset_by, inc.reset_ts) or NONE_ZH),
+        Fact("复位人", _signed(inc.reset_by, inc.reset_ts, names) or NONE_ZH),
         Fact("报警数", f"{inc.alarm_count} 条（{inc.device_count} 台设备）"),
         Fact("结束时间", local_time(ended) if ended is not None else "未结束", ended),
     )
@@ -331,7 +339,7 @@ def build_report(
             ts=e.ts,
             elapsed_s=e.ts - inc.opened_ts,
             step=_enum_zh(INCIDENT_ACTION_ZH, IncidentAction, e.action),
-            actor=actor_zh(e.actor),
+            actor=names.person(e.actor),
             targets=ROLE_SEP.join(duty_role_zh(r) for r in e.targets or ()),
             note=_note(e, by_id, names),
         )

@@ -10,6 +10,7 @@ from core.domain import (
     IncidentAction,
     IncidentKind,
     IncidentState,
+    RejectReason,
     Verification,
 )
 
@@ -133,14 +134,6 @@ def duty_role_zh(role: str) -> str:
     return DUTY_ROLE_ZH.get(role, role)
 
 
-# The service's own steps (alarms/service.py SYSTEM_ACTOR) are the system's, not a person's.
-SYSTEM_ZH = "系统"
-
-
-def actor_zh(actor: str) -> str:
-    return SYSTEM_ZH if actor == "firewatch" else actor
-
-
 # Tickets as the console says them (api/static/console.js `status.*`, `source.*`, `action.*`): 派单,
 # not 指派; 报警, not 告警; 超期, not 逾期; 备注, not 留言 (tests/test_terms.py keeps them one).
 TICKET_STATUS_ZH: dict[str, str] = {
@@ -175,3 +168,29 @@ TICKET_ACTION_ZH: dict[str, str] = {
     "ready": "可复检",
     "not_ready": "状况复发",
 }
+
+
+# Why an inbound message was rejected (docs/ingest.md "Rejects"), as a person reads it.
+REJECT_REASON_ZH: dict[RejectReason, str] = {
+    RejectReason.BAD_TOPIC: "主题格式不正确",
+    RejectReason.UNKNOWN_DEVICE: "未登记的设备",
+    RejectReason.SITE_MISMATCH: "主题中的场所与设备登记的场所不符",
+    RejectReason.TOO_LARGE: "消息过大",
+    RejectReason.BAD_JSON: "消息不是有效的 JSON",
+    RejectReason.BAD_PAYLOAD: "消息内容的格式或取值不正确",
+    RejectReason.UNKNOWN_CHANNEL: "设备型号没有该测量通道",
+    RejectReason.NON_FINITE: "读数不是有效数值",
+    RejectReason.OUT_OF_RANGE: "读数超出测量范围",
+    RejectReason.FUTURE_TIMESTAMP: "消息时间超前于服务器时间",
+    RejectReason.BAD_TIMESTAMP: "消息时间无效或过旧",
+    RejectReason.UNKNOWN_EVENT: "未知的事件",
+    RejectReason.UNPROCESSABLE: "消息无法处理（程序错误，已保留待排查）",
+}
+
+
+def reject_reason_zh(reason: str) -> str:
+    """A reject reason in Chinese; one this version does not know shows as stored."""
+    try:
+        return REJECT_REASON_ZH[RejectReason(reason)]
+    except ValueError:
+        return reason

@@ -8,7 +8,7 @@ dispatcher's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from orjson import Fragment
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
+from accounts.display_names import SYSTEM_ACTOR, person_zh, read_display_names
 from alarms.batch import LOCAL_TIME, OUTBOX, OUTBOX_COLUMNS, PendingNotice, batch_of
 from alarms.describe import describe
 from alarms.driver_rows import insert_many
@@ -25,7 +26,6 @@ from alarms.labels import (
     INCIDENT_ACTION_ZH,
     INCIDENT_KIND_ZH,
     VERIFICATION_ZH,
-    actor_zh,
     alarm_type_zh,
     duty_role_zh,
 )
@@ -77,9 +77,15 @@ def local_time(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime(LOCAL_TIME)
 
 
-def render(t: Transition, place_name: str, when: Callable[[float], str] = local_time) -> dict[str, Any]:
+def render(
+    t: Transition,
+    place_name: str,
+    when: Callable[[float], str] = local_time,
+    people: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The push message, in Chinese first (the people on duty), with the transition attached.
-    `when`: formats its time (`local_time`, or the batch's `AlarmBatch.local_time`)."""
+    `when`: formats its time (`local_time`, or the batch's `AlarmBatch.local_time`); `people`: user
+    name -> display name of those it names (`people_in`), who are shown by it."""
     a = t.after
     category = AlarmCategory(a["category"])
     when_text = when(a["last_ts"])
@@ -111,7 +117,7 @@ def render(t: Transition, place_name: str, when: Callable[[float], str] = local_
     if t.targets:
         lines.append(f"通知: {'、'.join(duty_role_zh(r) for r in t.targets)}")
     if t.note:
-        lines.append(f"备注: {t.note}（{actor_zh(t.actor)}）")
+        lines.append(f"备注: {t.note}（{person_zh(t.actor, people or {})}）")
     return {"title": title, "body": "\n".join(lines), "transition": t.to_json()}
 
 
@@ -136,7 +142,8 @@ def enqueue(
     if not owed:
         return 0
     batch = batch_of(s)
-    message = render(t, place_name, local_time if batch is None else batch.local_time)
+    named = people_in(s, [t.actor] if t.note else [])
+    message = render(t, place_name, local_time if batch is None else batch.local_time, named)
     if encoded is not None:
         message["transition"]["before"], message["transition"]["after"] = encoded
     payload = json_dumps(message)
@@ -167,16 +174,34 @@ def incident_matches(route: PushRoute, u: IncidentUpdate) -> bool:
     )
 
 
+def people_in(s: Session, names: Iterable[str | None]) -> dict[str, str]:
+    """The display names of the people a notice names, read once per session and person: the
+    service's own steps and unnamed ones ask for nothing, so most machine-made notices read none."""
+    known: dict[str, str | None] = s.info.setdefault("display_names", {})
+    wanted = {n for n in names if n and n != SYSTEM_ACTOR}
+    missing = wanted - known.keys()
+    if missing:
+        found = read_display_names(s, missing)
+        known.update({n: found.get(n) for n in missing})
+    return {n: d for n in wanted if (d := known[n])}
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} 分钟" if seconds >= 90 else f"{seconds:.0f} 秒"
 
 
 def render_incident(
-    u: IncidentUpdate, place_name: str, now: float, steps: list[str] | None = None
+    u: IncidentUpdate,
+    place_name: str,
+    now: float,
+    steps: list[str] | None = None,
+    people: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The incident notice, in Chinese: what, where, how far it spread, where confirmation stands.
-    `steps`: the incident actions this notice reports (several when one write took several)."""
+    `steps`: the incident actions this notice reports (several when one write took several);
+    `people`: user name -> display name of those it names (`people_in`), who are shown by it."""
     a = u.after
+    who = people or {}
     kind = IncidentKind(a["kind"])
     category = AlarmCategory(a["category"])
     action = "，".join(INCIDENT_ACTION_ZH[IncidentAction(x)] for x in (steps or [u.action.value]))
@@ -196,14 +221,14 @@ def render_incident(
     if kind is IncidentKind.FIRE:
         lines.append(f"核实: {VERIFICATION_ZH[Verification(a['verification'])]}")
         if a.get("verifier"):
-            lines.append(f"核实人: {a['verifier']}")
+            lines.append(f"核实人: {person_zh(a['verifier'], who)}")
         if a["verification"] == Verification.CONFIRMED.value and a.get("call_119_ts") is None:
             lines.append("请立即拨打 119，启动灭火和应急疏散预案，并报告消防安全责任人")
         if a.get("call_119_ts") is not None:
             called = datetime.fromtimestamp(a["call_119_ts"]).strftime("%H:%M:%S")
-            lines.append(f"119: 已于 {called} 报警（{a.get('call_119_by') or ''}）")
+            lines.append(f"119: 已于 {called} 报警（{person_zh(a.get('call_119_by'), who)}）")
     if a.get("acked_by"):
-        lines.append(f"已受理: {actor_zh(a['acked_by'])}")
+        lines.append(f"已受理: {person_zh(a['acked_by'], who)}")
     if u.targets:
         lines.append(f"通知: {'、'.join(duty_role_zh(r) for r in u.targets)}")
     if u.note:
@@ -241,7 +266,9 @@ def enqueue_incident(
     owed = [r for r in routes if incident_matches(r, u)]
     if not owed:
         return 0
-    message = {**render_incident(u, place_name, now), "steps": [u.action.value]}
+    a = u.after
+    named = people_in(s, [a.get("acked_by"), a.get("call_119_by"), a.get("verifier")])
+    message = {**render_incident(u, place_name, now, people=named), "steps": [u.action.value]}
     # The notices this transaction added, by (route, incident): in a bulk write the batch's own
     # (rows only at its end, AlarmBatch.settle_outbox), otherwise the session's, which lives for
     # one write.
@@ -260,7 +287,7 @@ def enqueue_incident(
             # One notice per route and incident per write (a reset and the end it causes): the
             # later step's notice, which carries the whole incident, names both steps.
             steps = [*same_write.payload.get("steps", []), u.action.value]
-            same_write.payload = {**render_incident(u, place_name, now, steps), "steps": steps}
+            same_write.payload = {**render_incident(u, place_name, now, steps, named), "steps": steps}
             if urgent(u.action):
                 same_write.next_ts, same_write.replaceable = now, False
             continue

@@ -30,6 +30,7 @@ from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from accounts.display_names import person_zh
 from alarms.duty_log import kind_zh
 from alarms.incident_report import NONE_ZH, Names, alarm_type_label, local_time, verdict_zh
 from alarms.labels import ALARM_STATE_ZH, CATEGORY_ZH, INCIDENT_KIND_ZH, INCIDENT_STATE_ZH, TICKET_STATUS_ZH
@@ -96,9 +97,7 @@ class ShiftReport:
 
     def person(self, name: str | None) -> str:
         """Who acknowledged, by their signature (未受理: nobody yet)."""
-        if not name:
-            return "未受理"
-        return self.people.get(name) or name
+        return person_zh(name, self.people) or "未受理"
 
 
 def part_of(row: HandoverRow) -> HandoverPart:
@@ -145,7 +144,7 @@ def collect(
                 names.place(i.place) if i.place else NONE_ZH,
                 zh(INCIDENT_STATE_ZH, IncidentState, i.state),
                 verdict_zh(i) if i.kind in (IncidentKind.FIRE.value, IncidentKind.GAS.value) else NONE_ZH,
-                people.get(i.acked_by, i.acked_by) if i.acked_by else "未受理",
+                person_zh(i.acked_by, people) or "未受理",
             )
             for i in incident_rows
         ),

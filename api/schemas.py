@@ -252,6 +252,7 @@ class RejectOut(BaseModel):
     received: float
     topic: str
     reason: str
+    reason_zh: str = Field(description="the reason in Chinese (未登记的设备, 消息不是有效的 JSON, ...)")
     detail: str
     device_id: str | None
     payload_base64: str

@@ -160,6 +160,13 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
+def line_with(text: str, *parts: str) -> str:
+    """The one layout line that holds every part, in order (cells of one row print on one line)."""
+    found = [line for line in text.splitlines() if re.search(".*".join(map(re.escape, parts)), line)]
+    assert len(found) == 1, (parts, found, text)
+    return found[0]
+
+
 def reads(value: str, layout: str) -> bool:
     """Whether `value` reads back whole from `pdftotext -layout` output, wrapped or not.
 
@@ -581,6 +588,55 @@ async def test_the_form_pdf_endpoint_prints_the_stored_ticket(
     r = await api.get(f"/api/v1/tickets/{ticket_id}/form.pdf", params={"lang": "en"})
     assert r.status_code == 200
     assert reads("Problems found", layout_text(r.content, "ticket-form-from-store-en.pdf"))
+
+
+async def test_people_are_named_by_their_display_names_on_the_form_and_in_the_ledger(
+    api: httpx.AsyncClient, alarms: AlarmService
+) -> None:
+    """Whoever acted on the ticket (assigned, signed, commented, uploaded, took a step) reads as the
+    console names them: their display name, never their user name."""
+    api.as_("jianguo", "safety", display_name="设备科 张建国")
+    ticket_id = stored_ticket(alarms)
+    with alarms.sessions.begin() as s:
+        s.execute(
+            update(TicketRow)
+            .where(TicketRow.id == ticket_id)
+            .values(assignee="jianguo", feedback_signed_by="jianguo", confirmed_by="jianguo")
+        )
+        s.execute(update(TicketEvidenceRow).values(uploaded_by="jianguo"))
+        s.execute(update(TicketCommentRow).values(author="jianguo"))
+        s.add(
+            TicketEventRow(
+                ticket_id=ticket_id,
+                ts=T0 + 120,
+                action="start",
+                actor="jianguo",
+                role="safety",
+                note="",
+                status_before="assigned",
+                status_after="rectifying",
+            )
+        )
+
+    r = await api.get(f"/api/v1/tickets/{ticket_id}/form.pdf")
+    assert r.status_code == 200, r.text
+    text = layout_text(r.content, "ticket-form-display-names.pdf")
+    assert "负责人签字：设备科 张建国" in text
+    assert "签字：设备科 张建国" in text
+    assert line_with(text, "整改人", "设备科 张建国")
+    assert line_with(text, "开始整改", "设备科 张建国")  # a step in the history
+    assert line_with(text, "设备科 张建国", "已通知厂家")  # a comment
+    assert re.search(r"image/jpeg\s+设备科 张", text)  # the evidence's uploader (wrapped)
+    assert "jianguo" not in text
+
+    r = await api.get("/api/v1/tickets/ledger.xlsx")
+    assert r.status_code == 200, r.text
+    ws = load_workbook(io.BytesIO(r.content))["台账"]
+    header, *rows = ws.iter_rows(values_only=True)
+    (row,) = [row for row in rows if row[header.index("负责人签字")]]
+    assert str(row[header.index("负责人签字")]).startswith("设备科 张建国 ")
+    assert str(row[header.index("整改确认签字")]).startswith("设备科 张建国 ")
+    assert not any("jianguo" in str(cell) for row in rows for cell in row)
 
 
 async def test_the_ledger_endpoint_is_not_taken_for_a_ticket_id_and_filters(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import PageBreak, Paragraph, Spacer, Table, TableStyle
 
+from accounts.display_names import person_zh
 from alarms.labels import CATEGORY_ZH, TICKET_ACTION_ZH, TICKET_SOURCE_ZH, TICKET_STATUS_ZH, alarm_type_zh
 from core import xlsx_cells as xlsx
 from core.cjk_font import FontUnavailableError as FontUnavailableError  # re-exported
@@ -286,7 +287,23 @@ def _pieces(paragraph: Paragraph, width: float, height: float) -> list[Paragraph
     return [*pieces, paragraph]
 
 
-def _form(ticket: TicketRow, st: _Styles, lb: dict[str, str], lang: Lang) -> list[Any]:
+def ticket_people(
+    tickets: Iterable[TicketRow],
+    events: Iterable[TicketEventRow] = (),
+    comments: Iterable[TicketCommentRow] = (),
+    evidence: Iterable[EvidenceMeta] = (),
+) -> set[str]:
+    """The user names the form or ledger of `tickets` may show: read their display names once."""
+    names: set[str | None] = set()
+    for t in tickets:
+        names |= {t.assignee, t.feedback_signed_by, t.confirmed_by, t.leader_signed_by}
+    names |= {e.actor for e in events} | {c.author for c in comments} | {m.uploaded_by for m in evidence}
+    return {n for n in names if n}
+
+
+def _form(
+    ticket: TicketRow, st: _Styles, lb: dict[str, str], lang: Lang, people: Mapping[str, str]
+) -> list[Any]:
     """The seed form: its rows in its order, label on the left, value on the right."""
     label_w = (34 if lang == "zh" else 42) * mm  # English labels are longer
     value_w = (BODY_W - 2 * label_w) / 2
@@ -303,7 +320,7 @@ def _form(ticket: TicketRow, st: _Styles, lb: dict[str, str], lang: Lang) -> lis
         return Paragraph(_text(text), st.value)
 
     def signature(name: str | None, at: float | None, sign: str) -> Paragraph:
-        return Paragraph(_signature(name, at, sign, lb), st.value)
+        return Paragraph(_signature(person_zh(name, people), at, sign, lb), st.value)
 
     def row(cells: list[Any], min_height: float = 0.0) -> None:
         rows.append(cells)
@@ -395,6 +412,7 @@ def _record(
     st: _Styles,
     lb: dict[str, str],
     lang: Lang,
+    people: Mapping[str, str],
 ) -> list[Any]:
     """The second section: what the paper form has no room for, from the ticket's own records."""
     font = st.value.fontName
@@ -418,7 +436,7 @@ def _record(
         ("device", ticket.device_id or ""),
         ("site", ticket.site),
         ("place", ticket.place),
-        ("assignee", ticket.assignee or ""),
+        ("assignee", person_zh(ticket.assignee, people)),
         ("overdue", lb["yes"] if ticket.overdue else lb["no"]),
         ("created_at", local_time(ticket.created_at)),
         ("rectified_at", local_time(ticket.rectified_at)),
@@ -448,7 +466,12 @@ def _record(
                 change = f"{status_label(e.status_before, lang)} → {change}"
             note = f"{e.note}（{change}）" if e.note else change
             history.append(
-                [cell(local_time(e.ts)), cell(action_label(e.action, lang)), cell(e.actor), cell(note)]
+                [
+                    cell(local_time(e.ts)),
+                    cell(action_label(e.action, lang)),
+                    cell(person_zh(e.actor, people)),
+                    cell(note),
+                ]
             )
         out.append(_grid(history, [30, 25, 30, 95], font))
     else:
@@ -457,7 +480,7 @@ def _record(
     out.append(Paragraph(_text(lb["comments"]), st.heading))
     if comments:
         rows = [header("time", "author", "text")]
-        rows += [[cell(local_time(c.ts)), cell(c.author), cell(c.text)] for c in comments]
+        rows += [[cell(local_time(c.ts)), cell(person_zh(c.author, people)), cell(c.text)] for c in comments]
         out.append(_grid(rows, [30, 30, 120], font))
     else:
         out.append(none())
@@ -473,7 +496,7 @@ def _record(
                 cell(m.filename),
                 cell(file_size(m.size)),
                 cell(m.content_type),
-                cell(m.uploaded_by),
+                cell(person_zh(m.uploaded_by, people)),
                 cell(local_time(m.ts)),
                 cell(m.note),
             ]
@@ -493,19 +516,22 @@ def render_ticket_pdf(
     alarm_ids: Sequence[int],
     lang: Lang = "zh",
     font_path: Path | None = None,
+    people: Mapping[str, str] | None = None,
 ) -> bytes:
     """The ticket as a printable A4 form: page one is the seed form to sign; the ticket's history,
     comments, linked alarms and evidence follow on a page of their own.
 
+    People show by display name (`people`: user name -> display name, for `ticket_people`).
     Raises FontUnavailableError when no CJK font can be embedded (see `find_cjk_font`)."""
+    who = people or {}
     font = embedded_font(font_path)
     st = _styles(font, lang)
     lb = LABELS[lang]
 
     story = [
-        *_form(ticket, st, lb, lang),
+        *_form(ticket, st, lb, lang, who),
         PageBreak(),
-        *_record(ticket, events, comments, evidence_meta, alarm_ids, st, lb, lang),
+        *_record(ticket, events, comments, evidence_meta, alarm_ids, st, lb, lang, who),
     ]
     return build_a4(
         story,
@@ -551,13 +577,16 @@ def _as_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts).replace(second=0, microsecond=0)
 
 
-def _signed(name: str | None, at: float | None) -> str:
-    return " ".join(part for part in (name or "", local_time(at)) if part)
-
-
-def render_ledger_xlsx(tickets: Sequence[TicketRow], lang: Lang = "zh") -> bytes:
+def render_ledger_xlsx(
+    tickets: Sequence[TicketRow], lang: Lang = "zh", people: Mapping[str, str] | None = None
+) -> bytes:
     """The ledger (台账): one row per ticket in the given order, and a summary sheet of counts by
-    status and by department."""
+    status and by department. Signatures show by display name (`people`, for `ticket_people`)."""
+    who = people or {}
+
+    def _signed(name: str | None, at: float | None) -> str:
+        return " ".join(part for part in (person_zh(name, who), local_time(at)) if part)
+
     lb = LABELS[lang]
     # Write-only: a ledger of tens of thousands of tickets is streamed, not held as cell objects.
     wb = Workbook(write_only=True)

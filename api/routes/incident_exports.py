@@ -8,8 +8,16 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy import func, select
 
+from accounts.display_names import read_display_names
 from alarms.incident_history import render_history_xlsx
-from alarms.incident_report import IncidentReport, Names, build_report, render_report_pdf, render_report_xlsx
+from alarms.incident_report import (
+    IncidentReport,
+    Names,
+    build_report,
+    people_of,
+    render_report_pdf,
+    render_report_xlsx,
+)
 from api.auth import READING
 from api.deps import Ctx, DbSession, RowId
 from api.downloads import XLSX, disposition
@@ -34,7 +42,8 @@ def _report(db: DbSession, ctx: Ctx, incident_id: int) -> IncidentReport:
     ).all()
     members = select(AlarmRow).where(AlarmRow.incident_id == incident_id).order_by(AlarmRow.id)
     alarms = db.scalars(members).all()
-    return build_report(inc, events, alarms, Names.of(ctx.alarms.index))
+    people = read_display_names(db, people_of(inc, events))
+    return build_report(inc, events, alarms, Names.of(ctx.alarms.index, people))
 
 
 @router.get(
@@ -101,6 +110,8 @@ def incident_history_xlsx(db: DbSession, ctx: Ctx, search: Search) -> Response:
         raise HTTPException(
             422, f"{total} incidents match: more than {HISTORY_MAX_ROWS}; narrow the time window"
         )
-    body = render_history_xlsx(db.scalars(rows).all(), Names.of(ctx.alarms.index))
+    incidents = db.scalars(rows).all()
+    people = read_display_names(db, {inc.acked_by for inc in incidents})
+    body = render_history_xlsx(incidents, Names.of(ctx.alarms.index, people))
     name = disposition("attachment", "事件历史查询.xlsx", fallback="incident-history.xlsx")
     return Response(body, media_type=XLSX, headers={"Content-Disposition": name})

@@ -5,6 +5,7 @@ import base64
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
+from alarms.labels import reject_reason_zh
 from api.auth import READING
 from api.deps import DbSession, PageParams
 from api.problems import responses
@@ -29,6 +30,7 @@ def list_rejects(db: DbSession, page: PageParams, reason: RejectReason | None = 
             received=r.received,
             topic=r.topic,
             reason=r.reason,
+            reason_zh=reject_reason_zh(r.reason),
             detail=r.detail,
             device_id=r.device_id,
             payload_base64=base64.b64encode(r.payload).decode("ascii"),

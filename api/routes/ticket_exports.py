@@ -9,13 +9,21 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import func, select
 
+from accounts.display_names import read_display_names
 from api.auth import READING
 from api.deps import Ctx, DbSession, RowId
 from api.downloads import XLSX, disposition
 from api.problems import responses
 from core.domain import TicketStatus
 from storage.models import TicketAlarmRow, TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
-from tickets.export import EvidenceMeta, FontUnavailableError, Lang, render_ledger_xlsx, render_ticket_pdf
+from tickets.export import (
+    EvidenceMeta,
+    FontUnavailableError,
+    Lang,
+    render_ledger_xlsx,
+    render_ticket_pdf,
+    ticket_people,
+)
 
 router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[READING], responses=responses(401, 403))
 
@@ -61,7 +69,8 @@ def ticket_ledger_xlsx(
             f"narrow it with since/until, site, department or status",
         )
     tickets = db.scalars(q.order_by(TicketRow.created_at, TicketRow.id)).all()
-    body = render_ledger_xlsx(tickets, lang=lang)
+    people = read_display_names(db, ticket_people(tickets))
+    body = render_ledger_xlsx(tickets, lang=lang, people=people)
     name = "隐患整改台账.xlsx" if lang == "zh" else "ticket-ledger.xlsx"
     headers = {"Content-Disposition": disposition("attachment", name, fallback="ticket-ledger.xlsx")}
     return Response(body, media_type=XLSX, headers=headers)
@@ -104,9 +113,17 @@ def ticket_form_pdf(ticket_id: RowId, db: DbSession, ctx: Ctx, lang: Lang = "zh"
         )
     ]
     alarm_ids = db.scalars(select(TicketAlarmRow.alarm_id).where(TicketAlarmRow.ticket_id == ticket_id)).all()
+    people = read_display_names(db, ticket_people([ticket], events, comments, evidence))
     try:
         body = render_ticket_pdf(
-            ticket, events, comments, evidence, sorted(alarm_ids), lang=lang, font_path=ctx.export_font
+            ticket,
+            events,
+            comments,
+            evidence,
+            sorted(alarm_ids),
+            lang=lang,
+            font_path=ctx.export_font,
+            people=people,
         )
     except FontUnavailableError as exc:
         raise HTTPException(503, str(exc)) from exc
