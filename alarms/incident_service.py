@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from accounts.display_names import person_zh, read_display_names
 from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import PendingIncidentStep, batch_of
 from alarms.drills import ALARM_TOPIC_NAME, group_suffix
@@ -419,7 +420,9 @@ class IncidentBook:
         inc.verification = Verification.VERIFYING.value
         inc.verifier = verifier or actor
         inc.verifying_ts = now
-        text = f"{inc.verifier} 前往现场核实" + (f"：{note}" if note else "")
+        # The note is read by people: whoever went, by display name when it names an account.
+        who = person_zh(inc.verifier, read_display_names(s, [inc.verifier]))
+        text = f"{who} 前往现场核实" + (f"：{note}" if note else "")
         return self.log(s, out, inc, IncidentAction.VERIFYING, actor, now, text, self._reached(inc))
 
     def verdict(

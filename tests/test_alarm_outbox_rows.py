@@ -6,6 +6,7 @@ SQLite and on a private PostgreSQL. A batch names each push's time as one push a
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,13 +19,13 @@ from alarms.model import IncidentUpdate, Transition
 from alarms.outbox import local_time, render, render_incident
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
-from core.domain import AlarmAction, AlarmCategory, DetectorEvent, DetectorEventKind, IncidentAction
+from core.domain import AlarmAction, AlarmCategory, DetectorEvent, DetectorEventKind, IncidentAction, Role
 from core.settings import PushRoute, TicketPolicy
 from ingest.index import DeviceIndex
 from storage.db import json_dumps, open_store
-from storage.models import OutboxRow
+from storage.models import AlarmRow, IncidentRow, OutboxRow
 from storage.registry_sync import sync_registry
-from tests.conftest import PROFILES, FakeClock, small_registry
+from tests.conftest import PROFILES, TEST_PASSWORD, FakeClock, make_accounts, small_registry
 
 T0 = 1_800_000_000.0
 RAISE, CLEAR = DetectorEventKind.RAISE, DetectorEventKind.CLEAR
@@ -220,3 +221,32 @@ def test_a_batch_names_each_push_s_time_as_one_push_alone_would(monkeypatch: pyt
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_pushes_name_people_by_their_display_names(store_url: str) -> None:
+    """Who took the incident, checked it, called 119 or wrote a note reads as the console names them:
+    by display name, never by user name; a name that is not an account reads as written."""
+    clock = FakeClock(T0)
+    alarms = service(store_url, clock)
+    make_accounts(alarms.sessions).create_user(
+        "zhangsan", TEST_PASSWORD, [Role.OPERATOR], display_name="消控室 张三"
+    )
+    alarms.apply([smoke("smk-1-1", RAISE, FIRE, T0), fault(RAISE, T0)])
+    with alarms.sessions() as s:
+        incident_id = s.scalars(select(IncidentRow.id).where(IncidentRow.category == FIRE.value)).one()
+        fault_id = s.scalars(select(AlarmRow.id).where(AlarmRow.device_id == "prs-1")).one()
+    clock.now = T0 + 30
+    alarms.acknowledge_incident(incident_id, actor="zhangsan", note="已派人核实")
+    clock.now = T0 + 40
+    alarms.verify_incident(incident_id, actor="zhangsan", verifier="微型消防站 王五")
+    clock.now = T0 + 50
+    alarms.record_119_call(incident_id, actor="zhangsan")
+    clock.now = T0 + 60
+    alarms.acknowledge(fault_id, actor="zhangsan", note="压力表已更换")
+
+    bodies = [r["payload"]["body"] for r in outbox(alarms)]
+    assert any("已受理: 消控室 张三" in b for b in bodies)
+    assert any("核实人: 微型消防站 王五" in b for b in bodies)
+    assert any(re.search(r"119: 已于 \S+ 报警（消控室 张三）", b) for b in bodies)
+    assert any("备注: 压力表已更换（消控室 张三）" in b for b in bodies)  # an alarm push's note
+    assert not [b for b in bodies if "zhangsan" in b]

@@ -33,7 +33,7 @@ from alarms.service import AlarmService
 from core import cjk_font
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind, FalseAlarmCause, Verification
 from storage.models import AlarmRow, IncidentEventRow, IncidentRow
-from tests.conftest import FakeClock, alarm_service, asgi_api
+from tests.conftest import ApiClient, FakeClock, alarm_service, asgi_api
 from tests.test_ticket_exports import at, layout_text, reads, save, squash, tool
 from tests.test_ticket_exports import china_standard_time as china_standard_time  # autouse: local time is CST
 
@@ -66,7 +66,7 @@ def at_second(alarms: AlarmService, seconds: float) -> None:
     clock_of(alarms).now = T0 + seconds
 
 
-def handled_fire(alarms: AlarmService) -> int:
+def handled_fire(alarms: AlarmService, operator: str = OPERATOR, verifier: str = VERIFIER) -> int:
     """A fire in 住院楼 1F, handled by the book:
 
     14:00:00 smk-1-1 pre-alarm (1区 101病房)      14:01:30 张三 acknowledges
@@ -83,17 +83,17 @@ def handled_fire(alarms: AlarmService) -> int:
     with alarms.sessions() as s:
         incident_id = s.scalars(select(IncidentRow.id)).one()
     at_second(alarms, 90)
-    alarms.acknowledge_incident(incident_id, actor=OPERATOR, note="已通知微型消防站")
+    alarms.acknowledge_incident(incident_id, actor=operator, note="已通知微型消防站")
     at_second(alarms, 110)
-    alarms.verify_incident(incident_id, actor=OPERATOR, verifier=VERIFIER)
+    alarms.verify_incident(incident_id, actor=operator, verifier=verifier)
     at_second(alarms, 170)
     alarms.decide_incident(
-        incident_id, actor=VERIFIER, verdict=Verification.CONFIRMED, note="101病房窗帘起火"
+        incident_id, actor=verifier, verdict=Verification.CONFIRMED, note="101病房窗帘起火"
     )
     at_second(alarms, 190)
-    alarms.record_119_call(incident_id, actor=OPERATOR, note="接警员 0231")
+    alarms.record_119_call(incident_id, actor=operator, note="接警员 0231")
     at_second(alarms, 1500)
-    alarms.reset_incident(incident_id, actor=OPERATOR, note="明火已扑灭，现场清理完毕")
+    alarms.reset_incident(incident_id, actor=operator, note="明火已扑灭，现场清理完毕")
     return incident_id
 
 
@@ -397,7 +397,7 @@ def test_a_note_in_the_spreadsheet_is_text_never_a_formula(alarms: AlarmService)
 
 
 @pytest.fixture
-async def api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[ApiClient]:
     async with asgi_api(alarms, tmp_path) as client:
         client.headers.update(client.as_("viewer", "viewer", display_name="值班人员"))  # reading is enough
         yield client
@@ -425,6 +425,43 @@ async def test_the_report_endpoints_serve_the_pdf_and_the_spreadsheet(
         f"filename*=UTF-8''{quote(f'事件报告-{fire}.xlsx')}"
     )
     assert load_workbook(io.BytesIO(r.content)).sheetnames == ["概要", "时间线", "报警"]
+
+
+async def test_people_are_named_by_their_display_names_in_the_report_and_the_history(
+    api: ApiClient, alarms: AlarmService
+) -> None:
+    """Who acknowledged, checked, called 119 and reset read as the console names them: by display
+    name, never by user name; the service's own steps as 系统."""
+    api.as_("zhangsan", "operator", display_name=OPERATOR)
+    api.as_("wangwu", "operator", display_name=VERIFIER)
+    fire = handled_fire(alarms, operator="zhangsan", verifier="wangwu")
+
+    r = await api.get(f"/api/v1/incidents/{fire}/report.pdf")
+    assert r.status_code == 200, r.text
+    text = layout_text(r.content, "incident-report-display-names.pdf")
+    assert line_with(text, "核实结论", "真实火警", "结论人", f"{VERIFIER}（2026-11-23 14:02:50）")
+    assert line_with(text, "受理人", OPERATOR, "核实人", VERIFIER)
+    assert line_with(text, "拨打119", f"{OPERATOR}（2026-11-23 14:03:10）", "复位人", OPERATOR)
+    assert line_with(text, "+1分30秒", "已受理", OPERATOR)  # the timeline
+    assert line_with(text, "+1分50秒", "核实中", OPERATOR, f"{VERIFIER} 前往现场核实")
+    assert line_with(text, "+1分20秒", "未受理，已升级", "系统")  # the service escalated it
+    for user_name in ("zhangsan", "wangwu", "firewatch"):
+        assert user_name not in text
+
+    r = await api.get(f"/api/v1/incidents/{fire}/report.xlsx")
+    assert r.status_code == 200, r.text
+    wb = load_workbook(io.BytesIO(r.content))
+    cells = [str(v) for ws in wb for row in ws.iter_rows(values_only=True) for v in row if v is not None]
+    assert OPERATOR in cells
+    assert VERIFIER in cells
+    assert not [c for c in cells if "zhangsan" in c or "wangwu" in c]
+
+    r = await api.get("/api/v1/incidents/history.xlsx", params={"order": "oldest"})
+    assert r.status_code == 200, r.text
+    ws = load_workbook(io.BytesIO(r.content)).active
+    assert ws is not None
+    header, row = ws.iter_rows(values_only=True)
+    assert row[header.index("受理人")] == OPERATOR
 
 
 async def test_a_missing_incident_is_404_and_a_caller_not_signed_in_is_401(

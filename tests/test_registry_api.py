@@ -178,6 +178,8 @@ async def test_a_removed_device_s_later_messages_are_rejects_while_its_alarms_an
         return [r for r in items if r["device_id"] == "smk-1-1"]
 
     assert await eventually(rejected)
+    (first, *_) = await rejected()
+    assert first["reason_zh"] == "未登记的设备"  # beside the code, for the people who read it
     still = (await api.get(f"/api/v1/alarms/{fire['id']}")).json()
     assert still["state"] == "active_unacknowledged"
     history = (await api.get("/api/v1/devices/smk-1-1/history", params={"channel": "smoke"})).json()

@@ -29,7 +29,7 @@ from api.routes import ticket_exports
 from core import cjk_font
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from storage.models import TicketCommentRow, TicketEventRow, TicketEvidenceRow, TicketRow
-from tests.conftest import alarm_service, asgi_api
+from tests.conftest import ApiClient, alarm_service, asgi_api
 from tickets import export
 from tickets.export import EvidenceMeta, FontUnavailableError, render_ledger_xlsx, render_ticket_pdf
 
@@ -511,7 +511,7 @@ def alarms(tmp_path: Path) -> AlarmService:
 
 
 @pytest.fixture
-async def api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def api(alarms: AlarmService, tmp_path: Path) -> AsyncIterator[ApiClient]:
     async with asgi_api(alarms, tmp_path) as client:
         # exports are for reading: a leader, not an admin, downloads them
         client.headers.update(client.as_("zhengyi", "leader", display_name="分管副院长 郑一"))
@@ -591,7 +591,7 @@ async def test_the_form_pdf_endpoint_prints_the_stored_ticket(
 
 
 async def test_people_are_named_by_their_display_names_on_the_form_and_in_the_ledger(
-    api: httpx.AsyncClient, alarms: AlarmService
+    api: ApiClient, alarms: AlarmService
 ) -> None:
     """Whoever acted on the ticket (assigned, signed, commented, uploaded, took a step) reads as the
     console names them: their display name, never their user name."""
