@@ -45,8 +45,11 @@ class DeviceIndex:
     place_names: Mapping[str, str]  # place path -> display name (read from the registry's tree)
 
     def place_label(self, path: str) -> str:
-        """'住院楼 3F 东区 305病房' for a place path, from the registry's names (site omitted)."""
+        """'住院楼 3F 东区 305病房' for a place path, from the registry's names (site omitted);
+        a site alone is its own name ('测试医院')."""
         parts = path.split("/")
+        if len(parts) == 1:
+            return self.place_names.get(path, path)
         names = [self.place_names.get("/".join(parts[: i + 1]), parts[i]) for i in range(1, len(parts))]
         return " ".join(said_once(names)) or path
 

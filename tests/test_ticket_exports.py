@@ -584,6 +584,17 @@ async def test_the_form_pdf_endpoint_prints_the_stored_ticket(
     assert "由报警 #1 自动生成" in text
     assert re.search(r"探测器更换后\.jpg\s+4\.9 KB", text), text
     assert "已通知厂家" in text
+    # Its site and place by their names, never their paths (s1, s1/b1/f1/z1/r101).
+    assert reads("测试医院", text)
+    assert reads("住院楼 1F 1区 101病房", text), text
+    assert "s1/" not in text
+
+    ledger = await api.get("/api/v1/tickets/ledger.xlsx")
+    assert ledger.status_code == 200
+    sheet = load_workbook(io.BytesIO(ledger.content)).worksheets[0]
+    values = [str(c.value) for row in sheet.iter_rows() for c in row if c.value is not None]
+    assert "住院楼 1F 1区 101病房" in values
+    assert not [v for v in values if v.startswith("s1/")]
 
     r = await api.get(f"/api/v1/tickets/{ticket_id}/form.pdf", params={"lang": "en"})
     assert r.status_code == 200

@@ -59,6 +59,8 @@ def test_the_scanner_flags_identifiers_templates_and_enum_values() -> None:
         "状态 active_unacknowledged",
         "型号 smoke-photoelectric 的 temp_l1",
         "核实结果 false_alarm",
+        "位置 s1/b1/f1/z1/r101",
+        "位置 hosp/inpatient/2F",
     ):
         assert scanner.findings(sample), sample
 

@@ -52,6 +52,9 @@ ALLOWED = (
     r"[A-Z]\d*F|B\d+|\d+F",  # floors: 1F, B1
 )
 
+# A place path (s1/b1/f1/z1/r101, hosp/inpatient/2F): three or more ASCII parts joined by "/"; a
+# person reads the place's names (住院楼 2F 西区 …), never its path. (dB/m and GB/T have two.)
+_PATH = re.compile(r"(?<![\w/.-])[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+){2,}(?![\w/-])")
 _DOTTED = re.compile(r"(?<![\w.-])[a-z]+(?:\.[a-z_]+)+(?![\w-])")
 _SNAKE = re.compile(r"(?<![\w-])[a-z]+_[a-z0-9_]+(?![\w-])")
 _HYPHENATED = re.compile(r"(?<![\w-])[a-z][a-z0-9]*(?:-[a-z0-9]+)+(?![\w-])")
@@ -101,7 +104,9 @@ class Scanner:
         for m in _HYPHENATED.finditer(text):  # a profile id is not a device id
             if m.group(0) in self.vocab:
                 flag(m, "identifier")
-        rest = self._allowed.sub(" ", text)
+        for m in _PATH.finditer(text):
+            flag(m, "place path")
+        rest = self._allowed.sub(" ", _PATH.sub(" ", text))
         for m in _DOTTED.finditer(rest):
             flag(m, "dotted identifier")
         for m in _SNAKE.finditer(rest):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -413,6 +413,7 @@ def _record(
     lb: dict[str, str],
     lang: Lang,
     people: Mapping[str, str],
+    place_label: Callable[[str], str],
 ) -> list[Any]:
     """The second section: what the paper form has no room for, from the ticket's own records."""
     font = st.value.fontName
@@ -434,8 +435,8 @@ def _record(
         ("category", category_label(ticket.category, lang)),
         ("hazard_type", hazard_label(ticket.hazard_type, lang)),
         ("device", ticket.device_id or ""),
-        ("site", ticket.site),
-        ("place", ticket.place),
+        ("site", place_label(ticket.site) if ticket.site else ""),
+        ("place", place_label(ticket.place) if ticket.place else ""),
         ("assignee", person_zh(ticket.assignee, people)),
         ("overdue", lb["yes"] if ticket.overdue else lb["no"]),
         ("created_at", local_time(ticket.created_at)),
@@ -517,11 +518,13 @@ def render_ticket_pdf(
     lang: Lang = "zh",
     font_path: Path | None = None,
     people: Mapping[str, str] | None = None,
+    place_label: Callable[[str], str] = str,
 ) -> bytes:
     """The ticket as a printable A4 form: page one is the seed form to sign; the ticket's history,
     comments, linked alarms and evidence follow on a page of their own.
 
-    People show by display name (`people`: user name -> display name, for `ticket_people`).
+    People show by display name (`people`: user name -> display name, for `ticket_people`), places
+    by their names (`place_label`: a place path -> 住院楼 2F 西区 …).
     Raises FontUnavailableError when no CJK font can be embedded (see `find_cjk_font`)."""
     who = people or {}
     font = embedded_font(font_path)
@@ -531,7 +534,7 @@ def render_ticket_pdf(
     story = [
         *_form(ticket, st, lb, lang, who),
         PageBreak(),
-        *_record(ticket, events, comments, evidence_meta, alarm_ids, st, lb, lang, who),
+        *_record(ticket, events, comments, evidence_meta, alarm_ids, st, lb, lang, who, place_label),
     ]
     return build_a4(
         story,
@@ -578,10 +581,14 @@ def _as_datetime(ts: float | None) -> datetime | None:
 
 
 def render_ledger_xlsx(
-    tickets: Sequence[TicketRow], lang: Lang = "zh", people: Mapping[str, str] | None = None
+    tickets: Sequence[TicketRow],
+    lang: Lang = "zh",
+    people: Mapping[str, str] | None = None,
+    place_label: Callable[[str], str] = str,
 ) -> bytes:
     """The ledger (台账): one row per ticket in the given order, and a summary sheet of counts by
-    status and by department. Signatures show by display name (`people`, for `ticket_people`)."""
+    status and by department. Signatures show by display name (`people`, for `ticket_people`),
+    places by their names (`place_label`)."""
     who = people or {}
 
     def _signed(name: str | None, at: float | None) -> str:
@@ -619,7 +626,7 @@ def render_ledger_xlsx(
                 xlsx.cell(ws, source_label(t.source, lang)),
                 xlsx.cell(ws, category_label(t.category, lang)),
                 xlsx.cell(ws, t.device_id or ""),
-                xlsx.cell(ws, t.place),
+                xlsx.cell(ws, place_label(t.place) if t.place else ""),
             ]
         )
 

@@ -42,6 +42,7 @@ Epoch = Annotated[float | None, Query(ge=0, le=1e11)]
 )
 def ticket_ledger_xlsx(
     db: DbSession,
+    ctx: Ctx,
     site: str | None = None,
     department: str | None = None,
     status: TicketStatus | None = None,
@@ -70,7 +71,7 @@ def ticket_ledger_xlsx(
         )
     tickets = db.scalars(q.order_by(TicketRow.created_at, TicketRow.id)).all()
     people = read_display_names(db, ticket_people(tickets))
-    body = render_ledger_xlsx(tickets, lang=lang, people=people)
+    body = render_ledger_xlsx(tickets, lang=lang, people=people, place_label=ctx.alarms.index.place_label)
     name = "隐患整改台账.xlsx" if lang == "zh" else "ticket-ledger.xlsx"
     headers = {"Content-Disposition": disposition("attachment", name, fallback="ticket-ledger.xlsx")}
     return Response(body, media_type=XLSX, headers=headers)
@@ -124,6 +125,7 @@ def ticket_form_pdf(ticket_id: RowId, db: DbSession, ctx: Ctx, lang: Lang = "zh"
             lang=lang,
             font_path=ctx.export_font,
             people=people,
+            place_label=ctx.alarms.index.place_label,
         )
     except FontUnavailableError as exc:
         raise HTTPException(503, str(exc)) from exc
