@@ -1758,15 +1758,20 @@ function fmtSize(n) {
   return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-/** The file needs the Bearer header, so a plain link cannot fetch it: fetch, then save the blob. */
-async function downloadEvidence(ticketId, e) {
-  const resp = await request(`/api/v1/tickets/${encodeURIComponent(ticketId)}/evidence/${encodeURIComponent(e.id)}`, { accept: "*/*" });
-  const url = URL.createObjectURL(await resp.blob());
-  const a = el("a", { attrs: { href: url, download: e.filename || "evidence" } });
+/** Save `blob` as a download named `filename`. Files from the API need the Bearer header, so a plain
+ * link cannot fetch them: the views fetch, then save the blob here. */
+function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { attrs: { href: url, download: filename } });
   document.body.append(a);
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+async function downloadEvidence(ticketId, e) {
+  const resp = await request(`/api/v1/tickets/${encodeURIComponent(ticketId)}/evidence/${encodeURIComponent(e.id)}`, { accept: "*/*" });
+  saveBlob(await resp.blob(), e.filename || "evidence");
 }
 
 async function submitComment(ev) {
@@ -2033,7 +2038,7 @@ function init() {
 
 // What the view scripts may use. Everything they show goes through t() and el() like the rest.
 window.fw = Object.freeze({
-  registerView, addI18n, t, el, $, clear, api, request, allPages, guarded, showError, hideError,
+  registerView, addI18n, t, el, $, clear, api, request, allPages, guarded, showError, hideError, saveBlob,
   fmtTime, fmtDur, fmtValue, serverNow, placeName, loadPlaces, places, catLabel, label, typeLabel,
   alarmWhatText, alarmTypeText, detailText, person, session, heldRoles, whoName, store, ApiError, SignedOut, lang: () => lang,
   route: () => ({ ...route }),

@@ -194,11 +194,6 @@
   /** The PDF needs the Bearer header, so a plain link cannot fetch it: fetch, then save the blob. */
   async function downloadPdf(id) {
     const resp = await fw.request(`/api/v1/drills/${encodeURIComponent(id)}/report.pdf`, { accept: "application/pdf" });
-    const url = URL.createObjectURL(await resp.blob());
-    const a = el("a", { attrs: { href: url, download: `演练报告-${id}.pdf` } });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    fw.saveBlob(await resp.blob(), `演练报告-${id}.pdf`);
   }
 })();

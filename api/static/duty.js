@@ -230,12 +230,7 @@
   /** The PDF needs the Bearer header: fetch it, then save the blob. */
   async function savePdf(path, params, filename) {
     const resp = await request(path, { params, accept: "application/pdf" });
-    const url = URL.createObjectURL(await resp.blob());
-    const a = el("a", { attrs: { href: url, download: filename } });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    fw.saveBlob(await resp.blob(), filename);
   }
 
   async function rosterNow() {

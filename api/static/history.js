@@ -204,22 +204,14 @@
     const params = paramsOf(search.form, 0);
     delete params.limit; delete params.offset;
     const resp = await fw.request("/api/v1/incidents/history.xlsx", { params, accept: "*/*" });
-    save(await resp.blob(), "事件历史查询.xlsx");
+    fw.saveBlob(await resp.blob(), "事件历史查询.xlsx");
   }
 
-  function save(blob, filename) {
-    const url = URL.createObjectURL(blob);
-    const a = el("a", { attrs: { href: url, download: filename } });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
-  }
 
   /** The report needs the Bearer header, so a plain link cannot fetch it: fetch, then open the blob. */
   async function download(id, ext) {
     const resp = await fw.request(`/api/v1/incidents/${encodeURIComponent(id)}/report.${ext}`, { accept: "*/*" });
-    save(await resp.blob(), `事件报告-${id}.${ext}`);
+    fw.saveBlob(await resp.blob(), `事件报告-${id}.${ext}`);
   }
 
   async function drawIncident(id, section) {

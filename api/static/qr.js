@@ -35,12 +35,7 @@
 
   async function downloadSheet() {
     const resp = await fw.request("/api/v1/report-codes/sheet.pdf", { params: params(), accept: "application/pdf" });
-    const url = URL.createObjectURL(await resp.blob());
-    const a = el("a", { attrs: { href: url, download: "随手拍二维码.pdf" } });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    fw.saveBlob(await resp.blob(), "随手拍二维码.pdf");
   }
 
   async function revoke(code, box) {

@@ -93,12 +93,7 @@
 
   async function download(path, params, filename) {
     const resp = await fw.request(path, { params, accept: XLSX });
-    const url = URL.createObjectURL(await resp.blob());
-    const a = el("a", { attrs: { href: url, download: filename } });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    fw.saveBlob(await resp.blob(), filename);
   }
 
   function nowCard(now) {
