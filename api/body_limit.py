@@ -18,6 +18,7 @@ import asyncio
 import re
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts.model import AuthError
@@ -147,3 +148,19 @@ async def _refuse(send: Send, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_bounded(request: Request, limit: int, what: str) -> bytes:
+    """An upload read whole, refused with 413 ("`what` is larger than N MB") as soon as it is known
+    to pass `limit` bytes: by its Content-Length, else while it streams in."""
+    too_large = f"{what} is larger than {limit // 2**20} MB"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, too_large)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.auth import READING, Admin
+from api.body_limit import read_bounded
 from api.context import AppContext
 from api.deps import MIRRORED, Ctx, DbSession, PageParams, page_of
 from api.device_schemas import DeviceChangeOut, DeviceFields, DeviceIn, RegistryChangeOut
@@ -315,20 +316,6 @@ def _import_problem(exc: RegistryImportError) -> JSONResponse:
     )
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it is known to pass the limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
-        raise HTTPException(413, f"the registry is larger than {MAX_IMPORT_BYTES // 2**20} MB")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
-            raise HTTPException(413, f"the registry is larger than {MAX_IMPORT_BYTES // 2**20} MB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.put(
     "/registry",
     operation_id="import_registry",
@@ -365,7 +352,7 @@ async def import_registry(
         raise HTTPException(
             415, f"send the registry as application/yaml or {CSV_TYPE}, not {media or 'nothing'}"
         )
-    data = await _body(request)
+    data = await read_bounded(request, MAX_IMPORT_BYTES, "the registry")
     profiles = control.profile_ids
 
     def build(current: Registry) -> Registry:

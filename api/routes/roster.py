@@ -18,6 +18,7 @@ from accounts.model import Principal
 from accounts.service import NAME_RE
 from alarms.labels import duty_role_zh
 from api.auth import Reader, roles
+from api.body_limit import read_bounded
 from api.deps import Ctx, RowId
 from api.downloads import XLSX, disposition
 from api.problems import problem, responses
@@ -250,7 +251,7 @@ async def import_roster(request: Request, who: RosterEditor, ctx: Ctx) -> Import
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != XLSX:
         raise HTTPException(415, f"send the roster as {XLSX} (an .xlsx file), not {media or 'nothing'}")
-    data = await _body(request)
+    data = await read_bounded(request, MAX_SHEET_BYTES, "the sheet")
     roster = service(ctx)
     try:
         created = await asyncio.to_thread(roster.import_sheet, data, who.name)
@@ -265,20 +266,6 @@ async def import_roster(request: Request, who: RosterEditor, ctx: Ctx) -> Import
             ],
         )
     return ImportOut(created=[shift_out(s, who) for s in created])
-
-
-async def _body(request: Request) -> bytes:
-    """The upload, refused with 413 as soon as it is known to pass the limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_SHEET_BYTES:
-        raise HTTPException(413, f"the sheet is larger than {MAX_SHEET_BYTES // 2**20} MB")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_SHEET_BYTES:
-            raise HTTPException(413, f"the sheet is larger than {MAX_SHEET_BYTES // 2**20} MB")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.get("/{shift_id:int}", operation_id="get_shift", responses=responses(401, 403, 404))
