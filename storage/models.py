@@ -502,6 +502,7 @@ class JournalMarkRow(Base):
 
 
 # Tables kept in modules of their own, registered on Base.metadata with the rest.
+import storage.cluster_models  # noqa: E402
 import storage.drill_models  # noqa: E402
 import storage.duty_models  # noqa: E402
 import storage.plan_models  # noqa: E402

@@ -1,0 +1,93 @@
+"""The tables of a clustered deployment (docs/scale.md): worker heartbeats, partition leases, how
+far each partition's alarms are recorded, detector snapshots per partition, and the telemetry that
+goes to PostgreSQL instead of a worker's local file.
+
+A module of its own, as the duty and drill tables are: storage/models.py keeps the alarm path's
+tables. The tables exist on every store (one migration chain) but are used only when clustered.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Float, Integer, LargeBinary, PrimaryKeyConstraint, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base
+
+
+class ClusterWorkerRow(Base):
+    """A live worker says so here every heartbeat; one not seen for a lease's length is gone.
+    Times are the database server's clock, so workers' clocks never decide ownership."""
+
+    __tablename__ = "cluster_workers"
+    worker_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    api_url: Mapped[str] = mapped_column(String(400), default="")
+    started_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class PartitionLeaseRow(Base):
+    """Who owns a partition, until when (server clock), and the how-many-th claim this is: the
+    epoch rises with every change of owner, so a worker whose lease was taken knows it."""
+
+    __tablename__ = "partition_leases"
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    owner: Mapped[str | None] = mapped_column(String(100))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class PartitionMarkRow(Base):
+    """The last stream sequence of the partition whose alarm events are recorded, written in the
+    same transaction as those events: a worker taking the partition over replays what follows
+    the snapshot, and events of messages up to the mark are not raised again."""
+
+    __tablename__ = "partition_marks"
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    alarm_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ClusterSnapshotRow(Base):
+    """One detector snapshot of a worker (np.savez bytes of `Engine.snapshot()`)."""
+
+    __tablename__ = "cluster_snapshots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    saved_at: Mapped[float] = mapped_column(Float)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PartitionSnapshotRow(Base):
+    """The latest snapshot holding a partition's detector state, and the stream sequence it was
+    taken at (every message of the partition up to it is in the state and stored)."""
+
+    __tablename__ = "partition_snapshots"
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    snapshot_id: Mapped[int] = mapped_column(Integer, index=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    saved_at: Mapped[float] = mapped_column(Float)
+
+
+class ReadingRow(Base):
+    """A sample, keyed by what it is (device, channel, timestamp): storing one twice — a replay after
+    a takeover, a device's resend — is a no-op, never a second row."""
+
+    __tablename__ = "readings"
+    __table_args__ = (PrimaryKeyConstraint("device_id", "channel", "ts"),)
+    device_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class DeviceEventLogRow(Base):
+    """A device's logged event (storage.telemetry.EventRecord), keyed like a reading."""
+
+    __tablename__ = "device_event_log"
+    __table_args__ = (PrimaryKeyConstraint("device_id", "ts", "kind", "code_key", "channel_key"),)
+    device_id: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    code_key: Mapped[int] = mapped_column(BigInteger)  # the code, -1 for none (keys cannot be NULL)
+    channel_key: Mapped[str] = mapped_column(String(64))  # the channel, "" for none
+    received: Mapped[float] = mapped_column(Float)
+    frame: Mapped[str | None] = mapped_column(Text)
