@@ -44,6 +44,9 @@ class PartitionMarkRow(Base):
     __tablename__ = "partition_marks"
     partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     alarm_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The last stream sequence whose telemetry the owner has stored (written every heartbeat, so it
+    # may lag): a takeover stores again what follows it, by key, so no reading is lost.
+    stored_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ClusterSnapshotRow(Base):

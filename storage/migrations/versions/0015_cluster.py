@@ -32,7 +32,8 @@ def upgrade() -> None:
     op.create_table(
         "partition_marks",
         sa.Column("partition", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("alarm_seq", sa.BigInteger(), nullable=False),
+        sa.Column("alarm_seq", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("stored_seq", sa.BigInteger(), nullable=False, server_default="0"),
     )
     op.create_table(
         "cluster_snapshots",
