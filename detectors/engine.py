@@ -13,6 +13,7 @@ A registry changed while running moves state from the engine to its successor by
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -388,17 +389,34 @@ class Engine:
         code_of_kind = np.array([types.index(k.alarm_type) for k in bank.info.kinds], dtype=np.int32)
         return types, code_of_kind[bank.info.kind]
 
-    def restore(self, state: dict[str, npt.NDArray[Any]]) -> int:
+    def restore(self, state: dict[str, npt.NDArray[Any]], devices: Collection[str] | None = None) -> int:
         """Restore what matches this registry (by device and alarm type); returns how many units
-        resumed warm."""
+        resumed warm.
+
+        With `devices` (a worker taking partitions over, firewatch/cluster), only those devices'
+        units are restored, and those of them the snapshot lacks start cold; every other unit keeps
+        its current state. Zone fusion is not restored wholesale then: its state is keyed by zone,
+        and a zone's devices may belong to partitions of several workers, so the saved zones would
+        overwrite signals this worker holds of its own devices. Only the listed devices' signals
+        are taken from the snapshot (ZoneFusion.restore_devices); without them a signal raised
+        before the snapshot would be forgotten (its unit is restored active, so the replay does not
+        raise it again), and the zone could miss its confirmation or clear it early — cold fusion
+        does not err to alarm. Confirmations stay as they are; `resume` aligns them with the store.
+        """
         if int(state.get("version", np.array(-1))) != SNAPSHOT_VERSION:
             raise SnapshotError("snapshot version does not match this firewatch")
         dev_of = self.index.dev_of
+        only: npt.NDArray[np.bool_] | None = None
+        if devices is not None:
+            only = np.zeros(self.index.n_devices, dtype=bool)
+            only[[dev_of[d] for d in devices if d in dev_of]] = True
         # saved device index -> this registry's (-1: gone)
         dev_now = np.array([dev_of.get(d, -1) for d in state["devices"].tolist()], dtype=np.int64)
         n_dev = max(1, self.index.n_devices)
         warm = 0
         for bank in self.banks:
+            if only is not None:
+                bank.detector.reset(np.flatnonzero(only[bank.info.dev]))
             if f"{bank.name}/dev" not in state:
                 continue
             types, codes = self._type_codes(bank)
@@ -410,9 +428,12 @@ class Engine:
             saved_keys = s_code[keep] * n_dev + s_dev[keep]
             my_keys = codes.astype(np.int64) * n_dev + bank.info.dev
             _, dst, at = np.intersect1d(my_keys, saved_keys, assume_unique=False, return_indices=True)
+            src = keep[at]
+            if only is not None:
+                chosen = only[bank.info.dev[dst]]
+                dst, src = dst[chosen], src[chosen]
             if dst.size == 0:
                 continue
-            src = keep[at]
             saved = {name: state.get(f"{bank.name}/{name}") for name in bank.detector.state}
             if any(v is None or v.shape[1:] != bank.detector.state[k].shape[1:] for k, v in saved.items()):
                 continue  # parameters changed shape (e.g. a longer window): this bank starts cold
@@ -420,7 +441,11 @@ class Engine:
                 array[dst] = saved[name][src]  # type: ignore[index]
             warm += int(dst.size)
         if "fusion" in state:
-            self.fusion.restore(json.loads(str(state["fusion"])))
+            saved = json.loads(str(state["fusion"]))
+            if devices is None:
+                self.fusion.restore(saved)
+            else:
+                self.fusion.restore_devices(saved, set(devices))
         return warm
 
     def save(self, path: Path) -> None:
@@ -432,9 +457,22 @@ class Engine:
         tmp.replace(path)
 
     def load(self, path: Path) -> int:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                state = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as exc:
-            raise SnapshotError(f"cannot read the detector snapshot {path}: {exc}") from exc
-        return self.restore(state)
+        return self.restore(_read_snapshot(path, str(path)))
+
+    def snapshot_bytes(self) -> bytes:
+        """The snapshot as the bytes of an `.npz` file (a cluster keeps it in PostgreSQL)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.snapshot())  # type: ignore[arg-type]  # numpy's stub types kwds as bool
+        return buffer.getvalue()
+
+    def restore_bytes(self, blob: bytes, devices: Collection[str] | None = None) -> int:
+        """`restore` from `snapshot_bytes` (of this or another worker's engine)."""
+        return self.restore(_read_snapshot(io.BytesIO(blob), "from the cluster store"), devices)
+
+
+def _read_snapshot(source: Path | io.BytesIO, name: str) -> dict[str, npt.NDArray[Any]]:
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"cannot read the detector snapshot {name}: {exc}") from exc

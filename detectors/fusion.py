@@ -153,6 +153,21 @@ class ZoneFusion:
             for path, z in zones.items()
         }
 
+    def restore_devices(self, state: dict[str, object], devices: set[str]) -> None:
+        """Take the signals of `devices` from a saved state (another worker's, for partitions taken
+        over) in place of what this one knew of them; every other signal and every zone's
+        confirmation stay as they are."""
+        for zone in self.zones.values():
+            zone.signals = {k: s for k, s in zone.signals.items() if s.device_id not in devices}
+        zones = state.get("zones", {})
+        assert isinstance(zones, dict)
+        for path, z in zones.items():
+            for saved in z["signals"]:
+                if saved["device_id"] in devices:
+                    signal = _Signal(**saved)
+                    zone = self.zones.setdefault(path, _Zone())
+                    zone.signals[(signal.device_id, signal.alarm_type)] = signal
+
     def restore_confirmed(self, keys: set[tuple[str, str]]) -> None:
         """Align with the store: zones whose confirmation is open there stay confirmed, no others."""
         for zone in self.zones.values():

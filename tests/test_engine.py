@@ -216,6 +216,55 @@ def test_a_snapshot_restores_into_a_changed_registry_by_device_and_alarm_type(
         other.load(tmp_path / "v1.npz")
 
 
+def test_a_partial_restore_takes_only_the_listed_devices_and_keeps_the_rest(index: DeviceIndex) -> None:
+    # A worker taking a partition over restores that partition's devices from the previous owner's
+    # snapshot; the devices it owned already keep what it knows of them.
+    rising = [(t, "h21", "temp", 22.0 + max(0, t - 20) * 0.2) for t in range(0, 40, 10)]
+    rest = [(t, "h21", "temp", 22.0 + max(0, t - 20) * 0.2) for t in range(40, 80, 10)]
+    previous = Engine(index, start=T0)
+    feed(previous, [(0, "h11", "smoke", 0.3), (0, "h22", "smoke", 0.3), *rising])
+    blob = previous.snapshot_bytes()
+    taker = Engine(index, start=T0)
+    feed(taker, [(0, "h12", "smoke", 0.3)])
+    warm = taker.restore_bytes(blob, devices=["h11", "h21"])
+    units_of = sum(len(b.info.units_of(index.dev_of[d])) for b in taker.banks for d in ("h11", "h21"))
+    assert warm == units_of
+    assert taker.is_active("h11", "smoke.alarm")  # taken over: as the snapshot had it
+    assert not taker.is_active("h22", "smoke.alarm")  # not listed: the snapshot's state is not taken
+    assert taker.is_active("h12", "smoke.alarm")  # its own: kept
+    assert raised(feed(taker, rest)) == [("h21", "temp.rising")]  # the window resumes where it was
+
+
+def test_a_listed_device_the_snapshot_lacks_starts_cold(index: DeviceIndex) -> None:
+    smaller = Engine(DeviceIndex.build(registry(without="h12"), PROFILES), start=T0)
+    taker = Engine(index, start=T0)
+    feed(taker, [(0, "h12", "smoke", 0.3)])  # stale knowledge from an earlier ownership
+    taker.restore_bytes(smaller.snapshot_bytes(), devices=["h12"])
+    assert not taker.is_active("h12", "smoke.alarm")
+
+
+def test_a_partial_restore_brings_the_listed_devices_zone_signals_along(index: DeviceIndex) -> None:
+    previous = Engine(index, start=T0)
+    feed(previous, [(0, "h11", "smoke", 0.3)])  # zone 1's first signal, seen by the previous owner
+    taker = Engine(index, start=T0)
+    feed(taker, [(0, "h21", "smoke", 0.3)])  # zone 2's first signal, the taker's own device
+    taker.restore_bytes(previous.snapshot_bytes(), devices=["h11"])
+    # The second signal of each zone confirms it: the taken device's signal came with its state,
+    # and the taker's own signal was kept.
+    assert ("h11", CONFIRMED) in raised(feed(taker, [(30, "h12", "smoke", 0.3)]))
+    assert ("h21", CONFIRMED) in raised(feed(taker, [(31, "h22", "smoke", 0.3)]))
+
+
+def test_snapshot_bytes_round_trip_and_garbage_is_refused(index: DeviceIndex) -> None:
+    engine = Engine(index, start=T0)
+    feed(engine, [(0, "h11", "smoke", 0.3)])
+    other = Engine(index, start=T0)
+    assert other.restore_bytes(engine.snapshot_bytes()) == other.n_units
+    assert other.is_active("h11", "smoke.alarm")
+    with pytest.raises(SnapshotError):
+        other.restore_bytes(b"not a snapshot")
+
+
 def test_resume_aligns_restored_state_with_the_alarm_store(index: DeviceIndex) -> None:
     engine = Engine(index, start=T0)
     feed(engine, [(0, "h11", "smoke", 0.3)])
