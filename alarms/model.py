@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -91,6 +92,23 @@ class Transition:
             "before": self.before,
             "after": self.after,
         }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Transition:
+        """The transition `to_json` gave `d` for (what another worker's live bus carries)."""
+        return cls(
+            event_id=int(d["event_id"]),
+            alarm_id=int(d["alarm_id"]),
+            action=AlarmAction(d["action"]),
+            before=d["before"],
+            after=d["after"],
+            actor=str(d["actor"]),
+            ts=float(d["ts"]),
+            note=str(d["note"]),
+            targets=tuple(d["targets"]),
+            held=str(d["held"]),
+            recorded=bool(d["recorded"]),
+        )
 
 
 INCIDENT_FIELDS = (
@@ -188,3 +206,21 @@ class IncidentUpdate:
             "alarm_id": self.alarm_id,
             "incident": self.after,
         }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> IncidentUpdate:
+        """The step `to_json` gave `d` for. `recorded` is not in the streams' shape: true unless `d`
+        says otherwise (the live bus adds it)."""
+        alarm_id = d["alarm_id"]
+        return cls(
+            event_id=int(d["event_id"]),
+            incident_id=int(d["incident_id"]),
+            action=IncidentAction(d["action"]),
+            after=d["incident"],
+            actor=str(d["actor"]),
+            ts=float(d["ts"]),
+            note=str(d["note"]),
+            targets=tuple(d["targets"]),
+            alarm_id=None if alarm_id is None else int(alarm_id),
+            recorded=bool(d.get("recorded", True)),
+        )

@@ -10,6 +10,13 @@ of the alarm event log, and a client resumes after the last event id it saw (`re
 
 Gapless resume: a stream subscribes first and reads the backlog second, so a transition committed
 in between is both in the backlog and in the queue; `Backlog.already_sent` drops the second copy.
+
+Several writers (clustered workers, firewatch/cluster/live_bus.py) take event ids from one sequence
+but commit in their own order: an event may commit, and reach a stream, after one with a higher id.
+A client resuming after the highest id it saw would then miss it. A hub fed by other writers has a
+resume window (`LiveHub.resume_window_s`): the backlog also re-reads the events below the resume
+point logged within that many seconds of it, and a live event in that window is sent even though
+its id is below the resume point (docs/scale.md, "One control room").
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.model import IncidentUpdate, Transition
@@ -37,6 +44,9 @@ Item = Transition | IncidentUpdate
 
 QUEUE_MAX = 1_000  # transitions a subscriber may have waiting before it is disconnected
 REPLAY_MAX = 5_000  # events one (re)connection replays from the event log; the rest on the next
+# Ids below the resume point a resume window looks back over at most: an index range on the event
+# log's primary key (its `ts` has no index), and a bound on what one resume sends again.
+WINDOW_IDS = 10_000
 HEARTBEAT_S = 15.0  # idle streams send a keep-alive this often (proxies close silent connections)
 
 
@@ -46,6 +56,9 @@ class CloseReason(StrEnum):
     LAGGED = "lagged"  # the subscriber fell behind: reconnect and resume after the last event id
     BACKLOG = "backlog"  # more events were missed than one replay holds: reconnect for the rest
     STOPPING = "stopping"  # the service is stopping: reconnect when it is back
+    # Live events from another worker were lost on the way (cluster/live_bus.py): reconnect and
+    # resume after the last event id, from the event log that has them.
+    RESYNC = "resync"
 
 
 class StreamClosedError(Exception):
@@ -137,15 +150,20 @@ class LiveHub:
         queue_max: int = QUEUE_MAX,
         replay_max: int = REPLAY_MAX,
         heartbeat_s: float = HEARTBEAT_S,
+        resume_window_s: float | None = None,
     ) -> None:
         self.queue_max = queue_max
         self.replay_max = replay_max
         self.heartbeat_s = heartbeat_s
+        # None for one writer, whose commit order is event id order (AlarmService's write lock);
+        # seconds when other writers' events reach this hub too (see the module's docstring).
+        self.resume_window_s = resume_window_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: set[Subscription] = set()
         self._stopping = False
         self.delivered = 0  # transitions offered to the subscribers
         self.lagged = 0  # subscribers disconnected for falling behind
+        self.resynced = 0  # times every stream was told to resume (live events lost on the way)
 
     @property
     def subscribers(self) -> int:
@@ -178,6 +196,21 @@ class LiveHub:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed in between: its streams went with it
             loop.call_soon_threadsafe(self._deliver, tuple(transitions))
+
+    def resync(self, detail: str) -> None:
+        """End every stream with `CloseReason.RESYNC` so its client resumes from the event log (some
+        live events never reached this hub); from any thread, returns at once. Later subscriptions
+        are served as usual."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not self._subs:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._resync, detail)
+
+    def _resync(self, detail: str) -> None:
+        for sub in list(self._subs):
+            sub.close(CloseReason.RESYNC, detail)
+        self.resynced += 1
 
     def _deliver(self, batch: tuple[Item, ...]) -> None:
         for sub in list(self._subs):
@@ -212,26 +245,41 @@ def transition_from_row(row: AlarmEventRow) -> Transition:
 
 
 class Backlog:
-    """What a resuming client missed: events after `after`, oldest first, at most one replay's worth."""
+    """What a resuming client missed: events after `after`, oldest first, at most one replay's worth.
 
-    def __init__(self, after: int | None, transitions: Iterable[Transition] = (), more: bool = False) -> None:
+    With a resume window (`window_from` set), also the events with an id at or below `after` logged
+    at or after `window_from`: one of them may have committed after the client saw `after`. The
+    client may have some of those already; each comes again with its event id, in id order, so a
+    client applying them ends with every alarm's latest state (an alarm's events are written under
+    its row lock, so its own ids follow its commits).
+    """
+
+    def __init__(
+        self,
+        after: int | None,
+        transitions: Iterable[Transition] = (),
+        more: bool = False,
+        window_from: float | None = None,
+    ) -> None:
         self.after = after
         self.transitions = list(transitions)
         self.more = more  # more events were missed than `transitions` holds
+        self.window_from = window_from
         self._ids = frozenset(t.event_id for t in self.transitions)
 
-    def already_sent(self, event_id: int) -> bool:
-        """True for a queued transition the client has (it resumed after it) or was just replayed."""
-        return self.after is not None and (event_id <= self.after or event_id in self._ids)
+    def already_sent(self, t: Transition) -> bool:
+        """True for a queued transition the client has (it resumed after it) or was just replayed.
+
+        In a resume window, an id at or below `after` that was not replayed committed after the
+        backlog was read: the client has not seen it."""
+        if self.after is None:
+            return False
+        if t.event_id in self._ids:
+            return True
+        return t.event_id <= self.after and (self.window_from is None or t.ts < self.window_from)
 
 
-def read_backlog(
-    sessions: sessionmaker[Session], after: int | None, flt: StreamFilter, limit: int
-) -> Backlog:
-    """Events with id > `after` that the filter wants, oldest first, at most `limit` (blocking)."""
-    if after is None:
-        return Backlog(None)
-    q = select(AlarmEventRow).where(AlarmEventRow.id > after)
+def _filtered(q: Select[AlarmEventRow], flt: StreamFilter) -> Select[AlarmEventRow]:
     if flt.sites or flt.categories:
         # An alarm's site and category never change, so the alarm row filters its events.
         q = q.join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
@@ -239,10 +287,44 @@ def read_backlog(
             q = q.where(AlarmRow.site.in_(sorted(flt.sites)))
         if flt.categories:
             q = q.where(AlarmRow.category.in_(sorted(c.value for c in flt.categories)))
+    return q
+
+
+def read_backlog(
+    sessions: sessionmaker[Session],
+    after: int | None,
+    flt: StreamFilter,
+    limit: int,
+    window_s: float | None = None,
+) -> Backlog:
+    """Events with id > `after` that the filter wants, oldest first, at most `limit` (blocking).
+
+    With `window_s`, first the events at or below `after` logged within `window_s` seconds before
+    the event `after` (at most WINDOW_IDS ids back): those another writer may have committed late.
+    """
+    if after is None:
+        return Backlog(None)
+    q = _filtered(select(AlarmEventRow).where(AlarmEventRow.id > after), flt)
     with sessions() as s:
+        window: list[Transition] = []
+        window_from: float | None = None
+        if window_s is not None:
+            # The resume point's own time (or the nearest logged before it: retention may have
+            # removed it); an event committed after it was logged at most `window_s` before it.
+            latest = select(AlarmEventRow.ts).where(AlarmEventRow.id <= after)
+            anchor = s.scalar(latest.order_by(AlarmEventRow.id.desc()).limit(1))
+            if anchor is not None:
+                window_from = anchor - window_s
+                wq = select(AlarmEventRow).where(
+                    AlarmEventRow.id <= after,
+                    AlarmEventRow.id > after - WINDOW_IDS,
+                    AlarmEventRow.ts >= window_from,
+                )
+                rows = s.scalars(_filtered(wq, flt).order_by(AlarmEventRow.id)).all()
+                window = [transition_from_row(r) for r in rows]
         rows = s.scalars(q.order_by(AlarmEventRow.id).limit(limit + 1)).all()
         transitions = [transition_from_row(r) for r in rows[:limit]]
-    return Backlog(after, transitions, more=len(rows) > limit)
+    return Backlog(after, window + transitions, more=len(rows) > limit, window_from=window_from)
 
 
 async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> AsyncIterator[Item | None]:
@@ -266,6 +348,6 @@ async def follow(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> Asy
             live is None
             or isinstance(live, IncidentUpdate)
             or not live.recorded
-            or not backlog.already_sent(live.event_id)
+            or not backlog.already_sent(live)
         ):
             yield live

@@ -47,7 +47,12 @@ router = APIRouter(prefix="/stream", tags=["stream"])
 RETRY_MS = 2_000  # how soon an EventSource reconnects after the stream ends
 # WebSocket close codes (RFC 6455 §7.4.1, IANA registry): 1013 "try again later" for a client that
 # should reconnect and resume at once, 1001 "going away" when the service stops.
-WS_CLOSE = {CloseReason.LAGGED: 1013, CloseReason.BACKLOG: 1013, CloseReason.STOPPING: 1001}
+WS_CLOSE = {
+    CloseReason.LAGGED: 1013,
+    CloseReason.BACKLOG: 1013,
+    CloseReason.RESYNC: 1013,
+    CloseReason.STOPPING: 1001,
+}
 
 SiteId = Annotated[str, Field(pattern=ID_RE)]
 EVENT_ID_MAX = 2**63 - 1  # the event log's ids are 64-bit integers at most
@@ -90,7 +95,9 @@ async def _open(
     `follow` drops the second copy, so nothing falls between the backlog and the live queue."""
     sub = hub.subscribe(flt)
     try:
-        backlog = await asyncio.to_thread(read_backlog, ctx.sessions, after, flt, hub.replay_max)
+        backlog = await asyncio.to_thread(
+            read_backlog, ctx.sessions, after, flt, hub.replay_max, hub.resume_window_s
+        )
     except BaseException:
         hub.discard(sub)
         raise
