@@ -145,9 +145,10 @@ def sse_event(t: Item, cursor: int | None) -> bytes:
 
 
 async def _sse(sub: Subscription, backlog: Backlog, heartbeat_s: float) -> AsyncIterator[bytes]:
-    # The SSE `id` is the resume cursor: the highest event id sent so far. The hub is fed in commit
-    # order, so that is the event's own id; should a transition ever arrive after a higher one,
-    # resuming after the cursor still repeats nothing.
+    # The SSE `id` is the resume cursor: the highest event id sent so far. One worker's hub is fed in
+    # commit order, so that is the event's own id. In a cluster another worker's transition may
+    # arrive after a higher id: the cursor stays the highest, and resuming after it re-reads the
+    # hub's resume window below it (api/live.py), where that transition is.
     cursor = backlog.after
     yield b"retry: %d\n\n" % RETRY_MS
     try:
