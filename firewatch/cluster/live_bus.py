@@ -36,20 +36,19 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from alarms.model import IncidentUpdate, Transition
-from api.live import LiveHub
+from api.live import Item, LiveHub
 
 logger = logging.getLogger(__name__)
-
-Item = Transition | IncidentUpdate
 
 SUBJECT = "fw.live"
 QUEUE_MAX = 10_000  # batches waiting for the loop at most; past it they are dropped and counted
 HEARTBEAT_S = 2.0  # an idle worker's empty message: a receiver notices lost items this soon
-# How far below a resume point a clustered stream re-reads the event log (api/live.py): an event is
-# logged with its writer's clock when its transaction starts, and reaches other workers' streams at
-# most this long after that: its write transaction (alarm writes take milliseconds, a storm's bulk
-# write well under a second: docs/benchmarks.md), the bus, and the clock difference between two
-# NTP-synchronised hosts (milliseconds), with a wide margin for a slow database.
+# How far below a resume point a clustered stream re-reads the event log (api/live.py). An event is
+# logged with its writer's clock as its write begins, and reaches another worker's streams after its
+# write (10-11 ms at the median, 56-75 ms at the p99 for a write that raises a fire, on SQLite:
+# docs/benchmarks.md, "Alarm latency under load"), the commit-to-stream hop (single milliseconds
+# there) and the bus, give or take the clock difference of two NTP-synchronised hosts
+# (milliseconds): 10 s is a wide margin for a slow or briefly stalled database.
 RESUME_WINDOW_S = 10.0
 ENVELOPE_BYTES = 512  # room for a message's envelope next to its items
 
@@ -99,7 +98,9 @@ class LiveBus:
         self.boot = secrets.token_hex(4)  # a restarted worker numbers its items afresh
         self._lock = threading.Lock()  # the item numbers and counters, from any thread
         self._next = 0  # the number the next item published takes
-        self._sent_to = 0  # items below this number were sent or dropped (the loop's view)
+        # Items below this number were sent or dropped once the queue is empty (the loop's view):
+        # the heartbeat's number.
+        self._sent_to = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[int, tuple[Item, ...]]] | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -141,6 +142,9 @@ class LiveBus:
             self._queue.put_nowait((first, batch))
         except asyncio.QueueFull:
             self._count_unsent(len(batch), "its queue is full")
+            # Every batch numbered below it is queued (the loop runs callbacks in order): once the
+            # queue is empty, the heartbeat's number shows receivers this one is missing.
+            self._sent_to = max(self._sent_to, first + len(batch))
 
     async def _run(self) -> None:
         assert self._queue is not None
