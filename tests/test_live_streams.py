@@ -170,6 +170,21 @@ async def test_closing_the_hub_ends_every_stream_and_refuses_new_ones() -> None:
     assert hub.subscribers == 0
 
 
+async def test_a_resync_ends_every_stream_so_its_client_resumes_and_serves_the_next_ones() -> None:
+    hub = LiveHub()
+    subs = [hub.subscribe(), hub.subscribe()]
+    hub.resync("live events from worker b were lost on the way: resume")
+    for sub in subs:
+        with pytest.raises(StreamClosedError) as closed:
+            await sub.get(WAIT_S)
+        assert closed.value.reason is CloseReason.RESYNC
+    assert hub.resynced == 1
+    again = hub.subscribe()  # the client reconnected
+    t = transition(1)
+    hub.publish([t])
+    assert await again.get(WAIT_S) == t
+
+
 def test_publishing_with_nobody_listening_is_a_no_op() -> None:
     LiveHub().publish([transition(1)])  # no loop bound yet: nothing to do, no error
 
@@ -732,6 +747,22 @@ async def test_an_idle_sse_stream_sends_keep_alive_comments(stack: Stack) -> Non
     async with sse(stack) as es:
         assert (await es.block()).fields == {"retry": "2000"}
         assert (await es.block()).comments == ["keep-alive"]
+
+
+@pytest.mark.integration
+async def test_a_resync_ends_both_streams_with_its_reason_and_where_to_resume(stack: Stack) -> None:
+    async with stack.ws() as ws, sse(stack) as es:
+        assert stack.service.live.subscribers == 2
+        stack.service.live.resync("live events from worker b were lost on the way: resume")
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws_next(ws)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1013  # try again later
+        b = await es.block()
+        while b.fields.get("event") != "disconnect":
+            b = await es.block()
+        assert orjson.loads(b.fields["data"])["reason"] == "resync"
 
 
 @pytest.mark.integration
