@@ -18,7 +18,7 @@ from alarms.service import AlarmService
 from api.live import LiveHub
 from core.registry_io import RegistryControl
 from ingest.gb26875.listener import Gb26875Listener
-from storage.telemetry import TelemetryStore
+from storage.telemetry_api import Telemetry
 from tickets.service import TicketService
 
 
@@ -26,7 +26,7 @@ from tickets.service import TicketService
 class AppContext:
     sessions: sessionmaker[Session]
     alarms: AlarmService
-    telemetry: TelemetryStore
+    telemetry: Telemetry  # the local file, or PostgreSQL beside it when clustered
     metrics: CollectorRegistry
     readiness: Callable[[], dict[str, str]]  # component -> "ok" or what is wrong
     on_human_transition: Callable[[Transition], None]

@@ -71,7 +71,8 @@ from ingest.rejects import Reject
 from ingest.series import SeriesTable
 from storage.influx import InfluxSink, Tables
 from storage.rejects import RejectRecord, RejectStore
-from storage.telemetry import EventRecord, TelemetryStore
+from storage.telemetry import EventRecord
+from storage.telemetry_api import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class Pipeline:
         decoder: Decoder,
         engine: Engine,
         alarms: AlarmService,
-        telemetry: TelemetryStore,
+        telemetry: Telemetry,
         rejects: RejectStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,

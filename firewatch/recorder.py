@@ -22,7 +22,8 @@ from firewatch.faults import is_unavailable
 from firewatch.journal import EntryKind, decode_events, decode_rejects
 from storage.marks import Mark, recorded_up_to
 from storage.rejects import RejectStore
-from storage.telemetry import JournalEntry, TelemetryStore
+from storage.telemetry import JournalEntry
+from storage.telemetry_api import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class RecorderStats:
 class Recorder:
     def __init__(
         self,
-        journal: TelemetryStore,
+        journal: Telemetry,
         alarms: AlarmService,
         rejects: RejectStore,
         unrecorded: UnrecordedAlarms,

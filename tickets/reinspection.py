@@ -25,7 +25,7 @@ from alarms.tickets import AUTO_INSPECTOR, log_event
 from alarms.type_names import channel_unit, channel_zh
 from core.domain import ACTIVE_STATES, TicketAction, TicketSource, TicketStatus
 from storage.models import AlarmRow, TicketAlarmRow, TicketEvidenceRow, TicketRow
-from storage.telemetry import TelemetryStore
+from storage.telemetry_api import Telemetry
 
 if TYPE_CHECKING:
     from tickets.service import TicketService
@@ -79,7 +79,7 @@ def candidates(s: Session, now: float, normal_for_s: float) -> list[Candidate]:
 
 
 def evidence_csv(
-    telemetry: TelemetryStore, device_id: str, channels: list[str], start: float, end: float
+    telemetry: Telemetry, device_id: str, channels: list[str], start: float, end: float
 ) -> tuple[bytes, list[str]]:
     """The readings of [start, end) as min/max/mean per bucket and channel (UTF-8 CSV with BOM, so a
     spreadsheet on Chinese Windows opens it), and one summary line per channel with data."""
@@ -100,7 +100,7 @@ def evidence_csv(
     return ("\ufeff" + out.getvalue()).encode("utf-8"), summary
 
 
-def mark_ready(service: TicketService, telemetry: TelemetryStore, now: float) -> int:
+def mark_ready(service: TicketService, telemetry: Telemetry, now: float) -> int:
     """One pass: mark the tickets whose condition stayed normal; returns how many were marked."""
     normal_for = service.policy.normal_for_s
     with service.sessions() as s:

@@ -51,7 +51,7 @@ from storage.models import (
     TicketEvidenceRow,
     TicketRow,
 )
-from storage.telemetry import TelemetryStore
+from storage.telemetry_api import Telemetry
 from tickets import reinspection
 from tickets.workflow import OPEN_STATUSES, check_reporter, permitted
 
@@ -146,7 +146,7 @@ class TicketService:
         policy: TicketPolicy,
         *,
         alarms: AlarmService | None = None,
-        telemetry: TelemetryStore | None = None,
+        telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.sessions = sessions
