@@ -1,0 +1,301 @@
+"""Telemetry in the shared PostgreSQL when clustered (docs/scale.md), beside the worker's local file.
+
+Workers share nothing but the engine and PostgreSQL, so the readings and device events any worker
+stored must be readable by every worker's API, and a worker taking a partition over replays its
+messages from the stream: what it stores again must be a no-op. Both tables are keyed by what a
+row is (storage/cluster_models.py: a reading by device, channel and time; an event by device, time,
+kind, code and channel), and every insert is `ON CONFLICT DO NOTHING`.
+
+What must survive a state-store outage stays in the local TelemetryStore: the journal of alarm
+events and rejects the state store has not recorded, and the de-duplication seq state. A batch is
+written to PostgreSQL first; only then do its journal entries and seq state go to the local file.
+If PostgreSQL fails, nothing is written locally and the error propagates (an `OperationalError`,
+which firewatch.faults.is_unavailable counts as unavailable): the pipeline retries the batch and
+does not acknowledge it. If the local write fails after PostgreSQL committed, the retry stores the
+readings again, which the keys make a no-op.
+
+Readings go in as columns, never a Python loop per reading: the batch's samples as one binary COPY
+of (series, ts, value) built by numpy into a temporary table, joined with the batch's distinct
+series keys (a text array each) into `readings`. Measured against one INSERT ... SELECT FROM
+unnest(arrays) in bench/pg_telemetry.py (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from storage.telemetry import (
+    CompactionResult,
+    EventRecord,
+    History,
+    JournalEntry,
+    SeqRow,
+    TelemetryStore,
+    downsample,
+)
+
+PRUNE_CHUNK = 50_000  # rows deleted per statement (and transaction): row locks held briefly
+
+# PostgreSQL's binary COPY framing (https://www.postgresql.org/docs/current/sql-copy.html, "Binary
+# Format"): an 11-byte signature, a 32-bit flags field and a 32-bit header extension length, then
+# per tuple a 16-bit field count and per field a 32-bit length and the value, all big-endian; a
+# 16-bit -1 ends the data.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_COPY_ROW = np.dtype(
+    [("fields", ">i2"), ("len_i", ">i4"), ("i", ">i4"), ("len_ts", ">i4"), ("ts", ">f8"),
+     ("len_v", ">i4"), ("v", ">f8")]
+)  # fmt: skip
+
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS fw_staged_readings(i int4, ts float8, v float8) ON COMMIT DELETE ROWS"
+)
+_COPY = "COPY fw_staged_readings FROM STDIN (FORMAT BINARY)"
+_INSERT_READINGS = (
+    "INSERT INTO readings(device_id, channel, ts, value) "
+    "SELECT k.d, k.c, r.ts, r.v FROM fw_staged_readings r "
+    "JOIN unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(d, c, i) ON k.i = r.i "
+    "ON CONFLICT DO NOTHING"
+)
+_INSERT_EVENTS = text(
+    "INSERT INTO device_event_log(device_id, ts, kind, code_key, channel_key, received, frame) "
+    "SELECT * FROM unnest(CAST(:d AS text[]), CAST(:ts AS float8[]), CAST(:k AS text[]), "
+    "CAST(:code AS int8[]), CAST(:ch AS text[]), CAST(:rcv AS float8[]), CAST(:frame AS text[])) "
+    "ON CONFLICT DO NOTHING"
+)
+_EVENT_COLUMNS = "device_id, ts, received, kind, code_key, channel_key, frame"
+
+
+def copy_rows(
+    series: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], value: npt.NDArray[np.float64]
+) -> bytes:
+    """(series, ts, value) per sample as one binary COPY body, built column by column."""
+    rows = np.empty(ts.size, dtype=_COPY_ROW)
+    rows["fields"] = 3
+    rows["len_i"] = 4
+    rows["i"] = series
+    rows["len_ts"] = 8
+    rows["ts"] = ts
+    rows["len_v"] = 8
+    rows["v"] = value
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def _event_row(r: tuple[Any, ...]) -> EventRecord:
+    device, ts, received, kind, code, channel, frame = r
+    return (device, ts, received, kind, None if code == -1 else int(code), channel or None, frame)
+
+
+class ClusterTelemetry:
+    """A TelemetryStore whose readings and device events are in PostgreSQL (`engine`, the state
+    store's) and whose journal and seq state are in `local` (which it closes with itself)."""
+
+    def __init__(self, local: TelemetryStore, engine: Engine) -> None:
+        if engine.dialect.name != "postgresql":
+            raise ValueError(f"clustered telemetry needs PostgreSQL, not {engine.dialect.name}")
+        self.local = local
+        self.engine = engine
+        # (device, channel) per slot, as bound: the ids the index holds anyway, referenced here.
+        self._slot_device: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
+        self._slot_channel: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
+        self._lock = threading.Lock()  # binding swaps both columns together
+
+    @property
+    def journal_id(self) -> str:
+        return self.local.journal_id
+
+    # --- binding slots to series keys ---------------------------------------------------------------
+    def bind(self, slots: Iterable[tuple[str, str]]) -> None:
+        """Name the slots, in order, by (device, channel): later batches' slots index these."""
+        keys = list(slots)
+        device = np.empty(len(keys), dtype=object)
+        channel = np.empty(len(keys), dtype=object)
+        device[:] = [k[0] for k in keys]
+        channel[:] = [k[1] for k in keys]
+        with self._lock:
+            self._slot_device, self._slot_channel = device, channel
+
+    def bind_devices(self, device_ids: Sequence[str], channels: Sequence[Collection[str]]) -> None:
+        """`bind` for slots laid out device by device: device i's slots are its `channels[i]`."""
+        counts = np.fromiter(map(len, channels), dtype=np.int64, count=len(channels))
+        ids = np.empty(len(device_ids), dtype=object)
+        ids[:] = list(device_ids)
+        channel = np.empty(int(counts.sum()), dtype=object)
+        channel[:] = list(itertools.chain.from_iterable(channels))
+        with self._lock:
+            self._slot_device, self._slot_channel = np.repeat(ids, counts), channel
+
+    # --- writing ---------------------------------------------------------------------------------
+    def write(
+        self,
+        slot: npt.NDArray[np.int32],
+        ts: npt.NDArray[np.float64],
+        value: npt.NDArray[np.float64],
+        seq_state: list[tuple[str, int, int, float, bytes]],
+        journal: list[tuple[str, bytes]] | None = None,
+        now: float = 0.0,
+        events: list[EventRecord] | None = None,
+    ) -> None:
+        """Store one batch: its readings and events in PostgreSQL (one transaction, each row at
+        most once), then its seq state and journal entries in the local file (blocking: call in a
+        thread). Raises, having written nothing locally, when PostgreSQL fails."""
+        if ts.size or events:
+            self._write_shared(slot, ts, value, events or [])
+        if seq_state or journal:
+            self.local.write(slot[:0], ts[:0], value[:0], seq_state, journal, now)
+
+    def _write_shared(
+        self,
+        slot: npt.NDArray[np.int32],
+        ts: npt.NDArray[np.float64],
+        value: npt.NDArray[np.float64],
+        events: list[EventRecord],
+    ) -> None:
+        with self._lock:
+            slot_device, slot_channel = self._slot_device, self._slot_channel
+        with self.engine.begin() as conn:
+            if ts.size:
+                # The batch's distinct series, numbered from 1 as WITH ORDINALITY numbers them.
+                series, inverse = np.unique(slot, return_inverse=True)
+                body = copy_rows(inverse.reshape(-1) + 1, ts, value)
+                keys = (slot_device[series].tolist(), slot_channel[series].tolist())
+                driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+                try:
+                    with driver.cursor() as cur:
+                        cur.execute(_STAGE)
+                        with cur.copy(_COPY) as copy:
+                            copy.write(body)
+                        cur.execute(_INSERT_READINGS, keys)
+                except psycopg.Error as exc:
+                    # As SQLAlchemy's own statements raise it (a lost server: OperationalError).
+                    raise cast(
+                        DBAPIError, DBAPIError.instance(_INSERT_READINGS, None, exc, psycopg.Error)
+                    ) from exc
+            if events:
+                d, t, rcv, kind, code, ch, frame = zip(*events, strict=True)
+                conn.execute(
+                    _INSERT_EVENTS,
+                    {
+                        "d": list(d),
+                        "ts": list(t),
+                        "k": list(kind),
+                        "code": [-1 if c is None else c for c in code],
+                        "ch": [c or "" for c in ch],
+                        "rcv": list(rcv),
+                        "frame": list(frame),
+                    },
+                )
+
+    def compact(self) -> CompactionResult:
+        """Nothing to compact: PostgreSQL keeps readings as rows in their key's index. The local
+        file holds no samples, so its compaction has nothing to move either."""
+        return CompactionResult(0, 0, 0)
+
+    def prune(self, before: float) -> int:
+        """Delete readings and device events older than `before` (retention), PRUNE_CHUNK rows per
+        statement, each its own transaction, so no statement holds many locks for long; returns
+        the readings deleted."""
+        dropped = 0
+        for table in ("readings", "device_event_log"):
+            while True:
+                with self.engine.begin() as conn:
+                    n = conn.execute(
+                        text(
+                            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                            f"SELECT ctid FROM {table} WHERE ts < :before LIMIT :n))"
+                        ),
+                        {"before": before, "n": PRUNE_CHUNK},
+                    ).rowcount
+                if table == "readings":
+                    dropped += n
+                if n < PRUNE_CHUNK:
+                    break
+        return dropped
+
+    # --- the local part: de-duplication state and the journal ---------------------------------------
+    def seq_state(self) -> list[SeqRow]:
+        return self.local.seq_state()
+
+    def journal(self, limit: int = 100) -> list[JournalEntry]:
+        return self.local.journal(limit)
+
+    def journal_done(self, ids: list[int]) -> None:
+        self.local.journal_done(ids)
+
+    def journal_kinds(self) -> dict[str, int]:
+        return self.local.journal_kinds()
+
+    def journal_size(self) -> tuple[int, float | None]:
+        return self.local.journal_size()
+
+    def staged_batches(self) -> int:
+        return self.local.staged_batches()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def device_events(self, device_id: str, start: float, end: float, limit: int = 1000) -> list[EventRecord]:
+        """A device's own events in [start, end), newest first, at most `limit`. Events at the same
+        instant come newest receipt first (the local store orders those by insertion)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT {_EVENT_COLUMNS} FROM device_event_log "
+                    "WHERE device_id = :d AND ts >= :start AND ts < :end "
+                    "ORDER BY ts DESC, received DESC, kind, code_key, channel_key LIMIT :n"
+                ),
+                {"d": device_id, "start": start, "end": end, "n": limit},
+            ).all()
+        return [_event_row(tuple(r)) for r in rows]
+
+    def events_of(
+        self, device_ids: Sequence[str], start: float, end: float, events: Collection[str], limit: int = 1000
+    ) -> list[EventRecord]:
+        """The events of kinds `events` of several devices in [start, end), oldest first (by time,
+        then receipt), at most `limit`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT {_EVENT_COLUMNS} FROM device_event_log "
+                    "WHERE device_id = ANY(CAST(:d AS text[])) AND ts >= :start AND ts < :end "
+                    "AND kind = ANY(CAST(:k AS text[])) "
+                    "ORDER BY ts, received, device_id, kind, code_key, channel_key LIMIT :n"
+                ),
+                {"d": list(device_ids), "start": start, "end": end, "k": list(events), "n": limit},
+            ).all()
+        return [_event_row(tuple(r)) for r in rows]
+
+    def history(
+        self, device_id: str, channel: str, start: float, end: float, *, buckets: int | None = None
+    ) -> History:
+        """Samples of one series in [start, end), by time (by the key's index); with `buckets`,
+        min/max/mean per equal time bucket (non-empty buckets only), as the local store gives."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT ts, value FROM readings WHERE device_id = :d AND channel = :c "
+                    "AND ts >= :start AND ts < :end ORDER BY ts"
+                ),
+                {"d": device_id, "c": channel, "start": start, "end": end},
+            ).all()
+        pairs = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        ts, value = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+        if not buckets:
+            return History(ts, value)
+        return downsample(ts, value, start, end, buckets)
+
+    def count(self) -> int:
+        """Readings stored (an exact count: a full scan of the table; for tests and tools)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM readings")).scalar_one())
+
+    def close(self) -> None:
+        """Close the local file; the engine is the state store's, which closes it."""
+        self.local.close()

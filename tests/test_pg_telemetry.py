@@ -1,0 +1,186 @@
+"""Telemetry in the shared PostgreSQL when clustered: readings and device events stored once however
+often a batch is written (a replay after a takeover, a device's resend), read back as the local store
+reads them, pruned by age; the journal and seq state stay in the worker's local file, which a
+PostgreSQL failure leaves untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from firewatch.broker import free_port
+from firewatch.faults import is_unavailable
+from storage import pg_telemetry
+from storage.db import make_engine, open_store
+from storage.pg_telemetry import ClusterTelemetry
+from storage.telemetry import EventRecord, TelemetryStore
+
+DEVICES = [f"smk-{i}" for i in range(20)]
+CHANNELS = ("smoke", "temp")
+
+
+def batch(
+    b: int, per_batch: int = 100, t0: float = 1e9
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The b-th batch: `per_batch` samples over every slot in turn, one every 0.01 s, value = -ts."""
+    i = np.arange(b * per_batch, (b + 1) * per_batch)
+    slot = (i % (len(DEVICES) * len(CHANNELS))).astype(np.int32)
+    ts = (t0 + i * 0.01).astype(np.float64)
+    return slot, ts, -ts
+
+
+@pytest.fixture
+def engine(postgres_url: str) -> Iterator[Engine]:
+    engine, _ = open_store(postgres_url)  # migrated, as the service opens it
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def shared(engine: Engine, tmp_path: Path) -> Iterator[ClusterTelemetry]:
+    store = ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine)
+    store.bind_devices(DEVICES, [CHANNELS] * len(DEVICES))
+    yield store
+    store.close()
+
+
+def local_store(path: Path) -> TelemetryStore:
+    store = TelemetryStore(path)
+    store.bind_devices(DEVICES, [CHANNELS] * len(DEVICES))
+    return store
+
+
+def test_a_batch_written_twice_is_stored_once(shared: ClusterTelemetry) -> None:
+    for _ in range(2):  # the batch again: a replay after a takeover
+        shared.write(*batch(0), [])
+    slot, ts, value = batch(0)
+    shared.write(slot[:10], ts[:10], value[:10], [])  # a device's resend of part of it
+    assert shared.count() == 100
+    h = shared.history("smk-1", "temp", 0, 2e9)  # slot 3
+    np.testing.assert_array_equal(h.ts, ts[slot == 3])
+    np.testing.assert_array_equal(h.value, value[slot == 3])
+
+
+def test_history_reads_back_what_the_local_store_returns(shared: ClusterTelemetry, tmp_path: Path) -> None:
+    local = local_store(tmp_path / "single.sqlite")
+    # Written newest batch first, and half of the local store's compacted: order is by time.
+    for b in reversed(range(6)):
+        shared.write(*batch(b), [])
+        local.write(*batch(b), [])
+        if b % 2:
+            local.compact()
+    for device, channel in (("smk-0", "smoke"), ("smk-7", "temp"), ("smk-19", "temp")):
+        for start, end in ((0.0, 2e9), (1e9 + 1.0, 1e9 + 4.5), (1e9 + 2.0, 1e9 + 2.0)):
+            mine = shared.history(device, channel, start, end)
+            theirs = local.history(device, channel, start, end)
+            np.testing.assert_array_equal(mine.ts, theirs.ts)
+            np.testing.assert_array_equal(mine.value, theirs.value)
+        mine, theirs = (s.history(device, channel, 1e9, 1e9 + 6, buckets=7) for s in (shared, local))
+        for field in ("ts", "value", "min", "max", "count"):
+            np.testing.assert_array_equal(getattr(mine, field), getattr(theirs, field))
+    assert shared.history("smk-0", "humidity", 0, 2e9).ts.size == 0  # no such series: empty, no error
+    assert shared.count() == local.count() == 600
+    local.close()
+
+
+def test_slots_name_the_series_of_the_latest_binding(shared: ClusterTelemetry) -> None:
+    # A registry change binds the series again, appending new ones after the old slots.
+    keys = [(d, c) for d in DEVICES for c in CHANNELS] + [("prs-1", "pressure")]
+    shared.bind(keys)
+    shared.write(np.array([40, 0], np.int32), np.array([5.0, 5.0]), np.array([0.3, 0.01]), [])
+    assert shared.history("prs-1", "pressure", 0, 10).value.tolist() == [0.3]
+    assert shared.history("smk-0", "smoke", 0, 10).value.tolist() == [0.01]
+
+
+EVENTS: list[EventRecord] = [
+    ("smk-1", 100.0, 100.5, "fault", 3, "smoke", "4040aa"),
+    ("smk-1", 100.0, 100.6, "alarm", None, None, None),  # the same instant, another event
+    ("smk-1", 200.0, 200.5, "tamper", None, "temp", None),
+    ("smk-2", 150.0, 150.5, "alarm", 1, None, "4040bb"),
+]
+
+
+def test_device_events_round_trip_once_with_none_kept_apart_from_codes(
+    shared: ClusterTelemetry, tmp_path: Path
+) -> None:
+    local = local_store(tmp_path / "single.sqlite")
+    empty = batch(0, per_batch=0)
+    for _ in range(2):  # stored twice: kept once
+        shared.write(*empty, [], events=EVENTS)
+    local.write(*empty, [], events=EVENTS)
+    assert shared.device_events("smk-1", 0, 1000) == [EVENTS[2], EVENTS[1], EVENTS[0]]
+    assert shared.device_events("smk-1", 0, 1000) == local.device_events("smk-1", 0, 1000)
+    assert shared.device_events("smk-1", 100.0, 200.0, limit=1) == [EVENTS[1]]
+    assert shared.device_events("smk-1", 0, 100.0) == []  # half-open
+    both = shared.events_of(["smk-1", "smk-2", "smk-9"], 0, 1000, {"alarm", "fault"})
+    assert both == [EVENTS[0], EVENTS[1], EVENTS[3]]
+    assert both == local.events_of(["smk-1", "smk-2", "smk-9"], 0, 1000, {"alarm", "fault"})
+    assert shared.events_of(["smk-1", "smk-2"], 0, 1000, {"alarm"}, limit=1) == [EVENTS[1]]
+    assert shared.events_of([], 0, 1000, {"alarm"}) == []
+    local.close()
+
+
+def test_journal_and_seq_state_go_to_the_local_file_and_samples_do_not(
+    shared: ClusterTelemetry, tmp_path: Path
+) -> None:
+    bits = (1 << 64) - 3
+    shared.write(*batch(0), [("smk-0", 812, bits, 1.0, b"fp")], [("events", b"body")], now=42.0)
+    assert shared.seq_state() == [("smk-0", 812, bits, 1.0, b"fp")]
+    (entry,) = shared.journal()
+    assert (entry.kind, entry.body, entry.created) == ("events", b"body", 42.0)
+    assert shared.journal_kinds() == {"events": 1}
+    assert shared.journal_size() == (1, 42.0)
+    shared.journal_done([entry.id])
+    assert shared.journal_size() == (0, None)
+    assert shared.local.count() == 0  # readings only in PostgreSQL
+    assert shared.staged_batches() == 0
+    assert shared.count() == 100
+    assert shared.compact().samples == 0  # nothing to compact
+    shared.close()
+    reopened = TelemetryStore(tmp_path / "local.sqlite")  # the local file is the same store
+    assert reopened.journal_id == shared.journal_id
+    assert reopened.seq_state() == [("smk-0", 812, bits, 1.0, b"fp")]
+    reopened.close()
+
+
+def test_retention_deletes_old_readings_and_events_chunk_by_chunk(
+    shared: ClusterTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_telemetry, "PRUNE_CHUNK", 7)  # many statements: each deletes at most 7
+    shared.write(*batch(0, t0=1_000.0), [], events=[("smk-1", 1_000.0, 1_000.5, "fault", 3, None, None)])
+    shared.write(*batch(1, t0=2_000.0), [], events=[("smk-1", 2_500.0, 2_500.5, "fault", 3, None, None)])
+    assert shared.prune(before=1_500.0) == 100
+    assert shared.count() == 100
+    assert shared.history("smk-0", "smoke", 0, 1e4).ts.min() >= 2_000.0
+    assert [e[1] for e in shared.device_events("smk-1", 0, 1e4)] == [2_500.0]
+    assert shared.prune(before=1_500.0) == 0
+
+
+def test_with_postgresql_unreachable_a_write_fails_as_unavailable_and_leaves_the_local_file_alone(
+    tmp_path: Path,
+) -> None:
+    local = TelemetryStore(tmp_path / "local.sqlite")
+    local.write(*batch(0, per_batch=0), [("smk-0", 5, 1, 1.0, b"")], [("events", b"older")], now=1.0)
+    gone = make_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/firewatch")  # nobody listens
+    shared = ClusterTelemetry(local, gone)
+    shared.bind_devices(DEVICES, [CHANNELS] * len(DEVICES))
+    for events in (None, EVENTS):
+        with pytest.raises(OperationalError, match=r"127\.0\.0\.1") as failed:
+            shared.write(*batch(0), [("smk-0", 9, 7, 2.0, b"")], [("events", b"newer")], 2.0, events)
+        assert is_unavailable(failed.value)
+    assert local.seq_state() == [("smk-0", 5, 1, 1.0, b"")]
+    assert [e.body for e in local.journal()] == [b"older"]
+    shared.close()
+    gone.dispose()
+
+
+def test_a_state_store_on_sqlite_is_refused(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine)
