@@ -30,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from storage.telemetry import (
@@ -166,20 +166,8 @@ class ClusterTelemetry:
             if ts.size:
                 # The batch's distinct series, numbered from 1 as WITH ORDINALITY numbers them.
                 series, inverse = np.unique(slot, return_inverse=True)
-                body = copy_rows(inverse.reshape(-1) + 1, ts, value)
                 keys = (slot_device[series].tolist(), slot_channel[series].tolist())
-                driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
-                try:
-                    with driver.cursor() as cur:
-                        cur.execute(_STAGE)
-                        with cur.copy(_COPY) as copy:
-                            copy.write(body)
-                        cur.execute(_INSERT_READINGS, keys)
-                except psycopg.Error as exc:
-                    # As SQLAlchemy's own statements raise it (a lost server: OperationalError).
-                    raise cast(
-                        DBAPIError, DBAPIError.instance(_INSERT_READINGS, None, exc, psycopg.Error)
-                    ) from exc
+                self._insert_readings(conn, keys, inverse.reshape(-1) + 1, ts, value)
             if events:
                 d, t, rcv, kind, code, ch, frame = zip(*events, strict=True)
                 conn.execute(
@@ -194,6 +182,27 @@ class ClusterTelemetry:
                         "frame": list(frame),
                     },
                 )
+
+    def _insert_readings(
+        self,
+        conn: Connection,
+        keys: tuple[list[str], list[str]],
+        series: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.float64],
+        value: npt.NDArray[np.float64],
+    ) -> None:
+        """Insert samples (the `series`-th of `keys`, counted from 1, at `ts`, of `value`) in
+        `conn`'s transaction: binary COPY into a temporary table, then one INSERT ... SELECT."""
+        driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+        try:
+            with driver.cursor() as cur:
+                cur.execute(_STAGE)
+                with cur.copy(_COPY) as copy:
+                    copy.write(copy_rows(series, ts, value))
+                cur.execute(_INSERT_READINGS, keys)
+        except psycopg.Error as exc:
+            # As SQLAlchemy raises it for its own statements (a lost server: OperationalError).
+            raise cast(DBAPIError, DBAPIError.instance(_INSERT_READINGS, None, exc, psycopg.Error)) from exc
 
     def compact(self) -> CompactionResult:
         """Nothing to compact: PostgreSQL keeps readings as rows in their key's index. The local

@@ -37,7 +37,10 @@ def _bindir() -> Path:
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """`durable`: fsync and synchronous commit on, as a production server runs (benchmarks);
+        by default off, as tests need no crash safety of the operating system's."""
+        self.durable = durable
         self.bindir = _bindir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="fw-pg-"))
@@ -66,10 +69,9 @@ class PrivatePostgres:
 
     def resume(self) -> PrivatePostgres:
         """Start the cluster's server (again, after `halt`), on the same port and data."""
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
         return self
 
