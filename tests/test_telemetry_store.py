@@ -1,11 +1,13 @@
 """The local telemetry store: what is written is read back, exactly once, in time order, whether it
-sits in a staged batch, a chunk, or a merged chunk, and across restarts."""
+sits in a staged batch, a chunk, or a merged chunk, and across restarts. Tests of reading back that
+hold for any store run on the clustered one too (storage/pg_telemetry.py; more in test_pg_telemetry)."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,10 @@ import numpy.typing as npt
 import pytest
 
 from storage.compactor import Compactor
+from storage.db import open_store as open_db
+from storage.pg_telemetry import ClusterTelemetry
 from storage.telemetry import FANOUT, TelemetryStore, downsample
+from storage.telemetry_api import Telemetry
 
 DEVICES = [f"smk-{i}" for i in range(20)]
 
@@ -22,6 +27,23 @@ def open_store(path: Path) -> TelemetryStore:
     store = TelemetryStore(path)
     store.bind([(d, "smoke") for d in DEVICES])
     return store
+
+
+@pytest.fixture(params=["local", "cluster"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Telemetry]:
+    """The local store, and the clustered one (readings in a private PostgreSQL database): what a
+    test using this says of reading back holds for both."""
+    if request.param == "local":
+        store: Telemetry = open_store(tmp_path / "t.sqlite")
+        yield store
+        store.close()
+        return
+    engine, _ = open_db(request.getfixturevalue("postgres_url"))
+    store = ClusterTelemetry(TelemetryStore(tmp_path / "t.sqlite"), engine)
+    store.bind([(d, "smoke") for d in DEVICES])
+    yield store
+    store.close()
+    engine.dispose()
 
 
 def write_batches(store: TelemetryStore, batches: int, per_batch: int = 100, t0: float = 1e9) -> None:
@@ -59,8 +81,8 @@ def test_a_written_batch_is_readable_at_once_and_unchanged_by_compaction(tmp_pat
     assert store.count() == 300
 
 
-def test_a_range_is_half_open_and_in_time_order(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.sqlite")
+def test_a_range_is_half_open_and_in_time_order(any_store: Telemetry) -> None:
+    store = any_store
     # Written newest first: the store orders by time, not by arrival.
     for k in reversed(range(10)):
         store.write(np.zeros(1, np.int32), np.array([100.0 + k]), np.array([float(k)]), [])
@@ -128,12 +150,12 @@ def test_seq_state_is_committed_with_the_batch_and_keeps_all_64_bits(tmp_path: P
     assert open_store(tmp_path / "t.sqlite").seq_state() == [("smk-0", 812, bits, 1.0, fps)]
 
 
-def test_downsampling_gives_min_max_mean_and_count_per_non_empty_bucket(tmp_path: Path) -> None:
+def test_downsampling_gives_min_max_mean_and_count_per_non_empty_bucket(any_store: Telemetry) -> None:
     rng = np.random.default_rng(1)
     ts = np.sort(rng.uniform(0, 1000, 5_000))
     ts = ts[(ts < 400) | (ts >= 500)]  # a gap: those buckets are left out, not zero-filled
     value = rng.normal(20, 5, ts.size)
-    store = open_store(tmp_path / "t.sqlite")
+    store = any_store
     store.write(np.zeros(ts.size, np.int32), ts, value, [])
     store.compact()
     h = store.history("smk-0", "smoke", 0, 1000, buckets=100)
