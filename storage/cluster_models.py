@@ -8,7 +8,7 @@ tables. The tables exist on every store (one migration chain) but are used only 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, Integer, LargeBinary, PrimaryKeyConstraint, String, Text
+from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base
@@ -75,7 +75,10 @@ class ReadingRow(Base):
     a takeover, a device's resend — is a no-op, never a second row."""
 
     __tablename__ = "readings"
-    __table_args__ = (PrimaryKeyConstraint("device_id", "channel", "ts"),)
+    # By time too: retention deletes the oldest rows a chunk at a time (storage/pg_telemetry.py),
+    # each chunk found by this index rather than a scan past the rows deleted before. Samples
+    # arrive roughly in time order, so its inserts land on its rightmost pages.
+    __table_args__ = (PrimaryKeyConstraint("device_id", "channel", "ts"), Index("ix_readings_ts", "ts"))
     device_id: Mapped[str] = mapped_column(String(128))
     channel: Mapped[str] = mapped_column(String(64))
     ts: Mapped[float] = mapped_column(Float)
@@ -86,7 +89,10 @@ class DeviceEventLogRow(Base):
     """A device's logged event (storage.telemetry.EventRecord), keyed like a reading."""
 
     __tablename__ = "device_event_log"
-    __table_args__ = (PrimaryKeyConstraint("device_id", "ts", "kind", "code_key", "channel_key"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("device_id", "ts", "kind", "code_key", "channel_key"),
+        Index("ix_device_event_log_ts", "ts"),  # retention, as readings'
+    )
     device_id: Mapped[str] = mapped_column(String(128))
     ts: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(32))
