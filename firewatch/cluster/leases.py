@@ -140,6 +140,9 @@ class LeaseKeeper:
         # pipeline's usual pace, yet leaves most of the lease to work in.
         self.margin_s = ttl_s / 6 if margin_s is None else margin_s
         self._monotonic = monotonic
+        # Serialises heartbeat, release and leave. Readers (owned, duties, valid) do not take it, so
+        # a heartbeat stuck on an unreachable database never blocks them: the dict is replaced,
+        # never changed in place, and valid_until is one float.
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}  # partition -> epoch, duties (-1) included
         self._rows_made = False
@@ -147,14 +150,19 @@ class LeaseKeeper:
 
     @property
     def owned(self) -> dict[int, int]:
-        with self._lock:
-            return {p: e for p, e in self._held.items() if p != DUTIES}
+        """partition -> epoch of every lease held (those to release included)."""
+        return {p: e for p, e in self._held.items() if p != DUTIES}
 
     @property
     def duties(self) -> bool:
         """Whether this worker holds the duties lease (and its leases are still valid)."""
-        with self._lock:
-            return DUTIES in self._held and self._monotonic() < self.valid_until
+        return DUTIES in self._held and self.valid()
+
+    @property
+    def interval_s(self) -> float:
+        """How often to heartbeat: three tries within a ttl, so one slow or failed heartbeat does
+        not lose the leases. A dead worker's partitions are claimed within ttl + interval."""
+        return self.ttl_s / 3
 
     def valid(self) -> bool:
         """Whether the leases held may still be acted on (see the module's fencing argument)."""
@@ -166,6 +174,9 @@ class LeaseKeeper:
         with self._lock:
             started = self._monotonic()
             with self.sessions.begin() as s:
+                # A heartbeat that cannot finish within a ttl is of no use (its leases would have
+                # expired meanwhile): give up rather than hold row locks others wait for.
+                s.execute(text(f"SET LOCAL statement_timeout = {max(1, int(self.ttl_s * 1000))}"))
                 if not self._rows_made:
                     self._make_rows(s)
                 now = float(s.execute(SERVER_NOW).scalar_one())
@@ -216,8 +227,7 @@ class LeaseKeeper:
             mine = {p: self._held[p] for p in sorted(set(partitions)) if p in self._held and p != DUTIES}
             with self.sessions.begin() as s:
                 self._free(s, mine)
-            for p in mine:
-                del self._held[p]
+            self._held = {p: e for p, e in self._held.items() if p not in mine}
 
     def leave(self) -> None:
         """A graceful stop: free every lease (duties included) and delete this worker's row, so the
