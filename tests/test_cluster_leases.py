@@ -4,20 +4,24 @@ a worker that joins in two steps, and never let two workers consume one partitio
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from firewatch.cluster.leases import DUTIES, LeaseKeeper, assign
 from storage.cluster_models import PartitionLeaseRow
 from storage.db import make_engine, open_store
+from tests.postgres import PrivatePostgres
 
 P = 12
 DEADLINE_S = 60.0  # generous: conditions are waited on, never timed
@@ -73,12 +77,12 @@ def test_as_few_partitions_as_possible_leave_a_live_owner(
 @given(situations(), st.randoms(use_true_random=False))
 @settings(max_examples=300, deadline=None)
 def test_every_worker_computes_the_same_target_whatever_the_order_it_reads_in(
-    case: tuple[int, list[str], dict[int, str | None]], rnd: object
+    case: tuple[int, list[str], dict[int, str | None]], rnd: random.Random
 ) -> None:
     partitions, workers, current = case
     shuffled_workers = list(workers)
-    rnd.shuffle(shuffled_workers)  # type: ignore[attr-defined]
-    shuffled_current = dict(sorted(current.items(), key=lambda _: rnd.random()))  # type: ignore[attr-defined]
+    rnd.shuffle(shuffled_workers)
+    shuffled_current = dict(sorted(current.items(), key=lambda _: rnd.random()))
     assert assign(partitions, shuffled_workers, shuffled_current) == assign(partitions, workers, current)
 
 
@@ -295,3 +299,59 @@ def test_of_keepers_starting_at_once_exactly_one_claims_a_free_partition_and_the
         assert sum(duties.values()) == 1
         for k in keepers:
             k.leave()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PrivatePostgres]:
+    """A cluster of this test's own: it is stopped, which no other test may see."""
+    cluster = PrivatePostgres().start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.mark.integration
+def test_a_keeper_cut_off_from_the_database_stops_acting_and_carries_on_when_it_is_back(
+    own_postgres: PrivatePostgres,
+) -> None:
+    _, sessions = open_store(own_postgres.url(own_postgres.create_database()))
+    keeper = LeaseKeeper(sessions, "w0", 4, ttl_s=1.0)
+    first = keeper.heartbeat()
+    assert set(first.owned) == {0, 1, 2, 3}
+    assert first.duties
+
+    def failing_heartbeat() -> None:
+        with pytest.raises(OperationalError):
+            keeper.heartbeat()
+        time.sleep(0.05)
+
+    with sessions() as s:
+        # The test cluster runs with synchronous_commit off, so a crash could lose the last commits;
+        # a checkpoint makes the leases durable, as a production server's commit does.
+        s.execute(text("CHECKPOINT"))
+    own_postgres.halt()
+    try:
+        # Its heartbeats fail; it cannot know whether another worker took its partitions, so once
+        # its deadline passes it must stop acting on them (and on the duties).
+        wait_for(lambda: not keeper.valid(), failing_heartbeat, "the keeper's deadline to pass")
+        assert not keeper.duties
+        assert keeper.owned == first.owned
+        assert keeper.valid_until == first.valid_until
+    finally:
+        own_postgres.resume()
+    views = []
+
+    def try_heartbeat() -> None:
+        with contextlib.suppress(OperationalError):
+            views.append(keeper.heartbeat())
+        time.sleep(0.05)
+
+    wait_for(lambda: bool(views), try_heartbeat, "a heartbeat once the database is back")
+    # Nobody claimed them meanwhile (same owner, same epoch): it carries on where it stopped.
+    back = views[0]
+    assert back.owned == first.owned
+    assert back.lost == frozenset()
+    assert back.gained == {}
+    assert back.duties
+    assert back.valid_until > first.valid_until

@@ -107,7 +107,7 @@ class LeaseView:
 
     now: float  # the server's clock at the heartbeat (epoch seconds)
     valid_until: float  # local time.monotonic() after which the owned leases may have expired
-    owned: dict[int, int]  # partition -> epoch, every lease held after this heartbeat
+    owned: dict[int, int]  # partition -> epoch, every lease held after this heartbeat (to_release too)
     gained: dict[int, int]  # partition -> epoch, claimed by this heartbeat
     lost: frozenset[int]  # held before, taken by another after expiring: stop consuming at once
     to_release: frozenset[int]  # held, but another live worker's now: stop, save, then release()
@@ -145,7 +145,6 @@ class LeaseKeeper:
         # never changed in place, and valid_until is one float.
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}  # partition -> epoch, duties (-1) included
-        self._rows_made = False
         self.valid_until = float("-inf")
 
     @property
@@ -177,12 +176,13 @@ class LeaseKeeper:
                 # A heartbeat that cannot finish within a ttl is of no use (its leases would have
                 # expired meanwhile): give up rather than hold row locks others wait for.
                 s.execute(text(f"SET LOCAL statement_timeout = {max(1, int(self.ttl_s * 1000))}"))
-                if not self._rows_made:
-                    self._make_rows(s)
                 now = float(s.execute(SERVER_NOW).scalar_one())
                 self._upsert_worker(s, now)
                 workers = self._live_workers(s, now)
                 rows = self._leases(s)
+                if any(p not in rows for p in range(DUTIES, self.partitions)):  # first use
+                    self._make_rows(s)
+                    rows = self._leases(s)
                 current = {
                     p: (r.owner if r.owner in workers else None)
                     for p, r in rows.items()
@@ -206,7 +206,6 @@ class LeaseKeeper:
                 if DUTIES in held:
                     self._prune_workers(s, now)
             self._held = held
-            self._rows_made = True
             self.valid_until = started + self.ttl_s - self.margin_s
             to_release = {p for p in held if p != DUTIES and target.get(p, self.worker_id) != self.worker_id}
             return LeaseView(
