@@ -173,8 +173,10 @@ class LeaseKeeper:
         with self._lock:
             started = self._monotonic()
             with self.sessions.begin() as s:
-                # A heartbeat that cannot finish within a ttl is of no use (its leases would have
-                # expired meanwhile): give up rather than hold row locks others wait for.
+                # A statement that waits longer than a ttl (on a lock, on a busy server) is of no
+                # use: the leases would have expired meanwhile. It gives up rather than keep others
+                # waiting for the row locks it holds. (An unreachable server is the client's
+                # connection timeout's business: storage.db.make_engine.)
                 s.execute(text(f"SET LOCAL statement_timeout = {max(1, int(self.ttl_s * 1000))}"))
                 now = float(s.execute(SERVER_NOW).scalar_one())
                 self._upsert_worker(s, now)
