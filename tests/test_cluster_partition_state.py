@@ -3,6 +3,8 @@ the stream seq it was taken at, and how far its alarm events are recorded (a mar
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from sqlalchemy import func, select
@@ -12,8 +14,8 @@ from detectors.engine import Engine
 from detectors.samples import Samples
 from firewatch.cluster.partition_state import load_snapshot, marks, record_marks, save_snapshot
 from ingest.index import DeviceIndex
-from storage.cluster_models import ClusterSnapshotRow
-from storage.db import open_store
+from storage.cluster_models import ClusterSnapshotRow, PartitionSnapshotRow
+from storage.db import make_engine, open_store
 from tests.conftest import PROFILES, small_registry
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,36 @@ def test_a_partitions_devices_resume_from_a_snapshot_another_worker_saved(
     assert taker.restore_bytes(blob, devices=["smk-1-1"]) > 0
     assert taker.is_active("smk-1-1", "smoke.alarm")
     assert seq == 77  # the replay starts after it
+
+
+def test_owners_saving_at_once_leave_every_partition_at_its_newest_seq_pointing_at_a_stored_snapshot(
+    sessions: sessionmaker[Session], postgres_url: str
+) -> None:
+    # During a hand-over the former and the new owner may both save snapshots of the same partitions.
+    saves = 25
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def owner(name: str, offset: int) -> None:
+        own = sessionmaker(make_engine(postgres_url))  # its own connections, as a worker's
+        try:
+            start.wait()
+            for i in range(saves):
+                seq = 10 * i + offset
+                save_snapshot(own, name, f"{name}@{seq}".encode(), {p: seq for p in range(4)})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=owner, args=(name, offset)) for name, offset in (("a", 0), ("b", 5))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    newest = 10 * (saves - 1) + 5
+    for p in range(4):
+        assert load_snapshot(sessions, p) == (f"b@{newest}".encode(), newest)
+    with sessions() as s:
+        pointed = set(s.scalars(select(PartitionSnapshotRow.snapshot_id)))
+        stored = set(s.scalars(select(ClusterSnapshotRow.id)))
+    assert pointed <= stored
