@@ -161,6 +161,24 @@ class Engine:
         self.liveness.grace(now)
         self.channels.grace(now)
 
+    def grace_devices(self, devices: Collection[str], now: float) -> None:
+        """Count these devices' silence afresh from `now` (a worker taking their partition over;
+        call it after the replay). Their liveness is not in a snapshot: a device the replay did not
+        hear from would otherwise count as silent since this engine started, and raise offline at
+        once. A device that is really silent is raised a full offline window later instead."""
+        dev_of = self.index.dev_of
+        devs = np.array([dev_of[d] for d in devices if d in dev_of], dtype=np.int64)
+        self.liveness.last_seen[devs] = np.maximum(self.liveness.last_seen[devs], now)
+        slots = np.array(
+            [
+                int(self.index.slot_base[d]) + k
+                for d in devs.tolist()
+                for k in self.index.channel_offsets[d].values()
+            ],
+            dtype=np.int64,
+        )
+        self.channels.last[slots] = np.maximum(self.channels.last[slots], now)
+
     def pause(self, gap: float) -> None:
         """Ingest did not listen for `gap` seconds: not counted as silence."""
         self.liveness.pause(gap)

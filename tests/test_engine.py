@@ -255,6 +255,26 @@ def test_a_partial_restore_brings_the_listed_devices_zone_signals_along(index: D
     assert ("h21", CONFIRMED) in raised(feed(taker, [(31, "h22", "smoke", 0.3)]))
 
 
+def test_devices_taken_over_count_their_silence_from_the_takeover(index: DeviceIndex) -> None:
+    # The taker's engine has run since T0 without hearing the partition's devices (another worker
+    # owned them); liveness is not in a snapshot, so without a fresh count they would be raised
+    # offline at once.
+    later = T0 + 3600
+    taken = Engine(index, start=T0)
+    taken.grace_devices(["h11", "efm"], later)
+    cold = Engine(index, start=T0)
+
+    def silent(engine: Engine, now: float) -> set[str]:
+        # Checks in the 30 s after `now`: within every window here (90 s for a device, 30 s for a
+        # gateway's channel), so a device raised then was silent before `now`.
+        events = [e for t in range(0, 30, 10) for e in engine.check(now + t)]
+        raised_ = [e for e in events if e.kind.value == "raise"]
+        return {e.device_id for e in raised_} | {m for e in raised_ for m in e.members}
+
+    assert {"h11", "efm"} <= silent(cold, later)  # the check would raise them
+    assert not {"h11", "efm"} & silent(taken, later)
+
+
 def test_snapshot_bytes_round_trip_and_garbage_is_refused(index: DeviceIndex) -> None:
     engine = Engine(index, start=T0)
     feed(engine, [(0, "h11", "smoke", 0.3)])
