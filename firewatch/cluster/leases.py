@@ -135,9 +135,9 @@ class LeaseKeeper:
         self.partitions = partitions
         self.ttl_s = ttl_s
         self.api_url = api_url
-        # The margin covers a batch finishing after the deadline and the gap between the local start
-        # and the server's now; a sixth of the ttl (1 s of the default 6 s) is ten batches at the
-        # pipeline's usual pace, yet leaves most of the lease to work in.
+        # The margin covers a batch finishing after the deadline (checked between batches) and clock
+        # rate error; a sixth of the ttl (1 s of the default 6 s) leaves most of the lease to work in.
+        # A worker whose batches can take longer must give a larger margin.
         self.margin_s = ttl_s / 6 if margin_s is None else margin_s
         self._monotonic = monotonic
         # Serialises heartbeat, release and leave. Readers (owned, duties, valid) do not take it, so
