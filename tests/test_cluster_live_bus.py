@@ -39,6 +39,7 @@ from api.live import (
 from core.domain import AlarmAction, AlarmCategory, DetectorEvent, DetectorEventKind, IncidentAction
 from core.settings import TicketPolicy
 from firewatch.broker import free_port, stop_process, wait_for_port
+from firewatch.cluster import live_bus
 from firewatch.cluster.live_bus import LiveBus, decode_item, encode_item, runs
 from ingest.index import DeviceIndex
 from storage.db import open_store
@@ -295,6 +296,21 @@ async def test_a_storm_larger_than_one_message_arrives_whole_and_in_order(
     a.commit(big)
     assert await take(console_b, 3_000) == big
     assert b.bus.gaps == 0
+
+
+async def test_more_waiting_than_the_bus_holds_is_dropped_counted_and_resynced_on_the_other_worker(
+    two_workers: tuple[Worker, Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two_workers
+    monkeypatch.setattr(live_bus, "PENDING_MAX", 10)
+    console_b = b.hub.subscribe()
+    for n in range(1, 31):  # thirty commits before the bus's loop gets a turn: ten wait, the rest drop
+        a.commit([raised(n)])
+    with pytest.raises(StreamClosedError) as closed:
+        await take(console_b, 30)
+    assert closed.value.reason is CloseReason.RESYNC
+    assert a.bus.unsent == 20
+    assert a.bus.sent == 10
 
 
 async def test_messages_that_are_not_the_bus_format_are_counted_and_ignored(

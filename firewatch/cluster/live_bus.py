@@ -27,6 +27,7 @@ import contextlib
 import logging
 import secrets
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -41,7 +42,11 @@ from api.live import Item, LiveHub
 logger = logging.getLogger(__name__)
 
 SUBJECT = "fw.live"
-QUEUE_MAX = 10_000  # batches waiting for the loop at most; past it they are dropped and counted
+# Items waiting to be sent at most; past it they are dropped and counted. A storm's bulk write hands
+# over thousands at once; both ends of the bus together cost ~15-20 µs of CPU per item
+# (bench/live_bus.py, docs/benchmarks.md), so this is seconds of work, not a standing backlog.
+PENDING_MAX = 100_000
+COALESCE_MAX = 10_000  # waiting items sent in one go at most (then cut to fit max_payload)
 HEARTBEAT_S = 2.0  # an idle worker's empty message: a receiver notices lost items this soon
 # How far below a resume point a clustered stream re-reads the event log (api/live.py). An event is
 # logged with its writer's clock as its write begins, and reaches another worker's streams after its
@@ -102,7 +107,9 @@ class LiveBus:
         # the heartbeat's number.
         self._sent_to = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[int, tuple[Item, ...]]] | None = None
+        self._pending: deque[tuple[int, tuple[Item, ...]]] | None = None  # (first number, batch)
+        self._pending_items = 0
+        self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._expected: dict[tuple[str, str], int] = {}  # (worker, boot) -> its next item number
@@ -135,44 +142,60 @@ class LiveBus:
             self.unsent += len(batch)
 
     def _enqueue(self, first: int, batch: tuple[Item, ...]) -> None:
-        if self._queue is None:  # stopped
+        if self._pending is None:  # stopped
             self._count_unsent(len(batch), "the live bus is stopped")
             return
-        try:
-            self._queue.put_nowait((first, batch))
-        except asyncio.QueueFull:
-            self._count_unsent(len(batch), "its queue is full")
-            # Every batch numbered below it is queued (the loop runs callbacks in order): once the
-            # queue is empty, the heartbeat's number shows receivers this one is missing.
+        if self._pending_items + len(batch) > PENDING_MAX:
+            self._count_unsent(len(batch), f"{self._pending_items} items are waiting to be sent")
+            # Every batch numbered below it is waiting (the loop runs callbacks in order): once
+            # they are sent, the heartbeat's number shows receivers this one is missing.
             self._sent_to = max(self._sent_to, first + len(batch))
+            return
+        self._pending.append((first, batch))
+        self._pending_items += len(batch)
+        self._wake.set()
 
     async def _run(self) -> None:
-        assert self._queue is not None
+        pending = self._pending
+        assert pending is not None
         while True:
-            try:
-                first, batch = await asyncio.wait_for(self._queue.get(), HEARTBEAT_S)
-            except TimeoutError:
-                await self._send(self._sent_to, [])
-                continue
-            await self._publish_batch(first, batch)
-            self._sent_to = max(self._sent_to, first + len(batch))
+            if not pending:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), HEARTBEAT_S)
+                except TimeoutError:
+                    await self._send(self._sent_to, [])
+                    continue
+            # Everything waiting goes in as few messages as fit: commits of one transition each
+            # (a person's acknowledgement, the policy clock) share messages.
+            batches: list[tuple[int, tuple[Item, ...]]] = []
+            taken = 0
+            while pending and taken < COALESCE_MAX:
+                first, batch = pending.popleft()
+                batches.append((first, batch))
+                taken += len(batch)
+            self._pending_items -= taken
+            await self._publish_batches(batches)
+            last_first, last = batches[-1]
+            self._sent_to = max(self._sent_to, last_first + len(last))
 
-    async def _publish_batch(self, first: int, batch: tuple[Item, ...]) -> None:
-        """Publish `batch` in as few messages as fit. An item that cannot be encoded, or is larger
-        than a message, is counted unsent and its number left out: receivers see the gap."""
+    async def _publish_batches(self, batches: list[tuple[int, tuple[Item, ...]]]) -> None:
+        """Publish `batches` in as few messages as fit. An item that cannot be encoded, or is
+        larger than a message, is counted unsent and its number left out: receivers see the gap."""
         limit = self.nc.max_payload - ENVELOPE_BYTES
         numbered: list[tuple[int, bytes]] = []
-        for i, item in enumerate(batch):
-            try:
-                encoded = encode_item(item)
-            except (TypeError, orjson.JSONEncodeError) as exc:
-                logger.error("live bus: an item cannot be encoded (%s): %r", exc, item)
-                self._count_unsent(1, "an item cannot be encoded")
-                continue
-            if len(encoded) + 2 > limit:
-                self._count_unsent(1, f"an item of {len(encoded)} bytes exceeds NATS's max_payload")
-                continue
-            numbered.append((first + i, encoded))
+        for first, batch in batches:
+            for i, item in enumerate(batch):
+                try:
+                    encoded = encode_item(item)
+                except (TypeError, orjson.JSONEncodeError) as exc:
+                    logger.error("live bus: an item cannot be encoded (%s): %r", exc, item)
+                    self._count_unsent(1, "an item cannot be encoded")
+                    continue
+                if len(encoded) + 2 > limit:
+                    self._count_unsent(1, f"an item of {len(encoded)} bytes exceeds NATS's max_payload")
+                    continue
+                numbered.append((first + i, encoded))
         for run in runs(numbered, limit):
             await self._send(run[0][0], [e for _, e in run])
 
@@ -250,7 +273,9 @@ class LiveBus:
 
     async def start(self) -> None:
         """Subscribe to the other workers and begin sending (on the hub's event loop)."""
-        self._queue = asyncio.Queue(QUEUE_MAX)
+        self._pending = deque()
+        self._pending_items = 0
+        self._wake = asyncio.Event()
         self._sub = await self.nc.subscribe(self.subject, cb=self._on_msg)
         self._sender = asyncio.create_task(self._run(), name="live-bus-sender")
         with self._lock:
@@ -269,8 +294,7 @@ class LiveBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
-        if self._queue is not None:
-            while not self._queue.empty():
-                _, batch = self._queue.get_nowait()
+        if self._pending is not None:
+            for _, batch in self._pending:
                 self._count_unsent(len(batch), "the live bus stopped")
-            self._queue = None
+            self._pending = None
