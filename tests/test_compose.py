@@ -12,133 +12,49 @@ PostgreSQL.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import yaml
-from pydantic import BaseModel
 from sqlalchemy import inspect
 
 from core.registry import load_registry
-from core.settings import CONFIG_ENV, Settings, load_settings
+from core.settings import Settings
 from storage.db import open_store
+from tests.compose_stack import (
+    ROOT,
+    MissingVariableError,
+    Stack,
+    check_a_missing_secret_stops_compose,
+    check_bind_mounted_configuration_exists,
+    check_env_example_documents_exactly_the_variables_used,
+    check_env_example_holds_no_secret_value,
+    check_every_dependency_waits_for_a_condition_that_can_be_met,
+    check_every_long_running_service_has_a_health_check,
+    check_no_secret_is_written,
+    check_state_lives_in_named_volumes,
+    check_the_registry_seed,
+    environment,
+    interpolate,
+    load_service_settings,
+    mounts,
+    published_ports,
+    schema_errors,
+)
 from tests.postgres import PrivatePostgres
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / ".env.example"
-
-# Environment variables firewatch reads that are not Settings fields: the config file's path
-# (core/settings.py) and the log level switch (firewatch/cli.py).
-NON_SETTINGS = {CONFIG_ENV: ROOT / "core" / "settings.py", "FIREWATCH_LOG": ROOT / "firewatch" / "cli.py"}
 # Secrets with a fallback: tokens of less power than the admin token, optional.
-OPTIONAL_SECRETS = {"INFLUXDB_FIREWATCH_TOKEN", "INFLUXDB_GRAFANA_TOKEN"}
-
-
-# --- Compose interpolation, as the specification describes it ---------------------------------------
-
-
-class MissingVariableError(ValueError):
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"required variable {name} is missing a value: {message}")
-        self.name = name
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _braced_end(text: str, start: int) -> int:
-    """Index of the '}' closing the '${' that starts at `start`."""
-    depth, i = 0, start
-    while i < len(text):
-        if text.startswith("$$", i):
-            i += 2
-            continue
-        if text.startswith("${", i):
-            depth += 1
-            i += 2
-            continue
-        if text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    raise ValueError(f"unclosed ${{ in {text!r}")
-
-
-def interpolate(text: str, env: dict[str, str], used: set[str] | None = None) -> str:
-    """${VAR}, $VAR, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, ${VAR:+alt},
-    ${VAR+alt}, nested in the default, error or alternative; $$ is a literal $."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] != "$":
-            out.append(text[i])
-            i += 1
-            continue
-        if text.startswith("$$", i):
-            out.append("$")
-            i += 2
-            continue
-        if text.startswith("${", i):
-            end = _braced_end(text, i)
-            body = text[i + 2 : end]
-            match = _NAME.match(body)
-            assert match, f"bad variable in {text!r}"
-            name, rest = match.group(), body[match.end() :]
-            if used is not None:
-                used.add(name)
-            is_set, value = name in env, env.get(name, "")
-            if rest == "":
-                out.append(value)
-            else:
-                op = next(o for o in (":-", ":?", ":+", "-", "?", "+") if rest.startswith(o))
-                arg = rest[len(op) :]
-                present = is_set and (value != "" or not op.startswith(":"))
-                if op.endswith("-"):
-                    out.append(value if present else interpolate(arg, env, used))
-                elif op.endswith("?"):
-                    if not present:
-                        raise MissingVariableError(name, interpolate(arg, env, used))
-                    interpolate(arg, env, used)  # names in the message count as used
-                    out.append(value)
-                else:
-                    out.append(interpolate(arg, env, used) if present else "")
-            i = end + 1
-            continue
-        match = _NAME.match(text, i + 1)
-        if match:
-            if used is not None:
-                used.add(match.group())
-            out.append(env.get(match.group(), ""))
-            i = match.end()
-        else:
-            out.append("$")
-            i += 1
-    return "".join(out)
-
-
-def interpolate_all(node: Any, env: dict[str, str], used: set[str] | None = None) -> Any:
-    """Every string value of a loaded compose file (keys are not interpolated)."""
-    if isinstance(node, dict):
-        return {k: interpolate_all(v, env, used) for k, v in node.items()}
-    if isinstance(node, list):
-        return [interpolate_all(v, env, used) for v in node]
-    if isinstance(node, str):
-        return interpolate(node, env, used)
-    return node
+OPTIONAL_SECRETS = frozenset({"INFLUXDB_FIREWATCH_TOKEN", "INFLUXDB_GRAFANA_TOKEN"})
+MAIN = Stack(ROOT / "docker-compose.yml", ROOT / ".env.example", OPTIONAL_SECRETS)
+raw_compose, compose, filled_env, host_path = MAIN.raw, MAIN.compose, MAIN.filled_env, MAIN.host_path
 
 
 def test_the_interpolation_follows_the_specification() -> None:
@@ -155,101 +71,6 @@ def test_the_interpolation_follows_the_specification() -> None:
     with pytest.raises(MissingVariableError, match=r"EMPTY.*say v"):
         interpolate("${EMPTY:?say ${SET}}", env)
     assert interpolate("${EMPTY?fine}", env) == ""
-
-
-# --- loading the stack -----------------------------------------------------------------------------------
-
-
-def raw_compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    return data
-
-
-def env_example() -> dict[str, str]:
-    env = {}
-    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f".env.example: {line!r} is not KEY=VALUE"
-            env[key.strip()] = value.strip()
-    return env
-
-
-def filled_env() -> dict[str, str]:
-    """.env.example filled in the way the walk-through says: every secret made with openssl rand -hex,
-    the optional tokens left empty."""
-    return {
-        k: v or ("" if k in OPTIONAL_SECRETS else secrets.token_hex(16)) for k, v in env_example().items()
-    }
-
-
-def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = interpolate_all(raw_compose(), filled_env() if env is None else env)
-    return data
-
-
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment", {})
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
-
-
-def compose_schema() -> dict[str, Any]:
-    # check-jsonschema ships the Compose specification's schema (a dev dependency, pyproject.toml).
-    spec = importlib.util.find_spec("check_jsonschema")
-    assert spec is not None, "pip install check-jsonschema (.[dev])"
-    assert spec.origin is not None
-    path = Path(spec.origin).parent / "builtin_schemas" / "vendor" / "compose-spec.json"
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
-def schema_errors(document: dict[str, Any]) -> list[str]:
-    jsonschema = importlib.import_module("jsonschema")  # installed with check-jsonschema; no type stubs
-    schema = compose_schema()
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    read_only: bool
-
-    @property
-    def named_volume(self) -> bool:
-        return not self.source.startswith((".", "/", "~"))
-
-
-def mounts(service: dict[str, Any]) -> list[Mount]:
-    out = []
-    for entry in service.get("volumes", []):
-        if isinstance(entry, str):
-            parts = entry.split(":")
-            out.append(Mount(parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
-        else:
-            out.append(Mount(entry["source"], entry["target"], bool(entry.get("read_only"))))
-    return out
-
-
-def host_path(service: dict[str, Any], container_path: str) -> Path:
-    """The file in the repository that a container path of a bind mount shows."""
-    path = PurePosixPath(container_path)
-    for m in mounts(service):
-        if not m.named_volume and (
-            path == PurePosixPath(m.target) or PurePosixPath(m.target) in path.parents
-        ):
-            return ROOT / m.source / path.relative_to(m.target)
-    raise AssertionError(f"{container_path} is not on a bind mount")
-
-
-def one_shot(service: dict[str, Any]) -> bool:
-    return service.get("restart") == "no"
-
-
-# --- the Compose specification --------------------------------------------------------------------------
 
 
 def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
@@ -275,94 +96,40 @@ def test_no_obsolete_version_key() -> None:
 # --- secrets and .env -----------------------------------------------------------------------------------
 
 
-def secret_names() -> set[str]:
-    return {k for k in env_example() if re.search(r"PASSWORD|TOKEN", k)}
-
-
 def test_env_example_holds_no_secret_value() -> None:
-    assert secret_names()  # sanity: the pattern finds them
-    assert {k: v for k, v in env_example().items() if k in secret_names() and v} == {}
+    check_env_example_holds_no_secret_value(MAIN)
 
 
 def test_a_missing_secret_stops_compose_with_a_message_naming_it() -> None:
-    with pytest.raises(MissingVariableError) as shipped:
-        compose(env_example())  # .env.example copied but not filled in
-    assert shipped.value.name in secret_names()
-    for name in sorted(secret_names()):
+    check_a_missing_secret_stops_compose(MAIN)
+    for name in sorted(OPTIONAL_SECRETS):
         env = filled_env()
         del env[name]
-        if name in OPTIONAL_SECRETS:
-            stack = compose(env)  # falls back to the admin token
-            tokens = [environment(s).get(k) for s in stack["services"].values() for k in ("INFLUXDB_TOKEN",
-                      "FIREWATCH_INFLUX__TOKEN")]  # fmt: skip
-            assert env["INFLUXDB_ADMIN_TOKEN"] in tokens
-            continue
-        with pytest.raises(MissingVariableError) as missing:
-            compose(env)
-        assert missing.value.name == name
-        assert ".env" in str(missing.value), "the message should say where to set it"
+        stack = compose(env)  # falls back to the admin token
+        tokens = [environment(s).get(k) for s in stack["services"].values() for k in ("INFLUXDB_TOKEN",
+                  "FIREWATCH_INFLUX__TOKEN")]  # fmt: skip
+        assert env["INFLUXDB_ADMIN_TOKEN"] in tokens
 
 
 def test_env_example_documents_exactly_the_variables_the_compose_file_uses() -> None:
-    used: set[str] = set()
-    interpolate_all(raw_compose(), filled_env(), used)
-    assert used == set(env_example())
-    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines):
-        if "=" not in line or line.startswith("#"):
-            continue
-        above = number - 1
-        while above >= 0 and "=" in lines[above] and not lines[above].startswith("#"):
-            above -= 1  # a group of related variables under one comment
-        assert above >= 0, f".env.example: {line} has no comment"
-        assert lines[above].startswith("#"), f".env.example: {line} has no comment"
-
-
-_CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:([^@\s]+)@")
+    check_env_example_documents_exactly_the_variables_used(MAIN)
 
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
     """Every password, token or credential in a URL comes from a variable."""
-    raw = raw_compose()
-    for name, service in raw["services"].items():
-        for key, value in environment(service).items():
-            if re.search(r"PASSWORD|TOKEN|SECRET|_KEY$", key):
-                assert re.fullmatch(r"\$\{.*\}", value), f"{name}: {key} is written in the file"
-            for password in _CREDENTIALS_IN_URL.findall(value):
-                assert password.startswith("${"), f"{name}: {key} has a password written in it"
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
-    for password in re.findall(r"-P\s+\"?([^\s\"]+)", text):
-        assert password.startswith("$$"), "a health check's password must come from the environment"
+    check_no_secret_is_written(MAIN)
 
 
 # --- operation: health checks, start order, state, ports ------------------------------------------------
 
 
 def test_every_long_running_service_has_a_health_check() -> None:
-    for name, service in compose()["services"].items():
-        if one_shot(service):
-            continue
-        check = service.get("healthcheck")
-        assert check, f"{name} has no health check"
-        assert check.get("test"), f"{name} has no health check"
-        assert not check.get("disable"), f"{name}'s health check is disabled"
-        assert service.get("restart") in ("always", "unless-stopped"), f"{name} is not restarted"
+    check_every_long_running_service_has_a_health_check(MAIN)
 
 
 def test_every_dependency_waits_for_a_condition_that_can_be_met() -> None:
+    check_every_dependency_waits_for_a_condition_that_can_be_met(MAIN)
     services = compose()["services"]
-    for name, service in services.items():
-        depends = service.get("depends_on", {})
-        assert isinstance(depends, dict), f"{name}: depends_on without conditions"
-        for target, spec in depends.items():
-            assert target in services, f"{name} depends on unknown {target}"
-            condition = spec.get("condition")
-            if one_shot(services[target]):
-                assert condition == "service_completed_successfully", f"{name} -> {target}"
-            elif condition == "service_healthy":
-                assert "healthcheck" in services[target], f"{name} waits for {target}'s missing health check"
-            else:
-                assert condition == "service_started", f"{name} -> {target}: {condition}"
     # The alarm path waits for its broker and database, never for the telemetry archive.
     fw = services["firewatch"]["depends_on"]
     assert fw["mosquitto"]["condition"] == fw["postgres"]["condition"] == "service_healthy"
@@ -373,29 +140,18 @@ def test_every_dependency_waits_for_a_condition_that_can_be_met() -> None:
 
 
 def test_all_state_lives_in_named_volumes() -> None:
-    stack = compose()
-    services = stack["services"]
+    services = compose()["services"]
     fw_data = environment(services["firewatch"])["FIREWATCH_DATA_DIR"]
-    state = {
-        "mosquitto": ["/mosquitto/data", "/mosquitto/log"],
-        "influxdb": ["/var/lib/influxdb2", "/etc/influxdb2"],
-        "postgres": ["/var/lib/postgresql/data"],
-        "grafana": ["/var/lib/grafana"],
-        "firewatch": [fw_data],
-    }
-    declared = set(stack["volumes"])
-    used = set()
-    for name, paths in state.items():
-        by_target = {m.target: m for m in mounts(services[name])}
-        for path in paths:
-            m = by_target.get(path)
-            assert m is not None, f"{name}: nothing is mounted at {path}"
-            assert m.named_volume, f"{name}: {path} is not on a named volume"
-            assert m.source in declared
-            assert not m.read_only
-    for service in services.values():
-        used |= {m.source for m in mounts(service) if m.named_volume}
-    assert used == declared, "a volume is declared but not used, or used but not declared"
+    check_state_lives_in_named_volumes(
+        MAIN,
+        {
+            "mosquitto": ["/mosquitto/data", "/mosquitto/log"],
+            "influxdb": ["/var/lib/influxdb2", "/etc/influxdb2"],
+            "postgres": ["/var/lib/postgresql/data"],
+            "grafana": ["/var/lib/grafana"],
+            "firewatch": [fw_data],
+        },
+    )
     # The settings put everything the service writes under data_dir unless told otherwise.
     settings = Settings(data_dir=Path(fw_data))
     for written in (settings.resolved_telemetry_path, settings.detector_snapshot_path):
@@ -409,11 +165,7 @@ def test_only_the_devices_listeners_are_published_beyond_this_host_and_postgres_
     env = filled_env()
     if where == "compose defaults":
         env = {k: v for k, v in env.items() if not k.endswith("_PUBLISH")}
-    published = {}
-    for name, service in compose(env)["services"].items():
-        for port in service.get("ports", []):
-            host_ip, _host_port, container_port = str(port).rsplit(":", 2)
-            published[(name, container_port)] = host_ip
+    published = published_ports(compose(env)["services"])
     assert published.pop(("mosquitto", "1883")) == "0.0.0.0"  # devices must reach it
     assert published.pop(("firewatch", "26875")) == "0.0.0.0"  # so must the panels' transmission devices
     assert published, "the API, Grafana and InfluxDB should be published on this host"
@@ -423,11 +175,7 @@ def test_only_the_devices_listeners_are_published_beyond_this_host_and_postgres_
 
 
 def test_bind_mounted_configuration_exists_in_the_repository() -> None:
-    for name, service in compose()["services"].items():
-        for m in mounts(service):
-            if not m.named_volume:
-                assert (ROOT / m.source).exists(), f"{name} mounts {m.source}, which is not in the repository"
-                assert m.read_only, f"{name}: {m.source} should be mounted read-only"
+    check_bind_mounted_configuration_exists(MAIN)
 
 
 def test_grafana_mounts_its_provisioning_where_grafana_and_the_provisioning_look() -> None:
@@ -463,47 +211,10 @@ def test_grafana_mounts_its_provisioning_where_grafana_and_the_provisioning_look
 # --- firewatch's settings --------------------------------------------------------------------------------
 
 
-def setting_exists(path: list[str]) -> bool:
-    model: type[BaseModel] = Settings
-    for i, part in enumerate(path):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        annotation = field.annotation
-        if i < len(path) - 1:
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                return False
-            model = annotation
-    return True
-
-
-@pytest.fixture
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in list(os.environ):
-        if key.startswith("FIREWATCH_"):
-            monkeypatch.delenv(key)
-    return monkeypatch
-
-
-def test_firewatch_environment_names_real_settings_and_loads(clean_environ: pytest.MonkeyPatch) -> None:
+def test_firewatch_environment_names_real_settings_and_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     env = filled_env()
     services = compose(env)["services"]
-    fw = services["firewatch"]
-    fw_env = environment(fw)
-    for key in fw_env:
-        assert key.startswith("FIREWATCH_"), key
-        if key in NON_SETTINGS:
-            assert key in NON_SETTINGS[key].read_text(encoding="utf-8"), f"{key} is no longer read"
-            continue
-        path = key.removeprefix("FIREWATCH_").lower().split("__")
-        assert setting_exists(path), f"{key} is not a setting (core/settings.py)"
-
-    # Load the settings as the container would, with its files found through the bind mounts.
-    for key, value in fw_env.items():
-        clean_environ.setenv(key, value)
-    config = host_path(fw, fw_env[CONFIG_ENV])
-    clean_environ.setenv(CONFIG_ENV, str(config))
-    settings = load_settings()
+    settings = load_service_settings(MAIN, services["firewatch"], monkeypatch)
 
     assert settings.api.host == "0.0.0.0"
     # The service rewrites its registry file on changes through the API: it must be in the data
@@ -527,34 +238,8 @@ def test_firewatch_environment_names_real_settings_and_loads(clean_environ: pyte
 
 
 def test_firewatch_init_seeds_the_registry_once_and_then_keeps_the_services_copy(tmp_path: Path) -> None:
-    services = compose()["services"]
-    init, fw = services["firewatch-init"], services["firewatch"]
-    assert fw["depends_on"]["firewatch-init"]["condition"] == "service_completed_successfully"
-    registry_path = environment(fw)["FIREWATCH_REGISTRY"]
-    data = next(m for m in mounts(init) if m.named_volume)
-    assert data.source == next(m.source for m in mounts(fw) if m.target == data.target)
-    seed = re.search(r"cp (\S+) " + re.escape(registry_path), init["command"][0])
-    assert seed, "firewatch-init should copy a seed registry to the service's registry path"
-    seed_file = host_path(init, seed.group(1))
+    seed_file = check_the_registry_seed(MAIN, "firewatch-init", "firewatch", tmp_path)
     assert load_registry(seed_file).devices
-
-    # Run the script with the two folders moved here: the first run seeds, the second keeps.
-    etc, volume = tmp_path / "etc", tmp_path / "volume"
-    shutil.copytree(seed_file.parent, etc)
-    volume.mkdir()
-    conf_dir = next(m.target for m in mounts(init) if not m.named_volume)
-    script = init["command"][0].replace(conf_dir + "/", f"{etc}/").replace(data.target + "/", f"{volume}/")
-
-    def run() -> None:
-        result = subprocess.run(["/bin/sh", "-euc", script], capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
-
-    run()
-    copied = volume / PurePosixPath(registry_path).relative_to(data.target)
-    assert copied.read_bytes() == seed_file.read_bytes()
-    copied.write_text("# changed through the API\n", encoding="utf-8")
-    run()
-    assert copied.read_text(encoding="utf-8") == "# changed through the API\n"
 
 
 def test_the_broker_config_and_the_compose_file_agree() -> None:
@@ -682,9 +367,10 @@ def test_the_build_context_holds_what_pip_install_needs_and_no_secret() -> None:
             needed += [str(p.relative_to(ROOT)) for p in found]
     for path in needed:
         assert not dockerignore_excludes(path), f"{path} is needed by pip install . but left out"
-    for path in (".env", ".env.example", "deploy/mosquitto/passwd", "deploy/device-passwords.csv",
-                 "devices.csv", "data/demo/firewatch.sqlite", ".git/config", "tests/conftest.py",
-                 "core/__pycache__/settings.cpython-311.pyc", "api/x.sqlite-wal"):  # fmt: skip
+    for path in (".env", ".env.example", "deploy/cluster/.env", "deploy/mosquitto/passwd",
+                 "deploy/device-passwords.csv", "devices.csv", "data/demo/firewatch.sqlite", ".git/config",
+                 "tests/conftest.py", "core/__pycache__/settings.cpython-311.pyc",
+                 "api/x.sqlite-wal"):  # fmt: skip
         assert dockerignore_excludes(path), f"{path} would be sent to the image build"
 
 
