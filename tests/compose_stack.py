@@ -292,7 +292,8 @@ def check_no_secret_is_written(stack: Stack) -> None:
     for name, service in stack.raw()["services"].items():
         for key, value in environment(service).items():
             if re.search(r"PASSWORD|TOKEN|SECRET|_KEY$", key):
-                assert re.fullmatch(r"\$\{.*\}", value), f"{name}: {key} is written in the file"
+                # A variable, or one in double quotes (a value nats-server parses, deploy/cluster).
+                assert re.fullmatch(r"\$\{.*\}|\"\$\{.*\}\"", value), f"{name}: {key} is written in the file"
             for password in _CREDENTIALS_IN_URL.findall(_variables_as_placeholders(value)):
                 assert password == "${}", f"{name}: {key} has a password written in it"
     text = stack.compose_file.read_text(encoding="utf-8")
