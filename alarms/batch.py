@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -64,6 +64,7 @@ from core.domain import (
     IncidentState,
     TicketStatus,
 )
+from storage.advisory import Space, hold, key_of
 from storage.db import json_dumps
 from storage.models import (
     AlarmEventRow,
@@ -292,6 +293,9 @@ class AlarmBatch:
     # read once, then kept (an incident opened in the batch goes first)
     candidates: dict[tuple[str, str], list[Incident]] = field(default_factory=dict)
     tallies: dict[int, Tally] = field(default_factory=dict)  # incident id -> its alarms
+    # The incident groups (`group_lock_name`) this transaction holds the advisory lock of
+    # (PostgreSQL; storage/advisory.py): held until it ends, so kept as a set
+    group_locks: set[str] = field(default_factory=set)
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
     # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets, read
@@ -529,6 +533,26 @@ class AlarmBatch:
                 inc = self._held(tuple(row))
         return inc
 
+    def lock_groups(self, s: Session, names: Iterable[str]) -> None:
+        """Hold the incident groups' advisory locks (`group_lock_name`) for the rest of the
+        transaction, those not held yet in the order of their keys: every writer that takes several
+        takes them in one order, so two never wait for each other in a cycle (one taken later, out of
+        that order, can: PostgreSQL then fails one transaction as deadlocked and `_write` retries it).
+
+        Why a lock and not the candidates' row locks alone: two workers raising the first alarms of
+        one fire (devices of two partitions) both find no open incident, and there is no row to
+        lock, so both would open one. Under the group's lock the second waits until the first
+        commits, then finds its incident (READ COMMITTED: each statement sees what was committed
+        before it began). Chosen over a unique index on open incidents per group key because an
+        incident stays joinable after it ends (a real fire coming back, a recent outage), which an
+        index cannot express, and because the loser of an index race would retry its whole batch."""
+        conn = self.connection(s)
+        if conn.dialect.name != "postgresql":
+            return  # SQLite: this transaction holds the database's write lock from its BEGIN
+        for name in sorted(set(names) - self.group_locks, key=key_of):
+            hold(conn, Space.INCIDENT_GROUP, name)
+            self.group_locks.add(name)
+
     def candidates_for(self, s: Session, kind: str, key: str, recent: float) -> list[Incident]:
         """The newest three incidents of this kind and group key that are open or closed since
         `recent` (an alarm of that kind and place may join one), read once per batch and locked,
@@ -669,6 +693,13 @@ def insert_rows(
         params.append(tuple(values))
     insert_many(conn, table, ("id", *columns), params)
     return ids
+
+
+def group_lock_name(kind: str, key: str) -> str:
+    """The advisory lock guarding the incidents of a kind and group key (alarms/incidents.py
+    `group_key`), the key without a drill's suffix: a drill's incidents of a building share the real
+    ones' lock (coarser, never wrong)."""
+    return f"{kind}:{key}"
 
 
 def batch_of(s: Session) -> AlarmBatch | None:

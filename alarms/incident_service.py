@@ -8,6 +8,7 @@ together or not at all. The grouping rules are alarms/incidents.py's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from accounts.display_names import person_zh, read_display_names
 from alarms.alarm_values import Alarm, AlarmLike
-from alarms.batch import PendingIncidentStep, batch_of
+from alarms.batch import AlarmBatch, PendingIncidentStep, batch_of, group_lock_name
 from alarms.drills import ALARM_TOPIC_NAME, group_suffix
 from alarms.incident_values import Incident, IncidentLike
 from alarms.incidents import group_key, grow, kind_of, latched_kind, worse
@@ -28,6 +29,7 @@ from core.domain import (
     SEVERITY_OF,
     AlarmCategory,
     DetectorEvent,
+    DetectorEventKind,
     IncidentAction,
     IncidentKind,
     IncidentState,
@@ -162,11 +164,36 @@ class IncidentBook:
         ack_with = was_acked and inc.acked_ts is not None and not held
         return Joined(inc, action, ack_with)
 
+    def lock_groups(self, s: Session, batch: AlarmBatch, events: Sequence[DetectorEvent]) -> None:
+        """Take, up front and in one order, the incident-group locks the batch's raises may need
+        (AlarmBatch.lock_groups): those of events that may make an alarm active, not repeats of an
+        alarm already active. An alarm whose group differs from this estimate (its place changed in
+        the registry since it was raised) takes its group's lock when it looks (`_open_incident_for`)."""
+        names = set()
+        for e in events:
+            if e.kind is not DetectorEventKind.RAISE:
+                continue
+            found = batch.open_alarm(e.device_id, e.alarm_type)
+            if found is not None and found.state in ACTIVE_STATES:
+                continue
+            dev = self.index.dev_of.get(e.device_id)
+            if dev is not None:
+                place, system = self.index.devices[dev].place, self.index.profiles[dev].system.value
+            else:
+                place, system = str(e.extra.get("place", "")), ""
+            kind = kind_of(e.category, system, e.alarm_type)
+            names.add(group_lock_name(kind.value, group_key(kind, place or e.device_id)))
+        batch.lock_groups(s, names)
+
     def _open_incident_for(self, s: Session, kind: IncidentKind, alarm: Alarm, now: float) -> Incident | None:
-        key = group_key(kind, alarm.place or alarm.device_id) + group_suffix(alarm.drill_id)
+        base = group_key(kind, alarm.place or alarm.device_id)
+        key = base + group_suffix(alarm.drill_id)
         batch = batch_of(s)
         if batch is None:
             raise AssertionError("alarms join incidents in a bulk write (AlarmService.apply)")
+        # Another worker may be opening this group's incident right now (a fire across partitions):
+        # the group's lock first, then the look (AlarmBatch.lock_groups says why).
+        batch.lock_groups(s, [group_lock_name(kind.value, base)])
         # The newest three, as the query gives (incidents opened in this batch went first).
         cached = batch.candidates_for(s, kind.value, key, now - self.settings.incident_gap_s)
         return next((inc for inc in cached[:3] if self._joinable(inc, now)), None)

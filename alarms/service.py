@@ -57,6 +57,7 @@ from core.domain import (
 )
 from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
+from storage.advisory import Space, try_hold
 from storage.db import IMMEDIATE, json_dumps, retryable
 from storage.marks import Mark
 from storage.models import (
@@ -207,6 +208,9 @@ class AlarmService:
             # Set-based: the batch's open alarms, flapping counts and incidents are read once into
             # an index (alarms/batch.py) and the log rows written at one flush at the end.
             batch = AlarmBatch.load(s, events, self.policy.flap_since(now))
+            # Several workers share the database (docs/scale.md): a fire's incident is looked for
+            # and opened under its group's lock.
+            self.incidents.lock_groups(s, batch, events)
             for event in events:
                 self._apply_one(s, out, event, now)
                 if event.kind is DetectorEventKind.RAISE and event.alarm_type in OUTAGE_TYPES:
@@ -1000,6 +1004,12 @@ class AlarmService:
             return []
 
         def work(s: Session, out: Outcome) -> None:
+            # Several workers (docs/scale.md): the duties lease gives the clock to one, but a
+            # takeover may overlap two for a few seconds. The second to come skips this tick rather
+            # than wait (whatever is still due, its next tick applies); row locks alone would also
+            # keep each step once, but every row would be contended.
+            if not try_hold(s.connection(), Space.ALARM_CLOCK, "tick"):
+                return
             for row in s.scalars(_shelving_expired(now).with_for_update()).all():
                 self._unshelve(s, out, row, SYSTEM_ACTOR, "shelving expired", now)
             for w in s.scalars(_maintenance_expired(now).with_for_update()).all():

@@ -42,6 +42,7 @@ from core.domain import (
 )
 from core.settings import MaintenancePlan, PatrolRoute, TicketPolicy
 from ingest.index import DeviceIndex
+from storage.advisory import Space, try_hold
 from storage.db import IMMEDIATE, retryable
 from storage.models import (
     AlarmRow,
@@ -522,9 +523,8 @@ class TicketService:
         """Deadlines, schedules and re-inspection; returns the alarm transitions of overdue tickets
         (for the caller to publish like any other)."""
         now = self.clock()
-        self.write(lambda s: self._flag_overdue(s, now))
-        self.write(lambda s: self._due_plans(s, now))
-        self.write(lambda s: self._missed_patrols(s, now))
+        for job in (self._flag_overdue, self._due_plans, self._missed_patrols):
+            self.write(_clocked(job, now))
         if self.telemetry is not None:
             reinspection.mark_ready(self, self.telemetry, now)
         return self._escalate_overdue(now)
@@ -669,3 +669,16 @@ class TicketService:
             return []
         transitions, _ = self.alarms.apply(events)
         return transitions
+
+
+def _clocked(job: Callable[[Session, float], None], now: float) -> Callable[[Session], None]:
+    """`job` as a write that several workers' clocks may run at once (docs/scale.md: a takeover can
+    overlap two for a few seconds): under its advisory lock, the second to come skipping it (what
+    is still due, its next tick does). A plan's first schedule row would otherwise be inserted by
+    both, and the loser's transaction fail."""
+
+    def work(s: Session) -> None:
+        if try_hold(s.connection(), Space.TICKET_CLOCK, job.__name__):
+            job(s, now)
+
+    return work

@@ -1,0 +1,256 @@
+"""Several firewatch workers writing one PostgreSQL at once (docs/scale.md "Several workers, one
+database"): each worker has its own AlarmService (its own engine, connections and in-memory state),
+devices are split between them, and the database is all they share.
+
+- A fire across zones owned by two workers is one incident.
+- The same detector event applied by two workers (a takeover's overlap or replay) is one alarm.
+- The policy and ticket clocks run by two workers at once do each step once.
+- Two push dispatchers on one outbox deliver each push once.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from alarms.service import AlarmService
+from alarms.tickets import TicketOpener
+from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
+from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
+from core.settings import MaintenancePlan, PushRoute, TicketPolicy
+from ingest.index import DeviceIndex
+from storage.db import open_store
+from storage.models import AlarmEventRow, AlarmRow, IncidentEventRow, IncidentRow, TicketRow
+from tests.conftest import PROFILES, FakeClock
+from tickets.service import TicketService
+
+T0 = 1_800_000_000.0
+ROUNDS = 24  # buildings: each round's fire is in a building of its own
+
+
+def campus(buildings: int) -> Registry:
+    """Site s1 with `buildings` buildings b1.., each one floor of two zones, one smoke detector per
+    zone: `smk-<b>-1` in zone 1 and `smk-<b>-2` in zone 2 (devices a partitioner may put on two
+    workers)."""
+    zones = [
+        ZoneSpec(id=f"z{z}", name=f"{z}区", department="心内科", rooms=[RoomSpec(id=f"r{z}01", name="病房")])
+        for z in (1, 2)
+    ]
+    site = SiteSpec(
+        id="s1",
+        name="测试医院",
+        buildings=[
+            BuildingSpec(id=f"b{b}", name=f"{b}号楼", floors=[FloorSpec(id="f1", name="1F", zones=zones)])
+            for b in range(1, buildings + 1)
+        ],
+    )
+    devices = [
+        Device(id=f"smk-{b}-{z}", profile="t-smoke", place=f"s1/b{b}/f1/z{z}/r{z}01", responsible="张三")
+        for b in range(1, buildings + 1)
+        for z in (1, 2)
+    ]
+    return Registry([site], devices)
+
+
+@dataclass
+class Worker:
+    """What one firewatch worker has of the alarm path: its own engine and sessions, its own
+    service (and so its own in-process lock and caches)."""
+
+    sessions: sessionmaker[Session]
+    alarms: AlarmService
+
+
+def worker(url: str, index: DeviceIndex, clock: Callable[[], float], routes: list[PushRoute]) -> Worker:
+    _, sessions = open_store(url)
+    opener = TicketOpener(index, TicketPolicy())
+    return Worker(sessions, AlarmService(sessions, index, opener, clock, routes))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def two_workers(postgres_url: str, clock: FakeClock) -> Iterator[tuple[Worker, Worker]]:
+    index = DeviceIndex.build(campus(ROUNDS), PROFILES)
+    a, b = worker(postgres_url, index, clock, []), worker(postgres_url, index, clock, [])
+    yield a, b
+    for w in (a, b):
+        w.sessions.kw["bind"].dispose()
+
+
+def fire(device_id: str, n: int = 0, kind: DetectorEventKind = DetectorEventKind.RAISE) -> DetectorEvent:
+    return DetectorEvent(device_id, "smoke.alarm", kind, AlarmCategory.FIRE, T0 + n, 0.3)
+
+
+def raising(w: Worker, *devices: str, n: int = 0) -> Callable[[], object]:
+    return lambda: w.alarms.apply([fire(d, n) for d in devices])
+
+
+def at_once(*jobs: Callable[[], object]) -> None:
+    """Run the jobs in threads of their own, released together by a barrier; re-raise a failure."""
+    start = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[], object]) -> None:
+        try:
+            start.wait()
+            job()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+
+
+# --- incidents that span partitions ---------------------------------------------------------------
+def test_a_fire_across_zones_of_two_workers_is_one_incident(two_workers: tuple[Worker, Worker]) -> None:
+    """Round after round, two workers raise fire alarms of the two zones of one building at the same
+    moment: each building has one fire incident holding both alarms."""
+    a, b = two_workers
+    for r in range(1, ROUNDS + 1):
+        at_once(raising(a, f"smk-{r}-1"), raising(b, f"smk-{r}-2"))
+    with a.sessions() as s:
+        per_building = dict(
+            s.execute(select(IncidentRow.group_key, func.count()).group_by(IncidentRow.group_key)).all()
+        )
+        counts = {i.group_key: i.alarm_count for i in s.scalars(select(IncidentRow))}
+        alarms = s.scalar(select(func.count()).select_from(AlarmRow))
+    assert alarms == 2 * ROUNDS
+    assert per_building == {f"s1/b{r}": 1 for r in range(1, ROUNDS + 1)}
+    assert counts == {f"s1/b{r}": 2 for r in range(1, ROUNDS + 1)}
+
+
+# --- an alarm raised once -------------------------------------------------------------------------
+def actions(w: Worker, device_id: str) -> list[str]:
+    with w.sessions() as s:
+        q = (
+            select(AlarmEventRow.action)
+            .join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
+            .where(AlarmRow.device_id == device_id)
+            .order_by(AlarmEventRow.id)
+        )
+        return list(s.scalars(q))
+
+
+def test_the_same_events_applied_by_two_workers_at_once_raise_each_alarm_once(
+    two_workers: tuple[Worker, Worker],
+) -> None:
+    """A takeover's overlap: the old owner and the new one apply the same batch at the same moment.
+    Each alarm is raised once (the other's apply is a repeat, counted), each fire one incident."""
+    a, b = two_workers
+    for r in range(1, ROUNDS + 1):
+        devices = (f"smk-{r}-1", f"smk-{r}-2")
+        at_once(raising(a, *devices), raising(b, *devices))
+    with a.sessions() as s:
+        alarms = s.scalars(select(AlarmRow)).all()
+        incidents = s.scalars(select(IncidentRow)).all()
+    assert len(alarms) == 2 * ROUNDS
+    assert {r.occurrences for r in alarms} == {2}
+    for r in range(1, ROUNDS + 1):
+        assert actions(a, f"smk-{r}-1") == ["raised", "repeated"]
+    assert sorted((i.group_key, i.alarm_count) for i in incidents) == sorted(
+        (f"s1/b{r}", 2) for r in range(1, ROUNDS + 1)
+    )
+
+
+def test_a_replay_after_a_takeover_repeats_and_a_raise_after_a_reset_elsewhere_raises_again(
+    two_workers: tuple[Worker, Worker],
+) -> None:
+    """The new owner replays what the old one already applied: a repeat, not a second raise. A
+    person resets the alarm through the other worker's API; the owner's next raise is a raise again
+    (nothing of the old alarm is cached between batches to hide it)."""
+    a, b = two_workers
+    a.alarms.apply([fire("smk-1-1", 0)])
+    b.alarms.apply([fire("smk-1-1", 0)])  # the replay
+    assert actions(a, "smk-1-1") == ["raised", "repeated"]
+    with a.sessions() as s:
+        alarm_id = s.scalars(select(AlarmRow.id)).one()
+    b.alarms.reset(alarm_id, actor="值班员")
+    a.alarms.apply([fire("smk-1-1", 5)])
+    assert actions(a, "smk-1-1") == ["raised", "repeated", "reset", "raised"]
+    with a.sessions() as s:
+        row = s.get(AlarmRow, alarm_id)
+        assert row is not None
+        assert row.state == "active_unacknowledged"
+
+
+def test_a_raise_racing_a_reset_on_another_worker_never_loses_either(
+    two_workers: tuple[Worker, Worker],
+) -> None:
+    """Round after round (a device each), the owner raises a latched fire again while a person
+    resets it on another worker: whichever commits first, the other applies to what it left (no
+    write is lost), so the alarm is active exactly when the raise came last."""
+    a, b = two_workers
+    for r in range(1, ROUNDS + 1):
+        device = f"smk-{r}-1"
+        a.alarms.apply([fire(device, 0)])
+        with a.sessions() as s:
+            alarm_id = s.scalars(select(AlarmRow.id).where(AlarmRow.device_id == device)).one()
+        at_once(raising(a, device, n=1), functools.partial(b.alarms.reset, alarm_id, actor="值班员"))
+        log = actions(a, device)
+        with a.sessions() as s:
+            row = s.get(AlarmRow, alarm_id)
+            assert row is not None
+        assert row.occurrences == 2
+        if log == ["raised", "repeated", "reset"]:  # the raise first (a repeat), then the reset
+            assert row.state == "cleared_unacknowledged"
+        else:  # the reset first, then the raise made the alarm active again
+            assert log == ["raised", "reset", "raised"]
+            assert row.state == "active_unacknowledged"
+
+
+# --- clocks -----------------------------------------------------------------------------------------
+def test_two_workers_ticking_at_once_escalate_each_step_once(
+    two_workers: tuple[Worker, Worker], clock: FakeClock
+) -> None:
+    """The policy clock run by two workers at once (a takeover's overlap): the fire's escalation
+    steps and reminders are each logged once, as with one worker."""
+    a, b = two_workers
+    a.alarms.apply([fire("smk-1-1")])
+    for second in range(0, 900, 10):
+        clock.now = T0 + second
+        at_once(a.alarms.tick, b.alarms.tick)
+    with a.sessions() as s:
+        steps = s.execute(
+            select(IncidentEventRow.action, IncidentEventRow.ts).order_by(IncidentEventRow.id)
+        ).all()
+    escalated = [ts - T0 for action, ts in steps if action == "escalated"]
+    reminded = [ts - T0 for action, ts in steps if action == "reminded"]
+    overdue = [ts - T0 for action, ts in steps if action == "verify_overdue"]
+    assert escalated == [60, 180]  # alarms/policy.py's default fire chain: 60 s, then 120 s more
+    assert len(overdue) == 1
+    assert len(reminded) == len(set(reminded))  # never the same reminder twice
+
+
+def test_two_workers_ticking_tickets_at_once_open_one_maintenance_ticket(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    """The ticket clock run by two workers at once: a maintenance plan falls due and one ticket
+    opens; the second worker's tick neither fails nor opens another."""
+    plan = MaintenancePlan(name="detector-test", title_zh="火灾探测器功能测试", every_days=30)
+    policy = TicketPolicy(plans=[plan], patrols=[])
+    index = DeviceIndex.build(campus(2), PROFILES)
+    services = []
+    for _ in range(2):
+        w = worker(postgres_url, index, clock, [])
+        services.append(TicketService(w.sessions, index, policy, alarms=w.alarms, clock=clock))
+    for day in range(0, 65, 5):
+        clock.now = T0 + day * 86_400
+        at_once(*(t.tick for t in services))
+    with services[0].sessions() as s:
+        tickets = s.scalars(select(TicketRow).where(TicketRow.source == "maintenance")).all()
+    # Due at once, then every 30 days once the last is closed: never closed here, so one.
+    assert len(tickets) == 1
