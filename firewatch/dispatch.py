@@ -29,6 +29,7 @@ from alarms.model import Transition
 from core.settings import PushRoute
 from firewatch.mqtt_publish import MqttPublisher
 from firewatch.workers import DaemonWorker
+from storage.advisory import Space, try_lock_session, unlock_session
 from storage.db import IMMEDIATE
 from storage.models import DeliveryRow, OutboxRow
 
@@ -211,6 +212,13 @@ def _describe(exc: Exception) -> str:
     return str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
 
 
+def _by_route(rows: list[_Owed]) -> dict[str, list[_Owed]]:
+    by_route: dict[str, list[_Owed]] = {}
+    for row in rows:
+        by_route.setdefault(row.route, []).append(row)
+    return by_route
+
+
 def backoff(attempts: int, base_s: float, cap_s: float) -> float:
     return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
 
@@ -275,6 +283,9 @@ class Dispatcher:
         self.backoff_cap_s = backoff_cap_s
         self.batch = batch
         self._engine: Engine = sessions.kw["bind"]
+        # Other dispatchers may poll the same outbox (several workers on PostgreSQL): each route is
+        # then worked under its lock (`_serve_route`).
+        self._shared = self._engine.dialect.name == "postgresql"
         # The statements of every round, built once: one built per call costs its construction and
         # its cache key each time, more than SQLite takes to run it.
         outbox = _OUTBOX
@@ -384,7 +395,9 @@ class Dispatcher:
             with self._lock:
                 busy = set(self._busy)
                 taken = dict(self._taken)
-            due = self._due(busy)
+            # Shared: the read only tells which routes have rows due; each route's worker reads
+            # (and claims) its rows again under the route's lock.
+            due = _by_route(self._read(busy)) if self._shared else self._due(busy)
             started = []
             with self._lock:
                 for route, rows in due.items():
@@ -392,7 +405,7 @@ class Dispatcher:
                     # these rows may already be sent and recorded by it.
                     if route in self._busy or self._taken.get(route, 0) != taken.get(route, 0):
                         continue
-                    started.append(self._take(route, rows))
+                    started.append(self._take(route, None if self._shared else rows))
         return started
 
     def _take(self, route: str, rows: list[_Owed] | None) -> concurrent.futures.Future[int]:
@@ -407,7 +420,36 @@ class Dispatcher:
     def _serve_route(self, route: str, rows: list[_Owed] | None) -> int:
         """On the route's worker: deliver `rows` (None: read them first), and read again for as long
         as the route was woken meanwhile or, while `run` serves, the read was full (more may be
-        due); then let go of the route."""
+        due); then let go of the route.
+
+        On PostgreSQL several workers' dispatchers poll one outbox (docs/scale.md): the route is
+        worked under its advisory lock (storage/advisory.py), held from before the read until its
+        attempts are recorded, so each row is sent by one dispatcher, and a route's rows in order.
+        A dispatcher that finds the route taken leaves it: rows committed after the holder's last
+        read go at the next poll (`poll_s`) of whichever dispatcher then takes the route."""
+        if not self._shared:
+            return self._work_route(route, rows)
+        with self._engine.connect() as lock:
+            if not try_lock_session(lock, Space.PUSH_ROUTE, route):
+                lock.rollback()
+                self._let_go(route)
+                return 0
+            lock.commit()  # the lock is the session's: no transaction left open while sending
+            try:
+                return self._work_route(route, None)  # read under the lock: `rows` may be stale
+            finally:
+                try:
+                    unlock_session(lock, Space.PUSH_ROUTE, route)
+                    lock.commit()
+                except Exception:  # the connection broke: the server let go of the lock with it
+                    lock.invalidate()
+
+    def _let_go(self, route: str) -> None:
+        with self._lock:
+            self._again.discard(route)
+            self._busy.pop(route, None)
+
+    def _work_route(self, route: str, rows: list[_Owed] | None) -> int:
         delivered = 0
         while True:
             if rows is None:
@@ -434,6 +476,12 @@ class Dispatcher:
         """The due rows of the routes not `busy` (or of `route` alone), oldest first, grouped by
         route, up to the first that waits for its backoff after a failure: one read, and a claim
         of those still replaceable."""
+        rows = self._read(busy, route)
+        if any(r.claimed for r in rows):
+            rows = self._claim(rows)
+        return _by_route(rows)
+
+    def _read(self, busy: set[str], route: str | None = None) -> list[_Owed]:
         with self._engine.connect() as c:
             if route is not None:
                 result = c.execute(self._due_route, {"now": self.clock(), "route": route})
@@ -441,16 +489,10 @@ class Dispatcher:
                 result = c.execute(self._due_not_busy, {"now": self.clock(), "busy": sorted(busy)})
             else:
                 result = c.execute(self._due_all, {"now": self.clock()})
-            rows = [
+            return [
                 _Owed(row_id, route, payload, attempts, bool(replaceable))
                 for row_id, route, payload, attempts, replaceable in result.all()
             ]
-        if any(r.claimed for r in rows):
-            rows = self._claim(rows)
-        by_route: dict[str, list[_Owed]] = {}
-        for row in rows:
-            by_route.setdefault(row.route, []).append(row)
-        return by_route
 
     def _claim(self, rows: list[_Owed]) -> list[_Owed]:
         """A replaceable row (a rate-limited incident update) may be replaced by a newer update

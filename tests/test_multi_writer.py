@@ -10,6 +10,7 @@ devices are split between them, and the database is all they share.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections.abc import Callable, Iterator
@@ -24,10 +25,20 @@ from alarms.tickets import TicketOpener
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import MaintenancePlan, PushRoute, TicketPolicy
+from firewatch.dispatch import AppriseChannel, Dispatcher
 from ingest.index import DeviceIndex
 from storage.db import open_store
-from storage.models import AlarmEventRow, AlarmRow, IncidentEventRow, IncidentRow, TicketRow
+from storage.models import (
+    AlarmEventRow,
+    AlarmRow,
+    DeliveryRow,
+    IncidentEventRow,
+    IncidentRow,
+    TicketRow,
+)
 from tests.conftest import PROFILES, FakeClock
+from tests.test_pushes import Receiver, until
+from tests.test_pushes import receiver as receiver  # a fixture, used by name
 from tickets.service import TicketService
 
 T0 = 1_800_000_000.0
@@ -254,3 +265,46 @@ def test_two_workers_ticking_tickets_at_once_open_one_maintenance_ticket(
         tickets = s.scalars(select(TicketRow).where(TicketRow.source == "maintenance")).all()
     # Due at once, then every 30 days once the last is closed: never closed here, so one.
     assert len(tickets) == 1
+
+
+# --- pushes ---------------------------------------------------------------------------------------
+async def test_two_dispatchers_on_one_outbox_deliver_each_push_once(
+    postgres_url: str, clock: FakeClock, receiver: Receiver
+) -> None:
+    """Each worker runs a push dispatcher on the one outbox, polling and woken at every commit: each
+    alarm's push reaches the receiver once, and the delivery log holds one attempt per push."""
+    receiver.start()
+    duty = PushRoute(
+        name="duty", url=f"json://127.0.0.1:{receiver.port}/hook", per_alarm=True, incident_actions=[]
+    )
+    index = DeviceIndex.build(campus(ROUNDS), PROFILES)
+    a, b = worker(postgres_url, index, clock, [duty]), worker(postgres_url, index, clock, [duty])
+    dispatchers = [
+        Dispatcher(w.sessions, {"duty": AppriseChannel(duty, timeout_s=5.0)}, clock=clock, poll_s=0.01)
+        for w in (a, b)
+    ]
+
+    def wake_all(_: object) -> None:  # as a worker wakes its own dispatcher after each commit
+        for d in dispatchers:
+            d.wake()
+
+    for w in (a, b):
+        w.alarms.on_commit.append(wake_all)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(d.run(stop)) for d in dispatchers]
+    devices = [f"smk-{r}-{z}" for r in range(1, ROUNDS + 1) for z in (1, 2)]
+    try:
+        for i in range(0, len(devices), 4):  # both workers raise, a few alarms a batch
+            w = (a, b)[i // 4 % 2]
+            await asyncio.to_thread(w.alarms.apply, [fire(d) for d in devices[i : i + 4]])
+        await until(lambda: dispatchers[0].pending() == 0, timeout=30.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)  # batches in flight are recorded before `run` returns
+    for d in dispatchers:
+        d.close()
+    pushed = sorted(body["message"].split("设备: ")[1].split("\n")[0] for body in receiver.bodies)
+    assert pushed == sorted(devices)
+    with a.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(DeliveryRow)) == len(devices)
+    assert sum(d.delivered for d in dispatchers) == len(devices)
