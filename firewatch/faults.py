@@ -28,6 +28,14 @@ def is_unavailable(exc: BaseException) -> bool:
 SERVICE_KEY = "service:ingest"  # the key of the pipeline's fault alarms: not a device
 
 
+def fault_key(worker_id: str | None = None) -> str:
+    """The key of a service's own fault alarms: `service:ingest` on one node; with several workers
+    on one database (docs/scale.md), each worker's own (`service:ingest:<worker id>`). One key for
+    all would make worker A's clear end the alarm worker B still raises, and B's raise a mere repeat
+    of A's; the alarms of the keys still join one fault incident (alarms/incidents.py)."""
+    return SERVICE_KEY if worker_id is None else f"{SERVICE_KEY}:{worker_id}"
+
+
 class Condition(StrEnum):
     """What makes the service unready (`/readyz`) and raises a fault alarm while it lasts."""
 
@@ -53,11 +61,12 @@ class Finding:
 
 class FaultAlarms:
     """Turn the conditions found at each check into fault alarm raises and clears (one alarm per
-    condition, keyed `service:ingest`), raising each once and clearing it once it is gone."""
+    condition, keyed `key`: `fault_key`), raising each once and clearing it once it is gone."""
 
-    def __init__(self, *, site: str, place: str, active: Iterable[str] = ()) -> None:
+    def __init__(self, *, site: str, place: str, active: Iterable[str] = (), key: str = SERVICE_KEY) -> None:
         self.site = site
         self.place = place
+        self.key = key
         self.active: set[str] = set(active)
 
     def decide(self, findings: list[Finding], ts: float) -> list[DetectorEvent]:
@@ -67,7 +76,7 @@ class FaultAlarms:
             if cond not in self.active:
                 events.append(
                     DetectorEvent(
-                        device_id=SERVICE_KEY,
+                        device_id=self.key,
                         alarm_type=cond,
                         kind=DetectorEventKind.RAISE,
                         category=AlarmCategory.FAULT,
@@ -80,7 +89,7 @@ class FaultAlarms:
         for cond in sorted(self.active - now.keys()):
             events.append(
                 DetectorEvent(
-                    device_id=SERVICE_KEY,
+                    device_id=self.key,
                     alarm_type=cond,
                     kind=DetectorEventKind.CLEAR,
                     category=AlarmCategory.FAULT,

@@ -26,6 +26,7 @@ from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import MaintenancePlan, PushRoute, TicketPolicy
 from firewatch.dispatch import AppriseChannel, Dispatcher
+from firewatch.faults import Condition, FaultAlarms, Finding, fault_key
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.models import (
@@ -69,7 +70,7 @@ def campus(buildings: int) -> Registry:
     return Registry([site], devices)
 
 
-@dataclass
+@dataclass(eq=False)
 class Worker:
     """What one firewatch worker has of the alarm path: its own engine and sessions, its own
     service (and so its own in-process lock and caches)."""
@@ -308,3 +309,24 @@ async def test_two_dispatchers_on_one_outbox_deliver_each_push_once(
     with a.sessions() as s:
         assert s.scalar(select(func.count()).select_from(DeliveryRow)) == len(devices)
     assert sum(d.delivered for d in dispatchers) == len(devices)
+
+
+# --- the service's own fault alarms ---------------------------------------------------------------
+def test_each_workers_fault_alarm_is_its_own(two_workers: tuple[Worker, Worker]) -> None:
+    """Both workers find the state store failing, then only one recovers: the other's fault alarm
+    stays active (one shared key would have let the first clear end it)."""
+    a, b = two_workers
+    faults = {
+        w: FaultAlarms(site="s1", place="s1", key=fault_key(name)) for w, name in ((a, "w1"), (b, "w2"))
+    }
+    failing = [Finding(Condition.STORAGE_FAILING, "connection refused")]
+    for w, findings in ((a, failing), (b, failing), (a, [])):
+        events = faults[w].decide(findings, T0)
+        w.alarms.apply(events)
+        faults[w].applied(events)
+    with a.sessions() as s:
+        states = dict(s.execute(select(AlarmRow.device_id, AlarmRow.state)).all())
+    assert states == {
+        "service:ingest:w1": "cleared_unacknowledged",
+        "service:ingest:w2": "active_unacknowledged",
+    }
