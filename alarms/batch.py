@@ -52,6 +52,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from alarms.alarm_values import ALARMS, COLUMNS, Alarm, values_of, write
+from alarms.drills import DrillScope
 from alarms.driver_rows import fetch_plain, insert_many, mark
 from alarms.incident_values import INCIDENTS, Incident, held
 from alarms.incident_values import write as write_incidents
@@ -296,6 +297,9 @@ class AlarmBatch:
     # The incident groups (`group_lock_name`) this transaction holds the advisory lock of
     # (PostgreSQL; storage/advisory.py): held until it ends, so kept as a set
     group_locks: set[str] = field(default_factory=set)
+    # The drills in force, read at the first fire-side raise when several workers share the
+    # database (AlarmService.drill_reader); None until then
+    drills: tuple[DrillScope, ...] | None = None
     transitions: list[PendingTransition] = field(default_factory=list)
     steps: list[PendingIncidentStep] = field(default_factory=list)
     # (device_id, hazard_type) -> its open ticket, and the ticket-alarm links of those tickets, read

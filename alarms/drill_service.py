@@ -41,6 +41,13 @@ class DrillService:
         self.sessions = sessions
         self.alarms = alarms
         self.routes = list(routes)  # the configured push routes (and the alarm topic, when on)
+        if sessions.kw["bind"].dialect.name == "postgresql":
+            # Several workers may share the database (docs/scale.md): a drill declared or ended
+            # through another worker's API must tag (or stop tagging) this worker's alarms at once,
+            # so a batch that raises a fire-side alarm reads the drills in force (one small read)
+            # instead of trusting the values refreshed here. A real fire tagged as a stale drill's
+            # would reach the drill's recipients instead of the people on duty.
+            alarms.drill_reader = drills_in_force
         # Told of the routes every drill's Apprise URLs need (the dispatcher adds their channels).
         self.on_routes = on_routes
 
@@ -51,11 +58,7 @@ class DrillService:
         now = self.alarms.clock()
         with self.sessions() as s:
             rows = s.scalars(select(DrillRow).order_by(DrillRow.id)).all()
-        scopes = tuple(
-            DrillScope(r.id, tuple(r.places), r.start_ts, effective_end(r))
-            for r in rows
-            if effective_end(r) > now
-        )
+        scopes = _in_force(rows, now)
         routes = {r.id: recipient_routes(r.id, r.routes, r.urls, self.routes) for r in rows}
         self.alarms.incidents.drill_routes = routes  # one assignment each: read whole by the writer
         self.alarms.drills = scopes
@@ -167,6 +170,25 @@ class DrillService:
             with contextlib.suppress(DrillError, DrillNotFoundError):  # already over
                 self.end(drill_id, actor=actor, note=f"事件 #{incident_id} 确认为真实火警")
         return self.alarms.take_out_of_drill(incident_id, actor=actor, note=note)
+
+
+def _in_force(rows: Sequence[DrillRow], now: float) -> tuple[DrillScope, ...]:
+    """The drills not yet over at `now`, as the alarm path holds them, in declaration order."""
+    return tuple(
+        DrillScope(r.id, tuple(r.places), r.start_ts, effective_end(r))
+        for r in rows
+        if effective_end(r) > now
+    )
+
+
+def drills_in_force(s: Session, now: float) -> tuple[DrillScope, ...]:
+    """The drills not yet over, read in the alarm write's own transaction (AlarmService.drill_reader)."""
+    rows = s.scalars(
+        select(DrillRow)
+        .where(DrillRow.end_ts > now, (DrillRow.ended_ts.is_(None)) | (DrillRow.ended_ts > now))
+        .order_by(DrillRow.id)
+    ).all()
+    return _in_force(rows, now)
 
 
 def _audit(s: Session, actor: str, action: str, row: DrillRow, now: float) -> None:

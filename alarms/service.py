@@ -33,6 +33,7 @@ from alarms.alarm_values import Alarm, AlarmLike
 from alarms.batch import INFO_KEY as BATCH_KEY
 from alarms.batch import AlarmBatch, PendingTransition, batch_of, insert_rows
 from alarms.drills import ALARM_TOPIC_NAME, DrillScope, drill_of
+from alarms.drills import TAGGED as DRILL_TAGGED
 from alarms.gc_pause import collector_paused
 from alarms.incident_service import IncidentBook, IncidentError, members
 from alarms.incidents import OUTAGE_TYPES
@@ -134,6 +135,9 @@ class AlarmService:
         # The drills in force or ahead, as values (alarms/drills.py): an alarm is tagged without a
         # read. Replaced as a whole (one assignment) whenever a drill changes (alarms/drill_service.py).
         self.drills: tuple[DrillScope, ...] = ()
+        # Set when several workers share the database (alarms/drill_service.py): the drills are then
+        # read in each write that raises a fire-side alarm, once, and `drills` is not used to tag.
+        self.drill_reader: Callable[[Session, float], tuple[DrillScope, ...]] | None = None
         # One writer at a time within the process: the pipeline thread, the policy clock and API
         # requests all mutate alarms. Other processes are handled by the retry in _write.
         self._lock = threading.Lock()
@@ -417,7 +421,7 @@ class AlarmService:
         # alarm raised again is decided anew (after its drill ended it is real); a real alarm raised
         # again stays real (one taken out of a drill must not slip back into it: when in doubt, alarm).
         if before is None or row.drill_id is not None:
-            row.drill_id = drill_of(self.drills, row.category, row.place, now)
+            row.drill_id = drill_of(self._drills(s, row.category, now), row.category, row.place, now)
         row.maintenance_id = self._maintenance_for(s, row, now)
         # RAISED transitions of this key in the flapping window, closed alarms of it included (the
         # batch counted them when it began, with this `now`, and counts its own).
@@ -454,6 +458,16 @@ class AlarmService:
                 targets=flap_targets,
             )
             out.tickets.append(self.tickets.on_flapping(s, row, raises, window, held, now))
+
+    def _drills(self, s: Session, category: str, now: float) -> tuple[DrillScope, ...]:
+        """The drills an alarm of `category` raised now may belong to: the values held, or (several
+        workers, `drill_reader`) those read once in this write, for a fire-side alarm only."""
+        if self.drill_reader is None or category not in DRILL_TAGGED:
+            return self.drills
+        batch = _batch(s)
+        if batch.drills is None:
+            batch.drills = self.drill_reader(s, now)
+        return batch.drills
 
     def _clear(
         self,

@@ -405,6 +405,10 @@ class Dispatcher:
                     # these rows may already be sent and recorded by it.
                     if route in self._busy or self._taken.get(route, 0) != taken.get(route, 0):
                         continue
+                    if self._shared and route not in self.channels:
+                        # Another worker may have its channel (a drill's URL it knows of already):
+                        # left to it, not locked here to record a failure.
+                        continue
                     started.append(self._take(route, None if self._shared else rows))
         return started
 

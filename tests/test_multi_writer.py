@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from alarms.drill_service import DrillService
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
@@ -330,3 +331,24 @@ def test_each_workers_fault_alarm_is_its_own(two_workers: tuple[Worker, Worker])
         "service:ingest:w1": "cleared_unacknowledged",
         "service:ingest:w2": "active_unacknowledged",
     }
+
+
+# --- drills ---------------------------------------------------------------------------------------
+def test_a_drill_declared_and_ended_on_one_worker_holds_for_the_others_alarms(
+    two_workers: tuple[Worker, Worker], clock: FakeClock
+) -> None:
+    """A drill declared through worker A's API tags the fire alarm worker B raises in its places;
+    once ended through A, B's next fire alarm there is real (never a real fire taken for a drill's)."""
+    a, b = two_workers
+    drills_a = DrillService(a.sessions, a.alarms, [])
+    DrillService(b.sessions, b.alarms, [])  # B's own, refreshed at its start only
+    drill = drills_a.declare(
+        name="住院楼演练", places=["s1/b1"], start=None, end=T0 + 3600, routes=[], urls=[], note="", actor="a"
+    )
+    b.alarms.apply([fire("smk-1-1")])
+    drills_a.end(drill.id, actor="a")
+    clock.now = T0 + 60
+    b.alarms.apply([fire("smk-1-2", 60)])
+    with b.sessions() as s:
+        tagged = dict(s.execute(select(AlarmRow.device_id, AlarmRow.drill_id)).all())
+    assert tagged == {"smk-1-1": drill.id, "smk-1-2": None}
