@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from firewatch.cli_broker import broker_app
+from firewatch.cli_cluster import cluster_app
 from firewatch.cli_gb26875 import gb26875_app
 from firewatch.cli_grafana import grafana_app
 from firewatch.cli_simulate import simulate_app
@@ -40,6 +41,7 @@ app.add_typer(keys_app, name="api-keys")
 app.add_typer(grafana_app, name="grafana")
 app.add_typer(broker_app, name="broker")
 app.add_typer(gb26875_app, name="gb26875")
+app.add_typer(cluster_app, name="cluster")
 console = Console()
 err = Console(stderr=True)
 

@@ -28,6 +28,7 @@ from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.registry_sync import sync_registry
 from storage.telemetry import TelemetryStore
+from tests.cluster_fixtures import nats_cluster  # noqa: F401  (a fixture, offered to every test)
 from tests.postgres import PrivatePostgres
 from tickets.service import TicketService
 
