@@ -41,6 +41,7 @@ from device_profiles.schema import Profile
 from firewatch import stopping
 from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
 from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding, is_unavailable
+from firewatch.forget import forget_after
 from firewatch.memory import limit_malloc_arenas, trim_freed_memory
 from firewatch.metrics import Metrics
 from firewatch.phases import Phases
@@ -939,19 +940,7 @@ class Service:
             return RegistryChange(diff, True, path, note)
 
     def on_human_transition(self, t: Transition) -> None:
-        if t.action is AlarmAction.RESET:
-            # A person reset (复位) a latched fire alarm: its device's fire and pre-alarm units start
-            # afresh, so a condition that persists raises a new alarm (when in doubt, alarm).
-            self.engine.forget_device(str(t.after["device_id"]))
-            self.engine.forget(str(t.after["device_id"]), str(t.after["alarm_type"]))
-        elif (
-            t.action in (AlarmAction.CLEARED, AlarmAction.CLOSED)
-            and t.before
-            and AlarmState(t.before["state"]).is_active
-        ):
-            # A person cleared an alarm whose condition may persist: let the detector raise it
-            # afresh on the next reading rather than stay silent (when in doubt, alarm).
-            self.engine.forget(str(t.after["device_id"]), str(t.after["alarm_type"]))
+        forget_after(self.engine, t)  # firewatch/forget.py: a persisting condition raises it again
         self.pipeline.publish([t], [])
 
     def _count_active(self) -> list[tuple[str, str, int]]:

@@ -16,18 +16,23 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alarms.drill_service import DrillService
+from alarms.model import Transition
 from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
 from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import MaintenancePlan, PushRoute, TicketPolicy
+from detectors.engine import Engine
+from detectors.samples import Samples
 from firewatch.dispatch import AppriseChannel, Dispatcher
 from firewatch.faults import Condition, FaultAlarms, Finding, fault_key
+from firewatch.forget import forget_after
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.models import (
@@ -352,3 +357,31 @@ def test_a_drill_declared_and_ended_on_one_worker_holds_for_the_others_alarms(
     with b.sessions() as s:
         tagged = dict(s.execute(select(AlarmRow.device_id, AlarmRow.drill_id)).all())
     assert tagged == {"smk-1-1": drill.id, "smk-1-2": None}
+
+
+# --- a person's reset on another worker -----------------------------------------------------------
+def test_a_reset_made_on_another_worker_lets_the_owners_detector_raise_a_persisting_fire_again(
+    two_workers: tuple[Worker, Worker], clock: FakeClock
+) -> None:
+    """Worker A owns the detector and raises its fire alarm; a person resets it through worker B's
+    API. A hears of the reset on the live feed (as the bus carries it: `to_json`, `from_json`) and
+    its detector forgets, so the smoke that is still there raises the fire again."""
+    a, b = two_workers
+    engine = Engine(a.alarms.index, start=T0)
+
+    def smoke(at: float) -> list[DetectorEvent]:
+        slot = np.array([engine.index.slot("smk-1-1", "smoke")], dtype=np.int32)
+        return engine.process_samples(Samples(slot, np.array([T0 + at]), np.array([0.3])))
+
+    a.alarms.apply(smoke(0))
+    with a.sessions() as s:
+        fire_id = s.scalars(select(AlarmRow.id).where(AlarmRow.category == "fire")).one()
+    clock.now = T0 + 30
+    reset = b.alarms.reset(fire_id, actor="值班员")
+    assert smoke(40) == []  # still latched in A's detector: the reading alone raises nothing
+    assert forget_after(engine, Transition.from_json(reset.to_json()))
+    a.alarms.apply(smoke(50))
+    with a.sessions() as s:
+        row = s.get(AlarmRow, fire_id)
+        assert row is not None
+        assert row.state == "active_unacknowledged"
