@@ -60,7 +60,7 @@ from core.settings import AlarmPolicySettings, PushRoute
 from ingest.index import DeviceIndex
 from storage.advisory import Space, try_hold
 from storage.db import IMMEDIATE, json_dumps, retryable
-from storage.marks import Mark
+from storage.marks import TransactionMark
 from storage.models import (
     AlarmEventRow,
     AlarmRow,
@@ -200,10 +200,11 @@ class AlarmService:
             return {(d, t) for d, t in rows}
 
     def apply(
-        self, events: list[DetectorEvent], *, mark: Mark | None = None
+        self, events: list[DetectorEvent], *, mark: TransactionMark | None = None
     ) -> tuple[list[Transition], list[TicketChange]]:
         """Turn detector events into alarm transitions, persisted in one transaction; with `mark`,
-        the journal entry they came from is marked recorded in the same transaction."""
+        the journal entry (or, clustered, the partitions' messages) they came from is marked
+        recorded in the same transaction."""
         if not events and mark is None:
             return [], []
         now = self.clock()

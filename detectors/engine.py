@@ -161,23 +161,11 @@ class Engine:
         self.liveness.grace(now)
         self.channels.grace(now)
 
-    def grace_devices(self, devices: Collection[str], now: float) -> None:
-        """Count these devices' silence afresh from `now` (a worker taking their partition over;
-        call it after the replay). Their liveness is not in a snapshot: a device the replay did not
-        hear from would otherwise count as silent since this engine started, and raise offline at
-        once. A device that is really silent is raised a full offline window later instead."""
-        dev_of = self.index.dev_of
-        devs = np.array([dev_of[d] for d in devices if d in dev_of], dtype=np.int64)
-        self.liveness.last_seen[devs] = np.maximum(self.liveness.last_seen[devs], now)
-        slots = np.array(
-            [
-                int(self.index.slot_base[d]) + k
-                for d in devs.tolist()
-                for k in self.index.channel_offsets[d].values()
-            ],
-            dtype=np.int64,
-        )
-        self.channels.last[slots] = np.maximum(self.channels.last[slots], now)
+    def own(self, mine: npt.NDArray[np.bool_], gained: npt.NDArray[np.bool_], now: float) -> None:
+        """Liveness for the devices `mine` only (per device index; a clustered worker's partitions),
+        `gained` counting their silence afresh from `now` (LivenessWatch.own)."""
+        self.liveness.own(mine, gained, now)
+        self.channels.own(mine, gained, now)
 
     def pause(self, gap: float) -> None:
         """Ingest did not listen for `gap` seconds: not counted as silence."""
@@ -260,6 +248,23 @@ class Engine:
         self.liveness.restore_outages({key for key, t in active if t == OUTAGE}, self.liveness.not_before)
         self.channels.restore_stale(active)
         self.fusion.restore_confirmed(active)
+
+    def resume_devices(self, devices: npt.NDArray[np.bool_], active: set[tuple[str, str]]) -> None:
+        """`resume` for the devices `devices` (per device index) only: a clustered worker taking a
+        partition over aligns those devices' units with the store, whatever the snapshot says (an
+        alarm the worker before raised after its snapshot is active, one cleared is not). The
+        others' state is left as it is."""
+        mine = {(d, t) for d, t in active if (i := self.index.dev_of.get(d)) is not None and devices[i]}
+        for bank in self.banks:
+            bank.detector.state["active"][devices[bank.info.dev]] = False
+        self.channels.stale[devices[self.index.slot_device]] = False
+        for key in mine:
+            hit = self._unit(*key)
+            if hit is not None:
+                hit[0].detector.set_active([hit[1]])
+        self.liveness.restore_offline({d for d, t in mine if t == OFFLINE})
+        self.channels.restore_stale(mine)
+        self.fusion.restore_confirmed(mine)
 
     def carry_from(self, old: Engine, *, warm: Collection[str], active: set[tuple[str, str]]) -> StateCarry:
         """Plan moving `old`'s state into this (fresh, not yet used) engine.

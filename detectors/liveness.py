@@ -167,6 +167,21 @@ class LivenessWatch:
         self.offline[back] = False
         return [self._event(int(d), DetectorEventKind.CLEAR, float(self.last_seen[d])) for d in back.tolist()]
 
+    def own(self, mine: npt.NDArray[np.bool_], gained: npt.NDArray[np.bool_], now: float) -> None:
+        """Watch only the devices `mine` (a clustered worker's partitions, docs/scale.md): another
+        worker hears the rest, so their silence here says nothing. They count as heard forever
+        (never quiet, so they neither go offline nor make their places look out: a site is one
+        partition, so a place's devices are all one worker's) and are not offline here. The devices
+        `gained` (just taken over) count their silence afresh from `now`; whether they are offline
+        already is the store's to say (`restore_offline`)."""
+        self.last_seen[~mine] = np.inf
+        self.offline[~mine] = False
+        self.held[~mine] = False
+        self.last_seen[gained] = now
+        self.offline[gained] = False
+        self.held[gained] = False
+        self.member[gained] = -1
+
     def grace(self, now: float) -> None:
         """Start every device's silence count afresh at `now` (the service starting, or ingest
         resuming): while the service was not listening, nobody knows whether a device was quiet.
@@ -428,6 +443,13 @@ class ChannelWatch:
     def grace(self, now: float) -> None:
         """As LivenessWatch.grace: the service starting knows nothing of the time it was down."""
         np.maximum(self.last, now, out=self.last)
+
+    def own(self, mine: npt.NDArray[np.bool_], gained: npt.NDArray[np.bool_], now: float) -> None:
+        """As LivenessWatch.own, per channel slot of the devices."""
+        slot_mine, slot_gained = mine[self.index.slot_device], gained[self.index.slot_device]
+        self.last[~slot_mine] = np.inf
+        self.stale[~slot_mine] = False
+        self.last[slot_gained] = now
 
     def pause(self, gap: float) -> None:
         """As LivenessWatch.pause: time not listening is no channel's silence."""

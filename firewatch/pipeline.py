@@ -70,6 +70,7 @@ from ingest.queue import BoundedQueue
 from ingest.rejects import Reject
 from ingest.series import SeriesTable
 from storage.influx import InfluxSink, Tables
+from storage.marks import PartitionMark
 from storage.rejects import RejectRecord, RejectStore
 from storage.telemetry import EventRecord
 from storage.telemetry_api import Telemetry
@@ -144,6 +145,7 @@ class _AlarmWrite:
     taken: float | None = None  # a batch's: when it left the receive queue (`time.time()`)
     detecting: float = 0.0  # a batch's: when its decoding began (`time.time()`)
     handed: float = 0.0  # when it was handed to the alarm writer (`time.time()`)
+    mark: PartitionMark | None = None  # clustered: how far its partitions' alarms are then recorded
 
 
 @dataclass(eq=False)  # compared by identity: one batch on its way
@@ -268,6 +270,13 @@ class Pipeline:
         # still name the right series (`_slot_series` maps the current index's slots onto them).
         self._series = SeriesTable.of_index(decoder.index)
         self._slot_series: npt.NDArray[np.int64] | None = None
+        # Clustered (docs/scale.md, firewatch/cluster/worker.py): messages come from engine
+        # partitions. Per partition, the last stream sequence detected (a snapshot taken between
+        # batches holds the state after exactly those); each alarm write marks its partitions'
+        # sequences recorded in its own transaction; `snapshot_hook` replaces the snapshot file.
+        self.partitioned = False
+        self.detected_seq: dict[int, int] = {}
+        self.snapshot_hook: Callable[[], None] | None = None
 
     # --- the synchronous core, also driven directly by tests and benchmarks ------------------------
     def detect(self, messages: list[Message]) -> DecodedBatch:
@@ -313,12 +322,19 @@ class Pipeline:
                 seq.rollback()  # no marks of a failed batch: it is decoded again
                 raise
             seq.commit()
+            mark = None
+            if self.partitioned:
+                # In stream order within a partition, so the last one of each is its highest.
+                seqs = {m.partition: m.mid or 0 for m in messages if m.partition >= 0}
+                self.detected_seq.update(seqs)
+                mark = PartitionMark(seqs)
             self._maybe_snapshot(now)
             write = self._submit_alarms(
                 events,
                 min(map(_received, messages)),
                 taken=detecting if self._taken is None else self._taken,
                 detecting=detecting,
+                mark=mark,
             )
             series = self._slot_series
             if self.sink is not None and batch.n_samples:
@@ -355,6 +371,7 @@ class Pipeline:
         *,
         taken: float | None = None,
         detecting: float = 0.0,
+        mark: PartitionMark | None = None,
     ) -> _AlarmWrite | None:
         """Hand `events` to the alarm writer, behind the writes submitted before (under `_lock`);
         while the journal holds alarm events, or a write given up on still runs, they are deferred
@@ -365,6 +382,7 @@ class Pipeline:
         began = time.monotonic()
         write = _AlarmWrite(events, first_received, began, began + self.config.alarm_write_timeout_s)
         write.taken, write.detecting, write.handed = taken, detecting, time.time()
+        write.mark = mark
         with self._write_state:
             direct = (
                 self._deferred == 0
@@ -389,7 +407,7 @@ class Pipeline:
         # so the next one sees it.
         writing, cpu = time.time(), time.thread_time()
         try:
-            transitions, tickets = self.alarms.apply(write.events)
+            transitions, tickets = self.alarms.apply(write.events, mark=write.mark)
         except Exception as exc:
             self._defer(write, exc)
             return
@@ -527,17 +545,83 @@ class Pipeline:
         """
         cfg = self.config
         if (
-            cfg.snapshot_path is None
+            (cfg.snapshot_path is None and self.snapshot_hook is None)
             or cfg.snapshot_every_s <= 0
             or now - self._snapshot_at < cfg.snapshot_every_s
             or not self._writes_settled()
         ):
             return
         self._snapshot_at = now
+        if self.snapshot_hook is not None:
+            self.snapshot_hook()  # takes the state and the sequences; saves them elsewhere
+            return
+        assert cfg.snapshot_path is not None
         try:
             self.engine.save(cfg.snapshot_path)
         except OSError:
             logger.exception("cannot save the detector snapshot to %s; detection goes on", cfg.snapshot_path)
+
+    # --- clustered: taking a partition over ----------------------------------------------------
+    async def catch_up(self, store_only: list[Message], silent: list[Message]) -> None:
+        """Messages of a partition taken over (firewatch/cluster/worker.py) that the worker before
+        had dealt with: `store_only` are in the restored snapshot's state already, `silent` came
+        after it but their alarm events are recorded (up to the partition's mark). Both are stored
+        again — by key, so nothing twice, and nothing the worker before had not stored yet is lost
+        — and `silent` are detected for their state with their events dropped. They go through the
+        same writer as every batch, so stored and acknowledged in stream order."""
+        handoff = self._handoff
+        if handoff is None:
+            raise RuntimeError("the pipeline is not running")
+        parts = await asyncio.to_thread(self._catch_up_parts, store_only, silent)
+        previous = self._settle_then_hand_off(parts, handoff)
+        if previous is not None:
+            await previous
+
+    def _catch_up_parts(self, store_only: list[Message], silent: list[Message]) -> list[_Stored]:
+        parts: list[_Stored] = []
+        with self._lock:
+            now = self.clock()
+            for messages, detect in ((store_only, False), (silent, True)):
+                if not messages:
+                    continue
+                try:
+                    batch = self._decode_quietly(messages, now, detect)
+                except Exception:
+                    # The worker before rejected the message that fails (counted, kept); here it
+                    # is only dropped, one by one, so the rest is stored.
+                    logger.exception("catching a partition up failed; going message by message")
+                    for m in messages:
+                        try:
+                            parts.append(_Stored(self._decode_quietly([m], now, detect), [m], [], m.received))
+                        except Exception:
+                            logger.warning(
+                                "dropped a message %s already rejected before the takeover", m.topic
+                            )
+                    continue
+                parts.append(_Stored(batch, messages, [], min(map(_received, messages))))
+            for m in (*store_only, *silent):
+                if m.partition >= 0:
+                    self.detected_seq[m.partition] = max(self.detected_seq.get(m.partition, 0), m.mid or 0)
+        return parts
+
+    def _decode_quietly(self, messages: list[Message], now: float, detect: bool) -> DecodedBatch:
+        """Decode (and detect, dropping the events) under `_lock`, as a batch would be."""
+        seq = self.decoder.seq
+        seq.begin()
+        try:
+            with collector_paused():
+                batch = self.decoder.decode(messages, now)
+                if detect:
+                    self.engine.process(batch)
+        except BaseException:
+            seq.rollback()
+            raise
+        seq.commit()
+        # Its rejects were kept by the worker before: not again.
+        batch = replace(batch, rejects=[], unknown_devices=[])
+        if (series := self._slot_series) is not None:
+            batch = replace(batch, sample_slot=series[batch.sample_slot].astype(np.int32))
+        return batch
 
     # --- a changed registry --------------------------------------------------------------------
     def prepare_rebind(self, index: DeviceIndex, *, active: set[tuple[str, str]]) -> Rebind:

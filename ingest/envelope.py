@@ -16,3 +16,6 @@ class Message(NamedTuple):
     mid: int | None = None  # packet id to acknowledge once the batch is durable (QoS 1)
     epoch: int = 0  # connection generation: an ack is only valid on the connection that received it
     dup: bool = False  # the broker's DUP flag: a QoS 1 redelivery of a message it sent before
+    # Clustered (docs/scale.md): the engine partition it was read from, and `mid` is its stream
+    # sequence there. -1: not from a partition.
+    partition: int = -1

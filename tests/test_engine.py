@@ -255,13 +255,16 @@ def test_a_partial_restore_brings_the_listed_devices_zone_signals_along(index: D
     assert ("h21", CONFIRMED) in raised(feed(taker, [(31, "h22", "smoke", 0.3)]))
 
 
-def test_devices_taken_over_count_their_silence_from_the_takeover(index: DeviceIndex) -> None:
-    # The taker's engine has run since T0 without hearing the partition's devices (another worker
-    # owned them); liveness is not in a snapshot, so without a fresh count they would be raised
-    # offline at once.
+def test_a_worker_watches_the_liveness_of_its_own_devices_only(index: DeviceIndex) -> None:
+    # Devices of partitions another worker owns are that worker's to call offline: here they are
+    # never silent. Devices taken over count their silence from the takeover: the engine ran since
+    # T0 without hearing them, and liveness is not in a snapshot, so they would be raised at once.
     later = T0 + 3600
+    devices = np.array(index.device_ids)
+    mine = np.isin(devices, ["h11", "efm", "h21"])
+    gained = np.isin(devices, ["h11", "efm"])
     taken = Engine(index, start=T0)
-    taken.grace_devices(["h11", "efm"], later)
+    taken.own(mine, gained, later)
     cold = Engine(index, start=T0)
 
     def silent(engine: Engine, now: float) -> set[str]:
@@ -271,8 +274,9 @@ def test_devices_taken_over_count_their_silence_from_the_takeover(index: DeviceI
         raised_ = [e for e in events if e.kind.value == "raise"]
         return {e.device_id for e in raised_} | {m for e in raised_ for m in e.members}
 
-    assert {"h11", "efm"} <= silent(cold, later)  # the check would raise them
-    assert not {"h11", "efm"} & silent(taken, later)
+    assert {"h11", "efm", "h21", "h12"} <= silent(cold, later)  # the check would raise them
+    assert silent(taken, later) == {"h21"}  # its own, not taken just now: silent since T0
+    assert not silent(taken, later + 3600) - {"h11", "efm", "h21"}  # never another worker's
 
 
 def test_snapshot_bytes_round_trip_and_garbage_is_refused(index: DeviceIndex) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import delete, exists, func, select, text
+from sqlalchemy import delete, exists, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.cluster_models import ClusterSnapshotRow, PartitionMarkRow, PartitionSnapshotRow
+from storage.marks import PartitionMark
 
 SERVER_NOW = text("SELECT extract(epoch FROM clock_timestamp())::float8")
 
@@ -76,16 +77,9 @@ def load_snapshot(sessions: sessionmaker[Session], partition: int) -> tuple[byte
 def record_marks(session: Session, seqs: Mapping[int, int]) -> None:
     """Inside the transaction that records alarm events: partition -> the last stream seq whose
     events that transaction records. A mark only rises (greatest of the two), so a late or
-    replayed write never moves it back."""
-    if not seqs:
-        return
-    stmt = insert(PartitionMarkRow).values([{"partition": p, "alarm_seq": seqs[p]} for p in sorted(seqs)])
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["partition"],
-            set_={"alarm_seq": func.greatest(PartitionMarkRow.alarm_seq, stmt.excluded.alarm_seq)},
-        )
-    )
+    replayed write never moves it back (the alarm write passes the same `PartitionMark` to
+    `AlarmService.apply`)."""
+    PartitionMark(seqs).write(session, 0.0)
 
 
 def marks(sessions: sessionmaker[Session], partitions: Iterable[int]) -> dict[int, int]:
