@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +119,36 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+# Held while one process migrates a PostgreSQL store: workers of a cluster starting together on a
+# new database would otherwise each create the same tables (docs/scale.md).
+MIGRATION_LOCK = 0x66770001
+
+
+SETUP_LOCK = 0x66770002
+
+
+@contextlib.contextmanager
+def one_at_a_time(engine: Engine, key: int) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock for the block: several processes on one store
+    (a cluster's workers, docs/scale.md) setting it up at once take turns. Nothing on SQLite (one
+    process per store)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            lock.commit()
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent); on PostgreSQL one process at a time."""
     try:
-        command.upgrade(alembic_config(engine), "head")
+        with one_at_a_time(engine, MIGRATION_LOCK):
+            command.upgrade(alembic_config(engine), "head")
     except Exception as exc:
         raise DatabaseError(
             f"cannot migrate the state store at {engine.url.render_as_string(hide_password=True)}: {exc}"
