@@ -86,7 +86,7 @@ def test_a_stream_subject_gives_back_the_devices_mqtt_topic() -> None:
         mqtt_topic_of("fw.v1.s1.dev-1.telemetry")
 
 
-async def test_partition_of_agrees_with_the_servers_mapping_for_1000_random_device_ids(
+async def test_partition_of_agrees_with_the_servers_mapping_for_1000_random_site_ids(
     nats_cluster: NatsCluster,
 ) -> None:
     ids = random_ids(1100, seed=26875)
@@ -106,25 +106,26 @@ async def test_partition_of_agrees_with_the_servers_mapping_for_1000_random_devi
             return True
 
         await eventually(probe_arrives, what="interest propagated across the cluster")
-        for device in ids:
-            await sender.publish(f"fw.v1.s1.{device}.telemetry", device.encode())
+        for site in ids:  # a site is the partition key (decision 0016)
+            await sender.publish(f"fw.v1.{site}.smk-1.telemetry", site.encode())
         await sender.flush()
         seen: dict[str, int] = {}
         while len(seen) < len(ids):
             msg = await sub.next_msg(timeout=5.0)
             if msg.data:
                 seen[msg.data.decode()] = int(msg.subject.split(".")[1])
-        assert seen == {device: partition_of(device, nats_cluster.partitions) for device in ids}
+        assert seen == {site: partition_of(site, nats_cluster.partitions) for site in ids}
         assert len(set(seen.values())) == nats_cluster.partitions
     finally:
         await sender.close()
         await receiver.close()
 
 
-async def test_an_mqtt_publish_to_node_1_is_read_on_node_2_from_the_devices_partition(
+async def test_an_mqtt_publish_to_node_1_is_read_on_node_2_from_its_sites_partition(
     nats_cluster: NatsCluster,
 ) -> None:
     devices = ["smk-1", "smk-2", "温感-3F-07", "prs_12"]
+    partition = partition_of("s1", nats_cluster.partitions)  # every device of a site: one partition
     publisher = Publisher("127.0.0.1", nats_cluster.mqtt_ports[0])
     try:
         for n in range(3):
@@ -135,12 +136,8 @@ async def test_an_mqtt_publish_to_node_1_is_read_on_node_2_from_the_devices_part
     nc = await nats.connect(nats_cluster.client_urls[1])
     try:
         js = nc.jetstream()
+        msgs = await read_partition(js, partition, start_seq=1, count=3 * len(devices))
         for device in devices:
-            partition = partition_of(device, nats_cluster.partitions)
-            others = sum(
-                1 for d in devices if d != device and partition_of(d, nats_cluster.partitions) == partition
-            )
-            msgs = await read_partition(js, partition, start_seq=1, count=3 * (1 + others))
             mine = [m for m in msgs if mqtt_topic_of(m.subject) == f"fw/v1/s1/{device}/telemetry"]
             assert [m.data.decode() for m in mine] == [f"{device}#{n}" for n in range(3)]  # in order
             assert all(m.metadata.sequence.stream >= 1 for m in mine)
@@ -176,8 +173,8 @@ async def test_an_empty_topic_level_travels_as_a_slash_token_and_comes_back(
         publisher.close()
     nc = await nats.connect(nats_cluster.client_urls[0])
     try:
-        [msg] = await read_partition(nc.jetstream(), partition_of("/", nats_cluster.partitions), 1, 1)
-        assert msg.subject == f"fwp.{partition_of('/', nats_cluster.partitions)}.fw.v1.s1./.telemetry"
+        [msg] = await read_partition(nc.jetstream(), partition_of("s1", nats_cluster.partitions), 1, 1)
+        assert msg.subject == f"fwp.{partition_of('s1', nats_cluster.partitions)}.fw.v1.s1./.telemetry"
         assert mqtt_topic_of(msg.subject) == "fw/v1/s1//telemetry"
     finally:
         await nc.close()
@@ -275,7 +272,7 @@ async def test_after_kill_9_of_the_stream_leader_every_message_before_and_after_
         await until_the_stream_takes_messages_through(nats_cluster.client_urls[survivor], "smk-2")
         for n in range(100, 200):
             publisher.send(f"fw/v1/s1/{device}/telemetry", f"{n}".encode())
-        msgs = await read_partition(js, partition_of(device, nats_cluster.partitions), start_seq=1, count=200)
+        msgs = await read_partition(js, partition_of("s1", nats_cluster.partitions), start_seq=1, count=200)
         assert [m.data.decode() for m in msgs] == [str(n) for n in range(200)]
         sequences = [m.metadata.sequence.stream for m in msgs]
         assert sequences == sorted(set(sequences))

@@ -507,7 +507,7 @@ def test_three_servers_from_the_configuration_form_the_engine(engine: Engine) ->
             assert 0 <= int(partition) < mapping_partitions()
             engine_code = engine_module()
             if engine_code is not None:
-                assert int(partition) == engine_code.partition_of("smoke-0001", mapping_partitions())
+                assert int(partition) == engine_code.partition_of("site-a", mapping_partitions())
             js = worker.jetstream()
             sessions = await js.stream_info("$MQTT_sess")
             assert sessions.config.num_replicas == 3

@@ -1,13 +1,13 @@
 """The engine: a NATS JetStream cluster whose MQTT listener takes the devices' messages and whose
-subject mapping sends each device's messages, in order, to one partition (docs/scale.md,
+subject mapping sends each site's messages, in order, to one partition (docs/scale.md,
 docs/decisions/0015-engine.md).
 
-A device publishes MQTT `fw/v1/{site}/{device}/{kind}`; NATS's MQTT listener turns the topic into the
-subject `fw.v1.{site}.{device}.{kind}` ('/' -> '.'), and the server's subject mapping rewrites it to
-`fwp.{partition}.fw.v1.{site}.{device}.{kind}` with `partition = fnv1a32(device) % P`. One stream,
-`FW`, stores `fwp.>`; a worker reads the partitions it owns from it. Topics under `fw/v1` of any
-other depth go to partition 0 unchanged, so the worker that owns partition 0 rejects them visibly
-as bad_topic instead of them vanishing.
+A device publishes MQTT `fw/v1/{site}/{device}/{kind}`; NATS's MQTT listener turns the topic
+into the subject `fw.v1.{site}.{device}.{kind}` ('/' -> '.'), and the server's subject mapping
+rewrites it to `fwp.{partition}.fw.v1.{site}.{device}.{kind}` with `partition = fnv1a32(site) % P`
+(a site is one worker's: decision 0016). One stream, `FW`, stores `fwp.>`; a worker reads the
+partitions it owns from it. Topics under `fw/v1` of any other depth go to partition 0 unchanged,
+so the worker that owns partition 0 rejects them visibly as bad_topic instead of them vanishing.
 
 `partition_of` and the configuration are pure; `NatsCluster` starts private servers for the
 tests, the benchmarks and `firewatch cluster engine`.
@@ -41,7 +41,7 @@ STREAM = "FW"
 PARTITIONED = "fwp"  # subject prefix of the stream: fwp.<partition>.<original subject>
 SOURCE_PREFIX = ("fw", "v1")  # the topic scheme's prefix (ingest/topics.py), as subject tokens
 SCHEME_LEVELS = 5  # fw/v1/{site}/{device}/{kind}
-DEVICE_TOKEN = 2  # 1-based wildcard index of {device} in `fw.v1.*.*.*` ({{partition(P, 2)}})
+SITE_TOKEN = 1  # 1-based wildcard index of {site} in `fw.v1.*.*.*`: the partition key (decision 0016)
 BAD_TOPIC_PARTITION = 0
 DEFAULT_PARTITIONS = 12
 CLUSTER_NAME = "firewatch"
@@ -57,14 +57,15 @@ def fnv1a_32(data: bytes) -> int:
     return h
 
 
-def partition_of(device_id: str, partitions: int) -> int:
-    """The partition nats-server's `{{partition(partitions, 2)}}` mapping gives this device's
-    messages: FNV-1a 32 of the token's UTF-8 bytes modulo the count (the server's
+def partition_of(site: str, partitions: int) -> int:
+    """The partition nats-server's `{{partition(partitions, 1)}}` mapping gives the messages of
+    this site's devices (docs/decisions/0016-partition-by-site.md): FNV-1a 32 of the token's UTF-8
+    bytes modulo the count (the server's
     getHashPartition hashes the selected tokens' bytes with Go's hash/fnv New32a; checked against a
     running 2.9.10 in tests/test_cluster_engine.py)."""
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
-    return fnv1a_32(device_id.encode()) % partitions
+    return fnv1a_32(site.encode()) % partitions
 
 
 def partition_subject(partition: int) -> str:
@@ -84,13 +85,13 @@ def mqtt_topic_of(subject: str) -> str:
 def partition_mappings(partitions: int) -> dict[str, str]:
     """The server's `mappings` block. Sources differ in their number of tokens, so exactly one
     applies to any subject (nats-server picks among overlapping wildcard mappings in no fixed
-    order). The scheme's depth is hashed by device; every other depth under fw.v1 (the topic
+    order). The scheme's depth is hashed by site; every other depth under fw.v1 (the topic
     levels from 2 up that a broken device might use) keeps its subject and goes to partition 0."""
     prefix = ".".join(SOURCE_PREFIX)
     scheme_wildcards = SCHEME_LEVELS - len(SOURCE_PREFIX)
     rules = {
         f"{prefix}.*.*.*": (
-            f"{PARTITIONED}.{{{{partition({partitions},{DEVICE_TOKEN})}}}}.{prefix}."
+            f"{PARTITIONED}.{{{{partition({partitions},{SITE_TOKEN})}}}}.{prefix}."
             + ".".join(f"{{{{wildcard({i})}}}}" for i in range(1, scheme_wildcards + 1))
         )
     }
