@@ -537,6 +537,63 @@ class TicketPolicy(_Section):
         return self.deadline_hours.get(category.value, self.default_deadline_hours) * 3600.0
 
 
+class ClusterSettings(_Section):
+    """Several workers on one NATS JetStream engine and one PostgreSQL (docs/scale.md). Off by
+    default: a single node reads MQTT itself and keeps telemetry in its local file."""
+
+    enabled: bool = Field(default=False, description="run as one worker of a cluster")
+    engine: list[str] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"],
+        description="NATS client URLs of the engine's nodes (any one is enough to start; "
+        "all, to ride out a node's loss)",
+    )
+    partitions: int = Field(
+        default=12,
+        ge=1,
+        le=1024,
+        description="partitions of the stream; must equal the engine's subject mapping "
+        "(`firewatch cluster engine --partitions`)",
+    )
+    worker_id: str | None = Field(
+        default=None, max_length=100, description="this worker's name; default host name and process id"
+    )
+    api_url: str = Field(
+        default="", max_length=400, description="where this worker's API is reached (shown to operators)"
+    )
+    lease_ttl_s: float = Field(
+        default=5.0, ge=1.0, le=60.0, description="a worker not heard from this long loses its partitions"
+    )
+    heartbeat_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=20.0,
+        description="how often a worker renews its leases (well under lease_ttl_s)",
+    )
+    snapshot_every_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="detector state saved to PostgreSQL this often (bounds a takeover's replay)",
+    )
+    stream_replicas: int = Field(
+        default=3,
+        ge=1,
+        le=5,
+        description="copies of the stream the engine keeps (three ride out the loss of a node)",
+    )
+    stream_max_age_h: float = Field(
+        default=168.0,
+        gt=0.0,
+        description="how long the engine keeps messages (a takeover replays from the last snapshot: "
+        "far more than snapshot_every_s)",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> ClusterSettings:
+        if self.heartbeat_s * 2 >= self.lease_ttl_s:
+            raise ValueError("cluster.heartbeat_s must be less than half of cluster.lease_ttl_s")
+        return self
+
+
 class ExportSettings(_Section):
     """Printable exports of tickets (tickets/export.py)."""
 
@@ -573,6 +630,7 @@ class Settings(BaseSettings):
     tickets: TicketPolicy = Field(default_factory=TicketPolicy)
     exports: ExportSettings = Field(default_factory=ExportSettings)
     alarms: AlarmPolicySettings = Field(default_factory=AlarmPolicySettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     time_scale: float = Field(
         default=1.0,
         ge=1.0,
@@ -625,6 +683,17 @@ class Settings(BaseSettings):
                 f"api.max_upload_bytes ({self.api.max_upload_bytes}) must exceed "
                 f"tickets.evidence_max_bytes ({self.tickets.evidence_max_bytes}): the upload carries "
                 "the file and its form fields"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_shares_postgresql(self) -> Settings:
+        """Workers share nothing but the engine and PostgreSQL: leases, snapshots, alarms and
+        telemetry all live there (docs/scale.md)."""
+        if self.cluster.enabled and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(
+                "cluster.enabled needs a shared PostgreSQL: set database_url "
+                "(FIREWATCH_DATABASE_URL=postgresql+psycopg://user@host/firewatch)"
             )
         return self
 

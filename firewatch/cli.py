@@ -223,6 +223,10 @@ def serve(
 ) -> None:
     """Run the service against a configured broker (FIREWATCH_MQTT__URL) with the API.
 
+    Clustered (FIREWATCH_CLUSTER__ENABLED=true, docs/scale.md) it runs as one worker: it reads the
+    engine's partitions it holds leases on instead of a broker, and needs FIREWATCH_DATABASE_URL
+    to name the shared PostgreSQL.
+
     SIGTERM or Ctrl-C stops it within seconds (docs/architecture.md, "Stopping"); a second one
     stops it at once."""
     _logging(verbose)
@@ -233,7 +237,7 @@ def serve(
     from firewatch.stopping import ApiServer, StopSignals
 
     settings = _settings(config)
-    if settings.mqtt.url is None:
+    if settings.mqtt.url is None and not settings.cluster.enabled:
         err.print(
             "[red]no broker configured[/]: set FIREWATCH_MQTT__URL=mqtt://host:1883 or mqtt.url in the "
             "config file (or run `firewatch demo`, which starts one)"

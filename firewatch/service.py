@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -29,7 +29,7 @@ from alarms.service import AlarmService
 from alarms.tickets import TicketOpener
 from alarms.unrecorded import UnrecordedAlarms
 from api.context import AppContext
-from api.live import LiveHub
+from api.live import Item, LiveHub
 from core.clock import ScaledClock
 from core.domain import AlarmAction, AlarmState, IncidentAction, Role
 from core.registry import Registry, load_registry
@@ -40,7 +40,7 @@ from detectors.liveness import OutagePolicy
 from device_profiles.schema import Profile
 from firewatch import stopping
 from firewatch.dispatch import AlarmTopicRelay, AppriseChannel, Channel, Dispatcher, MqttAlarmChannel
-from firewatch.faults import SERVICE_KEY, Condition, FaultAlarms, Finding, is_unavailable
+from firewatch.faults import Condition, FaultAlarms, Finding, fault_key, is_unavailable
 from firewatch.forget import forget_after
 from firewatch.memory import limit_malloc_arenas, trim_freed_memory
 from firewatch.metrics import Metrics
@@ -58,10 +58,21 @@ from ingest.topics import subscriptions
 from roster.service import RosterService
 from simulators.hospital import DEMO_HOSPITAL
 from storage.compactor import Compactor
-from storage.db import IMMEDIATE, DatabaseError, check, make_engine, migrate, open_store
+from storage.db import (
+    IMMEDIATE,
+    SETUP_LOCK,
+    DatabaseError,
+    check,
+    make_engine,
+    migrate,
+    one_at_a_time,
+    open_store,
+)
 from storage.influx import InfluxSink, SinkStatus
 
 if TYPE_CHECKING:
+    from firewatch.cluster.source import ClusterSource
+    from firewatch.cluster.worker import ClusterWorker
     from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.influx_worker import DRAIN_S
@@ -69,6 +80,7 @@ from storage.models import AlarmRow, AuditRow
 from storage.registry_sync import Synced, sync_registry
 from storage.rejects import RejectStore
 from storage.telemetry import TelemetryStore
+from storage.telemetry_api import Telemetry
 from tickets.service import TicketService
 
 logger = logging.getLogger(__name__)
@@ -90,6 +102,7 @@ MIRROR_AT_START_MAX = 20_000
 MIRROR_WAIT_S = 10.0  # the background sync waits this long at most for the broker before it starts
 MIRROR_PAUSE = 1.0  # between its transactions it waits as long as the last took: half the writer's time
 MIRROR_RETRY_S = 5.0  # after a failed background sync
+RETENTION_EVERY_S = 3600.0  # clustered: how often old readings are deleted from PostgreSQL
 
 # Integrations read every alarm transition on `{prefix}/{site}/alarms` and every incident step (but
 # one more detector joining) on `{prefix}/{site}/incidents`, none delayed.
@@ -174,7 +187,7 @@ class Service:
         profiles: dict[str, Profile] | None,
         clock: Callable[[], float] | None,
     ) -> None:
-        if settings.mqtt.url is None:
+        if settings.mqtt.url is None and not settings.cluster.enabled:
             raise ValueError("no broker configured: set FIREWATCH_MQTT__URL (or use `firewatch demo`)")
         self.settings = settings
         self.phases = Phases()  # start-up, phase by phase (logged; bench.registry_scale reads it)
@@ -224,7 +237,8 @@ class Service:
         self._mirror_stop = threading.Event()
         self._mirror_task: asyncio.Task[None] | None = None
         if self.store_error is None and len(self.registry.row_of) <= MIRROR_AT_START_MAX:
-            self._sync_mirror()
+            with one_at_a_time(self.db, SETUP_LOCK):  # a cluster's workers starting together take turns
+                self._sync_mirror()
             self.phases.lap("sync registry mirror")
         self.accounts = AccountService(
             self.sessions,
@@ -236,9 +250,16 @@ class Service:
             lockout_max_s=settings.auth.lockout_max_s,
         )
         if self.store_error is None:
-            self._prepare_accounts()
+            with one_at_a_time(self.db, SETUP_LOCK):
+                self._prepare_accounts()
         self.phases.lap("accounts")
-        self.telemetry = TelemetryStore(settings.resolved_telemetry_path)
+        self.telemetry: Telemetry = TelemetryStore(settings.resolved_telemetry_path)
+        if settings.cluster.enabled:
+            # Readings to the shared PostgreSQL, keyed so a replay stores nothing twice; the local
+            # file keeps only the journal and the de-duplication state (docs/scale.md).
+            from storage.pg_telemetry import ClusterTelemetry
+
+            self.telemetry = ClusterTelemetry(self.telemetry, self.db)
         # Slots are laid out device by device, each device's channels in its profile's order.
         self.telemetry.bind_devices(self.index.device_ids, self.index.channel_offsets)
         self.phases.lap("bind telemetry series")
@@ -296,7 +317,10 @@ class Service:
                 grace_s=det.offline_grace_s,
             ),
         )
-        self.warm_units = self._load_snapshot(settings.detector_snapshot_path)
+        # Clustered, detector state comes per partition as the worker takes each over.
+        self.warm_units = (
+            0 if settings.cluster.enabled else self._load_snapshot(settings.detector_snapshot_path)
+        )
         self.phases.lap("alarm services, detector state")
         self.rejects = RejectStore(self.sessions, ing.reject_store_max)
         # Alarm events and rejects journaled while the state store was failing, before a stop or a
@@ -333,8 +357,12 @@ class Service:
                 ing.batch_max,
                 ing.batch_wait_ms / 1000.0,
                 ing.liveness_check_s,
-                snapshot_path=settings.detector_snapshot_path,
-                snapshot_every_s=settings.detection.snapshot_every_s,
+                snapshot_path=None if settings.cluster.enabled else settings.detector_snapshot_path,
+                snapshot_every_s=(
+                    settings.cluster.snapshot_every_s
+                    if settings.cluster.enabled
+                    else settings.detection.snapshot_every_s
+                ),
                 handoff_max=ing.handoff_max,
                 alarm_write_timeout_s=ing.alarm_write_timeout_s,
                 journal_source=self.telemetry.journal_id,
@@ -366,21 +394,27 @@ class Service:
             self.alarm_relay = AlarmTopicRelay(alarm_topic(settings, "unrecorded"))
             self.pipeline.unrecorded.consumers.append(self.alarm_relay.offer)
         site, place = registry_site(self.index.sites)
-        self.faults = FaultAlarms(site=site, place=place, active={t for d, t in active if d == SERVICE_KEY})
+        # Clustered, each worker's own fault alarms (firewatch/faults.fault_key).
+        self.worker_id: str | None = None
+        if settings.cluster.enabled:
+            from firewatch.cluster.worker import default_worker_id
+
+            self.worker_id = settings.cluster.worker_id or default_worker_id()
+        key = fault_key(self.worker_id)
+        self.faults = FaultAlarms(site=site, place=place, active={t for d, t in active if d == key}, key=key)
         self._broker_down_since: float | None = None
         self.findings: list[Finding] = []
         self.queue = BoundedQueue(ing.queue_max)
-        self.source = MqttSource(
-            broker_address(settings.mqtt.url),
-            client_id=settings.mqtt.client_id,
-            topics=subscriptions(settings.mqtt.topic_prefix),
-            queue=self.queue,
-            clock=clock,
-            protocol=settings.mqtt.protocol,
-            receive_maximum=min(settings.mqtt.receive_maximum, ing.queue_max),
-            keepalive=settings.mqtt.keepalive_s,
-        )
-        source = self.source
+        self.cluster: ClusterWorker | None = None
+        # Where messages come from: the broker (single node: also `source`), or clustered the
+        # engine's partitions this worker holds.
+        self.ingest: MqttSource | ClusterSource
+        if settings.cluster.enabled:
+            self.cluster = self._start_cluster(settings)
+            self.ingest = self.cluster.source
+        else:
+            self.source = self.ingest = self._mqtt_source(settings)
+        source = self.ingest
         self.pipeline.connection = lambda: source.epoch if source.connected.is_set() else None
         # Fire alarm panels through GB/T 26875.3 transmission devices (docs/gb26875.md): their
         # reports join the same queue as device events, confirmed once stored.
@@ -389,9 +423,16 @@ class Service:
             from ingest.gb26875.listener import Gb26875Listener
 
             decoder = self.decoder
+            inbox = self.queue
+            if self.cluster is not None:
+                # Clustered: uploads go to the engine, to the worker owning the device's site.
+                from firewatch.cluster.forward import EngineInbox
+
+                cluster_source = self.cluster.source
+                inbox = EngineInbox(lambda: cluster_source.js, lambda m: self._gb_confirm(m))
             self.gb26875 = Gb26875Listener(
                 settings.gb26875,
-                queue=self.queue,
+                queue=inbox,
                 index=lambda: decoder.index,
                 prefix=settings.mqtt.topic_prefix,
                 clock=clock,
@@ -404,6 +445,50 @@ class Service:
         self._probe = DaemonWorker("store-probe")
         self.phases.lap("the rest")
         logger.info("start-up took %.1f s: %s", self.phases.total, self.phases.summary())
+
+    def _mqtt_source(self, settings: Settings) -> MqttSource:
+        ing = settings.ingest
+        assert settings.mqtt.url is not None  # checked at start
+        return MqttSource(
+            broker_address(settings.mqtt.url),
+            client_id=settings.mqtt.client_id,
+            topics=subscriptions(settings.mqtt.topic_prefix),
+            queue=self.queue,
+            clock=self.clock,
+            protocol=settings.mqtt.protocol,
+            receive_maximum=min(settings.mqtt.receive_maximum, ing.queue_max),
+            keepalive=settings.mqtt.keepalive_s,
+        )
+
+    def _start_cluster(self, settings: Settings) -> ClusterWorker:
+        """One worker of a cluster (docs/scale.md): ingest from the engine's partitions this worker
+        holds leases on, and live streams shared with the other workers."""
+        from firewatch.cluster.engine import ensure_stream
+        from firewatch.cluster.source import ClusterSource
+        from firewatch.cluster.worker import ClusterWorker
+
+        cfg = settings.cluster
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        source = ClusterSource(
+            settings.cluster.engine,
+            queue=self.queue,
+            pipeline=self.pipeline,
+            clock=self.clock,
+            name=f"firewatch {worker_id}",
+            ensure=lambda js: ensure_stream(
+                js, cfg.partitions, replicas=cfg.stream_replicas, max_age_s=cfg.stream_max_age_h * 3600.0
+            ),
+        )
+        return ClusterWorker(
+            settings.cluster,
+            sessions=self.sessions,
+            pipeline=self.pipeline,
+            alarms=self.alarms,
+            source=source,
+            worker_id=worker_id,
+            clock=self.clock,
+        )
 
     def _prepare_accounts(self) -> None:
         """Demo accounts in demo mode; else the first admin from `auth.admin_password`, which must
@@ -479,7 +564,7 @@ class Service:
         without a broker), in short transactions paced to leave the alarm path the state store;
         retried while the store fails. Until it ends the device and place lists answer 503."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.source.connected.wait(), MIRROR_WAIT_S)
+            await asyncio.wait_for(self.ingest.connected.wait(), MIRROR_WAIT_S)
         while not (self._mirror_stop.is_set() or self.mirror_synced.is_set()):
             if self.store_error is None:  # else `_bring_up_store` runs first (migrations)
                 try:
@@ -550,7 +635,7 @@ class Service:
                     f"{(now - p.progress_at) / scale:.0f} s",
                 )
             )
-        if self.source.connected.is_set():
+        if self.ingest.connected.is_set():
             self._broker_down_since = None
         elif self._broker_down_since is None:
             self._broker_down_since = now
@@ -650,10 +735,13 @@ class Service:
 
         asyncio.get_running_loop().run_in_executor(None, write).add_done_callback(done)
 
+    def _gb_confirm(self, messages: Iterable[Message]) -> int:
+        return self.gb26875.ack(messages) if self.gb26875 is not None else 0
+
     def _ack(self, messages: list[Message]) -> int:
         """Acknowledge a stored batch to where its messages came from: PUBACKs to the broker, and
         confirms to the GB/T 26875.3 devices whose uploads are all stored."""
-        n = self.source.ack(messages)
+        n = self.ingest.ack(messages)
         if self.gb26875 is not None:
             n += self.gb26875.ack(messages)
         return n
@@ -673,8 +761,17 @@ class Service:
         self.engine.grace(self.clock())
         self.compactor.start()
         self._tasks = [
-            asyncio.create_task(self.source.run(self._stop), name="mqtt-source"),
+            asyncio.create_task(self.ingest.run(self._stop), name="mqtt-source"),
             asyncio.create_task(self.pipeline.run(self.queue, self._ack, self._stop), name="pipeline"),
+            *(
+                [
+                    asyncio.create_task(self.cluster.run(self._stop), name="cluster-leases"),
+                    asyncio.create_task(self._live_bus(self.cluster, self._stop), name="live-bus"),
+                    asyncio.create_task(self._retention_clock(self._stop), name="telemetry-retention"),
+                ]
+                if self.cluster is not None
+                else []
+            ),
             asyncio.create_task(self.dispatcher.run(self._stop), name="push-dispatcher"),
             asyncio.create_task(self._policy_clock(self._stop), name="alarm-policy"),
             asyncio.create_task(self._ticket_clock(self._stop), name="ticket-clock"),
@@ -703,6 +800,8 @@ class Service:
                 await asyncio.wait_for(stop.wait(), every)
             if stop.is_set():
                 return
+            if not self.runs_duties:
+                continue
             try:
                 transitions = await asyncio.to_thread(self.alarms.tick)
             except Exception:  # a database hiccup must not end the policy clock
@@ -711,6 +810,57 @@ class Service:
             if transitions:
                 self.pipeline.publish(transitions, [])
 
+    async def _live_bus(self, cluster: ClusterWorker, stop: asyncio.Event) -> None:
+        """Clustered: this worker's alarms and incident steps to every other worker's live streams,
+        and theirs to ours, over the engine (firewatch/cluster/live_bus.py), so a console on any
+        worker sees them all at once — unrecorded ones included."""
+        from firewatch.cluster.live_bus import LiveBus
+
+        source = cluster.source
+        connected = asyncio.ensure_future(source.connected.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({connected, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        connected.cancel()
+        stopping.cancel()
+        if stop.is_set() or source.nc is None:
+            return
+        bus = LiveBus(source.nc, cluster.worker_id, self.live, on_remote=self._remote_items)
+        hooks = (self.alarms.on_commit, self.alarms.on_incident, self.pipeline.unrecorded.consumers)
+        for hook in hooks:
+            hook.append(bus.publish)
+        await bus.start()
+        try:
+            await stop.wait()
+        finally:
+            for hook in hooks:
+                hook.remove(bus.publish)
+            await bus.stop()
+
+    async def _retention_clock(self, stop: asyncio.Event) -> None:
+        """Clustered: readings in PostgreSQL older than `telemetry.retention_days` are deleted, in
+        small chunks, by the worker that runs the duties, every RETENTION_EVERY_S (a single node's
+        compactor does this for its local file)."""
+        keep_s = self.settings.telemetry.retention_days * 86_400.0
+        while not stop.is_set():
+            if keep_s > 0 and self.runs_duties:
+                try:
+                    dropped = await asyncio.to_thread(self.telemetry.prune, self.clock() - keep_s)
+                    if dropped:
+                        logger.info(
+                            "retention: %d readings older than %g days deleted", dropped, keep_s / 86_400
+                        )
+                except Exception:
+                    logger.exception("telemetry retention failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RETENTION_EVERY_S)
+
+    @property
+    def runs_duties(self) -> bool:
+        """Whether this process runs the clocks of the whole deployment (escalations, reminders,
+        ticket deadlines): always on a single node; clustered, the one worker holding the duties
+        lease (firewatch/cluster/leases.py), so they run once, not once per worker."""
+        return self.cluster is None or self.cluster.duties
+
     async def _ticket_clock(self, stop: asyncio.Event) -> None:
         """Ticket deadlines, maintenance plans, patrols and re-inspection: every `tickets.tick_s`,
         and once at start so a plan due while the service was down opens its ticket at once.
@@ -718,7 +868,7 @@ class Service:
         every = self.settings.tickets.tick_s
         while not stop.is_set():
             try:
-                transitions = await asyncio.to_thread(self.tickets.tick)
+                transitions = await asyncio.to_thread(self.tickets.tick) if self.runs_duties else []
             except Exception:  # a database hiccup must not end the ticket clock
                 logger.exception("ticket tick failed; retrying in %.1f s", every)
             else:
@@ -785,7 +935,7 @@ class Service:
             "queue_depth": len(self.queue),
             "telemetry_pending": p.telemetry_pending,
             "sink_buffered": status.buffered,
-            "mqtt_connected": 1 if self.source.connected.is_set() else 0,
+            "mqtt_connected": 1 if self.ingest.connected.is_set() else 0,
             "alarm_latency_max_s": p.take_alarm_latency_max(),
         }
 
@@ -798,6 +948,11 @@ class Service:
         def left(cap: float = budget_s) -> float:
             return max(STEP_FLOOR_S, min(cap, deadline - time.monotonic()))
 
+        if self.cluster is not None:  # first: no more messages read; what was read is stored below
+            try:
+                await asyncio.wait_for(self.cluster.stop_reading(), left(2.0))
+            except TimeoutError:
+                logger.error("stopping: the partitions' readers did not end in time")
         self._stop.set()
         self._mirror_stop.set()  # a sync in progress ends after its transaction; the next start resumes
         if self.gb26875 is not None:  # first: uploads not yet stored stay unconfirmed and are resent
@@ -839,6 +994,13 @@ class Service:
         if self.alarm_relay is not None:
             relay = self.alarm_relay
             await stopping.bounded("the alarm topic relay", lambda: relay.close(1.0), left())
+        if self.cluster is not None:  # the pipeline has stored what it read: snapshot, release the leases
+            try:
+                await asyncio.wait_for(self.cluster.leave(), left(3.0))
+            except TimeoutError:
+                logger.error("stopping: leaving the cluster took too long; the leases expire by themselves")
+            except Exception:
+                logger.exception("stopping: leaving the cluster failed; the leases expire by themselves")
         await stopping.bounded("the detector snapshot", self._save_snapshot, left())
         await stopping.bounded("the telemetry store", self.telemetry.close, left())
         await stopping.bounded("the state store", self.db.dispose, left())
@@ -867,7 +1029,7 @@ class Service:
             checks["database"] = "no answer in 2 s"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["broker"] = "ok" if self.source.connected.is_set() else "not connected"
+        checks["broker"] = "ok" if self.ingest.connected.is_set() else "not connected"
         checks["pipeline"] = "ok" if self._tasks and not any(t.done() for t in self._tasks) else "not running"
         # What the health clock found (docs/reliability.md), each with its reason; a database that
         # answers SELECT 1 while alarm writes fail is still failing.
@@ -939,6 +1101,14 @@ class Service:
             )
             return RegistryChange(diff, True, path, note)
 
+    def _remote_items(self, items: Sequence[Item]) -> None:
+        """Clustered: another worker's transitions, from the live bus. A person's reset or clear of
+        a device this worker owns, made through another worker's API, is forgotten here too: the
+        detectors that would raise it again run here (firewatch/forget.py)."""
+        for t in items:
+            if isinstance(t, Transition) and t.recorded:
+                forget_after(self.engine, t)
+
     def on_human_transition(self, t: Transition) -> None:
         forget_after(self.engine, t)  # firewatch/forget.py: a persisting condition raises it again
         self.pipeline.publish([t], [])
@@ -963,8 +1133,8 @@ class Service:
             self.metrics.active_alarms.clear()
             for category, system, n in active:
                 self.metrics.active_alarms.labels(category, system).set(n)
-        self.metrics.mqtt_connected.set(1 if self.source.connected.is_set() else 0)
-        self.metrics.mqtt_rebuilds.set(self.source.rebuilds)
+        self.metrics.mqtt_connected.set(1 if self.ingest.connected.is_set() else 0)
+        self.metrics.mqtt_rebuilds.set(self.ingest.rebuilds)
         self.metrics.queue_depth.set(len(self.queue))
         self.metrics.queue_dropped.set(self.queue.dropped)
         self.metrics.queue_overflow.set(self.queue.overflow)

@@ -37,6 +37,7 @@ from api.live import (
     read_backlog,
 )
 from core.domain import AlarmAction, AlarmCategory, DetectorEvent, DetectorEventKind, IncidentAction
+from core.registry import BuildingSpec, Device, FloorSpec, Registry, RoomSpec, SiteSpec, ZoneSpec
 from core.settings import TicketPolicy
 from firewatch.broker import free_port, stop_process, wait_for_port
 from firewatch.cluster import live_bus
@@ -44,7 +45,7 @@ from firewatch.cluster.live_bus import LiveBus, decode_item, encode_item, runs
 from ingest.index import DeviceIndex
 from storage.db import open_store
 from storage.registry_sync import sync_registry
-from tests.conftest import PROFILES, FakeClock, small_registry
+from tests.conftest import PROFILES, FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -380,9 +381,29 @@ class HeldCommit:
             self.release.wait(WAIT_S * 3)
 
 
+def two_sites() -> Registry:
+    """small_registry's two zones as two sites: the two workers' fires below are in two incident
+    groups, so neither waits for the other's incident lock (alarms/incident_service.py) and the
+    one with the lower event id can commit last."""
+
+    def site(n: int) -> SiteSpec:
+        zone = ZoneSpec(id=f"z{n}", name=f"{n}区", rooms=[RoomSpec(id=f"r{n}01", name=f"{n}01病房")])
+        floor = FloorSpec(id="f1", name="1F", zones=[zone])
+        return SiteSpec(
+            id=f"s{n}", name=f"院区{n}", buildings=[BuildingSpec(id="b1", name="住院楼", floors=[floor])]
+        )
+
+    devices = [
+        Device(id=f"smk-{n}-{i}", profile="t-smoke", place=f"s{n}/b1/f1/z{n}/r{n}01")
+        for n in (1, 2)
+        for i in (1, 2)
+    ]
+    return Registry([site(1), site(2)], devices)
+
+
 def alarm_worker(url: str) -> tuple[AlarmService, HeldCommit]:
     engine, sessions = open_store(url)
-    registry = small_registry()
+    registry = two_sites()
     sync_registry(sessions, registry, PROFILES)
     index = DeviceIndex.build(registry, PROFILES)
     return AlarmService(sessions, index, TicketOpener(index, TicketPolicy()), FakeClock(T0)), HeldCommit(

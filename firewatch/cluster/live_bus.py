@@ -28,7 +28,7 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -92,11 +92,21 @@ class LiveBus:
     once; `start` and `stop` run on the event loop that serves `hub` (the API's).
     """
 
-    def __init__(self, nc: Client, worker_id: str, hub: LiveHub, subject: str = SUBJECT) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        worker_id: str,
+        hub: LiveHub,
+        subject: str = SUBJECT,
+        on_remote: Callable[[Sequence[Item]], None] | None = None,
+    ) -> None:
         self.nc = nc
         self.worker_id = worker_id
         self.hub = hub
         self.subject = subject
+        # Told of other workers' items too (on the loop): the owner of a device hears a person's
+        # reset made through another worker's API (firewatch/forget.py).
+        self.on_remote = on_remote
         # Streams on this hub carry other workers' events, committed in their own order: resume
         # re-reads a window below the resume point (api/live.py, Backlog).
         hub.resume_window_s = max(hub.resume_window_s or 0.0, RESUME_WINDOW_S)
@@ -258,6 +268,11 @@ class LiveBus:
         if items:
             self.received += len(items)
             self.hub.publish(items)
+            if self.on_remote is not None:
+                try:
+                    self.on_remote(items)
+                except Exception:
+                    logger.exception("live bus: handling another worker's items failed")
         if expected is not None and first > expected:
             # Items numbered expected..first-1 never arrived: tell every stream to resume from the
             # event log (after this batch reached the hub, so nothing is left between the two).

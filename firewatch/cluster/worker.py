@@ -1,0 +1,314 @@
+"""One worker of a cluster: which partitions it reads, and taking one over (docs/scale.md).
+
+Every `heartbeat_s` the lease keeper (firewatch/cluster/leases.py) renews this worker's leases in
+PostgreSQL and says what changed:
+- **gained**: a partition that was free, or whose owner stopped renewing (died, or cut off from
+  PostgreSQL for longer than `lease_ttl_s`). Taking it over: load the partition's last detector
+  snapshot and restore its devices' units from it; align their active flags with the alarms open in
+  the store (the store is the truth about alarms); start their liveness afresh; then read the
+  partition from the stream, from just after what the worker before had stored or snapshotted,
+  whichever is earlier — the snapshot's messages stored again only, the messages whose alarms are
+  recorded (up to the partition's alarm mark) detected with their events dropped, the rest live.
+  No reading is lost (everything after the stored mark is read again and stored by key) and no
+  alarm raised twice (events up to the alarm mark are not raised again; an open alarm is never
+  raised twice anyway: alarms are upserted by key).
+- **to_release**: a partition the balance now gives to another worker (one joined). Stop reading
+  it, wait until what was read is stored, save a snapshot, then release the lease: the next owner
+  starts from there.
+- **lost**: a lease another worker holds now (this one was cut off): stop reading at once.
+
+A snapshot of the detector state is saved every `snapshot_every_s`, between two batches, once every
+earlier batch's alarms are recorded (Pipeline._maybe_snapshot): one blob for all owned partitions,
+with, for each, the last stream sequence in that state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from alarms.service import AlarmService
+from core.settings import ClusterSettings
+from firewatch.cluster.engine import partition_of
+from firewatch.cluster.leases import LeaseKeeper, LeaseView
+from firewatch.cluster.partition_state import load_snapshot, save_snapshot
+from firewatch.cluster.source import ClusterSource
+from firewatch.pipeline import Pipeline
+from firewatch.workers import DaemonWorker
+from storage.cluster_models import PartitionMarkRow
+
+logger = logging.getLogger(__name__)
+
+RELEASE_WAIT_S = 5.0  # a partition handed on: how long its read messages get to be stored first
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"[:100]
+
+
+@dataclass
+class Takeover:
+    """How one partition was taken over, for the log, metrics and tests."""
+
+    partition: int
+    claimed_at: float  # time.time() when the lease was won
+    snapshot_seq: int
+    stored_seq: int
+    alarm_seq: int
+    started_at: float = 0.0  # reading from the stream again
+    live_at: float | None = None  # caught up: live messages flow (or nothing was left to replay)
+
+
+@dataclass
+class PartitionMap:
+    """Which partition each device of the registry is in: its site's (a site is one partition, so
+    a place's devices, its zones' fusion and its outages are all one worker's)."""
+
+    partitions: int
+    of_device: npt.NDArray[np.int32]
+
+    @classmethod
+    def of_sites(cls, sites: list[str], partitions: int) -> PartitionMap:
+        part_of_site = {s: partition_of(s, partitions) for s in set(sites)}
+        return cls(partitions, np.array([part_of_site[s] for s in sites], dtype=np.int32))
+
+    def devices(self, partitions: set[int]) -> npt.NDArray[np.bool_]:
+        return np.isin(self.of_device, np.fromiter(partitions, dtype=np.int32, count=len(partitions)))
+
+
+@dataclass
+class _Snapshots:
+    """Snapshots are taken under the pipeline's lock (state and sequences together) and saved on a
+    thread of their own, one at a time: a slow store never holds a batch."""
+
+    worker: DaemonWorker = field(default_factory=lambda: DaemonWorker("cluster-snapshot"))
+    busy: threading.Event = field(default_factory=threading.Event)
+    saved: int = 0
+    failed: int = 0
+
+
+class ClusterWorker:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        *,
+        sessions: sessionmaker[Session],
+        pipeline: Pipeline,
+        alarms: AlarmService,
+        source: ClusterSource,
+        worker_id: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.pipeline = pipeline
+        self.alarms = alarms
+        self.source = source
+        self.worker_id = worker_id
+        self.clock = clock
+        self.keeper = LeaseKeeper(
+            sessions, worker_id, settings.partitions, ttl_s=settings.lease_ttl_s, api_url=settings.api_url
+        )
+        self.map = PartitionMap.of_sites(pipeline.decoder.index.sites, settings.partitions)
+        self.owned: set[int] = set()
+        self.duties = False  # this worker runs the cluster-wide clocks
+        self.takeovers: list[Takeover] = []
+        self.heartbeat_failures = 0
+        self._snap = _Snapshots()
+        self._persisted: dict[int, int] = {}  # stored sequences written to PostgreSQL
+        pipeline.partitioned = True
+        pipeline.snapshot_hook = self._take_snapshot
+        # Until it owns a partition, the worker watches no device's liveness.
+        with pipeline._lock:
+            pipeline.engine.own(self.map.devices(set()), self.map.devices(set()), clock())
+
+    # --- the heartbeat loop ----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        every = self.settings.heartbeat_s
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                await self.beat()
+            except Exception:
+                self.heartbeat_failures += 1
+                logger.exception("cluster heartbeat failed; keeping the partitions read now")
+            left = every - (time.monotonic() - began)
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), left)
+
+    async def beat(self) -> LeaseView:
+        """One heartbeat: renew, then act on what changed."""
+        view = await asyncio.to_thread(self.keeper.heartbeat)
+        self.duties = view.duties
+        for p in sorted(view.lost):
+            if p in self.owned:
+                logger.warning("partition %d is another worker's now: stopping reading it", p)
+                await self._stop_reading(p)
+        for p in sorted(view.to_release):
+            if p in self.owned:
+                await self._hand_on(p)
+        for p in sorted(view.gained):
+            if p not in self.owned:
+                await self._take(p)
+        await asyncio.to_thread(self._persist_stored)
+        return view
+
+    async def stop_reading(self) -> None:
+        """Stopping, first step: read no more (what was read is stored as the pipeline drains)."""
+        await asyncio.gather(*(self.source.drop(p, wait_s=0.0) for p in sorted(self.owned)))
+
+    async def leave(self) -> None:
+        """Stopping, once the pipeline has drained: say how far everything is stored, snapshot, and
+        release every lease, so the others take the partitions over at once instead of after
+        `lease_ttl_s`, from this very state."""
+        self.owned.clear()
+        try:
+            await asyncio.to_thread(self._persist_stored)
+            await asyncio.to_thread(self._snapshot_now)
+        finally:
+            await asyncio.to_thread(self.keeper.leave)
+
+    # --- taking over -----------------------------------------------------------------------------
+    async def _take(self, p: int) -> None:
+        claimed = time.time()
+        snapshot = await asyncio.to_thread(load_snapshot, self.sessions, p)
+        alarm_seq, stored_seq = await asyncio.to_thread(self._marks, p)
+        active = await asyncio.to_thread(self.alarms.active_keys)
+        snapshot_seq = snapshot[1] if snapshot is not None else 0
+        owned = self.owned | {p}
+        mine, gained = self.map.devices(owned), self.map.devices({p})
+
+        def restore() -> int:
+            pipeline = self.pipeline
+            with pipeline._lock:
+                engine = pipeline.engine
+                warm = 0
+                if snapshot is not None:
+                    ids = pipeline.decoder.index.device_ids
+                    warm = engine.restore_bytes(
+                        snapshot[0], [ids[i] for i in np.flatnonzero(gained).tolist()]
+                    )
+                engine.own(mine, gained, self.clock())
+                engine.resume_devices(gained, active)
+                pipeline.detected_seq[p] = snapshot_seq
+                return warm
+
+        warm = await asyncio.to_thread(restore)
+        self.owned.add(p)
+        # Read from the earlier of the two: what follows the stored mark is stored again (by key),
+        # what follows the snapshot is detected again.
+        start = min(snapshot_seq, stored_seq) + 1
+        feed = self.source.take(p, start=start, store_upto=snapshot_seq, silent_upto=alarm_seq)
+        takeover = Takeover(p, claimed, snapshot_seq, stored_seq, alarm_seq, started_at=time.time())
+        self.takeovers.append(takeover)
+        logger.info(
+            "took partition %d over: snapshot at %d (%d units warm), stored to %d, alarms to %d; "
+            "reading from %d",
+            p,
+            snapshot_seq,
+            warm,
+            stored_seq,
+            alarm_seq,
+            feed.next_seq,
+        )
+
+    def live_at(self, p: int) -> float | None:
+        feed = self.source.feeds.get(p)
+        return None if feed is None else feed.live_since
+
+    # --- handing on ------------------------------------------------------------------------------
+    async def _hand_on(self, p: int) -> None:
+        await self.source.drop(p, wait_s=RELEASE_WAIT_S)
+        await asyncio.to_thread(self._persist_stored)
+        await asyncio.to_thread(self._snapshot_now)
+        self._unwatch(p)
+        await asyncio.to_thread(self.keeper.release, [p])
+        logger.info("handed partition %d on", p)
+
+    async def _stop_reading(self, p: int) -> None:
+        await self.source.drop(p, wait_s=0.0)
+        self._unwatch(p)
+
+    def _unwatch(self, p: int) -> None:
+        self.owned.discard(p)
+        with self.pipeline._lock:
+            none = self.map.devices(set())
+            self.pipeline.engine.own(self.map.devices(self.owned), none, self.clock())
+            self.pipeline.detected_seq.pop(p, None)
+
+    # --- progress in PostgreSQL ------------------------------------------------------------------
+    def _marks(self, p: int) -> tuple[int, int]:
+        with self.sessions() as s:
+            row = s.execute(
+                select(PartitionMarkRow.alarm_seq, PartitionMarkRow.stored_seq).where(
+                    PartitionMarkRow.partition == p
+                )
+            ).first()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    def _persist_stored(self) -> None:
+        """How far each partition's telemetry is stored, for the next owner (it may lag: what
+        follows is stored again, by key)."""
+        changed = {p: q for p, q in list(self.source.stored.items()) if q > self._persisted.get(p, 0)}
+        if not changed:
+            return
+        stmt = pg_insert(PartitionMarkRow).values(
+            [{"partition": p, "alarm_seq": 0, "stored_seq": q} for p, q in sorted(changed.items())]
+        )
+        with self.sessions.begin() as s:
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[PartitionMarkRow.partition],
+                    set_={"stored_seq": func.greatest(PartitionMarkRow.stored_seq, stmt.excluded.stored_seq)},
+                )
+            )
+        self._persisted.update(changed)
+
+    # --- snapshots -------------------------------------------------------------------------------
+    def _take_snapshot(self) -> None:
+        """Pipeline.snapshot_hook: under the pipeline's lock, between batches, with every earlier
+        batch's alarms recorded. The state and its sequences are taken here; saved on a thread."""
+        if self._snap.busy.is_set() or not self.owned:
+            return
+        seqs = {p: self.pipeline.detected_seq.get(p, 0) for p in self.owned}
+        state = self.pipeline.engine.snapshot()
+        self._snap.busy.set()
+        self._snap.worker.submit(self._save, state, seqs)
+
+    def _snapshot_now(self) -> None:
+        """A snapshot at once (handing a partition on, leaving), waiting for the alarm writes."""
+        with self.pipeline._lock:
+            if not self.pipeline._writes_settled():
+                logger.warning("no snapshot: alarm writes are not recorded; the next owner replays more")
+                return
+            seqs = {p: self.pipeline.detected_seq.get(p, 0) for p in self.pipeline.detected_seq}
+            state = self.pipeline.engine.snapshot()
+        self._snap.busy.set()
+        self._save(state, seqs)
+
+    def _save(self, state: dict[str, npt.NDArray[np.generic]], seqs: dict[int, int]) -> None:
+        try:
+            buffer = io.BytesIO()
+            np.savez(buffer, **state)  # type: ignore[arg-type]  # numpy's stub types kwds as bool
+            save_snapshot(self.sessions, self.worker_id, buffer.getvalue(), seqs)
+            self._snap.saved += 1
+        except Exception:
+            self._snap.failed += 1
+            logger.exception("could not save the detector snapshot; a takeover replays more")
+        finally:
+            self._snap.busy.clear()
