@@ -5,17 +5,14 @@ PostgreSQL failure leaves untouched."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from firewatch.broker import free_port
 from firewatch.faults import is_unavailable
@@ -85,14 +82,9 @@ def test_history_reads_back_what_the_local_store_returns(shared: ClusterTelemetr
             np.testing.assert_array_equal(mine.ts, theirs.ts)
             np.testing.assert_array_equal(mine.value, theirs.value)
         mine, theirs = (s.history(device, channel, 1e9, 1e9 + 6, buckets=7) for s in (shared, local))
-        for field in ("ts", "min", "max", "count"):
+        for field in ("ts", "value", "min", "max", "count"):
             np.testing.assert_array_equal(getattr(mine, field), getattr(theirs, field))
-        np.testing.assert_allclose(mine.value, theirs.value, rtol=1e-12)  # means: summed in another order
     assert shared.history("smk-0", "humidity", 0, 2e9).ts.size == 0  # no such series: empty, no error
-    nothing = shared.history("smk-0", "smoke", 1e9 + 2.0, 1e9 + 2.0, buckets=10)  # an empty range
-    assert nothing.ts.size == 0
-    assert nothing.count is not None
-    assert nothing.count.size == 0
     assert shared.count() == local.count() == 600
     local.close()
 
@@ -192,56 +184,3 @@ def test_a_state_store_on_sqlite_is_refused(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
     with pytest.raises(ValueError, match="PostgreSQL"):
         ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine)
-
-
-def test_a_connection_lost_in_the_middle_of_a_write_fails_as_unavailable_and_the_next_write_stores_it(
-    shared: ClusterTelemetry, postgres_url: str
-) -> None:
-    slot, ts, value = batch(0)
-    with psycopg.connect(postgres_url) as other:
-        # Another transaction holds one of the batch's keys uncommitted: the write waits on it, in
-        # its INSERT, after the COPY; then the server drops the writer's connection.
-        other.execute("INSERT INTO readings VALUES ('smk-0', 'smoke', %s, 0)", (float(ts[0]),))
-        outcome: list[BaseException | None] = []
-        writer = threading.Thread(
-            target=lambda: outcome.append(
-                _raised(lambda: shared.write(slot, ts, value, [("smk-0", 3, 1, 1.0, b"")]))
-            )
-        )
-        writer.start()
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            pid = None
-            for _ in range(3000):  # until the writer waits for the lock (bounded: 30 s)
-                pid = admin.execute(
-                    "SELECT pid FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchone()
-                if pid is not None or not writer.is_alive():
-                    break
-                time.sleep(0.01)
-            assert pid is not None
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid[0],))
-        writer.join()
-        other.rollback()
-    (failed,) = outcome
-    assert isinstance(failed, OperationalError)
-    assert is_unavailable(failed)
-    assert shared.seq_state() == []  # nothing written locally
-    shared.write(slot, ts, value, [("smk-0", 3, 1, 1.0, b"")])  # the pipeline's retry: a new connection
-    assert shared.count() == 100
-    assert shared.seq_state() == [("smk-0", 3, 1, 1.0, b"")]
-
-
-def test_a_reading_the_table_refuses_is_not_taken_for_an_outage(shared: ClusterTelemetry) -> None:
-    shared.bind([("smk-0", "x" * 65)])  # longer than a channel may be: a bad input, not an outage
-    with pytest.raises(DataError) as refused:
-        shared.write(np.zeros(1, np.int32), np.array([1.0]), np.array([2.0]), [])
-    assert not is_unavailable(refused.value)  # so the pipeline stores the batch's readings one by one
-
-
-def _raised(work: Callable[[], object]) -> BaseException | None:
-    try:
-        work()
-    except BaseException as exc:
-        return exc
-    return None

@@ -1,0 +1,186 @@
+"""How fast one, two and three workers drain the same backlog from the engine (docs/scale.md).
+
+    python -m bench.scale_out [--messages 120000] [--sites 48] [--per-site 25] [--workers 1,3] [--json PATH]
+
+A three-node engine (nats-server, JetStream R3, the site-partitioning mapping) on loopback holds a
+backlog of smoke-detector readings of a city of small sites (simulators/city.py), published before
+any worker runs. For each worker count, in one invocation: a fresh PostgreSQL database (a private
+server started here), that many `firewatch serve` processes in cluster mode, and the time from when
+every partition has an owner until every reading is stored in PostgreSQL. Reported per run:
+messages/s, CPU seconds the workers used (their /proc times) and messages per worker CPU second;
+and the ratio of each run's rate to the one-worker rate. The backlog has no fire, so this is the
+steady ingest path (decode, detect, store by key), not the alarm path.
+
+On the 2-core development machine the workers, the three engine nodes and PostgreSQL share two
+cores: three workers cannot run three times as fast as one when one already keeps a core busy. The
+per-CPU-second figure is what a sizing projection can use (docs/scale.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import nats
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from core.registry import write_registry_text
+from firewatch.cluster.engine import NatsCluster, ensure_stream
+from firewatch.cluster.local import ClusterState, WorkerProcess, start_worker
+from simulators.city import CLEAN_AIR, city_registry, device_ids, reading
+from tests.postgres import PrivatePostgres
+
+PARTITIONS = 12
+console = Console(stderr=True)
+
+
+@dataclass
+class Run:
+    workers: int
+    messages: int
+    seconds: float  # from every partition owned to every reading stored
+    owned_after_s: float  # from the workers' start until every partition had an owner
+    cpu_s: float  # the workers' user + system time over the whole run
+    rate: float = 0.0
+    per_cpu_s: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process (and its waited-for children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / ticks
+
+
+async def preload(urls: list[str], sites: int, per_site: int, messages: int) -> None:
+    """The backlog: round after round of every device's reading, published straight to the engine
+    (the MQTT listener maps the same subjects), each acknowledged by the stream."""
+    nc = await nats.connect(servers=urls)
+    js = nc.jetstream()
+    await ensure_stream(js, PARTITIONS, replicas=3, max_age_s=86_400.0)
+    devices = device_ids(sites, per_site)
+    t0 = time.time() - messages / len(devices) * 10.0
+    sent = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("publishing the backlog", total=messages)
+        seq = 0
+        while sent < messages:
+            seq += 1
+            futures = []
+            for site, device in devices[: messages - sent]:
+                subject = f"fw.v1.{site}.{device}.telemetry"
+                futures.append(js.publish(subject, reading(seq, t0 + seq * 10.0, CLEAN_AIR)))
+            await asyncio.gather(*futures)
+            sent += len(futures)
+            progress.update(task, completed=sent)
+    await nc.close()
+
+
+def run(
+    n: int, engine: NatsCluster, pg: PrivatePostgres, registry: Path, messages: int, work: Path
+) -> Run:
+    url = pg.url(pg.create_database()).replace("postgresql://", "postgresql+psycopg://")
+    state = ClusterState(url)
+    password = f"bench-{uuid.uuid4().hex}"
+    workers: list[WorkerProcess] = []
+    began = time.monotonic()
+    try:
+        for i in range(n):
+            workers.append(
+                start_worker(
+                    f"bench-{n}-{i + 1}",
+                    engine=engine.client_urls,
+                    database_url=url,
+                    registry=registry,
+                    data_dir=work / f"run{n}-w{i + 1}",
+                    partitions=PARTITIONS,
+                    admin_password=password,
+                )
+            )
+        owned_after = state.wait_owned({w.worker_id for w in workers}, PARTITIONS, timeout_s=120)
+        t0 = time.monotonic()
+        target = 2 * messages  # two channels per reading
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{n} worker(s) draining", total=target)
+            while (stored := state.readings()) < target:
+                progress.update(task, completed=stored)
+                if time.monotonic() - t0 > 600:
+                    raise TimeoutError(f"{n} workers stored {stored} of {target} readings in 600 s")
+                if dead := [w for w in workers if not w.alive]:
+                    raise RuntimeError(f"worker {dead[0].worker_id} died:\n{dead[0].tail()}")
+                time.sleep(0.2)
+        seconds = time.monotonic() - t0
+        cpu = sum(cpu_seconds(w.proc.pid) for w in workers)
+        del began
+        result = Run(n, messages, seconds, owned_after, cpu)
+        result.rate = messages / seconds
+        result.per_cpu_s = messages / cpu if cpu else 0.0
+        return result
+    finally:
+        for w in workers:
+            w.stop()
+        state.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=120_000)
+    ap.add_argument("--sites", type=int, default=48)
+    ap.add_argument("--per-site", type=int, default=25)
+    ap.add_argument("--workers", default="1,3", help="worker counts to run, in order (comma-separated)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    counts = [int(c) for c in args.workers.split(",")]
+    runs: list[Run] = []
+    with TemporaryDirectory(prefix="fw-scale-") as tmp:
+        work = Path(tmp)
+        registry = work / "city.yaml"
+        write_registry_text(registry, city_registry(args.sites, args.per_site))
+        pg = PrivatePostgres().start()
+        engine = NatsCluster(work / "engine", nodes=3, partitions=PARTITIONS).start()
+        try:
+            asyncio.run(preload(engine.client_urls, args.sites, args.per_site, args.messages))
+            for n in counts:
+                runs.append(run(n, engine, pg, registry, args.messages, work))
+                console.print(f"{n} worker(s): {runs[-1].rate:,.0f} msg/s")
+        finally:
+            engine.stop()
+            pg.close()
+    base = runs[0].rate
+    table = Table(title=f"draining {args.messages:,} readings of {args.sites * args.per_site:,} devices")
+    for col in ("workers", "seconds", "msg/s", "× first", "worker CPU s", "msg per CPU s"):
+        table.add_column(col, justify="right")
+    for r in runs:
+        table.add_row(
+            str(r.workers),
+            f"{r.seconds:.1f}",
+            f"{r.rate:,.0f}",
+            f"{r.rate / base:.2f}",
+            f"{r.cpu_s:.1f}",
+            f"{r.per_cpu_s:,.0f}",
+        )
+    Console().print(table)
+    info = {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": [asdict(r) for r in runs],
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()
