@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -42,17 +43,27 @@ def alarms_of(folder: Path) -> set[tuple[int, float]]:
         return {(int(i), float(ts)) for i, ts in db.execute("SELECT id, first_ts FROM alarms")}
 
 
-@pytest.fixture
-def last_run(tmp_path: Path) -> Path:
-    """A folder where a demo ran, left its alarms and tickets, and stopped (its state file gone)."""
-    done = firewatch(tmp_path, "demo", "--port", str(free_port()), *FIRST_RUN)
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where a demo ran, left its alarms and tickets, and stopped (its state file gone).
+    One run for the module: each test gets a copy of the folder (`last_run`)."""
+    folder = tmp_path_factory.mktemp("first-run")
+    done = firewatch(folder, "demo", "--port", str(free_port()), *FIRST_RUN)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "The last demo's data" not in done.stdout + done.stderr  # nothing to ask about the first time
-    assert not (tmp_path / "data" / "demo" / "demo.json").exists()  # removed when it stopped
-    alarms, tickets = open_counts(tmp_path)
+    assert not (folder / "data" / "demo" / "demo.json").exists()  # removed when it stopped
+    alarms, tickets = open_counts(folder)
     assert alarms > 0
     assert tickets > 0
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def last_run(first_run: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the folder the first demo left (a second demo changes it)."""
+    folder = tmp_path / "last-run"
+    shutil.copytree(first_run, folder)
+    return folder
 
 
 def demo_on_a_terminal(folder: Path, answer: bytes) -> tuple[int, str]:
