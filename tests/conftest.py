@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import storage.db
 from accounts.model import AccountExistsError
 from accounts.passwords import Passwords
 from accounts.service import AccountService
@@ -25,7 +29,7 @@ from device_profiles.schema import Profile
 from firewatch.broker import Mosquitto
 from firewatch.metrics import Metrics
 from ingest.index import DeviceIndex
-from storage.db import open_store
+from storage.db import make_engine, open_store
 from storage.registry_sync import sync_registry
 from storage.telemetry import TelemetryStore
 from tests.cluster_fixtures import nats_cluster  # noqa: F401  (a fixture, offered to every test)
@@ -145,6 +149,63 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+# --- migrated templates -------------------------------------------------------------------------------
+# Every test's state store starts as the migrations make it. Running all of them again for each of
+# the suite's many fresh stores cost a third of a second each (most of a short test): a new store is a
+# copy of one the migrations made once per session instead (SQLite: the file; PostgreSQL: CREATE
+# DATABASE ... TEMPLATE). The copy is then migrated as usual (a no-op at head). Tests marked
+# `fresh_migrations` (tests/test_storage.py) run every migration on every new store.
+
+_real_migrate = storage.db.migrate
+
+
+class SqliteTemplate:
+    """A SQLite state store the migrations made, made on first use, copied to each new store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "migrated.sqlite"
+        self._lock = threading.Lock()
+        self._made = False
+
+    def copy_to(self, database: Path) -> None:
+        with self._lock:
+            if not self._made:
+                engine = make_engine(f"sqlite:///{self.path}")
+                _real_migrate(engine)
+                engine.dispose()  # the last connection gone: the WAL is folded into the file
+                self._made = True
+        try:
+            shutil.copyfile(self.path, database)
+        except OSError:  # the migration itself says what is wrong with the place
+            database.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    return SqliteTemplate(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(autouse=True)
+def migrated_sqlite_from_a_template(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, sqlite_template: SqliteTemplate
+) -> None:
+    """A new SQLite state store opened in this process (open_store) starts as a copy of the
+    migrated template, unless the test is marked `fresh_migrations`."""
+    if request.node.get_closest_marker("fresh_migrations"):
+        return
+
+    def migrate(engine: Engine) -> None:
+        url = engine.url
+        on_disk = url.database not in (None, "", ":memory:") and not url.query
+        if url.get_backend_name() == "sqlite" and on_disk:
+            database = Path(str(url.database))
+            if not database.exists() and database.parent.is_dir():
+                sqlite_template.copy_to(database)
+        _real_migrate(engine)
+
+    monkeypatch.setattr(storage.db, "migrate", migrate)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PrivatePostgres]:
     """One private PostgreSQL cluster per test session (never the machine's own server)."""
@@ -155,10 +216,24 @@ def postgres() -> Iterator[PrivatePostgres]:
         cluster.close()
 
 
-@pytest.fixture
-def postgres_url(postgres: PrivatePostgres) -> Iterator[str]:
-    """A fresh database in the private cluster for one test, dropped afterwards."""
+@pytest.fixture(scope="session")
+def postgres_template(postgres: PrivatePostgres) -> str:
+    """A database in the private cluster the migrations made: new test databases are copies of it."""
     name = postgres.create_database()
+    engine = make_engine(postgres.url(name))
+    _real_migrate(engine)
+    engine.dispose()  # CREATE DATABASE ... TEMPLATE needs it unused
+    return name
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest, postgres: PrivatePostgres) -> Iterator[str]:
+    """A fresh database in the private cluster for one test, dropped afterwards: a copy of the
+    migrated template, or empty for tests marked `fresh_migrations`."""
+    if request.node.get_closest_marker("fresh_migrations"):
+        name = postgres.create_database()
+    else:
+        name = postgres.create_database(template=request.getfixturevalue("postgres_template"))
     try:
         yield postgres.url(name)
     finally:

@@ -83,10 +83,13 @@ class PrivatePostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new database: empty, or a copy of `template` (PostgreSQL's CREATE DATABASE ... TEMPLATE,
+        a file copy: much cheaper than running the migrations again)."""
         name = f"fw_{uuid.uuid4().hex[:12]}"
+        copy = f' TEMPLATE "{template}"' if template is not None else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return name
 
     def drop_database(self, name: str) -> None:
