@@ -34,8 +34,15 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_a_large_generated_registry_reads_the_same_from_yaml_and_from_json(hospital: Path) -> None:
-    from_yaml = load_registry(hospital)
+@pytest.fixture(scope="module")
+def from_yaml(hospital: Path) -> Registry:
+    """The generated hospital as read from its YAML (once: it takes seconds; the tests only read it)."""
+    return load_registry(hospital)
+
+
+def test_a_large_generated_registry_reads_the_same_from_yaml_and_from_json(
+    hospital: Path, from_yaml: Registry
+) -> None:
     assert len(from_yaml.devices) > 4_500
     json_path = hospital.with_suffix(".json")
     write_registry_text(json_path, from_yaml)
@@ -45,8 +52,8 @@ def test_a_large_generated_registry_reads_the_same_from_yaml_and_from_json(hospi
     same(load_registry(json_path), from_yaml)
 
 
-def test_departments_and_locations_are_filled_in_per_place(hospital: Path) -> None:
-    reg = load_registry(hospital)
+def test_departments_and_locations_are_filled_in_per_place(from_yaml: Registry) -> None:
+    reg = from_yaml
     for device_id, spec in list(reg.specs.items())[:2_000]:
         device = reg.devices[device_id]
         assert device.department == (spec.department or reg.department_of(spec.place))
