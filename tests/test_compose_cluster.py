@@ -238,6 +238,7 @@ def test_the_workers_environment_names_real_settings_and_loads(monkeypatch: pyte
 
 
 @pytest.mark.integration
+@pytest.mark.fresh_migrations  # postgres_url: an empty database, not a copy of a migrated one
 def test_the_one_shot_migration_brings_an_empty_database_to_the_newest_revision(postgres_url: str) -> None:
     migrate = services()["firewatch-migrate"]
     assert migrate["entrypoint"] == ["python", "-c"]
