@@ -142,6 +142,25 @@ class Metrics:
         self.influx_restarts = Gauge(
             "fw_influx_worker_restarts", "times the InfluxDB sink's worker process was restarted", registry=r
         )
+        # Gauges set from the forwarder's own counts (it has no access to this registry).
+        self.gb_forwarded = Gauge(
+            "fw_gb26875_forwarded", "clustered: GB/T 26875.3 messages stored in the engine", registry=r
+        )
+        self.gb_forward_failures = Gauge(
+            "fw_gb26875_forward_failures",
+            "clustered: publishes of GB/T 26875.3 messages to the engine that failed (each retried)",
+            registry=r,
+        )
+        self.gb_forward_refused = Gauge(
+            "fw_gb26875_forward_refused",
+            "clustered: GB/T 26875.3 messages refused, the forwarding backlog full (left unconfirmed)",
+            registry=r,
+        )
+        self.gb_forward_backlog = Gauge(
+            "fw_gb26875_forward_backlog",
+            "clustered: GB/T 26875.3 messages waiting to be stored in the engine (unconfirmed)",
+            registry=r,
+        )
         self.roster_gaps = Counter(
             "fw_push_roster_gaps",
             "pushes of a roster route that found nobody on duty in a role (sent to the route's url, "
@@ -149,6 +168,13 @@ class Metrics:
             ["route", "role"],
             registry=r,
         )
+
+    def observe_gb_forward(self, forwarded: int, failures: int, refused: int, backlog: int) -> None:
+        """Clustered, GB/T 26875.3 uploads forwarded to the engine (firewatch/cluster/forward.py)."""
+        self.gb_forwarded.set(forwarded)
+        self.gb_forward_failures.set(failures)
+        self.gb_forward_refused.set(refused)
+        self.gb_forward_backlog.set(backlog)
 
     def roster_gap(self, route: str, role: str) -> None:
         """A roster route's push found nobody on duty in `role` (firewatch/roster_channel.py)."""

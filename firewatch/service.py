@@ -71,6 +71,7 @@ from storage.db import (
 from storage.influx import InfluxSink, SinkStatus
 
 if TYPE_CHECKING:
+    from firewatch.cluster.forward import EngineInbox
     from firewatch.cluster.source import ClusterSource
     from firewatch.cluster.worker import ClusterWorker
     from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
@@ -419,6 +420,7 @@ class Service:
         # Fire alarm panels through GB/T 26875.3 transmission devices (docs/gb26875.md): their
         # reports join the same queue as device events, confirmed once stored.
         self.gb26875: Gb26875Listener | None = None
+        self.gb_inbox: EngineInbox | None = None
         if settings.gb26875.enabled:
             from ingest.gb26875.listener import Gb26875Listener
 
@@ -429,7 +431,10 @@ class Service:
                 from firewatch.cluster.forward import EngineInbox
 
                 cluster_source = self.cluster.source
-                inbox = EngineInbox(lambda: cluster_source.js, lambda m: self._gb_confirm(m))
+                assert self.worker_id is not None
+                inbox = self.gb_inbox = EngineInbox(
+                    lambda: cluster_source.js, lambda m: self._gb_confirm(m), name=self.worker_id
+                )
             self.gb26875 = Gb26875Listener(
                 settings.gb26875,
                 queue=inbox,
@@ -688,6 +693,8 @@ class Service:
         m.unacked_age.set(age)
         m.ingest_stalled.set(1 if Condition.STALLED in holding else 0)
         m.unrecorded_alarms.set(len(p.unrecorded))
+        if (inbox := self.gb_inbox) is not None:
+            m.observe_gb_forward(inbox.forwarded, inbox.failures, inbox.refused, len(inbox))
 
     def _load_snapshot(self, path: Path) -> int:
         """Resume detector state (baselines, windows, runs) from the last snapshot, if usable."""
@@ -960,6 +967,8 @@ class Service:
                 await asyncio.wait_for(self.gb26875.stop(), left(2.0))
             except TimeoutError:
                 logger.error("stopping: the GB/T 26875.3 listener did not close its connections in time")
+        if self.gb_inbox is not None:  # before the engine connection closes: what is not forwarded
+            await self.gb_inbox.close()  # stays unconfirmed, and the devices resend it elsewhere
         compactor = asyncio.create_task(
             stopping.bounded("the telemetry compactor", self.compactor.stop, left())
         )
