@@ -73,6 +73,9 @@ class MqttSettings(_Section):
         return value
 
 
+ENGINE_TOPIC_PREFIX = "fw/v1"  # what the cluster's engine partitions (firewatch/cluster/engine.py)
+
+
 class Gb26875Settings(_Section):
     """The GB/T 26875.3-2011 listener: fire alarm panels reporting through their user information
     transmission devices (用户信息传输装置) over TCP (docs/gb26875.md)."""
@@ -694,6 +697,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "cluster.enabled needs a shared PostgreSQL: set database_url "
                 "(FIREWATCH_DATABASE_URL=postgresql+psycopg://user@host/firewatch)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_speaks_the_engines_topics(self) -> Settings:
+        """The engine maps subjects under `fw.v1` to partitions (firewatch/cluster/engine.py
+        SOURCE_PREFIX): clustered, what the workers read and what the GB/T 26875.3 listener
+        forwards must be under `fw/v1`, or nothing of it would reach a partition."""
+        if self.cluster.enabled and self.mqtt.topic_prefix != ENGINE_TOPIC_PREFIX:
+            raise ValueError(
+                f"cluster.enabled needs mqtt.topic_prefix {ENGINE_TOPIC_PREFIX!r} (the engine's partition "
+                f"mapping), not {self.mqtt.topic_prefix!r}"
             )
         return self
 

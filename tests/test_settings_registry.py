@@ -79,6 +79,15 @@ def test_a_non_mqtt_broker_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings()
 
 
+def test_a_cluster_worker_keeps_the_engines_topic_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIREWATCH_CLUSTER__ENABLED", "true")
+    monkeypatch.setenv("FIREWATCH_DATABASE_URL", "postgresql+psycopg://fw@127.0.0.1/fw")
+    assert load_settings().mqtt.topic_prefix == "fw/v1"
+    monkeypatch.setenv("FIREWATCH_MQTT__TOPIC_PREFIX", "acme/v2")
+    with pytest.raises(SettingsError, match=r"mqtt\.topic_prefix 'fw/v1'"):
+        load_settings()
+
+
 def test_registry_devices_resolve_their_place_and_department() -> None:
     registry = small_registry()
     loc = registry.locations["smk-1-1"]
