@@ -3,6 +3,9 @@ device connected to one worker reports for a site another worker owns. Its uploa
 engine to the owner; each is confirmed to the device only once the engine has stored it, and not
 at all while the engine is unreachable; nothing is lost, and a fire is raised once.
 
+The forwarder itself (firewatch/cluster/forward.py) against the same engine: in order, bounded,
+and confirming only what the stream stored.
+
 Real components: a one-node engine (nats-server with JetStream, the site-partitioning mapping; one
 node is enough here, node failover is tests/test_cluster.py's), a private PostgreSQL database, two
 `firewatch serve` workers each with its GB/T 26875.3 listener, and a simulated transmission device
@@ -13,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import nats
@@ -32,8 +36,10 @@ from core.registry import (
     ZoneSpec,
     write_registry_text,
 )
-from firewatch.cluster.engine import STREAM, NatsCluster, partition_of
+from firewatch.cluster.engine import STREAM, NatsCluster, partition_of, prepare_stream
+from firewatch.cluster.forward import EngineInbox
 from firewatch.cluster.local import ClusterState, WorkerProcess, free_port, start_worker
+from ingest.envelope import Message
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame
 from ingest.gb26875.objects import ComponentState, UnknownObjects, encode_adu
@@ -113,10 +119,8 @@ class Stream:
     def __init__(self, engine: NatsCluster) -> None:
         self.engine = engine
 
-    async def events(self, site: str, device_id: str) -> list[object]:
-        """The kinds of the events the stream stored for the device, in order (a small stream: read
-        message by message)."""
-        subject = f"fwp.{partition_of(site, PARTITIONS)}.fw.v1.{site}.{device_id}.event"
+    async def payloads(self, subject: str) -> list[bytes]:
+        """What the stream stored on `subject`, in order (a small stream: read message by message)."""
         nc = await nats.connect(servers=self.engine.client_urls, connect_timeout=2, allow_reconnect=False)
         try:
             js = nc.jetstream()
@@ -124,7 +128,12 @@ class Stream:
             msgs = [await js.get_msg(STREAM, seq) for seq in range(1, last + 1)]
         finally:
             await nc.close()
-        return [orjson.loads(m.data or b"{}").get("event") for m in msgs if m.subject == subject]
+        return [m.data or b"" for m in msgs if m.subject == subject]
+
+    async def events(self, site: str, device_id: str) -> list[object]:
+        """The kinds of the events the stream stored for the device, in order."""
+        subject = f"fwp.{partition_of(site, PARTITIONS)}.fw.v1.{site}.{device_id}.event"
+        return [orjson.loads(p or b"{}").get("event") for p in await self.payloads(subject)]
 
 
 def confirms_of(device: TransmissionDevice, serial: bytes) -> list[Frame]:
@@ -239,6 +248,52 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(proc.stop)
         state.close()
+
+
+async def test_the_forwarder_keeps_order_bounds_its_backlog_and_confirms_only_what_the_engine_stored(
+    engine: NatsCluster,
+) -> None:
+    await prepare_stream(engine.client_urls, PARTITIONS, replicas=1, max_age_s=3600.0)
+    nc = await nats.connect(servers=engine.client_urls)
+    js: list[nats.js.JetStreamContext] = []  # empty: not connected to the engine yet
+    confirmed: list[list[bytes]] = []
+
+    def confirm(messages: Iterable[Message]) -> int:
+        confirmed.append([m.payload for m in messages])
+        return 1
+
+    inbox = EngineInbox(lambda: js[0] if js else None, confirm, name="w-test", backlog_max=3)
+    topic = "fw/v1/h00/h00-smk-1/event"
+
+    def upload(*payloads: bytes) -> None:
+        inbox.put_acknowledged([Message(topic, p, time.time(), 1, 1, -1) for p in payloads])
+
+    try:
+        # Held, unconfirmed, while the engine cannot be reached; beyond the backlog, refused.
+        upload(b"1", b"2")
+        upload(b"3")
+        upload(b"4")
+        await eventually(lambda: inbox.failures >= 2, timeout=10, what="the forwarder retrying")
+        assert confirmed == []
+        assert (len(inbox), inbox.refused) == (3, 1)
+        # Reached: stored in the order handed over, each upload confirmed once stored.
+        js.append(nc.jetstream())
+        await eventually(lambda: len(confirmed) == 2, timeout=10, what="both uploads confirmed")
+        assert confirmed == [[b"1", b"2"], [b"3"]]
+        stored = await Stream(engine).payloads(
+            f"fwp.{partition_of('h00', PARTITIONS)}.fw.v1.h00.h00-smk-1.event"
+        )
+        assert stored == [b"1", b"2", b"3"]
+        # Stopping: what is not yet forwarded is left unconfirmed (the device sends it again).
+        js.clear()
+        upload(b"5")
+        assert await inbox.close() == 1
+        upload(b"6")
+        assert inbox.refused == 2
+        assert len(confirmed) == 2
+    finally:
+        await inbox.close()
+        await nc.close()
 
 
 def fire_raises(state: ClusterState) -> dict[tuple[str, str], int]:
