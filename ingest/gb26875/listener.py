@@ -18,6 +18,9 @@ The centre's side: the device's clock is set (type 90) when it is first heard on
 its state is read (type 81, 巡检) every `inspection_every_s`; the answer (type 21) is handled like an
 upload of the same state.
 
+Clustered, the queue is firewatch/cluster/forward.EngineInbox: the messages go to the engine, to
+the worker owning the device's site, and an upload is confirmed once the engine has stored them.
+
 Acknowledgement routing: the pipeline acknowledges every message of a batch through one callable.
 These messages carry a negative `epoch` (minus the connection's number), which no MQTT connection
 has, and their upload's number as `mid`; `ack` confirms an upload once all its messages are back.
