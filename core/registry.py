@@ -456,6 +456,23 @@ def load_registry(path: Path) -> Registry:
         raise RegistryError(f"{path}: {exc}", exc.issues) from exc
 
 
+def registry_from_json(data: bytes) -> Registry:
+    """A registry from the JSON document `Registry.to_json` gives (a cluster's shared copy,
+    storage/shared_registry.py); RegistryError if it is not one."""
+    try:
+        raw: object = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RegistryError(f"not a registry document: {exc}") from exc
+    read = _columns_of(raw)
+    if read is not None:
+        return Registry(*read)
+    try:
+        spec = RegistryFile.model_validate_json(data)
+    except ValidationError as exc:
+        raise RegistryError(str(exc)) from exc
+    return Registry(spec.sites, spec.devices)
+
+
 def _read_document(
     path: Path,
 ) -> tuple[PlaceColumns | list[SiteSpec], DeviceColumns | list[Device]]:

@@ -577,6 +577,13 @@ class ClusterSettings(_Section):
         gt=0.0,
         description="detector state saved to PostgreSQL this often (bounds a takeover's replay)",
     )
+    registry_poll_s: float = Field(
+        default=15.0,
+        gt=0.0,
+        le=3600.0,
+        description="how often a worker checks the shared registry's version (a change's notice "
+        "over the engine reaches it at once; this catches one it missed)",
+    )
     stream_replicas: int = Field(
         default=3,
         ge=1,

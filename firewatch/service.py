@@ -72,6 +72,7 @@ from storage.influx import InfluxSink, SinkStatus
 
 if TYPE_CHECKING:
     from firewatch.cluster.forward import EngineInbox
+    from firewatch.cluster.registry_share import RegistryNotices
     from firewatch.cluster.source import ClusterSource
     from firewatch.cluster.worker import ClusterWorker
     from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
@@ -80,6 +81,7 @@ from storage.influx_worker import DRAIN_S
 from storage.models import AlarmRow, AuditRow
 from storage.registry_sync import Synced, sync_registry
 from storage.rejects import RejectStore
+from storage.shared_registry import Head, document_of, read_head, read_registry, write_registry
 from storage.telemetry import TelemetryStore
 from storage.telemetry_api import Telemetry
 from tickets.service import TicketService
@@ -232,6 +234,18 @@ class Service:
         else:
             self.phases.lap("open state store")
         self._registry_lock = threading.Lock()  # registry changes and mirror syncs: one at a time
+        self.worker_id: str | None = None
+        if settings.cluster.enabled:
+            from firewatch.cluster.worker import default_worker_id
+
+            self.worker_id = settings.cluster.worker_id or default_worker_id()
+        # Clustered: the version of the shared registry this worker runs (None until the store
+        # answers), and where changes are announced (firewatch/cluster/registry_share.py).
+        self.registry_version: int | None = None
+        self.registry_notices: RegistryNotices | None = None
+        if self.store_error is None and settings.cluster.enabled:
+            self._join_shared_registry()
+            self.phases.lap("shared registry")
         self._mirror_stale = False  # the DB mirror missed a change: the next sync writes it whole
         self.mirror_synced = threading.Event()  # the mirror has held the registry since start
         self.mirror: Synced | None = None  # what the first sync since start did
@@ -396,11 +410,6 @@ class Service:
             self.pipeline.unrecorded.consumers.append(self.alarm_relay.offer)
         site, place = registry_site(self.index.sites)
         # Clustered, each worker's own fault alarms (firewatch/faults.fault_key).
-        self.worker_id: str | None = None
-        if settings.cluster.enabled:
-            from firewatch.cluster.worker import default_worker_id
-
-            self.worker_id = settings.cluster.worker_id or default_worker_id()
         key = fault_key(self.worker_id)
         self.faults = FaultAlarms(site=site, place=place, active={t for d, t in active if d == key}, key=key)
         self._broker_down_since: float | None = None
@@ -774,6 +783,9 @@ class Service:
                 [
                     asyncio.create_task(self.cluster.run(self._stop), name="cluster-leases"),
                     asyncio.create_task(self._live_bus(self.cluster, self._stop), name="live-bus"),
+                    asyncio.create_task(
+                        self._registry_follower(self.cluster, self._stop), name="registry-follower"
+                    ),
                     asyncio.create_task(self._retention_clock(self._stop), name="telemetry-retention"),
                 ]
                 if self.cluster is not None
@@ -1069,7 +1081,9 @@ class Service:
         the next batch on; a removed device's messages become rejects (unknown device) and its
         alarms, tickets and history stay. The registry file, if there is one, is rewritten whole.
         """
-        with self._registry_lock:
+        with self._registry_lock, self._cluster_registry_lock():
+            if self.cluster is not None:
+                self._catch_up()  # a change is made on the cluster's latest registry
             old = self.registry
             registry = new(old) if callable(new) else new
             index = DeviceIndex.build(registry, self.profiles)
@@ -1077,16 +1091,18 @@ class Service:
             path = self.settings.registry
             if dry_run:
                 return RegistryChange(diff, False, None, "dry run: nothing was applied")
-            rebind = self.pipeline.prepare_rebind(index, active=self.alarms.active_keys())
-            if path is not None:
-                _write_atomically(path, registry.to_text(path))
-
-            def swap() -> None:  # under the pipeline's batch lock, with the detector state moved
-                self.registry, self.index = registry, index
-                self.decoder, self.engine = rebind.decoder, rebind.engine
-                self.alarms.index = self.alarms.tickets.index = self.tickets.index = index
-
-            self.pipeline.rebind(rebind, also=swap)
+            head: Head | None = None
+            if self.cluster is not None:
+                # Shared first: once stored, every worker (this one too) ends up running it even if
+                # what follows fails here; a registry file that cannot be written is then caught up
+                # from the shared copy at the next start.
+                document = document_of(registry)
+                head = self._publish_registry(registry, document)
+            carry = self._swap_in(registry, index, tolerant=head is not None)
+            if head is not None:
+                self.registry_version = head.version
+                if self.registry_notices is not None:
+                    self.registry_notices.announce(head)
             try:
                 whole = self._mirror_stale or not self.mirror_synced.is_set()
                 sync_registry(self.sessions, registry, self.profiles, previous=None if whole else old)
@@ -1096,11 +1112,12 @@ class Service:
                 self._mirror_stale = True
                 raise
             logger.info(
-                "registry changed: %d devices added, %d removed, %d changed; %d detector units warm",
+                "registry changed: %d devices added, %d removed, %d changed; %d detector units warm%s",
                 len(diff.added),
                 len(diff.removed),
                 len(diff.changed),
-                rebind.carry.warm_units,
+                carry,
+                "" if head is None else f"; the cluster's registry version {head.version}",
             )
             note = (
                 f"written to {path}"
@@ -1109,6 +1126,167 @@ class Service:
                 "file is configured), so a restart returns to it"
             )
             return RegistryChange(diff, True, path, note)
+
+    def _swap_in(self, registry: Registry, index: DeviceIndex, *, tolerant: bool) -> int:
+        """Write `registry` to the registry file, if there is one, and swap it in between two
+        batches, detector state carried over; the detector units kept warm. A file that cannot be
+        written raises OSError before anything is swapped, unless `tolerant` (clustered: the
+        shared copy holds the registry), when it is logged."""
+        rebind = self.pipeline.prepare_rebind(index, active=self.alarms.active_keys())
+        path = self.settings.registry
+        if path is not None:
+            try:
+                _write_atomically(path, registry.to_text(path))
+            except OSError:
+                if not tolerant:
+                    raise
+                logger.exception("cannot write the registry file %s; it is applied all the same", path)
+
+        def swap() -> None:  # under the pipeline's batch lock, with the detector state moved
+            self.registry, self.index = registry, index
+            self.decoder, self.engine = rebind.decoder, rebind.engine
+            self.alarms.index = self.alarms.tickets.index = self.tickets.index = index
+
+        self.pipeline.rebind(rebind, also=swap)
+        return rebind.carry.warm_units
+
+    # --- clustered: one registry for every worker (firewatch/cluster/registry_share.py) ----------
+    def _cluster_registry_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Clustered: the cluster's registry lock, so changes through two workers' APIs are made one
+        after the other (the second on the first's result)."""
+        if self.cluster is None:
+            return contextlib.nullcontext()
+        from firewatch.cluster.registry_share import REGISTRY_LOCK
+
+        return one_at_a_time(self.db, REGISTRY_LOCK)
+
+    def _publish_registry(self, registry: Registry, document: tuple[bytes, str]) -> Head:
+        """Store `registry` as the shared registry's next version (under the cluster's lock)."""
+        with self.sessions.begin() as s:
+            return write_registry(
+                s, registry, changed_at=time.time(), changed_by=self.worker_id or "", document=document
+            )
+
+    def _file_changed_at(self) -> float | None:
+        path = self.settings.registry
+        if path is None:
+            return None
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
+
+    def _join_shared_registry(self) -> None:
+        """Clustered start-up, the store answering (before the pipeline exists): take the shared
+        registry if it is newer than the file, else make the file's the shared one
+        (registry_share.at_start); the mirror is synced from the result afterwards."""
+        from firewatch.cluster.registry_share import REGISTRY_LOCK, AtStart, at_start
+
+        with one_at_a_time(self.db, REGISTRY_LOCK):
+            head = read_head(self.sessions)
+            document = document_of(self.registry)
+            decision = at_start(head, document[1], self._file_changed_at())
+            if decision is AtStart.ADOPT:
+                got = read_registry(self.sessions)
+                assert got is not None  # the row is never deleted
+                head, registry = got
+                self.registry, self.index = registry, DeviceIndex.build(registry, self.profiles)
+                path = self.settings.registry
+                if path is not None:
+                    try:
+                        _write_atomically(path, registry.to_text(path))
+                    except OSError:
+                        logger.exception("cannot write the registry file %s; running the shared one", path)
+            elif decision is AtStart.PUBLISH:
+                head = self._publish_registry(self.registry, document)
+            assert head is not None
+            self.registry_version = head.version
+        logger.info(
+            "registry: %s the cluster's version %d (changed by %s)",
+            {AtStart.SAME: "the file is", AtStart.ADOPT: "took", AtStart.PUBLISH: "the file is"}[decision],
+            head.version,
+            head.changed_by or "?",
+        )
+
+    def _catch_up(self) -> bool:
+        """Under the change lock, running: apply the shared registry if this worker runs another
+        version; True if it did."""
+        head = read_head(self.sessions)
+        if head is None or head.version == self.registry_version:
+            return False
+        if self.registry_version is None and self._file_changed_at() is not None:
+            # The store was down at start: decide as a start does (the file may be the newer).
+            from firewatch.cluster.registry_share import AtStart, at_start
+
+            document = document_of(self.registry)
+            decision = at_start(head, document[1], self._file_changed_at())
+            if decision is not AtStart.ADOPT:
+                if decision is AtStart.PUBLISH:
+                    with self._cluster_registry_lock():
+                        head = self._publish_registry(self.registry, document)
+                    if self.registry_notices is not None:
+                        self.registry_notices.announce(head)
+                self.registry_version = head.version
+                return False
+        got = read_registry(self.sessions)
+        if got is None:
+            return False
+        head, registry = got
+        old = self.registry
+        index = DeviceIndex.build(registry, self.profiles)
+        carry = self._swap_in(registry, index, tolerant=True)
+        self.registry_version = head.version
+        diff = diff_registries(old, registry)
+        logger.info(
+            "registry: took the cluster's version %d (changed by %s): %d devices added, %d removed, "
+            "%d changed; %d detector units warm",
+            head.version,
+            head.changed_by or "?",
+            len(diff.added),
+            len(diff.removed),
+            len(diff.changed),
+            carry,
+        )
+        return True
+
+    def _follow_shared_registry(self) -> bool:
+        """Apply the shared registry if it changed (blocking; call in a thread)."""
+        with self._registry_lock:
+            return self._catch_up()
+
+    async def _registry_follower(self, cluster: ClusterWorker, stop: asyncio.Event) -> None:
+        """Clustered: apply other workers' registry changes, on their notice over the engine or at
+        the latest every `cluster.registry_poll_s` (firewatch/cluster/registry_share.py)."""
+        from firewatch.cluster.registry_share import RegistryNotices
+
+        wake = asyncio.Event()
+        every = self.settings.cluster.registry_poll_s
+        source = cluster.source
+        try:
+            while not stop.is_set():
+                if self.registry_notices is None and source.nc is not None and source.connected.is_set():
+                    notices = RegistryNotices(source.nc, cluster.worker_id, wake.set)
+                    try:
+                        await notices.start()
+                        self.registry_notices = notices
+                    except Exception:
+                        logger.warning("cannot subscribe to registry notices yet; polling meanwhile")
+                wake.clear()
+                try:
+                    await asyncio.to_thread(self._follow_shared_registry)
+                except Exception:
+                    logger.exception("applying the shared registry failed; trying again later")
+                # Until subscribed, look again soon: the subscription is what makes a change quick.
+                timeout = every if self.registry_notices is not None else min(every, 1.0)
+                woken = asyncio.ensure_future(wake.wait())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({woken, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                stopping.cancel()
+        finally:
+            if self.registry_notices is not None:
+                await self.registry_notices.stop()
+                self.registry_notices = None
 
     def _remote_items(self, items: Sequence[Item]) -> None:
         """Clustered: another worker's transitions, from the live bus. A person's reset or clear of

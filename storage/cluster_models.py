@@ -100,3 +100,18 @@ class DeviceEventLogRow(Base):
     channel_key: Mapped[str] = mapped_column(String(64))  # the channel, "" for none
     received: Mapped[float] = mapped_column(Float)
     frame: Mapped[str | None] = mapped_column(Text)
+
+
+class SharedRegistryRow(Base):
+    """The cluster's registry, whole (docs/scale.md, "Registry changes"): one row, the document a
+    worker's registry file holds (JSON, zlib-compressed), numbered by change. The `places` and
+    `devices` mirror cannot stand for it: it leaves out what only detection and the console use
+    (floor-plan positions, gateways)."""
+
+    __tablename__ = "shared_registry"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)  # rises by one with every change
+    fingerprint: Mapped[str] = mapped_column(String(64))  # of the document's text
+    changed_at: Mapped[float] = mapped_column(Float)  # the changing worker's clock (Unix time)
+    changed_by: Mapped[str] = mapped_column(String(100))
+    document: Mapped[bytes] = mapped_column(LargeBinary)
