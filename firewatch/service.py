@@ -1146,6 +1146,9 @@ class Service:
             self.registry, self.index = registry, index
             self.decoder, self.engine = rebind.decoder, rebind.engine
             self.alarms.index = self.alarms.tickets.index = self.tickets.index = index
+            if self.cluster is not None:  # the new engine watches this worker's devices only
+                added = {d for d, o in zip(index.device_ids, rebind.old_of_new, strict=True) if o < 0}
+                self.cluster.rebound(index.device_ids, index.sites, added)
 
         self.pipeline.rebind(rebind, also=swap)
         return rebind.carry.warm_units

@@ -191,11 +191,12 @@ class ClusterWorker:
         active = await asyncio.to_thread(self.alarms.active_keys)
         snapshot_seq = snapshot[1] if snapshot is not None else 0
         owned = self.owned | {p}
-        mine, gained = self.map.devices(owned), self.map.devices({p})
 
         def restore() -> int:
             pipeline = self.pipeline
             with pipeline._lock:
+                # Under the lock: a registry change swaps the map and the engine under it too.
+                mine, gained = self.map.devices(owned), self.map.devices({p})
                 engine = pipeline.engine
                 warm = 0
                 if snapshot is not None:
@@ -226,6 +227,16 @@ class ClusterWorker:
             alarm_seq,
             feed.next_seq,
         )
+
+    def rebound(self, device_ids: list[str], sites: list[str], added: set[str]) -> None:
+        """A changed registry was just swapped in (under the pipeline's lock, its engine the new
+        one): the devices' partitions from the new registry, and the new engine told which are
+        this worker's (an added device of an owned partition counts its silence from now; the
+        rest carried their state over)."""
+        self.map = PartitionMap.of_sites(sites, self.settings.partitions)
+        mine = self.map.devices(self.owned)
+        new = np.fromiter((d in added for d in device_ids), dtype=np.bool_, count=len(device_ids))
+        self.pipeline.engine.own(mine, mine & new, self.clock())
 
     def live_at(self, p: int) -> float | None:
         feed = self.source.feeds.get(p)
