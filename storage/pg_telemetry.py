@@ -22,9 +22,10 @@ unnest(arrays) in bench/pg_telemetry.py (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -40,7 +41,6 @@ from storage.telemetry import (
     JournalEntry,
     SeqRow,
     TelemetryStore,
-    downsample,
 )
 
 PRUNE_CHUNK = 50_000  # rows deleted per statement (and transaction): row locks held briefly
@@ -72,6 +72,17 @@ _INSERT_EVENTS = text(
     "CAST(:code AS int8[]), CAST(:ch AS text[]), CAST(:rcv AS float8[]), CAST(:frame AS text[])) "
     "ON CONFLICT DO NOTHING"
 )
+_HISTORY = (
+    "SELECT ts, value FROM readings WHERE device_id = %s AND channel = %s AND ts >= %s AND ts < %s "
+    "ORDER BY ts"
+)
+# `downsample`'s buckets: the same float8 arithmetic (IEEE 754 in both) puts each sample in the
+# same bucket; the mean is PostgreSQL's avg, equal to numpy's to rounding.
+_BUCKETS = (
+    "SELECT b, min(value), max(value), avg(value), count(*) FROM ("
+    "SELECT LEAST(floor((ts - %s) / %s), %s)::int8 AS b, value FROM readings "
+    "WHERE device_id = %s AND channel = %s AND ts >= %s AND ts < %s) AS s GROUP BY b ORDER BY b"
+)
 _EVENT_COLUMNS = "device_id, ts, received, kind, code_key, channel_key, frame"
 
 
@@ -88,6 +99,19 @@ def copy_rows(
     rows["len_v"] = 8
     rows["v"] = value
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+@contextlib.contextmanager
+def _cursor(conn: Connection, statement: str) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor of the driver's connection under `conn` (for COPY, and rows as plain tuples),
+    whose errors are raised as SQLAlchemy raises them for its own statements: a lost server is an
+    OperationalError (firewatch.faults.is_unavailable), refused data a DataError."""
+    driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+    try:
+        with driver.cursor() as cur:
+            yield cur
+    except psycopg.Error as exc:
+        raise cast(DBAPIError, DBAPIError.instance(statement, None, exc, psycopg.Error)) from exc
 
 
 def _event_row(r: tuple[Any, ...]) -> EventRecord:
@@ -193,16 +217,11 @@ class ClusterTelemetry:
     ) -> None:
         """Insert samples (the `series`-th of `keys`, counted from 1, at `ts`, of `value`) in
         `conn`'s transaction: binary COPY into a temporary table, then one INSERT ... SELECT."""
-        driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
-        try:
-            with driver.cursor() as cur:
-                cur.execute(_STAGE)
-                with cur.copy(_COPY) as copy:
-                    copy.write(copy_rows(series, ts, value))
-                cur.execute(_INSERT_READINGS, keys)
-        except psycopg.Error as exc:
-            # As SQLAlchemy raises it for its own statements (a lost server: OperationalError).
-            raise cast(DBAPIError, DBAPIError.instance(_INSERT_READINGS, None, exc, psycopg.Error)) from exc
+        with _cursor(conn, _INSERT_READINGS) as cur:
+            cur.execute(_STAGE)
+            with cur.copy(_COPY) as copy:
+                copy.write(copy_rows(series, ts, value))
+            cur.execute(_INSERT_READINGS, keys)
 
     def compact(self) -> CompactionResult:
         """Nothing to compact: PostgreSQL keeps readings as rows in their key's index. The local
@@ -285,20 +304,29 @@ class ClusterTelemetry:
         self, device_id: str, channel: str, start: float, end: float, *, buckets: int | None = None
     ) -> History:
         """Samples of one series in [start, end), by time (by the key's index); with `buckets`,
-        min/max/mean per equal time bucket (non-empty buckets only), as the local store gives."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT ts, value FROM readings WHERE device_id = :d AND channel = :c "
-                    "AND ts >= :start AND ts < :end ORDER BY ts"
-                ),
-                {"d": device_id, "c": channel, "start": start, "end": end},
-            ).all()
-        pairs = np.array(rows, dtype=np.float64).reshape(-1, 2)
-        ts, value = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+        min/max/mean per equal time bucket (non-empty buckets only), as the local store gives
+        (`downsample`), computed by PostgreSQL so only the buckets cross the wire."""
+        # The driver's own rows: numpy reads its tuples at once, where SQLAlchemy's Row objects
+        # took 4 to 7 s for 259,200 samples (30 days at 10 s) against 0.3 s (2026-12-05).
+        with self.engine.connect() as conn, _cursor(conn, _HISTORY) as cur:
+            if buckets:
+                width = (end - start) / buckets
+                rows = cur.execute(
+                    _BUCKETS, (start, width, buckets - 1, device_id, channel, start, end)
+                ).fetchall()
+            else:
+                rows = cur.execute(_HISTORY, (device_id, channel, start, end)).fetchall()
         if not buckets:
-            return History(ts, value)
-        return downsample(ts, value, start, end, buckets)
+            pairs = np.array(rows, dtype=np.float64).reshape(-1, 2)
+            return History(np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]))
+        table = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        return History(
+            ts=start + (table[:, 0] + 0.5) * width,
+            value=np.ascontiguousarray(table[:, 3]),
+            min=np.ascontiguousarray(table[:, 1]),
+            max=np.ascontiguousarray(table[:, 2]),
+            count=table[:, 4].astype(np.int64),
+        )
 
     def count(self) -> int:
         """Readings stored (an exact count: a full scan of the table; for tests and tools)."""

@@ -5,21 +5,30 @@ PostgreSQL failure leaves untouched."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import orjson
+import psycopg
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
+from core.settings import MqttSettings, Settings
 from firewatch.broker import free_port
 from firewatch.faults import is_unavailable
+from firewatch.service import Service
+from ingest.envelope import Message
 from storage import pg_telemetry
 from storage.db import make_engine, open_store
 from storage.pg_telemetry import ClusterTelemetry
 from storage.telemetry import EventRecord, TelemetryStore
+from tests.conftest import PROFILES, small_registry
+from tests.mqtt_helpers import reading
 
 DEVICES = [f"smk-{i}" for i in range(20)]
 CHANNELS = ("smoke", "temp")
@@ -82,9 +91,14 @@ def test_history_reads_back_what_the_local_store_returns(shared: ClusterTelemetr
             np.testing.assert_array_equal(mine.ts, theirs.ts)
             np.testing.assert_array_equal(mine.value, theirs.value)
         mine, theirs = (s.history(device, channel, 1e9, 1e9 + 6, buckets=7) for s in (shared, local))
-        for field in ("ts", "value", "min", "max", "count"):
+        for field in ("ts", "min", "max", "count"):
             np.testing.assert_array_equal(getattr(mine, field), getattr(theirs, field))
+        np.testing.assert_allclose(mine.value, theirs.value, rtol=1e-12)  # means: summed in another order
     assert shared.history("smk-0", "humidity", 0, 2e9).ts.size == 0  # no such series: empty, no error
+    nothing = shared.history("smk-0", "smoke", 1e9 + 2.0, 1e9 + 2.0, buckets=10)  # an empty range
+    assert nothing.ts.size == 0
+    assert nothing.count is not None
+    assert nothing.count.size == 0
     assert shared.count() == local.count() == 600
     local.close()
 
@@ -184,3 +198,87 @@ def test_a_state_store_on_sqlite_is_refused(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
     with pytest.raises(ValueError, match="PostgreSQL"):
         ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine)
+
+
+def test_a_connection_lost_in_the_middle_of_a_write_fails_as_unavailable_and_the_next_write_stores_it(
+    shared: ClusterTelemetry, postgres_url: str
+) -> None:
+    slot, ts, value = batch(0)
+    with psycopg.connect(postgres_url) as other:
+        # Another transaction holds one of the batch's keys uncommitted: the write waits on it, in
+        # its INSERT, after the COPY; then the server drops the writer's connection.
+        other.execute("INSERT INTO readings VALUES ('smk-0', 'smoke', %s, 0)", (float(ts[0]),))
+        outcome: list[BaseException | None] = []
+        writer = threading.Thread(
+            target=lambda: outcome.append(
+                _raised(lambda: shared.write(slot, ts, value, [("smk-0", 3, 1, 1.0, b"")]))
+            )
+        )
+        writer.start()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            pid = None
+            for _ in range(3000):  # until the writer waits for the lock (bounded: 30 s)
+                pid = admin.execute(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if pid is not None or not writer.is_alive():
+                    break
+                time.sleep(0.01)
+            assert pid is not None
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid[0],))
+        writer.join()
+        other.rollback()
+    (failed,) = outcome
+    assert isinstance(failed, OperationalError)
+    assert is_unavailable(failed)
+    assert shared.seq_state() == []  # nothing written locally
+    shared.write(slot, ts, value, [("smk-0", 3, 1, 1.0, b"")])  # the pipeline's retry: a new connection
+    assert shared.count() == 100
+    assert shared.seq_state() == [("smk-0", 3, 1, 1.0, b"")]
+
+
+def test_a_reading_the_table_refuses_is_not_taken_for_an_outage(shared: ClusterTelemetry) -> None:
+    shared.bind([("smk-0", "x" * 65)])  # longer than a channel may be: a bad input, not an outage
+    with pytest.raises(DataError) as refused:
+        shared.write(np.zeros(1, np.int32), np.array([1.0]), np.array([2.0]), [])
+    assert not is_unavailable(refused.value)  # so the pipeline stores the batch's readings one by one
+
+
+def _raised(work: Callable[[], object]) -> BaseException | None:
+    try:
+        work()
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def test_the_pipeline_stores_its_batches_through_it_once_however_often_they_are_stored(
+    engine: Engine, tmp_path: Path
+) -> None:
+    svc = Service(
+        Settings(data_dir=tmp_path / "data", mqtt=MqttSettings(url="mqtt://127.0.0.1:1", client_id="fw-pg")),
+        registry=small_registry(),
+        profiles=PROFILES,
+    )
+    shared = ClusterTelemetry(TelemetryStore(tmp_path / "worker.sqlite"), engine)
+    shared.bind_devices(svc.index.device_ids, svc.index.channel_offsets)  # as the service binds its own
+    pipeline = svc.pipeline
+    pipeline.telemetry = pipeline.recorder.journal = shared
+    now = time.time()
+    messages = [
+        Message(f"fw/v1/s1/smk-1-{i}/telemetry", orjson.dumps(reading(7, 0.01 * i, now)), now, 1, i)
+        for i in (1, 2, 3)
+    ]
+    fault = {"ts": now, "seq": 8, "event": "fault", "code": 2}
+    messages.append(Message("fw/v1/s1/smk-1-2/event", orjson.dumps(fault), now, 1, 4))
+    decoded = pipeline.detect(messages)
+    for _ in range(2):  # stored again: a retry after the local file failed, or a replay
+        pipeline.store_telemetry(decoded)
+    assert shared.count() == 6  # smoke and temp of three detectors
+    assert shared.history("smk-1-3", "smoke", 0, 2e9).value.tolist() == [0.03]
+    assert shared.history("smk-1-3", "temp", 0, 2e9).value.tolist() == [24.0]
+    (event,) = shared.device_events("smk-1-2", 0, 2e9)
+    assert (event[3], event[4]) == ("fault", 2)
+    assert {row[0]: row[1] for row in shared.seq_state()} == {"smk-1-1": 7, "smk-1-2": 8, "smk-1-3": 7}
+    assert shared.local.count() == 0
