@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,10 +176,16 @@ class SqliteTemplate:
                 _real_migrate(engine)
                 engine.dispose()  # the last connection gone: the WAL is folded into the file
                 self._made = True
+        # Copied beside it, then linked into place: whoever opens the same new store at the same
+        # time sees it whole or not at all (os.link never replaces a store another opener made).
+        copy = database.with_name(f".{database.name}.{uuid.uuid4().hex}.template")
         try:
-            shutil.copyfile(self.path, database)
-        except OSError:  # the migration itself says what is wrong with the place
-            database.unlink(missing_ok=True)
+            shutil.copyfile(self.path, copy)
+            os.link(copy, database)
+        except OSError:  # made by another opener meanwhile, or the migration says what is wrong
+            pass
+        finally:
+            copy.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
