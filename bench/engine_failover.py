@@ -148,9 +148,17 @@ async def probe_stream(url: str, since: float, stop: asyncio.Event) -> float | N
 
 async def read_back(urls: list[str]) -> list[dict[str, float]]:
     nc = await nats.connect(servers=urls)
-    js = nc.jetstream(timeout=5.0)
+    js = nc.jetstream(timeout=1.0)
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE)
-    sub = await js.pull_subscribe("fwp.*.fw.v1.>", durable=None, stream=STREAM, config=config)
+    deadline = time.monotonic() + 60
+    while True:  # no answer while the meta group elects a leader (decision 0015, finding 3)
+        try:
+            sub = await js.pull_subscribe("fwp.*.fw.v1.>", durable=None, stream=STREAM, config=config)
+            break
+        except (TimeoutError, nats.errors.Error):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
     out: list[dict[str, float]] = []
     try:
         while True:
