@@ -38,7 +38,7 @@ def engine(
 
     Each node gets a client port (the workers), a route port (the other nodes), an MQTT port (the
     devices: publish QoS 1 to fw/v1/<site>/<device>/<kind>) and a monitoring port. The subject
-    mapping sends each device's messages to partition fnv1a32(device) % PARTITIONS of the stream FW,
+    mapping sends each site's messages to partition fnv1a32(site) % PARTITIONS of the stream FW,
     which this command creates (file storage, --replicas copies, --retention-h hours).
 
     Prints the client URLs and MQTT ports, then runs until Ctrl-C, which stops and reaps every node.
