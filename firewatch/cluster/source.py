@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
@@ -41,6 +42,7 @@ RETRY_MAX_S = 2.0  # a reader whose consumer failed tries again at most this far
 # An idle reader's consumer is removed by the engine after this long: one left behind by a worker
 # that died costs nothing for long.
 CONSUMER_IDLE_S = 30.0
+STOP_WAIT_S = 2.0  # a dropped partition's reader gets this long to end
 CONSUMER_CHECK_EVERY = 3  # quiet fetches (FETCH_WAIT_S each) between two checks that the consumer exists
 
 
@@ -55,6 +57,8 @@ class Feed:
     put_seq: int = 0  # the last sequence handed to the pipeline
     stored_seq: int = 0  # the last sequence stored (acknowledged by the pipeline)
     live_since: float | None = None  # when it first handed a live message over (or caught up)
+    stopped: bool = False  # dropped: nothing more goes to the pipeline
+    fast: Subscription | None = field(default=None, repr=False)  # the partition's live subjects
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -90,6 +94,7 @@ class ClusterSource:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.read = 0  # messages read from the engine
+        self.passing = 0  # messages taken as they passed (the live subscription)
         self.reader_failures = 0
 
     @property
@@ -165,10 +170,15 @@ class ClusterSource:
         feed = self.feeds.pop(partition, None)
         if feed is None:
             return self.stored.get(partition, 0)
+        feed.stopped = True  # whatever its reader still fetches is dropped, never queued
+        if feed.fast is not None:
+            with contextlib.suppress(Exception):
+                await feed.fast.unsubscribe()
         if feed.task is not None:
             feed.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await feed.task
+            # Not awaited without bound: a reader inside the client library's fetch may take a
+            # while to see its cancellation; it queues nothing more either way.
+            await asyncio.wait({feed.task}, timeout=STOP_WAIT_S)
         deadline = asyncio.get_running_loop().time() + wait_s
         # Polled: stored progress comes from the pipeline's writer, 20 ms at a time for a few seconds
         # at most, once per partition handed on.
@@ -194,7 +204,7 @@ class ClusterSource:
     # --- reading ---------------------------------------------------------------------------------
     async def _read(self, feed: Feed) -> None:
         delay = 0.1
-        while True:
+        while not feed.stopped:
             sub: JetStreamContext.PullSubscription | None = None
             try:
                 await self.connected.wait()
@@ -212,13 +222,14 @@ class ClusterSource:
                     ),
                 )
                 epoch, idle = self.epoch, 0
-                while True:
+                while not feed.stopped:
                     await self._room()
                     try:
                         msgs = await sub.fetch(self.fetch_max, timeout=FETCH_WAIT_S)
                     except TimeoutError:  # nothing new (nats-py raises the builtin or its subclass)
                         if feed.live_since is None and feed.next_seq > feed.silent_upto:
                             feed.live_since = self.clock()
+                            await self._go_live(feed)
                         # A consumer lost with its engine node answers no fetch: it looks like
                         # a quiet partition. After a reconnection, and every few quiet seconds,
                         # ask whether it still exists (made again if not).
@@ -251,6 +262,34 @@ class ClusterSource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
+    async def _go_live(self, feed: Feed) -> None:
+        """Once a partition is caught up, also take its messages as they pass through the engine
+        (a core subscription to the same subjects), beside the stream.
+
+        An MQTT PUBACK from the engine's listener does not mean the stream stored the message
+        (docs/decisions/0015-engine.md): while the stream has no leader — seconds after its
+        leader's node dies — messages devices publish through the other nodes are acknowledged
+        and dropped. The subjects still carry them to this subscription, so the worker detects
+        and stores them all the same. Each message thus usually arrives twice: the copy from the
+        stream (which carries the sequence the marks and takeovers use) is then a duplicate by
+        (device, seq) and payload (ingest/dedupe.py), counted and dropped, and storing is by key
+        either way. QoS 0 on the queue: when it is full this copy is dropped, the stream's stays.
+        Only once caught up: during a replay the live messages would run ahead of the replayed."""
+        if feed.stopped or feed.fast is not None or self.nc is None:
+            return
+        p = feed.partition
+        queue, clock = self.queue, self.clock
+
+        async def passing(msg: Msg) -> None:
+            if not feed.stopped:
+                queue.put(Message(mqtt_topic_of(msg.subject), msg.data, clock(), 0, None, 0, False, -1))
+                self.passing += 1
+
+        try:
+            feed.fast = await self.nc.subscribe(partition_subject(p), cb=passing, pending_msgs_limit=100_000)
+        except Exception as exc:  # the stream's copy still comes; only the leaderless window is open
+            logger.warning("cannot subscribe to partition %d's live subjects (%r)", p, exc)
+
     async def _room(self) -> None:
         """Read no further ahead than the queue holds: the engine keeps the rest."""
         # Polled: the queue has no "room again" event, and this only runs while it is full.
@@ -258,6 +297,8 @@ class ClusterSource:
             await asyncio.sleep(0.01)
 
     async def _deliver(self, feed: Feed, msgs: list[Msg]) -> None:
+        if feed.stopped:
+            return
         now = self.clock()
         p = feed.partition
         store_only: list[Message] = []
@@ -277,10 +318,11 @@ class ClusterSource:
             feed.next_seq = seq + 1
         self.read += len(store_only) + len(silent) + len(live)
         if store_only or silent:
-            await self.pipeline.catch_up(store_only, silent)
+            await asyncio.shield(self.pipeline.catch_up(store_only, silent))
             feed.put_seq = max(feed.put_seq, (silent or store_only)[-1].mid or 0)
-        if live:
+        if live and not feed.stopped:
             if feed.live_since is None:
                 feed.live_since = now
+                await self._go_live(feed)
             self.queue.put_acknowledged(live)
             feed.put_seq = live[-1].mid or 0

@@ -130,6 +130,7 @@ class ClusterWorker:
         self.heartbeat_failures = 0
         self._snap = _Snapshots()
         self._persisted: dict[int, int] = {}  # stored sequences written to PostgreSQL
+        self._handing: asyncio.Task[None] | None = None  # partitions being handed on
         pipeline.partitioned = True
         pipeline.snapshot_hook = self._take_snapshot
         # Until it owns a partition, the worker watches no device's liveness.
@@ -159,9 +160,11 @@ class ClusterWorker:
             if p in self.owned:
                 logger.warning("partition %d is another worker's now: stopping reading it", p)
                 await self._stop_reading(p)
-        for p in sorted(view.to_release):
-            if p in self.owned:
-                await self._hand_on(p)
+        handing = sorted(view.to_release & self.owned)
+        if handing and (self._handing is None or self._handing.done()):
+            # Beside the heartbeats: waiting for what was read to be stored can take seconds
+            # under a backlog, and the leases (these included) must be renewed meanwhile.
+            self._handing = asyncio.get_running_loop().create_task(self._hand_on(handing), name="hand-on")
         for p in sorted(view.gained):
             if p not in self.owned:
                 await self._take(p)
@@ -243,13 +246,19 @@ class ClusterWorker:
         return None if feed is None else feed.live_since
 
     # --- handing on ------------------------------------------------------------------------------
-    async def _hand_on(self, p: int) -> None:
-        await self.source.drop(p, wait_s=RELEASE_WAIT_S)
-        await asyncio.to_thread(self._persist_stored)
-        await asyncio.to_thread(self._snapshot_now)
-        self._unwatch(p)
-        await asyncio.to_thread(self.keeper.release, [p])
-        logger.info("handed partition %d on", p)
+    async def _hand_on(self, partitions: list[int]) -> None:
+        """Stop reading them all, give what was read RELEASE_WAIT_S to be stored, snapshot once,
+        release. What is not stored by then the next owner reads again (from the stored mark)."""
+        try:
+            await asyncio.gather(*(self.source.drop(p, wait_s=RELEASE_WAIT_S) for p in partitions))
+            await asyncio.to_thread(self._persist_stored)
+            await asyncio.to_thread(self._snapshot_now)
+            for p in partitions:
+                self._unwatch(p)
+            await asyncio.to_thread(self.keeper.release, partitions)
+            logger.info("handed partitions %s on", ", ".join(map(str, partitions)))
+        except Exception:
+            logger.exception("handing partitions %s on failed; their leases expire by themselves", partitions)
 
     async def _stop_reading(self, p: int) -> None:
         await self.source.drop(p, wait_s=0.0)
