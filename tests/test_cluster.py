@@ -9,6 +9,7 @@ serve` processes, and a fleet of MQTT devices that fails over between engine nod
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -17,11 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import orjson
 import pytest
 
 from core.registry import write_registry_text
-from firewatch.cluster.engine import NatsCluster, partition_of
+from firewatch.cluster.engine import STREAM, NatsCluster, node_name, partition_of
 from firewatch.cluster.local import ClusterState, WorkerProcess, start_worker
 from simulators.city import CityFleet, city_registry, device_ids
 
@@ -48,8 +50,8 @@ class Load:
     """The fleet publishing a round every ROUND_S on a thread of its own, devices set on fire
     staying on fire (smoke keeps rising: a latched fire alarm stays raised)."""
 
-    def __init__(self, fleet: CityFleet) -> None:
-        self.fleet = fleet
+    def __init__(self, fleets: list[CityFleet]) -> None:
+        self.fleets = fleets
         self.smoky: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="city-load", daemon=True)
@@ -76,7 +78,8 @@ class Load:
         try:
             while not self._stop.is_set():
                 began = time.monotonic()
-                self.fleet.round(time.time(), smoky=tuple(self.smoky))
+                for fleet in self.fleets:
+                    fleet.round(time.time(), smoky=tuple(self.smoky))
                 self._stop.wait(max(0.0, ROUND_S - (time.monotonic() - began)))
         except BaseException as exc:
             self.error = exc
@@ -117,6 +120,22 @@ class Console:
         self._stop = True
 
 
+def stream_leader(engine: NatsCluster) -> int:
+    """The node leading the stream FW."""
+
+    async def ask() -> str:
+        nc = await nats.connect(servers=engine.client_urls)
+        try:
+            info = await nc.jetstream().stream_info(STREAM)
+            assert info.cluster is not None
+            assert info.cluster.leader
+            return info.cluster.leader
+        finally:
+            await nc.close()
+
+    return [node_name(i) for i in range(len(engine.mqtt_ports))].index(asyncio.run(ask()))
+
+
 def smoke_in(site: str) -> tuple[str, ...]:
     return (f"{site}-smk-00", f"{site}-smk-01")
 
@@ -133,7 +152,8 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
     password = f"cluster-{uuid.uuid4().hex}"
     workers: dict[str, WorkerProcess] = {}
     state = ClusterState(postgres_url)
-    fleet = CityFleet(engine.mqtt_ports, device_ids(SITES, PER_SITE))
+    devices = device_ids(SITES, PER_SITE)
+    fleets: list[CityFleet] = []
     load: Load | None = None
     consoles: list[Console] = []
     try:
@@ -154,8 +174,16 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
         add("w1")
         add("w2")
         state.wait_owned(set(workers), PARTITIONS, timeout_s=90)
-        fleet.connect()
-        load = Load(fleet)
+        # Half the devices on the node leading the stream, half on another: when the leader is
+        # killed below, the first half must fail over, and the second half keeps publishing
+        # through a node that acknowledges what the leaderless stream cannot take.
+        leader = stream_leader(engine)
+        other = (leader + 1) % len(engine.mqtt_ports)
+        for node, half in ((leader, devices[0::2]), (other, devices[1::2])):
+            ports = engine.mqtt_ports[node:] + engine.mqtt_ports[:node]
+            fleets.append(CityFleet(ports, half, client_id=f"city-{node}"))
+            fleets[-1].connect()
+        load = Load(fleets)
         load.start()
         load.run_for(2.0)
         add("w3")
@@ -185,8 +213,9 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
         takeover_s = time.monotonic() - killed_at
         load.run_for(3.0)
 
-        # kill -9 the engine node the devices are connected to; the fleet fails over.
-        engine.kill(engine.mqtt_ports.index(fleet.node_port))
+        # kill -9 the engine node leading the stream (and holding half the devices' connections).
+        assert stream_leader(engine) == leader, "the stream's leader moved"
+        engine.kill(leader)
         fire_3 = smoke_in(
             next(
                 site
@@ -199,13 +228,15 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
         load.run_for(5.0)
         load.stop()
         load = None
-        assert fleet.drain(30), (
-            f"{fleet.unacked()} readings never acknowledged by the engine: {fleet.stats}, "
-            f"on port {fleet.node_port} of {engine.mqtt_ports}"
-        )
+        for fleet in fleets:
+            assert fleet.drain(30), (
+                f"{fleet.unacked()} readings never acknowledged by the engine: {fleet.stats}, "
+                f"on port {fleet.node_port} of {engine.mqtt_ports}"
+            )
+        published = sum(f.stats.published for f in fleets)
 
         # Everything published is stored exactly once (two channels per reading).
-        expected = 2 * fleet.stats.published
+        expected = 2 * published
         deadline = time.monotonic() + 60
         while state.readings() < expected and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -217,8 +248,9 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
             time.sleep(0.5)
             raises = state.fire_raises()
         print(
-            f"\npublished {fleet.stats.published} readings ({fleet.stats.resent} resent after "
-            f"{fleet.stats.failovers} failovers); stored {stored // 2}; takeover {takeover_s:.1f} s; "
+            f"\npublished {published} readings ({sum(f.stats.resent for f in fleets)} resent after "
+            f"{sum(f.stats.failovers for f in fleets)} failovers); stored {stored // 2}; "
+            f"takeover {takeover_s:.1f} s; "
             f"fire raises {raises}"
         )
         assert stored == expected, "readings lost" if stored < expected else "readings stored twice"
@@ -242,7 +274,8 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
             c.close()
         if load is not None:
             load.stop()
-        fleet.close()
+        for fleet in fleets:
+            fleet.close()
         for proc in workers.values():
             proc.stop()
         state.close()
