@@ -1,19 +1,24 @@
 """How fast one, two and three workers drain the same backlog from the engine (docs/scale.md).
 
-    python -m bench.scale_out [--messages 120000] [--sites 48] [--per-site 25] [--workers 1,3] [--json PATH]
+    python -m bench.scale_out [--messages 300000] [--sites 48] [--per-site 25] [--workers 1,3]
+                              [--worker-cpu CORES] [--json PATH]
 
 A three-node engine (nats-server, JetStream R3, the site-partitioning mapping) on loopback holds a
 backlog of smoke-detector readings of a city of small sites (simulators/city.py), published before
 any worker runs. For each worker count, in one invocation: a fresh PostgreSQL database (a private
-server started here), that many `firewatch serve` processes in cluster mode, and the time from when
-every partition has an owner until every reading is stored in PostgreSQL. Reported per run:
+server started here), that many `firewatch serve` processes in cluster mode, and the rate at which
+the backlog is stored in PostgreSQL from when every worker holds its share of the partitions (the
+first to start reads alone until the others have theirs) to the last reading. Reported per run:
 messages/s, CPU seconds the workers used (their /proc times) and messages per worker CPU second;
 and the ratio of each run's rate to the one-worker rate. The backlog has no fire, so this is the
 steady ingest path (decode, detect, store by key), not the alarm path.
 
 On the 2-core development machine the workers, the three engine nodes and PostgreSQL share two
-cores: three workers cannot run three times as fast as one when one already keeps a core busy. The
-per-CPU-second figure is what a sizing projection can use (docs/scale.md).
+cores: three workers cannot run three times as fast as one when one worker, PostgreSQL and the
+engine already keep both busy. `--worker-cpu 0.25` confines each worker to a quarter of a core (a
+cgroup v1 CPU quota; needs root), as if each ran on a small machine of its own while the engine and
+PostgreSQL keep the rest: then what the workers add is what is measured. The per-CPU-second figure
+is what a sizing projection can use (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -47,12 +52,36 @@ console = Console(stderr=True)
 @dataclass
 class Run:
     workers: int
-    messages: int
-    seconds: float  # from every partition owned to every reading stored
+    messages: int  # drained once every worker held its share
+    seconds: float  # from every worker holding its share to every reading stored
     owned_after_s: float  # from the workers' start until every partition had an owner
     cpu_s: float  # the workers' user + system time over the whole run
     rate: float = 0.0
     per_cpu_s: float = 0.0
+
+
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's CPU controller (what this machine mounts)
+
+
+class CpuQuota:
+    """A CPU quota for one worker process and what it forks: `cores` of CPU time per wall second
+    (cgroup v1 cpu.cfs_quota_us), as if the worker ran on a machine of its own that size."""
+
+    def __init__(self, pid: int, cores: float) -> None:
+        self.path = CGROUP_CPU / f"fw-scale-{pid}"
+        self.path.mkdir()
+        period = int((self.path / "cpu.cfs_period_us").read_text())
+        (self.path / "cpu.cfs_quota_us").write_text(str(int(period * cores)))
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        # Its processes have exited (or are moved back to the root first).
+        try:
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                (CGROUP_CPU / "cgroup.procs").write_text(pid)
+            self.path.rmdir()
+        except OSError:
+            pass
 
 
 def cpu_seconds(pid: int) -> float:
@@ -90,12 +119,19 @@ async def preload(urls: list[str], sites: int, per_site: int, messages: int) -> 
 
 
 def run(
-    n: int, engine: NatsCluster, pg: PrivatePostgres, registry: Path, messages: int, work: Path
+    n: int,
+    engine: NatsCluster,
+    pg: PrivatePostgres,
+    registry: Path,
+    messages: int,
+    work: Path,
+    worker_cpu: float,
 ) -> Run:
     url = pg.url(pg.create_database()).replace("postgresql://", "postgresql+psycopg://")
     state = ClusterState(url)
     password = f"bench-{uuid.uuid4().hex}"
     workers: list[WorkerProcess] = []
+    quotas: list[CpuQuota] = []
     began = time.monotonic()
     try:
         for i in range(n):
@@ -110,9 +146,14 @@ def run(
                     admin_password=password,
                 )
             )
+            if worker_cpu > 0:
+                quotas.append(CpuQuota(workers[-1].proc.pid, worker_cpu))
         owned_after = state.wait_owned({w.worker_id for w in workers}, PARTITIONS, timeout_s=120)
+        # The workers start a few seconds apart and the first ones read until the rest have their
+        # share: the rate counts only what is drained once every worker holds its partitions.
         t0 = time.monotonic()
         target = 2 * messages  # two channels per reading
+        at_start = state.readings()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{n} worker(s) draining", total=target)
             while (stored := state.readings()) < target:
@@ -125,22 +166,32 @@ def run(
         seconds = time.monotonic() - t0
         cpu = sum(cpu_seconds(w.proc.pid) for w in workers)
         del began
-        result = Run(n, messages, seconds, owned_after, cpu)
-        result.rate = messages / seconds
-        result.per_cpu_s = messages / cpu if cpu else 0.0
+        drained = (target - at_start) // 2
+        result = Run(n, drained, seconds, owned_after, cpu)
+        result.rate = drained / seconds
+        result.per_cpu_s = messages / cpu if cpu else 0.0  # the whole run's CPU: every message read once
         return result
     finally:
         for w in workers:
             w.stop()
+        for q in quotas:
+            q.remove()
         state.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=120_000)
+    ap.add_argument("--messages", type=int, default=300_000)
     ap.add_argument("--sites", type=int, default=48)
     ap.add_argument("--per-site", type=int, default=25)
     ap.add_argument("--workers", default="1,3", help="worker counts to run, in order (comma-separated)")
+    ap.add_argument(
+        "--worker-cpu",
+        type=float,
+        default=0.0,
+        help="confine each worker to this many cores (cgroup quota; 0: no limit), as if each ran on a "
+        "machine of its own that size while the engine and PostgreSQL have the rest",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
@@ -154,13 +205,16 @@ def main() -> None:
         try:
             asyncio.run(preload(engine.client_urls, args.sites, args.per_site, args.messages))
             for n in counts:
-                runs.append(run(n, engine, pg, registry, args.messages, work))
+                runs.append(run(n, engine, pg, registry, args.messages, work, args.worker_cpu))
                 console.print(f"{n} worker(s): {runs[-1].rate:,.0f} msg/s")
         finally:
             engine.stop()
             pg.close()
     base = runs[0].rate
-    table = Table(title=f"draining {args.messages:,} readings of {args.sites * args.per_site:,} devices")
+    limit = f", each worker confined to {args.worker_cpu:g} cores" if args.worker_cpu else ""
+    table = Table(
+        title=f"draining {args.messages:,} readings of {args.sites * args.per_site:,} devices{limit}"
+    )
     for col in ("workers", "seconds", "msg/s", "× first", "worker CPU s", "msg per CPU s"):
         table.add_column(col, justify="right")
     for r in runs:
@@ -176,6 +230,7 @@ def main() -> None:
     info = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d"),
+        "worker_cpu": args.worker_cpu,
         "runs": [asdict(r) for r in runs],
     }
     if args.json is not None:
