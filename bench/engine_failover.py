@@ -176,18 +176,7 @@ def leaders(cluster: NatsCluster) -> tuple[int, int]:
     with urllib.request.urlopen(f"{cluster.monitor_urls[0]}/jsz?streams=true", timeout=2) as r:
         meta = json.load(r)["meta_cluster"]["leader"]
     names = [node_name(i) for i in range(cluster.nodes)]
-
-    async def stream_leader() -> str:
-        nc = await nats.connect(servers=cluster.client_urls)
-        try:
-            info = await nc.jetstream().stream_info(STREAM)
-            assert info.cluster is not None
-            assert info.cluster.leader
-            return info.cluster.leader
-        finally:
-            await nc.close()
-
-    return names.index(asyncio.run(stream_leader())), names.index(meta)
+    return cluster.stream_leader(), names.index(meta)
 
 
 def run_trial(victim_role: str, args: argparse.Namespace) -> Trial:

@@ -9,7 +9,6 @@ serve` processes, and a fleet of MQTT devices that fails over between engine nod
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -18,12 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import nats
 import orjson
 import pytest
 
 from core.registry import write_registry_text
-from firewatch.cluster.engine import STREAM, NatsCluster, node_name, partition_of
+from firewatch.cluster.engine import NatsCluster, partition_of
 from firewatch.cluster.local import ClusterState, WorkerProcess, start_worker
 from simulators.city import CityFleet, city_registry, device_ids
 
@@ -120,22 +118,6 @@ class Console:
         self._stop = True
 
 
-def stream_leader(engine: NatsCluster) -> int:
-    """The node leading the stream FW."""
-
-    async def ask() -> str:
-        nc = await nats.connect(servers=engine.client_urls)
-        try:
-            info = await nc.jetstream().stream_info(STREAM)
-            assert info.cluster is not None
-            assert info.cluster.leader
-            return info.cluster.leader
-        finally:
-            await nc.close()
-
-    return [node_name(i) for i in range(len(engine.mqtt_ports))].index(asyncio.run(ask()))
-
-
 def smoke_in(site: str) -> tuple[str, ...]:
     return (f"{site}-smk-00", f"{site}-smk-01")
 
@@ -177,7 +159,7 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
         # Half the devices on the node leading the stream, half on another: when the leader is
         # killed below, the first half must fail over, and the second half keeps publishing
         # through a node that acknowledges what the leaderless stream cannot take.
-        leader = stream_leader(engine)
+        leader = engine.stream_leader()
         other = (leader + 1) % len(engine.mqtt_ports)
         for node, half in ((leader, devices[0::2]), (other, devices[1::2])):
             ports = engine.mqtt_ports[node:] + engine.mqtt_ports[:node]
@@ -214,7 +196,7 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
         load.run_for(3.0)
 
         # kill -9 the engine node leading the stream (and holding half the devices' connections).
-        assert stream_leader(engine) == leader, "the stream's leader moved"
+        assert engine.stream_leader() == leader, "the stream's leader moved"
         engine.kill(leader)
         fire_3 = smoke_in(
             next(

@@ -350,6 +350,21 @@ class NatsCluster:
         self._launch(index)
         self.wait_ready(timeout)
 
+    def stream_leader(self) -> int:
+        """The index of the node leading the stream FW (asked through any live node)."""
+
+        async def ask() -> str:
+            nc = await nats.connect(servers=self.client_urls)
+            try:
+                info = await nc.jetstream().stream_info(STREAM)
+            finally:
+                await nc.close()
+            if info.cluster is None or not info.cluster.leader:
+                raise EngineError(f"the stream {STREAM} has no leader now")
+            return info.cluster.leader
+
+        return [node_name(i) for i in range(self.nodes)].index(asyncio.run(ask()))
+
     def stop(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL if needed) and reap them all."""
         errors: list[BaseException] = []
