@@ -17,5 +17,6 @@ class Message(NamedTuple):
     epoch: int = 0  # connection generation: an ack is only valid on the connection that received it
     dup: bool = False  # the broker's DUP flag: a QoS 1 redelivery of a message it sent before
     # Clustered (docs/scale.md): the engine partition it was read from, and `mid` is its stream
-    # sequence there. -1: not from a partition.
+    # sequence there. -1: not from a partition. (ingest/mqtt.read_packets builds envelopes with
+    # tuple.__new__, every field given: a field added here is added there too.)
     partition: int = -1

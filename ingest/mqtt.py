@@ -133,7 +133,8 @@ def read_packets(
                 else:
                     mid = data[topic_end] << 8 | data[topic_end + 1]
                     payload = data[at + v5 : end]
-                    append(_new_message(Message, (topic, payload, received, 1, mid, epoch, cmd & _DUP != 0)))
+                    dup = cmd & _DUP != 0
+                    append(_new_message(Message, (topic, payload, received, 1, mid, epoch, dup, -1)))
                     pos = end
                     continue
         return end, messages, (cmd, data[i:end])
