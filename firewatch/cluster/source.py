@@ -42,6 +42,7 @@ RETRY_MAX_S = 2.0  # a reader whose consumer failed tries again at most this far
 # An idle reader's consumer is removed by the engine after this long: one left behind by a worker
 # that died costs nothing for long.
 CONSUMER_IDLE_S = 30.0
+PASSED_MAX = 20_000  # live messages remembered to drop the other connection's copy
 STOP_WAIT_S = 2.0  # a dropped partition's reader gets this long to end
 CONSUMER_CHECK_EVERY = 3  # quiet fetches (FETCH_WAIT_S each) between two checks that the consumer exists
 
@@ -58,7 +59,7 @@ class Feed:
     stored_seq: int = 0  # the last sequence stored (acknowledged by the pipeline)
     live_since: float | None = None  # when it first handed a live message over (or caught up)
     stopped: bool = False  # dropped: nothing more goes to the pipeline
-    fast: Subscription | None = field(default=None, repr=False)  # the partition's live subjects
+    fast: list[Subscription] = field(default_factory=list, repr=False)  # its live subjects
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -92,6 +93,8 @@ class ClusterSource:
         self.connected = asyncio.Event()
         self.epoch = 0  # connection generation, for the pipeline's "is ingest listening"
         self.nc: Client | None = None
+        self.nc2: Client | None = None  # a second connection, through another node, for the live subjects
+        self._passed: dict[tuple[str, bytes], None] = {}  # recent live messages, oldest first
         self.js: JetStreamContext | None = None
         self.read = 0  # messages read from the engine
         self.passing = 0  # messages taken as they passed (the live subscription)
@@ -135,10 +138,24 @@ class ClusterSource:
             max_reconnect_attempts=-1,  # forever: the engine is the only way in
             reconnect_time_wait=0.5,
             connect_timeout=2,
+            dont_randomize=True,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
         )
+        if len(self.servers) > 1:
+            # The live subjects also through a second node: when the node this worker is connected
+            # to dies it may have led the stream, and until this worker has reconnected nothing
+            # would carry the messages the other nodes acknowledge meanwhile (see _go_live).
+            self.nc2 = await nats.connect(
+                servers=self.servers[1:] + self.servers[:1],
+                name=f"{self.name} (live)",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                dont_randomize=True,
+                error_cb=error,
+            )
         self.js = self.nc.jetstream()
         if self.ensure is not None:
             await self.ensure(self.js)
@@ -148,9 +165,10 @@ class ClusterSource:
     async def close(self) -> None:
         for p in list(self.feeds):
             await self.drop(p, wait_s=0.0)
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        for nc in (self.nc, self.nc2):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
         self.connected.clear()
 
     # --- partitions ------------------------------------------------------------------------------
@@ -171,9 +189,10 @@ class ClusterSource:
         if feed is None:
             return self.stored.get(partition, 0)
         feed.stopped = True  # whatever its reader still fetches is dropped, never queued
-        if feed.fast is not None:
+        for sub in feed.fast:
             with contextlib.suppress(Exception):
-                await feed.fast.unsubscribe()
+                await sub.unsubscribe()
+        feed.fast = []
         if feed.task is not None:
             feed.task.cancel()
             # Not awaited without bound: a reader inside the client library's fetch may take a
@@ -275,20 +294,33 @@ class ClusterSource:
         (device, seq) and payload (ingest/dedupe.py), counted and dropped, and storing is by key
         either way. QoS 0 on the queue: when it is full this copy is dropped, the stream's stays.
         Only once caught up: during a replay the live messages would run ahead of the replayed."""
-        if feed.stopped or feed.fast is not None or self.nc is None:
+        if feed.stopped or feed.fast or self.nc is None:
             return
         p = feed.partition
         queue, clock = self.queue, self.clock
 
         async def passing(msg: Msg) -> None:
-            if not feed.stopped:
-                queue.put(Message(mqtt_topic_of(msg.subject), msg.data, clock(), 0, None, 0, False, -1))
-                self.passing += 1
+            if feed.stopped:
+                return
+            # Both connections deliver it: the second copy is dropped here, before any decoding.
+            key = (msg.subject, msg.data)
+            if key in self._passed:
+                return
+            self._passed[key] = None
+            if len(self._passed) > PASSED_MAX:
+                del self._passed[next(iter(self._passed))]
+            queue.put(Message(mqtt_topic_of(msg.subject), msg.data, clock(), 0, None, 0, False, -1))
+            self.passing += 1
 
-        try:
-            feed.fast = await self.nc.subscribe(partition_subject(p), cb=passing, pending_msgs_limit=100_000)
-        except Exception as exc:  # the stream's copy still comes; only the leaderless window is open
-            logger.warning("cannot subscribe to partition %d's live subjects (%r)", p, exc)
+        for nc in (self.nc, self.nc2):
+            if nc is None:
+                continue
+            try:
+                feed.fast.append(
+                    await nc.subscribe(partition_subject(p), cb=passing, pending_msgs_limit=100_000)
+                )
+            except Exception as exc:  # the stream's copy still comes; only the leaderless window is open
+                logger.warning("cannot subscribe to partition %d's live subjects (%r)", p, exc)
 
     async def _room(self) -> None:
         """Read no further ahead than the queue holds: the engine keeps the rest."""
