@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -103,14 +104,38 @@ class PrivateRabbit:
         self.stop()
         raise RuntimeError(f"RabbitMQ did not start: {(self.base / 'out.log').read_text()[-800:]}")
 
+    def _vm_pids(self) -> list[int]:
+        """The node's processes: its Erlang VM runs as `rabbitmq`, outside the script's process
+        group, and only its environment names the node."""
+        mark = f"RABBITMQ_NODENAME=fwbench{self.amqp}@localhost".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if mark in (entry / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(entry.name))
+        return pids
+
     def stop(self) -> None:
+        for pid in self._vm_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 15)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait(10)
+        deadline = time.monotonic() + 20
+        while pids := self._vm_pids():
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, 9)
+                break
+            time.sleep(0.2)
 
 
 def publish(port: int, n: int, client_id: str) -> tuple[float, float]:
