@@ -252,12 +252,14 @@ def test_a_worker_and_an_engine_node_killed_under_load_lose_nothing_and_raise_ev
             print(f"--- {w}\n{proc.tail(60)}")
         raise
     finally:
-        for c in consoles:
-            c.close()
-        if load is not None:
-            load.stop()
-        for fleet in fleets:
-            fleet.close()
-        for proc in workers.values():
-            proc.stop()
-        state.close()
+        # Every step, whatever the one before raised: a worker left running outlives the test.
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(state.close)
+            for proc in workers.values():
+                cleanup.callback(proc.stop)
+            for fleet in fleets:
+                cleanup.callback(fleet.close)
+            if load is not None:
+                cleanup.callback(load.stop)
+            for c in consoles:
+                cleanup.callback(c.close)
