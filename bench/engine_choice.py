@@ -40,8 +40,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
+from firewatch.broker import free_port
 from firewatch.cluster.engine import NatsCluster, prepare_stream
-from firewatch.cluster.local import free_port
 from simulators.city import CLEAN_AIR, device_ids, reading
 
 console = Console()

@@ -36,9 +36,10 @@ from core.registry import (
     ZoneSpec,
     write_registry_text,
 )
+from firewatch.broker import free_port
 from firewatch.cluster.engine import STREAM, NatsCluster, partition_of, prepare_stream
 from firewatch.cluster.forward import EngineInbox
-from firewatch.cluster.local import ClusterState, WorkerProcess, free_port, start_worker
+from firewatch.cluster.local import ClusterState, WorkerProcess, start_worker
 from ingest.envelope import Message
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame

@@ -61,19 +61,6 @@ def default_worker_id() -> str:
 
 
 @dataclass
-class Takeover:
-    """How one partition was taken over, for the log, metrics and tests."""
-
-    partition: int
-    claimed_at: float  # time.time() when the lease was won
-    snapshot_seq: int
-    stored_seq: int
-    alarm_seq: int
-    started_at: float = 0.0  # reading from the stream again
-    live_at: float | None = None  # caught up: live messages flow (or nothing was left to replay)
-
-
-@dataclass
 class PartitionMap:
     """Which partition each device of the registry is in: its site's (a site is one partition, so
     a place's devices, its zones' fusion and its outages are all one worker's)."""
@@ -126,7 +113,6 @@ class ClusterWorker:
         self.map = PartitionMap.of_sites(pipeline.decoder.index.sites, settings.partitions)
         self.owned: set[int] = set()
         self.duties = False  # this worker runs the cluster-wide clocks
-        self.takeovers: list[Takeover] = []
         self.heartbeat_failures = 0
         self._snap = _Snapshots()
         self._persisted: dict[int, int] = {}  # stored sequences written to PostgreSQL
@@ -165,9 +151,12 @@ class ClusterWorker:
             # Beside the heartbeats: waiting for what was read to be stored can take seconds
             # under a backlog, and the leases (these included) must be renewed meanwhile.
             self._handing = asyncio.get_running_loop().create_task(self._hand_on(handing), name="hand-on")
-        for p in sorted(view.gained):
-            if p not in self.owned:
-                await self._take(p)
+        gained = sorted(p for p in view.gained if p not in self.owned)
+        if gained:
+            # The store's open alarms, read once for every partition this heartbeat brings.
+            active = await asyncio.to_thread(self.alarms.active_keys)
+            for p in gained:
+                await self._take(p, active)
         await asyncio.to_thread(self._persist_stored)
         return view
 
@@ -187,11 +176,9 @@ class ClusterWorker:
             await asyncio.to_thread(self.keeper.leave)
 
     # --- taking over -----------------------------------------------------------------------------
-    async def _take(self, p: int) -> None:
-        claimed = time.time()
+    async def _take(self, p: int, active: set[tuple[str, str]]) -> None:
         snapshot = await asyncio.to_thread(load_snapshot, self.sessions, p)
         alarm_seq, stored_seq = await asyncio.to_thread(self._marks, p)
-        active = await asyncio.to_thread(self.alarms.active_keys)
         snapshot_seq = snapshot[1] if snapshot is not None else 0
         owned = self.owned | {p}
 
@@ -218,8 +205,6 @@ class ClusterWorker:
         # what follows the snapshot is detected again.
         start = min(snapshot_seq, stored_seq) + 1
         feed = self.source.take(p, start=start, store_upto=snapshot_seq, silent_upto=alarm_seq)
-        takeover = Takeover(p, claimed, snapshot_seq, stored_seq, alarm_seq, started_at=time.time())
-        self.takeovers.append(takeover)
         logger.info(
             "took partition %d over: snapshot at %d (%d units warm), stored to %d, alarms to %d; "
             "reading from %d",
@@ -240,10 +225,6 @@ class ClusterWorker:
         mine = self.map.devices(self.owned)
         new = np.fromiter((d in added for d in device_ids), dtype=np.bool_, count=len(device_ids))
         self.pipeline.engine.own(mine, mine & new, self.clock())
-
-    def live_at(self, p: int) -> float | None:
-        feed = self.source.feeds.get(p)
-        return None if feed is None else feed.live_since
 
     # --- handing on ------------------------------------------------------------------------------
     async def _hand_on(self, partitions: list[int]) -> None:
