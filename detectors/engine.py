@@ -249,11 +249,13 @@ class Engine:
         self.channels.restore_stale(active)
         self.fusion.restore_confirmed(active)
 
-    def resume_devices(self, devices: npt.NDArray[np.bool_], active: set[tuple[str, str]]) -> None:
+    def resume_devices(
+        self, devices: npt.NDArray[np.bool_], active: set[tuple[str, str]], now: float
+    ) -> None:
         """`resume` for the devices `devices` (per device index) only: a clustered worker taking a
         partition over aligns those devices' units with the store, whatever the snapshot says (an
-        alarm the worker before raised after its snapshot is active, one cleared is not). The
-        others' state is left as it is."""
+        alarm the worker before raised after its snapshot is active, one cleared is not), and adopts
+        the outages open there. The others' state is left as it is."""
         mine = {(d, t) for d, t in active if (i := self.index.dev_of.get(d)) is not None and devices[i]}
         for bank in self.banks:
             bank.detector.state["active"][devices[bank.info.dev]] = False
@@ -263,6 +265,7 @@ class Engine:
             if hit is not None:
                 hit[0].detector.set_active([hit[1]])
         self.liveness.restore_offline({d for d, t in mine if t == OFFLINE})
+        self.liveness.adopt_outages({key for key, t in active if t == OUTAGE}, devices, now)
         self.channels.restore_stale(mine)
         self.fusion.restore_confirmed(mine)
 

@@ -348,6 +348,29 @@ class LivenessWatch:
                 o.raised = True
                 o.keep_until = now + max(self.policy.grace_s, float(self.limit.max(initial=0.0)))
 
+    def adopt_outages(self, keys: set[str], devices: npt.NDArray[np.bool_], now: float) -> None:
+        """A clustered worker taking a partition over (docs/scale.md): the outage alarms open in the
+        store for places of the devices `devices` become this worker's, as on a restart — kept open
+        until their devices can have been heard again, so the new owner clears them when the place
+        is back, and its devices still silent rejoin them instead of each raising offline. The store
+        is the truth: an outage this worker held for those places already is replaced."""
+        if not devices.any():
+            return
+        for oid, o in list(self.outages.items()):
+            if devices[self.code[o.level] == o.code].any():
+                self.member[self.member == oid] = -1
+                del self.outages[oid]
+        keep = now + max(self.policy.grace_s, float(self.limit.max(initial=0.0)))
+        for key in sorted(keys):
+            hit = self.place_of_key.get(key)
+            if hit is None or not devices[self.code[hit[0]] == hit[1]].any():
+                continue  # a place of another partition (a site is one partition) or unknown
+            if any(o.key == key for o in self.outages.values()):
+                continue
+            o = self.outages[self._new_outage(*hit)]
+            o.raised = True
+            o.keep_until = keep
+
     def forget_outage(self, key: str) -> None:
         """A person cleared or closed the outage alarm: its devices, if still silent, are judged anew."""
         for oid, o in list(self.outages.items()):

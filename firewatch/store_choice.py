@@ -62,4 +62,3 @@ def choose_store(settings: Settings) -> StoreChoice:
         else "the default; no demo is running from this folder"
     )
     return StoreChoice(url, f"using the database at {shown(url)} ({how})")
-

@@ -258,3 +258,60 @@ def test_devices_with_no_gateway_known_are_never_one_gateway_outage(index: Devic
     events = run(watch, index, silent, T0 + 120)
     assert by_type(events, OUTAGE, DetectorEventKind.RAISE) == []
     assert len(by_type(events, OFFLINE, DetectorEventKind.RAISE)) == silent.size
+
+
+def taken_over(index: DeviceIndex, devices: np.ndarray, active: set[tuple[str, str]]) -> Engine:
+    """A clustered worker's engine that watched nobody, taking over the partition of `devices` at T0
+    with the alarms `active` open in the store (as ClusterWorker._take does)."""
+    engine = Engine(index, start=T0)
+    nobody = np.zeros(index.n_devices, dtype=bool)
+    engine.own(nobody, nobody, T0)
+    gained = np.zeros(index.n_devices, dtype=bool)
+    gained[devices] = True
+    engine.own(gained, gained, T0)
+    engine.resume_devices(gained, active, T0)
+    return engine
+
+
+def run_engine(engine: Engine, index: DeviceIndex, silent: np.ndarray, until: float) -> list[DetectorEvent]:
+    events: list[DetectorEvent] = []
+    talking = everyone_but(index, silent)
+    for t in np.arange(T0 + 1, until + 0.5, 1.0):
+        if t % HEARTBEAT == 0:
+            events += engine.liveness.seen(talking, np.full(talking.size, t))
+        events += engine.check(float(t))
+    return events
+
+
+def test_a_dead_workers_open_outage_is_cleared_by_the_new_owner_when_its_place_is_back(
+    index: DeviceIndex,
+) -> None:
+    everyone = np.arange(index.n_devices)
+    engine = taken_over(index, everyone, {("outage:s1/b1", OUTAGE)})
+    events = run_engine(engine, index, np.array([], dtype=np.int32), T0 + 120)
+    cleared = by_type(events, OUTAGE, DetectorEventKind.CLEAR)
+    assert [e.device_id for e in cleared] == ["outage:s1/b1"]
+    # Not before its devices could have been heard again (their offline window from the takeover).
+    assert cleared[0].ts >= T0 + 30
+    assert by_type(events, OFFLINE, DetectorEventKind.RAISE) == []
+
+
+def test_a_dead_workers_outage_still_silent_is_kept_and_its_devices_rejoin_it_not_one_alarm_each(
+    index: DeviceIndex,
+) -> None:
+    b1 = under(index, "s1/b1/")
+    engine = taken_over(index, np.arange(index.n_devices), {("outage:s1/b1", OUTAGE)})
+    events = run_engine(engine, index, b1, T0 + 120)
+    assert by_type(events, OFFLINE, DetectorEventKind.RAISE) == []
+    assert by_type(events, OUTAGE, DetectorEventKind.CLEAR) == []
+    assert {e.device_id for e in by_type(events, OUTAGE, DetectorEventKind.RAISE)} <= {"outage:s1/b1"}
+    assert len(engine.liveness.outage_members()["outage:s1/b1"]) == b1.size
+
+
+def test_an_outage_of_a_place_outside_the_partition_taken_over_is_left_to_its_owner(
+    index: DeviceIndex,
+) -> None:
+    engine = taken_over(index, under(index, "s1/b2/"), {("outage:s1/b1", OUTAGE)})
+    assert engine.liveness.outage_members() == {}
+    events = run_engine(engine, index, np.array([], dtype=np.int32), T0 + 120)
+    assert by_type(events, OUTAGE, DetectorEventKind.CLEAR) == []

@@ -194,8 +194,9 @@ class ClusterWorker:
                     warm = engine.restore_bytes(
                         snapshot[0], [ids[i] for i in np.flatnonzero(gained).tolist()]
                     )
-                engine.own(mine, gained, self.clock())
-                engine.resume_devices(gained, active)
+                now = self.clock()
+                engine.own(mine, gained, now)
+                engine.resume_devices(gained, active, now)
                 pipeline.detected_seq[p] = snapshot_seq
                 return warm
 
