@@ -47,7 +47,9 @@ class DrillService:
             # so a batch that raises a fire-side alarm reads the drills in force (one small read)
             # instead of trusting the values refreshed here. A real fire tagged as a stale drill's
             # would reach the drill's recipients instead of the people on duty.
-            alarms.drill_reader = drills_in_force
+            # The drill's recipients come with it: one declared elsewhere since this worker's last
+            # refresh has its routes learnt in that same read, so its incident reaches them too.
+            alarms.drill_reader = self._read_in_force
         # Told of the routes every drill's Apprise URLs need (the dispatcher adds their channels).
         self.on_routes = on_routes
 
@@ -59,12 +61,28 @@ class DrillService:
         with self.sessions() as s:
             rows = s.scalars(select(DrillRow).order_by(DrillRow.id)).all()
         scopes = _in_force(rows, now)
-        routes = {r.id: recipient_routes(r.id, r.routes, r.urls, self.routes) for r in rows}
+        routes = self._routes_of(rows)
         self.alarms.incidents.drill_routes = routes  # one assignment each: read whole by the writer
         self.alarms.drills = scopes
+
+    def _routes_of(self, rows: Sequence[DrillRow]) -> dict[int, list[PushRoute]]:
+        """Each drill's recipient routes; the dispatcher is told of those it must add a channel for."""
+        routes = {r.id: recipient_routes(r.id, r.routes, r.urls, self.routes) for r in rows}
         if self.on_routes is not None:
             configured = {r.name for r in self.routes}
             self.on_routes([r for rs in routes.values() for r in rs if r.name not in configured])
+        return routes
+
+    def _read_in_force(self, s: Session, now: float) -> tuple[DrillScope, ...]:
+        """The drills in force, read in the alarm write's own transaction; the recipient routes of a
+        drill not known here yet (declared through another worker's API since this one's last
+        refresh) are learnt from the same rows."""
+        rows = _rows_in_force(s, now)
+        known = self.alarms.incidents.drill_routes
+        unseen = [r for r in rows if r.id not in known]
+        if unseen:
+            self.alarms.incidents.drill_routes = {**known, **self._routes_of(unseen)}
+        return _in_force(rows, now)
 
     # --- people's actions --------------------------------------------------------------------------
     def declare(
@@ -181,14 +199,13 @@ def _in_force(rows: Sequence[DrillRow], now: float) -> tuple[DrillScope, ...]:
     )
 
 
-def drills_in_force(s: Session, now: float) -> tuple[DrillScope, ...]:
+def _rows_in_force(s: Session, now: float) -> Sequence[DrillRow]:
     """The drills not yet over, read in the alarm write's own transaction (AlarmService.drill_reader)."""
-    rows = s.scalars(
+    return s.scalars(
         select(DrillRow)
         .where(DrillRow.end_ts > now, (DrillRow.ended_ts.is_(None)) | (DrillRow.ended_ts > now))
         .order_by(DrillRow.id)
     ).all()
-    return _in_force(rows, now)
 
 
 def _audit(s: Session, actor: str, action: str, row: DrillRow, now: float) -> None:

@@ -41,6 +41,7 @@ from storage.models import (
     DeliveryRow,
     IncidentEventRow,
     IncidentRow,
+    OutboxRow,
     TicketRow,
 )
 from tests.conftest import PROFILES, FakeClock
@@ -357,6 +358,34 @@ def test_a_drill_declared_and_ended_on_one_worker_holds_for_the_others_alarms(
     with b.sessions() as s:
         tagged = dict(s.execute(select(AlarmRow.device_id, AlarmRow.drill_id)).all())
     assert tagged == {"smk-1-1": drill.id, "smk-1-2": None}
+
+
+def test_a_drill_declared_on_one_worker_is_told_to_its_recipients_by_the_worker_raising_its_fire(
+    two_workers: tuple[Worker, Worker],
+) -> None:
+    """Worker B learnt of no drill at its start; a drill declared through A's API since has its own
+    recipients (a route and an Apprise URL). B's fire alarm in its places opens the drill's incident,
+    and B tells the drill's recipients of it, not the alarm topic alone."""
+    a, b = two_workers
+    routes = [PushRoute(name="drill-team", url="json://127.0.0.1:9/team")]
+    drills_a = DrillService(a.sessions, a.alarms, routes)
+    learnt: list[str] = []
+    DrillService(b.sessions, b.alarms, routes, lambda rs: learnt.extend(r.name for r in rs))
+    drill = drills_a.declare(
+        name="住院楼演练",
+        places=["s1/b1"],
+        start=None,
+        end=T0 + 3600,
+        routes=["drill-team"],
+        urls=["json://127.0.0.1:9/drill"],
+        note="",
+        actor="a",
+    )
+    b.alarms.apply([fire("smk-1-1")])
+    with b.sessions() as s:
+        told = set(s.scalars(select(OutboxRow.route).where(OutboxRow.incident_id.is_not(None))))
+    assert told == {"drill-team", f"drill-{drill.id}-0"}
+    assert learnt == [f"drill-{drill.id}-0"]  # B's dispatcher gets a channel for the drill's URL
 
 
 # --- a person's reset on another worker -----------------------------------------------------------
