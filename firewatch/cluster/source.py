@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from firewatch.cluster.engine import STREAM, mqtt_topic_of, partition_subject
+from firewatch.cluster.pull import PullConsumer, Pulled
 from firewatch.pipeline import Pipeline
 from ingest.envelope import Message
 from ingest.queue import BoundedQueue
@@ -224,14 +225,17 @@ class ClusterSource:
     async def _read(self, feed: Feed) -> None:
         delay = 0.1
         while not feed.stopped:
-            sub: JetStreamContext.PullSubscription | None = None
+            sub: PullConsumer | None = None
             try:
                 await self.connected.wait()
                 assert self.js is not None
-                sub = await self.js.pull_subscribe(
-                    partition_subject(feed.partition),
-                    stream=self.stream,
-                    config=js_api.ConsumerConfig(
+                assert self.nc is not None
+                sub = await PullConsumer.create(
+                    self.nc,
+                    self.js,
+                    self.stream,
+                    js_api.ConsumerConfig(
+                        filter_subject=partition_subject(feed.partition),
                         deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
                         opt_start_seq=feed.next_seq,
                         ack_policy=js_api.AckPolicy.NONE,
@@ -244,7 +248,7 @@ class ClusterSource:
                 while not feed.stopped:
                     await self._room()
                     try:
-                        msgs = await sub.fetch(self.fetch_max, timeout=FETCH_WAIT_S)
+                        msgs = await sub.fetch(self.fetch_max, wait_s=FETCH_WAIT_S)
                     except TimeoutError:  # nothing new (nats-py raises the builtin or its subclass)
                         if feed.live_since is None and feed.next_seq > feed.silent_upto:
                             feed.live_since = self.clock()
@@ -328,7 +332,7 @@ class ClusterSource:
         while len(self.queue) >= self.queue.maxsize:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
-    async def _deliver(self, feed: Feed, msgs: list[Msg]) -> None:
+    async def _deliver(self, feed: Feed, msgs: list[Pulled]) -> None:
         if feed.stopped:
             return
         now = self.clock()
@@ -337,7 +341,7 @@ class ClusterSource:
         silent: list[Message] = []
         live: list[Message] = []
         for msg in msgs:
-            seq = msg.metadata.sequence.stream
+            seq = msg.seq
             if seq < feed.next_seq:  # read before the consumer was made again
                 continue
             m = Message(mqtt_topic_of(msg.subject), msg.data, now, 1, seq, 0, False, p)
