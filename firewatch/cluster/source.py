@@ -43,6 +43,7 @@ RETRY_MAX_S = 2.0  # a reader whose consumer failed tries again at most this far
 # An idle reader's consumer is removed by the engine after this long: one left behind by a worker
 # that died costs nothing for long.
 CONSUMER_IDLE_S = 30.0
+TOPICS_MAX = 200_000  # subjects whose MQTT topic is remembered (a few per device)
 PASSED_MAX = 20_000  # live messages remembered to drop the other connection's copy
 STOP_WAIT_S = 2.0  # a dropped partition's reader gets this long to end
 CONSUMER_CHECK_EVERY = 3  # quiet fetches (FETCH_WAIT_S each) between two checks that the consumer exists
@@ -96,6 +97,7 @@ class ClusterSource:
         self.nc: Client | None = None
         self.nc2: Client | None = None  # a second connection, through another node, for the live subjects
         self._passed: dict[tuple[str, bytes], None] = {}  # recent live messages, oldest first
+        self._topics: dict[str, str] = {}  # stream subject -> MQTT topic
         self.js: JetStreamContext | None = None
         self.read = 0  # messages read from the engine
         self.passing = 0  # messages taken as they passed (the live subscription)
@@ -301,7 +303,7 @@ class ClusterSource:
         if feed.stopped or feed.fast or self.nc is None:
             return
         p = feed.partition
-        queue, clock = self.queue, self.clock
+        queue, clock, topic = self.queue, self.clock, self._topic
 
         async def passing(msg: Msg) -> None:
             if feed.stopped:
@@ -313,7 +315,7 @@ class ClusterSource:
             self._passed[key] = None
             if len(self._passed) > PASSED_MAX:
                 del self._passed[next(iter(self._passed))]
-            queue.put(Message(mqtt_topic_of(msg.subject), msg.data, clock(), 0, None, 0, False, -1))
+            queue.put(Message(topic(msg.subject), msg.data, clock(), 0, None, 0, False, -1))
             self.passing += 1
 
         for nc in (self.nc, self.nc2):
@@ -326,6 +328,15 @@ class ClusterSource:
             except Exception as exc:  # the stream's copy still comes; only the leaderless window is open
                 logger.warning("cannot subscribe to partition %d's live subjects (%r)", p, exc)
 
+    def _topic(self, subject: str) -> str:
+        """`mqtt_topic_of`, remembered: a device's subjects are the same message after message."""
+        topic = self._topics.get(subject)
+        if topic is None:
+            if len(self._topics) >= TOPICS_MAX:
+                self._topics.clear()
+            topic = self._topics[subject] = mqtt_topic_of(subject)
+        return topic
+
     async def _room(self) -> None:
         """Read no further ahead than the queue holds: the engine keeps the rest."""
         # Polled: the queue has no "room again" event, and this only runs while it is full.
@@ -335,6 +346,7 @@ class ClusterSource:
     async def _deliver(self, feed: Feed, msgs: list[Pulled]) -> None:
         if feed.stopped:
             return
+        topic = self._topic
         now = self.clock()
         p = feed.partition
         store_only: list[Message] = []
@@ -344,7 +356,7 @@ class ClusterSource:
             seq = msg.seq
             if seq < feed.next_seq:  # read before the consumer was made again
                 continue
-            m = Message(mqtt_topic_of(msg.subject), msg.data, now, 1, seq, 0, False, p)
+            m = Message(topic(msg.subject), msg.data, now, 1, seq, 0, False, p)
             if seq <= feed.store_upto:
                 store_only.append(m)
             elif seq <= feed.silent_upto:
