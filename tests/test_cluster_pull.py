@@ -44,7 +44,8 @@ async def test_batches_come_in_stream_order_from_the_chosen_sequence_then_new_on
     try:
         js = nc.jetstream()
         seqs = [
-            (await js.publish(f"fw.v1.{site}.smk-{n % 7}.telemetry", f"#{n}".encode())).seq for n in range(2_500)
+            (await js.publish(f"fw.v1.{site}.smk-{n % 7}.telemetry", f"#{n}".encode())).seq
+            for n in range(2_500)
         ]
         consumer = await PullConsumer.create(nc, js, STREAM, config(p, seqs[100]))
         got = []
