@@ -12,7 +12,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from firewatch.cluster.engine import STREAM, NatsCluster, partition_of, partition_subject
-from firewatch.cluster.pull import PullConsumer, PullError, stream_seq
+from firewatch.cluster.pull import PullConsumer, Pulled, PullError, stream_seq
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ async def test_batches_come_in_stream_order_from_the_chosen_sequence_then_new_on
             for n in range(2_500)
         ]
         consumer = await PullConsumer.create(nc, js, STREAM, config(p, seqs[100]))
-        got = []
+        got: list[Pulled] = []
         while len(got) < 2_400:
             batch = await consumer.fetch(1_000, wait_s=1.0)
             assert len(batch) <= 1_000
