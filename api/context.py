@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,9 +17,26 @@ from alarms.model import Transition
 from alarms.service import AlarmService
 from api.live import LiveHub
 from core.registry_io import RegistryControl
-from ingest.gb26875.listener import Gb26875Listener
+from ingest.gb26875.codes import Command
+from ingest.gb26875.frame import Frame
+from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
 from storage.telemetry_api import Telemetry
 from tickets.service import TicketService
+
+
+class RelayError(Exception):
+    """Clustered: the worker a question was relayed to replied something other than an answer."""
+
+
+class DeviceAsker(Protocol):
+    """Sends a question to a GB/T 26875.3 transmission device and waits for its answer: the
+    listener, or clustered the relay (firewatch/cluster/gb_relay.py), which asks through the
+    worker the device is connected to. LookupError: connected nowhere; TimeoutError: no answer in
+    time; ConnectionError: the other workers cannot be reached; RelayError."""
+
+    async def ask(self, address: int, command: Command, adu: bytes) -> Frame: ...
+
+    async def duty_check(self, address: int, device_id: str, timeout_minutes: int) -> DutyCheckRecord: ...
 
 
 @dataclass
@@ -48,5 +65,6 @@ class AppContext:
     max_body_bytes: int = 64 * 1024  # settings.api.max_body_bytes: without sign-in (api/body_limit.py)
     max_signed_in_body_bytes: int = 4 * 1024 * 1024  # settings.api.max_signed_in_body_bytes
     gb26875: Gb26875Listener | None = None  # the GB/T 26875.3 listener, when on (api/routes/gb26875.py)
+    gb26875_asker: DeviceAsker | None = None  # clustered: asks through any worker (None: the listener)
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in
     drills: DrillService | None = None  # declared drills (演练, api/routes/drills.py)

@@ -38,6 +38,7 @@ _MEANING = {
     415: "the body's content type is not one the operation takes",
     422: "the request is invalid: `errors` lists each field",
     429: "too many attempts: wait (Retry-After)",
+    502: "another worker of the cluster, asked on this one's behalf, answered something unexpected",
     503: "a component this needs is not running",
 }
 

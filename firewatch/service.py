@@ -72,6 +72,7 @@ from storage.influx import InfluxSink, SinkStatus
 
 if TYPE_CHECKING:
     from firewatch.cluster.forward import EngineInbox
+    from firewatch.cluster.gb_relay import DeviceRelay
     from firewatch.cluster.registry_share import RegistryNotices
     from firewatch.cluster.source import ClusterSource
     from firewatch.cluster.worker import ClusterWorker
@@ -430,6 +431,7 @@ class Service:
         # reports join the same queue as device events, confirmed once stored.
         self.gb26875: Gb26875Listener | None = None
         self.gb_inbox: EngineInbox | None = None
+        self.gb_relay: DeviceRelay | None = None  # clustered: queries and duty checks via any worker
         if settings.gb26875.enabled:
             from ingest.gb26875.listener import Gb26875Listener
 
@@ -452,6 +454,13 @@ class Service:
                 clock=clock,
             )
             self.gb26875.on_duty_answer = self._record_duty_answer
+            if self.cluster is not None:
+                # Clustered: a device is asked through the worker it is connected to, whichever
+                # worker's API is asked (firewatch/cluster/gb_relay.py).
+                from firewatch.cluster.gb_relay import DeviceRelay
+
+                relay_source = self.cluster.source
+                self.gb_relay = DeviceRelay(self.gb26875, lambda: relay_source.nc)
         self._stop = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -783,6 +792,11 @@ class Service:
                 [
                     asyncio.create_task(self.cluster.run(self._stop), name="cluster-leases"),
                     asyncio.create_task(self._live_bus(self.cluster, self._stop), name="live-bus"),
+                    *(
+                        [asyncio.create_task(self._gb_relay(self.gb_relay, self._stop), name="gb26875-relay")]
+                        if self.gb_relay is not None
+                        else []
+                    ),
                     asyncio.create_task(
                         self._registry_follower(self.cluster, self._stop), name="registry-follower"
                     ),
@@ -829,6 +843,28 @@ class Service:
             if transitions:
                 self.pipeline.publish(transitions, [])
 
+    @staticmethod
+    async def _engine_connected(source: ClusterSource, stop: asyncio.Event) -> bool:
+        """Wait until the engine connection is made (True), or the service stops (False)."""
+        connected = asyncio.ensure_future(source.connected.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({connected, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        connected.cancel()
+        stopping.cancel()
+        return not stop.is_set() and source.nc is not None
+
+    async def _gb_relay(self, relay: DeviceRelay, stop: asyncio.Event) -> None:
+        """Clustered: the subjects of the transmission devices connected here held on the engine,
+        and the other workers' questions to them served (firewatch/cluster/gb_relay.py)."""
+        assert self.cluster is not None
+        if not await self._engine_connected(self.cluster.source, stop):
+            return
+        await relay.start()
+        try:
+            await stop.wait()
+        finally:
+            await relay.stop()
+
     async def _live_bus(self, cluster: ClusterWorker, stop: asyncio.Event) -> None:
         """Clustered: this worker's alarms and incident steps to every other worker's live streams,
         and theirs to ours, over the engine (firewatch/cluster/live_bus.py), so a console on any
@@ -836,12 +872,7 @@ class Service:
         from firewatch.cluster.live_bus import LiveBus
 
         source = cluster.source
-        connected = asyncio.ensure_future(source.connected.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({connected, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        connected.cancel()
-        stopping.cancel()
-        if stop.is_set() or source.nc is None:
+        if not await self._engine_connected(source, stop) or source.nc is None:
             return
         bus = LiveBus(source.nc, cluster.worker_id, self.live, on_remote=self._remote_items)
         hooks = (self.alarms.on_commit, self.alarms.on_incident, self.pipeline.unrecorded.consumers)
@@ -1356,6 +1387,7 @@ class Service:
             max_signed_in_body_bytes=self.settings.api.max_signed_in_body_bytes,
             max_upload_bytes=self.settings.api.max_upload_bytes,
             gb26875=self.gb26875,
+            gb26875_asker=self.gb_relay,
             drills=self.drills,
         )
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import READING, AlarmHandler
-from api.context import AppContext
+from api.context import AppContext, DeviceAsker, RelayError
 from api.deps import Ctx
 from api.problems import responses
 from ingest.gb26875.codes import Command, TypeId
@@ -28,7 +28,8 @@ router = APIRouter(prefix="/gb26875", tags=["gb26875"], responses=responses(401,
 DeviceId = Annotated[
     str, Path(min_length=1, max_length=64, description="the transmission device's registry id")
 ]
-_PROBLEMS = responses(404, 409, 422, 504)
+# 502 and 503 only when clustered: the question went to the worker the device is connected to.
+_PROBLEMS = responses(404, 409, 422, 502, 503, 504)
 
 
 class TransmissionDeviceOut(BaseModel):
@@ -91,20 +92,33 @@ def _station(ctx: AppContext, device_id: str) -> Station:
     )
 
 
+def _asker(ctx: AppContext) -> DeviceAsker:
+    """The listener; clustered, the relay that asks through whichever worker holds the device."""
+    listener = _listener(ctx)
+    return ctx.gb26875_asker if ctx.gb26875_asker is not None else listener
+
+
 @contextlib.contextmanager
 def _answering(station: Station) -> Iterator[None]:
-    """A device not connected is 409; one that does not answer within 10 s is 504."""
+    """A device not connected is 409; one that does not answer within 10 s is 504. Clustered: the
+    other workers out of reach is 503, and a reply from one that is not an answer 502."""
+    name = station.device_id
     try:
         yield
     except LookupError:
-        raise HTTPException(409, f"{station.device_id} is not connected now") from None
-    except TimeoutError:
-        raise HTTPException(504, f"{station.device_id} did not answer within 10 s") from None
+        raise HTTPException(409, f"{name} is not connected now") from None
+    except TimeoutError as exc:
+        why = f"{name}: {exc}" if str(exc) else f"{name} did not answer within 10 s"
+        raise HTTPException(504, why) from None
+    except ConnectionError as exc:
+        raise HTTPException(503, f"{name} is not connected to this worker, and {exc}") from None
+    except RelayError as exc:
+        raise HTTPException(502, f"{name}: {exc}") from None
 
 
 async def _ask(ctx: AppContext, station: Station, command: Command, adu: bytes) -> Frame:
     with _answering(station):
-        return await _listener(ctx).ask(station.address, command, adu)
+        return await _asker(ctx).ask(station.address, command, adu)
 
 
 def _answer(frame: Frame) -> AnswerOut:
@@ -166,7 +180,7 @@ async def duty_check(device_id: DeviceId, body: DutyCheckIn, _who: AlarmHandler,
     recorded when it comes (`GET /gb26875/duty-checks`, and the audit log)."""
     station = _station(ctx, device_id)
     with _answering(station):
-        record = await _listener(ctx).duty_check(station.address, station.device_id, body.timeout_minutes)
+        record = await _asker(ctx).duty_check(station.address, station.device_id, body.timeout_minutes)
     return _duty_out(record)
 
 

@@ -156,6 +156,9 @@ class Gb26875Listener:
         self.duty_checks: deque[DutyCheckRecord] = deque(maxlen=DUTY_CHECKS_KEPT)
         # Called (on the event loop) when a duty person answers a check: the service records it.
         self.on_duty_answer: Callable[[DutyCheckRecord], None] | None = None
+        # Called (on the event loop) when the devices heard on open connections may have changed:
+        # clustered, the worker's relay follows them (firewatch/cluster/gb_relay.py).
+        self.on_held: Callable[[], None] | None = None
         for issue in self._points.issues:
             logger.warning("GB/T 26875.3 binding of %s: %s", issue.device_id, issue.message)
 
@@ -499,6 +502,14 @@ class Gb26875Listener:
         )
         return serial
 
+    def held(self) -> set[int]:
+        """The addresses of the devices heard on the connections open now."""
+        return {c.address for c in self._conns.values() if c.address is not None}
+
+    def _held_changed(self) -> None:
+        if self.on_held is not None:
+            self.on_held()
+
     def connection_of(self, address: int) -> _Connection | None:
         """The newest connection the device with this address was heard on (None: not connected)."""
         found = [c for c in self._conns.values() if c.address == address]
@@ -623,6 +634,7 @@ class _Connection(asyncio.Protocol):
             self.address = address
             if first:
                 self.listener.sync_clock(self)
+            self.listener._held_changed()
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -637,3 +649,5 @@ class _Connection(asyncio.Protocol):
         listener._conns.pop(self.number, None)
         listener.stats.connections = len(listener._conns)
         self.transport = None
+        if self.address is not None:
+            listener._held_changed()
