@@ -1,10 +1,13 @@
 """GB/T 26875.3 through the listener, clustered (docs/scale.md, docs/gb26875.md): a transmission
 device connected to one worker reports for a site another worker owns. Its uploads go through the
 engine to the owner; each is confirmed to the device only once the engine has stored it, and not
-at all while the engine is unreachable; nothing is lost, and a fire is raised once.
+at all while the engine is unreachable; nothing is lost, and a fire is raised once. Queries and
+duty checks asked of either worker's API reach the device through the worker it is connected to.
 
 The forwarder itself (firewatch/cluster/forward.py) against the same engine: in order, bounded,
-and confirming only what the stream stored.
+and confirming only what the stream stored. The relay of questions (firewatch/cluster/gb_relay.py)
+between two listeners in this process: it follows a device from one to the other, and refuses
+what is not a worker's question.
 
 Real components: a one-node engine (nats-server with JetStream, the site-partitioning mapping; one
 node is enough here, node failover is tests/test_cluster.py's), a private PostgreSQL database, two
@@ -19,11 +22,15 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 import nats
 import orjson
 import pytest
+from nats.aio.client import Client
 from sqlalchemy import text
 
 from core.registry import (
@@ -36,14 +43,20 @@ from core.registry import (
     ZoneSpec,
     write_registry_text,
 )
+from core.settings import Gb26875Settings
+from device_profiles.loader import load_profiles
 from firewatch.broker import free_port
 from firewatch.cluster.engine import STREAM, NatsCluster, partition_of, prepare_stream
 from firewatch.cluster.forward import EngineInbox
+from firewatch.cluster.gb_relay import DeviceRelay, subject_of
 from firewatch.cluster.local import ClusterState, WorkerProcess, start_worker
 from ingest.envelope import Message
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame
+from ingest.gb26875.listener import Gb26875Listener
 from ingest.gb26875.objects import ComponentState, UnknownObjects, encode_adu
+from ingest.index import DeviceIndex
+from ingest.queue import BoundedQueue
 from simulators.gb26875_device import TransmissionDevice, now_tag
 from tests.waiting import eventually
 
@@ -148,9 +161,11 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
     path = tmp_path / "hospitals.yaml"
     write_registry_text(path, registry(sites))
     gb_ports = {name: free_port() for name in ("w1", "w2")}
+    password = f"gb-cluster-{uuid.uuid4().hex}"  # the first admin's, whichever worker makes it
     workers: dict[str, WorkerProcess] = {}
     state = ClusterState(postgres_url)
     device: TransmissionDevice | None = None
+    apis: list[httpx.AsyncClient] = []
     stream = Stream(engine)
     try:
         for name, port in gb_ports.items():
@@ -161,7 +176,7 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
                 registry=path,
                 data_dir=tmp_path / name,
                 partitions=PARTITIONS,
-                admin_password=f"gb-cluster-{uuid.uuid4().hex}",
+                admin_password=password,
                 env={
                     "FIREWATCH_CLUSTER__STREAM_REPLICAS": "1",
                     "FIREWATCH_GB26875__ENABLED": "true",
@@ -189,15 +204,42 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
 
         # 火警 of a point: confirmed by w_a only once the engine has stored it (it is in the
         # stream when the confirm arrives), then raised by w_b, the site's owner.
-        reply = await device.upload(2, [point(SMOKE_1, NORMAL | FIRE)])
+        fire_1 = point(SMOKE_1, NORMAL | FIRE)
+        reply = await device.upload(2, [fire_1])
         assert reply.command == Command.CONFIRM
         assert "alarm" in await stream.events(site, smoke_1)
+
+        # Asked through either worker's API, the device answers: through w_b, where it is not
+        # connected, the question goes over the engine to w_a and the device's own answer comes
+        # back (its state, type 21, from its address). A device connected to no worker is 409.
+        apis.append(api_a := await signed_in(workers[w_a], password))
+        apis.append(api_b := await signed_in(workers[w_b], password))
+        ud = f"{site}-ud"
+        for api in (api_a, api_b):
+            answer = await eventually(partial(query, api, ud), timeout=20, what=f"asked via {api.base_url}")
+            frame = answer["frame"]
+            assert (answer["command_name"], frame["source"], frame["type_id"]) == ("应答", 881, 21)
+            assert frame["objects"][0]["status"] == device.status
+        for api in (api_a, api_b):
+            nowhere = await api.post(f"/gb26875/devices/{sites[1]}-ud/query", json={"type": 81})
+            assert nowhere.status_code == 409, nowhere.text
+            assert "not connected" in nowhere.json()["detail"]
+        # 查岗 through w_b: sent by w_a on the device's connection and confirmed by the device; the
+        # duty person's answer reaches w_a, which matches it to the check and audits it.
+        checked = await api_b.post(f"/gb26875/devices/{ud}/duty-check", json={"timeout_minutes": 5})
+        assert checked.status_code == 200, checked.text
+        assert (checked.json()["device_id"], checked.json()["confirmed"]) == (ud, True)
+        assert [f.adu[0] for f in device.received if f.command == Command.CONTROL and f.adu][-1] == 91
+        assert (await device.answer_duty_check(operator=3)).command == Command.CONFIRM
+        await eventually(lambda: duty_answers(state) == [(ud, 3)], timeout=20, what="the answer audited")
+        (check,) = (await api_a.get("/gb26875/duty-checks")).json()
+        assert (check["device_id"], check["operator"]) == (ud, 3)
         # A vendor's own type, kept in the transmission device's event log with its frame.
         vendor = await device.upload(205, [UnknownObjects(205, 1, bytes(13))])
         assert vendor.command == Command.CONFIRM
         # The same upload again (a device resends what it believes unconfirmed), then another
         # point's fault: once that is raised, the resend before it has been dealt with too.
-        assert (await device.upload(2, [point(SMOKE_1, NORMAL | FIRE)])).command == Command.CONFIRM
+        assert (await device.upload(2, [fire_1])).command == Command.CONFIRM
         assert (await device.upload(2, [point(SMOKE_3, NORMAL | FAULT)])).command == Command.CONFIRM
         await eventually(lambda: open_alarms(state, smoke_3), timeout=20, what=f"{smoke_3}'s fault alarm")
         assert fire_raises(state) == {(smoke_1, "device.alarm"): 1}
@@ -214,6 +256,12 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
         # is confirmed nothing (the device's wait for its confirm runs out) and is not lost.
         engine.kill(0)
         assert (await device.heartbeat()).command == Command.CONFIRM
+        # w_a asks its own connection without the engine; w_b, cut off from it, says so: 503.
+        local = await query(api_a, ud)
+        assert local is not None
+        assert local["frame"]["type_id"] == 21
+        cut_off = await eventually(partial(refused, api_b, ud), timeout=20, what="w_b's 503")
+        assert cut_off.status_code == 503, cut_off.text
         data, serial = device.frame(Command.SEND, encode_adu(2, [point(SMOKE_2, NORMAL | FIRE)]))
         device.answer_timeout_s = 3.0
         with pytest.raises(TimeoutError):
@@ -236,6 +284,9 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
             (smoke_1, "zone.fire_confirmed"): 1,
         }
         assert len(confirms_of(device, serial)) == 1
+        # w_a's subject is held again on the engine it reconnected to: asked through w_b again.
+        answer = await eventually(partial(query, api_b, ud), timeout=20, what=f"{ud}'s answer via w_b again")
+        assert answer["frame"]["source"] == 881
         for name, proc in workers.items():
             assert proc.alive, f"{name} died:\n{proc.tail()}"
     except BaseException:
@@ -243,6 +294,8 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
             print(f"--- {name}\n{proc.tail(60)}")
         raise
     finally:
+        for client in apis:
+            await client.aclose()
         if device is not None:
             await device.close()
         for proc in workers.values():
@@ -295,6 +348,137 @@ async def test_the_forwarder_keeps_order_bounds_its_backlog_and_confirms_only_wh
     finally:
         await inbox.close()
         await nc.close()
+
+
+async def signed_in(worker: WorkerProcess, password: str) -> httpx.AsyncClient:
+    """A client of the worker's API, signed in as the first admin (queries can take 12 s)."""
+    api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.port}/api/v1", timeout=30)
+    login = await api.post("/auth/login", json={"username": "admin", "password": password})
+    api.headers["Authorization"] = f"Bearer {login.raise_for_status().json()['token']}"
+    return api
+
+
+async def query(api: httpx.AsyncClient, device_id: str) -> dict[str, Any] | None:
+    """The device's answer to a read of its state (type 81); None while no worker can ask it yet
+    (409: its worker has not subscribed to its subject yet; 503: this worker is reconnecting)."""
+    r = await api.post(f"/gb26875/devices/{device_id}/query", json={"type": 81})
+    if r.status_code in (409, 503):
+        return None
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+async def refused(api: httpx.AsyncClient, device_id: str) -> httpx.Response | None:
+    """The query's response once it is 503 (the worker knows it is cut off from the engine)."""
+    r = await api.post(f"/gb26875/devices/{device_id}/query", json={"type": 81})
+    return r if r.status_code == 503 else None
+
+
+def duty_answers(state: ClusterState) -> list[tuple[str, int]]:
+    """The duty checks answered, from the audit log: (transmission device, operator)."""
+    with state.db.connect() as c:
+        rows = c.execute(
+            text(
+                "SELECT subject, (detail->>'operator')::int FROM audit "
+                "WHERE action = 'duty_check_answered' ORDER BY id"
+            )
+        ).all()
+    return [(str(subject).rsplit("/", 1)[1], int(operator)) for subject, operator in rows]
+
+
+READ_STATE = bytes([81, 1, 0])  # type 81, one object: the device's state, answered with type 21
+
+
+async def answered(relay: DeviceRelay) -> Frame | None:
+    """Device 881's answer to a read of its state asked through `relay`; None while it is
+    connected to no worker (or its worker has not subscribed to its subject yet)."""
+    try:
+        return await relay.ask(881, Command.REQUEST, READ_STATE)
+    except LookupError:
+        return None
+
+
+def given(nc: Client) -> Client:
+    return nc
+
+
+async def test_a_question_goes_to_the_worker_holding_the_device_and_follows_it_when_it_moves(
+    engine: NatsCluster,
+) -> None:
+    index = DeviceIndex.build(registry(("h00",)), load_profiles())
+    ncs: list[Client] = []
+    listeners: list[Gb26875Listener] = []
+    relays: list[DeviceRelay] = []
+    device = TransmissionDevice(address=881, host="127.0.0.1", port=0, answer_timeout_s=10.0)
+    try:
+        for _ in range(2):  # two workers: each its listener and its relay on the one engine
+            ncs.append(nc := await nats.connect(servers=engine.client_urls))
+            listener = Gb26875Listener(
+                Gb26875Settings(enabled=True, port=0),
+                queue=BoundedQueue(1000),
+                index=lambda: index,
+                prefix="fw/v1",
+            )
+            await listener.start()
+            listeners.append(listener)
+            relays.append(relay := DeviceRelay(listener, partial(given, nc)))
+            await relay.start()
+        (a, b), (on_a, on_b) = relays, listeners
+        device.port = on_a.port
+        await device.connect()
+        await device.heartbeat()  # heard on a
+
+        # Asked through b, sent by a: the device's own answer comes back.
+        answer = await eventually(partial(answered, b), timeout=10, what="the answer through b")
+        assert (answer.command, answer.source, answer.adu[0]) == (Command.RESPONSE, 881, 21)
+        assert (a.served, b.served) == (1, 0)
+        # A duty check through b is kept by a, where the duty person's answer will arrive.
+        record = await b.duty_check(881, "h00-ud", 5)
+        assert (record.device_id, record.timeout_minutes, record.confirmed) == ("h00-ud", 5, True)
+        assert ([r.device_id for r in on_a.duty_checks], list(on_b.duty_checks)) == (["h00-ud"], [])
+        # What is not a worker's question is refused with the reason, and nothing reaches the device.
+        sent = len(device.received)
+        for body, why in (
+            (b"not json", "not JSON"),
+            (b"[4]", "not a JSON object"),
+            (orjson.dumps({"op": "ask", "command": 2, "adu": ""}), "not a request (4) or control"),
+            (orjson.dumps({"op": "ask", "command": 4, "adu": "zz"}), "non-hexadecimal"),
+            (orjson.dumps({"op": "duty", "device": "h00-ud", "minutes": 0}), "minutes is not 1-255"),
+            (orjson.dumps({"op": "reset"}), "neither ask nor duty"),
+        ):
+            reply = orjson.loads((await ncs[1].request(subject_of(881), body, timeout=5)).data)
+            assert reply["error"] == "refused"
+            assert why in reply["detail"]
+        assert (a.refused, len(device.received)) == (6, sent)
+
+        # The device reconnects to b: asked through a, it is b that sends the question now.
+        await device.close()
+        await eventually(lambda: not on_a.held(), timeout=10, what="a's connection closed")
+        device.port = on_b.port
+        await device.connect()
+        await device.heartbeat()
+        answer = await eventually(partial(answered, a), timeout=10, what="the answer through a")
+        assert answer.source == 881
+        assert (a.served, b.served) == (2, 1)  # the query and the duty check before; this one
+        # Connected to no worker: LookupError (the API's 409) as soon as b has let its subject go.
+        await device.close()
+        await eventually(lambda: not on_b.held(), timeout=10, what="b's connection closed")
+        await eventually(lambda: not b.subscribed(), timeout=10, what="b letting go of the subject")
+        with pytest.raises(LookupError):
+            await a.ask(881, Command.REQUEST, READ_STATE)
+        # Cut off from the engine: ConnectionError (the API's 503), not a wait.
+        await ncs[0].close()
+        with pytest.raises(ConnectionError):
+            await a.ask(881, Command.REQUEST, READ_STATE)
+    finally:
+        await device.close()
+        for relay in relays:
+            await relay.stop()
+        for listener in listeners:
+            await listener.stop()
+        for nc in ncs:
+            await nc.close()
 
 
 def fire_raises(state: ClusterState) -> dict[tuple[str, str], int]:
