@@ -16,9 +16,12 @@ transaction through ClusterTelemetry.write (with no seq state or journal, so onl
 timed), then writes the same batches again (a replay after a takeover: every row a conflict).
 Methods alternate within a round, so a busy neighbour on a shared machine hits both alike.
 
+Both keep the rollups of what they insert (`with_rollups`), as every write does.
+
 Rows/s depend on what else the machine runs; CPU per row (this process's, and the private server's
 processes' from /proc) less so. Then `--queries` history queries (`history(buckets=1000)`) of one
-series' 30 days at one reading per 10 s, written interleaved with three other series.
+series' 30 days at one reading per 10 s, written interleaved with three other series: from the
+rollups (what ClusterTelemetry does) and, alternately, from every sample of the range.
 
 Without `--postgres-url` a private PostgreSQL is started on a free loopback port (tests/postgres.py)
 with fsync and synchronous commit on, as in production, and removed afterwards. Results:
@@ -46,7 +49,7 @@ from rich.table import Table
 from sqlalchemy import Connection, Engine, text
 
 from storage.db import open_store
-from storage.pg_telemetry import ClusterTelemetry
+from storage.pg_telemetry import ClusterTelemetry, with_rollups
 from storage.telemetry import TelemetryStore
 from tests.postgres import PrivatePostgres
 
@@ -70,12 +73,23 @@ class UnnestTelemetry(ClusterTelemetry):
         channel = np.array(keys[1], dtype=object)[series - 1]
         conn.execute(
             text(
-                "INSERT INTO readings(device_id, channel, ts, value) SELECT * FROM unnest("
-                "CAST(:d AS text[]), CAST(:c AS text[]), CAST(:ts AS float8[]), CAST(:v AS float8[])) "
-                "ON CONFLICT DO NOTHING"
+                with_rollups(
+                    "INSERT INTO readings(device_id, channel, ts, value) SELECT * FROM unnest("
+                    "CAST(:d AS text[]), CAST(:c AS text[]), CAST(:ts AS float8[]), CAST(:v AS float8[])) "
+                    "ON CONFLICT DO NOTHING"
+                )
             ),
             {"d": device.tolist(), "c": channel.tolist(), "ts": ts.tolist(), "v": value.tolist()},
         )
+
+
+class SampleHistory(ClusterTelemetry):
+    """ClusterTelemetry whose histories read every sample of the range, as before the rollups."""
+
+    def _rollup_plan(
+        self, start: float, end: float, buckets: int
+    ) -> tuple[npt.NDArray[np.float64], ...] | None:
+        return None
 
 
 def batches(devices: int, n: int, size: int, seed: int) -> list[Batch]:
@@ -138,7 +152,7 @@ def run(
         work = batches(args.devices, args.batches, args.batch, seed=r)
         for name, make in makers.items():
             with engine.begin() as conn:
-                conn.execute(text("TRUNCATE readings"))
+                conn.execute(text("TRUNCATE readings, reading_rollups"))
             store = make(TelemetryStore(tmp / f"{name}-{r}.sqlite"), engine)
             store.bind_devices(ids, [("smoke", "temp")] * args.devices)
             results[name]["new"].append(timed(store, work, postmaster))
@@ -150,9 +164,10 @@ def run(
     return results
 
 
-def history(engine: Engine, tmp: Path, queries: int) -> list[float]:
+def history(engine: Engine, tmp: Path, queries: int) -> dict[str, list[float]]:
     """Seconds per `history(buckets=1000)` of one series' 30 days at one reading per 10 s
-    (259,200 samples), written as four series interleaved, an hour of each per batch."""
+    (259,200 samples), written as four series interleaved, an hour of each per batch: from the
+    rollups (what ClusterTelemetry does) and from every sample, alternately; both answer the same."""
     store = ClusterTelemetry(TelemetryStore(tmp / "history.sqlite"), engine)
     store.bind([(f"hist-{d}", "smoke") for d in range(4)])
     n = 30 * 86_400 // 10
@@ -161,13 +176,18 @@ def history(engine: Engine, tmp: Path, queries: int) -> list[float]:
         for d in range(4):
             ts = (1.7e9 + i * 10.0).astype(np.float64)
             store.write(np.full(i.size, d, np.int32), ts, np.sin(i / 100.0).astype(np.float64), [])
-    took = []
+    samples = SampleHistory(store.local, engine)
+    took: dict[str, list[float]] = {"rollups": [], "samples": []}
+    counts = {}
     for _ in range(queries):
-        started = time.perf_counter()
-        h = store.history("hist-2", "smoke", 1.7e9, 1.7e9 + n * 10.0, buckets=1000)
-        took.append(time.perf_counter() - started)
-        assert h.count is not None
-        assert int(h.count.sum()) == n
+        for name, reader in (("rollups", store), ("samples", samples)):
+            started = time.perf_counter()
+            h = reader.history("hist-2", "smoke", 1.7e9, 1.7e9 + n * 10.0, buckets=1000)
+            took[name].append(time.perf_counter() - started)
+            assert h.count is not None
+            assert int(h.count.sum()) == n
+            counts[name] = h.count
+    assert (counts["rollups"] == counts["samples"]).all()
     store.close()
     return took
 
@@ -206,7 +226,7 @@ def main() -> None:
             fsync = conn.execute(text("SHOW fsync")).scalar_one()
         with tempfile.TemporaryDirectory() as tmp:
             results = run(engine, args, Path(tmp), postmaster)
-            took = history(engine, Path(tmp), args.queries) if args.queries else []
+            took = history(engine, Path(tmp), args.queries) if args.queries else {}
     finally:
         engine.dispose()
         if private is not None:
@@ -232,11 +252,12 @@ def main() -> None:
         table.add_row(name, *cells)
     console.print(table)
     console.print("medians of the rounds; CPU in microseconds per row")
-    if took:
-        q = np.array(took) * 1000.0
+    for name, seconds in took.items():
+        q = np.array(seconds) * 1000.0
         console.print(
-            f"history, 30 days of one series (259,200 samples) in 1,000 buckets, {len(took)} queries: "
-            f"p50 {np.percentile(q, 50):.0f} ms, p99 {np.percentile(q, 99):.0f} ms, max {q.max():.0f} ms"
+            f"history from {name}, 30 days of one series (259,200 samples) in 1,000 buckets, "
+            f"{len(q)} queries: p50 {np.percentile(q, 50):.1f} ms, p99 {np.percentile(q, 99):.1f} ms, "
+            f"max {q.max():.1f} ms"
         )
     console.print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu()}, {os.cpu_count()} cores, "

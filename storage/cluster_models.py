@@ -85,6 +85,24 @@ class ReadingRow(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
+class ReadingRollupRow(Base):
+    """What `readings` holds of one series in one 64-second interval [t0, t0 + 64): how many
+    samples, their sum, least and greatest, kept with the readings in the same transaction
+    (storage/pg_telemetry.py), so a long history merges these instead of visiting every sample.
+    64 s, a power of two: ts / 64 is exact in floating point, so which interval a sample is in
+    never depends on rounding."""
+
+    __tablename__ = "reading_rollups"
+    __table_args__ = (PrimaryKeyConstraint("device_id", "channel", "t0"),)
+    device_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(64))
+    t0: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    total: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+
+
 class DeviceEventLogRow(Base):
     """A device's logged event (storage.telemetry.EventRecord), keyed like a reading."""
 

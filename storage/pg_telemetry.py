@@ -18,12 +18,18 @@ Readings go in as columns, never a Python loop per reading: the batch's samples 
 of (series, ts, value) built by numpy into a temporary table, joined with the batch's distinct
 series keys (a text array each) into `readings`. Measured against one INSERT ... SELECT FROM
 unnest(arrays) in bench/pg_telemetry.py (docs/benchmarks.md).
+
+The same statement adds the rows it inserted to `reading_rollups` (count, sum, least, greatest per
+series and 64-second interval), so a month's history in 1,000 buckets merges about 40,000 rollups
+and reads the samples only of the intervals a bucket edge splits, not all 259,200 samples (at one
+reading per 10 s): the same answer (tests/test_pg_history_rollups.py), within issue 7's 100 ms.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, cast
@@ -44,6 +50,9 @@ from storage.telemetry import (
 )
 
 PRUNE_CHUNK = 50_000  # rows deleted per statement (and transaction): row locks held briefly
+# The rollups' interval, seconds (storage/cluster_models.ReadingRollupRow): a power of two, so
+# floor(ts / ROLLUP_S) is exact and a sample's interval never depends on rounding.
+ROLLUP_S = 64
 
 # PostgreSQL's binary COPY framing (https://www.postgresql.org/docs/current/sql-copy.html, "Binary
 # Format"): an 11-byte signature, a 32-bit flags field and a 32-bit header extension length, then
@@ -60,7 +69,25 @@ _STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS fw_staged_readings(i int4, ts float8, v float8) ON COMMIT DELETE ROWS"
 )
 _COPY = "COPY fw_staged_readings FROM STDIN (FORMAT BINARY)"
-_INSERT_READINGS = (
+
+
+def with_rollups(insert_readings: str) -> str:
+    """`insert_readings` (an INSERT INTO readings ... ON CONFLICT DO NOTHING) made to add the rows
+    it inserted, and only those, to their intervals' rollups in the same statement: a replay, which
+    inserts nothing, rolls up nothing. Rollup rows are updated in key order, so two writers of the
+    same series (a takeover) take their locks in the same order."""
+    return (
+        f"WITH new AS ({insert_readings} RETURNING device_id, channel, ts, value) "
+        "INSERT INTO reading_rollups AS u(device_id, channel, t0, n, total, low, high) "
+        f"SELECT device_id, channel, floor(ts / {ROLLUP_S}) * {ROLLUP_S}, count(*), sum(value), "
+        "min(value), max(value) FROM new GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+        "ON CONFLICT (device_id, channel, t0) DO UPDATE SET n = u.n + excluded.n, "
+        "total = u.total + excluded.total, low = LEAST(u.low, excluded.low), "
+        "high = GREATEST(u.high, excluded.high)"
+    )
+
+
+_INSERT_READINGS = with_rollups(
     "INSERT INTO readings(device_id, channel, ts, value) "
     "SELECT k.d, k.c, r.ts, r.v FROM fw_staged_readings r "
     "JOIN unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(d, c, i) ON k.i = r.i "
@@ -83,7 +110,88 @@ _BUCKETS = (
     "SELECT LEAST(floor((ts - %s) / %s), %s)::int8 AS b, value FROM readings "
     "WHERE device_id = %s AND channel = %s AND ts >= %s AND ts < %s) AS s GROUP BY b ORDER BY b"
 )
+# `_BUCKETS` over whole intervals' rollups (t0 in the runs [rlo, rhi), each interval's samples all
+# in one bucket) and the samples of the rest ([lo, hi)): min, max, sum and count of each bucket,
+# in one statement, so one snapshot (a write adds its readings and their rollups in one transaction).
+_ROLLED_BUCKETS = (
+    "SELECT b, min(low), max(high), sum(total), sum(n) FROM ("
+    "SELECT LEAST(floor((u.t0 - %(start)s) / %(width)s), %(last)s)::int8 AS b, u.low, u.high, u.total, u.n "
+    "FROM unnest(%(rlo)s::float8[], %(rhi)s::float8[]) AS e(lo, hi) JOIN reading_rollups u "
+    "ON u.device_id = %(d)s AND u.channel = %(c)s AND u.t0 >= e.lo AND u.t0 < e.hi "
+    "UNION ALL "
+    "SELECT LEAST(floor((r.ts - %(start)s) / %(width)s), %(last)s)::int8, r.value, r.value, r.value, 1 "
+    "FROM unnest(%(lo)s::float8[], %(hi)s::float8[]) AS e(lo, hi) JOIN readings r "
+    "ON r.device_id = %(d)s AND r.channel = %(c)s AND r.ts >= e.lo AND r.ts < e.hi"
+    ") AS s GROUP BY b ORDER BY b"
+)
+# For this transaction (a history's): the planner cannot know how few rows each of the runs above
+# holds (it guesses thousands), so its costs pass the thresholds of JIT compilation and of parallel
+# workers, which for these tens of thousands of rows cost more than the query: 1.2 s of JIT
+# compilation for a 40 ms query, measured 2026-12-06 (docs/benchmarks.md).
+_PLAIN_PLAN = (
+    "SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+)
+# Retention by whole intervals: the readings of a chunk and their intervals' rollups together.
+_PRUNE_READINGS = (
+    "WITH gone AS (DELETE FROM readings WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM readings WHERE ts < %s LIMIT %s)) RETURNING device_id, channel, ts), "
+    "rolled AS (DELETE FROM reading_rollups u USING ("
+    f"SELECT DISTINCT device_id, channel, floor(ts / {ROLLUP_S}) * {ROLLUP_S} AS t0 FROM gone) AS g "
+    "WHERE u.device_id = g.device_id AND u.channel = g.channel AND u.t0 = g.t0) "
+    "SELECT count(*) FROM gone"
+)
 _EVENT_COLUMNS = "device_id, ts, received, kind, code_key, channel_key, frame"
+
+
+def _runs(k: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Ascending distinct integers as runs of consecutive ones, [first, last + 1) each."""
+    if k.size == 0:
+        return k, k
+    breaks = np.flatnonzero(np.diff(k) != 1)
+    return k[np.r_[0, breaks + 1]], k[np.r_[breaks, k.size - 1]] + 1
+
+
+def rollup_plan(start: float, end: float, buckets: int) -> tuple[npt.NDArray[np.float64], ...] | None:
+    """What `history(start, end, buckets=buckets)` reads: the rollups of the intervals whose
+    samples all fall in one bucket, t0 in [rlo, rhi) per run, and the samples of the rest of
+    [start, end), ts in [lo, hi) per range; None where buckets are too narrow for that to pay.
+
+    An interval [t0, t0 + ROLLUP_S) is whole in one bucket when its first and last possible
+    timestamps are, by the float arithmetic the query assigns buckets with: that arithmetic is
+    monotonic in ts, so every sample between is there too. Only intervals within one of a
+    bucket edge (at start + i * width, to within far less than a second) can fail that: those are
+    checked; the others are whole. So the work is by buckets, not by the intervals of the range."""
+    width = (end - start) / buckets
+    if not width >= 2 * ROLLUP_S:  # (also an empty or reversed range)
+        return None
+    first, stop = math.ceil(start / ROLLUP_S), math.floor(end / ROLLUP_S)  # intervals inside
+    if stop <= first:
+        return None
+    near = np.floor((start + np.arange(1, buckets) * width) / ROLLUP_S).astype(np.int64)
+    near = np.unique(np.concatenate([near - 1, near, near + 1]))
+    near = near[(near >= first) & (near < stop)]
+    t0 = (near * ROLLUP_S).astype(np.float64)
+    last_ts = np.nextafter((near + 1) * float(ROLLUP_S), -np.inf)
+
+    def bucket(ts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.minimum(np.floor((ts - start) / width), buckets - 1)
+
+    split = near[bucket(t0) != bucket(last_ts)]
+    # Rollups: the whole intervals between the split ones.
+    rlo = np.r_[first, split + 1]
+    rhi = np.r_[split, stop]
+    whole = rlo < rhi
+    # Samples: the split intervals, and the parts of intervals at start and end.
+    raw_lo, raw_hi = _runs(np.r_[first - 1, split, stop])
+    lo = np.maximum(raw_lo * float(ROLLUP_S), start)
+    hi = np.minimum(raw_hi * float(ROLLUP_S), end)
+    part = lo < hi
+    return (
+        (rlo[whole] * ROLLUP_S).astype(np.float64),
+        (rhi[whole] * ROLLUP_S).astype(np.float64),
+        lo[part],
+        hi[part],
+    )
 
 
 def copy_rows(
@@ -229,24 +337,31 @@ class ClusterTelemetry:
         return CompactionResult(0, 0, 0)
 
     def prune(self, before: float) -> int:
-        """Delete readings and device events older than `before` (retention), PRUNE_CHUNK rows per
-        statement, each its own transaction, so no statement holds many locks for long; returns
-        the readings deleted."""
+        """Delete device events older than `before` and readings older than `before` rounded down
+        to a rollup interval (so up to ROLLUP_S - 1 s more is kept, as the local store keeps whole
+        chunks), with their intervals' rollups (retention), PRUNE_CHUNK rows per statement, each its
+        own transaction, so no statement holds many locks for long; returns the readings deleted.
+        A history of the intervals being deleted may count some of their samples until it is done."""
+        cut = math.floor(before / ROLLUP_S) * ROLLUP_S
         dropped = 0
-        for table in ("readings", "device_event_log"):
-            while True:
-                with self.engine.begin() as conn:
-                    n = conn.execute(
-                        text(
-                            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                            f"SELECT ctid FROM {table} WHERE ts < :before LIMIT :n))"
-                        ),
-                        {"before": before, "n": PRUNE_CHUNK},
-                    ).rowcount
-                if table == "readings":
-                    dropped += n
-                if n < PRUNE_CHUNK:
-                    break
+        while True:
+            with self.engine.begin() as conn, _cursor(conn, _PRUNE_READINGS) as cur:
+                found = cur.execute(_PRUNE_READINGS, (float(cut), PRUNE_CHUNK)).fetchone()
+            n = int(found[0]) if found else 0
+            dropped += n
+            if n < PRUNE_CHUNK:
+                break
+        while True:
+            with self.engine.begin() as conn:
+                n = conn.execute(
+                    text(
+                        "DELETE FROM device_event_log WHERE ctid = ANY(ARRAY("
+                        "SELECT ctid FROM device_event_log WHERE ts < :before LIMIT :n))"
+                    ),
+                    {"before": before, "n": PRUNE_CHUNK},
+                ).rowcount
+            if n < PRUNE_CHUNK:
+                break
         return dropped
 
     # --- the local part: de-duplication state and the journal ---------------------------------------
@@ -305,12 +420,20 @@ class ClusterTelemetry:
     ) -> History:
         """Samples of one series in [start, end), by time (by the key's index); with `buckets`,
         min/max/mean per equal time bucket (non-empty buckets only), as the local store gives
-        (`downsample`), computed by PostgreSQL so only the buckets cross the wire."""
+        (`downsample`), computed by PostgreSQL so only the buckets cross the wire. Buckets at least
+        two rollup intervals wide merge the rollups of the intervals wholly inside them and read
+        only the samples of the rest (`rollup_plan`): the same buckets, the mean to rounding."""
         # The driver's own rows: numpy reads its tuples at once, where SQLAlchemy's Row objects
         # took 4 to 7 s for 259,200 samples (30 days at 10 s) against 0.3 s (2026-12-05).
+        width = (end - start) / buckets if buckets else 0.0
+        plan = self._rollup_plan(start, end, buckets) if buckets else None
         with self.engine.connect() as conn, _cursor(conn, _HISTORY) as cur:
-            if buckets:
-                width = (end - start) / buckets
+            cur.execute(_PLAIN_PLAN)
+            if plan is not None and buckets:
+                ranges = dict(zip(("rlo", "rhi", "lo", "hi"), (a.tolist() for a in plan), strict=True))
+                of = {"start": start, "width": width, "last": buckets - 1, "d": device_id, "c": channel}
+                rows = cur.execute(_ROLLED_BUCKETS, {**of, **ranges}).fetchall()
+            elif buckets:
                 rows = cur.execute(
                     _BUCKETS, (start, width, buckets - 1, device_id, channel, start, end)
                 ).fetchall()
@@ -320,6 +443,8 @@ class ClusterTelemetry:
             pairs = np.array(rows, dtype=np.float64).reshape(-1, 2)
             return History(np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]))
         table = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        if plan is not None:  # sums: the mean is sum / count, as avg computes it
+            table[:, 3] /= table[:, 4]
         return History(
             ts=start + (table[:, 0] + 0.5) * width,
             value=np.ascontiguousarray(table[:, 3]),
@@ -327,6 +452,11 @@ class ClusterTelemetry:
             max=np.ascontiguousarray(table[:, 2]),
             count=table[:, 4].astype(np.int64),
         )
+
+    def _rollup_plan(
+        self, start: float, end: float, buckets: int
+    ) -> tuple[npt.NDArray[np.float64], ...] | None:
+        return rollup_plan(start, end, buckets)  # a method: bench/pg_telemetry.py times without
 
     def count(self) -> int:
         """Readings stored (an exact count: a full scan of the table; for tests and tools)."""
