@@ -132,9 +132,11 @@ _ROLLED_BUCKETS = (
 # For this transaction (a history's): the planner cannot know how few rows each of the runs above
 # holds (it guesses thousands), so its costs pass the thresholds of JIT compilation and of parallel
 # workers, which for these tens of thousands of rows cost more than the query: 1.2 s of JIT
-# compilation for a 40 ms query, measured 2026-12-06 (docs/benchmarks.md).
+# compilation for a 40 ms query, measured 2026-12-06 (docs/benchmarks.md). And memory enough to
+# sort a month's 43,000 rollups and samples in memory (the default 4 MB spilled them to disk).
 _PLAIN_PLAN = (
-    "SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)"
+    "SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true), "
+    "set_config('work_mem', '32MB', true)"
 )
 # Retention by whole intervals: the readings of a chunk and their intervals' rollups together.
 _PRUNE_READINGS = (
