@@ -2,30 +2,34 @@
 JetStream against RabbitMQ 3.10 with its MQTT plugin (docs/decisions/0015-engine.md).
 
     python -m bench.engine_choice [--messages 20000] [--rounds 2] [--json PATH]
+                                  [--engines nats-r1,nats-r3,rabbitmq,rabbitmq-3q]
 
 One paho publisher (QoS 1, up to 1,000 in flight) sends the same readings of 1,200 devices in 48
 sites (simulators/city.py) to each engine, while one consumer reads them back:
 - nats-r1, nats-r3: nats-server 2.9.10, one node with stream FW R1 / three nodes with FW R3 (the
   deployment's), the site-partitioning mapping; the consumer is an ephemeral pull consumer on
   `fwp.>` (AckNone, batches of 1,000), as a worker reads;
-- rabbitmq: one private RabbitMQ 3.10 node (Debian's package; its own ports, data and Erlang node
-  name, started here; never the machine's shared node), MQTT plugin; the consumer is a paho MQTT
-  QoS 1 subscriber with a persistent session (a durable queue), subscribed before publishing.
+- rabbitmq: one private RabbitMQ 3.10 node (Debian's package; its own ports, data, cookie and
+  Erlang node name, started here; never the machine's shared node: bench/rabbit.py), MQTT plugin;
+  the consumer is a paho MQTT QoS 1 subscriber with a persistent session (a durable classic
+  queue), subscribed before publishing;
+- rabbitmq-3q: three such nodes joined into a cluster, `mqtt.durable_queue_type = quorum`: the
+  subscription's queue is a quorum queue (Raft) with a member on each of the three nodes (checked
+  after every run), the analogue of the R3 stream; the publisher on node 1, the consumer on node 2
+  (where the queue's leader is then placed).
 Reported per run: messages/s from the first publish to the last message read, and the publisher's
 acknowledged rate. The engines run one after another, rotated each round, on the same machine.
-Needs root (the RabbitMQ node runs as the `rabbitmq` user on a private directory).
+Needs root (the RabbitMQ nodes run as the `rabbitmq` user on private directories).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import shutil
-import subprocess
+import secrets
 import tempfile
 import threading
 import time
@@ -40,7 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from firewatch.broker import free_port
+from bench.rabbit import PrivateRabbit, RabbitCluster
 from firewatch.cluster.engine import NatsCluster, prepare_stream
 from simulators.city import CLEAN_AIR, device_ids, reading
 
@@ -56,86 +60,6 @@ class Result:
     seconds: float  # first publish to last message read
     rate: float
     acked_rate: float  # the publisher's PUBACKs per second
-
-
-class PrivateRabbit:
-    """One RabbitMQ node with the MQTT plugin on free loopback ports and a private directory."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.amqp, self.mqtt, self.dist, self.mgmt = (free_port() for _ in range(4))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 60.0) -> PrivateRabbit:
-        for d in ("mnesia", "log"):
-            (self.base / d).mkdir(parents=True, exist_ok=True)
-        (self.base / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
-        (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.amqp}\n"
-            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.mqtt}\n"
-            f"management.tcp.port = {self.mgmt}\n"
-        )
-        shutil.chown(self.base, "rabbitmq", "rabbitmq")
-        for path in self.base.rglob("*"):
-            shutil.chown(path, "rabbitmq", "rabbitmq")
-        env = {
-            **os.environ,
-            "RABBITMQ_NODENAME": f"fwbench{self.amqp}@localhost",
-            "RABBITMQ_NODE_PORT": str(self.amqp),
-            "RABBITMQ_DIST_PORT": str(self.dist),
-            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.base / "log"),
-            "RABBITMQ_FEATURE_FLAGS_FILE": str(self.base / "mnesia" / "feature_flags"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
-            "RABBITMQ_PID_FILE": str(self.base / "pid"),
-        }
-        with (self.base / "out.log").open("wb") as out:
-            self.proc = subprocess.Popen(
-                ["rabbitmq-server"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if b"Starting broker... completed" in (self.base / "out.log").read_bytes():
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"RabbitMQ did not start: {(self.base / 'out.log').read_text()[-800:]}")
-
-    def _vm_pids(self) -> list[int]:
-        """The node's processes: its Erlang VM runs as `rabbitmq`, outside the script's process
-        group, and only its environment names the node."""
-        mark = f"RABBITMQ_NODENAME=fwbench{self.amqp}@localhost".encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if mark in (entry / "environ").read_bytes().split(b"\0"):
-                        pids.append(int(entry.name))
-        return pids
-
-    def stop(self) -> None:
-        for pid in self._vm_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 15)
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(10)
-        deadline = time.monotonic() + 20
-        while pids := self._vm_pids():
-            if time.monotonic() > deadline:
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, 9)
-                break
-            time.sleep(0.2)
 
 
 def publish(port: int, n: int, client_id: str) -> tuple[float, float]:
@@ -227,23 +151,38 @@ def run_nats(nodes: int, n: int, work: Path, rnd: int) -> Result:
     return Result(f"nats-r{nodes}", rnd, n, end - t0, n / (end - t0), n / (t_ack - t0))
 
 
+def rabbit_round(engine: str, pub_port: int, sub_port: int, n: int, rnd: int) -> Result:
+    ready = threading.Event()
+    ends: list[float] = []
+    consumer = rabbit_consumer(sub_port, n, ready, ends.append)
+    ready.wait(30)
+    t0, t_ack = publish(pub_port, n, f"bench-{engine}-{rnd}")
+    deadline = time.monotonic() + 300
+    while not ends and time.monotonic() < deadline:
+        time.sleep(0.05)
+    consumer.loop_stop()
+    consumer.disconnect()
+    end = ends[0]
+    return Result(engine, rnd, n, end - t0, n / (end - t0), n / (t_ack - t0))
+
+
 def run_rabbit(n: int, work: Path, rnd: int) -> Result:
-    rabbit = PrivateRabbit(work / f"rabbit-{rnd}").start()
+    rabbit = PrivateRabbit(work / f"rabbit-{rnd}", secrets.token_hex(16).upper()).start()
     try:
-        ready = threading.Event()
-        ends: list[float] = []
-        consumer = rabbit_consumer(rabbit.mqtt, n, ready, ends.append)
-        ready.wait(30)
-        t0, t_ack = publish(rabbit.mqtt, n, f"bench-rabbit-{rnd}")
-        deadline = time.monotonic() + 300
-        while not ends and time.monotonic() < deadline:
-            time.sleep(0.05)
-        consumer.loop_stop()
-        consumer.disconnect()
-        end = ends[0]
+        return rabbit_round("rabbitmq", rabbit.mqtt, rabbit.mqtt, n, rnd)
     finally:
         rabbit.stop()
-    return Result("rabbitmq", rnd, n, end - t0, n / (end - t0), n / (t_ack - t0))
+
+
+def run_rabbit_cluster(n: int, work: Path, rnd: int) -> Result:
+    with RabbitCluster(work / f"rabbit3-{rnd}", nodes=3, durable_queue_type="quorum") as cluster:
+        result = rabbit_round("rabbitmq-3q", cluster.mqtt_ports[0], cluster.mqtt_ports[1], n, rnd)
+        # What was measured must be what is claimed: the subscription's queue is replicated.
+        queue = next(q for q in cluster.queues() if str(q["name"]).startswith("mqtt-subscription-"))
+        members = queue["members"]
+        if queue["type"] != "quorum" or not isinstance(members, list) or len(members) != 3:
+            raise RuntimeError(f"the subscription queue is not a quorum queue on 3 nodes: {queue}")
+        return result
 
 
 def main() -> None:
@@ -251,17 +190,24 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--engines", default="nats-r1,nats-r3,rabbitmq,rabbitmq-3q")
     args = ap.parse_args()
     results: list[Result] = []
     runners: list[tuple[str, Callable[[Path, int], Result]]] = [
         ("nats-r1", lambda w, r: run_nats(1, args.messages, w, r)),
         ("nats-r3", lambda w, r: run_nats(3, args.messages, w, r)),
         ("rabbitmq", lambda w, r: run_rabbit(args.messages, w, r)),
+        ("rabbitmq-3q", lambda w, r: run_rabbit_cluster(args.messages, w, r)),
     ]
+    chosen = args.engines.split(",")
+    unknown = set(chosen) - {name for name, _ in runners}
+    if unknown:
+        ap.error(f"unknown engines: {sorted(unknown)}")
+    runners = [(name, run) for name, run in runners if name in chosen]
     with tempfile.TemporaryDirectory(prefix="fw-engines-") as tmp:
         os.chmod(tmp, 0o755)
         for rnd in range(args.rounds):
-            order = runners[rnd % 3 :] + runners[: rnd % 3]
+            order = runners[rnd % len(runners) :] + runners[: rnd % len(runners)]
             for name, run in order:
                 with console.status(f"round {rnd + 1}: {name}"):
                     results.append(run(Path(tmp), rnd))
