@@ -35,6 +35,7 @@ import nats
 import paho.mqtt.client as mqtt
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from rich.console import Console
 from rich.table import Table
 
@@ -74,25 +75,34 @@ class Device:
         self.client.max_queued_messages_set(0)
         self.mids: dict[int, int] = {}
         self.acked: set[int] = set()
-        self.early: set[int] = set()
+        self.acked_at: dict[int, float] = {}  # seq -> monotonic time its PUBACK was seen
+        self.early: dict[int, float] = {}
         self.connected = threading.Event()
         self.reconnects = 0
         self.lock = threading.Lock()
         self.client.on_publish = self._on_publish
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.set()
+        self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.connect("127.0.0.1", ports[first], keepalive=10)
         self.client.loop_start()
         if not self.connected.wait(10):
             raise RuntimeError("the device could not connect")
 
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, p: object
+    ) -> None:
+        if not rc.is_failure:  # a refused CONNECT (e.g. the engine cannot register the client yet)
+            self.connected.set()
+
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: object, props: object) -> None:
+        now = time.monotonic()
         with self.lock:  # the PUBACK may come before publish() has recorded its mid
             seq = self.mids.pop(mid, None)
             if seq is None:
-                self.early.add(mid)
+                self.early[mid] = now
             else:
                 self.acked.add(seq)
+                self.acked_at[seq] = now
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, p: object
@@ -120,14 +130,16 @@ class Device:
         info = self.client.publish(f"fw/v1/s1/dev-{seq % 20:02d}/telemetry", payload, qos=1)
         with self.lock:
             if info.mid in self.early:
-                self.early.remove(info.mid)
+                self.acked_at[seq] = self.early.pop(info.mid)
                 self.acked.add(seq)
             else:
                 self.mids[info.mid] = seq
 
     def close(self) -> None:
-        self.client.loop_stop()
+        # Disconnect first: paho's loop_stop() waits for every QoS 1 message in flight to be
+        # acknowledged, which never happens when the engine can no longer store them.
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 async def probe_stream(url: str, since: float, stop: asyncio.Event) -> float | None:
