@@ -32,6 +32,7 @@ from accounts.model import (
     TooManyAttemptsError,
     UserInfo,
 )
+from accounts.shared_throttle import SharedSignInThrottle
 from accounts.throttle import SignInThrottle
 from core.domain import Role
 from storage.db import IMMEDIATE
@@ -72,17 +73,23 @@ class AccountService:
         lockout_max_s: float = 900.0,
         clock: Callable[[], float] = time.time,
         hasher: passwords.Passwords | None = None,
+        clustered: bool = False,
     ) -> None:
+        """`clustered`: several workers share this store (docs/scale.md), and count failed
+        sign-ins together in it (accounts/shared_throttle.py); otherwise in this process's memory."""
         self.sessions = sessions
         self.passwords = hasher or passwords.Passwords()
         self.session_ttl_s = session_ttl_s
         self.demo_mode = demo_mode
         self.clock = clock
-        self.throttle = SignInThrottle(
+        local = SignInThrottle(
             per_account=max_failures,
             per_address=max_failures_per_address,
             first_wait_s=lockout_s,
             max_wait_s=lockout_max_s,
+        )
+        self.throttle: SignInThrottle | SharedSignInThrottle = (
+            SharedSignInThrottle(sessions, local) if clustered else local
         )
         self._cache: dict[str, _Cached] = {}
 

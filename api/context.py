@@ -68,3 +68,4 @@ class AppContext:
     gb26875_asker: DeviceAsker | None = None  # clustered: asks through any worker (None: the listener)
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in
     drills: DrillService | None = None  # declared drills (演练, api/routes/drills.py)
+    clustered: bool = False  # settings.cluster.enabled: rate limits are counted in the shared store

@@ -264,6 +264,7 @@ class Service:
             max_failures_per_address=settings.auth.max_failed_logins_per_address,
             lockout_s=settings.auth.lockout_s,
             lockout_max_s=settings.auth.lockout_max_s,
+            clustered=settings.cluster.enabled,
         )
         if self.store_error is None:
             with one_at_a_time(self.db, SETUP_LOCK):
@@ -1389,6 +1390,7 @@ class Service:
             gb26875=self.gb26875,
             gb26875_asker=self.gb_relay,
             drills=self.drills,
+            clustered=self.settings.cluster.enabled,
         )
 
     def _drill_channels(self, routes: list[PushRoute]) -> None:

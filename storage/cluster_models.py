@@ -1,6 +1,7 @@
 """The tables of a clustered deployment (docs/scale.md): worker heartbeats, partition leases, how
 far each partition's alarms are recorded, detector snapshots per partition, and the telemetry that
-goes to PostgreSQL instead of a worker's local file.
+goes to PostgreSQL instead of a worker's local file, the sign-in failures and the rate limit's
+admissions the workers count together.
 
 A module of its own, as the duty and drill tables are: storage/models.py keeps the alarm path's
 tables. The tables exist on every store (one migration chain) but are used only when clustered.
@@ -8,7 +9,19 @@ tables. The tables exist on every store (one migration chain) but are used only 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, PrimaryKeyConstraint, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base
@@ -133,3 +146,41 @@ class SharedRegistryRow(Base):
     changed_at: Mapped[float] = mapped_column(Float)  # the changing worker's clock (Unix time)
     changed_by: Mapped[str] = mapped_column(String(100))
     document: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SignInFailureRow(Base):
+    """A sign-in throttle key's count (accounts/throttle.py), shared by a cluster's workers
+    (accounts/shared_throttle.py): `kind` is "pair" (name and address) or "address" (name "")."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        PrimaryKeyConstraint("kind", "name", "address"),
+        Index("ix_sign_in_failures_kind_last", "kind", "last"),  # the sweep finds the oldest by it
+    )
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(Text)
+    address: Mapped[str] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer)
+    last: Mapped[float] = mapped_column(Float)  # the counting worker's clock (Unix time)
+    blocked_until: Mapped[float] = mapped_column(Float)
+
+
+# PostgreSQL's array of float8; the table exists on SQLite too (one migration chain), never used there.
+TIMES = ARRAY(Float()).with_variant(JSON(), "sqlite")
+
+
+class RateLimitRow(Base):
+    """The admissions within its window of one key of a rate limit (api/rate_limit.py), shared by a
+    cluster's workers: the admission times, oldest first, and whether the last call was admitted
+    (each call is one INSERT ... ON CONFLICT DO UPDATE ... RETURNING)."""
+
+    __tablename__ = "rate_limits"
+    __table_args__ = (
+        PrimaryKeyConstraint("scope", "key"),
+        Index("ix_rate_limits_scope_last_at", "scope", "last_at"),  # the sweep finds the quiet by it
+    )
+    scope: Mapped[str] = mapped_column(String(40))  # which limit: "staff_report"
+    key: Mapped[str] = mapped_column(Text)  # the client address
+    times: Mapped[list[float]] = mapped_column(TIMES)
+    admitted: Mapped[bool] = mapped_column(Boolean)
+    last_at: Mapped[float] = mapped_column(Float)  # the latest call (Unix time)

@@ -324,10 +324,11 @@ class ApiClient(httpx.AsyncClient):
 
 @contextlib.asynccontextmanager
 async def asgi_api(
-    alarms: AlarmService, tmp_path: Path, tickets: TicketService | None = None
+    alarms: AlarmService, tmp_path: Path, tickets: TicketService | None = None, *, clustered: bool = False
 ) -> AsyncIterator[ApiClient]:
-    """The real FastAPI app over an alarm service and its store, called in process (no server)."""
-    accounts = make_accounts(alarms.sessions)
+    """The real FastAPI app over an alarm service and its store, called in process (no server);
+    `clustered`: as one of a cluster's workers, counting limits in the (PostgreSQL) store."""
+    accounts = make_accounts(alarms.sessions, clustered=clustered)
     ctx = AppContext(
         accounts=accounts,
         tickets=tickets,
@@ -339,6 +340,7 @@ async def asgi_api(
         on_human_transition=lambda _t: None,
         refresh_metrics=lambda: None,
         clock=alarms.clock,
+        clustered=clustered,
     )
     app = create_app(ctx)
     transport = httpx.ASGITransport(app=app)

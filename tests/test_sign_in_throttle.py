@@ -13,7 +13,7 @@ import pytest
 
 from accounts.model import AuthError, TooManyAttemptsError
 from accounts.service import AccountService
-from accounts.throttle import MAX_KEYS
+from accounts.throttle import MAX_KEYS, SignInThrottle
 from alarms.service import AlarmService
 from core.domain import Role
 from tests.conftest import TEST_PASSWORD, ApiClient, FakeClock, alarm_service, asgi_api, make_accounts
@@ -165,6 +165,7 @@ def test_signing_in_to_an_own_account_does_not_reset_an_addresses_count(accounts
 
 def test_the_throttles_memory_is_bounded(accounts: AccountService) -> None:
     throttle = accounts.throttle
+    assert isinstance(throttle, SignInThrottle)  # one node's: in memory
     for i in range(MAX_KEYS + 500):
         throttle.begin(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", T0)
     assert len(throttle.pairs._records) <= MAX_KEYS + 1

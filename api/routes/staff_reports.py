@@ -24,7 +24,7 @@ from api.context import AppContext
 from api.deps import ROW_ID_MAX, Ctx
 from api.downloads import disposition
 from api.problems import responses
-from api.rate_limit import RateLimit
+from api.rate_limit import Limit, RateLimit, SharedRateLimit
 from api.routes.console import _NO_CACHE, STATIC_DIR
 from api.routes.tickets import ticket_service
 from core.cjk_font import FontUnavailableError
@@ -49,12 +49,17 @@ router = APIRouter(tags=["staff reports"])
 page_router = APIRouter(include_in_schema=False)
 
 
-def _limit(request: Request) -> RateLimit:
-    """One limit per app (its own counts: two apps in one process, as in tests, share nothing)."""
+def _limit(request: Request, ctx: AppContext) -> Limit:
+    """One limit per app: its own counts in memory (two apps in one process, as in tests, share
+    nothing), or a cluster's, shared in its PostgreSQL (api/rate_limit.py)."""
     state = request.app.state
     if getattr(state, "staff_report_limit", None) is None:
-        state.staff_report_limit = RateLimit(REPORTS_PER_WINDOW, WINDOW_S)
-    limit: RateLimit = state.staff_report_limit
+        state.staff_report_limit = (
+            SharedRateLimit(ctx.sessions, "staff_report", REPORTS_PER_WINDOW, WINDOW_S)
+            if ctx.clustered
+            else RateLimit(REPORTS_PER_WINDOW, WINDOW_S)
+        )
+    limit: Limit = state.staff_report_limit
     return limit
 
 
@@ -178,7 +183,7 @@ async def submit_report(
             filename = (photo.filename or "photo").replace("/", "_")[-100:] or "photo"
             picture = Photo(filename, media_type, data)
     address = request.client.host if request.client else ""
-    wait = _limit(request).wait_s(address, service.clock())
+    wait = await _limit(request, ctx).check(address, service.clock())
     if wait > 0:
         raise HTTPException(
             429,
