@@ -1,14 +1,16 @@
-"""The sign-in throttle of a cluster: its workers count failures together in PostgreSQL, so the
-fifth wrong password for a pair is refused whichever workers took the attempts (accounts/throttle.py
-has the rules; they are the same here, through `SignInThrottle.decide`).
+"""The sign-in throttle of a cluster: its workers count failures together in PostgreSQL, so after
+five wrong passwords for a pair the next attempt waits, whichever workers took them
+(accounts/throttle.py has the rules; they are the same here, through `SignInThrottle.refusal` and
+`counted`).
 
 An attempt's check and count are one short transaction: one statement makes the pair's and the
 address's rows if missing, locks them and reads them (INSERT ... ON CONFLICT DO UPDATE ...
 RETURNING, the pair first: every transaction locks in that order, so two never wait on each other);
 the same rules decide; a second statement writes the counted records back. A success deletes the
-pair's row and takes the attempt back from the address's. Rows quiet for twice the longest wait are
-deleted, and each kind is trimmed to its newest `MAX_KEYS`, by each worker once a minute (rows
-locked by an attempt are skipped, so the sweep never waits for one).
+pair's row and takes the attempt back from the address's. A wait the worker already knows of (it
+read it from the cluster) is refused from memory, with no round trip. Rows quiet for twice the
+longest wait are deleted, and each kind is trimmed to its newest `MAX_KEYS`, by each worker once a
+minute (rows locked by an attempt are skipped, so the sweep never waits for one).
 
 PostgreSQL failing must not lock anyone out: an attempt the store cannot count is counted in this
 worker's memory instead, as on one node (logged once per outage). That memory holds the cluster's
@@ -76,6 +78,12 @@ class SharedSignInThrottle:
         self._next_sweep = 0.0
 
     def begin(self, name: str, address: str, now: float) -> Refusal | None:
+        # A wait this worker already knows of is answered from memory: a flood of refused attempts
+        # costs the database nothing. Nothing else can end a wait early but a success of an attempt
+        # begun before it, so this refuses exactly as the cluster would, but in that race.
+        known = self.local.waiting(name, address, now)
+        if known is not None:
+            return known
         try:
             decided = self._begin(name, address, now)
         except SQLAlchemyError as exc:
@@ -101,11 +109,11 @@ class SharedSignInThrottle:
             }
             pair = _fresh(pairs, rows[PAIR], now)
             by_address = _fresh(addresses, rows[ADDRESS], now)
-            decided = self.local.decide(name, address, pair, by_address, now)
-            if isinstance(decided, Refusal):
+            refusal = self.local.refusal(name, address, pair, by_address, now)
+            if refusal is not None:
                 self.local.remember(name, address, pair, by_address)
-                return decided
-            pair, by_address = decided
+                return refusal
+            pair, by_address = self.local.counted(pair, by_address, now)
             s.execute(
                 _WRITE,
                 [

@@ -10,7 +10,7 @@ A key with no attempt for `2 * max_wait_s` is forgotten.
 
 The counts live here, in the process's memory. A cluster's workers share them through PostgreSQL
 instead (accounts/shared_throttle.py), with the same rules: `Throttle`'s record arithmetic and
-`SignInThrottle.decide` are used by both.
+`SignInThrottle.refusal` and `counted` are used by both.
 """
 
 from __future__ import annotations
@@ -131,11 +131,10 @@ class SignInThrottle:
         self.addresses = Throttle(per_address, first_wait_s, max_wait_s)
         self._lock = threading.Lock()
 
-    def decide(
+    def refusal(
         self, name: str, address: str, pair: Record | None, by_address: Record | None, now: float
-    ) -> Refusal | tuple[Record, Record]:
-        """The refusal for a waiting pair or address (fresh records, None for a fresh key); else
-        the two records with this attempt counted."""
+    ) -> Refusal | None:
+        """The refusal for a waiting pair or address (fresh records, None for a fresh key)."""
         pair_wait = wait_of(pair, now)
         if pair_wait > 0:
             failures = 0 if pair is None else pair.failures
@@ -151,7 +150,17 @@ class SignInThrottle:
                 f"try again in {address_wait:.0f} s",
                 address_wait,
             )
+        return None
+
+    def counted(self, pair: Record | None, by_address: Record | None, now: float) -> tuple[Record, Record]:
+        """The two records with an attempt counted."""
         return self.pairs.counted(pair, now), self.addresses.counted(by_address, now)
+
+    def waiting(self, name: str, address: str, now: float) -> Refusal | None:
+        """The refusal for a pair or address this process knows to be waiting (counting nothing)."""
+        with self._lock:
+            pair = self.pairs.fresh((name, address), now)
+            return self.refusal(name, address, pair, self.addresses.fresh(address, now), now)
 
     def begin(self, name: str, address: str, now: float) -> Refusal | None:
         """Refuse a waiting pair or address; else count this attempt until it succeeds. The check
@@ -159,10 +168,10 @@ class SignInThrottle:
         with self._lock:
             pair = self.pairs.fresh((name, address), now)
             by_address = self.addresses.fresh(address, now)
-            decided = self.decide(name, address, pair, by_address, now)
-            if isinstance(decided, Refusal):
-                return decided
-            self._keep(name, address, *decided)
+            refusal = self.refusal(name, address, pair, by_address, now)
+            if refusal is not None:
+                return refusal
+            self._keep(name, address, *self.counted(pair, by_address, now))
             return None
 
     def remember(self, name: str, address: str, pair: Record | None, by_address: Record | None) -> None:

@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.model import AuthError, TooManyAttemptsError
@@ -340,8 +340,9 @@ def test_with_postgresql_down_sign_ins_are_counted_in_memory_and_reports_admitte
             assert refusal is not None
             assert refusal.retry_after_s == 60
             throttle.succeeded("operator1", CONTROL_ROOM)  # no error either
-            # The rate limit admits.
-            assert [limit.wait_s(ATTACKER, T0) for _ in range(3)] == [0.0, 0.0, 0.0]
+            # The rate limit admits, but for a refusal this worker was told of (its wait stands).
+            assert [limit.wait_s(CONTROL_ROOM, T0) for _ in range(3)] == [0.0, 0.0, 0.0]
+            assert limit.wait_s(ATTACKER, T0 + 1) == 599.0
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 2  # once each, not once per attempt
         assert "sign-in throttle" in warnings[0]
@@ -350,7 +351,39 @@ def test_with_postgresql_down_sign_ins_are_counted_in_memory_and_reports_admitte
         assert "admitted" in warnings[1]
     finally:
         own_postgres.resume()
-    # Back: counted in the cluster again (which holds its three).
+    # Back: counted in the cluster again (which holds its three, and no admission from the outage).
     assert throttle.begin("operator1", CONTROL_ROOM, T0) is None
-    assert limit.wait_s(ATTACKER, T0) == 600.0
+    assert limit.wait_s(CONTROL_ROOM, T0) == 0.0
+    assert limit.wait_s(CONTROL_ROOM, T0) == 600.0
     assert rows(w1.sessions, SignInFailureRow) == 4
+
+
+def test_a_refusal_a_worker_knows_of_is_answered_without_the_database(
+    pair: tuple[AccountService, AccountService], postgres_url: str
+) -> None:
+    """A flood from a refused address costs the store nothing: the worker that was told of the wait
+    answers from memory until it ends (with the same wait and reason)."""
+    w1, w2 = pair
+    for i in range(5):
+        attempt((w1, w2)[i % 2], "operator1", WRONG, ATTACKER)
+    told = wait_of(w1, "operator1", ATTACKER)  # from the store
+    statements = Statements(w1.sessions)
+    assert [wait_of(w1, "operator1", ATTACKER) for _ in range(20)] == [told] * 20
+    limit = SharedRateLimit(w1.sessions, "test", 1, 600.0)
+    limit.wait_s(ATTACKER, T0)
+    assert limit.wait_s(ATTACKER, T0) == 600.0  # told by the store
+    before = statements.count
+    assert [limit.wait_s(ATTACKER, T0 + 10) for _ in range(20)] == [590.0] * 20
+    assert statements.count == before
+    assert statements.count == 3  # the rate limit's first two calls and its first sweep; none for sign-ins
+
+
+class Statements:
+    """Counts the statements an engine sends."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.count = 0
+        event.listen(sessions.kw["bind"], "before_cursor_execute", self._seen)
+
+    def _seen(self, *_args: object) -> None:
+        self.count += 1
