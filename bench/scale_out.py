@@ -1,7 +1,7 @@
 """How fast one, two and three workers drain the same backlog from the engine (docs/scale.md).
 
     python -m bench.scale_out [--messages 300000] [--sites 48] [--per-site 25] [--workers 1,3]
-                              [--worker-cpu CORES] [--json PATH]
+                              [--worker-cpu CORES[,CORES...]] [--json PATH]
 
 A three-node engine (nats-server, JetStream R3, the site-partitioning mapping) on loopback holds a
 backlog of smoke-detector readings of a city of small sites (simulators/city.py), published before
@@ -9,7 +9,8 @@ any worker runs. For each worker count, in one invocation: a fresh PostgreSQL da
 server started here), that many `firewatch serve` processes in cluster mode, and the rate at which
 the backlog is stored in PostgreSQL from when every worker holds its share of the partitions (the
 first to start reads alone until the others have theirs) to the last reading. Reported per run:
-messages/s, CPU seconds the workers used (their /proc times) and messages per worker CPU second;
+messages/s, CPU seconds the workers used (their /proc times) and messages per worker CPU second, over
+the whole run (start-up included) and over the drain alone;
 and the ratio of each run's rate to the one-worker rate. The backlog has no fire, so this is the
 steady ingest path (decode, detect, store by key), not the alarm path.
 
@@ -28,6 +29,8 @@ import asyncio
 import json
 import os
 import platform
+import signal
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -56,8 +59,11 @@ class Run:
     seconds: float  # from every worker holding its share to every reading stored
     owned_after_s: float  # from the workers' start until every partition had an owner
     cpu_s: float  # the workers' user + system time over the whole run
+    drain_cpu_s: float  # the workers' user + system time while the rate was measured
+    worker_cpu: float = 0.0  # each worker's quota in cores (0: none)
     rate: float = 0.0
-    per_cpu_s: float = 0.0
+    per_cpu_s: float = 0.0  # messages per worker CPU second, the whole run (start-up included)
+    per_drain_cpu_s: float = 0.0  # messages per worker CPU second while draining
 
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's CPU controller (what this machine mounts)
@@ -127,6 +133,9 @@ def run(
     work: Path,
     worker_cpu: float,
 ) -> Run:
+    # A worker's name and local files are its run's own: a later run reusing a data directory would
+    # take the backlog for messages already seen (its local de-duplication state) and store nothing.
+    tag = f"{n}w-{round(worker_cpu * 100)}pc"  # no dot: a worker id may name a NATS subject
     url = pg.url(pg.create_database()).replace("postgresql://", "postgresql+psycopg://")
     state = ClusterState(url)
     password = f"bench-{uuid.uuid4().hex}"
@@ -137,11 +146,11 @@ def run(
         for i in range(n):
             workers.append(
                 start_worker(
-                    f"bench-{n}-{i + 1}",
+                    f"bench-{tag}-{i + 1}",
                     engine=engine.client_urls,
                     database_url=url,
                     registry=registry,
-                    data_dir=work / f"run{n}-w{i + 1}",
+                    data_dir=work / f"run-{tag}-w{i + 1}",
                     partitions=PARTITIONS,
                     admin_password=password,
                 )
@@ -152,6 +161,7 @@ def run(
         # The workers start a few seconds apart and the first ones read until the rest have their
         # share: the rate counts only what is drained once every worker holds its partitions.
         t0 = time.monotonic()
+        cpu_at_t0 = sum(cpu_seconds(w.proc.pid) for w in workers)
         target = 2 * messages  # two channels per reading
         at_start = state.readings()
         with Progress(console=console, transient=True) as progress:
@@ -167,9 +177,10 @@ def run(
         cpu = sum(cpu_seconds(w.proc.pid) for w in workers)
         del began
         drained = (target - at_start) // 2
-        result = Run(n, drained, seconds, owned_after, cpu)
+        result = Run(n, drained, seconds, owned_after, cpu, cpu - cpu_at_t0, worker_cpu)
         result.rate = drained / seconds
         result.per_cpu_s = messages / cpu if cpu else 0.0  # the whole run's CPU: every message read once
+        result.per_drain_cpu_s = drained / result.drain_cpu_s if result.drain_cpu_s else 0.0
         return result
     finally:
         for w in workers:
@@ -187,14 +198,18 @@ def main() -> None:
     ap.add_argument("--workers", default="1,3", help="worker counts to run, in order (comma-separated)")
     ap.add_argument(
         "--worker-cpu",
-        type=float,
-        default=0.0,
+        default="0",
         help="confine each worker to this many cores (cgroup quota; 0: no limit), as if each ran on a "
-        "machine of its own that size while the engine and PostgreSQL have the rest",
+        "machine of its own that size while the engine and PostgreSQL have the rest; several "
+        "(comma-separated) run every worker count under each, on one backlog",
     )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    # A SIGTERM (a `timeout`, a kill) ends the run through its clean-up like Ctrl-C: no worker, engine
+    # node or PostgreSQL server is left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = [int(c) for c in args.workers.split(",")]
+    quotas = [float(q) for q in args.worker_cpu.split(",")]
     runs: list[Run] = []
     with TemporaryDirectory(prefix="fw-scale-") as tmp:
         work = Path(tmp)
@@ -204,33 +219,43 @@ def main() -> None:
         engine = NatsCluster(work / "engine", nodes=3, partitions=PARTITIONS).start()
         try:
             asyncio.run(preload(engine.client_urls, args.sites, args.per_site, args.messages))
-            for n in counts:
-                runs.append(run(n, engine, pg, registry, args.messages, work, args.worker_cpu))
-                console.print(f"{n} worker(s): {runs[-1].rate:,.0f} msg/s")
+            for quota in quotas:
+                for n in counts:
+                    runs.append(run(n, engine, pg, registry, args.messages, work, quota))
+                    console.print(f"{n} worker(s), quota {quota:g}: {runs[-1].rate:,.0f} msg/s")
         finally:
             engine.stop()
             pg.close()
-    base = runs[0].rate
-    limit = f", each worker confined to {args.worker_cpu:g} cores" if args.worker_cpu else ""
-    table = Table(
-        title=f"draining {args.messages:,} readings of {args.sites * args.per_site:,} devices{limit}"
-    )
-    for col in ("workers", "seconds", "msg/s", "× first", "worker CPU s", "msg per CPU s"):
+    table = Table(title=f"draining {args.messages:,} readings of {args.sites * args.per_site:,} devices")
+    for col in (
+        "worker cores",
+        "workers",
+        "seconds",
+        "msg/s",
+        "× one",
+        "worker CPU s",
+        "msg per CPU s",
+        "msg per CPU s draining",
+    ):
         table.add_column(col, justify="right")
+    one = {r.worker_cpu: r.rate for r in runs if r.workers == 1}
     for r in runs:
+        base = one.get(r.worker_cpu)
         table.add_row(
+            f"{r.worker_cpu:g}" if r.worker_cpu else "no limit",
             str(r.workers),
             f"{r.seconds:.1f}",
             f"{r.rate:,.0f}",
-            f"{r.rate / base:.2f}",
+            f"{r.rate / base:.2f}" if base else "",
             f"{r.cpu_s:.1f}",
             f"{r.per_cpu_s:,.0f}",
+            f"{r.per_drain_cpu_s:,.0f}",
         )
     Console().print(table)
     info = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d"),
-        "worker_cpu": args.worker_cpu,
+        "worker_cpu": quotas,
         "runs": [asdict(r) for r in runs],
     }
     if args.json is not None:
