@@ -1,17 +1,18 @@
 """How fast one, two and three workers drain the same backlog from the engine (docs/scale.md).
 
     python -m bench.scale_out [--messages 300000] [--sites 48] [--per-site 25] [--workers 1,3]
-                              [--worker-cpu CORES[,CORES...]] [--json PATH]
+                              [--worker-cpu CORES[,CORES...]] [--settle-s 10] [--json PATH]
 
 A three-node engine (nats-server, JetStream R3, the site-partitioning mapping) on loopback holds a
 backlog of smoke-detector readings of a city of small sites (simulators/city.py), published before
 any worker runs. For each worker count, in one invocation: a fresh PostgreSQL database (a private
 server started here), that many `firewatch serve` processes in cluster mode, and the rate at which
-the backlog is stored in PostgreSQL from when every worker holds its share of the partitions (the
-first to start reads alone until the others have theirs) to the last reading. Reported per run:
-messages/s, CPU seconds the workers used (their /proc times) and messages per worker CPU second, over
-the whole run (start-up included) and over the drain alone;
-and the ratio of each run's rate to the one-worker rate. The backlog has no fire, so this is the
+the backlog is stored in PostgreSQL from `--settle-s` after every worker holds its share of the
+partitions (the first to start reads alone until the others have theirs, and a partition handed on
+takes a few seconds to settle) to the last reading. Reported per run: messages/s, CPU seconds the
+workers used (their /proc times) and messages per worker CPU second, over the whole run (start-up
+included) and over the measured drain alone; and the ratio of each run's rate to the one-worker
+rate under the same quota. The backlog has no fire, so this is the
 steady ingest path (decode, detect, store by key), not the alarm path.
 
 On the 2-core development machine the workers, the three engine nodes and PostgreSQL share two
@@ -132,6 +133,7 @@ def run(
     messages: int,
     work: Path,
     worker_cpu: float,
+    settle_s: float,
 ) -> Run:
     # A worker's name and local files are its run's own: a later run reusing a data directory would
     # take the backlog for messages already seen (its local de-duplication state) and store nothing.
@@ -157,9 +159,13 @@ def run(
             )
             if worker_cpu > 0:
                 quotas.append(CpuQuota(workers[-1].proc.pid, worker_cpu))
-        owned_after = state.wait_owned({w.worker_id for w in workers}, PARTITIONS, timeout_s=120)
-        # The workers start a few seconds apart and the first ones read until the rest have their
-        # share: the rate counts only what is drained once every worker holds its partitions.
+        # Confined workers start slowly (imports, the schema): up to a few minutes for three.
+        owned_after = state.wait_owned({w.worker_id for w in workers}, PARTITIONS, timeout_s=600)
+        # The workers start some seconds apart and the first ones read until the rest have their
+        # share; a partition handed on is then finished by its old owner (what it had queued) while
+        # its new owner reads it again from the stored mark. The rate counts only what is drained
+        # from `settle_s` after every worker holds its share.
+        time.sleep(settle_s)
         t0 = time.monotonic()
         cpu_at_t0 = sum(cpu_seconds(w.proc.pid) for w in workers)
         target = 2 * messages  # two channels per reading
@@ -203,6 +209,12 @@ def main() -> None:
         "machine of its own that size while the engine and PostgreSQL have the rest; several "
         "(comma-separated) run every worker count under each, on one backlog",
     )
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        default=10.0,
+        help="seconds after every worker holds its share before the rate is measured (hand-ons settle)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     # A SIGTERM (a `timeout`, a kill) ends the run through its clean-up like Ctrl-C: no worker, engine
@@ -221,7 +233,7 @@ def main() -> None:
             asyncio.run(preload(engine.client_urls, args.sites, args.per_site, args.messages))
             for quota in quotas:
                 for n in counts:
-                    runs.append(run(n, engine, pg, registry, args.messages, work, quota))
+                    runs.append(run(n, engine, pg, registry, args.messages, work, quota, args.settle_s))
                     console.print(f"{n} worker(s), quota {quota:g}: {runs[-1].rate:,.0f} msg/s")
         finally:
             engine.stop()
