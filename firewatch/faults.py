@@ -3,27 +3,12 @@ bad" (isolate it), and the service's own fault alarms for conditions a control r
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
 from core.domain import AlarmCategory, DetectorEvent, DetectorEventKind
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """True when `exc` says a store or server could not be reached or could not take the write now
-    (connection refused or lost, timed out, disk full, database locked): the same work is retried
-    as it is. False for an error the same input would raise again (bad data, a bug)."""
-    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (OSError, TimeoutError, sqlite3.OperationalError, sqlite3.InterfaceError))
-
+from storage.unavailable import is_unavailable as is_unavailable  # re-exported: the service names it here
 
 SERVICE_KEY = "service:ingest"  # the key of the pipeline's fault alarms: not a device
 

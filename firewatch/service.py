@@ -274,9 +274,12 @@ class Service:
         if settings.cluster.enabled:
             # Readings to the shared PostgreSQL, keyed so a replay stores nothing twice; the local
             # file keeps only the journal and the de-duplication state (docs/scale.md).
+            from storage.pg_spool import Spool
             from storage.pg_telemetry import ClusterTelemetry
 
-            self.telemetry = ClusterTelemetry(self.telemetry, self.db)
+            # PostgreSQL down: readings wait in a local spool, so detection never waits for it.
+            spool = Spool(settings.resolved_telemetry_path.with_name("pg_spool.sqlite"))
+            self.telemetry = ClusterTelemetry(self.telemetry, self.db, spool)
         # Slots are laid out device by device, each device's channels in its profile's order.
         self.telemetry.bind_devices(self.index.device_ids, self.index.channel_offsets)
         self.phases.lap("bind telemetry series")

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, cast
 
@@ -40,6 +42,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from storage.pg_spool import Spool
 from storage.telemetry import (
     CompactionResult,
     EventRecord,
@@ -48,8 +51,13 @@ from storage.telemetry import (
     SeqRow,
     TelemetryStore,
 )
+from storage.unavailable import is_unavailable
+
+logger = logging.getLogger(__name__)
 
 PRUNE_CHUNK = 50_000  # rows deleted per statement (and transaction): row locks held briefly
+SPOOL_RETRY_S = 1.0  # after PostgreSQL refused a batch, the next ones go to the spool this long
+DRAIN_BATCHES = 16  # spooled batches written to PostgreSQL after each batch it took
 # The rollups' interval, seconds (storage/cluster_models.ReadingRollupRow): a power of two, so
 # floor(ts / ROLLUP_S) is exact and a sample's interval never depends on rounding.
 ROLLUP_S = 64
@@ -238,11 +246,15 @@ class ClusterTelemetry:
     """A TelemetryStore whose readings and device events are in PostgreSQL (`engine`, the state
     store's) and whose journal and seq state are in `local` (which it closes with itself)."""
 
-    def __init__(self, local: TelemetryStore, engine: Engine) -> None:
+    def __init__(self, local: TelemetryStore, engine: Engine, spool: Spool | None = None) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"clustered telemetry needs PostgreSQL, not {engine.dialect.name}")
         self.local = local
         self.engine = engine
+        # Batches PostgreSQL could not take (storage/pg_spool.py); without one, its failure raises.
+        self.spool = spool
+        self._spool_until = 0.0  # monotonic: until then, batches go straight to the spool
+        self.spooled = 0  # batches kept in the spool, ever
         # (device, channel) per slot, as bound: the ids the index holds anyway, referenced here.
         self._slot_device: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
         self._slot_channel: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
@@ -286,27 +298,91 @@ class ClusterTelemetry:
     ) -> None:
         """Store one batch: its readings and events in PostgreSQL (one transaction, each row at
         most once), then its seq state and journal entries in the local file (blocking: call in a
-        thread). Raises, having written nothing locally, when PostgreSQL fails."""
+        thread). When PostgreSQL is unavailable, the readings and events go to the spool instead
+        (written to PostgreSQL once it answers, by `_drain`); without a spool, or when the local
+        disk fails too, this raises, having written nothing locally."""
         if ts.size or events:
-            self._write_shared(slot, ts, value, events or [])
+            keys, series = self._keyed(slot)
+            self._store(keys, series, ts, value, events or [], now)
         if seq_state or journal:
             self.local.write(slot[:0], ts[:0], value[:0], seq_state, journal, now)
 
+    def _keyed(
+        self, slot: npt.NDArray[np.int32]
+    ) -> tuple[tuple[list[str], list[str]], npt.NDArray[np.int64]]:
+        """The batch's distinct series keys, and each sample's series numbered from 1 (as WITH
+        ORDINALITY numbers them)."""
+        with self._lock:
+            slot_device, slot_channel = self._slot_device, self._slot_channel
+        series, inverse = np.unique(slot, return_inverse=True)
+        keys = (slot_device[series].tolist(), slot_channel[series].tolist())
+        return keys, inverse.reshape(-1).astype(np.int64) + 1
+
+    def _store(
+        self,
+        keys: tuple[list[str], list[str]],
+        series: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.float64],
+        value: npt.NDArray[np.float64],
+        events: list[EventRecord],
+        now: float,
+    ) -> None:
+        spool = self.spool
+        if spool is not None and time.monotonic() < self._spool_until:
+            # PostgreSQL refused a batch a moment ago: not asked again for each batch (a server
+            # that does not answer costs a connect timeout each time).
+            spool.put(keys, series, ts, value, events, now or time.time())
+            self.spooled += 1
+            return
+        try:
+            self._write_shared(keys, series, ts, value, events)
+        except Exception as exc:
+            if spool is None or not is_unavailable(exc):
+                raise
+            self._spool_until = time.monotonic() + SPOOL_RETRY_S
+            spool.put(keys, series, ts, value, events, now or time.time())
+            self.spooled += 1
+            if spool.pending == 1:
+                logger.warning(
+                    "PostgreSQL cannot take readings (%s): keeping them in %s until it can; "
+                    "detection goes on",
+                    f"{type(exc).__name__}: {str(exc)[:200]}",
+                    spool.path,
+                )
+            return
+        if spool is not None and spool.pending:
+            self._drain(spool)
+
+    def _drain(self, spool: Spool) -> None:
+        """Write spooled batches to PostgreSQL, oldest first, a few per batch written: the writer
+        keeps up with new batches while the spool empties."""
+        for batch in spool.take(DRAIN_BATCHES):
+            try:
+                self._write_shared(batch.keys, batch.series, batch.ts, batch.value, batch.events)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                self._spool_until = time.monotonic() + SPOOL_RETRY_S
+                return
+            spool.done([batch.id])
+        if not spool.pending:
+            logger.warning("PostgreSQL takes readings again: every spooled batch is stored")
+
+    def spool_pending(self) -> int:
+        """Batches waiting in the spool for PostgreSQL (0 without a spool)."""
+        return self.spool.pending if self.spool is not None else 0
+
     def _write_shared(
         self,
-        slot: npt.NDArray[np.int32],
+        keys: tuple[list[str], list[str]],
+        series: npt.NDArray[np.int64],
         ts: npt.NDArray[np.float64],
         value: npt.NDArray[np.float64],
         events: list[EventRecord],
     ) -> None:
-        with self._lock:
-            slot_device, slot_channel = self._slot_device, self._slot_channel
         with self.engine.begin() as conn:
             if ts.size:
-                # The batch's distinct series, numbered from 1 as WITH ORDINALITY numbers them.
-                series, inverse = np.unique(slot, return_inverse=True)
-                keys = (slot_device[series].tolist(), slot_channel[series].tolist())
-                self._insert_readings(conn, keys, inverse.reshape(-1) + 1, ts, value)
+                self._insert_readings(conn, keys, series, ts, value)
             if events:
                 d, t, rcv, kind, code, ch, frame = zip(*events, strict=True)
                 conn.execute(
@@ -471,5 +547,7 @@ class ClusterTelemetry:
             return int(conn.execute(text("SELECT count(*) FROM readings")).scalar_one())
 
     def close(self) -> None:
-        """Close the local file; the engine is the state store's, which closes it."""
+        """Close the local files; the engine is the state store's, which closes it."""
         self.local.close()
+        if self.spool is not None:
+            self.spool.close()

@@ -25,10 +25,12 @@ from firewatch.service import Service
 from ingest.envelope import Message
 from storage import pg_telemetry
 from storage.db import make_engine, open_store
+from storage.pg_spool import Spool
 from storage.pg_telemetry import ClusterTelemetry
 from storage.telemetry import EventRecord, TelemetryStore
 from tests.conftest import PROFILES, small_registry
 from tests.mqtt_helpers import reading
+from tests.postgres import PrivatePostgres
 
 DEVICES = [f"smk-{i}" for i in range(20)]
 CHANNELS = ("smoke", "temp")
@@ -282,3 +284,70 @@ def test_the_pipeline_stores_its_batches_through_it_once_however_often_they_are_
     assert (event[3], event[4]) == ("fault", 2)
     assert {row[0]: row[1] for row in shared.seq_state()} == {"smk-1-1": 7, "smk-1-2": 8, "smk-1-3": 7}
     assert shared.local.count() == 0
+
+
+def test_with_postgresql_down_batches_wait_in_the_local_spool_and_are_stored_once_when_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing raises while the server is down (the pipeline's hand-off never fills, so detection
+    never waits for PostgreSQL), the local part is written as usual, and once the server answers
+    the spooled batches are written, oldest first, beside the new ones: each reading once."""
+    monkeypatch.setattr(pg_telemetry, "SPOOL_RETRY_S", 0.0)  # ask the server again at every batch
+    pg = PrivatePostgres(durable=True).start()  # what it committed survives the stop
+    engine: Engine | None = None
+    store: ClusterTelemetry | None = None
+    try:
+        engine, _ = open_store(pg.url(pg.create_database()))
+        store = ClusterTelemetry(
+            TelemetryStore(tmp_path / "local.sqlite"), engine, Spool(tmp_path / "pg_spool.sqlite")
+        )
+        store.bind_devices(DEVICES, [CHANNELS] * len(DEVICES))
+        store.write(*batch(0), [])
+        pg.halt()
+        for b in (1, 2):
+            store.write(
+                *batch(b), [("smk-0", b, 1, float(b), b"")], None, float(b), EVENTS if b == 1 else None
+            )
+        assert store.spool_pending() == 2
+        assert store.seq_state() == [("smk-0", 2, 1, 2.0, b"")]  # the local part went on
+        pg.resume()
+        for b in range(3, 10):  # the first writes may meet connections the restart closed
+            store.write(*batch(b), [])
+            if store.spool_pending() == 0:
+                break
+        assert store.spool_pending() == 0
+        assert store.count() == (b + 1) * 100
+        slot, ts, value = (
+            np.concatenate(parts) for parts in zip(*(batch(i) for i in range(b + 1)), strict=True)
+        )
+        h = store.history("smk-1", "temp", 0, 2e9)
+        np.testing.assert_array_equal(h.ts, ts[slot == 3])
+        np.testing.assert_array_equal(h.value, value[slot == 3])
+        assert set(store.device_events("smk-1", 0, 1e4)) == {e for e in EVENTS if e[0] == "smk-1"}
+    finally:
+        if store is not None:
+            store.close()
+        if engine is not None:
+            engine.dispose()
+        pg.close()
+
+
+def test_a_spool_keeps_its_batches_across_a_restart_and_forgets_each_once_stored(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "pg_spool.sqlite")
+    keys = (["smk-1", "smk-2"], ["smoke", "temp"])
+    series = np.array([1, 2, 1], dtype=np.int64)
+    spool.put(keys, series, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), list(EVENTS), now=10.0)
+    spool.put(keys, series[:1], np.array([4.0]), np.array([0.4]), [], now=11.0)
+    spool.close()
+    again = Spool(tmp_path / "pg_spool.sqlite")
+    assert (again.pending, again.oldest) == (2, 10.0)
+    first, second = again.take(10)
+    assert first.keys == keys
+    np.testing.assert_array_equal(first.series, series)
+    np.testing.assert_array_equal(first.ts, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(first.value, [0.1, 0.2, 0.3])
+    assert first.events == list(EVENTS)
+    again.done([first.id])
+    assert (again.pending, again.oldest) == (1, 11.0)
+    assert [b.id for b in again.take(10)] == [second.id]
+    again.close()

@@ -50,6 +50,7 @@ from firewatch.cluster.source import ClusterSource
 from firewatch.pipeline import Pipeline
 from firewatch.workers import DaemonWorker
 from storage.cluster_models import PartitionMarkRow
+from storage.pg_telemetry import ClusterTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -265,9 +266,15 @@ class ClusterWorker:
 
     def _persist_stored(self) -> None:
         """How far each partition's telemetry is stored, for the next owner (it may lag: what
-        follows is stored again, by key)."""
+        follows is stored again, by key). Not while readings wait in the local spool for
+        PostgreSQL (storage/pg_spool.py): were this worker to die, the next owner must read them
+        from the stream again. The progress is read first: any batch it counts is either still
+        spooled then (nothing written) or in PostgreSQL."""
         changed = {p: q for p, q in list(self.source.stored.items()) if q > self._persisted.get(p, 0)}
         if not changed:
+            return
+        telemetry = self.pipeline.telemetry
+        if isinstance(telemetry, ClusterTelemetry) and telemetry.spool_pending():
             return
         stmt = pg_insert(PartitionMarkRow).values(
             [{"partition": p, "alarm_seq": 0, "stored_seq": q} for p, q in sorted(changed.items())]
