@@ -10,10 +10,11 @@ server started here), that many `firewatch serve` processes in cluster mode, and
 the backlog is stored in PostgreSQL from `--settle-s` after every worker holds its share of the
 partitions (the first to start reads alone until the others have theirs, and a partition handed on
 takes a few seconds to settle) to the last reading. Reported per run: messages/s, CPU seconds the
-workers used (their /proc times) and messages per worker CPU second, over the whole run (start-up
-included) and over the measured drain alone; and the ratio of each run's rate to the one-worker
-rate under the same quota. The backlog has no fire, so this is the
-steady ingest path (decode, detect, store by key), not the alarm path.
+workers used (their /proc times) and messages per worker CPU second over the whole run (start-up
+included; a CPU figure over the measured window alone would count work done before it, as the
+pipeline reads ahead); and the ratio of each run's rate to the one-worker rate under the same
+quota. The backlog has no fire, so this is the steady ingest path (decode, detect, store by key),
+not the alarm path.
 
 On the 2-core development machine the workers, the three engine nodes and PostgreSQL share two
 cores: three workers cannot run three times as fast as one when one worker, PostgreSQL and the
@@ -60,11 +61,9 @@ class Run:
     seconds: float  # from every worker holding its share to every reading stored
     owned_after_s: float  # from the workers' start until every partition had an owner
     cpu_s: float  # the workers' user + system time over the whole run
-    drain_cpu_s: float  # the workers' user + system time while the rate was measured
     worker_cpu: float = 0.0  # each worker's quota in cores (0: none)
     rate: float = 0.0
     per_cpu_s: float = 0.0  # messages per worker CPU second, the whole run (start-up included)
-    per_drain_cpu_s: float = 0.0  # messages per worker CPU second while draining
 
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's CPU controller (what this machine mounts)
@@ -167,7 +166,6 @@ def run(
         # from `settle_s` after every worker holds its share.
         time.sleep(settle_s)
         t0 = time.monotonic()
-        cpu_at_t0 = sum(cpu_seconds(w.proc.pid) for w in workers)
         target = 2 * messages  # two channels per reading
         at_start = state.readings()
         with Progress(console=console, transient=True) as progress:
@@ -183,10 +181,9 @@ def run(
         cpu = sum(cpu_seconds(w.proc.pid) for w in workers)
         del began
         drained = (target - at_start) // 2
-        result = Run(n, drained, seconds, owned_after, cpu, cpu - cpu_at_t0, worker_cpu)
+        result = Run(n, drained, seconds, owned_after, cpu, worker_cpu)
         result.rate = drained / seconds
         result.per_cpu_s = messages / cpu if cpu else 0.0  # the whole run's CPU: every message read once
-        result.per_drain_cpu_s = drained / result.drain_cpu_s if result.drain_cpu_s else 0.0
         return result
     finally:
         for w in workers:
@@ -247,7 +244,6 @@ def main() -> None:
         "× one",
         "worker CPU s",
         "msg per CPU s",
-        "msg per CPU s draining",
     ):
         table.add_column(col, justify="right")
     one = {r.worker_cpu: r.rate for r in runs if r.workers == 1}
@@ -261,7 +257,6 @@ def main() -> None:
             f"{r.rate / base:.2f}" if base else "",
             f"{r.cpu_s:.1f}",
             f"{r.per_cpu_s:,.0f}",
-            f"{r.per_drain_cpu_s:,.0f}",
         )
     Console().print(table)
     info = {

@@ -355,3 +355,20 @@ def test_a_keeper_cut_off_from_the_database_stops_acting_and_carries_on_when_it_
     assert back.gained == {}
     assert back.duties
     assert back.valid_until > first.valid_until
+
+
+@pytest.mark.integration
+def test_a_keeper_that_left_claims_nothing_again_even_from_a_late_heartbeat(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The heartbeats run on a thread of their own (firewatch/cluster/worker.py): one already on
+    its way when the worker leaves must not take the leases it has just given back."""
+    a, b = LeaseKeeper(sessions, "a", P, ttl_s=5.0), LeaseKeeper(sessions, "b", P, ttl_s=5.0)
+    wait_for(lambda: split_evenly([a, b]), lambda: beat([a, b]), "a 6/6 split")
+    a.leave()
+    with pytest.raises(RuntimeError, match="left the cluster"):
+        a.heartbeat()
+    wait_for(lambda: len(b.owned) == P, lambda: beat([b]), "b owning every partition")
+    with sessions() as s:
+        owners = {r.partition: r.owner for r in s.scalars(select(PartitionLeaseRow))}
+    assert set(owners.values()) == {"b"}

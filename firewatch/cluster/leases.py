@@ -144,6 +144,7 @@ class LeaseKeeper:
         # a heartbeat stuck on an unreachable database never blocks them: the dict is replaced,
         # never changed in place, and valid_until is one float.
         self._lock = threading.Lock()
+        self._left = False  # leave() ran: a heartbeat late from its thread claims nothing again
         self._held: dict[int, int] = {}  # partition -> epoch, duties (-1) included
         self.valid_until = float("-inf")
 
@@ -171,6 +172,8 @@ class LeaseKeeper:
         """Renew, claim and report, in one transaction. Raises if the database fails; the keeper's
         state then stays as after its last successful heartbeat (and `valid_until` with it)."""
         with self._lock:
+            if self._left:
+                raise RuntimeError(f"worker {self.worker_id} has left the cluster: no more heartbeats")
             started = self._monotonic()
             with self.sessions.begin() as s:
                 # A statement that waits longer than a ttl (on a lock, on a busy server) is of no
@@ -239,6 +242,7 @@ class LeaseKeeper:
                 s.execute(delete(ClusterWorkerRow).where(ClusterWorkerRow.worker_id == self.worker_id))
             self._held = {}
             self.valid_until = float("-inf")
+            self._left = True
 
     # --- statements ----------------------------------------------------------------------------
 

@@ -25,10 +25,10 @@ with, for each, the last stream sequence in that state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -126,22 +126,52 @@ class ClusterWorker:
 
     # --- the heartbeat loop ----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        every = self.settings.heartbeat_s
-        while not stop.is_set():
-            began = time.monotonic()
-            try:
-                await self.beat()
-            except Exception:
-                self.heartbeat_failures += 1
-                logger.exception("cluster heartbeat failed; keeping the partitions read now")
-            left = every - (time.monotonic() - began)
-            if left > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), left)
+        """Heartbeats on a thread of their own, every `heartbeat_s`; this loop acts on each one's
+        view, in order. On the event loop the renewals waited behind whatever else it ran: a worker
+        draining a backlog on a small CPU share renewed late, lost its leases to another worker and
+        took them back, over and over (bench/scale_out.py, 0.1 core per worker: dozens of takeovers
+        a run). Acting on a view can wait; renewing must not."""
+        loop = asyncio.get_running_loop()
+        views: queue.SimpleQueue[LeaseView] = queue.SimpleQueue()
+        arrived = asyncio.Event()
+        halt = threading.Event()
 
-    async def beat(self) -> LeaseView:
-        """One heartbeat: renew, then act on what changed."""
-        view = await asyncio.to_thread(self.keeper.heartbeat)
+        def beating() -> None:
+            every = self.settings.heartbeat_s
+            while not halt.is_set():
+                began = time.monotonic()
+                try:
+                    views.put(self.keeper.heartbeat())
+                    loop.call_soon_threadsafe(arrived.set)
+                except Exception:
+                    self.heartbeat_failures += 1
+                    logger.exception("cluster heartbeat failed; keeping the partitions read now")
+                halt.wait(max(0.0, every - (time.monotonic() - began)))
+
+        thread = threading.Thread(target=beating, name="cluster-heartbeat", daemon=True)
+        thread.start()
+        waiting_stop = loop.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                waiting_view = loop.create_task(arrived.wait())
+                await asyncio.wait({waiting_view, waiting_stop}, return_when=asyncio.FIRST_COMPLETED)
+                waiting_view.cancel()
+                arrived.clear()
+                while not views.empty() and not stop.is_set():
+                    try:
+                        await self._act(views.get_nowait())
+                    except Exception:
+                        logger.exception(
+                            "acting on a cluster heartbeat failed; keeping the partitions read now"
+                        )
+        finally:
+            halt.set()  # no heartbeat after this one: leave() releases the leases next
+            waiting_stop.cancel()
+            await asyncio.to_thread(thread.join, 5.0)
+
+    async def _act(self, view: LeaseView) -> None:
+        """What one heartbeat changed: stop reading what was lost, hand on what another worker is
+        to have, take over what was gained; then record how far everything is stored."""
         self.duties = view.duties
         for p in sorted(view.lost):
             if p in self.owned:
@@ -159,7 +189,6 @@ class ClusterWorker:
             for p in gained:
                 await self._take(p, active)
         await asyncio.to_thread(self._persist_stored)
-        return view
 
     async def stop_reading(self) -> None:
         """Stopping, first step: read no more (what was read is stored as the pipeline drains)."""
