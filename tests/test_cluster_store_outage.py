@@ -31,7 +31,7 @@ pytestmark = pytest.mark.xdist_group("cluster")
 PARTITIONS = 6
 SITES = 6
 PER_SITE = 4
-OUTAGE_S = 12.0  # longer than a lease (5 s): every worker's leases lapse meanwhile
+OUTAGE_S = 12.0  # after the fire starts; longer than a lease (5 s): every lease lapses meanwhile
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_a_fire_during_a_store_outage_is_shown_at_once_and_recorded_once_and_no_
         state = None
 
         pg.halt()
-        load.run_for(2.0)
+        load.run_for(5.0)  # 240 messages: a hand-off that kept readings for PostgreSQL is full now
         fire = smoke_in("c0001")
         load.fire(fire)
         # Told to every console while the store is still down: unrecorded, never held back.
