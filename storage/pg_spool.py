@@ -25,17 +25,19 @@ import orjson
 
 from storage.telemetry import EventRecord
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spooled (
+_COLUMNS = """
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
     keys BLOB NOT NULL,
     series BLOB NOT NULL,
     ts BLOB NOT NULL,
     value BLOB NOT NULL,
-    events BLOB NOT NULL
+    events BLOB NOT NULL"""
+# `refused`: batches PostgreSQL refused for what they hold (not for being away), kept with the reason.
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS spooled ({_COLUMNS});"
+    f"CREATE TABLE IF NOT EXISTS refused ({_COLUMNS}, reason TEXT NOT NULL)"
 )
-"""
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Spool:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         row = self._db.execute("SELECT count(*), min(created) FROM spooled").fetchone()
         self._count = int(row[0])
@@ -128,6 +130,23 @@ class Spool:
             self._db.executemany("DELETE FROM spooled WHERE id = ?", [(i,) for i in ids])
             row = self._db.execute("SELECT count(*), min(created) FROM spooled").fetchone()
             self._count, self._oldest = int(row[0]), row[1]
+
+    def refuse(self, batch_id: int, reason: str) -> None:
+        """A batch PostgreSQL refuses for what it holds (bad data, not an outage): kept apart with
+        the reason, so it neither blocks the batches behind it nor is lost."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO refused SELECT *, ? FROM spooled WHERE id = ?", (reason[:2000], batch_id)
+            )
+            self._db.execute("DELETE FROM spooled WHERE id = ?", (batch_id,))
+            self._db.execute("COMMIT")
+            row = self._db.execute("SELECT count(*), min(created) FROM spooled").fetchone()
+            self._count, self._oldest = int(row[0]), row[1]
+
+    def refused(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM refused").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:

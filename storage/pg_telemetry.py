@@ -361,7 +361,15 @@ class ClusterTelemetry:
                 self._write_shared(batch.keys, batch.series, batch.ts, batch.value, batch.events)
             except Exception as exc:
                 if not is_unavailable(exc):
-                    raise
+                    # Refused for what it holds: kept apart, never blocking the batches behind it.
+                    logger.error(
+                        "PostgreSQL refuses spooled batch %d (%s): kept apart in %s",
+                        batch.id,
+                        exc,
+                        spool.path,
+                    )
+                    spool.refuse(batch.id, f"{type(exc).__name__}: {exc}")
+                    continue
                 self._spool_until = time.monotonic() + SPOOL_RETRY_S
                 return
             spool.done([batch.id])

@@ -351,3 +351,21 @@ def test_a_spool_keeps_its_batches_across_a_restart_and_forgets_each_once_stored
     assert (again.pending, again.oldest) == (1, 11.0)
     assert [b.id for b in again.take(10)] == [second.id]
     again.close()
+
+
+def test_a_spooled_batch_postgresql_refuses_for_its_data_is_kept_apart_and_blocks_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "pg_spool.sqlite")
+    store = ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine, spool)
+    store.bind_devices(DEVICES, [CHANNELS] * len(DEVICES))
+    # Spooled during an outage: one batch whose channel the table refuses, one good one behind it.
+    one = np.array([1], dtype=np.int64)
+    spool.put((["smk-0"], ["x" * 65]), one, np.array([1.0]), np.array([2.0]), [], now=1.0)
+    spool.put((["smk-0"], ["smoke"]), one, np.array([5.0]), np.array([0.5]), [], now=2.0)
+    store.write(*batch(0), [])  # PostgreSQL answers: the spool drains behind the new batch
+    assert store.spool_pending() == 0
+    assert spool.refused() == 1  # kept, with its reason
+    assert store.count() == 101
+    assert store.history("smk-0", "smoke", 0, 10).value.tolist() == [0.5]
+    store.close()
