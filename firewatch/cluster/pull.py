@@ -28,6 +28,7 @@ from nats.js import api as js_api
 # request's `expires` passed. 100 is an idle heartbeat (not asked for here, ignored if it comes).
 _OVER = frozenset({"404", "408"})
 _HEARTBEAT = "100"
+ANSWER_MARGIN_S = 1.0  # a request's answer later than this past its `expires`: the consumer is gone
 
 
 class PullError(RuntimeError):
@@ -112,12 +113,15 @@ class PullConsumer:
         else:
             request["no_wait"] = True
         await self.nc.publish(self._next, orjson.dumps(request), reply=self.inbox)
-        # The server ends every request itself; the margin covers a node that died (no answer at
-        # all: the reader then asks whether the consumer still exists).
+        # The server answers every request by itself (messages, or a status at once for `no_wait`
+        # and at `expires` otherwise). No answer at all within the margin: the consumer went with
+        # its node, and the reader makes a new one.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._over.wait(), wait_s + 1.0)
+            await asyncio.wait_for(self._over.wait(), wait_s + ANSWER_MARGIN_S)
         if self._error is not None and not self._got:
             raise PullError(f"pull request on consumer {self.name} refused: {self._error}")
+        if self._count == 0 and not self._over.is_set():
+            raise PullError(f"no answer from consumer {self.name} in {wait_s + ANSWER_MARGIN_S:g} s")
 
     async def fetch(self, batch: int, wait_s: float) -> list[Pulled]:
         """Up to `batch` messages in stream order: those the consumer has now, else the first to
