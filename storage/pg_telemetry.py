@@ -254,7 +254,6 @@ class ClusterTelemetry:
         # Batches PostgreSQL could not take (storage/pg_spool.py); without one, its failure raises.
         self.spool = spool
         self._spool_until = 0.0  # monotonic: until then, batches go straight to the spool
-        self.spooled = 0  # batches kept in the spool, ever
         # (device, channel) per slot, as bound: the ids the index holds anyway, referenced here.
         self._slot_device: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
         self._slot_channel: npt.NDArray[np.object_] = np.zeros(0, dtype=object)
@@ -332,7 +331,6 @@ class ClusterTelemetry:
             # PostgreSQL refused a batch a moment ago: not asked again for each batch (a server
             # that does not answer costs a connect timeout each time).
             spool.put(keys, series, ts, value, events, now or time.time())
-            self.spooled += 1
             return
         try:
             self._write_shared(keys, series, ts, value, events)
@@ -341,7 +339,6 @@ class ClusterTelemetry:
                 raise
             self._spool_until = time.monotonic() + SPOOL_RETRY_S
             spool.put(keys, series, ts, value, events, now or time.time())
-            self.spooled += 1
             if spool.pending == 1:
                 logger.warning(
                     "PostgreSQL cannot take readings (%s): keeping them in %s until it can; "
