@@ -44,9 +44,10 @@ def random_ids(count: int, seed: int) -> list[str]:
 
 
 async def read_partition(js: JetStreamContext, partition: int, start_seq: int, count: int) -> list[Msg]:
-    """`count` messages of one partition from stream sequence `start_seq` on: an ephemeral pull
-    consumer filtered to the partition, as a worker replays one. Creating it is retried: right after
-    a node is lost the meta leader may be re-elected, and a request in between gets no answer."""
+    """`count` messages of one partition from stream sequence `start_seq` on, fewer if the stream has
+    no more within 5 s: an ephemeral pull consumer filtered to the partition, as a worker replays one.
+    Creating it is retried: right after a node is lost the meta leader may be re-elected, and a
+    request in between gets no answer."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq, ack_policy=AckPolicy.NONE
     )
@@ -63,9 +64,24 @@ async def read_partition(js: JetStreamContext, partition: int, start_seq: int, c
     got: list[Msg] = []
     try:
         while len(got) < count:
-            got.extend(await sub.fetch(count - len(got), timeout=5.0))
+            try:
+                got.extend(await sub.fetch(count - len(got), timeout=5.0))
+            except TimeoutError:  # no more: the caller's assertion says what is missing
+                break
     finally:
         await sub.unsubscribe()
+    return got
+
+
+async def read_until_distinct(js: JetStreamContext, partition: int, distinct: int) -> list[Msg]:
+    """A partition's messages from its start until `distinct` different payloads are among them,
+    repeats included."""
+    got = await read_partition(js, partition, start_seq=1, count=distinct)
+    while got and (missing := distinct - len({m.data for m in got})) > 0:
+        more = await read_partition(js, partition, got[-1].metadata.sequence.stream + 1, missing)
+        if not more:
+            break
+        got.extend(more)
     return got
 
 
@@ -272,8 +288,15 @@ async def test_after_kill_9_of_the_stream_leader_every_message_before_and_after_
         await until_the_stream_takes_messages_through(nats_cluster.client_urls[survivor], "smk-2")
         for n in range(100, 200):
             publisher.send(f"fw/v1/s1/{device}/telemetry", f"{n}".encode())
-        msgs = await read_partition(js, partition_of("s1", nats_cluster.partitions), start_seq=1, count=200)
-        assert [m.data.decode() for m in msgs] == [str(n) for n in range(200)]
+        msgs = await read_until_distinct(js, partition_of("s1", nats_cluster.partitions), distinct=200)
+        # At least once, in order: nothing lost and the first copies in publishing order. A message
+        # may be stored a second time around the leader's loss (a QoS 1 publish whose PUBACK did not
+        # arrive is sent again with the DUP flag, which the stream cannot tell from a new one;
+        # docs/scale.md "Duplicates"): the workers store by key, so a repeat is only ever an exact
+        # copy of a message already in the stream, never one out of place.
+        payloads = [m.data.decode() for m in msgs]
+        assert list(dict.fromkeys(payloads)) == [str(n) for n in range(200)]
+        assert len(payloads) - 200 <= 10, f"{len(payloads) - 200} repeats: more than a re-send"
         sequences = [m.metadata.sequence.stream for m in msgs]
         assert sequences == sorted(set(sequences))
     finally:
