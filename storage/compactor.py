@@ -39,10 +39,14 @@ def compact_until_empty(store: TelemetryStore, stop: Connection | None = None) -
     return moved + n
 
 
-def _run(path: Path, every_s: float, retention_s: float, stop: Connection, parent: int) -> None:
+def _run(
+    path: Path, every_s: float, retention_s: float, stop: Connection, ready: Connection, parent: int
+) -> None:
     """The compactor process: compact every `every_s`, prune hourly, until `stop` is readable (the
     service closed its end, or died) or orphaned."""
     ignore_sigint()  # the service decides when we stop (storage/child_process.py)
+    ready.send_bytes(b"")  # imported: from now on a stop waits for the compaction in hand
+    ready.close()
     store = TelemetryStore(path)
     pruned_at = 0.0
     try:
@@ -68,19 +72,30 @@ class Compactor:
         self.retention_s = retention_s
         self._ctx = mp.get_context("spawn")  # no fork of a process with threads and an event loop
         self._stop_w: Connection | None = None  # our end of the stop pipe: closed means stop
+        # Readable once the child runs our code. A spawned child first imports the service's main
+        # module (seconds on a busy machine) and cannot see the stop pipe meanwhile: a service
+        # stopped that early would wait out the whole grace for a child that has nothing to finish.
+        self._ready_r: Connection | None = None
         self._process: mp.process.BaseProcess | None = None
 
     def start(self) -> None:
         stop_r, self._stop_w = self._ctx.Pipe(duplex=False)
+        self._ready_r, ready_w = self._ctx.Pipe(duplex=False)
         self._process = self._ctx.Process(
             target=_run,
-            args=(self.path, self.every_s, self.retention_s, stop_r, os.getpid()),
+            args=(self.path, self.every_s, self.retention_s, stop_r, ready_w, os.getpid()),
             name="firewatch-telemetry-compactor",
             daemon=True,
         )
         with sigint_ignored_by_children():
             self._process.start()
         stop_r.close()  # the child has its own copy; ours would keep the pipe open after we close _stop_w
+        ready_w.close()  # likewise: with the child's copy gone, the pipe reads as end-of-file
+
+    def started(self) -> bool:
+        """The child has got past its imports into our code (or died)."""
+        ready = self._ready_r
+        return ready is not None and (ready.closed or ready.poll())
 
     @property
     def pid(self) -> int | None:
@@ -91,17 +106,24 @@ class Compactor:
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop after the current compaction (its transaction commits or rolls back whole), waiting
-        `grace_s` at most; then SIGTERM, then SIGKILL. Returns within about grace_s + 2 s whatever
-        the child is doing: running, stuck, stopped (SIGSTOP) or already dead."""
+        `grace_s` at most; then SIGTERM, then SIGKILL; a child still importing is sent SIGTERM at
+        once. Returns within about grace_s + 2 s whatever the child is doing: importing, running,
+        stuck, stopped (SIGSTOP) or already dead."""
         process, self._process = self._process, None
         if self._stop_w is not None:
             self._stop_w.close()
             self._stop_w = None
+        started = self.started()
+        if self._ready_r is not None:
+            self._ready_r.close()
+            self._ready_r = None
         if process is None:
             return
-        process.join(grace_s)
+        # Still importing, nothing of ours has run: nothing is lost by ending it at once.
+        process.join(grace_s if started else 0.0)
         if process.is_alive():
-            logger.warning("telemetry compactor did not stop within %.1f s; terminating it", grace_s)
+            if started:
+                logger.warning("telemetry compactor did not stop within %.1f s; terminating it", grace_s)
             process.terminate()  # SQLite rolls an interrupted compaction back: nothing is lost
             process.join(KILL_AFTER_S)
         if process.is_alive():

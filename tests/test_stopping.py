@@ -294,8 +294,8 @@ def test_a_compactor_stops_within_its_bound_whatever_its_child_did(tmp_path: Pat
     compactor.start()
     pid = compactor.pid
     assert pid is not None
-    wait_until(lambda: Path(f"/proc/{pid}").exists())
-    time.sleep(0.5)  # in its loop, waiting for the stop signal: where an Event deadlocked
+    wait_until(compactor.started, what="the compactor past its imports")
+    time.sleep(0.2)  # in its loop, waiting for the stop signal: where an Event deadlocked
     os.kill(pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
     since = time.monotonic()
     compactor.stop(grace_s=0.5)
@@ -303,6 +303,22 @@ def test_a_compactor_stops_within_its_bound_whatever_its_child_did(tmp_path: Pat
     assert not compactor.alive()
     stat = _stat(pid)
     assert stat is None, f"pid {pid} left as {stat[0]!r}"
+
+
+def test_a_compactor_still_importing_is_ended_at_once_not_after_its_grace(tmp_path: Path) -> None:
+    """A service stopped right after it started: its compactor child is still importing (seconds on
+    a busy machine) and has nothing to finish, so the stop does not wait out the grace for it."""
+    compactor = Compactor(tmp_path / "t.sqlite", every_s=0.05, retention_s=0)
+    compactor.start()
+    pid = compactor.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # held mid-import: a spawned interpreter takes far longer to get here
+    assert not compactor.started()
+    since = time.monotonic()
+    compactor.stop(grace_s=30.0)
+    assert time.monotonic() - since < 5.0  # SIGTERM waits while it is stopped; SIGKILL 1 s later
+    assert not compactor.alive()
+    assert _stat(pid) is None
 
 
 def test_a_demo_killed_outright_leaves_no_child_running(tmp_path: Path, cleanup: list[Running]) -> None:
