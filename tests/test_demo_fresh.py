@@ -7,6 +7,7 @@ Fresh removes the demo's own files in its data folder and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -31,7 +32,9 @@ ANSWER_TIMEOUT_S = 120.0
 
 
 def open_counts(folder: Path) -> tuple[int, int]:
-    with sqlite3.connect(folder / "data" / "demo" / "firewatch.sqlite") as db:
+    # Closed here, not when collected: closing the last connection removes the -wal and -shm files,
+    # and a collection in the middle of a copy of the folder (`last_run`) failed it once.
+    with contextlib.closing(sqlite3.connect(folder / "data" / "demo" / "firewatch.sqlite")) as db:
         alarms = db.execute("SELECT count(*) FROM alarms WHERE state != 'closed'").fetchone()[0]
         tickets = db.execute("SELECT count(*) FROM tickets WHERE status != 'closed'").fetchone()[0]
     return int(alarms), int(tickets)
@@ -39,7 +42,7 @@ def open_counts(folder: Path) -> tuple[int, int]:
 
 def alarms_of(folder: Path) -> set[tuple[int, float]]:
     """Each alarm in the demo's state store, by id and first reading (a fresh store reuses ids)."""
-    with sqlite3.connect(folder / "data" / "demo" / "firewatch.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(folder / "data" / "demo" / "firewatch.sqlite")) as db:
         return {(int(i), float(ts)) for i, ts in db.execute("SELECT id, first_ts FROM alarms")}
 
 
