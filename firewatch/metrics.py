@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from storage.influx import SinkStatus
+    from storage.pg_telemetry import SpoolStatus
 
 
 class Metrics:
@@ -87,6 +88,22 @@ class Metrics:
         )
         self.unrecorded_alarms = Gauge(
             "fw_unrecorded_alarms", "alarms shown live that the state store has not recorded yet", registry=r
+        )
+        # Clustered: readings waiting in the local spool while PostgreSQL is away (storage/pg_spool.py).
+        self.pg_spool_batches = Gauge(
+            "fw_pg_spool_batches",
+            "clustered: batches of readings waiting in the local spool for PostgreSQL",
+            registry=r,
+        )
+        self.pg_spool_oldest = Gauge(
+            "fw_pg_spool_oldest_seconds",
+            "clustered: how long the oldest spooled batch has waited for PostgreSQL (0 when none)",
+            registry=r,
+        )
+        self.pg_spool_refused = Gauge(
+            "fw_pg_spool_refused",
+            "clustered: spooled batches PostgreSQL refused for their data, kept apart in the spool",
+            registry=r,
         )
         self.isolated = Counter(
             "fw_ingest_isolated",
@@ -175,6 +192,12 @@ class Metrics:
         self.gb_forward_failures.set(failures)
         self.gb_forward_refused.set(refused)
         self.gb_forward_backlog.set(backlog)
+
+    def observe_pg_spool(self, status: SpoolStatus) -> None:
+        """Clustered, the readings' spool for PostgreSQL outages (storage/pg_spool.py)."""
+        self.pg_spool_batches.set(status.pending)
+        self.pg_spool_oldest.set(status.oldest_age_s)
+        self.pg_spool_refused.set(status.refused)
 
     def roster_gap(self, route: str, role: str) -> None:
         """A roster route's push found nobody on duty in `role` (firewatch/roster_channel.py)."""

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from firewatch.cluster.source import ClusterSource
     from firewatch.cluster.worker import ClusterWorker
     from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
+    from storage.pg_telemetry import ClusterTelemetry
 from storage.influx_alarm import ALARM_KEY, ALARM_TYPE, SinkAlarm, clear_event, registry_site
 from storage.influx_worker import DRAIN_S
 from storage.models import AlarmRow, AuditRow
@@ -271,6 +272,7 @@ class Service:
                 self._prepare_accounts()
         self.phases.lap("accounts")
         self.telemetry: Telemetry = TelemetryStore(settings.resolved_telemetry_path)
+        self.shared_telemetry: ClusterTelemetry | None = None  # clustered: readings in PostgreSQL
         if settings.cluster.enabled:
             # Readings to the shared PostgreSQL, keyed so a replay stores nothing twice; the local
             # file keeps only the journal and the de-duplication state (docs/scale.md).
@@ -279,7 +281,7 @@ class Service:
 
             # PostgreSQL down: readings wait in a local spool, so detection never waits for it.
             spool = Spool(settings.resolved_telemetry_path.with_name("pg_spool.sqlite"))
-            self.telemetry = ClusterTelemetry(self.telemetry, self.db, spool)
+            self.telemetry = self.shared_telemetry = ClusterTelemetry(self.telemetry, self.db, spool)
         # Slots are laid out device by device, each device's channels in its profile's order.
         self.telemetry.bind_devices(self.index.device_ids, self.index.channel_offsets)
         self.phases.lap("bind telemetry series")
@@ -717,6 +719,8 @@ class Service:
         m.unrecorded_alarms.set(len(p.unrecorded))
         if (inbox := self.gb_inbox) is not None:
             m.observe_gb_forward(inbox.forwarded, inbox.failures, inbox.refused, len(inbox))
+        if (shared := self.shared_telemetry) is not None:
+            m.observe_pg_spool(shared.spool_status(time.time()))
 
     def _load_snapshot(self, path: Path) -> int:
         """Resume detector state (baselines, windows, runs) from the last snapshot, if usable."""

@@ -34,7 +34,7 @@ import math
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,12 @@ from storage.unavailable import is_unavailable
 logger = logging.getLogger(__name__)
 
 PRUNE_CHUNK = 50_000  # rows deleted per statement (and transaction): row locks held briefly
+class SpoolStatus(NamedTuple):
+    pending: int  # batches waiting for PostgreSQL
+    oldest_age_s: float  # how long the oldest of them has waited (0 when none)
+    refused: int  # batches PostgreSQL refused for their data, kept apart
+
+
 SPOOL_RETRY_S = 1.0  # after PostgreSQL refused a batch, the next ones go to the spool this long
 DRAIN_BATCHES = 16  # spooled batches written to PostgreSQL after each batch it took
 # The rollups' interval, seconds (storage/cluster_models.ReadingRollupRow): a power of two, so
@@ -376,6 +382,14 @@ class ClusterTelemetry:
     def spool_pending(self) -> int:
         """Batches waiting in the spool for PostgreSQL (0 without a spool)."""
         return self.spool.pending if self.spool is not None else 0
+
+    def spool_status(self, now: float) -> SpoolStatus:
+        """What the spool holds, for the metrics (all 0 without a spool)."""
+        spool = self.spool
+        if spool is None:
+            return SpoolStatus(0, 0.0, 0)
+        oldest = spool.oldest
+        return SpoolStatus(spool.pending, 0.0 if oldest is None else max(0.0, now - oldest), spool.refused())
 
     def _write_shared(
         self,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.registry import write_registry_text
@@ -32,6 +33,13 @@ PARTITIONS = 6
 SITES = 6
 PER_SITE = 4
 OUTAGE_S = 12.0  # after the fire starts; longer than a lease (5 s): every lease lapses meanwhile
+
+
+def spool_batches(worker: WorkerProcess) -> int:
+    """The worker's `fw_pg_spool_batches` metric: batches of readings waiting for PostgreSQL."""
+    text = httpx.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=10).raise_for_status().text
+    [line] = [ln for ln in text.splitlines() if ln.startswith("fw_pg_spool_batches ")]
+    return int(float(line.split()[1]))
 
 
 @pytest.fixture
@@ -92,6 +100,7 @@ def test_a_fire_during_a_store_outage_is_shown_at_once_and_recorded_once_and_no_
             time.sleep(0.2)
         told_during_outage = [set(fire) <= c.raised for c in consoles]
         load.run_for(max(0.0, deadline + 2.0 - time.monotonic()))
+        spooled_during_outage = [spool_batches(w) for w in workers.values()]
         pg.resume()
 
         state = ClusterState(url)
@@ -110,10 +119,17 @@ def test_a_fire_during_a_store_outage_is_shown_at_once_and_recorded_once_and_no_
             time.sleep(0.5)
         raises = state.fire_raises()
         state.wait_owned(set(workers), PARTITIONS, timeout_s=30)  # raises if a partition has no owner
+        deadline = time.monotonic() + 30
+        while any(spool_batches(w) for w in workers.values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        spooled_after = [spool_batches(w) for w in workers.values()]
 
         assert told_during_outage == [True, True], "a console was not told of the fire during the outage"
         assert stored == expected, "readings lost" if stored < expected else "readings stored twice"
         assert raises == dict.fromkeys(fire, 1)
+        # What an operator watches (docs/scale.md): readings waiting for PostgreSQL, then none.
+        assert all(n > 0 for n in spooled_during_outage), spooled_during_outage
+        assert spooled_after == [0, 0]
         for name, proc in workers.items():
             assert proc.alive, f"{name} died:\n{proc.tail()}"
     except BaseException:

@@ -26,7 +26,7 @@ from ingest.envelope import Message
 from storage import pg_telemetry
 from storage.db import make_engine, open_store
 from storage.pg_spool import Spool
-from storage.pg_telemetry import ClusterTelemetry
+from storage.pg_telemetry import ClusterTelemetry, SpoolStatus
 from storage.telemetry import EventRecord, TelemetryStore
 from tests.conftest import PROFILES, small_registry
 from tests.mqtt_helpers import reading
@@ -368,4 +368,17 @@ def test_a_spooled_batch_postgresql_refuses_for_its_data_is_kept_apart_and_block
     assert spool.refused() == 1  # kept, with its reason
     assert store.count() == 101
     assert store.history("smk-0", "smoke", 0, 10).value.tolist() == [0.5]
+    assert store.spool_status(now=60.0) == SpoolStatus(pending=0, oldest_age_s=0.0, refused=1)
+    store.close()
+    assert Spool(tmp_path / "pg_spool.sqlite").refused() == 1  # still counted after a restart
+
+
+def test_the_spool_status_says_how_many_batches_wait_and_for_how_long(engine: Engine, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "pg_spool.sqlite")
+    store = ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine, spool)
+    assert store.spool_status(now=100.0) == SpoolStatus(0, 0.0, 0)
+    one = np.array([1], dtype=np.int64)
+    spool.put((["smk-0"], ["smoke"]), one, np.array([1.0]), np.array([0.5]), [], now=40.0)
+    spool.put((["smk-0"], ["smoke"]), one, np.array([2.0]), np.array([0.5]), [], now=70.0)
+    assert store.spool_status(now=100.0) == SpoolStatus(pending=2, oldest_age_s=60.0, refused=0)
     store.close()
