@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,87 @@ class Device:
         self.client.loop_stop()
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """What a device sent through a kill: readings 0 .. published-1, reading n at start + n * interval."""
+
+    published: int
+    start: float
+    interval: float
+    killed_at: float | None  # monotonic; None if the run ended first
+
+    def sent_at(self, seq: int) -> float:
+        return self.start + seq * self.interval
+
+
+def publish_through_a_kill(
+    device: Device,
+    alive: list[bool],
+    args: argparse.Namespace,
+    kill: Callable[[], None],
+    on_killed: Callable[[float], None] | None = None,
+) -> Schedule:
+    """Publish numbered readings at --rate for --seconds, calling `kill` (which marks its nodes dead
+    in `alive`) at --kill-at and `on_killed` with the time just after; then wait up to 15 s for the
+    PUBACKs still owed, reconnecting to a live node as a device would, and close the device."""
+    start = time.monotonic()
+    interval = 1.0 / args.rate
+    killed_at: float | None = None
+    seq = 0
+    while (now := time.monotonic()) - start < args.seconds:
+        if killed_at is None and now - start >= args.kill_at:
+            kill()
+            killed_at = time.monotonic()
+            if on_killed is not None:
+                on_killed(killed_at)
+        device.ensure_connected(alive)
+        device.publish(seq, time.time())
+        seq += 1
+        time.sleep(max(0.0, start + seq * interval - time.monotonic()))
+    deadline = time.monotonic() + 15
+    while device.mids and time.monotonic() < deadline:
+        device.ensure_connected(alive)
+        time.sleep(0.1)
+    device.close()
+    return Schedule(seq, start, interval, killed_at)
+
+
+@dataclass(frozen=True)
+class Losses:
+    """What came back against what the device had PUBACKs for."""
+
+    unique: int  # distinct readings received
+    duplicates: int  # readings received more than once, counted per extra copy
+    lost: int  # PUBACKed but never received
+    lost_from_s: float | None  # when the first and last lost reading were sent, after the kill
+    lost_to_s: float | None
+
+
+def count_losses(acked: set[int], received: list[int], schedule: Schedule) -> Losses:
+    unique = set(received)
+    lost = sorted(acked - unique)
+    window: tuple[float | None, float | None] = (None, None)
+    if lost and schedule.killed_at is not None:
+        # A lost reading's send time is its slot on the steady schedule.
+        window = (
+            schedule.sent_at(lost[0]) - schedule.killed_at,
+            schedule.sent_at(lost[-1]) - schedule.killed_at,
+        )
+    return Losses(len(unique), len(received) - len(unique), len(lost), *window)
+
+
+def add_trial_arguments(
+    parser: argparse.ArgumentParser, *, seconds: float, trials: int, victims: tuple[str, ...]
+) -> None:
+    """The arguments both engines' failover benchmarks take."""
+    parser.add_argument("--rate", type=float, default=500.0, help="messages per second")
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--kill-at", type=float, default=4.0)
+    parser.add_argument("--trials", type=int, default=trials)
+    parser.add_argument("--victims", default=",".join(victims))
+    parser.add_argument("--json", type=Path)
+
+
 async def probe_stream(url: str, since: float, stop: asyncio.Event) -> float | None:
     """Seconds from `since` to the first JetStream-acknowledged publish through `url`."""
     nc = await nats.connect(url)
@@ -216,52 +298,34 @@ def run_trial(victim_role: str, args: argparse.Namespace) -> Trial:
         )
         device = Device(cluster.mqtt_ports, device_node)
         alive = [True] * 3
-        start = time.monotonic()
-        killed_at: float | None = None
         probe_result: list[float | None] = []
         probe_thread: threading.Thread | None = None
         stop_probe = asyncio.Event()
-        seq = 0
-        interval = 1.0 / args.rate
-        while (now := time.monotonic()) - start < args.seconds:
-            if killed_at is None and now - start >= args.kill_at:
-                cluster.kill(victim)
-                alive[victim] = False
-                killed_at = time.monotonic()
-                url = cluster.client_urls[probe_node]
-                at = killed_at
 
-                def probe(url: str = url, at: float = at) -> None:
-                    probe_result.append(asyncio.run(probe_stream(url, at, stop_probe)))
+        def kill() -> None:
+            cluster.kill(victim)
+            alive[victim] = False
 
-                probe_thread = threading.Thread(target=probe, daemon=True)
-                probe_thread.start()
-            device.ensure_connected(alive)
-            device.publish(seq, time.time())
-            seq += 1
-            time.sleep(max(0.0, start + seq * interval - time.monotonic()))
-        deadline = time.monotonic() + 15
-        while device.mids and time.monotonic() < deadline:
-            device.ensure_connected(alive)
-            time.sleep(0.1)
+        def probe_from(killed_at: float) -> None:
+            nonlocal probe_thread
+            url = cluster.client_urls[probe_node]
+            probe_thread = threading.Thread(
+                target=lambda: probe_result.append(asyncio.run(probe_stream(url, killed_at, stop_probe))),
+                daemon=True,
+            )
+            probe_thread.start()
+
+        schedule = publish_through_a_kill(device, alive, args, kill, probe_from)
         if probe_thread is not None:
             probe_thread.join(timeout=20)
-        device.close()
-        trial.published = seq
+        trial.published = schedule.published
         trial.acknowledged = len(device.acked)
         trial.reconnected = device.reconnects
         trial.stream_unavailable_s = probe_result[0] if probe_result else None
         stored = asyncio.run(read_back([u for i, u in enumerate(cluster.client_urls) if alive[i]]))
-        seqs = [int(m["seq"]) for m in stored]
-        unique = set(seqs)
-        trial.stored_unique = len(unique)
-        trial.duplicates = len(seqs) - len(unique)
-        lost = sorted(device.acked - unique)
-        trial.lost = len(lost)
-        if lost and killed_at is not None:
-            # A lost reading's send time is its slot on the steady schedule.
-            trial.lost_from_s = start + lost[0] * interval - killed_at
-            trial.lost_to_s = start + lost[-1] * interval - killed_at
+        losses = count_losses(device.acked, [int(m["seq"]) for m in stored], schedule)
+        trial.stored_unique, trial.duplicates, trial.lost = losses.unique, losses.duplicates, losses.lost
+        trial.lost_from_s, trial.lost_to_s = losses.lost_from_s, losses.lost_to_s
     return trial
 
 
@@ -269,12 +333,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rate", type=float, default=500.0, help="messages per second")
-    parser.add_argument("--seconds", type=float, default=14.0)
-    parser.add_argument("--kill-at", type=float, default=4.0)
-    parser.add_argument("--trials", type=int, default=2)
-    parser.add_argument("--victims", default=",".join(VICTIMS))
-    parser.add_argument("--json", type=Path)
+    add_trial_arguments(parser, seconds=14.0, trials=2, victims=VICTIMS)
     args = parser.parse_args()
     trials: list[Trial] = []
     victims = [v for v in args.victims.split(",") if v]

@@ -42,7 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.engine_failover import Device
+from bench.engine_failover import Device, add_trial_arguments, count_losses, publish_through_a_kill
 from bench.rabbit import RabbitCluster
 
 console = Console()
@@ -148,45 +148,31 @@ def run_trial(victim_role: str, args: argparse.Namespace) -> Trial:
             trial.killed = ", ".join(names[v] for v in victims)
             device = Device(cluster.mqtt_ports, device_node)
             alive = [True] * 3
-            start = time.monotonic()
-            killed_at: float | None = None
-            seq = 0
-            interval = 1.0 / args.rate
-            while (now := time.monotonic()) - start < args.seconds:
-                if killed_at is None and now - start >= args.kill_at:
-                    for v in victims:
-                        cluster.nodes[v].kill()
-                        alive[v] = False
-                    killed_at = time.monotonic()
-                device.ensure_connected(alive)
-                device.publish(seq, time.time())
-                seq += 1
-                time.sleep(max(0.0, start + seq * interval - time.monotonic()))
-            deadline = time.monotonic() + 15
-            while device.mids and time.monotonic() < deadline:
-                device.ensure_connected(alive)
-                time.sleep(0.1)
-            device.close()
-            trial.published = seq
+
+            def kill() -> None:
+                for v in victims:
+                    cluster.nodes[v].kill()
+                    alive[v] = False
+
+            schedule = publish_through_a_kill(device, alive, args, kill)
+            trial.published = schedule.published
             trial.acknowledged = len(device.acked)
             trial.reconnected = device.reconnects
-            if killed_at is not None:
-                after = [t for s, t in device.acked_at.items() if start + s * interval >= killed_at]
+            if (killed_at := schedule.killed_at) is not None:
+                after = [t for s, t in device.acked_at.items() if schedule.sent_at(s) >= killed_at]
                 trial.acked_after_kill = len(after)
                 trial.pubacks_resumed_s = min(after) - killed_at if after else None
             if victim_role == "majority":
                 return trial
             survivor = next(i for i in range(3) if alive[i])
             trial.leader_after = queue_leader(cluster, survivor)
-            seqs = drain(cluster.mqtt_ports[survivor])
-            unique = set(seqs)
-            trial.delivered_unique = len(unique)
-            trial.duplicates = len(seqs) - len(unique)
-            lost = sorted(device.acked - unique)
-            trial.lost = len(lost)
-            if lost and killed_at is not None:
-                trial.lost_from_s = start + lost[0] * interval - killed_at
-                trial.lost_to_s = start + lost[-1] * interval - killed_at
+            losses = count_losses(device.acked, drain(cluster.mqtt_ports[survivor]), schedule)
+            trial.delivered_unique, trial.duplicates, trial.lost = (
+                losses.unique,
+                losses.duplicates,
+                losses.lost,
+            )
+            trial.lost_from_s, trial.lost_to_s = losses.lost_from_s, losses.lost_to_s
             if victim_role == "queue-leader" and trial.leader_after == trial.killed:
                 trial.note = "no new leader seen"
     return trial
@@ -196,12 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rate", type=float, default=500.0, help="messages per second")
-    parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--kill-at", type=float, default=4.0)
-    parser.add_argument("--trials", type=int, default=1)
-    parser.add_argument("--victims", default=",".join(VICTIMS))
-    parser.add_argument("--json", type=Path)
+    add_trial_arguments(parser, seconds=12.0, trials=1, victims=VICTIMS)
     args = parser.parse_args()
     trials: list[Trial] = []
     victims = [v for v in args.victims.split(",") if v]
