@@ -28,6 +28,31 @@ class RelayError(Exception):
     """Clustered: the worker a question was relayed to replied something other than an answer."""
 
 
+@dataclass(frozen=True)
+class HeldConnection:
+    """Clustered: a transmission device's connection to another worker, as that worker told."""
+
+    address: int
+    peer: str
+    connected_at: float
+    inspected_at: float | None
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Clustered: what the other workers hold of the GB/T 26875.3 transmission devices."""
+
+    connections: dict[int, HeldConnection]  # device address -> its connection on another worker
+    duty_checks: list[DutyCheckRecord]  # the duty checks the other workers sent, any order
+    unanswered: int  # live workers that did not answer in time: their devices may show unconnected
+
+
+class DeviceSurveyor(Protocol):
+    """Clustered: asks every other worker which transmission devices it holds (the relay)."""
+
+    async def survey(self) -> Survey: ...
+
+
 class DeviceAsker(Protocol):
     """Sends a question to a GB/T 26875.3 transmission device and waits for its answer: the
     listener, or clustered the relay (firewatch/cluster/gb_relay.py), which asks through the
@@ -66,6 +91,7 @@ class AppContext:
     max_signed_in_body_bytes: int = 4 * 1024 * 1024  # settings.api.max_signed_in_body_bytes
     gb26875: Gb26875Listener | None = None  # the GB/T 26875.3 listener, when on (api/routes/gb26875.py)
     gb26875_asker: DeviceAsker | None = None  # clustered: asks through any worker (None: the listener)
+    gb26875_surveyor: DeviceSurveyor | None = None  # clustered: the devices the other workers hold
     max_upload_bytes: int = 32 * 1024 * 1024  # settings.api.max_upload_bytes: uploads when signed in
     drills: DrillService | None = None  # declared drills (演练, api/routes/drills.py)
     clustered: bool = False  # settings.cluster.enabled: rate limits are counted in the shared store

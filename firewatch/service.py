@@ -465,8 +465,8 @@ class Service:
                 # worker's API is asked (firewatch/cluster/gb_relay.py).
                 from firewatch.cluster.gb_relay import DeviceRelay
 
-                relay_source = self.cluster.source
-                self.gb_relay = DeviceRelay(self.gb26875, lambda: relay_source.nc)
+                relay_source, worker = self.cluster.source, self.cluster
+                self.gb_relay = DeviceRelay(self.gb26875, lambda: relay_source.nc, lambda: worker.peers)
         self._stop = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -1396,6 +1396,7 @@ class Service:
             max_upload_bytes=self.settings.api.max_upload_bytes,
             gb26875=self.gb26875,
             gb26875_asker=self.gb_relay,
+            gb26875_surveyor=self.gb_relay,
             drills=self.drills,
             clustered=self.settings.cluster.enabled,
         )

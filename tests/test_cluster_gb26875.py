@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import text
 
+from api.context import HeldConnection, RelayError, Survey
 from core.registry import (
     BuildingSpec,
     Device,
@@ -48,12 +50,12 @@ from device_profiles.loader import load_profiles
 from firewatch.broker import free_port
 from firewatch.cluster.engine import STREAM, NatsCluster, partition_of, prepare_stream
 from firewatch.cluster.forward import EngineInbox
-from firewatch.cluster.gb_relay import DeviceRelay, subject_of
+from firewatch.cluster.gb_relay import DeviceRelay, parse_survey_part, subject_of, survey_parts
 from firewatch.cluster.local import ClusterState, WorkerProcess, start_worker
 from ingest.envelope import Message
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import Frame
-from ingest.gb26875.listener import Gb26875Listener
+from ingest.gb26875.listener import DutyCheckRecord, Gb26875Listener
 from ingest.gb26875.objects import ComponentState, UnknownObjects, encode_adu
 from ingest.index import DeviceIndex
 from ingest.queue import BoundedQueue
@@ -232,8 +234,19 @@ async def test_a_device_on_one_worker_reports_a_fire_of_a_site_another_owns_conf
         assert [f.adu[0] for f in device.received if f.command == Command.CONTROL and f.adu][-1] == 91
         assert (await device.answer_duty_check(operator=3)).command == Command.CONFIRM
         await eventually(lambda: duty_answers(state) == [(ud, 3)], timeout=20, what="the answer audited")
-        (check,) = (await api_a.get("/gb26875/duty-checks")).json()
-        assert (check["device_id"], check["operator"]) == (ud, 3)
+        # One control room: either worker lists the device connected (to w_a) and the duty check
+        # (kept by w_a), the other site's device not connected, and says the lists are complete.
+        for api in (api_a, api_b):
+            listed = await api.get("/gb26875/devices")
+            assert "x-firewatch-incomplete" not in listed.headers
+            devices = {d["device_id"]: d for d in listed.json()}
+            assert devices[ud]["connected"]
+            assert devices[ud]["peer"].startswith("127.0.0.1:")
+            assert not devices[f"{sites[1]}-ud"]["connected"]
+            checks = await api.get("/gb26875/duty-checks")
+            assert "x-firewatch-incomplete" not in checks.headers
+            (check,) = checks.json()
+            assert (check["device_id"], check["operator"]) == (ud, 3)
         # A vendor's own type, kept in the transmission device's event log with its frame.
         vendor = await device.upload(205, [UnknownObjects(205, 1, bytes(13))])
         assert vendor.command == Command.CONFIRM
@@ -422,7 +435,7 @@ async def test_a_question_goes_to_the_worker_holding_the_device_and_follows_it_w
             )
             await listener.start()
             listeners.append(listener)
-            relays.append(relay := DeviceRelay(listener, partial(given, nc)))
+            relays.append(relay := DeviceRelay(listener, partial(given, nc), peers=lambda: 1))
             await relay.start()
         (a, b), (on_a, on_b) = relays, listeners
         device.port = on_a.port
@@ -437,6 +450,14 @@ async def test_a_question_goes_to_the_worker_holding_the_device_and_follows_it_w
         record = await b.duty_check(881, "h00-ud", 5)
         assert (record.device_id, record.timeout_minutes, record.confirmed) == ("h00-ud", 5, True)
         assert ([r.device_id for r in on_a.duty_checks], list(on_b.duty_checks)) == (["h00-ud"], [])
+        # Surveyed from b: the device on a's connection and a's duty check; from a: nothing held
+        # elsewhere. Neither answers its own survey.
+        seen = await b.survey()
+        held = on_a.connection_of(881)
+        assert held is not None
+        assert seen.connections == {881: HeldConnection(881, held.peer, held.connected_at, held.inspected_at)}
+        assert ([r.device_id for r in seen.duty_checks], seen.unanswered) == (["h00-ud"], 0)
+        assert await a.survey() == Survey({}, [], 0)
         # What is not a worker's question is refused with the reason, and nothing reaches the device.
         sent = len(device.received)
         for body, why in (
@@ -467,10 +488,18 @@ async def test_a_question_goes_to_the_worker_holding_the_device_and_follows_it_w
         await eventually(lambda: not b.subscribed(), timeout=10, what="b letting go of the subject")
         with pytest.raises(LookupError):
             await a.ask(881, Command.REQUEST, READ_STATE)
+        # A worker the last heartbeat saw that does not answer a survey is counted, after 1 s: a
+        # third relay expects three others, and only a and b answer.
+        third = DeviceRelay(on_a, partial(given, ncs[0]), peers=lambda: 3)
+        since = time.monotonic()
+        assert (await third.survey()).unanswered == 1
+        assert time.monotonic() - since >= 0.9
         # Cut off from the engine: ConnectionError (the API's 503), not a wait.
         await ncs[0].close()
         with pytest.raises(ConnectionError):
             await a.ask(881, Command.REQUEST, READ_STATE)
+        with pytest.raises(ConnectionError):
+            await a.survey()
     finally:
         await device.close()
         for relay in relays:
@@ -479,6 +508,46 @@ async def test_a_question_goes_to_the_worker_holding_the_device_and_follows_it_w
             await listener.stop()
         for nc in ncs:
             await nc.close()
+
+
+def test_a_survey_answer_too_large_for_one_message_goes_in_parts_that_read_back_whole() -> None:
+    held = [[address, f"127.0.0.1:{40000 + address}", 1.7e9 + address, None] for address in range(2000)]
+    duty = [dataclasses.asdict(DutyCheckRecord(7, "h00-ud", 1.7e9, 5, True, 1.7e9 + 60, 3))]
+    parts = survey_parts("w1", held, duty, limit=16_384)
+    assert len(parts) > 1
+    assert all(len(part) <= 16_384 for part in parts)
+    read = [parse_survey_part(part) for part in parts]
+    assert {(w, n) for w, _, n, _, _ in read} == {("w1", len(parts))}
+    assert sorted(i for _, i, _, _, _ in read) == list(range(len(parts)))
+    assert [c.address for *_, conns, _ in read for c in conns] == list(range(2000))
+    assert [r for *_, checks in read for r in checks] == [DutyCheckRecord(**duty[0])]
+    assert survey_parts("w1", held[:3], duty, limit=1 << 20) == [
+        orjson.dumps({"worker": "w1", "part": 0, "parts": 1, "devices": held[:3], "duty_checks": duty})
+    ]
+
+
+ONE_PART = b'{"worker": "w", "part": 0, "parts": 1, '
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"<html>", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"part": 0, "parts": 1, "devices": [], "duty_checks": []}', "no worker or part"),
+        (b'{"worker": "w", "part": 1, "parts": 1, "devices": [], "duty_checks": []}', "not a part of one"),
+        (
+            b'{"worker": "w", "part": 0, "parts": 1, "devices": [[1, "p", true, null]], "duty_checks": []}',
+            "bad device",
+        ),
+        (b'{"worker": "w", "part": 0, "parts": 1, "devices": [[1, "p"]], "duty_checks": []}', "bad device"),
+        (b'{"worker": "w", "part": 0, "parts": 1, "devices": [], "duty_checks": [{}]}', "not a record"),
+    ],
+    ids=["not-json", "not-object", "no-worker", "part-beyond", "bool-time", "short-row", "bad-check"],
+)
+def test_a_survey_answer_that_is_not_one_is_refused_with_the_reason(body: bytes, why: str) -> None:
+    with pytest.raises(RelayError, match=why):
+        parse_survey_part(body)
 
 
 def fire_raises(state: ClusterState) -> dict[tuple[str, str], int]:

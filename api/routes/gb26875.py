@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import READING, AlarmHandler
-from api.context import AppContext, DeviceAsker, RelayError
+from api.context import AppContext, DeviceAsker, HeldConnection, RelayError, Survey
 from api.deps import Ctx
 from api.problems import responses
 from ingest.gb26875.codes import Command, TypeId
@@ -128,24 +128,66 @@ def _answer(frame: Frame) -> AnswerOut:
     )
 
 
+INCOMPLETE = "X-Firewatch-Incomplete"
+_INCOMPLETE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            INCOMPLETE: {
+                "description": "clustered: why the list may lack what other workers hold (some did "
+                "not answer in time, or the engine is out of reach); absent when it is complete",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
+
+
+async def _elsewhere(ctx: AppContext, response: Response) -> Survey:
+    """Clustered: what the other workers hold (nothing on one node). A survey that could not reach
+    every worker is still answered, with why in the X-Firewatch-Incomplete header."""
+    none = Survey({}, [], 0)
+    if ctx.gb26875_surveyor is None:
+        return none
+    try:
+        survey = await ctx.gb26875_surveyor.survey()
+    except ConnectionError as exc:
+        response.headers[INCOMPLETE] = f"only this worker's: {exc}"
+        return none
+    if survey.unanswered:
+        response.headers[INCOMPLETE] = (
+            f"{survey.unanswered} other worker(s) did not answer within 1 s: what they hold is missing"
+        )
+    return survey
+
+
 @router.get(
-    "/devices", operation_id="list_transmission_devices", dependencies=[READING], responses=responses(409)
+    "/devices",
+    operation_id="list_transmission_devices",
+    dependencies=[READING],
+    responses={**responses(409), **_INCOMPLETE_DOC},
 )
-def list_devices(ctx: Ctx) -> list[TransmissionDeviceOut]:
-    """Every transmission device in the registry, whether it is connected, and its last inspection."""
+async def list_devices(ctx: Ctx, response: Response) -> list[TransmissionDeviceOut]:
+    """Every transmission device in the registry, whether it is connected, and its last inspection.
+    Clustered, a device connected to another worker is shown connected, as that worker tells."""
     listener = _listener(ctx)
+    elsewhere = (await _elsewhere(ctx, response)).connections
     out = []
     for station in sorted(listener.points().stations.values(), key=lambda s: s.device_id):
         conn = listener.connection_of(station.address)
+        held = (
+            HeldConnection(station.address, conn.peer, conn.connected_at, conn.inspected_at)
+            if conn is not None
+            else elsewhere.get(station.address)
+        )
         out.append(
             TransmissionDeviceOut(
                 device_id=station.device_id,
                 address=station.address,
                 site=station.site,
-                connected=conn is not None,
-                peer=conn.peer if conn is not None else None,
-                connected_at=conn.connected_at if conn is not None else None,
-                inspected_at=conn.inspected_at if conn is not None else None,
+                connected=held is not None,
+                peer=held.peer if held is not None else None,
+                connected_at=held.connected_at if held is not None else None,
+                inspected_at=held.inspected_at if held is not None else None,
                 points=len(station.systems) + len(station.components),
             )
         )
@@ -184,10 +226,18 @@ async def duty_check(device_id: DeviceId, body: DutyCheckIn, _who: AlarmHandler,
     return _duty_out(record)
 
 
-@router.get("/duty-checks", operation_id="list_duty_checks", dependencies=[READING], responses=responses(409))
-def duty_checks(ctx: Ctx) -> list[DutyCheckOut]:
-    """The duty checks sent since the service started, newest first, with their answer times."""
-    return [_duty_out(r) for r in reversed(_listener(ctx).duty_checks)]
+@router.get(
+    "/duty-checks",
+    operation_id="list_duty_checks",
+    dependencies=[READING],
+    responses={**responses(409), **_INCOMPLETE_DOC},
+)
+async def duty_checks(ctx: Ctx, response: Response) -> list[DutyCheckOut]:
+    """The duty checks sent since the service started, newest first, with their answer times.
+    Clustered, every worker's: a check is kept by the worker its device was connected to."""
+    mine = list(_listener(ctx).duty_checks)
+    elsewhere = (await _elsewhere(ctx, response)).duty_checks
+    return [_duty_out(r) for r in sorted([*mine, *elsewhere], key=lambda r: r.sent_at, reverse=True)]
 
 
 def _duty_out(r: DutyCheckRecord) -> DutyCheckOut:

@@ -22,6 +22,13 @@ between), no answer within 10 s (GB/T 26875.3 §6.5), a request it refused (not 
 a failure of its own.
 The asker waits 2 s longer than the device may take, for the hop and a busy worker.
 
+The control room's lists of the devices and of the duty checks are the cluster's, not one worker's:
+a worker answering them asks the others on `fw.gb26875.survey` which devices they hold (address,
+peer, connected and inspected times) and which duty checks they sent, and merges the answers with
+its own. It waits for as many answers as the last heartbeat saw live workers, 1 s at most; a worker
+that does not answer in time leaves its devices shown as not connected, and the API says so.
+A worker whose answer is larger than the engine's message limit sends it in parts.
+
 Wire format (JSON): a request `{"op": "ask", "command": 1|4, "adu": hex}` or `{"op": "duty",
 "device": id, "minutes": 1..255}`; a reply `{"frame": hex}`, `{"duty": {...}}` or
 `{"error": "not_connected"|"timeout"|"refused"|"failed", "detail": ...}`. Only the workers' NATS
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +55,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from api.context import RelayError
+from api.context import HeldConnection, RelayError, Survey
 from ingest.gb26875.codes import Command
 from ingest.gb26875.frame import MAX_ADU, Frame, FrameError, decode_frame
 from ingest.gb26875.listener import ANSWER_TIMEOUT_S, DutyCheckRecord, Gb26875Listener
@@ -55,7 +63,9 @@ from ingest.gb26875.listener import ANSWER_TIMEOUT_S, DutyCheckRecord, Gb26875Li
 logger = logging.getLogger(__name__)
 
 SUBJECT_PREFIX = "fw.gb26875.ask"
+SURVEY_SUBJECT = "fw.gb26875.survey"
 REQUEST_TIMEOUT_S = ANSWER_TIMEOUT_S + 2.0  # the device's 10 s, the hop and a busy holder
+SURVEY_TIMEOUT_S = 1.0  # the other workers' answers to a survey: what is not in by then is missing
 RETRY_S = 1.0  # a subscription NATS refused is tried again this soon
 
 
@@ -121,16 +131,74 @@ def duty_record(d: Any) -> DutyCheckRecord:
     return DutyCheckRecord(**d)
 
 
+def survey_parts(token: str, held: list[list[Any]], duty: list[dict[str, Any]], limit: int) -> list[bytes]:
+    """A worker's answer to a survey in as few messages as fit in `limit` bytes each: the devices
+    split between them, the duty checks (a bounded list) in the first."""
+
+    def encoded(part: int, parts: int, devices: list[list[Any]], checks: list[dict[str, Any]]) -> bytes:
+        body = {"worker": token, "part": part, "parts": parts, "devices": devices, "duty_checks": checks}
+        return orjson.dumps(body)
+
+    whole = encoded(0, 1, held, duty)
+    if len(whole) <= limit:
+        return [whole]
+    per = max(1, len(held) * (limit // 2) // len(whole))  # half the limit a part: room for the rest
+    chunks = [held[i : i + per] for i in range(0, len(held), per)] or [[]]
+    return [encoded(i, len(chunks), chunk, duty if i == 0 else []) for i, chunk in enumerate(chunks)]
+
+
+def parse_survey_part(body: bytes) -> tuple[str, int, int, list[HeldConnection], list[DutyCheckRecord]]:
+    """(worker, part, parts, connections, duty checks) of another worker's answer, checked
+    (RelayError: it is not one)."""
+    try:
+        d = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RelayError("the survey answer is not JSON") from None
+    if not isinstance(d, dict):
+        raise RelayError("the survey answer is not a JSON object")
+    worker, part, parts = d.get("worker"), d.get("part"), d.get("parts")
+    devices, checks = d.get("devices"), d.get("duty_checks")
+    if not isinstance(worker, str) or not isinstance(part, int) or not isinstance(parts, int):
+        raise RelayError("the survey answer has no worker or part")
+    if not 0 <= part < parts or not isinstance(devices, list) or not isinstance(checks, list):
+        raise RelayError("the survey answer is not a part of one")
+    return worker, part, parts, [_held(row) for row in devices], [duty_record(c) for c in checks]
+
+
+def _held(row: Any) -> HeldConnection:
+    """[address, peer, connected_at, inspected_at] of a survey answer, checked."""
+    number = (int, float)
+    if (
+        not isinstance(row, list)
+        or len(row) != 4
+        or not isinstance(row[0], int)
+        or not isinstance(row[1], str)
+        or not isinstance(row[2], number)
+        or not (row[3] is None or isinstance(row[3], number))
+        or any(isinstance(x, bool) for x in row)
+    ):
+        raise RelayError(f"the survey answer has a bad device: {row!r}")
+    address, peer, connected_at, inspected_at = row
+    return HeldConnection(
+        address, peer, float(connected_at), None if inspected_at is None else float(inspected_at)
+    )
+
+
 class DeviceRelay:
     """This worker's side of asking transmission devices across the cluster: its own devices'
     subjects held while they are connected here and the questions on them served (`start`), and
     `ask` / `duty_check` for the API, through this worker's connection when the device is here,
     else through the worker holding it. All on the event loop that runs the listener."""
 
-    def __init__(self, listener: Gb26875Listener, nc: Callable[[], Client | None]) -> None:
+    def __init__(
+        self, listener: Gb26875Listener, nc: Callable[[], Client | None], peers: Callable[[], int] = lambda: 0
+    ) -> None:
         self.listener = listener
         self._nc = nc  # the engine connection, once made (firewatch/cluster/source.py)
+        self._peers = peers  # how many other workers were live at the last heartbeat
+        self._token = uuid.uuid4().hex  # this relay, in surveys: its own is not answered
         self._subs: dict[int, Subscription] = {}  # device address -> its subject's subscription
+        self._survey_sub: Subscription | None = None
         self._changed = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
         self._serving: set[asyncio.Task[None]] = set()
@@ -154,10 +222,11 @@ class DeviceRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._follower = None
-        for sub in self._subs.values():
+        for sub in [*self._subs.values(), *([self._survey_sub] if self._survey_sub else [])]:
             with contextlib.suppress(Exception):  # NATS may be gone: nothing to unsubscribe from
                 await sub.unsubscribe()
         self._subs.clear()
+        self._survey_sub = None
 
     def subscribed(self) -> set[int]:
         """The devices whose subjects this worker holds now."""
@@ -180,6 +249,8 @@ class DeviceRelay:
         nc = self._nc()
         if nc is None:
             raise ConnectionError("not connected to the engine yet")
+        if self._survey_sub is None:
+            self._survey_sub = await nc.subscribe(SURVEY_SUBJECT, cb=self._on_survey)
         held = self.listener.held()
         for address in held - self._subs.keys():
             self._subs[address] = await nc.subscribe(subject_of(address), cb=self._on_request)
@@ -226,6 +297,68 @@ class DeviceRelay:
             return {"error": "not_connected"}
         except TimeoutError:
             return {"error": "timeout"}
+
+    async def _on_survey(self, msg: Msg) -> None:
+        """Another worker asks which devices this one holds, and which duty checks it sent."""
+        if not msg.reply or msg.data == self._token.encode():
+            return  # no one to answer, or our own survey
+        held = []
+        for address in sorted(self.listener.held()):
+            if (conn := self.listener.connection_of(address)) is not None:
+                held.append([address, conn.peer, conn.connected_at, conn.inspected_at])
+        duty = [dataclasses.asdict(r) for r in self.listener.duty_checks]
+        nc = self._nc()
+        limit = nc.max_payload if nc is not None and nc.max_payload else 1 << 20
+        try:
+            for part in survey_parts(self._token, held, duty, limit):
+                await msg.respond(part)
+        except Exception as exc:  # the asker shows these devices as not connected, and says why
+            logger.warning("GB/T 26875.3 relay: a survey could not be answered (%s)", exc)
+
+    async def survey(self) -> Survey:
+        """What the other workers hold: their devices' connections and their duty checks. Waits for
+        as many answers as there were other live workers at the last heartbeat, SURVEY_TIMEOUT_S at
+        most. ConnectionError: the engine cannot be reached."""
+        nc = self._nc()
+        if nc is None or not nc.is_connected:
+            raise ConnectionError("the other workers cannot be reached: the engine is not connected")
+        expected = self._peers()
+        parts: dict[str, dict[int, tuple[list[HeldConnection], list[DutyCheckRecord]]]] = {}
+        wanted: dict[str, int] = {}
+        complete = asyncio.Event()
+
+        async def on_answer(msg: Msg) -> None:
+            try:
+                worker, part, count, held, checks = parse_survey_part(msg.data)
+            except RelayError as exc:
+                logger.warning("GB/T 26875.3 relay: a survey answer refused (%s)", exc)
+                return
+            parts.setdefault(worker, {})[part] = (held, checks)
+            wanted[worker] = count
+            if sum(len(parts[w]) == wanted[w] for w in parts) >= expected:
+                complete.set()
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_answer)
+        try:
+            await nc.publish(SURVEY_SUBJECT, self._token.encode(), reply=inbox)
+            if expected > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(complete.wait(), SURVEY_TIMEOUT_S)
+        except NatsError as exc:
+            raise ConnectionError(f"the other workers cannot be reached ({exc})") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        connections: dict[int, HeldConnection] = {}
+        duty_checks: list[DutyCheckRecord] = []
+        answered = 0
+        for worker, got in parts.items():
+            answered += len(got) == wanted[worker]
+            for held, checks in got.values():
+                connections.update((c.address, c) for c in held)
+                duty_checks.extend(checks)
+        return Survey(connections, duty_checks, unanswered=max(0, expected - answered))
 
     # --- asking, for the API -------------------------------------------------------------------------
 

@@ -114,6 +114,7 @@ class ClusterWorker:
         self.map = PartitionMap.of_sites(pipeline.decoder.index.sites, settings.partitions)
         self.owned: set[int] = set()
         self.duties = False  # this worker runs the cluster-wide clocks
+        self.peers = 0  # the other live workers at the last heartbeat
         self.heartbeat_failures = 0
         self._snap = _Snapshots()
         self._persisted: dict[int, int] = {}  # stored sequences written to PostgreSQL
@@ -173,6 +174,7 @@ class ClusterWorker:
         """What one heartbeat changed: stop reading what was lost, hand on what another worker is
         to have, take over what was gained; then record how far everything is stored."""
         self.duties = view.duties
+        self.peers = max(0, len(view.workers) - 1)
         for p in sorted(view.lost):
             if p in self.owned:
                 logger.warning("partition %d is another worker's now: stopping reading it", p)
