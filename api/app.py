@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api import problems, route_table, unavailable
 from api.audit import AuditMiddleware
@@ -126,10 +128,31 @@ def create_app(ctx: AppContext | None) -> FastAPI:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return problems.document_problems(generate())
+        # Building the document takes over a second (pydantic schemas of ~120 operations) and
+        # every app this process makes from the same routes has the same one: made once, and each
+        # caller given its own copy to read or change.
+        key = _routes_key(app)
+        if (document := _DOCUMENTS.get(key)) is None:
+            document = _DOCUMENTS[key] = orjson.dumps(problems.document_problems(generate()))
+        copy: dict[str, Any] = orjson.loads(document)
+        return copy
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# The OpenAPI document (as JSON) of each set of routes this process has made an app with.
+_DOCUMENTS: dict[tuple[tuple[str, str, tuple[str, ...], int], ...], bytes] = {}
+
+
+def _routes_key(app: FastAPI) -> tuple[tuple[str, str, tuple[str, ...], int], ...]:
+    """What the document is made from: the documented routes' paths, methods and endpoints (the
+    console's and the docs' own routes are left out of it, and made anew with each app)."""
+    return tuple(
+        (type(r).__name__, r.path, tuple(sorted(r.methods or ())), id(r.endpoint))
+        for r in app.routes
+        if isinstance(r, APIRoute) and r.include_in_schema
+    )
 
 
 def openapi_document() -> dict[str, Any]:
