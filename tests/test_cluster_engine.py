@@ -270,7 +270,7 @@ async def test_after_kill_9_of_the_stream_leader_every_message_before_and_after_
     js = reader.jetstream(timeout=1.0)
     device = "smk-1"
     publisher = Publisher("127.0.0.1", nats_cluster.mqtt_ports[survivor])
-    publisher.client.reconnect_delay_set(min_delay=0.1, max_delay=1)  # a device retries soon
+    publisher.client.reconnect_delay_set(min_delay=1, max_delay=1)  # a device retries every second
     try:
         for n in range(100):
             publisher.send(f"fw/v1/s1/{device}/telemetry", f"{n}".encode())
