@@ -138,7 +138,10 @@ async def stack(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Stack]:
         await server_task
     base_url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=admin) as client:
+        # No idle connection kept: uvicorn closes one after 5 s idle, and a request sent on it at
+        # that moment failed with a ReadError once (a test's browser steps between two API calls).
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=admin, limits=fresh) as client:
             yield Stack(service, sim, plan_for(service), base_url, client, accounts, app)
     finally:
         server.should_exit = True
