@@ -41,14 +41,20 @@ _SCHEMA = (
 
 
 @dataclass(frozen=True)
-class SpooledBatch:
-    id: int
-    created: float
+class ReadingBatch:
+    """One batch's readings and device events as PostgreSQL takes them (storage/pg_telemetry.py)."""
+
     keys: tuple[list[str], list[str]]  # the batch's distinct series: devices, channels
     series: npt.NDArray[np.int64]  # per sample: its series, counted from 1 in `keys`
     ts: npt.NDArray[np.float64]
     value: npt.NDArray[np.float64]
     events: list[EventRecord]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpooledBatch(ReadingBatch):
+    id: int
+    created: float
 
 
 class Spool:
@@ -74,23 +80,15 @@ class Spool:
     def oldest(self) -> float | None:
         return self._oldest
 
-    def put(
-        self,
-        keys: tuple[list[str], list[str]],
-        series: npt.NDArray[np.int64],
-        ts: npt.NDArray[np.float64],
-        value: npt.NDArray[np.float64],
-        events: list[EventRecord],
-        now: float,
-    ) -> None:
+    def put(self, batch: ReadingBatch, now: float) -> None:
         """Keep one batch (committed when this returns; raises if the local disk fails)."""
         row = (
             now,
-            orjson.dumps(keys),
-            np.ascontiguousarray(series, dtype=np.int32).tobytes(),
-            np.ascontiguousarray(ts, dtype=np.float64).tobytes(),
-            np.ascontiguousarray(value, dtype=np.float64).tobytes(),
-            orjson.dumps(events),
+            orjson.dumps(batch.keys),
+            np.ascontiguousarray(batch.series, dtype=np.int32).tobytes(),
+            np.ascontiguousarray(batch.ts, dtype=np.float64).tobytes(),
+            np.ascontiguousarray(batch.value, dtype=np.float64).tobytes(),
+            orjson.dumps(batch.events),
         )
         with self._lock:
             self._db.execute(
@@ -112,13 +110,13 @@ class Spool:
             devices, channels = orjson.loads(keys)
             out.append(
                 SpooledBatch(
-                    int(id_),
-                    float(created),
                     (devices, channels),
                     np.frombuffer(series, dtype=np.int32).astype(np.int64),
                     np.frombuffer(ts, dtype=np.float64),
                     np.frombuffer(value, dtype=np.float64),
                     [cast(EventRecord, tuple(e)) for e in orjson.loads(events)],
+                    id=int(id_),
+                    created=float(created),
                 )
             )
         return out

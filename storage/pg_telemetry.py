@@ -42,7 +42,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from storage.pg_spool import Spool
+from storage.pg_spool import ReadingBatch, Spool
 from storage.telemetry import (
     CompactionResult,
     EventRecord,
@@ -56,6 +56,8 @@ from storage.unavailable import is_unavailable
 logger = logging.getLogger(__name__)
 
 PRUNE_CHUNK = 50_000  # rows deleted per statement (and transaction): row locks held briefly
+
+
 class SpoolStatus(NamedTuple):
     pending: int  # batches waiting for PostgreSQL
     oldest_age_s: float  # how long the oldest of them has waited (0 when none)
@@ -308,7 +310,7 @@ class ClusterTelemetry:
         disk fails too, this raises, having written nothing locally."""
         if ts.size or events:
             keys, series = self._keyed(slot)
-            self._store(keys, series, ts, value, events or [], now)
+            self._store(ReadingBatch(keys, series, ts, value, events or []), now)
         if seq_state or journal:
             self.local.write(slot[:0], ts[:0], value[:0], seq_state, journal, now)
 
@@ -323,28 +325,20 @@ class ClusterTelemetry:
         keys = (slot_device[series].tolist(), slot_channel[series].tolist())
         return keys, inverse.reshape(-1).astype(np.int64) + 1
 
-    def _store(
-        self,
-        keys: tuple[list[str], list[str]],
-        series: npt.NDArray[np.int64],
-        ts: npt.NDArray[np.float64],
-        value: npt.NDArray[np.float64],
-        events: list[EventRecord],
-        now: float,
-    ) -> None:
+    def _store(self, batch: ReadingBatch, now: float) -> None:
         spool = self.spool
         if spool is not None and time.monotonic() < self._spool_until:
             # PostgreSQL refused a batch a moment ago: not asked again for each batch (a server
             # that does not answer costs a connect timeout each time).
-            spool.put(keys, series, ts, value, events, now or time.time())
+            spool.put(batch, now or time.time())
             return
         try:
-            self._write_shared(keys, series, ts, value, events)
+            self._write_shared(batch)
         except Exception as exc:
             if spool is None or not is_unavailable(exc):
                 raise
             self._spool_until = time.monotonic() + SPOOL_RETRY_S
-            spool.put(keys, series, ts, value, events, now or time.time())
+            spool.put(batch, now or time.time())
             if spool.pending == 1:
                 logger.warning(
                     "PostgreSQL cannot take readings (%s): keeping them in %s until it can; "
@@ -361,7 +355,7 @@ class ClusterTelemetry:
         keeps up with new batches while the spool empties."""
         for batch in spool.take(DRAIN_BATCHES):
             try:
-                self._write_shared(batch.keys, batch.series, batch.ts, batch.value, batch.events)
+                self._write_shared(batch)
             except Exception as exc:
                 if not is_unavailable(exc):
                     # Refused for what it holds: kept apart, never blocking the batches behind it.
@@ -391,19 +385,12 @@ class ClusterTelemetry:
         oldest = spool.oldest
         return SpoolStatus(spool.pending, 0.0 if oldest is None else max(0.0, now - oldest), spool.refused())
 
-    def _write_shared(
-        self,
-        keys: tuple[list[str], list[str]],
-        series: npt.NDArray[np.int64],
-        ts: npt.NDArray[np.float64],
-        value: npt.NDArray[np.float64],
-        events: list[EventRecord],
-    ) -> None:
+    def _write_shared(self, batch: ReadingBatch) -> None:
         with self.engine.begin() as conn:
-            if ts.size:
-                self._insert_readings(conn, keys, series, ts, value)
-            if events:
-                d, t, rcv, kind, code, ch, frame = zip(*events, strict=True)
+            if batch.ts.size:
+                self._insert_readings(conn, batch.keys, batch.series, batch.ts, batch.value)
+            if batch.events:
+                d, t, rcv, kind, code, ch, frame = zip(*batch.events, strict=True)
                 conn.execute(
                     _INSERT_EVENTS,
                     {

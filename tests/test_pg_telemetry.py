@@ -25,7 +25,7 @@ from firewatch.service import Service
 from ingest.envelope import Message
 from storage import pg_telemetry
 from storage.db import make_engine, open_store
-from storage.pg_spool import Spool
+from storage.pg_spool import ReadingBatch, Spool
 from storage.pg_telemetry import ClusterTelemetry, SpoolStatus
 from storage.telemetry import EventRecord, TelemetryStore
 from tests.conftest import PROFILES, small_registry
@@ -336,8 +336,11 @@ def test_a_spool_keeps_its_batches_across_a_restart_and_forgets_each_once_stored
     spool = Spool(tmp_path / "pg_spool.sqlite")
     keys = (["smk-1", "smk-2"], ["smoke", "temp"])
     series = np.array([1, 2, 1], dtype=np.int64)
-    spool.put(keys, series, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), list(EVENTS), now=10.0)
-    spool.put(keys, series[:1], np.array([4.0]), np.array([0.4]), [], now=11.0)
+    spool.put(
+        ReadingBatch(keys, series, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), list(EVENTS)),
+        now=10.0,
+    )
+    spool.put(ReadingBatch(keys, series[:1], np.array([4.0]), np.array([0.4]), []), now=11.0)
     spool.close()
     again = Spool(tmp_path / "pg_spool.sqlite")
     assert (again.pending, again.oldest) == (2, 10.0)
@@ -361,8 +364,8 @@ def test_a_spooled_batch_postgresql_refuses_for_its_data_is_kept_apart_and_block
     store.bind_devices(DEVICES, [CHANNELS] * len(DEVICES))
     # Spooled during an outage: one batch whose channel the table refuses, one good one behind it.
     one = np.array([1], dtype=np.int64)
-    spool.put((["smk-0"], ["x" * 65]), one, np.array([1.0]), np.array([2.0]), [], now=1.0)
-    spool.put((["smk-0"], ["smoke"]), one, np.array([5.0]), np.array([0.5]), [], now=2.0)
+    spool.put(ReadingBatch((["smk-0"], ["x" * 65]), one, np.array([1.0]), np.array([2.0]), []), now=1.0)
+    spool.put(ReadingBatch((["smk-0"], ["smoke"]), one, np.array([5.0]), np.array([0.5]), []), now=2.0)
     store.write(*batch(0), [])  # PostgreSQL answers: the spool drains behind the new batch
     assert store.spool_pending() == 0
     assert spool.refused() == 1  # kept, with its reason
@@ -378,7 +381,7 @@ def test_the_spool_status_says_how_many_batches_wait_and_for_how_long(engine: En
     store = ClusterTelemetry(TelemetryStore(tmp_path / "local.sqlite"), engine, spool)
     assert store.spool_status(now=100.0) == SpoolStatus(0, 0.0, 0)
     one = np.array([1], dtype=np.int64)
-    spool.put((["smk-0"], ["smoke"]), one, np.array([1.0]), np.array([0.5]), [], now=40.0)
-    spool.put((["smk-0"], ["smoke"]), one, np.array([2.0]), np.array([0.5]), [], now=70.0)
+    spool.put(ReadingBatch((["smk-0"], ["smoke"]), one, np.array([1.0]), np.array([0.5]), []), now=40.0)
+    spool.put(ReadingBatch((["smk-0"], ["smoke"]), one, np.array([2.0]), np.array([0.5]), []), now=70.0)
     assert store.spool_status(now=100.0) == SpoolStatus(pending=2, oldest_age_s=60.0, refused=0)
     store.close()
