@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
@@ -624,3 +625,46 @@ async def test_transmission_devices_silent_together_are_one_outage(
         assert alarm.category == "fault"
     finally:
         await svc.stop()
+
+
+async def test_clustered_lists_say_when_they_lack_what_other_workers_hold(
+    service: Service, device: TransmissionDevice, tmp_path: Path
+) -> None:
+    """The lists as a clustered worker serves them (firewatch/cluster/gb_relay.py): its own devices
+    always, and an X-Firewatch-Incomplete header when the other workers could not all be asked."""
+    from firewatch.cluster.engine import NatsCluster
+    from firewatch.cluster.gb_relay import DeviceRelay
+
+    await device.heartbeat()
+    assert service.gb26875 is not None
+    ctx = service.app_context()
+    ctx.start = ctx.stop = None
+    ctx.accounts = make_accounts(service.sessions)
+    operator = sign_in(ctx.accounts, "duty-op", "operator")
+
+    async def lists(relay: DeviceRelay) -> list[httpx.Response]:
+        ctx.gb26875_surveyor = relay
+        transport = httpx.ASGITransport(app=create_app(ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw", headers=operator) as api:
+            return [await api.get(f"/api/v1/gb26875/{what}") for what in ("devices", "duty-checks")]
+
+    # The engine not connected: this worker's own, said to be only that.
+    for r in await lists(DeviceRelay(service.gb26875, lambda: None, peers=lambda: 1)):
+        assert r.status_code == 200, r.text
+        assert r.headers["x-firewatch-incomplete"].startswith("only this worker's")
+    (ud,) = (await lists(DeviceRelay(service.gb26875, lambda: None)))[0].json()
+    assert ud["connected"]
+    # Connected, but the one other worker the last heartbeat saw does not answer within 1 s.
+    engine = NatsCluster(tmp_path / "engine", nodes=1, partitions=2)
+    engine.start()
+    nc = await nats.connect(servers=engine.client_urls)
+    try:
+        for r in await lists(DeviceRelay(service.gb26875, lambda: nc, peers=lambda: 1)):
+            assert r.status_code == 200, r.text
+            assert "1 other worker(s) did not answer" in r.headers["x-firewatch-incomplete"]
+        # Nobody else live: complete, no header.
+        for r in await lists(DeviceRelay(service.gb26875, lambda: nc, peers=lambda: 0)):
+            assert "x-firewatch-incomplete" not in r.headers
+    finally:
+        await nc.close()
+        engine.stop()
